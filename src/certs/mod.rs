@@ -1,0 +1,153 @@
+//! Facts about an issued certificate chain, read from its PEM: serial,
+//! issuer, validity, SANs, the leaf's key fingerprint and the identity of the
+//! root the chain leads to. The policy's diversity check and the API's slot
+//! view are built from these facts; nothing here trusts or verifies a chain.
+
+use x509_parser::extensions::ParsedExtension;
+use x509_parser::pem::Pem;
+use x509_parser::prelude::{GeneralName, X509Certificate};
+
+use crate::domain::KeyFingerprint;
+use crate::keys::{hex, spki_fingerprint};
+
+/// What twincert records about an issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFacts {
+    /// Serial number, lower-case hex without separators.
+    pub serial: String,
+    /// The leaf's issuer DN (the intermediate), RFC 4514 string.
+    pub issuer: String,
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+    /// The DNS names in the leaf's subjectAltName, as issued.
+    pub dns_names: Vec<String>,
+    /// SHA-256 of the leaf's SubjectPublicKeyInfo.
+    pub spki_sha256: KeyFingerprint,
+    /// The root the chain leads to: the authority key identifier of the
+    /// topmost certificate in the chain (hex), or its issuer DN when it has
+    /// none. Two chains with the same value end at the same root.
+    pub root_id: String,
+    /// The leaf's authority key identifier (hex), needed for ARI/`replaces`.
+    pub authority_key_id: Option<String>,
+    /// Number of certificates in the chain (leaf included).
+    pub chain_len: usize,
+}
+
+/// Why a chain could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("certificate chain from the CA is unreadable: {0}")]
+pub struct ChainError(pub String);
+
+fn aki(cert: &X509Certificate<'_>) -> Option<String> {
+    cert.extensions().iter().find_map(|ext| match ext.parsed_extension() {
+        ParsedExtension::AuthorityKeyIdentifier(aki) => {
+            aki.key_identifier.as_ref().map(|k| hex(k.0))
+        }
+        _ => None,
+    })
+}
+
+/// Splits a PEM chain into DER certificates, leaf first.
+pub fn chain_ders(chain_pem: &str) -> Result<Vec<Vec<u8>>, ChainError> {
+    let mut out = Vec::new();
+    for pem in Pem::iter_from_buffer(chain_pem.as_bytes()) {
+        let pem = pem.map_err(|e| ChainError(format!("bad PEM: {e}")))?;
+        if pem.label == "CERTIFICATE" {
+            out.push(pem.contents);
+        }
+    }
+    if out.is_empty() {
+        return Err(ChainError("no CERTIFICATE block".into()));
+    }
+    Ok(out)
+}
+
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, ChainError> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, c)| c)
+        .map_err(|e| ChainError(format!("bad certificate: {e}")))
+}
+
+/// Reads the facts of a PEM chain (leaf first, as ACME returns it,
+/// RFC 8555 §7.4.2).
+pub fn inspect_chain(chain_pem: &str) -> Result<CertFacts, ChainError> {
+    let ders = chain_ders(chain_pem)?;
+    let leaf = parse(&ders[0])?;
+    let top = parse(ders.last().map(Vec::as_slice).unwrap_or(&ders[0]))?;
+    let dns_names = match leaf.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|g| match g {
+                GeneralName::DNSName(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(ChainError(format!("bad subjectAltName: {e}"))),
+    };
+    Ok(CertFacts {
+        serial: hex(leaf.raw_serial()),
+        issuer: leaf.issuer().to_string(),
+        not_before: leaf.validity().not_before.timestamp(),
+        not_after: leaf.validity().not_after.timestamp(),
+        dns_names,
+        spki_sha256: spki_fingerprint(leaf.public_key().raw),
+        root_id: aki(&top).unwrap_or_else(|| top.issuer().to_string()),
+        authority_key_id: aki(&leaf),
+        chain_len: ders.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, IsCa, KeyPair};
+
+    /// A root, an intermediate and a leaf made with rcgen, as a CA would
+    /// return them (leaf first, root not included).
+    fn chain() -> (String, KeyPair) {
+        let root_key = KeyPair::generate().expect("key");
+        let mut rp = CertificateParams::new(Vec::<String>::new()).expect("params");
+        rp.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let root = rp.self_signed(&root_key).expect("root");
+        let root_issuer = rcgen::Issuer::new(rp, &root_key);
+
+        let int_key = KeyPair::generate().expect("key");
+        let mut ip = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ip.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ip.use_authority_key_identifier_extension = true;
+        let int = ip.signed_by(&int_key, &root_issuer).expect("int");
+        let int_issuer = rcgen::Issuer::new(ip, &int_key);
+
+        let leaf_key = KeyPair::generate().expect("key");
+        let mut lp = CertificateParams::new(vec!["a.example.test".into(), "b.example.test".into()])
+            .expect("params");
+        lp.use_authority_key_identifier_extension = true;
+        let leaf = lp.signed_by(&leaf_key, &int_issuer).expect("leaf");
+        let _ = root;
+        (format!("{}{}", leaf.pem(), int.pem()), leaf_key)
+    }
+
+    #[test]
+    fn reads_the_facts_of_a_chain() {
+        let (pem, leaf_key) = chain();
+        let facts = inspect_chain(&pem).expect("facts");
+        assert_eq!(facts.dns_names, ["a.example.test", "b.example.test"]);
+        assert_eq!(facts.chain_len, 2);
+        use rcgen::PublicKeyData;
+        assert_eq!(facts.spki_sha256, spki_fingerprint(&leaf_key.subject_public_key_info()));
+        assert!(facts.not_after > facts.not_before);
+        assert!(facts.authority_key_id.is_some());
+        assert_ne!(facts.root_id, facts.authority_key_id.clone().unwrap_or_default());
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(inspect_chain("not a pem").is_err());
+        assert!(inspect_chain("").is_err());
+    }
+}

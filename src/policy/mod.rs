@@ -1,0 +1,256 @@
+//! Pure decisions, no I/O and no clock of their own: which two CAs serve a
+//! name, when a certificate is due for renewal, whether an issued pair keeps
+//! the diversity promise (DESIGN.md invariant 1), and what state a slot and
+//! a name are in. Each decision is a small function with its reasons written
+//! next to it, so that "why did twincert do that?" has one place to look.
+
+use crate::domain::{KeyType, NameState, SlotState};
+
+/// What policy needs to know about one configured CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaChoice {
+    /// The configured id.
+    pub id: String,
+    /// CAs sharing a root group are never paired.
+    pub root_group: String,
+    /// Key types the CA issues for.
+    pub key_types: Vec<KeyType>,
+    /// A distrusted CA is never chosen.
+    pub distrusted: bool,
+}
+
+/// Why no acceptable pair exists. The text is shown to API clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PairError {
+    /// A CA id in an explicit pair is not configured.
+    #[error("unknown CA '{0}'")]
+    UnknownCa(String),
+    /// Both entries of an explicit pair are the same CA.
+    #[error("primary and backup must come from different CAs; '{0}' was given for both")]
+    SameCa(String),
+    /// The two CAs chain to the same root.
+    #[error("CAs '{0}' and '{1}' share the root group '{2}'; a backup from the same root does not survive that root's incident")]
+    SameRoot(String, String, String),
+    /// A CA cannot issue this key type.
+    #[error("CA '{0}' does not issue {1} certificates")]
+    KeyType(String, KeyType),
+    /// A CA is distrusted.
+    #[error("CA '{0}' is distrusted and cannot be chosen")]
+    Distrusted(String),
+    /// Not enough diverse, trusted CAs are configured.
+    #[error("no two trusted CAs from different root groups can issue {0} certificates")]
+    NoPair(KeyType),
+}
+
+fn usable(ca: &CaChoice, key_type: KeyType) -> Result<(), PairError> {
+    if ca.distrusted {
+        return Err(PairError::Distrusted(ca.id.clone()));
+    }
+    if !ca.key_types.contains(&key_type) {
+        return Err(PairError::KeyType(ca.id.clone(), key_type));
+    }
+    Ok(())
+}
+
+/// Picks (primary, backup) CAs for a new name.
+///
+/// * An explicit pair is checked, never silently replaced: the user asked
+///   for those CAs, and a refusal with the reason beats a surprise.
+/// * Otherwise the first usable CA in preference order is primary and the
+///   next usable one from a *different root group* is backup, so both slots
+///   never depend on one root.
+pub fn choose_pair(
+    cas_in_preference: &[CaChoice],
+    explicit: Option<(&str, &str)>,
+    key_type: KeyType,
+) -> Result<(String, String), PairError> {
+    let find = |id: &str| {
+        cas_in_preference
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| PairError::UnknownCa(id.to_string()))
+    };
+    if let Some((p, b)) = explicit {
+        let (pc, bc) = (find(p)?, find(b)?);
+        if p == b {
+            return Err(PairError::SameCa(p.to_string()));
+        }
+        usable(pc, key_type)?;
+        usable(bc, key_type)?;
+        if pc.root_group == bc.root_group {
+            return Err(PairError::SameRoot(p.into(), b.into(), pc.root_group.clone()));
+        }
+        return Ok((p.to_string(), b.to_string()));
+    }
+    let mut usable_cas = cas_in_preference.iter().filter(|c| usable(c, key_type).is_ok());
+    let primary = usable_cas.next().ok_or(PairError::NoPair(key_type))?;
+    let backup = usable_cas
+        .find(|c| c.root_group != primary.root_group)
+        .ok_or(PairError::NoPair(key_type))?;
+    Ok((primary.id.clone(), backup.id.clone()))
+}
+
+/// When a certificate valid from `not_before` to `not_after` should be
+/// renewed: after `fraction` of its lifetime (2/3 by default, as certbot and
+/// cert-manager do), leaving a third of the lifetime for retries.
+pub fn renew_at(not_before: i64, not_after: i64, fraction: f64) -> i64 {
+    let lifetime = (not_after - not_before).max(0) as f64;
+    not_before + (lifetime * fraction) as i64
+}
+
+/// Facts of one issued certificate that the diversity check compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedFacts<'a> {
+    /// Which CA issued it.
+    pub ca: &'a str,
+    /// The root the chain leads to.
+    pub root_id: &'a str,
+    /// SHA-256 of the key's SPKI.
+    pub spki_sha256: &'a str,
+}
+
+/// Why a pair of certificates breaks invariant 1.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiversityViolation {
+    /// Both slots were issued by one CA.
+    #[error("primary and backup were both issued by CA '{0}'")]
+    SameCa(String),
+    /// Both chains end at one root, so one root incident takes out both.
+    #[error("primary and backup chain to the same root ({0})")]
+    SameRoot(String),
+    /// Both certificates certify one key, so one key compromise takes out
+    /// both.
+    #[error("primary and backup share the key with SPKI SHA-256 {0}")]
+    SameKey(String),
+}
+
+/// Checks DESIGN.md invariant 1 on an issued pair.
+pub fn check_diversity(a: &IssuedFacts<'_>, b: &IssuedFacts<'_>) -> Result<(), DiversityViolation> {
+    if a.ca == b.ca {
+        return Err(DiversityViolation::SameCa(a.ca.to_string()));
+    }
+    if a.root_id == b.root_id {
+        return Err(DiversityViolation::SameRoot(a.root_id.to_string()));
+    }
+    if a.spki_sha256 == b.spki_sha256 {
+        return Err(DiversityViolation::SameKey(a.spki_sha256.to_string()));
+    }
+    Ok(())
+}
+
+/// What the slot-state decision looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotFacts {
+    /// Validity of the current certificate, if any.
+    pub current: Option<(i64, i64)>,
+    /// An order for this slot is open (pending or processing).
+    pub order_open: bool,
+    /// The open order's last attempt failed.
+    pub last_attempt_failed: bool,
+}
+
+/// The state of one slot at `now`.
+pub fn slot_state(f: SlotFacts, now: i64) -> SlotState {
+    match f.current {
+        Some((_, not_after)) if not_after <= now => SlotState::Expired,
+        Some(_) if f.order_open => SlotState::Renewing,
+        Some(_) => SlotState::Valid,
+        None if f.last_attempt_failed => SlotState::Failed,
+        None => SlotState::Issuing,
+    }
+}
+
+/// The state of a name from its two slots and its diversity check.
+///
+/// A name is `ready` only when both slots hold a usable certificate and the
+/// pair is diverse: a name with one certificate has no instant swap, which is
+/// the whole point.
+pub fn name_state(primary: SlotState, backup: SlotState, diversity_ok: bool) -> NameState {
+    let usable = |s| matches!(s, SlotState::Valid | SlotState::Renewing);
+    let broken = |s| matches!(s, SlotState::Failed | SlotState::Expired);
+    if !diversity_ok || broken(primary) || broken(backup) {
+        NameState::Degraded
+    } else if usable(primary) && usable(backup) {
+        NameState::Ready
+    } else {
+        NameState::Provisioning
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca(id: &str, group: &str) -> CaChoice {
+        CaChoice {
+            id: id.into(),
+            root_group: group.into(),
+            key_types: KeyType::ALL.to_vec(),
+            distrusted: false,
+        }
+    }
+
+    #[test]
+    fn pair_choice() {
+        let mut rsa_only = ca("r", "g3");
+        rsa_only.key_types = vec![KeyType::Rsa2048];
+        let mut gone = ca("d", "g4");
+        gone.distrusted = true;
+        let cas = vec![ca("a", "g1"), ca("a2", "g1"), ca("b", "g2"), rsa_only, gone];
+        let p = KeyType::EcdsaP256;
+        let cases: Vec<(Option<(&str, &str)>, KeyType, Result<(&str, &str), PairError>)> = vec![
+            (None, p, Ok(("a", "b"))),
+            (None, KeyType::Rsa2048, Ok(("a", "b"))),
+            (Some(("b", "a")), p, Ok(("b", "a"))),
+            (Some(("a", "a")), p, Err(PairError::SameCa("a".into()))),
+            (Some(("a", "a2")), p, Err(PairError::SameRoot("a".into(), "a2".into(), "g1".into()))),
+            (Some(("a", "zz")), p, Err(PairError::UnknownCa("zz".into()))),
+            (Some(("a", "r")), p, Err(PairError::KeyType("r".into(), p))),
+            (Some(("a", "d")), p, Err(PairError::Distrusted("d".into()))),
+        ];
+        for (explicit, kt, want) in cases {
+            let got = choose_pair(&cas, explicit, kt);
+            assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())), "{explicit:?}");
+        }
+        assert_eq!(
+            choose_pair(&[ca("a", "g"), ca("b", "g")], None, p),
+            Err(PairError::NoPair(p))
+        );
+    }
+
+    #[test]
+    fn renewal_at_two_thirds() {
+        assert_eq!(renew_at(0, 90, 2.0 / 3.0), 60);
+        assert_eq!(renew_at(100, 100, 0.5), 100);
+    }
+
+    #[test]
+    fn diversity() {
+        let a = IssuedFacts { ca: "a", root_id: "r1", spki_sha256: "k1" };
+        let ok = IssuedFacts { ca: "b", root_id: "r2", spki_sha256: "k2" };
+        assert_eq!(check_diversity(&a, &ok), Ok(()));
+        let same_ca = IssuedFacts { ca: "a", ..ok.clone() };
+        assert!(matches!(check_diversity(&a, &same_ca), Err(DiversityViolation::SameCa(_))));
+        let same_root = IssuedFacts { root_id: "r1", ..ok.clone() };
+        assert!(matches!(check_diversity(&a, &same_root), Err(DiversityViolation::SameRoot(_))));
+        let same_key = IssuedFacts { spki_sha256: "k1", ..ok };
+        assert!(matches!(check_diversity(&a, &same_key), Err(DiversityViolation::SameKey(_))));
+    }
+
+    #[test]
+    fn slot_and_name_states() {
+        let now = 1000;
+        let f = |current, order_open, failed| SlotFacts { current, order_open, last_attempt_failed: failed };
+        assert_eq!(slot_state(f(None, true, false), now), SlotState::Issuing);
+        assert_eq!(slot_state(f(None, true, true), now), SlotState::Failed);
+        assert_eq!(slot_state(f(Some((0, 2000)), false, false), now), SlotState::Valid);
+        assert_eq!(slot_state(f(Some((0, 2000)), true, true), now), SlotState::Renewing);
+        assert_eq!(slot_state(f(Some((0, 900)), true, false), now), SlotState::Expired);
+
+        use SlotState::*;
+        assert_eq!(name_state(Valid, Renewing, true), NameState::Ready);
+        assert_eq!(name_state(Valid, Issuing, true), NameState::Provisioning);
+        assert_eq!(name_state(Valid, Failed, true), NameState::Degraded);
+        assert_eq!(name_state(Valid, Valid, false), NameState::Degraded);
+    }
+}
