@@ -1,1 +1,168 @@
-pub fn placeholder() {}
+//! Schema migrations for twincert's store, for SQLite and PostgreSQL.
+//!
+//! The schema is written as plain SQL with two dialect holes (`{blob}` for
+//! binary columns, `{serial}` for the audit log's growing id) so one text
+//! serves both backends and reads like the database will see it. Invariants
+//! that fit in SQL live here: one row per (name, slot), the two CAs of a name
+//! differ, a private key's SPKI is unique (invariant 2: fresh keys).
+
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Core)]
+    }
+}
+
+/// The core tables of issue 2: names, slots, certificates, keys, accounts,
+/// orders (the job rows), HTTP-01 tokens and audit events.
+#[derive(DeriveMigrationName)]
+pub struct M0001Core;
+
+const CORE: &str = r#"
+CREATE TABLE names (
+    id              TEXT PRIMARY KEY,
+    domains         TEXT NOT NULL,
+    challenge       TEXT NOT NULL,
+    key_type        TEXT NOT NULL,
+    primary_ca      TEXT NOT NULL,
+    backup_ca       TEXT NOT NULL,
+    active_slot     TEXT NOT NULL DEFAULT 'primary',
+    diversity_error TEXT,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL,
+    CONSTRAINT names_distinct_cas CHECK (primary_ca <> backup_ca),
+    CONSTRAINT names_active_slot CHECK (active_slot IN ('primary', 'backup'))
+);
+
+CREATE TABLE private_keys (
+    id             TEXT PRIMARY KEY,
+    spki_sha256    TEXT NOT NULL UNIQUE,
+    key_type       TEXT NOT NULL,
+    master_key_id  TEXT NOT NULL,
+    nonce          {blob} NOT NULL,
+    ciphertext     {blob} NOT NULL,
+    compromised    BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at     BIGINT NOT NULL
+);
+
+CREATE TABLE certificates (
+    id              TEXT PRIMARY KEY,
+    name_id         TEXT NOT NULL REFERENCES names(id) ON DELETE CASCADE,
+    slot            TEXT NOT NULL CHECK (slot IN ('primary', 'backup')),
+    ca_id           TEXT NOT NULL,
+    private_key_id  TEXT NOT NULL REFERENCES private_keys(id),
+    order_id        TEXT NOT NULL,
+    serial          TEXT NOT NULL,
+    issuer          TEXT NOT NULL,
+    root_id         TEXT NOT NULL,
+    not_before      BIGINT NOT NULL,
+    not_after       BIGINT NOT NULL,
+    renew_after     BIGINT NOT NULL,
+    spki_sha256     TEXT NOT NULL,
+    chain_pem       TEXT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    CONSTRAINT certificates_one_per_key UNIQUE (private_key_id)
+);
+CREATE INDEX certificates_by_name ON certificates (name_id, slot);
+
+CREATE TABLE slots (
+    name_id          TEXT NOT NULL REFERENCES names(id) ON DELETE CASCADE,
+    slot             TEXT NOT NULL CHECK (slot IN ('primary', 'backup')),
+    ca_id            TEXT NOT NULL,
+    current_cert_id  TEXT REFERENCES certificates(id),
+    last_error       TEXT,
+    updated_at       BIGINT NOT NULL,
+    PRIMARY KEY (name_id, slot)
+);
+
+CREATE TABLE acme_accounts (
+    ca_id          TEXT PRIMARY KEY,
+    directory_url  TEXT NOT NULL,
+    account_url    TEXT NOT NULL,
+    master_key_id  TEXT NOT NULL,
+    nonce          {blob} NOT NULL,
+    ciphertext     {blob} NOT NULL,
+    created_at     BIGINT NOT NULL
+);
+
+CREATE TABLE orders (
+    id                TEXT PRIMARY KEY,
+    name_id           TEXT NOT NULL REFERENCES names(id) ON DELETE CASCADE,
+    slot              TEXT NOT NULL CHECK (slot IN ('primary', 'backup')),
+    ca_id             TEXT NOT NULL,
+    state             TEXT NOT NULL CHECK (state IN ('pending', 'processing', 'valid', 'abandoned')),
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at   BIGINT NOT NULL,
+    last_error        TEXT,
+    lease_owner       TEXT,
+    lease_expires_at  BIGINT,
+    acme_order_url    TEXT,
+    acme_orders       INTEGER NOT NULL DEFAULT 0,
+    private_key_id    TEXT REFERENCES private_keys(id),
+    certificate_id    TEXT,
+    created_at        BIGINT NOT NULL,
+    updated_at        BIGINT NOT NULL
+);
+CREATE INDEX orders_due ON orders (state, next_attempt_at);
+CREATE UNIQUE INDEX orders_one_open ON orders (name_id, slot) WHERE state IN ('pending', 'processing');
+CREATE INDEX orders_by_name ON orders (name_id, slot);
+
+CREATE TABLE http01_tokens (
+    token              TEXT PRIMARY KEY,
+    key_authorization  TEXT NOT NULL,
+    order_id           TEXT NOT NULL,
+    created_at         BIGINT NOT NULL
+);
+CREATE INDEX http01_tokens_by_order ON http01_tokens (order_id);
+
+CREATE TABLE audit_events (
+    id       {serial},
+    at       BIGINT NOT NULL,
+    actor    TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    target   TEXT NOT NULL,
+    reason   TEXT,
+    result   TEXT NOT NULL,
+    details  TEXT
+);
+"#;
+
+const DROP_CORE: &str = "DROP TABLE audit_events; DROP TABLE http01_tokens; DROP TABLE orders; \
+     DROP TABLE acme_accounts; DROP TABLE slots; DROP TABLE certificates; \
+     DROP TABLE private_keys; DROP TABLE names;";
+
+/// Fills the dialect holes of a schema text for one backend.
+fn dialect(sql: &str, backend: DbBackend) -> String {
+    let (blob, serial) = match backend {
+        DbBackend::Postgres => ("BYTEA", "BIGSERIAL PRIMARY KEY"),
+        _ => ("BLOB", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+    };
+    sql.replace("{blob}", blob).replace("{serial}", serial)
+}
+
+async fn run_script(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    let sql = dialect(sql, db.get_database_backend());
+    // One statement at a time: SQLite's driver runs only the first of a batch.
+    for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        db.execute_unprepared(stmt).await?;
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Core {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, CORE).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, DROP_CORE).await
+    }
+}

@@ -1,1 +1,525 @@
-//! TODO
+//! ACME clients: the only module that imports instant-acme (pinned 0.8.5).
+//!
+//! One [`CaClient`] per configured CA. It knows how to create or restore its
+//! account and how to move one order forward (RFC 8555 §7.4): answer the
+//! HTTP-01 challenges, wait until ready, finalize with *our* CSR
+//! (`finalize_csr`; never `Order::finalize`, which makes its own key), and
+//! download the chain. It never touches the store: the worker decides what
+//! is written when. Every failure becomes an [`AcmeError`] whose kind says
+//! whether the attempt is final (a 4xx problem), rate limited, or
+//! transient.
+
+mod http;
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeStatus, ChallengeType,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus, Problem,
+    RetryPolicy,
+};
+use tokio::sync::OnceCell;
+
+use crate::config::CaConfig;
+
+pub use http::with_retry_after;
+
+/// How the worker should treat a failed ACME step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeErrorKind {
+    /// The CA said no (4xx problem other than badNonce/rateLimited): this
+    /// ACME order is over; a later attempt starts a fresh one.
+    Final,
+    /// `rateLimited`: wait at least the CA's Retry-After.
+    RateLimited,
+    /// Network, timeout, 5xx, badNonce: retry the same order later.
+    Transient,
+}
+
+/// A failed ACME step, with the CA's problem text when there is one.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct AcmeError {
+    /// Retry or not.
+    pub kind: AcmeErrorKind,
+    /// What happened, in words; never contains key material.
+    pub message: String,
+}
+
+impl AcmeError {
+    fn transient(message: impl Into<String>) -> Self {
+        AcmeError {
+            kind: AcmeErrorKind::Transient,
+            message: message.into(),
+        }
+    }
+
+    fn final_(message: impl Into<String>) -> Self {
+        AcmeError {
+            kind: AcmeErrorKind::Final,
+            message: message.into(),
+        }
+    }
+}
+
+fn describe_problem(p: &Problem) -> String {
+    let kind = p
+        .r#type
+        .as_deref()
+        .map(|t| t.trim_start_matches("urn:ietf:params:acme:error:"))
+        .unwrap_or("problem");
+    let mut s = format!("{kind}: {}", p.detail.as_deref().unwrap_or("(no detail)"));
+    for sub in &p.subproblems {
+        if let Some(d) = &sub.detail {
+            s.push_str("; ");
+            s.push_str(d);
+        }
+    }
+    s
+}
+
+fn is_bad_nonce(e: &instant_acme::Error) -> bool {
+    matches!(e, instant_acme::Error::Api(p) if p.r#type.as_deref().is_some_and(|t| t.ends_with(":badNonce")))
+}
+
+/// Classifies an instant-acme error (RFC 8555 §6.7).
+fn classify(e: instant_acme::Error) -> AcmeError {
+    match &e {
+        instant_acme::Error::Api(p) => {
+            let t = p.r#type.as_deref().unwrap_or("");
+            let kind = if t.ends_with(":rateLimited") {
+                AcmeErrorKind::RateLimited
+            } else if t.ends_with(":badNonce") {
+                AcmeErrorKind::Transient
+            } else if p.status.is_some_and(|s| (400..500).contains(&s)) || p.status.is_none() {
+                // A problem without a status came from an object's `error`
+                // field (a failed order or challenge): final too.
+                AcmeErrorKind::Final
+            } else {
+                AcmeErrorKind::Transient
+            };
+            AcmeError {
+                kind,
+                message: describe_problem(p),
+            }
+        }
+        instant_acme::Error::Timeout(_) => {
+            AcmeError::transient("timed out waiting for the CA to update the order")
+        }
+        _ => {
+            // Keep the source chain: hyper says "client error (Connect)" and
+            // only its source says "Connection refused".
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                let t = s.to_string();
+                if !msg.contains(&t) {
+                    msg.push_str(": ");
+                    msg.push_str(&t);
+                }
+                src = s.source();
+            }
+            AcmeError::transient(msg)
+        }
+    }
+}
+
+/// Repeats an ACME request while the CA answers badNonce. instant-acme
+/// already retries 3 times; a CA rejecting many nonces (Pebble's
+/// `PEBBLE_WFE_NONCEREJECT`) needs more, and a rejected request changed
+/// nothing on the server, so repeating it is safe.
+macro_rules! nonce_retry {
+    ($e:expr) => {{
+        let mut tries = 0u32;
+        loop {
+            match $e.await {
+                Err(e) if is_bad_nonce(&e) && tries < BAD_NONCE_RETRIES => tries += 1,
+                other => break other,
+            }
+        }
+    }};
+}
+
+const BAD_NONCE_RETRIES: u32 = 12;
+
+/// Where an ACME order stands (RFC 8555 §7.1.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Authorizations are pending: answer challenges.
+    Pending,
+    /// All authorizations valid: finalize.
+    Ready,
+    /// Finalized; the CA is issuing.
+    Processing,
+    /// The certificate can be downloaded.
+    Valid,
+    /// The order failed; the text says why.
+    Invalid(String),
+}
+
+/// Publishes an HTTP-01 answer where the responder can find it (the store),
+/// before the CA is told to look.
+pub trait Http01Publisher {
+    /// Make `key_authorization` the answer for `token`.
+    fn publish(
+        &self,
+        token: &str,
+        key_authorization: &str,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// One configured CA and its (lazily restored or created) account.
+pub struct CaClient {
+    config: CaConfig,
+    account: OnceCell<Account>,
+    poll: RetryPolicy,
+}
+
+impl std::fmt::Debug for CaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaClient")
+            .field("id", &self.config.id)
+            .field("directory_url", &self.config.directory_url)
+            .finish()
+    }
+}
+
+/// A new account: its URL and its credentials as JSON, to be sealed and
+/// stored by the caller.
+pub struct CreatedAccount {
+    /// The account URL (`kid`).
+    pub url: String,
+    /// Serialized [`AccountCredentials`], secret.
+    pub credentials_json: Vec<u8>,
+}
+
+impl CaClient {
+    /// A client for `config`; `timeout` bounds each wait for the CA.
+    pub fn new(config: CaConfig, timeout: Duration) -> CaClient {
+        CaClient {
+            config,
+            account: OnceCell::new(),
+            // Local CAs answer in milliseconds; public ones send Retry-After,
+            // which instant-acme honours over this schedule.
+            poll: RetryPolicy::new()
+                .initial_delay(Duration::from_millis(15))
+                .backoff(1.6)
+                .timeout(timeout),
+        }
+    }
+
+    /// The CA's id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// The CA's directory URL.
+    pub fn directory_url(&self) -> &str {
+        &self.config.directory_url
+    }
+
+    fn builder(&self) -> Result<instant_acme::AccountBuilder, AcmeError> {
+        let http = http::client(self.config.trust_roots_pem.as_deref())
+            .map_err(|e| AcmeError::final_(format!("CA {}: {e}", self.config.id)))?;
+        Ok(Account::builder_with_http(http))
+    }
+
+    /// Whether an account is loaded.
+    pub fn has_account(&self) -> bool {
+        self.account.initialized()
+    }
+
+    /// Restores the account from stored credentials.
+    pub async fn restore_account(&self, credentials_json: &[u8]) -> Result<(), AcmeError> {
+        let creds: AccountCredentials = serde_json::from_slice(credentials_json)
+            .map_err(|e| AcmeError::final_(format!("stored account credentials unreadable: {e}")))?;
+        // Restoring only reads the directory (no JWS, so no nonce).
+        let account = self
+            .builder()?
+            .from_credentials(creds)
+            .await
+        .map_err(classify)?;
+        let _ = self.account.set(account);
+        Ok(())
+    }
+
+    /// Registers a new account (RFC 8555 §7.3), with EAB when configured.
+    /// The caller stores it and then calls [`CaClient::restore_account`]
+    /// with whichever credentials won the race between replicas.
+    pub async fn create_account(&self) -> Result<CreatedAccount, AcmeError> {
+        let contact: Vec<String> = self
+            .config
+            .contact
+            .iter()
+            .map(|c| {
+                if c.starts_with("mailto:") {
+                    c.clone()
+                } else {
+                    format!("mailto:{c}")
+                }
+            })
+            .collect();
+        let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+        let eab = match &self.config.eab {
+            Some((kid, hmac_b64)) => {
+                use base64::Engine as _;
+                let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(hmac_b64.trim_end_matches('='))
+                    .map_err(|_| {
+                        AcmeError::final_(format!(
+                            "CA {}: EAB HMAC key is not base64url",
+                            self.config.id
+                        ))
+                    })?;
+                Some(ExternalAccountKey::new(kid.clone(), &key))
+            }
+            None => None,
+        };
+        let new = NewAccount {
+            contact: &contact,
+            terms_of_service_agreed: true,
+            only_return_existing: false,
+        };
+        let (account, creds) = nonce_retry!(self.builder()?.create(
+            &new,
+            self.config.directory_url.clone(),
+            eab.as_ref()
+        ))
+        .map_err(classify)?;
+        let credentials_json = serde_json::to_vec(&creds)
+            .map_err(|e| AcmeError::final_(format!("cannot serialize account: {e}")))?;
+        Ok(CreatedAccount {
+            url: account.id().to_string(),
+            credentials_json,
+        })
+    }
+
+    fn account(&self) -> Result<&Account, AcmeError> {
+        self.account
+            .get()
+            .ok_or_else(|| AcmeError::transient("account not loaded"))
+    }
+
+    /// Opens a new ACME order for `domains` (RFC 8555 §7.4).
+    pub async fn new_order(&self, domains: &[String]) -> Result<AcmeOrder, AcmeError> {
+        let ids: Vec<Identifier> = domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
+        let account = self.account()?;
+        let order = nonce_retry!(account.new_order(&NewOrder::new(&ids))).map_err(classify)?;
+        Ok(AcmeOrder {
+            order,
+            poll: self.poll,
+        })
+    }
+
+    /// Picks up an order created earlier (after a restart).
+    pub async fn resume_order(&self, url: &str) -> Result<AcmeOrder, AcmeError> {
+        let account = self.account()?;
+        let order = nonce_retry!(account.order(url.to_string())).map_err(classify)?;
+        Ok(AcmeOrder {
+            order,
+            poll: self.poll,
+        })
+    }
+}
+
+/// One ACME order in flight.
+pub struct AcmeOrder {
+    order: Order,
+    poll: RetryPolicy,
+}
+
+impl AcmeOrder {
+    /// The order URL, to be stored before polling.
+    pub fn url(&self) -> String {
+        self.order.url().to_string()
+    }
+
+    /// The last known status.
+    pub fn progress(&mut self) -> Progress {
+        let state = self.order.state();
+        match state.status {
+            OrderStatus::Pending => Progress::Pending,
+            OrderStatus::Ready => Progress::Ready,
+            OrderStatus::Processing => Progress::Processing,
+            OrderStatus::Valid => Progress::Valid,
+            OrderStatus::Invalid => Progress::Invalid(
+                state
+                    .error
+                    .as_ref()
+                    .map(describe_problem)
+                    .unwrap_or_else(|| "order is invalid".into()),
+            ),
+        }
+    }
+
+    /// Answers every pending authorization with HTTP-01 (RFC 8555 §8.3):
+    /// publishes the key authorization, then tells the CA to look.
+    pub async fn answer_http01<P: Http01Publisher>(&mut self, publisher: &P) -> Result<(), AcmeError> {
+        let mut told: HashSet<String> = HashSet::new();
+        let mut tries = 0;
+        loop {
+            match self.answer_http01_once(publisher, &mut told).await {
+                Err(Retry::BadNonce(_)) if tries < BAD_NONCE_RETRIES => tries += 1,
+                Err(Retry::BadNonce(e)) => return Err(classify(e)),
+                Err(Retry::Other(e)) => return Err(e),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    async fn answer_http01_once<P: Http01Publisher>(
+        &mut self,
+        publisher: &P,
+        told: &mut HashSet<String>,
+    ) -> Result<(), Retry> {
+        let mut authzs = self.order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz.map_err(Retry::from)?;
+            let identifier = authz.identifier().to_string();
+            match authz.status {
+                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Pending => {}
+                other => {
+                    let why = authz
+                        .challenges
+                        .iter()
+                        .find_map(|c| c.error.as_ref())
+                        .map(describe_problem)
+                        .unwrap_or_else(|| format!("{other:?}"));
+                    return Err(Retry::Other(AcmeError::final_(format!(
+                        "authorization for {identifier} failed: {why}"
+                    ))));
+                }
+            }
+            let Some(mut challenge) = authz.challenge(ChallengeType::Http01) else {
+                return Err(Retry::Other(AcmeError::final_(format!(
+                    "the CA offers no http-01 challenge for {identifier}"
+                ))));
+            };
+            if told.contains(&challenge.url) || challenge.status != ChallengeStatus::Pending {
+                continue;
+            }
+            let key_authorization = challenge.key_authorization();
+            publisher
+                .publish(&challenge.token, key_authorization.as_str())
+                .await
+                .map_err(|e| {
+                    Retry::Other(AcmeError::transient(format!(
+                        "cannot publish the http-01 answer for {identifier}: {e}"
+                    )))
+                })?;
+            challenge.set_ready().await.map_err(Retry::from)?;
+            told.insert(challenge.url.clone());
+        }
+        Ok(())
+    }
+
+    /// Waits until every authorization is valid (order `ready`).
+    pub async fn wait_ready(&mut self) -> Result<(), AcmeError> {
+        let status = nonce_retry!(self.order.poll_ready(&self.poll)).map_err(classify)?;
+        match status {
+            OrderStatus::Ready => Ok(()),
+            _ => Err(AcmeError::final_(self.invalid_reason().await)),
+        }
+    }
+
+    /// Why an order went invalid: the first failed challenge's problem.
+    async fn invalid_reason(&mut self) -> String {
+        if let Progress::Invalid(why) = self.progress() {
+            if why != "order is invalid" {
+                return why;
+            }
+        }
+        let mut authzs = self.order.authorizations();
+        while let Some(Ok(mut authz)) = authzs.next().await {
+            if authz.status == AuthorizationStatus::Valid {
+                continue;
+            }
+            let id = authz.identifier().to_string();
+            if authz.refresh().await.is_ok() {
+                if let Some(p) = authz.challenges.iter().find_map(|c| c.error.as_ref()) {
+                    return format!("validation of {id} failed: {}", describe_problem(p));
+                }
+            }
+        }
+        "order became invalid".into()
+    }
+
+    /// Finalizes with our CSR (RFC 8555 §7.4) unless that already happened,
+    /// then downloads the PEM chain (§7.4.2).
+    pub async fn finalize_and_download(&mut self, csr_der: &[u8]) -> Result<String, AcmeError> {
+        if self.progress() == Progress::Ready {
+            nonce_retry!(self.order.finalize_csr(csr_der)).map_err(classify)?;
+        }
+        match self.progress() {
+            Progress::Invalid(why) => Err(AcmeError::final_(why)),
+            Progress::Pending | Progress::Ready => Err(AcmeError::transient(
+                "the CA did not accept the finalize request yet",
+            )),
+            Progress::Processing | Progress::Valid => {
+                nonce_retry!(self.order.poll_certificate(&self.poll)).map_err(classify)
+            }
+        }
+    }
+}
+
+enum Retry {
+    BadNonce(instant_acme::Error),
+    Other(AcmeError),
+}
+
+impl From<instant_acme::Error> for Retry {
+    fn from(e: instant_acme::Error) -> Self {
+        if is_bad_nonce(&e) {
+            Retry::BadNonce(e)
+        } else {
+            Retry::Other(classify(e))
+        }
+    }
+}
+
+/// Whether a time the CA asked us to wait until lies in the future.
+pub fn retry_after_secs(after: Option<SystemTime>) -> Option<u64> {
+    after
+        .and_then(|t| t.duration_since(SystemTime::now()).ok())
+        .map(|d| d.as_secs().max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(t: &str, status: Option<u16>) -> instant_acme::Error {
+        instant_acme::Error::Api(
+            serde_json::from_value::<Problem>(serde_json::json!({
+                "type": format!("urn:ietf:params:acme:error:{t}"),
+                "detail": "because",
+                "status": status,
+            }))
+            .expect("problem json"),
+        )
+    }
+
+    #[test]
+    fn classification_follows_rfc8555_problem_types() {
+        let cases = [
+            ("badNonce", Some(400), AcmeErrorKind::Transient),
+            ("rateLimited", Some(429), AcmeErrorKind::RateLimited),
+            ("rejectedIdentifier", Some(400), AcmeErrorKind::Final),
+            ("unauthorized", Some(403), AcmeErrorKind::Final),
+            ("serverInternal", Some(500), AcmeErrorKind::Transient),
+            ("connection", None, AcmeErrorKind::Final),
+        ];
+        for (t, status, want) in cases {
+            let e = classify(problem(t, status));
+            assert_eq!(e.kind, want, "{t}");
+            assert!(e.message.starts_with(t), "{}", e.message);
+            assert!(e.message.contains("because"));
+        }
+        assert_eq!(
+            classify(instant_acme::Error::Timeout(None)).kind,
+            AcmeErrorKind::Transient
+        );
+    }
+}

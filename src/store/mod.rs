@@ -1,1 +1,1013 @@
-//! TODO
+//! The store: the single source of truth and the only coordination point
+//! between replicas. It is the only module that imports sea-orm or knows SQL.
+//!
+//! One SQL text serves SQLite and PostgreSQL (`$n` placeholders work on
+//! both). Rows are read into private shapes and handed out as the plain
+//! records below; multi-row writes run in one transaction. Times are unix
+//! seconds supplied by the caller (the clock is injected, never read here).
+//!
+//! What is stored before what (the issuance cycle, see `worker`):
+//! 1. a name and its two slots, each with an open order (one transaction);
+//! 2. the order's fresh private key, sealed, before any ACME call;
+//! 3. the ACME order URL, before polling it;
+//! 4. HTTP-01 tokens, before telling the CA to validate;
+//! 5. the certificate, the slot pointer and the order's end, in one
+//!    transaction, and only then the tokens are deleted.
+
+mod rows;
+
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, QueryResult,
+    Statement, TransactionTrait, Value,
+};
+use twincert_migrations::{Migrator, MigratorTrait};
+
+use crate::domain::{ChallengeKind, KeyType, OrderState, Slot};
+use crate::keys::seal::Sealed;
+
+pub use rows::{CertRecord, NameRecord, OrderJob, OrderSummary, SlotRecord};
+
+/// Why a store operation failed. `Db` is infrastructure (retry later); the
+/// others are answers the caller shows to a user.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A row with this key exists already.
+    #[error("{0} already exists")]
+    Duplicate(String),
+    /// No such row.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request contradicts the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The worker's lease on an order ran out and another worker may own it.
+    #[error("lease on order {0} was lost")]
+    LeaseLost(String),
+    /// The database failed or returned something unreadable.
+    #[error("database: {0}")]
+    Db(String),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(e: DbErr) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+/// A name to create, already validated by the caller.
+#[derive(Debug, Clone)]
+pub struct NewName {
+    /// The managed name's id (its API path segment).
+    pub id: String,
+    /// The SANs, first is the common name.
+    pub domains: Vec<String>,
+    /// How control of the names is proven.
+    pub challenge: ChallengeKind,
+    /// Key algorithm for both slots.
+    pub key_type: KeyType,
+    /// CA of the primary slot.
+    pub primary_ca: String,
+    /// CA of the backup slot; differs from the primary's (SQL CHECK too).
+    pub backup_ca: String,
+}
+
+/// A certificate to record as the end of an order.
+#[derive(Debug, Clone)]
+pub struct NewCertificate {
+    /// Leaf serial, lower-case hex.
+    pub serial: String,
+    /// Issuer DN of the leaf.
+    pub issuer: String,
+    /// Identifies the root the chain ends at (see `certs::CertFacts`).
+    pub root_id: String,
+    /// Validity start, unix seconds.
+    pub not_before: i64,
+    /// Validity end, unix seconds.
+    pub not_after: i64,
+    /// When the planner should open a renewal order (policy decides).
+    pub renew_after: i64,
+    /// SHA-256 of the leaf's SubjectPublicKeyInfo, hex.
+    pub spki_sha256: String,
+    /// The PEM chain as the CA returned it, leaf first.
+    pub chain_pem: String,
+}
+
+/// An audit event: who did what to which target, why, and how it ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEvent {
+    /// Unix seconds.
+    pub at: i64,
+    /// Token name or `worker:<id>`.
+    pub actor: String,
+    /// Verb, e.g. `name.create`, `name.swap`.
+    pub action: String,
+    /// The object, e.g. the name id.
+    pub target: String,
+    /// The reason given by the actor.
+    pub reason: Option<String>,
+    /// `ok` or an error text.
+    pub result: String,
+    /// Extra JSON text.
+    pub details: Option<String>,
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend_name())
+            .finish()
+    }
+}
+
+/// A fresh random id (128 bits, hex): ids are made here, not by the
+/// database, so one SQL text fits both backends and an id can be written
+/// down before the row exists.
+pub fn new_id() -> String {
+    let mut b = [0u8; 16];
+    // aws-lc's system RNG does not fail on supported platforms; if it ever
+    // did, a time-based id is still unique enough for a row key.
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        b.copy_from_slice(&t.to_le_bytes());
+    }
+    crate::keys::hex(&b)
+}
+
+fn stmt(sql: &str, values: Vec<Value>) -> Statement {
+    // `$n` placeholders are understood by both sqlx drivers; the backend tag
+    // only matters for sea-orm's own logging.
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+async fn exec<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Result<u64, StoreError> {
+    Ok(c.execute_raw(stmt(sql, values)).await?.rows_affected())
+}
+
+async fn one<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<Option<QueryResult>, StoreError> {
+    Ok(c.query_one_raw(stmt(sql, values)).await?)
+}
+
+async fn all<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<Vec<QueryResult>, StoreError> {
+    Ok(c.query_all_raw(stmt(sql, values)).await?)
+}
+
+fn get<T: sea_orm::TryGetable>(row: &QueryResult, col: &str) -> Result<T, StoreError> {
+    row.try_get::<T>("", col)
+        .map_err(|e| StoreError::Db(format!("column {col}: {e}")))
+}
+
+fn is_unique_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(m) if m.contains("UNIQUE") || m.contains("unique") || m.contains("duplicate key"))
+}
+
+async fn insert_audit<C: ConnectionTrait>(c: &C, e: &AuditEvent) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO audit_events (at, actor, action, target, reason, result, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        vec![
+            e.at.into(),
+            e.actor.clone().into(),
+            e.action.clone().into(),
+            e.target.clone().into(),
+            e.reason.clone().into(),
+            e.result.clone().into(),
+            e.details.clone().into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn insert_order<C: ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    slot: Slot,
+    ca_id: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    // The partial unique index `orders_one_open` makes this a no-op when the
+    // slot already has an open order (two planners racing).
+    let n = exec(
+        c,
+        "INSERT INTO orders (id, name_id, slot, ca_id, state, attempts, next_attempt_at, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5) \
+         ON CONFLICT DO NOTHING",
+        vec![
+            new_id().into(),
+            name_id.into(),
+            slot.as_str().into(),
+            ca_id.into(),
+            now.into(),
+        ],
+    )
+    .await?;
+    Ok(n == 1)
+}
+
+const NAME_SELECT: &str = "SELECT n.id, n.domains, n.challenge, n.key_type, n.primary_ca, \
+     n.backup_ca, n.active_slot, n.diversity_error, n.created_at, n.updated_at, \
+     s.slot, s.ca_id AS slot_ca, s.last_error AS slot_error, \
+     c.id AS cert_id, c.ca_id AS cert_ca, c.serial, c.issuer, c.root_id, c.not_before, \
+     c.not_after, c.renew_after, c.spki_sha256, c.private_key_id, c.created_at AS cert_created, \
+     o.id AS order_id, o.state AS order_state, o.attempts, o.next_attempt_at, \
+     o.last_error AS order_error, o.acme_orders, o.ca_id AS order_ca \
+     FROM names n JOIN slots s ON s.name_id = n.id \
+     LEFT JOIN certificates c ON c.id = s.current_cert_id \
+     LEFT JOIN orders o ON o.name_id = s.name_id AND o.slot = s.slot \
+       AND o.state IN ('pending', 'processing')";
+
+impl Store {
+    /// Opens (and for SQLite creates) the database at `url`.
+    ///
+    /// SQLite runs in WAL mode with one pooled connection: every statement
+    /// is short, and a single writer avoids `database is locked` between
+    /// connections of the same process; other processes wait on the busy
+    /// timeout.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let mut opts = ConnectOptions::new(url.to_string());
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30));
+        if url.starts_with("sqlite:") {
+            opts.max_connections(1).min_connections(1);
+            opts.map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
+                o.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        } else {
+            opts.max_connections(32);
+        }
+        let db = Database::connect(opts)
+            .await
+            .map_err(|e| StoreError::Db(format!("cannot open {}: {e}", redact_url(url))))?;
+        Ok(Store { db })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// `sqlite` or `postgres`, for logs and health output.
+    pub fn backend_name(&self) -> &'static str {
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => "postgres",
+            DbBackend::Sqlite => "sqlite",
+            _ => "other",
+        }
+    }
+
+    /// A cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        one(&self.db, "SELECT 1 AS one", vec![]).await?;
+        Ok(())
+    }
+
+    // ----- names -------------------------------------------------------
+
+    /// Creates a name, its two slots and an open order for each, and the
+    /// audit event, in one transaction.
+    pub async fn create_name(
+        &self,
+        n: &NewName,
+        actor: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        let domains = serde_json::to_string(&n.domains).map_err(|e| StoreError::Db(e.to_string()))?;
+        let inserted = exec(
+            &tx,
+            "INSERT INTO names (id, domains, challenge, key_type, primary_ca, backup_ca, \
+             active_slot, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'primary', $7, $7) ON CONFLICT DO NOTHING",
+            vec![
+                n.id.clone().into(),
+                domains.into(),
+                n.challenge.as_str().into(),
+                n.key_type.as_str().into(),
+                n.primary_ca.clone().into(),
+                n.backup_ca.clone().into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        if inserted == 0 {
+            return Err(StoreError::Duplicate(format!("name '{}'", n.id)));
+        }
+        for (slot, ca) in [(Slot::Primary, &n.primary_ca), (Slot::Backup, &n.backup_ca)] {
+            exec(
+                &tx,
+                "INSERT INTO slots (name_id, slot, ca_id, updated_at) VALUES ($1, $2, $3, $4)",
+                vec![n.id.clone().into(), slot.as_str().into(), ca.clone().into(), now.into()],
+            )
+            .await?;
+            insert_order(&tx, &n.id, slot, ca, now).await?;
+        }
+        insert_audit(
+            &tx,
+            &AuditEvent {
+                at: now,
+                actor: actor.to_string(),
+                action: "name.create".into(),
+                target: n.id.clone(),
+                reason: None,
+                result: "ok".into(),
+                details: Some(format!(
+                    "{{\"primary_ca\":{:?},\"backup_ca\":{:?}}}",
+                    n.primary_ca, n.backup_ca
+                )),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One name with both slots, or `None`.
+    pub async fn name(&self, id: &str) -> Result<Option<NameRecord>, StoreError> {
+        let sql = format!("{NAME_SELECT} WHERE n.id = $1 ORDER BY s.slot DESC");
+        let rows = all(&self.db, &sql, vec![id.into()]).await?;
+        Ok(rows::names_from_rows(&rows)?.into_iter().next())
+    }
+
+    /// A page of names ordered by id, after `cursor`, optionally only those
+    /// using CA `ca` in either slot.
+    pub async fn list_names(
+        &self,
+        limit: u64,
+        cursor: Option<&str>,
+        ca: Option<&str>,
+    ) -> Result<Vec<NameRecord>, StoreError> {
+        let sql = format!(
+            "{NAME_SELECT} WHERE n.id IN (SELECT id FROM names WHERE id > $1 \
+             AND ($2 = '' OR primary_ca = $2 OR backup_ca = $2) ORDER BY id LIMIT $3) \
+             ORDER BY n.id, s.slot DESC"
+        );
+        let rows = all(
+            &self.db,
+            &sql,
+            vec![
+                cursor.unwrap_or("").into(),
+                ca.unwrap_or("").into(),
+                (limit as i64).into(),
+            ],
+        )
+        .await?;
+        rows::names_from_rows(&rows)
+    }
+
+    /// Stops managing a name: deletes it, its slots, orders, tokens,
+    /// certificates and their keys, and records why, in one transaction.
+    pub async fn delete_name(&self, id: &str, actor: &str, now: i64) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        let exists = one(&tx, "SELECT id FROM names WHERE id = $1", vec![id.into()]).await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("name '{id}'")));
+        }
+        let key_rows = all(
+            &tx,
+            "SELECT private_key_id AS k FROM certificates WHERE name_id = $1 \
+             UNION SELECT private_key_id AS k FROM orders WHERE name_id = $1 \
+             AND private_key_id IS NOT NULL",
+            vec![id.into()],
+        )
+        .await?;
+        exec(
+            &tx,
+            "DELETE FROM http01_tokens WHERE order_id IN (SELECT id FROM orders WHERE name_id = $1)",
+            vec![id.into()],
+        )
+        .await?;
+        for sql in [
+            "DELETE FROM orders WHERE name_id = $1",
+            "DELETE FROM slots WHERE name_id = $1",
+            "DELETE FROM certificates WHERE name_id = $1",
+            "DELETE FROM names WHERE id = $1",
+        ] {
+            exec(&tx, sql, vec![id.into()]).await?;
+        }
+        for row in &key_rows {
+            let k: String = get(row, "k")?;
+            exec(&tx, "DELETE FROM private_keys WHERE id = $1", vec![k.into()]).await?;
+        }
+        insert_audit(
+            &tx,
+            &AuditEvent {
+                at: now,
+                actor: actor.into(),
+                action: "name.delete".into(),
+                target: id.into(),
+                reason: None,
+                result: "ok".into(),
+                details: None,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Makes the standby slot of a name active, if its certificate is valid
+    /// at `now`; records the audit event in the same transaction. Needs no
+    /// CA and no network (invariant 4). Returns the new active slot.
+    pub async fn swap(
+        &self,
+        id: &str,
+        actor: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Slot, StoreError> {
+        let tx = self.db.begin().await?;
+        let row = one(
+            &tx,
+            "SELECT n.active_slot, c.not_after, c.not_before FROM names n \
+             JOIN slots s ON s.name_id = n.id AND s.slot <> n.active_slot \
+             LEFT JOIN certificates c ON c.id = s.current_cert_id WHERE n.id = $1",
+            vec![id.into()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("name '{id}'")))?;
+        let active: String = get(&row, "active_slot")?;
+        let active: Slot = active.parse().map_err(StoreError::Db)?;
+        let standby = active.other();
+        let not_after: Option<i64> = get(&row, "not_after")?;
+        match not_after {
+            None => {
+                return Err(StoreError::Conflict(format!(
+                    "the {standby} slot of '{id}' has no certificate yet; nothing to swap to"
+                )));
+            }
+            Some(t) if t <= now => {
+                return Err(StoreError::Conflict(format!(
+                    "the {standby} certificate of '{id}' has expired; swapping to it would break TLS"
+                )));
+            }
+            Some(_) => {}
+        }
+        exec(
+            &tx,
+            "UPDATE names SET active_slot = $2, updated_at = $3 WHERE id = $1",
+            vec![id.into(), standby.as_str().into(), now.into()],
+        )
+        .await?;
+        insert_audit(
+            &tx,
+            &AuditEvent {
+                at: now,
+                actor: actor.into(),
+                action: "name.swap".into(),
+                target: id.into(),
+                reason: Some(reason.into()),
+                result: "ok".into(),
+                details: Some(format!("{{\"from\":\"{active}\",\"to\":\"{standby}\"}}")),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(standby)
+    }
+
+    /// Records (or clears) a diversity violation found after issuance.
+    pub async fn set_diversity_error(
+        &self,
+        id: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        exec(
+            &self.db,
+            "UPDATE names SET diversity_error = $2, updated_at = $3 WHERE id = $1",
+            vec![id.into(), error.map(str::to_string).into(), now.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The PEM chain of a certificate.
+    pub async fn chain_pem(&self, cert_id: &str) -> Result<Option<String>, StoreError> {
+        let row = one(
+            &self.db,
+            "SELECT chain_pem FROM certificates WHERE id = $1",
+            vec![cert_id.into()],
+        )
+        .await?;
+        row.map(|r| get(&r, "chain_pem")).transpose()
+    }
+
+    // ----- keys and accounts --------------------------------------------
+
+    /// A sealed private key.
+    pub async fn private_key(&self, id: &str) -> Result<Option<(KeyType, Sealed)>, StoreError> {
+        let row = one(
+            &self.db,
+            "SELECT key_type, master_key_id, nonce, ciphertext FROM private_keys WHERE id = $1",
+            vec![id.into()],
+        )
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let kt: String = get(&row, "key_type")?;
+        Ok(Some((
+            kt.parse().map_err(StoreError::Db)?,
+            Sealed {
+                key_id: get(&row, "master_key_id")?,
+                nonce: get(&row, "nonce")?,
+                ciphertext: get(&row, "ciphertext")?,
+            },
+        )))
+    }
+
+    /// The stored ACME account of a CA: its URL and sealed credentials.
+    pub async fn account(&self, ca_id: &str) -> Result<Option<(String, Sealed)>, StoreError> {
+        let row = one(
+            &self.db,
+            "SELECT account_url, master_key_id, nonce, ciphertext FROM acme_accounts \
+             WHERE ca_id = $1",
+            vec![ca_id.into()],
+        )
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some((
+            get(&row, "account_url")?,
+            Sealed {
+                key_id: get(&row, "master_key_id")?,
+                nonce: get(&row, "nonce")?,
+                ciphertext: get(&row, "ciphertext")?,
+            },
+        )))
+    }
+
+    /// Stores a CA's account unless another replica stored one first;
+    /// returns the one that is stored, so every replica uses one account.
+    pub async fn save_account(
+        &self,
+        ca_id: &str,
+        directory_url: &str,
+        account_url: &str,
+        sealed: &Sealed,
+        now: i64,
+    ) -> Result<(String, Sealed), StoreError> {
+        exec(
+            &self.db,
+            "INSERT INTO acme_accounts (ca_id, directory_url, account_url, master_key_id, nonce, \
+             ciphertext, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            vec![
+                ca_id.into(),
+                directory_url.into(),
+                account_url.into(),
+                sealed.key_id.clone().into(),
+                sealed.nonce.clone().into(),
+                sealed.ciphertext.clone().into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        self.account(ca_id)
+            .await?
+            .ok_or_else(|| StoreError::Db(format!("account for {ca_id} vanished")))
+    }
+
+    /// Private keys that belong to no certificate and no open order: keys
+    /// that leaked out of the issuance cycle. Should always be zero.
+    pub async fn orphan_key_count(&self) -> Result<i64, StoreError> {
+        let row = one(
+            &self.db,
+            "SELECT COUNT(*) AS n FROM private_keys k WHERE \
+             NOT EXISTS (SELECT 1 FROM certificates c WHERE c.private_key_id = k.id) AND \
+             NOT EXISTS (SELECT 1 FROM orders o WHERE o.private_key_id = k.id \
+               AND o.state IN ('pending', 'processing'))",
+            vec![],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Db("COUNT returned no row".into()))?;
+        get(&row, "n")
+    }
+
+    // ----- orders (the job rows) -----------------------------------------
+
+    /// Opens an order for every slot that has no open order and whose
+    /// certificate is missing or due for renewal; returns how many.
+    pub async fn plan_due_orders(&self, now: i64, limit: u64) -> Result<u64, StoreError> {
+        let due = all(
+            &self.db,
+            "SELECT s.name_id, s.slot, s.ca_id FROM slots s \
+             LEFT JOIN certificates c ON c.id = s.current_cert_id \
+             WHERE (c.id IS NULL OR c.renew_after <= $1) AND NOT EXISTS \
+             (SELECT 1 FROM orders o WHERE o.name_id = s.name_id AND o.slot = s.slot \
+              AND o.state IN ('pending', 'processing')) LIMIT $2",
+            vec![now.into(), (limit as i64).into()],
+        )
+        .await?;
+        let mut opened = 0;
+        for row in &due {
+            let slot: String = get(row, "slot")?;
+            let slot: Slot = slot.parse().map_err(StoreError::Db)?;
+            let name: String = get(row, "name_id")?;
+            let ca: String = get(row, "ca_id")?;
+            if insert_order(&self.db, &name, slot, &ca, now).await? {
+                opened += 1;
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Leases up to `limit` due orders to `owner` until `now + lease`.
+    ///
+    /// An order is due when it is pending and its backoff has passed, or
+    /// when it is processing under a lease that expired (its worker died).
+    /// On PostgreSQL the candidate rows are locked with `FOR UPDATE SKIP
+    /// LOCKED`, so replicas never lease the same row; SQLite serializes
+    /// writers, so the same statement is atomic there.
+    pub async fn lease_orders(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_seconds: i64,
+        limit: u64,
+    ) -> Result<Vec<OrderJob>, StoreError> {
+        let lock = match self.db.get_database_backend() {
+            DbBackend::Postgres => " FOR UPDATE SKIP LOCKED",
+            _ => "",
+        };
+        let sql = format!(
+            "UPDATE orders SET state = 'processing', lease_owner = $1, lease_expires_at = $2, \
+             updated_at = $3 WHERE id IN (SELECT id FROM orders WHERE \
+             (state = 'pending' AND next_attempt_at <= $3) OR \
+             (state = 'processing' AND lease_expires_at < $3) \
+             ORDER BY next_attempt_at LIMIT $4{lock}) RETURNING id"
+        );
+        let ids = all(
+            &self.db,
+            &sql,
+            vec![
+                owner.into(),
+                (now + lease_seconds).into(),
+                now.into(),
+                (limit as i64).into(),
+            ],
+        )
+        .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for row in &ids {
+            let id: String = get(row, "id")?;
+            if let Some(job) = self.order_job(&id).await? {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn order_job(&self, id: &str) -> Result<Option<OrderJob>, StoreError> {
+        let row = one(
+            &self.db,
+            "SELECT o.id, o.name_id, o.slot, o.ca_id, o.attempts, o.acme_order_url, \
+             o.private_key_id, n.domains, n.key_type, n.challenge FROM orders o \
+             JOIN names n ON n.id = o.name_id WHERE o.id = $1",
+            vec![id.into()],
+        )
+        .await?;
+        row.map(|r| rows::order_job(&r)).transpose()
+    }
+
+    /// Extends a lease the worker still holds.
+    pub async fn renew_lease(
+        &self,
+        order_id: &str,
+        owner: &str,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        let n = exec(
+            &self.db,
+            "UPDATE orders SET lease_expires_at = $3 WHERE id = $1 AND lease_owner = $2 \
+             AND state = 'processing'",
+            vec![order_id.into(), owner.into(), until.into()],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::LeaseLost(order_id.into()));
+        }
+        Ok(())
+    }
+
+    /// Stores the order's fresh sealed key and ties it to the order, in one
+    /// transaction, before any ACME call uses it: a crash later finds the
+    /// key through the order and never leaves it orphaned.
+    pub async fn attach_key(
+        &self,
+        order_id: &str,
+        owner: &str,
+        key_type: KeyType,
+        spki_sha256: &str,
+        sealed: &Sealed,
+        now: i64,
+    ) -> Result<String, StoreError> {
+        let tx = self.db.begin().await?;
+        let key_id = new_id();
+        let r = exec(
+            &tx,
+            "INSERT INTO private_keys (id, spki_sha256, key_type, master_key_id, nonce, \
+             ciphertext, compromised, created_at) VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7)",
+            vec![
+                key_id.clone().into(),
+                spki_sha256.into(),
+                key_type.as_str().into(),
+                sealed.key_id.clone().into(),
+                sealed.nonce.clone().into(),
+                sealed.ciphertext.clone().into(),
+                now.into(),
+            ],
+        )
+        .await;
+        if let Err(e) = r {
+            if is_unique_violation(&e) {
+                // Invariant 2: a key is never reused. A duplicate SPKI means
+                // the RNG or the key generator is broken; refuse loudly.
+                return Err(StoreError::Conflict(format!(
+                    "a private key with SPKI {spki_sha256} already exists; refusing to reuse a key"
+                )));
+            }
+            return Err(e);
+        }
+        let n = exec(
+            &tx,
+            "UPDATE orders SET private_key_id = $3, updated_at = $4 WHERE id = $1 \
+             AND lease_owner = $2 AND state = 'processing'",
+            vec![order_id.into(), owner.into(), key_id.clone().into(), now.into()],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::LeaseLost(order_id.into()));
+        }
+        tx.commit().await?;
+        Ok(key_id)
+    }
+
+    /// Records the ACME order URL (before it is polled, so a restart can
+    /// resume it) and counts the ACME order.
+    pub async fn set_acme_order_url(
+        &self,
+        order_id: &str,
+        owner: &str,
+        url: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let n = exec(
+            &self.db,
+            "UPDATE orders SET acme_order_url = $3, acme_orders = acme_orders + 1, \
+             updated_at = $4 WHERE id = $1 AND lease_owner = $2 AND state = 'processing'",
+            vec![order_id.into(), owner.into(), url.into(), now.into()],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::LeaseLost(order_id.into()));
+        }
+        Ok(())
+    }
+
+    /// Ends an attempt that failed: the order goes back to pending until
+    /// `next_attempt_at`, its error and the slot's error are set, the lease
+    /// is released, its tokens are deleted. With `forget_acme_order` the
+    /// next attempt starts a fresh ACME order (the old one is final).
+    pub async fn fail_attempt(
+        &self,
+        order_id: &str,
+        owner: &str,
+        error: &str,
+        next_attempt_at: i64,
+        forget_acme_order: bool,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        let url_sql = if forget_acme_order { ", acme_order_url = NULL" } else { "" };
+        let n = exec(
+            &tx,
+            &format!(
+                "UPDATE orders SET state = 'pending', attempts = attempts + 1, \
+                 next_attempt_at = $3, last_error = $4, lease_owner = NULL, \
+                 lease_expires_at = NULL, updated_at = $5{url_sql} \
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'processing'"
+            ),
+            vec![
+                order_id.into(),
+                owner.into(),
+                next_attempt_at.into(),
+                error.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::LeaseLost(order_id.into()));
+        }
+        exec(
+            &tx,
+            "UPDATE slots SET last_error = $2, updated_at = $3 WHERE (name_id, slot) IN \
+             (SELECT name_id, slot FROM orders WHERE id = $1)",
+            vec![order_id.into(), error.into(), now.into()],
+        )
+        .await?;
+        exec(
+            &tx,
+            "DELETE FROM http01_tokens WHERE order_id = $1",
+            vec![order_id.into()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends an order with its certificate: stores it, points the slot at
+    /// it, clears the slot's error, closes the order, deletes its tokens —
+    /// one transaction, so a crash leaves either all of it or none.
+    pub async fn complete_order(
+        &self,
+        order_id: &str,
+        owner: &str,
+        cert: &NewCertificate,
+        now: i64,
+    ) -> Result<String, StoreError> {
+        let tx = self.db.begin().await?;
+        let row = one(
+            &tx,
+            "SELECT name_id, slot, ca_id, private_key_id FROM orders WHERE id = $1 \
+             AND lease_owner = $2 AND state = 'processing'",
+            vec![order_id.into(), owner.into()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::LeaseLost(order_id.into()))?;
+        let name_id: String = get(&row, "name_id")?;
+        let slot: String = get(&row, "slot")?;
+        let ca_id: String = get(&row, "ca_id")?;
+        let key_id: Option<String> = get(&row, "private_key_id")?;
+        let key_id = key_id
+            .ok_or_else(|| StoreError::Conflict(format!("order {order_id} has no key")))?;
+        let cert_id = new_id();
+        exec(
+            &tx,
+            "INSERT INTO certificates (id, name_id, slot, ca_id, private_key_id, order_id, serial, \
+             issuer, root_id, not_before, not_after, renew_after, spki_sha256, chain_pem, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            vec![
+                cert_id.clone().into(),
+                name_id.clone().into(),
+                slot.clone().into(),
+                ca_id.into(),
+                key_id.into(),
+                order_id.into(),
+                cert.serial.clone().into(),
+                cert.issuer.clone().into(),
+                cert.root_id.clone().into(),
+                cert.not_before.into(),
+                cert.not_after.into(),
+                cert.renew_after.into(),
+                cert.spki_sha256.clone().into(),
+                cert.chain_pem.clone().into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        exec(
+            &tx,
+            "UPDATE slots SET current_cert_id = $3, last_error = NULL, updated_at = $4 \
+             WHERE name_id = $1 AND slot = $2",
+            vec![name_id.into(), slot.into(), cert_id.clone().into(), now.into()],
+        )
+        .await?;
+        exec(
+            &tx,
+            "UPDATE orders SET state = 'valid', certificate_id = $2, last_error = NULL, \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 WHERE id = $1",
+            vec![order_id.into(), cert_id.clone().into(), now.into()],
+        )
+        .await?;
+        exec(
+            &tx,
+            "DELETE FROM http01_tokens WHERE order_id = $1",
+            vec![order_id.into()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(cert_id)
+    }
+
+    /// Orders of one slot, newest first (for tests and the API's history).
+    pub async fn orders_of(&self, name_id: &str, slot: Slot) -> Result<Vec<OrderSummary>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT id AS order_id, state AS order_state, attempts, next_attempt_at, \
+             last_error AS order_error, acme_orders, ca_id AS order_ca FROM orders \
+             WHERE name_id = $1 AND slot = $2 ORDER BY created_at DESC",
+            vec![name_id.into(), slot.as_str().into()],
+        )
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.extend(rows::order_summary(r)?);
+        }
+        Ok(out)
+    }
+
+    // ----- HTTP-01 tokens ------------------------------------------------
+
+    /// Publishes an HTTP-01 answer for every replica's responder.
+    pub async fn put_http01_token(
+        &self,
+        token: &str,
+        key_authorization: &str,
+        order_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        exec(
+            &self.db,
+            "INSERT INTO http01_tokens (token, key_authorization, order_id, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (token) DO UPDATE SET \
+             key_authorization = excluded.key_authorization, order_id = excluded.order_id",
+            vec![token.into(), key_authorization.into(), order_id.into(), now.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The key authorization to serve for `token` (RFC 8555 §8.3).
+    pub async fn http01_key_authorization(&self, token: &str) -> Result<Option<String>, StoreError> {
+        let row = one(
+            &self.db,
+            "SELECT key_authorization FROM http01_tokens WHERE token = $1",
+            vec![token.into()],
+        )
+        .await?;
+        row.map(|r| get(&r, "key_authorization")).transpose()
+    }
+
+    // ----- audit -----------------------------------------------------------
+
+    /// Appends an audit event.
+    pub async fn audit(&self, e: &AuditEvent) -> Result<(), StoreError> {
+        insert_audit(&self.db, e).await
+    }
+
+    /// The newest audit events.
+    pub async fn audit_events(&self, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT at, actor, action, target, reason, result, details FROM audit_events \
+             ORDER BY id DESC LIMIT $1",
+            vec![(limit as i64).into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    at: get(r, "at")?,
+                    actor: get(r, "actor")?,
+                    action: get(r, "action")?,
+                    target: get(r, "target")?,
+                    reason: get(r, "reason")?,
+                    result: get(r, "result")?,
+                    details: get(r, "details")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Hides a password in a database URL for error messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Converts an order state text for records.
+fn order_state(s: &str) -> Result<OrderState, StoreError> {
+    s.parse().map_err(StoreError::Db)
+}

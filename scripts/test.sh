@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The single test command: starts a throw-away PostgreSQL cluster on
+# 127.0.0.1 (free port, trust auth, sockets in a temp dir), exports
+# TWINCERT_TEST_PG_URL for the tests, runs `cargo test` with the given
+# arguments and always stops the cluster and removes its directory.
+#
+#   bash scripts/test.sh                 # all targets
+#   bash scripts/test.sh --test e2e      # one target (replaces --all-targets)
+#   bash scripts/test.sh -- some_filter  # arguments after -- go to the tests
+#
+# Pebble, BIND and the rest are started by the tests themselves
+# (tests/e2e/harness.rs). CARGO_TARGET_DIR is honoured when set.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+die() { echo "scripts/test.sh: $*" >&2; exit 1; }
+
+# --- PostgreSQL binaries -----------------------------------------------------
+# PG_BINDIR overrides; else the newest Debian server install; else PATH.
+pg_bindir="${PG_BINDIR:-}"
+if [[ -z "$pg_bindir" ]]; then
+    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+        if [[ -x "$d/initdb" && -x "$d/pg_ctl" ]]; then pg_bindir="$d"; break; fi
+    done
+fi
+if [[ -z "$pg_bindir" ]] && command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then
+    pg_bindir="$(dirname "$(command -v initdb)")"
+fi
+[[ -n "$pg_bindir" && -x "$pg_bindir/initdb" && -x "$pg_bindir/pg_ctl" ]] \
+    || die "PostgreSQL server binaries (initdb, pg_ctl) not found; install them: apt-get install -y postgresql (or set PG_BINDIR)"
+command -v psql >/dev/null || [[ -x "$pg_bindir/psql" ]] \
+    || die "psql not found; install it: apt-get install -y postgresql-client"
+if ! command -v psql >/dev/null; then export PATH="$pg_bindir:$PATH"; fi
+# The harness runs named and tsig-keygen, which live in /usr/sbin.
+export PATH="$PATH:/usr/sbin:/sbin"
+
+# initdb refuses to run as root: run the server as `postgres` then.
+if [[ "$(id -u)" == 0 ]]; then
+    id postgres >/dev/null 2>&1 || die "running as root but there is no 'postgres' user to run PostgreSQL as (apt-get install -y postgresql creates it)"
+    as_pg() { runuser -u postgres -- "$@"; }
+else
+    as_pg() { "$@"; }
+fi
+
+# --- Throw-away cluster ------------------------------------------------------
+# Under /tmp, not $TMPDIR: the postgres user must be able to reach it.
+pg_dir="$(mktemp -d /tmp/twincert-pg.XXXXXX)"
+pg_data="$pg_dir/data"
+pg_started=0
+cleanup() {
+    local rc=$?
+    if [[ "$pg_started" == 1 ]]; then
+        as_pg "$pg_bindir/pg_ctl" -D "$pg_data" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$pg_dir"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+chmod 700 "$pg_dir"
+if [[ "$(id -u)" == 0 ]]; then chown postgres: "$pg_dir"; fi
+
+as_pg "$pg_bindir/initdb" -D "$pg_data" -U postgres --auth=trust --no-sync \
+    --encoding=UTF8 --locale=C >"$pg_dir/initdb.log" 2>&1 \
+    || { cat "$pg_dir/initdb.log" >&2; die "initdb failed"; }
+
+# A port nobody listens on; retried because another process may take it
+# between the check and the start.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for attempt in 1 2 3 4 5; do
+    port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    port_in_use "$port" && continue
+    if as_pg "$pg_bindir/pg_ctl" -D "$pg_data" -l "$pg_dir/server.log" -w -t 30 \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $pg_dir -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        start >/dev/null; then
+        pg_started=1
+        break
+    fi
+    echo "scripts/test.sh: PostgreSQL did not start on port $port (attempt $attempt):" >&2
+    tail -n 5 "$pg_dir/server.log" >&2 || true
+done
+[[ "$pg_started" == 1 ]] || die "could not start PostgreSQL; log: $(cat "$pg_dir/server.log" 2>/dev/null)"
+
+export TWINCERT_TEST_PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+echo "scripts/test.sh: PostgreSQL $("$pg_bindir/pg_ctl" --version | awk '{print $3}') at $TWINCERT_TEST_PG_URL" >&2
+
+# --- Tests -------------------------------------------------------------------
+# --all-targets unless the caller picked targets.
+select_all=1
+for arg in "$@"; do
+    case "$arg" in
+        --) break ;;
+        --lib|--bin|--bin=*|--bins|--test|--test=*|--tests|--bench|--bench=*|--benches|\
+        --example|--example=*|--examples|--doc|--all-targets) select_all=0 ;;
+    esac
+done
+if [[ "$select_all" == 1 ]]; then
+    set -- --all-targets "$@"
+fi
+
+# Not exec: the EXIT trap must stop the cluster afterwards.
+cargo test "$@"

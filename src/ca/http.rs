@@ -1,0 +1,137 @@
+//! The HTTP client instant-acme talks through.
+//!
+//! Two reasons it is ours and not instant-acme's default: the connector sets
+//! TCP_NODELAY (without it every JWS POST stalls ~40 ms on Nagle + delayed
+//! ACK; see ../shared/TESTENV.md: 27 ms vs 330+ ms per certificate), and it
+//! records a CA's `Retry-After` on 429/503 answers for the task that sent
+//! the request, so `rateLimited` can be honoured (instant-acme keeps the
+//! problem document but not the header).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+tokio::task_local! {
+    static CA_RETRY_AFTER: Cell<Option<SystemTime>>;
+}
+
+/// Runs `f` and returns, beside its output, the latest `Retry-After` a CA
+/// sent with a 429 or 503 answer while `f` ran.
+pub async fn with_retry_after<F: Future>(f: F) -> (F::Output, Option<SystemTime>) {
+    CA_RETRY_AFTER
+        .scope(Cell::new(None), async move {
+            let out = f.await;
+            let after = CA_RETRY_AFTER.try_with(Cell::get).ok().flatten();
+            (out, after)
+        })
+        .await
+}
+
+fn parse_retry_after(v: &str) -> Option<SystemTime> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(SystemTime::now() + Duration::from_secs(secs));
+    }
+    let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t.unix_timestamp()).ok()?))
+}
+
+/// Builds the client for one CA. With `trust_roots_pem` only those roots
+/// are trusted (local CAs such as Pebble); otherwise the public web PKI.
+pub fn client(trust_roots_pem: Option<&str>) -> Result<Box<dyn HttpClient>, String> {
+    let builder = rustls::ClientConfig::builder();
+    let tls = match trust_roots_pem {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert = cert.map_err(|e| format!("trust roots: bad PEM: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("trust roots: unusable certificate: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err("trust roots: no CERTIFICATE in the file".into());
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder.with_webpki_roots().with_no_client_auth(),
+    };
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    tcp.set_connect_timeout(Some(Duration::from_secs(10)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp);
+    let inner = HyperClient::builder(TokioExecutor::new()).build(https);
+    Ok(Box::new(AcmeHttp { inner }))
+}
+
+struct AcmeHttp {
+    inner: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
+}
+
+impl HttpClient for AcmeHttp {
+    fn request(
+        &self,
+        req: http::Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let fut = HttpClient::request(&self.inner, req);
+        Box::pin(async move {
+            let rsp = fut.await?;
+            let status = rsp.parts.status.as_u16();
+            if status == 429 || status == 503 {
+                let after = rsp
+                    .parts
+                    .headers
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+                if after.is_some() {
+                    let _ = CA_RETRY_AFTER.try_with(|c| c.set(after));
+                }
+            }
+            Ok(rsp)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::now();
+        let t = parse_retry_after("120").expect("seconds");
+        assert!(t >= now + Duration::from_secs(119));
+        let t = parse_retry_after("Fri, 31 Dec 2049 23:59:59 GMT").expect("date");
+        assert!(t > now);
+        assert!(parse_retry_after("soon").is_none());
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_scoped_to_the_task() {
+        let ((), after) = with_retry_after(async {
+            let _ = CA_RETRY_AFTER.try_with(|c| c.set(Some(SystemTime::UNIX_EPOCH)));
+        })
+        .await;
+        assert_eq!(after, Some(SystemTime::UNIX_EPOCH));
+        let ((), after) = with_retry_after(async {}).await;
+        assert_eq!(after, None);
+    }
+}

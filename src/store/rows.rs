@@ -1,0 +1,227 @@
+//! Records the store hands out, and their explicit conversion from rows.
+//! Callers never see a sea-orm type.
+
+use sea_orm::QueryResult;
+
+use super::{StoreError, get, order_state};
+use crate::domain::{ChallengeKind, KeyType, OrderState, Slot};
+
+/// A stored certificate's facts (the PEM is fetched separately).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CertRecord {
+    /// Row id.
+    pub id: String,
+    /// The CA that issued it.
+    pub ca_id: String,
+    /// Leaf serial, hex.
+    pub serial: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Root identity (see `certs::CertFacts::root_id`).
+    pub root_id: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// When renewal starts, unix seconds.
+    pub renew_after: i64,
+    /// SPKI SHA-256, hex.
+    pub spki_sha256: String,
+    /// The private key's row id (never the key).
+    #[serde(skip)]
+    pub private_key_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// The open order of a slot, as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OrderSummary {
+    /// Row id.
+    pub id: String,
+    /// The CA it is placed with.
+    pub ca_id: String,
+    /// pending / processing / valid / abandoned.
+    pub state: OrderState,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// When the next attempt may start, unix seconds.
+    pub next_attempt_at: i64,
+    /// The last attempt's error, if it failed.
+    pub last_error: Option<String>,
+    /// How many ACME orders were created for it (1 unless an attempt
+    /// ended in a final CA error).
+    pub acme_orders: i64,
+}
+
+/// One slot of a name.
+#[derive(Debug, Clone)]
+pub struct SlotRecord {
+    /// Which slot.
+    pub slot: Slot,
+    /// The CA that serves this slot.
+    pub ca_id: String,
+    /// The current certificate.
+    pub cert: Option<CertRecord>,
+    /// The last failure, cleared by the next success.
+    pub last_error: Option<String>,
+    /// The open order, if any.
+    pub order: Option<OrderSummary>,
+}
+
+/// A managed name with both slots.
+#[derive(Debug, Clone)]
+pub struct NameRecord {
+    /// Its id.
+    pub id: String,
+    /// SANs.
+    pub domains: Vec<String>,
+    /// Validation method.
+    pub challenge: ChallengeKind,
+    /// Key algorithm.
+    pub key_type: KeyType,
+    /// Primary CA id.
+    pub primary_ca: String,
+    /// Backup CA id.
+    pub backup_ca: String,
+    /// The active slot.
+    pub active: Slot,
+    /// Set when the issued pair failed the diversity check.
+    pub diversity_error: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// Primary then backup.
+    pub slots: Vec<SlotRecord>,
+}
+
+impl NameRecord {
+    /// The record of one slot.
+    pub fn slot(&self, slot: Slot) -> Option<&SlotRecord> {
+        self.slots.iter().find(|s| s.slot == slot)
+    }
+}
+
+/// A leased order with what the worker needs to carry it out.
+#[derive(Debug, Clone)]
+pub struct OrderJob {
+    /// Row id.
+    pub id: String,
+    /// The name.
+    pub name_id: String,
+    /// The slot.
+    pub slot: Slot,
+    /// The CA to order from.
+    pub ca_id: String,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// Set once the ACME order exists: resume it instead of ordering again.
+    pub acme_order_url: Option<String>,
+    /// Set once the order's key exists: reuse it.
+    pub private_key_id: Option<String>,
+    /// SANs.
+    pub domains: Vec<String>,
+    /// Key algorithm.
+    pub key_type: KeyType,
+    /// Validation method.
+    pub challenge: ChallengeKind,
+}
+
+fn parse<T: std::str::FromStr<Err = String>>(row: &QueryResult, col: &str) -> Result<T, StoreError> {
+    let s: String = get(row, col)?;
+    s.parse().map_err(StoreError::Db)
+}
+
+fn domains(row: &QueryResult) -> Result<Vec<String>, StoreError> {
+    let s: String = get(row, "domains")?;
+    serde_json::from_str(&s).map_err(|e| StoreError::Db(format!("domains: {e}")))
+}
+
+pub(super) fn order_summary(row: &QueryResult) -> Result<Option<OrderSummary>, StoreError> {
+    let id: Option<String> = get(row, "order_id")?;
+    let Some(id) = id else { return Ok(None) };
+    let state: String = get(row, "order_state")?;
+    Ok(Some(OrderSummary {
+        id,
+        ca_id: get(row, "order_ca")?,
+        state: order_state(&state)?,
+        attempts: get::<i32>(row, "attempts").map(i64::from).or_else(|_| get(row, "attempts"))?,
+        next_attempt_at: get(row, "next_attempt_at")?,
+        last_error: get(row, "order_error")?,
+        acme_orders: get::<i32>(row, "acme_orders")
+            .map(i64::from)
+            .or_else(|_| get(row, "acme_orders"))?,
+    }))
+}
+
+fn cert(row: &QueryResult) -> Result<Option<CertRecord>, StoreError> {
+    let id: Option<String> = get(row, "cert_id")?;
+    let Some(id) = id else { return Ok(None) };
+    Ok(Some(CertRecord {
+        id,
+        ca_id: get(row, "cert_ca")?,
+        serial: get(row, "serial")?,
+        issuer: get(row, "issuer")?,
+        root_id: get(row, "root_id")?,
+        not_before: get(row, "not_before")?,
+        not_after: get(row, "not_after")?,
+        renew_after: get(row, "renew_after")?,
+        spki_sha256: get(row, "spki_sha256")?,
+        private_key_id: get(row, "private_key_id")?,
+        created_at: get(row, "cert_created")?,
+    }))
+}
+
+/// Folds the rows of `NAME_SELECT` (one per slot, grouped by name) into
+/// records, keeping the row order.
+pub(super) fn names_from_rows(rows: &[QueryResult]) -> Result<Vec<NameRecord>, StoreError> {
+    let mut out: Vec<NameRecord> = Vec::new();
+    for row in rows {
+        let id: String = get(row, "id")?;
+        let slot = SlotRecord {
+            slot: parse(row, "slot")?,
+            ca_id: get(row, "slot_ca")?,
+            cert: cert(row)?,
+            last_error: get(row, "slot_error")?,
+            order: order_summary(row)?,
+        };
+        match out.last_mut() {
+            Some(last) if last.id == id => last.slots.push(slot),
+            _ => out.push(NameRecord {
+                id,
+                domains: domains(row)?,
+                challenge: parse(row, "challenge")?,
+                key_type: parse(row, "key_type")?,
+                primary_ca: get(row, "primary_ca")?,
+                backup_ca: get(row, "backup_ca")?,
+                active: parse(row, "active_slot")?,
+                diversity_error: get(row, "diversity_error")?,
+                created_at: get(row, "created_at")?,
+                updated_at: get(row, "updated_at")?,
+                slots: vec![slot],
+            }),
+        }
+    }
+    for n in &mut out {
+        n.slots.sort_by_key(|s| s.slot);
+    }
+    Ok(out)
+}
+
+pub(super) fn order_job(row: &QueryResult) -> Result<OrderJob, StoreError> {
+    Ok(OrderJob {
+        id: get(row, "id")?,
+        name_id: get(row, "name_id")?,
+        slot: parse(row, "slot")?,
+        ca_id: get(row, "ca_id")?,
+        attempts: get::<i32>(row, "attempts")
+            .map(i64::from)
+            .or_else(|_| get(row, "attempts"))?,
+        acme_order_url: get(row, "acme_order_url")?,
+        private_key_id: get(row, "private_key_id")?,
+        domains: domains(row)?,
+        key_type: parse(row, "key_type")?,
+        challenge: parse(row, "challenge")?,
+    })
+}
