@@ -1,1 +1,273 @@
-//! wiring
+//! `twincert serve`: the composition root. Loads secrets, opens and migrates
+//! the store, builds one ACME client per CA, and runs the worker, the
+//! HTTP-01 responder and the API until SIGTERM / Ctrl-C, then drains.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::api::{self, ApiState};
+use crate::ca::CaClient;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::keys::seal::Sealer;
+use crate::policy::CaChoice;
+use crate::store::Store;
+use crate::validation;
+use crate::worker::Worker;
+
+/// Secrets a server needs, loaded once.
+pub struct Secrets {
+    /// Seals keys and account credentials.
+    pub sealer: Sealer,
+    /// The admin bearer token.
+    pub admin_token: String,
+    /// Where the admin token can be read, when it came from a file.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("admin_token_file", &self.admin_token_file)
+            .finish_non_exhaustive()
+    }
+}
+
+fn write_secret_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the {what} file {}", path.display()))?;
+    Ok(text.trim().to_string())
+}
+
+fn random_token() -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let mut b = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| anyhow::anyhow!("system RNG failed"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+/// Loads the master key and the admin token: from the environment
+/// (`TWINCERT_MASTER_KEY`, `TWINCERT_ADMIN_TOKEN`), else from the configured
+/// files, else — only in local/demo mode — generated into `local_dir` with
+/// mode 0600. Without any of these, twincert refuses to start.
+pub fn load_secrets(cfg: &Config) -> anyhow::Result<Secrets> {
+    let local_key = cfg.local_dir.join("master.key");
+    let local_token = cfg.local_dir.join("admin.token");
+    let master_text = if let Ok(v) = std::env::var("TWINCERT_MASTER_KEY") {
+        v
+    } else if let Some(p) = &cfg.master_key_file {
+        read_secret_file(p, "master key")?
+    } else if cfg.local_mode {
+        if !local_key.exists() {
+            let text = Sealer::generate_text("local-1")
+                .map_err(|e| anyhow::anyhow!("generating a master key: {e}"))?;
+            write_secret_file(&local_key, &text)?;
+            warn!(
+                path = %local_key.display(),
+                "local mode: generated a new master key (mode 0600); do not use local mode in production"
+            );
+        }
+        read_secret_file(&local_key, "master key")?
+    } else {
+        bail!(
+            "no master key: set TWINCERT_MASTER_KEY or secrets.master_key_file \
+             (or secrets.local_mode = true for a local demo, which generates one)"
+        );
+    };
+    let sealer = Sealer::from_text(&master_text).map_err(|e| anyhow::anyhow!("master key: {e}"))?;
+
+    let (admin_token, admin_token_file) = if let Ok(v) = std::env::var("TWINCERT_ADMIN_TOKEN") {
+        (v.trim().to_string(), None)
+    } else if let Some(p) = &cfg.admin_token_file {
+        (read_secret_file(p, "admin token")?, Some(p.clone()))
+    } else if cfg.local_mode {
+        if !local_token.exists() {
+            write_secret_file(&local_token, &random_token()?)?;
+            warn!(path = %local_token.display(), "local mode: generated an admin token (mode 0600)");
+        }
+        (
+            read_secret_file(&local_token, "admin token")?,
+            Some(local_token.clone()),
+        )
+    } else {
+        bail!(
+            "no admin token: set TWINCERT_ADMIN_TOKEN or secrets.admin_token_file \
+             (or secrets.local_mode = true)"
+        );
+    };
+    if admin_token.len() < 16 {
+        bail!("the admin token is shorter than 16 characters; use a long random token");
+    }
+    Ok(Secrets {
+        sealer,
+        admin_token,
+        admin_token_file,
+    })
+}
+
+/// The configured CAs in preference order (`policy.ca_preference`, then the
+/// rest by id).
+pub fn ca_choices(cfg: &Config) -> Vec<CaChoice> {
+    let mut ids: Vec<&String> = cfg
+        .ca_preference
+        .iter()
+        .filter(|id| cfg.cas.contains_key(*id))
+        .collect();
+    for id in cfg.cas.keys() {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids.into_iter()
+        .filter_map(|id| cfg.cas.get(id))
+        .map(|c| CaChoice {
+            id: c.id.clone(),
+            root_group: c.root_group.clone(),
+            key_types: c.profile.key_types.clone(),
+            distrusted: false,
+        })
+        .collect()
+}
+
+/// Opens the store and applies migrations.
+pub async fn open_store(url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect(url).await?;
+    store.migrate().await.context("migrating the store")?;
+    Ok(store)
+}
+
+/// A unique id for this process in leases: host, pid, random suffix.
+fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    format!("{host}:{}:{}", std::process::id(), &crate::store::new_id()[..8])
+}
+
+/// Runs the server until a shutdown signal.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let secrets = load_secrets(&cfg)?;
+    let store = open_store(&cfg.store_url).await?;
+    info!(backend = store.backend_name(), "store ready");
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let timeout = Duration::from_secs(cfg.worker.acme_timeout_seconds);
+    let cas: BTreeMap<String, Arc<CaClient>> = cfg
+        .cas
+        .values()
+        .map(|c| (c.id.clone(), Arc::new(CaClient::new(c.clone(), timeout))))
+        .collect();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let worker = Arc::new(Worker::new(
+        store.clone(),
+        cas,
+        Arc::new(secrets.sealer),
+        clock.clone(),
+        cfg.worker.clone(),
+        cfg.renew_at_fraction,
+        worker_id(),
+    ));
+    let worker_task = if cfg.worker.enabled {
+        Some(tokio::spawn(worker.clone().run(stop_rx.clone())))
+    } else {
+        None
+    };
+
+    let http01 = TcpListener::bind(cfg.http01_listen)
+        .await
+        .with_context(|| format!("binding the HTTP-01 listener on {}", cfg.http01_listen))?;
+    let api_listener = TcpListener::bind(cfg.api_listen)
+        .await
+        .with_context(|| format!("binding the API listener on {}", cfg.api_listen))?;
+    let wake = worker.clone();
+    let state = ApiState {
+        store: store.clone(),
+        clock,
+        cas: Arc::new(ca_choices(&cfg)),
+        admin_token_sha256: api::token_digest(&secrets.admin_token),
+        default_key_type: cfg.default_key_type,
+        max_body_bytes: cfg.max_body_bytes,
+        on_name_created: Some(Arc::new(move || wake.wake())),
+    };
+    info!(
+        api = %format!("http://{}", api_listener.local_addr()?),
+        http01 = %http01.local_addr()?,
+        admin_token_file = ?secrets.admin_token_file,
+        "twincert serving"
+    );
+
+    let mut rx1 = stop_rx.clone();
+    let http01_task = tokio::spawn(async move {
+        axum::serve(http01, validation::http01_router(store))
+            .with_graceful_shutdown(async move {
+                let _ = rx1.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let mut rx2 = stop_rx.clone();
+    let api_task = tokio::spawn(async move {
+        axum::serve(api_listener, api::app(state))
+            .with_graceful_shutdown(async move {
+                let _ = rx2.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    shutdown_signal().await;
+    info!("shutting down: draining requests");
+    let _ = stop_tx.send(true);
+    let _ = api_task.await;
+    let _ = http01_task.await;
+    if let Some(t) = worker_task {
+        // In-flight orders are resumable from the store; do not wait long.
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

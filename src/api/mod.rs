@@ -1,1 +1,411 @@
-//! TODO
+//! REST API v1, the front end: parses, authorizes, delegates to the store
+//! and policy, and turns every error into `application/problem+json`.
+//!
+//! The router is built by [`app`] so tests drive it without a socket. Auth
+//! is a bearer token compared in constant time against the admin token
+//! (the full role model is a later issue). Bodies are read with a hard size
+//! limit and parsed here, so a malformed or oversized body is a precise
+//! 4xx, never a 5xx.
+
+mod problem;
+mod views;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::clock::Clock;
+use crate::domain::{ChallengeKind, DnsName, KeyType, ManagedNameId, NameState, Slot};
+use crate::policy::{self, CaChoice};
+use crate::store::{NewName, Store};
+
+pub use problem::Problem;
+pub use views::{NameView, SlotView, name_view};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The store.
+    pub store: Store,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Configured CAs, in preference order.
+    pub cas: Arc<Vec<CaChoice>>,
+    /// SHA-256 of the admin token.
+    pub admin_token_sha256: [u8; 32],
+    /// Key type when a request names none.
+    pub default_key_type: KeyType,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Called after a name is created (wakes the local worker).
+    pub on_name_created: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// SHA-256 of a token, the only form in which tokens are kept in memory.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The API router.
+pub fn app(state: ApiState) -> Router {
+    let limit = state.max_body_bytes;
+    let v1 = Router::new()
+        .route("/v1/names", post(create_name).get(list_names))
+        .route("/v1/names/{name}", get(show_name).delete(delete_name))
+        .route("/v1/names/{name}/certificates/{slot}", get(certificate))
+        .route("/v1/names/{name}/swap", post(swap))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+        // The handlers read bodies as bytes under this limit and report an
+        // overflow as a 413 problem themselves.
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn authorize(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Problem::unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
+            .into_response();
+    };
+    let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+        return Problem::unauthorized("the Authorization header must be 'Bearer <token>'")
+            .into_response();
+    };
+    let given = token_digest(token.trim());
+    if aws_lc_rs::constant_time::verify_slices_are_equal(&given, &st.admin_token_sha256).is_err() {
+        return Problem::unauthorized("invalid token").into_response();
+    }
+    next.run(req).await
+}
+
+async fn readyz(State(st): State<ApiState>) -> Response {
+    match st.store.ping().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(e) => Problem::unavailable(&e).into_response(),
+    }
+}
+
+/// Reads a JSON body: size, content type and syntax errors become 4xx.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    st: &ApiState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Problem> {
+    let body = match body {
+        Ok(b) => b,
+        Err(BytesRejection::FailedToBufferBody(e))
+            if e.body_text().contains("length limit") =>
+        {
+            return Err(Problem::too_large(st.max_body_bytes));
+        }
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(Problem::too_large(st.max_body_bytes));
+        }
+        Err(e) => return Err(Problem::bad_request(format!("cannot read the body: {}", e.body_text()))),
+    };
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        if !ct.starts_with("application/json") {
+            return Err(Problem::unsupported_media(format!(
+                "expected Content-Type application/json, got '{ct}'"
+            )));
+        }
+    }
+    serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateName {
+    name: String,
+    #[serde(default)]
+    domains: Vec<String>,
+    #[serde(default)]
+    challenge: Option<String>,
+    #[serde(default)]
+    key_type: Option<String>,
+    #[serde(default)]
+    cas: Option<Vec<String>>,
+}
+
+async fn create_name(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let req: CreateName = parse_json(&st, &headers, body)?;
+    let id = ManagedNameId::parse(&req.name).map_err(|e| Problem::invalid_name(e.to_string()))?;
+    let raw_domains = if req.domains.is_empty() {
+        vec![req.name.clone()]
+    } else {
+        req.domains.clone()
+    };
+    if raw_domains.len() > 100 {
+        return Err(Problem::bad_request(format!(
+            "{} domains given; at most 100 fit in one certificate",
+            raw_domains.len()
+        )));
+    }
+    let mut domains: Vec<DnsName> = Vec::with_capacity(raw_domains.len());
+    for d in &raw_domains {
+        let d = DnsName::parse(d).map_err(|e| Problem::invalid_name(e.to_string()))?;
+        if domains.contains(&d) {
+            return Err(Problem::invalid_name(format!(
+                "domain '{}' is listed twice",
+                d.as_str()
+            )));
+        }
+        domains.push(d);
+    }
+    let challenge = match req.challenge.as_deref() {
+        None => ChallengeKind::Http01,
+        Some(c) => c.parse::<ChallengeKind>().map_err(Problem::bad_request)?,
+    };
+    if challenge == ChallengeKind::Dns01 {
+        return Err(Problem::bad_request(
+            "challenge 'dns-01' is not available yet in this version; use 'http-01'",
+        ));
+    }
+    if let Some(w) = domains.iter().find(|d| d.is_wildcard()) {
+        return Err(Problem::invalid_name(format!(
+            "wildcard '{}' can only be validated with dns-01, not {}",
+            w.as_str(),
+            challenge.as_str()
+        )));
+    }
+    let key_type = match req.key_type.as_deref() {
+        None => st.default_key_type,
+        Some(k) => k.parse::<KeyType>().map_err(Problem::bad_request)?,
+    };
+    let explicit = match req.cas.as_deref() {
+        None => None,
+        Some([p, b]) => Some((p.as_str(), b.as_str())),
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "'cas' must list exactly two CAs [primary, backup]; {} given",
+                other.len()
+            )));
+        }
+    };
+    let (primary_ca, backup_ca) = policy::choose_pair(&st.cas, explicit, key_type)
+        .map_err(|e| Problem::bad_ca_choice(e.to_string()))?;
+    let now = st.clock.now();
+    let new = NewName {
+        id: id.as_str().to_string(),
+        domains: domains.iter().map(|d| d.as_str().to_string()).collect(),
+        challenge,
+        key_type,
+        primary_ca,
+        backup_ca,
+    };
+    st.store.create_name(&new, "admin", now).await?;
+    if let Some(wake) = &st.on_name_created {
+        wake();
+    }
+    let rec = st
+        .store
+        .name(&new.id)
+        .await?
+        .ok_or_else(|| Problem::internal(&"name vanished after creation"))?;
+    let mut rsp = (StatusCode::CREATED, Json(name_view(&rec, now))).into_response();
+    if let Ok(v) = format!("/v1/names/{}", new.id).parse() {
+        rsp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(rsp)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<u64>,
+    cursor: Option<String>,
+    ca: Option<String>,
+    state: Option<String>,
+}
+
+async fn list_names(
+    State(st): State<ApiState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit {limit} is out of range 1..=1000"
+        )));
+    }
+    let state: Option<NameState> = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(
+            serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+                Problem::bad_request(format!(
+                    "unknown state '{s}': expected provisioning, ready or degraded"
+                ))
+            })?,
+        ),
+    };
+    if let Some(ca) = &q.ca {
+        if !st.cas.iter().any(|c| &c.id == ca) {
+            return Err(Problem::bad_request(format!("unknown CA '{ca}'")));
+        }
+    }
+    let now = st.clock.now();
+    let recs = st
+        .store
+        .list_names(limit, q.cursor.as_deref(), q.ca.as_deref())
+        .await?;
+    let next_cursor = if recs.len() as u64 == limit {
+        recs.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
+    // The state filter applies within the page (state is derived, not
+    // stored); `next_cursor` still walks every name.
+    let items: Vec<NameView> = recs
+        .iter()
+        .map(|r| name_view(r, now))
+        .filter(|v| state.is_none_or(|s| v.state == s))
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
+}
+
+fn parse_name(raw: &str) -> Result<ManagedNameId, Problem> {
+    ManagedNameId::parse(raw).map_err(|e| Problem::invalid_name(e.to_string()))
+}
+
+async fn show_name(State(st): State<ApiState>, Path(name): Path<String>) -> Result<Response, Problem> {
+    let id = parse_name(&name)?;
+    let rec = st
+        .store
+        .name(id.as_str())
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("name '{}' not found", id.as_str())))?;
+    Ok(Json(name_view(&rec, st.clock.now())).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    revoke: Option<bool>,
+}
+
+async fn delete_name(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let id = parse_name(&name)?;
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    if q.revoke == Some(true) {
+        return Err(Problem::bad_request(
+            "revoke=true is not available yet in this version; delete without it",
+        ));
+    }
+    st.store
+        .delete_name(id.as_str(), "admin", st.clock.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn certificate(
+    State(st): State<ApiState>,
+    Path((name, slot)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let id = parse_name(&name)?;
+    let rec = st
+        .store
+        .name(id.as_str())
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("name '{}' not found", id.as_str())))?;
+    let slot = match slot.as_str() {
+        "active" => rec.active,
+        other => other.parse::<Slot>().map_err(|_| {
+            Problem::bad_request(format!(
+                "unknown slot '{other}': expected primary, backup or active"
+            ))
+        })?,
+    };
+    let cert = rec
+        .slot(slot)
+        .and_then(|s| s.cert.clone())
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "the {slot} slot of '{}' has no certificate yet",
+                id.as_str()
+            ))
+        })?;
+    let wants_pem = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/pem-certificate-chain"));
+    if wants_pem {
+        let pem = st
+            .store
+            .chain_pem(&cert.id)
+            .await?
+            .ok_or_else(|| Problem::not_found("certificate vanished"))?;
+        return Ok((
+            [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+            pem,
+        )
+            .into_response());
+    }
+    let mut v = serde_json::to_value(&cert).map_err(|e| Problem::internal(&e))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("slot".into(), serde_json::json!(slot));
+        o.insert("active".into(), serde_json::json!(slot == rec.active));
+        o.insert(
+            "not_before".into(),
+            serde_json::json!(crate::clock::rfc3339(cert.not_before)),
+        );
+        o.insert(
+            "not_after".into(),
+            serde_json::json!(crate::clock::rfc3339(cert.not_after)),
+        );
+        o.insert(
+            "renew_after".into(),
+            serde_json::json!(crate::clock::rfc3339(cert.renew_after)),
+        );
+        o.remove("created_at");
+    }
+    Ok(Json(v).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwapRequest {
+    reason: String,
+}
+
+async fn swap(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let id = parse_name(&name)?;
+    let req: SwapRequest = parse_json(&st, &headers, body)?;
+    if req.reason.trim().is_empty() {
+        return Err(Problem::bad_request("'reason' must not be empty: say why, for the audit log"));
+    }
+    let now = st.clock.now();
+    let active = st.store.swap(id.as_str(), "admin", &req.reason, now).await?;
+    Ok(Json(serde_json::json!({ "name": id.as_str(), "active": active })).into_response())
+}

@@ -1,1 +1,215 @@
-//! TODO
+//! The command line: `serve` and `migrate` run the service; `names ...` is a
+//! client of the REST API, so a runbook step is the same typed or scripted.
+//! Raw arguments (clap) are turned into requests here; the binary's `main`
+//! only calls [`run`].
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+/// twincert: a primary and a backup certificate from two CAs for every name.
+#[derive(Debug, Parser)]
+#[command(name = "twincert", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API, the HTTP-01 responder and the worker.
+    Serve {
+        /// The TOML configuration file.
+        #[arg(long, env = "TWINCERT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        /// The TOML configuration file (its store.url is used).
+        #[arg(long, env = "TWINCERT_CONFIG")]
+        config: PathBuf,
+    },
+    /// Manage names through the API.
+    Names {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        action: NamesAction,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ApiArgs {
+    /// The API base URL.
+    #[arg(long, env = "TWINCERT_URL", default_value = "http://127.0.0.1:8443", global = true)]
+    url: String,
+    /// A bearer token (prefer TWINCERT_TOKEN or --token-file: arguments are visible in ps).
+    #[arg(long, env = "TWINCERT_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// A file holding the bearer token.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum NamesAction {
+    /// Create a managed name.
+    Add {
+        /// The name's id (also its first domain unless --domain is given).
+        name: String,
+        /// A SAN; repeat for several.
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+        /// http-01 (default) or dns-01.
+        #[arg(long)]
+        challenge: Option<String>,
+        /// ecdsa-p256 (default), ecdsa-p384, rsa-2048, rsa-3072.
+        #[arg(long)]
+        key_type: Option<String>,
+        /// Explicit CAs: give --ca twice, primary first.
+        #[arg(long = "ca")]
+        cas: Vec<String>,
+    },
+    /// List names.
+    List {
+        /// Only names in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only names using this CA.
+        #[arg(long)]
+        ca: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// Show one name.
+    Show {
+        /// The name's id.
+        name: String,
+    },
+}
+
+/// Parses arguments and runs the command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let cfg = load_config(&config)?;
+            crate::server::serve(cfg).await
+        }
+        Command::Migrate { config } => {
+            let cfg = load_config(&config)?;
+            let store = crate::server::open_store(&cfg.store_url).await?;
+            println!("migrations applied ({})", store.backend_name());
+            Ok(())
+        }
+        Command::Names { api, action } => names(api, action).await,
+    }
+}
+
+/// Loads and validates the configuration and starts logging as it says.
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_logging(cfg.log_json, &cfg.log_level);
+    Ok(cfg)
+}
+
+/// Starts `tracing` output: text or JSON, filter from `TWINCERT_LOG` or the
+/// configured level.
+pub fn init_logging(json: bool, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("TWINCERT_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn token(api: &ApiArgs) -> anyhow::Result<String> {
+    if let Some(t) = &api.token {
+        return Ok(t.clone());
+    }
+    if let Some(p) = &api.token_file {
+        return Ok(std::fs::read_to_string(p)
+            .with_context(|| format!("reading the token file {}", p.display()))?
+            .trim()
+            .to_string());
+    }
+    bail!("no token: pass --token-file FILE or set TWINCERT_TOKEN")
+}
+
+async fn names(api: ApiArgs, action: NamesAction) -> anyhow::Result<()> {
+    let token = token(&api)?;
+    let base = api.url.trim_end_matches('/').to_string();
+    let http = reqwest::Client::new();
+    let rsp = match action {
+        NamesAction::Add {
+            name,
+            domains,
+            challenge,
+            key_type,
+            cas,
+        } => {
+            let mut body = serde_json::json!({ "name": name });
+            if !domains.is_empty() {
+                body["domains"] = serde_json::json!(domains);
+            }
+            if let Some(c) = challenge {
+                body["challenge"] = serde_json::json!(c);
+            }
+            if let Some(k) = key_type {
+                body["key_type"] = serde_json::json!(k);
+            }
+            if !cas.is_empty() {
+                body["cas"] = serde_json::json!(cas);
+            }
+            http.post(format!("{base}/v1/names"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+        }
+        NamesAction::List { state, ca, limit } => {
+            let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            if let Some(s) = state {
+                q.push(("state", s));
+            }
+            if let Some(c) = ca {
+                q.push(("ca", c));
+            }
+            let mut url = url::Url::parse(&format!("{base}/v1/names"))
+                .with_context(|| format!("bad API URL {base}"))?;
+            url.query_pairs_mut().extend_pairs(q.iter().map(|(k, v)| (*k, v.as_str())));
+            http.get(url).bearer_auth(&token).send()
+                .await
+        }
+        NamesAction::Show { name } => {
+            http.get(format!("{base}/v1/names/{name}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+        }
+    }
+    .with_context(|| format!("calling the API at {base}"))?;
+    let status = rsp.status();
+    let text = rsp.text().await.context("reading the API's answer")?;
+    let pretty = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    if status.is_success() {
+        println!("{pretty}");
+        Ok(())
+    } else {
+        eprintln!("{pretty}");
+        bail!("the API answered {status}")
+    }
+}

@@ -218,7 +218,7 @@ pub enum SlotState {
 }
 
 /// The overall state of a managed name as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NameState {
     /// Not both slots hold a certificate yet and nothing is known to be wrong.

@@ -1,1 +1,405 @@
-//! TODO
+//! The worker: the planner and the order processor.
+//!
+//! *Observes* the store: slots without a current or with a due certificate
+//! (planner), and due order rows (processor). *Writes* only through the
+//! store, in the order documented in `store`: key before ACME order, order
+//! URL before polling, tokens before telling the CA, certificate + slot +
+//! order end in one transaction. Replicas share the work by leasing rows;
+//! a crashed worker's lease runs out and another one resumes its order from
+//! the stored URL, reusing the stored key.
+//!
+//! A failed attempt is a *result*: its error is stored on the order and the
+//! slot, and the order is retried after an exponential backoff with jitter
+//! (`backon`). A final CA answer (4xx other than badNonce/rateLimited) ends
+//! the ACME order, so the next attempt opens a fresh one; `rateLimited`
+//! waits at least the CA's Retry-After.
+
+mod accounts;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::{Notify, Semaphore, watch};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::ca::{AcmeError, AcmeErrorKind, CaClient, Http01Publisher, Progress};
+use crate::certs;
+use crate::clock::Clock;
+use crate::config::WorkerConfig;
+use crate::domain::DnsName;
+use crate::keys::CertKey;
+use crate::keys::seal::Sealer;
+use crate::policy::{self, IssuedFacts};
+use crate::store::{NewCertificate, OrderJob, Store, StoreError};
+
+/// The AEAD purpose (associated data) of sealed certificate keys.
+pub const KEY_PURPOSE: &str = "twincert private key";
+
+/// Everything the worker needs, shared by its tasks.
+pub struct Worker {
+    store: Store,
+    cas: BTreeMap<String, Arc<CaClient>>,
+    sealer: Arc<Sealer>,
+    clock: Arc<dyn Clock>,
+    cfg: WorkerConfig,
+    renew_fraction: f64,
+    owner: String,
+    accounts: accounts::Accounts,
+    wake: Notify,
+    failpoint: Option<String>,
+}
+
+/// Why one attempt failed, and how to go on.
+struct AttemptError {
+    kind: AcmeErrorKind,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl From<AcmeError> for AttemptError {
+    fn from(e: AcmeError) -> Self {
+        AttemptError {
+            kind: e.kind,
+            message: e.message,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<StoreError> for AttemptError {
+    fn from(e: StoreError) -> Self {
+        AttemptError {
+            kind: AcmeErrorKind::Transient,
+            message: format!("store: {e}"),
+            retry_after: None,
+        }
+    }
+}
+
+fn final_error(message: impl Into<String>) -> AttemptError {
+    AttemptError {
+        kind: AcmeErrorKind::Final,
+        message: message.into(),
+        retry_after: None,
+    }
+}
+
+struct StorePublisher<'a> {
+    store: &'a Store,
+    order_id: &'a str,
+    now: i64,
+}
+
+impl Http01Publisher for StorePublisher<'_> {
+    async fn publish(&self, token: &str, key_authorization: &str) -> Result<(), String> {
+        self.store
+            .put_http01_token(token, key_authorization, self.order_id, self.now)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Worker {
+    /// A worker over `store` for the configured CAs. `owner` names this
+    /// replica in leases.
+    pub fn new(
+        store: Store,
+        cas: BTreeMap<String, Arc<CaClient>>,
+        sealer: Arc<Sealer>,
+        clock: Arc<dyn Clock>,
+        cfg: WorkerConfig,
+        renew_fraction: f64,
+        owner: String,
+    ) -> Worker {
+        Worker {
+            store,
+            cas,
+            sealer,
+            clock,
+            cfg,
+            renew_fraction,
+            owner,
+            accounts: accounts::Accounts::default(),
+            wake: Notify::new(),
+            // Test hook for crash-safety tests; see `process`.
+            failpoint: std::env::var("TWINCERT_FAILPOINT").ok(),
+        }
+    }
+
+    /// Wakes the loop now (a name was created), instead of at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs until `shutdown` turns true: plan, lease, process, repeat.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let permits = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        info!(owner = %self.owner, concurrency = self.cfg.concurrency, "worker started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let now = self.clock.now();
+            if let Err(e) = self.store.plan_due_orders(now, 1000).await {
+                warn!(error = %e, "planner failed");
+            }
+            let free = permits.available_permits();
+            let mut leased = 0;
+            if free > 0 {
+                match self
+                    .store
+                    .lease_orders(&self.owner, now, self.cfg.lease_seconds, free as u64)
+                    .await
+                {
+                    Ok(jobs) => {
+                        leased = jobs.len();
+                        for job in jobs {
+                            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            let me = self.clone();
+                            tokio::spawn(async move {
+                                me.process(job).await;
+                                drop(permit);
+                                me.wake();
+                            });
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "leasing orders failed"),
+                }
+            }
+            // Leased a full batch: there may be more right away.
+            if leased > 0 && leased == free {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(self.cfg.poll_interval_ms)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        info!("worker stopped");
+    }
+
+    /// Carries one leased order as far as it goes, and records the outcome.
+    pub async fn process(&self, job: OrderJob) {
+        let span = info_span!("order", name = %job.name_id, slot = %job.slot, ca = %job.ca_id, order = %job.id);
+        async {
+            let (result, retry_after) = crate::ca::with_retry_after(self.attempt(&job)).await;
+            let now = self.clock.now();
+            match result {
+                Ok(serial) => info!(serial = %serial, "certificate stored"),
+                Err(mut e) => {
+                    e.retry_after = e.retry_after.or(crate::ca::retry_after_secs(retry_after));
+                    let ca_url = self
+                        .cas
+                        .get(&job.ca_id)
+                        .map(|c| c.directory_url().to_string())
+                        .unwrap_or_default();
+                    let message = format!("CA {} ({ca_url}): {}", job.ca_id, e.message);
+                    let delay = self.backoff(job.attempts, e.kind, e.retry_after);
+                    warn!(error = %message, kind = ?e.kind, retry_in_s = delay, "attempt failed");
+                    let forget = e.kind == AcmeErrorKind::Final;
+                    if let Err(se) = self
+                        .store
+                        .fail_attempt(&job.id, &self.owner, &message, now + delay as i64, forget, now)
+                        .await
+                    {
+                        warn!(error = %se, "could not record the failed attempt");
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Seconds until the next attempt: exponential with jitter from the
+    /// configured minimum, capped, and never before a CA's Retry-After.
+    fn backoff(&self, attempts: i64, kind: AcmeErrorKind, retry_after: Option<u64>) -> u64 {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(self.cfg.min_backoff_seconds))
+            .with_max_delay(Duration::from_secs(self.cfg.max_backoff_seconds))
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let n = usize::try_from(attempts.clamp(0, 40)).unwrap_or(0);
+        let d = delays
+            .nth(n)
+            .unwrap_or(Duration::from_secs(self.cfg.max_backoff_seconds));
+        let secs = d.as_secs().max(self.cfg.min_backoff_seconds).max(1);
+        match (kind, retry_after) {
+            (_, Some(after)) => secs.max(after),
+            _ => secs,
+        }
+    }
+
+    async fn attempt(&self, job: &OrderJob) -> Result<String, AttemptError> {
+        let ca = self
+            .cas
+            .get(&job.ca_id)
+            .ok_or_else(|| final_error(format!("CA '{}' is not configured", job.ca_id)))?
+            .clone();
+        let domains: Vec<DnsName> = job
+            .domains
+            .iter()
+            .map(|d| DnsName::parse(d))
+            .collect::<Result<_, _>>()
+            .map_err(|e| final_error(format!("stored name is invalid: {e}")))?;
+        self.accounts
+            .ensure(&ca, &self.store, &self.sealer, self.clock.now())
+            .await?;
+        let key = self.order_key(job).await?;
+
+        let mut order = match &job.acme_order_url {
+            Some(url) => match ca.resume_order(url).await {
+                Ok(o) => o,
+                // The CA forgot the order (or it is unreadable): a new one.
+                Err(e) if e.kind == AcmeErrorKind::Final => self.new_acme_order(&ca, job).await?,
+                Err(e) => return Err(e.into()),
+            },
+            None => self.new_acme_order(&ca, job).await?,
+        };
+        if let Some(fp) = &self.failpoint {
+            if fp == "after_order_url" {
+                warn!("failpoint after_order_url: hanging until killed");
+                std::future::pending::<()>().await;
+            }
+        }
+
+        let publisher = StorePublisher {
+            store: &self.store,
+            order_id: &job.id,
+            now: self.clock.now(),
+        };
+        if order.progress() == Progress::Pending {
+            order.answer_http01(&publisher).await?;
+            order.wait_ready().await?;
+        }
+        if let Progress::Invalid(why) = order.progress() {
+            return Err(final_error(why));
+        }
+        let csr = key
+            .csr_der(&domains)
+            .map_err(|e| final_error(format!("cannot build the CSR: {e}")))?;
+        let chain = order.finalize_and_download(&csr).await?;
+
+        let facts = certs::inspect_chain(&chain)
+            .map_err(|e| final_error(format!("the CA returned an unreadable chain: {e}")))?;
+        let fp = key.fingerprint();
+        if facts.spki_sha256 != fp {
+            return Err(final_error(
+                "the CA returned a certificate for a different key than our CSR's",
+            ));
+        }
+        for d in &job.domains {
+            if !facts.dns_names.iter().any(|n| n.eq_ignore_ascii_case(d)) {
+                return Err(final_error(format!(
+                    "the CA's certificate does not cover {d}"
+                )));
+            }
+        }
+        let now = self.clock.now();
+        let cert = NewCertificate {
+            serial: facts.serial.clone(),
+            issuer: facts.issuer.clone(),
+            root_id: facts.root_id.clone(),
+            not_before: facts.not_before,
+            not_after: facts.not_after,
+            renew_after: policy::renew_at(facts.not_before, facts.not_after, self.renew_fraction),
+            spki_sha256: facts.spki_sha256.0.clone(),
+            chain_pem: chain,
+        };
+        self.store
+            .complete_order(&job.id, &self.owner, &cert, now)
+            .await?;
+        self.check_diversity(&job.name_id).await;
+        Ok(facts.serial)
+    }
+
+    async fn new_acme_order(
+        &self,
+        ca: &CaClient,
+        job: &OrderJob,
+    ) -> Result<crate::ca::AcmeOrder, AttemptError> {
+        let order = ca.new_order(&job.domains).await?;
+        // Written down before anything polls it: a restart resumes it.
+        self.store
+            .set_acme_order_url(&job.id, &self.owner, &order.url(), self.clock.now())
+            .await?;
+        Ok(order)
+    }
+
+    /// The order's key: the stored one when the order has it (resume),
+    /// else a fresh one, sealed and stored before any CA sees its CSR.
+    async fn order_key(&self, job: &OrderJob) -> Result<CertKey, AttemptError> {
+        if let Some(id) = &job.private_key_id {
+            let (key_type, sealed) = self
+                .store
+                .private_key(id)
+                .await?
+                .ok_or_else(|| final_error(format!("the order's key {id} is missing")))?;
+            let der = self
+                .sealer
+                .open(KEY_PURPOSE, &sealed)
+                .map_err(|e| final_error(format!("cannot unseal the order's key: {e}")))?;
+            return CertKey::from_pkcs8_der(key_type, &der)
+                .map_err(|e| final_error(format!("stored key unusable: {e}")));
+        }
+        let key_type = job.key_type;
+        let key = tokio::task::spawn_blocking(move || CertKey::generate(key_type))
+            .await
+            .map_err(|e| final_error(format!("key generation panicked: {e}")))?
+            .map_err(|e| final_error(format!("key generation failed: {e}")))?;
+        let sealed = self
+            .sealer
+            .seal(KEY_PURPOSE, &key.pkcs8_der())
+            .map_err(|e| final_error(format!("cannot seal the key: {e}")))?;
+        self.store
+            .attach_key(
+                &job.id,
+                &self.owner,
+                key_type,
+                &key.fingerprint().0,
+                &sealed,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(key)
+    }
+
+    /// Invariant 1: after issuance the two current certificates must come
+    /// from different roots under different keys. A violation is stored on
+    /// the name (state `degraded`) and logged as an alert.
+    async fn check_diversity(&self, name_id: &str) {
+        let Ok(Some(name)) = self.store.name(name_id).await else {
+            return;
+        };
+        let certs: Vec<_> = name.slots.iter().filter_map(|s| s.cert.as_ref()).collect();
+        let [a, b] = certs.as_slice() else { return };
+        let fa = IssuedFacts {
+            ca: &a.ca_id,
+            root_id: &a.root_id,
+            spki_sha256: &a.spki_sha256,
+        };
+        let fb = IssuedFacts {
+            ca: &b.ca_id,
+            root_id: &b.root_id,
+            spki_sha256: &b.spki_sha256,
+        };
+        let verdict = policy::check_diversity(&fa, &fb).err().map(|v| v.to_string());
+        if let Some(v) = &verdict {
+            error!(name = %name_id, violation = %v, alert = true, "diversity check failed");
+        }
+        if verdict != name.diversity_error {
+            let _ = self
+                .store
+                .set_diversity_error(name_id, verdict.as_deref(), self.clock.now())
+                .await;
+        }
+    }
+}

@@ -37,9 +37,7 @@ pub const ZONE: &str = "example.test";
 /// Use these for issuance: with only the wildcard, adding
 /// `_acme-challenge.<name> TXT` turns `<name>` into an empty non-terminal
 /// whose A lookup returns NODATA (see TESTENV.md, "Wildcard trap").
-pub const ZONE_HOSTS: &[&str] = &[
-    "a", "b", "c", "d", "e", "www", "api", "app", "mail", "shop",
-];
+pub const ZONE_HOSTS: &[&str] = &["a", "b", "c", "d", "e", "www", "api", "app", "mail", "shop"];
 
 /// Name of the TSIG key allowed to change TXT records in [`ZONE`].
 pub const TSIG_KEY_NAME: &str = "twincert-test";
@@ -302,7 +300,10 @@ zone "{ZONE}" {{
         let deadline = Instant::now() + BIND_READY_TIMEOUT;
         loop {
             if let Some(why) = self.proc.exited() {
-                panic!("BIND did not start: {why}\n--- named log ---\n{}", self.log());
+                panic!(
+                    "BIND did not start: {why}\n--- named log ---\n{}",
+                    self.log()
+                );
             }
             let out = run(self.dig().args([ZONE, "SOA", "+short"]));
             if out.status.success() && !out.stdout.trim_ascii().is_empty() {
@@ -662,9 +663,9 @@ impl Pebble {
         self.management_text("/intermediate-keys/0").await
     }
 
-    /// `GET /cert-status-by-serial/<hex>`: `{"Status": "Valid"|"Revoked",
-    /// "Reason": .., "RevokedAt": ..}`. Panics on a non-2xx answer (e.g. an
-    /// unknown serial).
+    /// `GET /cert-status-by-serial/<hex>`; per TESTENV.md the JSON has
+    /// `Status`, `Reason` and `RevokedAt` (not yet exercised by a test here).
+    /// Panics on a non-2xx answer (e.g. an unknown serial).
     pub async fn cert_status(&self, serial_hex: &str) -> serde_json::Value {
         let path = format!("/cert-status-by-serial/{serial_hex}");
         self.management_get(&path)

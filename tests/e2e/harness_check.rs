@@ -34,7 +34,24 @@ async fn two_pebbles_are_two_different_cas() {
     assert!(root_a.contains("BEGIN CERTIFICATE"), "root a: {root_a}");
     assert!(root_b.contains("BEGIN CERTIFICATE"), "root b: {root_b}");
     assert_ne!(root_a, root_b, "the two Pebbles share a root");
-    assert_ne!(cas.a.intermediate_pem().await, cas.b.intermediate_pem().await);
+    assert_ne!(
+        cas.a.intermediate_pem().await,
+        cas.b.intermediate_pem().await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pebble_restart_keeps_port_and_makes_new_root() {
+    let cas = TwoCas::start(0).await;
+    let mut a = cas.a;
+    let (port, root) = (a.port(), a.root_pem().await);
+
+    a.stop();
+    assert!(!a.is_running());
+    a.restart().await;
+
+    assert_eq!(a.port(), port);
+    assert_ne!(a.root_pem().await, root, "restart kept the root");
 }
 
 #[tokio::test(flavor = "multi_thread")]

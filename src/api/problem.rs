@@ -1,0 +1,159 @@
+//! RFC 7807 problem documents: the only place an error becomes HTTP.
+//!
+//! Bad input is echoed precisely; internal failures are logged here and
+//! answered with a generic text, so no SQL, path or secret reaches a client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// An API error with a stable `type` and a human `detail`.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    r#type: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+}
+
+impl Problem {
+    fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: String) -> Self {
+        Problem {
+            status,
+            kind,
+            title,
+            detail,
+        }
+    }
+
+    /// The request is malformed or a field is invalid (400).
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", detail.into())
+    }
+
+    /// A domain or name failed validation (400).
+    pub fn invalid_name(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid-name", "Invalid name", detail.into())
+    }
+
+    /// The CA choice is not acceptable (422).
+    pub fn bad_ca_choice(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad-ca-choice",
+            "Unacceptable CA choice",
+            detail.into(),
+        )
+    }
+
+    /// No or a wrong bearer token (401).
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail.into())
+    }
+
+    /// No such resource (404).
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail.into())
+    }
+
+    /// The resource exists already, or the state forbids the request (409).
+    pub fn conflict(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, kind, "Conflict", detail.into())
+    }
+
+    /// The body is larger than allowed (413).
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )
+    }
+
+    /// Wrong content type (415).
+    pub fn unsupported_media(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            detail.into(),
+        )
+    }
+
+    /// Method not allowed on this path (405).
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            "this method is not allowed on this path".into(),
+        )
+    }
+
+    /// Something failed on our side (500); `cause` is logged, not sent.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "an internal error occurred; it has been logged".into(),
+        )
+    }
+
+    /// The store is unreachable (503).
+    pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "store unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            "the store is not reachable".into(),
+        )
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Duplicate(what) => Problem::conflict("duplicate", format!("{what} already exists")),
+            StoreError::NotFound(what) => Problem::not_found(format!("{what} not found")),
+            StoreError::Conflict(why) => Problem::conflict("conflict", why),
+            other => Problem::internal(&other),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = Body {
+            r#type: format!("https://twincert.dev/problems/{}", self.kind),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let mut rsp = (self.status, json).into_response();
+        rsp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        rsp
+    }
+}

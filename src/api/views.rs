@@ -1,0 +1,148 @@
+//! The JSON shapes of API v1 (see DESIGN.md "REST API v1"), built from
+//! store records. Never carries key material: certificates are described by
+//! their facts, and the private key id is skipped.
+
+use serde::Serialize;
+
+use crate::clock::rfc3339;
+use crate::domain::{NameState, Slot, SlotState};
+use crate::policy::{self, SlotFacts};
+use crate::store::{NameRecord, OrderSummary, SlotRecord};
+
+/// One slot as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct SlotView {
+    /// The CA serving this slot.
+    pub ca: String,
+    /// issuing / valid / renewing / expired / failed.
+    pub state: SlotState,
+    /// Leaf serial (hex), when issued.
+    pub serial: Option<String>,
+    /// Issuer DN.
+    pub issuer: Option<String>,
+    /// RFC 3339.
+    pub not_before: Option<String>,
+    /// RFC 3339.
+    pub not_after: Option<String>,
+    /// RFC 3339: when renewal starts.
+    pub renew_after: Option<String>,
+    /// SubjectPublicKeyInfo SHA-256, hex.
+    pub spki_sha256: Option<String>,
+    /// The last failure, cleared by success.
+    pub last_error: Option<String>,
+    /// The open order, if any.
+    pub order: Option<OrderView>,
+}
+
+/// An open order.
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    /// Order id.
+    pub id: String,
+    /// pending / processing.
+    pub state: String,
+    /// Failed attempts so far.
+    pub attempts: i64,
+    /// RFC 3339.
+    pub next_attempt_at: String,
+    /// Last attempt's error.
+    pub last_error: Option<String>,
+    /// ACME orders created for it.
+    pub acme_orders: i64,
+}
+
+/// A managed name.
+#[derive(Debug, Serialize)]
+pub struct NameView {
+    /// Its id.
+    pub name: String,
+    /// SANs.
+    pub domains: Vec<String>,
+    /// http-01 / dns-01.
+    pub challenge: String,
+    /// Key algorithm.
+    pub key_type: String,
+    /// [primary CA, backup CA].
+    pub cas: [String; 2],
+    /// The active slot.
+    pub active: Slot,
+    /// provisioning / ready / degraded.
+    pub state: NameState,
+    /// Set when the pair failed the diversity check.
+    pub diversity_error: Option<String>,
+    /// The primary slot.
+    pub primary: SlotView,
+    /// The backup slot.
+    pub backup: SlotView,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+fn order_view(o: &OrderSummary) -> OrderView {
+    OrderView {
+        id: o.id.clone(),
+        state: o.state.as_str().to_string(),
+        attempts: o.attempts,
+        next_attempt_at: rfc3339(o.next_attempt_at),
+        last_error: o.last_error.clone(),
+        acme_orders: o.acme_orders,
+    }
+}
+
+fn slot_view(s: Option<&SlotRecord>, ca: &str, now: i64) -> SlotView {
+    let Some(s) = s else {
+        return SlotView {
+            ca: ca.to_string(),
+            state: SlotState::Issuing,
+            serial: None,
+            issuer: None,
+            not_before: None,
+            not_after: None,
+            renew_after: None,
+            spki_sha256: None,
+            last_error: None,
+            order: None,
+        };
+    };
+    let facts = SlotFacts {
+        current: s.cert.as_ref().map(|c| (c.not_before, c.not_after)),
+        order_open: s.order.is_some(),
+        last_attempt_failed: s.last_error.is_some(),
+    };
+    let c = s.cert.as_ref();
+    SlotView {
+        ca: s.ca_id.clone(),
+        state: policy::slot_state(facts, now),
+        serial: c.map(|c| c.serial.clone()),
+        issuer: c.map(|c| c.issuer.clone()),
+        not_before: c.map(|c| rfc3339(c.not_before)),
+        not_after: c.map(|c| rfc3339(c.not_after)),
+        renew_after: c.map(|c| rfc3339(c.renew_after)),
+        spki_sha256: c.map(|c| c.spki_sha256.clone()),
+        last_error: s.last_error.clone(),
+        order: s.order.as_ref().map(order_view),
+    }
+}
+
+/// Builds the API view of a name at `now`.
+pub fn name_view(n: &NameRecord, now: i64) -> NameView {
+    let primary = slot_view(n.slot(Slot::Primary), &n.primary_ca, now);
+    let backup = slot_view(n.slot(Slot::Backup), &n.backup_ca, now);
+    let state = policy::name_state(primary.state, backup.state, n.diversity_error.is_none());
+    NameView {
+        name: n.id.clone(),
+        domains: n.domains.clone(),
+        challenge: n.challenge.as_str().to_string(),
+        key_type: n.key_type.as_str().to_string(),
+        cas: [n.primary_ca.clone(), n.backup_ca.clone()],
+        active: n.active,
+        state,
+        diversity_error: n.diversity_error.clone(),
+        primary,
+        backup,
+        created_at: rfc3339(n.created_at),
+        updated_at: rfc3339(n.updated_at),
+    }
+}

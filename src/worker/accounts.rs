@@ -1,0 +1,68 @@
+//! One ACME account per CA, shared by every replica.
+//!
+//! On first use a replica loads the CA's sealed credentials from the store;
+//! if there are none it registers an account and stores it — unless another
+//! replica stored one first, in which case it uses that one (the store keeps
+//! the first). A per-CA lock keeps one process from registering twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::ca::CaClient;
+use crate::keys::seal::Sealer;
+use crate::store::Store;
+
+use super::{AttemptError, final_error};
+
+/// Per-CA initialisation locks.
+#[derive(Default)]
+pub(super) struct Accounts {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn purpose(ca_id: &str) -> String {
+    format!("acme account {ca_id}")
+}
+
+impl Accounts {
+    fn lock_for(&self, ca_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(ca_id.to_string()).or_default().clone()
+    }
+
+    /// Makes sure `ca` has its account loaded.
+    pub(super) async fn ensure(
+        &self,
+        ca: &CaClient,
+        store: &Store,
+        sealer: &Sealer,
+        now: i64,
+    ) -> Result<(), AttemptError> {
+        if ca.has_account() {
+            return Ok(());
+        }
+        let lock = self.lock_for(ca.id());
+        let _guard = lock.lock().await;
+        if ca.has_account() {
+            return Ok(());
+        }
+        let sealed = match store.account(ca.id()).await? {
+            Some((_, sealed)) => sealed,
+            None => {
+                let created = ca.create_account().await?;
+                let sealed = sealer
+                    .seal(&purpose(ca.id()), &created.credentials_json)
+                    .map_err(|e| final_error(format!("cannot seal the account: {e}")))?;
+                store
+                    .save_account(ca.id(), ca.directory_url(), &created.url, &sealed, now)
+                    .await?
+                    .1
+            }
+        };
+        let json = sealer
+            .open(&purpose(ca.id()), &sealed)
+            .map_err(|e| final_error(format!("cannot unseal the stored account: {e}")))?;
+        ca.restore_account(&json).await?;
+        Ok(())
+    }
+}
