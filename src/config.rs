@@ -301,7 +301,9 @@ fn apply_env(doc: &mut toml::Table, env: &[(String, String)]) -> Result<(), Conf
                 .ok_or_else(|| invalid(name, "…", "no [[cas]] entries to override"))?;
             let mut applied = false;
             for ca in cas.iter_mut() {
-                let Some(table) = ca.as_table_mut() else { continue };
+                let Some(table) = ca.as_table_mut() else {
+                    continue;
+                };
                 let id = table.get("id").and_then(|v| v.as_str()).unwrap_or_default();
                 let prefix = format!("{}_", id.to_ascii_uppercase().replace('-', "_"));
                 if let Some(key) = ca_rest.strip_prefix(&prefix) {
@@ -333,7 +335,10 @@ fn apply_env(doc: &mut toml::Table, env: &[(String, String)]) -> Result<(), Conf
             return Err(invalid(
                 name,
                 "…",
-                format!("unknown override; expected TWINCERT_<SECTION>_<KEY> with SECTION one of {}", SECTIONS.join(", ")),
+                format!(
+                    "unknown override; expected TWINCERT_<SECTION>_<KEY> with SECTION one of {}",
+                    SECTIONS.join(", ")
+                ),
             ));
         };
         let key = lower[section.len() + 1..].to_string();
@@ -350,7 +355,11 @@ fn apply_env(doc: &mut toml::Table, env: &[(String, String)]) -> Result<(), Conf
                     .map(|s| toml::Value::String(s.trim().to_string()))
                     .collect(),
             )
-        } else if key == "url" || key.ends_with("_file") || key.ends_with("_listen") || key.ends_with("_dir") {
+        } else if key == "url"
+            || key.ends_with("_file")
+            || key.ends_with("_listen")
+            || key.ends_with("_dir")
+        {
             toml::Value::String(value.clone())
         } else {
             env_value(value)
@@ -365,8 +374,13 @@ fn resolve(base: &Path, p: PathBuf) -> PathBuf {
 }
 
 fn parse_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
-    v.parse()
-        .map_err(|_| invalid(key, format!("\"{v}\""), "expected an address like 127.0.0.1:8443 or [::]:80"))
+    v.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("\"{v}\""),
+            "expected an address like 127.0.0.1:8443 or [::]:80",
+        )
+    })
 }
 
 fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
@@ -380,12 +394,30 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     )?;
     let max_body_bytes = raw.server.max_body_bytes.unwrap_or(64 * 1024);
     if !(256..=16 * 1024 * 1024).contains(&max_body_bytes) {
-        return Err(invalid("server.max_body_bytes", max_body_bytes, "must be between 256 and 16777216"));
+        return Err(invalid(
+            "server.max_body_bytes",
+            max_body_bytes,
+            "must be between 256 and 16777216",
+        ));
     }
-    let store_url = raw.store.url.unwrap_or_else(|| "sqlite://twincert.db".into());
-    if !(store_url.starts_with("sqlite:") || store_url.starts_with("postgres://") || store_url.starts_with("postgresql://")) {
-        let shown: String = store_url.split('@').next_back().unwrap_or_default().to_string();
-        return Err(invalid("store.url", shown, "must start with sqlite:// or postgres://"));
+    let store_url = raw
+        .store
+        .url
+        .unwrap_or_else(|| "sqlite://twincert.db".into());
+    if !(store_url.starts_with("sqlite:")
+        || store_url.starts_with("postgres://")
+        || store_url.starts_with("postgresql://"))
+    {
+        let shown: String = store_url
+            .split('@')
+            .next_back()
+            .unwrap_or_default()
+            .to_string();
+        return Err(invalid(
+            "store.url",
+            shown,
+            "must start with sqlite:// or postgres://",
+        ));
     }
 
     let profiles = providers::load(raw.providers_dir.map(|p| resolve(base, p)).as_deref())?;
@@ -393,7 +425,11 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     for (i, ca) in raw.cas.iter().enumerate() {
         let key = |k: &str| format!("cas[{i}].{k}");
         if crate::domain::ManagedNameId::parse(&ca.id).is_err() {
-            return Err(invalid(&key("id"), &ca.id, "must be lower-case letters, digits, '.', '_' or '-'"));
+            return Err(invalid(
+                &key("id"),
+                &ca.id,
+                "must be lower-case letters, digits, '.', '_' or '-'",
+            ));
         }
         if cas.contains_key(&ca.id) {
             return Err(invalid(&key("id"), &ca.id, "is used by two CA entries"));
@@ -402,22 +438,42 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             invalid(
                 &key("profile"),
                 &ca.profile,
-                format!("no such profile; known: {}", profiles.keys().cloned().collect::<Vec<_>>().join(", ")),
+                format!(
+                    "no such profile; known: {}",
+                    profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
             )
         })?;
-        let directory_url = ca.directory_url.clone().unwrap_or_else(|| profile.directory_url.clone());
+        let directory_url = ca
+            .directory_url
+            .clone()
+            .unwrap_or_else(|| profile.directory_url.clone());
         match url::Url::parse(&directory_url) {
             Ok(u) if u.scheme() == "https" => {}
-            _ => return Err(invalid(&key("directory_url"), &directory_url, "must be an https:// URL (RFC 8555 §6.1)")),
+            _ => {
+                return Err(invalid(
+                    &key("directory_url"),
+                    &directory_url,
+                    "must be an https:// URL (RFC 8555 §6.1)",
+                ));
+            }
         }
         let trust_roots_pem = match &ca.trust_roots_file {
             Some(p) => {
                 let p = resolve(base, p.clone());
                 let pem = std::fs::read_to_string(&p).map_err(|e| {
-                    invalid(&key("trust_roots_file"), p.display(), format!("cannot read: {e}"))
+                    invalid(
+                        &key("trust_roots_file"),
+                        p.display(),
+                        format!("cannot read: {e}"),
+                    )
                 })?;
                 if !pem.contains("BEGIN CERTIFICATE") {
-                    return Err(invalid(&key("trust_roots_file"), p.display(), "contains no PEM certificate"));
+                    return Err(invalid(
+                        &key("trust_roots_file"),
+                        p.display(),
+                        "contains no PEM certificate",
+                    ));
                 }
                 Some(pem)
             }
@@ -429,7 +485,13 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
                 let p = resolve(base, p.clone());
                 Some(
                     std::fs::read_to_string(&p)
-                        .map_err(|e| invalid(&key("eab_hmac_file"), p.display(), format!("cannot read: {e}")))?
+                        .map_err(|e| {
+                            invalid(
+                                &key("eab_hmac_file"),
+                                p.display(),
+                                format!("cannot read: {e}"),
+                            )
+                        })?
                         .trim()
                         .to_string(),
                 )
@@ -439,27 +501,46 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         let eab = match (&ca.eab_kid, hmac) {
             (Some(kid), Some(hmac)) => Some((kid.clone(), hmac)),
             (None, None) => None,
-            (Some(kid), None) => return Err(invalid(&key("eab_kid"), kid, "needs eab_hmac_file (or TWINCERT_CA_<ID>_EAB_HMAC)")),
+            (Some(kid), None) => {
+                return Err(invalid(
+                    &key("eab_kid"),
+                    kid,
+                    "needs eab_hmac_file (or TWINCERT_CA_<ID>_EAB_HMAC)",
+                ));
+            }
             (None, Some(_)) => return Err(invalid(&key("eab_hmac"), "(secret)", "needs eab_kid")),
         };
         if profile.eab_required && eab.is_none() {
-            return Err(invalid(&key("eab_kid"), "(missing)", format!("profile '{}' requires External Account Binding", profile.id)));
+            return Err(invalid(
+                &key("eab_kid"),
+                "(missing)",
+                format!("profile '{}' requires External Account Binding", profile.id),
+            ));
         }
         for c in ca.contact.iter().flatten() {
             if !c.starts_with("mailto:") {
                 return Err(invalid(&key("contact"), c, "contacts must be mailto: URLs"));
             }
         }
-        let orders_per_hour = ca.orders_per_hour.unwrap_or(profile.rate_limits.orders_per_hour);
+        let orders_per_hour = ca
+            .orders_per_hour
+            .unwrap_or(profile.rate_limits.orders_per_hour);
         let concurrency = ca.concurrency.unwrap_or(profile.rate_limits.concurrency);
         if orders_per_hour == 0 || concurrency == 0 {
-            return Err(invalid(&key("orders_per_hour"), orders_per_hour, "pacing values must be at least 1"));
+            return Err(invalid(
+                &key("orders_per_hour"),
+                orders_per_hour,
+                "pacing values must be at least 1",
+            ));
         }
         cas.insert(
             ca.id.clone(),
             CaConfig {
                 id: ca.id.clone(),
-                root_group: ca.root_group.clone().unwrap_or_else(|| profile.root_group.clone()),
+                root_group: ca
+                    .root_group
+                    .clone()
+                    .unwrap_or_else(|| profile.root_group.clone()),
                 directory_url,
                 trust_roots_pem,
                 contact: ca.contact.clone().unwrap_or_default(),
@@ -471,13 +552,24 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         );
     }
     if cas.len() < 2 {
-        return Err(invalid("cas", format!("{} entries", cas.len()), "at least two CAs are needed: every name gets certificates from two different CAs"));
+        return Err(invalid(
+            "cas",
+            format!("{} entries", cas.len()),
+            "at least two CAs are needed: every name gets certificates from two different CAs",
+        ));
     }
-    let ca_preference = raw.policy.ca_preference.unwrap_or_else(|| raw.cas.iter().map(|c| c.id.clone()).collect());
+    let ca_preference = raw
+        .policy
+        .ca_preference
+        .unwrap_or_else(|| raw.cas.iter().map(|c| c.id.clone()).collect());
     let mut seen = BTreeSet::new();
     for id in &ca_preference {
         if !cas.contains_key(id) {
-            return Err(invalid("policy.ca_preference", id, "is not a configured CA id"));
+            return Err(invalid(
+                "policy.ca_preference",
+                id,
+                "is not a configured CA id",
+            ));
         }
         if !seen.insert(id) {
             return Err(invalid("policy.ca_preference", id, "is listed twice"));
@@ -485,7 +577,11 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
     }
     let renew_at_fraction = raw.policy.renew_at_fraction.unwrap_or(2.0 / 3.0);
     if !(0.05..=0.95).contains(&renew_at_fraction) {
-        return Err(invalid("policy.renew_at_fraction", renew_at_fraction, "must be between 0.05 and 0.95"));
+        return Err(invalid(
+            "policy.renew_at_fraction",
+            renew_at_fraction,
+            "must be between 0.05 and 0.95",
+        ));
     }
     let w = raw.worker;
     let worker = WorkerConfig {
@@ -498,23 +594,44 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         acme_timeout_seconds: w.acme_timeout_seconds.unwrap_or(90),
     };
     if !(1..=4096).contains(&worker.concurrency) {
-        return Err(invalid("worker.concurrency", worker.concurrency, "must be between 1 and 4096"));
+        return Err(invalid(
+            "worker.concurrency",
+            worker.concurrency,
+            "must be between 1 and 4096",
+        ));
     }
     if !(10..=60_000).contains(&worker.poll_interval_ms) {
-        return Err(invalid("worker.poll_interval_ms", worker.poll_interval_ms, "must be between 10 and 60000"));
+        return Err(invalid(
+            "worker.poll_interval_ms",
+            worker.poll_interval_ms,
+            "must be between 10 and 60000",
+        ));
     }
     if worker.lease_seconds < 10 {
-        return Err(invalid("worker.lease_seconds", worker.lease_seconds, "must be at least 10"));
+        return Err(invalid(
+            "worker.lease_seconds",
+            worker.lease_seconds,
+            "must be at least 10",
+        ));
     }
     if worker.min_backoff_seconds == 0 || worker.max_backoff_seconds < worker.min_backoff_seconds {
-        return Err(invalid("worker.max_backoff_seconds", worker.max_backoff_seconds, "must be >= min_backoff_seconds >= 1"));
+        return Err(invalid(
+            "worker.max_backoff_seconds",
+            worker.max_backoff_seconds,
+            "must be >= min_backoff_seconds >= 1",
+        ));
     }
     let log_json = match raw.logging.format.as_deref().unwrap_or("text") {
         "text" => false,
         "json" => true,
         other => return Err(invalid("logging.format", other, "must be 'text' or 'json'")),
     };
-    let local_dir = resolve(base, raw.secrets.local_dir.unwrap_or_else(|| PathBuf::from(".twincert-local")));
+    let local_dir = resolve(
+        base,
+        raw.secrets
+            .local_dir
+            .unwrap_or_else(|| PathBuf::from(".twincert-local")),
+    );
     Ok(Config {
         api_listen,
         http01_listen,
@@ -552,7 +669,10 @@ root_group = "other"
 "#;
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_toml(text, &env, None)
     }
 
@@ -576,18 +696,58 @@ root_group = "other"
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table of named cases reads best inline
     fn errors_name_the_key_and_value() {
         let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
-            (BASE.replace("profile = \"pebble\"\ndirectory", "profile = \"nope\"\ndirectory"), vec![], "cas[0].profile = nope"),
-            (BASE.to_string(), vec![("TWINCERT_WORKER_CONCURRENCY", "0")], "worker.concurrency = 0"),
-            (BASE.to_string(), vec![("TWINCERT_SERVER_API_LISTEN", "nowhere")], "server.api_listen"),
-            (BASE.to_string(), vec![("TWINCERT_BOGUS_X", "1")], "TWINCERT_BOGUS_X"),
-            (BASE.to_string(), vec![("TWINCERT_CA_Z_DIRECTORY_URL", "https://x")], "TWINCERT_CA_Z_DIRECTORY_URL"),
-            (format!("{BASE}\n[policy]\nca_preference = [\"a\", \"c\"]\n"), vec![], "policy.ca_preference = c"),
-            (BASE.replace("https://127.0.0.1:14000/dir", "http://127.0.0.1/dir"), vec![], "https://"),
+            (
+                BASE.replace(
+                    "profile = \"pebble\"\ndirectory",
+                    "profile = \"nope\"\ndirectory",
+                ),
+                vec![],
+                "cas[0].profile = nope",
+            ),
+            (
+                BASE.to_string(),
+                vec![("TWINCERT_WORKER_CONCURRENCY", "0")],
+                "worker.concurrency = 0",
+            ),
+            (
+                BASE.to_string(),
+                vec![("TWINCERT_SERVER_API_LISTEN", "nowhere")],
+                "server.api_listen",
+            ),
+            (
+                BASE.to_string(),
+                vec![("TWINCERT_BOGUS_X", "1")],
+                "TWINCERT_BOGUS_X",
+            ),
+            (
+                BASE.to_string(),
+                vec![("TWINCERT_CA_Z_DIRECTORY_URL", "https://x")],
+                "TWINCERT_CA_Z_DIRECTORY_URL",
+            ),
+            (
+                format!("{BASE}\n[policy]\nca_preference = [\"a\", \"c\"]\n"),
+                vec![],
+                "policy.ca_preference = c",
+            ),
+            (
+                BASE.replace("https://127.0.0.1:14000/dir", "http://127.0.0.1/dir"),
+                vec![],
+                "https://",
+            ),
             (format!("{BASE}\nbogus = 1\n"), vec![], "bogus"),
-            ("[[cas]]\nid = \"a\"\nprofile = \"pebble\"\n".to_string(), vec![], "at least two CAs"),
-            (format!("{BASE}\n[[cas]]\nid = \"z\"\nprofile = \"zerossl\"\n"), vec![], "External Account Binding"),
+            (
+                "[[cas]]\nid = \"a\"\nprofile = \"pebble\"\n".to_string(),
+                vec![],
+                "at least two CAs",
+            ),
+            (
+                format!("{BASE}\n[[cas]]\nid = \"z\"\nprofile = \"zerossl\"\n"),
+                vec![],
+                "External Account Binding",
+            ),
         ];
         for (text, env, want) in cases {
             let e = load(&text, &env).expect_err(want).to_string();

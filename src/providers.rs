@@ -66,9 +66,18 @@ pub struct Notes {
 const BUILT_IN: &[(&str, &str)] = &[
     ("actalis", include_str!("../providers/ca/actalis.toml")),
     ("google", include_str!("../providers/ca/google.toml")),
-    ("google-staging", include_str!("../providers/ca/google-staging.toml")),
-    ("letsencrypt", include_str!("../providers/ca/letsencrypt.toml")),
-    ("letsencrypt-staging", include_str!("../providers/ca/letsencrypt-staging.toml")),
+    (
+        "google-staging",
+        include_str!("../providers/ca/google-staging.toml"),
+    ),
+    (
+        "letsencrypt",
+        include_str!("../providers/ca/letsencrypt.toml"),
+    ),
+    (
+        "letsencrypt-staging",
+        include_str!("../providers/ca/letsencrypt-staging.toml"),
+    ),
     ("pebble", include_str!("../providers/ca/pebble.toml")),
     ("sslcom", include_str!("../providers/ca/sslcom.toml")),
     ("zerossl", include_str!("../providers/ca/zerossl.toml")),
@@ -102,7 +111,10 @@ fn parse(file: &str, stem: &str, text: &str) -> Result<CaProfile, ProfileError> 
 pub fn load(dir: Option<&Path>) -> Result<BTreeMap<String, CaProfile>, ProfileError> {
     let mut out = BTreeMap::new();
     for (stem, text) in BUILT_IN {
-        out.insert(stem.to_string(), parse(&format!("built-in {stem}.toml"), stem, text)?);
+        out.insert(
+            stem.to_string(),
+            parse(&format!("built-in {stem}.toml"), stem, text)?,
+        );
     }
     if let Some(dir) = dir {
         let entries = std::fs::read_dir(dir).map_err(|e| ProfileError {
@@ -114,12 +126,18 @@ pub fn load(dir: Option<&Path>) -> Result<BTreeMap<String, CaProfile>, ProfileEr
             if path.extension().and_then(|e| e.to_str()) != Some("toml") {
                 continue;
             }
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
             let text = std::fs::read_to_string(&path).map_err(|e| ProfileError {
                 file: path.display().to_string(),
                 reason: e.to_string(),
             })?;
-            out.insert(stem.to_string(), parse(&path.display().to_string(), stem, &text)?);
+            out.insert(
+                stem.to_string(),
+                parse(&path.display().to_string(), stem, &text)?,
+            );
         }
     }
     Ok(out)
@@ -133,7 +151,10 @@ mod tests {
     fn built_in_profiles_parse_and_are_distinct() {
         let all = load(None).expect("built-in profiles");
         assert_eq!(all.len(), BUILT_IN.len());
-        assert_eq!(all["letsencrypt"].root_group, all["letsencrypt-staging"].root_group);
+        assert_eq!(
+            all["letsencrypt"].root_group,
+            all["letsencrypt-staging"].root_group
+        );
         assert_ne!(all["letsencrypt"].root_group, all["google"].root_group);
         assert!(all["zerossl"].eab_required);
         assert!(!all["letsencrypt"].eab_required);

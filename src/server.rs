@@ -166,7 +166,11 @@ pub async fn open_store(url: &str) -> anyhow::Result<Store> {
 /// A unique id for this process in leases: host, pid, random suffix.
 fn worker_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-    format!("{host}:{}:{}", std::process::id(), &crate::store::new_id()[..8])
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        &crate::store::new_id()[..8]
+    )
 }
 
 /// Runs the server until a shutdown signal.

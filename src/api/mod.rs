@@ -80,8 +80,10 @@ pub fn app(state: ApiState) -> Router {
 
 async fn authorize(State(st): State<ApiState>, req: Request, next: Next) -> Response {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return Problem::unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
-            .into_response();
+        return Problem::unauthorized(
+            "missing Authorization header; send 'Authorization: Bearer <token>'",
+        )
+        .into_response();
     };
     let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
         return Problem::unauthorized("the Authorization header must be 'Bearer <token>'")
@@ -109,15 +111,18 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, Problem> {
     let body = match body {
         Ok(b) => b,
-        Err(BytesRejection::FailedToBufferBody(e))
-            if e.body_text().contains("length limit") =>
-        {
+        Err(BytesRejection::FailedToBufferBody(e)) if e.body_text().contains("length limit") => {
             return Err(Problem::too_large(st.max_body_bytes));
         }
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return Err(Problem::too_large(st.max_body_bytes));
         }
-        Err(e) => return Err(Problem::bad_request(format!("cannot read the body: {}", e.body_text()))),
+        Err(e) => {
+            return Err(Problem::bad_request(format!(
+                "cannot read the body: {}",
+                e.body_text()
+            )));
+        }
     };
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
@@ -127,7 +132,8 @@ fn parse_json<T: serde::de::DeserializeOwned>(
             )));
         }
     }
-    serde_json::from_slice(&body).map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,10 +266,10 @@ async fn list_names(
             })?,
         ),
     };
-    if let Some(ca) = &q.ca {
-        if !st.cas.iter().any(|c| &c.id == ca) {
-            return Err(Problem::bad_request(format!("unknown CA '{ca}'")));
-        }
+    if let Some(ca) = &q.ca
+        && !st.cas.iter().any(|c| &c.id == ca)
+    {
+        return Err(Problem::bad_request(format!("unknown CA '{ca}'")));
     }
     let now = st.clock.now();
     let recs = st
@@ -289,7 +295,10 @@ fn parse_name(raw: &str) -> Result<ManagedNameId, Problem> {
     ManagedNameId::parse(raw).map_err(|e| Problem::invalid_name(e.to_string()))
 }
 
-async fn show_name(State(st): State<ApiState>, Path(name): Path<String>) -> Result<Response, Problem> {
+async fn show_name(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
     let id = parse_name(&name)?;
     let rec = st
         .store
@@ -342,15 +351,12 @@ async fn certificate(
             ))
         })?,
     };
-    let cert = rec
-        .slot(slot)
-        .and_then(|s| s.cert.clone())
-        .ok_or_else(|| {
-            Problem::not_found(format!(
-                "the {slot} slot of '{}' has no certificate yet",
-                id.as_str()
-            ))
-        })?;
+    let cert = rec.slot(slot).and_then(|s| s.cert.clone()).ok_or_else(|| {
+        Problem::not_found(format!(
+            "the {slot} slot of '{}' has no certificate yet",
+            id.as_str()
+        ))
+    })?;
     let wants_pem = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -403,9 +409,14 @@ async fn swap(
     let id = parse_name(&name)?;
     let req: SwapRequest = parse_json(&st, &headers, body)?;
     if req.reason.trim().is_empty() {
-        return Err(Problem::bad_request("'reason' must not be empty: say why, for the audit log"));
+        return Err(Problem::bad_request(
+            "'reason' must not be empty: say why, for the audit log",
+        ));
     }
     let now = st.clock.now();
-    let active = st.store.swap(id.as_str(), "admin", &req.reason, now).await?;
+    let active = st
+        .store
+        .swap(id.as_str(), "admin", &req.reason, now)
+        .await?;
     Ok(Json(serde_json::json!({ "name": id.as_str(), "active": active })).into_response())
 }

@@ -38,12 +38,22 @@ impl Problem {
 
     /// The request is malformed or a field is invalid (400).
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid-request", "Invalid request", detail.into())
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "Invalid request",
+            detail.into(),
+        )
     }
 
     /// A domain or name failed validation (400).
     pub fn invalid_name(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid-name", "Invalid name", detail.into())
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-name",
+            "Invalid name",
+            detail.into(),
+        )
     }
 
     /// The CA choice is not acceptable (422).
@@ -58,12 +68,22 @@ impl Problem {
 
     /// No or a wrong bearer token (401).
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail.into())
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail.into(),
+        )
     }
 
     /// No such resource (404).
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail.into())
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "Not found",
+            detail.into(),
+        )
     }
 
     /// The resource exists already, or the state forbids the request (409).
@@ -132,7 +152,9 @@ impl Problem {
 impl From<StoreError> for Problem {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Duplicate(what) => Problem::conflict("duplicate", format!("{what} already exists")),
+            StoreError::Duplicate(what) => {
+                Problem::conflict("duplicate", format!("{what} already exists"))
+            }
             StoreError::NotFound(what) => Problem::not_found(format!("{what} not found")),
             StoreError::Conflict(why) => Problem::conflict("conflict", why),
             other => Problem::internal(&other),

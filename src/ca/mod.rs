@@ -16,8 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeStatus, ChallengeType,
-    ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus, Problem,
-    RetryPolicy,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus, Problem, RetryPolicy,
 };
 use tokio::sync::OnceCell;
 
@@ -232,14 +231,15 @@ impl CaClient {
 
     /// Restores the account from stored credentials.
     pub async fn restore_account(&self, credentials_json: &[u8]) -> Result<(), AcmeError> {
-        let creds: AccountCredentials = serde_json::from_slice(credentials_json)
-            .map_err(|e| AcmeError::final_(format!("stored account credentials unreadable: {e}")))?;
+        let creds: AccountCredentials = serde_json::from_slice(credentials_json).map_err(|e| {
+            AcmeError::final_(format!("stored account credentials unreadable: {e}"))
+        })?;
         // Restoring only reads the directory (no JWS, so no nonce).
         let account = self
             .builder()?
             .from_credentials(creds)
             .await
-        .map_err(classify)?;
+            .map_err(classify)?;
         let _ = self.account.set(account);
         Ok(())
     }
@@ -355,7 +355,10 @@ impl AcmeOrder {
 
     /// Answers every pending authorization with HTTP-01 (RFC 8555 §8.3):
     /// publishes the key authorization, then tells the CA to look.
-    pub async fn answer_http01<P: Http01Publisher>(&mut self, publisher: &P) -> Result<(), AcmeError> {
+    pub async fn answer_http01<P: Http01Publisher>(
+        &mut self,
+        publisher: &P,
+    ) -> Result<(), AcmeError> {
         let mut told: HashSet<String> = HashSet::new();
         let mut tries = 0;
         loop {
@@ -426,10 +429,10 @@ impl AcmeOrder {
 
     /// Why an order went invalid: the first failed challenge's problem.
     async fn invalid_reason(&mut self) -> String {
-        if let Progress::Invalid(why) = self.progress() {
-            if why != "order is invalid" {
-                return why;
-            }
+        if let Progress::Invalid(why) = self.progress()
+            && why != "order is invalid"
+        {
+            return why;
         }
         let mut authzs = self.order.authorizations();
         while let Some(Ok(mut authz)) = authzs.next().await {
@@ -437,10 +440,10 @@ impl AcmeOrder {
                 continue;
             }
             let id = authz.identifier().to_string();
-            if authz.refresh().await.is_ok() {
-                if let Some(p) = authz.challenges.iter().find_map(|c| c.error.as_ref()) {
-                    return format!("validation of {id} failed: {}", describe_problem(p));
-                }
+            if authz.refresh().await.is_ok()
+                && let Some(p) = authz.challenges.iter().find_map(|c| c.error.as_ref())
+            {
+                return format!("validation of {id} failed: {}", describe_problem(p));
             }
         }
         "order became invalid".into()

@@ -41,12 +41,14 @@ pub struct CertFacts {
 pub struct ChainError(pub String);
 
 fn aki(cert: &X509Certificate<'_>) -> Option<String> {
-    cert.extensions().iter().find_map(|ext| match ext.parsed_extension() {
-        ParsedExtension::AuthorityKeyIdentifier(aki) => {
-            aki.key_identifier.as_ref().map(|k| hex(k.0))
-        }
-        _ => None,
-    })
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| hex(k.0))
+            }
+            _ => None,
+        })
 }
 
 /// Splits a PEM chain into DER certificates, leaf first.
@@ -139,10 +141,16 @@ mod tests {
         assert_eq!(facts.dns_names, ["a.example.test", "b.example.test"]);
         assert_eq!(facts.chain_len, 2);
         use rcgen::PublicKeyData;
-        assert_eq!(facts.spki_sha256, spki_fingerprint(&leaf_key.subject_public_key_info()));
+        assert_eq!(
+            facts.spki_sha256,
+            spki_fingerprint(&leaf_key.subject_public_key_info())
+        );
         assert!(facts.not_after > facts.not_before);
         assert!(facts.authority_key_id.is_some());
-        assert_ne!(facts.root_id, facts.authority_key_id.clone().unwrap_or_default());
+        assert_ne!(
+            facts.root_id,
+            facts.authority_key_id.clone().unwrap_or_default()
+        );
     }
 
     #[test]

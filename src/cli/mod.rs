@@ -44,7 +44,12 @@ enum Command {
 #[derive(Debug, Args)]
 struct ApiArgs {
     /// The API base URL.
-    #[arg(long, env = "TWINCERT_URL", default_value = "http://127.0.0.1:8443", global = true)]
+    #[arg(
+        long,
+        env = "TWINCERT_URL",
+        default_value = "http://127.0.0.1:8443",
+        global = true
+    )]
     url: String,
     /// A bearer token (prefer TWINCERT_TOKEN or --token-file: arguments are visible in ps).
     #[arg(long, env = "TWINCERT_TOKEN", hide_env_values = true, global = true)]
@@ -125,7 +130,9 @@ pub fn init_logging(json: bool, level: &str) {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
@@ -187,9 +194,9 @@ async fn names(api: ApiArgs, action: NamesAction) -> anyhow::Result<()> {
             }
             let mut url = url::Url::parse(&format!("{base}/v1/names"))
                 .with_context(|| format!("bad API URL {base}"))?;
-            url.query_pairs_mut().extend_pairs(q.iter().map(|(k, v)| (*k, v.as_str())));
-            http.get(url).bearer_auth(&token).send()
-                .await
+            url.query_pairs_mut()
+                .extend_pairs(q.iter().map(|(k, v)| (*k, v.as_str())));
+            http.get(url).bearer_auth(&token).send().await
         }
         NamesAction::Show { name } => {
             http.get(format!("{base}/v1/names/{name}"))

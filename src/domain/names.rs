@@ -52,7 +52,11 @@ impl DnsName {
             )));
         }
         if name.parse::<std::net::IpAddr>().is_ok()
-            || name.trim_start_matches('[').trim_end_matches(']').parse::<std::net::Ipv6Addr>().is_ok()
+            || name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok()
         {
             return Err(err(format!(
                 "'{shown}' is an IP address; only DNS names are supported"
@@ -156,10 +160,9 @@ impl ManagedNameId {
                 raw.len()
             )));
         }
-        if let Some(c) = raw
-            .chars()
-            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
-        {
+        if let Some(c) = raw.chars().find(|c| {
+            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+        }) {
             return Err(err(format!(
                 "name '{shown}' contains '{c}'; allowed are lower-case letters, digits, '.', '_' and '-'"
             )));
@@ -199,7 +202,11 @@ mod tests {
             ("a-b.c1.example.test", "a-b.c1.example.test"),
         ];
         for (raw, want) in cases {
-            assert_eq!(DnsName::parse(raw).map(|n| n.0), Ok(want.to_string()), "{raw}");
+            assert_eq!(
+                DnsName::parse(raw).map(|n| n.0),
+                Ok(want.to_string()),
+                "{raw}"
+            );
         }
     }
 

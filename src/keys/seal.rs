@@ -107,7 +107,9 @@ impl Sealer {
                 )));
             }
             if keys.iter().any(|k: &MasterKey| k.id == id) {
-                return Err(SealError::BadMasterKey(format!("key id '{id}' appears twice")));
+                return Err(SealError::BadMasterKey(format!(
+                    "key id '{id}' appears twice"
+                )));
             }
             let unbound = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| SealError::Seal)?;
             keys.push(MasterKey {
@@ -128,7 +130,9 @@ impl Sealer {
     /// for the local/demo mode and for operators rotating keys.
     pub fn generate_text(id: &str) -> Result<String, SealError> {
         let mut raw = [0u8; 32];
-        SystemRandom::new().fill(&mut raw).map_err(|_| SealError::Seal)?;
+        SystemRandom::new()
+            .fill(&mut raw)
+            .map_err(|_| SealError::Seal)?;
         Ok(format!("{id}:{}", STANDARD.encode(raw)))
     }
 
@@ -190,7 +194,10 @@ mod tests {
 
         let rotated = Sealer::from_text(&format!("{new}\n{old}")).expect("parse");
         assert_eq!(rotated.current_key_id(), "k2");
-        assert_eq!(rotated.open("cert-key:abc", &sealed).expect("open"), b"secret");
+        assert_eq!(
+            rotated.open("cert-key:abc", &sealed).expect("open"),
+            b"secret"
+        );
         assert_eq!(rotated.seal("p", b"x").expect("seal").key_id, "k2");
     }
 
@@ -198,9 +205,15 @@ mod tests {
     fn wrong_purpose_or_missing_key_fails() {
         let s = Sealer::from_text(&Sealer::generate_text("k1").expect("gen")).expect("parse");
         let sealed = s.seal("account:a", b"creds").expect("seal");
-        assert!(matches!(s.open("account:b", &sealed), Err(SealError::Open(_))));
+        assert!(matches!(
+            s.open("account:b", &sealed),
+            Err(SealError::Open(_))
+        ));
         let other = Sealer::from_text(&Sealer::generate_text("k9").expect("gen")).expect("parse");
-        assert!(matches!(other.open("account:a", &sealed), Err(SealError::UnknownKeyId(_))));
+        assert!(matches!(
+            other.open("account:a", &sealed),
+            Err(SealError::UnknownKeyId(_))
+        ));
     }
 
     #[test]

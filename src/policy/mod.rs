@@ -29,7 +29,9 @@ pub enum PairError {
     #[error("primary and backup must come from different CAs; '{0}' was given for both")]
     SameCa(String),
     /// The two CAs chain to the same root.
-    #[error("CAs '{0}' and '{1}' share the root group '{2}'; a backup from the same root does not survive that root's incident")]
+    #[error(
+        "CAs '{0}' and '{1}' share the root group '{2}'; a backup from the same root does not survive that root's incident"
+    )]
     SameRoot(String, String, String),
     /// A CA cannot issue this key type.
     #[error("CA '{0}' does not issue {1} certificates")]
@@ -78,11 +80,17 @@ pub fn choose_pair(
         usable(pc, key_type)?;
         usable(bc, key_type)?;
         if pc.root_group == bc.root_group {
-            return Err(PairError::SameRoot(p.into(), b.into(), pc.root_group.clone()));
+            return Err(PairError::SameRoot(
+                p.into(),
+                b.into(),
+                pc.root_group.clone(),
+            ));
         }
         return Ok((p.to_string(), b.to_string()));
     }
-    let mut usable_cas = cas_in_preference.iter().filter(|c| usable(c, key_type).is_ok());
+    let mut usable_cas = cas_in_preference
+        .iter()
+        .filter(|c| usable(c, key_type).is_ok());
     let primary = usable_cas.next().ok_or(PairError::NoPair(key_type))?;
     let backup = usable_cas
         .find(|c| c.root_group != primary.root_group)
@@ -191,6 +199,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table of named cases reads best inline
     fn pair_choice() {
         let mut rsa_only = ca("r", "g3");
         rsa_only.key_types = vec![KeyType::Rsa2048];
@@ -198,19 +207,31 @@ mod tests {
         gone.distrusted = true;
         let cas = vec![ca("a", "g1"), ca("a2", "g1"), ca("b", "g2"), rsa_only, gone];
         let p = KeyType::EcdsaP256;
-        let cases: Vec<(Option<(&str, &str)>, KeyType, Result<(&str, &str), PairError>)> = vec![
+        let cases: Vec<(
+            Option<(&str, &str)>,
+            KeyType,
+            Result<(&str, &str), PairError>,
+        )> = vec![
             (None, p, Ok(("a", "b"))),
             (None, KeyType::Rsa2048, Ok(("a", "b"))),
             (Some(("b", "a")), p, Ok(("b", "a"))),
             (Some(("a", "a")), p, Err(PairError::SameCa("a".into()))),
-            (Some(("a", "a2")), p, Err(PairError::SameRoot("a".into(), "a2".into(), "g1".into()))),
+            (
+                Some(("a", "a2")),
+                p,
+                Err(PairError::SameRoot("a".into(), "a2".into(), "g1".into())),
+            ),
             (Some(("a", "zz")), p, Err(PairError::UnknownCa("zz".into()))),
             (Some(("a", "r")), p, Err(PairError::KeyType("r".into(), p))),
             (Some(("a", "d")), p, Err(PairError::Distrusted("d".into()))),
         ];
         for (explicit, kt, want) in cases {
             let got = choose_pair(&cas, explicit, kt);
-            assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())), "{explicit:?}");
+            assert_eq!(
+                got,
+                want.map(|(a, b)| (a.to_string(), b.to_string())),
+                "{explicit:?}"
+            );
         }
         assert_eq!(
             choose_pair(&[ca("a", "g"), ca("b", "g")], None, p),
@@ -226,26 +247,65 @@ mod tests {
 
     #[test]
     fn diversity() {
-        let a = IssuedFacts { ca: "a", root_id: "r1", spki_sha256: "k1" };
-        let ok = IssuedFacts { ca: "b", root_id: "r2", spki_sha256: "k2" };
+        let a = IssuedFacts {
+            ca: "a",
+            root_id: "r1",
+            spki_sha256: "k1",
+        };
+        let ok = IssuedFacts {
+            ca: "b",
+            root_id: "r2",
+            spki_sha256: "k2",
+        };
         assert_eq!(check_diversity(&a, &ok), Ok(()));
-        let same_ca = IssuedFacts { ca: "a", ..ok.clone() };
-        assert!(matches!(check_diversity(&a, &same_ca), Err(DiversityViolation::SameCa(_))));
-        let same_root = IssuedFacts { root_id: "r1", ..ok.clone() };
-        assert!(matches!(check_diversity(&a, &same_root), Err(DiversityViolation::SameRoot(_))));
-        let same_key = IssuedFacts { spki_sha256: "k1", ..ok };
-        assert!(matches!(check_diversity(&a, &same_key), Err(DiversityViolation::SameKey(_))));
+        let same_ca = IssuedFacts {
+            ca: "a",
+            ..ok.clone()
+        };
+        assert!(matches!(
+            check_diversity(&a, &same_ca),
+            Err(DiversityViolation::SameCa(_))
+        ));
+        let same_root = IssuedFacts {
+            root_id: "r1",
+            ..ok.clone()
+        };
+        assert!(matches!(
+            check_diversity(&a, &same_root),
+            Err(DiversityViolation::SameRoot(_))
+        ));
+        let same_key = IssuedFacts {
+            spki_sha256: "k1",
+            ..ok
+        };
+        assert!(matches!(
+            check_diversity(&a, &same_key),
+            Err(DiversityViolation::SameKey(_))
+        ));
     }
 
     #[test]
     fn slot_and_name_states() {
         let now = 1000;
-        let f = |current, order_open, failed| SlotFacts { current, order_open, last_attempt_failed: failed };
+        let f = |current, order_open, failed| SlotFacts {
+            current,
+            order_open,
+            last_attempt_failed: failed,
+        };
         assert_eq!(slot_state(f(None, true, false), now), SlotState::Issuing);
         assert_eq!(slot_state(f(None, true, true), now), SlotState::Failed);
-        assert_eq!(slot_state(f(Some((0, 2000)), false, false), now), SlotState::Valid);
-        assert_eq!(slot_state(f(Some((0, 2000)), true, true), now), SlotState::Renewing);
-        assert_eq!(slot_state(f(Some((0, 900)), true, false), now), SlotState::Expired);
+        assert_eq!(
+            slot_state(f(Some((0, 2000)), false, false), now),
+            SlotState::Valid
+        );
+        assert_eq!(
+            slot_state(f(Some((0, 2000)), true, true), now),
+            SlotState::Renewing
+        );
+        assert_eq!(
+            slot_state(f(Some((0, 900)), true, false), now),
+            SlotState::Expired
+        );
 
         use SlotState::*;
         assert_eq!(name_state(Valid, Renewing, true), NameState::Ready);

@@ -293,14 +293,10 @@ impl Store {
 
     /// Creates a name, its two slots and an open order for each, and the
     /// audit event, in one transaction.
-    pub async fn create_name(
-        &self,
-        n: &NewName,
-        actor: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    pub async fn create_name(&self, n: &NewName, actor: &str, now: i64) -> Result<(), StoreError> {
         let tx = self.db.begin().await?;
-        let domains = serde_json::to_string(&n.domains).map_err(|e| StoreError::Db(e.to_string()))?;
+        let domains =
+            serde_json::to_string(&n.domains).map_err(|e| StoreError::Db(e.to_string()))?;
         let inserted = exec(
             &tx,
             "INSERT INTO names (id, domains, challenge, key_type, primary_ca, backup_ca, \
@@ -324,7 +320,12 @@ impl Store {
             exec(
                 &tx,
                 "INSERT INTO slots (name_id, slot, ca_id, updated_at) VALUES ($1, $2, $3, $4)",
-                vec![n.id.clone().into(), slot.as_str().into(), ca.clone().into(), now.into()],
+                vec![
+                    n.id.clone().into(),
+                    slot.as_str().into(),
+                    ca.clone().into(),
+                    now.into(),
+                ],
             )
             .await?;
             insert_order(&tx, &n.id, slot, ca, now).await?;
@@ -414,7 +415,12 @@ impl Store {
         }
         for row in &key_rows {
             let k: String = get(row, "k")?;
-            exec(&tx, "DELETE FROM private_keys WHERE id = $1", vec![k.into()]).await?;
+            exec(
+                &tx,
+                "DELETE FROM private_keys WHERE id = $1",
+                vec![k.into()],
+            )
+            .await?;
         }
         insert_audit(
             &tx,
@@ -757,7 +763,12 @@ impl Store {
             &tx,
             "UPDATE orders SET private_key_id = $3, updated_at = $4 WHERE id = $1 \
              AND lease_owner = $2 AND state = 'processing'",
-            vec![order_id.into(), owner.into(), key_id.clone().into(), now.into()],
+            vec![
+                order_id.into(),
+                owner.into(),
+                key_id.clone().into(),
+                now.into(),
+            ],
         )
         .await?;
         if n == 0 {
@@ -803,7 +814,11 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let tx = self.db.begin().await?;
-        let url_sql = if forget_acme_order { ", acme_order_url = NULL" } else { "" };
+        let url_sql = if forget_acme_order {
+            ", acme_order_url = NULL"
+        } else {
+            ""
+        };
         let n = exec(
             &tx,
             &format!(
@@ -864,8 +879,8 @@ impl Store {
         let slot: String = get(&row, "slot")?;
         let ca_id: String = get(&row, "ca_id")?;
         let key_id: Option<String> = get(&row, "private_key_id")?;
-        let key_id = key_id
-            .ok_or_else(|| StoreError::Conflict(format!("order {order_id} has no key")))?;
+        let key_id =
+            key_id.ok_or_else(|| StoreError::Conflict(format!("order {order_id} has no key")))?;
         let cert_id = new_id();
         exec(
             &tx,
@@ -895,7 +910,12 @@ impl Store {
             &tx,
             "UPDATE slots SET current_cert_id = $3, last_error = NULL, updated_at = $4 \
              WHERE name_id = $1 AND slot = $2",
-            vec![name_id.into(), slot.into(), cert_id.clone().into(), now.into()],
+            vec![
+                name_id.into(),
+                slot.into(),
+                cert_id.clone().into(),
+                now.into(),
+            ],
         )
         .await?;
         exec(
@@ -916,7 +936,11 @@ impl Store {
     }
 
     /// Orders of one slot, newest first (for tests and the API's history).
-    pub async fn orders_of(&self, name_id: &str, slot: Slot) -> Result<Vec<OrderSummary>, StoreError> {
+    pub async fn orders_of(
+        &self,
+        name_id: &str,
+        slot: Slot,
+    ) -> Result<Vec<OrderSummary>, StoreError> {
         let rows = all(
             &self.db,
             "SELECT id AS order_id, state AS order_state, attempts, next_attempt_at, \
@@ -947,14 +971,22 @@ impl Store {
             "INSERT INTO http01_tokens (token, key_authorization, order_id, created_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (token) DO UPDATE SET \
              key_authorization = excluded.key_authorization, order_id = excluded.order_id",
-            vec![token.into(), key_authorization.into(), order_id.into(), now.into()],
+            vec![
+                token.into(),
+                key_authorization.into(),
+                order_id.into(),
+                now.into(),
+            ],
         )
         .await?;
         Ok(())
     }
 
     /// The key authorization to serve for `token` (RFC 8555 §8.3).
-    pub async fn http01_key_authorization(&self, token: &str) -> Result<Option<String>, StoreError> {
+    pub async fn http01_key_authorization(
+        &self,
+        token: &str,
+    ) -> Result<Option<String>, StoreError> {
         let row = one(
             &self.db,
             "SELECT key_authorization FROM http01_tokens WHERE token = $1",

@@ -128,7 +128,10 @@ pub struct OrderJob {
     pub challenge: ChallengeKind,
 }
 
-fn parse<T: std::str::FromStr<Err = String>>(row: &QueryResult, col: &str) -> Result<T, StoreError> {
+fn parse<T: std::str::FromStr<Err = String>>(
+    row: &QueryResult,
+    col: &str,
+) -> Result<T, StoreError> {
     let s: String = get(row, col)?;
     s.parse().map_err(StoreError::Db)
 }
@@ -146,7 +149,9 @@ pub(super) fn order_summary(row: &QueryResult) -> Result<Option<OrderSummary>, S
         id,
         ca_id: get(row, "order_ca")?,
         state: order_state(&state)?,
-        attempts: get::<i32>(row, "attempts").map(i64::from).or_else(|_| get(row, "attempts"))?,
+        attempts: get::<i32>(row, "attempts")
+            .map(i64::from)
+            .or_else(|_| get(row, "attempts"))?,
         next_attempt_at: get(row, "next_attempt_at")?,
         last_error: get(row, "order_error")?,
         acme_orders: get::<i32>(row, "acme_orders")

@@ -23,7 +23,8 @@ pub fn http01_router(store: Store) -> Router {
 fn plausible_token(t: &str) -> bool {
     !t.is_empty()
         && t.len() <= 256
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 async fn answer(State(store): State<Store>, Path(token): Path<String>) -> Response {
@@ -46,7 +47,9 @@ mod tests {
 
     #[test]
     fn token_shapes() {
-        assert!(plausible_token("LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"));
+        assert!(plausible_token(
+            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
+        ));
         assert!(!plausible_token(""));
         assert!(!plausible_token("../../etc/passwd"));
         assert!(!plausible_token(&"a".repeat(300)));

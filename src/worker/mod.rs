@@ -205,7 +205,14 @@ impl Worker {
                     let forget = e.kind == AcmeErrorKind::Final;
                     if let Err(se) = self
                         .store
-                        .fail_attempt(&job.id, &self.owner, &message, now + delay as i64, forget, now)
+                        .fail_attempt(
+                            &job.id,
+                            &self.owner,
+                            &message,
+                            now + delay as i64,
+                            forget,
+                            now,
+                        )
                         .await
                     {
                         warn!(error = %se, "could not record the failed attempt");
@@ -264,11 +271,9 @@ impl Worker {
             },
             None => self.new_acme_order(&ca, job).await?,
         };
-        if let Some(fp) = &self.failpoint {
-            if fp == "after_order_url" {
-                warn!("failpoint after_order_url: hanging until killed");
-                std::future::pending::<()>().await;
-            }
+        if self.failpoint.as_deref() == Some("after_order_url") {
+            warn!("failpoint after_order_url: hanging until killed");
+            std::future::pending::<()>().await;
         }
 
         let publisher = StorePublisher {
@@ -391,7 +396,9 @@ impl Worker {
             root_id: &b.root_id,
             spki_sha256: &b.spki_sha256,
         };
-        let verdict = policy::check_diversity(&fa, &fb).err().map(|v| v.to_string());
+        let verdict = policy::check_diversity(&fa, &fb)
+            .err()
+            .map(|v| v.to_string());
         if let Some(v) = &verdict {
             error!(name = %name_id, violation = %v, alert = true, "diversity check failed");
         }
