@@ -607,11 +607,11 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
             "must be between 10 and 60000",
         ));
     }
-    if worker.lease_seconds < 10 {
+    if worker.lease_seconds < 2 {
         return Err(invalid(
             "worker.lease_seconds",
             worker.lease_seconds,
-            "must be at least 10",
+            "must be at least 2 (leases are renewed every third of it)",
         ));
     }
     if worker.min_backoff_seconds == 0 || worker.max_backoff_seconds < worker.min_backoff_seconds {

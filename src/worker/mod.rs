@@ -188,7 +188,24 @@ impl Worker {
     pub async fn process(&self, job: OrderJob) {
         let span = info_span!("order", name = %job.name_id, slot = %job.slot, ca = %job.ca_id, order = %job.id);
         async {
-            let (result, retry_after) = crate::ca::with_retry_after(self.attempt(&job)).await;
+            // Keep the lease while working: renew it every third of its
+            // length, so a slow CA never lets another replica take the
+            // order, yet a crashed worker's lease runs out quickly.
+            let heartbeat = async {
+                let every = Duration::from_millis((self.cfg.lease_seconds as u64 * 1000) / 3);
+                loop {
+                    tokio::time::sleep(every).await;
+                    let until = self.clock.now() + self.cfg.lease_seconds;
+                    if let Err(e) = self.store.renew_lease(&job.id, &self.owner, until).await {
+                        warn!(error = %e, "could not renew the lease");
+                    }
+                }
+            };
+            let work = crate::ca::with_retry_after(self.attempt(&job));
+            let (result, retry_after) = tokio::select! {
+                r = work => r,
+                never = heartbeat => match never {},
+            };
             let now = self.clock.now();
             match result {
                 Ok(serial) => info!(serial = %serial, "certificate stored"),

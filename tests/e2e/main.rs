@@ -1,5 +1,9 @@
 //! The single integration-test binary: end-to-end tests against real local
 //! CAs (Pebble), DNS (BIND9) and PostgreSQL, started by [`harness`].
 
+mod api_input;
 mod harness;
 mod harness_check;
+mod issuance;
+mod server;
+mod store_backends;

@@ -1,0 +1,312 @@
+//! Issue 2 end to end: a primary and a backup certificate from two real
+//! Pebble CAs over HTTP-01, on SQLite and on PostgreSQL; crash resume;
+//! a CA rejecting half of all nonces; a CA that is down and comes back.
+
+use std::path::Path;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, UnixTime};
+use serde_json::{Value, json};
+use twincert::domain::Slot;
+use twincert::keys::seal::Sealer;
+use twincert::store::Store;
+
+use crate::harness::{TwoCas, fresh_pg_database, pg_url};
+use crate::server::{MASTER_KEY, Server, ServerOptions};
+
+fn ders(pem: &str) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("PEM chain")
+}
+
+/// Whether `chain_pem` (leaf first) verifies up to the root in `root_pem`.
+fn verifies(chain_pem: &str, root_pem: &str, dns: &str) -> Result<(), String> {
+    let chain = ders(chain_pem);
+    let roots = ders(root_pem);
+    let anchor = webpki::anchor_from_trusted_cert(&roots[0])
+        .map_err(|e| e.to_string())?
+        .to_owned();
+    let leaf = webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| e.to_string())?;
+    leaf.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        &chain[1..],
+        UnixTime::now(),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let name =
+        rustls_pki_types::ServerName::try_from(dns.to_string()).map_err(|e| e.to_string())?;
+    leaf.verify_is_valid_for_subject_name(&name)
+        .map_err(|e| e.to_string())
+}
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("twincert.db").display())
+}
+
+/// The shared check of the main scenario; returns the name's JSON.
+async fn primary_and_backup(cas: &TwoCas, server: &Server) -> Value {
+    let (status, created) = server
+        .create(
+            json!({"name": "a.example.test", "domains": ["a.example.test", "www.example.test"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["state"], "provisioning");
+
+    let n = server.wait_ready("a.example.test", 60).await;
+    assert_eq!(n["active"], "primary");
+    assert_eq!(n["primary"]["ca"], "pebble-a");
+    assert_eq!(n["backup"]["ca"], "pebble-b");
+    assert_eq!(n["primary"]["state"], "valid");
+    assert_eq!(n["backup"]["state"], "valid");
+    assert!(n["diversity_error"].is_null(), "{n}");
+    let spki_p = n["primary"]["spki_sha256"].as_str().expect("primary spki");
+    let spki_b = n["backup"]["spki_sha256"].as_str().expect("backup spki");
+    assert_eq!(spki_p.len(), 64);
+    assert_ne!(spki_p, spki_b, "primary and backup share a key");
+    assert_ne!(n["primary"]["serial"], n["backup"]["serial"]);
+
+    let (root_a, root_b) = (cas.a.root_pem().await, cas.b.root_pem().await);
+    let chain_p = server.chain_pem("a.example.test", "primary").await;
+    let chain_b = server.chain_pem("a.example.test", "backup").await;
+    for dns in ["a.example.test", "www.example.test"] {
+        verifies(&chain_p, &root_a, dns).expect("primary chains to CA a's root");
+        verifies(&chain_b, &root_b, dns).expect("backup chains to CA b's root");
+    }
+    assert!(
+        verifies(&chain_p, &root_b, "a.example.test").is_err(),
+        "primary must not verify against CA b's root"
+    );
+    assert!(
+        verifies(&chain_b, &root_a, "a.example.test").is_err(),
+        "backup must not verify against CA a's root"
+    );
+    // The active alias serves the primary.
+    assert_eq!(server.chain_pem("a.example.test", "active").await, chain_p);
+    n
+}
+
+/// Every private key the store holds, opened with the test master key.
+async fn stored_key_ders(store_url: &str) -> Vec<Vec<u8>> {
+    let store = Store::connect(store_url).await.expect("open store");
+    let sealer = Sealer::from_text(MASTER_KEY).expect("master key");
+    let name = store
+        .name("a.example.test")
+        .await
+        .expect("read name")
+        .expect("name exists");
+    let mut out = Vec::new();
+    for slot in &name.slots {
+        let cert = slot.cert.as_ref().expect("slot has a certificate");
+        let (_, sealed) = store
+            .private_key(&cert.private_key_id)
+            .await
+            .expect("read key")
+            .expect("key row");
+        assert_eq!(sealed.key_id, "test-1");
+        out.push(
+            sealer
+                .open(twincert::worker::KEY_PURPOSE, &sealed)
+                .expect("unseal"),
+        );
+    }
+    assert_eq!(store.orphan_key_count().await.expect("count"), 0);
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn primary_and_backup_from_two_cas_on_sqlite() {
+    let cas = TwoCas::start(0).await;
+    let url = sqlite_url(cas.dir());
+    let server = Server::start(&cas, ServerOptions::new(url.clone())).await;
+    primary_and_backup(&cas, &server).await;
+
+    // Secrets at rest: no PEM key and no key DER anywhere in the SQLite
+    // files (main database, WAL, shared memory).
+    let keys = stored_key_ders(&url).await;
+    assert_eq!(keys.len(), 2);
+    let mut files = 0;
+    for entry in std::fs::read_dir(cas.dir()).expect("read dir") {
+        let path = entry.expect("entry").path();
+        let fname = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+        if !fname.starts_with("twincert.db") {
+            continue;
+        }
+        files += 1;
+        let bytes = std::fs::read(&path).expect("read db file");
+        assert!(
+            !contains(&bytes, b"PRIVATE KEY"),
+            "{fname} holds a PEM private key"
+        );
+        for der in &keys {
+            assert!(
+                !contains(&bytes, der),
+                "{fname} holds a key in plaintext DER"
+            );
+            // The PKCS#8 body alone (past its header) must not appear either.
+            assert!(
+                !contains(&bytes, &der[der.len() - 40..]),
+                "{fname} holds key bytes"
+            );
+        }
+    }
+    assert!(files >= 1, "no SQLite file found");
+    assert!(!server.log().contains("PRIVATE KEY"));
+    assert!(!server.log().contains(crate::server::ADMIN_TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn primary_and_backup_from_two_cas_on_postgres() {
+    let Some(base) = pg_url() else {
+        // scripts/test.sh (the README's test command, and CI) always sets
+        // TWINCERT_TEST_PG_URL; a bare `cargo test` has no PostgreSQL.
+        eprintln!("TWINCERT_TEST_PG_URL not set: PostgreSQL test not run");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the PostgreSQL tests (use scripts/test.sh)"
+        );
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(url.clone())).await;
+    primary_and_backup(&cas, &server).await;
+    let keys = stored_key_ders(&url).await;
+    assert_eq!(keys.len(), 2);
+    assert_ne!(keys[0], keys[1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crash_after_order_url_resumes_without_a_second_order() {
+    let cas = TwoCas::start(0).await;
+    let url = sqlite_url(cas.dir());
+    let mut opts = ServerOptions::new(url.clone());
+    opts.lease_seconds = 2;
+    opts.env = vec![("TWINCERT_FAILPOINT".into(), "after_order_url".into())];
+    let mut server = Server::start(&cas, opts).await;
+    let (status, body) = server
+        .create(json!({"name": "a.example.test", "domains": ["a.example.test", "b.example.test"]}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Both orders reach the failpoint: the ACME order exists and its URL is
+    // stored, no certificate yet.
+    let before = server
+        .wait_for("a.example.test", 30, |v| {
+            v["primary"]["order"]["acme_orders"] == 1 && v["backup"]["order"]["acme_orders"] == 1
+        })
+        .await;
+    assert!(before["primary"]["serial"].is_null());
+
+    server.restart(Vec::new()).await; // SIGKILL, then start without the failpoint
+    let after = server.wait_ready("a.example.test", 60).await;
+    assert_eq!(after["primary"]["ca"], "pebble-a");
+
+    let store = Store::connect(&url).await.expect("open store");
+    for slot in Slot::ALL {
+        let orders = store
+            .orders_of("a.example.test", slot)
+            .await
+            .expect("orders");
+        assert_eq!(orders.len(), 1, "{slot}: one order row");
+        assert_eq!(orders[0].acme_orders, 1, "{slot}: resumed, not re-ordered");
+        assert_eq!(
+            orders[0].id,
+            before[slot.as_str()]["order"]["id"]
+                .as_str()
+                .unwrap_or_default()
+        );
+    }
+    assert_eq!(store.orphan_key_count().await.expect("count"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issuance_completes_when_half_the_nonces_are_rejected() {
+    let cas = TwoCas::start(50).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let (status, body) = server
+        .create(json!({"name": "c.example.test", "domains": ["c.example.test", "d.example.test"]}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let n = server.wait_ready("c.example.test", 90).await;
+    assert_ne!(n["primary"]["spki_sha256"], n["backup"]["spki_sha256"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_that_is_down_fails_its_slot_only_and_recovers() {
+    let mut cas = TwoCas::start(0).await;
+    cas.b.stop();
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    opts.backoff = (1, 2);
+    let server = Server::start(&cas, opts).await;
+    let (status, body) = server.create(json!({"name": "e.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+
+    let n = server
+        .wait_for("e.example.test", 60, |v| {
+            v["primary"]["state"] == "valid" && v["backup"]["last_error"].is_string()
+        })
+        .await;
+    let err = n["backup"]["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("pebble-b"), "error names the CA: {err}");
+    assert!(
+        err.contains(&cas.b.directory_url()),
+        "error names the CA's URL: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains("connect"),
+        "error says what failed: {err}"
+    );
+    assert_eq!(n["state"], "degraded");
+    assert_eq!(n["backup"]["state"], "failed");
+    assert!(n["backup"]["order"]["attempts"].as_i64().unwrap_or(0) >= 1);
+
+    cas.b.restart().await;
+    let n = server.wait_ready("e.example.test", 60).await;
+    assert!(n["backup"]["last_error"].is_null(), "{n}");
+    assert_eq!(n["backup"]["ca"], "pebble-b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_adds_lists_and_shows_names() {
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let token_file = cas.dir().join("token");
+    std::fs::write(&token_file, crate::server::ADMIN_TOKEN).expect("token file");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+            .args(["names", "--url", &server.base(), "--token-file"])
+            .arg(&token_file)
+            .args(args)
+            .env_remove("TWINCERT_TOKEN")
+            .output()
+            .expect("run CLI");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = cli(&["add", "b.example.test", "--domain", "b.example.test"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("\"provisioning\""), "{out}");
+    server.wait_ready("b.example.test", 60).await;
+    let (ok, out, _) = cli(&["show", "b.example.test"]);
+    assert!(ok && out.contains("\"ready\""), "{out}");
+    let (ok, out, _) = cli(&["list", "--state", "ready"]);
+    assert!(ok && out.contains("b.example.test"), "{out}");
+    let (ok, _, err) = cli(&["add", "bad_name.example.test"]);
+    assert!(!ok);
+    assert!(
+        err.contains("underscore") || err.contains("invalid"),
+        "{err}"
+    );
+}

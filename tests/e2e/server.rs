@@ -1,0 +1,272 @@
+//! A `twincert serve` process for end-to-end tests: the real binary, with a
+//! config written for a [`TwoCas`] pair, secrets from the environment, logs
+//! in a file, and an API client. Killed (SIGKILL) on drop or on demand, so
+//! crash tests can restart it on the same store.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{TwoCas, free_port};
+
+/// Test master key: fixed so a test can open the store's ciphertexts.
+pub const MASTER_KEY: &str = "test-1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// Test admin token.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// How a server is started.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// `sqlite://...` or `postgres://...`.
+    pub store_url: String,
+    /// `[worker] lease_seconds`.
+    pub lease_seconds: i64,
+    /// `[worker] min_backoff_seconds` / max.
+    pub backoff: (u64, u64),
+    /// Override CA b's directory URL (e.g. a dead port).
+    pub b_directory_url: Option<String>,
+    /// Extra environment (e.g. TWINCERT_FAILPOINT).
+    pub env: Vec<(String, String)>,
+}
+
+impl ServerOptions {
+    /// Defaults for `store_url`.
+    pub fn new(store_url: impl Into<String>) -> Self {
+        ServerOptions {
+            store_url: store_url.into(),
+            lease_seconds: 60,
+            backoff: (1, 2),
+            b_directory_url: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// A running `twincert serve`.
+pub struct Server {
+    child: Option<Child>,
+    config: PathBuf,
+    log: PathBuf,
+    opts: ServerOptions,
+    api_port: u16,
+    http: reqwest::Client,
+}
+
+fn write_config(dir: &Path, cas: &TwoCas, opts: &ServerOptions, api_port: u16) -> PathBuf {
+    let b_url = opts
+        .b_directory_url
+        .clone()
+        .unwrap_or_else(|| cas.b.directory_url());
+    let text = format!(
+        r#"
+[server]
+api_listen = "127.0.0.1:{api_port}"
+http01_listen = "127.0.0.1:{http01}"
+
+[store]
+url = "{store}"
+
+[worker]
+lease_seconds = {lease}
+min_backoff_seconds = {bmin}
+max_backoff_seconds = {bmax}
+poll_interval_ms = 100
+acme_timeout_seconds = 20
+
+[policy]
+ca_preference = ["pebble-a", "pebble-b"]
+
+[[cas]]
+id = "pebble-a"
+profile = "pebble"
+directory_url = "{a}"
+trust_roots_file = "{roots}"
+root_group = "pebble-a"
+
+[[cas]]
+id = "pebble-b"
+profile = "pebble"
+directory_url = "{b}"
+trust_roots_file = "{roots}"
+root_group = "pebble-b"
+"#,
+        http01 = cas.http01_port,
+        store = opts.store_url,
+        lease = opts.lease_seconds,
+        bmin = opts.backoff.0,
+        bmax = opts.backoff.1,
+        a = cas.a.directory_url(),
+        b = b_url,
+        roots = cas.tls.ca_pem_path.display(),
+    );
+    let path = dir.join(format!("twincert-{api_port}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+impl Server {
+    /// Starts a server for `cas` and waits until `/readyz` answers.
+    pub async fn start(cas: &TwoCas, opts: ServerOptions) -> Server {
+        let api_port = free_port();
+        let config = write_config(cas.dir(), cas, &opts, api_port);
+        let log = cas.dir().join(format!("twincert-{api_port}.log"));
+        let mut s = Server {
+            child: None,
+            config,
+            log,
+            opts,
+            api_port,
+            http: reqwest::Client::new(),
+        };
+        s.spawn().await;
+        s
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open server log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_twincert"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("TWINCERT_MASTER_KEY", MASTER_KEY)
+            .env("TWINCERT_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("TWINCERT_LOG", "info,twincert=debug")
+            .env_remove("TWINCERT_FAILPOINT")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log);
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn twincert"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/readyz", self.base()))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("twincert exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "twincert not ready:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the process again on the same config and store, with `env`
+    /// replacing the extra environment.
+    pub async fn restart(&mut self, env: Vec<(String, String)>) {
+        self.kill();
+        self.opts.env = env;
+        self.spawn().await;
+    }
+
+    /// API base URL.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POST /v1/names.
+    pub async fn create(&self, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/v1/names", self.base()))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /v1/names");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET /v1/names/{name}.
+    pub async fn name(&self, name: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/names/{name}", self.base()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET name")
+            .json()
+            .await
+            .expect("name JSON")
+    }
+
+    /// Polls the name until `pred` holds; panics with the log on timeout.
+    pub async fn wait_for(&self, name: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.name(name).await;
+            if pred(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting on {name}: {v:#}\n--- server log ---\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the name is `ready`.
+    pub async fn wait_ready(&self, name: &str, secs: u64) -> Value {
+        self.wait_for(name, secs, |v| v["state"] == "ready").await
+    }
+
+    /// The PEM chain of a slot.
+    pub async fn chain_pem(&self, name: &str, slot: &str) -> String {
+        let r = self
+            .http
+            .get(format!(
+                "{}/v1/names/{name}/certificates/{slot}",
+                self.base()
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("Accept", "application/pem-certificate-chain")
+            .send()
+            .await
+            .expect("GET certificate");
+        assert_eq!(r.status().as_u16(), 200, "certificate {slot} of {name}");
+        r.text().await.expect("PEM body")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
