@@ -1,1 +1,543 @@
-fn main() {}
+//! Issuance throughput: a bare instant-acme loop against twincert end to
+//! end, both against the same two local Pebble CAs (loopback only).
+//!
+//! ```text
+//! cargo bench --bench issue -- --names N --concurrency C
+//! ```
+//!
+//! Each run issues 2N certificates (a primary from CA a and a backup from
+//! CA b for each of N names, two SANs each) with C orders in flight:
+//!
+//! * **bare instant-acme loop** — one account per CA, a TCP_NODELAY hyper
+//!   client as twincert builds it, new_order → HTTP-01 from an in-memory map
+//!   → set_ready → poll_ready → P-256 key + CSR → finalize_csr →
+//!   poll_certificate. The floor: what ACME itself costs on this machine.
+//! * **twincert** — the real library in process: SQLite store, sealed keys,
+//!   the worker with `concurrency = C`, and its store-backed HTTP-01
+//!   responder. Timed from the first `create_name` until every slot of every
+//!   name has a certificate.
+//!
+//! Both warm up with one name (accounts exist, connections are open) before
+//! the clock starts. Set `TWINCERT_LOG` (a tracing filter such as
+//! `twincert=debug`) to see the worker's log.
+
+#[path = "../tests/e2e/harness.rs"]
+mod harness;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use instant_acme::{
+    Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use harness::TwoCas;
+use twincert::ca::CaClient;
+use twincert::clock::{Clock, SystemClock};
+use twincert::config::Config;
+use twincert::domain::{ChallengeKind, KeyType};
+use twincert::keys::seal::Sealer;
+use twincert::store::{NewName, Store};
+use twincert::worker::Worker;
+
+/// lego 4.9.1 against the same Pebble pair (TESTENV.md): ~6 s per cert.
+const LEGO_MS_PER_CERT: f64 = 6000.0;
+/// Longest a run may take before the bench gives up.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+
+type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+struct Args {
+    names: usize,
+    concurrency: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        names: 100,
+        concurrency: 16,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        let target = match flag.as_str() {
+            "--names" => &mut args.names,
+            "--concurrency" => &mut args.concurrency,
+            // `--bench` (passed by cargo) and anything else: not ours.
+            _ => continue,
+        };
+        let value = inline
+            .or_else(|| it.next())
+            .unwrap_or_else(|| panic!("{flag} needs a value"));
+        *target = value
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| panic!("{flag} {value}: expected a positive integer"));
+    }
+    args
+}
+
+/// One timed run.
+struct Measured {
+    label: &'static str,
+    certs: usize,
+    elapsed: Duration,
+}
+
+impl Measured {
+    fn ms_per_cert(&self) -> f64 {
+        self.elapsed.as_secs_f64() * 1000.0 / self.certs as f64
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    harness::install_crypto_provider();
+    if let Ok(filter) = std::env::var("TWINCERT_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let args = parse_args();
+    println!(
+        "issue bench: {} names x 2 CAs = {} certificates per run, concurrency {}",
+        args.names,
+        2 * args.names,
+        args.concurrency
+    );
+    let cas = TwoCas::start(0).await;
+    println!(
+        "pebble a: {}  pebble b: {}  http-01 port: {}",
+        cas.a.directory_url(),
+        cas.b.directory_url(),
+        cas.http01_port
+    );
+
+    let bare = bare_loop(&cas, args.names, args.concurrency)
+        .await
+        .unwrap_or_else(|e| panic!("bare instant-acme loop failed: {e}"));
+    let tc = twincert_run(&cas, args.names, args.concurrency)
+        .await
+        .unwrap_or_else(|e| panic!("twincert run failed: {e}"));
+
+    println!();
+    println!(
+        "{:<30} {:>6} {:>9} {:>9} {:>9}",
+        "run", "certs", "seconds", "certs/s", "ms/cert"
+    );
+    for m in [&bare, &tc] {
+        println!(
+            "{:<30} {:>6} {:>9.3} {:>9.1} {:>9.2}",
+            m.label,
+            m.certs,
+            m.elapsed.as_secs_f64(),
+            m.certs as f64 / m.elapsed.as_secs_f64(),
+            m.ms_per_cert()
+        );
+    }
+    println!(
+        "twincert / bare per-cert cost: {:.2}x",
+        tc.ms_per_cert() / bare.ms_per_cert()
+    );
+    for m in [&bare, &tc] {
+        println!(
+            "vs lego (~6 s/cert measured on this Pebble pair, TESTENV.md): {:.0}x faster ({})",
+            LEGO_MS_PER_CERT / m.ms_per_cert(),
+            m.label
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP-01 responders
+// ---------------------------------------------------------------------------
+
+/// Serves `router` on the shared HTTP-01 port until the returned sender is
+/// fired.
+async fn serve_http01(
+    port: u16,
+    router: Router,
+) -> AnyResult<(watch::Sender<bool>, JoinHandle<std::io::Result<()>>)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = TcpListener::bind(addr).await?;
+    let (tx, mut rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    Ok((tx, task))
+}
+
+async fn stop_http01(tx: watch::Sender<bool>, task: JoinHandle<std::io::Result<()>>) {
+    let _ = tx.send(true);
+    let abort = task.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
+}
+
+type Tokens = Arc<RwLock<HashMap<String, String>>>;
+
+async fn answer_from_map(State(tokens): State<Tokens>, Path(token): Path<String>) -> Response {
+    let found = tokens
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&token)
+        .cloned();
+    match found {
+        Some(ka) => ka.into_response(),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// (a) bare instant-acme loop
+// ---------------------------------------------------------------------------
+
+/// instant-acme's HTTP client as twincert's `src/ca/http.rs` builds it:
+/// TCP_NODELAY, only the local CA trusted.
+fn acme_http(ca_pem: &str) -> AnyResult<Box<dyn instant_acme::HttpClient>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    tcp.set_connect_timeout(Some(Duration::from_secs(10)));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp);
+    let client: HyperClient<_, instant_acme::BodyWrapper<bytes::Bytes>> =
+        HyperClient::builder(TokioExecutor::new()).build(https);
+    Ok(Box::new(client))
+}
+
+/// Same schedule as twincert's `CaClient` (`src/ca/mod.rs`).
+fn poll_policy() -> RetryPolicy {
+    RetryPolicy::new()
+        .initial_delay(Duration::from_millis(15))
+        .backoff(1.6)
+        .timeout(Duration::from_secs(60))
+}
+
+async fn new_account(ca_pem: &str, directory_url: String) -> AnyResult<Account> {
+    let (account, _creds) = Account::builder_with_http(acme_http(ca_pem)?)
+        .create(
+            &NewAccount {
+                contact: &[],
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            directory_url,
+            None,
+        )
+        .await?;
+    Ok(account)
+}
+
+/// One certificate for `domains` from `account`, the plain way.
+async fn issue_bare(
+    account: &Account,
+    domains: &[String],
+    tokens: &Tokens,
+    policy: &RetryPolicy,
+) -> AnyResult<String> {
+    let ids: Vec<Identifier> = domains.iter().cloned().map(Identifier::Dns).collect();
+    let mut order = account.new_order(&NewOrder::new(&ids)).await?;
+    let mut authzs = order.authorizations();
+    while let Some(authz) = authzs.next().await {
+        let mut authz = authz?;
+        if authz.status != AuthorizationStatus::Pending {
+            continue;
+        }
+        let mut challenge = authz
+            .challenge(ChallengeType::Http01)
+            .ok_or("no http-01 challenge offered")?;
+        let key_authorization = challenge.key_authorization().as_str().to_owned();
+        tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(challenge.token.clone(), key_authorization);
+        challenge.set_ready().await?;
+    }
+    let status = order.poll_ready(policy).await?;
+    if status != OrderStatus::Ready {
+        return Err(format!("order for {domains:?} ended {status:?}").into());
+    }
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(domains.to_vec())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key)?;
+    order.finalize_csr(csr.der()).await?;
+    Ok(order.poll_certificate(policy).await?)
+}
+
+async fn bare_loop(cas: &TwoCas, n: usize, concurrency: usize) -> AnyResult<Measured> {
+    println!("\n(a) bare instant-acme loop");
+    let tokens: Tokens = Arc::default();
+    let router = Router::new()
+        .route("/.well-known/acme-challenge/{token}", get(answer_from_map))
+        .with_state(tokens.clone());
+    let (stop, server) = serve_http01(cas.http01_port, router).await?;
+
+    let (a, b) = tokio::join!(
+        new_account(&cas.tls.ca_pem, cas.a.directory_url()),
+        new_account(&cas.tls.ca_pem, cas.b.directory_url()),
+    );
+    let accounts = Arc::new([a?, b?]);
+    let policy = poll_policy();
+
+    // Warm-up: one name from both CAs.
+    let warm = vec![
+        "bare-warm.example.test".to_string(),
+        "www-bare-warm.example.test".to_string(),
+    ];
+    let t = Instant::now();
+    for account in accounts.iter() {
+        issue_bare(account, &warm, &tokens, &policy).await?;
+    }
+    println!("  warm-up: 2 certificates in {:?}", t.elapsed());
+
+    // Jobs: (name i, CA a), (name i, CA b), ... pulled by C tasks.
+    let total = 2 * n;
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency.min(total) {
+        let (next, accounts, tokens) = (next.clone(), accounts.clone(), tokens.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0usize;
+            loop {
+                let job = next.fetch_add(1, Ordering::Relaxed);
+                if job >= total {
+                    return Ok::<usize, String>(done);
+                }
+                let (i, ca) = (job / 2, job % 2);
+                let domains = vec![
+                    format!("bare{i}.example.test"),
+                    format!("www-bare{i}.example.test"),
+                ];
+                issue_bare(&accounts[ca], &domains, &tokens, &policy)
+                    .await
+                    .map_err(|e| format!("{domains:?} from CA {ca}: {e}"))?;
+                done += 1;
+            }
+        }));
+    }
+    let mut issued = 0;
+    for task in tasks {
+        issued += tokio::time::timeout(RUN_TIMEOUT, task).await???;
+    }
+    let elapsed = start.elapsed();
+    stop_http01(stop, server).await;
+    println!("  {issued} certificates in {elapsed:?}");
+    Ok(Measured {
+        label: "bare instant-acme loop",
+        certs: issued,
+        elapsed,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// (b) twincert end to end
+// ---------------------------------------------------------------------------
+
+fn twincert_config(cas: &TwoCas, store_url: &str, concurrency: usize) -> String {
+    format!(
+        r#"
+[server]
+api_listen = "127.0.0.1:{api}"
+http01_listen = "127.0.0.1:{http01}"
+
+[store]
+url = "{store_url}"
+
+[worker]
+concurrency = {concurrency}
+poll_interval_ms = 20
+lease_seconds = 120
+min_backoff_seconds = 1
+max_backoff_seconds = 2
+acme_timeout_seconds = 60
+
+[policy]
+ca_preference = ["pebble-a", "pebble-b"]
+
+[[cas]]
+id = "pebble-a"
+profile = "pebble"
+directory_url = "{a}"
+trust_roots_file = "{roots}"
+root_group = "pebble-a"
+
+[[cas]]
+id = "pebble-b"
+profile = "pebble"
+directory_url = "{b}"
+trust_roots_file = "{roots}"
+root_group = "pebble-b"
+"#,
+        api = harness::free_port(),
+        http01 = cas.http01_port,
+        a = cas.a.directory_url(),
+        b = cas.b.directory_url(),
+        roots = cas.tls.ca_pem_path.display(),
+    )
+}
+
+fn new_name(id: &str) -> NewName {
+    NewName {
+        id: id.to_string(),
+        domains: vec![id.to_string(), format!("www-{id}")],
+        challenge: ChallengeKind::Http01,
+        key_type: KeyType::EcdsaP256,
+        primary_ca: "pebble-a".into(),
+        backup_ca: "pebble-b".into(),
+    }
+}
+
+/// Certificates in the slots of names whose id starts with `prefix`, and
+/// the last slot errors seen (for a stuck run's message).
+async fn issued_certs(store: &Store, prefix: &str) -> AnyResult<(usize, Vec<String>)> {
+    let names = store.list_names(1000, None, None).await?;
+    let mut certs = 0;
+    let mut errors = Vec::new();
+    for name in names.iter().filter(|n| n.id.starts_with(prefix)) {
+        for slot in &name.slots {
+            if slot.cert.is_some() {
+                certs += 1;
+            } else if let Some(e) = &slot.last_error {
+                errors.push(format!("{} {:?}: {e}", name.id, slot.slot));
+            }
+        }
+    }
+    Ok((certs, errors))
+}
+
+/// Polls the store every 20 ms until `want` certificates exist under `prefix`.
+async fn wait_for_certs(store: &Store, prefix: &str, want: usize) -> AnyResult<()> {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let (have, errors) = issued_certs(store, prefix).await?;
+        if have >= want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {have} of {want} certificates after {RUN_TIMEOUT:?}; errors: {errors:?}"
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn twincert_run(cas: &TwoCas, n: usize, concurrency: usize) -> AnyResult<Measured> {
+    println!("\n(b) twincert (store + seal + worker)");
+    let dir = tempfile::Builder::new()
+        .prefix("twincert-bench-")
+        .tempdir()?;
+    let store_url = format!("sqlite://{}/bench.db", dir.path().display());
+    let cfg = Config::from_toml(&twincert_config(cas, &store_url, concurrency), &[], None)?;
+    let store = Store::connect(&cfg.store_url).await?;
+    store.migrate().await?;
+
+    let timeout = Duration::from_secs(cfg.worker.acme_timeout_seconds);
+    let ca_clients: BTreeMap<String, Arc<CaClient>> = cfg
+        .cas
+        .values()
+        .map(|c| (c.id.clone(), Arc::new(CaClient::new(c.clone(), timeout))))
+        .collect();
+    let sealer = Sealer::from_text(&Sealer::generate_text("bench")?)?;
+    let clock = SystemClock;
+    let worker = Arc::new(Worker::new(
+        store.clone(),
+        ca_clients,
+        Arc::new(sealer),
+        Arc::new(clock),
+        cfg.worker.clone(),
+        cfg.renew_at_fraction,
+        "bench".into(),
+    ));
+
+    let (stop, server) = serve_http01(
+        cas.http01_port,
+        twincert::validation::http01_router(store.clone()),
+    )
+    .await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let worker_task = tokio::spawn(worker.clone().run(shutdown_rx));
+
+    // Warm-up: one name (accounts are created and stored here).
+    let t = Instant::now();
+    store
+        .create_name(&new_name("warm.example.test"), "bench", clock.now())
+        .await?;
+    worker.wake();
+    wait_for_certs(&store, "warm.", 2).await?;
+    println!("  warm-up: 2 certificates in {:?}", t.elapsed());
+
+    let start = Instant::now();
+    for i in 0..n {
+        store
+            .create_name(
+                &new_name(&format!("b{i}.example.test")),
+                "bench",
+                clock.now(),
+            )
+            .await?;
+    }
+    let created = start.elapsed();
+    worker.wake();
+    let result = wait_for_certs(&store, "b", 2 * n).await;
+    let elapsed = start.elapsed();
+
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), worker_task).await;
+    stop_http01(stop, server).await;
+    result?;
+    println!(
+        "  {} certificates in {elapsed:?} (creating the {n} names took {created:?})",
+        2 * n
+    );
+    Ok(Measured {
+        label: "twincert (store+seal+worker)",
+        certs: 2 * n,
+        elapsed,
+    })
+}

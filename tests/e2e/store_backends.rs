@@ -1,1 +1,302 @@
-//! (being written)
+//! The store's contract, run against real SQLite and real PostgreSQL: the
+//! same assertions on both backends, since one SQL text serves both.
+
+use twincert::domain::{ChallengeKind, KeyType, Slot};
+use twincert::keys::seal::Sealed;
+use twincert::store::{NewCertificate, NewName, Store, StoreError};
+
+use crate::harness::{fresh_pg_database, pg_url};
+
+fn name(id: &str, primary: &str, backup: &str) -> NewName {
+    NewName {
+        id: id.into(),
+        domains: vec![id.into()],
+        challenge: ChallengeKind::Http01,
+        key_type: KeyType::EcdsaP256,
+        primary_ca: primary.into(),
+        backup_ca: backup.into(),
+    }
+}
+
+fn sealed(tag: u8) -> Sealed {
+    Sealed {
+        key_id: "k1".into(),
+        nonce: vec![tag; 12],
+        ciphertext: vec![tag; 48],
+    }
+}
+
+fn cert(serial: &str, not_before: i64, not_after: i64, renew_after: i64) -> NewCertificate {
+    NewCertificate {
+        serial: serial.into(),
+        issuer: "CN=test".into(),
+        root_id: format!("root-{serial}"),
+        not_before,
+        not_after,
+        renew_after,
+        spki_sha256: format!("{serial:0>64}"),
+        chain_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
+    }
+}
+
+async fn contract(store: Store) {
+    store.migrate().await.expect("migrate");
+    store.migrate().await.expect("migrations are idempotent");
+    let t0 = 1_000_000;
+
+    // Names: create, duplicate, same-CA rejected by the schema itself.
+    store
+        .create_name(&name("n1.example.test", "a", "b"), "t", t0)
+        .await
+        .expect("create");
+    let dup = store
+        .create_name(&name("n1.example.test", "a", "b"), "t", t0)
+        .await;
+    assert!(matches!(dup, Err(StoreError::Duplicate(_))), "{dup:?}");
+    let same = store
+        .create_name(&name("n2.example.test", "a", "a"), "t", t0)
+        .await;
+    assert!(same.is_err(), "CHECK (primary_ca <> backup_ca) must refuse");
+    assert!(store.name("n2.example.test").await.expect("read").is_none());
+
+    let rec = store
+        .name("n1.example.test")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(rec.slots.len(), 2);
+    assert_eq!(rec.active, Slot::Primary);
+    assert!(
+        rec.slots.iter().all(|s| s.order.is_some()),
+        "both slots get an order"
+    );
+
+    // Leasing: two workers never get the same order.
+    let w1 = store.lease_orders("w1", t0, 30, 1).await.expect("lease w1");
+    let w2 = store
+        .lease_orders("w2", t0, 30, 10)
+        .await
+        .expect("lease w2");
+    assert_eq!(w1.len(), 1);
+    assert_eq!(w2.len(), 1);
+    assert_ne!(w1[0].id, w2[0].id);
+    assert!(
+        store
+            .lease_orders("w3", t0, 30, 10)
+            .await
+            .expect("lease w3")
+            .is_empty()
+    );
+
+    // A lease that ran out can be taken over; the old owner then loses.
+    let taken = store
+        .lease_orders("w3", t0 + 31, 30, 10)
+        .await
+        .expect("take over");
+    assert_eq!(taken.len(), 2);
+    let job = taken
+        .iter()
+        .find(|j| j.slot == Slot::Primary)
+        .expect("primary job")
+        .clone();
+    let lost = store
+        .set_acme_order_url(&job.id, "w1", "https://ca/order/1", t0 + 31)
+        .await;
+    assert!(matches!(lost, Err(StoreError::LeaseLost(_))), "{lost:?}");
+
+    // Key, URL, tokens, failure.
+    let key_id = store
+        .attach_key(
+            &job.id,
+            "w3",
+            KeyType::EcdsaP256,
+            &"aa".repeat(32),
+            &sealed(1),
+            t0 + 31,
+        )
+        .await
+        .expect("attach key");
+    let reuse = store
+        .attach_key(
+            &job.id,
+            "w3",
+            KeyType::EcdsaP256,
+            &"aa".repeat(32),
+            &sealed(2),
+            t0 + 31,
+        )
+        .await;
+    assert!(
+        matches!(reuse, Err(StoreError::Conflict(_))),
+        "a key SPKI is never stored twice"
+    );
+    let (kt, back) = store
+        .private_key(&key_id)
+        .await
+        .expect("read key")
+        .expect("key row");
+    assert_eq!(kt, KeyType::EcdsaP256);
+    assert_eq!(back, sealed(1));
+    store
+        .set_acme_order_url(&job.id, "w3", "https://ca/order/1", t0 + 31)
+        .await
+        .expect("url");
+    store
+        .put_http01_token("tok1", "tok1.thumb", &job.id, t0 + 31)
+        .await
+        .expect("token");
+    assert_eq!(
+        store
+            .http01_key_authorization("tok1")
+            .await
+            .expect("read token")
+            .as_deref(),
+        Some("tok1.thumb")
+    );
+    store
+        .fail_attempt(
+            &job.id,
+            "w3",
+            "CA a: connection refused",
+            t0 + 100,
+            false,
+            t0 + 32,
+        )
+        .await
+        .expect("fail");
+    assert!(
+        store
+            .http01_key_authorization("tok1")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    let rec = store
+        .name("n1.example.test")
+        .await
+        .expect("read")
+        .expect("exists");
+    let p = rec.slot(Slot::Primary).expect("primary");
+    assert_eq!(p.last_error.as_deref(), Some("CA a: connection refused"));
+    let o = p.order.as_ref().expect("order stays open");
+    assert_eq!(o.attempts, 1);
+    assert_eq!(o.next_attempt_at, t0 + 100);
+    assert_eq!(o.acme_orders, 1);
+    assert!(
+        store
+            .lease_orders("w4", t0 + 99, 30, 10)
+            .await
+            .expect("lease")
+            .iter()
+            .all(|j| j.id != job.id)
+    );
+
+    // Retry: resumes with the stored URL and key, then completes.
+    let again = store
+        .lease_orders("w4", t0 + 100, 30, 10)
+        .await
+        .expect("lease");
+    let job = again
+        .into_iter()
+        .find(|j| j.id == job.id)
+        .expect("due again");
+    assert_eq!(job.acme_order_url.as_deref(), Some("https://ca/order/1"));
+    assert_eq!(job.private_key_id.as_deref(), Some(key_id.as_str()));
+    store
+        .put_http01_token("tok2", "tok2.thumb", &job.id, t0 + 100)
+        .await
+        .expect("token");
+    store
+        .complete_order(&job.id, "w4", &cert("01", t0, t0 + 300, t0 + 200), t0 + 101)
+        .await
+        .expect("complete");
+    assert!(
+        store
+            .http01_key_authorization("tok2")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    let rec = store
+        .name("n1.example.test")
+        .await
+        .expect("read")
+        .expect("exists");
+    let p = rec.slot(Slot::Primary).expect("primary");
+    assert!(p.last_error.is_none());
+    assert!(p.order.is_none());
+    assert_eq!(p.cert.as_ref().map(|c| c.serial.as_str()), Some("01"));
+    assert_eq!(store.orphan_key_count().await.expect("count"), 0);
+
+    // Swap needs a usable standby; the backup has none yet.
+    let no = store.swap("n1.example.test", "t", "drill", t0 + 102).await;
+    assert!(matches!(no, Err(StoreError::Conflict(_))), "{no:?}");
+
+    // Planner: nothing due before renew_after, a renewal order after.
+    assert_eq!(store.plan_due_orders(t0 + 150, 100).await.expect("plan"), 0);
+    assert_eq!(store.plan_due_orders(t0 + 200, 100).await.expect("plan"), 1);
+    assert_eq!(
+        store.plan_due_orders(t0 + 200, 100).await.expect("plan"),
+        0,
+        "one open order per slot"
+    );
+    let orders = store
+        .orders_of("n1.example.test", Slot::Primary)
+        .await
+        .expect("orders");
+    assert_eq!(orders.len(), 2);
+
+    // Listing, pagination, CA filter.
+    store
+        .create_name(&name("n3.example.test", "b", "c"), "t", t0)
+        .await
+        .expect("create n3");
+    let page = store.list_names(1, None, None).await.expect("list");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, "n1.example.test");
+    let page = store
+        .list_names(10, Some("n1.example.test"), None)
+        .await
+        .expect("list");
+    assert_eq!(
+        page.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["n3.example.test"]
+    );
+    let by_c = store.list_names(10, None, Some("c")).await.expect("list");
+    assert_eq!(by_c.len(), 1);
+
+    // Delete removes the name, its certificates and their keys.
+    store
+        .delete_name("n1.example.test", "t", t0 + 300)
+        .await
+        .expect("delete");
+    assert!(store.name("n1.example.test").await.expect("read").is_none());
+    assert!(store.private_key(&key_id).await.expect("read").is_none());
+    let gone = store.delete_name("n1.example.test", "t", t0 + 300).await;
+    assert!(matches!(gone, Err(StoreError::NotFound(_))));
+
+    let events = store.audit_events(10).await.expect("audit");
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["name.delete", "name.create", "name.create"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_contract_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_contract_on_postgres() {
+    let Some(base) = pg_url() else {
+        eprintln!("TWINCERT_TEST_PG_URL not set: PostgreSQL store test not run");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the PostgreSQL tests (use scripts/test.sh)"
+        );
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    contract(Store::connect(&url).await.expect("connect")).await;
+}
