@@ -213,6 +213,11 @@ impl CaClient {
         &self.config.id
     }
 
+    /// How many orders may be in flight at this CA at once.
+    pub fn concurrency(&self) -> u32 {
+        self.config.concurrency.max(1)
+    }
+
     /// The CA's directory URL.
     pub fn directory_url(&self) -> &str {
         &self.config.directory_url

@@ -47,6 +47,8 @@ pub struct Worker {
     renew_fraction: f64,
     owner: String,
     accounts: accounts::Accounts,
+    /// Per-CA limit of orders in flight (the profile's or the config's).
+    ca_permits: BTreeMap<String, Arc<Semaphore>>,
     wake: Notify,
     failpoint: Option<String>,
 }
@@ -113,8 +115,13 @@ impl Worker {
         renew_fraction: f64,
         owner: String,
     ) -> Worker {
+        let ca_permits = cas
+            .iter()
+            .map(|(id, c)| (id.clone(), Arc::new(Semaphore::new(c.concurrency() as usize))))
+            .collect();
         Worker {
             store,
+            ca_permits,
             cas,
             sealer,
             clock,
@@ -268,6 +275,15 @@ impl Worker {
             .get(&job.ca_id)
             .ok_or_else(|| final_error(format!("CA '{}' is not configured", job.ca_id)))?
             .clone();
+        let _ca_permit = match self.ca_permits.get(&job.ca_id) {
+            Some(p) => Some(
+                p.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| final_error("worker is shutting down"))?,
+            ),
+            None => None,
+        };
         let domains: Vec<DnsName> = job
             .domains
             .iter()
