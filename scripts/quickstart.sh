@@ -12,14 +12,15 @@ ROOT=$PWD
 DIR=$ROOT/.twincert-local/quickstart
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$([ -d /tmp/twincert-target ] && echo /tmp/twincert-target || echo "$ROOT/target")}
 
-need=(pebble named dig tsig-keygen openssl curl)
+need=(pebble named dig tsig-keygen openssl curl python3)
 missing=()
+export PATH="$PATH:/usr/sbin:/sbin"   # named, tsig-keygen
 for b in "${need[@]}"; do command -v "$b" >/dev/null || missing+=("$b"); done
 if ((${#missing[@]})); then
   echo "installing packages for: ${missing[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends pebble bind9 bind9-dnsutils openssl curl ca-certificates >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends pebble bind9 bind9-dnsutils openssl curl python3 ca-certificates >/dev/null
 fi
 
 echo "building twincert..."
@@ -61,7 +62,8 @@ options { directory "$DIR"; listen-on port $DNS_PORT { 127.0.0.1; }; listen-on-v
 controls { };
 zone "example.test" { type primary; file "$DIR/example.test.zone"; update-policy { grant twincert-quickstart zonesub TXT; }; };
 CONF
-named -g -u "$(id -un)" -c "$DIR/named.conf" > "$DIR/named.log" 2>&1 &
+NAMED_USER=(); [ "$(id -u)" = 0 ] && NAMED_USER=(-u root)
+named -g "${NAMED_USER[@]}" -c "$DIR/named.conf" > "$DIR/named.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 50); do dig +short +time=1 +tries=1 @127.0.0.1 -p "$DNS_PORT" example.test SOA >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -134,7 +136,7 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 END=$(date +%s.%N)
-python3 - "$NAME_JSON" "$API" "$TOKEN_FILE" "$(echo "$END - $START" | bc 2>/dev/null || python3 -c "print(round($END-$START,2))")" <<'PY'
+python3 - "$NAME_JSON" "$API" "$TOKEN_FILE" "$(python3 -c "print(round($END-$START,2))")" <<'PY'
 import json, sys
 n = json.loads(sys.argv[1]); api = sys.argv[2]
 print(f"\nname {n['name']} ({', '.join(n['domains'])}) is {n['state']} after {sys.argv[4]} s; active slot: {n['active']}")

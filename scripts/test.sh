@@ -16,6 +16,20 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 die() { echo "scripts/test.sh: $*" >&2; exit 1; }
 
+# --- Packages (fresh Debian): the tests start real Pebble, BIND9, PostgreSQL --
+missing=0
+for b in pebble named dig tsig-keygen nsupdate openssl psql; do
+    command -v "$b" >/dev/null 2>&1 || [[ -x "/usr/sbin/$b" ]] || missing=1
+done
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing=1
+if [[ "$missing" == 1 && -z "${PG_BINDIR:-}" ]]; then
+    sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
+    echo "scripts/test.sh: installing test packages (pebble bind9 bind9-dnsutils openssl postgresql)" >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        pebble bind9 bind9-dnsutils openssl postgresql ca-certificates >/dev/null
+fi
+
 # --- PostgreSQL binaries -----------------------------------------------------
 # PG_BINDIR overrides; else the newest Debian server install; else PATH.
 pg_bindir="${PG_BINDIR:-}"

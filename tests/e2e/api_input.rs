@@ -1221,3 +1221,4 @@ async fn delete_removes_the_name() {
     let v = api.create_ok(json!({ "name": "gone.example.test" })).await;
     assert_eq!(v["state"], "provisioning");
 }
+
