@@ -103,6 +103,23 @@ impl Http01Publisher for StorePublisher<'_> {
     }
 }
 
+/// Seconds until the next attempt after `attempts` failures: exponential
+/// (factor 2) from `min` with jitter (backon adds up to one more delay),
+/// capped at `max`, and never before a CA's Retry-After.
+pub fn backoff_secs(min: u64, max: u64, attempts: i64, retry_after: Option<u64>) -> u64 {
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(min))
+        .with_max_delay(Duration::from_secs(max))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let n = usize::try_from(attempts.clamp(0, 40)).unwrap_or(0);
+    let d = delays.nth(n).unwrap_or(Duration::from_secs(max));
+    let secs = d.as_secs().clamp(min.max(1), max.max(1));
+    secs.max(retry_after.unwrap_or(0))
+}
+
 impl Worker {
     /// A worker over `store` for the configured CAs. `owner` names this
     /// replica in leases.
@@ -117,7 +134,12 @@ impl Worker {
     ) -> Worker {
         let ca_permits = cas
             .iter()
-            .map(|(id, c)| (id.clone(), Arc::new(Semaphore::new(c.concurrency() as usize))))
+            .map(|(id, c)| {
+                (
+                    id.clone(),
+                    Arc::new(Semaphore::new(c.concurrency() as usize)),
+                )
+            })
             .collect();
         Worker {
             store,
@@ -224,7 +246,12 @@ impl Worker {
                         .map(|c| c.directory_url().to_string())
                         .unwrap_or_default();
                     let message = format!("CA {} ({ca_url}): {}", job.ca_id, e.message);
-                    let delay = self.backoff(job.attempts, e.kind, e.retry_after);
+                    let delay = backoff_secs(
+                        self.cfg.min_backoff_seconds,
+                        self.cfg.max_backoff_seconds,
+                        job.attempts,
+                        e.retry_after,
+                    );
                     warn!(error = %message, kind = ?e.kind, retry_in_s = delay, "attempt failed");
                     let forget = e.kind == AcmeErrorKind::Final;
                     if let Err(se) = self
@@ -246,27 +273,6 @@ impl Worker {
         }
         .instrument(span)
         .await
-    }
-
-    /// Seconds until the next attempt: exponential with jitter from the
-    /// configured minimum, capped, and never before a CA's Retry-After.
-    fn backoff(&self, attempts: i64, kind: AcmeErrorKind, retry_after: Option<u64>) -> u64 {
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(self.cfg.min_backoff_seconds))
-            .with_max_delay(Duration::from_secs(self.cfg.max_backoff_seconds))
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build();
-        let n = usize::try_from(attempts.clamp(0, 40)).unwrap_or(0);
-        let d = delays
-            .nth(n)
-            .unwrap_or(Duration::from_secs(self.cfg.max_backoff_seconds));
-        let secs = d.as_secs().max(self.cfg.min_backoff_seconds).max(1);
-        match (kind, retry_after) {
-            (_, Some(after)) => secs.max(after),
-            _ => secs,
-        }
     }
 
     async fn attempt(&self, job: &OrderJob) -> Result<String, AttemptError> {
@@ -440,6 +446,24 @@ impl Worker {
                 .store
                 .set_diversity_error(name_id, verdict.as_deref(), self.clock.now())
                 .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        for _ in 0..50 {
+            let first = backoff_secs(2, 3600, 0, None);
+            assert!((2..=4).contains(&first), "first retry {first}");
+            let fifth = backoff_secs(2, 3600, 4, None);
+            assert!((32..=64).contains(&fifth), "fifth retry {fifth}");
+            assert_eq!(backoff_secs(2, 60, 30, None), 60, "capped");
+            assert_eq!(backoff_secs(2, 60, 0, Some(600)), 600, "Retry-After wins");
+            assert!(backoff_secs(2, 60, 0, Some(1)) >= 2, "never below min");
         }
     }
 }

@@ -131,6 +131,34 @@ impl Api {
         json
     }
 
+    /// Sends `request` as is on a fresh connection (which it must close with
+    /// `Connection: close`) and returns the status, Content-Type and body.
+    /// For what reqwest will not send: chunked bodies, non-UTF-8 headers.
+    async fn raw(&self, request: &[u8]) -> (u16, String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base.trim_start_matches("http://");
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        conn.write_all(request).await.expect("write request");
+        let mut out = Vec::new();
+        conn.read_to_end(&mut out).await.expect("read response");
+        let out = String::from_utf8(out).expect("UTF-8 response");
+        let (head, body) = out.split_once("\r\n\r\n").expect("response head");
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("status line: {head}"));
+        let ct = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-type")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        (status, ct, body.to_string())
+    }
+
     /// Runs every case and panics with all the failures.
     async fn check(&self, cases: &[Case]) {
         let mut failures = Vec::new();
@@ -192,10 +220,22 @@ async fn expect_problem(
         .unwrap_or("")
         .to_string();
     let text = rsp.text().await.map_err(|e| format!("reading body: {e}"))?;
-    if got.is_server_error() {
+    check_problem(got.as_u16(), &ct, &text, status, kind, detail)
+}
+
+/// The checks of [`expect_problem`] on a response already taken apart.
+fn check_problem(
+    got: u16,
+    ct: &str,
+    text: &str,
+    status: u16,
+    kind: &str,
+    detail: &str,
+) -> Result<(), String> {
+    if got >= 500 {
         return Err(format!("server error {got}: {text}"));
     }
-    if got.as_u16() != status {
+    if got != status {
         return Err(format!("status {got}, want {status}: {text}"));
     }
     if ct != "application/problem+json" {
@@ -204,7 +244,7 @@ async fn expect_problem(
         ));
     }
     let body: Value =
-        serde_json::from_str(&text).map_err(|e| format!("body is not JSON ({e}): {text}"))?;
+        serde_json::from_str(text).map_err(|e| format!("body is not JSON ({e}): {text}"))?;
     let fields: Vec<&str> = body
         .as_object()
         .map(|o| o.keys().map(String::as_str).collect())
@@ -656,6 +696,9 @@ async fn malformed_oversized_and_mistyped_bodies_are_4xx() {
     let big_swap = json!({ "reason": padding }).to_string();
     assert!(big_create.len() > MAX_BODY && big_swap.len() > MAX_BODY);
     let json_ct = Some("application/json");
+    // A valid body of exactly the limit, padded with JSON whitespace.
+    let small = r#"{"name": "edge.example.test"}"#;
+    let at_limit = format!("{small}{}", " ".repeat(MAX_BODY - small.len()));
 
     let cases = [
         Case::new("malformed JSON", Method::POST, "/v1/names")
@@ -698,6 +741,11 @@ async fn malformed_oversized_and_mistyped_bodies_are_4xx() {
             json!({ "name": "x.example.test", "colour": "blue" }),
         )
         .expect(400, "invalid-request", "unknown field `colour`"),
+        Case::new("duplicate key", Method::POST, "/v1/names")
+            .raw(json_ct, r#"{"name": "a.example.test", "name": "b.example.test"}"#)
+            .expect(400, "invalid-request", "invalid JSON body: duplicate field `name`"),
+        Case::create("null domains", json!({ "name": "x.example.test", "domains": null }))
+            .expect(400, "invalid-request", "invalid type: null, expected a sequence"),
         Case::create("missing name", json!({ "domains": ["x.example.test"] })).expect(
             400,
             "invalid-request",
@@ -717,6 +765,9 @@ async fn malformed_oversized_and_mistyped_bodies_are_4xx() {
             "invalid-request",
             "invalid type: string \"x.example.test\", expected a sequence",
         ),
+        Case::new("one byte over the limit", Method::POST, "/v1/names")
+            .raw(json_ct, format!("{at_limit} "))
+            .expect(413, "body-too-large", format!("exceeds the limit of {MAX_BODY} bytes")),
         Case::new("body over the limit", Method::POST, "/v1/names")
             .raw(json_ct, big_create.clone())
             .expect(
@@ -766,6 +817,24 @@ async fn malformed_oversized_and_mistyped_bodies_are_4xx() {
             .expect(415, "unsupported-media-type", "got 'text/plain'"),
     ];
     api.check(&cases).await;
+
+    // The limit itself is allowed, and a media-type parameter is fine.
+    let rsp = api
+        .admin(Method::POST, "/v1/names")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(at_limit)
+        .send()
+        .await
+        .expect("POST at the limit");
+    assert_eq!(rsp.status(), StatusCode::CREATED, "{MAX_BODY} bytes");
+    let rsp = api
+        .admin(Method::POST, "/v1/names")
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(r#"{"name": "charset.example.test"}"#)
+        .send()
+        .await
+        .expect("POST with charset");
+    assert_eq!(rsp.status(), StatusCode::CREATED, "charset parameter");
 
     // The server still answers after the oversized bodies.
     let rsp = api
@@ -1108,6 +1177,11 @@ async fn list_rejects_bad_queries() {
             "invalid-request",
             "unknown CA 'ca-zz'",
         ),
+        Case::get("empty limit", "/v1/names?limit=").expect(
+            400,
+            "invalid-request",
+            "limit: cannot parse integer from empty string",
+        ),
         Case::get("unknown parameter", "/v1/names?sort=name").expect(
             400,
             "invalid-request",
@@ -1222,3 +1296,71 @@ async fn delete_removes_the_name() {
     assert_eq!(v["state"], "provisioning");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn wire_level_bodies_and_headers() {
+    let api = Api::start().await;
+    api.create_ok(json!({ "name": "shop.example.test" })).await;
+
+    // A chunked body has no Content-Length to refuse up front; the limit
+    // must still hold while it is read.
+    let chunk = "x".repeat(3000);
+    let chunked = format!(
+        "POST /v1/names HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n{n:x}\r\n{chunk}\r\n{n:x}\r\n{chunk}\r\n0\r\n\r\n",
+        n = chunk.len()
+    );
+    let (status, ct, body) = api.raw(chunked.as_bytes()).await;
+    check_problem(
+        status,
+        &ct,
+        &body,
+        413,
+        "body-too-large",
+        &format!("exceeds the limit of {MAX_BODY} bytes"),
+    )
+    .expect("chunked body over the limit");
+
+    // A small chunked body is read like any other.
+    let small = r#"{"name": "chunked.example.test"}"#;
+    let chunked = format!(
+        "POST /v1/names HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n{n:x}\r\n{small}\r\n0\r\n\r\n",
+        n = small.len()
+    );
+    let (status, _, body) = api.raw(chunked.as_bytes()).await;
+    assert_eq!(status, 201, "small chunked body: {body}");
+
+    // An Authorization header that is not even text (obs-text bytes).
+    let (status, ct, body) = api
+        .raw(b"GET /v1/names HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")
+        .await;
+    check_problem(
+        status,
+        &ct,
+        &body,
+        401,
+        "unauthorized",
+        "must be 'Bearer <token>'",
+    )
+    .expect("non-UTF-8 Authorization");
+
+    // A JSON body that is not UTF-8.
+    let mut invalid = format!(
+        "POST /v1/names HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 16\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    invalid.extend_from_slice(b"{\"name\": \"\xff\xfe\"}");
+    let (status, ct, body) = api.raw(&invalid).await;
+    check_problem(
+        status,
+        &ct,
+        &body,
+        400,
+        "invalid-request",
+        "invalid JSON body: invalid unicode code point",
+    )
+    .expect("non-UTF-8 JSON");
+}
