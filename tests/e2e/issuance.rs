@@ -310,3 +310,113 @@ async fn cli_adds_lists_and_shows_names() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_ca_entries_on_one_root_are_caught_after_issuance() {
+    // Both configured CAs claim different root groups but are really the
+    // same Pebble: policy cannot know before issuing; the post-issuance
+    // check must catch it and mark the name degraded.
+    let cas = TwoCas::start(0).await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    opts.b_directory_url = Some(cas.a.directory_url());
+    let server = Server::start(&cas, opts).await;
+    let (status, body) = server.create(json!({"name": "a.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    let n = server
+        .wait_for("a.example.test", 60, |v| {
+            v["primary"]["serial"].is_string() && v["backup"]["serial"].is_string()
+        })
+        .await;
+    let n = if n["diversity_error"].is_null() {
+        server
+            .wait_for("a.example.test", 10, |v| v["diversity_error"].is_string())
+            .await
+    } else {
+        n
+    };
+    assert_eq!(n["state"], "degraded", "{n}");
+    let why = n["diversity_error"].as_str().unwrap_or_default();
+    assert!(why.contains("same root"), "{why}");
+    assert!(server.log().contains("diversity check failed"));
+}
+
+/// A config whose CAs need not be reachable (start-up checks only).
+fn offline_config(dir: &Path, secrets: &str) -> std::path::PathBuf {
+    let path = dir.join("offline.toml");
+    let text = format!(
+        r#"
+[server]
+api_listen = "127.0.0.1:{api}"
+http01_listen = "127.0.0.1:{h}"
+[store]
+url = "sqlite://{db}"
+[secrets]
+{secrets}
+[[cas]]
+id = "x"
+profile = "pebble"
+root_group = "x"
+[[cas]]
+id = "y"
+profile = "pebble"
+root_group = "y"
+"#,
+        api = crate::harness::free_port(),
+        h = crate::harness::free_port(),
+        db = dir.join("offline.db").display(),
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[test]
+fn refuses_to_start_without_a_master_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = offline_config(dir.path(), "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env_remove("TWINCERT_MASTER_KEY")
+        .env_remove("TWINCERT_ADMIN_TOKEN")
+        .output()
+        .expect("run twincert");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no master key"), "{err}");
+    assert!(err.contains("TWINCERT_MASTER_KEY"), "{err}");
+}
+
+#[test]
+fn local_mode_generates_private_secret_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = dir.path().join("local");
+    let cfg = offline_config(
+        dir.path(),
+        &format!("local_mode = true\nlocal_dir = \"{}\"", local.display()),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env_remove("TWINCERT_MASTER_KEY")
+        .env_remove("TWINCERT_ADMIN_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run twincert");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !local.join("admin.token").exists() {
+        assert!(std::time::Instant::now() < deadline, "no secrets generated");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    let log = String::from_utf8_lossy(&out.stderr);
+    for f in ["master.key", "admin.token"] {
+        let meta = std::fs::metadata(local.join(f)).expect("secret file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
+    }
+    assert!(log.contains("generated a new master key"), "{log}");
+    let key = std::fs::read_to_string(local.join("master.key")).expect("read");
+    assert!(!log.contains(key.trim()), "the key itself is never logged");
+}
