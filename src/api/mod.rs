@@ -25,7 +25,7 @@ use serde::Deserialize;
 use crate::clock::Clock;
 use crate::domain::{ChallengeKind, DnsName, KeyType, ManagedNameId, NameState, Slot};
 use crate::policy::{self, CaChoice};
-use crate::store::{NewName, Store};
+use crate::store::{NameRecord, NewName, Store};
 
 pub use problem::Problem;
 pub use views::{NameView, SlotView, name_view};
@@ -295,16 +295,20 @@ fn parse_name(raw: &str) -> Result<ManagedNameId, Problem> {
     ManagedNameId::parse(raw).map_err(|e| Problem::invalid_name(e.to_string()))
 }
 
+/// Parses a name from the path and loads it, or says precisely why not.
+async fn load_name(st: &ApiState, raw: &str) -> Result<NameRecord, Problem> {
+    let id = parse_name(raw)?;
+    st.store
+        .name(id.as_str())
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("name '{}' not found", id.as_str())))
+}
+
 async fn show_name(
     State(st): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
-    let id = parse_name(&name)?;
-    let rec = st
-        .store
-        .name(id.as_str())
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("name '{}' not found", id.as_str())))?;
+    let rec = load_name(&st, &name).await?;
     Ok(Json(name_view(&rec, st.clock.now())).into_response())
 }
 
@@ -337,12 +341,7 @@ async fn certificate(
     Path((name, slot)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let id = parse_name(&name)?;
-    let rec = st
-        .store
-        .name(id.as_str())
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("name '{}' not found", id.as_str())))?;
+    let rec = load_name(&st, &name).await?;
     let slot = match slot.as_str() {
         "active" => rec.active,
         other => other.parse::<Slot>().map_err(|_| {
@@ -354,7 +353,7 @@ async fn certificate(
     let cert = rec.slot(slot).and_then(|s| s.cert.clone()).ok_or_else(|| {
         Problem::not_found(format!(
             "the {slot} slot of '{}' has no certificate yet",
-            id.as_str()
+            rec.id
         ))
     })?;
     let wants_pem = headers
