@@ -85,7 +85,12 @@ async fn authorize(State(st): State<ApiState>, req: Request, next: Next) -> Resp
         )
         .into_response();
     };
-    let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let token = value.to_str().ok().and_then(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(token)
+    });
+    let Some(token) = token else {
         return Problem::unauthorized("the Authorization header must be 'Bearer <token>'")
             .into_response();
     };
@@ -126,7 +131,13 @@ fn parse_json<T: serde::de::DeserializeOwned>(
     };
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
-        if !ct.starts_with("application/json") {
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
             return Err(Problem::unsupported_media(format!(
                 "expected Content-Type application/json, got '{ct}'"
             )));

@@ -176,6 +176,13 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1 / RFC 6750 §3.
+            rsp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"twincert\""),
+            );
+        }
         rsp
     }
 }

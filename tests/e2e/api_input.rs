@@ -140,7 +140,13 @@ impl Api {
         let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
         conn.write_all(request).await.expect("write request");
         let mut out = Vec::new();
-        conn.read_to_end(&mut out).await.expect("read response");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            conn.read_to_end(&mut out),
+        )
+        .await
+        .expect("response within 10 s")
+        .expect("read response");
         let out = String::from_utf8(out).expect("UTF-8 response");
         let (head, body) = out.split_once("\r\n\r\n").expect("response head");
         let status = head
@@ -454,6 +460,33 @@ async fn requests_without_the_admin_token_are_401() {
         .filter_map(|i| i["name"].as_str())
         .collect();
     assert_eq!(names, ["shop.example.test"], "{list}");
+
+    // The scheme is case-insensitive (RFC 9110 §11.1), and a 401 says
+    // which scheme to use (RFC 9110 §11.6.1).
+    let rsp = api
+        .http
+        .get(api.url("/v1/names"))
+        .header("Authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .expect("lower-case scheme");
+    assert_eq!(rsp.status(), StatusCode::OK);
+    let rsp = api
+        .http
+        .get(api.url("/v1/names"))
+        .send()
+        .await
+        .expect("no token");
+    assert_eq!(rsp.status(), StatusCode::UNAUTHORIZED);
+    let challenge = rsp
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        challenge.starts_with("Bearer"),
+        "WWW-Authenticate: {challenge}"
+    );
 
     // Health endpoints are open.
     for path in ["/healthz", "/readyz"] {
@@ -782,6 +815,9 @@ async fn malformed_oversized_and_mistyped_bodies_are_4xx() {
                 "unsupported-media-type",
                 "expected Content-Type application/json, got 'text/plain'",
             ),
+        Case::new("a look-alike media type", Method::POST, "/v1/names")
+            .raw(Some("application/jsonx"), r#"{"name": "x.example.test"}"#)
+            .expect(415, "unsupported-media-type", "got 'application/jsonx'"),
         Case::new("form encoding", Method::POST, "/v1/names")
             .raw(
                 Some("application/x-www-form-urlencoded"),
@@ -1132,6 +1168,23 @@ async fn unknown_paths_and_methods_are_problems() {
             .expect(405, "method-not-allowed", "not allowed on this path"),
     ];
     api.check(&cases).await;
+
+    // A 405 says what is allowed (RFC 9110 §15.5.6).
+    let rsp = api
+        .admin(Method::PUT, "/v1/names")
+        .send()
+        .await
+        .expect("PUT");
+    let allow = rsp
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        allow.contains("GET") && allow.contains("POST"),
+        "Allow: '{allow}'"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1347,12 +1400,14 @@ async fn wire_level_bodies_and_headers() {
     .expect("non-UTF-8 Authorization");
 
     // A JSON body that is not UTF-8.
+    let bad_utf8: &[u8] = b"{\"name\": \"\xff\xfe\"}";
     let mut invalid = format!(
         "POST /v1/names HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: 16\r\nConnection: close\r\n\r\n"
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        bad_utf8.len()
     )
     .into_bytes();
-    invalid.extend_from_slice(b"{\"name\": \"\xff\xfe\"}");
+    invalid.extend_from_slice(bad_utf8);
     let (status, ct, body) = api.raw(&invalid).await;
     check_problem(
         status,
