@@ -49,7 +49,16 @@ fn parse_retry_after(v: &str) -> Option<SystemTime> {
 
 /// Builds the client for one CA. With `trust_roots_pem` only those roots
 /// are trusted (local CAs such as Pebble); otherwise the public web PKI.
-pub fn client(trust_roots_pem: Option<&str>) -> Result<Box<dyn HttpClient>, String> {
+///
+/// HTTP/1.1 only, with a keep-alive pool: under many concurrent orders an
+/// HTTP/2 connection to Pebble was seen to stall every stream at once (no
+/// bytes moving, every order hung), while separate HTTP/1.1 connections
+/// keep orders independent. Every request is bounded by `request_timeout`
+/// so a silent CA becomes a retryable error, never a hung order.
+pub fn client(
+    trust_roots_pem: Option<&str>,
+    request_timeout: Duration,
+) -> Result<Box<dyn HttpClient>, String> {
     let builder = rustls::ClientConfig::builder();
     let tls = match trust_roots_pem {
         Some(pem) => {
@@ -75,14 +84,19 @@ pub fn client(trust_roots_pem: Option<&str>) -> Result<Box<dyn HttpClient>, Stri
         .with_tls_config(tls)
         .https_only()
         .enable_http1()
-        .enable_http2()
         .wrap_connector(tcp);
-    let inner = HyperClient::builder(TokioExecutor::new()).build(https);
-    Ok(Box::new(AcmeHttp { inner }))
+    let inner = HyperClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(https);
+    Ok(Box::new(AcmeHttp {
+        inner,
+        request_timeout,
+    }))
 }
 
 struct AcmeHttp {
     inner: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
+    request_timeout: Duration,
 }
 
 impl HttpClient for AcmeHttp {
@@ -91,8 +105,13 @@ impl HttpClient for AcmeHttp {
         req: http::Request<BodyWrapper<Bytes>>,
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let fut = HttpClient::request(&self.inner, req);
+        let limit = self.request_timeout;
         Box::pin(async move {
-            let rsp = fut.await?;
+            let rsp = tokio::time::timeout(limit, fut).await.map_err(|_| {
+                instant_acme::Error::Other(
+                    format!("no answer from the CA within {} s", limit.as_secs()).into(),
+                )
+            })??;
             let status = rsp.parts.status.as_u16();
             if status == 429 || status == 503 {
                 let after = rsp

@@ -173,6 +173,7 @@ pub struct CaClient {
     config: CaConfig,
     account: OnceCell<Account>,
     poll: RetryPolicy,
+    request_timeout: Duration,
 }
 
 impl std::fmt::Debug for CaClient {
@@ -199,6 +200,7 @@ impl CaClient {
         CaClient {
             config,
             account: OnceCell::new(),
+            request_timeout: timeout.min(Duration::from_secs(30)),
             // Local CAs answer in milliseconds; public ones send Retry-After,
             // which instant-acme honours over this schedule.
             poll: RetryPolicy::new()
@@ -224,7 +226,7 @@ impl CaClient {
     }
 
     fn builder(&self) -> Result<instant_acme::AccountBuilder, AcmeError> {
-        let http = http::client(self.config.trust_roots_pem.as_deref())
+        let http = http::client(self.config.trust_roots_pem.as_deref(), self.request_timeout)
             .map_err(|e| AcmeError::final_(format!("CA {}: {e}", self.config.id)))?;
         Ok(Account::builder_with_http(http))
     }

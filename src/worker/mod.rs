@@ -230,7 +230,20 @@ impl Worker {
                     }
                 }
             };
-            let work = crate::ca::with_retry_after(self.attempt(&job));
+            // A bound on the whole attempt, beyond the per-request and
+            // per-wait bounds inside `ca`: an order never hangs a permit.
+            let limit =
+                Duration::from_secs(self.cfg.acme_timeout_seconds.saturating_mul(4).max(10));
+            let work = crate::ca::with_retry_after(async {
+                match tokio::time::timeout(limit, self.attempt(&job)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(AttemptError {
+                        kind: AcmeErrorKind::Transient,
+                        message: format!("attempt did not finish within {} s", limit.as_secs()),
+                        retry_after: None,
+                    }),
+                }
+            });
             let (result, retry_after) = tokio::select! {
                 r = work => r,
                 never = heartbeat => match never {},
