@@ -208,6 +208,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let api_listener = TcpListener::bind(cfg.api_listen)
         .await
         .with_context(|| format!("binding the API listener on {}", cfg.api_listen))?;
+    let answers = worker.http01_answers();
     let wake = worker.clone();
     let state = ApiState {
         store: store.clone(),
@@ -227,7 +228,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let mut rx1 = stop_rx.clone();
     let http01_task = tokio::spawn(async move {
-        axum::serve(http01, validation::http01_router(store))
+        axum::serve(http01, validation::http01_router(answers))
             .with_graceful_shutdown(async move {
                 let _ = rx1.wait_for(|s| *s).await;
             })

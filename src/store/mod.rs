@@ -96,6 +96,28 @@ pub struct NewCertificate {
     pub chain_pem: String,
 }
 
+/// The other slot's current certificate, for the diversity check.
+#[derive(Debug, Clone)]
+pub struct OtherCert {
+    /// Its CA.
+    pub ca_id: String,
+    /// Its root identity.
+    pub root_id: String,
+    /// Its SPKI SHA-256.
+    pub spki_sha256: String,
+}
+
+/// What [`Store::complete_order`] leaves behind.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    /// The new certificate's row id.
+    pub cert_id: String,
+    /// The other slot's current certificate, if it has one.
+    pub other: Option<OtherCert>,
+    /// The name's recorded diversity violation before this certificate.
+    pub diversity_error: Option<String>,
+}
+
 /// An audit event: who did what to which target, why, and how it ended.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AuditEvent {
@@ -678,26 +700,25 @@ impl Store {
             ],
         )
         .await?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for row in &ids {
-            let id: String = get(row, "id")?;
-            if let Some(job) = self.order_job(&id).await? {
-                jobs.push(job);
-            }
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(jobs)
-    }
-
-    async fn order_job(&self, id: &str) -> Result<Option<OrderJob>, StoreError> {
-        let row = one(
-            &self.db,
+        let ids: Vec<Value> = ids
+            .iter()
+            .map(|r| get::<String>(r, "id").map(Value::from))
+            .collect::<Result<_, _>>()?;
+        let holes: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
             "SELECT o.id, o.name_id, o.slot, o.ca_id, o.attempts, o.acme_order_url, \
              o.private_key_id, n.domains, n.key_type, n.challenge FROM orders o \
-             JOIN names n ON n.id = o.name_id WHERE o.id = $1",
-            vec![id.into()],
-        )
-        .await?;
-        row.map(|r| rows::order_job(&r)).transpose()
+             JOIN names n ON n.id = o.name_id WHERE o.id IN ({}) ORDER BY o.next_attempt_at",
+            holes.join(", ")
+        );
+        all(&self.db, &sql, ids)
+            .await?
+            .iter()
+            .map(rows::order_job)
+            .collect()
     }
 
     /// Extends a lease the worker still holds.
@@ -865,7 +886,7 @@ impl Store {
         owner: &str,
         cert: &NewCertificate,
         now: i64,
-    ) -> Result<String, StoreError> {
+    ) -> Result<Completed, StoreError> {
         let tx = self.db.begin().await?;
         let row = one(
             &tx,
@@ -911,11 +932,19 @@ impl Store {
             "UPDATE slots SET current_cert_id = $3, last_error = NULL, updated_at = $4 \
              WHERE name_id = $1 AND slot = $2",
             vec![
-                name_id.into(),
-                slot.into(),
+                name_id.clone().into(),
+                slot.clone().into(),
                 cert_id.clone().into(),
                 now.into(),
             ],
+        )
+        .await?;
+        let other = one(
+            &tx,
+            "SELECT n.diversity_error, c.ca_id, c.root_id, c.spki_sha256 FROM names n \
+             JOIN slots s ON s.name_id = n.id AND s.slot <> $2 \
+             LEFT JOIN certificates c ON c.id = s.current_cert_id WHERE n.id = $1",
+            vec![name_id.into(), slot.into()],
         )
         .await?;
         exec(
@@ -932,7 +961,26 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(cert_id)
+        let (diversity_error, other) = match other {
+            Some(r) => {
+                let ca: Option<String> = get(&r, "ca_id")?;
+                let other = match ca {
+                    Some(ca_id) => Some(OtherCert {
+                        ca_id,
+                        root_id: get(&r, "root_id")?,
+                        spki_sha256: get(&r, "spki_sha256")?,
+                    }),
+                    None => None,
+                };
+                (get(&r, "diversity_error")?, other)
+            }
+            None => (None, None),
+        };
+        Ok(Completed {
+            cert_id,
+            other,
+            diversity_error,
+        })
     }
 
     /// Orders of one slot, newest first (for tests and the API's history).

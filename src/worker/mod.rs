@@ -32,7 +32,8 @@ use crate::domain::DnsName;
 use crate::keys::CertKey;
 use crate::keys::seal::Sealer;
 use crate::policy::{self, IssuedFacts};
-use crate::store::{NewCertificate, OrderJob, Store, StoreError};
+use crate::store::{Completed, NewCertificate, OrderJob, Store, StoreError};
+use crate::validation::Http01Answers;
 
 /// The AEAD purpose (associated data) of sealed certificate keys.
 pub const KEY_PURPOSE: &str = "twincert private key";
@@ -50,6 +51,7 @@ pub struct Worker {
     /// Per-CA limit of orders in flight (the profile's or the config's).
     ca_permits: BTreeMap<String, Arc<Semaphore>>,
     wake: Notify,
+    answers: Arc<Http01Answers>,
     failpoint: Option<String>,
 }
 
@@ -88,16 +90,16 @@ fn final_error(message: impl Into<String>) -> AttemptError {
     }
 }
 
-struct StorePublisher<'a> {
-    store: &'a Store,
+struct AnswerPublisher<'a> {
+    answers: &'a Http01Answers,
     order_id: &'a str,
     now: i64,
 }
 
-impl Http01Publisher for StorePublisher<'_> {
+impl Http01Publisher for AnswerPublisher<'_> {
     async fn publish(&self, token: &str, key_authorization: &str) -> Result<(), String> {
-        self.store
-            .put_http01_token(token, key_authorization, self.order_id, self.now)
+        self.answers
+            .publish(token, key_authorization, self.order_id, self.now)
             .await
             .map_err(|e| e.to_string())
     }
@@ -142,6 +144,7 @@ impl Worker {
             })
             .collect();
         Worker {
+            answers: Http01Answers::new(store.clone()),
             store,
             ca_permits,
             cas,
@@ -157,6 +160,12 @@ impl Worker {
         }
     }
 
+    /// The HTTP-01 answers this worker publishes; serve them with
+    /// `validation::http01_router`.
+    pub fn http01_answers(&self) -> Arc<Http01Answers> {
+        self.answers.clone()
+    }
+
     /// Wakes the loop now (a name was created), instead of at the next poll.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -166,13 +175,20 @@ impl Worker {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let permits = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
         info!(owner = %self.owner, concurrency = self.cfg.concurrency, "worker started");
+        let plan_every = Duration::from_millis(self.cfg.poll_interval_ms);
+        let mut last_plan: Option<tokio::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let now = self.clock.now();
-            if let Err(e) = self.store.plan_due_orders(now, 1000).await {
-                warn!(error = %e, "planner failed");
+            // The planner scans every slot, so it runs on the poll tick, not
+            // on every wake-up (new names bring their own orders).
+            if last_plan.is_none_or(|t| t.elapsed() >= plan_every) {
+                last_plan = Some(tokio::time::Instant::now());
+                if let Err(e) = self.store.plan_due_orders(now, 1000).await {
+                    warn!(error = %e, "planner failed");
+                }
             }
             let free = permits.available_permits();
             let mut leased = 0;
@@ -248,6 +264,7 @@ impl Worker {
                 r = work => r,
                 never = heartbeat => match never {},
             };
+            self.answers.forget_order(&job.id);
             let now = self.clock.now();
             match result {
                 Ok(serial) => info!(serial = %serial, "certificate stored"),
@@ -328,8 +345,8 @@ impl Worker {
             std::future::pending::<()>().await;
         }
 
-        let publisher = StorePublisher {
-            store: &self.store,
+        let publisher = AnswerPublisher {
+            answers: &self.answers,
             order_id: &job.id,
             now: self.clock.now(),
         };
@@ -371,10 +388,12 @@ impl Worker {
             spki_sha256: facts.spki_sha256.0.clone(),
             chain_pem: chain,
         };
-        self.store
+        let done = self
+            .store
             .complete_order(&job.id, &self.owner, &cert, now)
             .await?;
-        self.check_diversity(&job.name_id).await;
+        self.check_diversity(&job.name_id, &job.ca_id, &cert, &done)
+            .await;
         Ok(facts.serial)
     }
 
@@ -431,22 +450,25 @@ impl Worker {
 
     /// Invariant 1: after issuance the two current certificates must come
     /// from different roots under different keys. A violation is stored on
-    /// the name (state `degraded`) and logged as an alert.
-    async fn check_diversity(&self, name_id: &str) {
-        let Ok(Some(name)) = self.store.name(name_id).await else {
-            return;
-        };
-        let certs: Vec<_> = name.slots.iter().filter_map(|s| s.cert.as_ref()).collect();
-        let [a, b] = certs.as_slice() else { return };
+    /// the name (state `degraded`) and logged as an alert; a pair that is
+    /// diverse again clears it.
+    async fn check_diversity(
+        &self,
+        name_id: &str,
+        ca_id: &str,
+        cert: &NewCertificate,
+        done: &Completed,
+    ) {
+        let Some(other) = &done.other else { return };
         let fa = IssuedFacts {
-            ca: &a.ca_id,
-            root_id: &a.root_id,
-            spki_sha256: &a.spki_sha256,
+            ca: ca_id,
+            root_id: &cert.root_id,
+            spki_sha256: &cert.spki_sha256,
         };
         let fb = IssuedFacts {
-            ca: &b.ca_id,
-            root_id: &b.root_id,
-            spki_sha256: &b.spki_sha256,
+            ca: &other.ca_id,
+            root_id: &other.root_id,
+            spki_sha256: &other.spki_sha256,
         };
         let verdict = policy::check_diversity(&fa, &fb)
             .err()
@@ -454,11 +476,13 @@ impl Worker {
         if let Some(v) = &verdict {
             error!(name = %name_id, violation = %v, alert = true, "diversity check failed");
         }
-        if verdict != name.diversity_error {
-            let _ = self
+        if verdict != done.diversity_error
+            && let Err(e) = self
                 .store
                 .set_diversity_error(name_id, verdict.as_deref(), self.clock.now())
-                .await;
+                .await
+        {
+            warn!(error = %e, "could not record the diversity check");
         }
     }
 }
