@@ -50,11 +50,11 @@ fn parse_retry_after(v: &str) -> Option<SystemTime> {
 /// Builds the client for one CA. With `trust_roots_pem` only those roots
 /// are trusted (local CAs such as Pebble); otherwise the public web PKI.
 ///
-/// HTTP/1.1 only, with a keep-alive pool: under many concurrent orders an
-/// HTTP/2 connection to Pebble was seen to stall every stream at once (no
-/// bytes moving, every order hung), while separate HTTP/1.1 connections
-/// keep orders independent. Every request is bounded by `request_timeout`
-/// so a silent CA becomes a retryable error, never a hung order.
+/// HTTP/1.1 with a keep-alive pool: concurrent orders use separate
+/// connections, so one slow exchange never queues the others behind one
+/// multiplexed connection. Every request is bounded by `request_timeout`,
+/// so a CA that stops answering (Pebble 2.4.0 can deadlock under load; a
+/// real CA can hang) becomes a retryable error, never a hung order.
 pub fn client(
     trust_roots_pem: Option<&str>,
     request_timeout: Duration,
