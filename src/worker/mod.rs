@@ -231,7 +231,7 @@ impl Worker {
 
     /// Carries one leased order as far as it goes, and records the outcome.
     pub async fn process(&self, job: OrderJob) {
-        let span = info_span!("order", name = %job.name_id, slot = %job.slot, ca = %job.ca_id, order = %job.id);
+        let span = info_span!("order", managed_name = %job.name_id, slot = %job.slot, ca = %job.ca_id, order = %job.id);
         async {
             // Keep the lease while working: renew it every third of its
             // length, so a slow CA never lets another replica take the
@@ -474,7 +474,7 @@ impl Worker {
             .err()
             .map(|v| v.to_string());
         if let Some(v) = &verdict {
-            error!(name = %name_id, violation = %v, alert = true, "diversity check failed");
+            error!(managed_name = %name_id, violation = %v, alert = true, "diversity check failed");
         }
         if verdict != done.diversity_error
             && let Err(e) = self

@@ -420,3 +420,81 @@ fn local_mode_generates_private_secret_files() {
     let key = std::fs::read_to_string(local.join("master.key")).expect("read");
     assert!(!log.contains(key.trim()), "the key itself is never logged");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_slots_renew_at_two_thirds_under_fresh_keys() {
+    // 12 s certificates: renewal opens at 8 s, each slot on its own clock.
+    let cas = TwoCas::start_with(crate::harness::PebbleOptions {
+        validity_seconds: Some(12),
+        ..Default::default()
+    })
+    .await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let (status, body) = server.create(json!({"name": "a.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    let first = server.wait_ready("a.example.test", 60).await;
+    let serial = |v: &Value, slot: &str| v[slot]["serial"].as_str().unwrap_or_default().to_string();
+    let spki = |v: &Value, slot: &str| {
+        v[slot]["spki_sha256"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let renewed = server
+        .wait_for("a.example.test", 60, |v| {
+            v["state"] == "ready"
+                && serial(v, "primary") != serial(&first, "primary")
+                && serial(v, "backup") != serial(&first, "backup")
+        })
+        .await;
+    let keys = [
+        spki(&first, "primary"),
+        spki(&first, "backup"),
+        spki(&renewed, "primary"),
+        spki(&renewed, "backup"),
+    ];
+    for (i, a) in keys.iter().enumerate() {
+        for b in &keys[i + 1..] {
+            assert_ne!(a, b, "a key was reused: {keys:?}");
+        }
+    }
+    assert_eq!(renewed["primary"]["ca"], "pebble-a");
+    assert_eq!(renewed["backup"]["ca"], "pebble-b");
+    let store = Store::connect(&sqlite_url(cas.dir())).await.expect("store");
+    for slot in Slot::ALL {
+        let orders = store
+            .orders_of("a.example.test", slot)
+            .await
+            .expect("orders");
+        assert!(orders.len() >= 2, "{slot}: a renewal order was opened");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_order_fields_and_no_secrets() {
+    let cas = TwoCas::start(0).await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    opts.env = vec![("TWINCERT_LOGGING_FORMAT".into(), "json".into())];
+    let server = Server::start(&cas, opts).await;
+    let (status, body) = server.create(json!({"name": "b.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    server.wait_ready("b.example.test", 60).await;
+    let log = server.log();
+    let mut stored = 0;
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        let v: Value = serde_json::from_str(line).expect("every log line is JSON");
+        if v["message"] == "certificate stored" {
+            stored += 1;
+            let span = &v["span"];
+            assert_eq!(span["managed_name"], "b.example.test", "{line}");
+            assert!(
+                span["slot"].is_string() && span["ca"].is_string() && span["order"].is_string(),
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(stored, 2, "{log}");
+    assert!(!log.contains(crate::server::ADMIN_TOKEN));
+    assert!(!log.contains(MASTER_KEY.split(':').nth(1).unwrap_or("x")));
+    assert!(!log.contains("PRIVATE KEY"));
+}
