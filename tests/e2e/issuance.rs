@@ -498,3 +498,43 @@ async fn json_logs_carry_order_fields_and_no_secrets() {
     assert!(!log.contains(MASTER_KEY.split(':').nth(1).unwrap_or("x")));
     assert!(!log.contains("PRIVATE KEY"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_and_exits_cleanly_and_migrate_is_idempotent() {
+    let cas = TwoCas::start(0).await;
+    let url = sqlite_url(cas.dir());
+    let mut server = Server::start(&cas, ServerOptions::new(url.clone())).await;
+    let (status, body) = server.create(json!({"name": "c.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    server.wait_ready("c.example.test", 60).await;
+    let status = server.terminate(15);
+    assert!(status.success(), "exit status {status}\n{}", server.log());
+    assert!(server.log().contains("shutting down"));
+
+    // `migrate` on the existing store: nothing to do, and it says so.
+    let config = cas.dir().join("migrate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"{url}\"\n[[cas]]\nid = \"x\"\nprofile = \"pebble\"\nroot_group = \"x\"\n\
+             [[cas]]\nid = \"y\"\nprofile = \"pebble\"\nroot_group = \"y\"\n"
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("migrate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied (sqlite)"));
+    let store = Store::connect(&url).await.expect("store");
+    assert!(
+        store.name("c.example.test").await.expect("read").is_some(),
+        "data kept"
+    );
+}

@@ -172,6 +172,26 @@ impl Server {
         }
     }
 
+    /// SIGTERM, as Kubernetes stops a pod; returns the exit status once the
+    /// process is gone (panics if it does not exit within `secs`).
+    pub fn terminate(&mut self, secs: u64) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        let pid = libc::pid_t::try_from(c.id()).expect("pid");
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("twincert did not exit on SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
