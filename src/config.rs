@@ -29,7 +29,9 @@ const RESERVED_ENV: &[&str] = &[
     "TWINCERT_LOG",
 ];
 
-const SECTIONS: &[&str] = &["server", "store", "secrets", "worker", "policy", "logging"];
+const SECTIONS: &[&str] = &[
+    "server", "store", "secrets", "worker", "policy", "logging", "dns",
+];
 
 /// A configuration problem, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +88,75 @@ struct RawConfig {
     providers_dir: Option<PathBuf>,
     #[serde(default)]
     cas: Vec<RawCa>,
+    #[serde(default)]
+    dns: RawDns,
+    #[serde(default)]
+    dns_providers: Vec<RawDnsProvider>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    resolver: Option<String>,
+    authoritative_port: Option<u16>,
+    propagation_timeout_seconds: Option<u64>,
+    propagation_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawDnsProvider {
+    id: String,
+    kind: String,
+    server: String,
+    zones: Vec<String>,
+    tsig_key_name: String,
+    tsig_algorithm: Option<String>,
+    tsig_secret_file: Option<PathBuf>,
+    tsig_secret: Option<String>,
+}
+
+/// Where DNS-01 lookups go and how long propagation may take.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// The resolver asked for SOA, NS, CNAME and A records (not for the
+    /// propagation check, which asks the authoritative servers directly).
+    pub resolver: SocketAddr,
+    /// The port authoritative servers answer on (53 outside tests).
+    pub authoritative_port: u16,
+    /// How long to wait for every authoritative server to show a record.
+    pub propagation_timeout_seconds: u64,
+    /// How often to ask them.
+    pub propagation_interval_ms: u64,
+}
+
+/// One DNS provider (RFC 2136 with TSIG) and the zones it may change.
+#[derive(Clone)]
+pub struct DnsProviderConfig {
+    /// Configured id.
+    pub id: String,
+    /// The primary server accepting updates.
+    pub server: SocketAddr,
+    /// Zones (apex names, lower case, no trailing dot).
+    pub zones: Vec<String>,
+    /// TSIG key name.
+    pub tsig_key_name: String,
+    /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+    pub tsig_algorithm: String,
+    /// The TSIG secret, base64 (never logged).
+    pub tsig_secret_b64: String,
+}
+
+impl std::fmt::Debug for DnsProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsProviderConfig")
+            .field("id", &self.id)
+            .field("server", &self.server)
+            .field("zones", &self.zones)
+            .field("tsig_key_name", &self.tsig_key_name)
+            .field("tsig_algorithm", &self.tsig_algorithm)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -241,6 +312,10 @@ pub struct Config {
     pub log_level: String,
     /// The configured CAs by id.
     pub cas: BTreeMap<String, CaConfig>,
+    /// DNS lookups for DNS-01.
+    pub dns: DnsConfig,
+    /// DNS providers by id.
+    pub dns_providers: BTreeMap<String, DnsProviderConfig>,
 }
 
 impl Config {
@@ -626,6 +701,95 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         "json" => true,
         other => return Err(invalid("logging.format", other, "must be 'text' or 'json'")),
     };
+    let dns = RawDns { ..raw.dns };
+    let resolver_text = dns.resolver.as_deref().unwrap_or("127.0.0.1:53");
+    let dns_config = DnsConfig {
+        resolver: resolver_text
+            .parse()
+            .map_err(|_| invalid("dns.resolver", resolver_text, "must be IP:PORT"))?,
+        authoritative_port: dns.authoritative_port.unwrap_or(53),
+        propagation_timeout_seconds: dns.propagation_timeout_seconds.unwrap_or(120),
+        propagation_interval_ms: dns.propagation_interval_ms.unwrap_or(500),
+    };
+    if dns_config.propagation_timeout_seconds == 0 || dns_config.propagation_interval_ms == 0 {
+        return Err(invalid(
+            "dns.propagation_timeout_seconds",
+            dns_config.propagation_timeout_seconds,
+            "timeout and interval must be positive",
+        ));
+    }
+    let mut dns_providers = BTreeMap::new();
+    for (i, p) in raw.dns_providers.iter().enumerate() {
+        let key = |k: &str| format!("dns_providers[{i}].{k}");
+        if crate::domain::ManagedNameId::parse(&p.id).is_err() || dns_providers.contains_key(&p.id)
+        {
+            return Err(invalid(&key("id"), &p.id, "must be a unique lower-case id"));
+        }
+        if p.kind != "rfc2136" {
+            return Err(invalid(&key("kind"), &p.kind, "the only kind is 'rfc2136'"));
+        }
+        let server: SocketAddr = p
+            .server
+            .parse()
+            .map_err(|_| invalid(&key("server"), &p.server, "must be IP:PORT"))?;
+        let mut zones = Vec::new();
+        for z in &p.zones {
+            let zone = crate::domain::DnsName::parse(z)
+                .map_err(|e| invalid(&key("zones"), z, e.to_string()))?;
+            zones.push(zone.as_str().to_string());
+        }
+        if zones.is_empty() {
+            return Err(invalid(&key("zones"), "[]", "list at least one zone"));
+        }
+        let algorithm = p
+            .tsig_algorithm
+            .clone()
+            .unwrap_or_else(|| "hmac-sha256".into());
+        if !["hmac-sha256", "hmac-sha384", "hmac-sha512"].contains(&algorithm.as_str()) {
+            return Err(invalid(
+                &key("tsig_algorithm"),
+                &algorithm,
+                "must be hmac-sha256, hmac-sha384 or hmac-sha512",
+            ));
+        }
+        let secret = match (&p.tsig_secret, &p.tsig_secret_file) {
+            (Some(s), None) => s.trim().to_string(),
+            (None, Some(f)) => {
+                let f = resolve(base, f.clone());
+                std::fs::read_to_string(&f)
+                    .map_err(|e| invalid(&key("tsig_secret_file"), f.display(), e.to_string()))?
+                    .trim()
+                    .to_string()
+            }
+            _ => {
+                return Err(invalid(
+                    &key("tsig_secret"),
+                    "(secret)",
+                    "give exactly one of tsig_secret and tsig_secret_file",
+                ));
+            }
+        };
+        {
+            use base64::Engine as _;
+            if base64::engine::general_purpose::STANDARD
+                .decode(&secret)
+                .is_err()
+            {
+                return Err(invalid(&key("tsig_secret"), "(secret)", "is not base64"));
+            }
+        }
+        dns_providers.insert(
+            p.id.clone(),
+            DnsProviderConfig {
+                id: p.id.clone(),
+                server,
+                zones,
+                tsig_key_name: p.tsig_key_name.clone(),
+                tsig_algorithm: algorithm,
+                tsig_secret_b64: secret,
+            },
+        );
+    }
     let local_dir = resolve(
         base,
         raw.secrets
@@ -648,6 +812,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         log_json,
         log_level: raw.logging.level.unwrap_or_else(|| "info".into()),
         cas,
+        dns: dns_config,
+        dns_providers,
     })
 }
 

@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use crate::domain::KeyType;
 
+pub mod dns;
+
 /// One CA profile, as in `providers/ca/<id>.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -19,6 +19,8 @@ use axum::routing::get;
 
 use crate::store::{Store, StoreError};
 
+pub mod dns;
+
 /// HTTP-01 answers: the store (shared by replicas) plus this process's own.
 #[derive(Debug)]
 pub struct Http01Answers {

@@ -1,0 +1,72 @@
+//! DNS providers: what twincert plugs into to publish DNS-01 answers.
+//!
+//! The contract is three verbs (cert-manager's Present / CleanUp, plus the
+//! zone question): say which zone a name belongs to, present one TXT value
+//! at a name, and remove exactly that value again. Several values must
+//! coexist at one `_acme-challenge` name (primary and backup CAs validating
+//! at once; apex and wildcard in one order), so presenting appends and
+//! cleaning up deletes by value. The propagation check is not the
+//! provider's job: `validation::dns` asks the authoritative servers.
+
+mod rfc2136;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use rfc2136::Rfc2136;
+
+/// A failed provider call, worded for the operator; never contains a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct DnsError(pub String);
+
+/// The future a provider call returns.
+pub type DnsFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DnsError>> + Send + 'a>>;
+
+/// A place twincert can write TXT records.
+pub trait DnsProvider: Send + Sync {
+    /// The configured id.
+    fn id(&self) -> &str;
+    /// The zone (apex, no trailing dot) this provider may change that holds
+    /// `fqdn`, the longest match; `None` if it holds none.
+    fn zone_for(&self, fqdn: &str) -> Option<String>;
+    /// Adds `value` to the TXT records at `fqdn` (RFC 2136 §2.5.1).
+    fn present<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a>;
+    /// Removes exactly `value` from the TXT records at `fqdn` (§2.5.4).
+    fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a>;
+}
+
+/// The longest zone in `zones` that `fqdn` is in or under.
+pub fn longest_zone(zones: &[String], fqdn: &str) -> Option<String> {
+    let name = fqdn.trim_end_matches('.').to_ascii_lowercase();
+    zones
+        .iter()
+        .filter(|z| name == **z || name.ends_with(&format!(".{z}")))
+        .max_by_key(|z| z.len())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zone_matching_is_by_whole_labels_and_longest_first() {
+        let zones = vec!["example.test".to_string(), "sub.example.test".to_string()];
+        let cases = [
+            ("example.test", Some("example.test")),
+            ("_acme-challenge.example.test.", Some("example.test")),
+            (
+                "_acme-challenge.a.sub.example.test",
+                Some("sub.example.test"),
+            ),
+            ("sub.example.test", Some("sub.example.test")),
+            ("notexample.test", None),
+            ("example.testing", None),
+            ("other.test", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(longest_zone(&zones, name).as_deref(), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! RFC 2136 dynamic updates signed with TSIG (RFC 8945), over TCP, with
+//! hickory-client. Works with BIND, Knot, PowerDNS and most self-hosted
+//! authoritative servers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_client::client::{Client, ClientHandle};
+use hickory_client::proto::dnssec::rdata::tsig::TsigAlgorithm;
+use hickory_client::proto::dnssec::tsig::TSigner;
+use hickory_client::proto::op::ResponseCode;
+use hickory_client::proto::rr::rdata::TXT;
+use hickory_client::proto::rr::{DNSClass, Name, RData, Record};
+use hickory_client::proto::runtime::TokioRuntimeProvider;
+use hickory_client::proto::tcp::TcpClientStream;
+
+use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
+use crate::config::DnsProviderConfig;
+
+/// An RFC 2136 server and the key to sign updates with.
+pub struct Rfc2136 {
+    id: String,
+    server: SocketAddr,
+    zones: Vec<String>,
+    key_name: String,
+    signer: TSigner,
+}
+
+impl std::fmt::Debug for Rfc2136 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rfc2136")
+            .field("id", &self.id)
+            .field("server", &self.server)
+            .field("zones", &self.zones)
+            .finish_non_exhaustive()
+    }
+}
+
+/// TXT records for ACME live one minute: resolvers must not keep stale
+/// challenge values.
+const TTL: u32 = 60;
+
+impl Rfc2136 {
+    /// A provider from its configuration.
+    pub fn new(cfg: &DnsProviderConfig) -> Result<Rfc2136, DnsError> {
+        use base64::Engine as _;
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(&cfg.tsig_secret_b64)
+            .map_err(|_| {
+                DnsError(format!(
+                    "DNS provider {}: TSIG secret is not base64",
+                    cfg.id
+                ))
+            })?;
+        let algorithm = match cfg.tsig_algorithm.as_str() {
+            "hmac-sha384" => TsigAlgorithm::HmacSha384,
+            "hmac-sha512" => TsigAlgorithm::HmacSha512,
+            _ => TsigAlgorithm::HmacSha256,
+        };
+        let key_name = Name::from_ascii(&cfg.tsig_key_name).map_err(|e| {
+            DnsError(format!(
+                "DNS provider {}: bad TSIG key name '{}': {e}",
+                cfg.id, cfg.tsig_key_name
+            ))
+        })?;
+        let signer = TSigner::new(secret, algorithm, key_name, 300)
+            .map_err(|e| DnsError(format!("DNS provider {}: TSIG: {e}", cfg.id)))?;
+        Ok(Rfc2136 {
+            id: cfg.id.clone(),
+            server: cfg.server,
+            zones: cfg.zones.clone(),
+            key_name: cfg.tsig_key_name.clone(),
+            signer,
+        })
+    }
+
+    async fn update(&self, fqdn: &str, value: &str, add: bool) -> Result<(), DnsError> {
+        let verb = if add { "adding" } else { "removing" };
+        let what = format!("{verb} TXT at {fqdn} via {} ({})", self.id, self.server);
+        let zone = longest_zone(&self.zones, fqdn)
+            .ok_or_else(|| DnsError(format!("{what}: no configured zone holds this name")))?;
+        let origin = Name::from_ascii(format!("{zone}."))
+            .map_err(|e| DnsError(format!("{what}: bad zone {zone}: {e}")))?;
+        let name = Name::from_ascii(format!("{}.", fqdn.trim_end_matches('.')))
+            .map_err(|e| DnsError(format!("{what}: bad name: {e}")))?;
+        let mut record =
+            Record::from_rdata(name, TTL, RData::TXT(TXT::new(vec![value.to_string()])));
+        record.set_dns_class(DNSClass::IN);
+
+        let (stream, sender) = TcpClientStream::new(
+            self.server,
+            None,
+            Some(Duration::from_secs(10)),
+            TokioRuntimeProvider::new(),
+        );
+        let signer: Arc<TSigner> = Arc::new(self.signer.clone());
+        let (mut client, bg) =
+            Client::with_timeout(stream, sender, Duration::from_secs(10), Some(signer))
+                .await
+                .map_err(|e| DnsError(format!("{what}: cannot connect: {e}")))?;
+        let bg = tokio::spawn(bg);
+        let result = if add {
+            client.append(record, origin, false).await
+        } else {
+            client.delete_by_rdata(record, origin).await
+        };
+        bg.abort();
+        let response = result.map_err(|e| {
+            let text = e.to_string();
+            if text.to_ascii_lowercase().contains("tsig") || text.contains("NotAuth") {
+                DnsError(format!(
+                    "{what}: the DNS update was refused for bad TSIG (key '{}'): check the secret and algorithm ({text})",
+                    self.key_name
+                ))
+            } else {
+                DnsError(format!("{what}: {text}"))
+            }
+        })?;
+        match response.response_code() {
+            ResponseCode::NoError => Ok(()),
+            ResponseCode::NotAuth => Err(DnsError(format!(
+                "{what}: the DNS update was refused for bad TSIG (NOTAUTH; key '{}'): check the secret and algorithm",
+                self.key_name
+            ))),
+            ResponseCode::Refused => Err(DnsError(format!(
+                "{what}: the DNS update was REFUSED: key '{}' may not change this name",
+                self.key_name
+            ))),
+            other => Err(DnsError(format!("{what}: the server answered {other}"))),
+        }
+    }
+}
+
+impl DnsProvider for Rfc2136 {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn zone_for(&self, fqdn: &str) -> Option<String> {
+        longest_zone(&self.zones, fqdn)
+    }
+
+    fn present<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a> {
+        Box::pin(self.update(fqdn, value, true))
+    }
+
+    fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a> {
+        Box::pin(self.update(fqdn, value, false))
+    }
+}

@@ -1,0 +1,345 @@
+//! DNS-01 lookups: where a challenge record must go, and whether the
+//! world can see it yet (RFC 8555 §8.4).
+//!
+//! * **CNAME delegation.** `_acme-challenge.<name>` may be a CNAME (or a
+//!   chain) into a zone twincert controls; the TXT goes at the end of the
+//!   chain. Following is loop-safe and bounded.
+//! * **Zone finding.** The zone of a name is the closest enclosing name that
+//!   has an SOA record.
+//! * **Propagation.** Before the CA is told to look, every authoritative
+//!   server of the zone (NS records, their addresses) is asked *directly*,
+//!   never a recursive resolver, until all of them answer the value.
+//!
+//! The pure walking logic is written against [`DnsView`], so it is tested
+//! without a network; [`DnsLookup`] is the real view over hickory-client.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use hickory_client::client::{Client, ClientHandle};
+use hickory_client::proto::op::{Message, ResponseCode};
+use hickory_client::proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_client::proto::runtime::TokioRuntimeProvider;
+use hickory_client::proto::tcp::TcpClientStream;
+
+use crate::config::DnsConfig;
+
+/// The longest CNAME chain followed before giving up.
+pub const MAX_CNAME_CHAIN: usize = 8;
+
+/// A boxed lookup future.
+pub type LookupFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// What the walking logic needs to know about the DNS.
+pub trait DnsView: Sync {
+    /// The CNAME target of `name`, if `name` is a CNAME.
+    fn cname<'a>(&'a self, name: &'a str) -> LookupFuture<'a, Option<String>>;
+    /// Whether `name` is a zone apex (has an SOA record).
+    fn is_apex<'a>(&'a self, name: &'a str) -> LookupFuture<'a, bool>;
+}
+
+fn normal(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Follows CNAMEs from `name` to the name that holds the records.
+pub async fn follow_cname(view: &dyn DnsView, name: &str) -> Result<String, String> {
+    let mut current = normal(name);
+    let mut seen = HashSet::new();
+    seen.insert(current.clone());
+    for _ in 0..MAX_CNAME_CHAIN {
+        match view.cname(&current).await? {
+            None => return Ok(current),
+            Some(target) => {
+                let target = normal(&target);
+                if !seen.insert(target.clone()) {
+                    return Err(format!(
+                        "CNAME loop at {target} while following {}",
+                        normal(name)
+                    ));
+                }
+                current = target;
+            }
+        }
+    }
+    Err(format!(
+        "CNAME chain from {} is longer than {MAX_CNAME_CHAIN}",
+        normal(name)
+    ))
+}
+
+/// The zone apex enclosing `name`: the name itself or its closest ancestor
+/// with an SOA record.
+pub async fn find_zone(view: &dyn DnsView, name: &str) -> Result<String, String> {
+    let mut candidate = normal(name);
+    loop {
+        if view.is_apex(&candidate).await? {
+            return Ok(candidate);
+        }
+        match candidate.split_once('.') {
+            Some((_, parent)) if !parent.is_empty() => candidate = parent.to_string(),
+            _ => return Err(format!("no zone (SOA) found above {}", normal(name))),
+        }
+    }
+}
+
+/// Lookups over the network: the configured resolver for SOA, NS, CNAME and
+/// addresses; the authoritative servers themselves for the TXT check.
+#[derive(Debug, Clone)]
+pub struct DnsLookup {
+    cfg: DnsConfig,
+}
+
+fn fqdn(name: &str) -> Result<Name, String> {
+    Name::from_ascii(format!("{}.", normal(name))).map_err(|e| format!("bad DNS name {name}: {e}"))
+}
+
+impl DnsLookup {
+    /// Lookups as configured.
+    pub fn new(cfg: DnsConfig) -> DnsLookup {
+        DnsLookup { cfg }
+    }
+
+    async fn query(
+        &self,
+        server: SocketAddr,
+        name: &str,
+        rtype: RecordType,
+    ) -> Result<Message, String> {
+        let (stream, sender) = TcpClientStream::new(
+            server,
+            None,
+            Some(Duration::from_secs(5)),
+            TokioRuntimeProvider::new(),
+        );
+        let (mut client, bg) = Client::with_timeout(stream, sender, Duration::from_secs(5), None)
+            .await
+            .map_err(|e| format!("DNS server {server}: {e}"))?;
+        let bg = tokio::spawn(bg);
+        let r = client.query(fqdn(name)?, DNSClass::IN, rtype).await;
+        bg.abort();
+        let msg = r
+            .map_err(|e| format!("DNS server {server}: {rtype} {name}: {e}"))?
+            .into_message();
+        match msg.response_code() {
+            ResponseCode::NoError | ResponseCode::NXDomain => Ok(msg),
+            other => Err(format!("DNS server {server}: {rtype} {name}: {other}")),
+        }
+    }
+
+    /// The addresses of a zone's authoritative servers.
+    pub async fn authoritative_servers(&self, zone: &str) -> Result<Vec<SocketAddr>, String> {
+        let msg = self.query(self.cfg.resolver, zone, RecordType::NS).await?;
+        let mut out = Vec::new();
+        for ns in msg.answers().iter().filter_map(|r| match r.data() {
+            RData::NS(ns) => Some(ns.0.to_ascii()),
+            _ => None,
+        }) {
+            for rtype in [RecordType::A, RecordType::AAAA] {
+                let addrs = self.query(self.cfg.resolver, &ns, rtype).await?;
+                for r in addrs.answers() {
+                    let ip: Option<IpAddr> = match r.data() {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        let addr = SocketAddr::new(ip, self.cfg.authoritative_port);
+                        if !out.contains(&addr) {
+                            out.push(addr);
+                        }
+                    }
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(format!("zone {zone} has no reachable NS addresses"));
+        }
+        Ok(out)
+    }
+
+    /// Waits until every authoritative server of `zone` answers `value` in
+    /// the TXT records at `name`; returns how long that took.
+    pub async fn wait_for_txt(
+        &self,
+        zone: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<Duration, String> {
+        let start = Instant::now();
+        let limit = Duration::from_secs(self.cfg.propagation_timeout_seconds);
+        let servers = self.authoritative_servers(zone).await?;
+        let mut waiting: Vec<SocketAddr> = servers.clone();
+        loop {
+            let mut still = Vec::new();
+            for server in waiting {
+                let seen = match self.query(server, name, RecordType::TXT).await {
+                    Ok(msg) => msg.answers().iter().any(|r| match r.data() {
+                        RData::TXT(txt) => txt
+                            .txt_data()
+                            .iter()
+                            .any(|d| d.as_ref() == value.as_bytes()),
+                        _ => false,
+                    }),
+                    Err(_) => false,
+                };
+                if !seen {
+                    still.push(server);
+                }
+            }
+            if still.is_empty() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() >= limit {
+                let list: Vec<String> = still.iter().map(ToString::to_string).collect();
+                return Err(format!(
+                    "TXT {value} at {name} not visible on {} after {} s (propagation timeout)",
+                    list.join(", "),
+                    limit.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(self.cfg.propagation_interval_ms)).await;
+            waiting = still;
+        }
+    }
+}
+
+impl DnsView for DnsLookup {
+    fn cname<'a>(&'a self, name: &'a str) -> LookupFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let msg = self
+                .query(self.cfg.resolver, name, RecordType::CNAME)
+                .await?;
+            let want = normal(name);
+            Ok(msg.answers().iter().find_map(|r| match r.data() {
+                RData::CNAME(c) if normal(&r.name().to_ascii()) == want => Some(c.0.to_ascii()),
+                _ => None,
+            }))
+        })
+    }
+
+    fn is_apex<'a>(&'a self, name: &'a str) -> LookupFuture<'a, bool> {
+        Box::pin(async move {
+            let msg = self.query(self.cfg.resolver, name, RecordType::SOA).await?;
+            let want = normal(name);
+            Ok(msg
+                .answers()
+                .iter()
+                .any(|r| matches!(r.data(), RData::SOA(_)) && normal(&r.name().to_ascii()) == want))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    struct MapView {
+        cnames: HashMap<&'static str, &'static str>,
+        apexes: Vec<&'static str>,
+    }
+
+    impl DnsView for MapView {
+        fn cname<'a>(&'a self, name: &'a str) -> LookupFuture<'a, Option<String>> {
+            let r = self.cnames.get(name).map(|s| s.to_string());
+            Box::pin(async move { Ok(r) })
+        }
+        fn is_apex<'a>(&'a self, name: &'a str) -> LookupFuture<'a, bool> {
+            let r = self.apexes.contains(&name);
+            Box::pin(async move { Ok(r) })
+        }
+    }
+
+    fn view() -> MapView {
+        MapView {
+            cnames: HashMap::from([
+                ("_acme-challenge.direct.other.test", "x.acme.example.test."),
+                ("_acme-challenge.chain.other.test", "hop1.other.test"),
+                ("hop1.other.test", "hop2.other.test"),
+                ("hop2.other.test", "final.acme.example.test"),
+                ("_acme-challenge.loop.other.test", "l1.other.test"),
+                ("l1.other.test", "l2.other.test"),
+                ("l2.other.test", "l1.other.test"),
+                (
+                    "_acme-challenge.self.other.test",
+                    "_acme-challenge.self.other.test",
+                ),
+                ("_acme-challenge.long.other.test", "c1.t"),
+                ("c1.t", "c2.t"),
+                ("c2.t", "c3.t"),
+                ("c3.t", "c4.t"),
+                ("c4.t", "c5.t"),
+                ("c5.t", "c6.t"),
+                ("c6.t", "c7.t"),
+                ("c7.t", "c8.t"),
+                ("c8.t", "c9.t"),
+            ]),
+            apexes: vec!["example.test", "acme.example.test", "other.test"],
+        }
+    }
+
+    #[tokio::test]
+    async fn cname_following() {
+        let v = view();
+        let cases: [(&str, Result<&str, &str>); 7] = [
+            (
+                "_acme-challenge.plain.example.test",
+                Ok("_acme-challenge.plain.example.test"),
+            ),
+            (
+                "_acme-challenge.direct.other.test",
+                Ok("x.acme.example.test"),
+            ),
+            (
+                "_ACME-challenge.Direct.other.test.",
+                Ok("x.acme.example.test"),
+            ),
+            (
+                "_acme-challenge.chain.other.test",
+                Ok("final.acme.example.test"),
+            ),
+            (
+                "_acme-challenge.loop.other.test",
+                Err("CNAME loop at l1.other.test"),
+            ),
+            ("_acme-challenge.self.other.test", Err("CNAME loop")),
+            ("_acme-challenge.long.other.test", Err("longer than 8")),
+        ];
+        for (name, want) in cases {
+            let got = follow_cname(&v, name).await;
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{name}"),
+                (Err(g), Err(w)) => assert!(g.contains(w), "{name}: {g}"),
+                (g, w) => panic!("{name}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn zone_finding() {
+        let v = view();
+        let cases: [(&str, Result<&str, &str>); 5] = [
+            ("example.test", Ok("example.test")),
+            ("_acme-challenge.a.example.test", Ok("example.test")),
+            ("x.acme.example.test", Ok("acme.example.test")),
+            ("deep.er.other.test.", Ok("other.test")),
+            (
+                "nowhere.invalid",
+                Err("no zone (SOA) found above nowhere.invalid"),
+            ),
+        ];
+        for (name, want) in cases {
+            let got = find_zone(&v, name).await;
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{name}"),
+                (Err(g), Err(w)) => assert!(g.contains(w), "{name}: {g}"),
+                (g, w) => panic!("{name}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+}
