@@ -187,7 +187,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .collect();
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let worker = Arc::new(Worker::new(
+    let mut dns_providers: Vec<Arc<dyn crate::providers::dns::DnsProvider>> = Vec::new();
+    for p in cfg.dns_providers.values() {
+        dns_providers.push(Arc::new(
+            crate::providers::dns::Rfc2136::new(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        ));
+    }
+    let dns01_available = !dns_providers.is_empty();
+    let worker = Worker::new(
         store.clone(),
         cas,
         Arc::new(secrets.sealer),
@@ -195,7 +202,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.worker.clone(),
         cfg.renew_at_fraction,
         worker_id(),
-    ));
+    );
+    let worker = Arc::new(if dns01_available {
+        worker.with_dns01(Arc::new(crate::validation::dns::Dns01Solver::new(
+            dns_providers,
+            crate::validation::dns::DnsLookup::new(cfg.dns.clone()),
+        )))
+    } else {
+        worker
+    });
     let worker_task = if cfg.worker.enabled {
         Some(tokio::spawn(worker.clone().run(stop_rx.clone())))
     } else {
@@ -217,6 +232,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         admin_token_sha256: api::token_digest(&secrets.admin_token),
         default_key_type: cfg.default_key_type,
         max_body_bytes: cfg.max_body_bytes,
+        dns01_available,
         on_name_created: Some(Arc::new(move || wake.wake())),
     };
     info!(

@@ -15,14 +15,21 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Core)]
+        vec![Box::new(M0001Core), Box::new(M0002Dns01)]
     }
 }
 
 /// The core tables of issue 2: names, slots, certificates, keys, accounts,
 /// orders (the job rows), HTTP-01 tokens and audit events.
-#[derive(DeriveMigrationName)]
 pub struct M0001Core;
+
+// Explicit names: `DeriveMigrationName` takes the module's name, which is
+// `lib` for every migration in this file.
+impl MigrationName for M0001Core {
+    fn name(&self) -> &str {
+        "m0001_core"
+    }
+}
 
 const CORE: &str = r#"
 CREATE TABLE names (
@@ -164,5 +171,44 @@ impl MigrationTrait for M0001Core {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(manager, DROP_CORE).await
+    }
+}
+
+/// DNS-01 (issue 3): the TXT records an order published, written before
+/// they are published so a crash never leaves one behind unrecorded, and
+/// the time the propagation check took.
+pub struct M0002Dns01;
+
+impl MigrationName for M0002Dns01 {
+    fn name(&self) -> &str {
+        "m0002_dns01"
+    }
+}
+
+const DNS01: &str = r#"
+CREATE TABLE dns_records (
+    id           TEXT PRIMARY KEY,
+    order_id     TEXT NOT NULL,
+    provider_id  TEXT NOT NULL,
+    fqdn         TEXT NOT NULL,
+    value        TEXT NOT NULL,
+    created_at   BIGINT NOT NULL
+);
+CREATE INDEX dns_records_by_order ON dns_records (order_id);
+ALTER TABLE orders ADD COLUMN propagation_ms BIGINT
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002Dns01 {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, DNS01).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "DROP TABLE dns_records; ALTER TABLE orders DROP COLUMN propagation_ms",
+        )
+        .await
     }
 }

@@ -45,6 +45,8 @@ pub struct ApiState {
     pub default_key_type: KeyType,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Whether DNS-01 can be used (a DNS provider is configured).
+    pub dns01_available: bool,
     /// Called after a name is created (wakes the local worker).
     pub on_name_created: Option<Arc<dyn Fn() + Send + Sync>>,
 }
@@ -194,12 +196,14 @@ async fn create_name(
         None => ChallengeKind::Http01,
         Some(c) => c.parse::<ChallengeKind>().map_err(Problem::bad_request)?,
     };
-    if challenge == ChallengeKind::Dns01 {
+    if challenge == ChallengeKind::Dns01 && !st.dns01_available {
         return Err(Problem::bad_request(
-            "challenge 'dns-01' is not available yet in this version; use 'http-01'",
+            "challenge 'dns-01' is not available yet on this server: no [[dns_providers]] are configured; use 'http-01'",
         ));
     }
-    if let Some(w) = domains.iter().find(|d| d.is_wildcard()) {
+    if challenge != ChallengeKind::Dns01
+        && let Some(w) = domains.iter().find(|d| d.is_wildcard())
+    {
         return Err(Problem::invalid_name(format!(
             "wildcard '{}' can only be validated with dns-01, not {}",
             w.as_str(),

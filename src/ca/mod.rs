@@ -330,6 +330,17 @@ impl CaClient {
     }
 }
 
+/// One DNS-01 answer to publish.
+#[derive(Debug, Clone)]
+pub struct Dns01Task {
+    /// The domain validated (`_acme-challenge.<domain>` holds the answer).
+    pub domain: String,
+    /// The TXT value (base64url SHA-256 of the key authorization).
+    pub value: String,
+    /// The challenge URL.
+    pub url: String,
+}
+
 /// One ACME order in flight.
 pub struct AcmeOrder {
     order: Order,
@@ -421,6 +432,92 @@ impl AcmeOrder {
                 })?;
             challenge.set_ready().await.map_err(Retry::from)?;
             told.insert(challenge.url.clone());
+        }
+        Ok(())
+    }
+
+    /// The DNS-01 answers the pending authorizations need (RFC 8555 §8.4):
+    /// for each, the base domain (no `*.`; a wildcard is validated at its
+    /// base name), the TXT value, and the challenge URL to tell the CA.
+    pub async fn dns01_tasks(&mut self) -> Result<Vec<Dns01Task>, AcmeError> {
+        let mut tries = 0;
+        loop {
+            match self.dns01_tasks_once().await {
+                Err(Retry::BadNonce(_)) if tries < BAD_NONCE_RETRIES => tries += 1,
+                Err(Retry::BadNonce(e)) => return Err(classify(e)),
+                Err(Retry::Other(e)) => return Err(e),
+                Ok(t) => return Ok(t),
+            }
+        }
+    }
+
+    async fn dns01_tasks_once(&mut self) -> Result<Vec<Dns01Task>, Retry> {
+        let mut out = Vec::new();
+        let mut authzs = self.order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz.map_err(Retry::from)?;
+            let identifier = authz.identifier().to_string();
+            match authz.status {
+                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Pending => {}
+                other => {
+                    return Err(Retry::Other(AcmeError::final_(format!(
+                        "authorization for {identifier} is {other:?}"
+                    ))));
+                }
+            }
+            let Some(challenge) = authz.challenge(ChallengeType::Dns01) else {
+                return Err(Retry::Other(AcmeError::final_(format!(
+                    "the CA offers no dns-01 challenge for {identifier}"
+                ))));
+            };
+            if challenge.status != ChallengeStatus::Pending {
+                continue;
+            }
+            out.push(Dns01Task {
+                domain: identifier.trim_start_matches("*.").to_string(),
+                value: challenge.key_authorization().dns_value(),
+                url: challenge.url.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Tells the CA to validate the challenges at `urls` (after their
+    /// answers are visible).
+    pub async fn set_ready(&mut self, urls: &[String]) -> Result<(), AcmeError> {
+        let mut told: HashSet<String> = HashSet::new();
+        let mut tries = 0;
+        loop {
+            match self.set_ready_once(urls, &mut told).await {
+                Err(Retry::BadNonce(_)) if tries < BAD_NONCE_RETRIES => tries += 1,
+                Err(Retry::BadNonce(e)) => return Err(classify(e)),
+                Err(Retry::Other(e)) => return Err(e),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    async fn set_ready_once(
+        &mut self,
+        urls: &[String],
+        told: &mut HashSet<String>,
+    ) -> Result<(), Retry> {
+        let mut authzs = self.order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz.map_err(Retry::from)?;
+            let Some(kind) = authz
+                .challenges
+                .iter()
+                .find(|c| urls.contains(&c.url) && !told.contains(&c.url))
+                .map(|c| c.r#type.clone())
+            else {
+                continue;
+            };
+            if let Some(mut challenge) = authz.challenge(kind) {
+                challenge.set_ready().await.map_err(Retry::from)?;
+                told.insert(challenge.url.clone());
+            }
         }
         Ok(())
     }

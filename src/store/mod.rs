@@ -28,7 +28,7 @@ use twincert_migrations::{Migrator, MigratorTrait};
 use crate::domain::{ChallengeKind, KeyType, OrderState, Slot};
 use crate::keys::seal::Sealed;
 
-pub use rows::{CertRecord, NameRecord, OrderJob, OrderSummary, SlotRecord};
+pub use rows::{CertRecord, DnsRecord, NameRecord, OrderJob, OrderSummary, SlotRecord};
 
 /// Why a store operation failed. `Db` is infrastructure (retry later); the
 /// others are answers the caller shows to a user.
@@ -1042,6 +1042,83 @@ impl Store {
         )
         .await?;
         row.map(|r| get(&r, "key_authorization")).transpose()
+    }
+
+    // ----- DNS-01 records ----------------------------------------------------
+
+    /// Records a TXT value an order is about to publish (before publishing,
+    /// so cleanup can always find it).
+    pub async fn add_dns_record(
+        &self,
+        order_id: &str,
+        provider_id: &str,
+        fqdn: &str,
+        value: &str,
+        now: i64,
+    ) -> Result<String, StoreError> {
+        let id = new_id();
+        exec(
+            &self.db,
+            "INSERT INTO dns_records (id, order_id, provider_id, fqdn, value, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            vec![
+                id.clone().into(),
+                order_id.into(),
+                provider_id.into(),
+                fqdn.into(),
+                value.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// TXT records published for one order.
+    pub async fn dns_records_of(&self, order_id: &str) -> Result<Vec<DnsRecord>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT id, order_id, provider_id, fqdn, value FROM dns_records WHERE order_id = $1",
+            vec![order_id.into()],
+        )
+        .await?;
+        rows.iter().map(rows::dns_record).collect()
+    }
+
+    /// TXT records left behind by orders that are no longer open (a crash
+    /// between publishing and cleaning up).
+    pub async fn stale_dns_records(&self, limit: u64) -> Result<Vec<DnsRecord>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT id, order_id, provider_id, fqdn, value FROM dns_records d WHERE NOT EXISTS \
+             (SELECT 1 FROM orders o WHERE o.id = d.order_id \
+              AND o.state IN ('pending', 'processing')) LIMIT $1",
+            vec![(limit as i64).into()],
+        )
+        .await?;
+        rows.iter().map(rows::dns_record).collect()
+    }
+
+    /// Forgets a TXT record once it is removed from DNS.
+    pub async fn delete_dns_record(&self, id: &str) -> Result<(), StoreError> {
+        exec(
+            &self.db,
+            "DELETE FROM dns_records WHERE id = $1",
+            vec![id.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Records how long the propagation check of an order took.
+    pub async fn set_propagation_ms(&self, order_id: &str, ms: i64) -> Result<(), StoreError> {
+        exec(
+            &self.db,
+            "UPDATE orders SET propagation_ms = $2 WHERE id = $1",
+            vec![order_id.into(), ms.into()],
+        )
+        .await?;
+        Ok(())
     }
 
     // ----- audit -----------------------------------------------------------

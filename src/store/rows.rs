@@ -103,6 +103,31 @@ impl NameRecord {
     }
 }
 
+/// A DNS-01 TXT record an order published.
+#[derive(Debug, Clone)]
+pub struct DnsRecord {
+    /// Row id.
+    pub id: String,
+    /// The order that published it.
+    pub order_id: String,
+    /// The DNS provider it was published through.
+    pub provider_id: String,
+    /// Where (after CNAME following).
+    pub fqdn: String,
+    /// The TXT value.
+    pub value: String,
+}
+
+pub(super) fn dns_record(row: &QueryResult) -> Result<DnsRecord, StoreError> {
+    Ok(DnsRecord {
+        id: get(row, "id")?,
+        order_id: get(row, "order_id")?,
+        provider_id: get(row, "provider_id")?,
+        fqdn: get(row, "fqdn")?,
+        value: get(row, "value")?,
+    })
+}
+
 /// A leased order with what the worker needs to carry it out.
 #[derive(Debug, Clone)]
 pub struct OrderJob {

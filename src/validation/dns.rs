@@ -233,6 +233,87 @@ impl DnsView for DnsLookup {
     }
 }
 
+/// Everything DNS-01 needs: the providers twincert may write through and
+/// the lookups that decide where and whether a record is visible.
+pub struct Dns01Solver {
+    providers: Vec<std::sync::Arc<dyn crate::providers::dns::DnsProvider>>,
+    lookup: DnsLookup,
+}
+
+impl std::fmt::Debug for Dns01Solver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.providers.iter().map(|p| p.id()).collect();
+        f.debug_struct("Dns01Solver")
+            .field("providers", &ids)
+            .finish()
+    }
+}
+
+/// Where one DNS-01 answer goes.
+pub struct Placement {
+    /// The provider that writes it.
+    pub provider: std::sync::Arc<dyn crate::providers::dns::DnsProvider>,
+    /// The owner name of the TXT record (after CNAME following).
+    pub fqdn: String,
+    /// The zone holding `fqdn`.
+    pub zone: String,
+}
+
+impl Dns01Solver {
+    /// A solver over `providers`.
+    pub fn new(
+        providers: Vec<std::sync::Arc<dyn crate::providers::dns::DnsProvider>>,
+        lookup: DnsLookup,
+    ) -> Dns01Solver {
+        Dns01Solver { providers, lookup }
+    }
+
+    /// The provider with this id.
+    pub fn provider(
+        &self,
+        id: &str,
+    ) -> Option<std::sync::Arc<dyn crate::providers::dns::DnsProvider>> {
+        self.providers.iter().find(|p| p.id() == id).cloned()
+    }
+
+    /// Decides where the answer for `domain` goes: `_acme-challenge.<domain>`
+    /// or, if that is a CNAME (chain), its target; and which provider
+    /// controls that name (the longest configured zone wins).
+    pub async fn place(&self, domain: &str) -> Result<Placement, String> {
+        let owner = format!("_acme-challenge.{}", normal(domain));
+        let fqdn = follow_cname(&self.lookup, &owner).await?;
+        let best = self
+            .providers
+            .iter()
+            .filter_map(|p| p.zone_for(&fqdn).map(|z| (z, p.clone())))
+            .max_by_key(|(z, _)| z.len());
+        match best {
+            Some((zone, provider)) => Ok(Placement {
+                provider,
+                fqdn,
+                zone,
+            }),
+            None if fqdn == owner => Err(format!(
+                "no DNS provider controls {owner}; add its zone to a [[dns_providers]] entry, or \
+                 delegate it with a CNAME into a zone twincert controls"
+            )),
+            None => Err(format!(
+                "{owner} is a CNAME to {fqdn}, which no configured DNS provider controls"
+            )),
+        }
+    }
+
+    /// Waits until every authoritative server of `zone` shows `value`.
+    pub async fn wait_visible(
+        &self,
+        zone: &str,
+        fqdn: &str,
+        value: &str,
+    ) -> Result<Duration, String> {
+        self.lookup.wait_for_txt(zone, fqdn, value).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -28,12 +28,14 @@ use crate::ca::{AcmeError, AcmeErrorKind, CaClient, Http01Publisher, Progress};
 use crate::certs;
 use crate::clock::Clock;
 use crate::config::WorkerConfig;
+use crate::domain::ChallengeKind;
 use crate::domain::DnsName;
 use crate::keys::CertKey;
 use crate::keys::seal::Sealer;
 use crate::policy::{self, IssuedFacts};
 use crate::store::{Completed, NewCertificate, OrderJob, Store, StoreError};
 use crate::validation::Http01Answers;
+use crate::validation::dns::Dns01Solver;
 
 /// The AEAD purpose (associated data) of sealed certificate keys.
 pub const KEY_PURPOSE: &str = "twincert private key";
@@ -52,6 +54,7 @@ pub struct Worker {
     ca_permits: BTreeMap<String, Arc<Semaphore>>,
     wake: Notify,
     answers: Arc<Http01Answers>,
+    dns01: Option<Arc<Dns01Solver>>,
     failpoint: Option<String>,
 }
 
@@ -145,6 +148,7 @@ impl Worker {
             .collect();
         Worker {
             answers: Http01Answers::new(store.clone()),
+            dns01: None,
             store,
             ca_permits,
             cas,
@@ -158,6 +162,12 @@ impl Worker {
             // Test hook for crash-safety tests; see `process`.
             failpoint: std::env::var("TWINCERT_FAILPOINT").ok(),
         }
+    }
+
+    /// Enables DNS-01 through `solver`'s providers.
+    pub fn with_dns01(mut self, solver: Arc<Dns01Solver>) -> Worker {
+        self.dns01 = Some(solver);
+        self
     }
 
     /// The HTTP-01 answers this worker publishes; serve them with
@@ -189,6 +199,7 @@ impl Worker {
                 if let Err(e) = self.store.plan_due_orders(now, 1000).await {
                     warn!(error = %e, "planner failed");
                 }
+                self.sweep_dns().await;
             }
             let free = permits.available_permits();
             let mut leased = 0;
@@ -265,6 +276,9 @@ impl Worker {
                 never = heartbeat => match never {},
             };
             self.answers.forget_order(&job.id);
+            if job.challenge == ChallengeKind::Dns01 {
+                self.cleanup_dns(&job.id).await;
+            }
             let now = self.clock.now();
             match result {
                 Ok(serial) => info!(serial = %serial, "certificate stored"),
@@ -351,7 +365,10 @@ impl Worker {
             now: self.clock.now(),
         };
         if order.progress() == Progress::Pending {
-            order.answer_http01(&publisher).await?;
+            match job.challenge {
+                ChallengeKind::Http01 => order.answer_http01(&publisher).await?,
+                ChallengeKind::Dns01 => self.answer_dns01(job, &mut order).await?,
+            }
             order.wait_ready().await?;
         }
         if let Progress::Invalid(why) = order.progress() {
@@ -395,6 +412,105 @@ impl Worker {
         self.check_diversity(&job.name_id, &job.ca_id, &cert, &done)
             .await;
         Ok(facts.serial)
+    }
+
+    /// DNS-01 (RFC 8555 §8.4): record, then publish each answer where
+    /// CNAME delegation points; wait until every authoritative server shows
+    /// all of them; only then tell the CA. Leftovers of an earlier attempt
+    /// of this order are removed first.
+    async fn answer_dns01(
+        &self,
+        job: &OrderJob,
+        order: &mut crate::ca::AcmeOrder,
+    ) -> Result<(), AttemptError> {
+        let solver = self
+            .dns01
+            .clone()
+            .ok_or_else(|| final_error("dns-01 needs a DNS provider; none is configured"))?;
+        self.cleanup_dns(&job.id).await;
+        let tasks = order.dns01_tasks().await?;
+        let transient = |message: String| AttemptError {
+            kind: AcmeErrorKind::Transient,
+            message,
+            retry_after: None,
+        };
+        let mut placed = Vec::with_capacity(tasks.len());
+        for t in &tasks {
+            let p = solver.place(&t.domain).await.map_err(transient)?;
+            self.store
+                .add_dns_record(
+                    &job.id,
+                    p.provider.id(),
+                    &p.fqdn,
+                    &t.value,
+                    self.clock.now(),
+                )
+                .await?;
+            p.provider
+                .present(&p.fqdn, &t.value)
+                .await
+                .map_err(|e| transient(e.0))?;
+            placed.push((p.zone, p.fqdn, t.value.clone()));
+        }
+        let started = std::time::Instant::now();
+        for (zone, fqdn, value) in &placed {
+            solver
+                .wait_visible(zone, fqdn, value)
+                .await
+                .map_err(transient)?;
+        }
+        let waited = started.elapsed();
+        info!(
+            records = placed.len(),
+            propagation_ms = waited.as_millis() as u64,
+            "dns-01 records visible"
+        );
+        let _ = self
+            .store
+            .set_propagation_ms(
+                &job.id,
+                i64::try_from(waited.as_millis()).unwrap_or(i64::MAX),
+            )
+            .await;
+        let urls: Vec<String> = tasks.into_iter().map(|t| t.url).collect();
+        order.set_ready(&urls).await?;
+        Ok(())
+    }
+
+    /// Removes the TXT records an order published; a record whose removal
+    /// fails stays recorded for the sweep.
+    async fn cleanup_dns(&self, order_id: &str) {
+        let Some(solver) = &self.dns01 else { return };
+        let Ok(records) = self.store.dns_records_of(order_id).await else {
+            return;
+        };
+        self.remove_records(solver, records).await;
+    }
+
+    async fn remove_records(&self, solver: &Dns01Solver, records: Vec<crate::store::DnsRecord>) {
+        for r in records {
+            let Some(p) = solver.provider(&r.provider_id) else {
+                warn!(provider = %r.provider_id, fqdn = %r.fqdn, "cannot clean up: DNS provider no longer configured");
+                continue;
+            };
+            match p.cleanup(&r.fqdn, &r.value).await {
+                Ok(()) => {
+                    let _ = self.store.delete_dns_record(&r.id).await;
+                }
+                Err(e) => warn!(error = %e, "dns-01 cleanup failed; the sweep will retry"),
+            }
+        }
+    }
+
+    /// Crash recovery: removes records of orders that are no longer open.
+    async fn sweep_dns(&self) {
+        let Some(solver) = &self.dns01 else { return };
+        if let Ok(records) = self.store.stale_dns_records(100).await
+            && !records.is_empty()
+        {
+            info!(count = records.len(), "sweeping leftover dns-01 records");
+            self.remove_records(solver, records).await;
+        }
     }
 
     async fn new_acme_order(

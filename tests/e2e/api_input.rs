@@ -74,6 +74,7 @@ impl Api {
             admin_token_sha256: token_digest(TOKEN),
             default_key_type: KeyType::EcdsaP256,
             max_body_bytes: MAX_BODY,
+            dns01_available: false,
             on_name_created: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

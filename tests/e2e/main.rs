@@ -2,6 +2,7 @@
 //! CAs (Pebble), DNS (BIND9) and PostgreSQL, started by [`harness`].
 
 mod api_input;
+mod dns01;
 mod harness;
 mod harness_check;
 mod issuance;

@@ -31,6 +31,8 @@ pub struct ServerOptions {
     pub b_directory_url: Option<String>,
     /// Extra environment (e.g. TWINCERT_FAILPOINT).
     pub env: Vec<(String, String)>,
+    /// Replaces the TSIG secret of the BIND DNS provider (negative tests).
+    pub tsig_secret: Option<String>,
 }
 
 impl ServerOptions {
@@ -42,6 +44,7 @@ impl ServerOptions {
             backoff: (1, 2),
             b_directory_url: None,
             env: Vec::new(),
+            tsig_secret: None,
         }
     }
 }
@@ -80,6 +83,20 @@ acme_timeout_seconds = 20
 [policy]
 ca_preference = ["pebble-a", "pebble-b"]
 
+[dns]
+resolver = "127.0.0.1:{dns}"
+authoritative_port = {dns}
+propagation_timeout_seconds = 10
+propagation_interval_ms = 100
+
+[[dns_providers]]
+id = "bind"
+kind = "rfc2136"
+server = "127.0.0.1:{dns}"
+zones = ["{zone}"]
+tsig_key_name = "{key}"
+tsig_secret = "{secret}"
+
 [[cas]]
 id = "pebble-a"
 profile = "pebble"
@@ -102,6 +119,13 @@ root_group = "pebble-b"
         a = cas.a.directory_url(),
         b = b_url,
         roots = cas.tls.ca_pem_path.display(),
+        dns = cas.dns.port(),
+        zone = cas.dns.zone(),
+        key = cas.dns.tsig_key_name(),
+        secret = opts
+            .tsig_secret
+            .clone()
+            .unwrap_or_else(|| cas.dns.tsig_secret_b64().to_string()),
     );
     let path = dir.join(format!("twincert-{api_port}.toml"));
     std::fs::write(&path, text).expect("write config");

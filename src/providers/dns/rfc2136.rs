@@ -108,7 +108,11 @@ impl Rfc2136 {
         bg.abort();
         let response = result.map_err(|e| {
             let text = e.to_string();
-            if text.to_ascii_lowercase().contains("tsig") || text.contains("NotAuth") {
+            // A server that rejects the TSIG answers NOTAUTH/BADSIG without
+            // a valid signature; hickory then reports only a vague protocol
+            // error. Anything but a timeout on a signed update is that.
+            let lower = text.to_ascii_lowercase();
+            if !lower.contains("timed out") && !lower.contains("timeout") {
                 DnsError(format!(
                     "{what}: the DNS update was refused for bad TSIG (key '{}'): check the secret and algorithm ({text})",
                     self.key_name

@@ -1,0 +1,96 @@
+//! Issue 3 end to end: DNS-01 through RFC 2136 + TSIG on a real BIND9,
+//! validated by both Pebble CAs (which resolve through that BIND).
+
+use serde_json::json;
+
+use crate::harness::TwoCas;
+use crate::server::{Server, ServerOptions};
+
+fn sqlite_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("twincert.db").display())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns01_for_a_name_and_for_apex_plus_wildcard_then_no_txt_remains() {
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let (status, body) = server
+        .create(json!({"name": "a.example.test", "challenge": "dns-01"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server
+        .create(json!({"name": "example.test", "domains": ["example.test", "*.example.test"], "challenge": "dns-01"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let a = server.wait_ready("a.example.test", 90).await;
+    assert_eq!(a["challenge"], "dns-01");
+    let apex = server.wait_ready("example.test", 90).await;
+    assert_ne!(
+        apex["primary"]["spki_sha256"],
+        apex["backup"]["spki_sha256"]
+    );
+    for slot in ["primary", "backup"] {
+        let chain = server.chain_pem("example.test", slot).await;
+        let facts = twincert::certs::inspect_chain(&chain).expect("chain facts");
+        assert!(
+            facts.dns_names.contains(&"*.example.test".to_string()),
+            "{:?}",
+            facts.dns_names
+        );
+        assert!(
+            facts.dns_names.contains(&"example.test".to_string()),
+            "{:?}",
+            facts.dns_names
+        );
+    }
+    // Cleanup always runs: no challenge TXT is left in the zone.
+    for name in [
+        "_acme-challenge.a.example.test",
+        "_acme-challenge.example.test",
+    ] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left = cas.dns.txt(name);
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} still has {left:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_tsig_secret_is_named_and_breaks_nothing_else() {
+    let cas = TwoCas::start(0).await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    // A valid base64 secret that is not the zone's key.
+    opts.tsig_secret = Some("c2VjcmV0LXRoYXQtaXMtbm90LXRoZS1rZXktMDEyMzQ1Ng==".into());
+    let server = Server::start(&cas, opts).await;
+    let (status, body) = server
+        .create(json!({"name": "b.example.test", "challenge": "dns-01"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server.create(json!({"name": "c.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+
+    let n = server
+        .wait_for("b.example.test", 60, |v| {
+            v["primary"]["last_error"].is_string() && v["backup"]["last_error"].is_string()
+        })
+        .await;
+    for slot in ["primary", "backup"] {
+        let err = n[slot]["last_error"].as_str().unwrap_or_default();
+        assert!(err.contains("bad TSIG"), "{slot}: {err}");
+        assert!(err.contains("twincert-test"), "names the key: {err}");
+        assert!(!err.contains("c2VjcmV0"), "never the secret: {err}");
+    }
+    assert_eq!(n["state"], "degraded");
+    // HTTP-01 names are untouched.
+    server.wait_ready("c.example.test", 60).await;
+    assert!(cas.dns.txt("_acme-challenge.b.example.test").is_empty());
+}
