@@ -94,3 +94,29 @@ async fn a_wrong_tsig_secret_is_named_and_breaks_nothing_else() {
     server.wait_ready("c.example.test", 60).await;
     assert!(cas.dns.txt("_acme-challenge.b.example.test").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cname_delegation_validates_names_in_a_zone_without_a_key() {
+    // x.delegated.test: one CNAME into example.test; y: a two-hop chain.
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let (status, body) = server
+        .create(json!({"name": "x.delegated.test", "domains": ["x.delegated.test", "y.delegated.test"], "challenge": "dns-01"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let n = server.wait_ready("x.delegated.test", 90).await;
+    assert_ne!(n["primary"]["spki_sha256"], n["backup"]["spki_sha256"]);
+    for name in [
+        "x-delegated-test.acme.example.test",
+        "y-delegated-test.acme.example.test",
+    ] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !cas.dns.txt(name).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} not cleaned up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}

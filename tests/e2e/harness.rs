@@ -37,6 +37,16 @@ pub const ZONE: &str = "example.test";
 /// Use these for issuance: with only the wildcard, adding
 /// `_acme-challenge.<name> TXT` turns `<name>` into an empty non-terminal
 /// whose A lookup returns NODATA (see TESTENV.md, "Wildcard trap").
+/// A zone on the same BIND that no test key may change: its names are
+/// validated through `_acme-challenge` CNAMEs into [`ZONE`] (see
+/// [`DELEGATED_CNAMES`]).
+pub const DELEGATED_ZONE: &str = "delegated.test";
+/// (host in [`DELEGATED_ZONE`], CNAME target of its `_acme-challenge`).
+pub const DELEGATED_CNAMES: &[(&str, &str)] = &[
+    ("x", "x-delegated-test.acme.example.test."),
+    ("y", "hop.delegated.test."),
+];
+
 pub const ZONE_HOSTS: &[&str] = &["a", "b", "c", "d", "e", "www", "api", "app", "mail", "shop"];
 
 /// Name of the TSIG key allowed to change TXT records in [`ZONE`].
@@ -248,6 +258,8 @@ impl Bind {
 
         let zone_file = d.join(format!("{ZONE}.zone"));
         write(&zone_file, &zone_template());
+        let delegated_file = d.join(format!("{DELEGATED_ZONE}.zone"));
+        write(&delegated_file, &delegated_template());
         let conf = d.join("named.conf");
         write(
             &conf,
@@ -259,7 +271,11 @@ impl Bind {
     managed-keys-directory "{dir}";
     listen-on port {port} {{ 127.0.0.1; }};
     listen-on-v6 {{ none; }};
-    recursion no;
+    // Recursion for loopback only: this BIND is also the CAs' resolver
+    // (`pebble -dnsserver`), and a resolver chases CNAME delegation from
+    // delegated.test into example.test, as a real CA's resolver does.
+    recursion yes;
+    allow-recursion {{ 127.0.0.1; }};
     dnssec-validation no;
     notify no;
     allow-transfer {{ none; }};
@@ -274,9 +290,14 @@ zone "{ZONE}" {{
     file "{zone}";
     update-policy {{ grant {TSIG_KEY_NAME} zonesub TXT; }};
 }};
+zone "{DELEGATED_ZONE}" {{
+    type primary;
+    file "{delegated}";
+}};
 "#,
                 dir = d.display(),
                 zone = zone_file.display(),
+                delegated = delegated_file.display(),
             ),
         );
 
@@ -408,6 +429,23 @@ fn generate_tsig_secret() -> String {
         .and_then(|(_, rest)| rest.split_once('"'))
         .map(|(secret, _)| secret.to_owned())
         .unwrap_or_else(|| panic!("no secret in tsig-keygen output:\n{text}"))
+}
+
+/// The unkeyed zone with delegating CNAMEs (`y` goes through a second hop).
+fn delegated_template() -> String {
+    let mut z = format!(
+        "$ORIGIN {DELEGATED_ZONE}.\n\
+         $TTL 5\n\
+         @ IN SOA ns.{ZONE}. hostmaster.{ZONE}. ( 1 3600 600 86400 5 )\n\
+         @ IN NS ns.{ZONE}.\n\
+         hop IN CNAME y-delegated-test.acme.example.test.\n"
+    );
+    for (host, target) in DELEGATED_CNAMES {
+        z.push_str(&format!(
+            "{host} IN A 127.0.0.1\n_acme-challenge.{host} IN CNAME {target}\n"
+        ));
+    }
+    z
 }
 
 /// The zone file, copied in fresh for every instance (named rewrites it from
