@@ -101,6 +101,7 @@ struct RawDns {
     authoritative_port: Option<u16>,
     propagation_timeout_seconds: Option<u64>,
     propagation_interval_ms: Option<u64>,
+    delegation_zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -128,6 +129,9 @@ pub struct DnsConfig {
     pub propagation_timeout_seconds: u64,
     /// How often to ask them.
     pub propagation_interval_ms: u64,
+    /// The zone (controlled by a DNS provider) that delegated
+    /// `_acme-challenge` CNAMEs should point into; shown by the API.
+    pub delegation_zone: Option<String>,
 }
 
 /// One DNS provider (RFC 2136 with TSIG) and the zones it may change.
@@ -710,6 +714,15 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         authoritative_port: dns.authoritative_port.unwrap_or(53),
         propagation_timeout_seconds: dns.propagation_timeout_seconds.unwrap_or(120),
         propagation_interval_ms: dns.propagation_interval_ms.unwrap_or(500),
+        delegation_zone: match &dns.delegation_zone {
+            Some(z) => Some(
+                crate::domain::DnsName::parse(z)
+                    .map_err(|e| invalid("dns.delegation_zone", z, e.to_string()))?
+                    .as_str()
+                    .to_string(),
+            ),
+            None => None,
+        },
     };
     if dns_config.propagation_timeout_seconds == 0 || dns_config.propagation_interval_ms == 0 {
         return Err(invalid(

@@ -233,6 +233,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         default_key_type: cfg.default_key_type,
         max_body_bytes: cfg.max_body_bytes,
         dns01_available,
+        dns: api::DelegationPolicy {
+            zones: cfg
+                .dns_providers
+                .values()
+                .flat_map(|p| p.zones.iter().cloned())
+                .collect(),
+            delegation_zone: cfg.dns.delegation_zone.clone(),
+        },
         on_name_created: Some(Arc::new(move || wake.wake())),
     };
     info!(

@@ -28,7 +28,7 @@ use crate::policy::{self, CaChoice};
 use crate::store::{NameRecord, NewName, Store};
 
 pub use problem::Problem;
-pub use views::{NameView, SlotView, name_view};
+pub use views::{DelegationPolicy, NameView, SlotView, name_view};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -47,6 +47,8 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// Whether DNS-01 can be used (a DNS provider is configured).
     pub dns01_available: bool,
+    /// Zones twincert controls, for the CNAME delegation hints.
+    pub dns: DelegationPolicy,
     /// Called after a name is created (wakes the local worker).
     pub on_name_created: Option<Arc<dyn Fn() + Send + Sync>>,
 }
@@ -244,7 +246,7 @@ async fn create_name(
         .name(&new.id)
         .await?
         .ok_or_else(|| Problem::internal(&"name vanished after creation"))?;
-    let mut rsp = (StatusCode::CREATED, Json(name_view(&rec, now))).into_response();
+    let mut rsp = (StatusCode::CREATED, Json(name_view(&rec, now, &st.dns))).into_response();
     if let Ok(v) = format!("/v1/names/{}", new.id).parse() {
         rsp.headers_mut().insert(header::LOCATION, v);
     }
@@ -300,7 +302,7 @@ async fn list_names(
     // stored); `next_cursor` still walks every name.
     let items: Vec<NameView> = recs
         .iter()
-        .map(|r| name_view(r, now))
+        .map(|r| name_view(r, now, &st.dns))
         .filter(|v| state.is_none_or(|s| v.state == s))
         .collect();
     Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
@@ -324,7 +326,7 @@ async fn show_name(
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
     let rec = load_name(&st, &name).await?;
-    Ok(Json(name_view(&rec, st.clock.now())).into_response())
+    Ok(Json(name_view(&rec, st.clock.now(), &st.dns)).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -74,10 +74,56 @@ pub struct NameView {
     pub primary: SlotView,
     /// The backup slot.
     pub backup: SlotView,
+    /// DNS-01 names only: the `_acme-challenge` CNAMEs the owner must create
+    /// once, for domains in zones no configured DNS provider controls.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns01_delegations: Vec<Delegation>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+}
+
+/// One CNAME an owner must create so twincert can answer DNS-01 for a
+/// domain it has no DNS key for.
+#[derive(Debug, Serialize)]
+pub struct Delegation {
+    /// The record to create: `_acme-challenge.<domain>`.
+    pub name: String,
+    /// Its CNAME target, in a zone twincert controls (`null` when no
+    /// `dns.delegation_zone` is configured: then any name in such a zone).
+    pub cname_to: Option<String>,
+}
+
+/// What the API knows about DNS-01 delegation.
+#[derive(Debug, Clone, Default)]
+pub struct DelegationPolicy {
+    /// Zones the configured DNS providers control.
+    pub zones: Vec<String>,
+    /// Where delegated records are placed (`dns.delegation_zone`).
+    pub delegation_zone: Option<String>,
+}
+
+impl DelegationPolicy {
+    /// The CNAMEs a DNS-01 name over `domains` needs.
+    pub fn delegations(&self, domains: &[String]) -> Vec<Delegation> {
+        let mut out: Vec<Delegation> = Vec::new();
+        for d in domains {
+            let base = d.trim_start_matches("*.");
+            let name = format!("_acme-challenge.{base}");
+            if crate::providers::dns::longest_zone(&self.zones, &name).is_some()
+                || out.iter().any(|x| x.name == name)
+            {
+                continue;
+            }
+            let cname_to = self
+                .delegation_zone
+                .as_ref()
+                .map(|z| format!("{}.{z}", base.replace('.', "-")));
+            out.push(Delegation { name, cname_to });
+        }
+        out
+    }
 }
 
 fn order_view(o: &OrderSummary) -> OrderView {
@@ -127,7 +173,7 @@ fn slot_view(s: Option<&SlotRecord>, ca: &str, now: i64) -> SlotView {
 }
 
 /// Builds the API view of a name at `now`.
-pub fn name_view(n: &NameRecord, now: i64) -> NameView {
+pub fn name_view(n: &NameRecord, now: i64, dns: &DelegationPolicy) -> NameView {
     let primary = slot_view(n.slot(Slot::Primary), &n.primary_ca, now);
     let backup = slot_view(n.slot(Slot::Backup), &n.backup_ca, now);
     let state = policy::name_state(primary.state, backup.state, n.diversity_error.is_none());
@@ -142,6 +188,11 @@ pub fn name_view(n: &NameRecord, now: i64) -> NameView {
         diversity_error: n.diversity_error.clone(),
         primary,
         backup,
+        dns01_delegations: if n.challenge == crate::domain::ChallengeKind::Dns01 {
+            dns.delegations(&n.domains)
+        } else {
+            Vec::new()
+        },
         created_at: rfc3339(n.created_at),
         updated_at: rfc3339(n.updated_at),
     }

@@ -104,6 +104,14 @@ async fn cname_delegation_validates_names_in_a_zone_without_a_key() {
         .create(json!({"name": "x.delegated.test", "domains": ["x.delegated.test", "y.delegated.test"], "challenge": "dns-01"}))
         .await;
     assert_eq!(status, 201, "{body}");
+    // The API tells the owner which CNAMEs to create, once.
+    let hints = body["dns01_delegations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(hints.len(), 2, "{body}");
+    assert_eq!(hints[0]["name"], "_acme-challenge.x.delegated.test");
+    assert_eq!(hints[0]["cname_to"], "x-delegated-test.acme.example.test");
     let n = server.wait_ready("x.delegated.test", 90).await;
     assert_ne!(n["primary"]["spki_sha256"], n["backup"]["spki_sha256"]);
     for name in [

@@ -88,6 +88,7 @@ resolver = "127.0.0.1:{dns}"
 authoritative_port = {dns}
 propagation_timeout_seconds = 10
 propagation_interval_ms = 100
+delegation_zone = "acme.example.test"
 
 [[dns_providers]]
 id = "bind"
