@@ -102,6 +102,8 @@ struct RawDns {
     propagation_timeout_seconds: Option<u64>,
     propagation_interval_ms: Option<u64>,
     delegation_zone: Option<String>,
+    manual_poll_seconds: Option<u64>,
+    manual_expiry_seconds: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -132,6 +134,11 @@ pub struct DnsConfig {
     /// The zone (controlled by a DNS provider) that delegated
     /// `_acme-challenge` CNAMEs should point into; shown by the API.
     pub delegation_zone: Option<String>,
+    /// How often a `dns-01-manual` order looks for its records.
+    pub manual_poll_seconds: u64,
+    /// After how long unpublished manual records expire (the request is
+    /// then renewed with fresh values).
+    pub manual_expiry_seconds: i64,
 }
 
 /// One DNS provider (RFC 2136 with TSIG) and the zones it may change.
@@ -714,6 +721,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         authoritative_port: dns.authoritative_port.unwrap_or(53),
         propagation_timeout_seconds: dns.propagation_timeout_seconds.unwrap_or(120),
         propagation_interval_ms: dns.propagation_interval_ms.unwrap_or(500),
+        manual_poll_seconds: dns.manual_poll_seconds.unwrap_or(30).max(1),
+        manual_expiry_seconds: dns.manual_expiry_seconds.unwrap_or(7 * 24 * 3600).max(1),
         delegation_zone: match &dns.delegation_zone {
             Some(z) => Some(
                 crate::domain::DnsName::parse(z)

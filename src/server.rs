@@ -203,14 +203,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.renew_at_fraction,
         worker_id(),
     );
-    let worker = Arc::new(if dns01_available {
+    // Always there: manual DNS-01 needs the lookups even without providers.
+    let worker = Arc::new(
         worker.with_dns01(Arc::new(crate::validation::dns::Dns01Solver::new(
             dns_providers,
             crate::validation::dns::DnsLookup::new(cfg.dns.clone()),
-        )))
-    } else {
-        worker
-    });
+        ))),
+    );
     let worker_task = if cfg.worker.enabled {
         Some(tokio::spawn(worker.clone().run(stop_rx.clone())))
     } else {

@@ -203,7 +203,7 @@ async fn create_name(
             "challenge 'dns-01' is not available yet on this server: no [[dns_providers]] are configured; use 'http-01'",
         ));
     }
-    if challenge != ChallengeKind::Dns01
+    if !challenge.is_dns()
         && let Some(w) = domains.iter().find(|d| d.is_wildcard())
     {
         return Err(Problem::invalid_name(format!(
@@ -326,7 +326,21 @@ async fn show_name(
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
     let rec = load_name(&st, &name).await?;
-    Ok(Json(name_view(&rec, st.clock.now(), &st.dns)).into_response())
+    let mut view = name_view(&rec, st.clock.now(), &st.dns);
+    if rec.challenge == ChallengeKind::Dns01Manual {
+        for slot in &rec.slots {
+            let Some(order) = &slot.order else { continue };
+            for r in st.store.dns_records_of(&order.id).await? {
+                view.dns01_manual_records.push(views::ManualRecord {
+                    slot: slot.slot,
+                    name: r.fqdn,
+                    r#type: "TXT",
+                    value: r.value,
+                });
+            }
+        }
+    }
+    Ok(Json(view).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -78,6 +78,10 @@ pub struct NameView {
     /// once, for domains in zones no configured DNS provider controls.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dns01_delegations: Vec<Delegation>,
+    /// `dns-01-manual` names only: the TXT records a person must publish
+    /// now, per slot with an open order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns01_manual_records: Vec<ManualRecord>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -93,6 +97,19 @@ pub struct Delegation {
     /// Its CNAME target, in a zone twincert controls (`null` when no
     /// `dns.delegation_zone` is configured: then any name in such a zone).
     pub cname_to: Option<String>,
+}
+
+/// A TXT record to publish by hand.
+#[derive(Debug, Serialize)]
+pub struct ManualRecord {
+    /// For which slot's order.
+    pub slot: Slot,
+    /// Owner name.
+    pub name: String,
+    /// Always `TXT`.
+    pub r#type: &'static str,
+    /// The value.
+    pub value: String,
 }
 
 /// What the API knows about DNS-01 delegation.
@@ -193,6 +210,7 @@ pub fn name_view(n: &NameRecord, now: i64, dns: &DelegationPolicy) -> NameView {
         } else {
             Vec::new()
         },
+        dns01_manual_records: Vec::new(),
         created_at: rfc3339(n.created_at),
         updated_at: rfc3339(n.updated_at),
     }

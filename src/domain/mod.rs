@@ -133,6 +133,10 @@ pub enum ChallengeKind {
     /// RFC 8555 §8.4: a TXT record at `_acme-challenge.<domain>`.
     #[serde(rename = "dns-01")]
     Dns01,
+    /// DNS-01 where a person publishes the TXT records the API lists;
+    /// twincert polls the authoritative servers until they appear.
+    #[serde(rename = "dns-01-manual")]
+    Dns01Manual,
 }
 
 impl ChallengeKind {
@@ -141,7 +145,13 @@ impl ChallengeKind {
         match self {
             ChallengeKind::Http01 => "http-01",
             ChallengeKind::Dns01 => "dns-01",
+            ChallengeKind::Dns01Manual => "dns-01-manual",
         }
+    }
+
+    /// Whether the challenge is DNS-01 (automatic or manual).
+    pub fn is_dns(self) -> bool {
+        matches!(self, ChallengeKind::Dns01 | ChallengeKind::Dns01Manual)
     }
 }
 
@@ -151,8 +161,9 @@ impl FromStr for ChallengeKind {
         match s {
             "http-01" => Ok(ChallengeKind::Http01),
             "dns-01" => Ok(ChallengeKind::Dns01),
+            "dns-01-manual" => Ok(ChallengeKind::Dns01Manual),
             other => Err(format!(
-                "unknown challenge '{other}': expected 'http-01' or 'dns-01'"
+                "unknown challenge '{other}': expected 'http-01', 'dns-01' or 'dns-01-manual'"
             )),
         }
     }

@@ -1078,7 +1078,7 @@ impl Store {
     pub async fn dns_records_of(&self, order_id: &str) -> Result<Vec<DnsRecord>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT id, order_id, provider_id, fqdn, value FROM dns_records WHERE order_id = $1",
+            "SELECT id, order_id, provider_id, fqdn, value, created_at FROM dns_records WHERE order_id = $1",
             vec![order_id.into()],
         )
         .await?;
@@ -1090,7 +1090,7 @@ impl Store {
     pub async fn stale_dns_records(&self, limit: u64) -> Result<Vec<DnsRecord>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT id, order_id, provider_id, fqdn, value FROM dns_records d WHERE NOT EXISTS \
+            "SELECT id, order_id, provider_id, fqdn, value, created_at FROM dns_records d WHERE NOT EXISTS \
              (SELECT 1 FROM orders o WHERE o.id = d.order_id \
               AND o.state IN ('pending', 'processing')) LIMIT $1",
             vec![(limit as i64).into()],

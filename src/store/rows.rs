@@ -116,6 +116,8 @@ pub struct DnsRecord {
     pub fqdn: String,
     /// The TXT value.
     pub value: String,
+    /// Unix seconds.
+    pub created_at: i64,
 }
 
 pub(super) fn dns_record(row: &QueryResult) -> Result<DnsRecord, StoreError> {
@@ -125,6 +127,7 @@ pub(super) fn dns_record(row: &QueryResult) -> Result<DnsRecord, StoreError> {
         provider_id: get(row, "provider_id")?,
         fqdn: get(row, "fqdn")?,
         value: get(row, "value")?,
+        created_at: get(row, "created_at")?,
     })
 }
 

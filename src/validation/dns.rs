@@ -161,6 +161,30 @@ impl DnsLookup {
         Ok(out)
     }
 
+    /// The configuration these lookups follow.
+    pub fn config(&self) -> &DnsConfig {
+        &self.cfg
+    }
+
+    /// Whether every authoritative server of `zone` answers `value` in the
+    /// TXT records at `name` right now.
+    pub async fn txt_visible(&self, zone: &str, name: &str, value: &str) -> Result<bool, String> {
+        for server in self.authoritative_servers(zone).await? {
+            let msg = self.query(server, name, RecordType::TXT).await?;
+            let seen = msg.answers().iter().any(|r| match r.data() {
+                RData::TXT(txt) => txt
+                    .txt_data()
+                    .iter()
+                    .any(|d| d.as_ref() == value.as_bytes()),
+                _ => false,
+            });
+            if !seen {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Waits until every authoritative server of `zone` answers `value` in
     /// the TXT records at `name`; returns how long that took.
     pub async fn wait_for_txt(
@@ -301,6 +325,16 @@ impl Dns01Solver {
                 "{owner} is a CNAME to {fqdn}, which no configured DNS provider controls"
             )),
         }
+    }
+
+    /// The lookups (for manual DNS-01).
+    pub fn lookup(&self) -> &DnsLookup {
+        &self.lookup
+    }
+
+    /// Whether any DNS provider is configured (automatic DNS-01).
+    pub fn has_providers(&self) -> bool {
+        !self.providers.is_empty()
     }
 
     /// Waits until every authoritative server of `zone` shows `value`.

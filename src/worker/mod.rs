@@ -37,6 +37,9 @@ use crate::store::{Completed, NewCertificate, OrderJob, Store, StoreError};
 use crate::validation::Http01Answers;
 use crate::validation::dns::Dns01Solver;
 
+/// The provider id recorded for manually published DNS-01 records.
+pub const MANUAL_PROVIDER: &str = "manual";
+
 /// The AEAD purpose (associated data) of sealed certificate keys.
 pub const KEY_PURPOSE: &str = "twincert private key";
 
@@ -64,6 +67,10 @@ struct AttemptError {
     message: String,
     retry_after: Option<u64>,
 }
+
+/// Marks an attempt that is not a failure but a wait (manual DNS-01): the
+/// next attempt comes after exactly `retry_after`, without backoff growth.
+const WAITING_PREFIX: &str = "waiting for ";
 
 impl From<AcmeError> for AttemptError {
     fn from(e: AcmeError) -> Self {
@@ -276,8 +283,11 @@ impl Worker {
                 never = heartbeat => match never {},
             };
             self.answers.forget_order(&job.id);
-            if job.challenge == ChallengeKind::Dns01 {
-                self.cleanup_dns(&job.id).await;
+            match job.challenge {
+                ChallengeKind::Dns01 => self.cleanup_dns(&job.id).await,
+                // Manual records stay listed while the order waits for them.
+                ChallengeKind::Dns01Manual if result.is_ok() => self.cleanup_dns(&job.id).await,
+                _ => {}
             }
             let now = self.clock.now();
             match result {
@@ -290,12 +300,16 @@ impl Worker {
                         .map(|c| c.directory_url().to_string())
                         .unwrap_or_default();
                     let message = format!("CA {} ({ca_url}): {}", job.ca_id, e.message);
-                    let delay = backoff_secs(
-                        self.cfg.min_backoff_seconds,
-                        self.cfg.max_backoff_seconds,
-                        job.attempts,
-                        e.retry_after,
-                    );
+                    let delay = if e.message.starts_with(WAITING_PREFIX) {
+                        e.retry_after.unwrap_or(self.cfg.min_backoff_seconds)
+                    } else {
+                        backoff_secs(
+                            self.cfg.min_backoff_seconds,
+                            self.cfg.max_backoff_seconds,
+                            job.attempts,
+                            e.retry_after,
+                        )
+                    };
                     warn!(error = %message, kind = ?e.kind, retry_in_s = delay, "attempt failed");
                     let forget = e.kind == AcmeErrorKind::Final;
                     if let Err(se) = self
@@ -368,6 +382,7 @@ impl Worker {
             match job.challenge {
                 ChallengeKind::Http01 => order.answer_http01(&publisher).await?,
                 ChallengeKind::Dns01 => self.answer_dns01(job, &mut order).await?,
+                ChallengeKind::Dns01Manual => self.answer_dns01_manual(job, &mut order).await?,
             }
             order.wait_ready().await?;
         }
@@ -477,6 +492,93 @@ impl Worker {
         Ok(())
     }
 
+    /// Manual DNS-01: the TXT records a person must publish are stored (the
+    /// API lists them); each attempt asks the authoritative servers once and
+    /// tells the CA only when all are visible, else it retries after
+    /// `dns.manual_poll_seconds`. Records nobody published within
+    /// `dns.manual_expiry_seconds` expire: the attempt ends finally, and the
+    /// next one starts a fresh ACME order with fresh values.
+    async fn answer_dns01_manual(
+        &self,
+        job: &OrderJob,
+        order: &mut crate::ca::AcmeOrder,
+    ) -> Result<(), AttemptError> {
+        let solver = self
+            .dns01
+            .clone()
+            .ok_or_else(|| final_error("dns-01-manual needs the [dns] lookups"))?;
+        let cfg = solver.lookup().config().clone();
+        let tasks = order.dns01_tasks().await?;
+        let now = self.clock.now();
+        let mut records = self.store.dns_records_of(&job.id).await?;
+        // Values of an earlier ACME order are no longer wanted.
+        for r in &records {
+            if !tasks.iter().any(|t| t.value == r.value) {
+                self.store.delete_dns_record(&r.id).await?;
+            }
+        }
+        records.retain(|r| tasks.iter().any(|t| t.value == r.value));
+        for t in &tasks {
+            if !records.iter().any(|r| r.value == t.value) {
+                let fqdn = format!("_acme-challenge.{}", t.domain);
+                let id = self
+                    .store
+                    .add_dns_record(&job.id, MANUAL_PROVIDER, &fqdn, &t.value, now)
+                    .await?;
+                records.push(crate::store::DnsRecord {
+                    id,
+                    order_id: job.id.clone(),
+                    provider_id: MANUAL_PROVIDER.into(),
+                    fqdn,
+                    value: t.value.clone(),
+                    created_at: now,
+                });
+            }
+        }
+        let oldest = records.iter().map(|r| r.created_at).min().unwrap_or(now);
+        let mut missing = Vec::new();
+        for r in &records {
+            let zone = crate::validation::dns::find_zone(solver.lookup(), &r.fqdn)
+                .await
+                .map_err(|e| AttemptError {
+                    kind: AcmeErrorKind::Transient,
+                    message: e,
+                    retry_after: Some(cfg.manual_poll_seconds),
+                })?;
+            let visible = solver
+                .lookup()
+                .txt_visible(&zone, &r.fqdn, &r.value)
+                .await
+                .unwrap_or(false);
+            if !visible {
+                missing.push(format!("{} TXT \"{}\"", r.fqdn, r.value));
+            }
+        }
+        if !missing.is_empty() {
+            if now - oldest >= cfg.manual_expiry_seconds {
+                for r in &records {
+                    self.store.delete_dns_record(&r.id).await?;
+                }
+                return Err(final_error(format!(
+                    "manual DNS-01 expired: the TXT records were not published within {} s; \
+                     a new request with new values follows",
+                    cfg.manual_expiry_seconds
+                )));
+            }
+            return Err(AttemptError {
+                kind: AcmeErrorKind::Transient,
+                message: format!(
+                    "{WAITING_PREFIX}manual DNS-01 records: {}",
+                    missing.join(", ")
+                ),
+                retry_after: Some(cfg.manual_poll_seconds),
+            });
+        }
+        let urls: Vec<String> = tasks.into_iter().map(|t| t.url).collect();
+        order.set_ready(&urls).await?;
+        Ok(())
+    }
+
     /// Removes the TXT records an order published; a record whose removal
     /// fails stays recorded for the sweep.
     async fn cleanup_dns(&self, order_id: &str) {
@@ -489,6 +591,11 @@ impl Worker {
 
     async fn remove_records(&self, solver: &Dns01Solver, records: Vec<crate::store::DnsRecord>) {
         for r in records {
+            if r.provider_id == MANUAL_PROVIDER {
+                // Published by a person: nothing for twincert to remove.
+                let _ = self.store.delete_dns_record(&r.id).await;
+                continue;
+            }
             let Some(p) = solver.provider(&r.provider_id) else {
                 warn!(provider = %r.provider_id, fqdn = %r.fqdn, "cannot clean up: DNS provider no longer configured");
                 continue;

@@ -128,3 +128,106 @@ async fn cname_delegation_validates_names_in_a_zone_without_a_key() {
         }
     }
 }
+
+/// Publishes a TXT record the way a person would, with nsupdate and the
+/// zone's key (twincert itself is not involved).
+fn publish_by_hand(cas: &TwoCas, name: &str, value: &str) {
+    use std::io::Write;
+    let script = format!(
+        "server 127.0.0.1 {}\nzone {}\nupdate add {name} 60 TXT \"{value}\"\nsend\n",
+        cas.dns.port(),
+        cas.dns.zone()
+    );
+    let mut child = std::process::Command::new("nsupdate")
+        .arg("-y")
+        .arg(format!(
+            "hmac-sha256:{}:{}",
+            cas.dns.tsig_key_name(),
+            cas.dns.tsig_secret_b64()
+        ))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nsupdate");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write script");
+    assert!(child.wait().expect("wait").success(), "nsupdate failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_dns01_lists_records_and_issues_once_they_are_published() {
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let (status, body) = server
+        .create(json!({"name": "d.example.test", "challenge": "dns-01-manual"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let n = server
+        .wait_for("d.example.test", 60, |v| {
+            v["dns01_manual_records"].as_array().map(Vec::len) == Some(2)
+        })
+        .await;
+    assert_eq!(n["state"], "degraded", "nothing published yet: {n}");
+    let waiting = n["primary"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        waiting.contains("waiting for manual DNS-01 records"),
+        "{waiting}"
+    );
+    let records = n["dns01_manual_records"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut slots = Vec::new();
+    for r in &records {
+        assert_eq!(r["name"], "_acme-challenge.d.example.test");
+        assert_eq!(r["type"], "TXT");
+        slots.push(r["slot"].as_str().unwrap_or_default().to_string());
+        publish_by_hand(
+            &cas,
+            "_acme-challenge.d.example.test",
+            r["value"].as_str().unwrap_or_default(),
+        );
+    }
+    slots.sort();
+    assert_eq!(slots, ["backup", "primary"]);
+    let n = server.wait_ready("d.example.test", 60).await;
+    assert!(
+        n["dns01_manual_records"].is_null(),
+        "records listed after issuance: {n}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_propagation_timeout_is_a_clear_retryable_error() {
+    let cas = TwoCas::start(0).await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    // The authoritative servers are asked on a port where nothing answers.
+    opts.authoritative_port = Some(crate::harness::free_port());
+    opts.propagation_timeout = 1;
+    let server = Server::start(&cas, opts).await;
+    let (status, body) = server
+        .create(json!({"name": "e.example.test", "challenge": "dns-01"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let n = server
+        .wait_for("e.example.test", 60, |v| {
+            v["primary"]["last_error"].is_string()
+        })
+        .await;
+    let err = n["primary"]["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("propagation timeout"), "{err}");
+    assert!(err.contains("_acme-challenge.e.example.test"), "{err}");
+    // Retryable: the order stays open with its ACME order kept.
+    let state = n["primary"]["order"]["state"].as_str().unwrap_or_default();
+    assert!(state == "pending" || state == "processing", "{n}");
+    assert_eq!(n["primary"]["order"]["acme_orders"], 1, "{n}");
+    // And the record it could not confirm was cleaned up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cas.dns.txt("_acme-challenge.e.example.test").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "TXT left behind");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -33,6 +33,10 @@ pub struct ServerOptions {
     pub env: Vec<(String, String)>,
     /// Replaces the TSIG secret of the BIND DNS provider (negative tests).
     pub tsig_secret: Option<String>,
+    /// Replaces the port authoritative servers are asked on.
+    pub authoritative_port: Option<u16>,
+    /// `dns.propagation_timeout_seconds`.
+    pub propagation_timeout: u64,
 }
 
 impl ServerOptions {
@@ -45,6 +49,8 @@ impl ServerOptions {
             b_directory_url: None,
             env: Vec::new(),
             tsig_secret: None,
+            authoritative_port: None,
+            propagation_timeout: 10,
         }
     }
 }
@@ -85,9 +91,10 @@ ca_preference = ["pebble-a", "pebble-b"]
 
 [dns]
 resolver = "127.0.0.1:{dns}"
-authoritative_port = {dns}
-propagation_timeout_seconds = 10
+authoritative_port = {auth}
+propagation_timeout_seconds = {ptimeout}
 propagation_interval_ms = 100
+manual_poll_seconds = 1
 delegation_zone = "acme.example.test"
 
 [[dns_providers]]
@@ -121,6 +128,8 @@ root_group = "pebble-b"
         b = b_url,
         roots = cas.tls.ca_pem_path.display(),
         dns = cas.dns.port(),
+        auth = opts.authoritative_port.unwrap_or(cas.dns.port()),
+        ptimeout = opts.propagation_timeout,
         zone = cas.dns.zone(),
         key = cas.dns.tsig_key_name(),
         secret = opts
