@@ -467,6 +467,10 @@ impl Worker {
                 .map_err(|e| transient(e.0))?;
             placed.push((p.zone, p.fqdn, t.value.clone()));
         }
+        if self.failpoint.as_deref() == Some("after_dns_present") {
+            warn!("failpoint after_dns_present: hanging until killed");
+            std::future::pending::<()>().await;
+        }
         let started = std::time::Instant::now();
         for (zone, fqdn, value) in &placed {
             solver

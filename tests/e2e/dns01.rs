@@ -231,3 +231,37 @@ async fn a_propagation_timeout_is_a_clear_retryable_error() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_left_by_a_crash_are_cleaned_up_after_restart() {
+    let cas = TwoCas::start(0).await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    opts.lease_seconds = 2;
+    opts.env = vec![("TWINCERT_FAILPOINT".into(), "after_dns_present".into())];
+    let mut server = Server::start(&cas, opts).await;
+    let (status, body) = server
+        .create(json!({"name": "a.example.test", "challenge": "dns-01"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let owner = "_acme-challenge.a.example.test";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while cas.dns.txt(owner).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records never published"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.restart(Vec::new()).await; // SIGKILL with both values published
+    assert_eq!(cas.dns.txt(owner).len(), 2, "the crash left the records");
+    server.wait_ready("a.example.test", 60).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cas.dns.txt(owner).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leftovers not cleaned: {:?}",
+            cas.dns.txt(owner)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
