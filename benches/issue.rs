@@ -491,6 +491,7 @@ fn new_name(id: &str) -> NewName {
         key_type: KeyType::EcdsaP256,
         primary_ca: "pebble-a".into(),
         backup_ca: "pebble-b".into(),
+        dns_provider: None,
     }
 }
 

@@ -238,6 +238,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 .values()
                 .flat_map(|p| p.zones.iter().cloned())
                 .collect(),
+            provider_ids: cfg.dns_providers.keys().cloned().collect(),
             delegation_zone: cfg.dns.delegation_zone.clone(),
         },
         on_name_created: Some(Arc::new(move || wake.wake())),

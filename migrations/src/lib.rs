@@ -15,7 +15,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Core), Box::new(M0002Dns01)]
+        vec![
+            Box::new(M0001Core),
+            Box::new(M0002Dns01),
+            Box::new(M0003NameDnsProvider),
+        ]
     }
 }
 
@@ -210,5 +214,25 @@ impl MigrationTrait for M0002Dns01 {
             "DROP TABLE dns_records; ALTER TABLE orders DROP COLUMN propagation_ms",
         )
         .await
+    }
+}
+
+/// A name may pin the DNS provider its DNS-01 records go through.
+pub struct M0003NameDnsProvider;
+
+impl MigrationName for M0003NameDnsProvider {
+    fn name(&self) -> &str {
+        "m0003_name_dns_provider"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003NameDnsProvider {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "ALTER TABLE names ADD COLUMN dns_provider TEXT").await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "ALTER TABLE names DROP COLUMN dns_provider").await
     }
 }

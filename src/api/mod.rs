@@ -163,6 +163,8 @@ struct CreateName {
     key_type: Option<String>,
     #[serde(default)]
     cas: Option<Vec<String>>,
+    #[serde(default)]
+    dns_provider: Option<String>,
 }
 
 async fn create_name(
@@ -212,6 +214,19 @@ async fn create_name(
             challenge.as_str()
         )));
     }
+    if let Some(p) = &req.dns_provider {
+        if challenge != ChallengeKind::Dns01 {
+            return Err(Problem::bad_request(format!(
+                "'dns_provider' only applies to challenge 'dns-01', not '{}'",
+                challenge.as_str()
+            )));
+        }
+        if !st.dns.provider_ids.contains(p) {
+            return Err(Problem::bad_ca_choice(format!(
+                "unknown DNS provider '{p}'"
+            )));
+        }
+    }
     let key_type = match req.key_type.as_deref() {
         None => st.default_key_type,
         Some(k) => k.parse::<KeyType>().map_err(Problem::bad_request)?,
@@ -236,6 +251,7 @@ async fn create_name(
         key_type,
         primary_ca,
         backup_ca,
+        dns_provider: req.dns_provider.clone(),
     };
     st.store.create_name(&new, "admin", now).await?;
     if let Some(wake) = &st.on_name_created {

@@ -62,6 +62,9 @@ pub struct NameView {
     pub challenge: String,
     /// Key algorithm.
     pub key_type: String,
+    /// The DNS provider pinned for DNS-01, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_provider: Option<String>,
     /// [primary CA, backup CA].
     pub cas: [String; 2],
     /// The active slot.
@@ -117,6 +120,8 @@ pub struct ManualRecord {
 pub struct DelegationPolicy {
     /// Zones the configured DNS providers control.
     pub zones: Vec<String>,
+    /// Ids of the configured DNS providers.
+    pub provider_ids: Vec<String>,
     /// Where delegated records are placed (`dns.delegation_zone`).
     pub delegation_zone: Option<String>,
 }
@@ -199,6 +204,7 @@ pub fn name_view(n: &NameRecord, now: i64, dns: &DelegationPolicy) -> NameView {
         domains: n.domains.clone(),
         challenge: n.challenge.as_str().to_string(),
         key_type: n.key_type.as_str().to_string(),
+        dns_provider: n.dns_provider.clone(),
         cas: [n.primary_ca.clone(), n.backup_ca.clone()],
         active: n.active,
         state,

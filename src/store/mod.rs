@@ -73,6 +73,8 @@ pub struct NewName {
     pub primary_ca: String,
     /// CA of the backup slot; differs from the primary's (SQL CHECK too).
     pub backup_ca: String,
+    /// The DNS provider DNS-01 records must go through (else: by zone).
+    pub dns_provider: Option<String>,
 }
 
 /// A certificate to record as the end of an order.
@@ -248,7 +250,7 @@ async fn insert_order<C: ConnectionTrait>(
     Ok(n == 1)
 }
 
-const NAME_SELECT: &str = "SELECT n.id, n.domains, n.challenge, n.key_type, n.primary_ca, \
+const NAME_SELECT: &str = "SELECT n.id, n.domains, n.challenge, n.key_type, n.dns_provider, n.primary_ca, \
      n.backup_ca, n.active_slot, n.diversity_error, n.created_at, n.updated_at, \
      s.slot, s.ca_id AS slot_ca, s.last_error AS slot_error, \
      c.id AS cert_id, c.ca_id AS cert_ca, c.serial, c.issuer, c.root_id, c.not_before, \
@@ -322,8 +324,8 @@ impl Store {
         let inserted = exec(
             &tx,
             "INSERT INTO names (id, domains, challenge, key_type, primary_ca, backup_ca, \
-             active_slot, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'primary', $7, $7) ON CONFLICT DO NOTHING",
+             active_slot, created_at, updated_at, dns_provider) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'primary', $7, $7, $8) ON CONFLICT DO NOTHING",
             vec![
                 n.id.clone().into(),
                 domains.into(),
@@ -332,6 +334,7 @@ impl Store {
                 n.primary_ca.clone().into(),
                 n.backup_ca.clone().into(),
                 now.into(),
+                n.dns_provider.clone().into(),
             ],
         )
         .await?;
@@ -710,7 +713,7 @@ impl Store {
         let holes: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT o.id, o.name_id, o.slot, o.ca_id, o.attempts, o.acme_order_url, \
-             o.private_key_id, n.domains, n.key_type, n.challenge FROM orders o \
+             o.private_key_id, n.domains, n.key_type, n.challenge, n.dns_provider FROM orders o \
              JOIN names n ON n.id = o.name_id WHERE o.id IN ({}) ORDER BY o.next_attempt_at",
             holes.join(", ")
         );

@@ -80,6 +80,8 @@ pub struct NameRecord {
     pub challenge: ChallengeKind,
     /// Key algorithm.
     pub key_type: KeyType,
+    /// The pinned DNS provider, if any.
+    pub dns_provider: Option<String>,
     /// Primary CA id.
     pub primary_ca: String,
     /// Backup CA id.
@@ -154,6 +156,8 @@ pub struct OrderJob {
     pub key_type: KeyType,
     /// Validation method.
     pub challenge: ChallengeKind,
+    /// The pinned DNS provider, if any.
+    pub dns_provider: Option<String>,
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(
@@ -226,6 +230,7 @@ pub(super) fn names_from_rows(rows: &[QueryResult]) -> Result<Vec<NameRecord>, S
                 domains: domains(row)?,
                 challenge: parse(row, "challenge")?,
                 key_type: parse(row, "key_type")?,
+                dns_provider: get(row, "dns_provider")?,
                 primary_ca: get(row, "primary_ca")?,
                 backup_ca: get(row, "backup_ca")?,
                 active: parse(row, "active_slot")?,
@@ -256,5 +261,6 @@ pub(super) fn order_job(row: &QueryResult) -> Result<OrderJob, StoreError> {
         domains: domains(row)?,
         key_type: parse(row, "key_type")?,
         challenge: parse(row, "challenge")?,
+        dns_provider: get(row, "dns_provider")?,
     })
 }

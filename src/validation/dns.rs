@@ -303,12 +303,13 @@ impl Dns01Solver {
     /// Decides where the answer for `domain` goes: `_acme-challenge.<domain>`
     /// or, if that is a CNAME (chain), its target; and which provider
     /// controls that name (the longest configured zone wins).
-    pub async fn place(&self, domain: &str) -> Result<Placement, String> {
+    pub async fn place(&self, domain: &str, pinned: Option<&str>) -> Result<Placement, String> {
         let owner = format!("_acme-challenge.{}", normal(domain));
         let fqdn = follow_cname(&self.lookup, &owner).await?;
         let best = self
             .providers
             .iter()
+            .filter(|p| pinned.is_none_or(|id| p.id() == id))
             .filter_map(|p| p.zone_for(&fqdn).map(|z| (z, p.clone())))
             .max_by_key(|(z, _)| z.len());
         match best {
@@ -317,6 +318,10 @@ impl Dns01Solver {
                 fqdn,
                 zone,
             }),
+            None if pinned.is_some() => Err(format!(
+                "DNS provider '{}' does not control {fqdn}",
+                pinned.unwrap_or_default()
+            )),
             None if fqdn == owner => Err(format!(
                 "no DNS provider controls {owner}; add its zone to a [[dns_providers]] entry, or \
                  delegate it with a CNAME into a zone twincert controls"

@@ -451,7 +451,10 @@ impl Worker {
         };
         let mut placed = Vec::with_capacity(tasks.len());
         for t in &tasks {
-            let p = solver.place(&t.domain).await.map_err(transient)?;
+            let p = solver
+                .place(&t.domain, job.dns_provider.as_deref())
+                .await
+                .map_err(transient)?;
             self.store
                 .add_dns_record(
                     &job.id,

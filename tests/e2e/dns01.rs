@@ -14,10 +14,27 @@ fn sqlite_url(dir: &std::path::Path) -> String {
 async fn dns01_for_a_name_and_for_apex_plus_wildcard_then_no_txt_remains() {
     let cas = TwoCas::start(0).await;
     let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    // Per-name choices: an unknown provider, or a provider with http-01,
+    // are refused; a known one is pinned and shown.
     let (status, body) = server
-        .create(json!({"name": "a.example.test", "challenge": "dns-01"}))
+        .create(json!({"name": "a.example.test", "challenge": "dns-01", "dns_provider": "nope"}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown DNS provider 'nope'")
+    );
+    let (status, body) = server
+        .create(json!({"name": "a.example.test", "dns_provider": "bind"}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server
+        .create(json!({"name": "a.example.test", "challenge": "dns-01", "dns_provider": "bind"}))
         .await;
     assert_eq!(status, 201, "{body}");
+    assert_eq!(body["dns_provider"], "bind");
     let (status, body) = server
         .create(json!({"name": "example.test", "domains": ["example.test", "*.example.test"], "challenge": "dns-01"}))
         .await;

@@ -15,6 +15,7 @@ fn name(id: &str, primary: &str, backup: &str) -> NewName {
         key_type: KeyType::EcdsaP256,
         primary_ca: primary.into(),
         backup_ca: backup.into(),
+        dns_provider: None,
     }
 }
 
