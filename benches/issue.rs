@@ -82,6 +82,9 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 struct Args {
     names: usize,
     concurrency: usize,
+    /// `--challenge dns-01`: twincert over DNS-01 (RFC 2136 on the test
+    /// BIND) beside lego's rfc2136 provider, instead of the HTTP-01 runs.
+    dns01: bool,
 }
 
 fn parse_args() -> Args {
@@ -93,11 +96,13 @@ fn parse_args() -> Args {
         Args {
             names: 100,
             concurrency: 16,
+            dns01: false,
         }
     } else {
         Args {
             names: 3,
             concurrency: 2,
+            dns01: false,
         }
     };
     let mut it = std::env::args().skip(1);
@@ -106,6 +111,15 @@ fn parse_args() -> Args {
             Some((f, v)) => (f.to_string(), Some(v.to_string())),
             None => (arg.clone(), None),
         };
+        if flag == "--challenge" {
+            let value = inline.or_else(|| it.next()).unwrap_or_default();
+            match value.as_str() {
+                "dns-01" => args.dns01 = true,
+                "http-01" => args.dns01 = false,
+                other => panic!("--challenge {other}: expected http-01 or dns-01"),
+            }
+            continue;
+        }
         let target = match flag.as_str() {
             "--names" => &mut args.names,
             "--concurrency" => &mut args.concurrency,
@@ -169,6 +183,9 @@ async fn main() {
         args.concurrency
     );
     let mut cas = TwoCas::start(0).await;
+    if args.dns01 {
+        return dns01_bench(&cas, args.names, args.concurrency).await;
+    }
     println!(
         "pebble a: {}  pebble b: {}  http-01 port: {}",
         cas.a.directory_url(),
@@ -474,7 +491,25 @@ profile = "pebble"
 directory_url = "{b}"
 trust_roots_file = "{roots}"
 root_group = "pebble-b"
+
+[dns]
+resolver = "127.0.0.1:{dns}"
+authoritative_port = {dns}
+propagation_timeout_seconds = 30
+propagation_interval_ms = 20
+
+[[dns_providers]]
+id = "bind"
+kind = "rfc2136"
+server = "127.0.0.1:{dns}"
+zones = ["{zone}"]
+tsig_key_name = "{key}"
+tsig_secret = "{secret}"
 "#,
+        dns = cas.dns.port(),
+        zone = cas.dns.zone(),
+        key = cas.dns.tsig_key_name(),
+        secret = cas.dns.tsig_secret_b64(),
         api = harness::free_port(),
         http01 = cas.http01_port,
         a = cas.a.directory_url(),
@@ -483,11 +518,11 @@ root_group = "pebble-b"
     )
 }
 
-fn new_name(id: &str) -> NewName {
+fn new_name(id: &str, challenge: ChallengeKind) -> NewName {
     NewName {
         id: id.to_string(),
         domains: vec![id.to_string(), format!("www-{id}")],
-        challenge: ChallengeKind::Http01,
+        challenge,
         key_type: KeyType::EcdsaP256,
         primary_ca: "pebble-a".into(),
         backup_ca: "pebble-b".into(),
@@ -556,7 +591,19 @@ async fn wait_for_certs(store: &Store, prefix: &str, want: usize) -> AnyResult<(
 }
 
 async fn twincert_run(cas: &TwoCas, n: usize, concurrency: usize) -> AnyResult<Measured> {
-    println!("\n(b) twincert (store + seal + worker)");
+    twincert_run_with(cas, n, concurrency, ChallengeKind::Http01).await
+}
+
+async fn twincert_run_with(
+    cas: &TwoCas,
+    n: usize,
+    concurrency: usize,
+    challenge: ChallengeKind,
+) -> AnyResult<Measured> {
+    println!(
+        "\n(b) twincert (store + seal + worker), {}",
+        challenge.as_str()
+    );
     let dir = tempfile::Builder::new()
         .prefix("twincert-bench-")
         .tempdir()?;
@@ -573,15 +620,25 @@ async fn twincert_run(cas: &TwoCas, n: usize, concurrency: usize) -> AnyResult<M
         .collect();
     let sealer = Sealer::from_text(&Sealer::generate_text("bench")?)?;
     let clock = SystemClock;
-    let worker = Arc::new(Worker::new(
-        store.clone(),
-        ca_clients,
-        Arc::new(sealer),
-        Arc::new(clock),
-        cfg.worker.clone(),
-        cfg.renew_at_fraction,
-        "bench".into(),
-    ));
+    let mut providers: Vec<Arc<dyn twincert::providers::dns::DnsProvider>> = Vec::new();
+    for p in cfg.dns_providers.values() {
+        providers.push(Arc::new(twincert::providers::dns::Rfc2136::new(p)?));
+    }
+    let worker = Arc::new(
+        Worker::new(
+            store.clone(),
+            ca_clients,
+            Arc::new(sealer),
+            Arc::new(clock),
+            cfg.worker.clone(),
+            cfg.renew_at_fraction,
+            "bench".into(),
+        )
+        .with_dns01(Arc::new(twincert::validation::dns::Dns01Solver::new(
+            providers,
+            twincert::validation::dns::DnsLookup::new(cfg.dns.clone()),
+        ))),
+    );
 
     let (stop, server) = serve_http01(
         cas.http01_port,
@@ -594,7 +651,11 @@ async fn twincert_run(cas: &TwoCas, n: usize, concurrency: usize) -> AnyResult<M
     // Warm-up: one name (accounts are created and stored here).
     let t = Instant::now();
     store
-        .create_name(&new_name("warm.example.test"), "bench", clock.now())
+        .create_name(
+            &new_name("warm.example.test", challenge),
+            "bench",
+            clock.now(),
+        )
         .await?;
     worker.wake();
     wait_for_certs(&store, "warm.", 2).await?;
@@ -605,7 +666,7 @@ async fn twincert_run(cas: &TwoCas, n: usize, concurrency: usize) -> AnyResult<M
     for i in 0..n {
         store
             .create_name(
-                &new_name(&format!("b{i}.example.test")),
+                &new_name(&format!("b{i}.example.test"), challenge),
                 "bench",
                 clock.now(),
             )
@@ -631,4 +692,89 @@ async fn twincert_run(cas: &TwoCas, n: usize, concurrency: usize) -> AnyResult<M
         elapsed,
         cpu,
     })
+}
+
+/// `--challenge dns-01`: twincert's DNS-01 throughput, then lego's rfc2136
+/// provider issuing one certificate per name, one after another, against
+/// the same Pebble and BIND (lego is a one-shot CLI: one process, one
+/// certificate). lego runs only if it is on PATH.
+async fn dns01_bench(cas: &TwoCas, n: usize, concurrency: usize) {
+    let tc = twincert_run_with(cas, n, concurrency, ChallengeKind::Dns01)
+        .await
+        .unwrap_or_else(|e| panic!("twincert DNS-01 run failed: {e}"));
+    println!(
+        "\ntwincert dns-01: {} certificates in {:.3} s = {:.1} certs/s, {:.2} ms/cert",
+        tc.certs,
+        tc.elapsed.as_secs_f64(),
+        tc.certs as f64 / tc.elapsed.as_secs_f64(),
+        tc.ms_per_cert()
+    );
+    let lego_names = n.min(5);
+    let has_lego = std::process::Command::new("lego")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_lego {
+        println!("lego not installed (apt-get install lego): no comparison");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("twincert-lego-")
+        .tempdir()
+        .expect("temp dir");
+    let dns = format!("127.0.0.1:{}", cas.dns.port());
+    let start = Instant::now();
+    let mut ok = 0;
+    for i in 0..lego_names {
+        let out = std::process::Command::new("lego")
+            .args(["--accept-tos", "--email", "bench@example.test", "--server"])
+            .arg(cas.a.directory_url())
+            .arg("--path")
+            .arg(dir.path())
+            .args(["--domains", &format!("l{i}.example.test")])
+            .args([
+                "--dns",
+                "rfc2136",
+                "--dns.resolvers",
+                &dns,
+                "--dns.disable-cp",
+                "run",
+            ])
+            .env("LEGO_CA_CERTIFICATES", &cas.tls.ca_pem_path)
+            .env("RFC2136_NAMESERVER", &dns)
+            .env("RFC2136_TSIG_KEY", format!("{}.", cas.dns.tsig_key_name()))
+            .env("RFC2136_TSIG_SECRET", cas.dns.tsig_secret_b64())
+            .env("RFC2136_TSIG_ALGORITHM", "hmac-sha256.")
+            .env("RFC2136_PROPAGATION_TIMEOUT", "30")
+            .env("RFC2136_POLLING_INTERVAL", "1")
+            .output()
+            .expect("run lego");
+        if out.status.success() {
+            ok += 1;
+        } else {
+            println!(
+                "lego failed for l{i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let elapsed = start.elapsed();
+    if ok == 0 {
+        println!("lego issued nothing");
+        return;
+    }
+    let lego_ms = elapsed.as_secs_f64() * 1000.0 / ok as f64;
+    println!(
+        "lego rfc2136 (sequential, one process per certificate): {ok} certificates in {:.3} s = {:.2} certs/s, {:.0} ms/cert",
+        elapsed.as_secs_f64(),
+        ok as f64 / elapsed.as_secs_f64(),
+        lego_ms
+    );
+    println!(
+        "twincert dns-01 vs lego: {:.0}x the throughput",
+        lego_ms / tc.ms_per_cert()
+    );
 }
