@@ -194,10 +194,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         ));
     }
     let dns01_available = !dns_providers.is_empty();
+    let sealer = Arc::new(secrets.sealer);
     let worker = Worker::new(
         store.clone(),
         cas,
-        Arc::new(secrets.sealer),
+        sealer.clone(),
         clock.clone(),
         cfg.worker.clone(),
         cfg.renew_at_fraction,
@@ -232,6 +233,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         default_key_type: cfg.default_key_type,
         max_body_bytes: cfg.max_body_bytes,
         dns01_available,
+        sealer: Some(sealer.clone()),
         dns: api::DelegationPolicy {
             zones: cfg
                 .dns_providers

@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Core),
             Box::new(M0002Dns01),
             Box::new(M0003NameDnsProvider),
+            Box::new(M0004ApiTokens),
         ]
     }
 }
@@ -234,5 +235,37 @@ impl MigrationTrait for M0003NameDnsProvider {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(manager, "ALTER TABLE names DROP COLUMN dns_provider").await
+    }
+}
+
+/// API tokens (issue 4): only a SHA-256 of each secret is stored.
+pub struct M0004ApiTokens;
+
+impl MigrationName for M0004ApiTokens {
+    fn name(&self) -> &str {
+        "m0004_api_tokens"
+    }
+}
+
+const API_TOKENS: &str = r#"
+CREATE TABLE api_tokens (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    role           TEXT NOT NULL CHECK (role IN ('viewer', 'deployer', 'operator', 'admin')),
+    secret_sha256  TEXT NOT NULL UNIQUE,
+    created_at     BIGINT NOT NULL,
+    last_used_at   BIGINT,
+    expires_at     BIGINT
+)
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004ApiTokens {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, API_TOKENS).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP TABLE api_tokens").await
     }
 }

@@ -7,6 +7,7 @@
 //! limit and parsed here, so a malformed or oversized body is a precise
 //! 4xx, never a 5xx.
 
+mod auth;
 mod problem;
 mod views;
 
@@ -14,9 +15,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -27,6 +28,7 @@ use crate::domain::{ChallengeKind, DnsName, KeyType, ManagedNameId, NameState, S
 use crate::policy::{self, CaChoice};
 use crate::store::{NameRecord, NewName, Store};
 
+pub use auth::{BOOTSTRAP_ADMIN, Principal, required_role};
 pub use problem::Problem;
 pub use views::{DelegationPolicy, NameView, SlotView, name_view};
 
@@ -49,6 +51,8 @@ pub struct ApiState {
     pub dns01_available: bool,
     /// Zones twincert controls, for the CNAME delegation hints.
     pub dns: DelegationPolicy,
+    /// Opens sealed private keys for the key download (deployer+).
+    pub sealer: Option<Arc<crate::keys::seal::Sealer>>,
     /// Called after a name is created (wakes the local worker).
     pub on_name_created: Option<Arc<dyn Fn() + Send + Sync>>,
 }
@@ -69,7 +73,14 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/names/{name}", get(show_name).delete(delete_name))
         .route("/v1/names/{name}/certificates/{slot}", get(certificate))
         .route("/v1/names/{name}/swap", post(swap))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+        .route("/v1/names/{name}/certificates/{slot}/key", get(private_key))
+        .route("/v1/events", get(events))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{token}", axum::routing::delete(delete_token))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ));
     Router::new()
         .merge(v1)
         .route("/healthz", get(|| async { "ok\n" }))
@@ -80,29 +91,6 @@ pub fn app(state: ApiState) -> Router {
         // overflow as a 413 problem themselves.
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
-}
-
-async fn authorize(State(st): State<ApiState>, req: Request, next: Next) -> Response {
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return Problem::unauthorized(
-            "missing Authorization header; send 'Authorization: Bearer <token>'",
-        )
-        .into_response();
-    };
-    // The scheme is case-insensitive (RFC 9110 §11.1).
-    let token = value.to_str().ok().and_then(|v| {
-        let (scheme, token) = v.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then_some(token)
-    });
-    let Some(token) = token else {
-        return Problem::unauthorized("the Authorization header must be 'Bearer <token>'")
-            .into_response();
-    };
-    let given = token_digest(token.trim());
-    if aws_lc_rs::constant_time::verify_slices_are_equal(&given, &st.admin_token_sha256).is_err() {
-        return Problem::unauthorized("invalid token").into_response();
-    }
-    next.run(req).await
 }
 
 async fn readyz(State(st): State<ApiState>) -> Response {
@@ -169,6 +157,7 @@ struct CreateName {
 
 async fn create_name(
     State(st): State<ApiState>,
+    Extension(who): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
@@ -253,7 +242,7 @@ async fn create_name(
         backup_ca,
         dns_provider: req.dns_provider.clone(),
     };
-    st.store.create_name(&new, "admin", now).await?;
+    st.store.create_name(&new, &who.name, now).await?;
     if let Some(wake) = &st.on_name_created {
         wake();
     }
@@ -367,6 +356,7 @@ struct DeleteQuery {
 
 async fn delete_name(
     State(st): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
@@ -378,7 +368,7 @@ async fn delete_name(
         ));
     }
     st.store
-        .delete_name(id.as_str(), "admin", st.clock.now())
+        .delete_name(id.as_str(), &who.name, st.clock.now())
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -448,6 +438,7 @@ struct SwapRequest {
 
 async fn swap(
     State(st): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -462,7 +453,151 @@ async fn swap(
     let now = st.clock.now();
     let active = st
         .store
-        .swap(id.as_str(), "admin", &req.reason, now)
+        .swap(id.as_str(), &who.name, &req.reason, now)
         .await?;
     Ok(Json(serde_json::json!({ "name": id.as_str(), "active": active })).into_response())
+}
+
+async fn private_key(
+    State(st): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path((name, slot)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let rec = load_name(&st, &name).await?;
+    let slot = match slot.as_str() {
+        "active" => rec.active,
+        other => other.parse::<Slot>().map_err(|_| {
+            Problem::bad_request(format!(
+                "unknown slot '{other}': expected primary, backup or active"
+            ))
+        })?,
+    };
+    let cert = rec.slot(slot).and_then(|s| s.cert.clone()).ok_or_else(|| {
+        Problem::not_found(format!(
+            "the {slot} slot of '{}' has no certificate yet",
+            rec.id
+        ))
+    })?;
+    let sealer = st
+        .sealer
+        .as_ref()
+        .ok_or_else(|| Problem::internal(&"key download without a sealer"))?;
+    let (key_type, sealed) = st
+        .store
+        .private_key(&cert.private_key_id)
+        .await?
+        .ok_or_else(|| Problem::not_found("the certificate's key is gone"))?;
+    let der = sealer
+        .open(crate::worker::KEY_PURPOSE, &sealed)
+        .map_err(|e| Problem::internal(&e))?;
+    let key =
+        crate::keys::CertKey::from_pkcs8_der(key_type, &der).map_err(|e| Problem::internal(&e))?;
+    // Audited before the key leaves: no record, no key.
+    st.store
+        .audit(&crate::store::AuditEvent {
+            at: st.clock.now(),
+            actor: who.name.clone(),
+            action: "key.download".into(),
+            target: rec.id.clone(),
+            reason: None,
+            result: "ok".into(),
+            details: Some(format!(
+                "{{\"slot\":\"{slot}\",\"spki_sha256\":\"{}\"}}",
+                cert.spki_sha256
+            )),
+        })
+        .await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/pkcs8")],
+        key.pkcs8_pem(),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    limit: Option<u64>,
+}
+
+async fn events(
+    State(st): State<ApiState>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit {limit} is out of range 1..=1000"
+        )));
+    }
+    let items = st.store.audit_events(limit).await?;
+    Ok(Json(serde_json::json!({ "items": items })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    name: String,
+    role: String,
+    expires_in_seconds: Option<u64>,
+}
+
+async fn create_token(
+    State(st): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let req: CreateToken = parse_json(&st, &headers, body)?;
+    let name = ManagedNameId::parse(&req.name)
+        .map_err(|e| Problem::bad_request(format!("token name: {e}")))?;
+    if name.as_str() == BOOTSTRAP_ADMIN {
+        return Err(Problem::bad_request(format!(
+            "the token name '{BOOTSTRAP_ADMIN}' is reserved"
+        )));
+    }
+    let role: crate::domain::Role = req.role.parse().map_err(Problem::bad_request)?;
+    let now = st.clock.now();
+    let expires_at = match req.expires_in_seconds {
+        None => None,
+        Some(0) => return Err(Problem::bad_request("expires_in_seconds must be positive")),
+        Some(s) => Some(now.saturating_add(i64::try_from(s).unwrap_or(i64::MAX))),
+    };
+    let secret = auth::new_token_secret()?;
+    let rec = st
+        .store
+        .create_token(
+            &crate::store::NewToken {
+                name: name.as_str().to_string(),
+                role,
+                secret_sha256: crate::keys::hex(&token_digest(&secret)),
+                expires_at,
+            },
+            &who.name,
+            now,
+        )
+        .await?;
+    let mut v = serde_json::to_value(&rec).map_err(|e| Problem::internal(&e))?;
+    if let Some(o) = v.as_object_mut() {
+        // Shown once; only its hash is stored.
+        o.insert("token".into(), serde_json::json!(secret));
+    }
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn list_tokens(State(st): State<ApiState>) -> Result<Response, Problem> {
+    let items = st.store.tokens().await?;
+    Ok(Json(serde_json::json!({ "items": items })).into_response())
+}
+
+async fn delete_token(
+    State(st): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    st.store
+        .delete_token(&name, &who.name, st.clock.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

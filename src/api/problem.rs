@@ -76,6 +76,16 @@ impl Problem {
         )
     }
 
+    /// Authenticated, but the role does not allow this (403).
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            detail.into(),
+        )
+    }
+
     /// No such resource (404).
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(

@@ -282,3 +282,45 @@ impl fmt::Display for KeyFingerprint {
         f.write_str(&self.0)
     }
 }
+
+/// What a bearer token may do (DESIGN.md "REST API v1"). Ordered: each role
+/// includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read names, certificates and events; never keys.
+    Viewer,
+    /// Viewer, plus read the private key of a certificate (audited).
+    Deployer,
+    /// Manage names, swap, report compromise.
+    Operator,
+    /// Everything: CAs, distrust, tokens.
+    Admin,
+}
+
+impl Role {
+    /// The stable spelling used in the API and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Deployer => "deployer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "deployer" => Ok(Role::Deployer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role '{other}': expected viewer, deployer, operator or admin"
+            )),
+        }
+    }
+}

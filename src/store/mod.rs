@@ -28,7 +28,9 @@ use twincert_migrations::{Migrator, MigratorTrait};
 use crate::domain::{ChallengeKind, KeyType, OrderState, Slot};
 use crate::keys::seal::Sealed;
 
-pub use rows::{CertRecord, DnsRecord, NameRecord, OrderJob, OrderSummary, SlotRecord};
+pub use rows::{
+    CertRecord, DnsRecord, NameRecord, OrderJob, OrderSummary, SlotRecord, TokenRecord,
+};
 
 /// Why a store operation failed. `Db` is infrastructure (retry later); the
 /// others are answers the caller shows to a user.
@@ -96,6 +98,19 @@ pub struct NewCertificate {
     pub spki_sha256: String,
     /// The PEM chain as the CA returned it, leaf first.
     pub chain_pem: String,
+}
+
+/// A token to create. The secret itself never reaches the store.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Unique name (the actor in audit events).
+    pub name: String,
+    /// What it may do.
+    pub role: crate::domain::Role,
+    /// SHA-256 of the secret, hex.
+    pub secret_sha256: String,
+    /// Unix seconds, if it expires.
+    pub expires_at: Option<i64>,
 }
 
 /// The other slot's current certificate, for the diversity check.
@@ -1121,6 +1136,127 @@ impl Store {
             vec![order_id.into(), ms.into()],
         )
         .await?;
+        Ok(())
+    }
+
+    // ----- API tokens ------------------------------------------------------
+
+    /// Stores a new token (only the secret's SHA-256) and audits it, in one
+    /// transaction.
+    pub async fn create_token(
+        &self,
+        t: &NewToken,
+        actor: &str,
+        now: i64,
+    ) -> Result<TokenRecord, StoreError> {
+        let tx = self.db.begin().await?;
+        let id = new_id();
+        let n = exec(
+            &tx,
+            "INSERT INTO api_tokens (id, name, role, secret_sha256, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            vec![
+                id.clone().into(),
+                t.name.clone().into(),
+                t.role.as_str().into(),
+                t.secret_sha256.clone().into(),
+                now.into(),
+                t.expires_at.into(),
+            ],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::Duplicate(format!("token '{}'", t.name)));
+        }
+        insert_audit(
+            &tx,
+            &AuditEvent {
+                at: now,
+                actor: actor.into(),
+                action: "token.create".into(),
+                target: t.name.clone(),
+                reason: None,
+                result: "ok".into(),
+                details: Some(format!("{{\"role\":\"{}\"}}", t.role.as_str())),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(TokenRecord {
+            id,
+            name: t.name.clone(),
+            role: t.role,
+            created_at: now,
+            last_used_at: None,
+            expires_at: t.expires_at,
+        })
+    }
+
+    /// The token whose secret hashes to `secret_sha256`, if any; marks it
+    /// used (at most once a minute, to keep reads cheap).
+    pub async fn token_by_hash(
+        &self,
+        secret_sha256: &str,
+        now: i64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let row = one(
+            &self.db,
+            "SELECT id, name, role, created_at, last_used_at, expires_at FROM api_tokens \
+             WHERE secret_sha256 = $1",
+            vec![secret_sha256.into()],
+        )
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let t = rows::token(&row)?;
+        if t.last_used_at.is_none_or(|u| u < now - 60) {
+            exec(
+                &self.db,
+                "UPDATE api_tokens SET last_used_at = $2 WHERE id = $1",
+                vec![t.id.clone().into(), now.into()],
+            )
+            .await?;
+        }
+        Ok(Some(t))
+    }
+
+    /// All tokens (never their secrets), by name.
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT id, name, role, created_at, last_used_at, expires_at FROM api_tokens \
+             ORDER BY name",
+            vec![],
+        )
+        .await?;
+        rows.iter().map(rows::token).collect()
+    }
+
+    /// Deletes a token by name and audits it, in one transaction.
+    pub async fn delete_token(&self, name: &str, actor: &str, now: i64) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        let n = exec(
+            &tx,
+            "DELETE FROM api_tokens WHERE name = $1",
+            vec![name.into()],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("token '{name}'")));
+        }
+        insert_audit(
+            &tx,
+            &AuditEvent {
+                at: now,
+                actor: actor.into(),
+                action: "token.delete".into(),
+                target: name.into(),
+                reason: None,
+                result: "ok".into(),
+                details: None,
+            },
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 

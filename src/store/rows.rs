@@ -105,6 +105,34 @@ impl NameRecord {
     }
 }
 
+/// An API token as listed (never its secret).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenRecord {
+    /// Row id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Role.
+    pub role: crate::domain::Role,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub last_used_at: Option<i64>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+pub(super) fn token(row: &QueryResult) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: get(row, "id")?,
+        name: get(row, "name")?,
+        role: parse(row, "role")?,
+        created_at: get(row, "created_at")?,
+        last_used_at: get(row, "last_used_at")?,
+        expires_at: get(row, "expires_at")?,
+    })
+}
+
 /// A DNS-01 TXT record an order published.
 #[derive(Debug, Clone)]
 pub struct DnsRecord {

@@ -1,0 +1,165 @@
+//! Who is calling and what they may do.
+//!
+//! A bearer token is either the bootstrap admin token (from the environment
+//! or a file, compared in constant time) or a token created through
+//! `/v1/tokens`, found by the SHA-256 of its secret (the store never holds a
+//! secret). Every route has an explicit minimum [`Role`] in
+//! [`required_role`]; a route without a decision is refused (fail closed),
+//! and a test enumerates the routes against this table.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiState, Problem, token_digest};
+use crate::domain::Role;
+use crate::keys::hex;
+
+/// The authenticated caller, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Token name: the actor in audit events.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// The name audit events use for the bootstrap admin token.
+pub const BOOTSTRAP_ADMIN: &str = "bootstrap-admin";
+
+/// The minimum role for a route (method + path template), or `None` when
+/// the route has no decision (refused).
+pub fn required_role(method: &Method, path: &str) -> Option<Role> {
+    let read = *method == Method::GET || *method == Method::HEAD;
+    match path {
+        "/v1/names"
+        | "/v1/names/{name}"
+        | "/v1/names/{name}/certificates/{slot}"
+        | "/v1/events"
+            if read =>
+        {
+            Some(Role::Viewer)
+        }
+        "/v1/names/{name}/certificates/{slot}/key" if read => Some(Role::Deployer),
+        "/v1/names" if *method == Method::POST => Some(Role::Operator),
+        "/v1/names/{name}" if *method == Method::DELETE => Some(Role::Operator),
+        "/v1/names/{name}/swap" if *method == Method::POST => Some(Role::Operator),
+        "/v1/tokens" if read || *method == Method::POST => Some(Role::Admin),
+        "/v1/tokens/{token}" if *method == Method::DELETE => Some(Role::Admin),
+        _ => None,
+    }
+}
+
+/// Middleware on every `/v1` route: authenticate, then authorize.
+pub async fn authorize(State(st): State<ApiState>, mut req: Request, next: Next) -> Response {
+    let header_value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().map(str::to_string).unwrap_or_default());
+    let principal = match authenticate(&st, header_value).await {
+        Ok(p) => p,
+        Err(p) => return p.into_response(),
+    };
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let Some(needed) = required_role(req.method(), &path) else {
+        return Problem::forbidden(format!(
+            "no access rule for {} {path}; refused",
+            req.method()
+        ))
+        .into_response();
+    };
+    if principal.role < needed {
+        return Problem::forbidden(format!(
+            "token '{}' has role {}; {} {path} needs {} or higher",
+            principal.name,
+            principal.role.as_str(),
+            req.method(),
+            needed.as_str()
+        ))
+        .into_response();
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+async fn authenticate(st: &ApiState, value: Option<String>) -> Result<Principal, Problem> {
+    let value = value.ok_or_else(|| {
+        Problem::unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
+    })?;
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let token = Some(value.as_str())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Problem::unauthorized("the Authorization header must be 'Bearer <token>'")
+        })?;
+    let digest = token_digest(token);
+    if aws_lc_rs::constant_time::verify_slices_are_equal(&digest, &st.admin_token_sha256).is_ok() {
+        return Ok(Principal {
+            name: BOOTSTRAP_ADMIN.into(),
+            role: Role::Admin,
+        });
+    }
+    let now = st.clock.now();
+    match st.store.token_by_hash(&hex(&digest), now).await {
+        Ok(Some(t)) if t.expires_at.is_some_and(|e| e <= now) => Err(Problem::unauthorized(
+            format!("token '{}' has expired", t.name),
+        )),
+        Ok(Some(t)) => Ok(Principal {
+            name: t.name,
+            role: t.role,
+        }),
+        Ok(None) => Err(Problem::unauthorized("invalid token")),
+        Err(e) => Err(Problem::unavailable(&e)),
+    }
+}
+
+/// A new random token: 256 bits, base64url, with a `tc_` prefix so it is
+/// recognisable in a secret scanner.
+pub fn new_token_secret() -> Result<String, Problem> {
+    use base64::Engine as _;
+    let mut b = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| Problem::internal(&"system RNG failed"))?;
+    Ok(format!(
+        "tc_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_and_every_route_has_a_rule() {
+        assert!(Role::Viewer < Role::Deployer);
+        assert!(Role::Deployer < Role::Operator);
+        assert!(Role::Operator < Role::Admin);
+        let cases = [
+            (Method::GET, "/v1/names", Some(Role::Viewer)),
+            (Method::POST, "/v1/names", Some(Role::Operator)),
+            (Method::DELETE, "/v1/names/{name}", Some(Role::Operator)),
+            (
+                Method::GET,
+                "/v1/names/{name}/certificates/{slot}/key",
+                Some(Role::Deployer),
+            ),
+            (Method::POST, "/v1/tokens", Some(Role::Admin)),
+            (Method::PUT, "/v1/names", None),
+            (Method::GET, "/v1/unknown", None),
+        ];
+        for (m, p, want) in cases {
+            assert_eq!(required_role(&m, p), want, "{m} {p}");
+        }
+    }
+}
