@@ -6,5 +6,6 @@ mod dns01;
 mod harness;
 mod harness_check;
 mod issuance;
+mod roles;
 mod server;
 mod store_backends;
