@@ -39,6 +39,53 @@ enum Command {
         #[command(subcommand)]
         action: NamesAction,
     },
+    /// Make the standby of a name active (one name; audited).
+    Swap {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The name's id.
+        name: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Manage API tokens (admin).
+    Tokens {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        action: TokensAction,
+    },
+    /// Show the audit log, newest first.
+    Events {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// How many events.
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensAction {
+    /// Create a token; its secret is printed once.
+    Add {
+        /// Unique token name (the actor in audit events).
+        name: String,
+        /// viewer, deployer, operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Lifetime in seconds (default: no expiry).
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Delete a token.
+    Delete {
+        /// The token's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +158,48 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Names { api, action } => names(api, action).await,
+        Command::Swap { api, name, reason } => {
+            let body = serde_json::json!({ "reason": reason });
+            call(
+                &api,
+                reqwest::Method::POST,
+                &format!("/v1/names/{name}/swap"),
+                Some(body),
+            )
+            .await
+        }
+        Command::Events { api, limit } => {
+            call(
+                &api,
+                reqwest::Method::GET,
+                &format!("/v1/events?limit={limit}"),
+                None,
+            )
+            .await
+        }
+        Command::Tokens { api, action } => match action {
+            TokensAction::Add {
+                name,
+                role,
+                expires_in,
+            } => {
+                let mut body = serde_json::json!({ "name": name, "role": role });
+                if let Some(e) = expires_in {
+                    body["expires_in_seconds"] = serde_json::json!(e);
+                }
+                call(&api, reqwest::Method::POST, "/v1/tokens", Some(body)).await
+            }
+            TokensAction::List => call(&api, reqwest::Method::GET, "/v1/tokens", None).await,
+            TokensAction::Delete { name } => {
+                call(
+                    &api,
+                    reqwest::Method::DELETE,
+                    &format!("/v1/tokens/{name}"),
+                    None,
+                )
+                .await
+            }
+        },
     }
 }
 
@@ -151,6 +240,46 @@ fn token(api: &ApiArgs) -> anyhow::Result<String> {
             .to_string());
     }
     bail!("no token: pass --token-file FILE or set TWINCERT_TOKEN")
+}
+
+/// One API request; prints the (pretty) JSON answer, fails on non-2xx.
+async fn call(
+    api: &ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let token = token(api)?;
+    let base = api.url.trim_end_matches('/').to_string();
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(&token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let rsp = req
+        .send()
+        .await
+        .with_context(|| format!("calling the API at {base}"))?;
+    print_answer(rsp).await
+}
+
+async fn print_answer(rsp: reqwest::Response) -> anyhow::Result<()> {
+    let status = rsp.status();
+    let text = rsp.text().await.context("reading the API's answer")?;
+    let pretty = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or(text);
+    if status.is_success() {
+        if !pretty.is_empty() {
+            println!("{pretty}");
+        }
+        Ok(())
+    } else {
+        eprintln!("{pretty}");
+        bail!("the API answered {status}")
+    }
 }
 
 async fn names(api: ApiArgs, action: NamesAction) -> anyhow::Result<()> {
@@ -206,17 +335,5 @@ async fn names(api: ApiArgs, action: NamesAction) -> anyhow::Result<()> {
         }
     }
     .with_context(|| format!("calling the API at {base}"))?;
-    let status = rsp.status();
-    let text = rsp.text().await.context("reading the API's answer")?;
-    let pretty = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or(text);
-    if status.is_success() {
-        println!("{pretty}");
-        Ok(())
-    } else {
-        eprintln!("{pretty}");
-        bail!("the API answered {status}")
-    }
+    print_answer(rsp).await
 }

@@ -309,6 +309,37 @@ async fn cli_adds_lists_and_shows_names() {
         err.contains("underscore") || err.contains("invalid"),
         "{err}"
     );
+
+    // The other commands: swap, tokens, events.
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+            .args(args)
+            .args(["--url", &server.base(), "--token-file"])
+            .arg(&token_file)
+            .env_remove("TWINCERT_TOKEN")
+            .output()
+            .expect("run CLI");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (ok, out) = run(&["swap", "b.example.test", "--reason", "drill"]);
+    assert!(ok && out.contains("\"backup\""), "{out}");
+    let (ok, out) = run(&["tokens", "add", "ci-viewer", "--role", "viewer"]);
+    assert!(ok && out.contains("\"tc_"), "{out}");
+    let (ok, out) = run(&["tokens", "list"]);
+    assert!(
+        ok && out.contains("ci-viewer") && !out.contains("\"tc_"),
+        "{out}"
+    );
+    let (ok, _) = run(&["tokens", "delete", "ci-viewer"]);
+    assert!(ok);
+    let (ok, out) = run(&["events", "--limit", "10"]);
+    assert!(
+        ok && out.contains("name.swap") && out.contains("token.delete"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
