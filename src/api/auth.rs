@@ -74,6 +74,20 @@ pub async fn authorize(State(st): State<ApiState>, mut req: Request, next: Next)
         .into_response();
     };
     if principal.role < needed {
+        if let Some(action) = audited_action(req.method(), &path) {
+            let event = crate::store::AuditEvent {
+                at: st.clock.now(),
+                actor: principal.name.clone(),
+                action: action.into(),
+                target: req.uri().path().to_string(),
+                reason: None,
+                result: "rejected: 403".into(),
+                details: None,
+            };
+            if let Err(e) = st.store.audit(&event).await {
+                tracing::warn!(error = %e, "could not audit a refused request");
+            }
+        }
         return Problem::forbidden(format!(
             "token '{}' has role {}; {} {path} needs {} or higher",
             principal.name,
@@ -83,8 +97,42 @@ pub async fn authorize(State(st): State<ApiState>, mut req: Request, next: Next)
         ))
         .into_response();
     }
-    req.extensions_mut().insert(principal);
-    next.run(req).await
+    let method = req.method().clone();
+    let concrete = req.uri().path().to_string();
+    req.extensions_mut().insert(principal.clone());
+    let rsp = next.run(req).await;
+    // A state-changing request that failed is audited too (its success is
+    // audited by the store, in the transaction of the change). Reads are
+    // not, except key downloads, which the handler audits.
+    if let Some(action) = audited_action(&method, &path)
+        && (rsp.status().is_client_error() || rsp.status().is_server_error())
+    {
+        let event = crate::store::AuditEvent {
+            at: st.clock.now(),
+            actor: principal.name.clone(),
+            action: action.into(),
+            target: concrete,
+            reason: None,
+            result: format!("rejected: {}", rsp.status().as_u16()),
+            details: None,
+        };
+        if let Err(e) = st.store.audit(&event).await {
+            tracing::warn!(error = %e, "could not audit a rejected request");
+        }
+    }
+    rsp
+}
+
+/// The audit action of a state-changing route.
+pub fn audited_action(method: &Method, path: &str) -> Option<&'static str> {
+    match (method.as_str(), path) {
+        ("POST", "/v1/names") => Some("name.create"),
+        ("DELETE", "/v1/names/{name}") => Some("name.delete"),
+        ("POST", "/v1/names/{name}/swap") => Some("name.swap"),
+        ("POST", "/v1/tokens") => Some("token.create"),
+        ("DELETE", "/v1/tokens/{token}") => Some("token.delete"),
+        _ => None,
+    }
 }
 
 async fn authenticate(st: &ApiState, value: Option<String>) -> Result<Principal, Problem> {

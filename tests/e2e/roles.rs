@@ -166,6 +166,42 @@ async fn role_matrix_over_every_route() {
             .any(|e| e.action == "token.create" && e.actor == "bootstrap-admin")
     );
 
+    // Exactly one audit event per state-changing request, failed ones too.
+    let before = store.audit_events(1000).await.expect("events").len();
+    let operator = &tokens[2].1;
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/v1/names",
+        Some(operator),
+        Some(json!({"name": "bad_name"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/v1/names/a.example.test/swap",
+        Some(&tokens[0].1),
+        Some(json!({"reason": "x"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(&server, "GET", "/v1/names", Some(operator), None).await;
+    assert_eq!(status, 200);
+    let events = store.audit_events(1000).await.expect("events");
+    assert_eq!(
+        events.len(),
+        before + 2,
+        "one event per state-changing request, none for reads"
+    );
+    assert_eq!(events[0].action, "name.swap");
+    assert_eq!(events[0].result, "rejected: 403");
+    assert_eq!(events[0].actor, "t-viewer");
+    assert_eq!(events[1].action, "name.create");
+    assert_eq!(events[1].result, "rejected: 400");
+    assert_eq!(events[1].actor, "t-operator");
+
     // Token deletion takes effect at once.
     let (status, _) = call(
         &server,
