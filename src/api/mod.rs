@@ -293,13 +293,14 @@ async fn list_names(
     {
         return Err(Problem::bad_request(format!("unknown CA '{ca}'")));
     }
+    let after = q.cursor.as_deref().map(cursor_decode).transpose()?;
     let now = st.clock.now();
     let recs = st
         .store
-        .list_names(limit, q.cursor.as_deref(), q.ca.as_deref())
+        .list_names(limit, after.as_deref(), q.ca.as_deref())
         .await?;
     let next_cursor = if recs.len() as u64 == limit {
-        recs.last().map(|r| r.id.clone())
+        recs.last().map(|r| cursor_encode(&r.id))
     } else {
         None
     };
@@ -518,6 +519,29 @@ async fn private_key(
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     limit: Option<u64>,
+    cursor: Option<String>,
+}
+
+/// Cursors are opaque to clients (base64url of a position), so the
+/// position's form can change without breaking them.
+fn cursor_encode(position: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
+}
+
+fn cursor_decode(cursor: &str) -> Result<String, Problem> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .ok_or_else(|| {
+            Problem::bad_request(format!(
+                "invalid cursor '{}'",
+                cursor.chars().take(40).collect::<String>()
+            ))
+        })
 }
 
 async fn events(
@@ -531,8 +555,22 @@ async fn events(
             "limit {limit} is out of range 1..=1000"
         )));
     }
-    let items = st.store.audit_events(limit).await?;
-    Ok(Json(serde_json::json!({ "items": items })).into_response())
+    let before = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(
+            cursor_decode(c)?
+                .parse::<i64>()
+                .map_err(|_| Problem::bad_request(format!("invalid cursor '{c}'")))?,
+        ),
+    };
+    let page = st.store.audit_page(limit, before).await?;
+    let next_cursor = if page.len() as u64 == limit {
+        page.last().map(|(id, _)| cursor_encode(&id.to_string()))
+    } else {
+        None
+    };
+    let items: Vec<_> = page.into_iter().map(|(_, e)| e).collect();
+    Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
 
 #[derive(Debug, Deserialize)]

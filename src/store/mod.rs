@@ -1269,24 +1269,42 @@ impl Store {
 
     /// The newest audit events.
     pub async fn audit_events(&self, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
+        Ok(self
+            .audit_page(limit, None)
+            .await?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// A page of audit events, newest first, older than event `before`;
+    /// each with its id (the cursor of the next page).
+    pub async fn audit_page(
+        &self,
+        limit: u64,
+        before: Option<i64>,
+    ) -> Result<Vec<(i64, AuditEvent)>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT at, actor, action, target, reason, result, details FROM audit_events \
-             ORDER BY id DESC LIMIT $1",
-            vec![(limit as i64).into()],
+            "SELECT id, at, actor, action, target, reason, result, details FROM audit_events \
+             WHERE id < $2 ORDER BY id DESC LIMIT $1",
+            vec![(limit as i64).into(), before.unwrap_or(i64::MAX).into()],
         )
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(AuditEvent {
-                    at: get(r, "at")?,
-                    actor: get(r, "actor")?,
-                    action: get(r, "action")?,
-                    target: get(r, "target")?,
-                    reason: get(r, "reason")?,
-                    result: get(r, "result")?,
-                    details: get(r, "details")?,
-                })
+                Ok((
+                    get(r, "id")?,
+                    AuditEvent {
+                        at: get(r, "at")?,
+                        actor: get(r, "actor")?,
+                        action: get(r, "action")?,
+                        target: get(r, "target")?,
+                        reason: get(r, "reason")?,
+                        result: get(r, "result")?,
+                        details: get(r, "details")?,
+                    },
+                ))
             })
             .collect()
     }

@@ -1422,3 +1422,67 @@ async fn wire_level_bodies_and_headers() {
     )
     .expect("non-UTF-8 JSON");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pagination_uses_opaque_cursors() {
+    let api = Api::start().await;
+    for n in ["p1.example.test", "p2.example.test", "p3.example.test"] {
+        api.create_ok(json!({ "name": n })).await;
+    }
+    let get = |path: String| {
+        let req = api.admin(Method::GET, &path);
+        async move {
+            let rsp = req.send().await.expect("GET");
+            let status = rsp.status();
+            (status, rsp.json::<Value>().await.expect("JSON"))
+        }
+    };
+    let (status, page1) = get("/v1/names?limit=2".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    let cursor = page1["next_cursor"]
+        .as_str()
+        .expect("a next cursor")
+        .to_string();
+    assert!(!cursor.contains("example"), "cursor is opaque: {cursor}");
+    let (_, page2) = get(format!("/v1/names?limit=2&cursor={cursor}")).await;
+    let names: Vec<&str> = page2["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(names, ["p3.example.test"]);
+    assert!(page2["next_cursor"].is_null());
+    for bad in ["!!!", "%20", "AAAA%3D%3D"] {
+        let (status, v) = get(format!("/v1/names?cursor={bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("invalid cursor"),
+            "{v}"
+        );
+    }
+
+    let (_, ev1) = get("/v1/events?limit=2".into()).await;
+    let c = ev1["next_cursor"]
+        .as_str()
+        .expect("events cursor")
+        .to_string();
+    let (_, ev2) = get(format!("/v1/events?limit=2&cursor={c}")).await;
+    let targets = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["target"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(targets(&ev1), ["p3.example.test", "p2.example.test"]);
+    assert_eq!(targets(&ev2), ["p1.example.test"]);
+    let (status, _) = get("/v1/events?cursor=bm90LWEtbnVtYmVy".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
