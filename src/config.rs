@@ -176,6 +176,8 @@ struct RawServer {
     api_listen: Option<String>,
     http01_listen: Option<String>,
     max_body_bytes: Option<usize>,
+    request_timeout_seconds: Option<u64>,
+    allow_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -299,6 +301,10 @@ pub struct Config {
     pub http01_listen: SocketAddr,
     /// Request bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
+    /// Longest an API request may take before it is answered 503.
+    pub request_timeout_seconds: u64,
+    /// Client networks allowed to call the API (empty: everyone).
+    pub allow_cidrs: Vec<crate::api::Cidr>,
     /// `sqlite://…` or `postgres://…`.
     pub store_url: String,
     /// Master key file (when not given by `TWINCERT_MASTER_KEY`).
@@ -478,6 +484,21 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         "server.http01_listen",
         raw.server.http01_listen.as_deref().unwrap_or("0.0.0.0:80"),
     )?;
+    let request_timeout_seconds = raw.server.request_timeout_seconds.unwrap_or(30);
+    if request_timeout_seconds == 0 {
+        return Err(invalid(
+            "server.request_timeout_seconds",
+            0,
+            "must be at least 1",
+        ));
+    }
+    let mut allow_cidrs = Vec::new();
+    for c in raw.server.allow_cidrs.clone().unwrap_or_default() {
+        allow_cidrs.push(
+            c.parse::<crate::api::Cidr>()
+                .map_err(|e| invalid("server.allow_cidrs", &c, e))?,
+        );
+    }
     let max_body_bytes = raw.server.max_body_bytes.unwrap_or(64 * 1024);
     if !(256..=16 * 1024 * 1024).contains(&max_body_bytes) {
         return Err(invalid(
@@ -822,6 +843,8 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         api_listen,
         http01_listen,
         max_body_bytes,
+        request_timeout_seconds,
+        allow_cidrs,
         store_url,
         master_key_file: raw.secrets.master_key_file.map(|p| resolve(base, p)),
         admin_token_file: raw.secrets.admin_token_file.map(|p| resolve(base, p)),

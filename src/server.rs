@@ -232,6 +232,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         admin_token_sha256: api::token_digest(&secrets.admin_token),
         default_key_type: cfg.default_key_type,
         max_body_bytes: cfg.max_body_bytes,
+        request_timeout_seconds: cfg.request_timeout_seconds,
+        allow_cidrs: cfg.allow_cidrs.clone(),
         dns01_available,
         sealer: Some(sealer.clone()),
         dns: api::DelegationPolicy {
@@ -262,11 +264,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     let mut rx2 = stop_rx.clone();
     let api_task = tokio::spawn(async move {
-        axum::serve(api_listener, api::app(state))
-            .with_graceful_shutdown(async move {
-                let _ = rx2.wait_for(|s| *s).await;
-            })
-            .await
+        axum::serve(
+            api_listener,
+            api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx2.wait_for(|s| *s).await;
+        })
+        .await
     });
 
     shutdown_signal().await;

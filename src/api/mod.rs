@@ -8,6 +8,7 @@
 //! 4xx, never a 5xx.
 
 mod auth;
+mod guard;
 mod problem;
 mod views;
 
@@ -29,6 +30,7 @@ use crate::policy::{self, CaChoice};
 use crate::store::{NameRecord, NewName, Store};
 
 pub use auth::{BOOTSTRAP_ADMIN, Principal, required_role};
+pub use guard::Cidr;
 pub use problem::Problem;
 pub use views::{DelegationPolicy, NameView, SlotView, name_view};
 
@@ -47,6 +49,10 @@ pub struct ApiState {
     pub default_key_type: KeyType,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Longest a request may take.
+    pub request_timeout_seconds: u64,
+    /// Client networks allowed (empty: all).
+    pub allow_cidrs: Vec<Cidr>,
     /// Whether DNS-01 can be used (a DNS provider is configured).
     pub dns01_available: bool,
     /// Zones twincert controls, for the CNAME delegation hints.
@@ -90,6 +96,7 @@ pub fn app(state: ApiState) -> Router {
         // The handlers read bodies as bytes under this limit and report an
         // overflow as a 413 problem themselves.
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
 }
 

@@ -131,6 +131,16 @@ impl Problem {
         )
     }
 
+    /// The request took longer than allowed (503).
+    pub fn timeout(secs: u64) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "Request timed out",
+            format!("the request did not finish within {secs} s; try again"),
+        )
+    }
+
     /// Something failed on our side (500); `cause` is logged, not sent.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "request failed");

@@ -75,6 +75,8 @@ impl Api {
             default_key_type: KeyType::EcdsaP256,
             max_body_bytes: MAX_BODY,
             dns01_available: false,
+            request_timeout_seconds: 30,
+            allow_cidrs: Vec::new(),
             sealer: None,
             dns: twincert::api::DelegationPolicy::default(),
             on_name_created: None,

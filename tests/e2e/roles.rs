@@ -215,3 +215,28 @@ async fn role_matrix_over_every_route() {
     let (status, _) = call(&server, "GET", "/v1/names", Some(&tokens[0].1), None).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_ip_allowlist() {
+    let cas = TwoCas::start(0).await;
+    let url = format!("sqlite://{}", cas.dir().join("twincert.db").display());
+    let mut opts = ServerOptions::new(url.clone());
+    opts.allow_cidrs = Some(r#"["10.0.0.0/8", "fd00::/8"]"#.into());
+    let server = Server::start(&cas, opts).await; // probes stay reachable
+    let (status, v) = call(&server, "GET", "/v1/names", Some(ADMIN_TOKEN), None).await;
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1 is not in server.allow_cidrs"),
+        "{v}"
+    );
+    drop(server);
+
+    let mut opts = ServerOptions::new(url);
+    opts.allow_cidrs = Some(r#"["127.0.0.0/8"]"#.into());
+    let server = Server::start(&cas, opts).await;
+    let (status, v) = call(&server, "GET", "/v1/names", Some(ADMIN_TOKEN), None).await;
+    assert_eq!(status, 200, "{v}");
+}

@@ -37,6 +37,8 @@ pub struct ServerOptions {
     pub authoritative_port: Option<u16>,
     /// `dns.propagation_timeout_seconds`.
     pub propagation_timeout: u64,
+    /// `server.allow_cidrs`, as TOML array text.
+    pub allow_cidrs: Option<String>,
 }
 
 impl ServerOptions {
@@ -51,6 +53,7 @@ impl ServerOptions {
             tsig_secret: None,
             authoritative_port: None,
             propagation_timeout: 10,
+            allow_cidrs: None,
         }
     }
 }
@@ -75,6 +78,7 @@ fn write_config(dir: &Path, cas: &TwoCas, opts: &ServerOptions, api_port: u16) -
 [server]
 api_listen = "127.0.0.1:{api_port}"
 http01_listen = "127.0.0.1:{http01}"
+{allow}
 
 [store]
 url = "{store}"
@@ -120,6 +124,11 @@ trust_roots_file = "{roots}"
 root_group = "pebble-b"
 "#,
         http01 = cas.http01_port,
+        allow = opts
+            .allow_cidrs
+            .as_ref()
+            .map(|a| format!("allow_cidrs = {a}"))
+            .unwrap_or_default(),
         store = opts.store_url,
         lease = opts.lease_seconds,
         bmin = opts.backoff.0,
