@@ -178,6 +178,8 @@ struct RawServer {
     max_body_bytes: Option<usize>,
     request_timeout_seconds: Option<u64>,
     allow_cidrs: Option<Vec<String>>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -305,6 +307,8 @@ pub struct Config {
     pub request_timeout_seconds: u64,
     /// Client networks allowed to call the API (empty: everyone).
     pub allow_cidrs: Vec<crate::api::Cidr>,
+    /// PEM certificate chain and key for HTTPS on the API listener.
+    pub api_tls: Option<(PathBuf, PathBuf)>,
     /// `sqlite://…` or `postgres://…`.
     pub store_url: String,
     /// Master key file (when not given by `TWINCERT_MASTER_KEY`).
@@ -499,6 +503,24 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
                 .map_err(|e| invalid("server.allow_cidrs", &c, e))?,
         );
     }
+    let api_tls = match (&raw.server.tls_cert_file, &raw.server.tls_key_file) {
+        (Some(c), Some(k)) => Some((resolve(base, c.clone()), resolve(base, k.clone()))),
+        (None, None) => None,
+        (Some(c), None) => {
+            return Err(invalid(
+                "server.tls_cert_file",
+                c.display(),
+                "needs server.tls_key_file too",
+            ));
+        }
+        (None, Some(k)) => {
+            return Err(invalid(
+                "server.tls_key_file",
+                k.display(),
+                "needs server.tls_cert_file too",
+            ));
+        }
+    };
     let max_body_bytes = raw.server.max_body_bytes.unwrap_or(64 * 1024);
     if !(256..=16 * 1024 * 1024).contains(&max_body_bytes) {
         return Err(invalid(
@@ -845,6 +867,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         max_body_bytes,
         request_timeout_seconds,
         allow_cidrs,
+        api_tls,
         store_url,
         master_key_file: raw.secrets.master_key_file.map(|p| resolve(base, p)),
         admin_token_file: raw.secrets.admin_token_file.map(|p| resolve(base, p)),

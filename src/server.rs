@@ -248,7 +248,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         on_name_created: Some(Arc::new(move || wake.wake())),
     };
     info!(
-        api = %format!("http://{}", api_listener.local_addr()?),
+        api = %format!(
+            "{}://{}",
+            if cfg.api_tls.is_some() { "https" } else { "http" },
+            api_listener.local_addr()?
+        ),
         http01 = %http01.local_addr()?,
         admin_token_file = ?secrets.admin_token_file,
         "twincert serving"
@@ -262,16 +266,28 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             })
             .await
     });
+    let tls = match &cfg.api_tls {
+        Some((cert, key)) => Some(api::tls::acceptor(cert, key).map_err(|e| anyhow::anyhow!(e))?),
+        None => None,
+    };
     let mut rx2 = stop_rx.clone();
     let api_task = tokio::spawn(async move {
-        axum::serve(
-            api_listener,
-            api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = rx2.wait_for(|s| *s).await;
-        })
-        .await
+        match tls {
+            Some(acceptor) => {
+                api::tls::serve(api_listener, acceptor, api::app(state), rx2).await;
+                Ok(())
+            }
+            None => {
+                axum::serve(
+                    api_listener,
+                    api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = rx2.wait_for(|s| *s).await;
+                })
+                .await
+            }
+        }
     });
 
     shutdown_signal().await;

@@ -10,6 +10,7 @@
 mod auth;
 mod guard;
 mod problem;
+pub mod tls;
 mod views;
 
 use std::sync::Arc;

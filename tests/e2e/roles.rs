@@ -240,3 +240,22 @@ async fn client_ip_allowlist() {
     let (status, v) = call(&server, "GET", "/v1/names", Some(ADMIN_TOKEN), None).await;
     assert_eq!(status, 200, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_over_tls() {
+    let cas = TwoCas::start(0).await;
+    let url = format!("sqlite://{}", cas.dir().join("twincert.db").display());
+    let mut opts = ServerOptions::new(url);
+    opts.api_tls = true;
+    let server = Server::start(&cas, opts).await; // waits on https://.../readyz
+    assert!(server.base().starts_with("https://"));
+    let (status, body) = server.create(json!({"name": "a.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    server.wait_ready("a.example.test", 60).await;
+    // Plain HTTP on the TLS port gets nowhere.
+    let plain = reqwest::Client::new()
+        .get(server.base().replacen("https://", "http://", 1) + "/healthz")
+        .send()
+        .await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+}

@@ -39,6 +39,8 @@ pub struct ServerOptions {
     pub propagation_timeout: u64,
     /// `server.allow_cidrs`, as TOML array text.
     pub allow_cidrs: Option<String>,
+    /// Serve the API over HTTPS with the harness's localhost certificate.
+    pub api_tls: bool,
 }
 
 impl ServerOptions {
@@ -54,6 +56,7 @@ impl ServerOptions {
             authoritative_port: None,
             propagation_timeout: 10,
             allow_cidrs: None,
+            api_tls: false,
         }
     }
 }
@@ -124,11 +127,21 @@ trust_roots_file = "{roots}"
 root_group = "pebble-b"
 "#,
         http01 = cas.http01_port,
-        allow = opts
-            .allow_cidrs
-            .as_ref()
-            .map(|a| format!("allow_cidrs = {a}"))
-            .unwrap_or_default(),
+        allow = {
+            let mut extra = opts
+                .allow_cidrs
+                .as_ref()
+                .map(|a| format!("allow_cidrs = {a}\n"))
+                .unwrap_or_default();
+            if opts.api_tls {
+                extra.push_str(&format!(
+                    "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+                    cas.tls.cert_path.display(),
+                    cas.tls.key_path.display()
+                ));
+            }
+            extra
+        },
         store = opts.store_url,
         lease = opts.lease_seconds,
         bmin = opts.backoff.0,
@@ -161,9 +174,13 @@ impl Server {
             child: None,
             config,
             log,
+            http: if opts.api_tls {
+                cas.tls.client()
+            } else {
+                reqwest::Client::new()
+            },
             opts,
             api_port,
-            http: reqwest::Client::new(),
         };
         s.spawn().await;
         s
@@ -253,7 +270,13 @@ impl Server {
 
     /// API base URL.
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        let scheme = if self.opts.api_tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.api_port)
+    }
+
+    /// The client the fixture uses (trusts the harness CA under TLS).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// The server's log so far.
