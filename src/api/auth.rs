@@ -28,27 +28,39 @@ pub struct Principal {
 /// The name audit events use for the bootstrap admin token.
 pub const BOOTSTRAP_ADMIN: &str = "bootstrap-admin";
 
+/// Every `/v1` route with its minimum role: the one access table. The
+/// OpenAPI document and the router are tested against it, so a route
+/// cannot exist without a decision.
+pub const ROUTES: &[(&str, &str, Role)] = &[
+    ("GET", "/v1/names", Role::Viewer),
+    ("POST", "/v1/names", Role::Operator),
+    ("GET", "/v1/names/{name}", Role::Viewer),
+    ("DELETE", "/v1/names/{name}", Role::Operator),
+    ("GET", "/v1/names/{name}/certificates/{slot}", Role::Viewer),
+    (
+        "GET",
+        "/v1/names/{name}/certificates/{slot}/key",
+        Role::Deployer,
+    ),
+    ("POST", "/v1/names/{name}/swap", Role::Operator),
+    ("GET", "/v1/events", Role::Viewer),
+    ("GET", "/v1/tokens", Role::Admin),
+    ("POST", "/v1/tokens", Role::Admin),
+    ("DELETE", "/v1/tokens/{token}", Role::Admin),
+];
+
 /// The minimum role for a route (method + path template), or `None` when
-/// the route has no decision (refused).
+/// the route has no decision (refused). HEAD is treated as GET.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
-    let read = *method == Method::GET || *method == Method::HEAD;
-    match path {
-        "/v1/names"
-        | "/v1/names/{name}"
-        | "/v1/names/{name}/certificates/{slot}"
-        | "/v1/events"
-            if read =>
-        {
-            Some(Role::Viewer)
-        }
-        "/v1/names/{name}/certificates/{slot}/key" if read => Some(Role::Deployer),
-        "/v1/names" if *method == Method::POST => Some(Role::Operator),
-        "/v1/names/{name}" if *method == Method::DELETE => Some(Role::Operator),
-        "/v1/names/{name}/swap" if *method == Method::POST => Some(Role::Operator),
-        "/v1/tokens" if read || *method == Method::POST => Some(Role::Admin),
-        "/v1/tokens/{token}" if *method == Method::DELETE => Some(Role::Admin),
-        _ => None,
-    }
+    let m = if *method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    ROUTES
+        .iter()
+        .find(|(rm, rp, _)| *rm == m && *rp == path)
+        .map(|(_, _, role)| *role)
 }
 
 /// Middleware on every `/v1` route: authenticate, then authorize.

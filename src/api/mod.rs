@@ -9,6 +9,7 @@
 
 mod auth;
 mod guard;
+mod openapi;
 mod problem;
 pub mod tls;
 mod views;
@@ -30,8 +31,9 @@ use crate::domain::{ChallengeKind, DnsName, KeyType, ManagedNameId, NameState, S
 use crate::policy::{self, CaChoice};
 use crate::store::{NameRecord, NewName, Store};
 
-pub use auth::{BOOTSTRAP_ADMIN, Principal, required_role};
+pub use auth::{BOOTSTRAP_ADMIN, Principal, ROUTES, required_role};
 pub use guard::Cidr;
+pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use views::{DelegationPolicy, NameView, SlotView, name_view};
 
@@ -90,6 +92,7 @@ pub fn app(state: ApiState) -> Router {
         ));
     Router::new()
         .merge(v1)
+        .route("/openapi.json", get(openapi::document))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such endpoint") })
@@ -147,7 +150,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateName {
     name: String,
@@ -163,6 +166,7 @@ struct CreateName {
     dns_provider: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/names", request_body = CreateName, responses((status = 201, description = "created", body = NameView), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "duplicate", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 413, description = "body too large", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 415, description = "not JSON", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "unacceptable CA choice", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_name(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -266,7 +270,8 @@ async fn create_name(
     Ok(rsp)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     limit: Option<u64>,
@@ -275,6 +280,7 @@ struct ListQuery {
     state: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/names", params(ListQuery), responses((status = 200, description = "a page of names", body = openapi::NamePage), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_names(
     State(st): State<ApiState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -335,6 +341,7 @@ async fn load_name(st: &ApiState, raw: &str) -> Result<NameRecord, Problem> {
         .ok_or_else(|| Problem::not_found(format!("name '{}' not found", id.as_str())))
 }
 
+#[utoipa::path(get, path = "/v1/names/{name}", params(("name" = String, Path, description = "the managed name")), responses((status = 200, description = "the name", body = NameView), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn show_name(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -357,12 +364,14 @@ async fn show_name(
     Ok(Json(view).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeleteQuery {
     revoke: Option<bool>,
 }
 
+#[utoipa::path(delete, path = "/v1/names/{name}", params(("name" = String, Path, description = "the managed name"), DeleteQuery), responses((status = 204, description = "deleted"), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn delete_name(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -382,6 +391,7 @@ async fn delete_name(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(get, path = "/v1/names/{name}/certificates/{slot}", params(("name" = String, Path, description = "the managed name"), ("slot" = String, Path, description = "primary, backup or active")), responses((status = 200, description = "PEM chain (Accept: application/pem-certificate-chain) or JSON facts", body = serde_json::Value), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn certificate(
     State(st): State<ApiState>,
     Path((name, slot)): Path<(String, String)>,
@@ -439,12 +449,13 @@ async fn certificate(
     Ok(Json(v).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SwapRequest {
     reason: String,
 }
 
+#[utoipa::path(post, path = "/v1/names/{name}/swap", params(("name" = String, Path, description = "the managed name")), request_body = SwapRequest, responses((status = 200, description = "the new active slot", body = openapi::SwapResult), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "standby not usable", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn swap(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -467,6 +478,7 @@ async fn swap(
     Ok(Json(serde_json::json!({ "name": id.as_str(), "active": active })).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/names/{name}/certificates/{slot}/key", params(("name" = String, Path, description = "the managed name"), ("slot" = String, Path, description = "primary, backup or active")), responses((status = 200, description = "PKCS#8 PEM private key (audited)", body = String, content_type = "application/pkcs8"), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn private_key(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -523,7 +535,8 @@ async fn private_key(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
     limit: Option<u64>,
@@ -552,6 +565,7 @@ fn cursor_decode(cursor: &str) -> Result<String, Problem> {
         })
 }
 
+#[utoipa::path(get, path = "/v1/events", params(EventsQuery), responses((status = 200, description = "audit events, newest first", body = openapi::EventPage), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn events(
     State(st): State<ApiState>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
@@ -581,7 +595,7 @@ async fn events(
     Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateToken {
     name: String,
@@ -589,6 +603,7 @@ struct CreateToken {
     expires_in_seconds: Option<u64>,
 }
 
+#[utoipa::path(post, path = "/v1/tokens", request_body = CreateToken, responses((status = 201, description = "the token; its secret is shown only here", body = openapi::CreatedToken), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "duplicate", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_token(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -632,11 +647,13 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/tokens", responses((status = 200, description = "tokens, never their secrets", body = openapi::TokenList), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_tokens(State(st): State<ApiState>) -> Result<Response, Problem> {
     let items = st.store.tokens().await?;
     Ok(Json(serde_json::json!({ "items": items })).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/tokens/{token}", params(("token" = String, Path, description = "the token name")), responses((status = 204, description = "deleted"), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn delete_token(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,

@@ -10,7 +10,7 @@ use crate::policy::{self, SlotFacts};
 use crate::store::{NameRecord, OrderSummary, SlotRecord};
 
 /// One slot as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SlotView {
     /// The CA serving this slot.
     pub ca: String,
@@ -35,7 +35,7 @@ pub struct SlotView {
 }
 
 /// An open order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     /// Order id.
     pub id: String,
@@ -52,7 +52,7 @@ pub struct OrderView {
 }
 
 /// A managed name.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NameView {
     /// Its id.
     pub name: String,
@@ -93,7 +93,7 @@ pub struct NameView {
 
 /// One CNAME an owner must create so twincert can answer DNS-01 for a
 /// domain it has no DNS key for.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Delegation {
     /// The record to create: `_acme-challenge.<domain>`.
     pub name: String,
@@ -103,7 +103,7 @@ pub struct Delegation {
 }
 
 /// A TXT record to publish by hand.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ManualRecord {
     /// For which slot's order.
     pub slot: Slot,

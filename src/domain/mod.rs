@@ -15,7 +15,19 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// One of the two certificate positions every managed name has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    PartialOrd,
+    Ord,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Slot {
     /// The slot that is active when a name is created.
@@ -174,7 +186,7 @@ impl FromStr for ChallengeKind {
 /// `Pending`, `Processing` are transient; `Valid` and `Abandoned` are final.
 /// A failed attempt does not end the order: it goes back to `Pending` with a
 /// later `next_attempt_at` and its `last_error` set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderState {
     /// Waiting for a worker (first attempt or a retry after backoff).
@@ -213,7 +225,7 @@ impl FromStr for OrderState {
 }
 
 /// The state of one slot as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SlotState {
     /// No certificate yet; an order is under way.
@@ -229,7 +241,7 @@ pub enum SlotState {
 }
 
 /// The overall state of a managed name as the API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NameState {
     /// Not both slots hold a certificate yet and nothing is known to be wrong.
@@ -285,7 +297,19 @@ impl fmt::Display for KeyFingerprint {
 
 /// What a bearer token may do (DESIGN.md "REST API v1"). Ordered: each role
 /// includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read names, certificates and events; never keys.

@@ -136,7 +136,7 @@ pub struct Completed {
 }
 
 /// An audit event: who did what to which target, why, and how it ended.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Unix seconds.
     pub at: i64,

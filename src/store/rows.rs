@@ -106,7 +106,7 @@ impl NameRecord {
 }
 
 /// An API token as listed (never its secret).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     /// Row id.
     pub id: String,

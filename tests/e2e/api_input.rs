@@ -1488,3 +1488,45 @@ async fn pagination_uses_opaque_cursors() {
     let (status, _) = get("/v1/events?cursor=bm90LWEtbnVtYmVy".into()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_in_the_access_table_is_routed_and_documented() {
+    let api = Api::start().await;
+    let spec: Value = api
+        .http
+        .get(api.url("/openapi.json"))
+        .send()
+        .await
+        .expect("GET /openapi.json")
+        .json()
+        .await
+        .expect("spec JSON");
+    assert!(
+        spec["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.1"),
+        "{spec}"
+    );
+    for (method, template, _) in twincert::api::ROUTES {
+        let path = template
+            .replace("{name}", "a.example.test")
+            .replace("{slot}", "primary")
+            .replace("{token}", "t");
+        let m = Method::from_bytes(method.as_bytes()).expect("method");
+        // Routed: the auth layer answers 401 (an unrouted path would be a
+        // 404, a wrong method a 405).
+        let rsp = api
+            .http
+            .request(m, api.url(&path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(rsp.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+        let op = &spec["paths"][*template][method.to_ascii_lowercase()];
+        assert!(
+            op.is_object(),
+            "{method} {template} missing from /openapi.json"
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations
+//! (utoipa) and served at `/openapi.json`. Tests hold it, the router and
+//! the access table ([`super::ROUTES`]) to each other, so they cannot drift.
+
+use axum::Json;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::views::{Delegation, ManualRecord, NameView, OrderView, SlotView};
+use crate::store::{AuditEvent, TokenRecord};
+
+/// An RFC 7807 problem document, as every error is answered.
+#[derive(Serialize, ToSchema)]
+pub struct ProblemDoc {
+    /// Stable problem type URI.
+    pub r#type: String,
+    /// Short summary.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What exactly was wrong.
+    pub detail: String,
+}
+
+/// A page of names.
+#[derive(Serialize, ToSchema)]
+pub struct NamePage {
+    /// The names.
+    pub items: Vec<NameView>,
+    /// Opaque cursor of the next page, `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of audit events.
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    /// The events, newest first.
+    pub items: Vec<AuditEvent>,
+    /// Opaque cursor of the next page, `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// All tokens.
+#[derive(Serialize, ToSchema)]
+pub struct TokenList {
+    /// The tokens (never their secrets).
+    pub items: Vec<TokenRecord>,
+}
+
+/// A token just created: the record plus its secret, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedToken {
+    /// Row id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: crate::domain::Role,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub last_used_at: Option<i64>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    /// The bearer secret.
+    pub token: String,
+}
+
+/// The answer to a swap.
+#[derive(Serialize, ToSchema)]
+pub struct SwapResult {
+    /// The name.
+    pub name: String,
+    /// The now active slot.
+    pub active: crate::domain::Slot,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "twincert", description = "Primary and backup certificates from two ACME CAs for every name."),
+    paths(
+        super::create_name,
+        super::list_names,
+        super::show_name,
+        super::delete_name,
+        super::certificate,
+        super::swap,
+        super::private_key,
+        super::events,
+        super::create_token,
+        super::list_tokens,
+        super::delete_token,
+    ),
+    components(schemas(
+        ProblemDoc, NamePage, EventPage, TokenList, CreatedToken, SwapResult, NameView, SlotView,
+        OrderView, Delegation, ManualRecord, AuditEvent, TokenRecord
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// `GET /openapi.json`.
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn the_document_lists_exactly_the_routes_of_the_access_table() {
+        let doc = ApiDoc::openapi();
+        let mut documented = BTreeSet::new();
+        for (path, item) in &doc.paths.paths {
+            for (method, op) in [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("DELETE", &item.delete),
+                ("PUT", &item.put),
+                ("PATCH", &item.patch),
+            ] {
+                if op.is_some() {
+                    documented.insert((method.to_string(), path.clone()));
+                }
+            }
+        }
+        let table: BTreeSet<(String, String)> = crate::api::ROUTES
+            .iter()
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(documented, table);
+        let json = serde_json::to_value(&doc).expect("serializes");
+        assert!(
+            json["openapi"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("3.1")
+        );
+    }
+}
