@@ -22,12 +22,13 @@ for b in pebble named dig tsig-keygen nsupdate openssl psql; do
     command -v "$b" >/dev/null 2>&1 || [[ -x "/usr/sbin/$b" ]] || missing=1
 done
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing=1
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing=1
 if [[ "$missing" == 1 && -z "${PG_BINDIR:-}" ]]; then
     sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
     echo "scripts/test.sh: installing test packages (pebble bind9 bind9-dnsutils openssl postgresql)" >&2
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        pebble bind9 bind9-dnsutils openssl postgresql ca-certificates >/dev/null
+        pebble bind9 bind9-dnsutils openssl postgresql ca-certificates python3-venv >/dev/null
 fi
 
 # --- PostgreSQL binaries -----------------------------------------------------
@@ -117,3 +118,9 @@ fi
 
 # Not exec: the EXIT trap must stop the cluster afterwards.
 cargo test "$@"
+
+# The whole suite (no arguments) also fuzzes the API from its OpenAPI
+# document with schemathesis.
+if [[ "$#" == 1 && "$1" == "--all-targets" ]]; then
+    bash scripts/schemathesis.sh
+fi
