@@ -12,8 +12,10 @@ async fn main() -> std::process::ExitCode {
     match twincert::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("twincert: {e:#}");
-            std::process::ExitCode::FAILURE
+            if e.downcast_ref::<twincert::cli::ApiFailure>().is_none() {
+                eprintln!("twincert: {e:#}");
+            }
+            std::process::ExitCode::from(twincert::cli::exit_code(&e))
         }
     }
 }

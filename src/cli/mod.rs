@@ -56,6 +56,11 @@ enum Command {
         #[command(subcommand)]
         action: TokensAction,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Show the audit log, newest first.
     Events {
         #[command(flatten)]
@@ -64,6 +69,44 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u64,
     },
+}
+
+/// How answers are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Columns for lists, key: value for one object.
+    Table,
+    /// The API's JSON, pretty-printed.
+    Json,
+}
+
+/// An API call that got an error answer; its status picks the exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("the API answered {status}")]
+pub struct ApiFailure {
+    /// HTTP status.
+    pub status: u16,
+}
+
+/// Exit codes (documented in the README): 0 success, 1 local error
+/// (config, arguments, files), 3 the API refused the request (4xx other
+/// than 401/403), 4 not authenticated or not allowed (401/403), 5 the
+/// server failed or could not be reached.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if let Some(f) = err.downcast_ref::<ApiFailure>() {
+        return match f.status {
+            401 | 403 => 4,
+            400..=499 => 3,
+            _ => 5,
+        };
+    }
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<reqwest::Error>().is_some())
+    {
+        return 5;
+    }
+    1
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +147,9 @@ struct ApiArgs {
     /// A file holding the bearer token.
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
+    /// Output: human tables (default) or the API's JSON.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +204,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Names { api, action } => names(api, action).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "twincert",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Swap { api, name, reason } => {
             let body = serde_json::json!({ "reason": reason });
             call(
@@ -261,25 +317,157 @@ async fn call(
         .send()
         .await
         .with_context(|| format!("calling the API at {base}"))?;
-    print_answer(rsp).await
+    print_answer(rsp, api.output).await
 }
 
-async fn print_answer(rsp: reqwest::Response) -> anyhow::Result<()> {
+async fn print_answer(rsp: reqwest::Response, output: Output) -> anyhow::Result<()> {
     let status = rsp.status();
     let text = rsp.text().await.context("reading the API's answer")?;
-    let pretty = serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+    let value = serde_json::from_str::<serde_json::Value>(&text).ok();
+    let pretty = value
+        .as_ref()
+        .and_then(|v| serde_json::to_string_pretty(v).ok())
         .unwrap_or(text);
     if status.is_success() {
-        if !pretty.is_empty() {
-            println!("{pretty}");
+        match (output, &value) {
+            (Output::Table, Some(v)) => print!("{}", table(v)),
+            _ if !pretty.is_empty() => println!("{pretty}"),
+            _ => {}
         }
         Ok(())
     } else {
-        eprintln!("{pretty}");
-        bail!("the API answered {status}")
+        match (&value, output) {
+            (Some(v), Output::Table) if v["detail"].is_string() => {
+                eprintln!("error: {}", v["detail"].as_str().unwrap_or_default());
+            }
+            _ => eprintln!("{pretty}"),
+        }
+        Err(ApiFailure {
+            status: status.as_u16(),
+        }
+        .into())
     }
+}
+
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "-".into(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn columns(rows: &[Vec<String>]) -> String {
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..width)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Human rendering of the API's answers: lists of names, tokens and events
+/// as columns, one name as `key: value` lines, anything else as JSON.
+fn table(v: &serde_json::Value) -> String {
+    let slot =
+        |n: &serde_json::Value, s: &str| format!("{}/{}", cell(&n[s]["ca"]), cell(&n[s]["state"]));
+    if let Some(items) = v["items"].as_array() {
+        let first = items.first();
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        if first.is_some_and(|i| i["primary"].is_object()) {
+            rows.push(vec![
+                "NAME".into(),
+                "STATE".into(),
+                "ACTIVE".into(),
+                "PRIMARY".into(),
+                "BACKUP".into(),
+            ]);
+            for n in items {
+                rows.push(vec![
+                    cell(&n["name"]),
+                    cell(&n["state"]),
+                    cell(&n["active"]),
+                    slot(n, "primary"),
+                    slot(n, "backup"),
+                ]);
+            }
+        } else if first.is_some_and(|i| i["role"].is_string()) {
+            rows.push(vec![
+                "NAME".into(),
+                "ROLE".into(),
+                "CREATED".into(),
+                "LAST USED".into(),
+                "EXPIRES".into(),
+            ]);
+            for t in items {
+                rows.push(vec![
+                    cell(&t["name"]),
+                    cell(&t["role"]),
+                    cell(&t["created_at"]),
+                    cell(&t["last_used_at"]),
+                    cell(&t["expires_at"]),
+                ]);
+            }
+        } else if first.is_some_and(|i| i["action"].is_string()) {
+            rows.push(vec![
+                "AT".into(),
+                "ACTOR".into(),
+                "ACTION".into(),
+                "TARGET".into(),
+                "RESULT".into(),
+                "REASON".into(),
+            ]);
+            for e in items {
+                rows.push(vec![
+                    cell(&e["at"]),
+                    cell(&e["actor"]),
+                    cell(&e["action"]),
+                    cell(&e["target"]),
+                    cell(&e["result"]),
+                    cell(&e["reason"]),
+                ]);
+            }
+        } else if items.is_empty() {
+            return "(none)\n".into();
+        } else {
+            return format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default());
+        }
+        let mut out = columns(&rows);
+        if let Some(c) = v["next_cursor"].as_str() {
+            out.push_str(&format!("(more: --cursor {c})\n"));
+        }
+        return out;
+    }
+    if let Some(obj) = v.as_object() {
+        let mut rows = Vec::new();
+        for (k, val) in obj {
+            if let Some(inner) = val.as_object() {
+                for (ik, iv) in inner {
+                    if !iv.is_object() && !iv.is_array() {
+                        rows.push(vec![format!("{k}.{ik}:"), cell(iv)]);
+                    }
+                }
+            } else {
+                rows.push(vec![format!("{k}:"), cell(val)]);
+            }
+        }
+        return columns(&rows);
+    }
+    format!("{}\n", cell(v))
 }
 
 async fn names(api: ApiArgs, action: NamesAction) -> anyhow::Result<()> {
@@ -335,5 +523,5 @@ async fn names(api: ApiArgs, action: NamesAction) -> anyhow::Result<()> {
         }
     }
     .with_context(|| format!("calling the API at {base}"))?;
-    print_answer(rsp).await
+    print_answer(rsp, api.output).await
 }

@@ -295,51 +295,115 @@ async fn cli_adds_lists_and_shows_names() {
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let (ok, out, err) = cli(&["add", "b.example.test", "--domain", "b.example.test"]);
+    let (ok, out, err) = cli(&[
+        "add",
+        "b.example.test",
+        "--domain",
+        "b.example.test",
+        "-o",
+        "json",
+    ]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("\"provisioning\""), "{out}");
     server.wait_ready("b.example.test", 60).await;
-    let (ok, out, _) = cli(&["show", "b.example.test"]);
+    let (ok, out, _) = cli(&["show", "b.example.test", "-o", "json"]);
     assert!(ok && out.contains("\"ready\""), "{out}");
-    let (ok, out, _) = cli(&["list", "--state", "ready"]);
-    assert!(ok && out.contains("b.example.test"), "{out}");
-    let (ok, _, err) = cli(&["add", "bad_name.example.test"]);
-    assert!(!ok);
+    // Human output: key: value lines for one name, columns for a list.
+    let (ok, out, _) = cli(&["show", "b.example.test"]);
     assert!(
-        err.contains("underscore") || err.contains("invalid"),
-        "{err}"
+        ok && out
+            .lines()
+            .any(|l| l.starts_with("state:") && l.ends_with("ready")),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&["list", "--state", "ready"]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("STATE"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("b.example.test") && lines[1].contains("pebble-a/valid"),
+        "{out}"
     );
 
-    // The other commands: swap, tokens, events.
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+    // Exit codes: 3 refused input, 4 auth, 5 unreachable, 1 local error.
+    let code = |args: &[&str], url: &str, token: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
             .args(args)
-            .args(["--url", &server.base(), "--token-file"])
-            .arg(&token_file)
+            .args(["--url", url, "--token-file"])
+            .arg(token)
             .env_remove("TWINCERT_TOKEN")
             .output()
-            .expect("run CLI");
+            .expect("run CLI")
+    };
+    let out = code(
+        &["names", "add", "bad_name.example.test"],
+        &server.base(),
+        &token_file,
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("underscore"), "{err}");
+    let wrong = cas.dir().join("wrong-token");
+    std::fs::write(&wrong, "tc_wrong").expect("write");
+    assert_eq!(
+        code(&["names", "list"], &server.base(), &wrong)
+            .status
+            .code(),
+        Some(4)
+    );
+    let dead = format!("http://127.0.0.1:{}", crate::harness::free_port());
+    assert_eq!(
+        code(&["names", "list"], &dead, &token_file).status.code(),
+        Some(5)
+    );
+    let missing = cas.dir().join("no-such-file");
+    assert_eq!(
+        code(&["names", "list"], &server.base(), &missing)
+            .status
+            .code(),
+        Some(1)
+    );
+
+    // The other commands: swap, tokens, events (JSON and tables).
+    let run = |args: &[&str]| {
+        let out = code(args, &server.base(), &token_file);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).to_string(),
         )
     };
-    let (ok, out) = run(&["swap", "b.example.test", "--reason", "drill"]);
+    let (ok, out) = run(&["swap", "b.example.test", "--reason", "drill", "-o", "json"]);
     assert!(ok && out.contains("\"backup\""), "{out}");
-    let (ok, out) = run(&["tokens", "add", "ci-viewer", "--role", "viewer"]);
+    let (ok, out) = run(&[
+        "tokens",
+        "add",
+        "ci-viewer",
+        "--role",
+        "viewer",
+        "-o",
+        "json",
+    ]);
     assert!(ok && out.contains("\"tc_"), "{out}");
     let (ok, out) = run(&["tokens", "list"]);
     assert!(
-        ok && out.contains("ci-viewer") && !out.contains("\"tc_"),
+        ok && out.starts_with("NAME") && out.contains("ci-viewer") && !out.contains("tc_"),
         "{out}"
     );
     let (ok, _) = run(&["tokens", "delete", "ci-viewer"]);
     assert!(ok);
     let (ok, out) = run(&["events", "--limit", "10"]);
     assert!(
-        ok && out.contains("name.swap") && out.contains("token.delete"),
+        ok && out.starts_with("AT") && out.contains("name.swap") && out.contains("token.delete"),
         "{out}"
     );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+        .args(["completions", "bash"])
+        .output()
+        .expect("completions");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("_twincert"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
