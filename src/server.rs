@@ -229,6 +229,22 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         store: store.clone(),
         clock,
         cas: Arc::new(ca_choices(&cfg)),
+        ca_views: Arc::new(
+            cfg.cas
+                .values()
+                .map(|c| api::CaView {
+                    id: c.id.clone(),
+                    name: c.profile.name.clone(),
+                    profile: c.profile.id.clone(),
+                    directory_url: c.directory_url.clone(),
+                    root_group: c.root_group.clone(),
+                    staging: c.profile.staging,
+                    distrusted: false,
+                    active_names: 0,
+                    slots: 0,
+                })
+                .collect(),
+        ),
         admin_token_sha256: api::token_digest(&secrets.admin_token),
         default_key_type: cfg.default_key_type,
         max_body_bytes: cfg.max_body_bytes,

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002Dns01),
             Box::new(M0003NameDnsProvider),
             Box::new(M0004ApiTokens),
+            Box::new(M0005CaStatus),
         ]
     }
 }
@@ -267,5 +268,30 @@ impl MigrationTrait for M0004ApiTokens {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(manager, "DROP TABLE api_tokens").await
+    }
+}
+
+/// Operator decisions about CAs (distrust), which outlive restarts.
+pub struct M0005CaStatus;
+
+impl MigrationName for M0005CaStatus {
+    fn name(&self) -> &str {
+        "m0005_ca_status"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005CaStatus {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "CREATE TABLE ca_status (ca_id TEXT PRIMARY KEY, distrusted BOOLEAN NOT NULL, \
+             reason TEXT, updated_at BIGINT NOT NULL)",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP TABLE ca_status").await
     }
 }

@@ -47,6 +47,9 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("GET", "/v1/tokens", Role::Admin),
     ("POST", "/v1/tokens", Role::Admin),
     ("DELETE", "/v1/tokens/{token}", Role::Admin),
+    ("GET", "/v1/cas", Role::Viewer),
+    ("POST", "/v1/cas/{id}/distrust", Role::Admin),
+    ("POST", "/v1/cas/{id}/trust", Role::Admin),
 ];
 
 /// The minimum role for a route (method + path template), or `None` when
@@ -143,6 +146,8 @@ pub fn audited_action(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/v1/names/{name}/swap") => Some("name.swap"),
         ("POST", "/v1/tokens") => Some("token.create"),
         ("DELETE", "/v1/tokens/{token}") => Some("token.delete"),
+        ("POST", "/v1/cas/{id}/distrust") => Some("ca.distrust"),
+        ("POST", "/v1/cas/{id}/trust") => Some("ca.trust"),
         _ => None,
     }
 }

@@ -35,7 +35,7 @@ pub use auth::{BOOTSTRAP_ADMIN, Principal, ROUTES, required_role};
 pub use guard::Cidr;
 pub use openapi::ApiDoc;
 pub use problem::Problem;
-pub use views::{DelegationPolicy, NameView, SlotView, name_view};
+pub use views::{CaView, DelegationPolicy, NameView, SlotView, name_view};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -46,6 +46,8 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// Configured CAs, in preference order.
     pub cas: Arc<Vec<CaChoice>>,
+    /// What `GET /v1/cas` shows of each configured CA (static part).
+    pub ca_views: Arc<Vec<CaView>>,
     /// SHA-256 of the admin token.
     pub admin_token_sha256: [u8; 32],
     /// Key type when a request names none.
@@ -86,6 +88,9 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{token}", axum::routing::delete(delete_token))
+        .route("/v1/cas", get(list_cas))
+        .route("/v1/cas/{id}/distrust", post(distrust_ca))
+        .route("/v1/cas/{id}/trust", post(trust_ca))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
@@ -242,7 +247,17 @@ async fn create_name(
             )));
         }
     };
-    let (primary_ca, backup_ca) = policy::choose_pair(&st.cas, explicit, key_type)
+    // Distrust is an operator decision stored in the store: apply it now.
+    let distrusted = st.store.distrusted_cas().await?;
+    let cas: Vec<CaChoice> = st
+        .cas
+        .iter()
+        .map(|c| CaChoice {
+            distrusted: c.distrusted || distrusted.contains(&c.id),
+            ..c.clone()
+        })
+        .collect();
+    let (primary_ca, backup_ca) = policy::choose_pair(&cas, explicit, key_type)
         .map_err(|e| Problem::bad_ca_choice(e.to_string()))?;
     let now = st.clock.now();
     let new = NewName {
@@ -663,4 +678,79 @@ async fn delete_token(
         .delete_token(&name, &who.name, st.clock.now())
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(get, path = "/v1/cas", responses((status = 200, description = "configured CAs", body = openapi::CaList), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+async fn list_cas(State(st): State<ApiState>) -> Result<Response, Problem> {
+    let distrusted = st.store.distrusted_cas().await?;
+    let usage = st.store.ca_usage().await?;
+    let items: Vec<CaView> = st
+        .ca_views
+        .iter()
+        .map(|c| {
+            let (active, slots) = usage
+                .iter()
+                .find(|(id, _, _)| *id == c.id)
+                .map(|(_, a, s)| (*a, *s))
+                .unwrap_or((0, 0));
+            CaView {
+                distrusted: distrusted.contains(&c.id),
+                active_names: active,
+                slots,
+                ..c.clone()
+            }
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items })).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TrustChange {
+    reason: String,
+}
+
+async fn set_trust(
+    st: ApiState,
+    who: Principal,
+    id: String,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    distrust: bool,
+) -> Result<Response, Problem> {
+    let req: TrustChange = parse_json(&st, &headers, body)?;
+    if req.reason.trim().is_empty() {
+        return Err(Problem::bad_request(
+            "'reason' must not be empty: say why, for the audit log",
+        ));
+    }
+    if !st.cas.iter().any(|c| c.id == id) {
+        return Err(Problem::not_found(format!("CA '{id}' is not configured")));
+    }
+    st.store
+        .set_ca_distrusted(&id, distrust, &req.reason, &who.name, st.clock.now())
+        .await?;
+    Ok(Json(serde_json::json!({ "id": id, "distrusted": distrust })).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/cas/{id}/distrust", params(("id" = String, Path, description = "the CA id")), request_body = TrustChange, responses((status = 200, description = "distrusted: never chosen for new slots", body = openapi::TrustResult), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not configured", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+async fn distrust_ca(
+    State(st): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    set_trust(st, who, id, headers, body, true).await
+}
+
+#[utoipa::path(post, path = "/v1/cas/{id}/trust", params(("id" = String, Path, description = "the CA id")), request_body = TrustChange, responses((status = 200, description = "trusted again for future choices", body = openapi::TrustResult), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not configured", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+async fn trust_ca(
+    State(st): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    set_trust(st, who, id, headers, body, false).await
 }

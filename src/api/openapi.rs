@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::views::{Delegation, ManualRecord, NameView, OrderView, SlotView};
+use super::views::{CaView, Delegation, ManualRecord, NameView, OrderView, SlotView};
 use crate::store::{AuditEvent, TokenRecord};
 
 /// An RFC 7807 problem document, as every error is answered.
@@ -67,6 +67,22 @@ pub struct CreatedToken {
     pub token: String,
 }
 
+/// All configured CAs.
+#[derive(Serialize, ToSchema)]
+pub struct CaList {
+    /// The CAs.
+    pub items: Vec<CaView>,
+}
+
+/// The answer to distrust / trust.
+#[derive(Serialize, ToSchema)]
+pub struct TrustResult {
+    /// The CA.
+    pub id: String,
+    /// Its new state.
+    pub distrusted: bool,
+}
+
 /// The answer to a swap.
 #[derive(Serialize, ToSchema)]
 pub struct SwapResult {
@@ -104,10 +120,13 @@ impl Modify for BearerAuth {
         super::create_token,
         super::list_tokens,
         super::delete_token,
+        super::list_cas,
+        super::distrust_ca,
+        super::trust_ca,
     ),
     components(schemas(
         ProblemDoc, NamePage, EventPage, TokenList, CreatedToken, SwapResult, NameView, SlotView,
-        OrderView, Delegation, ManualRecord, AuditEvent, TokenRecord
+        OrderView, Delegation, ManualRecord, AuditEvent, TokenRecord, CaView, CaList, TrustResult
     )),
     modifiers(&BearerAuth)
 )]

@@ -221,3 +221,26 @@ pub fn name_view(n: &NameRecord, now: i64, dns: &DelegationPolicy) -> NameView {
         updated_at: rfc3339(n.updated_at),
     }
 }
+
+/// A configured CA as `GET /v1/cas` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CaView {
+    /// Configured id.
+    pub id: String,
+    /// The profile's human name.
+    pub name: String,
+    /// The profile id (`providers/ca/<profile>.toml`).
+    pub profile: String,
+    /// ACME directory URL.
+    pub directory_url: String,
+    /// Root family; two CAs of one group are never paired.
+    pub root_group: String,
+    /// A staging/test CA.
+    pub staging: bool,
+    /// Never chosen for new slots.
+    pub distrusted: bool,
+    /// Names whose active certificate slot is on this CA.
+    pub active_names: i64,
+    /// Slots (primary or backup) this CA serves.
+    pub slots: i64,
+}

@@ -1260,6 +1260,75 @@ impl Store {
         Ok(())
     }
 
+    // ----- CA status ---------------------------------------------------------
+
+    /// Marks a CA distrusted (or trusted again) and audits it, in one
+    /// transaction.
+    pub async fn set_ca_distrusted(
+        &self,
+        ca_id: &str,
+        distrusted: bool,
+        reason: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        exec(
+            &tx,
+            "INSERT INTO ca_status (ca_id, distrusted, reason, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (ca_id) DO UPDATE SET distrusted = excluded.distrusted, \
+             reason = excluded.reason, updated_at = excluded.updated_at",
+            vec![ca_id.into(), distrusted.into(), reason.into(), now.into()],
+        )
+        .await?;
+        insert_audit(
+            &tx,
+            &AuditEvent {
+                at: now,
+                actor: actor.into(),
+                action: if distrusted {
+                    "ca.distrust"
+                } else {
+                    "ca.trust"
+                }
+                .into(),
+                target: ca_id.into(),
+                reason: Some(reason.into()),
+                result: "ok".into(),
+                details: None,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The ids of distrusted CAs.
+    pub async fn distrusted_cas(&self) -> Result<Vec<String>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT ca_id FROM ca_status WHERE distrusted = TRUE ORDER BY ca_id",
+            vec![],
+        )
+        .await?;
+        rows.iter().map(|r| get(r, "ca_id")).collect()
+    }
+
+    /// Per CA: how many names are active on it and how many slots it holds.
+    pub async fn ca_usage(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT s.ca_id, COUNT(*) AS slots, \
+             SUM(CASE WHEN s.slot = n.active_slot THEN 1 ELSE 0 END) AS active \
+             FROM slots s JOIN names n ON n.id = s.name_id GROUP BY s.ca_id",
+            vec![],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| Ok((get(r, "ca_id")?, get(r, "active")?, get(r, "slots")?)))
+            .collect()
+    }
+
     // ----- audit -----------------------------------------------------------
 
     /// Appends an audit event.

@@ -75,6 +75,7 @@ impl Api {
             default_key_type: KeyType::EcdsaP256,
             max_body_bytes: MAX_BODY,
             dns01_available: false,
+            ca_views: std::sync::Arc::new(Vec::new()),
             request_timeout_seconds: 30,
             allow_cidrs: Vec::new(),
             sealer: None,
@@ -1512,7 +1513,8 @@ async fn every_route_in_the_access_table_is_routed_and_documented() {
         let path = template
             .replace("{name}", "a.example.test")
             .replace("{slot}", "primary")
-            .replace("{token}", "t");
+            .replace("{token}", "t")
+            .replace("{id}", "ca-a");
         let m = Method::from_bytes(method.as_bytes()).expect("method");
         // Routed: the auth layer answers 401 (an unrouted path would be a
         // 404, a wrong method a 405).

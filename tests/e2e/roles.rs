@@ -21,7 +21,8 @@ fn routes() -> Vec<(&'static str, String, &'static str)> {
             let path = t
                 .replace("{name}", name)
                 .replace("{slot}", "primary")
-                .replace("{token}", "nobody");
+                .replace("{token}", "nobody")
+                .replace("{id}", "pebble-a");
             (*m, path, *t)
         })
         .collect()
@@ -251,4 +252,78 @@ async fn api_over_tls() {
         .send()
         .await;
     assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_distrusted_ca_is_never_chosen_for_new_names() {
+    let cas = TwoCas::start(0).await;
+    let url = format!("sqlite://{}", cas.dir().join("twincert.db").display());
+    let server = Server::start(&cas, ServerOptions::new(url)).await;
+    let (status, body) = server.create(json!({"name": "a.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+
+    let (status, v) = call(
+        &server,
+        "POST",
+        "/v1/cas/pebble-b/distrust",
+        Some(ADMIN_TOKEN),
+        Some(json!({"reason": "CA incident drill"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = call(
+        &server,
+        "POST",
+        "/v1/cas/nope/distrust",
+        Some(ADMIN_TOKEN),
+        Some(json!({"reason": "x"})),
+    )
+    .await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = call(&server, "GET", "/v1/cas", Some(ADMIN_TOKEN), None).await;
+    assert_eq!(status, 200);
+    let b = v["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == "pebble-b"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(b["distrusted"], true, "{v}");
+    assert_eq!(b["slots"], 1, "{v}");
+    assert_eq!(b["active_names"], 0, "{v}");
+
+    // Only two CAs: with one distrusted, no diverse pair exists.
+    let (status, v) = server.create(json!({"name": "b.example.test"})).await;
+    assert_eq!(status, 422, "{v}");
+    let (status, v) = server
+        .create(json!({"name": "b.example.test", "cas": ["pebble-a", "pebble-b"]}))
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("distrusted"),
+        "{v}"
+    );
+
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/v1/cas/pebble-b/trust",
+        Some(ADMIN_TOKEN),
+        Some(json!({"reason": "incident over"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, v) = server.create(json!({"name": "b.example.test"})).await;
+    assert_eq!(status, 201, "{v}");
+    let (_, events) = call(&server, "GET", "/v1/events", Some(ADMIN_TOKEN), None).await;
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["action"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        actions.contains(&"ca.distrust") && actions.contains(&"ca.trust"),
+        "{actions:?}"
+    );
 }
