@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("POST", "/v1/tokens", Role::Admin),
     ("DELETE", "/v1/tokens/{token}", Role::Admin),
     ("GET", "/v1/cas", Role::Viewer),
+    ("GET", "/metrics", Role::Viewer),
     ("POST", "/v1/cas/{id}/distrust", Role::Admin),
     ("POST", "/v1/cas/{id}/trust", Role::Admin),
 ];

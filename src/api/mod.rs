@@ -89,6 +89,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{token}", axum::routing::delete(delete_token))
         .route("/v1/cas", get(list_cas))
+        .route("/metrics", get(metrics))
         .route("/v1/cas/{id}/distrust", post(distrust_ca))
         .route("/v1/cas/{id}/trust", post(trust_ca))
         .route_layer(middleware::from_fn_with_state(
@@ -753,4 +754,34 @@ async fn trust_ca(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Problem> {
     set_trust(st, who, id, headers, body, false).await
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
+    let now = st.clock.now();
+    let mut out = String::new();
+    for (metric, value) in st.store.metrics(now).await? {
+        out.push_str(&format!("# TYPE {metric} gauge\n{metric} {value}\n"));
+    }
+    out.push_str("# TYPE twincert_ca_active_names gauge\n");
+    let usage = st.store.ca_usage().await?;
+    for (ca, active, _) in &usage {
+        out.push_str(&format!(
+            "twincert_ca_active_names{{ca=\"{ca}\"}} {active}\n"
+        ));
+    }
+    out.push_str("# TYPE twincert_ca_slots gauge\n");
+    for (ca, _, slots) in &usage {
+        out.push_str(&format!("twincert_ca_slots{{ca=\"{ca}\"}} {slots}\n"));
+    }
+    out.push_str("# TYPE twincert_ca_distrusted gauge\n");
+    let distrusted = st.store.distrusted_cas().await?;
+    for c in st.cas.iter() {
+        out.push_str(&format!(
+            "twincert_ca_distrusted{{ca=\"{}\"}} {}\n",
+            c.id,
+            u8::from(distrusted.contains(&c.id))
+        ));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

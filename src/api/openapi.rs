@@ -123,6 +123,7 @@ impl Modify for BearerAuth {
         super::list_cas,
         super::distrust_ca,
         super::trust_ca,
+        super::metrics,
     ),
     components(schemas(
         ProblemDoc, NamePage, EventPage, TokenList, CreatedToken, SwapResult, NameView, SlotView,

@@ -1329,6 +1329,51 @@ impl Store {
             .collect()
     }
 
+    // ----- metrics -----------------------------------------------------------
+
+    /// Counts for `/metrics`: each a small aggregate query, so scraping a
+    /// store of millions of names stays cheap.
+    pub async fn metrics(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let queries: [(&str, &str); 6] = [
+            ("twincert_names", "SELECT COUNT(*) AS n FROM names"),
+            (
+                "twincert_slots_with_certificate",
+                "SELECT COUNT(*) AS n FROM slots WHERE current_cert_id IS NOT NULL",
+            ),
+            (
+                "twincert_orders_open",
+                "SELECT COUNT(*) AS n FROM orders WHERE state IN ('pending', 'processing')",
+            ),
+            (
+                "twincert_orders_failing",
+                "SELECT COUNT(*) AS n FROM orders WHERE state IN ('pending', 'processing') \
+                 AND last_error IS NOT NULL",
+            ),
+            (
+                "twincert_names_diversity_violations",
+                "SELECT COUNT(*) AS n FROM names WHERE diversity_error IS NOT NULL",
+            ),
+            (
+                "twincert_certificates_expiring_7d",
+                "SELECT COUNT(*) AS n FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+                 WHERE c.not_after < $1",
+            ),
+        ];
+        let mut out = Vec::with_capacity(queries.len());
+        for (metric, sql) in queries {
+            let values = if sql.contains("$1") {
+                vec![(now + 7 * 86400).into()]
+            } else {
+                vec![]
+            };
+            let row = one(&self.db, sql, values)
+                .await?
+                .ok_or_else(|| StoreError::Db("COUNT returned no row".into()))?;
+            out.push((metric.to_string(), get(&row, "n")?));
+        }
+        Ok(out)
+    }
+
     // ----- audit -----------------------------------------------------------
 
     /// Appends an audit event.

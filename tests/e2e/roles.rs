@@ -291,6 +291,18 @@ async fn a_distrusted_ca_is_never_chosen_for_new_names() {
     assert_eq!(b["slots"], 1, "{v}");
     assert_eq!(b["active_names"], 0, "{v}");
 
+    let (status, m) = call(&server, "GET", "/metrics", Some(ADMIN_TOKEN), None).await;
+    assert_eq!(status, 200);
+    let m = m.as_str().unwrap_or_default().to_string();
+    for line in [
+        "twincert_names 1",
+        "twincert_ca_distrusted{ca=\"pebble-b\"} 1",
+        "twincert_ca_distrusted{ca=\"pebble-a\"} 0",
+        "twincert_ca_slots{ca=\"pebble-a\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "missing '{line}' in:\n{m}");
+    }
+
     // Only two CAs: with one distrusted, no diverse pair exists.
     let (status, v) = server.create(json!({"name": "b.example.test"})).await;
     assert_eq!(status, 422, "{v}");
