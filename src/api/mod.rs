@@ -88,6 +88,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{token}", axum::routing::delete(delete_token))
+        .route("/v1/swaps", post(mass_swap))
         .route("/v1/cas", get(list_cas))
         .route("/metrics", get(metrics))
         .route("/v1/cas/{id}/distrust", post(distrust_ca))
@@ -784,4 +785,75 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
         ));
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MassSwap {
+    ca: Option<String>,
+    names: Option<Vec<String>>,
+    spki_sha256: Option<String>,
+    reason: String,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// The most names one request may list (a CA or SPKI scope has no limit).
+const MAX_SWAP_NAMES: usize = 10_000;
+
+#[utoipa::path(post, path = "/v1/swaps", request_body = MassSwap, responses((status = 200, description = "what was (or, for a dry run, would be) swapped, and what was skipped and why", body = crate::store::SwapReport), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+async fn mass_swap(
+    State(st): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    use crate::store::SwapScope;
+    let req: MassSwap = parse_json(&st, &headers, body)?;
+    if req.reason.trim().is_empty() {
+        return Err(Problem::bad_request(
+            "'reason' must not be empty: say why, for the audit log",
+        ));
+    }
+    let scope = match (req.ca, req.names, req.spki_sha256) {
+        (Some(ca), None, None) => {
+            if !st.cas.iter().any(|c| c.id == ca) {
+                return Err(Problem::bad_request(format!("unknown CA '{ca}'")));
+            }
+            SwapScope::Ca(ca)
+        }
+        (None, Some(names), None) => {
+            if names.is_empty() || names.len() > MAX_SWAP_NAMES {
+                return Err(Problem::bad_request(format!(
+                    "'names' must list 1 to {MAX_SWAP_NAMES} names; {} given",
+                    names.len()
+                )));
+            }
+            let mut ids = Vec::with_capacity(names.len());
+            for n in &names {
+                ids.push(parse_name(n)?.as_str().to_string());
+            }
+            SwapScope::Names(ids)
+        }
+        (None, None, Some(spki)) => {
+            let spki = spki.to_ascii_lowercase();
+            if spki.len() != 64 || !spki.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Problem::bad_request(format!(
+                    "'spki_sha256' must be 64 hex digits; got '{}'",
+                    spki.chars().take(80).collect::<String>()
+                )));
+            }
+            SwapScope::Spki(spki)
+        }
+        _ => {
+            return Err(Problem::bad_request(
+                "give exactly one scope: 'ca', 'names' or 'spki_sha256'",
+            ));
+        }
+    };
+    let report = st
+        .store
+        .mass_swap(&scope, &req.reason, &who.name, req.dry_run, st.clock.now())
+        .await?;
+    Ok(Json(report).into_response())
 }

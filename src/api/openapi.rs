@@ -124,10 +124,12 @@ impl Modify for BearerAuth {
         super::distrust_ca,
         super::trust_ca,
         super::metrics,
+        super::mass_swap,
     ),
     components(schemas(
         ProblemDoc, NamePage, EventPage, TokenList, CreatedToken, SwapResult, NameView, SlotView,
-        OrderView, Delegation, ManualRecord, AuditEvent, TokenRecord, CaView, CaList, TrustResult
+        OrderView, Delegation, ManualRecord, AuditEvent, TokenRecord, CaView, CaList, TrustResult,
+        crate::store::SwapReport
     )),
     modifiers(&BearerAuth)
 )]

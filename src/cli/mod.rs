@@ -39,15 +39,25 @@ enum Command {
         #[command(subcommand)]
         action: NamesAction,
     },
-    /// Make the standby of a name active (one name; audited).
+    /// Make standbys active: one name, or every name active on a CA
+    /// (`--ca`) or on a key (`--spki`); one transaction; audited.
     Swap {
         #[command(flatten)]
         api: ApiArgs,
-        /// The name's id.
-        name: String,
+        /// One name's id.
+        name: Option<String>,
+        /// Every name whose active certificate is from this CA.
+        #[arg(long, conflicts_with_all = ["name", "spki"])]
+        ca: Option<String>,
+        /// Every name whose active key has this SPKI SHA-256.
+        #[arg(long, conflicts_with_all = ["name", "ca"])]
+        spki: Option<String>,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
+        /// Only report what would happen.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Manage API tokens (admin).
     Tokens {
@@ -214,16 +224,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Swap { api, name, reason } => {
-            let body = serde_json::json!({ "reason": reason });
-            call(
-                &api,
-                reqwest::Method::POST,
-                &format!("/v1/names/{name}/swap"),
-                Some(body),
-            )
-            .await
-        }
+        Command::Swap {
+            api,
+            name,
+            ca,
+            spki,
+            reason,
+            dry_run,
+        } => match (name, ca, spki) {
+            (Some(name), None, None) if !dry_run => {
+                let body = serde_json::json!({ "reason": reason });
+                let path = format!("/v1/names/{name}/swap");
+                call(&api, reqwest::Method::POST, &path, Some(body)).await
+            }
+            (name, ca, spki) => {
+                let mut body = serde_json::json!({ "reason": reason, "dry_run": dry_run });
+                match (name, ca, spki) {
+                    (Some(n), _, _) => body["names"] = serde_json::json!([n]),
+                    (_, Some(c), _) => body["ca"] = serde_json::json!(c),
+                    (_, _, Some(s)) => body["spki_sha256"] = serde_json::json!(s),
+                    _ => bail!("give a name, --ca or --spki"),
+                }
+                call(&api, reqwest::Method::POST, "/v1/swaps", Some(body)).await
+            }
+        },
         Command::Events { api, limit } => {
             call(
                 &api,

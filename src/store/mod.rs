@@ -113,6 +113,41 @@ pub struct NewToken {
     pub expires_at: Option<i64>,
 }
 
+/// Which names a mass swap affects.
+#[derive(Debug, Clone)]
+pub enum SwapScope {
+    /// Names whose active certificate comes from this CA.
+    Ca(String),
+    /// Names whose active key has this SPKI SHA-256.
+    Spki(String),
+    /// These names.
+    Names(Vec<String>),
+}
+
+impl SwapScope {
+    /// `ca:<id>`, `spki:<hex>` or `names:<count>`, for audit events.
+    pub fn describe(&self) -> String {
+        match self {
+            SwapScope::Ca(c) => format!("ca:{c}"),
+            SwapScope::Spki(s) => format!("spki:{s}"),
+            SwapScope::Names(n) => format!("names:{}", n.len()),
+        }
+    }
+}
+
+/// What a mass swap did (or would do).
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct SwapReport {
+    /// Names by outcome: swap, no_standby, standby_expired, standby_same_ca.
+    pub counts: std::collections::BTreeMap<String, i64>,
+    /// Up to 10 (name, outcome) pairs.
+    pub sample: Vec<(String, String)>,
+    /// Names flipped (0 for a dry run).
+    pub swapped: i64,
+    /// The operation's id in the audit log (not for a dry run).
+    pub operation_id: Option<String>,
+}
+
 /// The other slot's current certificate, for the diversity check.
 #[derive(Debug, Clone)]
 pub struct OtherCert {
@@ -1327,6 +1362,113 @@ impl Store {
         rows.iter()
             .map(|r| Ok((get(r, "ca_id")?, get(r, "active")?, get(r, "slots")?)))
             .collect()
+    }
+
+    // ----- mass swap -----------------------------------------------------------
+
+    /// Classifies the names in `scope` for a swap (DESIGN invariant 4) and,
+    /// unless `dry_run`, flips every swappable one in ONE statement inside
+    /// one transaction together with its audit event: all or none.
+    ///
+    /// Outcomes: `swap`; `no_standby` (standby slot has no certificate);
+    /// `standby_expired`; `standby_same_ca` (for a CA scope, the standby is
+    /// from the CA being swapped away from).
+    pub async fn mass_swap(
+        &self,
+        scope: &SwapScope,
+        reason: &str,
+        actor: &str,
+        dry_run: bool,
+        now: i64,
+    ) -> Result<SwapReport, StoreError> {
+        let mut values: Vec<Value> = vec![now.into()];
+        let (filter, same_ca) = match scope {
+            SwapScope::Ca(ca) => {
+                values.push(ca.clone().into());
+                ("ca.ca_id = $2".to_string(), "cs.ca_id = $2")
+            }
+            SwapScope::Spki(spki) => {
+                values.push(spki.clone().into());
+                ("ca.spki_sha256 = $2".to_string(), "1 = 0")
+            }
+            SwapScope::Names(names) => {
+                let holes: Vec<String> = (0..names.len()).map(|i| format!("${}", i + 2)).collect();
+                values.extend(names.iter().map(|n| Value::from(n.clone())));
+                (format!("n.id IN ({})", holes.join(", ")), "1 = 0")
+            }
+        };
+        let classified = format!(
+            "SELECT n.id AS name_id, CASE \
+               WHEN cs.id IS NULL THEN 'no_standby' \
+               WHEN cs.not_after <= $1 THEN 'standby_expired' \
+               WHEN {same_ca} THEN 'standby_same_ca' \
+               ELSE 'swap' END AS outcome \
+             FROM names n \
+             JOIN slots sa ON sa.name_id = n.id AND sa.slot = n.active_slot \
+             LEFT JOIN certificates ca ON ca.id = sa.current_cert_id \
+             LEFT JOIN slots ss ON ss.name_id = n.id AND ss.slot <> n.active_slot \
+             LEFT JOIN certificates cs ON cs.id = ss.current_cert_id \
+             WHERE {filter}"
+        );
+        let tx = self.db.begin().await?;
+        let counts = all(
+            &tx,
+            &format!("SELECT outcome, COUNT(*) AS n FROM ({classified}) t GROUP BY outcome"),
+            values.clone(),
+        )
+        .await?;
+        let mut report = SwapReport::default();
+        for r in &counts {
+            let outcome: String = get(r, "outcome")?;
+            let n: i64 = get(r, "n")?;
+            report.counts.insert(outcome, n);
+        }
+        let sample = all(
+            &tx,
+            &format!("SELECT name_id, outcome FROM ({classified}) t ORDER BY name_id LIMIT 10"),
+            values.clone(),
+        )
+        .await?;
+        for r in &sample {
+            report.sample.push((get(r, "name_id")?, get(r, "outcome")?));
+        }
+        if dry_run {
+            tx.rollback().await?;
+            return Ok(report);
+        }
+        let swapped = exec(
+            &tx,
+            &format!(
+                "UPDATE names SET active_slot = CASE active_slot WHEN 'primary' THEN 'backup' \
+                 ELSE 'primary' END, updated_at = $1 WHERE id IN \
+                 (SELECT name_id FROM ({classified}) t WHERE outcome = 'swap')"
+            ),
+            values,
+        )
+        .await?;
+        report.swapped = swapped as i64;
+        report.operation_id = Some(new_id());
+        let details = serde_json::json!({
+            "operation": report.operation_id,
+            "scope": scope.describe(),
+            "counts": report.counts,
+        })
+        .to_string();
+        insert_audit(
+            &tx,
+            &AuditEvent {
+                at: now,
+                actor: actor.into(),
+                action: "swap.mass".into(),
+                target: scope.describe(),
+                reason: Some(reason.into()),
+                result: format!("swapped {swapped}"),
+                details: Some(details),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(report)
     }
 
     // ----- metrics -----------------------------------------------------------

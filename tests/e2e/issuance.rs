@@ -378,6 +378,33 @@ async fn cli_adds_lists_and_shows_names() {
     let (ok, out) = run(&["swap", "b.example.test", "--reason", "drill", "-o", "json"]);
     assert!(ok && out.contains("\"backup\""), "{out}");
     let (ok, out) = run(&[
+        "swap",
+        "--ca",
+        "pebble-b",
+        "--reason",
+        "drill",
+        "--dry-run",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        ok && out.contains("\"swap\": 1") && out.contains("\"swapped\": 0"),
+        "{out}"
+    );
+    let (ok, out) = run(&[
+        "swap",
+        "--ca",
+        "pebble-b",
+        "--reason",
+        "CA b incident drill",
+    ]);
+    assert!(
+        ok && out
+            .lines()
+            .any(|l| l.starts_with("swapped:") && l.ends_with('1')),
+        "{out}"
+    );
+    let (ok, out) = run(&[
         "tokens",
         "add",
         "ci-viewer",

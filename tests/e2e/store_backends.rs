@@ -301,3 +301,157 @@ async fn store_contract_on_postgres() {
     let url = fresh_pg_database(&base).await;
     contract(Store::connect(&url).await.expect("connect")).await;
 }
+
+/// Gives every open order a key and a certificate; `expired` names get a
+/// backup that expired before `now`.
+async fn issue_all(store: &Store, now: i64, expired: &[&str]) {
+    let jobs = store.lease_orders("w", now, 60, 1000).await.expect("lease");
+    for (i, job) in jobs.iter().enumerate() {
+        let spki = format!("{:064x}", i + 1000 * now as usize);
+        store
+            .attach_key(
+                &job.id,
+                "w",
+                KeyType::EcdsaP256,
+                &spki,
+                &sealed(i as u8),
+                now,
+            )
+            .await
+            .expect("key");
+        let not_after = if job.slot == Slot::Backup && expired.contains(&job.name_id.as_str()) {
+            now - 1
+        } else {
+            now + 1000
+        };
+        let mut c = cert(&format!("{:02x}", i + 1), now - 10, not_after, now + 500);
+        c.spki_sha256 = spki;
+        store
+            .complete_order(&job.id, "w", &c, now)
+            .await
+            .expect("complete");
+    }
+}
+
+async fn mass_swap_contract(store: Store) {
+    use twincert::store::SwapScope;
+    store.migrate().await.expect("migrate");
+    let now = 5_000;
+    for n in ["m1.example.test", "m2.example.test", "m3.example.test"] {
+        store
+            .create_name(&name(n, "a", "b"), "t", now)
+            .await
+            .expect("create");
+    }
+    store
+        .create_name(&name("m4.example.test", "b", "c"), "t", now)
+        .await
+        .expect("create");
+    issue_all(&store, now, &["m3.example.test"]).await;
+
+    let dry = store
+        .mass_swap(&SwapScope::Ca("a".into()), "drill", "t", true, now)
+        .await
+        .expect("dry run");
+    assert_eq!(dry.counts.get("swap"), Some(&2), "{dry:?}");
+    assert_eq!(dry.counts.get("standby_expired"), Some(&1), "{dry:?}");
+    assert_eq!(dry.swapped, 0);
+    assert!(dry.operation_id.is_none());
+    let still = store
+        .name("m1.example.test")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(still.active, Slot::Primary, "a dry run changes nothing");
+
+    let real = store
+        .mass_swap(
+            &SwapScope::Ca("a".into()),
+            "CA a incident",
+            "op",
+            false,
+            now,
+        )
+        .await
+        .expect("swap");
+    assert_eq!(real.swapped, 2);
+    assert!(real.operation_id.is_some());
+    for (n, want) in [
+        ("m1.example.test", Slot::Backup),
+        ("m2.example.test", Slot::Backup),
+        ("m3.example.test", Slot::Primary),
+        ("m4.example.test", Slot::Primary),
+    ] {
+        let rec = store.name(n).await.expect("read").expect("exists");
+        assert_eq!(rec.active, want, "{n}");
+    }
+    let again = store
+        .mass_swap(&SwapScope::Ca("a".into()), "again", "op", false, now)
+        .await
+        .expect("swap again");
+    assert_eq!(again.swapped, 0);
+    assert_eq!(
+        again.counts.get("standby_expired"),
+        Some(&1),
+        "only m3 is still on a"
+    );
+
+    // By SPKI: m4's active key.
+    let m4 = store
+        .name("m4.example.test")
+        .await
+        .expect("read")
+        .expect("exists");
+    let spki = m4
+        .slot(Slot::Primary)
+        .and_then(|s| s.cert.as_ref())
+        .map(|c| c.spki_sha256.clone())
+        .expect("spki");
+    let by_key = store
+        .mass_swap(&SwapScope::Spki(spki), "key compromise", "op", false, now)
+        .await
+        .expect("by spki");
+    assert_eq!(by_key.swapped, 1);
+    // By names: swapping m1 back.
+    let by_names = store
+        .mass_swap(
+            &SwapScope::Names(vec!["m1.example.test".into(), "nope".into()]),
+            "back",
+            "op",
+            false,
+            now,
+        )
+        .await
+        .expect("by names");
+    assert_eq!(by_names.swapped, 1);
+    let events = store.audit_events(10).await.expect("audit");
+    assert_eq!(events[0].action, "swap.mass");
+    assert!(
+        events[0]
+            .details
+            .as_deref()
+            .unwrap_or_default()
+            .contains("names:2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mass_swap_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    mass_swap_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mass_swap_on_postgres() {
+    let Some(base) = pg_url() else {
+        eprintln!("TWINCERT_TEST_PG_URL not set: PostgreSQL mass swap test not run");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the PostgreSQL tests"
+        );
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    mass_swap_contract(Store::connect(&url).await.expect("connect")).await;
+}
