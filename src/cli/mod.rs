@@ -143,14 +143,14 @@ enum TokensAction {
 
 #[derive(Debug, Args)]
 struct ApiArgs {
-    /// The API base URL.
-    #[arg(
-        long,
-        env = "TWINCERT_URL",
-        default_value = "http://127.0.0.1:8443",
-        global = true
-    )]
-    url: String,
+    /// The API base URL (else the CLI config file's `url`, else
+    /// http://127.0.0.1:8443).
+    #[arg(long, env = "TWINCERT_URL", global = true)]
+    url: Option<String>,
+    /// CLI config file with `url` and `token_file` (default:
+    /// $XDG_CONFIG_HOME/twincert/cli.toml or ~/.config/twincert/cli.toml).
+    #[arg(long, env = "TWINCERT_CLI_CONFIG", global = true)]
+    cli_config: Option<PathBuf>,
     /// A bearer token (prefer TWINCERT_TOKEN or --token-file: arguments are visible in ps).
     #[arg(long, env = "TWINCERT_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
@@ -309,17 +309,62 @@ pub fn init_logging(json: bool, level: &str) {
     };
 }
 
+/// What the CLI config file may hold; flags and environment win over it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CliFile {
+    url: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+fn cli_file(api: &ApiArgs) -> anyhow::Result<CliFile> {
+    let (path, explicit) = match &api.cli_config {
+        Some(p) => (p.clone(), true),
+        None => {
+            let base = std::env::var_os("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+            match base {
+                Some(b) => (b.join("twincert").join("cli.toml"), false),
+                None => return Ok(CliFile::default()),
+            }
+        }
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).with_context(|| format!("CLI config {}", path.display())),
+        Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => Ok(CliFile::default()),
+        Err(e) => Err(e).with_context(|| format!("reading the CLI config {}", path.display())),
+    }
+}
+
+/// The API base URL: flag/env, else the CLI config file, else the default.
+fn base_url(api: &ApiArgs) -> anyhow::Result<String> {
+    let url = match &api.url {
+        Some(u) => u.clone(),
+        None => cli_file(api)?
+            .url
+            .unwrap_or_else(|| "http://127.0.0.1:8443".into()),
+    };
+    Ok(url.trim_end_matches('/').to_string())
+}
+
 fn token(api: &ApiArgs) -> anyhow::Result<String> {
     if let Some(t) = &api.token {
         return Ok(t.clone());
     }
-    if let Some(p) = &api.token_file {
-        return Ok(std::fs::read_to_string(p)
+    let file = match &api.token_file {
+        Some(p) => Some(p.clone()),
+        None => cli_file(api)?.token_file,
+    };
+    if let Some(p) = file {
+        return Ok(std::fs::read_to_string(&p)
             .with_context(|| format!("reading the token file {}", p.display()))?
             .trim()
             .to_string());
     }
-    bail!("no token: pass --token-file FILE or set TWINCERT_TOKEN")
+    bail!(
+        "no token: pass --token-file FILE, set TWINCERT_TOKEN, or put token_file in the CLI config"
+    )
 }
 
 /// One API request; prints the (pretty) JSON answer, fails on non-2xx.
@@ -330,7 +375,7 @@ async fn call(
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<()> {
     let token = token(api)?;
-    let base = api.url.trim_end_matches('/').to_string();
+    let base = base_url(api)?;
     let mut req = reqwest::Client::new()
         .request(method, format!("{base}{path}"))
         .bearer_auth(&token);
@@ -496,7 +541,7 @@ fn table(v: &serde_json::Value) -> String {
 
 async fn names(api: ApiArgs, action: NamesAction) -> anyhow::Result<()> {
     let token = token(&api)?;
-    let base = api.url.trim_end_matches('/').to_string();
+    let base = base_url(&api)?;
     let http = reqwest::Client::new();
     let rsp = match action {
         NamesAction::Add {

@@ -367,6 +367,31 @@ async fn cli_adds_lists_and_shows_names() {
         Some(1)
     );
 
+    // URL and token from a CLI config file (flags and env unset).
+    let cli_toml = cas.dir().join("cli.toml");
+    std::fs::write(
+        &cli_toml,
+        format!(
+            "url = \"{}\"\ntoken_file = \"{}\"\n",
+            server.base(),
+            token_file.display()
+        ),
+    )
+    .expect("cli.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+        .args(["names", "list", "-o", "json", "--cli-config"])
+        .arg(&cli_toml)
+        .env_remove("TWINCERT_TOKEN")
+        .env_remove("TWINCERT_URL")
+        .output()
+        .expect("run CLI");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("b.example.test"));
+
     // The other commands: swap, tokens, events (JSON and tables).
     let run = |args: &[&str]| {
         let out = code(args, &server.base(), &token_file);
