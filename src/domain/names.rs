@@ -191,6 +191,69 @@ impl fmt::Display for ManagedNameId {
 mod tests {
     use super::*;
 
+    /// A small deterministic generator (xorshift), so fuzz-style tests are
+    /// reproducible without a dependency.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn string(&mut self) -> String {
+            const ALPHABET: &[char] = &[
+                'a', 'z', 'A', 'Z', '0', '9', '-', '_', '.', '*', ' ', '\t', '/', ':', '[', ']',
+                'é', 'ß', '\u{0}', 'x', 'n', '-',
+            ];
+            let len = (self.next() % 300) as usize;
+            (0..len)
+                .map(|_| ALPHABET[(self.next() % ALPHABET.len() as u64) as usize])
+                .collect()
+        }
+    }
+
+    #[test]
+    fn validators_never_panic_and_accepted_names_are_canonical() {
+        let mut g = Gen(0x9E37_79B9_7F4A_7C15);
+        let mut accepted = 0;
+        for _ in 0..50_000 {
+            let raw = g.string();
+            if let Ok(n) = DnsName::parse(&raw) {
+                accepted += 1;
+                let s = n.as_str();
+                assert!(s.len() <= 253, "{raw:?}");
+                assert!(s.is_ascii() && s == s.to_ascii_lowercase(), "{raw:?}");
+                assert!(!s.ends_with('.') && !s.contains(".."), "{raw:?}");
+                assert_eq!(
+                    DnsName::parse(s)
+                        .map(|m| m.as_str().to_string())
+                        .ok()
+                        .as_deref(),
+                    Some(s)
+                );
+            }
+            if let Ok(id) = ManagedNameId::parse(&raw) {
+                assert!(
+                    id.as_str().len() <= 128 && !id.as_str().is_empty(),
+                    "{raw:?}"
+                );
+            }
+        }
+        // The generator must also reach the accepting paths sometimes.
+        let mut g = Gen(7);
+        for _ in 0..2_000 {
+            let label: String = (0..(g.next() % 10 + 1))
+                .map(|_| (b'a' + (g.next() % 26) as u8) as char)
+                .collect();
+            let name = format!("{label}.example.test");
+            assert!(DnsName::parse(&name).is_ok(), "{name}");
+            accepted += 1;
+        }
+        assert!(accepted >= 2_000);
+    }
+
     #[test]
     fn dns_names_accepted_and_normalised() {
         let cases = [

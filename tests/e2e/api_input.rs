@@ -1532,3 +1532,27 @@ async fn every_route_in_the_access_table_is_routed_and_documented() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deeply_nested_json_is_a_400_not_a_crash() {
+    let api = Api::start().await;
+    // 1,000 levels deep, well under the body limit. Typed parsing refuses at
+    // the first level; serde_json's recursion limit (128) bounds the rest.
+    let body = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+    let rsp = api
+        .admin(Method::POST, "/v1/names")
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(rsp.status(), StatusCode::BAD_REQUEST);
+    let v: Value = rsp.json().await.expect("problem");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("invalid JSON body"),
+        "{v}"
+    );
+}
