@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003NameDnsProvider),
             Box::new(M0004ApiTokens),
             Box::new(M0005CaStatus),
+            Box::new(M0006Revocations),
         ]
     }
 }
@@ -293,5 +294,33 @@ impl MigrationTrait for M0005CaStatus {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(manager, "DROP TABLE ca_status").await
+    }
+}
+
+/// Revocation jobs (key compromise): written in the transaction that
+/// records the compromise, carried out by the worker.
+pub struct M0006Revocations;
+
+impl MigrationName for M0006Revocations {
+    fn name(&self) -> &str {
+        "m0006_revocations"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006Revocations {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "CREATE TABLE revocations (id TEXT PRIMARY KEY, certificate_id TEXT NOT NULL UNIQUE, \
+             ca_id TEXT NOT NULL, reason_code INTEGER NOT NULL, state TEXT NOT NULL \
+             CHECK (state IN ('pending', 'done')), attempts INTEGER NOT NULL DEFAULT 0, \
+             last_error TEXT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP TABLE revocations").await
     }
 }

@@ -89,6 +89,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{token}", axum::routing::delete(delete_token))
         .route("/v1/swaps", post(mass_swap))
+        .route("/v1/names/{name}/compromise", post(compromise))
         .route("/v1/cas", get(list_cas))
         .route("/metrics", get(metrics))
         .route("/v1/cas/{id}/distrust", post(distrust_ca))
@@ -856,4 +857,47 @@ async fn mass_swap(
         .mass_swap(&scope, &req.reason, &who.name, req.dry_run, st.clock.now())
         .await?;
     Ok(Json(report).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Compromise {
+    slot: String,
+    reason: String,
+}
+
+#[utoipa::path(post, path = "/v1/names/{name}/compromise", params(("name" = String, Path, description = "the managed name")), request_body = Compromise, responses((status = 202, description = "recorded: swapped away if it was active; revocation (keyCompromise) and re-issue under a new key are queued", body = openapi::CompromiseResult), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "no certificate in that slot", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+async fn compromise(
+    State(st): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    let id = parse_name(&name)?;
+    let req: Compromise = parse_json(&st, &headers, body)?;
+    let slot: Slot = req.slot.parse().map_err(Problem::bad_request)?;
+    if req.reason.trim().is_empty() {
+        return Err(Problem::bad_request(
+            "'reason' must not be empty: say why, for the audit log",
+        ));
+    }
+    let swapped = st
+        .store
+        .report_compromise(id.as_str(), slot, &req.reason, &who.name, st.clock.now())
+        .await?;
+    if let Some(wake) = &st.on_name_created {
+        wake();
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({
+            "name": id.as_str(),
+            "slot": slot,
+            "swapped": swapped,
+            "revocation": "queued",
+            "reissue": "queued",
+        })),
+    )
+        .into_response())
 }

@@ -83,6 +83,21 @@ pub struct TrustResult {
     pub distrusted: bool,
 }
 
+/// The answer to a compromise report.
+#[derive(Serialize, ToSchema)]
+pub struct CompromiseResult {
+    /// The name.
+    pub name: String,
+    /// The compromised slot.
+    pub slot: crate::domain::Slot,
+    /// Whether the name swapped away from it.
+    pub swapped: bool,
+    /// `queued`.
+    pub revocation: String,
+    /// `queued`.
+    pub reissue: String,
+}
+
 /// The answer to a swap.
 #[derive(Serialize, ToSchema)]
 pub struct SwapResult {
@@ -125,11 +140,12 @@ impl Modify for BearerAuth {
         super::trust_ca,
         super::metrics,
         super::mass_swap,
+        super::compromise,
     ),
     components(schemas(
         ProblemDoc, NamePage, EventPage, TokenList, CreatedToken, SwapResult, NameView, SlotView,
         OrderView, Delegation, ManualRecord, AuditEvent, TokenRecord, CaView, CaList, TrustResult,
-        crate::store::SwapReport
+        crate::store::SwapReport, CompromiseResult
     )),
     modifiers(&BearerAuth)
 )]

@@ -308,6 +308,30 @@ impl CaClient {
             .ok_or_else(|| AcmeError::transient("account not loaded"))
     }
 
+    /// Revokes a certificate with reason keyCompromise (RFC 8555 §7.6,
+    /// RFC 5280 reason 1), signed by our account (which ordered it).
+    pub async fn revoke_key_compromise(&self, cert_der: &[u8]) -> Result<(), AcmeError> {
+        let account = self.account()?;
+        let der = rustls_pki_types::CertificateDer::from(cert_der.to_vec());
+        let req = instant_acme::RevocationRequest {
+            certificate: &der,
+            reason: Some(instant_acme::RevocationReason::KeyCompromise),
+        };
+        match nonce_retry!(account.revoke(&req)) {
+            Ok(()) => Ok(()),
+            // Revoking twice (two replicas, or a retry after a lost answer)
+            // is success.
+            Err(instant_acme::Error::Api(p))
+                if p.r#type
+                    .as_deref()
+                    .is_some_and(|t| t.ends_with(":alreadyRevoked")) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     /// Opens a new ACME order for `domains` (RFC 8555 §7.4).
     pub async fn new_order(&self, domains: &[String]) -> Result<AcmeOrder, AcmeError> {
         let ids: Vec<Identifier> = domains.iter().map(|d| Identifier::Dns(d.clone())).collect();

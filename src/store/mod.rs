@@ -527,9 +527,10 @@ impl Store {
         let tx = self.db.begin().await?;
         let row = one(
             &tx,
-            "SELECT n.active_slot, c.not_after, c.not_before FROM names n \
+            "SELECT n.active_slot, c.not_after, c.not_before, k.compromised FROM names n \
              JOIN slots s ON s.name_id = n.id AND s.slot <> n.active_slot \
-             LEFT JOIN certificates c ON c.id = s.current_cert_id WHERE n.id = $1",
+             LEFT JOIN certificates c ON c.id = s.current_cert_id \
+             LEFT JOIN private_keys k ON k.id = c.private_key_id WHERE n.id = $1",
             vec![id.into()],
         )
         .await?
@@ -538,6 +539,12 @@ impl Store {
         let active: Slot = active.parse().map_err(StoreError::Db)?;
         let standby = active.other();
         let not_after: Option<i64> = get(&row, "not_after")?;
+        let compromised: Option<bool> = get(&row, "compromised")?;
+        if compromised == Some(true) {
+            return Err(StoreError::Conflict(format!(
+                "the {standby} key of '{id}' is compromised; swapping to it would serve a compromised key"
+            )));
+        }
         match not_after {
             None => {
                 return Err(StoreError::Conflict(format!(
@@ -1401,6 +1408,7 @@ impl Store {
             "SELECT n.id AS name_id, CASE \
                WHEN cs.id IS NULL THEN 'no_standby' \
                WHEN cs.not_after <= $1 THEN 'standby_expired' \
+               WHEN ks.compromised THEN 'standby_compromised' \
                WHEN {same_ca} THEN 'standby_same_ca' \
                ELSE 'swap' END AS outcome \
              FROM names n \
@@ -1408,6 +1416,7 @@ impl Store {
              LEFT JOIN certificates ca ON ca.id = sa.current_cert_id \
              LEFT JOIN slots ss ON ss.name_id = n.id AND ss.slot <> n.active_slot \
              LEFT JOIN certificates cs ON cs.id = ss.current_cert_id \
+             LEFT JOIN private_keys ks ON ks.id = cs.private_key_id \
              WHERE {filter}"
         );
         let tx = self.db.begin().await?;
@@ -1469,6 +1478,142 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(report)
+    }
+
+    // ----- key compromise -------------------------------------------------------
+
+    /// Records a key compromise for one slot, in one transaction: the key is
+    /// marked compromised (never used again); if the slot is active and the
+    /// standby is usable, the name swaps away; a revocation job (reason 1)
+    /// is queued for the worker; a re-issue order for the slot is opened
+    /// (a fresh key, as for every order). Returns whether it swapped.
+    pub async fn report_compromise(
+        &self,
+        name_id: &str,
+        slot: Slot,
+        reason: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let tx = self.db.begin().await?;
+        let row = one(
+            &tx,
+            "SELECT n.active_slot, s.ca_id, c.id AS cert_id, c.private_key_id, c.spki_sha256 \
+             FROM names n JOIN slots s ON s.name_id = n.id AND s.slot = $2 \
+             LEFT JOIN certificates c ON c.id = s.current_cert_id WHERE n.id = $1",
+            vec![name_id.into(), slot.as_str().into()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("name '{name_id}'")))?;
+        let cert_id: Option<String> = get(&row, "cert_id")?;
+        let cert_id = cert_id.ok_or_else(|| {
+            StoreError::Conflict(format!("the {slot} slot of '{name_id}' has no certificate"))
+        })?;
+        let key_id: String = get(&row, "private_key_id")?;
+        let ca_id: String = get(&row, "ca_id")?;
+        let spki: String = get(&row, "spki_sha256")?;
+        let active: String = get(&row, "active_slot")?;
+        exec(
+            &tx,
+            "UPDATE private_keys SET compromised = TRUE WHERE id = $1",
+            vec![key_id.into()],
+        )
+        .await?;
+        let mut swapped = false;
+        if active == slot.as_str() {
+            let standby = one(
+                &tx,
+                "SELECT c.not_after FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+                 JOIN private_keys k ON k.id = c.private_key_id \
+                 WHERE s.name_id = $1 AND s.slot = $2 AND k.compromised = FALSE",
+                vec![name_id.into(), slot.other().as_str().into()],
+            )
+            .await?;
+            let usable = match standby {
+                Some(r) => get::<i64>(&r, "not_after")? > now,
+                None => false,
+            };
+            if usable {
+                exec(
+                    &tx,
+                    "UPDATE names SET active_slot = $2, updated_at = $3 WHERE id = $1",
+                    vec![name_id.into(), slot.other().as_str().into(), now.into()],
+                )
+                .await?;
+                swapped = true;
+            }
+        }
+        exec(
+            &tx,
+            "INSERT INTO revocations (id, certificate_id, ca_id, reason_code, state, created_at, \
+             updated_at) VALUES ($1, $2, $3, 1, 'pending', $4, $4) ON CONFLICT DO NOTHING",
+            vec![
+                new_id().into(),
+                cert_id.into(),
+                ca_id.clone().into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        insert_order(&tx, name_id, slot, &ca_id, now).await?;
+        insert_audit(
+            &tx,
+            &AuditEvent {
+                at: now,
+                actor: actor.into(),
+                action: "name.compromise".into(),
+                target: name_id.into(),
+                reason: Some(reason.into()),
+                result: "ok".into(),
+                details: Some(format!(
+                    "{{\"slot\":\"{slot}\",\"spki_sha256\":\"{spki}\",\"swapped\":{swapped}}}"
+                )),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(swapped)
+    }
+
+    /// Pending revocations: (job id, CA id, the certificate's PEM chain).
+    pub async fn pending_revocations(
+        &self,
+        limit: u64,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT r.id, r.ca_id, c.chain_pem FROM revocations r \
+             JOIN certificates c ON c.id = r.certificate_id \
+             WHERE r.state = 'pending' ORDER BY r.created_at LIMIT $1",
+            vec![(limit as i64).into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| Ok((get(r, "id")?, get(r, "ca_id")?, get(r, "chain_pem")?)))
+            .collect()
+    }
+
+    /// Records the outcome of a revocation attempt.
+    pub async fn revocation_result(
+        &self,
+        id: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let state = if error.is_none() { "done" } else { "pending" };
+        exec(
+            &self.db,
+            "UPDATE revocations SET state = $2, attempts = attempts + 1, last_error = $3, \
+             updated_at = $4 WHERE id = $1",
+            vec![
+                id.into(),
+                state.into(),
+                error.map(str::to_string).into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        Ok(())
     }
 
     // ----- metrics -----------------------------------------------------------

@@ -207,6 +207,7 @@ impl Worker {
                     warn!(error = %e, "planner failed");
                 }
                 self.sweep_dns().await;
+                self.revoke_pending().await;
             }
             let free = permits.available_permits();
             let mut leased = 0;
@@ -613,6 +614,46 @@ impl Worker {
                 }
                 Err(e) => warn!(error = %e, "dns-01 cleanup failed; the sweep will retry"),
             }
+        }
+    }
+
+    /// Carries out queued key-compromise revocations (RFC 8555 §7.6). A
+    /// failure stays queued with its error and is retried on the next tick.
+    async fn revoke_pending(&self) {
+        let Ok(jobs) = self.store.pending_revocations(20).await else {
+            return;
+        };
+        for (id, ca_id, chain_pem) in jobs {
+            let now = self.clock.now();
+            let result = async {
+                let ca = self
+                    .cas
+                    .get(&ca_id)
+                    .ok_or_else(|| format!("CA '{ca_id}' is not configured"))?;
+                self.accounts
+                    .ensure(ca, &self.store, &self.sealer, now)
+                    .await
+                    .map_err(|e| e.message)?;
+                let der = certs::chain_ders(&chain_pem)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| "empty chain".to_string())?;
+                ca.revoke_key_compromise(&der).await.map_err(|e| e.message)
+            }
+            .await;
+            match &result {
+                Ok(()) => {
+                    info!(ca = %ca_id, revocation = %id, "certificate revoked (keyCompromise)")
+                }
+                Err(e) => {
+                    warn!(ca = %ca_id, revocation = %id, error = %e, "revocation failed; will retry")
+                }
+            }
+            let _ = self
+                .store
+                .revocation_result(&id, result.as_ref().err().map(String::as_str), now)
+                .await;
         }
     }
 

@@ -685,3 +685,87 @@ async fn sigterm_drains_and_exits_cleanly_and_migrate_is_idempotent() {
         "data kept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_compromise_swaps_away_revokes_and_reissues_under_a_new_key() {
+    let cas = TwoCas::start(0).await;
+    let url = sqlite_url(cas.dir());
+    let server = Server::start(&cas, ServerOptions::new(url.clone())).await;
+    let (status, body) = server.create(json!({"name": "a.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    let before = server.wait_ready("a.example.test", 60).await;
+    let old_serial = before["primary"]["serial"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let old_spki = before["primary"]["spki_sha256"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let backup_spki = before["backup"]["spki_sha256"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    let rsp = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/names/a.example.test/compromise",
+            server.base()
+        ))
+        .bearer_auth(crate::server::ADMIN_TOKEN)
+        .json(&json!({"slot": "primary", "reason": "key found on a pastebin"}))
+        .send()
+        .await
+        .expect("POST compromise");
+    assert_eq!(rsp.status().as_u16(), 202);
+    let v: Value = rsp.json().await.expect("JSON");
+    assert_eq!(v["swapped"], true, "{v}");
+    assert_eq!(server.name("a.example.test").await["active"], "backup");
+
+    // Revoked at CA a with reason keyCompromise (1), per Pebble.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let st = cas.a.cert_status(&old_serial).await;
+        let status = st["Status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if status.contains("revoked") {
+            assert_eq!(st["Reason"], 1, "{st}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not revoked: {st}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // Re-issued under a key the name never had.
+    let after = server
+        .wait_for("a.example.test", 60, |v| {
+            v["primary"]["serial"].is_string()
+                && v["primary"]["serial"] != old_serial.as_str()
+                && v["state"] == "ready"
+        })
+        .await;
+    let new_spki = after["primary"]["spki_sha256"].as_str().unwrap_or_default();
+    assert_ne!(new_spki, old_spki);
+    assert_ne!(new_spki, backup_spki);
+    // Swapping back is allowed again (the new primary key is clean)...
+    let rsp = reqwest::Client::new()
+        .post(format!("{}/v1/names/a.example.test/swap", server.base()))
+        .bearer_auth(crate::server::ADMIN_TOKEN)
+        .json(&json!({"reason": "back to primary"}))
+        .send()
+        .await
+        .expect("swap");
+    assert_eq!(rsp.status().as_u16(), 200);
+    let store = Store::connect(&url).await.expect("store");
+    let events = store.audit_events(20).await.expect("events");
+    assert!(
+        events.iter().any(|e| e.action == "name.compromise"
+            && e.reason.as_deref() == Some("key found on a pastebin"))
+    );
+}
