@@ -313,7 +313,8 @@ impl MigrationTrait for M0006Revocations {
         run_script(
             manager,
             "CREATE TABLE revocations (id TEXT PRIMARY KEY, certificate_id TEXT NOT NULL UNIQUE, \
-             ca_id TEXT NOT NULL, reason_code INTEGER NOT NULL, state TEXT NOT NULL \
+             ca_id TEXT NOT NULL, chain_pem TEXT NOT NULL, reason_code INTEGER NOT NULL, \
+             state TEXT NOT NULL \
              CHECK (state IN ('pending', 'done')), attempts INTEGER NOT NULL DEFAULT 0, \
              last_error TEXT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)",
         )

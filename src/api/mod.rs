@@ -398,14 +398,13 @@ async fn delete_name(
 ) -> Result<Response, Problem> {
     let id = parse_name(&name)?;
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    if q.revoke == Some(true) {
-        return Err(Problem::bad_request(
-            "revoke=true is not available yet in this version; delete without it",
-        ));
-    }
+    let revoke = q.revoke.unwrap_or(false);
     st.store
-        .delete_name(id.as_str(), &who.name, st.clock.now())
+        .delete_name(id.as_str(), revoke, &who.name, st.clock.now())
         .await?;
+    if revoke && let Some(wake) = &st.on_name_created {
+        wake();
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -308,14 +308,22 @@ impl CaClient {
             .ok_or_else(|| AcmeError::transient("account not loaded"))
     }
 
-    /// Revokes a certificate with reason keyCompromise (RFC 8555 §7.6,
-    /// RFC 5280 reason 1), signed by our account (which ordered it).
-    pub async fn revoke_key_compromise(&self, cert_der: &[u8]) -> Result<(), AcmeError> {
+    /// Revokes a certificate (RFC 8555 §7.6) with an RFC 5280 reason code
+    /// (1 keyCompromise, 4 superseded, 5 cessationOfOperation, else 0),
+    /// signed by our account (which ordered it).
+    pub async fn revoke(&self, cert_der: &[u8], reason_code: i64) -> Result<(), AcmeError> {
+        use instant_acme::RevocationReason;
         let account = self.account()?;
         let der = rustls_pki_types::CertificateDer::from(cert_der.to_vec());
+        let reason = match reason_code {
+            1 => RevocationReason::KeyCompromise,
+            4 => RevocationReason::Superseded,
+            5 => RevocationReason::CessationOfOperation,
+            _ => RevocationReason::Unspecified,
+        };
         let req = instant_acme::RevocationRequest {
             certificate: &der,
-            reason: Some(instant_acme::RevocationReason::KeyCompromise),
+            reason: Some(reason),
         };
         match nonce_retry!(account.revoke(&req)) {
             Ok(()) => Ok(()),

@@ -460,11 +460,30 @@ impl Store {
 
     /// Stops managing a name: deletes it, its slots, orders, tokens,
     /// certificates and their keys, and records why, in one transaction.
-    pub async fn delete_name(&self, id: &str, actor: &str, now: i64) -> Result<(), StoreError> {
+    pub async fn delete_name(
+        &self,
+        id: &str,
+        revoke: bool,
+        actor: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let tx = self.db.begin().await?;
         let exists = one(&tx, "SELECT id FROM names WHERE id = $1", vec![id.into()]).await?;
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("name '{id}'")));
+        }
+        if revoke {
+            // cessationOfOperation (RFC 5280 reason 5) for each current
+            // certificate; the worker carries it out after the name is gone.
+            exec(
+                &tx,
+                "INSERT INTO revocations (id, certificate_id, ca_id, chain_pem, reason_code, state, \
+                 created_at, updated_at) SELECT 'rv-' || c.id, c.id, c.ca_id, c.chain_pem, 5, \
+                 'pending', $2, $2 FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+                 WHERE s.name_id = $1 ON CONFLICT DO NOTHING",
+                vec![id.into(), now.into()],
+            )
+            .await?;
         }
         let key_rows = all(
             &tx,
@@ -506,7 +525,7 @@ impl Store {
                 target: id.into(),
                 reason: None,
                 result: "ok".into(),
-                details: None,
+                details: Some(format!("{{\"revoke\":{revoke}}}")),
             },
         )
         .await?;
@@ -1545,14 +1564,10 @@ impl Store {
         }
         exec(
             &tx,
-            "INSERT INTO revocations (id, certificate_id, ca_id, reason_code, state, created_at, \
-             updated_at) VALUES ($1, $2, $3, 1, 'pending', $4, $4) ON CONFLICT DO NOTHING",
-            vec![
-                new_id().into(),
-                cert_id.into(),
-                ca_id.clone().into(),
-                now.into(),
-            ],
+            "INSERT INTO revocations (id, certificate_id, ca_id, chain_pem, reason_code, state, \
+             created_at, updated_at) SELECT $1, c.id, c.ca_id, c.chain_pem, 1, 'pending', $3, $3 \
+             FROM certificates c WHERE c.id = $2 ON CONFLICT DO NOTHING",
+            vec![new_id().into(), cert_id.into(), now.into()],
         )
         .await?;
         insert_order(&tx, name_id, slot, &ca_id, now).await?;
@@ -1575,21 +1590,31 @@ impl Store {
         Ok(swapped)
     }
 
-    /// Pending revocations: (job id, CA id, the certificate's PEM chain).
+    /// Pending revocations: (job id, CA id, the certificate's PEM chain,
+    /// RFC 5280 reason code). The chain is copied into the job, so a job
+    /// outlives the deletion of its name.
     pub async fn pending_revocations(
         &self,
         limit: u64,
-    ) -> Result<Vec<(String, String, String)>, StoreError> {
+    ) -> Result<Vec<(String, String, String, i64)>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT r.id, r.ca_id, c.chain_pem FROM revocations r \
-             JOIN certificates c ON c.id = r.certificate_id \
-             WHERE r.state = 'pending' ORDER BY r.created_at LIMIT $1",
+            "SELECT id, ca_id, chain_pem, reason_code FROM revocations \
+             WHERE state = 'pending' ORDER BY created_at LIMIT $1",
             vec![(limit as i64).into()],
         )
         .await?;
         rows.iter()
-            .map(|r| Ok((get(r, "id")?, get(r, "ca_id")?, get(r, "chain_pem")?)))
+            .map(|r| {
+                Ok((
+                    get(r, "id")?,
+                    get(r, "ca_id")?,
+                    get(r, "chain_pem")?,
+                    get::<i32>(r, "reason_code")
+                        .map(i64::from)
+                        .or_else(|_| get(r, "reason_code"))?,
+                ))
+            })
             .collect()
     }
 

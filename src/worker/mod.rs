@@ -623,7 +623,7 @@ impl Worker {
         let Ok(jobs) = self.store.pending_revocations(20).await else {
             return;
         };
-        for (id, ca_id, chain_pem) in jobs {
+        for (id, ca_id, chain_pem, reason_code) in jobs {
             let now = self.clock.now();
             let result = async {
                 let ca = self
@@ -639,12 +639,12 @@ impl Worker {
                     .into_iter()
                     .next()
                     .ok_or_else(|| "empty chain".to_string())?;
-                ca.revoke_key_compromise(&der).await.map_err(|e| e.message)
+                ca.revoke(&der, reason_code).await.map_err(|e| e.message)
             }
             .await;
             match &result {
                 Ok(()) => {
-                    info!(ca = %ca_id, revocation = %id, "certificate revoked (keyCompromise)")
+                    info!(ca = %ca_id, revocation = %id, reason_code, "certificate revoked")
                 }
                 Err(e) => {
                     warn!(ca = %ca_id, revocation = %id, error = %e, "revocation failed; will retry")

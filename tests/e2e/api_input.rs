@@ -1289,12 +1289,6 @@ async fn delete_removes_the_name() {
 
     api.check(&[
         Case::new(
-            "revoke is not available",
-            Method::DELETE,
-            format!("{path}?revoke=true"),
-        )
-        .expect(400, "invalid-request", "revoke=true is not available yet"),
-        Case::new(
             "revoke not a bool",
             Method::DELETE,
             format!("{path}?revoke=maybe"),

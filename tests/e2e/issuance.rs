@@ -769,3 +769,43 @@ async fn key_compromise_swaps_away_revokes_and_reissues_under_a_new_key() {
             && e.reason.as_deref() == Some("key found on a pastebin"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_with_revoke_revokes_both_certificates() {
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let (status, body) = server.create(json!({"name": "c.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    let n = server.wait_ready("c.example.test", 60).await;
+    let rsp = reqwest::Client::new()
+        .delete(format!(
+            "{}/v1/names/c.example.test?revoke=true",
+            server.base()
+        ))
+        .bearer_auth(crate::server::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(rsp.status().as_u16(), 204);
+    for (slot, pebble) in [("primary", &cas.a), ("backup", &cas.b)] {
+        let serial = n[slot]["serial"].as_str().unwrap_or_default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let st = pebble.cert_status(serial).await;
+            if st["Status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .contains("revoked")
+            {
+                assert_eq!(st["Reason"], 5, "cessationOfOperation: {st}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{slot} not revoked: {st}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}

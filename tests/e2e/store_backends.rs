@@ -268,12 +268,14 @@ async fn contract(store: Store) {
 
     // Delete removes the name, its certificates and their keys.
     store
-        .delete_name("n1.example.test", "t", t0 + 300)
+        .delete_name("n1.example.test", false, "t", t0 + 300)
         .await
         .expect("delete");
     assert!(store.name("n1.example.test").await.expect("read").is_none());
     assert!(store.private_key(&key_id).await.expect("read").is_none());
-    let gone = store.delete_name("n1.example.test", "t", t0 + 300).await;
+    let gone = store
+        .delete_name("n1.example.test", false, "t", t0 + 300)
+        .await;
     assert!(matches!(gone, Err(StoreError::NotFound(_))));
 
     let events = store.audit_events(10).await.expect("audit");
