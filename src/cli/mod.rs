@@ -59,6 +59,13 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// CAs: list, distrust, trust.
+    Cas {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        action: CasAction,
+    },
     /// Manage API tokens (admin).
     Tokens {
         #[command(flatten)]
@@ -198,6 +205,58 @@ enum NamesAction {
         /// The name's id.
         name: String,
     },
+    /// Stop managing a name.
+    Delete {
+        /// The name's id.
+        name: String,
+        /// Revoke both certificates (cessationOfOperation).
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Print a slot's PEM chain (or, with --key, its private key: deployer+, audited).
+    Cert {
+        /// The name's id.
+        name: String,
+        /// primary, backup or active.
+        #[arg(default_value = "active")]
+        slot: String,
+        /// The private key instead of the chain.
+        #[arg(long)]
+        key: bool,
+    },
+    /// Report a key compromise: swap away, revoke (keyCompromise), re-issue.
+    Compromise {
+        /// The name's id.
+        name: String,
+        /// primary or backup.
+        #[arg(long)]
+        slot: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CasAction {
+    /// List the configured CAs with usage and distrust.
+    List,
+    /// Never choose this CA again for new slots.
+    Distrust {
+        /// The CA id.
+        id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Trust a CA again for future choices.
+    Trust {
+        /// The CA id.
+        id: String,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// Parses arguments and runs the command.
@@ -257,6 +316,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Cas { api, action } => match action {
+            CasAction::List => call(&api, reqwest::Method::GET, "/v1/cas", None).await,
+            CasAction::Distrust { id, reason } => {
+                let body = serde_json::json!({ "reason": reason });
+                let path = format!("/v1/cas/{id}/distrust");
+                call(&api, reqwest::Method::POST, &path, Some(body)).await
+            }
+            CasAction::Trust { id, reason } => {
+                let body = serde_json::json!({ "reason": reason });
+                let path = format!("/v1/cas/{id}/trust");
+                call(&api, reqwest::Method::POST, &path, Some(body)).await
+            }
+        },
         Command::Tokens { api, action } => match action {
             TokensAction::Add {
                 name,
@@ -491,6 +563,25 @@ fn table(v: &serde_json::Value) -> String {
                     cell(&t["expires_at"]),
                 ]);
             }
+        } else if first.is_some_and(|i| i["directory_url"].is_string()) {
+            rows.push(vec![
+                "ID".into(),
+                "PROFILE".into(),
+                "ROOT GROUP".into(),
+                "DISTRUSTED".into(),
+                "ACTIVE".into(),
+                "SLOTS".into(),
+            ]);
+            for c in items {
+                rows.push(vec![
+                    cell(&c["id"]),
+                    cell(&c["profile"]),
+                    cell(&c["root_group"]),
+                    cell(&c["distrusted"]),
+                    cell(&c["active_names"]),
+                    cell(&c["slots"]),
+                ]);
+            }
         } else if first.is_some_and(|i| i["action"].is_string()) {
             rows.push(vec![
                 "AT".into(),
@@ -587,6 +678,37 @@ async fn names(api: ApiArgs, action: NamesAction) -> anyhow::Result<()> {
         NamesAction::Show { name } => {
             http.get(format!("{base}/v1/names/{name}"))
                 .bearer_auth(&token)
+                .send()
+                .await
+        }
+        NamesAction::Delete { name, revoke } => {
+            http.delete(format!("{base}/v1/names/{name}?revoke={revoke}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+        }
+        NamesAction::Cert { name, slot, key } => {
+            let suffix = if key { "/key" } else { "" };
+            let rsp = http
+                .get(format!(
+                    "{base}/v1/names/{name}/certificates/{slot}{suffix}"
+                ))
+                .bearer_auth(&token)
+                .header("Accept", "application/pem-certificate-chain")
+                .send()
+                .await
+                .with_context(|| format!("calling the API at {base}"))?;
+            if rsp.status().is_success() {
+                // PEM goes to stdout as is, for redirection into a file.
+                print!("{}", rsp.text().await.context("reading the API's answer")?);
+                return Ok(());
+            }
+            return print_answer(rsp, api.output).await;
+        }
+        NamesAction::Compromise { name, slot, reason } => {
+            http.post(format!("{base}/v1/names/{name}/compromise"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "slot": slot, "reason": reason }))
                 .send()
                 .await
         }

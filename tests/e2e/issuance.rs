@@ -444,6 +444,34 @@ async fn cli_adds_lists_and_shows_names() {
         ok && out.starts_with("NAME") && out.contains("ci-viewer") && !out.contains("tc_"),
         "{out}"
     );
+    let (ok, out) = run(&["names", "cert", "b.example.test", "primary"]);
+    assert!(
+        ok && out.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{out}"
+    );
+    let (ok, out) = run(&["names", "cert", "b.example.test", "active", "--key"]);
+    assert!(ok && out.contains("BEGIN PRIVATE KEY"), "key download");
+    let (ok, out) = run(&["cas", "list"]);
+    assert!(
+        ok && out.starts_with("ID") && out.contains("pebble-a"),
+        "{out}"
+    );
+    let (ok, _) = run(&["cas", "distrust", "pebble-a", "--reason", "drill"]);
+    assert!(ok);
+    let (ok, _) = run(&["cas", "trust", "pebble-a", "--reason", "drill over"]);
+    assert!(ok);
+    let (ok, out) = run(&[
+        "names",
+        "compromise",
+        "b.example.test",
+        "--slot",
+        "backup",
+        "--reason",
+        "drill",
+        "-o",
+        "json",
+    ]);
+    assert!(ok && out.contains("\"revocation\": \"queued\""), "{out}");
     let (ok, _) = run(&["tokens", "delete", "ci-viewer"]);
     assert!(ok);
     let (ok, out) = run(&["events", "--limit", "10"]);
