@@ -91,7 +91,17 @@ pub async fn find_zone(view: &dyn DnsView, name: &str) -> Result<String, String>
 #[derive(Debug, Clone)]
 pub struct DnsLookup {
     cfg: DnsConfig,
+    /// Authoritative server addresses per zone, for a minute: every record
+    /// of every order in one zone would otherwise re-resolve NS and A/AAAA.
+    servers: ServerCache,
 }
+
+/// Zone → (when resolved, its authoritative server addresses).
+type ServerCache =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (Instant, Vec<SocketAddr>)>>>;
+
+/// How long a zone's authoritative server list is reused.
+const SERVERS_TTL: Duration = Duration::from_secs(60);
 
 fn fqdn(name: &str) -> Result<Name, String> {
     Name::from_ascii(format!("{}.", normal(name))).map_err(|e| format!("bad DNS name {name}: {e}"))
@@ -100,7 +110,10 @@ fn fqdn(name: &str) -> Result<Name, String> {
 impl DnsLookup {
     /// Lookups as configured.
     pub fn new(cfg: DnsConfig) -> DnsLookup {
-        DnsLookup { cfg }
+        DnsLookup {
+            cfg,
+            servers: Default::default(),
+        }
     }
 
     async fn query(
@@ -130,8 +143,27 @@ impl DnsLookup {
         }
     }
 
-    /// The addresses of a zone's authoritative servers.
+    /// The addresses of a zone's authoritative servers (cached a minute).
     pub async fn authoritative_servers(&self, zone: &str) -> Result<Vec<SocketAddr>, String> {
+        let key = normal(zone);
+        if let Some((at, list)) = self
+            .servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && at.elapsed() < SERVERS_TTL
+        {
+            return Ok(list.clone());
+        }
+        let list = self.resolve_servers(zone).await?;
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    async fn resolve_servers(&self, zone: &str) -> Result<Vec<SocketAddr>, String> {
         let msg = self.query(self.cfg.resolver, zone, RecordType::NS).await?;
         let mut out = Vec::new();
         for ns in msg.answers().iter().filter_map(|r| match r.data() {
