@@ -261,7 +261,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             provider_ids: cfg.dns_providers.keys().cloned().collect(),
             delegation_zone: cfg.dns.delegation_zone.clone(),
         },
-        on_name_created: Some(Arc::new(move || wake.wake())),
+        wake_worker: Some(Arc::new(move || wake.wake())),
     };
     info!(
         api = %format!(

@@ -64,8 +64,9 @@ pub struct ApiState {
     pub dns: DelegationPolicy,
     /// Opens sealed private keys for the key download (deployer+).
     pub sealer: Option<Arc<crate::keys::seal::Sealer>>,
-    /// Called after a name is created (wakes the local worker).
-    pub on_name_created: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Wakes the local worker after a change that queued work (new name,
+    /// compromise, delete with revocation) instead of waiting for its poll.
+    pub wake_worker: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// SHA-256 of a token, the only form in which tokens are kept in memory.
@@ -273,7 +274,7 @@ async fn create_name(
         dns_provider: req.dns_provider.clone(),
     };
     st.store.create_name(&new, &who.name, now).await?;
-    if let Some(wake) = &st.on_name_created {
+    if let Some(wake) = &st.wake_worker {
         wake();
     }
     let rec = st
@@ -359,6 +360,29 @@ async fn load_name(st: &ApiState, raw: &str) -> Result<NameRecord, Problem> {
         .ok_or_else(|| Problem::not_found(format!("name '{}' not found", id.as_str())))
 }
 
+/// The slot a path names (`primary`, `backup` or `active`) and its current
+/// certificate, or the precise problem.
+fn current_certificate(
+    rec: &NameRecord,
+    slot: &str,
+) -> Result<(Slot, crate::store::CertRecord), Problem> {
+    let slot = match slot {
+        "active" => rec.active,
+        other => other.parse::<Slot>().map_err(|_| {
+            Problem::bad_request(format!(
+                "unknown slot '{other}': expected primary, backup or active"
+            ))
+        })?,
+    };
+    let cert = rec.slot(slot).and_then(|s| s.cert.clone()).ok_or_else(|| {
+        Problem::not_found(format!(
+            "the {slot} slot of '{}' has no certificate yet",
+            rec.id
+        ))
+    })?;
+    Ok((slot, cert))
+}
+
 #[utoipa::path(get, path = "/v1/names/{name}", params(("name" = String, Path, description = "the managed name")), responses((status = 200, description = "the name", body = NameView), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn show_name(
     State(st): State<ApiState>,
@@ -402,7 +426,7 @@ async fn delete_name(
     st.store
         .delete_name(id.as_str(), revoke, &who.name, st.clock.now())
         .await?;
-    if revoke && let Some(wake) = &st.on_name_created {
+    if revoke && let Some(wake) = &st.wake_worker {
         wake();
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -415,20 +439,7 @@ async fn certificate(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let rec = load_name(&st, &name).await?;
-    let slot = match slot.as_str() {
-        "active" => rec.active,
-        other => other.parse::<Slot>().map_err(|_| {
-            Problem::bad_request(format!(
-                "unknown slot '{other}': expected primary, backup or active"
-            ))
-        })?,
-    };
-    let cert = rec.slot(slot).and_then(|s| s.cert.clone()).ok_or_else(|| {
-        Problem::not_found(format!(
-            "the {slot} slot of '{}' has no certificate yet",
-            rec.id
-        ))
-    })?;
+    let (slot, cert) = current_certificate(&rec, &slot)?;
     let wants_pem = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -502,20 +513,7 @@ async fn private_key(
     Path((name, slot)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
     let rec = load_name(&st, &name).await?;
-    let slot = match slot.as_str() {
-        "active" => rec.active,
-        other => other.parse::<Slot>().map_err(|_| {
-            Problem::bad_request(format!(
-                "unknown slot '{other}': expected primary, backup or active"
-            ))
-        })?,
-    };
-    let cert = rec.slot(slot).and_then(|s| s.cert.clone()).ok_or_else(|| {
-        Problem::not_found(format!(
-            "the {slot} slot of '{}' has no certificate yet",
-            rec.id
-        ))
-    })?;
+    let (slot, cert) = current_certificate(&rec, &slot)?;
     let sealer = st
         .sealer
         .as_ref()
@@ -885,7 +883,7 @@ async fn compromise(
         .store
         .report_compromise(id.as_str(), slot, &req.reason, &who.name, st.clock.now())
         .await?;
-    if let Some(wake) = &st.on_name_created {
+    if let Some(wake) = &st.wake_worker {
         wake();
     }
     Ok((

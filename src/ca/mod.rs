@@ -142,6 +142,23 @@ macro_rules! nonce_retry {
 
 const BAD_NONCE_RETRIES: u32 = 12;
 
+/// Repeats a walk over an order's authorizations when a request in it hit
+/// badNonce (the walk is idempotent: what it already did is remembered by
+/// the caller or by the cached authorization state).
+macro_rules! walk_retry {
+    ($e:expr) => {{
+        let mut tries = 0u32;
+        loop {
+            match $e.await {
+                Err(Retry::BadNonce(_)) if tries < BAD_NONCE_RETRIES => tries += 1,
+                Err(Retry::BadNonce(e)) => break Err(classify(e)),
+                Err(Retry::Other(e)) => break Err(e),
+                Ok(v) => break Ok(v),
+            }
+        }
+    }};
+}
+
 /// Where an ACME order stands (RFC 8555 §7.1.6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
@@ -410,15 +427,7 @@ impl AcmeOrder {
         publisher: &P,
     ) -> Result<(), AcmeError> {
         let mut told: HashSet<String> = HashSet::new();
-        let mut tries = 0;
-        loop {
-            match self.answer_http01_once(publisher, &mut told).await {
-                Err(Retry::BadNonce(_)) if tries < BAD_NONCE_RETRIES => tries += 1,
-                Err(Retry::BadNonce(e)) => return Err(classify(e)),
-                Err(Retry::Other(e)) => return Err(e),
-                Ok(()) => return Ok(()),
-            }
-        }
+        walk_retry!(self.answer_http01_once(publisher, &mut told))
     }
 
     async fn answer_http01_once<P: Http01Publisher>(
@@ -472,15 +481,7 @@ impl AcmeOrder {
     /// for each, the base domain (no `*.`; a wildcard is validated at its
     /// base name), the TXT value, and the challenge URL to tell the CA.
     pub async fn dns01_tasks(&mut self) -> Result<Vec<Dns01Task>, AcmeError> {
-        let mut tries = 0;
-        loop {
-            match self.dns01_tasks_once().await {
-                Err(Retry::BadNonce(_)) if tries < BAD_NONCE_RETRIES => tries += 1,
-                Err(Retry::BadNonce(e)) => return Err(classify(e)),
-                Err(Retry::Other(e)) => return Err(e),
-                Ok(t) => return Ok(t),
-            }
-        }
+        walk_retry!(self.dns01_tasks_once())
     }
 
     async fn dns01_tasks_once(&mut self) -> Result<Vec<Dns01Task>, Retry> {
@@ -519,15 +520,7 @@ impl AcmeOrder {
     /// answers are visible).
     pub async fn set_ready(&mut self, urls: &[String]) -> Result<(), AcmeError> {
         let mut told: HashSet<String> = HashSet::new();
-        let mut tries = 0;
-        loop {
-            match self.set_ready_once(urls, &mut told).await {
-                Err(Retry::BadNonce(_)) if tries < BAD_NONCE_RETRIES => tries += 1,
-                Err(Retry::BadNonce(e)) => return Err(classify(e)),
-                Err(Retry::Other(e)) => return Err(e),
-                Ok(()) => return Ok(()),
-            }
-        }
+        walk_retry!(self.set_ready_once(urls, &mut told))
     }
 
     async fn set_ready_once(

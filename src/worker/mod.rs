@@ -66,11 +66,10 @@ struct AttemptError {
     kind: AcmeErrorKind,
     message: String,
     retry_after: Option<u64>,
+    /// Not a failure but a wait (manual DNS-01): the next attempt comes
+    /// after exactly `retry_after`, without backoff growth.
+    waiting: bool,
 }
-
-/// Marks an attempt that is not a failure but a wait (manual DNS-01): the
-/// next attempt comes after exactly `retry_after`, without backoff growth.
-const WAITING_PREFIX: &str = "waiting for ";
 
 impl From<AcmeError> for AttemptError {
     fn from(e: AcmeError) -> Self {
@@ -78,6 +77,7 @@ impl From<AcmeError> for AttemptError {
             kind: e.kind,
             message: e.message,
             retry_after: None,
+            waiting: false,
         }
     }
 }
@@ -88,6 +88,7 @@ impl From<StoreError> for AttemptError {
             kind: AcmeErrorKind::Transient,
             message: format!("store: {e}"),
             retry_after: None,
+            waiting: false,
         }
     }
 }
@@ -97,6 +98,27 @@ fn final_error(message: impl Into<String>) -> AttemptError {
         kind: AcmeErrorKind::Final,
         message: message.into(),
         retry_after: None,
+        waiting: false,
+    }
+}
+
+fn transient(message: impl Into<String>) -> AttemptError {
+    AttemptError {
+        kind: AcmeErrorKind::Transient,
+        message: message.into(),
+        retry_after: None,
+        waiting: false,
+    }
+}
+
+/// An attempt that waits for something outside twincert (a person
+/// publishing DNS records): retried after exactly `secs`.
+fn waiting(message: impl Into<String>, secs: u64) -> AttemptError {
+    AttemptError {
+        kind: AcmeErrorKind::Transient,
+        message: message.into(),
+        retry_after: Some(secs),
+        waiting: true,
     }
 }
 
@@ -272,11 +294,10 @@ impl Worker {
             let work = crate::ca::with_retry_after(async {
                 match tokio::time::timeout(limit, self.attempt(&job)).await {
                     Ok(r) => r,
-                    Err(_) => Err(AttemptError {
-                        kind: AcmeErrorKind::Transient,
-                        message: format!("attempt did not finish within {} s", limit.as_secs()),
-                        retry_after: None,
-                    }),
+                    Err(_) => Err(transient(format!(
+                        "attempt did not finish within {} s",
+                        limit.as_secs()
+                    ))),
                 }
             });
             let (result, retry_after) = tokio::select! {
@@ -301,7 +322,7 @@ impl Worker {
                         .map(|c| c.directory_url().to_string())
                         .unwrap_or_default();
                     let message = format!("CA {} ({ca_url}): {}", job.ca_id, e.message);
-                    let delay = if e.message.starts_with(WAITING_PREFIX) {
+                    let delay = if e.waiting {
                         e.retry_after.unwrap_or(self.cfg.min_backoff_seconds)
                     } else {
                         backoff_secs(
@@ -445,11 +466,6 @@ impl Worker {
             .ok_or_else(|| final_error("dns-01 needs a DNS provider; none is configured"))?;
         self.cleanup_dns(&job.id).await;
         let tasks = order.dns01_tasks().await?;
-        let transient = |message: String| AttemptError {
-            kind: AcmeErrorKind::Transient,
-            message,
-            retry_after: None,
-        };
         let mut placed = Vec::with_capacity(tasks.len());
         for t in &tasks {
             let p = solver
@@ -548,11 +564,7 @@ impl Worker {
         for r in &records {
             let zone = crate::validation::dns::find_zone(solver.lookup(), &r.fqdn)
                 .await
-                .map_err(|e| AttemptError {
-                    kind: AcmeErrorKind::Transient,
-                    message: e,
-                    retry_after: Some(cfg.manual_poll_seconds),
-                })?;
+                .map_err(|e| waiting(e, cfg.manual_poll_seconds))?;
             let visible = solver
                 .lookup()
                 .txt_visible(&zone, &r.fqdn, &r.value)
@@ -573,14 +585,10 @@ impl Worker {
                     cfg.manual_expiry_seconds
                 )));
             }
-            return Err(AttemptError {
-                kind: AcmeErrorKind::Transient,
-                message: format!(
-                    "{WAITING_PREFIX}manual DNS-01 records: {}",
-                    missing.join(", ")
-                ),
-                retry_after: Some(cfg.manual_poll_seconds),
-            });
+            return Err(waiting(
+                format!("waiting for manual DNS-01 records: {}", missing.join(", ")),
+                cfg.manual_poll_seconds,
+            ));
         }
         let urls: Vec<String> = tasks.into_iter().map(|t| t.url).collect();
         order.set_ready(&urls).await?;

@@ -80,7 +80,7 @@ impl Api {
             allow_cidrs: Vec::new(),
             sealer: None,
             dns: twincert::api::DelegationPolicy::default(),
-            on_name_created: None,
+            wake_worker: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
