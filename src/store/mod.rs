@@ -189,6 +189,29 @@ pub struct AuditEvent {
     pub details: Option<String>,
 }
 
+impl AuditEvent {
+    /// A successful change, as the store records it in the change's own
+    /// transaction.
+    pub fn ok(
+        at: i64,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+        reason: Option<String>,
+        details: Option<String>,
+    ) -> AuditEvent {
+        AuditEvent {
+            at,
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            reason,
+            result: "ok".into(),
+            details,
+        }
+    }
+}
+
 /// A handle on the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -518,15 +541,14 @@ impl Store {
         }
         insert_audit(
             &tx,
-            &AuditEvent {
-                at: now,
-                actor: actor.into(),
-                action: "name.delete".into(),
-                target: id.into(),
-                reason: None,
-                result: "ok".into(),
-                details: Some(format!("{{\"revoke\":{revoke}}}")),
-            },
+            &AuditEvent::ok(
+                now,
+                actor,
+                "name.delete",
+                id,
+                None,
+                Some(format!("{{\"revoke\":{revoke}}}")),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -585,15 +607,14 @@ impl Store {
         .await?;
         insert_audit(
             &tx,
-            &AuditEvent {
-                at: now,
-                actor: actor.into(),
-                action: "name.swap".into(),
-                target: id.into(),
-                reason: Some(reason.into()),
-                result: "ok".into(),
-                details: Some(format!("{{\"from\":\"{active}\",\"to\":\"{standby}\"}}")),
-            },
+            &AuditEvent::ok(
+                now,
+                actor,
+                "name.swap",
+                id,
+                Some(reason.into()),
+                Some(format!("{{\"from\":\"{active}\",\"to\":\"{standby}\"}}")),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -1231,15 +1252,14 @@ impl Store {
         }
         insert_audit(
             &tx,
-            &AuditEvent {
-                at: now,
-                actor: actor.into(),
-                action: "token.create".into(),
-                target: t.name.clone(),
-                reason: None,
-                result: "ok".into(),
-                details: Some(format!("{{\"role\":\"{}\"}}", t.role.as_str())),
-            },
+            &AuditEvent::ok(
+                now,
+                actor,
+                "token.create",
+                t.name.clone(),
+                None,
+                Some(format!("{{\"role\":\"{}\"}}", t.role.as_str())),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -1306,15 +1326,7 @@ impl Store {
         }
         insert_audit(
             &tx,
-            &AuditEvent {
-                at: now,
-                actor: actor.into(),
-                action: "token.delete".into(),
-                target: name.into(),
-                reason: None,
-                result: "ok".into(),
-                details: None,
-            },
+            &AuditEvent::ok(now, actor, "token.delete", name, None, None),
         )
         .await?;
         tx.commit().await?;
