@@ -206,7 +206,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     );
     // Always there: manual DNS-01 needs the lookups even without providers.
     let worker = Arc::new(
-        worker.with_dns01(Arc::new(crate::validation::dns::Dns01Solver::new(
+        worker.with_policy(ca_choices(&cfg)).with_dns01(Arc::new(crate::validation::dns::Dns01Solver::new(
             dns_providers,
             crate::validation::dns::DnsLookup::new(cfg.dns.clone()),
         ))),
@@ -242,6 +242,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                     distrusted: false,
                     active_names: 0,
                     slots: 0,
+                    orders_per_hour: c.orders_per_hour,
+                    concurrency: c.concurrency,
                 })
                 .collect(),
         ),

@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0004ApiTokens),
             Box::new(M0005CaStatus),
             Box::new(M0006Revocations),
+            Box::new(M0007Operations),
         ]
     }
 }
@@ -323,5 +324,68 @@ impl MigrationTrait for M0006Revocations {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(manager, "DROP TABLE revocations").await
+    }
+}
+
+/// Emergency operations (issue 5): one record per swap, distrust, re-key or
+/// bulk compromise; the markers that tell the worker which slots to
+/// re-provision or re-key; order priority, the operation an order serves,
+/// and when its ACME order was opened (pacing by orders per hour); when a
+/// certificate is known to be revoked.
+pub struct M0007Operations;
+
+impl MigrationName for M0007Operations {
+    fn name(&self) -> &str {
+        "m0007_operations"
+    }
+}
+
+const OPERATIONS: &str = r#"
+CREATE TABLE operations (
+    id           TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    actor        TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    avoid_ca     TEXT,
+    counts       TEXT NOT NULL,
+    affected     BIGINT NOT NULL,
+    blocked      BIGINT NOT NULL DEFAULT 0,
+    duration_ms  BIGINT NOT NULL,
+    created_at   BIGINT NOT NULL
+);
+CREATE INDEX operations_by_time ON operations (created_at);
+ALTER TABLE names ADD COLUMN reprovision_op TEXT;
+ALTER TABLE names ADD COLUMN reprovision_slot TEXT;
+ALTER TABLE names ADD COLUMN rekey_op TEXT;
+ALTER TABLE names ADD COLUMN rekey_since BIGINT;
+CREATE INDEX names_reprovision ON names (reprovision_op) WHERE reprovision_op IS NOT NULL;
+CREATE INDEX names_rekey ON names (rekey_op) WHERE rekey_op IS NOT NULL;
+ALTER TABLE orders ADD COLUMN operation_id TEXT;
+ALTER TABLE orders ADD COLUMN priority INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE orders ADD COLUMN acme_ordered_at BIGINT;
+CREATE INDEX orders_by_operation ON orders (operation_id) WHERE operation_id IS NOT NULL;
+CREATE INDEX orders_paced ON orders (ca_id, acme_ordered_at);
+ALTER TABLE certificates ADD COLUMN revoked_at BIGINT
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0007Operations {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, OPERATIONS).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "DROP INDEX orders_paced; DROP INDEX orders_by_operation; DROP INDEX names_rekey; \
+             DROP INDEX names_reprovision; DROP TABLE operations; \
+             ALTER TABLE certificates DROP COLUMN revoked_at; \
+             ALTER TABLE orders DROP COLUMN acme_ordered_at; ALTER TABLE orders DROP COLUMN priority; \
+             ALTER TABLE orders DROP COLUMN operation_id; ALTER TABLE names DROP COLUMN rekey_since; \
+             ALTER TABLE names DROP COLUMN rekey_op; ALTER TABLE names DROP COLUMN reprovision_slot; \
+             ALTER TABLE names DROP COLUMN reprovision_op",
+        )
+        .await
     }
 }

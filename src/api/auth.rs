@@ -53,6 +53,10 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("GET", "/metrics", Role::Viewer),
     ("POST", "/v1/cas/{id}/distrust", Role::Admin),
     ("POST", "/v1/cas/{id}/trust", Role::Admin),
+    ("POST", "/v1/compromises", Role::Operator),
+    ("POST", "/v1/rekeys", Role::Operator),
+    ("GET", "/v1/operations", Role::Viewer),
+    ("GET", "/v1/operations/{id}", Role::Viewer),
 ];
 
 /// The minimum role for a route (method + path template), or `None` when
@@ -153,6 +157,8 @@ pub fn audited_action(method: &Method, path: &str) -> Option<&'static str> {
         ("DELETE", "/v1/tokens/{token}") => Some("token.delete"),
         ("POST", "/v1/cas/{id}/distrust") => Some("ca.distrust"),
         ("POST", "/v1/cas/{id}/trust") => Some("ca.trust"),
+        ("POST", "/v1/compromises") => Some("compromise.bulk"),
+        ("POST", "/v1/rekeys") => Some("rekey.start"),
         _ => None,
     }
 }

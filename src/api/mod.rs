@@ -8,6 +8,7 @@
 //! 4xx, never a 5xx.
 
 mod auth;
+mod emergency;
 mod guard;
 mod openapi;
 mod problem;
@@ -89,12 +90,16 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/tokens", post(create_token).get(list_tokens))
         .route("/v1/tokens/{token}", axum::routing::delete(delete_token))
-        .route("/v1/swaps", post(mass_swap))
-        .route("/v1/names/{name}/compromise", post(compromise))
+        .route("/v1/swaps", post(emergency::mass_swap))
+        .route("/v1/names/{name}/compromise", post(emergency::compromise))
+        .route("/v1/compromises", post(emergency::bulk_compromise))
+        .route("/v1/rekeys", post(emergency::rekey))
+        .route("/v1/operations", get(emergency::list_operations))
+        .route("/v1/operations/{id}", get(emergency::show_operation))
         .route("/v1/cas", get(list_cas))
         .route("/metrics", get(metrics))
-        .route("/v1/cas/{id}/distrust", post(distrust_ca))
-        .route("/v1/cas/{id}/trust", post(trust_ca))
+        .route("/v1/cas/{id}/distrust", post(emergency::distrust_ca))
+        .route("/v1/cas/{id}/trust", post(emergency::trust_ca))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
@@ -499,11 +504,20 @@ async fn swap(
         ));
     }
     let now = st.clock.now();
-    let active = st
+    let (active, operation_id) = st
         .store
         .swap(id.as_str(), &who.name, &req.reason, now)
         .await?;
-    Ok(Json(serde_json::json!({ "name": id.as_str(), "active": active })).into_response())
+    // The abandoned slot is re-provisioned under a new key.
+    if let Some(wake) = &st.wake_worker {
+        wake();
+    }
+    Ok(Json(serde_json::json!({
+        "name": id.as_str(),
+        "active": active,
+        "operation_id": operation_id,
+    }))
+    .into_response())
 }
 
 #[utoipa::path(get, path = "/v1/names/{name}/certificates/{slot}/key", params(("name" = String, Path, description = "the managed name"), ("slot" = String, Path, description = "primary, backup or active")), responses((status = 200, description = "PKCS#8 PEM private key (audited)", body = String, content_type = "application/pkcs8"), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
@@ -704,56 +718,6 @@ async fn list_cas(State(st): State<ApiState>) -> Result<Response, Problem> {
     Ok(Json(serde_json::json!({ "items": items })).into_response())
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct TrustChange {
-    reason: String,
-}
-
-async fn set_trust(
-    st: ApiState,
-    who: Principal,
-    id: String,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    distrust: bool,
-) -> Result<Response, Problem> {
-    let req: TrustChange = parse_json(&st, &headers, body)?;
-    if req.reason.trim().is_empty() {
-        return Err(Problem::bad_request(
-            "'reason' must not be empty: say why, for the audit log",
-        ));
-    }
-    if !st.cas.iter().any(|c| c.id == id) {
-        return Err(Problem::not_found(format!("CA '{id}' is not configured")));
-    }
-    st.store
-        .set_ca_distrusted(&id, distrust, &req.reason, &who.name, st.clock.now())
-        .await?;
-    Ok(Json(serde_json::json!({ "id": id, "distrusted": distrust })).into_response())
-}
-
-#[utoipa::path(post, path = "/v1/cas/{id}/distrust", params(("id" = String, Path, description = "the CA id")), request_body = TrustChange, responses((status = 200, description = "distrusted: never chosen for new slots", body = openapi::TrustResult), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not configured", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
-async fn distrust_ca(
-    State(st): State<ApiState>,
-    Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Problem> {
-    set_trust(st, who, id, headers, body, true).await
-}
-
-#[utoipa::path(post, path = "/v1/cas/{id}/trust", params(("id" = String, Path, description = "the CA id")), request_body = TrustChange, responses((status = 200, description = "trusted again for future choices", body = openapi::TrustResult), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not configured", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
-async fn trust_ca(
-    State(st): State<ApiState>,
-    Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Problem> {
-    set_trust(st, who, id, headers, body, false).await
-}
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
@@ -785,116 +749,4 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct MassSwap {
-    ca: Option<String>,
-    names: Option<Vec<String>>,
-    spki_sha256: Option<String>,
-    reason: String,
-    #[serde(default)]
-    dry_run: bool,
-}
 
-/// The most names one request may list (a CA or SPKI scope has no limit).
-const MAX_SWAP_NAMES: usize = 10_000;
-
-#[utoipa::path(post, path = "/v1/swaps", request_body = MassSwap, responses((status = 200, description = "what was (or, for a dry run, would be) swapped, and what was skipped and why", body = crate::store::SwapReport), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
-async fn mass_swap(
-    State(st): State<ApiState>,
-    Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Problem> {
-    use crate::store::SwapScope;
-    let req: MassSwap = parse_json(&st, &headers, body)?;
-    if req.reason.trim().is_empty() {
-        return Err(Problem::bad_request(
-            "'reason' must not be empty: say why, for the audit log",
-        ));
-    }
-    let scope = match (req.ca, req.names, req.spki_sha256) {
-        (Some(ca), None, None) => {
-            if !st.cas.iter().any(|c| c.id == ca) {
-                return Err(Problem::bad_request(format!("unknown CA '{ca}'")));
-            }
-            SwapScope::Ca(ca)
-        }
-        (None, Some(names), None) => {
-            if names.is_empty() || names.len() > MAX_SWAP_NAMES {
-                return Err(Problem::bad_request(format!(
-                    "'names' must list 1 to {MAX_SWAP_NAMES} names; {} given",
-                    names.len()
-                )));
-            }
-            let mut ids = Vec::with_capacity(names.len());
-            for n in &names {
-                ids.push(parse_name(n)?.as_str().to_string());
-            }
-            SwapScope::Names(ids)
-        }
-        (None, None, Some(spki)) => {
-            let spki = spki.to_ascii_lowercase();
-            if spki.len() != 64 || !spki.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(Problem::bad_request(format!(
-                    "'spki_sha256' must be 64 hex digits; got '{}'",
-                    spki.chars().take(80).collect::<String>()
-                )));
-            }
-            SwapScope::Spki(spki)
-        }
-        _ => {
-            return Err(Problem::bad_request(
-                "give exactly one scope: 'ca', 'names' or 'spki_sha256'",
-            ));
-        }
-    };
-    let report = st
-        .store
-        .mass_swap(&scope, &req.reason, &who.name, req.dry_run, st.clock.now())
-        .await?;
-    Ok(Json(report).into_response())
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct Compromise {
-    slot: String,
-    reason: String,
-}
-
-#[utoipa::path(post, path = "/v1/names/{name}/compromise", params(("name" = String, Path, description = "the managed name")), request_body = Compromise, responses((status = 202, description = "recorded: swapped away if it was active; revocation (keyCompromise) and re-issue under a new key are queued", body = openapi::CompromiseResult), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "no certificate in that slot", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
-async fn compromise(
-    State(st): State<ApiState>,
-    Extension(who): Extension<Principal>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Problem> {
-    let id = parse_name(&name)?;
-    let req: Compromise = parse_json(&st, &headers, body)?;
-    let slot: Slot = req.slot.parse().map_err(Problem::bad_request)?;
-    if req.reason.trim().is_empty() {
-        return Err(Problem::bad_request(
-            "'reason' must not be empty: say why, for the audit log",
-        ));
-    }
-    let swapped = st
-        .store
-        .report_compromise(id.as_str(), slot, &req.reason, &who.name, st.clock.now())
-        .await?;
-    if let Some(wake) = &st.wake_worker {
-        wake();
-    }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({
-            "name": id.as_str(),
-            "slot": slot,
-            "swapped": swapped,
-            "revocation": "queued",
-            "reissue": "queued",
-        })),
-    )
-        .into_response())
-}

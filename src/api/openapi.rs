@@ -105,6 +105,8 @@ pub struct SwapResult {
     pub name: String,
     /// The now active slot.
     pub active: crate::domain::Slot,
+    /// The operation record; the abandoned slot is re-provisioned under it.
+    pub operation_id: String,
 }
 
 struct BearerAuth;
@@ -136,16 +138,23 @@ impl Modify for BearerAuth {
         super::list_tokens,
         super::delete_token,
         super::list_cas,
-        super::distrust_ca,
-        super::trust_ca,
+        super::emergency::distrust_ca,
+        super::emergency::trust_ca,
         super::metrics,
-        super::mass_swap,
-        super::compromise,
+        super::emergency::mass_swap,
+        super::emergency::compromise,
+        super::emergency::bulk_compromise,
+        super::emergency::rekey,
+        super::emergency::list_operations,
+        super::emergency::show_operation,
     ),
     components(schemas(
         ProblemDoc, NamePage, EventPage, TokenList, CreatedToken, SwapResult, NameView, SlotView,
         OrderView, Delegation, ManualRecord, AuditEvent, TokenRecord, CaView, CaList, TrustResult,
-        crate::store::SwapReport, CompromiseResult
+        crate::store::SwapReport, CompromiseResult, super::emergency::SwapOutcome,
+        super::emergency::ReprovisionEstimate, super::emergency::RekeyOutcome,
+        super::emergency::OperationList, super::emergency::OperationView,
+        crate::store::Operation, crate::store::OperationProgress, crate::store::CompromiseReport
     )),
     modifiers(&BearerAuth)
 )]

@@ -243,4 +243,8 @@ pub struct CaView {
     pub active_names: i64,
     /// Slots (primary or backup) this CA serves.
     pub slots: i64,
+    /// Configured pacing: new ACME orders per hour at most.
+    pub orders_per_hour: u32,
+    /// Configured pacing: orders in flight at once at most.
+    pub concurrency: u32,
 }

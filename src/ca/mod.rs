@@ -237,6 +237,11 @@ impl CaClient {
         self.config.concurrency.max(1)
     }
 
+    /// How many new ACME orders this CA may get per hour.
+    pub fn orders_per_hour(&self) -> u32 {
+        self.config.orders_per_hour.max(1)
+    }
+
     /// The CA's directory URL.
     pub fn directory_url(&self) -> &str {
         &self.config.directory_url

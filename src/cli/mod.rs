@@ -3,6 +3,8 @@
 //! Raw arguments (clap) are turned into requests here; the binary's `main`
 //! only calls [`run`].
 
+mod emergency;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -39,25 +41,82 @@ enum Command {
         #[command(subcommand)]
         action: NamesAction,
     },
-    /// Make standbys active: one name, or every name active on a CA
-    /// (`--ca`) or on a key (`--spki`); one transaction; audited.
+    /// Make standbys active: one name, a list (`--names-file`), every name
+    /// active on a CA (`--ca`) or on a key (`--spki`); one transaction;
+    /// audited. The abandoned slots are re-provisioned under new keys (for
+    /// `--ca`, from another CA). A real run over many names asks for
+    /// confirmation after showing its dry run, unless `--yes`.
     Swap {
         #[command(flatten)]
         api: ApiArgs,
-        /// One name's id.
+        /// One name's id (swapped at once, no confirmation).
         name: Option<String>,
         /// Every name whose active certificate is from this CA.
-        #[arg(long, conflicts_with_all = ["name", "spki"])]
+        #[arg(long, conflicts_with_all = ["name", "spki", "names_file"])]
         ca: Option<String>,
         /// Every name whose active key has this SPKI SHA-256.
-        #[arg(long, conflicts_with_all = ["name", "ca"])]
+        #[arg(long, conflicts_with_all = ["name", "ca", "names_file"])]
         spki: Option<String>,
+        /// The names listed in this file (one per line, `#` comments).
+        #[arg(long, conflicts_with_all = ["name", "ca", "spki"])]
+        names_file: Option<PathBuf>,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
-        /// Only report what would happen.
+        #[command(flatten)]
+        run: emergency::RunArgs,
+    },
+    /// Replace every key (Heartbleed-class): each name's standby first, then
+    /// its active slot, so every name keeps a valid certificate throughout;
+    /// paced by the CAs' limits.
+    Rekey {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Every name.
         #[arg(long)]
-        dry_run: bool,
+        all: bool,
+        /// Names whose active certificate is from this CA.
+        #[arg(long)]
+        ca: Option<String>,
+        /// Names whose active key has this SPKI SHA-256.
+        #[arg(long)]
+        spki: Option<String>,
+        /// The names listed in this file.
+        #[arg(long)]
+        names_file: Option<PathBuf>,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        run: emergency::RunArgs,
+    },
+    /// Report compromised keys in bulk, by SPKI or by a list of names: each
+    /// is swapped away from where active, revoked (keyCompromise) and
+    /// re-issued under a new key.
+    Compromise {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// A compromised key's SPKI SHA-256; repeat for several.
+        #[arg(long = "spki")]
+        spkis: Vec<String>,
+        /// Names whose key in --slot is compromised (one per line).
+        #[arg(long)]
+        names_file: Option<PathBuf>,
+        /// active (default), standby, primary or backup.
+        #[arg(long, requires = "names_file")]
+        slot: Option<String>,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        run: emergency::RunArgs,
+    },
+    /// Emergency operations and their progress.
+    Operations {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        action: emergency::OperationsAction,
     },
     /// CAs: list, distrust, trust.
     Cas {
@@ -241,13 +300,16 @@ enum NamesAction {
 enum CasAction {
     /// List the configured CAs with usage and distrust.
     List,
-    /// Never choose this CA again for new slots.
+    /// Distrust a CA: never chosen again; names active on it swap away;
+    /// every slot it holds is re-provisioned from another CA.
     Distrust {
         /// The CA id.
         id: String,
         /// Why (recorded in the audit log).
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        run: emergency::RunArgs,
     },
     /// Trust a CA again for future choices.
     Trust {
@@ -288,25 +350,83 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             ca,
             spki,
+            names_file,
             reason,
-            dry_run,
-        } => match (name, ca, spki) {
-            (Some(name), None, None) if !dry_run => {
+            run,
+        } => {
+            if let (Some(name), false, None, None, None) =
+                (&name, run.dry_run, &ca, &spki, &names_file)
+            {
                 let body = serde_json::json!({ "reason": reason });
                 let path = format!("/v1/names/{name}/swap");
-                call(&api, reqwest::Method::POST, &path, Some(body)).await
+                return call(&api, reqwest::Method::POST, &path, Some(body)).await;
             }
-            (name, ca, spki) => {
-                let mut body = serde_json::json!({ "reason": reason, "dry_run": dry_run });
-                match (name, ca, spki) {
-                    (Some(n), _, _) => body["names"] = serde_json::json!([n]),
-                    (_, Some(c), _) => body["ca"] = serde_json::json!(c),
-                    (_, _, Some(s)) => body["spki_sha256"] = serde_json::json!(s),
-                    _ => bail!("give a name, --ca or --spki"),
-                }
-                call(&api, reqwest::Method::POST, "/v1/swaps", Some(body)).await
+            let what = match (&ca, &spki) {
+                (Some(c), _) => format!("swap every name active on CA '{c}'"),
+                (_, Some(k)) => format!("swap every name active on key {k}"),
+                _ => "swap the listed names".into(),
+            };
+            let body = emergency::scope_body(
+                &reason,
+                ca,
+                spki,
+                names_file,
+                name.into_iter().collect(),
+                false,
+            )?;
+            let mass = emergency::Mass {
+                path: "/v1/swaps".into(),
+                body,
+                has_dry_run: true,
+                what,
+            };
+            emergency::run_mass(&api, &run, mass).await
+        }
+        Command::Rekey {
+            api,
+            all,
+            ca,
+            spki,
+            names_file,
+            reason,
+            run,
+        } => {
+            let body = emergency::scope_body(&reason, ca, spki, names_file, Vec::new(), all)?;
+            let mass = emergency::Mass {
+                path: "/v1/rekeys".into(),
+                body,
+                has_dry_run: true,
+                what: "re-key these names".into(),
+            };
+            emergency::run_mass(&api, &run, mass).await
+        }
+        Command::Compromise {
+            api,
+            spkis,
+            names_file,
+            slot,
+            reason,
+            run,
+        } => {
+            let mut body = serde_json::json!({ "reason": reason });
+            if !spkis.is_empty() {
+                body["spki_sha256"] = serde_json::json!(spkis);
             }
-        },
+            if let Some(f) = names_file {
+                body["names"] = serde_json::json!(emergency::read_names_file(&f)?);
+            }
+            if let Some(s) = slot {
+                body["slot"] = serde_json::json!(s);
+            }
+            let mass = emergency::Mass {
+                path: "/v1/compromises".into(),
+                body,
+                has_dry_run: false,
+                what: "mark these keys compromised, revoke and replace them".into(),
+            };
+            emergency::run_mass(&api, &run, mass).await
+        }
+        Command::Operations { api, action } => emergency::operations(&api, action).await,
         Command::Events { api, limit } => {
             call(
                 &api,
@@ -318,10 +438,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cas { api, action } => match action {
             CasAction::List => call(&api, reqwest::Method::GET, "/v1/cas", None).await,
-            CasAction::Distrust { id, reason } => {
-                let body = serde_json::json!({ "reason": reason });
-                let path = format!("/v1/cas/{id}/distrust");
-                call(&api, reqwest::Method::POST, &path, Some(body)).await
+            CasAction::Distrust { id, reason, run } => {
+                let mass = emergency::Mass {
+                    path: format!("/v1/cas/{id}/distrust"),
+                    body: serde_json::json!({ "reason": reason }),
+                    has_dry_run: true,
+                    what: format!("distrust CA '{id}' and move every name off it"),
+                };
+                emergency::run_mass(&api, &run, mass).await
             }
             CasAction::Trust { id, reason } => {
                 let body = serde_json::json!({ "reason": reason });
@@ -599,6 +723,29 @@ fn table(v: &serde_json::Value) -> String {
                     cell(&e["target"]),
                     cell(&e["result"]),
                     cell(&e["reason"]),
+                ]);
+            }
+        } else if first.is_some_and(|i| i["kind"].is_string()) {
+            rows.push(vec![
+                "ID".into(),
+                "KIND".into(),
+                "SCOPE".into(),
+                "ACTOR".into(),
+                "AFFECTED".into(),
+                "BLOCKED".into(),
+                "MS".into(),
+                "AT".into(),
+            ]);
+            for o in items {
+                rows.push(vec![
+                    cell(&o["id"]),
+                    cell(&o["kind"]),
+                    cell(&o["scope"]),
+                    cell(&o["actor"]),
+                    cell(&o["affected"]),
+                    cell(&o["blocked"]),
+                    cell(&o["duration_ms"]),
+                    cell(&o["created_at"]),
                 ]);
             }
         } else if items.is_empty() {

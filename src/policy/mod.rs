@@ -98,6 +98,54 @@ pub fn choose_pair(
     Ok((primary.id.clone(), backup.id.clone()))
 }
 
+/// Picks the CA that re-provisions a slot after a swap, a distrust or a
+/// compromise (`current` is the slot's CA now, `other` the other slot's).
+///
+/// * Never the other slot's CA, nor one sharing its root group: the pair
+///   must stay diverse (invariant 1).
+/// * Never `avoid` — the CA a CA-wide operation moved away from — nor a
+///   distrusted CA or one that cannot issue the key type.
+/// * The slot's current CA when it is still eligible (a swap of one name
+///   or by key keeps its CAs; only the key changes), else the first
+///   eligible CA in preference order.
+pub fn choose_reprovision_ca(
+    cas_in_preference: &[CaChoice],
+    key_type: KeyType,
+    current: &str,
+    other: &str,
+    avoid: Option<&str>,
+) -> Result<String, String> {
+    let other_group = cas_in_preference
+        .iter()
+        .find(|c| c.id == other)
+        .map(|c| c.root_group.as_str());
+    let eligible = |c: &&CaChoice| {
+        c.id != other
+            && Some(c.id.as_str()) != avoid
+            && Some(c.root_group.as_str()) != other_group
+            && usable(c, key_type).is_ok()
+    };
+    if let Some(c) = cas_in_preference
+        .iter()
+        .filter(eligible)
+        .find(|c| c.id == current)
+    {
+        return Ok(c.id.clone());
+    }
+    cas_in_preference
+        .iter()
+        .find(eligible)
+        .map(|c| c.id.clone())
+        .ok_or_else(|| {
+            let avoid = avoid.map(|a| format!(", not '{a}'")).unwrap_or_default();
+            format!(
+                "re-provisioning is blocked: no trusted CA can issue {key_type} certificates \
+                 outside the root group of '{other}' (the other slot's CA){avoid}; configure one \
+                 and repeat the operation"
+            )
+        })
+}
+
 /// When a certificate valid from `not_before` to `not_after` should be
 /// renewed: after `fraction` of its lifetime (2/3 by default, as certbot and
 /// cert-manager do), leaving a third of the lifetime for retries.
@@ -312,5 +360,26 @@ mod tests {
         assert_eq!(name_state(Valid, Issuing, true), NameState::Provisioning);
         assert_eq!(name_state(Valid, Failed, true), NameState::Degraded);
         assert_eq!(name_state(Valid, Valid, false), NameState::Degraded);
+    }
+
+    #[test]
+    fn reprovision_keeps_the_pair_diverse_and_avoids_the_ca_swapped_away_from() {
+        let ca = |id: &str, group: &str| CaChoice {
+            id: id.into(),
+            root_group: group.into(),
+            key_types: vec![KeyType::EcdsaP256],
+            distrusted: false,
+        };
+        let cas = vec![ca("a", "ga"), ca("b", "gb"), ca("c", "gc"), ca("b2", "gb")];
+        let kt = KeyType::EcdsaP256;
+        // A name-scope swap keeps the slot's CA.
+        assert_eq!(choose_reprovision_ca(&cas, kt, "a", "b", None), Ok("a".into()));
+        // A CA-wide swap away from a: neither a nor b (active), nor b2 (b's root).
+        assert_eq!(choose_reprovision_ca(&cas, kt, "a", "b", Some("a")), Ok("c".into()));
+        // Distrusted c leaves nothing.
+        let mut no_c = cas.clone();
+        no_c[2].distrusted = true;
+        let err = choose_reprovision_ca(&no_c, kt, "a", "b", Some("a")).unwrap_err();
+        assert!(err.contains("blocked") && err.contains("'b'") && err.contains("'a'"), "{err}");
     }
 }

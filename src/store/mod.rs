@@ -14,6 +14,7 @@
 //! 5. the certificate, the slot pointer and the order's end, in one
 //!    transaction, and only then the tokens are deleted.
 
+mod operations;
 mod rows;
 
 use std::time::Duration;
@@ -28,6 +29,10 @@ use twincert_migrations::{Migrator, MigratorTrait};
 use crate::domain::{ChallengeKind, KeyType, OrderState, Slot};
 use crate::keys::seal::Sealed;
 
+pub use operations::{
+    CompromiseReport, Operation, OperationProgress, ReprovisionJob, SlotSelector, SwapReport,
+    SwapScope,
+};
 pub use rows::{
     CertRecord, DnsRecord, NameRecord, OrderJob, OrderSummary, SlotRecord, TokenRecord,
 };
@@ -111,41 +116,6 @@ pub struct NewToken {
     pub secret_sha256: String,
     /// Unix seconds, if it expires.
     pub expires_at: Option<i64>,
-}
-
-/// Which names a mass swap affects.
-#[derive(Debug, Clone)]
-pub enum SwapScope {
-    /// Names whose active certificate comes from this CA.
-    Ca(String),
-    /// Names whose active key has this SPKI SHA-256.
-    Spki(String),
-    /// These names.
-    Names(Vec<String>),
-}
-
-impl SwapScope {
-    /// `ca:<id>`, `spki:<hex>` or `names:<count>`, for audit events.
-    pub fn describe(&self) -> String {
-        match self {
-            SwapScope::Ca(c) => format!("ca:{c}"),
-            SwapScope::Spki(s) => format!("spki:{s}"),
-            SwapScope::Names(n) => format!("names:{}", n.len()),
-        }
-    }
-}
-
-/// What a mass swap did (or would do).
-#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
-pub struct SwapReport {
-    /// Names by outcome: swap, no_standby, standby_expired, standby_same_ca.
-    pub counts: std::collections::BTreeMap<String, i64>,
-    /// Up to 10 (name, outcome) pairs.
-    pub sample: Vec<(String, String)>,
-    /// Names flipped (0 for a dry run).
-    pub swapped: i64,
-    /// The operation's id in the audit log (not for a dry run).
-    pub operation_id: Option<String>,
 }
 
 /// The other slot's current certificate, for the diversity check.
@@ -304,19 +274,35 @@ async fn insert_order<C: ConnectionTrait>(
     ca_id: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
+    insert_order_for(c, name_id, slot, ca_id, now, None, 1).await
+}
+
+/// Opens an order that serves an operation (re-provision, re-key,
+/// compromise) at a priority: 0 goes before 1 (the default) before 2.
+async fn insert_order_for<C: ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    slot: Slot,
+    ca_id: &str,
+    now: i64,
+    operation_id: Option<&str>,
+    priority: i32,
+) -> Result<bool, StoreError> {
     // The partial unique index `orders_one_open` makes this a no-op when the
     // slot already has an open order (two planners racing).
     let n = exec(
         c,
         "INSERT INTO orders (id, name_id, slot, ca_id, state, attempts, next_attempt_at, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5) \
-         ON CONFLICT DO NOTHING",
+         created_at, updated_at, operation_id, priority) \
+         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5, $6, $7) ON CONFLICT DO NOTHING",
         vec![
             new_id().into(),
             name_id.into(),
             slot.as_str().into(),
             ca_id.into(),
             now.into(),
+            operation_id.map(str::to_string).into(),
+            priority.into(),
         ],
     )
     .await?;
@@ -555,72 +541,6 @@ impl Store {
         Ok(())
     }
 
-    /// Makes the standby slot of a name active, if its certificate is valid
-    /// at `now`; records the audit event in the same transaction. Needs no
-    /// CA and no network (invariant 4). Returns the new active slot.
-    pub async fn swap(
-        &self,
-        id: &str,
-        actor: &str,
-        reason: &str,
-        now: i64,
-    ) -> Result<Slot, StoreError> {
-        let tx = self.db.begin().await?;
-        let row = one(
-            &tx,
-            "SELECT n.active_slot, c.not_after, c.not_before, k.compromised FROM names n \
-             JOIN slots s ON s.name_id = n.id AND s.slot <> n.active_slot \
-             LEFT JOIN certificates c ON c.id = s.current_cert_id \
-             LEFT JOIN private_keys k ON k.id = c.private_key_id WHERE n.id = $1",
-            vec![id.into()],
-        )
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("name '{id}'")))?;
-        let active: String = get(&row, "active_slot")?;
-        let active: Slot = active.parse().map_err(StoreError::Db)?;
-        let standby = active.other();
-        let not_after: Option<i64> = get(&row, "not_after")?;
-        let compromised: Option<bool> = get(&row, "compromised")?;
-        if compromised == Some(true) {
-            return Err(StoreError::Conflict(format!(
-                "the {standby} key of '{id}' is compromised; swapping to it would serve a compromised key"
-            )));
-        }
-        match not_after {
-            None => {
-                return Err(StoreError::Conflict(format!(
-                    "the {standby} slot of '{id}' has no certificate yet; nothing to swap to"
-                )));
-            }
-            Some(t) if t <= now => {
-                return Err(StoreError::Conflict(format!(
-                    "the {standby} certificate of '{id}' has expired; swapping to it would break TLS"
-                )));
-            }
-            Some(_) => {}
-        }
-        exec(
-            &tx,
-            "UPDATE names SET active_slot = $2, updated_at = $3 WHERE id = $1",
-            vec![id.into(), standby.as_str().into(), now.into()],
-        )
-        .await?;
-        insert_audit(
-            &tx,
-            &AuditEvent::ok(
-                now,
-                actor,
-                "name.swap",
-                id,
-                Some(reason.into()),
-                Some(format!("{{\"from\":\"{active}\",\"to\":\"{standby}\"}}")),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(standby)
-    }
-
     /// Records (or clears) a diversity violation found after issuance.
     pub async fn set_diversity_error(
         &self,
@@ -739,15 +659,28 @@ impl Store {
     // ----- orders (the job rows) -----------------------------------------
 
     /// Opens an order for every slot that has no open order and whose
-    /// certificate is missing or due for renewal; returns how many.
+    /// certificate is missing, due for renewal, or older than a re-key
+    /// request of its name; returns how many.
+    ///
+    /// A re-key takes the standby slot first, and the active slot only once
+    /// the standby holds a valid certificate under a new key, so the name
+    /// always has one. Slots marked for re-provisioning are left to
+    /// [`Store::start_reprovision`], which moves them first.
     pub async fn plan_due_orders(&self, now: i64, limit: u64) -> Result<u64, StoreError> {
         let due = all(
             &self.db,
-            "SELECT s.name_id, s.slot, s.ca_id FROM slots s \
+            "SELECT s.name_id, s.slot, s.ca_id, \
+             CASE WHEN c.id IS NULL OR c.renew_after <= $1 THEN NULL ELSE n.rekey_op END AS op \
+             FROM slots s JOIN names n ON n.id = s.name_id \
              LEFT JOIN certificates c ON c.id = s.current_cert_id \
-             WHERE (c.id IS NULL OR c.renew_after <= $1) AND NOT EXISTS \
-             (SELECT 1 FROM orders o WHERE o.name_id = s.name_id AND o.slot = s.slot \
-              AND o.state IN ('pending', 'processing')) LIMIT $2",
+             WHERE (c.id IS NULL OR c.renew_after <= $1 OR (n.rekey_since IS NOT NULL \
+               AND c.created_at < n.rekey_since AND (s.slot <> n.active_slot OR EXISTS \
+               (SELECT 1 FROM slots so JOIN certificates co ON co.id = so.current_cert_id \
+                WHERE so.name_id = n.id AND so.slot <> s.slot AND co.created_at >= n.rekey_since \
+                AND co.not_after > $1 AND co.revoked_at IS NULL)))) \
+             AND (n.reprovision_op IS NULL OR n.reprovision_slot <> s.slot) \
+             AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.name_id = s.name_id \
+              AND o.slot = s.slot AND o.state IN ('pending', 'processing')) LIMIT $2",
             vec![now.into(), (limit as i64).into()],
         )
         .await?;
@@ -757,7 +690,10 @@ impl Store {
             let slot: Slot = slot.parse().map_err(StoreError::Db)?;
             let name: String = get(row, "name_id")?;
             let ca: String = get(row, "ca_id")?;
-            if insert_order(&self.db, &name, slot, &ca, now).await? {
+            let op: Option<String> = get(row, "op")?;
+            // Re-keys yield to renewals and first issuances.
+            let priority = if op.is_some() { 2 } else { 1 };
+            if insert_order_for(&self.db, &name, slot, &ca, now, op.as_deref(), priority).await? {
                 opened += 1;
             }
         }
@@ -787,7 +723,7 @@ impl Store {
              updated_at = $3 WHERE id IN (SELECT id FROM orders WHERE \
              (state = 'pending' AND next_attempt_at <= $3) OR \
              (state = 'processing' AND lease_expires_at < $3) \
-             ORDER BY next_attempt_at LIMIT $4{lock}) RETURNING id"
+             ORDER BY priority, next_attempt_at LIMIT $4{lock}) RETURNING id"
         );
         let ids = all(
             &self.db,
@@ -811,7 +747,7 @@ impl Store {
         let sql = format!(
             "SELECT o.id, o.name_id, o.slot, o.ca_id, o.attempts, o.acme_order_url, \
              o.private_key_id, n.domains, n.key_type, n.challenge, n.dns_provider FROM orders o \
-             JOIN names n ON n.id = o.name_id WHERE o.id IN ({}) ORDER BY o.next_attempt_at",
+             JOIN names n ON n.id = o.name_id WHERE o.id IN ({}) ORDER BY o.priority, o.next_attempt_at",
             holes.join(", ")
         );
         all(&self.db, &sql, ids)
@@ -911,7 +847,7 @@ impl Store {
         let n = exec(
             &self.db,
             "UPDATE orders SET acme_order_url = $3, acme_orders = acme_orders + 1, \
-             updated_at = $4 WHERE id = $1 AND lease_owner = $2 AND state = 'processing'",
+             acme_ordered_at = $4, updated_at = $4 WHERE id = $1 AND lease_owner = $2 AND state = 'processing'",
             vec![order_id.into(), owner.into(), url.into(), now.into()],
         )
         .await?;
@@ -1333,49 +1269,6 @@ impl Store {
         Ok(())
     }
 
-    // ----- CA status ---------------------------------------------------------
-
-    /// Marks a CA distrusted (or trusted again) and audits it, in one
-    /// transaction.
-    pub async fn set_ca_distrusted(
-        &self,
-        ca_id: &str,
-        distrusted: bool,
-        reason: &str,
-        actor: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        exec(
-            &tx,
-            "INSERT INTO ca_status (ca_id, distrusted, reason, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (ca_id) DO UPDATE SET distrusted = excluded.distrusted, \
-             reason = excluded.reason, updated_at = excluded.updated_at",
-            vec![ca_id.into(), distrusted.into(), reason.into(), now.into()],
-        )
-        .await?;
-        insert_audit(
-            &tx,
-            &AuditEvent {
-                at: now,
-                actor: actor.into(),
-                action: if distrusted {
-                    "ca.distrust"
-                } else {
-                    "ca.trust"
-                }
-                .into(),
-                target: ca_id.into(),
-                reason: Some(reason.into()),
-                result: "ok".into(),
-                details: None,
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// The ids of distrusted CAs.
     pub async fn distrusted_cas(&self) -> Result<Vec<String>, StoreError> {
         let rows = all(
@@ -1400,206 +1293,6 @@ impl Store {
         rows.iter()
             .map(|r| Ok((get(r, "ca_id")?, get(r, "active")?, get(r, "slots")?)))
             .collect()
-    }
-
-    // ----- mass swap -----------------------------------------------------------
-
-    /// Classifies the names in `scope` for a swap (DESIGN invariant 4) and,
-    /// unless `dry_run`, flips every swappable one in ONE statement inside
-    /// one transaction together with its audit event: all or none.
-    ///
-    /// Outcomes: `swap`; `no_standby` (standby slot has no certificate);
-    /// `standby_expired`; `standby_same_ca` (for a CA scope, the standby is
-    /// from the CA being swapped away from).
-    pub async fn mass_swap(
-        &self,
-        scope: &SwapScope,
-        reason: &str,
-        actor: &str,
-        dry_run: bool,
-        now: i64,
-    ) -> Result<SwapReport, StoreError> {
-        let mut values: Vec<Value> = vec![now.into()];
-        let (filter, same_ca) = match scope {
-            SwapScope::Ca(ca) => {
-                values.push(ca.clone().into());
-                ("ca.ca_id = $2".to_string(), "cs.ca_id = $2")
-            }
-            SwapScope::Spki(spki) => {
-                values.push(spki.clone().into());
-                ("ca.spki_sha256 = $2".to_string(), "1 = 0")
-            }
-            SwapScope::Names(names) => {
-                let holes: Vec<String> = (0..names.len()).map(|i| format!("${}", i + 2)).collect();
-                values.extend(names.iter().map(|n| Value::from(n.clone())));
-                (format!("n.id IN ({})", holes.join(", ")), "1 = 0")
-            }
-        };
-        let classified = format!(
-            "SELECT n.id AS name_id, CASE \
-               WHEN cs.id IS NULL THEN 'no_standby' \
-               WHEN cs.not_after <= $1 THEN 'standby_expired' \
-               WHEN ks.compromised THEN 'standby_compromised' \
-               WHEN {same_ca} THEN 'standby_same_ca' \
-               ELSE 'swap' END AS outcome \
-             FROM names n \
-             JOIN slots sa ON sa.name_id = n.id AND sa.slot = n.active_slot \
-             LEFT JOIN certificates ca ON ca.id = sa.current_cert_id \
-             LEFT JOIN slots ss ON ss.name_id = n.id AND ss.slot <> n.active_slot \
-             LEFT JOIN certificates cs ON cs.id = ss.current_cert_id \
-             LEFT JOIN private_keys ks ON ks.id = cs.private_key_id \
-             WHERE {filter}"
-        );
-        let tx = self.db.begin().await?;
-        let counts = all(
-            &tx,
-            &format!("SELECT outcome, COUNT(*) AS n FROM ({classified}) t GROUP BY outcome"),
-            values.clone(),
-        )
-        .await?;
-        let mut report = SwapReport::default();
-        for r in &counts {
-            let outcome: String = get(r, "outcome")?;
-            let n: i64 = get(r, "n")?;
-            report.counts.insert(outcome, n);
-        }
-        let sample = all(
-            &tx,
-            &format!("SELECT name_id, outcome FROM ({classified}) t ORDER BY name_id LIMIT 10"),
-            values.clone(),
-        )
-        .await?;
-        for r in &sample {
-            report.sample.push((get(r, "name_id")?, get(r, "outcome")?));
-        }
-        if dry_run {
-            tx.rollback().await?;
-            return Ok(report);
-        }
-        let swapped = exec(
-            &tx,
-            &format!(
-                "UPDATE names SET active_slot = CASE active_slot WHEN 'primary' THEN 'backup' \
-                 ELSE 'primary' END, updated_at = $1 WHERE id IN \
-                 (SELECT name_id FROM ({classified}) t WHERE outcome = 'swap')"
-            ),
-            values,
-        )
-        .await?;
-        report.swapped = swapped as i64;
-        report.operation_id = Some(new_id());
-        let details = serde_json::json!({
-            "operation": report.operation_id,
-            "scope": scope.describe(),
-            "counts": report.counts,
-        })
-        .to_string();
-        insert_audit(
-            &tx,
-            &AuditEvent {
-                at: now,
-                actor: actor.into(),
-                action: "swap.mass".into(),
-                target: scope.describe(),
-                reason: Some(reason.into()),
-                result: format!("swapped {swapped}"),
-                details: Some(details),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(report)
-    }
-
-    // ----- key compromise -------------------------------------------------------
-
-    /// Records a key compromise for one slot, in one transaction: the key is
-    /// marked compromised (never used again); if the slot is active and the
-    /// standby is usable, the name swaps away; a revocation job (reason 1)
-    /// is queued for the worker; a re-issue order for the slot is opened
-    /// (a fresh key, as for every order). Returns whether it swapped.
-    pub async fn report_compromise(
-        &self,
-        name_id: &str,
-        slot: Slot,
-        reason: &str,
-        actor: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let tx = self.db.begin().await?;
-        let row = one(
-            &tx,
-            "SELECT n.active_slot, s.ca_id, c.id AS cert_id, c.private_key_id, c.spki_sha256 \
-             FROM names n JOIN slots s ON s.name_id = n.id AND s.slot = $2 \
-             LEFT JOIN certificates c ON c.id = s.current_cert_id WHERE n.id = $1",
-            vec![name_id.into(), slot.as_str().into()],
-        )
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("name '{name_id}'")))?;
-        let cert_id: Option<String> = get(&row, "cert_id")?;
-        let cert_id = cert_id.ok_or_else(|| {
-            StoreError::Conflict(format!("the {slot} slot of '{name_id}' has no certificate"))
-        })?;
-        let key_id: String = get(&row, "private_key_id")?;
-        let ca_id: String = get(&row, "ca_id")?;
-        let spki: String = get(&row, "spki_sha256")?;
-        let active: String = get(&row, "active_slot")?;
-        exec(
-            &tx,
-            "UPDATE private_keys SET compromised = TRUE WHERE id = $1",
-            vec![key_id.into()],
-        )
-        .await?;
-        let mut swapped = false;
-        if active == slot.as_str() {
-            let standby = one(
-                &tx,
-                "SELECT c.not_after FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
-                 JOIN private_keys k ON k.id = c.private_key_id \
-                 WHERE s.name_id = $1 AND s.slot = $2 AND k.compromised = FALSE",
-                vec![name_id.into(), slot.other().as_str().into()],
-            )
-            .await?;
-            let usable = match standby {
-                Some(r) => get::<i64>(&r, "not_after")? > now,
-                None => false,
-            };
-            if usable {
-                exec(
-                    &tx,
-                    "UPDATE names SET active_slot = $2, updated_at = $3 WHERE id = $1",
-                    vec![name_id.into(), slot.other().as_str().into(), now.into()],
-                )
-                .await?;
-                swapped = true;
-            }
-        }
-        exec(
-            &tx,
-            "INSERT INTO revocations (id, certificate_id, ca_id, chain_pem, reason_code, state, \
-             created_at, updated_at) SELECT $1, c.id, c.ca_id, c.chain_pem, 1, 'pending', $3, $3 \
-             FROM certificates c WHERE c.id = $2 ON CONFLICT DO NOTHING",
-            vec![new_id().into(), cert_id.into(), now.into()],
-        )
-        .await?;
-        insert_order(&tx, name_id, slot, &ca_id, now).await?;
-        insert_audit(
-            &tx,
-            &AuditEvent {
-                at: now,
-                actor: actor.into(),
-                action: "name.compromise".into(),
-                target: name_id.into(),
-                reason: Some(reason.into()),
-                result: "ok".into(),
-                details: Some(format!(
-                    "{{\"slot\":\"{slot}\",\"spki_sha256\":\"{spki}\",\"swapped\":{swapped}}}"
-                )),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(swapped)
     }
 
     /// Pending revocations: (job id, CA id, the certificate's PEM chain,
@@ -1650,6 +1343,16 @@ impl Store {
             ],
         )
         .await?;
+        if error.is_none() {
+            // Swaps never land on it again (`standby_revoked`).
+            exec(
+                &self.db,
+                "UPDATE certificates SET revoked_at = $2 WHERE revoked_at IS NULL AND id = \
+                 (SELECT certificate_id FROM revocations WHERE id = $1)",
+                vec![id.into(), now.into()],
+            )
+            .await?;
+        }
         Ok(())
     }
 

@@ -32,7 +32,8 @@ use crate::domain::ChallengeKind;
 use crate::domain::DnsName;
 use crate::keys::CertKey;
 use crate::keys::seal::Sealer;
-use crate::policy::{self, IssuedFacts};
+use crate::domain::KeyType;
+use crate::policy::{self, CaChoice, IssuedFacts};
 use crate::store::{Completed, NewCertificate, OrderJob, Store, StoreError};
 use crate::validation::Http01Answers;
 use crate::validation::dns::Dns01Solver;
@@ -59,6 +60,8 @@ pub struct Worker {
     answers: Arc<Http01Answers>,
     dns01: Option<Arc<Dns01Solver>>,
     failpoint: Option<String>,
+    /// The configured CAs in preference order, for re-provisioning.
+    policy_cas: Vec<CaChoice>,
 }
 
 /// Why one attempt failed, and how to go on.
@@ -190,7 +193,15 @@ impl Worker {
             wake: Notify::new(),
             // Test hook for crash-safety tests; see `process`.
             failpoint: std::env::var("TWINCERT_FAILPOINT").ok(),
+            policy_cas: Vec::new(),
         }
+    }
+
+    /// The configured CAs in preference order: re-provisioning after swaps,
+    /// distrust and compromise chooses among them.
+    pub fn with_policy(mut self, cas: Vec<CaChoice>) -> Worker {
+        self.policy_cas = cas;
+        self
     }
 
     /// Enables DNS-01 through `solver`'s providers.
@@ -225,6 +236,9 @@ impl Worker {
             // on every wake-up (new names bring their own orders).
             if last_plan.is_none_or(|t| t.elapsed() >= plan_every) {
                 last_plan = Some(tokio::time::Instant::now());
+                // Moves marked slots first, so the planner does not open
+                // orders for them at the CA they are leaving.
+                self.reprovision(now).await;
                 if let Err(e) = self.store.plan_due_orders(now, 1000).await {
                     warn!(error = %e, "planner failed");
                 }
@@ -379,6 +393,9 @@ impl Worker {
         self.accounts
             .ensure(&ca, &self.store, &self.sealer, self.clock.now())
             .await?;
+        if job.acme_order_url.is_none() {
+            self.pace(&ca).await?;
+        }
         let key = self.order_key(job).await?;
 
         let mut order = match &job.acme_order_url {
@@ -673,6 +690,82 @@ impl Worker {
         {
             info!(count = records.len(), "sweeping leftover dns-01 records");
             self.remove_records(solver, records).await;
+        }
+    }
+
+    /// Holds a new ACME order back while the CA had its configured
+    /// `orders_per_hour` in the last hour (counted in the store, so across
+    /// replicas; replicas deciding at the same instant may overshoot by
+    /// their concurrency). The order waits without counting as a failure.
+    async fn pace(&self, ca: &CaClient) -> Result<(), AttemptError> {
+        let now = self.clock.now();
+        let limit = i64::from(ca.orders_per_hour());
+        let (opened, oldest) = self.store.acme_orders_since(ca.id(), now - 3600).await?;
+        if opened < limit {
+            return Ok(());
+        }
+        let wait = oldest.map_or(60, |t| t + 3600 - now).max(1) as u64;
+        Err(waiting(
+            format!(
+                "paced: {opened} ACME orders at this CA in the last hour reach its configured \
+                 orders_per_hour = {limit}; the next one in {wait} s"
+            ),
+            wait,
+        ))
+    }
+
+    /// Moves the slots that swaps, distrust and compromise marked for
+    /// re-provisioning to a CA chosen by policy and opens their orders;
+    /// a slot no CA can take is reported blocked on its operation.
+    async fn reprovision(&self, now: i64) {
+        for _ in 0..20 {
+            let jobs = match self.store.reprovision_jobs(500).await {
+                Ok(j) if j.is_empty() => return,
+                Ok(j) => j,
+                Err(e) => {
+                    warn!(error = %e, "listing re-provisioning work failed");
+                    return;
+                }
+            };
+            let distrusted = match self.store.distrusted_cas().await {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!(error = %e, "reading distrusted CAs failed");
+                    return;
+                }
+            };
+            let cas: Vec<CaChoice> = self
+                .policy_cas
+                .iter()
+                .map(|c| CaChoice {
+                    distrusted: c.distrusted || distrusted.contains(&c.id),
+                    ..c.clone()
+                })
+                .collect();
+            for job in &jobs {
+                let choice = match job.key_type.parse::<KeyType>() {
+                    Ok(kt) => policy::choose_reprovision_ca(
+                        &cas,
+                        kt,
+                        &job.slot_ca,
+                        &job.other_ca,
+                        job.avoid_ca.as_deref(),
+                    ),
+                    Err(e) => Err(format!("stored key type is invalid: {e}")),
+                };
+                let result = match &choice {
+                    Ok(ca) => self.store.start_reprovision(job, ca, now).await.map(|_| ()),
+                    Err(why) => {
+                        warn!(managed_name = %job.name_id, slot = %job.slot, operation = %job.operation_id, error = %why, "re-provisioning blocked");
+                        self.store.block_reprovision(job, why, now).await
+                    }
+                };
+                if let Err(e) = result {
+                    warn!(managed_name = %job.name_id, error = %e, "re-provisioning failed");
+                    return;
+                }
+            }
+            info!(slots = jobs.len(), "re-provisioning orders opened");
         }
     }
 

@@ -744,6 +744,8 @@ pub struct TwoCas {
     pub dns: Bind,
     pub a: Pebble,
     pub b: Pebble,
+    /// A third CA, for re-provisioning drills ([`TwoCas::start_three`]).
+    pub c: Option<Pebble>,
     pub http01_port: u16,
     dir: TempDir,
 }
@@ -762,6 +764,16 @@ impl TwoCas {
     /// Starts BIND and two Pebbles with `opts` (its `http01_port` and
     /// `dns_port` are replaced by the shared ones).
     pub async fn start_with(opts: PebbleOptions) -> TwoCas {
+        TwoCas::start_n(opts, false).await
+    }
+
+    /// Starts BIND and three Pebbles (CA C for re-provisioning after a CA
+    /// is swapped away from or distrusted).
+    pub async fn start_three(opts: PebbleOptions) -> TwoCas {
+        TwoCas::start_n(opts, true).await
+    }
+
+    async fn start_n(opts: PebbleOptions, third: bool) -> TwoCas {
         let dir = tempfile::Builder::new()
             .prefix("twincert-e2e-")
             .tempdir()
@@ -774,15 +786,23 @@ impl TwoCas {
             dns_port: Some(dns.port()),
             ..opts
         };
-        let (a, b) = tokio::join!(
+        let (a, b, c) = tokio::join!(
             Pebble::start(dir.path(), "a", &tls, opts.clone()),
-            Pebble::start(dir.path(), "b", &tls, opts),
+            Pebble::start(dir.path(), "b", &tls, opts.clone()),
+            async {
+                if third {
+                    Some(Pebble::start(dir.path(), "c", &tls, opts.clone()).await)
+                } else {
+                    None
+                }
+            },
         );
         TwoCas {
             tls,
             dns,
             a,
             b,
+            c,
             http01_port,
             dir,
         }

@@ -423,10 +423,24 @@ async fn cli_adds_lists_and_shows_names() {
         "--reason",
         "CA b incident drill",
     ]);
+    assert!(!ok, "a mass swap without --yes on a non-terminal stdin is refused");
+    let (ok, out) = run(&[
+        "swap",
+        "--ca",
+        "pebble-b",
+        "--reason",
+        "CA b incident drill",
+        "--yes",
+    ]);
     assert!(
         ok && out
             .lines()
-            .any(|l| l.starts_with("swapped:") && l.ends_with('1')),
+            .any(|l| l.starts_with("report.swapped:") && l.ends_with('1')),
+        "{out}"
+    );
+    let (ok, out) = run(&["operations", "list"]);
+    assert!(
+        ok && out.starts_with("ID") && out.contains("ca:pebble-b"),
         "{out}"
     );
     let (ok, out) = run(&[
@@ -456,7 +470,7 @@ async fn cli_adds_lists_and_shows_names() {
         ok && out.starts_with("ID") && out.contains("pebble-a"),
         "{out}"
     );
-    let (ok, _) = run(&["cas", "distrust", "pebble-a", "--reason", "drill"]);
+    let (ok, _) = run(&["cas", "distrust", "pebble-a", "--reason", "drill", "--yes"]);
     assert!(ok);
     let (ok, _) = run(&["cas", "trust", "pebble-a", "--reason", "drill over"]);
     assert!(ok);

@@ -94,7 +94,7 @@ poll_interval_ms = 100
 acme_timeout_seconds = 20
 
 [policy]
-ca_preference = ["pebble-a", "pebble-b"]
+ca_preference = ["pebble-a", "pebble-b"{c_pref}]
 
 [dns]
 resolver = "127.0.0.1:{dns}"
@@ -125,8 +125,18 @@ profile = "pebble"
 directory_url = "{b}"
 trust_roots_file = "{roots}"
 root_group = "pebble-b"
-"#,
+{c_block}"#,
         http01 = cas.http01_port,
+        c_pref = if cas.c.is_some() { ", \"pebble-c\"" } else { "" },
+        c_block = match &cas.c {
+            Some(c) => format!(
+                "\n[[cas]]\nid = \"pebble-c\"\nprofile = \"pebble\"\ndirectory_url = \"{}\"\n\
+                 trust_roots_file = \"{}\"\nroot_group = \"pebble-c\"\n",
+                c.directory_url(),
+                cas.tls.ca_pem_path.display()
+            ),
+            None => String::new(),
+        },
         allow = {
             let mut extra = opts
                 .allow_cidrs
@@ -269,6 +279,10 @@ impl Server {
     }
 
     /// API base URL.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     pub fn base(&self) -> String {
         let scheme = if self.opts.api_tls { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", self.api_port)

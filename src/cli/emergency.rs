@@ -1,0 +1,374 @@
+//! The emergency commands: swap, distrust, re-key, bulk compromise, and
+//! following an operation's progress. A real run of anything that touches
+//! many names first shows its dry run and asks for confirmation (or takes
+//! `--yes`); `--wait` follows the re-provisioning with a progress bar.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::{ApiArgs, ApiFailure, Output, base_url, table, token};
+
+/// How a mass operation is confirmed and followed.
+#[derive(Debug, Clone, clap::Args)]
+pub(super) struct RunArgs {
+    /// Only report what would happen.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (scripts, runbooks).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// After a real run, follow the re-provisioning until it is done.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (exit code 1).
+    #[arg(long, default_value_t = 3600)]
+    pub wait_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum OperationsAction {
+    /// List operations, newest first.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// Show an operation and its progress; `latest` is the newest one.
+    Show {
+        /// The operation id, or `latest`.
+        id: String,
+        /// Follow it until its work is done.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds (exit code 1).
+        #[arg(long, default_value_t = 3600)]
+        wait_timeout: u64,
+    },
+}
+
+/// Reads a names file: one name per line; blank lines and `#` comments
+/// are skipped.
+pub(super) fn read_names_file(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the names file {}", path.display()))?;
+    let names: Vec<String> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() {
+        bail!("the names file {} lists no names", path.display());
+    }
+    Ok(names)
+}
+
+/// An API client for one command.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    output: Output,
+}
+
+impl Client {
+    fn new(api: &ApiArgs) -> anyhow::Result<Client> {
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: base_url(api)?,
+            token: token(api)?,
+            output: api.output,
+        })
+    }
+
+    /// One request; the JSON answer, or the problem printed and an
+    /// [`ApiFailure`].
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let rsp = req
+            .send()
+            .await
+            .with_context(|| format!("calling the API at {}", self.base))?;
+        let status = rsp.status();
+        let text = rsp.text().await.context("reading the API's answer")?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            return Ok(value);
+        }
+        match (&value["detail"], self.output) {
+            (Value::String(d), Output::Table) => eprintln!("error: {d}"),
+            _ => eprintln!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            ),
+        }
+        Err(ApiFailure {
+            status: status.as_u16(),
+        }
+        .into())
+    }
+
+    fn print(&self, v: &Value) {
+        match self.output {
+            Output::Table => print!("{}", table(v)),
+            Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        }
+    }
+}
+
+/// A mass operation: its endpoint, its body without `dry_run`, and
+/// whether the API can dry-run it.
+pub(super) struct Mass {
+    pub path: String,
+    pub body: Value,
+    pub has_dry_run: bool,
+    /// What it does, for the confirmation question.
+    pub what: String,
+}
+
+/// Runs a mass operation: a dry run when asked; else (unless `--yes`) the
+/// dry run's summary and a confirmation question, the real run, and with
+/// `--wait` its progress until done.
+pub(super) async fn run_mass(api: &ApiArgs, run: &RunArgs, mass: Mass) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    let mut body = mass.body.clone();
+    if run.dry_run {
+        if !mass.has_dry_run {
+            bail!("{} has no dry run", mass.what);
+        }
+        body["dry_run"] = json!(true);
+        let v = client
+            .request(reqwest::Method::POST, &mass.path, Some(&body))
+            .await?;
+        client.print(&v);
+        return Ok(());
+    }
+    if !run.yes {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "refusing to {} without confirmation: stdin is not a terminal; \
+                 look at --dry-run first, then pass --yes",
+                mass.what
+            );
+        }
+        if mass.has_dry_run {
+            body["dry_run"] = json!(true);
+            let preview = client
+                .request(reqwest::Method::POST, &mass.path, Some(&body))
+                .await?;
+            eprint!("{}", summary(&preview));
+            body["dry_run"] = json!(false);
+        }
+        eprint!("{}? Type 'yes' to proceed: ", mass.what);
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("reading the confirmation")?;
+        if answer.trim() != "yes" {
+            bail!("not confirmed; nothing was changed");
+        }
+    }
+    let v = client
+        .request(reqwest::Method::POST, &mass.path, Some(&body))
+        .await?;
+    client.print(&v);
+    if run.wait {
+        let id = v["report"]["operation_id"]
+            .as_str()
+            .or_else(|| v["operation_id"].as_str())
+            .context("the answer carries no operation id to follow")?
+            .to_string();
+        follow(&client, &id, run.wait_timeout).await?;
+    }
+    Ok(())
+}
+
+/// A few lines on what a dry run found.
+fn summary(v: &Value) -> String {
+    let mut out = String::from("dry run:\n");
+    if let Some(counts) = v["report"]["counts"].as_object() {
+        for (k, n) in counts {
+            out.push_str(&format!("  {k}: {n}\n"));
+        }
+        out.push_str(&format!(
+            "  slots to re-provision: {}\n",
+            v["report"]["reprovision"]
+        ));
+    }
+    if let Some(n) = v["names"].as_i64() {
+        out.push_str(&format!("  names to re-key: {n}\n"));
+    }
+    if let Some(s) = v["estimate"]["seconds"].as_i64() {
+        out.push_str(&format!(
+            "  estimated re-provisioning time: {s} s at {} orders/hour\n",
+            v["estimate"]["orders_per_hour"]
+        ));
+    }
+    out
+}
+
+/// `operations list|show`.
+pub(super) async fn operations(api: &ApiArgs, action: OperationsAction) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    match action {
+        OperationsAction::List { limit } => {
+            let v = client
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/v1/operations?limit={limit}"),
+                    None,
+                )
+                .await?;
+            client.print(&v);
+        }
+        OperationsAction::Show {
+            id,
+            wait,
+            wait_timeout,
+        } => {
+            let id = if id == "latest" {
+                let v = client
+                    .request(reqwest::Method::GET, "/v1/operations?limit=1", None)
+                    .await?;
+                v["items"][0]["id"]
+                    .as_str()
+                    .context("there is no operation yet")?
+                    .to_string()
+            } else {
+                id
+            };
+            if wait {
+                follow(&client, &id, wait_timeout).await?;
+            } else {
+                let v = client
+                    .request(reqwest::Method::GET, &format!("/v1/operations/{id}"), None)
+                    .await?;
+                client.print(&v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// (done, total, failing) of an operation's progress.
+fn counts(p: &Value) -> (i64, i64, i64) {
+    let n = |k: &str| p["orders"][k].as_i64().unwrap_or(0);
+    let failing = p["failing"].as_i64().unwrap_or(0);
+    let total_rekey = p["rekey_total"].as_i64().unwrap_or(0);
+    if total_rekey > 0 {
+        return (p["rekey_done"].as_i64().unwrap_or(0), total_rekey, failing);
+    }
+    let queued = p["queued"].as_i64().unwrap_or(0);
+    let done = n("valid") + n("abandoned");
+    (
+        done,
+        queued + done + n("pending") + n("processing"),
+        failing,
+    )
+}
+
+fn bar(done: i64, total: i64) -> String {
+    const WIDTH: i64 = 30;
+    let filled = if total > 0 { done * WIDTH / total } else { WIDTH };
+    format!(
+        "[{}{}]",
+        "#".repeat(filled as usize),
+        "-".repeat((WIDTH - filled) as usize)
+    )
+}
+
+/// Polls an operation until its work is done, drawing a progress bar on
+/// stderr (redrawn in place on a terminal, a line per change otherwise);
+/// prints the final state like `operations show`.
+async fn follow(client: &Client, id: &str, timeout_s: u64) -> anyhow::Result<()> {
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut last = None;
+    loop {
+        let v = client
+            .request(reqwest::Method::GET, &format!("/v1/operations/{id}"), None)
+            .await?;
+        let p = &v["progress"];
+        let (done, total, failing) = counts(p);
+        let line = format!(
+            "{} {done}/{total} done, {failing} failing, {} queued",
+            bar(done, total),
+            p["queued"].as_i64().unwrap_or(0)
+        );
+        if tty {
+            eprint!("\r{line}   ");
+        } else if last.as_ref() != Some(&line) {
+            eprintln!("{line}");
+        }
+        last = Some(line);
+        if p["done"].as_bool() == Some(true) {
+            if tty {
+                eprintln!();
+            }
+            client.print(&v);
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(timeout_s) {
+            if tty {
+                eprintln!();
+            }
+            client.print(&v);
+            bail!("operation {id} is not done after {timeout_s} s; it goes on in the service");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The body of a scoped request (swap, re-key) from the command line.
+pub(super) fn scope_body(
+    reason: &str,
+    ca: Option<String>,
+    spki: Option<String>,
+    names_file: Option<PathBuf>,
+    names: Vec<String>,
+    all: bool,
+) -> anyhow::Result<Value> {
+    let mut body = json!({ "reason": reason });
+    let mut listed = names;
+    if let Some(f) = names_file {
+        listed.extend(read_names_file(&f)?);
+    }
+    let given = usize::from(ca.is_some())
+        + usize::from(spki.is_some())
+        + usize::from(!listed.is_empty())
+        + usize::from(all);
+    if given != 1 {
+        bail!("give exactly one scope: a name, --names-file, --ca or --spki (or --all)");
+    }
+    if let Some(c) = ca {
+        body["ca"] = json!(c);
+    }
+    if let Some(s) = spki {
+        body["spki_sha256"] = json!(s);
+    }
+    if !listed.is_empty() {
+        body["names"] = json!(listed);
+    }
+    if all {
+        body["all"] = json!(true);
+    }
+    Ok(body)
+}

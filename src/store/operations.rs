@@ -1,0 +1,1231 @@
+//! Emergency operations (DESIGN invariant 4: a swap needs no CA): swaps of
+//! one name, a list, a CA or an SPKI; CA distrust; mass re-key; bulk key
+//! compromise. Each real run is one transaction that changes the names,
+//! leaves markers for the worker (which slots to re-provision or re-key)
+//! and writes an operation record and an audit event — all or nothing.
+//! The worker's side of re-provisioning (choosing the new CA, opening the
+//! order) is here too, because it must agree with the markers.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use sea_orm::{ConnectionTrait, TransactionTrait, Value};
+
+use super::{
+    AuditEvent, Store, StoreError, all, exec, get, insert_audit, insert_order_for, new_id, one,
+};
+use crate::domain::Slot;
+
+/// Which names an operation affects.
+#[derive(Debug, Clone)]
+pub enum SwapScope {
+    /// Names whose active certificate comes from this CA.
+    Ca(String),
+    /// Names whose active key has this SPKI SHA-256.
+    Spki(String),
+    /// These names.
+    Names(Vec<String>),
+    /// Every name (mass re-key).
+    All,
+}
+
+impl SwapScope {
+    /// `ca:<id>`, `spki:<hex>`, `names:<count>` or `all`, for audit events
+    /// and operation records.
+    pub fn describe(&self) -> String {
+        match self {
+            SwapScope::Ca(c) => format!("ca:{c}"),
+            SwapScope::Spki(s) => format!("spki:{s}"),
+            SwapScope::Names(n) => format!("names:{}", n.len()),
+            SwapScope::All => "all".into(),
+        }
+    }
+
+    /// The SQL filter on the classification joins (`n` names, `ca` the
+    /// active certificate), the "standby is from the CA swapped away from"
+    /// test, and the values for holes `$2…` (`$1` is always `now`).
+    fn filter(&self) -> (String, &'static str, Vec<Value>) {
+        match self {
+            SwapScope::Ca(ca) => (
+                "ca.ca_id = $2".into(),
+                "cs.ca_id = $2",
+                vec![ca.clone().into()],
+            ),
+            SwapScope::Spki(spki) => ("ca.spki_sha256 = $2".into(), "1 = 0", vec![spki.clone().into()]),
+            SwapScope::Names(names) => {
+                let holes: Vec<String> = (0..names.len()).map(|i| format!("${}", i + 2)).collect();
+                (
+                    format!("n.id IN ({})", holes.join(", ")),
+                    "1 = 0",
+                    names.iter().map(|n| Value::from(n.clone())).collect(),
+                )
+            }
+            SwapScope::All => ("1 = 1".into(), "1 = 0", vec![]),
+        }
+    }
+
+    /// Whether names skipped by a swap in this scope have their *active*
+    /// slot re-provisioned: yes when the scope says the active certificate
+    /// itself is doomed (its CA or its key), no for a hand-picked list.
+    fn replaces_skipped(&self) -> bool {
+        matches!(self, SwapScope::Ca(_) | SwapScope::Spki(_))
+    }
+}
+
+/// What a swap or distrust did (or would do).
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct SwapReport {
+    /// Names by outcome: swap, no_standby, standby_expired, standby_revoked,
+    /// standby_compromised, standby_same_ca.
+    pub counts: BTreeMap<String, i64>,
+    /// Up to 10 (name, outcome) pairs, skipped names first.
+    pub sample: Vec<(String, String)>,
+    /// Names flipped (0 for a dry run).
+    pub swapped: i64,
+    /// Slots the worker re-orders afterwards (for a dry run: would).
+    pub reprovision: i64,
+    /// Slots re-provisioning would order, per CA they are on now.
+    pub reprovision_from: BTreeMap<String, i64>,
+    /// The operation record (not for a dry run).
+    pub operation_id: Option<String>,
+    /// Time spent in the store, transaction included.
+    pub duration_ms: i64,
+}
+
+/// One emergency operation as recorded.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Operation {
+    /// Its id.
+    pub id: String,
+    /// `swap`, `distrust`, `rekey` or `compromise`.
+    pub kind: String,
+    /// Who ran it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// `ca:<id>`, `spki:<hex>`, `names:<n>`, `name:<id>` or `all`.
+    pub scope: String,
+    /// The CA re-provisioning avoids (CA-wide swap, distrust).
+    pub avoid_ca: Option<String>,
+    /// Outcome counts at the time of the operation.
+    #[schema(value_type = Object)]
+    pub counts: serde_json::Value,
+    /// Names changed (flipped, marked for re-key, keys compromised).
+    pub affected: i64,
+    /// Slots that could not be re-provisioned (no eligible CA).
+    pub blocked: i64,
+    /// How long the operation's transaction took.
+    pub duration_ms: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// How far the work an operation left behind has got.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct OperationProgress {
+    /// Slots marked for re-provisioning that the worker has not taken yet.
+    pub queued: i64,
+    /// Its orders by state: pending, processing, valid, abandoned.
+    pub orders: BTreeMap<String, i64>,
+    /// Open orders whose last attempt failed (they are retried).
+    pub failing: i64,
+    /// Up to 5 (name, slot, last error) of failing orders.
+    pub errors: Vec<(String, String, String)>,
+    /// Re-key: names in the operation, and those whose both keys are new.
+    pub rekey_total: i64,
+    /// See `rekey_total`.
+    pub rekey_done: i64,
+    /// Nothing left to do.
+    pub done: bool,
+}
+
+/// What the worker needs to re-provision one slot.
+#[derive(Debug, Clone)]
+pub struct ReprovisionJob {
+    /// The name.
+    pub name_id: String,
+    /// The slot to re-order.
+    pub slot: Slot,
+    /// Whether that slot is the active one (the name has no usable
+    /// standby; it goes first).
+    pub is_active: bool,
+    /// Its key type.
+    pub key_type: String,
+    /// The operation that asked for it.
+    pub operation_id: String,
+    /// The CA it must avoid besides the other slot's (CA-wide operations).
+    pub avoid_ca: Option<String>,
+    /// The CA the slot is on now.
+    pub slot_ca: String,
+    /// The other slot's CA.
+    pub other_ca: String,
+}
+
+/// Which slot of each listed name a bulk compromise concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotSelector {
+    /// This slot.
+    Slot(Slot),
+    /// The active slot, whichever it is.
+    Active,
+    /// The standby slot.
+    Standby,
+}
+
+/// What a bulk compromise did.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct CompromiseReport {
+    /// Keys marked compromised (a revocation and a re-issue queued each).
+    pub compromised: i64,
+    /// Names that swapped away from a compromised active key.
+    pub swapped: i64,
+    /// (target, error) for targets that could not be processed.
+    pub errors: Vec<(String, String)>,
+    /// The operation record.
+    pub operation_id: String,
+}
+
+/// The classification of every name in `filter`: `name_id`, `outcome`.
+fn classified(filter: &str, same_ca: &str, extra: &str) -> String {
+    format!(
+        "SELECT n.id AS name_id, CASE \
+           WHEN cs.id IS NULL THEN 'no_standby' \
+           WHEN cs.not_after <= $1 THEN 'standby_expired' \
+           WHEN cs.revoked_at IS NOT NULL THEN 'standby_revoked' \
+           WHEN ks.compromised THEN 'standby_compromised' \
+           WHEN {same_ca} THEN 'standby_same_ca' \
+           ELSE 'swap' END AS outcome \
+         FROM names n \
+         JOIN slots sa ON sa.name_id = n.id AND sa.slot = n.active_slot \
+         LEFT JOIN certificates ca ON ca.id = sa.current_cert_id \
+         LEFT JOIN slots ss ON ss.name_id = n.id AND ss.slot <> n.active_slot \
+         LEFT JOIN certificates cs ON cs.id = ss.current_cert_id \
+         LEFT JOIN private_keys ks ON ks.id = cs.private_key_id \
+         WHERE {filter}{extra}"
+    )
+}
+
+const FLIP: &str = "CASE active_slot WHEN 'primary' THEN 'backup' ELSE 'primary' END";
+
+async fn insert_operation<C: ConnectionTrait>(
+    c: &C,
+    op: &Operation,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO operations (id, kind, actor, reason, scope, avoid_ca, counts, affected, \
+         blocked, duration_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10)",
+        vec![
+            op.id.clone().into(),
+            op.kind.clone().into(),
+            op.actor.clone().into(),
+            op.reason.clone().into(),
+            op.scope.clone().into(),
+            op.avoid_ca.clone().into(),
+            op.counts.to_string().into(),
+            op.affected.into(),
+            op.duration_ms.into(),
+            op.created_at.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn counts_of<C: ConnectionTrait>(
+    c: &C,
+    classified: &str,
+    values: Vec<Value>,
+) -> Result<BTreeMap<String, i64>, StoreError> {
+    let rows = all(
+        c,
+        &format!("SELECT outcome, COUNT(*) AS n FROM ({classified}) t GROUP BY outcome"),
+        values,
+    )
+    .await?;
+    let mut counts = BTreeMap::new();
+    for r in &rows {
+        counts.insert(get::<String>(r, "outcome")?, get::<i64>(r, "n")?);
+    }
+    Ok(counts)
+}
+
+async fn sample_of<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<Vec<(String, String)>, StoreError> {
+    all(c, sql, values)
+        .await?
+        .iter()
+        .map(|r| Ok((get(r, "name_id")?, get(r, "outcome")?)))
+        .collect()
+}
+
+/// Slots per CA among the slots that a re-provision would order.
+async fn slots_per_ca<C: ConnectionTrait>(
+    c: &C,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<BTreeMap<String, i64>, StoreError> {
+    let mut out = BTreeMap::new();
+    for r in all(c, sql, values).await? {
+        out.insert(get::<String>(&r, "ca_id")?, get::<i64>(&r, "n")?);
+    }
+    Ok(out)
+}
+
+/// The failure a swap of one name reports, by outcome.
+fn refusal(id: &str, standby: Slot, outcome: &str) -> StoreError {
+    StoreError::Conflict(match outcome {
+        "no_standby" => {
+            format!("the {standby} slot of '{id}' has no certificate yet; nothing to swap to")
+        }
+        "standby_expired" => format!(
+            "the {standby} certificate of '{id}' has expired; swapping to it would break TLS"
+        ),
+        "standby_revoked" => format!(
+            "the {standby} certificate of '{id}' is revoked; swapping to it would break TLS"
+        ),
+        "standby_compromised" => format!(
+            "the {standby} key of '{id}' is compromised; swapping to it would serve a compromised key"
+        ),
+        other => format!("the {standby} slot of '{id}' cannot be swapped to ({other})"),
+    })
+}
+
+impl Store {
+    /// Makes the standby slot of one name active, if it is usable (valid at
+    /// `now`, not revoked, key not compromised); marks the abandoned slot
+    /// for re-provisioning under a new key; records the operation and the
+    /// audit event in the same transaction. Needs no CA and no network
+    /// (invariant 4). Returns the new active slot and the operation id.
+    pub async fn swap(
+        &self,
+        id: &str,
+        actor: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(Slot, String), StoreError> {
+        let started = Instant::now();
+        let tx = self.db.begin().await?;
+        let row = one(
+            &tx,
+            &format!(
+                "SELECT t.outcome, n.active_slot FROM ({}) t JOIN names n ON n.id = t.name_id",
+                classified("n.id = $2", "1 = 0", "")
+            ),
+            vec![now.into(), id.into()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("name '{id}'")))?;
+        let active: String = get(&row, "active_slot")?;
+        let active: Slot = active.parse().map_err(StoreError::Db)?;
+        let standby = active.other();
+        let outcome: String = get(&row, "outcome")?;
+        if outcome != "swap" {
+            return Err(refusal(id, standby, &outcome));
+        }
+        let op = new_id();
+        exec(
+            &tx,
+            &format!(
+                "UPDATE names SET reprovision_op = $2, reprovision_slot = active_slot, \
+                 active_slot = {FLIP}, updated_at = $3 WHERE id = $1"
+            ),
+            vec![id.into(), op.clone().into(), now.into()],
+        )
+        .await?;
+        insert_operation(
+            &tx,
+            &Operation {
+                id: op.clone(),
+                kind: "swap".into(),
+                actor: actor.into(),
+                reason: reason.into(),
+                scope: format!("name:{id}"),
+                avoid_ca: None,
+                counts: serde_json::json!({ "swap": 1 }),
+                affected: 1,
+                blocked: 0,
+                duration_ms: started.elapsed().as_millis() as i64,
+                created_at: now,
+            },
+        )
+        .await?;
+        insert_audit(
+            &tx,
+            &AuditEvent::ok(
+                now,
+                actor,
+                "name.swap",
+                id,
+                Some(reason.into()),
+                Some(format!(
+                    "{{\"from\":\"{active}\",\"to\":\"{standby}\",\"operation\":\"{op}\"}}"
+                )),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((standby, op))
+    }
+
+    /// Classifies the names in `scope` for a swap and, unless `dry_run`,
+    /// flips every swappable one in ONE statement inside one transaction
+    /// together with the re-provisioning markers, the operation record and
+    /// the audit event: all or none.
+    ///
+    /// Outcomes: `swap`; `no_standby` (standby slot has no certificate);
+    /// `standby_expired`; `standby_revoked`; `standby_compromised`;
+    /// `standby_same_ca` (for a CA scope, the standby is from the CA being
+    /// swapped away from). The abandoned slots of flipped names are marked
+    /// for re-provisioning; for a CA or SPKI scope so are the active slots
+    /// of skipped names (their active certificate is doomed and they have
+    /// no standby to run on).
+    pub async fn mass_swap(
+        &self,
+        scope: &SwapScope,
+        reason: &str,
+        actor: &str,
+        dry_run: bool,
+        now: i64,
+    ) -> Result<SwapReport, StoreError> {
+        self.swap_operation(scope, None, reason, actor, dry_run, now)
+            .await
+    }
+
+    /// Distrusts a CA in one transaction: it is never chosen again by
+    /// policy; every name active on it swaps to its standby (where usable);
+    /// every slot it holds — active or standby — is marked for
+    /// re-provisioning from another CA. `trust` ([`Store::trust_ca`]) undoes
+    /// only the first part.
+    pub async fn distrust_ca(
+        &self,
+        ca: &str,
+        reason: &str,
+        actor: &str,
+        dry_run: bool,
+        now: i64,
+    ) -> Result<SwapReport, StoreError> {
+        self.swap_operation(&SwapScope::Ca(ca.into()), Some(ca), reason, actor, dry_run, now)
+            .await
+    }
+
+    async fn swap_operation(
+        &self,
+        scope: &SwapScope,
+        distrust: Option<&str>,
+        reason: &str,
+        actor: &str,
+        dry_run: bool,
+        now: i64,
+    ) -> Result<SwapReport, StoreError> {
+        let started = Instant::now();
+        let (filter, same_ca, scope_values) = scope.filter();
+        let mut values: Vec<Value> = vec![now.into()];
+        values.extend(scope_values);
+        let op_hole = values.len() + 1;
+        let tx = self.db.begin().await?;
+        let mut report = SwapReport::default();
+
+        if dry_run {
+            let all_names = classified(&filter, same_ca, "");
+            report.counts = counts_of(&tx, &all_names, values.clone()).await?;
+            report.sample = sample_of(
+                &tx,
+                &format!(
+                    "SELECT name_id, outcome FROM ({all_names}) t \
+                     ORDER BY CASE WHEN outcome = 'swap' THEN 1 ELSE 0 END, name_id LIMIT 10"
+                ),
+                values.clone(),
+            )
+            .await?;
+            report.reprovision_from = match distrust {
+                Some(ca) => {
+                    slots_per_ca(
+                        &tx,
+                        "SELECT ca_id, COUNT(*) AS n FROM slots WHERE ca_id = $1 GROUP BY ca_id",
+                        vec![ca.into()],
+                    )
+                    .await?
+                }
+                None => {
+                    let only_swaps = if scope.replaces_skipped() {
+                        ""
+                    } else {
+                        " WHERE t.outcome = 'swap'"
+                    };
+                    slots_per_ca(
+                        &tx,
+                        &format!(
+                            "SELECT s.ca_id, COUNT(*) AS n FROM ({all_names}) t \
+                             JOIN names n ON n.id = t.name_id \
+                             JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot\
+                             {only_swaps} GROUP BY s.ca_id"
+                        ),
+                        values.clone(),
+                    )
+                    .await?
+                }
+            };
+            report.reprovision = report.reprovision_from.values().sum();
+            tx.rollback().await?;
+            report.duration_ms = started.elapsed().as_millis() as i64;
+            return Ok(report);
+        }
+
+        let op = new_id();
+        if let Some(ca) = distrust {
+            exec(
+                &tx,
+                "INSERT INTO ca_status (ca_id, distrusted, reason, updated_at) \
+                 VALUES ($1, TRUE, $2, $3) ON CONFLICT (ca_id) DO UPDATE SET \
+                 distrusted = excluded.distrusted, reason = excluded.reason, \
+                 updated_at = excluded.updated_at",
+                vec![ca.into(), reason.into(), now.into()],
+            )
+            .await?;
+        }
+        // The flip: one statement over every swappable name.
+        let mut flip_values = values.clone();
+        flip_values.push(op.clone().into());
+        let swapped = exec(
+            &tx,
+            &format!(
+                "UPDATE names SET reprovision_op = ${op_hole}, reprovision_slot = active_slot, \
+                 active_slot = {FLIP}, updated_at = $1 WHERE id IN \
+                 (SELECT name_id FROM ({}) t WHERE outcome = 'swap')",
+                classified(&filter, same_ca, "")
+            ),
+            flip_values.clone(),
+        )
+        .await? as i64;
+        // What is left in scope was skipped (flipped names carry this
+        // operation's marker; for CA and SPKI scopes they also left it).
+        let skipped = classified(
+            &filter,
+            same_ca,
+            &format!(" AND COALESCE(n.reprovision_op, '') <> ${op_hole}"),
+        );
+        report.counts = counts_of(&tx, &skipped, flip_values.clone()).await?;
+        if swapped > 0 {
+            report.counts.insert("swap".into(), swapped);
+        }
+        report.sample = sample_of(
+            &tx,
+            &format!("SELECT name_id, outcome FROM ({skipped}) t ORDER BY name_id LIMIT 10"),
+            flip_values.clone(),
+        )
+        .await?;
+        if report.sample.len() < 10 {
+            let rows = all(
+                &tx,
+                "SELECT id FROM names WHERE reprovision_op = $1 ORDER BY id LIMIT $2",
+                vec![op.clone().into(), (10 - report.sample.len() as i64).into()],
+            )
+            .await?;
+            for r in &rows {
+                report.sample.push((get(r, "id")?, "swap".into()));
+            }
+        }
+        let any_skipped = report.counts.keys().any(|k| k != "swap");
+        report.reprovision = match distrust {
+            // Every slot the CA holds, whichever name and slot it is.
+            Some(ca) => exec(
+                &tx,
+                "UPDATE names SET reprovision_op = $2, reprovision_slot = \
+                 (SELECT s.slot FROM slots s WHERE s.name_id = names.id AND s.ca_id = $1), \
+                 updated_at = $3 WHERE id IN (SELECT name_id FROM slots WHERE ca_id = $1)",
+                vec![ca.into(), op.clone().into(), now.into()],
+            )
+            .await? as i64,
+            None if any_skipped && scope.replaces_skipped() => {
+                swapped
+                    + exec(
+                        &tx,
+                        &format!(
+                            "UPDATE names SET reprovision_op = ${op_hole}, \
+                             reprovision_slot = active_slot, updated_at = $1 \
+                             WHERE id IN (SELECT name_id FROM ({skipped}) t)"
+                        ),
+                        flip_values,
+                    )
+                    .await? as i64
+            }
+            None => swapped,
+        };
+        report.swapped = swapped;
+        report.operation_id = Some(op.clone());
+        report.duration_ms = started.elapsed().as_millis() as i64;
+        let kind = if distrust.is_some() { "distrust" } else { "swap" };
+        insert_operation(
+            &tx,
+            &Operation {
+                id: op.clone(),
+                kind: kind.into(),
+                actor: actor.into(),
+                reason: reason.into(),
+                scope: scope.describe(),
+                avoid_ca: match scope {
+                    SwapScope::Ca(ca) => Some(ca.clone()),
+                    _ => None,
+                },
+                counts: serde_json::json!(report.counts),
+                affected: swapped,
+                blocked: 0,
+                duration_ms: report.duration_ms,
+                created_at: now,
+            },
+        )
+        .await?;
+        let details = serde_json::json!({
+            "operation": op,
+            "scope": scope.describe(),
+            "counts": report.counts,
+            "reprovision": report.reprovision,
+        })
+        .to_string();
+        let (action, target) = match distrust {
+            Some(ca) => ("ca.distrust", ca.to_string()),
+            None => ("swap.mass", scope.describe()),
+        };
+        insert_audit(
+            &tx,
+            &AuditEvent {
+                at: now,
+                actor: actor.into(),
+                action: action.into(),
+                target,
+                reason: Some(reason.into()),
+                result: format!("swapped {swapped}"),
+                details: Some(details),
+            },
+        )
+        .await?;
+        if std::env::var("TWINCERT_FAILPOINT").as_deref() == Ok("swap_before_commit") {
+            // Crash-safety test hook: the flip is written but not committed.
+            tracing::warn!(swapped, "failpoint swap_before_commit: hanging until killed");
+            std::future::pending::<()>().await;
+        }
+        tx.commit().await?;
+        report.duration_ms = started.elapsed().as_millis() as i64;
+        Ok(report)
+    }
+
+    /// Trusts a CA again for future choices; names already moved away stay
+    /// where they are.
+    pub async fn trust_ca(
+        &self,
+        ca_id: &str,
+        reason: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        exec(
+            &tx,
+            "INSERT INTO ca_status (ca_id, distrusted, reason, updated_at) VALUES ($1, FALSE, $2, $3) \
+             ON CONFLICT (ca_id) DO UPDATE SET distrusted = excluded.distrusted, \
+             reason = excluded.reason, updated_at = excluded.updated_at",
+            vec![ca_id.into(), reason.into(), now.into()],
+        )
+        .await?;
+        insert_audit(
+            &tx,
+            &AuditEvent::ok(now, actor, "ca.trust", ca_id, Some(reason.into()), None),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Starts a mass re-key (Heartbleed-class): every name in `scope` must
+    /// end with two certificates whose keys were made after `now`. The
+    /// planner re-keys the standby first and the active slot only once the
+    /// standby holds a new valid certificate, so a name always has one.
+    /// Returns (names marked, operation id — none for a dry run).
+    pub async fn start_rekey(
+        &self,
+        scope: &SwapScope,
+        reason: &str,
+        actor: &str,
+        dry_run: bool,
+        now: i64,
+    ) -> Result<(i64, Option<String>), StoreError> {
+        let started = Instant::now();
+        let (filter, _, scope_values) = scope.filter();
+        let mut values: Vec<Value> = vec![now.into()];
+        values.extend(scope_values);
+        let names = format!(
+            "SELECT n.id FROM names n \
+             JOIN slots sa ON sa.name_id = n.id AND sa.slot = n.active_slot \
+             LEFT JOIN certificates ca ON ca.id = sa.current_cert_id \
+             WHERE {filter} AND CAST($1 AS BIGINT) IS NOT NULL"
+        );
+        let tx = self.db.begin().await?;
+        if dry_run {
+            let row = one(
+                &tx,
+                &format!("SELECT COUNT(*) AS n FROM ({names}) t"),
+                values,
+            )
+            .await?;
+            let n = match row {
+                Some(r) => get(&r, "n")?,
+                None => 0,
+            };
+            tx.rollback().await?;
+            return Ok((n, None));
+        }
+        let op = new_id();
+        let op_hole = values.len() + 1;
+        values.push(op.clone().into());
+        let marked = exec(
+            &tx,
+            &format!(
+                "UPDATE names SET rekey_op = ${op_hole}, rekey_since = $1, updated_at = $1 \
+                 WHERE id IN ({names})"
+            ),
+            values,
+        )
+        .await? as i64;
+        insert_operation(
+            &tx,
+            &Operation {
+                id: op.clone(),
+                kind: "rekey".into(),
+                actor: actor.into(),
+                reason: reason.into(),
+                scope: scope.describe(),
+                avoid_ca: None,
+                counts: serde_json::json!({ "marked": marked }),
+                affected: marked,
+                blocked: 0,
+                duration_ms: started.elapsed().as_millis() as i64,
+                created_at: now,
+            },
+        )
+        .await?;
+        insert_audit(
+            &tx,
+            &AuditEvent::ok(
+                now,
+                actor,
+                "rekey.start",
+                scope.describe(),
+                Some(reason.into()),
+                Some(format!("{{\"operation\":\"{op}\",\"names\":{marked}}}")),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((marked, Some(op)))
+    }
+
+    /// Records key compromises for many slots: each target in its own
+    /// transaction (see [`Store::report_compromise`]), so one bad target
+    /// does not hold back the others; an operation record ties them
+    /// together. Targets are `(name, selector)` pairs and SPKI hashes.
+    pub async fn bulk_compromise(
+        &self,
+        names: &[(String, SlotSelector)],
+        spkis: &[String],
+        reason: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<CompromiseReport, StoreError> {
+        let started = Instant::now();
+        let op = new_id();
+        let mut report = CompromiseReport {
+            operation_id: op.clone(),
+            ..CompromiseReport::default()
+        };
+        let mut targets: Vec<(String, String, Result<Slot, StoreError>)> = Vec::new();
+        for (name, sel) in names {
+            let slot = match sel {
+                SlotSelector::Slot(s) => Ok(*s),
+                SlotSelector::Active | SlotSelector::Standby => {
+                    match one(
+                        &self.db,
+                        "SELECT active_slot FROM names WHERE id = $1",
+                        vec![name.clone().into()],
+                    )
+                    .await?
+                    {
+                        None => Err(StoreError::NotFound(format!("name '{name}'"))),
+                        Some(r) => {
+                            let a: String = get(&r, "active_slot")?;
+                            let a: Slot = a.parse().map_err(StoreError::Db)?;
+                            Ok(if *sel == SlotSelector::Active {
+                                a
+                            } else {
+                                a.other()
+                            })
+                        }
+                    }
+                }
+            };
+            targets.push((name.clone(), name.clone(), slot));
+        }
+        for spki in spkis {
+            let rows = all(
+                &self.db,
+                "SELECT s.name_id, s.slot FROM slots s JOIN certificates c \
+                 ON c.id = s.current_cert_id WHERE c.spki_sha256 = $1",
+                vec![spki.clone().into()],
+            )
+            .await?;
+            if rows.is_empty() {
+                report.errors.push((
+                    format!("spki:{spki}"),
+                    "no current certificate has this key".into(),
+                ));
+            }
+            for r in &rows {
+                let slot: String = get(r, "slot")?;
+                targets.push((
+                    format!("spki:{spki}"),
+                    get(r, "name_id")?,
+                    slot.parse().map_err(StoreError::Db),
+                ));
+            }
+        }
+        for (label, name, slot) in targets {
+            let result = match slot {
+                Ok(slot) => {
+                    self.compromise_in(&name, slot, reason, actor, Some(&op), now)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(swapped) => {
+                    report.compromised += 1;
+                    report.swapped += i64::from(swapped);
+                }
+                Err(StoreError::Db(e)) => return Err(StoreError::Db(e)),
+                Err(e) => report.errors.push((label, e.to_string())),
+            }
+        }
+        insert_operation(
+            &self.db,
+            &Operation {
+                id: op.clone(),
+                kind: "compromise".into(),
+                actor: actor.into(),
+                reason: reason.into(),
+                scope: format!("names:{} spkis:{}", names.len(), spkis.len()),
+                avoid_ca: None,
+                counts: serde_json::json!({
+                    "compromised": report.compromised,
+                    "swapped": report.swapped,
+                    "errors": report.errors.len(),
+                }),
+                affected: report.compromised,
+                blocked: 0,
+                duration_ms: started.elapsed().as_millis() as i64,
+                created_at: now,
+            },
+        )
+        .await?;
+        Ok(report)
+    }
+
+    /// Records a key compromise for one slot, in one transaction: the key is
+    /// marked compromised (never used again); if the slot is active and the
+    /// standby is usable, the name swaps away; a revocation job (reason 1)
+    /// is queued for the worker; a re-issue order for the slot is opened
+    /// (a fresh key, as for every order). Returns whether it swapped.
+    pub async fn report_compromise(
+        &self,
+        name_id: &str,
+        slot: Slot,
+        reason: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.compromise_in(name_id, slot, reason, actor, None, now)
+            .await
+    }
+
+    async fn compromise_in(
+        &self,
+        name_id: &str,
+        slot: Slot,
+        reason: &str,
+        actor: &str,
+        op: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let tx = self.db.begin().await?;
+        let row = one(
+            &tx,
+            "SELECT n.active_slot, s.ca_id, c.id AS cert_id, c.private_key_id, c.spki_sha256 \
+             FROM names n JOIN slots s ON s.name_id = n.id AND s.slot = $2 \
+             LEFT JOIN certificates c ON c.id = s.current_cert_id WHERE n.id = $1",
+            vec![name_id.into(), slot.as_str().into()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("name '{name_id}'")))?;
+        let cert_id: Option<String> = get(&row, "cert_id")?;
+        let cert_id = cert_id.ok_or_else(|| {
+            StoreError::Conflict(format!("the {slot} slot of '{name_id}' has no certificate"))
+        })?;
+        let key_id: String = get(&row, "private_key_id")?;
+        let ca_id: String = get(&row, "ca_id")?;
+        let spki: String = get(&row, "spki_sha256")?;
+        let active: String = get(&row, "active_slot")?;
+        exec(
+            &tx,
+            "UPDATE private_keys SET compromised = TRUE WHERE id = $1",
+            vec![key_id.into()],
+        )
+        .await?;
+        let mut swapped = false;
+        if active == slot.as_str() {
+            let standby = one(
+                &tx,
+                "SELECT c.not_after FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+                 JOIN private_keys k ON k.id = c.private_key_id \
+                 WHERE s.name_id = $1 AND s.slot = $2 AND k.compromised = FALSE \
+                 AND c.revoked_at IS NULL",
+                vec![name_id.into(), slot.other().as_str().into()],
+            )
+            .await?;
+            let usable = match standby {
+                Some(r) => get::<i64>(&r, "not_after")? > now,
+                None => false,
+            };
+            if usable {
+                exec(
+                    &tx,
+                    "UPDATE names SET active_slot = $2, updated_at = $3 WHERE id = $1",
+                    vec![name_id.into(), slot.other().as_str().into(), now.into()],
+                )
+                .await?;
+                swapped = true;
+            }
+        }
+        exec(
+            &tx,
+            "INSERT INTO revocations (id, certificate_id, ca_id, chain_pem, reason_code, state, \
+             created_at, updated_at) SELECT $1, c.id, c.ca_id, c.chain_pem, 1, 'pending', $3, $3 \
+             FROM certificates c WHERE c.id = $2 ON CONFLICT DO NOTHING",
+            vec![new_id().into(), cert_id.into(), now.into()],
+        )
+        .await?;
+        // A re-issue right away, first in line: an open order for the slot
+        // (a renewal) would reuse nothing of the compromised key anyway.
+        insert_order_for(&tx, name_id, slot, &ca_id, now, op, 0).await?;
+        insert_audit(
+            &tx,
+            &AuditEvent::ok(
+                now,
+                actor,
+                "name.compromise",
+                name_id,
+                Some(reason.into()),
+                Some(format!(
+                    "{{\"slot\":\"{slot}\",\"spki_sha256\":\"{spki}\",\"swapped\":{swapped}}}"
+                )),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(swapped)
+    }
+
+    /// Operations, newest first.
+    pub async fn operations(&self, limit: u64) -> Result<Vec<Operation>, StoreError> {
+        all(
+            &self.db,
+            "SELECT id, kind, actor, reason, scope, avoid_ca, counts, affected, blocked, \
+             duration_ms, created_at FROM operations ORDER BY created_at DESC, id LIMIT $1",
+            vec![(limit as i64).into()],
+        )
+        .await?
+        .iter()
+        .map(operation_row)
+        .collect()
+    }
+
+    /// One operation and how far its work has got.
+    pub async fn operation(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Operation, OperationProgress)>, StoreError> {
+        let Some(row) = one(
+            &self.db,
+            "SELECT id, kind, actor, reason, scope, avoid_ca, counts, affected, blocked, \
+             duration_ms, created_at FROM operations WHERE id = $1",
+            vec![id.into()],
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let op = operation_row(&row)?;
+        let mut p = OperationProgress::default();
+        if let Some(r) = one(
+            &self.db,
+            "SELECT COUNT(*) AS n FROM names WHERE reprovision_op = $1",
+            vec![id.into()],
+        )
+        .await?
+        {
+            p.queued = get(&r, "n")?;
+        }
+        for r in all(
+            &self.db,
+            "SELECT state, COUNT(*) AS n, \
+             SUM(CASE WHEN last_error IS NOT NULL THEN 1 ELSE 0 END) AS failing \
+             FROM orders WHERE operation_id = $1 GROUP BY state",
+            vec![id.into()],
+        )
+        .await?
+        {
+            let state: String = get(&r, "state")?;
+            let failing: Option<i64> = get(&r, "failing")?;
+            if state == "pending" || state == "processing" {
+                p.failing += failing.unwrap_or(0);
+            }
+            p.orders.insert(state, get(&r, "n")?);
+        }
+        for r in all(
+            &self.db,
+            "SELECT name_id, slot, last_error FROM orders WHERE operation_id = $1 \
+             AND state IN ('pending', 'processing') AND last_error IS NOT NULL \
+             ORDER BY name_id LIMIT 5",
+            vec![id.into()],
+        )
+        .await?
+        {
+            p.errors
+                .push((get(&r, "name_id")?, get(&r, "slot")?, get(&r, "last_error")?));
+        }
+        if op.kind == "rekey" {
+            if let Some(r) = one(
+                &self.db,
+                "SELECT COUNT(*) AS total, SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM slots s \
+                 LEFT JOIN certificates c ON c.id = s.current_cert_id WHERE s.name_id = n.id \
+                 AND (c.id IS NULL OR c.created_at < n.rekey_since)) THEN 1 ELSE 0 END) AS done \
+                 FROM names n WHERE n.rekey_op = $1",
+                vec![id.into()],
+            )
+            .await?
+            {
+                p.rekey_total = get(&r, "total")?;
+                p.rekey_done = get::<Option<i64>>(&r, "done")?.unwrap_or(0);
+            }
+        }
+        let open = p.orders.get("pending").copied().unwrap_or(0)
+            + p.orders.get("processing").copied().unwrap_or(0);
+        p.done = p.queued == 0 && open == 0 && p.rekey_done == p.rekey_total;
+        Ok(Some((op, p)))
+    }
+
+    /// Slots marked for re-provisioning, names without a usable standby
+    /// first (their active slot is the one marked).
+    pub async fn reprovision_jobs(&self, limit: u64) -> Result<Vec<ReprovisionJob>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT n.id, n.reprovision_op, n.reprovision_slot, n.active_slot, n.key_type, \
+             o.avoid_ca, s.ca_id AS slot_ca, so.ca_id AS other_ca FROM names n \
+             JOIN slots s ON s.name_id = n.id AND s.slot = n.reprovision_slot \
+             JOIN slots so ON so.name_id = n.id AND so.slot <> n.reprovision_slot \
+             LEFT JOIN operations o ON o.id = n.reprovision_op \
+             WHERE n.reprovision_op IS NOT NULL \
+             ORDER BY CASE WHEN n.reprovision_slot = n.active_slot THEN 0 ELSE 1 END, n.id \
+             LIMIT $1",
+            vec![(limit as i64).into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let slot: String = get(r, "reprovision_slot")?;
+                let active: String = get(r, "active_slot")?;
+                Ok(ReprovisionJob {
+                    name_id: get(r, "id")?,
+                    is_active: slot == active,
+                    slot: slot.parse().map_err(StoreError::Db)?,
+                    key_type: get(r, "key_type")?,
+                    operation_id: get(r, "reprovision_op")?,
+                    avoid_ca: get(r, "avoid_ca")?,
+                    slot_ca: get(r, "slot_ca")?,
+                    other_ca: get(r, "other_ca")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Moves a marked slot to `ca` and opens its order there (a new key, as
+    /// every order has), in one transaction: any open order of the slot is
+    /// abandoned, the slot and the name's CA pair point at `ca`, the marker
+    /// is cleared. The slot keeps serving its current certificate until the
+    /// new one replaces it. Returns false when the marker was replaced by a
+    /// newer operation meanwhile (nothing done).
+    pub async fn start_reprovision(
+        &self,
+        job: &ReprovisionJob,
+        ca: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let tx = self.db.begin().await?;
+        let n = exec(
+            &tx,
+            "UPDATE names SET reprovision_op = NULL, reprovision_slot = NULL, \
+             primary_ca = CASE WHEN $3 = 'primary' THEN $4 ELSE primary_ca END, \
+             backup_ca = CASE WHEN $3 = 'backup' THEN $4 ELSE backup_ca END, updated_at = $5 \
+             WHERE id = $1 AND reprovision_op = $2",
+            vec![
+                job.name_id.clone().into(),
+                job.operation_id.clone().into(),
+                job.slot.as_str().into(),
+                ca.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        if n == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        exec(
+            &tx,
+            "UPDATE orders SET state = 'abandoned', lease_owner = NULL, lease_expires_at = NULL, \
+             last_error = $3, updated_at = $4 WHERE name_id = $1 AND slot = $2 \
+             AND state IN ('pending', 'processing')",
+            vec![
+                job.name_id.clone().into(),
+                job.slot.as_str().into(),
+                format!("superseded by operation {}", job.operation_id).into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        exec(
+            &tx,
+            "UPDATE slots SET ca_id = $3, last_error = NULL, updated_at = $4 \
+             WHERE name_id = $1 AND slot = $2",
+            vec![
+                job.name_id.clone().into(),
+                job.slot.as_str().into(),
+                ca.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        let priority = if job.is_active { 0 } else { 1 };
+        insert_order_for(
+            &tx,
+            &job.name_id,
+            job.slot,
+            ca,
+            now,
+            Some(&job.operation_id),
+            priority,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Gives up re-provisioning a marked slot (no CA is eligible): the
+    /// marker is cleared, the slot's error says why, the operation counts
+    /// it as blocked. The slot keeps its CA and its certificate.
+    pub async fn block_reprovision(
+        &self,
+        job: &ReprovisionJob,
+        why: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        let n = exec(
+            &tx,
+            "UPDATE names SET reprovision_op = NULL, reprovision_slot = NULL, updated_at = $3 \
+             WHERE id = $1 AND reprovision_op = $2",
+            vec![
+                job.name_id.clone().into(),
+                job.operation_id.clone().into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        if n > 0 {
+            exec(
+                &tx,
+                "UPDATE slots SET last_error = $3, updated_at = $4 WHERE name_id = $1 AND slot = $2",
+                vec![
+                    job.name_id.clone().into(),
+                    job.slot.as_str().into(),
+                    why.into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+            exec(
+                &tx,
+                "UPDATE operations SET blocked = blocked + 1 WHERE id = $1",
+                vec![job.operation_id.clone().into()],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// ACME orders opened at `ca_id` since `since`: how many, and when the
+    /// oldest of them was opened (pacing by orders per hour).
+    pub async fn acme_orders_since(
+        &self,
+        ca_id: &str,
+        since: i64,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        let row = one(
+            &self.db,
+            "SELECT COUNT(*) AS n, MIN(acme_ordered_at) AS oldest FROM orders \
+             WHERE ca_id = $1 AND acme_ordered_at > $2",
+            vec![ca_id.into(), since.into()],
+        )
+        .await?;
+        match row {
+            Some(r) => Ok((get(&r, "n")?, get(&r, "oldest")?)),
+            None => Ok((0, None)),
+        }
+    }
+
+    /// Mean seconds from opening to completing an order at `ca_id` over its
+    /// last 100 completed orders (the dry run's time estimate), if any.
+    pub async fn mean_issue_seconds(&self, ca_id: &str) -> Result<Option<f64>, StoreError> {
+        let row = one(
+            &self.db,
+            "SELECT AVG(CAST(updated_at - created_at AS DOUBLE PRECISION)) AS s FROM \
+             (SELECT updated_at, created_at FROM orders WHERE ca_id = $1 AND state = 'valid' \
+              ORDER BY updated_at DESC LIMIT 100) t",
+            vec![ca_id.into()],
+        )
+        .await?;
+        match row {
+            Some(r) => Ok(get::<Option<f64>>(&r, "s")?),
+            None => Ok(None),
+        }
+    }
+}
+
+fn operation_row(r: &sea_orm::QueryResult) -> Result<Operation, StoreError> {
+    let counts: String = get(r, "counts")?;
+    Ok(Operation {
+        id: get(r, "id")?,
+        kind: get(r, "kind")?,
+        actor: get(r, "actor")?,
+        reason: get(r, "reason")?,
+        scope: get(r, "scope")?,
+        avoid_ca: get(r, "avoid_ca")?,
+        counts: serde_json::from_str(&counts).unwrap_or(serde_json::Value::Null),
+        affected: get(r, "affected")?,
+        blocked: get(r, "blocked")?,
+        duration_ms: get(r, "duration_ms")?,
+        created_at: get(r, "created_at")?,
+    })
+}
