@@ -718,7 +718,6 @@ async fn list_cas(State(st): State<ApiState>) -> Result<Response, Problem> {
     Ok(Json(serde_json::json!({ "items": items })).into_response())
 }
 
-
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
     let now = st.clock.now();
@@ -748,5 +747,3 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
-
-

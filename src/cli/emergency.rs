@@ -287,7 +287,11 @@ fn counts(p: &Value) -> (i64, i64, i64) {
 
 fn bar(done: i64, total: i64) -> String {
     const WIDTH: i64 = 30;
-    let filled = if total > 0 { done * WIDTH / total } else { WIDTH };
+    let filled = if total > 0 {
+        done * WIDTH / total
+    } else {
+        WIDTH
+    };
     format!(
         "[{}{}]",
         "#".repeat(filled as usize),

@@ -3,6 +3,7 @@
 //! Raw arguments (clap) are turned into requests here; the binary's `main`
 //! only calls [`run`].
 
+mod bench;
 mod emergency;
 
 use std::path::PathBuf;
@@ -111,6 +112,14 @@ enum Command {
         #[command(flatten)]
         run: emergency::RunArgs,
     },
+    /// Benchmarks that need no CA.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+        /// Output: key: value lines (default) or JSON.
+        #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Emergency operations and their progress.
     Operations {
         #[command(flatten)]
@@ -183,6 +192,12 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         return 5;
     }
     1
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchWhat {
+    /// Time a CA-wide swap of N synthetic names (and its dry run).
+    Swap(bench::SwapBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -427,6 +442,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             emergency::run_mass(&api, &run, mass).await
         }
         Command::Operations { api, action } => emergency::operations(&api, action).await,
+        Command::Bench { what, output } => match what {
+            BenchWhat::Swap(opts) => bench::swap(opts, output).await,
+        },
         Command::Events { api, limit } => {
             call(
                 &api,

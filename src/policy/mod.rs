@@ -373,13 +373,22 @@ mod tests {
         let cas = vec![ca("a", "ga"), ca("b", "gb"), ca("c", "gc"), ca("b2", "gb")];
         let kt = KeyType::EcdsaP256;
         // A name-scope swap keeps the slot's CA.
-        assert_eq!(choose_reprovision_ca(&cas, kt, "a", "b", None), Ok("a".into()));
+        assert_eq!(
+            choose_reprovision_ca(&cas, kt, "a", "b", None),
+            Ok("a".into())
+        );
         // A CA-wide swap away from a: neither a nor b (active), nor b2 (b's root).
-        assert_eq!(choose_reprovision_ca(&cas, kt, "a", "b", Some("a")), Ok("c".into()));
+        assert_eq!(
+            choose_reprovision_ca(&cas, kt, "a", "b", Some("a")),
+            Ok("c".into())
+        );
         // Distrusted c leaves nothing.
         let mut no_c = cas.clone();
         no_c[2].distrusted = true;
         let err = choose_reprovision_ca(&no_c, kt, "a", "b", Some("a")).unwrap_err();
-        assert!(err.contains("blocked") && err.contains("'b'") && err.contains("'a'"), "{err}");
+        assert!(
+            err.contains("blocked") && err.contains("'b'") && err.contains("'a'"),
+            "{err}"
+        );
     }
 }

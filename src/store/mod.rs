@@ -16,6 +16,7 @@
 
 mod operations;
 mod rows;
+mod synthetic;
 
 use std::time::Duration;
 
@@ -307,6 +308,18 @@ async fn insert_order_for<C: ConnectionTrait>(
     )
     .await?;
     Ok(n == 1)
+}
+
+/// Whether certificate `c` (an alias) counts as re-keyed for its name's
+/// re-key request (`n`): made by an order of the re-key operation, or
+/// created in a later second than the request (a renewal meanwhile). A
+/// certificate from the request's own second but another order is not
+/// trusted to be newer.
+pub(crate) fn rekeyed(c: &str) -> String {
+    format!(
+        "({c}.created_at > n.rekey_since OR EXISTS (SELECT 1 FROM orders ro \
+         WHERE ro.id = {c}.order_id AND ro.operation_id = n.rekey_op))"
+    )
 }
 
 const NAME_SELECT: &str = "SELECT n.id, n.domains, n.challenge, n.key_type, n.dns_provider, n.primary_ca, \
@@ -667,23 +680,23 @@ impl Store {
     /// always has one. Slots marked for re-provisioning are left to
     /// [`Store::start_reprovision`], which moves them first.
     pub async fn plan_due_orders(&self, now: i64, limit: u64) -> Result<u64, StoreError> {
-        let due = all(
-            &self.db,
+        let sql = format!(
             "SELECT s.name_id, s.slot, s.ca_id, \
              CASE WHEN c.id IS NULL OR c.renew_after <= $1 THEN NULL ELSE n.rekey_op END AS op \
              FROM slots s JOIN names n ON n.id = s.name_id \
              LEFT JOIN certificates c ON c.id = s.current_cert_id \
              WHERE (c.id IS NULL OR c.renew_after <= $1 OR (n.rekey_since IS NOT NULL \
-               AND c.created_at < n.rekey_since AND (s.slot <> n.active_slot OR EXISTS \
+               AND NOT {fresh_c} AND (s.slot <> n.active_slot OR EXISTS \
                (SELECT 1 FROM slots so JOIN certificates co ON co.id = so.current_cert_id \
-                WHERE so.name_id = n.id AND so.slot <> s.slot AND co.created_at >= n.rekey_since \
+                WHERE so.name_id = n.id AND so.slot <> s.slot AND {fresh_co} \
                 AND co.not_after > $1 AND co.revoked_at IS NULL)))) \
              AND (n.reprovision_op IS NULL OR n.reprovision_slot <> s.slot) \
              AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.name_id = s.name_id \
               AND o.slot = s.slot AND o.state IN ('pending', 'processing')) LIMIT $2",
-            vec![now.into(), (limit as i64).into()],
-        )
-        .await?;
+            fresh_c = rekeyed("c"),
+            fresh_co = rekeyed("co"),
+        );
+        let due = all(&self.db, &sql, vec![now.into(), (limit as i64).into()]).await?;
         let mut opened = 0;
         for row in &due {
             let slot: String = get(row, "slot")?;

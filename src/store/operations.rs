@@ -51,7 +51,11 @@ impl SwapScope {
                 "cs.ca_id = $2",
                 vec![ca.clone().into()],
             ),
-            SwapScope::Spki(spki) => ("ca.spki_sha256 = $2".into(), "1 = 0", vec![spki.clone().into()]),
+            SwapScope::Spki(spki) => (
+                "ca.spki_sha256 = $2".into(),
+                "1 = 0",
+                vec![spki.clone().into()],
+            ),
             SwapScope::Names(names) => {
                 let holes: Vec<String> = (0..names.len()).map(|i| format!("${}", i + 2)).collect();
                 (
@@ -207,10 +211,7 @@ fn classified(filter: &str, same_ca: &str, extra: &str) -> String {
 
 const FLIP: &str = "CASE active_slot WHEN 'primary' THEN 'backup' ELSE 'primary' END";
 
-async fn insert_operation<C: ConnectionTrait>(
-    c: &C,
-    op: &Operation,
-) -> Result<(), StoreError> {
+async fn insert_operation<C: ConnectionTrait>(c: &C, op: &Operation) -> Result<(), StoreError> {
     exec(
         c,
         "INSERT INTO operations (id, kind, actor, reason, scope, avoid_ca, counts, affected, \
@@ -408,8 +409,15 @@ impl Store {
         dry_run: bool,
         now: i64,
     ) -> Result<SwapReport, StoreError> {
-        self.swap_operation(&SwapScope::Ca(ca.into()), Some(ca), reason, actor, dry_run, now)
-            .await
+        self.swap_operation(
+            &SwapScope::Ca(ca.into()),
+            Some(ca),
+            reason,
+            actor,
+            dry_run,
+            now,
+        )
+        .await
     }
 
     async fn swap_operation(
@@ -441,34 +449,33 @@ impl Store {
                 values.clone(),
             )
             .await?;
-            report.reprovision_from = match distrust {
-                Some(ca) => {
-                    slots_per_ca(
+            report.reprovision_from =
+                match distrust {
+                    Some(ca) => slots_per_ca(
                         &tx,
                         "SELECT ca_id, COUNT(*) AS n FROM slots WHERE ca_id = $1 GROUP BY ca_id",
                         vec![ca.into()],
                     )
-                    .await?
-                }
-                None => {
-                    let only_swaps = if scope.replaces_skipped() {
-                        ""
-                    } else {
-                        " WHERE t.outcome = 'swap'"
-                    };
-                    slots_per_ca(
-                        &tx,
-                        &format!(
-                            "SELECT s.ca_id, COUNT(*) AS n FROM ({all_names}) t \
+                    .await?,
+                    None => {
+                        let only_swaps = if scope.replaces_skipped() {
+                            ""
+                        } else {
+                            " WHERE t.outcome = 'swap'"
+                        };
+                        slots_per_ca(
+                            &tx,
+                            &format!(
+                                "SELECT s.ca_id, COUNT(*) AS n FROM ({all_names}) t \
                              JOIN names n ON n.id = t.name_id \
                              JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot\
                              {only_swaps} GROUP BY s.ca_id"
-                        ),
-                        values.clone(),
-                    )
-                    .await?
-                }
-            };
+                            ),
+                            values.clone(),
+                        )
+                        .await?
+                    }
+                };
             report.reprovision = report.reprovision_from.values().sum();
             tx.rollback().await?;
             report.duration_ms = started.elapsed().as_millis() as i64;
@@ -532,14 +539,16 @@ impl Store {
         let any_skipped = report.counts.keys().any(|k| k != "swap");
         report.reprovision = match distrust {
             // Every slot the CA holds, whichever name and slot it is.
-            Some(ca) => exec(
-                &tx,
-                "UPDATE names SET reprovision_op = $2, reprovision_slot = \
+            Some(ca) => {
+                exec(
+                    &tx,
+                    "UPDATE names SET reprovision_op = $2, reprovision_slot = \
                  (SELECT s.slot FROM slots s WHERE s.name_id = names.id AND s.ca_id = $1), \
                  updated_at = $3 WHERE id IN (SELECT name_id FROM slots WHERE ca_id = $1)",
-                vec![ca.into(), op.clone().into(), now.into()],
-            )
-            .await? as i64,
+                    vec![ca.into(), op.clone().into(), now.into()],
+                )
+                .await? as i64
+            }
             None if any_skipped && scope.replaces_skipped() => {
                 swapped
                     + exec(
@@ -558,7 +567,11 @@ impl Store {
         report.swapped = swapped;
         report.operation_id = Some(op.clone());
         report.duration_ms = started.elapsed().as_millis() as i64;
-        let kind = if distrust.is_some() { "distrust" } else { "swap" };
+        let kind = if distrust.is_some() {
+            "distrust"
+        } else {
+            "swap"
+        };
         insert_operation(
             &tx,
             &Operation {
@@ -605,7 +618,10 @@ impl Store {
         .await?;
         if std::env::var("TWINCERT_FAILPOINT").as_deref() == Ok("swap_before_commit") {
             // Crash-safety test hook: the flip is written but not committed.
-            tracing::warn!(swapped, "failpoint swap_before_commit: hanging until killed");
+            tracing::warn!(
+                swapped,
+                "failpoint swap_before_commit: hanging until killed"
+            );
             std::future::pending::<()>().await;
         }
         tx.commit().await?;
@@ -1001,16 +1017,22 @@ impl Store {
         )
         .await?
         {
-            p.errors
-                .push((get(&r, "name_id")?, get(&r, "slot")?, get(&r, "last_error")?));
+            p.errors.push((
+                get(&r, "name_id")?,
+                get(&r, "slot")?,
+                get(&r, "last_error")?,
+            ));
         }
         if op.kind == "rekey" {
             if let Some(r) = one(
                 &self.db,
-                "SELECT COUNT(*) AS total, SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM slots s \
-                 LEFT JOIN certificates c ON c.id = s.current_cert_id WHERE s.name_id = n.id \
-                 AND (c.id IS NULL OR c.created_at < n.rekey_since)) THEN 1 ELSE 0 END) AS done \
-                 FROM names n WHERE n.rekey_op = $1",
+                &format!(
+                    "SELECT COUNT(*) AS total, SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM slots s \
+                     LEFT JOIN certificates c ON c.id = s.current_cert_id WHERE s.name_id = n.id \
+                     AND (c.id IS NULL OR NOT {})) THEN 1 ELSE 0 END) AS done \
+                     FROM names n WHERE n.rekey_op = $1",
+                    super::rekeyed("c")
+                ),
                 vec![id.into()],
             )
             .await?

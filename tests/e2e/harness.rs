@@ -713,6 +713,12 @@ impl Pebble {
             .unwrap_or_else(|e| panic!("parse JSON of {path}: {e:?}"))
     }
 
+    /// Whether this Pebble issued the certificate with this serial.
+    pub async fn issued(&self, serial_hex: &str) -> bool {
+        let path = format!("/cert-status-by-serial/{serial_hex}");
+        self.management_get(&path).await.status().is_success()
+    }
+
     /// Kills Pebble (its state is lost); [`Pebble::restart`] starts it again.
     pub fn stop(&mut self) {
         self.proc = None; // Drop kills and reaps.

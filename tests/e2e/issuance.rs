@@ -416,14 +416,17 @@ async fn cli_adds_lists_and_shows_names() {
         ok && out.contains("\"swap\": 1") && out.contains("\"swapped\": 0"),
         "{out}"
     );
-    let (ok, out) = run(&[
+    let (ok, _) = run(&[
         "swap",
         "--ca",
         "pebble-b",
         "--reason",
         "CA b incident drill",
     ]);
-    assert!(!ok, "a mass swap without --yes on a non-terminal stdin is refused");
+    assert!(
+        !ok,
+        "a mass swap without --yes on a non-terminal stdin is refused"
+    );
     let (ok, out) = run(&[
         "swap",
         "--ca",

@@ -3,6 +3,7 @@
 
 mod api_input;
 mod dns01;
+mod emergency;
 mod harness;
 mod harness_check;
 mod issuance;

@@ -127,7 +127,11 @@ trust_roots_file = "{roots}"
 root_group = "pebble-b"
 {c_block}"#,
         http01 = cas.http01_port,
-        c_pref = if cas.c.is_some() { ", \"pebble-c\"" } else { "" },
+        c_pref = if cas.c.is_some() {
+            ", \"pebble-c\""
+        } else {
+            ""
+        },
         c_block = match &cas.c {
             Some(c) => format!(
                 "\n[[cas]]\nid = \"pebble-c\"\nprofile = \"pebble\"\ndirectory_url = \"{}\"\n\

@@ -1,0 +1,114 @@
+//! Synthetic names for benchmarks and crash tests: N names, each with two
+//! valid certificates (primary from one CA, active; backup from another),
+//! written with set-based `INSERT … SELECT` over a generated sequence so a
+//! million names take seconds, not hours. The certificates and sealed keys
+//! are placeholders that nothing can use: the names live under
+//! `.synthetic.test` and exist only to be swapped.
+
+use sea_orm::{TransactionTrait, Value};
+
+use super::{Store, StoreError, exec};
+
+/// Seconds a synthetic certificate stays valid (90 days) and when it is due
+/// for renewal (60 days): far enough that nothing renews during a run.
+const VALIDITY: i64 = 90 * 86_400;
+const RENEW_AFTER: i64 = 60 * 86_400;
+
+impl Store {
+    /// Writes `n` synthetic names `<prefix><i>.synthetic.test` (i from 0),
+    /// active on `ca_a` with a standby from `ca_b`, in one transaction.
+    pub async fn seed_synthetic(
+        &self,
+        prefix: &str,
+        n: u64,
+        ca_a: &str,
+        ca_b: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let seq = "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq \
+                   WHERE i + 1 < $1)";
+        let id = "($2 || CAST(i AS TEXT) || '.synthetic.test')";
+        let values = || -> Vec<Value> {
+            vec![
+                (n as i64).into(),
+                prefix.into(),
+                ca_a.into(),
+                ca_b.into(),
+                now.into(),
+                Value::Bytes(Some(vec![0u8])),
+            ]
+        };
+        let tx = self.db.begin().await?;
+        exec(
+            &tx,
+            &format!(
+                "{seq} INSERT INTO names (id, domains, challenge, key_type, primary_ca, backup_ca, \
+                 active_slot, created_at, updated_at) SELECT {id}, \
+                 '[\"' || {id} || '\"]', 'http-01', 'ecdsa-p256', $3, $4, 'primary', $5, $5 \
+                 FROM seq WHERE $6 IS NOT NULL"
+            ),
+            values(),
+        )
+        .await?;
+        for (slot, ca) in [("primary", "$3"), ("backup", "$4")] {
+            let key = format!("({id} || '/{slot}')");
+            exec(
+                &tx,
+                &format!(
+                    "{seq} INSERT INTO private_keys (id, spki_sha256, key_type, master_key_id, \
+                     nonce, ciphertext, compromised, created_at) SELECT {key}, {key}, \
+                     'ecdsa-p256', 'synthetic', $6, $6, FALSE, $5 FROM seq \
+                     WHERE {ca} IS NOT NULL AND $3 IS NOT NULL AND $4 IS NOT NULL"
+                ),
+                values(),
+            )
+            .await?;
+            exec(
+                &tx,
+                &format!(
+                    "{seq} INSERT INTO certificates (id, name_id, slot, ca_id, private_key_id, \
+                     order_id, serial, issuer, root_id, not_before, not_after, renew_after, \
+                     spki_sha256, chain_pem, created_at) SELECT {key}, {id}, '{slot}', {ca}, \
+                     {key}, 'synthetic', {key}, 'synthetic', {ca}, $5, $5 + {VALIDITY}, \
+                     $5 + {RENEW_AFTER}, {key}, '', $5 FROM seq \
+                     WHERE $6 IS NOT NULL AND $3 IS NOT NULL AND $4 IS NOT NULL"
+                ),
+                values(),
+            )
+            .await?;
+            exec(
+                &tx,
+                &format!(
+                    "{seq} INSERT INTO slots (name_id, slot, ca_id, current_cert_id, updated_at) \
+                     SELECT {id}, '{slot}', {ca}, {key}, $5 FROM seq \
+                     WHERE $6 IS NOT NULL AND $3 IS NOT NULL AND $4 IS NOT NULL"
+                ),
+                values(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes the synthetic names `<prefix>*.synthetic.test` and their
+    /// slots, certificates and keys (a benchmark cleaning up after itself).
+    pub async fn purge_synthetic(&self, prefix: &str) -> Result<(), StoreError> {
+        let like = format!("{prefix}%.synthetic.test");
+        let tx = self.db.begin().await?;
+        for sql in [
+            "DELETE FROM slots WHERE name_id LIKE $1",
+            "DELETE FROM orders WHERE name_id LIKE $1",
+            "DELETE FROM certificates WHERE name_id LIKE $1",
+            "DELETE FROM private_keys WHERE id LIKE $1 || '/%'",
+            "DELETE FROM names WHERE id LIKE $1",
+        ] {
+            exec(&tx, sql, vec![like.clone().into()]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
