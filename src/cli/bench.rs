@@ -30,6 +30,10 @@ pub(super) struct SwapBench {
     /// --bench issue`), to compare swapping with re-issuing all 2×N.
     #[arg(long)]
     reissue_ms_per_cert: Option<f64>,
+    /// Leave the synthetic names in the store (with --store-url), to look
+    /// at the database afterwards.
+    #[arg(long, requires = "store_url")]
+    keep: bool,
 }
 
 /// Runs the benchmark and prints its figures.
@@ -94,7 +98,11 @@ async fn run(opts: &SwapBench, url: &str) -> anyhow::Result<serde_json::Value> {
         .mass_swap(&scope, "benchmark", "bench", false, now)
         .await?;
     let swap_s = t.elapsed().as_secs_f64();
-    let purge = store.purge_synthetic(&prefix).await;
+    let purge = if opts.keep {
+        Ok(())
+    } else {
+        store.purge_synthetic(&prefix).await
+    };
     if real.swapped != opts.names as i64 {
         bail!(
             "the swap flipped {} names, expected {} (a shared store with other names active on '{CA_A}'?)",

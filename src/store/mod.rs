@@ -310,6 +310,34 @@ async fn insert_order_for<C: ConnectionTrait>(
     Ok(n == 1)
 }
 
+/// Copies a slot's current certificate facts onto its name (the *swap
+/// facts*: CA, SPKI, usable-until — `not_after`, or 0 once the certificate
+/// is revoked or its key compromised), so swaps classify a million names
+/// from one table. Called in the same transaction as every change to a
+/// slot's current certificate, its revocation or its key.
+async fn refresh_swap_facts<C: ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    slot: Slot,
+) -> Result<(), StoreError> {
+    let s = slot.as_str();
+    let current = "FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+                   JOIN private_keys k ON k.id = c.private_key_id \
+                   WHERE s.name_id = names.id AND s.slot = $2";
+    exec(
+        c,
+        &format!(
+            "UPDATE names SET {s}_cert_ca = (SELECT c.ca_id {current}), \
+             {s}_spki = (SELECT c.spki_sha256 {current}), \
+             {s}_usable_until = (SELECT CASE WHEN c.revoked_at IS NOT NULL OR k.compromised \
+             THEN 0 ELSE c.not_after END {current}) WHERE id = $1"
+        ),
+        vec![name_id.into(), s.into()],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Whether certificate `c` (an alias) counts as re-keyed for its name's
 /// re-key request (`n`): made by an order of the re-key operation, or
 /// created in a later second than the request (a renewal meanwhile). A
@@ -988,6 +1016,8 @@ impl Store {
             ],
         )
         .await?;
+        let slot_enum: Slot = slot.parse().map_err(StoreError::Db)?;
+        refresh_swap_facts(&tx, &name_id, slot_enum).await?;
         let other = one(
             &tx,
             "SELECT n.diversity_error, c.ca_id, c.root_id, c.spki_sha256 FROM names n \
@@ -1358,13 +1388,27 @@ impl Store {
         .await?;
         if error.is_none() {
             // Swaps never land on it again (`standby_revoked`).
+            let tx = self.db.begin().await?;
             exec(
-                &self.db,
+                &tx,
                 "UPDATE certificates SET revoked_at = $2 WHERE revoked_at IS NULL AND id = \
                  (SELECT certificate_id FROM revocations WHERE id = $1)",
                 vec![id.into(), now.into()],
             )
             .await?;
+            let current = all(
+                &tx,
+                "SELECT s.name_id, s.slot FROM slots s JOIN revocations r \
+                 ON r.certificate_id = s.current_cert_id WHERE r.id = $1",
+                vec![id.into()],
+            )
+            .await?;
+            for r in &current {
+                let name: String = get(r, "name_id")?;
+                let slot: String = get(r, "slot")?;
+                refresh_swap_facts(&tx, &name, slot.parse().map_err(StoreError::Db)?).await?;
+            }
+            tx.commit().await?;
         }
         Ok(())
     }

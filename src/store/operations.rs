@@ -13,6 +13,7 @@ use sea_orm::{ConnectionTrait, TransactionTrait, Value};
 
 use super::{
     AuditEvent, Store, StoreError, all, exec, get, insert_audit, insert_order_for, new_id, one,
+    refresh_swap_facts,
 };
 use crate::domain::Slot;
 
@@ -41,30 +42,39 @@ impl SwapScope {
         }
     }
 
-    /// The SQL filter on the classification joins (`n` names, `ca` the
-    /// active certificate), the "standby is from the CA swapped away from"
-    /// test, and the values for holes `$2…` (`$1` is always `now`).
-    fn filter(&self) -> (String, &'static str, Vec<Value>) {
+    /// The scope as SQL over `names n` and its swap facts: the filter,
+    /// the "standby is from the CA swapped away from" test on the facts
+    /// and on the classification joins (`cs`), and the values for holes
+    /// `$2…` (`$1` is always `now`).
+    fn sql(&self) -> ScopeSql {
         match self {
-            SwapScope::Ca(ca) => (
-                "ca.ca_id = $2".into(),
-                "cs.ca_id = $2",
-                vec![ca.clone().into()],
-            ),
-            SwapScope::Spki(spki) => (
-                "ca.spki_sha256 = $2".into(),
-                "1 = 0",
-                vec![spki.clone().into()],
-            ),
+            SwapScope::Ca(ca) => ScopeSql {
+                filter: format!("{ACTIVE_CA} = $2"),
+                same_ca: format!("COALESCE({STANDBY_CA}, '') = $2"),
+                same_ca_joined: "cs.ca_id = $2",
+                values: vec![ca.clone().into()],
+            },
+            SwapScope::Spki(spki) => ScopeSql {
+                filter: format!("{ACTIVE_SPKI} = $2"),
+                same_ca: "1 = 0".into(),
+                same_ca_joined: "1 = 0",
+                values: vec![spki.clone().into()],
+            },
             SwapScope::Names(names) => {
                 let holes: Vec<String> = (0..names.len()).map(|i| format!("${}", i + 2)).collect();
-                (
-                    format!("n.id IN ({})", holes.join(", ")),
-                    "1 = 0",
-                    names.iter().map(|n| Value::from(n.clone())).collect(),
-                )
+                ScopeSql {
+                    filter: format!("n.id IN ({})", holes.join(", ")),
+                    same_ca: "1 = 0".into(),
+                    same_ca_joined: "1 = 0",
+                    values: names.iter().map(|n| Value::from(n.clone())).collect(),
+                }
             }
-            SwapScope::All => ("1 = 1".into(), "1 = 0", vec![]),
+            SwapScope::All => ScopeSql {
+                filter: "1 = 1".into(),
+                same_ca: "1 = 0".into(),
+                same_ca_joined: "1 = 0",
+                values: vec![],
+            },
         }
     }
 
@@ -118,6 +128,8 @@ pub struct Operation {
     pub affected: i64,
     /// Slots that could not be re-provisioned (no eligible CA).
     pub blocked: i64,
+    /// Whether slots it marked still wait to be re-provisioned.
+    pub reprovision_open: bool,
     /// How long the operation's transaction took.
     pub duration_ms: i64,
     /// Unix seconds.
@@ -189,7 +201,37 @@ pub struct CompromiseReport {
     pub operation_id: String,
 }
 
-/// The classification of every name in `filter`: `name_id`, `outcome`.
+/// A scope as SQL (see [`SwapScope::sql`]).
+struct ScopeSql {
+    filter: String,
+    same_ca: String,
+    same_ca_joined: &'static str,
+    values: Vec<Value>,
+}
+
+impl ScopeSql {
+    /// Names in scope whose standby is usable: from the swap facts alone.
+    fn swappable(&self) -> String {
+        format!("({STANDBY_UNTIL} > $1 AND NOT ({}))", self.same_ca)
+    }
+}
+
+// The swap facts of `names n` (see the store's `refresh_swap_facts`).
+const ACTIVE_CA: &str =
+    "(CASE n.active_slot WHEN 'primary' THEN n.primary_cert_ca ELSE n.backup_cert_ca END)";
+const ACTIVE_SPKI: &str =
+    "(CASE n.active_slot WHEN 'primary' THEN n.primary_spki ELSE n.backup_spki END)";
+const STANDBY_CA: &str =
+    "(CASE n.active_slot WHEN 'primary' THEN n.backup_cert_ca ELSE n.primary_cert_ca END)";
+const STANDBY_UNTIL: &str = "COALESCE(CASE n.active_slot WHEN 'primary' \
+     THEN n.backup_usable_until ELSE n.primary_usable_until END, 0)";
+/// The CA the active slot is on (where re-provisioning moves it from).
+const ACTIVE_SLOT_CA: &str =
+    "(CASE n.active_slot WHEN 'primary' THEN n.primary_ca ELSE n.backup_ca END)";
+
+/// The classification of every name in `filter`, with the reason a name
+/// is skipped, from the certificate rows themselves: `name_id`, `outcome`.
+/// Swaps run it only over the names the swap facts say are skipped.
 fn classified(filter: &str, same_ca: &str, extra: &str) -> String {
     format!(
         "SELECT n.id AS name_id, CASE \
@@ -215,7 +257,8 @@ async fn insert_operation<C: ConnectionTrait>(c: &C, op: &Operation) -> Result<(
     exec(
         c,
         "INSERT INTO operations (id, kind, actor, reason, scope, avoid_ca, counts, affected, \
-         blocked, duration_ms, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10)",
+         blocked, reprovision_open, duration_ms, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11)",
         vec![
             op.id.clone().into(),
             op.kind.clone().into(),
@@ -225,6 +268,7 @@ async fn insert_operation<C: ConnectionTrait>(c: &C, op: &Operation) -> Result<(
             op.avoid_ca.clone().into(),
             op.counts.to_string().into(),
             op.affected.into(),
+            op.reprovision_open.into(),
             op.duration_ms.into(),
             op.created_at.into(),
         ],
@@ -349,6 +393,7 @@ impl Store {
                 counts: serde_json::json!({ "swap": 1 }),
                 affected: 1,
                 blocked: 0,
+                reprovision_open: true,
                 duration_ms: started.elapsed().as_millis() as i64,
                 created_at: now,
             },
@@ -430,52 +475,85 @@ impl Store {
         now: i64,
     ) -> Result<SwapReport, StoreError> {
         let started = Instant::now();
-        let (filter, same_ca, scope_values) = scope.filter();
+        let sql = scope.sql();
         let mut values: Vec<Value> = vec![now.into()];
-        values.extend(scope_values);
-        let op_hole = values.len() + 1;
+        values.extend(sql.values.iter().cloned());
+        let filter = &sql.filter;
+        let swappable = sql.swappable();
         let tx = self.db.begin().await?;
         let mut report = SwapReport::default();
 
+        // Skipped names with their reasons, from the certificate rows (only
+        // these: the swap facts already say they are skipped).
+        let skipped = classified(
+            &format!("{filter} AND NOT {swappable}"),
+            sql.same_ca_joined,
+            "",
+        );
+        report.counts = counts_of(&tx, &skipped, values.clone()).await?;
+        report.sample = sample_of(
+            &tx,
+            &format!("SELECT name_id, outcome FROM ({skipped}) t ORDER BY name_id LIMIT 10"),
+            values.clone(),
+        )
+        .await?;
+        let skipped_total: i64 = report.counts.values().sum();
+        let reprovision_skipped = scope.replaces_skipped() && distrust.is_none();
+
         if dry_run {
-            let all_names = classified(&filter, same_ca, "");
-            report.counts = counts_of(&tx, &all_names, values.clone()).await?;
-            report.sample = sample_of(
+            let row = one(
                 &tx,
-                &format!(
-                    "SELECT name_id, outcome FROM ({all_names}) t \
-                     ORDER BY CASE WHEN outcome = 'swap' THEN 1 ELSE 0 END, name_id LIMIT 10"
-                ),
+                &format!("SELECT COUNT(*) AS n FROM names n WHERE {filter} AND {swappable}"),
                 values.clone(),
             )
             .await?;
-            report.reprovision_from =
-                match distrust {
-                    Some(ca) => slots_per_ca(
+            let would = match row {
+                Some(r) => get::<i64>(&r, "n")?,
+                None => 0,
+            };
+            if would > 0 {
+                report.counts.insert("swap".into(), would);
+                report.sample.extend(
+                    sample_of(
                         &tx,
-                        "SELECT ca_id, COUNT(*) AS n FROM slots WHERE ca_id = $1 GROUP BY ca_id",
-                        vec![ca.into()],
+                        &format!(
+                            "SELECT n.id AS name_id, 'swap' AS outcome FROM names n \
+                             WHERE {filter} AND {swappable} ORDER BY n.id LIMIT {}",
+                            10 - report.sample.len().min(10)
+                        ),
+                        values.clone(),
                     )
                     .await?,
-                    None => {
-                        let only_swaps = if scope.replaces_skipped() {
-                            ""
-                        } else {
-                            " WHERE t.outcome = 'swap'"
-                        };
-                        slots_per_ca(
-                            &tx,
-                            &format!(
-                                "SELECT s.ca_id, COUNT(*) AS n FROM ({all_names}) t \
-                             JOIN names n ON n.id = t.name_id \
-                             JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot\
-                             {only_swaps} GROUP BY s.ca_id"
-                            ),
-                            values.clone(),
-                        )
-                        .await?
-                    }
-                };
+                );
+            }
+            report.reprovision_from = match distrust {
+                Some(ca) => {
+                    slots_per_ca(
+                        &tx,
+                        "SELECT $1 AS ca_id, COUNT(*) AS n FROM names \
+                         WHERE primary_ca = $1 OR backup_ca = $1",
+                        vec![ca.into()],
+                    )
+                    .await?
+                }
+                None => {
+                    let which = if reprovision_skipped {
+                        String::new()
+                    } else {
+                        format!(" AND {swappable}")
+                    };
+                    slots_per_ca(
+                        &tx,
+                        &format!(
+                            "SELECT {ACTIVE_SLOT_CA} AS ca_id, COUNT(*) AS n FROM names n \
+                             WHERE {filter}{which} GROUP BY {ACTIVE_SLOT_CA}"
+                        ),
+                        values.clone(),
+                    )
+                    .await?
+                }
+            };
+            report.reprovision_from.retain(|_, n| *n > 0);
             report.reprovision = report.reprovision_from.values().sum();
             tx.rollback().await?;
             report.duration_ms = started.elapsed().as_millis() as i64;
@@ -483,6 +561,9 @@ impl Store {
         }
 
         let op = new_id();
+        let op_hole = values.len() + 1;
+        let mut op_values = values.clone();
+        op_values.push(op.clone().into());
         if let Some(ca) = distrust {
             exec(
                 &tx,
@@ -494,71 +575,59 @@ impl Store {
             )
             .await?;
         }
-        // The flip: one statement over every swappable name.
-        let mut flip_values = values.clone();
-        flip_values.push(op.clone().into());
+        // The flip: one statement over every swappable name, which also
+        // marks the abandoned slot for re-provisioning.
         let swapped = exec(
             &tx,
             &format!(
-                "UPDATE names SET reprovision_op = ${op_hole}, reprovision_slot = active_slot, \
-                 active_slot = {FLIP}, updated_at = $1 WHERE id IN \
-                 (SELECT name_id FROM ({}) t WHERE outcome = 'swap')",
-                classified(&filter, same_ca, "")
+                "UPDATE names AS n SET reprovision_op = ${op_hole}, \
+                 reprovision_slot = n.active_slot, active_slot = {FLIP}, updated_at = $1 \
+                 WHERE {filter} AND {swappable}"
             ),
-            flip_values.clone(),
+            op_values.clone(),
         )
         .await? as i64;
-        // What is left in scope was skipped (flipped names carry this
-        // operation's marker; for CA and SPKI scopes they also left it).
-        let skipped = classified(
-            &filter,
-            same_ca,
-            &format!(" AND COALESCE(n.reprovision_op, '') <> ${op_hole}"),
-        );
-        report.counts = counts_of(&tx, &skipped, flip_values.clone()).await?;
         if swapped > 0 {
             report.counts.insert("swap".into(), swapped);
-        }
-        report.sample = sample_of(
-            &tx,
-            &format!("SELECT name_id, outcome FROM ({skipped}) t ORDER BY name_id LIMIT 10"),
-            flip_values.clone(),
-        )
-        .await?;
-        if report.sample.len() < 10 {
-            let rows = all(
-                &tx,
-                "SELECT id FROM names WHERE reprovision_op = $1 ORDER BY id LIMIT $2",
-                vec![op.clone().into(), (10 - report.sample.len() as i64).into()],
-            )
-            .await?;
-            for r in &rows {
-                report.sample.push((get(r, "id")?, "swap".into()));
+            let room = 10 - report.sample.len().min(10);
+            if room > 0 {
+                let rows = all(
+                    &tx,
+                    "SELECT id FROM names WHERE reprovision_op = $1 ORDER BY id LIMIT $2",
+                    vec![op.clone().into(), (room as i64).into()],
+                )
+                .await?;
+                for r in &rows {
+                    report.sample.push((get(r, "id")?, "swap".into()));
+                }
             }
         }
-        let any_skipped = report.counts.keys().any(|k| k != "swap");
         report.reprovision = match distrust {
             // Every slot the CA holds, whichever name and slot it is.
             Some(ca) => {
                 exec(
                     &tx,
                     "UPDATE names SET reprovision_op = $2, reprovision_slot = \
-                 (SELECT s.slot FROM slots s WHERE s.name_id = names.id AND s.ca_id = $1), \
-                 updated_at = $3 WHERE id IN (SELECT name_id FROM slots WHERE ca_id = $1)",
+                 CASE WHEN primary_ca = $1 THEN 'primary' ELSE 'backup' END, updated_at = $3 \
+                 WHERE primary_ca = $1 OR backup_ca = $1",
                     vec![ca.into(), op.clone().into(), now.into()],
                 )
                 .await? as i64
             }
-            None if any_skipped && scope.replaces_skipped() => {
+            // Skipped names keep running on the doomed certificate: their
+            // active slot is replaced in place. After the flip the names
+            // still in scope are exactly the skipped ones.
+            None if skipped_total > 0 && reprovision_skipped => {
                 swapped
                     + exec(
                         &tx,
                         &format!(
-                            "UPDATE names SET reprovision_op = ${op_hole}, \
-                             reprovision_slot = active_slot, updated_at = $1 \
-                             WHERE id IN (SELECT name_id FROM ({skipped}) t)"
+                            "UPDATE names AS n SET reprovision_op = ${op_hole}, \
+                             reprovision_slot = n.active_slot, updated_at = $1 \
+                             WHERE {filter} AND NOT {swappable} \
+                             AND COALESCE(n.reprovision_op, '') <> ${op_hole}"
                         ),
-                        flip_values,
+                        op_values,
                     )
                     .await? as i64
             }
@@ -587,6 +656,7 @@ impl Store {
                 counts: serde_json::json!(report.counts),
                 affected: swapped,
                 blocked: 0,
+                reprovision_open: report.reprovision > 0,
                 duration_ms: report.duration_ms,
                 created_at: now,
             },
@@ -670,14 +740,12 @@ impl Store {
         now: i64,
     ) -> Result<(i64, Option<String>), StoreError> {
         let started = Instant::now();
-        let (filter, _, scope_values) = scope.filter();
+        let sql = scope.sql();
         let mut values: Vec<Value> = vec![now.into()];
-        values.extend(scope_values);
+        values.extend(sql.values);
         let names = format!(
-            "SELECT n.id FROM names n \
-             JOIN slots sa ON sa.name_id = n.id AND sa.slot = n.active_slot \
-             LEFT JOIN certificates ca ON ca.id = sa.current_cert_id \
-             WHERE {filter} AND CAST($1 AS BIGINT) IS NOT NULL"
+            "SELECT n.id FROM names n WHERE {} AND CAST($1 AS BIGINT) IS NOT NULL",
+            sql.filter
         );
         let tx = self.db.begin().await?;
         if dry_run {
@@ -718,6 +786,7 @@ impl Store {
                 counts: serde_json::json!({ "marked": marked }),
                 affected: marked,
                 blocked: 0,
+                reprovision_open: false,
                 duration_ms: started.elapsed().as_millis() as i64,
                 created_at: now,
             },
@@ -840,6 +909,7 @@ impl Store {
                 }),
                 affected: report.compromised,
                 blocked: 0,
+                reprovision_open: false,
                 duration_ms: started.elapsed().as_millis() as i64,
                 created_at: now,
             },
@@ -898,6 +968,7 @@ impl Store {
             vec![key_id.into()],
         )
         .await?;
+        refresh_swap_facts(&tx, name_id, slot).await?;
         let mut swapped = false;
         if active == slot.as_str() {
             let standby = one(
@@ -957,7 +1028,7 @@ impl Store {
         all(
             &self.db,
             "SELECT id, kind, actor, reason, scope, avoid_ca, counts, affected, blocked, \
-             duration_ms, created_at FROM operations ORDER BY created_at DESC, id LIMIT $1",
+             reprovision_open, duration_ms, created_at FROM operations ORDER BY created_at DESC, id LIMIT $1",
             vec![(limit as i64).into()],
         )
         .await?
@@ -974,7 +1045,7 @@ impl Store {
         let Some(row) = one(
             &self.db,
             "SELECT id, kind, actor, reason, scope, avoid_ca, counts, affected, blocked, \
-             duration_ms, created_at FROM operations WHERE id = $1",
+             reprovision_open, duration_ms, created_at FROM operations WHERE id = $1",
             vec![id.into()],
         )
         .await?
@@ -983,14 +1054,16 @@ impl Store {
         };
         let op = operation_row(&row)?;
         let mut p = OperationProgress::default();
-        if let Some(r) = one(
-            &self.db,
-            "SELECT COUNT(*) AS n FROM names WHERE reprovision_op = $1",
-            vec![id.into()],
-        )
-        .await?
-        {
-            p.queued = get(&r, "n")?;
+        if op.reprovision_open {
+            if let Some(r) = one(
+                &self.db,
+                "SELECT COUNT(*) AS n FROM names WHERE reprovision_op = $1",
+                vec![id.into()],
+            )
+            .await?
+            {
+                p.queued = get(&r, "n")?;
+            }
         }
         for r in all(
             &self.db,
@@ -1047,9 +1120,39 @@ impl Store {
         Ok(Some((op, p)))
     }
 
-    /// Slots marked for re-provisioning, names without a usable standby
-    /// first (their active slot is the one marked).
-    pub async fn reprovision_jobs(&self, limit: u64) -> Result<Vec<ReprovisionJob>, StoreError> {
+    /// Whether any operation still has slots waiting to be re-provisioned
+    /// (a cheap check, so an idle worker never scans the names).
+    pub async fn reprovision_pending(&self) -> Result<bool, StoreError> {
+        Ok(one(
+            &self.db,
+            "SELECT id FROM operations WHERE reprovision_open = TRUE LIMIT 1",
+            vec![],
+        )
+        .await?
+        .is_some())
+    }
+
+    /// Closes the operations whose marked slots have all been taken.
+    pub async fn close_reprovision(&self) -> Result<(), StoreError> {
+        exec(
+            &self.db,
+            "UPDATE operations SET reprovision_open = FALSE WHERE reprovision_open = TRUE \
+             AND NOT EXISTS (SELECT 1 FROM names WHERE reprovision_op = operations.id)",
+            vec![],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Slots marked for re-provisioning, by name id after `after` (a
+    /// cursor: markers are not indexed, so a mass swap stays one cheap
+    /// UPDATE, and the worker walks the names in key order instead).
+    /// Priority is applied to the orders these become.
+    pub async fn reprovision_jobs(
+        &self,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<ReprovisionJob>, StoreError> {
         let rows = all(
             &self.db,
             "SELECT n.id, n.reprovision_op, n.reprovision_slot, n.active_slot, n.key_type, \
@@ -1057,10 +1160,8 @@ impl Store {
              JOIN slots s ON s.name_id = n.id AND s.slot = n.reprovision_slot \
              JOIN slots so ON so.name_id = n.id AND so.slot <> n.reprovision_slot \
              LEFT JOIN operations o ON o.id = n.reprovision_op \
-             WHERE n.reprovision_op IS NOT NULL \
-             ORDER BY CASE WHEN n.reprovision_slot = n.active_slot THEN 0 ELSE 1 END, n.id \
-             LIMIT $1",
-            vec![(limit as i64).into()],
+             WHERE n.reprovision_op IS NOT NULL AND n.id > $1 ORDER BY n.id LIMIT $2",
+            vec![after.into(), (limit as i64).into()],
         )
         .await?;
         rows.iter()
@@ -1247,6 +1348,7 @@ fn operation_row(r: &sea_orm::QueryResult) -> Result<Operation, StoreError> {
         counts: serde_json::from_str(&counts).unwrap_or(serde_json::Value::Null),
         affected: get(r, "affected")?,
         blocked: get(r, "blocked")?,
+        reprovision_open: get(r, "reprovision_open")?,
         duration_ms: get(r, "duration_ms")?,
         created_at: get(r, "created_at")?,
     })

@@ -46,9 +46,11 @@ impl Store {
             &tx,
             &format!(
                 "{seq} INSERT INTO names (id, domains, challenge, key_type, primary_ca, backup_ca, \
-                 active_slot, created_at, updated_at) SELECT {id}, \
-                 '[\"' || {id} || '\"]', 'http-01', 'ecdsa-p256', $3, $4, 'primary', $5, $5 \
-                 FROM seq WHERE $6 IS NOT NULL"
+                 active_slot, created_at, updated_at, primary_cert_ca, backup_cert_ca, \
+                 primary_spki, backup_spki, primary_usable_until, backup_usable_until) \
+                 SELECT {id}, '[\"' || {id} || '\"]', 'http-01', 'ecdsa-p256', $3, $4, 'primary', \
+                 $5, $5, $3, $4, {id} || '/primary', {id} || '/backup', $5 + {VALIDITY}, \
+                 $5 + {VALIDITY} FROM seq WHERE $6 IS NOT NULL"
             ),
             values(),
         )

@@ -62,6 +62,8 @@ pub struct Worker {
     failpoint: Option<String>,
     /// The configured CAs in preference order, for re-provisioning.
     policy_cas: Vec<CaChoice>,
+    /// Where the walk over names marked for re-provisioning goes on.
+    reprovision_cursor: std::sync::Mutex<String>,
 }
 
 /// Why one attempt failed, and how to go on.
@@ -194,6 +196,7 @@ impl Worker {
             // Test hook for crash-safety tests; see `process`.
             failpoint: std::env::var("TWINCERT_FAILPOINT").ok(),
             policy_cas: Vec::new(),
+            reprovision_cursor: std::sync::Mutex::new(String::new()),
         }
     }
 
@@ -718,9 +721,32 @@ impl Worker {
     /// re-provisioning to a CA chosen by policy and opens their orders;
     /// a slot no CA can take is reported blocked on its operation.
     async fn reprovision(&self, now: i64) {
+        match self.store.reprovision_pending().await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                warn!(error = %e, "checking for re-provisioning work failed");
+                return;
+            }
+        }
+        let mut cursor = self
+            .reprovision_cursor
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
         for _ in 0..20 {
-            let jobs = match self.store.reprovision_jobs(500).await {
-                Ok(j) if j.is_empty() => return,
+            let jobs = match self.store.reprovision_jobs(&cursor, 500).await {
+                Ok(j) if j.is_empty() => {
+                    // The end of the names: once a walk from the start
+                    // finds nothing, every marker was taken.
+                    if cursor.is_empty() {
+                        if let Err(e) = self.store.close_reprovision().await {
+                            warn!(error = %e, "closing re-provisioning failed");
+                        }
+                    }
+                    cursor.clear();
+                    break;
+                }
                 Ok(j) => j,
                 Err(e) => {
                     warn!(error = %e, "listing re-provisioning work failed");
@@ -766,6 +792,12 @@ impl Worker {
                 }
             }
             info!(slots = jobs.len(), "re-provisioning orders opened");
+            if let Some(last) = jobs.last() {
+                cursor = last.name_id.clone();
+            }
+        }
+        if let Ok(mut c) = self.reprovision_cursor.lock() {
+            *c = cursor;
         }
     }
 

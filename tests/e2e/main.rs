@@ -8,5 +8,6 @@ mod harness;
 mod harness_check;
 mod issuance;
 mod roles;
+mod runbooks;
 mod server;
 mod store_backends;

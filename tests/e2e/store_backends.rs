@@ -435,6 +435,104 @@ async fn mass_swap_contract(store: Store) {
             .unwrap_or_default()
             .contains("names:2")
     );
+
+    // A revoked standby is skipped and reported, not swapped to.
+    let now2 = now + 10;
+    for n in ["m5.example.test", "m6.example.test"] {
+        store
+            .create_name(&name(n, "a", "b"), "t", now2)
+            .await
+            .expect("create");
+    }
+    issue_all(&store, now2, &[]).await;
+    store
+        .report_compromise("m5.example.test", Slot::Backup, "leak", "op", now2)
+        .await
+        .expect("compromise");
+    for (id, _, _, reason) in store.pending_revocations(10).await.expect("pending") {
+        assert_eq!(reason, 1);
+        store
+            .revocation_result(&id, None, now2)
+            .await
+            .expect("revoked");
+    }
+    let pair = SwapScope::Names(vec!["m5.example.test".into(), "m6.example.test".into()]);
+    let dry = store
+        .mass_swap(&pair, "drill", "op", true, now2)
+        .await
+        .expect("dry run");
+    assert_eq!(dry.counts.get("standby_revoked"), Some(&1), "{dry:?}");
+    assert_eq!(dry.counts.get("swap"), Some(&1), "{dry:?}");
+    assert_eq!(dry.sample[0].0, "m5.example.test", "skipped names first");
+    assert_eq!(
+        dry.reprovision, 1,
+        "a list swap re-provisions what it flips"
+    );
+
+    // A CA swap marks the abandoned slots, and the skipped names' active
+    // slots (first in line), for re-provisioning away from the CA.
+    let real = store
+        .mass_swap(
+            &SwapScope::Ca("a".into()),
+            "CA a incident",
+            "op",
+            false,
+            now2,
+        )
+        .await
+        .expect("swap");
+    assert_eq!(real.counts.get("standby_revoked"), Some(&1), "{real:?}");
+    let op = real.operation_id.clone().expect("operation");
+    let jobs = store.reprovision_jobs("", 100).await.expect("jobs");
+    let m5 = jobs
+        .iter()
+        .find(|j| j.name_id == "m5.example.test")
+        .expect("m5 marked");
+    assert!(m5.is_active && m5.slot == Slot::Primary && m5.avoid_ca.as_deref() == Some("a"));
+    let m6 = jobs
+        .iter()
+        .find(|j| j.name_id == "m6.example.test")
+        .expect("m6 marked")
+        .clone();
+    assert!(!m6.is_active && m6.slot == Slot::Primary && m6.other_ca == "b");
+    assert!(
+        store
+            .start_reprovision(&m6, "c", now2)
+            .await
+            .expect("start")
+    );
+    assert!(
+        !store
+            .start_reprovision(&m6, "c", now2)
+            .await
+            .expect("again"),
+        "a marker is taken once"
+    );
+    let rec = store
+        .name("m6.example.test")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(rec.primary_ca, "c");
+    assert_eq!(rec.slot(Slot::Primary).map(|s| s.ca_id.as_str()), Some("c"));
+    let (record, progress) = store.operation(&op).await.expect("read").expect("exists");
+    assert_eq!(record.kind, "swap");
+    assert_eq!(record.avoid_ca.as_deref(), Some("a"));
+    assert_eq!(progress.orders.get("pending"), Some(&1), "{progress:?}");
+    assert!(progress.queued >= 1 && !progress.done, "{progress:?}");
+    let job = store
+        .reprovision_jobs("", 100)
+        .await
+        .expect("jobs")
+        .into_iter()
+        .find(|j| j.name_id == "m5.example.test")
+        .expect("m5 still marked");
+    store
+        .block_reprovision(&job, "no CA", now2)
+        .await
+        .expect("block");
+    let (record, _) = store.operation(&op).await.expect("read").expect("exists");
+    assert_eq!(record.blocked, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,246 @@
+//! Every runbook in `docs/runbooks/` is executed: its `sh` blocks, in
+//! order, as one bash script (`set -euo pipefail`) with the real CLI on
+//! PATH, against a server on local Pebbles; then the test checks the state
+//! the runbook promises.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::harness::{PebbleOptions, TwoCas};
+use crate::server::{ADMIN_TOKEN, Server, ServerOptions};
+
+fn runbook_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/runbooks")
+}
+
+/// The `sh` blocks of a runbook, joined.
+fn script_of(file: &str) -> String {
+    let text = std::fs::read_to_string(runbook_dir().join(file)).expect("read runbook");
+    let mut out = String::new();
+    let (mut in_block, mut in_sh) = (false, false);
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("```") {
+            in_sh = !in_block && t == "```sh";
+            in_block = !in_block;
+            continue;
+        }
+        if in_sh {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Runs a runbook's commands; panics with their output on failure.
+fn run(server: &Server, file: &str, vars: &[(&str, &str)]) -> String {
+    let script = script_of(file);
+    assert!(script.contains("twincert "), "{file} has commands");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_twincert"));
+    let path = format!(
+        "{}:{}",
+        bin.parent().expect("bin dir").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euxo pipefail\n{script}"))
+        .env("PATH", path)
+        .env("TWINCERT_URL", server.base())
+        .env("TWINCERT_TOKEN", ADMIN_TOKEN)
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run bash");
+    let text = format!(
+        "--- stdout ---\n{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{file} failed:\n{text}\n--- server ---\n{}",
+        server.log()
+    );
+    text
+}
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("twincert.db").display())
+}
+
+const NAMES: [&str; 3] = ["a.example.test", "b.example.test", "c.example.test"];
+
+/// A server with three ready names (primary on pebble-a).
+async fn ready(cas: &TwoCas) -> (Server, Vec<Value>) {
+    let server = Server::start(cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    for n in NAMES {
+        let (st, body) = server.create(json!({ "name": n })).await;
+        assert_eq!(st, 201, "{body}");
+    }
+    let mut out = Vec::new();
+    for n in NAMES {
+        out.push(server.wait_ready(n, 120).await);
+    }
+    (server, out)
+}
+
+#[test]
+fn every_runbook_has_commands_and_a_roll_back_section() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(runbook_dir()).expect("runbooks") {
+        let path = entry.expect("entry").path();
+        let file = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .unwrap_or_default();
+        if file == "README.md" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(script_of(file).contains("twincert "), "{file}: commands");
+        assert!(text.contains("## Decide"), "{file}: a decision list");
+        assert!(text.contains("## Roll back"), "{file}: how to roll back");
+        assert!(text.contains("Check:"), "{file}: what to check");
+        seen += 1;
+    }
+    assert_eq!(seen, 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runbook_ca_mass_revocation() {
+    let cas = TwoCas::start_three(PebbleOptions::default()).await;
+    let (server, _) = ready(&cas).await;
+    let out = run(
+        &server,
+        "ca-mass-revocation.md",
+        &[
+            ("CA", "pebble-a"),
+            ("REASON", "INC-1 drill"),
+            ("NAME", "a.example.test"),
+        ],
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("report.swapped:") && l.trim_end().ends_with(" 3")),
+        "{out}"
+    );
+    // After the roll-back step, a is back on its primary (now from C).
+    let a = server.name("a.example.test").await;
+    assert_eq!(a["active"], "primary", "{a:#}");
+    assert_eq!(a["primary"]["ca"], "pebble-c", "{a:#}");
+    for n in &NAMES[1..] {
+        let v = server.name(n).await;
+        assert_eq!(v["active"], "backup", "{v:#}");
+        assert_eq!(
+            v["primary"]["ca"], "pebble-c",
+            "re-provisioned from C: {v:#}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runbook_key_compromise() {
+    let cas = TwoCas::start(0).await;
+    let (server, before) = ready(&cas).await;
+    let list = cas.dir().join("compromised.txt");
+    std::fs::write(&list, "# leaked in INC-2\nb.example.test\n").expect("write list");
+    let spki = before[2]["primary"]["spki_sha256"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    run(
+        &server,
+        "key-compromise.md",
+        &[
+            ("NAME", "a.example.test"),
+            ("NAMES_FILE", list.to_str().unwrap_or_default()),
+            ("SPKI", &spki),
+            ("REASON", "INC-2 drill"),
+        ],
+    );
+    for (i, n) in NAMES.iter().enumerate() {
+        let v = server.wait_ready(n, 60).await;
+        assert_eq!(v["active"], "backup", "swapped away: {v:#}");
+        assert_ne!(
+            v["primary"]["spki_sha256"],
+            before[i]["primary"]["spki_sha256"]
+        );
+        let serial = before[i]["primary"]["serial"].as_str().unwrap_or_default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let st = cas.a.cert_status(serial).await;
+            if st["Status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+                .contains("revoked")
+            {
+                assert_eq!(st["Reason"], 1, "keyCompromise: {st}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} not revoked: {st}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runbook_ca_distrust() {
+    let cas = TwoCas::start_three(PebbleOptions::default()).await;
+    let (server, _) = ready(&cas).await;
+    run(
+        &server,
+        "ca-distrust.md",
+        &[("CA", "pebble-a"), ("REASON", "INC-3 drill")],
+    );
+    for n in NAMES {
+        let v = server.name(n).await;
+        assert_eq!(v["active"], "backup", "{v:#}");
+        assert_eq!(v["primary"]["ca"], "pebble-c", "{v:#}");
+        assert_eq!(v["state"], "ready", "{v:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runbook_ca_outage() {
+    let mut cas = TwoCas::start(0).await;
+    let (server, _) = ready(&cas).await;
+    cas.a.stop();
+    let (st, body) = server.create(json!({"name": "d.example.test"})).await;
+    assert_eq!(st, 201, "{body}");
+    let out = run(
+        &server,
+        "ca-outage.md",
+        &[("CA", "pebble-a"), ("REASON", "INC-4 drill")],
+    );
+    assert!(
+        out.contains("connection refused") || out.contains("d.example.test"),
+        "{out}"
+    );
+    for n in NAMES {
+        let v = server.name(n).await;
+        assert_eq!(v["active"], "backup", "swapped to the standby: {v:#}");
+        assert_eq!(v["backup"]["state"], "valid", "{v:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runbook_mass_rekey() {
+    let cas = TwoCas::start(0).await;
+    let (server, before) = ready(&cas).await;
+    run(&server, "mass-rekey.md", &[("REASON", "INC-5 drill")]);
+    for (i, n) in NAMES.iter().enumerate() {
+        let v = server.wait_ready(n, 60).await;
+        for slot in ["primary", "backup"] {
+            assert_ne!(
+                v[slot]["spki_sha256"], before[i][slot]["spki_sha256"],
+                "{n} {slot}"
+            );
+        }
+    }
+}
