@@ -407,6 +407,7 @@ pub(super) async fn rekey(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListOperations {
     /// At most this many (1–1000, default 50).

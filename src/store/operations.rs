@@ -465,7 +465,51 @@ impl Store {
         .await
     }
 
+    /// On SQLite a real swap runs with WAL auto-checkpointing off: a
+    /// million flipped rows are tens of thousands of WAL pages, and copying
+    /// them into the database file inside the commit would add most of a
+    /// second to the emergency. The swap is durable once committed (WAL,
+    /// `synchronous = NORMAL`); the copy runs right after, in the
+    /// background, and auto-checkpointing is restored.
     async fn swap_operation(
+        &self,
+        scope: &SwapScope,
+        distrust: Option<&str>,
+        reason: &str,
+        actor: &str,
+        dry_run: bool,
+        now: i64,
+    ) -> Result<SwapReport, StoreError> {
+        let sqlite = !dry_run && self.db.get_database_backend() == sea_orm::DbBackend::Sqlite;
+        if sqlite {
+            exec(&self.db, "PRAGMA wal_autocheckpoint = 0", vec![]).await?;
+        }
+        let result = self
+            .swap_transaction(scope, distrust, reason, actor, dry_run, now)
+            .await;
+        if sqlite {
+            let restored = exec(&self.db, "PRAGMA wal_autocheckpoint = 1000", vec![]).await;
+            let store = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.checkpoint().await {
+                    tracing::warn!(error = %e, "WAL checkpoint after a swap failed");
+                }
+            });
+            restored?;
+        }
+        result
+    }
+
+    /// SQLite: copies the write-ahead log into the database file (PASSIVE:
+    /// never waits for readers). A no-op on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if self.db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            all(&self.db, "PRAGMA wal_checkpoint(PASSIVE)", vec![]).await?;
+        }
+        Ok(())
+    }
+
+    async fn swap_transaction(
         &self,
         scope: &SwapScope,
         distrust: Option<&str>,
@@ -483,34 +527,61 @@ impl Store {
         let tx = self.db.begin().await?;
         let mut report = SwapReport::default();
 
-        // Skipped names with their reasons, from the certificate rows (only
-        // these: the swap facts already say they are skipped).
-        let skipped = classified(
-            &format!("{filter} AND NOT {swappable}"),
-            sql.same_ca_joined,
-            "",
-        );
-        report.counts = counts_of(&tx, &skipped, values.clone()).await?;
-        report.sample = sample_of(
+        // One scan over the swap facts: how many names in scope are
+        // swappable and how many skipped, per CA of the active slot.
+        let skip_or_swap = format!("CASE WHEN {swappable} THEN 'swap' ELSE 'skip' END");
+        let mut would = 0;
+        let mut skipped_total = 0;
+        let mut per_ca: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        if dry_run {
+            for r in all(
+                &tx,
+                &format!(
+                    "SELECT {ACTIVE_SLOT_CA} AS ca_id, {skip_or_swap} AS outcome, COUNT(*) AS n \
+                     FROM names n WHERE {filter} GROUP BY {ACTIVE_SLOT_CA}, {skip_or_swap}"
+                ),
+                values.clone(),
+            )
+            .await?
+            {
+                let n: i64 = get(&r, "n")?;
+                let entry = per_ca.entry(get(&r, "ca_id")?).or_default();
+                if get::<String>(&r, "outcome")? == "swap" {
+                    would += n;
+                    entry.0 += n;
+                } else {
+                    skipped_total += n;
+                    entry.1 += n;
+                }
+            }
+        } else if let Some(r) = one(
             &tx,
-            &format!("SELECT name_id, outcome FROM ({skipped}) t ORDER BY name_id LIMIT 10"),
+            &format!("SELECT COUNT(*) AS n FROM names n WHERE {filter} AND NOT {swappable}"),
             values.clone(),
         )
-        .await?;
-        let skipped_total: i64 = report.counts.values().sum();
-        let reprovision_skipped = scope.replaces_skipped() && distrust.is_none();
-
-        if dry_run {
-            let row = one(
+        .await?
+        {
+            skipped_total = get(&r, "n")?;
+        }
+        // The skipped names' reasons, from the certificate rows (only for
+        // them: the swap facts already say they are skipped).
+        if skipped_total > 0 {
+            let skipped = classified(
+                &format!("n.id IN (SELECT n.id FROM names n WHERE {filter} AND NOT {swappable})"),
+                sql.same_ca_joined,
+                "",
+            );
+            report.counts = counts_of(&tx, &skipped, values.clone()).await?;
+            report.sample = sample_of(
                 &tx,
-                &format!("SELECT COUNT(*) AS n FROM names n WHERE {filter} AND {swappable}"),
+                &format!("SELECT name_id, outcome FROM ({skipped}) t ORDER BY name_id LIMIT 10"),
                 values.clone(),
             )
             .await?;
-            let would = match row {
-                Some(r) => get::<i64>(&r, "n")?,
-                None => 0,
-            };
+        }
+        let reprovision_skipped = scope.replaces_skipped() && distrust.is_none();
+
+        if dry_run {
             if would > 0 {
                 report.counts.insert("swap".into(), would);
                 report.sample.extend(
@@ -536,22 +607,12 @@ impl Store {
                     )
                     .await?
                 }
-                None => {
-                    let which = if reprovision_skipped {
-                        String::new()
-                    } else {
-                        format!(" AND {swappable}")
-                    };
-                    slots_per_ca(
-                        &tx,
-                        &format!(
-                            "SELECT {ACTIVE_SLOT_CA} AS ca_id, COUNT(*) AS n FROM names n \
-                             WHERE {filter}{which} GROUP BY {ACTIVE_SLOT_CA}"
-                        ),
-                        values.clone(),
-                    )
-                    .await?
-                }
+                None => per_ca
+                    .into_iter()
+                    .map(|(ca, (swap, skip))| {
+                        (ca, swap + if reprovision_skipped { skip } else { 0 })
+                    })
+                    .collect(),
             };
             report.reprovision_from.retain(|_, n| *n > 0);
             report.reprovision = report.reprovision_from.values().sum();
@@ -1054,16 +1115,15 @@ impl Store {
         };
         let op = operation_row(&row)?;
         let mut p = OperationProgress::default();
-        if op.reprovision_open {
-            if let Some(r) = one(
+        if op.reprovision_open
+            && let Some(r) = one(
                 &self.db,
                 "SELECT COUNT(*) AS n FROM names WHERE reprovision_op = $1",
                 vec![id.into()],
             )
             .await?
-            {
-                p.queued = get(&r, "n")?;
-            }
+        {
+            p.queued = get(&r, "n")?;
         }
         for r in all(
             &self.db,
@@ -1096,8 +1156,8 @@ impl Store {
                 get(&r, "last_error")?,
             ));
         }
-        if op.kind == "rekey" {
-            if let Some(r) = one(
+        if op.kind == "rekey"
+            && let Some(r) = one(
                 &self.db,
                 &format!(
                     "SELECT COUNT(*) AS total, SUM(CASE WHEN NOT EXISTS (SELECT 1 FROM slots s \
@@ -1109,10 +1169,9 @@ impl Store {
                 vec![id.into()],
             )
             .await?
-            {
-                p.rekey_total = get(&r, "total")?;
-                p.rekey_done = get::<Option<i64>>(&r, "done")?.unwrap_or(0);
-            }
+        {
+            p.rekey_total = get(&r, "total")?;
+            p.rekey_done = get::<Option<i64>>(&r, "done")?.unwrap_or(0);
         }
         let open = p.orders.get("pending").copied().unwrap_or(0)
             + p.orders.get("processing").copied().unwrap_or(0);

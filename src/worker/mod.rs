@@ -739,10 +739,10 @@ impl Worker {
                 Ok(j) if j.is_empty() => {
                     // The end of the names: once a walk from the start
                     // finds nothing, every marker was taken.
-                    if cursor.is_empty() {
-                        if let Err(e) = self.store.close_reprovision().await {
-                            warn!(error = %e, "closing re-provisioning failed");
-                        }
+                    if cursor.is_empty()
+                        && let Err(e) = self.store.close_reprovision().await
+                    {
+                        warn!(error = %e, "closing re-provisioning failed");
                     }
                     cursor.clear();
                     break;
