@@ -85,6 +85,10 @@ struct Args {
     /// `--challenge dns-01`: twincert over DNS-01 (RFC 2136 on the test
     /// BIND) beside lego's rfc2136 provider, instead of the HTTP-01 runs.
     dns01: bool,
+    /// `--swap-names 10000,100000,1000000`: after the HTTP-01 runs, time
+    /// `twincert bench swap` at these sizes and set them beside re-issuing
+    /// that many names at the rate just measured.
+    swap_names: Vec<u64>,
 }
 
 fn parse_args() -> Args {
@@ -97,12 +101,15 @@ fn parse_args() -> Args {
             names: 100,
             concurrency: 16,
             dns01: false,
+            swap_names: Vec::new(),
         }
     } else {
         Args {
             names: 3,
             concurrency: 2,
             dns01: false,
+            // The smoke run proves the swap comparison still works too.
+            swap_names: vec![1000],
         }
     };
     let mut it = std::env::args().skip(1);
@@ -118,6 +125,18 @@ fn parse_args() -> Args {
                 "http-01" => args.dns01 = false,
                 other => panic!("--challenge {other}: expected http-01 or dns-01"),
             }
+            continue;
+        }
+        if flag == "--swap-names" {
+            let value = inline.or_else(|| it.next()).unwrap_or_default();
+            args.swap_names = value
+                .split(',')
+                .map(|n| {
+                    n.trim().parse().unwrap_or_else(|_| {
+                        panic!("--swap-names {value}: expected sizes like 10000,100000")
+                    })
+                })
+                .collect();
             continue;
         }
         let target = match flag.as_str() {
@@ -235,6 +254,55 @@ async fn main() {
             LEGO_MS_PER_CERT / m.ms_per_cert(),
             m.label
         );
+    }
+    if !args.swap_names.is_empty() {
+        swap_beside_reissue(&args.swap_names, tc.ms_per_cert());
+    }
+}
+
+/// Runs `twincert bench swap` (SQLite, and PostgreSQL when
+/// `TWINCERT_TEST_PG_URL` is set) for each size and prints it beside the
+/// time re-issuing one certificate per name would take at `ms_per_cert`
+/// (measured above against Pebble).
+fn swap_beside_reissue(sizes: &[u64], ms_per_cert: f64) {
+    let mut stores = vec![None];
+    if let Ok(pg) = std::env::var("TWINCERT_TEST_PG_URL") {
+        stores.push(Some(pg));
+    }
+    println!();
+    println!(
+        "{:<10} {:>9} {:>10} {:>10} {:>14} {:>9}",
+        "store", "names", "dry run s", "swap s", "re-issue s", "speedup"
+    );
+    for store in &stores {
+        for n in sizes {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"));
+            cmd.args(["bench", "swap", "--names", &n.to_string(), "-o", "json"])
+                .args(["--reissue-ms-per-cert", &format!("{ms_per_cert:.3}")]);
+            if let Some(url) = store {
+                cmd.args(["--store-url", url]);
+            }
+            let out = cmd.output().expect("run twincert bench swap");
+            assert!(
+                out.status.success(),
+                "twincert bench swap failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("bench swap JSON");
+            assert_eq!(v["swapped"], *n, "{v}");
+            println!(
+                "{:<10} {:>9} {:>10.3} {:>10.3} {:>14.1} {:>8.0}x",
+                v["backend"].as_str().unwrap_or("?"),
+                n,
+                v["dry_run_seconds"].as_f64().unwrap_or(f64::NAN),
+                v["swap_seconds"].as_f64().unwrap_or(f64::NAN),
+                v["reissue_seconds_extrapolated"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+                v["swap_speedup"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
     }
 }
 

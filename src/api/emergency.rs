@@ -119,17 +119,15 @@ async fn estimate(
             .store
             .mean_issue_seconds(&ca.id)
             .await?
-            .unwrap_or(DEFAULT_ISSUE_SECONDS)
-            .max(1.0);
-        let by_concurrency = f64::from(ca.concurrency) * 3600.0 / mean;
-        per_hour += f64::from(ca.orders_per_hour).min(by_concurrency);
+            .unwrap_or(DEFAULT_ISSUE_SECONDS);
+        per_hour += crate::policy::ca_orders_per_hour(ca.orders_per_hour, ca.concurrency, mean);
         eligible.push(ca.id.clone());
     }
     Ok(ReprovisionEstimate {
         orders,
         eligible_cas: eligible,
         orders_per_hour: per_hour as i64,
-        seconds: (per_hour > 0.0).then(|| (orders as f64 / per_hour * 3600.0).ceil() as i64),
+        seconds: crate::policy::orders_duration_seconds(orders, per_hour),
     })
 }
 

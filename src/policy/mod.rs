@@ -146,6 +146,20 @@ pub fn choose_reprovision_ca(
         })
 }
 
+/// Orders per hour a CA can take: the smaller of its configured
+/// `orders_per_hour` and what `concurrency` orders in flight achieve at
+/// `mean_issue_seconds` each (at least 1 s: a CA never issues faster).
+pub fn ca_orders_per_hour(orders_per_hour: u32, concurrency: u32, mean_issue_seconds: f64) -> f64 {
+    let by_concurrency = f64::from(concurrency) * 3600.0 / mean_issue_seconds.max(1.0);
+    f64::from(orders_per_hour).min(by_concurrency)
+}
+
+/// Seconds `orders` take at `per_hour` orders per hour; `None` when
+/// nothing can take them.
+pub fn orders_duration_seconds(orders: i64, per_hour: f64) -> Option<i64> {
+    (per_hour > 0.0).then(|| (orders as f64 / per_hour * 3600.0).ceil() as i64)
+}
+
 /// When a certificate valid from `not_before` to `not_after` should be
 /// renewed: after `fraction` of its lifetime (2/3 by default, as certbot and
 /// cert-manager do), leaving a third of the lifetime for retries.
@@ -390,5 +404,15 @@ mod tests {
             err.contains("blocked") && err.contains("'b'") && err.contains("'a'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn reprovisioning_time_is_bounded_by_rate_and_by_concurrency() {
+        // Rate-limited: 300/h even though 10 in flight could do 3600/h.
+        assert_eq!(ca_orders_per_hour(300, 10, 10.0), 300.0);
+        // Concurrency-bound: 2 in flight at 4 s each is 1800/h.
+        assert_eq!(ca_orders_per_hour(1_000_000, 2, 4.0), 1800.0);
+        assert_eq!(orders_duration_seconds(600, 1800.0), Some(1200));
+        assert_eq!(orders_duration_seconds(600, 0.0), None);
     }
 }

@@ -768,6 +768,8 @@ impl Worker {
                     ..c.clone()
                 })
                 .collect();
+            let mut blocked = 0;
+            let mut first_block: Option<String> = None;
             for job in &jobs {
                 let choice = match job.key_type.parse::<KeyType>() {
                     Ok(kt) => policy::choose_reprovision_ca(
@@ -782,7 +784,9 @@ impl Worker {
                 let result = match &choice {
                     Ok(ca) => self.store.start_reprovision(job, ca, now).await.map(|_| ()),
                     Err(why) => {
-                        warn!(managed_name = %job.name_id, slot = %job.slot, operation = %job.operation_id, error = %why, "re-provisioning blocked");
+                        blocked += 1;
+                        first_block
+                            .get_or_insert_with(|| format!("{} {}: {why}", job.name_id, job.slot));
                         self.store.block_reprovision(job, why, now).await
                     }
                 };
@@ -791,7 +795,15 @@ impl Worker {
                     return;
                 }
             }
-            info!(slots = jobs.len(), "re-provisioning orders opened");
+            // One line per batch, not per slot: a distrust can block a
+            // million slots at once.
+            if let Some(first) = first_block {
+                warn!(slots = blocked, first = %first, "re-provisioning blocked");
+            }
+            info!(
+                slots = jobs.len() - blocked,
+                "re-provisioning orders opened"
+            );
             if let Some(last) = jobs.last() {
                 cursor = last.name_id.clone();
             }
