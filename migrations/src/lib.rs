@@ -359,9 +359,10 @@ CREATE TABLE operations (
     blocked      BIGINT NOT NULL DEFAULT 0,
     reprovision_open BOOLEAN NOT NULL DEFAULT FALSE,
     duration_ms  BIGINT NOT NULL,
-    created_at   BIGINT NOT NULL
+    created_at   BIGINT NOT NULL,
+    seq          BIGINT NOT NULL
 );
-CREATE INDEX operations_by_time ON operations (created_at);
+CREATE INDEX operations_by_seq ON operations (seq);
 ALTER TABLE names ADD COLUMN reprovision_op TEXT;
 ALTER TABLE names ADD COLUMN reprovision_slot TEXT;
 ALTER TABLE names ADD COLUMN rekey_op TEXT;
@@ -404,16 +405,16 @@ UPDATE names SET
 #[async_trait::async_trait]
 impl MigrationTrait for M0007Operations {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run_script(manager, OPERATIONS).await?;
         let db = manager.get_connection();
         if db.get_database_backend() == DbBackend::Postgres {
             // Room in every page for a second version of each row, so a
             // mass swap's UPDATE is HOT (no index entries rewritten): it
-            // touches no indexed column. Applies to pages written from now.
+            // touches no indexed column. Set before the backfill below
+            // rewrites every row, so existing rows get the room too.
             db.execute_unprepared("ALTER TABLE names SET (fillfactor = 50)")
                 .await?;
         }
-        Ok(())
+        run_script(manager, OPERATIONS).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

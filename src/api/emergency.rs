@@ -14,12 +14,15 @@ use utoipa::ToSchema;
 
 use super::{ApiState, Principal, Problem, openapi, parse_json, parse_name};
 use crate::domain::Slot;
-use crate::store::{
-    CompromiseReport, Operation, OperationProgress, SlotSelector, SwapReport, SwapScope,
-};
+use crate::store::{CompromiseReport, Operation, OperationProgress, SwapReport, SwapScope};
 
 /// The most names one request may list (a CA or SPKI scope has no limit).
 const MAX_LISTED: usize = 10_000;
+
+/// The most keys one compromise request may name: each is a transaction,
+/// a revocation and a re-issue, and the request must end within the
+/// request timeout.
+const MAX_COMPROMISED: usize = 1_000;
 
 /// Issuance time assumed for a CA with no completed order yet.
 const DEFAULT_ISSUE_SECONDS: f64 = 10.0;
@@ -290,7 +293,8 @@ pub(super) async fn compromise(
 pub(super) struct BulkCompromise {
     /// Names whose key in `slot` is compromised.
     names: Option<Vec<String>>,
-    /// `active` (default), `standby`, `primary` or `backup`.
+    /// `primary` or `backup`: the slot holding the compromised key (needed
+    /// with `names`).
     slot: Option<String>,
     /// Compromised keys, by SPKI SHA-256.
     spki_sha256: Option<Vec<String>>,
@@ -306,24 +310,30 @@ pub(super) async fn bulk_compromise(
 ) -> Result<Response, Problem> {
     let req: BulkCompromise = parse_json(&st, &headers, body)?;
     require_reason(&req.reason)?;
-    let selector = match req.slot.as_deref() {
-        None | Some("active") => SlotSelector::Active,
-        Some("standby") => SlotSelector::Standby,
-        Some(other) => SlotSelector::Slot(other.parse().map_err(|_| {
-            Problem::bad_request(format!(
-                "'slot' must be active, standby, primary or backup; got '{}'",
-                other.chars().take(40).collect::<String>()
-            ))
-        })?),
-    };
     let names = match &req.names {
         Some(n) => parse_names(n)?,
         None => Vec::new(),
     };
+    let slot: Option<Slot> = match req.slot.as_deref() {
+        None => None,
+        // Which slot is active changes when a compromise is reported, so
+        // a repeated request must name the key's slot, not its role.
+        Some(s) => Some(s.parse().map_err(|_| {
+            Problem::bad_request(format!(
+                "'slot' must be primary or backup (the slot holding the compromised key); got '{}'",
+                s.chars().take(40).collect::<String>()
+            ))
+        })?),
+    };
+    if !names.is_empty() && slot.is_none() {
+        return Err(Problem::bad_request(
+            "'names' needs 'slot': primary or backup, the slot holding the compromised key",
+        ));
+    }
     let spkis = match &req.spki_sha256 {
-        Some(s) if s.is_empty() || s.len() > MAX_LISTED => {
+        Some(s) if s.is_empty() || s.len() > MAX_COMPROMISED => {
             return Err(Problem::bad_request(format!(
-                "'spki_sha256' must list 1 to {MAX_LISTED} keys; {} given",
+                "'spki_sha256' must list 1 to {MAX_COMPROMISED} keys; {} given",
                 s.len()
             )));
         }
@@ -338,7 +348,17 @@ pub(super) async fn bulk_compromise(
     if req.slot.is_some() && names.is_empty() {
         return Err(Problem::bad_request("'slot' applies to 'names' only"));
     }
-    let targets: Vec<_> = names.into_iter().map(|n| (n, selector)).collect();
+    if names.len() + spkis.len() > MAX_COMPROMISED {
+        return Err(Problem::bad_request(format!(
+            "at most {MAX_COMPROMISED} keys per request ({} given): each is revoked and \
+             re-issued; split the list",
+            names.len() + spkis.len()
+        )));
+    }
+    let targets: Vec<(String, Slot)> = match slot {
+        Some(slot) => names.into_iter().map(|n| (n, slot)).collect(),
+        None => Vec::new(),
+    };
     let report = st
         .store
         .bulk_compromise(&targets, &spkis, &req.reason, &who.name, st.clock.now())

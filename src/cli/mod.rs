@@ -50,7 +50,8 @@ enum Command {
     Swap {
         #[command(flatten)]
         api: ApiArgs,
-        /// One name's id (swapped at once, no confirmation).
+        /// One name's id (swapped at once, no confirmation; `--wait` follows
+        /// the re-provisioning of the slot it left).
         name: Option<String>,
         /// Every name whose active certificate is from this CA.
         #[arg(long, conflicts_with_all = ["name", "spki", "names_file"])]
@@ -103,7 +104,8 @@ enum Command {
         /// Names whose key in --slot is compromised (one per line).
         #[arg(long)]
         names_file: Option<PathBuf>,
-        /// active (default), standby, primary or backup.
+        /// primary or backup: the slot holding the compromised key (needed
+        /// with --names-file).
         #[arg(long, requires = "names_file")]
         slot: Option<String>,
         /// Why (recorded in the audit log).
@@ -374,7 +376,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             {
                 let body = serde_json::json!({ "reason": reason });
                 let path = format!("/v1/names/{name}/swap");
-                return call(&api, reqwest::Method::POST, &path, Some(body)).await;
+                if !run.wait {
+                    return call(&api, reqwest::Method::POST, &path, Some(body)).await;
+                }
+                // One name needs no confirmation; --wait follows the
+                // re-provisioning of its abandoned slot.
+                let run = emergency::RunArgs {
+                    yes: true,
+                    ..run.clone()
+                };
+                let mass = emergency::Mass {
+                    path,
+                    body,
+                    has_dry_run: false,
+                    what: format!("swap '{name}'"),
+                };
+                return emergency::run_mass(&api, &run, mass).await;
             }
             let what = match (&ca, &spki) {
                 (Some(c), _) => format!("swap every name active on CA '{c}'"),

@@ -31,8 +31,7 @@ use crate::domain::{ChallengeKind, KeyType, OrderState, Slot};
 use crate::keys::seal::Sealed;
 
 pub use operations::{
-    CompromiseReport, Operation, OperationProgress, ReprovisionJob, SlotSelector, SwapReport,
-    SwapScope,
+    CompromiseReport, Operation, OperationProgress, ReprovisionJob, SwapReport, SwapScope,
 };
 pub use rows::{
     CertRecord, DnsRecord, NameRecord, OrderJob, OrderSummary, SlotRecord, TokenRecord,
@@ -320,6 +319,17 @@ async fn refresh_swap_facts<C: ConnectionTrait>(
     name_id: &str,
     slot: Slot,
 ) -> Result<(), StoreError> {
+    // PostgreSQL: lock the name first, so the UPDATE below (a new statement,
+    // a new snapshot) reads the slots as committed after any concurrent
+    // change to the same name, never an older certificate's facts.
+    if c.get_database_backend() == DbBackend::Postgres {
+        exec(
+            c,
+            "SELECT id FROM names WHERE id = $1 FOR UPDATE",
+            vec![name_id.into()],
+        )
+        .await?;
+    }
     let s = slot.as_str();
     let current = "FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
                    JOIN private_keys k ON k.id = c.private_key_id \
@@ -339,13 +349,14 @@ async fn refresh_swap_facts<C: ConnectionTrait>(
 }
 
 /// Whether certificate `c` (an alias) counts as re-keyed for its name's
-/// re-key request (`n`): made by an order of the re-key operation, or
-/// created in a later second than the request (a renewal meanwhile). A
-/// certificate from the request's own second but another order is not
-/// trusted to be newer.
+/// re-key request (`n`): made by an order of the re-key operation, or its
+/// *key* was made in a later second than the request (a renewal opened
+/// before the request carries an older key and does not count). A key
+/// from the request's own second is not trusted to be newer.
 pub(crate) fn rekeyed(c: &str) -> String {
     format!(
-        "({c}.created_at > n.rekey_since OR EXISTS (SELECT 1 FROM orders ro \
+        "(EXISTS (SELECT 1 FROM private_keys rk WHERE rk.id = {c}.private_key_id \
+         AND rk.created_at > n.rekey_since) OR EXISTS (SELECT 1 FROM orders ro \
          WHERE ro.id = {c}.order_id AND ro.operation_id = n.rekey_op))"
     )
 }
@@ -898,6 +909,37 @@ impl Store {
         Ok(())
     }
 
+    /// Puts a leased order back, untried, until `until` (pacing): no
+    /// attempt is counted and the slot's error is left alone; the order's
+    /// note says why it waits.
+    pub async fn defer_order(
+        &self,
+        order_id: &str,
+        owner: &str,
+        note: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let n = exec(
+            &self.db,
+            "UPDATE orders SET state = 'pending', next_attempt_at = $3, last_error = $4, \
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
+             WHERE id = $1 AND lease_owner = $2 AND state = 'processing'",
+            vec![
+                order_id.into(),
+                owner.into(),
+                until.into(),
+                note.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::LeaseLost(order_id.into()));
+        }
+        Ok(())
+    }
+
     /// Ends an attempt that failed: the order goes back to pending until
     /// `next_attempt_at`, its error and the slot's error are set, the lease
     /// is released, its tokens are deleted. With `forget_acme_order` the
@@ -1018,6 +1060,35 @@ impl Store {
         .await?;
         let slot_enum: Slot = slot.parse().map_err(StoreError::Db)?;
         refresh_swap_facts(&tx, &name_id, slot_enum).await?;
+        // The name serves a revoked certificate or a compromised key (its
+        // standby was not usable when that was found): the new certificate
+        // in the other slot takes over at once.
+        let rescued = exec(
+            &tx,
+            "UPDATE names SET active_slot = $2, updated_at = $3 WHERE id = $1 \
+             AND active_slot <> $2 AND COALESCE(CASE active_slot WHEN 'primary' \
+             THEN primary_usable_until ELSE backup_usable_until END, 1) = 0",
+            vec![name_id.clone().into(), slot.clone().into(), now.into()],
+        )
+        .await?;
+        if rescued == 1 {
+            insert_audit(
+                &tx,
+                &AuditEvent::ok(
+                    now,
+                    format!("worker:{owner}"),
+                    "name.swap",
+                    name_id.clone(),
+                    Some(
+                        "automatic: the active certificate is revoked or its key compromised, \
+                         and a new certificate is ready in the other slot"
+                            .into(),
+                    ),
+                    Some(format!("{{\"to\":\"{slot}\"}}")),
+                ),
+            )
+            .await?;
+        }
         let other = one(
             &tx,
             "SELECT n.diversity_error, c.ca_id, c.root_id, c.spki_sha256 FROM names n \
@@ -1374,8 +1445,11 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let state = if error.is_none() { "done" } else { "pending" };
+        // One transaction: a revocation is never `done` while its
+        // certificate still looks usable to a swap.
+        let tx = self.db.begin().await?;
         exec(
-            &self.db,
+            &tx,
             "UPDATE revocations SET state = $2, attempts = attempts + 1, last_error = $3, \
              updated_at = $4 WHERE id = $1",
             vec![
@@ -1388,7 +1462,6 @@ impl Store {
         .await?;
         if error.is_none() {
             // Swaps never land on it again (`standby_revoked`).
-            let tx = self.db.begin().await?;
             exec(
                 &tx,
                 "UPDATE certificates SET revoked_at = $2 WHERE revoked_at IS NULL AND id = \
@@ -1408,8 +1481,8 @@ impl Store {
                 let slot: String = get(r, "slot")?;
                 refresh_swap_facts(&tx, &name, slot.parse().map_err(StoreError::Db)?).await?;
             }
-            tx.commit().await?;
         }
+        tx.commit().await?;
         Ok(())
     }
 

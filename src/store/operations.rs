@@ -177,17 +177,6 @@ pub struct ReprovisionJob {
     pub other_ca: String,
 }
 
-/// Which slot of each listed name a bulk compromise concerns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlotSelector {
-    /// This slot.
-    Slot(Slot),
-    /// The active slot, whichever it is.
-    Active,
-    /// The standby slot.
-    Standby,
-}
-
 /// What a bulk compromise did.
 #[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct CompromiseReport {
@@ -212,7 +201,11 @@ struct ScopeSql {
 impl ScopeSql {
     /// Names in scope whose standby is usable: from the swap facts alone.
     fn swappable(&self) -> String {
-        format!("({STANDBY_UNTIL} > $1 AND NOT ({}))", self.same_ca)
+        format!(
+            "({STANDBY_UNTIL} > $1 AND NOT ({}) AND COALESCE({STANDBY_CA}, '') NOT IN \
+             (SELECT ca_id FROM ca_status WHERE distrusted = TRUE))",
+            self.same_ca
+        )
     }
 }
 
@@ -239,6 +232,8 @@ fn classified(filter: &str, same_ca: &str, extra: &str) -> String {
            WHEN cs.not_after <= $1 THEN 'standby_expired' \
            WHEN cs.revoked_at IS NOT NULL THEN 'standby_revoked' \
            WHEN ks.compromised THEN 'standby_compromised' \
+           WHEN cs.ca_id IN (SELECT ca_id FROM ca_status WHERE distrusted = TRUE) \
+             THEN 'standby_distrusted' \
            WHEN {same_ca} THEN 'standby_same_ca' \
            ELSE 'swap' END AS outcome \
          FROM names n \
@@ -257,8 +252,9 @@ async fn insert_operation<C: ConnectionTrait>(c: &C, op: &Operation) -> Result<(
     exec(
         c,
         "INSERT INTO operations (id, kind, actor, reason, scope, avoid_ca, counts, affected, \
-         blocked, reprovision_open, duration_ms, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11)",
+         blocked, reprovision_open, duration_ms, created_at, seq) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, \
+         COALESCE(MAX(seq), 0) + 1 FROM operations",
         vec![
             op.id.clone().into(),
             op.kind.clone().into(),
@@ -307,6 +303,46 @@ async fn sample_of<C: ConnectionTrait>(
         .collect()
 }
 
+/// Turns SQLite's WAL auto-checkpointing back on and checkpoints, in the
+/// background, when a swap ends — also when its future is dropped (a
+/// request timeout or a disconnected client), so the WAL never grows
+/// unchecked.
+struct RestoreCheckpointing(Store);
+
+impl Drop for RestoreCheckpointing {
+    fn drop(&mut self) {
+        let store = self.0.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let restored = exec(&store.db, "PRAGMA wal_autocheckpoint = 1000", vec![]).await;
+            if let Err(e) = restored.map(|_| ()).and(store.checkpoint().await) {
+                tracing::warn!(error = %e, "restoring WAL checkpointing after a swap failed");
+            }
+        });
+    }
+}
+
+/// PostgreSQL: locks the names `filter` selects (holes from `$1`) until
+/// the transaction ends. SQLite serializes writers, so there is nothing to
+/// do there.
+async fn lock_names<C: ConnectionTrait>(
+    c: &C,
+    filter: &str,
+    values: Vec<Value>,
+) -> Result<(), StoreError> {
+    if c.get_database_backend() == sea_orm::DbBackend::Postgres {
+        all(
+            c,
+            &format!("SELECT n.id FROM names n WHERE {filter} FOR UPDATE"),
+            values,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Slots per CA among the slots that a re-provision would order.
 async fn slots_per_ca<C: ConnectionTrait>(
     c: &C,
@@ -335,6 +371,9 @@ fn refusal(id: &str, standby: Slot, outcome: &str) -> StoreError {
         "standby_compromised" => format!(
             "the {standby} key of '{id}' is compromised; swapping to it would serve a compromised key"
         ),
+        "standby_distrusted" => format!(
+            "the {standby} certificate of '{id}' is from a distrusted CA; swapping to it would break TLS"
+        ),
         other => format!("the {standby} slot of '{id}' cannot be swapped to ({other})"),
     })
 }
@@ -354,6 +393,7 @@ impl Store {
     ) -> Result<(Slot, String), StoreError> {
         let started = Instant::now();
         let tx = self.db.begin().await?;
+        lock_names(&tx, "n.id = $1", vec![id.into()]).await?;
         let row = one(
             &tx,
             &format!(
@@ -372,15 +412,27 @@ impl Store {
             return Err(refusal(id, standby, &outcome));
         }
         let op = new_id();
-        exec(
+        // Only from the state just classified: a concurrent swap of the
+        // same name cannot be undone by this one.
+        let flipped = exec(
             &tx,
             &format!(
                 "UPDATE names SET reprovision_op = $2, reprovision_slot = active_slot, \
-                 active_slot = {FLIP}, updated_at = $3 WHERE id = $1"
+                 active_slot = {FLIP}, updated_at = $3 WHERE id = $1 AND active_slot = $4"
             ),
-            vec![id.into(), op.clone().into(), now.into()],
+            vec![
+                id.into(),
+                op.clone().into(),
+                now.into(),
+                active.as_str().into(),
+            ],
         )
         .await?;
+        if flipped != 1 {
+            return Err(StoreError::Conflict(format!(
+                "'{id}' was swapped concurrently; look at it again before swapping"
+            )));
+        }
         insert_operation(
             &tx,
             &Operation {
@@ -481,23 +533,14 @@ impl Store {
         now: i64,
     ) -> Result<SwapReport, StoreError> {
         let sqlite = !dry_run && self.db.get_database_backend() == sea_orm::DbBackend::Sqlite;
-        if sqlite {
+        let _restore = if sqlite {
             exec(&self.db, "PRAGMA wal_autocheckpoint = 0", vec![]).await?;
-        }
-        let result = self
-            .swap_transaction(scope, distrust, reason, actor, dry_run, now)
-            .await;
-        if sqlite {
-            let restored = exec(&self.db, "PRAGMA wal_autocheckpoint = 1000", vec![]).await;
-            let store = self.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store.checkpoint().await {
-                    tracing::warn!(error = %e, "WAL checkpoint after a swap failed");
-                }
-            });
-            restored?;
-        }
-        result
+            Some(RestoreCheckpointing(self.clone()))
+        } else {
+            None
+        };
+        self.swap_transaction(scope, distrust, reason, actor, dry_run, now)
+            .await
     }
 
     /// SQLite: copies the write-ahead log into the database file (PASSIVE:
@@ -525,6 +568,17 @@ impl Store {
         let filter = &sql.filter;
         let swappable = sql.swappable();
         let tx = self.db.begin().await?;
+        if matches!(scope, SwapScope::Names(_)) && !dry_run {
+            // A listed name still matches after a concurrent flip (its new
+            // standby is usable too): lock the list first, so the flip
+            // below sees the names as they are once the other commits.
+            lock_names(
+                &tx,
+                &format!("{filter} AND CAST($1 AS BIGINT) IS NOT NULL"),
+                values.clone(),
+            )
+            .await?;
+        }
         let mut report = SwapReport::default();
 
         // One scan over the swap facts: how many names in scope are
@@ -872,10 +926,12 @@ impl Store {
     /// Records key compromises for many slots: each target in its own
     /// transaction (see [`Store::report_compromise`]), so one bad target
     /// does not hold back the others; an operation record ties them
-    /// together. Targets are `(name, selector)` pairs and SPKI hashes.
+    /// together. Targets are `(name, slot)` pairs — the key each slot holds
+    /// now — and SPKI hashes. A key already reported is listed as an error
+    /// and left alone, so repeating a request changes nothing.
     pub async fn bulk_compromise(
         &self,
-        names: &[(String, SlotSelector)],
+        names: &[(String, Slot)],
         spkis: &[String],
         reason: &str,
         actor: &str,
@@ -887,33 +943,10 @@ impl Store {
             operation_id: op.clone(),
             ..CompromiseReport::default()
         };
-        let mut targets: Vec<(String, String, Result<Slot, StoreError>)> = Vec::new();
-        for (name, sel) in names {
-            let slot = match sel {
-                SlotSelector::Slot(s) => Ok(*s),
-                SlotSelector::Active | SlotSelector::Standby => {
-                    match one(
-                        &self.db,
-                        "SELECT active_slot FROM names WHERE id = $1",
-                        vec![name.clone().into()],
-                    )
-                    .await?
-                    {
-                        None => Err(StoreError::NotFound(format!("name '{name}'"))),
-                        Some(r) => {
-                            let a: String = get(&r, "active_slot")?;
-                            let a: Slot = a.parse().map_err(StoreError::Db)?;
-                            Ok(if *sel == SlotSelector::Active {
-                                a
-                            } else {
-                                a.other()
-                            })
-                        }
-                    }
-                }
-            };
-            targets.push((name.clone(), name.clone(), slot));
-        }
+        let mut targets: Vec<(String, String, Result<Slot, StoreError>)> = names
+            .iter()
+            .map(|(name, slot)| (name.clone(), name.clone(), Ok(*slot)))
+            .collect();
         for spki in spkis {
             let rows = all(
                 &self.db,
@@ -1008,9 +1041,10 @@ impl Store {
         let tx = self.db.begin().await?;
         let row = one(
             &tx,
-            "SELECT n.active_slot, s.ca_id, c.id AS cert_id, c.private_key_id, c.spki_sha256 \
-             FROM names n JOIN slots s ON s.name_id = n.id AND s.slot = $2 \
-             LEFT JOIN certificates c ON c.id = s.current_cert_id WHERE n.id = $1",
+            "SELECT n.active_slot, s.ca_id, c.id AS cert_id, c.private_key_id, c.spki_sha256, \
+             k.compromised FROM names n JOIN slots s ON s.name_id = n.id AND s.slot = $2 \
+             LEFT JOIN certificates c ON c.id = s.current_cert_id \
+             LEFT JOIN private_keys k ON k.id = c.private_key_id WHERE n.id = $1",
             vec![name_id.into(), slot.as_str().into()],
         )
         .await?
@@ -1019,6 +1053,14 @@ impl Store {
         let cert_id = cert_id.ok_or_else(|| {
             StoreError::Conflict(format!("the {slot} slot of '{name_id}' has no certificate"))
         })?;
+        if get::<Option<bool>>(&row, "compromised")? == Some(true) {
+            // Reported before: its revocation and re-issue are queued.
+            // Refusing keeps a repeated report from touching anything else.
+            return Err(StoreError::Conflict(format!(
+                "the {slot} key of '{name_id}' is already reported compromised; its revocation \
+                 and re-issue are under way"
+            )));
+        }
         let key_id: String = get(&row, "private_key_id")?;
         let ca_id: String = get(&row, "ca_id")?;
         let spki: String = get(&row, "spki_sha256")?;
@@ -1089,7 +1131,7 @@ impl Store {
         all(
             &self.db,
             "SELECT id, kind, actor, reason, scope, avoid_ca, counts, affected, blocked, \
-             reprovision_open, duration_ms, created_at FROM operations ORDER BY created_at DESC, id LIMIT $1",
+             reprovision_open, duration_ms, created_at FROM operations ORDER BY seq DESC LIMIT $1",
             vec![(limit as i64).into()],
         )
         .await?

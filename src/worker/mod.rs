@@ -74,6 +74,9 @@ struct AttemptError {
     /// Not a failure but a wait (manual DNS-01): the next attempt comes
     /// after exactly `retry_after`, without backoff growth.
     waiting: bool,
+    /// Held back by the CA's pacing before anything was sent: the order
+    /// waits `retry_after` and the attempt does not count at all.
+    paced: bool,
 }
 
 impl From<AcmeError> for AttemptError {
@@ -83,6 +86,7 @@ impl From<AcmeError> for AttemptError {
             message: e.message,
             retry_after: None,
             waiting: false,
+            paced: false,
         }
     }
 }
@@ -94,6 +98,7 @@ impl From<StoreError> for AttemptError {
             message: format!("store: {e}"),
             retry_after: None,
             waiting: false,
+            paced: false,
         }
     }
 }
@@ -104,6 +109,7 @@ fn final_error(message: impl Into<String>) -> AttemptError {
         message: message.into(),
         retry_after: None,
         waiting: false,
+        paced: false,
     }
 }
 
@@ -113,6 +119,7 @@ fn transient(message: impl Into<String>) -> AttemptError {
         message: message.into(),
         retry_after: None,
         waiting: false,
+        paced: false,
     }
 }
 
@@ -124,6 +131,7 @@ fn waiting(message: impl Into<String>, secs: u64) -> AttemptError {
         message: message.into(),
         retry_after: Some(secs),
         waiting: true,
+        paced: false,
     }
 }
 
@@ -349,6 +357,17 @@ impl Worker {
                             e.retry_after,
                         )
                     };
+                    if e.paced {
+                        info!(wait_s = delay, "{message}");
+                        if let Err(se) = self
+                            .store
+                            .defer_order(&job.id, &self.owner, &message, now + delay as i64, now)
+                            .await
+                        {
+                            warn!(error = %se, "could not defer the paced order");
+                        }
+                        return;
+                    }
                     warn!(error = %message, kind = ?e.kind, retry_in_s = delay, "attempt failed");
                     let forget = e.kind == AcmeErrorKind::Final;
                     if let Err(se) = self
@@ -699,7 +718,8 @@ impl Worker {
     /// Holds a new ACME order back while the CA had its configured
     /// `orders_per_hour` in the last hour (counted in the store, so across
     /// replicas; replicas deciding at the same instant may overshoot by
-    /// their concurrency). The order waits without counting as a failure.
+    /// their concurrency). The order is deferred: no attempt is counted
+    /// and the slot shows no error (the order's note says why it waits).
     async fn pace(&self, ca: &CaClient) -> Result<(), AttemptError> {
         let now = self.clock.now();
         let limit = i64::from(ca.orders_per_hour());
@@ -708,13 +728,16 @@ impl Worker {
             return Ok(());
         }
         let wait = oldest.map_or(60, |t| t + 3600 - now).max(1) as u64;
-        Err(waiting(
-            format!(
+        Err(AttemptError {
+            kind: AcmeErrorKind::Transient,
+            message: format!(
                 "paced: {opened} ACME orders at this CA in the last hour reach its configured \
                  orders_per_hour = {limit}; the next one in {wait} s"
             ),
-            wait,
-        ))
+            retry_after: Some(wait),
+            waiting: true,
+            paced: true,
+        })
     }
 
     /// Moves the slots that swaps, distrust and compromise marked for
@@ -791,8 +814,9 @@ impl Worker {
                     }
                 };
                 if let Err(e) = result {
+                    // Left marked: the next walk tries it again; the others
+                    // go on.
                     warn!(managed_name = %job.name_id, error = %e, "re-provisioning failed");
-                    return;
                 }
             }
             // One line per batch, not per slot: a distrust can block a

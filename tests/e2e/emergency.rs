@@ -470,10 +470,33 @@ async fn bulk_compromise_and_mass_rekey_replace_keys_and_never_leave_a_name_with
         body["swapped"], 1,
         "a swapped away from its compromised key"
     );
+    let (st, again) = post(
+        &server,
+        "/v1/compromises",
+        json!({"spki_sha256": [spki], "reason": "key leaked (again)"}),
+    )
+    .await;
+    assert_eq!(st, 202, "{again}");
+    assert_eq!(
+        again["compromised"], 0,
+        "a repeated report changes nothing: {again:#}"
+    );
+    // Either still held by the slot (already reported) or already
+    // replaced by the re-issue (no current certificate has it).
+    let why = again["errors"][0][1].as_str().unwrap_or_default();
+    assert!(
+        why.contains("already reported") || why.contains("no current certificate"),
+        "{again:#}"
+    );
+    let a_now = server.name("a.example.test").await;
+    assert_eq!(
+        a_now["active"], "backup",
+        "still on the clean key: {a_now:#}"
+    );
     let (st, body) = post(
         &server,
         "/v1/compromises",
-        json!({"names": ["b.example.test", "nope.example.test"], "slot": "standby", "reason": "key leaked"}),
+        json!({"names": ["b.example.test", "nope.example.test"], "slot": "backup", "reason": "key leaked"}),
     )
     .await;
     assert_eq!(st, 202, "{body}");
