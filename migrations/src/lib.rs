@@ -363,8 +363,8 @@ CREATE TABLE operations (
     seq          BIGINT NOT NULL
 );
 CREATE INDEX operations_by_seq ON operations (seq);
-ALTER TABLE names ADD COLUMN reprovision_op TEXT;
-ALTER TABLE names ADD COLUMN reprovision_slot TEXT;
+ALTER TABLE names ADD COLUMN primary_reprovision_op TEXT;
+ALTER TABLE names ADD COLUMN backup_reprovision_op TEXT;
 ALTER TABLE names ADD COLUMN rekey_op TEXT;
 ALTER TABLE names ADD COLUMN rekey_since BIGINT;
 CREATE INDEX names_rekey ON names (rekey_op) WHERE rekey_op IS NOT NULL;
@@ -430,8 +430,9 @@ impl MigrationTrait for M0007Operations {
              ALTER TABLE certificates DROP COLUMN revoked_at; \
              ALTER TABLE orders DROP COLUMN acme_ordered_at; ALTER TABLE orders DROP COLUMN priority; \
              ALTER TABLE orders DROP COLUMN operation_id; ALTER TABLE names DROP COLUMN rekey_since; \
-             ALTER TABLE names DROP COLUMN rekey_op; ALTER TABLE names DROP COLUMN reprovision_slot; \
-             ALTER TABLE names DROP COLUMN reprovision_op",
+             ALTER TABLE names DROP COLUMN rekey_op; \
+             ALTER TABLE names DROP COLUMN backup_reprovision_op; \
+             ALTER TABLE names DROP COLUMN primary_reprovision_op",
         )
         .await
     }

@@ -729,7 +729,8 @@ impl Store {
                (SELECT 1 FROM slots so JOIN certificates co ON co.id = so.current_cert_id \
                 WHERE so.name_id = n.id AND so.slot <> s.slot AND {fresh_co} \
                 AND co.not_after > $1 AND co.revoked_at IS NULL)))) \
-             AND (n.reprovision_op IS NULL OR n.reprovision_slot <> s.slot) \
+             AND NOT ((s.slot = 'primary' AND n.primary_reprovision_op IS NOT NULL) \
+               OR (s.slot = 'backup' AND n.backup_reprovision_op IS NOT NULL)) \
              AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.name_id = s.name_id \
               AND o.slot = s.slot AND o.state IN ('pending', 'processing')) LIMIT $2",
             fresh_c = rekeyed("c"),

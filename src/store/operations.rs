@@ -248,6 +248,24 @@ fn classified(filter: &str, same_ca: &str, extra: &str) -> String {
 
 const FLIP: &str = "CASE active_slot WHEN 'primary' THEN 'backup' ELSE 'primary' END";
 
+/// SET clauses that mark the (pre-update) active slot for re-provisioning
+/// by the operation in hole `$op`; the other slot's marker is kept. One
+/// marker per slot, so a later operation never erases an earlier one's
+/// work on the other slot.
+fn mark_active_slot(op_hole: usize) -> String {
+    format!(
+        "primary_reprovision_op = CASE WHEN active_slot = 'primary' THEN ${op_hole} \
+         ELSE primary_reprovision_op END, \
+         backup_reprovision_op = CASE WHEN active_slot = 'backup' THEN ${op_hole} \
+         ELSE backup_reprovision_op END"
+    )
+}
+
+/// Names carrying a marker of the operation in hole `$op`.
+fn marked_by(op_hole: usize) -> String {
+    format!("(primary_reprovision_op = ${op_hole} OR backup_reprovision_op = ${op_hole})")
+}
+
 async fn insert_operation<C: ConnectionTrait>(c: &C, op: &Operation) -> Result<(), StoreError> {
     exec(
         c,
@@ -417,8 +435,9 @@ impl Store {
         let flipped = exec(
             &tx,
             &format!(
-                "UPDATE names SET reprovision_op = $2, reprovision_slot = active_slot, \
-                 active_slot = {FLIP}, updated_at = $3 WHERE id = $1 AND active_slot = $4"
+                "UPDATE names SET {}, active_slot = {FLIP}, updated_at = $3 \
+                 WHERE id = $1 AND active_slot = $4",
+                mark_active_slot(2)
             ),
             vec![
                 id.into(),
@@ -695,9 +714,9 @@ impl Store {
         let swapped = exec(
             &tx,
             &format!(
-                "UPDATE names AS n SET reprovision_op = ${op_hole}, \
-                 reprovision_slot = n.active_slot, active_slot = {FLIP}, updated_at = $1 \
-                 WHERE {filter} AND {swappable}"
+                "UPDATE names AS n SET {}, active_slot = {FLIP}, updated_at = $1 \
+                 WHERE {filter} AND {swappable}",
+                mark_active_slot(op_hole)
             ),
             op_values.clone(),
         )
@@ -708,7 +727,10 @@ impl Store {
             if room > 0 {
                 let rows = all(
                     &tx,
-                    "SELECT id FROM names WHERE reprovision_op = $1 ORDER BY id LIMIT $2",
+                    &format!(
+                        "SELECT id FROM names WHERE {} ORDER BY id LIMIT $2",
+                        marked_by(1)
+                    ),
                     vec![op.clone().into(), (room as i64).into()],
                 )
                 .await?;
@@ -722,8 +744,11 @@ impl Store {
             Some(ca) => {
                 exec(
                     &tx,
-                    "UPDATE names SET reprovision_op = $2, reprovision_slot = \
-                 CASE WHEN primary_ca = $1 THEN 'primary' ELSE 'backup' END, updated_at = $3 \
+                    "UPDATE names SET \
+                 primary_reprovision_op = CASE WHEN primary_ca = $1 THEN $2 \
+                 ELSE primary_reprovision_op END, \
+                 backup_reprovision_op = CASE WHEN backup_ca = $1 THEN $2 \
+                 ELSE backup_reprovision_op END, updated_at = $3 \
                  WHERE primary_ca = $1 OR backup_ca = $1",
                     vec![ca.into(), op.clone().into(), now.into()],
                 )
@@ -737,10 +762,11 @@ impl Store {
                     + exec(
                         &tx,
                         &format!(
-                            "UPDATE names AS n SET reprovision_op = ${op_hole}, \
-                             reprovision_slot = n.active_slot, updated_at = $1 \
+                            "UPDATE names AS n SET {}, updated_at = $1 \
                              WHERE {filter} AND NOT {swappable} \
-                             AND COALESCE(n.reprovision_op, '') <> ${op_hole}"
+                             AND COALESCE(n.primary_reprovision_op, '') <> ${op_hole} \
+                             AND COALESCE(n.backup_reprovision_op, '') <> ${op_hole}",
+                            mark_active_slot(op_hole)
                         ),
                         op_values,
                     )
@@ -1160,12 +1186,17 @@ impl Store {
         if op.reprovision_open
             && let Some(r) = one(
                 &self.db,
-                "SELECT COUNT(*) AS n FROM names WHERE reprovision_op = $1",
+                &format!(
+                    "SELECT SUM(CASE WHEN primary_reprovision_op = $1 THEN 1 ELSE 0 END \
+                     + CASE WHEN backup_reprovision_op = $1 THEN 1 ELSE 0 END) AS n \
+                     FROM names WHERE {}",
+                    marked_by(1)
+                ),
                 vec![id.into()],
             )
             .await?
         {
-            p.queued = get(&r, "n")?;
+            p.queued = get::<Option<i64>>(&r, "n")?.unwrap_or(0);
         }
         for r in all(
             &self.db,
@@ -1238,7 +1269,8 @@ impl Store {
         exec(
             &self.db,
             "UPDATE operations SET reprovision_open = FALSE WHERE reprovision_open = TRUE \
-             AND NOT EXISTS (SELECT 1 FROM names WHERE reprovision_op = operations.id)",
+             AND NOT EXISTS (SELECT 1 FROM names WHERE primary_reprovision_op = operations.id \
+             OR backup_reprovision_op = operations.id)",
             vec![],
         )
         .await?;
@@ -1256,12 +1288,18 @@ impl Store {
     ) -> Result<Vec<ReprovisionJob>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT n.id, n.reprovision_op, n.reprovision_slot, n.active_slot, n.key_type, \
+            "SELECT n.id, s.slot AS reprovision_slot, n.active_slot, n.key_type, \
+             CASE s.slot WHEN 'primary' THEN n.primary_reprovision_op \
+             ELSE n.backup_reprovision_op END AS reprovision_op, \
              o.avoid_ca, s.ca_id AS slot_ca, so.ca_id AS other_ca FROM names n \
-             JOIN slots s ON s.name_id = n.id AND s.slot = n.reprovision_slot \
-             JOIN slots so ON so.name_id = n.id AND so.slot <> n.reprovision_slot \
-             LEFT JOIN operations o ON o.id = n.reprovision_op \
-             WHERE n.reprovision_op IS NOT NULL AND n.id > $1 ORDER BY n.id LIMIT $2",
+             JOIN slots s ON s.name_id = n.id \
+             AND ((s.slot = 'primary' AND n.primary_reprovision_op IS NOT NULL) \
+               OR (s.slot = 'backup' AND n.backup_reprovision_op IS NOT NULL)) \
+             JOIN slots so ON so.name_id = n.id AND so.slot <> s.slot \
+             LEFT JOIN operations o ON o.id = CASE s.slot WHEN 'primary' \
+               THEN n.primary_reprovision_op ELSE n.backup_reprovision_op END \
+             WHERE (n.primary_reprovision_op IS NOT NULL OR n.backup_reprovision_op IS NOT NULL) \
+             AND n.id > $1 ORDER BY n.id, s.slot LIMIT $2",
             vec![after.into(), (limit as i64).into()],
         )
         .await?;
@@ -1298,10 +1336,13 @@ impl Store {
         let tx = self.db.begin().await?;
         let n = exec(
             &tx,
-            "UPDATE names SET reprovision_op = NULL, reprovision_slot = NULL, \
-             primary_ca = CASE WHEN $3 = 'primary' THEN $4 ELSE primary_ca END, \
-             backup_ca = CASE WHEN $3 = 'backup' THEN $4 ELSE backup_ca END, updated_at = $5 \
-             WHERE id = $1 AND reprovision_op = $2",
+            &format!(
+                "UPDATE names SET {slot}_reprovision_op = NULL, \
+                 primary_ca = CASE WHEN $3 = 'primary' THEN $4 ELSE primary_ca END, \
+                 backup_ca = CASE WHEN $3 = 'backup' THEN $4 ELSE backup_ca END, updated_at = $5 \
+                 WHERE id = $1 AND {slot}_reprovision_op = $2",
+                slot = job.slot.as_str()
+            ),
             vec![
                 job.name_id.clone().into(),
                 job.operation_id.clone().into(),
@@ -1367,8 +1408,11 @@ impl Store {
         let tx = self.db.begin().await?;
         let n = exec(
             &tx,
-            "UPDATE names SET reprovision_op = NULL, reprovision_slot = NULL, updated_at = $3 \
-             WHERE id = $1 AND reprovision_op = $2",
+            &format!(
+                "UPDATE names SET {slot}_reprovision_op = NULL, updated_at = $3 \
+                 WHERE id = $1 AND {slot}_reprovision_op = $2",
+                slot = job.slot.as_str()
+            ),
             vec![
                 job.name_id.clone().into(),
                 job.operation_id.clone().into(),
