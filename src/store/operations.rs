@@ -200,10 +200,19 @@ struct ScopeSql {
 
 impl ScopeSql {
     /// Names in scope whose standby is usable: from the swap facts alone.
-    fn swappable(&self) -> String {
+    /// `distrusted` are the holes of the distrusted CAs' ids (read first,
+    /// so the common case — none — costs nothing per row).
+    fn swappable(&self, distrusted: &[String]) -> String {
+        let not_distrusted = if distrusted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " AND COALESCE({STANDBY_CA}, '') NOT IN ({})",
+                distrusted.join(", ")
+            )
+        };
         format!(
-            "({STANDBY_UNTIL} > $1 AND NOT ({}) AND COALESCE({STANDBY_CA}, '') NOT IN \
-             (SELECT ca_id FROM ca_status WHERE distrusted = TRUE))",
+            "({STANDBY_UNTIL} > $1 AND NOT ({}){not_distrusted})",
             self.same_ca
         )
     }
@@ -585,8 +594,19 @@ impl Store {
         let mut values: Vec<Value> = vec![now.into()];
         values.extend(sql.values.iter().cloned());
         let filter = &sql.filter;
-        let swappable = sql.swappable();
         let tx = self.db.begin().await?;
+        let mut distrusted_holes = Vec::new();
+        for r in all(
+            &tx,
+            "SELECT ca_id FROM ca_status WHERE distrusted = TRUE",
+            vec![],
+        )
+        .await?
+        {
+            values.push(get::<String>(&r, "ca_id")?.into());
+            distrusted_holes.push(format!("${}", values.len()));
+        }
+        let swappable = sql.swappable(&distrusted_holes);
         if matches!(scope, SwapScope::Names(_)) && !dry_run {
             // A listed name still matches after a concurrent flip (its new
             // standby is usable too): lock the list first, so the flip
@@ -594,7 +614,7 @@ impl Store {
             lock_names(
                 &tx,
                 &format!("{filter} AND CAST($1 AS BIGINT) IS NOT NULL"),
-                values.clone(),
+                values[..1 + sql.values.len()].to_vec(),
             )
             .await?;
         }

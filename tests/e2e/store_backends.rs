@@ -533,6 +533,38 @@ async fn mass_swap_contract(store: Store) {
         .expect("block");
     let (record, _) = store.operation(&op).await.expect("read").expect("exists");
     assert_eq!(record.blocked, 1);
+
+    // Distrusting b moves m6 off it; a standby from a distrusted CA is
+    // then never swapped to.
+    let d = store
+        .distrust_ca("b", "b distrusted", "admin", false, now2)
+        .await
+        .expect("distrust");
+    assert!(d.swapped >= 1, "{d:?}");
+    let m6 = store
+        .name("m6.example.test")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(m6.active, Slot::Primary);
+    let dry = store
+        .mass_swap(
+            &SwapScope::Names(vec!["m6.example.test".into()]),
+            "back to b?",
+            "op",
+            true,
+            now2,
+        )
+        .await
+        .expect("dry run");
+    assert_eq!(dry.counts.get("standby_distrusted"), Some(&1), "{dry:?}");
+    let one = store
+        .swap("m6.example.test", "op", "back to b?", now2)
+        .await;
+    assert!(
+        matches!(&one, Err(StoreError::Conflict(m)) if m.contains("distrusted")),
+        "{one:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
