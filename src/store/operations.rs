@@ -90,7 +90,8 @@ impl SwapScope {
 #[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct SwapReport {
     /// Names by outcome: swap, no_standby, standby_expired, standby_revoked,
-    /// standby_compromised, standby_same_ca.
+    /// standby_compromised, standby_distrusted, standby_same_ca, and
+    /// not_found for listed names that do not exist.
     pub counts: BTreeMap<String, i64>,
     /// Up to 10 (name, outcome) pairs, skipped names first.
     pub sample: Vec<(String, String)>,
@@ -671,6 +672,31 @@ impl Store {
                 values.clone(),
             )
             .await?;
+        }
+        // Listed names that do not exist are reported, not silently dropped
+        // (a typo in a names file must show).
+        if let SwapScope::Names(listed) = scope {
+            let row = one(
+                &tx,
+                &format!(
+                    "SELECT COUNT(*) AS n FROM names n WHERE {filter} \
+                     AND CAST($1 AS BIGINT) IS NOT NULL"
+                ),
+                values[..1 + sql.values.len()].to_vec(),
+            )
+            .await?;
+            let found: i64 = match row {
+                Some(r) => get(&r, "n")?,
+                None => 0,
+            };
+            let distinct = listed
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            let missing = distinct as i64 - found;
+            if missing > 0 {
+                report.counts.insert("not_found".into(), missing);
+            }
         }
         let reprovision_skipped = scope.replaces_skipped() && distrust.is_none();
 

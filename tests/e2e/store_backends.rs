@@ -426,6 +426,7 @@ async fn mass_swap_contract(store: Store) {
         .await
         .expect("by names");
     assert_eq!(by_names.swapped, 1);
+    assert_eq!(by_names.counts.get("not_found"), Some(&1), "{by_names:?}");
     let events = store.audit_events(10).await.expect("audit");
     assert_eq!(events[0].action, "swap.mass");
     assert!(
