@@ -363,7 +363,9 @@ async fn lock_names<C: ConnectionTrait>(
     if c.get_database_backend() == sea_orm::DbBackend::Postgres {
         all(
             c,
-            &format!("SELECT n.id FROM names n WHERE {filter} FOR UPDATE"),
+            // In key order, so two overlapping lists never lock in
+            // opposite orders (deadlock).
+            &format!("SELECT n.id FROM names n WHERE {filter} ORDER BY n.id FOR UPDATE"),
             values,
         )
         .await?;
