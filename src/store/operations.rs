@@ -1373,8 +1373,10 @@ impl Store {
     /// every order has), in one transaction: any open order of the slot is
     /// abandoned, the slot and the name's CA pair point at `ca`, the marker
     /// is cleared. The slot keeps serving its current certificate until the
-    /// new one replaces it. Returns false when the marker was replaced by a
-    /// newer operation meanwhile (nothing done).
+    /// new one replaces it. Returns false (nothing done) when the marker was
+    /// replaced by a newer operation meanwhile, or when the other slot moved
+    /// since the CA was chosen (both slots of a name marked in one batch):
+    /// the next walk chooses again against the other slot's new CA.
     pub async fn start_reprovision(
         &self,
         job: &ReprovisionJob,
@@ -1388,8 +1390,9 @@ impl Store {
                 "UPDATE names SET {slot}_reprovision_op = NULL, \
                  primary_ca = CASE WHEN $3 = 'primary' THEN $4 ELSE primary_ca END, \
                  backup_ca = CASE WHEN $3 = 'backup' THEN $4 ELSE backup_ca END, updated_at = $5 \
-                 WHERE id = $1 AND {slot}_reprovision_op = $2",
-                slot = job.slot.as_str()
+                 WHERE id = $1 AND {slot}_reprovision_op = $2 AND {other}_ca = $6",
+                slot = job.slot.as_str(),
+                other = job.slot.other().as_str()
             ),
             vec![
                 job.name_id.clone().into(),
@@ -1397,6 +1400,7 @@ impl Store {
                 job.slot.as_str().into(),
                 ca.into(),
                 now.into(),
+                job.other_ca.clone().into(),
             ],
         )
         .await?;
