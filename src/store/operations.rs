@@ -352,6 +352,26 @@ impl Drop for RestoreCheckpointing {
     }
 }
 
+/// Records whether a CA is distrusted (one row per CA), inside the
+/// caller's transaction.
+async fn set_ca_status<C: ConnectionTrait>(
+    c: &C,
+    ca_id: &str,
+    distrusted: bool,
+    reason: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO ca_status (ca_id, distrusted, reason, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (ca_id) DO UPDATE SET distrusted = excluded.distrusted, \
+         reason = excluded.reason, updated_at = excluded.updated_at",
+        vec![ca_id.into(), distrusted.into(), reason.into(), now.into()],
+    )
+    .await?;
+    Ok(())
+}
+
 /// PostgreSQL: locks the names `filter` selects (holes from `$1`) until
 /// the transaction ends. SQLite serializes writers, so there is nothing to
 /// do there.
@@ -747,15 +767,7 @@ impl Store {
         let mut op_values = values.clone();
         op_values.push(op.clone().into());
         if let Some(ca) = distrust {
-            exec(
-                &tx,
-                "INSERT INTO ca_status (ca_id, distrusted, reason, updated_at) \
-                 VALUES ($1, TRUE, $2, $3) ON CONFLICT (ca_id) DO UPDATE SET \
-                 distrusted = excluded.distrusted, reason = excluded.reason, \
-                 updated_at = excluded.updated_at",
-                vec![ca.into(), reason.into(), now.into()],
-            )
-            .await?;
+            set_ca_status(&tx, ca, true, reason, now).await?;
         }
         // The flip: one statement over every swappable name, which also
         // marks the abandoned slot for re-provisioning.
@@ -898,14 +910,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let tx = self.db.begin().await?;
-        exec(
-            &tx,
-            "INSERT INTO ca_status (ca_id, distrusted, reason, updated_at) VALUES ($1, FALSE, $2, $3) \
-             ON CONFLICT (ca_id) DO UPDATE SET distrusted = excluded.distrusted, \
-             reason = excluded.reason, updated_at = excluded.updated_at",
-            vec![ca_id.into(), reason.into(), now.into()],
-        )
-        .await?;
+        set_ca_status(&tx, ca_id, false, reason, now).await?;
         insert_audit(
             &tx,
             &AuditEvent::ok(now, actor, "ca.trust", ca_id, Some(reason.into()), None),
