@@ -14,6 +14,7 @@
 //!   that meet only through the store.
 //! * [`validation`] — proves control of names (HTTP-01 responder).
 //! * [`ca`] — the only module that talks ACME (instant-acme).
+//! * [`revocation`] — CRL, OCSP and ARI answers, verified before believed.
 //! * [`keys`] — key generation, CSRs, fingerprints, encryption at rest.
 //! * [`store`] — the only module that knows SQL (sea-orm).
 //! * [`config`], [`providers`] — what the operator configured and which CA
@@ -30,6 +31,7 @@ pub mod domain;
 pub mod keys;
 pub mod policy;
 pub mod providers;
+pub mod revocation;
 pub mod server;
 pub mod store;
 pub mod validation;

@@ -1,0 +1,1 @@
+//! CRL parsing and verification (placeholder, being written).

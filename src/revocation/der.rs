@@ -1,0 +1,1 @@
+//! Minimal DER reader (placeholder, being written).

@@ -1,0 +1,1 @@
+//! OCSP requests and verified responses (placeholder, being written).
