@@ -491,6 +491,12 @@ pub struct PebbleOptions {
     pub tls_alpn01_port: Option<u16>,
     /// EAB keys (key id, base64url HMAC key); non-empty makes EAB required.
     pub eab_keys: Vec<(String, String)>,
+    /// `ocspResponderURL`: written into every issued certificate as the AIA
+    /// OCSP URL (Pebble serves no OCSP itself). Pick the port with
+    /// [`free_port`] before Pebble starts and serve it later with
+    /// `revocation_harness::RevocationAuthority::start_ocsp`. `None`: no AIA
+    /// OCSP URL.
+    pub ocsp_responder_url: Option<String>,
 }
 
 impl Default for PebbleOptions {
@@ -502,6 +508,7 @@ impl Default for PebbleOptions {
             validity_seconds: None,
             tls_alpn01_port: None,
             eab_keys: Vec::new(),
+            ocsp_responder_url: None,
         }
     }
 }
@@ -541,7 +548,7 @@ impl Pebble {
             "privateKey": tls.key_path,
             "httpPort": opts.http01_port,
             "tlsPort": tls_port,
-            "ocspResponderURL": "",
+            "ocspResponderURL": opts.ocsp_responder_url.as_deref().unwrap_or(""),
             "externalAccountBindingRequired": !opts.eab_keys.is_empty(),
         });
         if let Some(seconds) = opts.validity_seconds {
