@@ -31,9 +31,15 @@
 //! * Pebble's intermediate key comes as PKCS#1 (`BEGIN RSA PRIVATE KEY`),
 //!   which `openssl` reads as is. Its certificate has key usage
 //!   `digitalSignature, keyCertSign` but **no `cRLSign`**: `openssl crl
-//!   -CAfile` does not care, but a verifier that enforces RFC 5280 §4.2.1.3
-//!   for CRL issuers (rustls-webpki: `IssuerNotCrlSigner`) rejects these
-//!   CRLs. Verify the CRL signature against the issuer key directly.
+//!   -CAfile` (signature only) accepts these CRLs, but a verifier that
+//!   enforces RFC 5280 §4.2.1.3 for CRL issuers rejects every one of them
+//!   (rustls-webpki 0.103: `IssuerNotCrlSigner`; `openssl verify
+//!   -crl_check`: "key usage does not include CRL signing"). Against Pebble
+//!   only a check of the CRL signature with the issuer's key can pass.
+//! * Pebble's serials are 8 bytes with the top bit clear, so their DER never
+//!   has a leading `00`; [`RevocationAuthority::issue_leaf`] makes leaves
+//!   whose serial does. Pebble's management API
+//!   `/cert-status-by-serial/<hex>` takes either case.
 //! * `openssl ocsp -port` listens on all interfaces (`[::]`), takes no bind
 //!   address, and re-reads a changed `index.txt` only at the top of its
 //!   loop, *before* waiting for the next request: a revocation shows from
@@ -217,17 +223,21 @@ impl Drop for ServerTask {
     }
 }
 
-/// Binds `127.0.0.1:port` (port 0: any) and serves `app` on it, over TLS
-/// when `tls` is given. Returns the bound port.
-async fn serve(port: u16, tls: Option<TlsAcceptor>, app: Router) -> (u16, ServerTask) {
-    let listener = TcpListener::bind(("127.0.0.1", port))
+/// A listener on `127.0.0.1:port` (port 0: any free one).
+async fn bind(port: u16) -> TcpListener {
+    TcpListener::bind(("127.0.0.1", port))
         .await
-        .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
-    let port = listener.local_addr().expect("local_addr").port();
+        .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"))
+}
+
+/// Serves `app` on `listener`, over TLS when `tls` is given.
+fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, app: Router) -> ServerTask {
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
+                // E.g. out of file descriptors: do not spin.
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
             let _ = tcp.set_nodelay(true);
@@ -251,7 +261,7 @@ async fn serve(port: u16, tls: Option<TlsAcceptor>, app: Router) -> (u16, Server
             while conns.try_join_next().is_some() {}
         }
     });
-    (port, ServerTask(task))
+    ServerTask(task)
 }
 
 /// A TLS acceptor with the [`LocalTls`] server certificate (h2 and
@@ -434,7 +444,9 @@ impl RevocationAuthority {
         let app = Router::new()
             .route(CRL_PATH, get(serve_crl))
             .with_state(shared.clone());
-        let (crl_port, crl_server) = serve(0, None, app).await;
+        let listener = bind(0).await;
+        let crl_port = listener.local_addr().expect("local_addr").port();
+        let crl_server = serve(listener, None, app);
         RevocationAuthority {
             shared,
             crl_port,
@@ -579,8 +591,8 @@ impl RevocationAuthority {
         let app = Router::new()
             .fallback(answer_ocsp)
             .with_state(self.shared.clone());
-        let server = serve(port, None, app).await;
-        *lock(&self.ocsp) = Some(server);
+        let server = serve(bind(port).await, None, app);
+        *lock(&self.ocsp) = Some((port, server));
     }
 
     /// Changes who signs the following OCSP responses.
@@ -942,14 +954,19 @@ struct AriState {
 /// * writes every URL it hands out (directory, Location, authorizations,
 ///   finalize, certificate, Link) with the request Host.
 ///
-/// So Pebble itself names the proxy everywhere and the client never talks
-/// to Pebble directly. Answers come back unchanged (status, headers,
-/// body), with one exception: Pebble ignores `replaces` in newOrder
-/// (accepts the order and does not echo it), but RFC 9773 §5 says the
-/// server MUST reflect it, and instant-acme 0.8.5 fails `new_order` with
-/// "replaces field mismatch" when it is not; so the proxy adds the
-/// requested `replaces` to the newOrder answer and to later answers for
-/// that order URL (turn off with [`AriProxy::set_reflect_replaces`]).
+/// (All three seen by experiment: "JWS header parameter 'url' incorrect.
+/// Expected \"https://<Host>/sign-me-up\"…", "Key ID (kid) in JWS header
+/// missing expected URL prefix".) So Pebble itself names the proxy
+/// everywhere and the client never talks to Pebble directly. Pebble's
+/// newOrder path is `/order-plz`; that is where payloads are recorded.
+///
+/// Answers come back unchanged (status, headers, body), with one
+/// exception: Pebble accepts a newOrder with `replaces` but ignores the
+/// field and does not echo it, while RFC 9773 §5 says the server MUST
+/// reflect it, and instant-acme 0.8.5 fails `new_order` with "replaces
+/// field mismatch" when it is not there. So the proxy adds the requested
+/// `replaces` to the newOrder answer and to later answers for that order
+/// URL (turn off with [`AriProxy::set_reflect_replaces`]).
 ///
 /// Uses the [`LocalTls`] server certificate; clients trust `tls.ca_pem`.
 pub struct AriProxy {
@@ -962,9 +979,8 @@ impl AriProxy {
     /// Starts the proxy in front of `pebble` on a free loopback port with
     /// no windows set, `Retry-After: 21600` (6 h, as Let's Encrypt sends).
     pub async fn start(pebble: &Pebble, tls: &LocalTls) -> AriProxy {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy port");
+        let listener = bind(0).await;
         let port = listener.local_addr().expect("local_addr").port();
-        drop(listener);
         let state = Arc::new(AriState {
             pebble_base: format!("https://127.0.0.1:{}", pebble.port()),
             host: format!("127.0.0.1:{port}"),
@@ -980,7 +996,7 @@ impl AriProxy {
             .route("/ari/{cert_id}", get(renewal_info))
             .fallback(forward)
             .with_state(state.clone());
-        let (port, server) = serve(port, Some(tls_acceptor(tls)), app).await;
+        let server = serve(listener, Some(tls_acceptor(tls)), app);
         AriProxy {
             state,
             port,
@@ -1626,7 +1642,7 @@ mod self_check {
         let http01 = Router::new()
             .route("/.well-known/acme-challenge/{token}", get(http01_answer))
             .with_state(tokens.clone());
-        let (_, _http01_server) = serve(http01_port, None, http01).await;
+        let _http01_server = serve(bind(http01_port).await, None, http01);
         let proxy = AriProxy::start(&pebble, &tls).await;
         let https = tls.client();
 
