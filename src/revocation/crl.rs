@@ -195,3 +195,174 @@ fn collect(crl: &CertificateRevocationList<'_>) -> VerifiedCrl {
         revoked,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
+        SerialNumber,
+    };
+    use time::OffsetDateTime;
+
+    use super::super::der::test_pki::{self, Ca};
+    use super::*;
+
+    const NOW: i64 = 1_760_000_000;
+    const HOUR: i64 = 3600;
+    const LEAF_SERIAL: &[u8] = &[0x0a, 0x1b, 0x2c, 0x3d];
+
+    fn at(unix: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(unix).expect("valid test time")
+    }
+
+    /// A CRL from `ca` valid from `this_update` to `next_update`, listing
+    /// LEAF_SERIAL as revoked for keyCompromise an hour before `this_update`.
+    fn crl(ca: &Ca, this_update: i64, next_update: i64) -> Vec<u8> {
+        let params = CertificateRevocationListParams {
+            this_update: at(this_update),
+            next_update: at(next_update),
+            crl_number: SerialNumber::from(7u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from_slice(LEAF_SERIAL),
+                revocation_time: at(this_update - HOUR),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&ca.issuer).expect("CRL").der().to_vec()
+    }
+
+    fn current_crl(ca: &Ca) -> Vec<u8> {
+        crl(ca, NOW - HOUR, NOW + 24 * HOUR)
+    }
+
+    fn assert_lists_leaf(ca: &Ca, crl_bytes: &[u8]) {
+        let leaf = test_pki::leaf(ca, LEAF_SERIAL);
+        let (_, leaf) = X509Certificate::from_der(&leaf.der).expect("leaf parses");
+        let verified = verify(crl_bytes, &ca.der, NOW).expect("CRL verifies");
+        assert_eq!(
+            verified.lookup(leaf.raw_serial()),
+            Some(&RevokedEntry {
+                revoked_at: NOW - 2 * HOUR,
+                reason: Some(1),
+            })
+        );
+        assert_eq!(verified.number.as_deref(), Some("7"));
+        assert_eq!(verified.this_update, NOW - HOUR);
+        assert_eq!(verified.next_update, Some(NOW + 24 * HOUR));
+        assert_eq!(verified.issuer, "CN=Test CA");
+        assert_eq!(verified.revoked.len(), 1);
+        assert!(verified.lookup(&[0x01]).is_none());
+    }
+
+    #[test]
+    fn finds_revoked_leaf_with_time_and_reason() {
+        let ca = test_pki::ca("Test CA");
+        assert_lists_leaf(&ca, &current_crl(&ca));
+    }
+
+    #[test]
+    fn verifies_rsa_signed_crl() {
+        let ca = test_pki::rsa_ca("Test CA");
+        assert_lists_leaf(&ca, &current_crl(&ca));
+    }
+
+    #[test]
+    fn accepts_pem() {
+        let ca = test_pki::ca("Test CA");
+        let text = format!(
+            "-----BEGIN X509 CRL-----\n{}\n-----END X509 CRL-----\n",
+            base64_lines(&current_crl(&ca))
+        );
+        assert_lists_leaf(&ca, text.as_bytes());
+    }
+
+    fn base64_lines(bytes: &[u8]) -> String {
+        use base64::Engine;
+        let text = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let lines: Vec<&str> = text
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect();
+        lines.join("\n")
+    }
+
+    #[test]
+    fn tolerates_five_minutes_of_clock_skew() {
+        let ca = test_pki::ca("Test CA");
+        let early = crl(&ca, NOW + 4 * 60, NOW + HOUR);
+        let late = crl(&ca, NOW - HOUR, NOW - 4 * 60);
+        verify(&early, &ca.der, NOW).expect("thisUpdate 4 min ahead is skew");
+        verify(&late, &ca.der, NOW).expect("nextUpdate 4 min ago is skew");
+    }
+
+    #[test]
+    fn rejects_what_it_must_not_believe() {
+        let ca = test_pki::ca("Test CA");
+        let impostor = test_pki::ca("Test CA"); // same name, other key
+        let other = test_pki::ca("Other CA");
+        let mut flipped = current_crl(&ca);
+        if let Some(last) = flipped.last_mut() {
+            *last ^= 0x01; // the signature is the last field
+        }
+        type Check = fn(&CrlError) -> bool;
+        let cases: Vec<(&str, Vec<u8>, Check, &str)> = vec![
+            (
+                "signature byte flipped",
+                flipped,
+                |e| matches!(e, CrlError::BadSignature(_)),
+                "CRL signature does not verify against issuer CN=Test CA",
+            ),
+            (
+                "same name, other key",
+                current_crl(&impostor),
+                |e| matches!(e, CrlError::BadSignature(_)),
+                "CRL signature does not verify against issuer CN=Test CA",
+            ),
+            (
+                "other issuer name",
+                current_crl(&other),
+                |e| matches!(e, CrlError::WrongIssuer { .. }),
+                "CRL issuer CN=Other CA is not the certificate's issuer CN=Test CA",
+            ),
+            (
+                "nextUpdate in the past",
+                crl(&ca, NOW - 48 * HOUR, NOW - 6 * 60),
+                |e| matches!(e, CrlError::Stale(_)),
+                "CRL expired: nextUpdate 2025-10-09T08:47:20Z is before now",
+            ),
+            (
+                "thisUpdate in the future",
+                crl(&ca, NOW + 6 * 60, NOW + 48 * HOUR),
+                |e| matches!(e, CrlError::NotYetValid(_)),
+                "CRL not yet valid: thisUpdate 2025-10-09T08:59:20Z is after now",
+            ),
+            (
+                "not a CRL",
+                ca.der.clone(),
+                |e| matches!(e, CrlError::NotACrl(_)),
+                "",
+            ),
+            (
+                "PEM of something else",
+                ca.pem.clone().into_bytes(),
+                |e| matches!(e, CrlError::NotACrl(_)),
+                "not a CRL: PEM label is \"CERTIFICATE\"",
+            ),
+        ];
+        for (name, crl_bytes, check, message) in cases {
+            match verify(&crl_bytes, &ca.der, NOW) {
+                Ok(_) => panic!("{name}: accepted"),
+                Err(e) => {
+                    assert!(check(&e), "{name}: wrong error {e:?}");
+                    if !message.is_empty() {
+                        assert_eq!(e.to_string(), message, "{name}");
+                    }
+                }
+            }
+        }
+    }
+}

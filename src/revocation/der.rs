@@ -320,3 +320,96 @@ mod tests {
         inner.finish("seq").expect("nothing left");
     }
 }
+
+/// Certificates for the CRL and OCSP tests: CAs, leaves and OCSP responder
+/// certificates made with rcgen, each with its PEM and key so the `openssl`
+/// CLI can use them too.
+#[cfg(test)]
+pub(crate) mod test_pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
+    };
+
+    /// A CA able to sign certificates and CRLs.
+    pub(crate) struct Ca {
+        pub der: Vec<u8>,
+        pub pem: String,
+        pub key_pem: String,
+        pub issuer: Issuer<'static, KeyPair>,
+    }
+
+    /// A certificate issued by a [`Ca`], with its key.
+    pub(crate) struct Issued {
+        pub der: Vec<u8>,
+        pub pem: String,
+        pub key_pem: String,
+    }
+
+    fn named(cn: &str) -> CertificateParams {
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params
+    }
+
+    /// A self-signed ECDSA P-256 CA.
+    pub(crate) fn ca(cn: &str) -> Ca {
+        ca_with_key(cn, KeyPair::generate().expect("P-256 key"))
+    }
+
+    /// A self-signed RSA-2048 CA signing with sha256WithRSAEncryption, as
+    /// Pebble's.
+    pub(crate) fn rsa_ca(cn: &str) -> Ca {
+        let key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            .expect("RSA key");
+        ca_with_key(cn, key)
+    }
+
+    fn ca_with_key(cn: &str, key: KeyPair) -> Ca {
+        let mut params = named(cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        Ca {
+            der: cert.der().to_vec(),
+            pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn issue(ca: &Ca, params: CertificateParams) -> Issued {
+        let key = KeyPair::generate().expect("P-256 key");
+        let cert = params.signed_by(&key, &ca.issuer).expect("signed by CA");
+        Issued {
+            der: cert.der().to_vec(),
+            pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// An end-entity certificate with this serial (INTEGER content bytes).
+    pub(crate) fn leaf(ca: &Ca, serial: &[u8]) -> Issued {
+        let mut params = named("leaf.example");
+        params.serial_number = Some(SerialNumber::from_slice(serial));
+        issue(ca, params)
+    }
+
+    /// A delegated OCSP responder certificate, with or without the
+    /// id-kp-OCSPSigning extended key usage.
+    pub(crate) fn responder(ca: &Ca, ocsp_signing: bool) -> Issued {
+        let mut params = named("Test OCSP Responder");
+        if ocsp_signing {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
+        } else {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        }
+        issue(ca, params)
+    }
+}
