@@ -111,9 +111,24 @@ pub enum OcspError {
 /// hashes (the algorithm all responders accept), no nonce and no signature,
 /// so the same bytes can be sent with GET and cached by a CDN.
 pub fn request(leaf_der: &[u8], issuer_der: &[u8]) -> Result<Vec<u8>, OcspError> {
+    build_request(
+        leaf_der,
+        issuer_der,
+        SHA1,
+        &digest::SHA1_FOR_LEGACY_USE_ONLY,
+    )
+}
+
+/// The request with CertID hashes made by `hash` (`hash_oid` its OID).
+fn build_request(
+    leaf_der: &[u8],
+    issuer_der: &[u8],
+    hash_oid: &[u8],
+    hash: &'static digest::Algorithm,
+) -> Result<Vec<u8>, OcspError> {
     let (leaf, issuer) = parse_pair(leaf_der, issuer_der)?;
-    let (name_hash, key_hash) = issuer_hashes(&issuer, &digest::SHA1_FOR_LEGACY_USE_ONLY);
-    let hash_algorithm = der::sequence(&[&der::oid(SHA1), &der::null()]);
+    let (name_hash, key_hash) = issuer_hashes(&issuer, hash);
+    let hash_algorithm = der::sequence(&[&der::oid(hash_oid), &der::null()]);
     let cert_id = der::sequence(&[
         &hash_algorithm,
         &der::octet_string(&name_hash),
@@ -528,5 +543,434 @@ fn check_freshness(single: &SingleResponse<'_>, now: i64) -> Result<(), OcspErro
     match single.next_update {
         Some(next) if next < now - CLOCK_SKEW => Err(OcspError::Expired(format_time(next))),
         _ => Ok(()),
+    }
+}
+
+/// Responses come from the `openssl ocsp` responder, fed the request that
+/// [`request`] built: a real independent implementation on both sides.
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    use time::OffsetDateTime;
+
+    use super::super::der::test_pki::{self, Ca, Issued};
+    use super::*;
+
+    const SERIAL: &[u8] = &[0x5a, 0x1b, 0x2c, 0x3d];
+    const DAY: i64 = 86_400;
+    /// 2025-01-01T00:00:00Z, the revocation time written in index.txt.
+    const REVOKED_AT: i64 = 1_735_689_600;
+
+    fn now() -> i64 {
+        OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    /// How the openssl index lists the leaf.
+    enum Listed {
+        Valid,
+        RevokedForKeyCompromise,
+        Absent,
+    }
+
+    /// PEM inputs for `openssl ocsp`: the CA, and who signs the response.
+    struct Signer<'a> {
+        ca_pem: &'a str,
+        cert_pem: &'a str,
+        key_pem: &'a str,
+    }
+
+    fn by_ca(ca: &Ca) -> Signer<'_> {
+        Signer {
+            ca_pem: &ca.pem,
+            cert_pem: &ca.pem,
+            key_pem: &ca.key_pem,
+        }
+    }
+
+    fn by<'a>(ca: &'a Ca, responder: &'a Issued) -> Signer<'a> {
+        Signer {
+            ca_pem: &ca.pem,
+            cert_pem: &responder.pem,
+            key_pem: &responder.key_pem,
+        }
+    }
+
+    fn index_line(listed: &Listed) -> String {
+        let serial = crate::keys::hex(SERIAL).to_uppercase();
+        match listed {
+            Listed::Valid => format!("V\t301231235959Z\t\t{serial}\tunknown\t/CN=leaf.example\n"),
+            Listed::RevokedForKeyCompromise => format!(
+                "R\t301231235959Z\t250101000000Z,keyCompromise\t{serial}\tunknown\t/CN=leaf.example\n"
+            ),
+            // Another certificate, so the index is not empty.
+            Listed::Absent => "V\t301231235959Z\t\t0BADBEEF\tunknown\t/CN=other\n".into(),
+        }
+    }
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let output = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("these tests need the `openssl` command-line tool on PATH: {e}")
+            });
+        assert!(
+            output.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The DER OCSPResponse `openssl ocsp` gives to `req`.
+    fn respond(signer: &Signer<'_>, listed: &Listed, req: &[u8], extra: &[&str]) -> Vec<u8> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, bytes: &[u8]| {
+            std::fs::write(dir.path().join(name), bytes).expect("write test file");
+        };
+        write("ca.pem", signer.ca_pem.as_bytes());
+        write("rsigner.pem", signer.cert_pem.as_bytes());
+        write("rsigner.key", signer.key_pem.as_bytes());
+        write("index.txt", index_line(listed).as_bytes());
+        write("req.der", req);
+        let mut args = vec![
+            "ocsp",
+            "-index",
+            "index.txt",
+            "-CA",
+            "ca.pem",
+            "-rsigner",
+            "rsigner.pem",
+            "-rkey",
+            "rsigner.key",
+            "-reqin",
+            "req.der",
+            "-respout",
+            "resp.der",
+            "-ndays",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        openssl(dir.path(), &args);
+        std::fs::read(dir.path().join("resp.der")).expect("openssl wrote resp.der")
+    }
+
+    /// Asks openssl about `leaf` and verifies its answer at `at`.
+    fn ask(
+        signer: &Signer<'_>,
+        listed: Listed,
+        leaf: &[u8],
+        issuer: &[u8],
+        at: i64,
+    ) -> Result<OcspAnswer, OcspError> {
+        let req = request(leaf, issuer).expect("request builds");
+        let resp = respond(signer, &listed, &req, &[]);
+        verify_response(&resp, leaf, issuer, at)
+    }
+
+    #[test]
+    fn good_revoked_and_unknown_from_the_issuer() {
+        let ca = test_pki::ca("Test CA");
+        let leaf = test_pki::leaf(&ca, SERIAL);
+        let cases = [
+            (Listed::Valid, CertStatus::Good),
+            (
+                Listed::RevokedForKeyCompromise,
+                CertStatus::Revoked {
+                    at: REVOKED_AT,
+                    reason: Some(1),
+                },
+            ),
+            (Listed::Absent, CertStatus::Unknown),
+        ];
+        for (listed, expected) in cases {
+            let t = now();
+            let answer = ask(&by_ca(&ca), listed, &leaf.der, &ca.der, t).expect("verifies");
+            assert_eq!(answer.status, expected);
+            assert_eq!(answer.responder, "issuer");
+            assert!((answer.this_update - t).abs() < 120, "{answer:?}");
+            assert!((answer.produced_at - t).abs() < 120, "{answer:?}");
+            let next = answer.next_update.expect("openssl -ndays sets nextUpdate");
+            assert!((next - (t + DAY)).abs() < 120, "{answer:?}");
+        }
+    }
+
+    #[test]
+    fn rsa_ca_made_by_openssl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        openssl(
+            dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/O=Test/CN=RSA Test CA",
+                "-days",
+                "2",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+            ],
+        );
+        openssl(
+            dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.pem",
+                "-subj",
+                "/CN=leaf.example",
+                "-days",
+                "1",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                "0x5A1B2C3D",
+            ],
+        );
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).expect(name);
+        let der = |pem: &str| {
+            let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("PEM");
+            p.contents
+        };
+        let (ca_pem, ca_key, leaf_pem) = (read("ca.pem"), read("ca.key"), read("leaf.pem"));
+        let signer = Signer {
+            ca_pem: &ca_pem,
+            cert_pem: &ca_pem,
+            key_pem: &ca_key,
+        };
+        let answer = ask(
+            &signer,
+            Listed::RevokedForKeyCompromise,
+            &der(&leaf_pem),
+            &der(&ca_pem),
+            now(),
+        )
+        .expect("RSA-signed response verifies");
+        assert_eq!(
+            answer.status,
+            CertStatus::Revoked {
+                at: REVOKED_AT,
+                reason: Some(1)
+            }
+        );
+        assert_eq!(answer.responder, "issuer");
+    }
+
+    #[test]
+    fn delegated_responder_certified_for_ocsp_signing() {
+        let ca = test_pki::ca("Test CA");
+        let leaf = test_pki::leaf(&ca, SERIAL);
+        let responder = test_pki::responder(&ca, true);
+        let answer = ask(
+            &by(&ca, &responder),
+            Listed::Valid,
+            &leaf.der,
+            &ca.der,
+            now(),
+        )
+        .expect("delegated response verifies");
+        assert_eq!(answer.status, CertStatus::Good);
+        assert_eq!(answer.responder, "delegated: CN=Test OCSP Responder");
+    }
+
+    #[test]
+    fn rejects_signers_the_issuer_did_not_authorize() {
+        let ca = test_pki::ca("Test CA");
+        let leaf = test_pki::leaf(&ca, SERIAL);
+        let without_eku = test_pki::responder(&ca, false);
+        let stranger = test_pki::ca("Stranger");
+        let stranger_responder = test_pki::responder(&stranger, true);
+        let req = request(&leaf.der, &ca.der).expect("request builds");
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "responder without id-kp-OCSPSigning",
+                respond(&by(&ca, &without_eku), &Listed::Valid, &req, &[]),
+                "OCSP response signed by CN=Test OCSP Responder, which is not an authorized \
+                 responder: lacks extendedKeyUsage id-kp-OCSPSigning (1.3.6.1.5.5.7.3.9)",
+            ),
+            (
+                "responder certified by another CA",
+                respond(&by(&ca, &stranger_responder), &Listed::Valid, &req, &[]),
+                "OCSP response signed by CN=Test OCSP Responder, which is not an authorized \
+                 responder: not certified by CN=Test CA",
+            ),
+            (
+                "unrelated key, its certificate included",
+                respond(
+                    &by(&ca, &stranger_as_issued(&stranger)),
+                    &Listed::Valid,
+                    &req,
+                    &[],
+                ),
+                "OCSP response signed by CN=Stranger, which is not an authorized responder: \
+                 not certified by CN=Test CA",
+            ),
+            (
+                "unrelated key, no certificate included",
+                respond(
+                    &by(&ca, &stranger_as_issued(&stranger)),
+                    &Listed::Valid,
+                    &req,
+                    &["-resp_no_certs"],
+                ),
+                "OCSP response signature does not verify against the issuer or a delegated \
+                 responder it certified",
+            ),
+        ];
+        for (name, resp, message) in cases {
+            match verify_response(&resp, &leaf.der, &ca.der, now()) {
+                Ok(answer) => panic!("{name}: accepted {answer:?}"),
+                Err(e) => assert_eq!(e.to_string(), message, "{name}"),
+            }
+        }
+    }
+
+    fn stranger_as_issued(ca: &Ca) -> Issued {
+        Issued {
+            der: ca.der.clone(),
+            pem: ca.pem.clone(),
+            key_pem: ca.key_pem.clone(),
+        }
+    }
+
+    #[test]
+    fn rejects_responses_about_something_else_or_out_of_date() {
+        let ca = test_pki::ca("Test CA");
+        let leaf = test_pki::leaf(&ca, SERIAL);
+        let sibling = test_pki::leaf(&ca, &[0x11, 0x22]);
+        let twin_ca = test_pki::ca("Test CA"); // same name, other key
+        let twin_leaf = test_pki::leaf(&twin_ca, SERIAL);
+        let req = request(&leaf.der, &ca.der).expect("request builds");
+        let good = respond(&by_ca(&ca), &Listed::Valid, &req, &["-resp_no_certs"]);
+        // Signed by the twin CA, but about the leaf of the original one.
+        let twin_signed = respond(
+            &Signer {
+                ca_pem: &ca.pem,
+                cert_pem: &twin_ca.pem,
+                key_pem: &twin_ca.key_pem,
+            },
+            &Listed::Valid,
+            &req,
+            &[],
+        );
+        let mut tampered = good.clone();
+        if let Some(last) = tampered.last_mut() {
+            *last ^= 0x01; // without certs, the signature is the last field
+        }
+        let t = now();
+        let hex = crate::keys::hex(SERIAL);
+        type Case<'a> = (&'a str, &'a [u8], &'a [u8], &'a [u8], i64, String);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "signature byte flipped",
+                &tampered,
+                &leaf.der,
+                &ca.der,
+                t,
+                "OCSP response signature does not verify against the issuer or a delegated \
+                 responder it certified"
+                    .into(),
+            ),
+            (
+                "another serial",
+                &good,
+                &sibling.der,
+                &ca.der,
+                t,
+                format!("OCSP response is for serial {hex}, asked for 1122"),
+            ),
+            (
+                "same serial and issuer name, other issuer key",
+                &twin_signed,
+                &twin_leaf.der,
+                &twin_ca.der,
+                t,
+                format!("OCSP response for serial {hex} names a different issuer"),
+            ),
+            (
+                "nextUpdate passed",
+                &good,
+                &leaf.der,
+                &ca.der,
+                t + 2 * DAY,
+                "OCSP response expired (nextUpdate ".into(),
+            ),
+            (
+                "thisUpdate ahead",
+                &good,
+                &leaf.der,
+                &ca.der,
+                t - DAY,
+                "OCSP response not yet valid (thisUpdate ".into(),
+            ),
+            (
+                "responder refused",
+                &[0x30, 0x03, 0x0a, 0x01, 0x06],
+                &leaf.der,
+                &ca.der,
+                t,
+                "OCSP responder answered status unauthorized (6)".into(),
+            ),
+            (
+                "truncated",
+                &good[..good.len() - 1],
+                &leaf.der,
+                &ca.der,
+                t,
+                "malformed OCSP response: ".into(),
+            ),
+        ];
+        for (name, resp, leaf_der, issuer_der, at, message) in cases {
+            match verify_response(resp, leaf_der, issuer_der, at) {
+                Ok(answer) => panic!("{name}: accepted {answer:?}"),
+                Err(e) => assert!(
+                    e.to_string().starts_with(&message),
+                    "{name}: got {e:?} / {e}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn matches_a_sha256_cert_id() {
+        let ca = test_pki::ca("Test CA");
+        let leaf = test_pki::leaf(&ca, SERIAL);
+        let req = build_request(&leaf.der, &ca.der, SHA256, &digest::SHA256).expect("builds");
+        let resp = respond(&by_ca(&ca), &Listed::Valid, &req, &[]);
+        let answer = verify_response(&resp, &leaf.der, &ca.der, now()).expect("verifies");
+        assert_eq!(answer.status, CertStatus::Good);
+    }
+
+    #[test]
+    fn request_refuses_a_leaf_from_another_issuer() {
+        let ca = test_pki::ca("Test CA");
+        let other = test_pki::ca("Other CA");
+        let leaf = test_pki::leaf(&ca, SERIAL);
+        let err = request(&leaf.der, &other.der).expect_err("wrong pair");
+        assert_eq!(
+            err.to_string(),
+            "certificate issuer CN=Test CA is not the given issuer CN=Other CA"
+        );
     }
 }
