@@ -6,6 +6,8 @@
 //! The reader accepts only DER: single-byte tags, definite minimal lengths,
 //! every read bounds-checked. It never panics on input; it has no notion of
 //! ASN.1 modules — callers walk the structure they expect, tag by tag.
+//! Under `cfg(test)` it also holds the certificate fixtures both test suites
+//! use (`test_pki`).
 
 use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use x509_parser::x509::{AlgorithmIdentifier, SubjectPublicKeyInfo};

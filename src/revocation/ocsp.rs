@@ -3,7 +3,7 @@
 //!
 //! Pure: no I/O, the time comes in as `now`. x509-parser has no OCSP, so the
 //! messages are read and written with the strict DER reader in
-//! [`super::der`]; certificates inside them are parsed with x509-parser.
+//! `revocation::der`; certificates inside them are parsed with x509-parser.
 //! Invariant: an [`OcspAnswer`] is returned only if the response is signed by
 //! the issuer's key or by a responder the issuer certified for OCSP signing
 //! (§4.2.2.2), is about this certificate under this issuer, and is current.
@@ -31,13 +31,11 @@ const SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
 /// What the CA says about the certificate (RFC 6960 §4.2.1 CertStatus).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CertStatus {
+    /// Not revoked, as of the answer's thisUpdate.
     Good,
     /// `at` in unix seconds; `reason` is the RFC 5280 CRLReason code, when
     /// the responder gave one (1 = keyCompromise: retire the key too).
-    Revoked {
-        at: i64,
-        reason: Option<u8>,
-    },
+    Revoked { at: i64, reason: Option<u8> },
     /// The responder does not know the certificate: not proof of anything.
     Unknown,
 }
@@ -316,10 +314,10 @@ impl<'a> BasicResponse<'a> {
 /// The responderID is not used to choose a key: every candidate is tried.
 fn parse_response_data(content: &[u8]) -> Result<(i64, Vec<SingleResponse<'_>>), String> {
     let mut fields = Reader::new(content);
-    if let Some(version) = fields.optional(context(0))? {
-        if version.content != [der::INTEGER, 1, 0] {
-            return Err("unsupported ResponseData version".into());
-        }
+    if let Some(version) = fields.optional(context(0))?
+        && version.content != [der::INTEGER, 1, 0]
+    {
+        return Err("unsupported ResponseData version".into());
     }
     let responder_id = fields.read()?;
     if responder_id.tag != context(1) && responder_id.tag != context(2) {
