@@ -51,8 +51,8 @@ pub struct OcspAnswer {
     /// Unix seconds; after it a fresher answer must exist. Absent means the
     /// responder always has newer information (§4.2.2.1).
     pub next_update: Option<i64>,
-    /// "issuer" when signed by the issuer's key, else
-    /// "delegated: <responder subject>", so an operator can see who vouched.
+    /// `issuer` when signed by the issuer's key, else
+    /// `delegated: <responder subject>`, so an operator can see who vouched.
     pub responder: String,
 }
 
