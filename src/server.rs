@@ -205,12 +205,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         worker_id(),
     );
     // Always there: manual DNS-01 needs the lookups even without providers.
-    let worker = Arc::new(worker.with_policy(ca_choices(&cfg)).with_dns01(Arc::new(
-        crate::validation::dns::Dns01Solver::new(
-            dns_providers,
-            crate::validation::dns::DnsLookup::new(cfg.dns.clone()),
-        ),
-    )));
+    let worker = Arc::new(
+        worker
+            .with_policy(ca_choices(&cfg))
+            .with_revocation(cfg.revocation.clone())
+            .with_dns01(Arc::new(crate::validation::dns::Dns01Solver::new(
+                dns_providers,
+                crate::validation::dns::DnsLookup::new(cfg.dns.clone()),
+            ))),
+    );
     let worker_task = if cfg.worker.enabled {
         Some(tokio::spawn(worker.clone().run(stop_rx.clone())))
     } else {

@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0005CaStatus),
             Box::new(M0006Revocations),
             Box::new(M0007Operations),
+            Box::new(M0008RevocationIntelligence),
         ]
     }
 }
@@ -435,5 +436,116 @@ impl MigrationTrait for M0007Operations {
              ALTER TABLE names DROP COLUMN primary_reprovision_op",
         )
         .await
+    }
+}
+
+/// Revocation and renewal intelligence (issue 6): per certificate, where
+/// its status comes from (CRL distribution points, OCSP responder, ARI
+/// certificate id — read from the certificate once, NULL until then), the
+/// last status check and, once found revoked, the reason, the source and
+/// the evidence; its ARI window. The `replaces` an order sent; when each
+/// name last had a usable standby; CA-level incidents; alerts (open ones
+/// are unique per kind and subject, so a condition seen every pass is one
+/// alert with a count, not a flood); singleton leases so only one replica
+/// runs the periodic checks.
+pub struct M0008RevocationIntelligence;
+
+impl MigrationName for M0008RevocationIntelligence {
+    fn name(&self) -> &str {
+        "m0008_revocation_intelligence"
+    }
+}
+
+const REVOCATION_INTELLIGENCE: &str = r#"
+ALTER TABLE certificates ADD COLUMN crl_urls TEXT;
+ALTER TABLE certificates ADD COLUMN ocsp_url TEXT;
+ALTER TABLE certificates ADD COLUMN ari_cert_id TEXT;
+ALTER TABLE certificates ADD COLUMN status_checked_at BIGINT;
+ALTER TABLE certificates ADD COLUMN status_source TEXT;
+ALTER TABLE certificates ADD COLUMN status_error TEXT;
+ALTER TABLE certificates ADD COLUMN revocation_reason INTEGER;
+ALTER TABLE certificates ADD COLUMN revocation_source TEXT;
+ALTER TABLE certificates ADD COLUMN revocation_evidence TEXT;
+ALTER TABLE certificates ADD COLUMN revocation_detected_at BIGINT;
+ALTER TABLE certificates ADD COLUMN ari_window_start BIGINT;
+ALTER TABLE certificates ADD COLUMN ari_window_end BIGINT;
+ALTER TABLE certificates ADD COLUMN ari_explanation_url TEXT;
+ALTER TABLE certificates ADD COLUMN ari_checked_at BIGINT;
+ALTER TABLE certificates ADD COLUMN ari_next_poll BIGINT;
+ALTER TABLE certificates ADD COLUMN ari_past_at BIGINT;
+ALTER TABLE orders ADD COLUMN replaces TEXT;
+ALTER TABLE names ADD COLUMN standby_missing_since BIGINT;
+CREATE TABLE ca_incidents (
+    id             TEXT PRIMARY KEY,
+    ca_id          TEXT NOT NULL,
+    state          TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+    policy         TEXT NOT NULL,
+    revoked        BIGINT NOT NULL,
+    ari_past       BIGINT NOT NULL,
+    total          BIGINT NOT NULL,
+    window_seconds BIGINT NOT NULL,
+    summary        TEXT NOT NULL,
+    operation_id   TEXT,
+    dry_run        TEXT,
+    opened_at      BIGINT NOT NULL,
+    closed_at      BIGINT,
+    closed_by      TEXT,
+    close_reason   TEXT
+);
+CREATE UNIQUE INDEX ca_incidents_one_open ON ca_incidents (ca_id) WHERE state = 'open';
+CREATE TABLE alerts (
+    id         TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    severity   TEXT NOT NULL,
+    message    TEXT NOT NULL,
+    details    TEXT,
+    first_at   BIGINT NOT NULL,
+    last_at    BIGINT NOT NULL,
+    count      BIGINT NOT NULL,
+    resolved_at BIGINT
+);
+CREATE UNIQUE INDEX alerts_one_open ON alerts (kind, subject) WHERE resolved_at IS NULL;
+CREATE INDEX alerts_by_last ON alerts (last_at);
+CREATE TABLE singleton_leases (
+    name        TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    expires_at  BIGINT NOT NULL
+)
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0008RevocationIntelligence {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, REVOCATION_INTELLIGENCE).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let mut script = String::from(
+            "DROP TABLE singleton_leases; DROP TABLE alerts; DROP TABLE ca_incidents; \
+             ALTER TABLE names DROP COLUMN standby_missing_since; \
+             ALTER TABLE orders DROP COLUMN replaces",
+        );
+        for col in [
+            "crl_urls",
+            "ocsp_url",
+            "ari_cert_id",
+            "status_checked_at",
+            "status_source",
+            "status_error",
+            "revocation_reason",
+            "revocation_source",
+            "revocation_evidence",
+            "revocation_detected_at",
+            "ari_window_start",
+            "ari_window_end",
+            "ari_explanation_url",
+            "ari_checked_at",
+            "ari_next_poll",
+            "ari_past_at",
+        ] {
+            script.push_str(&format!("; ALTER TABLE certificates DROP COLUMN {col}"));
+        }
+        run_script(manager, &script).await
     }
 }

@@ -57,6 +57,10 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("POST", "/v1/rekeys", Role::Operator),
     ("GET", "/v1/operations", Role::Viewer),
     ("GET", "/v1/operations/{id}", Role::Viewer),
+    ("GET", "/v1/incidents", Role::Viewer),
+    ("GET", "/v1/incidents/{id}", Role::Viewer),
+    ("POST", "/v1/incidents/{id}/close", Role::Operator),
+    ("GET", "/v1/alerts", Role::Viewer),
 ];
 
 /// The minimum role for a route (method + path template), or `None` when

@@ -10,6 +10,7 @@
 mod auth;
 mod emergency;
 mod guard;
+mod incidents;
 mod openapi;
 mod problem;
 pub mod tls;
@@ -100,6 +101,10 @@ pub fn app(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/cas/{id}/distrust", post(emergency::distrust_ca))
         .route("/v1/cas/{id}/trust", post(emergency::trust_ca))
+        .route("/v1/incidents", get(incidents::list_incidents))
+        .route("/v1/incidents/{id}", get(incidents::show_incident))
+        .route("/v1/incidents/{id}/close", post(incidents::close_incident))
+        .route("/v1/alerts", get(incidents::list_alerts))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
@@ -744,6 +749,16 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
             c.id,
             u8::from(distrusted.contains(&c.id))
         ));
+    }
+    // Labelled series grouped by metric name, one TYPE line each.
+    let mut last = String::new();
+    for (series, value) in st.store.revocation_metrics(now).await? {
+        let name = series.split('{').next().unwrap_or_default().to_string();
+        if name != last {
+            out.push_str(&format!("# TYPE {name} gauge\n"));
+            last = name;
+        }
+        out.push_str(&format!("{series} {value}\n"));
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

@@ -7,7 +7,9 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::views::{CaView, Delegation, ManualRecord, NameView, OrderView, SlotView};
+use super::views::{
+    AriView, CaView, Delegation, ManualRecord, NameView, OrderView, RevocationView, SlotView,
+};
 use crate::store::{AuditEvent, TokenRecord};
 
 /// An RFC 7807 problem document, as every error is answered.
@@ -147,14 +149,20 @@ impl Modify for BearerAuth {
         super::emergency::rekey,
         super::emergency::list_operations,
         super::emergency::show_operation,
+        super::incidents::list_incidents,
+        super::incidents::show_incident,
+        super::incidents::close_incident,
+        super::incidents::list_alerts,
     ),
     components(schemas(
         ProblemDoc, NamePage, EventPage, TokenList, CreatedToken, SwapResult, NameView, SlotView,
-        OrderView, Delegation, ManualRecord, AuditEvent, TokenRecord, CaView, CaList, TrustResult,
+        OrderView, RevocationView, AriView, Delegation, ManualRecord, AuditEvent, TokenRecord, CaView, CaList, TrustResult,
         crate::store::SwapReport, CompromiseResult, super::emergency::SwapOutcome,
         super::emergency::ReprovisionEstimate, super::emergency::RekeyOutcome,
         super::emergency::OperationList, super::emergency::OperationView,
-        crate::store::Operation, crate::store::OperationProgress, crate::store::CompromiseReport
+        crate::store::Operation, crate::store::OperationProgress, crate::store::CompromiseReport,
+        crate::store::Incident, crate::store::Alert, super::incidents::IncidentList,
+        super::incidents::AlertList, super::incidents::CloseIncident
     )),
     modifiers(&BearerAuth)
 )]

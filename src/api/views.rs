@@ -32,6 +32,46 @@ pub struct SlotView {
     pub last_error: Option<String>,
     /// The open order, if any.
     pub order: Option<OrderView>,
+    /// The certificate's standing at its CA (CRL/OCSP), when issued.
+    pub revocation: Option<RevocationView>,
+    /// The CA's ARI suggested renewal window, when it offers ARI.
+    pub ari: Option<AriView>,
+}
+
+/// What the revocation checks know about a slot's certificate.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RevocationView {
+    /// `good`, `revoked`, `undetermined` (the last check could not
+    /// decide; see `check_error`) or `unchecked`.
+    pub status: String,
+    /// RFC 3339: when the CA revoked it.
+    pub revoked_at: Option<String>,
+    /// RFC 5280 CRLReason code.
+    pub reason: Option<i64>,
+    /// `crl`, `ocsp` or `acme` (twincert revoked it).
+    pub source: Option<String>,
+    /// The CRL number / OCSP times that showed the revocation.
+    #[schema(value_type = Option<Object>)]
+    pub evidence: Option<serde_json::Value>,
+    /// RFC 3339: last check.
+    pub checked_at: Option<String>,
+    /// Where the last check looked: `crl`, `ocsp`, `none`.
+    pub checked_via: Option<String>,
+    /// Why the last check could not decide.
+    pub check_error: Option<String>,
+}
+
+/// An ARI suggested renewal window (RFC 9773).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AriView {
+    /// RFC 3339.
+    pub window_start: String,
+    /// RFC 3339.
+    pub window_end: String,
+    /// The CA's explanation of the window.
+    pub explanation_url: Option<String>,
+    /// RFC 3339: last poll.
+    pub checked_at: Option<String>,
 }
 
 /// An open order.
@@ -172,6 +212,8 @@ fn slot_view(s: Option<&SlotRecord>, ca: &str, now: i64) -> SlotView {
             spki_sha256: None,
             last_error: None,
             order: None,
+            revocation: None,
+            ari: None,
         };
     };
     let facts = SlotFacts {
@@ -191,6 +233,40 @@ fn slot_view(s: Option<&SlotRecord>, ca: &str, now: i64) -> SlotView {
         spki_sha256: c.map(|c| c.spki_sha256.clone()),
         last_error: s.last_error.clone(),
         order: s.order.as_ref().map(order_view),
+        revocation: c.map(|c| revocation_view(&c.status)),
+        ari: c.and_then(|c| {
+            Some(AriView {
+                window_start: rfc3339(c.status.ari_window_start?),
+                window_end: rfc3339(c.status.ari_window_end?),
+                explanation_url: c.status.ari_explanation_url.clone(),
+                checked_at: c.status.ari_checked_at.map(rfc3339),
+            })
+        }),
+    }
+}
+
+fn revocation_view(s: &crate::store::CertStatusRecord) -> RevocationView {
+    let status = if s.revoked_at.is_some() {
+        "revoked"
+    } else if s.checked_at.is_none() {
+        "unchecked"
+    } else if s.check_error.is_some() {
+        "undetermined"
+    } else {
+        "good"
+    };
+    RevocationView {
+        status: status.into(),
+        revoked_at: s.revoked_at.map(rfc3339),
+        reason: s.revocation_reason,
+        source: s.revocation_source.clone(),
+        evidence: s
+            .revocation_evidence
+            .as_deref()
+            .and_then(|e| serde_json::from_str(e).ok()),
+        checked_at: s.checked_at.map(rfc3339),
+        checked_via: s.checked_source.clone(),
+        check_error: s.check_error.clone(),
     }
 }
 

@@ -38,6 +38,17 @@ pub async fn with_retry_after<F: Future>(f: F) -> (F::Output, Option<SystemTime>
         .await
 }
 
+/// Seconds from now until a `Retry-After` header's time (delta-seconds or
+/// an HTTP date); 0 when it is in the past.
+pub fn retry_after_secs_from_header(v: &str) -> Option<u64> {
+    let at = parse_retry_after(v)?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
+}
+
 fn parse_retry_after(v: &str) -> Option<SystemTime> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {

@@ -9,16 +9,20 @@
 //! whether the attempt is final (a 4xx problem), rate limited, or
 //! transient.
 
+mod ari;
 mod http;
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeStatus, ChallengeType,
-    ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus, Problem, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeStatus,
+    ChallengeType, ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus,
+    Problem, RetryPolicy,
 };
 use tokio::sync::OnceCell;
+
+pub use ari::{AriWindow, cert_id as ari_cert_id};
 
 use crate::config::CaConfig;
 
@@ -188,6 +192,7 @@ pub trait Http01Publisher {
 /// One configured CA and its (lazily restored or created) account.
 pub struct CaClient {
     config: CaConfig,
+    ari: ari::Ari,
     account: OnceCell<Account>,
     poll: RetryPolicy,
     request_timeout: Duration,
@@ -215,6 +220,11 @@ impl CaClient {
     /// A client for `config`; `timeout` bounds each wait for the CA.
     pub fn new(config: CaConfig, timeout: Duration) -> CaClient {
         CaClient {
+            ari: ari::Ari::new(
+                &config.directory_url,
+                config.trust_roots_pem.as_deref(),
+                timeout.min(Duration::from_secs(30)),
+            ),
             config,
             account: OnceCell::new(),
             request_timeout: timeout.min(Duration::from_secs(30)),
@@ -362,11 +372,40 @@ impl CaClient {
         }
     }
 
-    /// Opens a new ACME order for `domains` (RFC 8555 §7.4).
-    pub async fn new_order(&self, domains: &[String]) -> Result<AcmeOrder, AcmeError> {
+    /// CRLs configured for this CA (besides those its certificates name).
+    pub fn crl_urls(&self) -> &[String] {
+        &self.config.crl_urls
+    }
+
+    /// The CA's ARI `renewalInfo` URL; `None` when it offers no ARI.
+    pub async fn renewal_info_url(&self) -> Result<Option<String>, String> {
+        self.ari.renewal_info_url().await
+    }
+
+    /// The CA's suggested renewal window for certificate `cert_id`
+    /// (RFC 9773 §4.2), from its `renewalInfo` URL `base`.
+    pub async fn renewal_window(&self, base: &str, cert_id: &str) -> Result<AriWindow, String> {
+        self.ari.window(base, cert_id).await
+    }
+
+    /// Opens a new ACME order for `domains` (RFC 8555 §7.4); `replaces` is
+    /// the RFC 9773 id of the certificate it renews (same CA and account
+    /// only — the caller checks; only sent to CAs that offer ARI).
+    pub async fn new_order(
+        &self,
+        domains: &[String],
+        replaces: Option<&str>,
+    ) -> Result<AcmeOrder, AcmeError> {
         let ids: Vec<Identifier> = domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
         let account = self.account()?;
-        let order = nonce_retry!(account.new_order(&NewOrder::new(&ids))).map_err(classify)?;
+        let mut new_order = NewOrder::new(&ids);
+        if let Some((aki, serial)) = replaces.and_then(|r| r.split_once('.')) {
+            new_order = new_order.replaces(CertificateIdentifier {
+                authority_key_identifier: aki.into(),
+                serial: serial.into(),
+            });
+        }
+        let order = nonce_retry!(account.new_order(&new_order)).map_err(classify)?;
         Ok(AcmeOrder {
             order,
             poll: self.poll,

@@ -104,6 +104,48 @@ pub fn inspect_chain(chain_pem: &str) -> Result<CertFacts, ChainError> {
     })
 }
 
+/// Where a certificate's revocation status is published, read from the
+/// leaf (DER): the URLs of its CRL distribution points (RFC 5280
+/// §4.2.1.13) and its OCSP responder (authority information access, RFC
+/// 5280 §4.2.2.1). Only http(s) URLs: LDAP is not fetched.
+pub fn status_sources(leaf_der: &[u8]) -> Result<(Vec<String>, Option<String>), ChainError> {
+    use x509_parser::extensions::DistributionPointName;
+    let leaf = parse(leaf_der)?;
+    let mut crls = Vec::new();
+    let mut ocsp = None;
+    let web = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+    for ext in leaf.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::CRLDistributionPoints(points) => {
+                for p in &points.points {
+                    if let Some(DistributionPointName::FullName(names)) = &p.distribution_point {
+                        for n in names {
+                            if let GeneralName::URI(u) = n
+                                && web(u)
+                            {
+                                crls.push(u.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            ParsedExtension::AuthorityInfoAccess(aia) => {
+                for d in aia.iter() {
+                    if d.access_method.to_id_string() == "1.3.6.1.5.5.7.48.1"
+                        && let GeneralName::URI(u) = &d.access_location
+                        && web(u)
+                        && ocsp.is_none()
+                    {
+                        ocsp = Some(u.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((crls, ocsp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,77 @@ pub(super) enum OperationsAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub(super) enum IncidentsAction {
+    /// List CA incidents, newest first.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// Show an incident: its counts and the CA-wide swap it ran, or the
+    /// dry run that waits for you.
+    Show {
+        /// The incident id.
+        id: String,
+    },
+    /// Close an incident once handled; automatic reactions for its CA
+    /// resume.
+    Close {
+        /// The incident id.
+        id: String,
+        /// What was done (audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `twincert incidents …`.
+pub(super) async fn incidents(api: &ApiArgs, action: IncidentsAction) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    let v = match action {
+        IncidentsAction::List { limit } => {
+            client
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/v1/incidents?limit={limit}"),
+                    None,
+                )
+                .await?
+        }
+        IncidentsAction::Show { id } => {
+            client
+                .request(reqwest::Method::GET, &format!("/v1/incidents/{id}"), None)
+                .await?
+        }
+        IncidentsAction::Close { id, reason } => {
+            client
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/v1/incidents/{id}/close"),
+                    Some(&serde_json::json!({ "reason": reason })),
+                )
+                .await?
+        }
+    };
+    client.print(&v);
+    Ok(())
+}
+
+/// `twincert alerts [--all]`.
+pub(super) async fn alerts(api: &ApiArgs, all: bool, limit: u64) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    let v = client
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/alerts?open={}&limit={limit}", !all),
+            None,
+        )
+        .await?;
+    client.print(&v);
+    Ok(())
+}
+
 /// Reads a names file: one name per line; blank lines and `#` comments
 /// are skipped.
 pub(super) fn read_names_file(path: &Path) -> anyhow::Result<Vec<String>> {

@@ -129,6 +129,25 @@ enum Command {
         #[command(subcommand)]
         action: emergency::OperationsAction,
     },
+    /// CA incidents raised by the revocation checks: list, show, close.
+    Incidents {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        action: emergency::IncidentsAction,
+    },
+    /// Alerts (revoked certificates, rejected CRL/OCSP data, CA incidents,
+    /// expiry, names without a usable standby); open ones by default.
+    Alerts {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Resolved ones too.
+        #[arg(long)]
+        all: bool,
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
     /// CAs: list, distrust, trust.
     Cas {
         #[command(flatten)]
@@ -459,6 +478,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             emergency::run_mass(&api, &run, mass).await
         }
         Command::Operations { api, action } => emergency::operations(&api, action).await,
+        Command::Incidents { api, action } => emergency::incidents(&api, action).await,
+        Command::Alerts { api, all, limit } => emergency::alerts(&api, all, limit).await,
         Command::Bench { what, output } => match what {
             BenchWhat::Swap(opts) => bench::swap(opts, output).await,
         },

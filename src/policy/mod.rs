@@ -168,6 +168,47 @@ pub fn renew_at(not_before: i64, not_after: i64, fraction: f64) -> i64 {
     not_before + (lifetime * fraction) as i64
 }
 
+/// When to renew inside an ARI suggested window (RFC 9773 §4.2): a
+/// uniformly random point in `[start, end]` (`random` is any u64), kept
+/// from an earlier poll (`previous`) when that still lies in the window,
+/// so every poll does not move it; and `now` when the point is already
+/// past ("renew immediately").
+pub fn ari_renewal_time(start: i64, end: i64, previous: Option<i64>, now: i64, random: u64) -> i64 {
+    let chosen = match previous {
+        Some(p) if (start..=end).contains(&p) => p,
+        _ => {
+            let span = (end - start).max(0) as u64;
+            start + (random % (span + 1)) as i64
+        }
+    };
+    chosen.max(now)
+}
+
+/// How long until ARI is asked again, from the server's Retry-After
+/// (RFC 9773 §4.3.3): clamped to `[min, max]` (one minute and one day by
+/// default), six hours when the server sent none.
+pub fn ari_poll_delay(retry_after: Option<u64>, min: u64, max: u64) -> u64 {
+    retry_after.unwrap_or(6 * 3600).clamp(min, max.max(min))
+}
+
+/// Whether an ARI window counts as *moved into the past*: it already
+/// started although the certificate is not yet at its normal renewal
+/// point — the CA asks for early renewal (a CA-incident signal), as
+/// opposed to the usual window near the end of the lifetime.
+pub fn ari_moved_past(start: i64, normal_renewal: i64, now: i64) -> bool {
+    start <= now && now < normal_renewal
+}
+
+/// Whether `affected` of a CA's `total` current certificates within the
+/// window make a CA-level incident: at least `min_count`, and either
+/// `count` of them or `percent` of the CA's certificates.
+pub fn is_ca_incident(affected: i64, total: i64, percent: f64, count: i64, min_count: i64) -> bool {
+    if affected < min_count || affected <= 0 {
+        return false;
+    }
+    affected >= count || (total > 0 && affected as f64 * 100.0 / total as f64 >= percent)
+}
+
 /// Facts of one issued certificate that the diversity check compares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedFacts<'a> {
@@ -244,6 +285,53 @@ pub fn name_state(primary: SlotState, backup: SlotState, diversity_ok: bool) -> 
         NameState::Ready
     } else {
         NameState::Provisioning
+    }
+}
+
+#[cfg(test)]
+mod ari_tests {
+    use super::*;
+
+    #[test]
+    fn ari_renewal_time_is_inside_the_window_or_now() {
+        // Future window: a point inside it, stable across polls.
+        let t = ari_renewal_time(1000, 2000, None, 500, 123_456);
+        assert!((1000..=2000).contains(&t), "{t}");
+        assert_eq!(ari_renewal_time(1000, 2000, Some(t), 600, 999), t);
+        // The previous choice is outside a moved window: choose again.
+        let t2 = ari_renewal_time(3000, 4000, Some(t), 600, 7);
+        assert!((3000..=4000).contains(&t2), "{t2}");
+        // Window in the past: now.
+        assert_eq!(ari_renewal_time(100, 200, None, 500, 42), 500);
+        // Window open, chosen point already past: now.
+        assert_eq!(ari_renewal_time(100, 1000, None, 999, 0), 999);
+        // Different random values spread over the window.
+        let picks: std::collections::BTreeSet<i64> = (0..50u64)
+            .map(|r| ari_renewal_time(1000, 2000, None, 0, r * 7919))
+            .collect();
+        assert!(picks.len() > 40);
+    }
+
+    #[test]
+    fn ari_poll_delay_clamps_retry_after() {
+        assert_eq!(ari_poll_delay(Some(1), 60, 86_400), 60);
+        assert_eq!(ari_poll_delay(Some(10_000_000), 60, 86_400), 86_400);
+        assert_eq!(ari_poll_delay(Some(3600), 60, 86_400), 3600);
+        assert_eq!(ari_poll_delay(None, 60, 86_400), 21_600);
+    }
+
+    #[test]
+    fn incident_threshold_needs_share_or_count_and_a_minimum() {
+        assert!(is_ca_incident(30, 100, 10.0, 100, 5));
+        assert!(
+            !is_ca_incident(1, 50, 1.0, 100, 5),
+            "2% but one certificate"
+        );
+        assert!(is_ca_incident(100, 1_000_000, 1.0, 100, 5), "count reached");
+        assert!(!is_ca_incident(99, 1_000_000, 1.0, 100, 5));
+        assert!(!is_ca_incident(0, 0, 1.0, 100, 1));
+        assert!(!ari_moved_past(100, 50, 200), "normal end-of-life window");
+        assert!(ari_moved_past(100, 500, 200), "early window");
     }
 }
 

@@ -8,4 +8,5 @@
 
 pub mod crl;
 mod der;
+pub mod fetch;
 pub mod ocsp;

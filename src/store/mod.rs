@@ -15,6 +15,7 @@
 //!    transaction, and only then the tokens are deleted.
 
 mod operations;
+mod revocation;
 mod rows;
 mod synthetic;
 
@@ -33,8 +34,12 @@ use crate::keys::seal::Sealed;
 pub use operations::{
     CompromiseReport, Operation, OperationProgress, ReprovisionJob, SwapReport, SwapScope,
 };
+pub use revocation::{
+    Alert, Incident, Reaction, ReactionReport, RevocationFinding, RevokedSlot, StatusTarget,
+};
 pub use rows::{
-    CertRecord, DnsRecord, NameRecord, OrderJob, OrderSummary, SlotRecord, TokenRecord,
+    CertRecord, CertStatusRecord, DnsRecord, NameRecord, OrderJob, OrderSummary, SlotRecord,
+    TokenRecord,
 };
 
 /// Why a store operation failed. `Db` is infrastructure (retry later); the
@@ -366,6 +371,9 @@ const NAME_SELECT: &str = "SELECT n.id, n.domains, n.challenge, n.key_type, n.dn
      s.slot, s.ca_id AS slot_ca, s.last_error AS slot_error, \
      c.id AS cert_id, c.ca_id AS cert_ca, c.serial, c.issuer, c.root_id, c.not_before, \
      c.not_after, c.renew_after, c.spki_sha256, c.private_key_id, c.created_at AS cert_created, \
+     c.revoked_at, c.revocation_reason, c.revocation_source, c.revocation_evidence, \
+     c.status_checked_at, c.status_source, c.status_error, c.ari_window_start, c.ari_window_end, \
+     c.ari_explanation_url, c.ari_checked_at, \
      o.id AS order_id, o.state AS order_state, o.attempts, o.next_attempt_at, \
      o.last_error AS order_error, o.acme_orders, o.ca_id AS order_ca \
      FROM names n JOIN slots s ON s.name_id = n.id \

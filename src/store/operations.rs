@@ -224,9 +224,9 @@ const ACTIVE_CA: &str =
     "(CASE n.active_slot WHEN 'primary' THEN n.primary_cert_ca ELSE n.backup_cert_ca END)";
 const ACTIVE_SPKI: &str =
     "(CASE n.active_slot WHEN 'primary' THEN n.primary_spki ELSE n.backup_spki END)";
-const STANDBY_CA: &str =
+pub(super) const STANDBY_CA: &str =
     "(CASE n.active_slot WHEN 'primary' THEN n.backup_cert_ca ELSE n.primary_cert_ca END)";
-const STANDBY_UNTIL: &str = "COALESCE(CASE n.active_slot WHEN 'primary' \
+pub(super) const STANDBY_UNTIL: &str = "COALESCE(CASE n.active_slot WHEN 'primary' \
      THEN n.backup_usable_until ELSE n.primary_usable_until END, 0)";
 /// The CA the active slot is on (where re-provisioning moves it from).
 const ACTIVE_SLOT_CA: &str =
@@ -256,13 +256,13 @@ fn classified(filter: &str, same_ca: &str, extra: &str) -> String {
     )
 }
 
-const FLIP: &str = "CASE active_slot WHEN 'primary' THEN 'backup' ELSE 'primary' END";
+pub(super) const FLIP: &str = "CASE active_slot WHEN 'primary' THEN 'backup' ELSE 'primary' END";
 
 /// SET clauses that mark the (pre-update) active slot for re-provisioning
 /// by the operation in hole `$op`; the other slot's marker is kept. One
 /// marker per slot, so a later operation never erases an earlier one's
 /// work on the other slot.
-fn mark_active_slot(op_hole: usize) -> String {
+pub(super) fn mark_active_slot(op_hole: usize) -> String {
     format!(
         "primary_reprovision_op = CASE WHEN active_slot = 'primary' THEN ${op_hole} \
          ELSE primary_reprovision_op END, \
@@ -276,7 +276,10 @@ fn marked_by(op_hole: usize) -> String {
     format!("(primary_reprovision_op = ${op_hole} OR backup_reprovision_op = ${op_hole})")
 }
 
-async fn insert_operation<C: ConnectionTrait>(c: &C, op: &Operation) -> Result<(), StoreError> {
+pub(super) async fn insert_operation<C: ConnectionTrait>(
+    c: &C,
+    op: &Operation,
+) -> Result<(), StoreError> {
     exec(
         c,
         "INSERT INTO operations (id, kind, actor, reason, scope, avoid_ca, counts, affected, \

@@ -32,6 +32,36 @@ pub struct CertRecord {
     pub private_key_id: String,
     /// Unix seconds.
     pub created_at: i64,
+    /// What twincert knows of its standing at the CA.
+    pub status: CertStatusRecord,
+}
+
+/// A certificate's revocation status and ARI window, as last checked.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CertStatusRecord {
+    /// When it was found (or made) revoked, unix seconds (the CA's time
+    /// when a CRL or OCSP said so).
+    pub revoked_at: Option<i64>,
+    /// RFC 5280 CRLReason code, when known.
+    pub revocation_reason: Option<i64>,
+    /// `crl`, `ocsp` or `acme` (twincert revoked it itself).
+    pub revocation_source: Option<String>,
+    /// The CRL number / OCSP response times that showed it, as JSON.
+    pub revocation_evidence: Option<String>,
+    /// Last status check, unix seconds.
+    pub checked_at: Option<i64>,
+    /// Where the last check looked: `crl`, `ocsp` or `none`.
+    pub checked_source: Option<String>,
+    /// Why the last check could not decide, if it could not.
+    pub check_error: Option<String>,
+    /// The ARI suggested window, unix seconds.
+    pub ari_window_start: Option<i64>,
+    /// See `ari_window_start`.
+    pub ari_window_end: Option<i64>,
+    /// The CA's explanation of the window, if it gave one.
+    pub ari_explanation_url: Option<String>,
+    /// Last ARI poll, unix seconds.
+    pub ari_checked_at: Option<i64>,
 }
 
 /// The open order of a slot, as the API shows it.
@@ -235,6 +265,21 @@ fn cert(row: &QueryResult) -> Result<Option<CertRecord>, StoreError> {
         spki_sha256: get(row, "spki_sha256")?,
         private_key_id: get(row, "private_key_id")?,
         created_at: get(row, "cert_created")?,
+        status: CertStatusRecord {
+            revoked_at: get(row, "revoked_at")?,
+            revocation_reason: get::<Option<i32>>(row, "revocation_reason")
+                .map(|v| v.map(i64::from))
+                .or_else(|_| get(row, "revocation_reason"))?,
+            revocation_source: get(row, "revocation_source")?,
+            revocation_evidence: get(row, "revocation_evidence")?,
+            checked_at: get(row, "status_checked_at")?,
+            checked_source: get(row, "status_source")?,
+            check_error: get(row, "status_error")?,
+            ari_window_start: get(row, "ari_window_start")?,
+            ari_window_end: get(row, "ari_window_end")?,
+            ari_explanation_url: get(row, "ari_explanation_url")?,
+            ari_checked_at: get(row, "ari_checked_at")?,
+        },
     }))
 }
 

@@ -15,6 +15,7 @@
 //! waits at least the CA's Retry-After.
 
 mod accounts;
+mod revocation;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::ca::{AcmeError, AcmeErrorKind, CaClient, Http01Publisher, Progress};
 use crate::certs;
 use crate::clock::Clock;
-use crate::config::WorkerConfig;
+use crate::config::{RevocationConfig, WorkerConfig};
 use crate::domain::ChallengeKind;
 use crate::domain::DnsName;
 use crate::domain::KeyType;
@@ -64,6 +65,9 @@ pub struct Worker {
     policy_cas: Vec<CaChoice>,
     /// Where the walk over names marked for re-provisioning goes on.
     reprovision_cursor: std::sync::Mutex<String>,
+    /// Revocation checks, ARI, incidents, expiry alerts.
+    revocation: RevocationConfig,
+    checker: revocation::Checker,
 }
 
 /// Why one attempt failed, and how to go on.
@@ -205,7 +209,17 @@ impl Worker {
             failpoint: std::env::var("TWINCERT_FAILPOINT").ok(),
             policy_cas: Vec::new(),
             reprovision_cursor: std::sync::Mutex::new(String::new()),
+            checker: revocation::Checker::new(RevocationConfig::default().refresh_seconds),
+            revocation: RevocationConfig::default(),
         }
+    }
+
+    /// Revocation checking, ARI and alerting as configured (the defaults
+    /// otherwise).
+    pub fn with_revocation(mut self, cfg: RevocationConfig) -> Worker {
+        self.checker = revocation::Checker::new(cfg.refresh_seconds);
+        self.revocation = cfg;
+        self
     }
 
     /// The configured CAs in preference order: re-provisioning after swaps,
@@ -238,6 +252,9 @@ impl Worker {
         info!(owner = %self.owner, concurrency = self.cfg.concurrency, "worker started");
         let plan_every = Duration::from_millis(self.cfg.poll_interval_ms);
         let mut last_plan: Option<tokio::time::Instant> = None;
+        if self.revocation.enabled {
+            tokio::spawn(self.clone().revocation_loop(shutdown.clone()));
+        }
         loop {
             if *shutdown.borrow() {
                 break;
@@ -842,12 +859,45 @@ impl Worker {
         ca: &CaClient,
         job: &OrderJob,
     ) -> Result<crate::ca::AcmeOrder, AttemptError> {
-        let order = ca.new_order(&job.domains).await?;
+        let replaces = self.replaces(ca, job).await;
+        let order = match ca.new_order(&job.domains, replaces.as_deref()).await {
+            // A CA may refuse `replaces` (alreadyReplaced: an earlier
+            // order of ours replaced it already); the renewal goes on
+            // without it.
+            Err(e) if replaces.is_some() && e.kind == AcmeErrorKind::Final => {
+                warn!(error = %e.message, "order with ARI replaces refused; ordering without");
+                ca.new_order(&job.domains, None).await?
+            }
+            other => {
+                let order = other?;
+                if let Some(r) = &replaces {
+                    self.store.set_order_replaces(&job.id, r).await?;
+                }
+                order
+            }
+        };
         // Written down before anything polls it: a restart resumes it.
         self.store
             .set_acme_order_url(&job.id, &self.owner, &order.url(), self.clock.now())
             .await?;
         Ok(order)
+    }
+
+    /// The RFC 9773 id of the certificate this order renews, to send as
+    /// `replaces`: only to a CA that offers ARI, only when the slot's
+    /// current certificate comes from the same CA (and so the same
+    /// account — twincert keeps one per CA).
+    async fn replaces(&self, ca: &CaClient, job: &OrderJob) -> Option<String> {
+        if !self.revocation.ari {
+            return None;
+        }
+        match ca.renewal_info_url().await {
+            Ok(Some(_)) => {}
+            _ => return None,
+        }
+        let pem = self.store.renewal_source(&job.id).await.ok()??;
+        let ders = crate::certs::chain_ders(&pem).ok()?;
+        crate::ca::ari_cert_id(ders.first()?)
     }
 
     /// The order's key: the stored one when the order has it (resume),

@@ -14,12 +14,12 @@ use twincert::store::Store;
 use crate::harness::{PebbleOptions, TwoCas, fresh_pg_database, pg_url};
 use crate::server::{ADMIN_TOKEN, MASTER_KEY, Server, ServerOptions};
 
-fn sqlite_url(dir: &Path) -> String {
+pub(crate) fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("twincert.db").display())
 }
 
 /// Runs the CLI against `server`; returns (exit code, stdout, stderr).
-fn cli(server: &Server, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn cli(server: &Server, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
         .args(args)
         .env("TWINCERT_URL", server.base())
@@ -33,7 +33,7 @@ fn cli(server: &Server, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-async fn get(server: &Server, path: &str) -> Value {
+pub(crate) async fn get(server: &Server, path: &str) -> Value {
     reqwest::Client::new()
         .get(format!("{}{path}", server.base()))
         .bearer_auth(ADMIN_TOKEN)
@@ -45,7 +45,7 @@ async fn get(server: &Server, path: &str) -> Value {
         .expect("JSON")
 }
 
-async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(format!("{}{path}", server.base()))
         .bearer_auth(ADMIN_TOKEN)
@@ -57,7 +57,7 @@ async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
 }
 
 /// Every name, via the paged list.
-async fn all_names(server: &Server) -> Vec<Value> {
+pub(crate) async fn all_names(server: &Server) -> Vec<Value> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -75,7 +75,13 @@ async fn all_names(server: &Server) -> Vec<Value> {
 }
 
 /// Polls until `pred` holds for every name (and there are `n`).
-async fn wait_all(server: &Server, n: usize, secs: u64, what: &str, pred: impl Fn(&Value) -> bool) {
+pub(crate) async fn wait_all(
+    server: &Server,
+    n: usize,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let names = all_names(server).await;
@@ -104,7 +110,7 @@ async fn wait_all(server: &Server, n: usize, secs: u64, what: &str, pred: impl F
 /// Revokes a certificate at its CA through ACME, with twincert's own
 /// account there (restored from the store), as a CA's mass revocation
 /// would: reason 4 (superseded), not through twincert.
-async fn revoke_at_ca(server: &Server, store: &Store, ca_id: &str, chain_pem: &str) {
+pub(crate) async fn revoke_at_ca(server: &Server, store: &Store, ca_id: &str, chain_pem: &str) {
     let cfg = Config::load(server.config_path()).expect("config");
     let ca = CaClient::new(
         cfg.cas.get(ca_id).expect("configured").clone(),
@@ -124,7 +130,7 @@ async fn revoke_at_ca(server: &Server, store: &Store, ca_id: &str, chain_pem: &s
     ca.revoke(&der, 4).await.expect("revoke at the CA");
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -7,6 +7,7 @@ mod emergency;
 mod harness;
 mod harness_check;
 mod issuance;
+mod revocation;
 mod revocation_harness;
 mod roles;
 mod runbooks;

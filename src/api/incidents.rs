@@ -1,0 +1,132 @@
+//! CA-level incidents and alerts (issue 6): what the revocation checks
+//! raised, for dashboards and for the operator who must decide on a
+//! waiting CA-wide swap. Parses, authorizes (by the route table) and
+//! delegates to the store.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiState, Principal, Problem, openapi, parse_json};
+use crate::store::{Alert, Incident};
+
+fn parse_limit(limit: Option<u64>) -> Result<u64, Problem> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "'limit' must be 1 to 1000; got {limit}"
+        )));
+    }
+    Ok(limit)
+}
+
+fn parse_id(id: &str) -> Result<(), Problem> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Problem::bad_request(format!(
+            "'{}' is not an incident id (up to 64 letters and digits)",
+            id.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    /// At most this many (1–1000, default 50).
+    limit: Option<u64>,
+    /// Alerts only: only those still open (default true).
+    open: Option<bool>,
+}
+
+/// `GET /v1/incidents`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentList {
+    /// Newest first.
+    pub items: Vec<Incident>,
+}
+
+/// `GET /v1/alerts`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertList {
+    /// Most recently raised first.
+    pub items: Vec<Alert>,
+}
+
+#[utoipa::path(get, path = "/v1/incidents", params(ListQuery), responses((status = 200, description = "CA-level incidents, newest first", body = IncidentList), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+pub(super) async fn list_incidents(
+    State(st): State<ApiState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    if q.open.is_some() {
+        return Err(Problem::bad_request(
+            "'open' applies to alerts; incidents carry their state",
+        ));
+    }
+    let items = st.store.incidents(parse_limit(q.limit)?).await?;
+    Ok(Json(IncidentList { items }).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/incidents/{id}", params(("id" = String, Path, description = "the incident id")), responses((status = 200, description = "the incident, with its CA-wide swap's operation or waiting dry run", body = Incident), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+pub(super) async fn show_incident(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    parse_id(&id)?;
+    let inc = st
+        .store
+        .incident(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("incident '{id}'")))?;
+    Ok(Json(inc).into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CloseIncident {
+    /// Why (audit log): what was done about it.
+    reason: String,
+}
+
+#[utoipa::path(post, path = "/v1/incidents/{id}/close", params(("id" = String, Path, description = "the incident id")), request_body = CloseIncident, responses((status = 200, description = "closed; automatic reactions for the CA resume", body = Incident), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "no such open incident", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+pub(super) async fn close_incident(
+    State(st): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Problem> {
+    parse_id(&id)?;
+    let req: CloseIncident = parse_json(&st, &headers, body)?;
+    if req.reason.trim().is_empty() {
+        return Err(Problem::bad_request(
+            "'reason' must not be empty: say what was done, for the audit log",
+        ));
+    }
+    let inc = st
+        .store
+        .close_incident(&id, &who.name, &req.reason, st.clock.now())
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("open incident '{id}'")))?;
+    Ok(Json(inc).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/alerts", params(ListQuery), responses((status = 200, description = "alerts, most recently raised first", body = AlertList), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+pub(super) async fn list_alerts(
+    State(st): State<ApiState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let items = st
+        .store
+        .alerts(q.open.unwrap_or(true), parse_limit(q.limit)?)
+        .await?;
+    Ok(Json(AlertList { items }).into_response())
+}

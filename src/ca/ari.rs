@@ -1,0 +1,202 @@
+//! ACME Renewal Information (RFC 9773): the CA's suggested renewal window
+//! for a certificate. Plain HTTPS GETs (no JWS), so they go through a small
+//! reqwest client that trusts what the CA's ACME client trusts; the
+//! directory is read once (and again hourly) to learn whether the CA offers
+//! `renewalInfo` at all.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use x509_parser::extensions::ParsedExtension;
+
+/// How long a directory's `renewalInfo` (or its absence) is believed.
+const DIRECTORY_TTL: Duration = Duration::from_secs(3600);
+
+/// A suggested renewal window and when to ask again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AriWindow {
+    /// Window start, unix seconds.
+    pub start: i64,
+    /// Window end, unix seconds.
+    pub end: i64,
+    /// The CA's page explaining the window, if any.
+    pub explanation_url: Option<String>,
+    /// The server's Retry-After in seconds (before clamping), if sent.
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawWindow {
+    start: String,
+    end: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRenewalInfo {
+    suggested_window: RawWindow,
+    #[serde(rename = "explanationURL")]
+    explanation_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDirectory {
+    renewal_info: Option<String>,
+}
+
+/// The ARI side of one CA.
+pub(super) struct Ari {
+    http: Result<reqwest::Client, String>,
+    directory_url: String,
+    renewal_info: tokio::sync::Mutex<Option<(Option<String>, Instant)>>,
+}
+
+impl Ari {
+    pub(super) fn new(
+        directory_url: &str,
+        trust_roots_pem: Option<&str>,
+        timeout: Duration,
+    ) -> Ari {
+        Ari {
+            http: client(trust_roots_pem, timeout),
+            directory_url: directory_url.to_string(),
+            renewal_info: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, String> {
+        self.http.as_ref().map_err(Clone::clone)
+    }
+
+    /// The CA's `renewalInfo` URL, `None` when its directory has none.
+    /// A directory that cannot be read counts as "no ARI" until the next
+    /// try (the caller falls back to lifetime-based renewal).
+    pub(super) async fn renewal_info_url(&self) -> Result<Option<String>, String> {
+        let mut cached = self.renewal_info.lock().await;
+        if let Some((url, at)) = cached.as_ref()
+            && at.elapsed() < DIRECTORY_TTL
+        {
+            return Ok(url.clone());
+        }
+        let rsp = self
+            .http()?
+            .get(&self.directory_url)
+            .send()
+            .await
+            .map_err(|e| format!("directory {}: {e}", self.directory_url))?;
+        if !rsp.status().is_success() {
+            return Err(format!(
+                "directory {}: HTTP {}",
+                self.directory_url,
+                rsp.status()
+            ));
+        }
+        let dir: RawDirectory = rsp
+            .json()
+            .await
+            .map_err(|e| format!("directory {}: {e}", self.directory_url))?;
+        *cached = Some((dir.renewal_info.clone(), Instant::now()));
+        Ok(dir.renewal_info)
+    }
+
+    /// Asks for the renewal window of certificate `cert_id`.
+    pub(super) async fn window(&self, base: &str, cert_id: &str) -> Result<AriWindow, String> {
+        let url = format!("{}/{cert_id}", base.trim_end_matches('/'));
+        let rsp = self
+            .http()?
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("ARI {url}: {e}"))?;
+        let retry_after = rsp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::http::retry_after_secs_from_header);
+        if !rsp.status().is_success() {
+            return Err(format!("ARI {url}: HTTP {}", rsp.status()));
+        }
+        let body: RawRenewalInfo = rsp
+            .json()
+            .await
+            .map_err(|e| format!("ARI {url}: bad renewal info: {e}"))?;
+        let parse = |s: &str| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map(|t| t.unix_timestamp())
+                .map_err(|e| format!("ARI {url}: bad time {s:?}: {e}"))
+        };
+        let start = parse(&body.suggested_window.start)?;
+        let end = parse(&body.suggested_window.end)?;
+        if end < start {
+            // RFC 9773 §4.2: the end must be after the start.
+            return Err(format!("ARI {url}: window ends before it starts"));
+        }
+        Ok(AriWindow {
+            start,
+            end,
+            explanation_url: body.explanation_url,
+            retry_after,
+        })
+    }
+}
+
+fn client(trust_roots_pem: Option<&str>, timeout: Duration) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("twincert/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = trust_roots_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| format!("trust roots: {e}"))?;
+        b = b.tls_certs_only(certs);
+    }
+    b.build().map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// The RFC 9773 §4.1 certificate identifier of a leaf (DER):
+/// base64url(AKI keyIdentifier) "." base64url(serial DER bytes). `None`
+/// when the certificate has no authority key identifier.
+pub fn cert_id(leaf_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf_der).ok()?;
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0),
+            _ => None,
+        })?;
+    Some(format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(aki),
+        URL_SAFE_NO_PAD.encode(cert.raw_serial())
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_id_is_aki_dot_serial_in_base64url() {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![0x69, 0x88, 0x5b, 0x6b]);
+        let issuer = rcgen::Issuer::new(ca, &ca_key);
+        let mut leaf = rcgen::CertificateParams::new(vec!["a.test".to_string()]).expect("leaf");
+        leaf.use_authority_key_identifier_extension = true;
+        leaf.serial_number = Some(rcgen::SerialNumber::from_slice(&[
+            0x00, 0x87, 0x65, 0x43, 0x21,
+        ]));
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = leaf.signed_by(&key, &issuer).expect("sign");
+        // The example of RFC 9773 §4.1: keyIdentifier 69:88:5B:6B…, serial
+        // 00:87:65:43:21 → "aYhba…" "." "AIdlQyE".
+        let id = cert_id(cert.der()).expect("has AKI");
+        assert_eq!(id, "aYhbaw.AIdlQyE");
+    }
+}
