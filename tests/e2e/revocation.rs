@@ -102,6 +102,18 @@ where
     }
 }
 
+async fn metrics(server: &Server) -> String {
+    reqwest::Client::new()
+        .get(format!("{}/metrics", server.base()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 fn checked_good_via(v: &Value, slot: &str, via: &str) -> bool {
     v[slot]["revocation"]["status"] == "good" && v[slot]["revocation"]["checked_via"] == via
 }
@@ -186,6 +198,23 @@ async fn a_revocation_in_a_signed_crl_swaps_the_name_and_a_badly_signed_crl_only
         let v = server.name(&format!("{n}.example.test")).await;
         assert_eq!(v["active"], "primary", "{n} untouched: {v:#}");
     }
+
+    // A revoked standby (CA B lists c's backup): no swap, the slot is
+    // re-issued.
+    let c = server.name("c.example.test").await;
+    let c_backup = c["backup"]["serial"].as_str().expect("serial").to_string();
+    rb.revoke(&c_backup, "superseded");
+    rb.publish_crl(3600);
+    let v = server
+        .wait_for("c.example.test", 60, |v| {
+            v["backup"]["serial"]
+                .as_str()
+                .is_some_and(|s| s != c_backup)
+                && v["state"] == "ready"
+        })
+        .await;
+    assert_eq!(v["active"], "primary", "{v:#}");
+    assert_eq!(v["backup"]["ca"], "pebble-b", "{v:#}");
 
     // A CRL whose signature does not verify is rejected — even though it
     // lists b's certificate — and raises an alert naming it.
@@ -476,7 +505,7 @@ async fn thirty_of_a_hundred(cas: &TwoCas, store_url: String, policy: &str) -> S
         );
     }
     ra.publish_crl(3600);
-    let incident = eventually(20, "a CA incident", &server, || async {
+    eventually(20, "a CA incident", &server, || async {
         get(&server, "/v1/incidents").await["items"]
             .as_array()
             .and_then(|a| a.first().cloned())
@@ -489,6 +518,7 @@ async fn thirty_of_a_hundred(cas: &TwoCas, store_url: String, policy: &str) -> S
         .cloned()
         .unwrap_or_default();
     assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    let incident = incidents[0].clone();
     assert_eq!(incident["ca_id"], "pebble-a");
     assert_eq!(incident["state"], "open");
     assert_eq!(incident["policy"], policy);
@@ -514,6 +544,15 @@ async fn thirty_of_a_hundred(cas: &TwoCas, store_url: String, policy: &str) -> S
         assert_eq!(incident["operation_id"], ops[0]["id"]);
         wait_all(&server, N, 10, "all swapped", |v| v["active"] == "backup").await;
     } else {
+        let metrics = metrics(&server).await;
+        for line in [
+            "twincert_ca_incidents_open{ca=\"pebble-a\"} 1",
+            "twincert_alerts_open{kind=\"ca_incident\"} 1",
+            "twincert_certificates_by_status{ca=\"pebble-a\",state=\"revoked\"} 30",
+            "twincert_certificates_by_status{ca=\"pebble-a\",state=\"good\"} 70",
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+        }
         assert!(ops.is_empty(), "manual: nothing runs: {ops:#?}");
         let dry = &incident["dry_run"];
         assert_eq!(dry["counts"]["swap"], N as i64, "{incident:#}");
@@ -563,4 +602,44 @@ async fn thirty_of_a_hundred_revoked_on_postgres_waits_for_an_operator_with_one_
     )
     .await;
     assert_eq!(st, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_that_cannot_be_renewed_and_a_name_without_a_standby_raise_alerts() {
+    let mut cas = TwoCas::start_with(PebbleOptions {
+        validity_seconds: Some(30),
+        ..PebbleOptions::default()
+    })
+    .await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    // CA B is unreachable: the name never gets a standby.
+    opts.b_directory_url = Some(format!("https://127.0.0.1:{}/dir", free_port()));
+    opts.env = fast_checks();
+    opts.env.push((
+        "TWINCERT_REVOCATION_NO_STANDBY_ALERT_HOURS".into(),
+        "0.001".into(),
+    ));
+    let server = Server::start(&cas, opts).await;
+    let (st, body) = server.create(json!({"name": "a.example.test"})).await;
+    assert_eq!(st, 201, "{body}");
+    server
+        .wait_for("a.example.test", 60, |v| v["primary"]["serial"].is_string())
+        .await;
+    let alert = eventually(20, "no_standby alert", &server, || async {
+        open_alerts(&server, "no_standby").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(alert["subject"], "a.example.test", "{alert:#}");
+
+    // CA A goes away: the renewal (at 2/3 of 30 s) cannot succeed; with a
+    // third of the lifetime left the expiry alert is raised.
+    cas.a.stop();
+    let alert = eventually(40, "expiry_soon alert", &server, || async {
+        open_alerts(&server, "expiry_soon").await.into_iter().next()
+    })
+    .await;
+    assert_eq!(alert["subject"], "a.example.test/primary", "{alert:#}");
+    let msg = alert["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("no renewal has succeeded"), "{msg}");
+    assert!(msg.contains("pebble-a"), "{msg}");
 }
