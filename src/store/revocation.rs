@@ -939,6 +939,20 @@ impl Store {
         Ok(n)
     }
 
+    /// Resolves `certificate_revoked` alerts whose slot no longer holds a
+    /// revoked certificate (it was re-issued, or the name is gone).
+    pub async fn resolve_revoked_alerts(&self, now: i64) -> Result<u64, StoreError> {
+        exec(
+            &self.db,
+            "UPDATE alerts SET resolved_at = $1 WHERE kind = 'certificate_revoked' \
+             AND resolved_at IS NULL AND NOT EXISTS (SELECT 1 FROM slots s \
+             JOIN certificates c ON c.id = s.current_cert_id \
+             WHERE s.name_id || '/' || s.slot = alerts.subject AND c.revoked_at IS NOT NULL)",
+            vec![now.into()],
+        )
+        .await
+    }
+
     /// Alerts, most recently raised first; only open ones with `open_only`.
     pub async fn alerts(&self, open_only: bool, limit: u64) -> Result<Vec<Alert>, StoreError> {
         let filter = if open_only {

@@ -604,10 +604,20 @@ impl Worker {
         let cfg = &self.revocation;
         let mut cas: BTreeSet<String> = revoked.iter().map(|r| r.ca_id.clone()).collect();
         cas.extend(ari_moved.iter().cloned());
+        // CAs whose revocations get no per-name reaction: an incident
+        // opened in this pass (its CA-wide swap or dry run covers them) or
+        // one waiting for an operator. After a CA-wide swap, later
+        // revocations at that CA are handled per name, re-provisioned
+        // away from it.
         let mut held: BTreeSet<String> = BTreeSet::new();
+        let mut avoid: BTreeSet<String> = BTreeSet::new();
         for ca in &cas {
-            if self.store.open_incident(ca).await?.is_some() {
-                held.insert(ca.clone());
+            if let Some(open) = self.store.open_incident(ca).await? {
+                if open.policy == "swap" {
+                    avoid.insert(ca.clone());
+                } else {
+                    held.insert(ca.clone());
+                }
                 continue;
             }
             let (rev, ari, total) = self
@@ -627,14 +637,32 @@ impl Worker {
             self.open_incident(ca, rev, ari, total, revoked, now)
                 .await?;
         }
-        let mine: Vec<&RevokedSlot> = revoked
+        let plain: Vec<&RevokedSlot> = revoked
             .iter()
-            .filter(|r| !held.contains(&r.ca_id))
+            .filter(|r| !held.contains(&r.ca_id) && !avoid.contains(&r.ca_id))
             .collect();
+        self.react_per_name(&plain, None, now).await?;
+        for ca in &avoid {
+            let group: Vec<&RevokedSlot> = revoked.iter().filter(|r| &r.ca_id == ca).collect();
+            self.react_per_name(&group, Some(ca), now).await?;
+        }
+        Ok(())
+    }
+
+    /// The per-name reaction to `revoked` (one operation): swap names
+    /// whose active certificate is revoked (unless policy says alert
+    /// only), re-provision every revoked slot (away from `avoid_ca` when
+    /// given), alert per slot.
+    async fn react_per_name(
+        &self,
+        mine: &[&RevokedSlot],
+        avoid_ca: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         if mine.is_empty() {
             return Ok(());
         }
-        let swap = cfg.on_active_revoked == RevokedActivePolicy::Swap;
+        let swap = self.revocation.on_active_revoked == RevokedActivePolicy::Swap;
         let swap_names: Vec<String> = if swap {
             mine.iter()
                 .filter(|r| r.active)
@@ -661,7 +689,7 @@ impl Worker {
                     actor: ACTOR.into(),
                     swap_names,
                     reprovision: mine.iter().map(|r| (r.name_id.clone(), r.slot)).collect(),
-                    avoid_ca: None,
+                    avoid_ca: avoid_ca.map(str::to_string),
                     evidence: serde_json::json!(
                         mine.iter()
                             .map(|r| serde_json::json!({
@@ -685,7 +713,7 @@ impl Worker {
             operation = report.operation_id.as_deref().unwrap_or(""),
             "revoked certificates: reacted"
         );
-        for r in &mine {
+        for r in mine {
             let subject = format!("{}/{}", r.name_id, r.slot.as_str());
             let (severity, what) = match (r.active, swap) {
                 (true, true) => (
@@ -851,7 +879,7 @@ impl Worker {
                 "crl_invalid",
                 url,
                 "critical",
-                &format!("CRL rejected, revocations cannot be seen through it: {e}"),
+                &format!("CRL unusable (fetch or verification failed); revocations cannot be seen through it: {e}"),
                 None,
                 now,
             )
@@ -866,12 +894,15 @@ impl Worker {
                 "ocsp_invalid",
                 url,
                 "critical",
-                &format!("OCSP answer rejected (no action taken on it): {e}"),
+                &format!(
+                    "OCSP check failed or its answer was rejected (no action taken on it): {e}"
+                ),
                 None,
                 now,
             )
             .await?;
         }
+        self.store.resolve_revoked_alerts(now).await?;
         let urls: Vec<String> = pass.ocsp_failures.keys().cloned().collect();
         self.store
             .resolve_alerts_except("ocsp_invalid", &urls, now)
