@@ -41,28 +41,46 @@ pub(super) async fn swap(opts: SwapBench, output: Output) -> anyhow::Result<()> 
     if opts.names == 0 {
         bail!("--names must be at least 1");
     }
-    let (url, file) = match &opts.store_url {
-        Some(u) => (u.clone(), None),
+    let (url, file) = temp_store_url("swap", opts.store_url.as_deref());
+    let result = run(&opts, &url).await;
+    if let Some(path) = file {
+        remove_sqlite(&path);
+    }
+    print(&result?, output)
+}
+
+/// The store URL a benchmark uses: `given`, or a new SQLite file in the
+/// temp directory (returned too, to be removed afterwards).
+pub(super) fn temp_store_url(
+    kind: &str,
+    given: Option<&str>,
+) -> (String, Option<std::path::PathBuf>) {
+    match given {
+        Some(u) => (u.to_string(), None),
         None => {
             let path = std::env::temp_dir().join(format!(
-                "twincert-bench-swap-{}-{}.db",
+                "twincert-bench-{kind}-{}-{}.db",
                 std::process::id(),
                 crate::store::new_id()
             ));
             (format!("sqlite://{}", path.display()), Some(path))
         }
-    };
-    let result = run(&opts, &url).await;
-    if let Some(path) = file {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
     }
-    let figures = result?;
+}
+
+/// Removes a SQLite database file and its WAL files.
+pub(super) fn remove_sqlite(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.to_path_buf().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Prints benchmark figures as JSON or `key: value` lines.
+pub(super) fn print(figures: &serde_json::Value, output: Output) -> anyhow::Result<()> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&figures)?),
+        Output::Json => println!("{}", serde_json::to_string_pretty(figures)?),
         Output::Table => {
             for (k, v) in figures.as_object().into_iter().flatten() {
                 println!("{k}: {v}");
@@ -138,6 +156,7 @@ async fn run(opts: &SwapBench, url: &str) -> anyhow::Result<serde_json::Value> {
     Ok(out)
 }
 
-fn round(s: f64) -> f64 {
+/// Seconds rounded to milliseconds, for reports.
+pub(super) fn round(s: f64) -> f64 {
     (s * 1000.0).round() / 1000.0
 }

@@ -4,6 +4,7 @@
 //! only calls [`run`].
 
 mod bench;
+mod bench_revocation;
 mod emergency;
 
 use std::path::PathBuf;
@@ -219,6 +220,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 enum BenchWhat {
     /// Time a CA-wide swap of N synthetic names (and its dry run).
     Swap(bench::SwapBench),
+    /// Time the revocation check pass over N names (2N real certificates)
+    /// and the CA incident a CRL revoking a share of them opens.
+    Revocation(bench_revocation::RevocationBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -482,6 +486,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Alerts { api, all, limit } => emergency::alerts(&api, all, limit).await,
         Command::Bench { what, output } => match what {
             BenchWhat::Swap(opts) => bench::swap(opts, output).await,
+            BenchWhat::Revocation(opts) => bench_revocation::revocation(opts, output).await,
         },
         Command::Events { api, limit } => {
             call(

@@ -96,6 +96,38 @@ impl Store {
         Ok(())
     }
 
+    /// Gives synthetic certificates real chains: (certificate id — see
+    /// [`Store::synthetic_cert_id`] — serial, issuer DN, PEM chain), in
+    /// one transaction. For benchmarks of what reads certificates (the
+    /// revocation checks).
+    pub async fn attach_synthetic_chains(
+        &self,
+        chains: &[(String, String, String, String)],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        for (id, serial, issuer, pem) in chains {
+            exec(
+                &tx,
+                "UPDATE certificates SET serial = $2, issuer = $3, chain_pem = $4 \
+                 WHERE id = $1 AND order_id = 'synthetic'",
+                vec![
+                    id.clone().into(),
+                    serial.clone().into(),
+                    issuer.clone().into(),
+                    pem.clone().into(),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The certificate id of synthetic name `i`'s `slot`.
+    pub fn synthetic_cert_id(prefix: &str, i: u64, slot: &str) -> String {
+        format!("{prefix}{i}.synthetic.test/{slot}")
+    }
+
     /// Removes the synthetic names `<prefix>*.synthetic.test` and their
     /// slots, certificates and keys (a benchmark cleaning up after itself).
     pub async fn purge_synthetic(&self, prefix: &str) -> Result<(), StoreError> {

@@ -157,9 +157,18 @@ impl Worker {
         for (source, ids) in &pass.good {
             self.store.record_checks(ids, source, None, now).await?;
         }
+        // Grouped: one CRL failure leaves every certificate it covers
+        // undecided with the same error.
+        let mut undecided: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
         for (id, source, error) in &pass.undecided {
+            undecided
+                .entry((source.as_str(), error.as_str()))
+                .or_default()
+                .push(id.clone());
+        }
+        for ((source, error), ids) in &undecided {
             self.store
-                .record_checks(std::slice::from_ref(id), source, Some(error), now)
+                .record_checks(ids, source, Some(error), now)
                 .await?;
         }
         let revoked = self

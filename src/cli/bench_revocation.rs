@@ -1,0 +1,305 @@
+//! `twincert bench revocation`: how long the revocation check pass takes
+//! over N names (2N real certificates), and how long from a CA's CRL
+//! listing a share of them to the CA-wide swap. It makes a local CA
+//! (rcgen), signs 2N leaves, seeds synthetic names carrying them, serves
+//! a CRL signed by that CA on loopback that revokes `--revoked-percent` of
+//! the active certificates, and runs the worker's check pass — the same
+//! code a server runs — twice: cold (every certificate read once for its
+//! CRL/OCSP/ARI sources, the CRL fetched and verified, revocations recorded,
+//! the incident opened and its CA-wide swap run) and steady (nothing new).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+    KeyIdMethod, KeyPair, RevocationReason, RevokedCertParams, SerialNumber,
+};
+use serde_json::json;
+
+use super::Output;
+use super::bench::{remove_sqlite, round, temp_store_url};
+use crate::ca::CaClient;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::keys::hex;
+use crate::keys::seal::Sealer;
+use crate::store::Store;
+use crate::worker::Worker;
+
+/// Options of `bench revocation`.
+#[derive(Debug, clap::Args)]
+pub(super) struct RevocationBench {
+    /// How many synthetic names (each with a primary and a backup
+    /// certificate, all signed by the benchmark's CA).
+    #[arg(long, default_value_t = 10_000)]
+    names: u64,
+    /// Share of the active certificates the CRL revokes (percent).
+    #[arg(long, default_value_t = 1.0)]
+    revoked_percent: f64,
+    /// The store: default a new SQLite file in the temp directory;
+    /// `postgres://…` for an empty PostgreSQL database (the pass checks
+    /// every certificate in the store).
+    #[arg(long)]
+    store_url: Option<String>,
+}
+
+struct Leaves {
+    chains: Vec<(String, String, String, String)>,
+    revoked: Vec<Vec<u8>>,
+}
+
+/// Runs the benchmark and prints its figures.
+pub(super) async fn revocation(opts: RevocationBench, output: Output) -> anyhow::Result<()> {
+    if opts.names == 0 {
+        bail!("--names must be at least 1");
+    }
+    if !(0.0..=100.0).contains(&opts.revoked_percent) {
+        bail!("--revoked-percent must be between 0 and 100");
+    }
+    let (url, file) = temp_store_url("revocation", opts.store_url.as_deref());
+    let result = run(&opts, &url).await;
+    if let Some(path) = file {
+        remove_sqlite(&path);
+    }
+    super::bench::print(&result?, output)
+}
+
+/// Signs 2N leaves with `issuer` (on all cores); the first `revoke` active
+/// ones are listed in the CRL.
+fn sign_leaves(
+    prefix: &str,
+    names: u64,
+    revoke: u64,
+    ca_pem: &str,
+    issuer_dn: &str,
+    issuer: &Arc<Issuer<'static, KeyPair>>,
+) -> anyhow::Result<Leaves> {
+    let leaf_key = Arc::new(KeyPair::generate().context("leaf key")?);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per = names.div_ceil(threads as u64);
+    let mut handles = Vec::new();
+    for t in 0..threads as u64 {
+        let (issuer, leaf_key) = (issuer.clone(), leaf_key.clone());
+        let (prefix, ca_pem, issuer_dn) = (
+            prefix.to_string(),
+            ca_pem.to_string(),
+            issuer_dn.to_string(),
+        );
+        handles.push(std::thread::spawn(move || -> anyhow::Result<Leaves> {
+            let mut out = Leaves {
+                chains: Vec::new(),
+                revoked: Vec::new(),
+            };
+            for i in t * per..((t + 1) * per).min(names) {
+                for slot in ["primary", "backup"] {
+                    let mut p = CertificateParams::new(vec![format!("{prefix}{i}.synthetic.test")])
+                        .context("leaf params")?;
+                    p.use_authority_key_identifier_extension = true;
+                    let mut serial = [0u8; 12];
+                    aws_lc_rs::rand::fill(&mut serial).map_err(|_| anyhow::anyhow!("rng"))?;
+                    serial[0] &= 0x7f;
+                    serial[0] |= 0x01;
+                    p.serial_number = Some(SerialNumber::from_slice(&serial));
+                    let cert = p
+                        .signed_by(leaf_key.as_ref(), &issuer)
+                        .context("sign leaf")?;
+                    if slot == "primary" && i < revoke {
+                        out.revoked.push(serial.to_vec());
+                    }
+                    out.chains.push((
+                        Store::synthetic_cert_id(&prefix, i, slot),
+                        hex(&serial),
+                        issuer_dn.clone(),
+                        format!("{}{ca_pem}", cert.pem()),
+                    ));
+                }
+            }
+            Ok(out)
+        }));
+    }
+    let mut all = Leaves {
+        chains: Vec::new(),
+        revoked: Vec::new(),
+    };
+    for h in handles {
+        let part = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a signing thread panicked"))??;
+        all.chains.extend(part.chains);
+        all.revoked.extend(part.revoked);
+    }
+    Ok(all)
+}
+
+async fn serve_crl(der: Vec<u8>) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the CRL server")?;
+    let port = listener.local_addr()?.port();
+    let app = axum::Router::new().route(
+        "/bench.crl",
+        axum::routing::get(move || {
+            let der = der.clone();
+            async move { der }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(format!("http://127.0.0.1:{port}/bench.crl"))
+}
+
+async fn run(opts: &RevocationBench, url: &str) -> anyhow::Result<serde_json::Value> {
+    let store = Store::connect(url).await.context("opening the store")?;
+    store.migrate().await.context("migrating the store")?;
+    let now = SystemClock.now();
+    let prefix = format!("r{}-", &crate::store::new_id()[..8]);
+    let (ca_a, ca_b) = (format!("{prefix}a"), format!("{prefix}b"));
+
+    // The CA.
+    let ca_key = KeyPair::generate().context("CA key")?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).context("CA params")?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "twincert benchmark CA");
+    let ca_cert = ca.self_signed(&ca_key).context("CA certificate")?;
+    let ca_pem = ca_cert.pem();
+    let issuer_dn = x509_parser::parse_x509_certificate(ca_cert.der())
+        .map(|(_, c)| c.subject().to_string())
+        .map_err(|e| anyhow::anyhow!("CA certificate: {e}"))?;
+    let issuer = Arc::new(Issuer::new(ca, ca_key));
+
+    let revoke = ((opts.names as f64) * opts.revoked_percent / 100.0).round() as u64;
+    let t = Instant::now();
+    let leaves = {
+        let (prefix, ca_pem, issuer_dn, issuer) = (
+            prefix.clone(),
+            ca_pem.clone(),
+            issuer_dn.clone(),
+            issuer.clone(),
+        );
+        let names = opts.names;
+        tokio::task::spawn_blocking(move || {
+            sign_leaves(&prefix, names, revoke, &ca_pem, &issuer_dn, &issuer)
+        })
+        .await
+        .context("signing")??
+    };
+    let sign_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    store
+        .seed_synthetic(&prefix, opts.names, &ca_a, &ca_b, now)
+        .await
+        .context("seeding synthetic names")?;
+    store
+        .attach_synthetic_chains(&leaves.chains)
+        .await
+        .context("storing the chains")?;
+    let seed_s = t.elapsed().as_secs_f64();
+
+    let time = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    };
+    let crl = CertificateRevocationListParams {
+        this_update: time(now - 60),
+        next_update: time(now + 86_400),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: leaves
+            .revoked
+            .iter()
+            .map(|s| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(s),
+                revocation_time: time(now - 30),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .context("signing the CRL")?;
+    let crl_url = serve_crl(crl.der().to_vec()).await?;
+
+    let toml = format!(
+        r#"
+[store]
+url = "{url}"
+[revocation]
+ari = false
+ocsp = false
+[[cas]]
+id = "{ca_a}"
+profile = "pebble"
+directory_url = "https://127.0.0.1:9/dir"
+root_group = "{ca_a}"
+crl_urls = ["{crl_url}"]
+[[cas]]
+id = "{ca_b}"
+profile = "pebble"
+directory_url = "https://127.0.0.1:9/dir"
+root_group = "{ca_b}"
+crl_urls = ["{crl_url}"]
+"#
+    );
+    let cfg = Config::from_toml(&toml, &[], None).context("benchmark config")?;
+    let timeout = Duration::from_secs(30);
+    let cas: BTreeMap<String, Arc<CaClient>> = cfg
+        .cas
+        .values()
+        .map(|c| (c.id.clone(), Arc::new(CaClient::new(c.clone(), timeout))))
+        .collect();
+    let sealer = Sealer::from_text(&Sealer::generate_text("bench")?)?;
+    let worker = Worker::new(
+        store.clone(),
+        cas,
+        Arc::new(sealer),
+        Arc::new(SystemClock),
+        cfg.worker.clone(),
+        cfg.renew_at_fraction,
+        "bench".into(),
+    )
+    .with_revocation(cfg.revocation.clone());
+
+    let t = Instant::now();
+    worker.check_pass(now).await.context("first check pass")?;
+    let first_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    worker
+        .check_pass(now + 1)
+        .await
+        .context("second check pass")?;
+    let steady_s = t.elapsed().as_secs_f64();
+
+    let incident = store
+        .open_incident(&ca_a)
+        .await?
+        .context("no CA incident was opened")?;
+    let swapped = match &incident.operation_id {
+        Some(op) => store.operation(op).await?.map_or(0, |(o, _)| o.affected),
+        None => 0,
+    };
+    store
+        .purge_synthetic(&prefix)
+        .await
+        .context("removing the synthetic names")?;
+    let certs = 2 * opts.names;
+    Ok(json!({
+        "backend": store.backend_name(),
+        "names": opts.names,
+        "certificates": certs,
+        "revoked_in_crl": leaves.revoked.len(),
+        "sign_seconds": round(sign_s),
+        "seed_seconds": round(seed_s),
+        "first_pass_seconds": round(first_s),
+        "steady_pass_seconds": round(steady_s),
+        "steady_certificates_per_second": (certs as f64 / steady_s.max(1e-9)).round(),
+        "incident_revoked": incident.revoked,
+        "incident_total": incident.total,
+        "incident_swapped": swapped,
+    }))
+}
