@@ -442,8 +442,10 @@ impl MigrationTrait for M0007Operations {
 /// Revocation and renewal intelligence (issue 6): per certificate, where
 /// its status comes from (CRL distribution points, OCSP responder, ARI
 /// certificate id — read from the certificate once, NULL until then), the
-/// last status check and, once found revoked, the reason, the source and
-/// the evidence; its ARI window. The `replaces` an order sent; when each
+/// last status check and, once found revoked, the reason, the source, the
+/// evidence and whether the reaction to it has run (a revocation recorded
+/// but not yet reacted to — after a crash, or while a CA incident waits for
+/// an operator — is picked up by a later pass); its ARI window. The `replaces` an order sent; when each
 /// name last had a usable standby; CA-level incidents; alerts (open ones
 /// are unique per kind and subject, so a condition seen every pass is one
 /// alert with a count, not a flood); singleton leases so only one replica
@@ -467,6 +469,9 @@ ALTER TABLE certificates ADD COLUMN revocation_reason INTEGER;
 ALTER TABLE certificates ADD COLUMN revocation_source TEXT;
 ALTER TABLE certificates ADD COLUMN revocation_evidence TEXT;
 ALTER TABLE certificates ADD COLUMN revocation_detected_at BIGINT;
+ALTER TABLE certificates ADD COLUMN revocation_reacted_at BIGINT;
+CREATE INDEX certificates_revocation_detected ON certificates (ca_id, revocation_detected_at)
+    WHERE revocation_detected_at IS NOT NULL;
 ALTER TABLE certificates ADD COLUMN ari_window_start BIGINT;
 ALTER TABLE certificates ADD COLUMN ari_window_end BIGINT;
 ALTER TABLE certificates ADD COLUMN ari_explanation_url TEXT;
@@ -522,7 +527,8 @@ impl MigrationTrait for M0008RevocationIntelligence {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let mut script = String::from(
-            "DROP TABLE singleton_leases; DROP TABLE alerts; DROP TABLE ca_incidents; \
+            "DROP INDEX certificates_revocation_detected; \
+             DROP TABLE singleton_leases; DROP TABLE alerts; DROP TABLE ca_incidents; \
              ALTER TABLE names DROP COLUMN standby_missing_since; \
              ALTER TABLE orders DROP COLUMN replaces",
         );

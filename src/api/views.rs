@@ -42,7 +42,9 @@ pub struct SlotView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RevocationView {
     /// `good`, `revoked`, `undetermined` (the last check could not
-    /// decide; see `check_error`) or `unchecked`.
+    /// decide; see `check_error`), `no_source` (the certificate names no
+    /// CRL or OCSP responder and its CA has no CRL configured) or
+    /// `unchecked`.
     pub status: String,
     /// RFC 3339: when the CA revoked it.
     pub revoked_at: Option<String>,
@@ -252,6 +254,8 @@ fn revocation_view(s: &crate::store::CertStatusRecord) -> RevocationView {
         "unchecked"
     } else if s.check_error.is_some() {
         "undetermined"
+    } else if s.checked_source.as_deref() == Some("none") {
+        "no_source"
     } else {
         "good"
     };

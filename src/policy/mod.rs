@@ -191,12 +191,27 @@ pub fn ari_poll_delay(retry_after: Option<u64>, min: u64, max: u64) -> u64 {
     retry_after.unwrap_or(6 * 3600).clamp(min, max.max(min))
 }
 
-/// Whether an ARI window counts as *moved into the past*: it already
-/// started although the certificate is not yet at its normal renewal
-/// point — the CA asks for early renewal (a CA-incident signal), as
-/// opposed to the usual window near the end of the lifetime.
-pub fn ari_moved_past(start: i64, normal_renewal: i64, now: i64) -> bool {
-    start <= now && now < normal_renewal
+/// Whether an ARI window counts as *moved into the past* — the CA asks
+/// for early renewal, a CA-incident signal — as opposed to the usual
+/// window a CA serves around its normal renewal point (Let's Encrypt: 2/3
+/// of the lifetime, 1/2 for short-lived certificates, ±1%): the window has
+/// started and either it starts earlier than the one served before, which
+/// still lay ahead, or it already ended before the certificate reached the
+/// middle of its life.
+pub fn ari_moved_past(
+    window: (i64, i64),
+    previous_start: Option<i64>,
+    validity: (i64, i64),
+    now: i64,
+) -> bool {
+    let (start, end) = window;
+    let (not_before, not_after) = validity;
+    if start > now {
+        return false;
+    }
+    let moved_earlier = previous_start.is_some_and(|p| start < p && p > now);
+    let over_early = end <= now && now < not_before + (not_after - not_before) / 2;
+    moved_earlier || over_early
 }
 
 /// Whether `affected` of a CA's `total` current certificates within the
@@ -330,8 +345,20 @@ mod ari_tests {
         assert!(is_ca_incident(100, 1_000_000, 1.0, 100, 5), "count reached");
         assert!(!is_ca_incident(99, 1_000_000, 1.0, 100, 5));
         assert!(!is_ca_incident(0, 0, 1.0, 100, 1));
-        assert!(!ari_moved_past(100, 50, 200), "normal end-of-life window");
-        assert!(ari_moved_past(100, 500, 200), "early window");
+        // A 90-day certificate (0 .. 900 in these units).
+        let life = (0, 900);
+        // The normal window around 2/3, polled inside it: not moved.
+        assert!(!ari_moved_past((594, 606), Some(594), life, 600));
+        assert!(!ari_moved_past((594, 606), None, life, 600));
+        // A 6-day certificate's normal window at 1/2, already over: not
+        // moved (it ended after the middle of the life).
+        assert!(!ari_moved_past((445, 455), Some(445), life, 460));
+        // The CA moved a future window into the past.
+        assert!(ari_moved_past((100, 110), Some(594), life, 200));
+        // First poll: a window that ended long before mid-life.
+        assert!(ari_moved_past((100, 110), None, life, 200));
+        // A window that moved earlier but still lies ahead: not yet.
+        assert!(!ari_moved_past((300, 310), Some(594), life, 200));
     }
 }
 

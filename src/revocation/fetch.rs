@@ -75,6 +75,13 @@ impl Fetcher {
         }
     }
 
+    /// Keeps only the cached CRLs whose URL `keep` accepts.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut crls) = self.crls.lock() {
+            crls.retain(|url, _| keep(url));
+        }
+    }
+
     /// The CRL at `url`: from the cache while it is fresh, else fetched.
     pub async fn crl(&self, url: &str, now: i64) -> Result<FetchedCrl, String> {
         let (validators, cached) = {

@@ -1473,7 +1473,9 @@ impl Store {
             // Swaps never land on it again (`standby_revoked`).
             exec(
                 &tx,
-                "UPDATE certificates SET revoked_at = $2 WHERE revoked_at IS NULL AND id = \
+                "UPDATE certificates SET revoked_at = $2, revocation_source = 'acme', \
+                 revocation_reason = (SELECT reason_code FROM revocations WHERE id = $1) \
+                 WHERE revoked_at IS NULL AND id = \
                  (SELECT certificate_id FROM revocations WHERE id = $1)",
                 vec![id.into(), now.into()],
             )

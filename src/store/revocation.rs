@@ -100,8 +100,12 @@ pub struct Reaction {
     pub actor: String,
     /// Names whose revoked active slot should flip to a usable standby.
     pub swap_names: Vec<String>,
-    /// Slots to re-provision (their certificate is revoked).
-    pub reprovision: Vec<(String, Slot)>,
+    /// Slots to re-provision: (name, slot, the revoked certificate). A
+    /// slot that meanwhile holds another certificate is left alone.
+    pub reprovision: Vec<(String, Slot, String)>,
+    /// Revoked certificates this reaction handles: marked reacted in the
+    /// same transaction, so a crash before it leaves them pending.
+    pub cert_ids: Vec<String>,
     /// The CA re-provisioning must avoid (CA incident), if any.
     pub avoid_ca: Option<String>,
     /// Evidence recorded in the audit event.
@@ -314,26 +318,32 @@ impl Store {
             .collect()
     }
 
-    /// Records where a certificate's status comes from, read once from the
-    /// certificate itself.
+    /// Records where certificates' status comes from, read once from each
+    /// certificate: (id, CRL URLs space-separated, OCSP URL, ARI id), in
+    /// one transaction.
     pub async fn set_status_sources(
         &self,
-        cert_id: &str,
-        crl_urls: &str,
-        ocsp_url: &str,
-        ari_cert_id: &str,
+        sources: &[(String, String, String, String)],
     ) -> Result<(), StoreError> {
-        exec(
-            &self.db,
-            "UPDATE certificates SET crl_urls = $2, ocsp_url = $3, ari_cert_id = $4 WHERE id = $1",
-            vec![
-                cert_id.into(),
-                crl_urls.into(),
-                ocsp_url.into(),
-                ari_cert_id.into(),
-            ],
-        )
-        .await?;
+        if sources.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin().await?;
+        for (id, crls, ocsp, ari) in sources {
+            exec(
+                &tx,
+                "UPDATE certificates SET crl_urls = $2, ocsp_url = $3, ari_cert_id = $4 \
+                 WHERE id = $1",
+                vec![
+                    id.clone().into(),
+                    crls.clone().into(),
+                    ocsp.clone().into(),
+                    ari.clone().into(),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -460,11 +470,29 @@ impl Store {
         now: i64,
     ) -> Result<ReactionReport, StoreError> {
         let mut report = ReactionReport::default();
-        if r.swap_names.is_empty() && r.reprovision.is_empty() {
+        if r.swap_names.is_empty() && r.reprovision.is_empty() && r.cert_ids.is_empty() {
             return Ok(report);
         }
         let op = new_id();
         let tx = self.db.begin().await?;
+        for chunk in r.cert_ids.chunks(CHUNK) {
+            let mut values: Vec<Value> = vec![now.into()];
+            values.extend(chunk.iter().map(|n| Value::from(n.clone())));
+            exec(
+                &tx,
+                &format!(
+                    "UPDATE certificates SET revocation_reacted_at = $1 \
+                     WHERE revocation_reacted_at IS NULL AND id IN ({})",
+                    holes(2, chunk.len())
+                ),
+                values,
+            )
+            .await?;
+        }
+        if r.swap_names.is_empty() && r.reprovision.is_empty() {
+            tx.commit().await?;
+            return Ok(report);
+        }
         for chunk in r.swap_names.chunks(CHUNK) {
             let mut values: Vec<Value> = vec![now.into(), op.clone().into()];
             values.extend(chunk.iter().map(|n| Value::from(n.clone())));
@@ -484,21 +512,22 @@ impl Store {
         }
         report.not_swapped = r.swap_names.len() as i64 - report.swapped;
         for slot in [Slot::Primary, Slot::Backup] {
-            let names: Vec<&String> = r
+            let certs: Vec<&String> = r
                 .reprovision
                 .iter()
-                .filter(|(_, s)| *s == slot)
-                .map(|(n, _)| n)
+                .filter(|(_, s, _)| *s == slot)
+                .map(|(_, _, c)| c)
                 .collect();
             let s = slot.as_str();
-            for chunk in names.chunks(CHUNK) {
+            for chunk in certs.chunks(CHUNK) {
                 let mut values: Vec<Value> = vec![now.into(), op.clone().into()];
-                values.extend(chunk.iter().map(|n| Value::from((*n).clone())));
+                values.extend(chunk.iter().map(|c| Value::from((*c).clone())));
                 exec(
                     &tx,
                     &format!(
                         "UPDATE names SET {s}_reprovision_op = COALESCE({s}_reprovision_op, $2), \
-                         updated_at = $1 WHERE id IN ({})",
+                         updated_at = $1 WHERE id IN (SELECT name_id FROM slots \
+                         WHERE slot = '{s}' AND current_cert_id IN ({}))",
                         holes(3, chunk.len())
                     ),
                     values,
@@ -519,11 +548,18 @@ impl Store {
             Some(row) => get::<Option<i64>>(&row, "n")?.unwrap_or(0),
             None => 0,
         };
+        if report.swapped == 0 && report.not_swapped == 0 && report.marked == 0 {
+            // Nothing left to do (e.g. a CA-wide swap already marked these
+            // slots): only the certificates are marked as reacted to.
+            tx.commit().await?;
+            return Ok(report);
+        }
         let counts = serde_json::json!({
             "swap": report.swapped,
             "no_usable_standby": report.not_swapped,
             "reprovision": report.marked,
         });
+        let scope = format!("names:{}", r.swap_names.len().max(r.reprovision.len()));
         insert_operation(
             &tx,
             &Operation {
@@ -531,7 +567,7 @@ impl Store {
                 kind: r.kind.clone(),
                 actor: r.actor.clone(),
                 reason: r.reason.clone(),
-                scope: format!("names:{}", r.swap_names.len().max(r.reprovision.len())),
+                scope: scope.clone(),
                 avoid_ca: r.avoid_ca.clone(),
                 counts: counts.clone(),
                 affected: report.swapped,
@@ -548,7 +584,7 @@ impl Store {
                 at: now,
                 actor: r.actor.clone(),
                 action: format!("{}.react", r.kind),
-                target: format!("names:{}", r.swap_names.len().max(r.reprovision.len())),
+                target: scope,
                 reason: Some(r.reason.clone()),
                 result: format!("swapped {}", report.swapped),
                 details: Some(
@@ -566,6 +602,35 @@ impl Store {
         tx.commit().await?;
         report.operation_id = Some(op);
         Ok(report)
+    }
+
+    /// Current certificates found revoked by a check whose reaction has
+    /// not run yet (oldest detection first), with their evidence.
+    pub async fn pending_reactions(&self, limit: u64) -> Result<Vec<RevokedSlot>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT c.id, s.name_id, s.slot, c.ca_id, c.revocation_evidence, \
+             CASE WHEN s.slot = n.active_slot THEN 1 ELSE 0 END AS active \
+             FROM certificates c JOIN slots s ON s.current_cert_id = c.id \
+             JOIN names n ON n.id = s.name_id \
+             WHERE c.revocation_detected_at IS NOT NULL AND c.revocation_reacted_at IS NULL \
+             ORDER BY c.revocation_detected_at, c.id LIMIT $1",
+            vec![(limit as i64).into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let slot: String = get(r, "slot")?;
+                Ok(RevokedSlot {
+                    cert_id: get(r, "id")?,
+                    name_id: get(r, "name_id")?,
+                    slot: slot.parse().map_err(StoreError::Db)?,
+                    ca_id: get(r, "ca_id")?,
+                    active: int(r, "active")? == 1,
+                    evidence: json_col(r, "revocation_evidence")?.unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     // ----- ARI -----------------------------------------------------------------
@@ -672,30 +737,69 @@ impl Store {
 
     // ----- CA incidents ----------------------------------------------------
 
-    /// For CA `ca`: its current certificates found revoked since `since`,
-    /// those whose ARI window moved into the past since then, and all of
-    /// its current certificates.
+    /// For CA `ca`: its certificates found revoked since `since`, those
+    /// whose ARI window moved into the past since then (counted whether or
+    /// not they were replaced meanwhile: a mass revocation spread over the
+    /// window must still add up), and its current certificates.
     pub async fn incident_signal(
         &self,
         ca: &str,
         since: i64,
     ) -> Result<(i64, i64, i64), StoreError> {
+        let count = |sql: &'static str| {
+            let values = vec![ca.into(), since.into()];
+            async move {
+                let row = one(&self.db, sql, values)
+                    .await?
+                    .ok_or_else(|| StoreError::Db("COUNT returned no row".into()))?;
+                get::<i64>(&row, "n")
+            }
+        };
+        let revoked = count(
+            "SELECT COUNT(*) AS n FROM certificates \
+             WHERE ca_id = $1 AND revocation_detected_at >= $2",
+        )
+        .await?;
+        let ari_past = count(
+            "SELECT COUNT(*) AS n FROM certificates WHERE ca_id = $1 AND ari_past_at >= $2 \
+             AND revocation_detected_at IS NULL",
+        )
+        .await?;
+        let total = count(
+            "SELECT COUNT(*) AS n FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+             WHERE c.ca_id = $1 AND CAST($2 AS BIGINT) IS NOT NULL",
+        )
+        .await?;
+        Ok((revoked, ari_past, total))
+    }
+
+    /// When the CA's last incident was closed (signals from before it do
+    /// not open a new one).
+    pub async fn last_incident_closed_at(&self, ca: &str) -> Result<Option<i64>, StoreError> {
         let row = one(
             &self.db,
-            "SELECT COUNT(*) AS total, \
-             SUM(CASE WHEN c.revocation_detected_at >= $2 THEN 1 ELSE 0 END) AS revoked, \
-             SUM(CASE WHEN c.ari_past_at >= $2 AND c.revocation_detected_at IS NULL \
-                 THEN 1 ELSE 0 END) AS ari_past \
-             FROM slots s JOIN certificates c ON c.id = s.current_cert_id WHERE c.ca_id = $1",
-            vec![ca.into(), since.into()],
+            "SELECT MAX(closed_at) AS t FROM ca_incidents WHERE ca_id = $1",
+            vec![ca.into()],
         )
-        .await?
-        .ok_or_else(|| StoreError::Db("COUNT returned no row".into()))?;
-        Ok((
-            get::<Option<i64>>(&row, "revoked")?.unwrap_or(0),
-            get::<Option<i64>>(&row, "ari_past")?.unwrap_or(0),
-            get(&row, "total")?,
-        ))
+        .await?;
+        Ok(match row {
+            Some(r) => get(&r, "t")?,
+            None => None,
+        })
+    }
+
+    /// Open incidents whose outcome (CA-wide swap or dry run) was never
+    /// recorded: the process stopped in between; the next pass finishes
+    /// them.
+    pub async fn incidents_without_outcome(&self) -> Result<Vec<Incident>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT * FROM ca_incidents WHERE state = 'open' AND operation_id IS NULL \
+             AND dry_run IS NULL",
+            vec![],
+        )
+        .await?;
+        rows.iter().map(incident_row).collect()
     }
 
     /// The open incident of a CA, if any.
@@ -712,7 +816,12 @@ impl Store {
 
     /// Opens an incident; false when the CA already has an open one
     /// (another replica was first).
-    pub async fn create_incident(&self, i: &Incident, actor: &str) -> Result<bool, StoreError> {
+    pub async fn create_incident(
+        &self,
+        i: &Incident,
+        evidence: &serde_json::Value,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
         let tx = self.db.begin().await?;
         let n = exec(
             &tx,
@@ -751,6 +860,7 @@ impl Store {
                             "ari_past": i.ari_past,
                             "total": i.total,
                             "window_seconds": i.window_seconds,
+                            "evidence": evidence,
                         })
                         .to_string(),
                     ),
@@ -939,6 +1049,30 @@ impl Store {
         Ok(n)
     }
 
+    /// Resolves the open alerts of `kind` about `subjects`.
+    pub async fn resolve_alerts(
+        &self,
+        kind: &str,
+        subjects: &[String],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for chunk in subjects.chunks(CHUNK) {
+            let mut values: Vec<Value> = vec![kind.into(), now.into()];
+            values.extend(chunk.iter().map(|n| Value::from(n.clone())));
+            exec(
+                &self.db,
+                &format!(
+                    "UPDATE alerts SET resolved_at = $2 WHERE kind = $1 \
+                     AND resolved_at IS NULL AND subject IN ({})",
+                    holes(3, chunk.len())
+                ),
+                values,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Resolves `certificate_revoked` alerts whose slot no longer holds a
     /// revoked certificate (it was re-issued, or the name is gone).
     pub async fn resolve_revoked_alerts(&self, now: i64) -> Result<u64, StoreError> {
@@ -972,7 +1106,10 @@ impl Store {
     // ----- expiry ------------------------------------------------------------
 
     /// Slots whose current certificate has less than `fraction` of its
-    /// lifetime left (or has expired): no renewal succeeded in time.
+    /// lifetime left (or has expired) although its renewal was due more
+    /// than 2% of its lifetime ago: no renewal succeeded in time (a
+    /// renewal at its normal point, or inside an ARI window around it, is
+    /// not an alert).
     /// (name, slot, CA, not_after, the slot's last error).
     pub async fn expiring_slots(
         &self,
@@ -986,6 +1123,7 @@ impl Store {
             "SELECT s.name_id, s.slot, c.ca_id, c.not_after, s.last_error \
              FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
              WHERE (c.not_after - $1) * 1000 < (c.not_after - c.not_before) * $2 \
+             AND (c.renew_after + (c.not_after - c.not_before) / 50) < $1 \
              ORDER BY c.not_after LIMIT $3",
             vec![now.into(), per_mille.into(), (limit as i64).into()],
         )
@@ -1055,12 +1193,14 @@ impl Store {
              CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked' \
                   WHEN c.status_checked_at IS NULL THEN 'unchecked' \
                   WHEN c.status_error IS NOT NULL THEN 'undetermined' \
+                  WHEN c.status_source = 'none' THEN 'no_source' \
                   ELSE 'good' END AS state, COUNT(*) AS n \
              FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
              GROUP BY c.ca_id, \
              CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked' \
                   WHEN c.status_checked_at IS NULL THEN 'unchecked' \
                   WHEN c.status_error IS NOT NULL THEN 'undetermined' \
+                  WHEN c.status_source = 'none' THEN 'no_source' \
                   ELSE 'good' END",
             vec![],
         )

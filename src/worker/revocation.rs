@@ -12,7 +12,7 @@
 //! are raised and resolved (CRL/OCSP failures, expiry, names without a
 //! usable standby).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,10 +22,9 @@ use tracing::{error, info, warn};
 use super::Worker;
 use crate::certs;
 use crate::config::{IncidentPolicy, RevokedActivePolicy};
-use crate::domain::Slot;
 use crate::policy;
 use crate::revocation::crl::{self, VerifiedCrl};
-use crate::revocation::fetch::Fetcher;
+use crate::revocation::fetch::{FetchedCrl, Fetcher};
 use crate::revocation::ocsp::{self, CertStatus, OcspAnswer};
 use crate::store::{
     AuditEvent, Incident, Reaction, RevocationFinding, RevokedSlot, StatusTarget, StoreError,
@@ -44,14 +43,20 @@ const PARALLEL: usize = 16;
 const ALERT_LIMIT: u64 = 10_000;
 
 /// What the pass keeps between runs: the HTTP fetcher with its CRL cache,
-/// issuer certificates, verified CRLs, and when each certificate's OCSP
-/// answer goes stale.
+/// issuer certificates, the verified CRL per (URL, issuer) and the highest
+/// CRL number seen per URL (a CDN serving an older copy is caught), and
+/// when each certificate's OCSP answer goes stale. Entries for URLs and
+/// certificates a pass no longer sees are dropped at its end.
 pub(super) struct Checker {
     fetcher: Result<Arc<Fetcher>, String>,
     issuers: Mutex<HashMap<String, Arc<Vec<u8>>>>,
-    verified: Mutex<HashMap<(String, u64, String), CrlResult>>,
+    verified: Mutex<HashMap<(String, String), VersionedCrl>>,
+    crl_numbers: Mutex<HashMap<String, String>>,
     ocsp_until: Mutex<HashMap<String, i64>>,
 }
+
+/// A verified CRL and the fetched version it came from.
+type VersionedCrl = (u64, Arc<VerifiedCrl>);
 
 #[derive(Clone)]
 enum CrlResult {
@@ -71,7 +76,28 @@ impl Checker {
             .map(Arc::new),
             issuers: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
+            crl_numbers: Mutex::new(HashMap::new()),
             ocsp_until: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Drops cached data of URLs, issuers and certificates this pass did
+    /// not see (memory stays bounded by what is managed now).
+    fn prune(&self, pass: &Pass) {
+        if let Ok(f) = self.fetcher.as_ref() {
+            f.retain(|url| pass.crl_fetched.contains_key(url));
+        }
+        if let Ok(mut m) = self.verified.lock() {
+            m.retain(|(url, _), _| pass.crl_fetched.contains_key(url));
+        }
+        if let Ok(mut m) = self.crl_numbers.lock() {
+            m.retain(|url, _| pass.crl_fetched.contains_key(url));
+        }
+        if let Ok(mut m) = self.issuers.lock() {
+            m.retain(|k, _| pass.issuers_seen.contains(k));
+        }
+        if let Ok(mut m) = self.ocsp_until.lock() {
+            m.retain(|id, _| pass.certs_seen.contains(id));
         }
     }
 }
@@ -83,15 +109,40 @@ struct Pass {
     good: BTreeMap<&'static str, Vec<String>>,
     undecided: Vec<(String, String, String)>,
     crl_failures: BTreeMap<String, String>,
+    crl_stale: BTreeMap<String, String>,
+    /// Each CRL URL is fetched at most once per pass (a dead CRL server
+    /// costs one timeout, not one per certificate).
+    crl_fetched: HashMap<String, Result<FetchedCrl, String>>,
+    /// Verification results of this pass per (URL, issuer).
+    crl_results: HashMap<(String, String), CrlResult>,
     ocsp_failures: BTreeMap<String, String>,
     ocsp_unknown: Vec<String>,
+    ocsp_answered: Vec<String>,
     ari_moved: BTreeSet<String>,
     ari_due_now: usize,
     checked: usize,
+    issuers_seen: HashSet<String>,
+    certs_seen: HashSet<String>,
 }
 
+/// Certificates of one issuer share its certificate and CRLs: the CA and
+/// the authority key identifier (the ARI id's first part), or the issuer
+/// DN when there is none — an issuer that rolls its key under the same
+/// name is another issuer.
 fn issuer_key(t: &StatusTarget) -> String {
-    format!("{}\u{0}{}", t.ca_id, t.issuer)
+    let aki = t
+        .ari_cert_id
+        .as_deref()
+        .and_then(|a| a.split_once('.'))
+        .map(|(aki, _)| aki)
+        .unwrap_or_default();
+    format!("{}\u{0}{}\u{0}{aki}", t.ca_id, t.issuer)
+}
+
+/// Whether decimal CRL number `a` is lower than `b`.
+fn number_lower(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    (a.len(), a) < (b.len(), b)
 }
 
 fn rfc3339(t: i64) -> String {
@@ -111,11 +162,14 @@ fn random_u64() -> u64 {
 }
 
 impl Worker {
+    fn lease_ttl(&self) -> i64 {
+        (self.revocation.check_interval_seconds as i64 * 3).max(30)
+    }
+
     /// Runs the check pass every `check_interval_seconds` until shutdown,
     /// on whichever replica holds the singleton lease.
     pub(super) async fn revocation_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let every = Duration::from_secs(self.revocation.check_interval_seconds.max(1));
-        let ttl = (self.revocation.check_interval_seconds as i64 * 3).max(30);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -123,7 +177,7 @@ impl Worker {
             let now = self.clock.now();
             match self
                 .store
-                .singleton_lease(LEASE, &self.owner, now, ttl)
+                .singleton_lease(LEASE, &self.owner, now, self.lease_ttl())
                 .await
             {
                 Ok(true) => {
@@ -141,7 +195,9 @@ impl Worker {
         }
     }
 
-    /// One pass over every current certificate.
+    /// One pass over every current certificate, then the reactions.
+    /// The lease is renewed after every page; a pass that lost it stops
+    /// (another replica goes on).
     pub async fn check_pass(&self, now: i64) -> Result<(), StoreError> {
         let mut pass = Pass::default();
         let mut cursor = String::new();
@@ -149,8 +205,17 @@ impl Worker {
             let page = self.store.status_targets(&cursor, PAGE, now).await?;
             let Some(last) = page.last() else { break };
             cursor = last.cert_id.clone();
-            self.check_page(page.clone(), now, &mut pass).await?;
-            if (page.len() as u64) < PAGE {
+            let full = page.len() as u64 == PAGE;
+            self.check_page(page, now, &mut pass).await?;
+            if !self
+                .store
+                .singleton_lease(LEASE, &self.owner, self.clock.now(), self.lease_ttl())
+                .await?
+            {
+                warn!("revocation check lease lost to another replica; this pass stops");
+                return Ok(());
+            }
+            if !full {
                 break;
             }
         }
@@ -175,13 +240,15 @@ impl Worker {
             .store
             .record_revocations(&pass.findings, ACTOR, now)
             .await?;
-        self.react(&revoked, &pass.ari_moved, now).await?;
+        let reacted = self.react(&pass.ari_moved, now).await?;
         self.failure_alerts(&pass, now).await?;
         self.expiry_alerts(now).await?;
-        if !revoked.is_empty() || pass.ari_due_now > 0 {
+        self.checker.prune(&pass);
+        if !revoked.is_empty() || reacted > 0 || pass.ari_due_now > 0 {
             info!(
                 checked = pass.checked,
                 revoked = revoked.len(),
+                reacted,
                 ari_renew_now = pass.ari_due_now,
                 "revocation check pass"
             );
@@ -190,18 +257,25 @@ impl Worker {
         Ok(())
     }
 
-    /// Reads what the pass needs from each certificate once: where its
-    /// status is published, its ARI id, its issuer's certificate.
-    async fn prepare(&self, t: &mut StatusTarget) -> Result<Option<Arc<Vec<u8>>>, String> {
-        let key = issuer_key(t);
-        let cached = self
-            .checker
-            .issuers
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).cloned());
-        if t.crl_urls.is_some() && cached.is_some() {
-            return Ok(cached);
+    /// Reads what the pass needs from a certificate: where its status is
+    /// published and its ARI id (once per certificate; returned for the
+    /// page's batch write), and its issuer's certificate (cached).
+    async fn prepare(
+        &self,
+        t: &mut StatusTarget,
+        sources: &mut Vec<(String, String, String, String)>,
+    ) -> Result<Option<Arc<Vec<u8>>>, String> {
+        let cached = |key: &str| {
+            self.checker
+                .issuers
+                .lock()
+                .ok()
+                .and_then(|m| m.get(key).cloned())
+        };
+        if t.crl_urls.is_some()
+            && let Some(c) = cached(&issuer_key(t))
+        {
+            return Ok(Some(c));
         }
         let pem = self
             .store
@@ -215,25 +289,28 @@ impl Worker {
             let crls = crls.join(" ");
             let ocsp_url = ocsp_url.unwrap_or_default();
             let ari = crate::ca::ari_cert_id(&ders[0]).unwrap_or_default();
-            self.store
-                .set_status_sources(&t.cert_id, &crls, &ocsp_url, &ari)
-                .await
-                .map_err(|e| e.to_string())?;
+            sources.push((
+                t.cert_id.clone(),
+                crls.clone(),
+                ocsp_url.clone(),
+                ari.clone(),
+            ));
             t.crl_urls = Some(crls);
             t.ocsp_url = Some(ocsp_url);
             t.ari_cert_id = Some(ari);
         }
-        match (cached, ders.get(1)) {
-            (Some(c), _) => Ok(Some(c)),
-            (None, Some(issuer)) => {
-                let issuer = Arc::new(issuer.clone());
-                if let Ok(mut m) = self.checker.issuers.lock() {
-                    m.insert(key, issuer.clone());
-                }
-                Ok(Some(issuer))
-            }
-            (None, None) => Ok(None),
+        let key = issuer_key(t);
+        if let Some(c) = cached(&key) {
+            return Ok(Some(c));
         }
+        let Some(issuer) = ders.get(1) else {
+            return Ok(None);
+        };
+        let issuer = Arc::new(issuer.clone());
+        if let Ok(mut m) = self.checker.issuers.lock() {
+            m.insert(key, issuer.clone());
+        }
+        Ok(Some(issuer))
     }
 
     async fn check_page(
@@ -251,9 +328,17 @@ impl Worker {
         };
         let mut ocsp_wanted: Vec<(StatusTarget, Arc<Vec<u8>>)> = Vec::new();
         let mut ari_wanted: Vec<StatusTarget> = Vec::new();
+        let mut sources = Vec::new();
+        let mut prepared = Vec::with_capacity(page.len());
         for t in page.iter_mut() {
             pass.checked += 1;
-            let issuer = match self.prepare(t).await {
+            pass.certs_seen.insert(t.cert_id.clone());
+            let issuer = self.prepare(t, &mut sources).await;
+            prepared.push(issuer);
+        }
+        self.store.set_status_sources(&sources).await?;
+        for (t, issuer) in page.into_iter().zip(prepared) {
+            let issuer = match issuer {
                 Ok(Some(i)) => i,
                 Ok(None) => {
                     pass.undecided.push((
@@ -268,12 +353,15 @@ impl Worker {
                     continue;
                 }
             };
+            pass.issuers_seen.insert(issuer_key(&t));
             if self.revocation.ari
                 && t.ari_cert_id.as_deref().is_some_and(|a| !a.is_empty())
                 && t.ari_next_poll.is_none_or(|p| p <= now)
             {
                 ari_wanted.push(t.clone());
             }
+            // The certificate's own distribution points, then the CA's
+            // configured CRLs (those of another issuer are skipped).
             let mut urls: Vec<(String, bool)> = t
                 .crl_urls
                 .as_deref()
@@ -284,28 +372,33 @@ impl Worker {
             if let Some(ca) = self.cas.get(&t.ca_id) {
                 urls.extend(ca.crl_urls().iter().map(|u| (u.clone(), true)));
             }
-            let mut covered: Option<(String, Arc<VerifiedCrl>)> = None;
+            let mut covered = false;
+            let mut own_failed = false;
             let mut revoked: Option<(String, Arc<VerifiedCrl>)> = None;
             let mut errors = Vec::new();
             for (url, configured) in &urls {
                 match self
-                    .verified_crl(&fetcher, url, *configured, t, &issuer, now)
+                    .verified_crl(&fetcher, url, *configured, &t, &issuer, now, pass)
                     .await
                 {
                     CrlResult::Ok(c) => {
-                        if c.revoked.contains_key(&t.serial) && revoked.is_none() {
-                            revoked = Some((url.clone(), c.clone()));
+                        if revoked.is_none() && c.revoked.contains_key(&t.serial) {
+                            revoked = Some((url.clone(), c));
                         }
-                        covered.get_or_insert((url.clone(), c));
+                        covered = true;
                     }
                     CrlResult::NotForIssuer => {}
                     CrlResult::Err(e) => {
                         pass.crl_failures.insert(url.clone(), e.clone());
+                        own_failed |= !configured;
                         errors.push(e);
                     }
                 }
             }
+            let has_ocsp =
+                self.revocation.ocsp && t.ocsp_url.as_deref().is_some_and(|u| !u.is_empty());
             if let Some((url, c)) = revoked {
+                // A verified CRL listing it is decisive, whatever else failed.
                 if let Some(entry) = c.revoked.get(&t.serial) {
                     pass.findings.push(RevocationFinding {
                         cert_id: t.cert_id.clone(),
@@ -323,9 +416,9 @@ impl Worker {
                         }),
                     });
                 }
-            } else if covered.is_some() {
+            } else if covered && !own_failed {
                 pass.good.entry("crl").or_default().push(t.cert_id.clone());
-            } else if self.revocation.ocsp && t.ocsp_url.as_deref().is_some_and(|u| !u.is_empty()) {
+            } else if has_ocsp {
                 let due = self
                     .checker
                     .ocsp_until
@@ -336,9 +429,12 @@ impl Worker {
                     ocsp_wanted.push((t.clone(), issuer.clone()));
                 }
             } else if !errors.is_empty() {
+                // Its own CRL failed: a configured CRL of another shard
+                // does not speak for it.
                 pass.undecided
                     .push((t.cert_id.clone(), "crl".into(), errors.join("; ")));
             } else {
+                // Nothing to ask: shown as `no_source`, never as good.
                 pass.good.entry("none").or_default().push(t.cert_id.clone());
             }
         }
@@ -347,8 +443,11 @@ impl Worker {
         Ok(())
     }
 
-    /// The CRL at `url` verified against `issuer`, from the per-version
-    /// cache or fetched and verified now.
+    /// The CRL at `url` verified against `issuer`: fetched at most once
+    /// per pass, verified once per version and issuer. Failures are
+    /// remembered for this pass only (a clock-dependent rejection is
+    /// retried next pass).
+    #[allow(clippy::too_many_arguments)]
     async fn verified_crl(
         &self,
         fetcher: &Fetcher,
@@ -357,50 +456,85 @@ impl Worker {
         t: &StatusTarget,
         issuer: &[u8],
         now: i64,
+        pass: &mut Pass,
     ) -> CrlResult {
-        let fetched = match fetcher.crl(url, now).await {
-            Ok(f) => f,
-            Err(e) => return CrlResult::Err(e),
+        let ikey = issuer_key(t);
+        if let Some(r) = pass.crl_results.get(&(url.to_string(), ikey.clone())) {
+            return r.clone();
+        }
+        if !pass.crl_fetched.contains_key(url) {
+            let fetched = fetcher.crl(url, now).await;
+            if let Ok(f) = &fetched
+                && let Some(stale) = &f.stale_reason
+            {
+                pass.crl_stale.insert(url.to_string(), stale.clone());
+            }
+            pass.crl_fetched.insert(url.to_string(), fetched);
+        }
+        let fetched = match pass.crl_fetched.get(url) {
+            Some(Ok(f)) => f.clone(),
+            Some(Err(e)) => return CrlResult::Err(e.clone()),
+            None => return CrlResult::Err(format!("CRL {url}: not fetched")),
         };
-        let key = (url.to_string(), fetched.version, issuer_key(t));
-        if let Some(hit) = self
+        let key = (url.to_string(), ikey.clone());
+        let cached = self
             .checker
             .verified
             .lock()
             .ok()
-            .and_then(|m| m.get(&key).cloned())
+            .and_then(|m| m.get(&key).cloned());
+        let result = match cached {
+            Some((version, c)) if version == fetched.version => {
+                if c.next_update.is_some_and(|n| n + 300 < now) {
+                    CrlResult::Err(format!(
+                        "CRL {url} expired at {} and no newer one is served",
+                        c.next_update.map(rfc3339).unwrap_or_default()
+                    ))
+                } else {
+                    CrlResult::Ok(c)
+                }
+            }
+            _ => match crl::verify(&fetched.bytes, issuer, now) {
+                Ok(c) => self.accept_crl(fetcher, url, key, fetched.version, c),
+                Err(e) if configured && matches!(e, crl::CrlError::WrongIssuer { .. }) => {
+                    CrlResult::NotForIssuer
+                }
+                Err(e) => CrlResult::Err(format!("CRL {url}: {e}")),
+            },
+        };
+        pass.crl_results
+            .insert((url.to_string(), ikey), result.clone());
+        result
+    }
+
+    /// A verified CRL is believed unless its number is lower than one seen
+    /// before from the same URL (a stale copy predating revocations).
+    fn accept_crl(
+        &self,
+        fetcher: &Fetcher,
+        url: &str,
+        key: (String, String),
+        version: u64,
+        c: VerifiedCrl,
+    ) -> CrlResult {
+        if let Some(n) = &c.number
+            && let Ok(mut seen) = self.checker.crl_numbers.lock()
         {
-            // A CRL past its nextUpdate is no longer evidence of anything.
-            if let CrlResult::Ok(c) = &hit
-                && c.next_update.is_some_and(|n| n + 300 < now)
+            if let Some(prev) = seen.get(url)
+                && number_lower(n, prev)
             {
                 return CrlResult::Err(format!(
-                    "CRL {url} expired at {} and no newer one is served",
-                    c.next_update.map(rfc3339).unwrap_or_default()
+                    "CRL {url}: number {n} is lower than {prev} seen before (a stale copy)"
                 ));
             }
-            return hit;
+            seen.insert(url.to_string(), n.clone());
         }
-        let result = match crl::verify(&fetched.bytes, issuer, now) {
-            Ok(c) => {
-                fetcher.note_next_update(url, c.next_update);
-                CrlResult::Ok(Arc::new(c))
-            }
-            Err(e) if configured && matches!(e, crl::CrlError::WrongIssuer { .. }) => {
-                CrlResult::NotForIssuer
-            }
-            Err(e) => CrlResult::Err(format!("CRL {url}: {e}")),
-        };
+        fetcher.note_next_update(url, c.next_update);
+        let c = Arc::new(c);
         if let Ok(mut m) = self.checker.verified.lock() {
-            if m.len() > 10_000 {
-                m.clear();
-            }
-            m.insert(key, result.clone());
+            m.insert(key, (version, c.clone()));
         }
-        if let Some(stale) = fetched.stale_reason {
-            warn!(reason = %stale, "CRL refresh failed");
-        }
-        result
+        CrlResult::Ok(c)
     }
 
     async fn ask_ocsp(
@@ -456,6 +590,10 @@ impl Worker {
         if let Ok(mut m) = self.checker.ocsp_until.lock() {
             m.insert(t.cert_id.clone(), until);
         }
+        let subject = format!("{}/{}", t.name_id, t.slot.as_str());
+        if matches!(&result, Ok(a) if !matches!(a.status, CertStatus::Unknown)) {
+            pass.ocsp_answered.push(subject.clone());
+        }
         match result {
             Ok(a) => match a.status {
                 CertStatus::Good => pass.good.entry("ocsp").or_default().push(t.cert_id),
@@ -475,8 +613,7 @@ impl Worker {
                     }),
                 }),
                 CertStatus::Unknown => {
-                    pass.ocsp_unknown
-                        .push(format!("{}/{}", t.name_id, t.slot.as_str()));
+                    pass.ocsp_unknown.push(subject);
                     pass.undecided.push((
                         t.cert_id,
                         "ocsp".into(),
@@ -553,8 +690,12 @@ impl Worker {
         };
         let previous = t.ari_window_start.map(|_| t.renew_after);
         let renew = policy::ari_renewal_time(w.start, w.end, previous, now, random_u64());
-        let normal = policy::renew_at(t.not_before, t.not_after, self.renew_fraction);
-        let moved_past = policy::ari_moved_past(w.start, normal, now);
+        let moved_past = policy::ari_moved_past(
+            (w.start, w.end),
+            t.ari_window_start,
+            (t.not_before, t.not_after),
+            now,
+        );
         let next_poll = now + policy::ari_poll_delay(w.retry_after, min, 86_400) as i64;
         self.store
             .record_ari(
@@ -601,23 +742,26 @@ impl Worker {
         Ok(())
     }
 
-    /// Decides what the recorded revocations (and ARI windows moved into
-    /// the past) lead to: CA incidents first, then per-name reactions for
-    /// the CAs without one.
-    async fn react(
-        &self,
-        revoked: &[RevokedSlot],
-        ari_moved: &BTreeSet<String>,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    /// Decides what the revocations recorded and not yet reacted to (this
+    /// pass's, and any left pending by a crash or a held incident) and the
+    /// ARI windows moved into the past lead to: CA incidents first, then
+    /// per-name reactions for the CAs without one. Returns how many
+    /// revoked certificates were reacted to.
+    async fn react(&self, ari_moved: &BTreeSet<String>, now: i64) -> Result<usize, StoreError> {
         let cfg = &self.revocation;
-        let mut cas: BTreeSet<String> = revoked.iter().map(|r| r.ca_id.clone()).collect();
+        // An incident whose outcome was never recorded (the process
+        // stopped in between) is finished first.
+        for inc in self.store.incidents_without_outcome().await? {
+            self.incident_outcome(&inc, now).await?;
+        }
+        let pending = self.store.pending_reactions(10_000).await?;
+        let mut cas: BTreeSet<String> = pending.iter().map(|r| r.ca_id.clone()).collect();
         cas.extend(ari_moved.iter().cloned());
         // CAs whose revocations get no per-name reaction: an incident
         // opened in this pass (its CA-wide swap or dry run covers them) or
-        // one waiting for an operator. After a CA-wide swap, later
-        // revocations at that CA are handled per name, re-provisioned
-        // away from it.
+        // one waiting for an operator (they stay pending until it is
+        // closed). After a CA-wide swap, later revocations at that CA are
+        // handled per name, re-provisioned away from it.
         let mut held: BTreeSet<String> = BTreeSet::new();
         let mut avoid: BTreeSet<String> = BTreeSet::new();
         for ca in &cas {
@@ -629,10 +773,15 @@ impl Worker {
                 }
                 continue;
             }
-            let (rev, ari, total) = self
-                .store
-                .incident_signal(ca, now - cfg.incident_window_seconds)
-                .await?;
+            // Signals from before the CA's last incident was closed do not
+            // open another.
+            let since = (now - cfg.incident_window_seconds).max(
+                self.store
+                    .last_incident_closed_at(ca)
+                    .await?
+                    .map_or(i64::MIN, |t| t + 1),
+            );
+            let (rev, ari, total) = self.store.incident_signal(ca, since).await?;
             if !policy::is_ca_incident(
                 rev + ari,
                 total,
@@ -643,19 +792,22 @@ impl Worker {
                 continue;
             }
             held.insert(ca.clone());
-            self.open_incident(ca, rev, ari, total, revoked, now)
+            let mine: Vec<&RevokedSlot> = pending.iter().filter(|r| &r.ca_id == ca).collect();
+            self.open_incident(ca, (rev, ari, total), &mine, now)
                 .await?;
         }
-        let plain: Vec<&RevokedSlot> = revoked
+        let plain: Vec<&RevokedSlot> = pending
             .iter()
             .filter(|r| !held.contains(&r.ca_id) && !avoid.contains(&r.ca_id))
             .collect();
+        let mut reacted = plain.len();
         self.react_per_name(&plain, None, now).await?;
         for ca in &avoid {
-            let group: Vec<&RevokedSlot> = revoked.iter().filter(|r| &r.ca_id == ca).collect();
+            let group: Vec<&RevokedSlot> = pending.iter().filter(|r| &r.ca_id == ca).collect();
+            reacted += group.len();
             self.react_per_name(&group, Some(ca), now).await?;
         }
-        Ok(())
+        Ok(reacted)
     }
 
     /// The per-name reaction to `revoked` (one operation): swap names
@@ -697,7 +849,11 @@ impl Worker {
                     ),
                     actor: ACTOR.into(),
                     swap_names,
-                    reprovision: mine.iter().map(|r| (r.name_id.clone(), r.slot)).collect(),
+                    reprovision: mine
+                        .iter()
+                        .map(|r| (r.name_id.clone(), r.slot, r.cert_id.clone()))
+                        .collect(),
+                    cert_ids: mine.iter().map(|r| r.cert_id.clone()).collect(),
                     avoid_ca: avoid_ca.map(str::to_string),
                     evidence: serde_json::json!(
                         mine.iter()
@@ -751,13 +907,13 @@ impl Worker {
         Ok(())
     }
 
+    /// Opens a CA incident (once across replicas) with up to 20 of the
+    /// revocations that caused it as evidence, then runs its outcome.
     async fn open_incident(
         &self,
         ca: &str,
-        rev: i64,
-        ari: i64,
-        total: i64,
-        revoked: &[RevokedSlot],
+        (rev, ari, total): (i64, i64, i64),
+        pending: &[&RevokedSlot],
         now: i64,
     ) -> Result<(), StoreError> {
         let cfg = &self.revocation;
@@ -779,7 +935,7 @@ impl Worker {
             ari_past: ari,
             total,
             window_seconds: cfg.incident_window_seconds,
-            summary: summary.clone(),
+            summary,
             operation_id: None,
             dry_run: None,
             opened_at: now,
@@ -787,69 +943,99 @@ impl Worker {
             closed_by: None,
             close_reason: None,
         };
-        if !self.store.create_incident(&incident, ACTOR).await? {
+        let evidence = serde_json::json!(
+            pending
+                .iter()
+                .take(20)
+                .map(|r| serde_json::json!({
+                    "name": r.name_id,
+                    "slot": r.slot.as_str(),
+                    "certificate": r.cert_id,
+                    "evidence": r.evidence,
+                }))
+                .collect::<Vec<_>>()
+        );
+        if !self
+            .store
+            .create_incident(&incident, &evidence, ACTOR)
+            .await?
+        {
             return Ok(());
         }
-        let reason = format!("CA incident {}: {summary}", incident.id);
+        self.incident_outcome(&incident, now).await
+    }
+
+    /// What an open incident does, per its policy: the CA-wide swap (and
+    /// the re-provisioning of the CA's revoked standbys elsewhere; its
+    /// pending revocations count as reacted to), or the dry run stored
+    /// for an operator; then the alert. Safe to repeat (a swap of names
+    /// already swapped flips nothing).
+    async fn incident_outcome(&self, incident: &Incident, now: i64) -> Result<(), StoreError> {
+        let ca = incident.ca_id.as_str();
+        let reason = format!("CA incident {}: {}", incident.id, incident.summary);
         let scope = SwapScope::Ca(ca.to_string());
-        let (operation, dry) = match cfg.incident_policy {
-            IncidentPolicy::Swap => {
-                let report = self
-                    .store
-                    .mass_swap(&scope, &reason, ACTOR, false, now)
-                    .await?;
-                // Standbys of other names revoked at this CA: re-issued
-                // elsewhere (the CA-wide swap only moves active slots).
-                let standbys: Vec<(String, Slot)> = revoked
-                    .iter()
-                    .filter(|r| r.ca_id == ca && !r.active)
-                    .map(|r| (r.name_id.clone(), r.slot))
-                    .collect();
-                if !standbys.is_empty() {
-                    self.store
-                        .react_to_revocations(
-                            &Reaction {
-                                kind: "incident".into(),
-                                reason: reason.clone(),
-                                actor: ACTOR.into(),
-                                swap_names: Vec::new(),
-                                reprovision: standbys,
-                                avoid_ca: Some(ca.to_string()),
-                                evidence: serde_json::json!({ "incident": incident.id }),
-                            },
-                            now,
-                        )
-                        .await?;
-                }
-                (report.operation_id, None)
-            }
-            IncidentPolicy::Manual => {
-                let report = self
-                    .store
-                    .mass_swap(&scope, &reason, ACTOR, true, now)
-                    .await?;
-                (None, Some(serde_json::json!(report)))
-            }
+        let (operation, dry) = if incident.policy == "swap" {
+            let report = self
+                .store
+                .mass_swap(&scope, &reason, ACTOR, false, now)
+                .await?;
+            // Standbys revoked at this CA: re-issued elsewhere (the
+            // CA-wide swap only moves active slots).
+            let pending: Vec<RevokedSlot> = self
+                .store
+                .pending_reactions(100_000)
+                .await?
+                .into_iter()
+                .filter(|r| r.ca_id == ca)
+                .collect();
+            self.store
+                .react_to_revocations(
+                    &Reaction {
+                        kind: "incident".into(),
+                        reason: reason.clone(),
+                        actor: ACTOR.into(),
+                        swap_names: Vec::new(),
+                        reprovision: pending
+                            .iter()
+                            .filter(|r| !r.active)
+                            .map(|r| (r.name_id.clone(), r.slot, r.cert_id.clone()))
+                            .collect(),
+                        cert_ids: pending.iter().map(|r| r.cert_id.clone()).collect(),
+                        avoid_ca: Some(ca.to_string()),
+                        evidence: serde_json::json!({ "incident": incident.id }),
+                    },
+                    now,
+                )
+                .await?;
+            (report.operation_id, None)
+        } else {
+            let report = self
+                .store
+                .mass_swap(&scope, &reason, ACTOR, true, now)
+                .await?;
+            (None, Some(serde_json::json!(report)))
         };
         self.store
             .set_incident_outcome(&incident.id, operation.as_deref(), dry.as_ref())
             .await?;
-        let what = match cfg.incident_policy {
-            IncidentPolicy::Swap => format!(
+        let what = if incident.policy == "swap" {
+            format!(
                 "every name active on {ca} swapped away (operation {})",
                 operation.as_deref().unwrap_or("?")
-            ),
-            IncidentPolicy::Manual => format!(
-                "a dry run of `twincert swap --ca {ca}` waits for an operator (GET /v1/incidents/{})",
+            )
+        } else {
+            format!(
+                "a dry run of `twincert swap --ca {ca}` waits for an operator \
+                 (twincert incidents show {})",
                 incident.id
-            ),
+            )
         };
-        error!(ca = %ca, incident = %incident.id, policy, "CA incident: {summary}; {what}");
+        error!(ca = %ca, incident = %incident.id, policy = %incident.policy, "CA incident: {}; {what}", incident.summary);
         self.alert(
             "ca_incident",
             ca,
             "critical",
-            &format!("CA incident at {ca}: {summary}; {what}"),
+            &format!("CA incident at {ca}: {}; {what}", incident.summary),
             Some(&serde_json::json!({
                 "incident": incident.id,
                 "operation": operation,
@@ -927,8 +1113,27 @@ impl Worker {
             )
             .await?;
         }
+        // Only subjects asked again (and answered) this pass are cleared:
+        // an answer not yet due says nothing new.
         self.store
-            .resolve_alerts_except("ocsp_unknown", &pass.ocsp_unknown, now)
+            .resolve_alerts("ocsp_unknown", &pass.ocsp_answered, now)
+            .await?;
+        for (url, e) in &pass.crl_stale {
+            self.alert(
+                "crl_stale",
+                url,
+                "warning",
+                &format!(
+                    "the CA's CRL cannot be fetched; its last copy (still current) is used: {e}"
+                ),
+                None,
+                now,
+            )
+            .await?;
+        }
+        let urls: Vec<String> = pass.crl_stale.keys().cloned().collect();
+        self.store
+            .resolve_alerts_except("crl_stale", &urls, now)
             .await?;
         Ok(())
     }
@@ -968,9 +1173,12 @@ impl Worker {
             .await?;
             subjects.push(subject);
         }
-        self.store
-            .resolve_alerts_except("expiry_soon", &subjects, now)
-            .await?;
+        // A list cut at the limit says nothing about the rest.
+        if (expiring.len() as u64) < ALERT_LIMIT {
+            self.store
+                .resolve_alerts_except("expiry_soon", &subjects, now)
+                .await?;
+        }
         let missing = self
             .store
             .track_standby(now, now - cfg.no_standby_alert_seconds, ALERT_LIMIT)
@@ -992,9 +1200,11 @@ impl Worker {
             .await?;
             names.push(name.clone());
         }
-        self.store
-            .resolve_alerts_except("no_standby", &names, now)
-            .await?;
+        if (missing.len() as u64) < ALERT_LIMIT {
+            self.store
+                .resolve_alerts_except("no_standby", &names, now)
+                .await?;
+        }
         Ok(())
     }
 }

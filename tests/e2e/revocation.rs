@@ -167,7 +167,7 @@ async fn a_revocation_in_a_signed_crl_swaps_the_name_and_a_badly_signed_crl_only
         .await;
     let took = published.elapsed();
     // One check interval (1 s) plus the pass itself.
-    assert!(took < Duration::from_secs(4), "swap took {took:?}");
+    assert!(took < Duration::from_secs(6), "swap took {took:?}");
 
     // The evidence is in the audit log: the CRL's number and URL.
     let found = events(&server, "certificate.revoked_detected").await;
@@ -182,13 +182,17 @@ async fn a_revocation_in_a_signed_crl_swaps_the_name_and_a_badly_signed_crl_only
     let reacted = events(&server, "revocation.react").await;
     assert_eq!(reacted.len(), 1, "{reacted:#?}");
     assert_eq!(details(&reacted[0])["counts"]["swap"], 1);
-    let raised: Vec<Value> = get(&server, "/v1/alerts?open=false&limit=1000").await["items"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|a| a["kind"] == "certificate_revoked")
-        .collect();
+    let raised: Vec<Value> = eventually(10, "certificate_revoked alert", &server, || async {
+        let all: Vec<Value> = get(&server, "/v1/alerts?open=false&limit=1000").await["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["kind"] == "certificate_revoked")
+            .collect();
+        (!all.is_empty()).then_some(all)
+    })
+    .await;
     assert_eq!(raised.len(), 1, "{raised:#?}");
     assert_eq!(raised[0]["subject"], "a.example.test/primary");
     assert_eq!(raised[0]["severity"], "critical");
@@ -345,7 +349,7 @@ async fn ocsp_revoked_swaps_while_unknown_and_badly_signed_answers_only_alert() 
     server
         .wait_for("a.example.test", 15, |v| v["active"] == "backup")
         .await;
-    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
     let ev = events(&server, "certificate.revoked_detected").await;
     let d = details(ev.first().expect("recorded"));
     assert_eq!(d["evidence"]["ocsp_url"], ocsp_url_for(port), "{d:#}");
@@ -455,6 +459,13 @@ async fn ari_windows_schedule_renewal_inside_them_and_a_past_window_renews_now_w
         })
         .await;
     assert_eq!(v["primary"]["ca"], "pebble-a");
+    // twincert recorded what it sent, and the CA saw it on the wire.
+    let store = Store::connect(&sqlite_url(cas.dir())).await.expect("store");
+    let sent = store
+        .order_replaces("a.example.test", twincert::domain::Slot::Primary)
+        .await
+        .expect("orders");
+    assert_eq!(sent.last(), Some(&Some(id.clone())), "{sent:?}");
     let orders = proxy.new_orders();
     let replacing: Vec<&Value> = orders
         .iter()
@@ -612,6 +623,31 @@ async fn thirty_of_a_hundred_revoked_on_postgres_waits_for_an_operator_with_one_
     assert_eq!(body["state"], "closed");
     assert_eq!(body["closed_by"], "bootstrap-admin", "{body}");
     assert!(open_alerts(&server, "ca_incident").await.is_empty());
+    // The 30 revocations held for the operator now get their per-name
+    // reaction: those names swap to their standby, the others stay.
+    let revoked: std::collections::BTreeSet<String> = all_names(&server)
+        .await
+        .iter()
+        .filter(|v| v["primary"]["revocation"]["status"] == "revoked")
+        .map(|v| v["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(revoked.len(), 30);
+    wait_all(
+        &server,
+        100,
+        30,
+        "revoked ones swapped after the close",
+        |v| {
+            let name = v["name"].as_str().unwrap_or_default();
+            (v["active"] == "backup") == revoked.contains(name)
+        },
+    )
+    .await;
+    let incidents = get(&server, "/v1/incidents").await["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(incidents.len(), 1, "no second incident: {incidents:#?}");
     let (st, _) = post(
         &server,
         &format!("/v1/incidents/{id}/close"),
