@@ -273,25 +273,29 @@ impl Store {
 
     // ----- status checks -----------------------------------------------------
 
-    /// Up to `limit` current, unexpired, not yet revoked certificates with
-    /// ids after `after` (a cursor: a pass walks the store in pages).
+    /// Up to `limit` current, unexpired, not yet revoked certificates of
+    /// the slots after `after` (name, slot) in key order — a cursor over
+    /// the slots' primary key, so each page is an index range, not a scan
+    /// (and old, replaced certificates are never visited).
     pub async fn status_targets(
         &self,
-        after: &str,
+        after: Option<(&str, Slot)>,
         limit: u64,
         now: i64,
     ) -> Result<Vec<StatusTarget>, StoreError> {
+        let (name, slot) = after.map_or(("", ""), |(n, s)| (n, s.as_str()));
         let rows = all(
             &self.db,
             "SELECT c.id, s.name_id, s.slot, c.ca_id, c.serial, c.issuer, c.not_before, \
              c.not_after, c.renew_after, \
              CASE WHEN s.slot = n.active_slot THEN 1 ELSE 0 END AS active, \
              c.crl_urls, c.ocsp_url, c.ari_cert_id, c.ari_next_poll, c.ari_window_start \
-             FROM certificates c JOIN slots s ON s.current_cert_id = c.id \
+             FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
              JOIN names n ON n.id = s.name_id \
-             WHERE c.id > $1 AND c.revoked_at IS NULL AND c.not_after > $2 \
-             ORDER BY c.id LIMIT $3",
-            vec![after.into(), now.into(), (limit as i64).into()],
+             WHERE (s.name_id > $1 OR (s.name_id = $1 AND s.slot > $2)) \
+             AND c.revoked_at IS NULL AND c.not_after > $3 \
+             ORDER BY s.name_id, s.slot LIMIT $4",
+            vec![name.into(), slot.into(), now.into(), (limit as i64).into()],
         )
         .await?;
         rows.iter()
@@ -316,6 +320,31 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The PEM chains of certificates `ids` (those that exist), in one
+    /// query per 500.
+    pub async fn chain_pems(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let values: Vec<Value> = chunk.iter().map(|i| Value::from(i.clone())).collect();
+            for r in &all(
+                &self.db,
+                &format!(
+                    "SELECT id, chain_pem FROM certificates WHERE id IN ({})",
+                    holes(1, chunk.len())
+                ),
+                values,
+            )
+            .await?
+            {
+                out.insert(get(r, "id")?, get(r, "chain_pem")?);
+            }
+        }
+        Ok(out)
     }
 
     /// Records where certificates' status comes from, read once from each

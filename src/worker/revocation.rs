@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 use super::Worker;
 use crate::certs;
 use crate::config::{IncidentPolicy, RevokedActivePolicy};
+use crate::domain::Slot;
 use crate::policy;
 use crate::revocation::crl::{self, VerifiedCrl};
 use crate::revocation::fetch::{FetchedCrl, Fetcher};
@@ -200,11 +201,12 @@ impl Worker {
     /// (another replica goes on).
     pub async fn check_pass(&self, now: i64) -> Result<(), StoreError> {
         let mut pass = Pass::default();
-        let mut cursor = String::new();
+        let mut cursor: Option<(String, Slot)> = None;
         loop {
-            let page = self.store.status_targets(&cursor, PAGE, now).await?;
+            let after = cursor.as_ref().map(|(n, s)| (n.as_str(), *s));
+            let page = self.store.status_targets(after, PAGE, now).await?;
             let Some(last) = page.last() else { break };
-            cursor = last.cert_id.clone();
+            cursor = Some((last.name_id.clone(), last.slot));
             let full = page.len() as u64 == PAGE;
             self.check_page(page, now, &mut pass).await?;
             if !self
@@ -260,9 +262,10 @@ impl Worker {
     /// Reads what the pass needs from a certificate: where its status is
     /// published and its ARI id (once per certificate; returned for the
     /// page's batch write), and its issuer's certificate (cached).
-    async fn prepare(
+    fn prepare(
         &self,
         t: &mut StatusTarget,
+        chains: &HashMap<String, String>,
         sources: &mut Vec<(String, String, String, String)>,
     ) -> Result<Option<Arc<Vec<u8>>>, String> {
         let cached = |key: &str| {
@@ -277,13 +280,10 @@ impl Worker {
         {
             return Ok(Some(c));
         }
-        let pem = self
-            .store
-            .chain_pem(&t.cert_id)
-            .await
-            .map_err(|e| e.to_string())?
+        let pem = chains
+            .get(&t.cert_id)
             .ok_or_else(|| "certificate vanished".to_string())?;
-        let ders = certs::chain_ders(&pem).map_err(|e| e.to_string())?;
+        let ders = certs::chain_ders(pem).map_err(|e| e.to_string())?;
         if t.crl_urls.is_none() {
             let (crls, ocsp_url) = certs::status_sources(&ders[0]).map_err(|e| e.to_string())?;
             let crls = crls.join(" ");
@@ -330,10 +330,26 @@ impl Worker {
         let mut ari_wanted: Vec<StatusTarget> = Vec::new();
         let mut sources = Vec::new();
         let mut prepared = Vec::with_capacity(page.len());
+        // Chains are read (in one query) only for certificates whose
+        // sources are not known yet or whose issuer is not cached.
+        let known = |t: &StatusTarget| {
+            t.crl_urls.is_some()
+                && self
+                    .checker
+                    .issuers
+                    .lock()
+                    .is_ok_and(|m| m.contains_key(&issuer_key(t)))
+        };
+        let wanted: Vec<String> = page
+            .iter()
+            .filter(|t| !known(t))
+            .map(|t| t.cert_id.clone())
+            .collect();
+        let chains = self.store.chain_pems(&wanted).await?;
         for t in page.iter_mut() {
             pass.checked += 1;
             pass.certs_seen.insert(t.cert_id.clone());
-            let issuer = self.prepare(t, &mut sources).await;
+            let issuer = self.prepare(t, &chains, &mut sources);
             prepared.push(issuer);
         }
         self.store.set_status_sources(&sources).await?;
