@@ -273,53 +273,71 @@ impl Store {
 
     // ----- status checks -----------------------------------------------------
 
-    /// Up to `limit` current, unexpired, not yet revoked certificates of
-    /// the slots after `after` (name, slot) in key order — a cursor over
-    /// the slots' primary key, so each page is an index range, not a scan
-    /// (and old, replaced certificates are never visited).
+    /// The current, unexpired, not yet revoked certificates among the
+    /// next `limit` slots after `after` (name, slot) in key order, and the
+    /// cursor for the next page (`None` at the end). The page is an index
+    /// range over the slots' primary key taken first (a plan that cannot
+    /// turn into a scan), so a pass is linear in the number of slots and
+    /// never visits replaced certificates.
     pub async fn status_targets(
         &self,
         after: Option<(&str, Slot)>,
         limit: u64,
         now: i64,
-    ) -> Result<Vec<StatusTarget>, StoreError> {
+    ) -> Result<(Vec<StatusTarget>, Option<(String, Slot)>), StoreError> {
         let (name, slot) = after.map_or(("", ""), |(n, s)| (n, s.as_str()));
         let rows = all(
             &self.db,
-            "SELECT c.id, s.name_id, s.slot, c.ca_id, c.serial, c.issuer, c.not_before, \
-             c.not_after, c.renew_after, \
+            "SELECT s.name_id, s.slot, c.id, c.ca_id, c.serial, c.issuer, c.not_before, \
+             c.not_after, c.renew_after, c.revoked_at, \
              CASE WHEN s.slot = n.active_slot THEN 1 ELSE 0 END AS active, \
              c.crl_urls, c.ocsp_url, c.ari_cert_id, c.ari_next_poll, c.ari_window_start \
-             FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+             FROM (SELECT name_id, slot, current_cert_id FROM slots \
+                   WHERE (name_id, slot) > ($1, $2) ORDER BY name_id, slot LIMIT $3) s \
              JOIN names n ON n.id = s.name_id \
-             WHERE (s.name_id > $1 OR (s.name_id = $1 AND s.slot > $2)) \
-             AND c.revoked_at IS NULL AND c.not_after > $3 \
-             ORDER BY s.name_id, s.slot LIMIT $4",
-            vec![name.into(), slot.into(), now.into(), (limit as i64).into()],
+             LEFT JOIN certificates c ON c.id = s.current_cert_id \
+             ORDER BY s.name_id, s.slot",
+            vec![name.into(), slot.into(), (limit as i64).into()],
         )
         .await?;
-        rows.iter()
-            .map(|r| {
-                let slot: String = get(r, "slot")?;
-                Ok(StatusTarget {
-                    cert_id: get(r, "id")?,
-                    name_id: get(r, "name_id")?,
-                    slot: slot.parse().map_err(StoreError::Db)?,
-                    ca_id: get(r, "ca_id")?,
-                    serial: get(r, "serial")?,
-                    issuer: get(r, "issuer")?,
-                    not_before: get(r, "not_before")?,
-                    not_after: get(r, "not_after")?,
-                    renew_after: get(r, "renew_after")?,
-                    active: int(r, "active")? == 1,
-                    crl_urls: get(r, "crl_urls")?,
-                    ocsp_url: get(r, "ocsp_url")?,
-                    ari_cert_id: get(r, "ari_cert_id")?,
-                    ari_next_poll: get(r, "ari_next_poll")?,
-                    ari_window_start: get(r, "ari_window_start")?,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        let mut last: Option<(String, Slot)> = None;
+        for r in &rows {
+            let slot: String = get(r, "slot")?;
+            let slot: Slot = slot.parse().map_err(StoreError::Db)?;
+            let name_id: String = get(r, "name_id")?;
+            last = Some((name_id.clone(), slot));
+            let Some(cert_id) = get::<Option<String>>(r, "id")? else {
+                continue;
+            };
+            let not_after: i64 = get(r, "not_after")?;
+            if get::<Option<i64>>(r, "revoked_at")?.is_some() || not_after <= now {
+                continue;
+            }
+            out.push(StatusTarget {
+                cert_id,
+                name_id,
+                slot,
+                ca_id: get(r, "ca_id")?,
+                serial: get(r, "serial")?,
+                issuer: get(r, "issuer")?,
+                not_before: get(r, "not_before")?,
+                not_after,
+                renew_after: get(r, "renew_after")?,
+                active: int(r, "active")? == 1,
+                crl_urls: get(r, "crl_urls")?,
+                ocsp_url: get(r, "ocsp_url")?,
+                ari_cert_id: get(r, "ari_cert_id")?,
+                ari_next_poll: get(r, "ari_next_poll")?,
+                ari_window_start: get(r, "ari_window_start")?,
+            });
+        }
+        let next = if rows.len() as u64 == limit {
+            last
+        } else {
+            None
+        };
+        Ok((out, next))
     }
 
     /// The PEM chains of certificates `ids` (those that exist), in one
@@ -348,53 +366,73 @@ impl Store {
     }
 
     /// Records where certificates' status comes from, read once from each
-    /// certificate: (id, CRL URLs space-separated, OCSP URL, ARI id), in
-    /// one transaction.
+    /// certificate: (id, CRL URLs space-separated, OCSP URL, ARI id) — one
+    /// statement per 500.
     pub async fn set_status_sources(
         &self,
         sources: &[(String, String, String, String)],
     ) -> Result<(), StoreError> {
-        if sources.is_empty() {
-            return Ok(());
-        }
-        let tx = self.db.begin().await?;
-        for (id, crls, ocsp, ari) in sources {
-            exec(
-                &tx,
-                "UPDATE certificates SET crl_urls = $2, ocsp_url = $3, ari_cert_id = $4 \
-                 WHERE id = $1",
-                vec![
-                    id.clone().into(),
+        for chunk in sources.chunks(CHUNK) {
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (i, (id, crls, ocsp, ari)) in chunk.iter().enumerate() {
+                let b = i * 4;
+                rows.push(format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
+                values.extend([
+                    Value::from(id.clone()),
                     crls.clone().into(),
                     ocsp.clone().into(),
                     ari.clone().into(),
-                ],
+                ]);
+            }
+            exec(
+                &self.db,
+                &format!(
+                    "WITH v(id, crl, ocsp, ari) AS (VALUES {}) \
+                     UPDATE certificates SET \
+                     crl_urls = (SELECT crl FROM v WHERE v.id = certificates.id), \
+                     ocsp_url = (SELECT ocsp FROM v WHERE v.id = certificates.id), \
+                     ari_cert_id = (SELECT ari FROM v WHERE v.id = certificates.id) \
+                     WHERE id IN (SELECT id FROM v)",
+                    rows.join(", ")
+                ),
+                values,
             )
             .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
     /// Records a status check of `ids` through `source` (`crl`, `ocsp`,
-    /// `none`), with the error that kept it from deciding, if any.
+    /// `none`), with the error that kept it from deciding, if any. A row
+    /// is written only when its outcome changed or its last record is
+    /// older than `heartbeat` seconds: a pass over a million unchanged
+    /// certificates writes almost nothing (`checked_at` is "confirmed at
+    /// least this recently").
     pub async fn record_checks(
         &self,
         ids: &[String],
         source: &str,
         error: Option<&str>,
         now: i64,
+        heartbeat: i64,
     ) -> Result<(), StoreError> {
         for chunk in ids.chunks(CHUNK) {
-            let mut values: Vec<Value> =
-                vec![now.into(), source.into(), error.map(str::to_string).into()];
+            let mut values: Vec<Value> = vec![
+                now.into(),
+                source.into(),
+                error.map(str::to_string).into(),
+                (now - heartbeat).into(),
+            ];
             values.extend(chunk.iter().map(|i| Value::from(i.clone())));
             exec(
                 &self.db,
                 &format!(
                     "UPDATE certificates SET status_checked_at = $1, status_source = $2, \
-                     status_error = $3 WHERE id IN ({})",
-                    holes(4, chunk.len())
+                     status_error = $3 WHERE id IN ({}) AND (status_checked_at IS NULL \
+                     OR status_checked_at < $4 OR COALESCE(status_source, '') <> $2 \
+                     OR COALESCE(status_error, '') <> COALESCE($3, ''))",
+                    holes(5, chunk.len())
                 ),
                 values,
             )
@@ -1103,17 +1141,36 @@ impl Store {
     }
 
     /// Resolves `certificate_revoked` alerts whose slot no longer holds a
-    /// revoked certificate (it was re-issued, or the name is gone).
+    /// revoked certificate (it was re-issued, or the name is gone): the
+    /// open alerts are read, their slots looked up by key.
     pub async fn resolve_revoked_alerts(&self, now: i64) -> Result<u64, StoreError> {
-        exec(
+        let open = all(
             &self.db,
-            "UPDATE alerts SET resolved_at = $1 WHERE kind = 'certificate_revoked' \
-             AND resolved_at IS NULL AND NOT EXISTS (SELECT 1 FROM slots s \
-             JOIN certificates c ON c.id = s.current_cert_id \
-             WHERE s.name_id || '/' || s.slot = alerts.subject AND c.revoked_at IS NOT NULL)",
-            vec![now.into()],
+            "SELECT subject FROM alerts WHERE kind = 'certificate_revoked' \
+             AND resolved_at IS NULL",
+            vec![],
         )
-        .await
+        .await?;
+        let mut gone = Vec::new();
+        for r in &open {
+            let subject: String = get(r, "subject")?;
+            let Some((name, slot)) = subject.rsplit_once('/') else {
+                continue;
+            };
+            let still = one(
+                &self.db,
+                "SELECT 1 AS x FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+                 WHERE s.name_id = $1 AND s.slot = $2 AND c.revoked_at IS NOT NULL",
+                vec![name.into(), slot.into()],
+            )
+            .await?;
+            if still.is_none() {
+                gone.push(subject);
+            }
+        }
+        self.resolve_alerts("certificate_revoked", &gone, now)
+            .await?;
+        Ok(gone.len() as u64)
     }
 
     /// Alerts, most recently raised first; only open ones with `open_only`.

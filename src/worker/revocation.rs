@@ -163,6 +163,11 @@ fn random_u64() -> u64 {
 }
 
 impl Worker {
+    /// How often an unchanged check outcome is written again.
+    fn check_heartbeat(&self) -> i64 {
+        (self.revocation.refresh_seconds as i64).min(3600)
+    }
+
     fn lease_ttl(&self) -> i64 {
         (self.revocation.check_interval_seconds as i64 * 3).max(30)
     }
@@ -204,10 +209,9 @@ impl Worker {
         let mut cursor: Option<(String, Slot)> = None;
         loop {
             let after = cursor.as_ref().map(|(n, s)| (n.as_str(), *s));
-            let page = self.store.status_targets(after, PAGE, now).await?;
-            let Some(last) = page.last() else { break };
-            cursor = Some((last.name_id.clone(), last.slot));
-            let full = page.len() as u64 == PAGE;
+            let (page, next) = self.store.status_targets(after, PAGE, now).await?;
+            let full = next.is_some();
+            cursor = next;
             self.check_page(page, now, &mut pass).await?;
             if !self
                 .store
@@ -222,7 +226,9 @@ impl Worker {
             }
         }
         for (source, ids) in &pass.good {
-            self.store.record_checks(ids, source, None, now).await?;
+            self.store
+                .record_checks(ids, source, None, now, self.check_heartbeat())
+                .await?;
         }
         // Grouped: one CRL failure leaves every certificate it covers
         // undecided with the same error.
@@ -235,7 +241,7 @@ impl Worker {
         }
         for ((source, error), ids) in &undecided {
             self.store
-                .record_checks(ids, source, Some(error), now)
+                .record_checks(ids, source, Some(error), now, self.check_heartbeat())
                 .await?;
         }
         let revoked = self
