@@ -696,3 +696,26 @@ async fn a_certificate_that_cannot_be_renewed_and_a_name_without_a_standby_raise
     assert!(msg.contains("no renewal has succeeded"), "{msg}");
     assert!(msg.contains("pebble-a"), "{msg}");
 }
+
+/// `twincert bench revocation` runs the real check pass: a CRL revoking 1%
+/// of 600 active certificates is one incident and one CA-wide swap of all
+/// 600 names.
+#[test]
+fn the_revocation_benchmark_detects_and_swaps() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+        .args(["bench", "revocation", "--names", "600", "-o", "json"])
+        .output()
+        .expect("run the benchmark");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON figures");
+    assert_eq!(v["certificates"], 1200, "{v:#}");
+    assert_eq!(v["revoked_in_crl"], 6, "{v:#}");
+    assert_eq!(v["incident_revoked"], 6, "{v:#}");
+    assert_eq!(v["incident_total"], 600, "{v:#}");
+    assert_eq!(v["incident_swapped"], 600, "{v:#}");
+    assert!(v["steady_pass_seconds"].as_f64().is_some(), "{v:#}");
+}
