@@ -2,11 +2,13 @@
 //! over N names (2N real certificates), and how long from a CA's CRL
 //! listing a share of them to the CA-wide swap. It makes a local CA
 //! (rcgen), signs 2N leaves, seeds synthetic names carrying them, serves
-//! a CRL signed by that CA on loopback that revokes `--revoked-percent` of
-//! the active certificates, and runs the worker's check pass — the same
-//! code a server runs — twice: cold (every certificate read once for its
-//! CRL/OCSP/ARI sources, the CRL fetched and verified, revocations recorded,
-//! the incident opened and its CA-wide swap run) and steady (nothing new).
+//! a CRL signed by that CA on loopback, and runs the worker's check pass —
+//! the same code a server runs — three times: *first* (every certificate
+//! read once for its CRL/OCSP/ARI sources; the CRL is still empty), then,
+//! once the CA publishes a CRL revoking `--revoked-percent` of the active
+//! certificates, *detect and swap* (the CRL fetched and verified, the
+//! revocations recorded with their evidence, the CA incident opened and
+//! its CA-wide swap run), then *steady* (nothing new).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -134,7 +136,9 @@ fn sign_leaves(
     Ok(all)
 }
 
-async fn serve_crl(der: Vec<u8>) -> anyhow::Result<String> {
+/// Serves the CRL in `crl` at a loopback URL (the benchmark replaces it
+/// between passes, as a CA publishes a new one).
+async fn serve_crl(crl: Arc<std::sync::Mutex<Vec<u8>>>) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the CRL server")?;
@@ -142,7 +146,7 @@ async fn serve_crl(der: Vec<u8>) -> anyhow::Result<String> {
     let app = axum::Router::new().route(
         "/bench.crl",
         axum::routing::get(move || {
-            let der = der.clone();
+            let der = crl.lock().map(|d| d.clone()).unwrap_or_default();
             async move { der }
         }),
     );
@@ -150,6 +154,38 @@ async fn serve_crl(der: Vec<u8>) -> anyhow::Result<String> {
         let _ = axum::serve(listener, app).await;
     });
     Ok(format!("http://127.0.0.1:{port}/bench.crl"))
+}
+
+/// A CRL number `number` signed by `issuer` revoking `serials` (reason
+/// keyCompromise).
+fn make_crl(
+    issuer: &Issuer<'static, KeyPair>,
+    number: u64,
+    serials: &[Vec<u8>],
+    now: i64,
+) -> anyhow::Result<Vec<u8>> {
+    let time = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    };
+    let crl = CertificateRevocationListParams {
+        this_update: time(now - 60),
+        next_update: time(now + 86_400),
+        crl_number: SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(s),
+                revocation_time: time(now - 30),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(issuer)
+    .context("signing the CRL")?;
+    Ok(crl.der().to_vec())
 }
 
 async fn run(opts: &RevocationBench, url: &str) -> anyhow::Result<serde_json::Value> {
@@ -201,29 +237,10 @@ async fn run(opts: &RevocationBench, url: &str) -> anyhow::Result<serde_json::Va
         .context("storing the chains")?;
     let seed_s = t.elapsed().as_secs_f64();
 
-    let time = |t: i64| {
-        time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-    };
-    let crl = CertificateRevocationListParams {
-        this_update: time(now - 60),
-        next_update: time(now + 86_400),
-        crl_number: SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: leaves
-            .revoked
-            .iter()
-            .map(|s| RevokedCertParams {
-                serial_number: SerialNumber::from_slice(s),
-                revocation_time: time(now - 30),
-                reason_code: Some(RevocationReason::KeyCompromise),
-                invalidity_date: None,
-            })
-            .collect(),
-        key_identifier_method: KeyIdMethod::Sha256,
-    }
-    .signed_by(&issuer)
-    .context("signing the CRL")?;
-    let crl_url = serve_crl(crl.der().to_vec()).await?;
+    // First an empty CRL; the revoking one is published after the first
+    // pass.
+    let served = Arc::new(std::sync::Mutex::new(make_crl(&issuer, 1, &[], now)?));
+    let crl_url = serve_crl(served.clone()).await?;
 
     let toml = format!(
         r#"
@@ -232,6 +249,7 @@ url = "{url}"
 [revocation]
 ari = false
 ocsp = false
+refresh_seconds = 1
 [[cas]]
 id = "{ca_a}"
 profile = "pebble"
@@ -268,11 +286,22 @@ crl_urls = ["{crl_url}"]
     let t = Instant::now();
     worker.check_pass(now).await.context("first check pass")?;
     let first_s = t.elapsed().as_secs_f64();
+    // The CA publishes a CRL revoking a share of the active certificates.
+    let revoking = make_crl(&issuer, 2, &leaves.revoked, now)?;
+    if let Ok(mut d) = served.lock() {
+        *d = revoking;
+    }
     let t = Instant::now();
     worker
-        .check_pass(now + 1)
+        .check_pass(now + 10)
         .await
-        .context("second check pass")?;
+        .context("detecting check pass")?;
+    let detect_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    worker
+        .check_pass(now + 20)
+        .await
+        .context("steady check pass")?;
     let steady_s = t.elapsed().as_secs_f64();
 
     let incident = store
@@ -296,6 +325,7 @@ crl_urls = ["{crl_url}"]
         "sign_seconds": round(sign_s),
         "seed_seconds": round(seed_s),
         "first_pass_seconds": round(first_s),
+        "detect_and_swap_pass_seconds": round(detect_s),
         "steady_pass_seconds": round(steady_s),
         "steady_certificates_per_second": (certs as f64 / steady_s.max(1e-9)).round(),
         "incident_revoked": incident.revoked,

@@ -163,9 +163,10 @@ fn random_u64() -> u64 {
 }
 
 impl Worker {
-    /// How often an unchanged check outcome is written again.
+    /// How often an unchanged check outcome is written again (hourly, or
+    /// every pass when passes are rarer).
     fn check_heartbeat(&self) -> i64 {
-        (self.revocation.refresh_seconds as i64).min(3600)
+        (self.revocation.check_interval_seconds as i64).max(3600)
     }
 
     fn lease_ttl(&self) -> i64 {
