@@ -27,6 +27,7 @@ const RESERVED_ENV: &[&str] = &[
     "TWINCERT_TOKEN",
     "TWINCERT_FAILPOINT",
     "TWINCERT_LOG",
+    "TWINCERT_ROLE",
 ];
 
 const SECTIONS: &[&str] = &[

@@ -173,9 +173,59 @@ fn worker_id() -> String {
     )
 }
 
+/// What one `twincert serve` process does, so the API can scale apart
+/// from the workers and only workers hold CA and DNS credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The REST API and the HTTP-01 responder (answers from the store); no
+    /// worker.
+    Api,
+    /// The worker (orders, DNS-01, renewals, revocation checks) and the
+    /// HTTP-01 responder; the API port serves only `/healthz` and `/readyz`.
+    Worker,
+    /// Both (the default; the single-process setup).
+    All,
+}
+
+/// Holds an exclusive lock on `<database>.lock` for a SQLite store while
+/// the process runs: SQLite serves one process (its single connection
+/// serializes writers inside it); a second `serve` on the same file would
+/// lease the same orders. `None` for PostgreSQL and in-memory SQLite.
+pub fn lock_sqlite(store_url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(rest) = store_url
+        .strip_prefix("sqlite://")
+        .or_else(|| store_url.strip_prefix("sqlite:"))
+    else {
+        return Ok(None);
+    };
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        return Ok(None);
+    }
+    let lock_path = format!("{path}.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening the SQLite lock file {lock_path}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another twincert process is serving the SQLite database {path} (it holds \
+             {lock_path}); SQLite serves one process — use PostgreSQL (store.url = \
+             \"postgres://...\") to run several replicas"
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {lock_path}"))
+        }
+    }
+}
+
 /// Runs the server until a shutdown signal.
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
     let secrets = load_secrets(&cfg)?;
+    let _sqlite_lock = lock_sqlite(&cfg.store_url)?;
     let store = open_store(&cfg.store_url).await?;
     info!(backend = store.backend_name(), "store ready");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -214,7 +264,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 crate::validation::dns::DnsLookup::new(cfg.dns.clone()),
             ))),
     );
-    let worker_task = if cfg.worker.enabled {
+    let worker_task = if cfg.worker.enabled && role != Role::Api {
         Some(tokio::spawn(worker.clone().run(stop_rx.clone())))
     } else {
         None
@@ -276,6 +326,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         ),
         http01 = %http01.local_addr()?,
         admin_token_file = ?secrets.admin_token_file,
+        role = ?role,
         "twincert serving"
     );
 
@@ -292,16 +343,21 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
     let mut rx2 = stop_rx.clone();
+    let router = if role == Role::Worker {
+        api::probes_app(state)
+    } else {
+        api::app(state)
+    };
     let api_task = tokio::spawn(async move {
         match tls {
             Some(acceptor) => {
-                api::tls::serve(api_listener, acceptor, api::app(state), rx2).await;
+                api::tls::serve(api_listener, acceptor, router, rx2).await;
                 Ok(())
             }
             None => {
                 axum::serve(
                     api_listener,
-                    api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                    router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
                 )
                 .with_graceful_shutdown(async move {
                     let _ = rx2.wait_for(|s| *s).await;

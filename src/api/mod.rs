@@ -123,6 +123,20 @@ pub fn app(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// The API port of a worker-only process (`serve --role worker`): the
+/// probes, nothing else — no `/v1` API, so a worker pod can be kept off
+/// every network path but the orchestrator's.
+pub fn probes_app(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async {
+            Problem::not_found("this process runs as --role worker: only /healthz and /readyz")
+        })
+        .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+        .with_state(state)
+}
+
 async fn readyz(State(st): State<ApiState>) -> Response {
     match st.store.ping().await {
         Ok(()) => "ready\n".into_response(),

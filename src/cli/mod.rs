@@ -29,6 +29,10 @@ enum Command {
         /// The TOML configuration file.
         #[arg(long, env = "TWINCERT_CONFIG")]
         config: PathBuf,
+        /// `api` (REST API + HTTP-01, no worker), `worker` (worker +
+        /// HTTP-01; the API port serves only the probes) or `all`.
+        #[arg(long, env = "TWINCERT_ROLE", value_enum, default_value_t = crate::server::Role::All)]
+        role: crate::server::Role,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -364,9 +368,9 @@ enum CasAction {
 /// Parses arguments and runs the command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve { config, role } => {
             let cfg = load_config(&config)?;
-            crate::server::serve(cfg).await
+            crate::server::serve(cfg, role).await
         }
         Command::Migrate { config } => {
             let cfg = load_config(&config)?;

@@ -11,5 +11,6 @@ mod revocation;
 mod revocation_harness;
 mod roles;
 mod runbooks;
+mod scale;
 mod server;
 mod store_backends;

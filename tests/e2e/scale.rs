@@ -1,0 +1,130 @@
+//! Issue 8 (first part): processes by role on one PostgreSQL — an API
+//! process without a worker beside a worker process without the API — and
+//! SQLite refusing a second process.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::emergency::sqlite_url;
+use crate::harness::{TwoCas, free_port, fresh_pg_database, pg_url};
+use crate::server::{ADMIN_TOKEN, MASTER_KEY, Server, ServerOptions};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_process_and_a_worker_process_share_one_postgres() {
+    let Some(base) = pg_url() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the PostgreSQL tests"
+        );
+        return;
+    };
+    let cas = TwoCas::start(0).await;
+    let url = fresh_pg_database(&base).await;
+    let mut opts = ServerOptions::new(url.clone());
+    opts.env = vec![("TWINCERT_ROLE".into(), "worker".into())];
+    let worker = Server::start(&cas, opts).await;
+    let mut opts = ServerOptions::new(url);
+    opts.env = vec![
+        ("TWINCERT_ROLE".into(), "api".into()),
+        // The worker answers the CAs' HTTP-01 requests on the test port.
+        (
+            "TWINCERT_SERVER_HTTP01_LISTEN".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ),
+    ];
+    let api = Server::start(&cas, opts).await;
+
+    let (st, body) = api.create(json!({"name": "a.example.test"})).await;
+    assert_eq!(st, 201, "{body}");
+    let v = api.wait_ready("a.example.test", 60).await;
+    assert!(v["primary"]["serial"].is_string() && v["backup"]["serial"].is_string());
+    let plain = strip_ansi(&api.log());
+    assert!(plain.contains("role=Api"), "{plain}");
+    assert!(
+        !api.log().contains("worker started"),
+        "the API process runs no worker:\n{}",
+        api.log()
+    );
+    assert!(worker.log().contains("worker started"));
+
+    // The worker's API port answers the probes and nothing else.
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/names", worker.base()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 404);
+    let p: serde_json::Value = r.json().await.expect("problem");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--role worker"),
+        "{p}"
+    );
+    let r = reqwest::get(format!("{}/readyz", worker.base()))
+        .await
+        .expect("readyz");
+    assert!(r.status().is_success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_process_on_one_sqlite_database_is_refused() {
+    let cas = TwoCas::start(0).await;
+    let first = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking({
+        let config = first.config_path().to_path_buf();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+                .arg("serve")
+                .arg("--config")
+                .arg(config)
+                .env("TWINCERT_MASTER_KEY", MASTER_KEY)
+                .env("TWINCERT_ADMIN_TOKEN", ADMIN_TOKEN)
+                .env(
+                    "TWINCERT_SERVER_API_LISTEN",
+                    format!("127.0.0.1:{}", free_port()),
+                )
+                .env(
+                    "TWINCERT_SERVER_HTTP01_LISTEN",
+                    format!("127.0.0.1:{}", free_port()),
+                )
+                .output()
+                .expect("run a second serve")
+        }
+    })
+    .await
+    .expect("join");
+    assert!(!out.status.success(), "a second process must not start");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another twincert process is serving the SQLite database"),
+        "{err}"
+    );
+    assert!(err.contains("PostgreSQL"), "{err}");
+    // The first one is unaffected.
+    let (st, body) = first.create(json!({"name": "a.example.test"})).await;
+    assert_eq!(st, 201, "{body}");
+}
+
+/// The log without terminal colour codes.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
