@@ -374,7 +374,9 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
     let _ = http01_task.await;
     if let Some(t) = worker_task {
         // In-flight orders are resumable from the store; do not wait long.
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        // The worker waits up to 10 s for orders in flight, then hands the
+        // rest back to the store for other replicas.
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
     }
     Ok(())
 }

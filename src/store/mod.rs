@@ -1446,6 +1446,22 @@ impl Store {
             .collect()
     }
 
+    /// Gives back every order `owner` still leases (graceful shutdown): each
+    /// becomes due at once for any replica instead of waiting for its lease
+    /// to expire. The owner's later writes to them are refused (they check
+    /// the lease), so a task still running cannot overwrite the new
+    /// holder's work. Returns how many.
+    pub async fn release_leases(&self, owner: &str, now: i64) -> Result<u64, StoreError> {
+        exec(
+            &self.db,
+            "UPDATE orders SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+             next_attempt_at = $2, updated_at = $2 \
+             WHERE lease_owner = $1 AND state = 'processing'",
+            vec![owner.into(), now.into()],
+        )
+        .await
+    }
+
     /// Records the outcome of a revocation attempt.
     pub async fn revocation_result(
         &self,

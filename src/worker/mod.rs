@@ -309,6 +309,26 @@ impl Worker {
                 _ = shutdown.changed() => {}
             }
         }
+        // Graceful: no new leases were taken since the signal; give the
+        // orders in flight a moment to finish, then hand the rest back.
+        let in_flight = self.cfg.concurrency.max(1);
+        let grace = Duration::from_secs((self.cfg.lease_seconds as u64 / 4).clamp(1, 10));
+        let finished = tokio::time::timeout(
+            grace,
+            permits.acquire_many(u32::try_from(in_flight).unwrap_or(u32::MAX)),
+        )
+        .await
+        .is_ok();
+        if !finished {
+            match self
+                .store
+                .release_leases(&self.owner, self.clock.now())
+                .await
+            {
+                Ok(n) => info!(released = n, "worker stopping: leases handed back"),
+                Err(e) => warn!(error = %e, "worker stopping: could not hand back leases"),
+            }
+        }
         info!("worker stopped");
     }
 

@@ -111,6 +111,33 @@ async fn a_second_process_on_one_sqlite_database_is_refused() {
     assert_eq!(st, 201, "{body}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_hands_the_leases_of_orders_in_flight_back() {
+    let cas = TwoCas::start(0).await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    // Both orders hang after their ACME order is created (leased for 60 s).
+    opts.env = vec![("TWINCERT_FAILPOINT".into(), "after_order_url".into())];
+    let mut server = Server::start(&cas, opts).await;
+    let (st, body) = server.create(json!({"name": "a.example.test"})).await;
+    assert_eq!(st, 201, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.log().matches("failpoint after_order_url").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = tokio::task::block_in_place(|| server.terminate(40));
+    assert!(status.success(), "{status}");
+    let plain = strip_ansi(&server.log());
+    assert!(plain.contains("leases handed back"), "{plain}");
+    assert!(plain.contains("released=2"), "{plain}");
+    // Started again, the orders resume at once — not after their 60 s
+    // leases would have expired.
+    let t = Instant::now();
+    server.restart(Vec::new()).await;
+    server.wait_ready("a.example.test", 30).await;
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+}
+
 /// The log without terminal colour codes.
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
