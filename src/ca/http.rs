@@ -52,7 +52,8 @@ pub fn retry_after_secs_from_header(v: &str) -> Option<u64> {
 fn parse_retry_after(v: &str) -> Option<SystemTime> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
-        return Some(SystemTime::now() + Duration::from_secs(secs));
+        // A CA's "come back in a century" is a year here (no overflow).
+        return SystemTime::now().checked_add(Duration::from_secs(secs.min(365 * 86_400)));
     }
     let t = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t.unix_timestamp()).ok()?))

@@ -237,99 +237,101 @@ async fn run(opts: &RevocationBench, url: &str) -> anyhow::Result<serde_json::Va
         .context("storing the chains")?;
     let seed_s = t.elapsed().as_secs_f64();
 
-    // First an empty CRL; the revoking one is published after the first
-    // pass.
-    let served = Arc::new(std::sync::Mutex::new(make_crl(&issuer, 1, &[], now)?));
-    let crl_url = serve_crl(served.clone()).await?;
+    // Whatever happens from here, the synthetic names are removed.
+    let measured: anyhow::Result<serde_json::Value> = async {
+        // First an empty CRL; the revoking one is published after the first
+        // pass.
+        let served = Arc::new(std::sync::Mutex::new(make_crl(&issuer, 1, &[], now)?));
+        let crl_url = serve_crl(served.clone()).await?;
 
-    let toml = format!(
-        r#"
-[store]
-url = "{url}"
-[revocation]
-ari = false
-ocsp = false
-refresh_seconds = 1
-[[cas]]
-id = "{ca_a}"
-profile = "pebble"
-directory_url = "https://127.0.0.1:9/dir"
-root_group = "{ca_a}"
-crl_urls = ["{crl_url}"]
-[[cas]]
-id = "{ca_b}"
-profile = "pebble"
-directory_url = "https://127.0.0.1:9/dir"
-root_group = "{ca_b}"
-crl_urls = ["{crl_url}"]
-"#
-    );
-    let cfg = Config::from_toml(&toml, &[], None).context("benchmark config")?;
-    let timeout = Duration::from_secs(30);
-    let cas: BTreeMap<String, Arc<CaClient>> = cfg
-        .cas
-        .values()
-        .map(|c| (c.id.clone(), Arc::new(CaClient::new(c.clone(), timeout))))
-        .collect();
-    let sealer = Sealer::from_text(&Sealer::generate_text("bench")?)?;
-    let worker = Worker::new(
-        store.clone(),
-        cas,
-        Arc::new(sealer),
-        Arc::new(SystemClock),
-        cfg.worker.clone(),
-        cfg.renew_at_fraction,
-        "bench".into(),
-    )
-    .with_revocation(cfg.revocation.clone());
+        let toml = format!(
+            r#"
+    [store]
+    url = "{url}"
+    [revocation]
+    ari = false
+    ocsp = false
+    refresh_seconds = 1
+    [[cas]]
+    id = "{ca_a}"
+    profile = "pebble"
+    directory_url = "https://127.0.0.1:9/dir"
+    root_group = "{ca_a}"
+    crl_urls = ["{crl_url}"]
+    [[cas]]
+    id = "{ca_b}"
+    profile = "pebble"
+    directory_url = "https://127.0.0.1:9/dir"
+    root_group = "{ca_b}"
+    crl_urls = ["{crl_url}"]
+    "#
+        );
+        let cfg = Config::from_toml(&toml, &[], None).context("benchmark config")?;
+        let timeout = Duration::from_secs(30);
+        let cas: BTreeMap<String, Arc<CaClient>> = cfg
+            .cas
+            .values()
+            .map(|c| (c.id.clone(), Arc::new(CaClient::new(c.clone(), timeout))))
+            .collect();
+        let sealer = Sealer::from_text(&Sealer::generate_text("bench")?)?;
+        let worker = Worker::new(
+            store.clone(),
+            cas,
+            Arc::new(sealer),
+            Arc::new(SystemClock),
+            cfg.worker.clone(),
+            cfg.renew_at_fraction,
+            "bench".into(),
+        )
+        .with_revocation(cfg.revocation.clone());
 
-    let t = Instant::now();
-    worker.check_pass(now).await.context("first check pass")?;
-    let first_s = t.elapsed().as_secs_f64();
-    // The CA publishes a CRL revoking a share of the active certificates.
-    let revoking = make_crl(&issuer, 2, &leaves.revoked, now)?;
-    if let Ok(mut d) = served.lock() {
-        *d = revoking;
+        let t = Instant::now();
+        worker.check_pass(now).await.context("first check pass")?;
+        let first_s = t.elapsed().as_secs_f64();
+        // The CA publishes a CRL revoking a share of the active certificates.
+        let revoking = make_crl(&issuer, 2, &leaves.revoked, now)?;
+        if let Ok(mut d) = served.lock() {
+            *d = revoking;
+        }
+        let t = Instant::now();
+        worker
+            .check_pass(now + 10)
+            .await
+            .context("detecting check pass")?;
+        let detect_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        worker
+            .check_pass(now + 20)
+            .await
+            .context("steady check pass")?;
+        let steady_s = t.elapsed().as_secs_f64();
+
+        // No incident (too few revoked for the thresholds) is a result too.
+        let incident = store.open_incident(&ca_a).await?;
+        let swapped = match incident.as_ref().and_then(|i| i.operation_id.as_ref()) {
+            Some(op) => store.operation(op).await?.map_or(0, |(o, _)| o.affected),
+            None => 0,
+        };
+        let certs = 2 * opts.names;
+        Ok(json!({
+            "backend": store.backend_name(),
+            "names": opts.names,
+            "certificates": certs,
+            "revoked_in_crl": leaves.revoked.len(),
+            "sign_seconds": round(sign_s),
+            "seed_seconds": round(seed_s),
+            "first_pass_seconds": round(first_s),
+            "detect_and_swap_pass_seconds": round(detect_s),
+            "steady_pass_seconds": round(steady_s),
+            "steady_certificates_per_second": (certs as f64 / steady_s.max(1e-9)).round(),
+            "incident_revoked": incident.as_ref().map(|i| i.revoked),
+            "incident_total": incident.as_ref().map(|i| i.total),
+            "incident_swapped": swapped,
+        }))
     }
-    let t = Instant::now();
-    worker
-        .check_pass(now + 10)
-        .await
-        .context("detecting check pass")?;
-    let detect_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    worker
-        .check_pass(now + 20)
-        .await
-        .context("steady check pass")?;
-    let steady_s = t.elapsed().as_secs_f64();
-
-    let incident = store
-        .open_incident(&ca_a)
-        .await?
-        .context("no CA incident was opened")?;
-    let swapped = match &incident.operation_id {
-        Some(op) => store.operation(op).await?.map_or(0, |(o, _)| o.affected),
-        None => 0,
-    };
-    store
-        .purge_synthetic(&prefix)
-        .await
-        .context("removing the synthetic names")?;
-    let certs = 2 * opts.names;
-    Ok(json!({
-        "backend": store.backend_name(),
-        "names": opts.names,
-        "certificates": certs,
-        "revoked_in_crl": leaves.revoked.len(),
-        "sign_seconds": round(sign_s),
-        "seed_seconds": round(seed_s),
-        "first_pass_seconds": round(first_s),
-        "detect_and_swap_pass_seconds": round(detect_s),
-        "steady_pass_seconds": round(steady_s),
-        "steady_certificates_per_second": (certs as f64 / steady_s.max(1e-9)).round(),
-        "incident_revoked": incident.revoked,
-        "incident_total": incident.total,
-        "incident_swapped": swapped,
-    }))
+    .await;
+    let purged = store.purge_synthetic(&prefix).await;
+    let figures = measured?;
+    purged.context("removing the synthetic names")?;
+    Ok(figures)
 }

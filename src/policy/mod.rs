@@ -171,17 +171,18 @@ pub fn renew_at(not_before: i64, not_after: i64, fraction: f64) -> i64 {
 /// When to renew inside an ARI suggested window (RFC 9773 §4.2): a
 /// uniformly random point in `[start, end]` (`random` is any u64), kept
 /// from an earlier poll (`previous`) when that still lies in the window,
-/// so every poll does not move it; and `now` when the point is already
-/// past ("renew immediately").
-pub fn ari_renewal_time(start: i64, end: i64, previous: Option<i64>, now: i64, random: u64) -> i64 {
-    let chosen = match previous {
+/// so every poll does not move it. A point already past means "renew
+/// immediately": it is returned as it is (the planner renews anything due
+/// at or before now), never moved to the present, so a renewal that keeps
+/// failing still shows how long it has been due.
+pub fn ari_renewal_time(start: i64, end: i64, previous: Option<i64>, random: u64) -> i64 {
+    match previous {
         Some(p) if (start..=end).contains(&p) => p,
         _ => {
             let span = (end - start).max(0) as u64;
             start + (random % (span + 1)) as i64
         }
-    };
-    chosen.max(now)
+    }
 }
 
 /// How long until ARI is asked again, from the server's Retry-After
@@ -308,21 +309,22 @@ mod ari_tests {
     use super::*;
 
     #[test]
-    fn ari_renewal_time_is_inside_the_window_or_now() {
+    fn ari_renewal_time_is_inside_the_window() {
         // Future window: a point inside it, stable across polls.
-        let t = ari_renewal_time(1000, 2000, None, 500, 123_456);
+        let t = ari_renewal_time(1000, 2000, None, 123_456);
         assert!((1000..=2000).contains(&t), "{t}");
-        assert_eq!(ari_renewal_time(1000, 2000, Some(t), 600, 999), t);
+        assert_eq!(ari_renewal_time(1000, 2000, Some(t), 999), t);
         // The previous choice is outside a moved window: choose again.
-        let t2 = ari_renewal_time(3000, 4000, Some(t), 600, 7);
+        let t2 = ari_renewal_time(3000, 4000, Some(t), 7);
         assert!((3000..=4000).contains(&t2), "{t2}");
-        // Window in the past: now.
-        assert_eq!(ari_renewal_time(100, 200, None, 500, 42), 500);
-        // Window open, chosen point already past: now.
-        assert_eq!(ari_renewal_time(100, 1000, None, 999, 0), 999);
+        // Window in the past: a point in it, due at once (not moved).
+        let t = ari_renewal_time(100, 200, None, 42);
+        assert!((100..=200).contains(&t), "{t}");
+        // Kept while it stays in the window, even once past.
+        assert_eq!(ari_renewal_time(100, 1000, Some(150), 0), 150);
         // Different random values spread over the window.
         let picks: std::collections::BTreeSet<i64> = (0..50u64)
-            .map(|r| ari_renewal_time(1000, 2000, None, 0, r * 7919))
+            .map(|r| ari_renewal_time(1000, 2000, None, r * 7919))
             .collect();
         assert!(picks.len() > 40);
     }

@@ -75,6 +75,14 @@ impl Fetcher {
         }
     }
 
+    /// Forgets the copy of `url` (it did not verify): the next request
+    /// fetches it again instead of serving it from the cache.
+    pub fn reject(&self, url: &str) {
+        if let Ok(mut crls) = self.crls.lock() {
+            crls.remove(url);
+        }
+    }
+
     /// Keeps only the cached CRLs whose URL `keep` accepts.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         if let Ok(mut crls) = self.crls.lock() {

@@ -672,7 +672,9 @@ impl Store {
     }
 
     /// Current certificates found revoked by a check whose reaction has
-    /// not run yet (oldest detection first), with their evidence.
+    /// not run yet (oldest detection first), with their evidence — except
+    /// those of CAs whose incident waits for an operator (they would fill
+    /// every page and starve the other CAs' reactions).
     pub async fn pending_reactions(&self, limit: u64) -> Result<Vec<RevokedSlot>, StoreError> {
         let rows = all(
             &self.db,
@@ -681,6 +683,8 @@ impl Store {
              FROM certificates c JOIN slots s ON s.current_cert_id = c.id \
              JOIN names n ON n.id = s.name_id \
              WHERE c.revocation_detected_at IS NOT NULL AND c.revocation_reacted_at IS NULL \
+             AND c.ca_id NOT IN (SELECT ca_id FROM ca_incidents \
+                 WHERE state = 'open' AND policy = 'manual') \
              ORDER BY c.revocation_detected_at, c.id LIMIT $1",
             vec![(limit as i64).into()],
         )

@@ -122,6 +122,10 @@ struct Pass {
     ari_moved: BTreeSet<String>,
     ari_due_now: usize,
     checked: usize,
+    /// The lease was lost mid-page (another replica runs the pass).
+    lost: bool,
+    /// name/slot of certificates decided this pass (any source).
+    decided: Vec<String>,
     issuers_seen: HashSet<String>,
     certs_seen: HashSet<String>,
 }
@@ -169,6 +173,13 @@ impl Worker {
         (self.revocation.check_interval_seconds as i64).max(3600)
     }
 
+    /// Keeps this replica's lease on the pass; false once another took it.
+    async fn renew_lease(&self) -> Result<bool, StoreError> {
+        self.store
+            .singleton_lease(LEASE, &self.owner, self.clock.now(), self.lease_ttl())
+            .await
+    }
+
     fn lease_ttl(&self) -> i64 {
         (self.revocation.check_interval_seconds as i64 * 3).max(30)
     }
@@ -206,6 +217,11 @@ impl Worker {
     /// The lease is renewed after every page; a pass that lost it stops
     /// (another replica goes on).
     pub async fn check_pass(&self, now: i64) -> Result<(), StoreError> {
+        if let Err(e) = &self.checker.fetcher {
+            // Nothing can be checked; nothing is resolved as if fixed.
+            error!(error = %e, "revocation checks disabled: no HTTP client");
+            return Ok(());
+        }
         let mut pass = Pass::default();
         let mut cursor: Option<(String, Slot)> = None;
         loop {
@@ -214,12 +230,13 @@ impl Worker {
             let full = next.is_some();
             cursor = next;
             self.check_page(page, now, &mut pass).await?;
-            if !self
-                .store
-                .singleton_lease(LEASE, &self.owner, self.clock.now(), self.lease_ttl())
-                .await?
-            {
+            if pass.lost || !self.renew_lease().await? {
+                // What was verified is still true: recorded (idempotent),
+                // reacted to by whoever holds the lease next.
                 warn!("revocation check lease lost to another replica; this pass stops");
+                self.store
+                    .record_revocations(&pass.findings, ACTOR, now)
+                    .await?;
                 return Ok(());
             }
             if !full {
@@ -395,6 +412,7 @@ impl Worker {
             if let Some(ca) = self.cas.get(&t.ca_id) {
                 urls.extend(ca.crl_urls().iter().map(|u| (u.clone(), true)));
             }
+            let has_own = urls.iter().any(|(_, configured)| !configured);
             let mut covered = false;
             let mut own_failed = false;
             let mut revoked: Option<(String, Arc<VerifiedCrl>)> = None;
@@ -413,14 +431,19 @@ impl Worker {
                     CrlResult::NotForIssuer => {}
                     CrlResult::Err(e) => {
                         pass.crl_failures.insert(url.clone(), e.clone());
-                        own_failed |= !configured;
+                        // A failing CRL of the certificate's own, or —
+                        // when it names none — any configured one (it may
+                        // be the shard that would list it).
+                        own_failed |= !configured || !has_own;
                         errors.push(e);
                     }
                 }
             }
             let has_ocsp =
                 self.revocation.ocsp && t.ocsp_url.as_deref().is_some_and(|u| !u.is_empty());
+            let subject = format!("{}/{}", t.name_id, t.slot.as_str());
             if let Some((url, c)) = revoked {
+                pass.decided.push(subject);
                 // A verified CRL listing it is decisive, whatever else failed.
                 if let Some(entry) = c.revoked.get(&t.serial) {
                     pass.findings.push(RevocationFinding {
@@ -440,6 +463,7 @@ impl Worker {
                     });
                 }
             } else if covered && !own_failed {
+                pass.decided.push(subject);
                 pass.good.entry("crl").or_default().push(t.cert_id.clone());
             } else if has_ocsp {
                 let due = self
@@ -458,6 +482,7 @@ impl Worker {
                     .push((t.cert_id.clone(), "crl".into(), errors.join("; ")));
             } else {
                 // Nothing to ask: shown as `no_source`, never as good.
+                pass.decided.push(subject);
                 pass.good.entry("none").or_default().push(t.cert_id.clone());
             }
         }
@@ -522,7 +547,12 @@ impl Worker {
                 Err(e) if configured && matches!(e, crl::CrlError::WrongIssuer { .. }) => {
                     CrlResult::NotForIssuer
                 }
-                Err(e) => CrlResult::Err(format!("CRL {url}: {e}")),
+                Err(e) => {
+                    // Not cached as the current copy: the next pass fetches
+                    // again (a CDN's one bad answer is not kept for an hour).
+                    fetcher.reject(url);
+                    CrlResult::Err(format!("CRL {url}: {e}"))
+                }
             },
         };
         pass.crl_results
@@ -546,6 +576,7 @@ impl Worker {
             if let Some(prev) = seen.get(url)
                 && number_lower(n, prev)
             {
+                fetcher.reject(url);
                 return CrlResult::Err(format!(
                     "CRL {url}: number {n} is lower than {prev} seen before (a stale copy)"
                 ));
@@ -568,6 +599,11 @@ impl Worker {
         pass: &mut Pass,
     ) -> Result<(), StoreError> {
         for batch in wanted.chunks(PARALLEL) {
+            // Slow responders must not let the lease run out unnoticed.
+            if !self.renew_lease().await? {
+                pass.lost = true;
+                return Ok(());
+            }
             let mut set = tokio::task::JoinSet::new();
             for (t, issuer) in batch {
                 let Some(pem) = self.store.chain_pem(&t.cert_id).await? else {
@@ -659,6 +695,10 @@ impl Worker {
     ) -> Result<(), StoreError> {
         let mut bases: HashMap<String, Option<String>> = HashMap::new();
         for batch in wanted.chunks(PARALLEL) {
+            if !self.renew_lease().await? {
+                pass.lost = true;
+                return Ok(());
+            }
             let mut set = tokio::task::JoinSet::new();
             for t in batch {
                 let Some(ca) = self.cas.get(&t.ca_id).cloned() else {
@@ -704,7 +744,7 @@ impl Worker {
             Ok(w) => w,
             Err(e) => {
                 warn!(certificate = %t.cert_id, error = %e, "ARI poll failed");
-                let retry = (min * 10).clamp(min, 3600) as i64;
+                let retry = (min * 10).min(3600).max(min) as i64;
                 return self
                     .store
                     .ari_poll_failed(&t.cert_id, now + retry, now)
@@ -712,7 +752,13 @@ impl Worker {
             }
         };
         let previous = t.ari_window_start.map(|_| t.renew_after);
-        let renew = policy::ari_renewal_time(w.start, w.end, previous, now, random_u64());
+        // A renewal already due stays due (a failing renewal must not be
+        // pushed to "now" on every poll, hiding how overdue it is).
+        let renew = if t.renew_after <= now {
+            t.renew_after
+        } else {
+            policy::ari_renewal_time(w.start, w.end, previous, random_u64())
+        };
         let moved_past = policy::ari_moved_past(
             (w.start, w.end),
             t.ari_window_start,
@@ -1140,6 +1186,11 @@ impl Worker {
         // an answer not yet due says nothing new.
         self.store
             .resolve_alerts("ocsp_unknown", &pass.ocsp_answered, now)
+            .await?;
+        // Decided another way meanwhile (the CRL is back, the slot was
+        // re-issued without an OCSP URL).
+        self.store
+            .resolve_alerts("ocsp_unknown", &pass.decided, now)
             .await?;
         for (url, e) in &pass.crl_stale {
             self.alert(
