@@ -120,7 +120,10 @@ fi
 cargo test "$@"
 
 # The whole suite (no arguments) also fuzzes the API from its OpenAPI
-# document with schemathesis.
+# document with schemathesis and checks the Kubernetes manifests.
 if [[ "$#" == 1 && "$1" == "--all-targets" ]]; then
     bash scripts/schemathesis.sh
+    # And validates the Kubernetes manifests against the Kubernetes JSON
+    # schemas and the deployment rules (no cluster needed).
+    bash scripts/k8s-validate.sh
 fi

@@ -457,6 +457,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// Like [`Config::load`], but without reading the CA and DNS
+    /// credentials (EAB HMAC keys, TSIG secrets): for processes that never
+    /// talk to a CA or a DNS server (`serve --role api`, `migrate`), so
+    /// those secrets can stay with the workers. The EAB key id is kept;
+    /// the secrets read as empty and must not be used.
+    pub fn load_without_credentials(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let raw = parse_raw(&text, &env)?;
+        validate(raw, path.parent().unwrap_or(Path::new(".")), false)
+    }
+
     /// Reads `path`, applies the process environment, validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
@@ -474,15 +489,19 @@ impl Config {
         env: &[(String, String)],
         base: Option<&Path>,
     ) -> Result<Config, ConfigError> {
-        let mut doc: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        apply_env(&mut doc, env)?;
-        let raw: RawConfig = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-        validate(raw, base.unwrap_or(Path::new(".")))
+        let raw = parse_raw(text, env)?;
+        validate(raw, base.unwrap_or(Path::new(".")), true)
     }
+}
+
+fn parse_raw(text: &str, env: &[(String, String)]) -> Result<RawConfig, ConfigError> {
+    let mut doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+    apply_env(&mut doc, env)?;
+    toml::Value::Table(doc)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
 }
 
 fn env_value(text: &str) -> toml::Value {
@@ -596,7 +615,7 @@ fn parse_addr(key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, ConfigError> {
     let api_listen = parse_addr(
         "server.api_listen",
         raw.server.api_listen.as_deref().unwrap_or("127.0.0.1:8443"),
@@ -727,6 +746,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         };
         let hmac = match (&ca.eab_hmac, &ca.eab_hmac_file) {
             (Some(h), _) => Some(h.trim().to_string()),
+            (None, Some(_)) if !credentials => Some(String::new()),
             (None, Some(p)) => {
                 let p = resolve(base, p.clone());
                 Some(
@@ -950,6 +970,7 @@ fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         }
         let secret = match (&p.tsig_secret, &p.tsig_secret_file) {
             (Some(s), None) => s.trim().to_string(),
+            (None, Some(_)) if !credentials => String::new(),
             (None, Some(f)) => {
                 let f = resolve(base, f.clone());
                 std::fs::read_to_string(&f)
@@ -1133,6 +1154,43 @@ id = "b"
 profile = "pebble"
 root_group = "other"
 "#;
+
+    #[test]
+    fn api_processes_and_migrations_need_no_ca_or_dns_secrets() {
+        let text = r#"
+[store]
+url = "sqlite://x.db"
+[[cas]]
+id = "gts"
+profile = "google"
+eab_kid = "kid-1"
+eab_hmac_file = "/nonexistent/eab"
+[[cas]]
+id = "b"
+profile = "pebble"
+directory_url = "https://127.0.0.1:14000/dir"
+[[dns_providers]]
+id = "bind"
+kind = "rfc2136"
+server = "127.0.0.1:53"
+zones = ["example.test"]
+tsig_key_name = "k"
+tsig_secret_file = "/nonexistent/tsig"
+"#;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("twincert.toml");
+        std::fs::write(&path, text).expect("write");
+        // A worker must read them, and says which one is missing.
+        let err = Config::load(&path)
+            .expect_err("secrets missing")
+            .to_string();
+        assert!(err.contains("eab_hmac_file"), "{err}");
+        // An API process or a migration does not read them.
+        let cfg = Config::load_without_credentials(&path).expect("loads");
+        let gts = &cfg.cas["gts"];
+        assert_eq!(gts.eab.as_ref().map(|(kid, _)| kid.as_str()), Some("kid-1"));
+        assert_eq!(cfg.dns_providers["bind"].tsig_secret_b64, "");
+    }
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = env

@@ -238,12 +238,13 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut dns_providers: Vec<Arc<dyn crate::providers::dns::DnsProvider>> = Vec::new();
-    for p in cfg.dns_providers.values() {
+    // An API process runs no worker and was given no TSIG secrets.
+    for p in cfg.dns_providers.values().filter(|_| role != Role::Api) {
         dns_providers.push(Arc::new(
             crate::providers::dns::Rfc2136::new(p).map_err(|e| anyhow::anyhow!("{e}"))?,
         ));
     }
-    let dns01_available = !dns_providers.is_empty();
+    let dns01_available = !cfg.dns_providers.is_empty();
     let sealer = Arc::new(secrets.sealer);
     let worker = Worker::new(
         store.clone(),

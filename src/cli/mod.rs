@@ -369,11 +369,13 @@ enum CasAction {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, role } => {
-            let cfg = load_config(&config)?;
+            // The API never talks to a CA or a DNS server: its pods need no
+            // EAB or TSIG secrets.
+            let cfg = load_config(&config, role != crate::server::Role::Api)?;
             crate::server::serve(cfg, role).await
         }
         Command::Migrate { config } => {
-            let cfg = load_config(&config)?;
+            let cfg = load_config(&config, false)?;
             let store = crate::server::open_store(&cfg.store_url).await?;
             println!("migrations applied ({})", store.backend_name());
             Ok(())
@@ -545,8 +547,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Loads and validates the configuration and starts logging as it says.
-fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
-    let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+/// Loads the configuration; `credentials: false` leaves the CA and DNS
+/// secrets unread (processes that never use them).
+fn load_config(path: &std::path::Path, credentials: bool) -> anyhow::Result<Config> {
+    let cfg = if credentials {
+        Config::load(path)
+    } else {
+        Config::load_without_credentials(path)
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     init_logging(cfg.log_json, &cfg.log_level);
     Ok(cfg)
 }
