@@ -737,6 +737,9 @@ async fn list_cas(State(st): State<ApiState>) -> Result<Response, Problem> {
     Ok(Json(serde_json::json!({ "items": items })).into_response())
 }
 
+/// Per-slot expiry series in one scrape: the soonest-expiring ones.
+const EXPIRY_SERIES: u64 = 10_000;
+
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
     let now = st.clock.now();
@@ -764,12 +767,41 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
             u8::from(distrusted.contains(&c.id))
         ));
     }
+    let mut series: Vec<(String, f64)> = st
+        .store
+        .revocation_metrics(now)
+        .await?
+        .into_iter()
+        .map(|(k, v)| (k, v as f64))
+        .collect();
+    series.extend(st.store.scale_metrics(now).await?);
+    series.extend(st.store.expiry_series(EXPIRY_SERIES).await?);
+    for (ca, status, n, secs) in crate::ca::acme_request_metrics() {
+        let labels = format!("ca=\"{ca}\",status=\"{status}\"");
+        series.push((
+            format!("twincert_acme_requests_total{{{labels}}}"),
+            n as f64,
+        ));
+        series.push((
+            format!("twincert_acme_request_seconds_total{{{labels}}}"),
+            secs,
+        ));
+    }
     // Labelled series grouped by metric name, one TYPE line each.
+    series.sort_by(|a, b| {
+        let name = |s: &str| s.split('{').next().unwrap_or_default().to_string();
+        name(&a.0).cmp(&name(&b.0))
+    });
     let mut last = String::new();
-    for (series, value) in st.store.revocation_metrics(now).await? {
+    for (series, value) in series {
         let name = series.split('{').next().unwrap_or_default().to_string();
         if name != last {
-            out.push_str(&format!("# TYPE {name} gauge\n"));
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
             last = name;
         }
         out.push_str(&format!("{series} {value}\n"));

@@ -68,6 +68,7 @@ fn parse_retry_after(v: &str) -> Option<SystemTime> {
 /// so a CA that stops answering (Pebble 2.4.0 can deadlock under load; a
 /// real CA can hang) becomes a retryable error, never a hung order.
 pub fn client(
+    ca_id: &str,
     trust_roots_pem: Option<&str>,
     request_timeout: Duration,
 ) -> Result<Box<dyn HttpClient>, String> {
@@ -103,12 +104,42 @@ pub fn client(
     Ok(Box::new(AcmeHttp {
         inner,
         request_timeout,
+        ca_id: ca_id.to_string(),
     }))
+}
+
+/// Requests to each CA by answer status (`200`, `429`, … or `timeout`,
+/// `error`): count and total seconds, for `/metrics` (per process).
+static ACME_REQUESTS: std::sync::Mutex<std::collections::BTreeMap<(String, String), (u64, f64)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn record_request(ca: &str, status: &str, seconds: f64) {
+    if let Ok(mut m) = ACME_REQUESTS.lock() {
+        let e = m
+            .entry((ca.to_string(), status.to_string()))
+            .or_insert((0, 0.0));
+        e.0 += 1;
+        e.1 += seconds;
+    }
+}
+
+/// (CA id, status, requests, seconds spent) of this process's ACME
+/// requests so far.
+pub fn acme_request_metrics() -> Vec<(String, String, u64, f64)> {
+    ACME_REQUESTS
+        .lock()
+        .map(|m| {
+            m.iter()
+                .map(|((ca, st), (n, s))| (ca.clone(), st.clone(), *n, *s))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 struct AcmeHttp {
     inner: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
     request_timeout: Duration,
+    ca_id: String,
 }
 
 impl HttpClient for AcmeHttp {
@@ -118,13 +149,24 @@ impl HttpClient for AcmeHttp {
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let fut = HttpClient::request(&self.inner, req);
         let limit = self.request_timeout;
+        let ca = self.ca_id.clone();
         Box::pin(async move {
-            let rsp = tokio::time::timeout(limit, fut).await.map_err(|_| {
-                instant_acme::Error::Other(
-                    format!("no answer from the CA within {} s", limit.as_secs()).into(),
-                )
-            })??;
+            let started = std::time::Instant::now();
+            let rsp = match tokio::time::timeout(limit, fut).await {
+                Err(_) => {
+                    record_request(&ca, "timeout", started.elapsed().as_secs_f64());
+                    return Err(instant_acme::Error::Other(
+                        format!("no answer from the CA within {} s", limit.as_secs()).into(),
+                    ));
+                }
+                Ok(Err(e)) => {
+                    record_request(&ca, "error", started.elapsed().as_secs_f64());
+                    return Err(e);
+                }
+                Ok(Ok(rsp)) => rsp,
+            };
             let status = rsp.parts.status.as_u16();
+            record_request(&ca, &status.to_string(), started.elapsed().as_secs_f64());
             if status == 429 || status == 503 {
                 let after = rsp
                     .parts

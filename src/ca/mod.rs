@@ -26,7 +26,7 @@ pub use ari::{AriWindow, cert_id as ari_cert_id};
 
 use crate::config::CaConfig;
 
-pub use http::with_retry_after;
+pub use http::{acme_request_metrics, with_retry_after};
 
 /// How the worker should treat a failed ACME step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,8 +258,12 @@ impl CaClient {
     }
 
     fn builder(&self) -> Result<instant_acme::AccountBuilder, AcmeError> {
-        let http = http::client(self.config.trust_roots_pem.as_deref(), self.request_timeout)
-            .map_err(|e| AcmeError::final_(format!("CA {}: {e}", self.config.id)))?;
+        let http = http::client(
+            &self.config.id,
+            self.config.trust_roots_pem.as_deref(),
+            self.request_timeout,
+        )
+        .map_err(|e| AcmeError::final_(format!("CA {}: {e}", self.config.id)))?;
         Ok(Account::builder_with_http(http))
     }
 

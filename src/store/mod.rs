@@ -14,6 +14,7 @@
 //! 5. the certificate, the slot pointer and the order's end, in one
 //!    transaction, and only then the tokens are deleted.
 
+mod metrics;
 mod operations;
 mod revocation;
 mod rows;

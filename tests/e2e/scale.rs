@@ -138,6 +138,107 @@ async fn sigterm_hands_the_leases_of_orders_in_flight_back() {
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
 }
 
+fn value(v: &prometheus_parse::Value) -> f64 {
+    match v {
+        prometheus_parse::Value::Counter(x)
+        | prometheus_parse::Value::Gauge(x)
+        | prometheus_parse::Value::Untyped(x) => *x,
+        _ => f64::NAN,
+    }
+}
+
+/// `/metrics` parsed by a Prometheus text-format parser matches what the
+/// API says.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_as_prometheus_text_and_match_the_api() {
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    for n in ["a", "b"] {
+        let (st, body) = server
+            .create(json!({"name": format!("{n}.example.test")}))
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    let mut views = Vec::new();
+    for n in ["a", "b"] {
+        views.push(server.wait_ready(&format!("{n}.example.test"), 60).await);
+    }
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", server.base()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format");
+    let samples_in_text = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .count();
+    assert_eq!(
+        scrape.samples.len(),
+        samples_in_text,
+        "every line parsed:\n{text}"
+    );
+    let find = |metric: &str, labels: &[(&str, &str)]| -> Vec<f64> {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == metric)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| value(&s.value))
+            .collect()
+    };
+    assert_eq!(find("twincert_names", &[]), vec![2.0], "{text}");
+    assert_eq!(
+        find("twincert_names_by_state", &[("state", "ready")]),
+        vec![2.0]
+    );
+    assert_eq!(
+        find("twincert_names_by_state", &[("state", "degraded")]),
+        vec![0.0]
+    );
+    assert_eq!(
+        find("twincert_ca_active_names", &[("ca", "pebble-a")]),
+        vec![2.0]
+    );
+    let valid: f64 = find("twincert_orders", &[("state", "valid")]).iter().sum();
+    assert_eq!(valid, 4.0, "{text}");
+    for v in &views {
+        let name = v["name"].as_str().expect("name");
+        for slot in ["primary", "backup"] {
+            let not_after = time::OffsetDateTime::parse(
+                v[slot]["not_after"].as_str().expect("not_after"),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .expect("RFC 3339")
+            .unix_timestamp() as f64;
+            let ca = v[slot]["ca"].as_str().expect("ca");
+            assert_eq!(
+                find(
+                    "twincert_certificate_expiration_timestamp_seconds",
+                    &[("name", name), ("slot", slot), ("ca", ca)]
+                ),
+                vec![not_after],
+                "{text}"
+            );
+        }
+    }
+    // The ACME traffic of this process, by CA and answer status.
+    for ca in ["pebble-a", "pebble-b"] {
+        let created: f64 = find(
+            "twincert_acme_requests_total",
+            &[("ca", ca), ("status", "201")],
+        )
+        .iter()
+        .sum();
+        assert!(created >= 2.0, "{ca}: {text}");
+    }
+}
+
 /// The log without terminal colour codes.
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

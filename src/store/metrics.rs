@@ -1,0 +1,169 @@
+//! Figures for `/metrics` beyond the basic counts (issue 8): names by state
+//! (the same rule as the API's `state`), orders by state and CA, the work
+//! queue, swaps, DNS propagation, and the expiry time of the slots'
+//! certificates (the soonest ones; see [`Store::expiry_series`]). Each is
+//! one aggregate query, so a scrape stays cheap at a million names.
+
+use super::{Store, StoreError, all, get, one};
+
+/// A metric series: name with labels, value.
+pub type Series = (String, f64);
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Store {
+    /// Names by state, orders by state and CA, the due queue, orders whose
+    /// lease ran out, names swapped, DNS propagation.
+    pub async fn scale_metrics(&self, now: i64) -> Result<Vec<Series>, StoreError> {
+        let mut out = Vec::new();
+        // The API's rule (policy::name_state): degraded when the pair is not
+        // diverse or a slot failed its first issuance or expired; ready when
+        // both hold an unexpired certificate; provisioning otherwise.
+        let bad = |s: &str, c: &str| {
+            format!(
+                "(({c}.id IS NOT NULL AND {c}.not_after <= $1) OR \
+                 ({c}.id IS NULL AND {s}.last_error IS NOT NULL))"
+            )
+        };
+        let ok = |c: &str| format!("({c}.id IS NOT NULL AND {c}.not_after > $1)");
+        let state = format!(
+            "CASE WHEN n.diversity_error IS NOT NULL OR {} OR {} THEN 'degraded' \
+             WHEN {} AND {} THEN 'ready' ELSE 'provisioning' END",
+            bad("sp", "cp"),
+            bad("sb", "cb"),
+            ok("cp"),
+            ok("cb")
+        );
+        let mut by_state = vec![
+            ("ready".to_string(), 0.0),
+            ("degraded".to_string(), 0.0),
+            ("provisioning".to_string(), 0.0),
+        ];
+        for r in &all(
+            &self.db,
+            &format!(
+                "SELECT {state} AS name_state, COUNT(*) AS n FROM names n \
+                 JOIN slots sp ON sp.name_id = n.id AND sp.slot = 'primary' \
+                 LEFT JOIN certificates cp ON cp.id = sp.current_cert_id \
+                 JOIN slots sb ON sb.name_id = n.id AND sb.slot = 'backup' \
+                 LEFT JOIN certificates cb ON cb.id = sb.current_cert_id \
+                 GROUP BY {state}"
+            ),
+            vec![now.into()],
+        )
+        .await?
+        {
+            let s: String = get(r, "name_state")?;
+            let n: i64 = get(r, "n")?;
+            if let Some(e) = by_state.iter_mut().find(|(k, _)| *k == s) {
+                e.1 = n as f64;
+            }
+        }
+        for (s, n) in by_state {
+            out.push((format!("twincert_names_by_state{{state=\"{s}\"}}"), n));
+        }
+        for r in &all(
+            &self.db,
+            "SELECT ca_id, state, COUNT(*) AS n FROM orders GROUP BY ca_id, state",
+            vec![],
+        )
+        .await?
+        {
+            let ca: String = get(r, "ca_id")?;
+            let st: String = get(r, "state")?;
+            let n: i64 = get(r, "n")?;
+            out.push((
+                format!(
+                    "twincert_orders{{ca=\"{}\",state=\"{}\"}}",
+                    label(&ca),
+                    label(&st)
+                ),
+                n as f64,
+            ));
+        }
+        let scalar = |sql: &'static str| async move {
+            let row = one(&self.db, sql, vec![now.into()])
+                .await?
+                .ok_or_else(|| StoreError::Db("aggregate returned no row".into()))?;
+            Ok::<f64, StoreError>(get::<Option<i64>>(&row, "n")?.unwrap_or(0) as f64)
+        };
+        out.push((
+            "twincert_order_queue_due".into(),
+            scalar(
+                "SELECT COUNT(*) AS n FROM orders WHERE state = 'pending' \
+                 AND next_attempt_at <= $1",
+            )
+            .await?,
+        ));
+        out.push((
+            "twincert_orders_lease_expired".into(),
+            scalar(
+                "SELECT COUNT(*) AS n FROM orders WHERE state = 'processing' \
+                 AND lease_expires_at < $1",
+            )
+            .await?,
+        ));
+        out.push((
+            "twincert_names_swapped_total".into(),
+            scalar(
+                "SELECT SUM(affected) AS n FROM operations \
+                 WHERE kind IN ('swap', 'distrust', 'revocation', 'incident') \
+                 AND CAST($1 AS BIGINT) IS NOT NULL",
+            )
+            .await?,
+        ));
+        if let Some(r) = one(
+            &self.db,
+            "SELECT COUNT(*) AS n, SUM(propagation_ms) AS ms FROM orders \
+             WHERE propagation_ms IS NOT NULL",
+            vec![],
+        )
+        .await?
+        {
+            let n: i64 = get(&r, "n")?;
+            let ms = get::<Option<i64>>(&r, "ms")?.unwrap_or(0);
+            out.push(("twincert_dns_propagation_seconds_count".into(), n as f64));
+            out.push((
+                "twincert_dns_propagation_seconds_sum".into(),
+                ms as f64 / 1000.0,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// `twincert_certificate_expiration_timestamp_seconds{name,slot,ca}`
+    /// (cert-manager's name) for the `limit` soonest-expiring current
+    /// certificates: the ones an alert is about, without a million series
+    /// per scrape.
+    pub async fn expiry_series(&self, limit: u64) -> Result<Vec<Series>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT s.name_id, s.slot, c.ca_id, c.not_after FROM slots s \
+             JOIN certificates c ON c.id = s.current_cert_id \
+             ORDER BY c.not_after, s.name_id, s.slot LIMIT $1",
+            vec![(limit as i64).into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let name: String = get(r, "name_id")?;
+                let slot: String = get(r, "slot")?;
+                let ca: String = get(r, "ca_id")?;
+                let t: i64 = get(r, "not_after")?;
+                Ok((
+                    format!(
+                        "twincert_certificate_expiration_timestamp_seconds{{name=\"{}\",slot=\"{}\",ca=\"{}\"}}",
+                        label(&name),
+                        label(&slot),
+                        label(&ca)
+                    ),
+                    t as f64,
+                ))
+            })
+            .collect()
+    }
+}
