@@ -1523,6 +1523,54 @@ impl Store {
         }
     }
 
+    /// Reserves one of a CA's `limit` new ACME orders per hour for order
+    /// `order_id` (held by `owner`): counts the CA's orders of the last
+    /// hour and stamps this one, in one transaction that replicas run one
+    /// at a time per CA (a PostgreSQL advisory lock; SQLite has a single
+    /// writer), so three replicas never open more than `limit` together.
+    /// `Ok(None)` when reserved, else `Some((orders in the hour, oldest))`.
+    pub async fn reserve_acme_order(
+        &self,
+        ca_id: &str,
+        order_id: &str,
+        owner: &str,
+        limit: i64,
+        now: i64,
+    ) -> Result<Option<(i64, Option<i64>)>, StoreError> {
+        let tx = self.db.begin().await?;
+        if tx.get_database_backend() == sea_orm::DbBackend::Postgres {
+            one(
+                &tx,
+                "SELECT pg_advisory_xact_lock(hashtext('twincert pace ' || $1)) IS NULL AS x",
+                vec![ca_id.into()],
+            )
+            .await?;
+        }
+        let row = one(
+            &tx,
+            "SELECT COUNT(*) AS n, MIN(acme_ordered_at) AS oldest FROM orders \
+             WHERE ca_id = $1 AND acme_ordered_at > $2 AND id <> $3",
+            vec![ca_id.into(), (now - 3600).into(), order_id.into()],
+        )
+        .await?;
+        let (n, oldest): (i64, Option<i64>) = match row {
+            Some(r) => (get(&r, "n")?, get(&r, "oldest")?),
+            None => (0, None),
+        };
+        if n >= limit {
+            tx.rollback().await?;
+            return Ok(Some((n, oldest)));
+        }
+        exec(
+            &tx,
+            "UPDATE orders SET acme_ordered_at = $3 WHERE id = $1 AND lease_owner = $2",
+            vec![order_id.into(), owner.into(), now.into()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(None)
+    }
+
     /// Mean seconds from opening to completing an order at `ca_id` over its
     /// last 100 completed orders (the dry run's time estimate), if any.
     pub async fn mean_issue_seconds(&self, ca_id: &str) -> Result<Option<f64>, StoreError> {

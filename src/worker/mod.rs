@@ -453,7 +453,7 @@ impl Worker {
             .ensure(&ca, &self.store, &self.sealer, self.clock.now())
             .await?;
         if job.acme_order_url.is_none() {
-            self.pace(&ca).await?;
+            self.pace(&ca, job).await?;
         }
         let key = self.order_key(job).await?;
 
@@ -753,17 +753,20 @@ impl Worker {
     }
 
     /// Holds a new ACME order back while the CA had its configured
-    /// `orders_per_hour` in the last hour (counted in the store, so across
-    /// replicas; replicas deciding at the same instant may overshoot by
-    /// their concurrency). The order is deferred: no attempt is counted
-    /// and the slot shows no error (the order's note says why it waits).
-    async fn pace(&self, ca: &CaClient) -> Result<(), AttemptError> {
+    /// `orders_per_hour` in the last hour. The count and this order's
+    /// reservation are one step per CA in the store, so replicas together
+    /// never exceed it. The order is deferred: no attempt is counted and
+    /// the slot shows no error (the order's note says why it waits).
+    async fn pace(&self, ca: &CaClient, job: &OrderJob) -> Result<(), AttemptError> {
         let now = self.clock.now();
         let limit = i64::from(ca.orders_per_hour());
-        let (opened, oldest) = self.store.acme_orders_since(ca.id(), now - 3600).await?;
-        if opened < limit {
+        let Some((opened, oldest)) = self
+            .store
+            .reserve_acme_order(ca.id(), &job.id, &self.owner, limit, now)
+            .await?
+        else {
             return Ok(());
-        }
+        };
         let wait = oldest.map_or(60, |t| t + 3600 - now).max(1) as u64;
         Err(AttemptError {
             kind: AcmeErrorKind::Transient,

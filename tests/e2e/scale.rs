@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::emergency::sqlite_url;
+use crate::emergency::{all_names, sqlite_url, wait_all};
 use crate::harness::{TwoCas, free_port, fresh_pg_database, pg_url};
 use crate::server::{ADMIN_TOKEN, MASTER_KEY, Server, ServerOptions};
 
@@ -236,6 +236,92 @@ async fn metrics_parse_as_prometheus_text_and_match_the_api() {
         .iter()
         .sum();
         assert!(created >= 2.0, "{ca}: {text}");
+    }
+}
+
+/// Three processes on one PostgreSQL: 40 names, each slot ordered exactly
+/// once (one order row, one ACME order), the work spread over the
+/// processes, and CA B's pace of 10 new orders per hour held by all three
+/// together (not 30).
+#[tokio::test(flavor = "multi_thread")]
+async fn three_processes_share_the_work_and_one_pace_per_ca() {
+    const N: usize = 40;
+    let Some(base) = pg_url() else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the PostgreSQL tests"
+        );
+        return;
+    };
+    let cas = TwoCas::start(0).await;
+    let url = fresh_pg_database(&base).await;
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        let mut opts = ServerOptions::new(url.clone());
+        opts.env = vec![
+            ("TWINCERT_WORKER_CONCURRENCY".into(), "4".into()),
+            ("TWINCERT_CA_PEBBLE_B_ORDERS_PER_HOUR".into(), "10".into()),
+        ];
+        if i > 0 {
+            // Only one process can listen where the CAs validate; the
+            // answers come from the store, so it answers for all three.
+            opts.env.push((
+                "TWINCERT_SERVER_HTTP01_LISTEN".into(),
+                format!("127.0.0.1:{}", free_port()),
+            ));
+        }
+        servers.push(Server::start(&cas, opts).await);
+    }
+    for i in 0..N {
+        let (st, body) = servers[i % 3]
+            .create(json!({"name": format!("w{i:02}.example.test")}))
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    wait_all(&servers[0], N, 120, "primaries issued", |v| {
+        v["primary"]["state"] == "valid"
+    })
+    .await;
+    let backups = |names: &[serde_json::Value]| {
+        names
+            .iter()
+            .filter(|v| v["backup"]["state"] == "valid")
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while backups(&all_names(&servers[0]).await) < 10 {
+        assert!(Instant::now() < deadline, "{}", servers[0].log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Several poll rounds of three processes later: still 10.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(backups(&all_names(&servers[0]).await), 10);
+
+    let store = twincert::store::Store::connect(&url).await.expect("store");
+    let mut acme_b = 0;
+    for i in 0..N {
+        let name = format!("w{i:02}.example.test");
+        let p = store
+            .orders_of(&name, twincert::domain::Slot::Primary)
+            .await
+            .expect("orders");
+        assert_eq!(p.len(), 1, "{name}: {p:?}");
+        assert_eq!(p[0].acme_orders, 1, "{name}: one ACME order: {p:?}");
+        let b = store
+            .orders_of(&name, twincert::domain::Slot::Backup)
+            .await
+            .expect("orders");
+        assert_eq!(b.len(), 1, "{name}: {b:?}");
+        acme_b += b[0].acme_orders;
+    }
+    assert_eq!(acme_b, 10, "CA B's pace across three processes");
+    // Every process issued some of them.
+    for s in &servers {
+        assert!(
+            strip_ansi(&s.log()).contains("certificate stored"),
+            "{}",
+            s.log()
+        );
     }
 }
 
