@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiState, Principal, Problem, openapi, parse_json, parse_name};
+use super::{ApiState, Principal, Problem, openapi, parse_json, parse_limit, parse_name};
 use crate::domain::Slot;
 use crate::store::{CompromiseReport, Operation, OperationProgress, SwapReport, SwapScope};
 
@@ -445,13 +445,7 @@ pub(super) async fn list_operations(
     query: Result<Query<ListOperations>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "'limit' must be 1 to 1000; got {limit}"
-        )));
-    }
-    let items = st.store.operations(limit).await?;
+    let items = st.store.operations(parse_limit(q.limit, 50)?).await?;
     Ok(Json(OperationList { items }).into_response())
 }
 

@@ -12,18 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiState, Principal, Problem, openapi, parse_json};
+use super::{ApiState, Principal, Problem, openapi, parse_json, parse_limit};
 use crate::store::{Alert, Incident};
-
-fn parse_limit(limit: Option<u64>) -> Result<u64, Problem> {
-    let limit = limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "'limit' must be 1 to 1000; got {limit}"
-        )));
-    }
-    Ok(limit)
-}
 
 fn parse_id(id: &str) -> Result<(), Problem> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -70,7 +60,7 @@ pub(super) async fn list_incidents(
             "'open' applies to alerts; incidents carry their state",
         ));
     }
-    let items = st.store.incidents(parse_limit(q.limit)?).await?;
+    let items = st.store.incidents(parse_limit(q.limit, 50)?).await?;
     Ok(Json(IncidentList { items }).into_response())
 }
 
@@ -126,7 +116,7 @@ pub(super) async fn list_alerts(
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let items = st
         .store
-        .alerts(q.open.unwrap_or(true), parse_limit(q.limit)?)
+        .alerts(q.open.unwrap_or(true), parse_limit(q.limit, 50)?)
         .await?;
     Ok(Json(AlertList { items }).into_response())
 }

@@ -371,6 +371,17 @@ async fn list_names(
     Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
 
+/// A list's `limit` query parameter: 1–1000, `default` when absent.
+fn parse_limit(limit: Option<u64>, default: u64) -> Result<u64, Problem> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "'limit' must be 1 to 1000; got {limit}"
+        )));
+    }
+    Ok(limit)
+}
+
 fn parse_name(raw: &str) -> Result<ManagedNameId, Problem> {
     ManagedNameId::parse(raw).map_err(|e| Problem::invalid_name(e.to_string()))
 }
@@ -767,13 +778,7 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
             u8::from(distrusted.contains(&c.id))
         ));
     }
-    let mut series: Vec<(String, f64)> = st
-        .store
-        .revocation_metrics(now)
-        .await?
-        .into_iter()
-        .map(|(k, v)| (k, v as f64))
-        .collect();
+    let mut series = st.store.revocation_metrics(now).await?;
     series.extend(st.store.scale_metrics(now).await?);
     series.extend(st.store.expiry_series(EXPIRY_SERIES).await?);
     for (ca, status, n, secs) in crate::ca::acme_request_metrics() {

@@ -1273,9 +1273,11 @@ impl Store {
 
     // ----- metrics -----------------------------------------------------------
 
-    /// Revocation/ARI/incident/alert figures for `/metrics`, as (metric
-    /// with labels, value).
-    pub async fn revocation_metrics(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    /// Revocation/ARI/incident/alert figures for `/metrics`.
+    pub async fn revocation_metrics(
+        &self,
+        now: i64,
+    ) -> Result<Vec<super::metrics::Series>, StoreError> {
         let mut out = Vec::new();
         let rows = all(
             &self.db,
@@ -1369,6 +1371,9 @@ impl Store {
                 get(&r, "n")?,
             ));
         }
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|(k, v): (String, i64)| (k, v as f64))
+            .collect())
     }
 }

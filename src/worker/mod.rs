@@ -920,7 +920,7 @@ impl Worker {
         }
         let pem = self.store.renewal_source(&job.id).await.ok()??;
         let ders = crate::certs::chain_ders(&pem).ok()?;
-        crate::ca::ari_cert_id(ders.first()?)
+        crate::certs::ari_cert_id(ders.first()?)
     }
 
     /// The order's key: the stored one when the order has it (resume),

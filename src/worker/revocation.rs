@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use super::Worker;
 use crate::certs;
+use crate::clock::rfc3339;
 use crate::config::{IncidentPolicy, RevokedActivePolicy};
 use crate::domain::Slot;
 use crate::policy;
@@ -118,7 +119,6 @@ struct Pass {
     crl_results: HashMap<(String, String), CrlResult>,
     ocsp_failures: BTreeMap<String, String>,
     ocsp_unknown: Vec<String>,
-    ocsp_answered: Vec<String>,
     ari_moved: BTreeSet<String>,
     ari_due_now: usize,
     checked: usize,
@@ -148,16 +148,6 @@ fn issuer_key(t: &StatusTarget) -> String {
 fn number_lower(a: &str, b: &str) -> bool {
     let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
     (a.len(), a) < (b.len(), b)
-}
-
-fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
 }
 
 fn random_u64() -> u64 {
@@ -309,10 +299,10 @@ impl Worker {
             .ok_or_else(|| "certificate vanished".to_string())?;
         let ders = certs::chain_ders(pem).map_err(|e| e.to_string())?;
         if t.crl_urls.is_none() {
-            let (crls, ocsp_url) = certs::status_sources(&ders[0]).map_err(|e| e.to_string())?;
-            let crls = crls.join(" ");
-            let ocsp_url = ocsp_url.unwrap_or_default();
-            let ari = crate::ca::ari_cert_id(&ders[0]).unwrap_or_default();
+            let found = certs::status_sources(&ders[0]).map_err(|e| e.to_string())?;
+            let crls = found.crl_urls.join(" ");
+            let ocsp_url = found.ocsp_url.unwrap_or_default();
+            let ari = found.ari_cert_id.unwrap_or_default();
             sources.push((
                 t.cert_id.clone(),
                 crls.clone(),
@@ -651,7 +641,7 @@ impl Worker {
         }
         let subject = format!("{}/{}", t.name_id, t.slot.as_str());
         if matches!(&result, Ok(a) if !matches!(a.status, CertStatus::Unknown)) {
-            pass.ocsp_answered.push(subject.clone());
+            pass.decided.push(subject.clone());
         }
         match result {
             Ok(a) => match a.status {
@@ -1182,13 +1172,9 @@ impl Worker {
             )
             .await?;
         }
-        // Only subjects asked again (and answered) this pass are cleared:
-        // an answer not yet due says nothing new.
-        self.store
-            .resolve_alerts("ocsp_unknown", &pass.ocsp_answered, now)
-            .await?;
-        // Decided another way meanwhile (the CRL is back, the slot was
-        // re-issued without an OCSP URL).
+        // Only subjects decided this pass (by OCSP, or another way: the CRL
+        // is back, the slot was re-issued without an OCSP URL) are cleared;
+        // an OCSP answer not yet due says nothing new.
         self.store
             .resolve_alerts("ocsp_unknown", &pass.decided, now)
             .await?;
