@@ -6,10 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use x509_parser::extensions::ParsedExtension;
 
 /// How long a directory's `renewalInfo` (or its absence) is believed.
 const DIRECTORY_TTL: Duration = Duration::from_secs(3600);
@@ -155,48 +152,4 @@ fn client(trust_roots_pem: Option<&str>, timeout: Duration) -> Result<reqwest::C
         b = b.tls_certs_only(certs);
     }
     b.build().map_err(|e| format!("HTTP client: {e}"))
-}
-
-/// The RFC 9773 §4.1 certificate identifier of a leaf (DER):
-/// base64url(AKI keyIdentifier) "." base64url(serial DER bytes). `None`
-/// when the certificate has no authority key identifier.
-pub fn cert_id(leaf_der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf_der).ok()?;
-    let aki = cert
-        .extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0),
-            _ => None,
-        })?;
-    Some(format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(aki),
-        URL_SAFE_NO_PAD.encode(cert.raw_serial())
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cert_id_is_aki_dot_serial_in_base64url() {
-        let ca_key = rcgen::KeyPair::generate().expect("key");
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![0x69, 0x88, 0x5b, 0x6b]);
-        let issuer = rcgen::Issuer::new(ca, &ca_key);
-        let mut leaf = rcgen::CertificateParams::new(vec!["a.test".to_string()]).expect("leaf");
-        leaf.use_authority_key_identifier_extension = true;
-        leaf.serial_number = Some(rcgen::SerialNumber::from_slice(&[
-            0x00, 0x87, 0x65, 0x43, 0x21,
-        ]));
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = leaf.signed_by(&key, &issuer).expect("sign");
-        // The example of RFC 9773 §4.1: keyIdentifier 69:88:5B:6B…, serial
-        // 00:87:65:43:21 → "aYhba…" "." "AIdlQyE".
-        let id = cert_id(cert.der()).expect("has AKI");
-        assert_eq!(id, "aYhbaw.AIdlQyE");
-    }
 }

@@ -22,7 +22,7 @@ use instant_acme::{
 };
 use tokio::sync::OnceCell;
 
-pub use ari::{AriWindow, cert_id as ari_cert_id};
+pub use ari::AriWindow;
 
 use crate::config::CaConfig;
 

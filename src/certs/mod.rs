@@ -40,15 +40,39 @@ pub struct CertFacts {
 #[error("certificate chain from the CA is unreadable: {0}")]
 pub struct ChainError(pub String);
 
-fn aki(cert: &X509Certificate<'_>) -> Option<String> {
+/// The authority key identifier's keyIdentifier bytes, if any.
+fn aki_bytes<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
     cert.extensions()
         .iter()
         .find_map(|ext| match ext.parsed_extension() {
             ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                aki.key_identifier.as_ref().map(|k| hex(k.0))
+                aki.key_identifier.as_ref().map(|k| k.0)
             }
             _ => None,
         })
+}
+
+fn aki(cert: &X509Certificate<'_>) -> Option<String> {
+    aki_bytes(cert).map(hex)
+}
+
+/// The RFC 9773 §4.1 certificate identifier: base64url(AKI keyIdentifier)
+/// "." base64url(serial DER bytes); `None` without an AKI.
+fn ari_id(cert: &X509Certificate<'_>) -> Option<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    Some(format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(aki_bytes(cert)?),
+        URL_SAFE_NO_PAD.encode(cert.raw_serial())
+    ))
+}
+
+/// The ARI certificate identifier of a leaf (DER), for renewal windows
+/// and `replaces` (RFC 9773 §4.1); `None` when it has no AKI or does not
+/// parse.
+pub fn ari_cert_id(leaf_der: &[u8]) -> Option<String> {
+    parse(leaf_der).ok().as_ref().and_then(ari_id)
 }
 
 /// Splits a PEM chain into DER certificates, leaf first.
@@ -104,11 +128,22 @@ pub fn inspect_chain(chain_pem: &str) -> Result<CertFacts, ChainError> {
     })
 }
 
-/// Where a certificate's revocation status is published, read from the
-/// leaf (DER): the URLs of its CRL distribution points (RFC 5280
-/// §4.2.1.13) and its OCSP responder (authority information access, RFC
-/// 5280 §4.2.2.1). Only http(s) URLs: LDAP is not fetched.
-pub fn status_sources(leaf_der: &[u8]) -> Result<(Vec<String>, Option<String>), ChainError> {
+/// Where a certificate's standing is published, read from the leaf in one
+/// parse: the URLs of its CRL distribution points (RFC 5280 §4.2.1.13),
+/// its OCSP responder (authority information access, RFC 5280 §4.2.2.1) —
+/// http(s) only, LDAP is not fetched — and its ARI certificate id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusSources {
+    /// CRL distribution point URLs.
+    pub crl_urls: Vec<String>,
+    /// The OCSP responder URL.
+    pub ocsp_url: Option<String>,
+    /// The RFC 9773 certificate id (see [`ari_cert_id`]).
+    pub ari_cert_id: Option<String>,
+}
+
+/// Reads a leaf's [`StatusSources`].
+pub fn status_sources(leaf_der: &[u8]) -> Result<StatusSources, ChainError> {
     use x509_parser::extensions::DistributionPointName;
     let leaf = parse(leaf_der)?;
     let mut crls = Vec::new();
@@ -143,7 +178,11 @@ pub fn status_sources(leaf_der: &[u8]) -> Result<(Vec<String>, Option<String>), 
             _ => {}
         }
     }
-    Ok((crls, ocsp))
+    Ok(StatusSources {
+        crl_urls: crls,
+        ocsp_url: ocsp,
+        ari_cert_id: ari_id(&leaf),
+    })
 }
 
 #[cfg(test)]
@@ -199,5 +238,29 @@ mod tests {
     fn garbage_is_an_error() {
         assert!(inspect_chain("not a pem").is_err());
         assert!(inspect_chain("").is_err());
+    }
+
+    #[test]
+    fn ari_cert_id_is_aki_dot_serial_in_base64url() {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![0x69, 0x88, 0x5b, 0x6b]);
+        let issuer = rcgen::Issuer::new(ca, &ca_key);
+        let mut leaf = rcgen::CertificateParams::new(vec!["a.test".to_string()]).expect("leaf");
+        leaf.use_authority_key_identifier_extension = true;
+        leaf.serial_number = Some(rcgen::SerialNumber::from_slice(&[
+            0x00, 0x87, 0x65, 0x43, 0x21,
+        ]));
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = leaf.signed_by(&key, &issuer).expect("sign");
+        // The example of RFC 9773 §4.1: keyIdentifier 69:88:5B:6B…, serial
+        // 00:87:65:43:21 → "aYhba…" "." "AIdlQyE".
+        let id = ari_cert_id(cert.der()).expect("has AKI");
+        assert_eq!(id, "aYhbaw.AIdlQyE");
+        assert_eq!(
+            status_sources(cert.der()).expect("sources").ari_cert_id,
+            Some(id)
+        );
     }
 }

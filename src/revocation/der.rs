@@ -96,7 +96,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next element, which must carry `tag`.
-    pub(crate) fn expect(&mut self, tag: u8, what: &str) -> Result<Tlv<'a>, String> {
+    pub(crate) fn take(&mut self, tag: u8, what: &str) -> Result<Tlv<'a>, String> {
         let tlv = self.read().map_err(|e| format!("{what}: {e}"))?;
         if tlv.tag != tag {
             return Err(format!(
@@ -283,7 +283,7 @@ mod tests {
             let content = vec![0x42; len];
             let encoded = octet_string(&content);
             let mut r = Reader::new(&encoded);
-            let t = r.expect(OCTET_STRING, "test").expect("reads back");
+            let t = r.take(OCTET_STRING, "test").expect("reads back");
             assert_eq!(t.content, &content[..], "length {len}");
             assert_eq!(t.raw, &encoded[..]);
             assert!(r.is_empty());
@@ -308,17 +308,17 @@ mod tests {
     }
 
     #[test]
-    fn expect_optional_and_finish() {
+    fn take_optional_and_finish() {
         let encoded = sequence(&[&null(), &integer_raw(&[0x01])]);
         let mut outer = Reader::new(&encoded);
-        let seq = outer.expect(SEQUENCE, "seq").expect("sequence");
+        let seq = outer.take(SEQUENCE, "seq").expect("sequence");
         let mut inner = Reader::new(seq.content);
         assert!(inner.optional(INTEGER).expect("ok").is_none());
-        assert!(inner.expect(INTEGER, "int").is_err());
+        assert!(inner.take(INTEGER, "int").is_err());
         let mut inner = Reader::new(seq.content);
-        inner.expect(NULL, "null").expect("null");
+        inner.take(NULL, "null").expect("null");
         assert!(inner.finish("seq").is_err());
-        inner.expect(INTEGER, "int").expect("int");
+        inner.take(INTEGER, "int").expect("int");
         inner.finish("seq").expect("nothing left");
     }
 }

@@ -203,11 +203,11 @@ fn issuer_hashes(
 fn response_bytes(resp_der: &[u8]) -> Result<&[u8], OcspError> {
     let malformed = OcspError::Malformed;
     let mut outer = Reader::new(resp_der);
-    let response = outer.expect(SEQUENCE, "OCSPResponse").map_err(malformed)?;
+    let response = outer.take(SEQUENCE, "OCSPResponse").map_err(malformed)?;
     outer.finish("OCSPResponse").map_err(malformed)?;
     let mut fields = Reader::new(response.content);
     let status = fields
-        .expect(ENUMERATED, "responseStatus")
+        .take(ENUMERATED, "responseStatus")
         .and_then(small_unsigned)
         .map_err(malformed)?;
     if status != 0 {
@@ -217,17 +217,17 @@ fn response_bytes(resp_der: &[u8]) -> Result<&[u8], OcspError> {
         });
     }
     let bytes = fields
-        .expect(context(0), "responseBytes")
+        .take(context(0), "responseBytes")
         .map_err(malformed)?;
     fields.finish("OCSPResponse").map_err(malformed)?;
     let mut explicit = Reader::new(bytes.content);
     let seq = explicit
-        .expect(SEQUENCE, "ResponseBytes")
+        .take(SEQUENCE, "ResponseBytes")
         .map_err(malformed)?;
     explicit.finish("responseBytes").map_err(malformed)?;
     let mut rb = Reader::new(seq.content);
-    let response_type = rb.expect(OID, "responseType").map_err(malformed)?;
-    let response = rb.expect(OCTET_STRING, "response").map_err(malformed)?;
+    let response_type = rb.take(OID, "responseType").map_err(malformed)?;
+    let response = rb.take(OCTET_STRING, "response").map_err(malformed)?;
     rb.finish("ResponseBytes").map_err(malformed)?;
     if response_type.content != OCSP_BASIC {
         return Err(OcspError::UnsupportedResponseType(oid_string(
@@ -274,12 +274,12 @@ struct SingleResponse<'a> {
 impl<'a> BasicResponse<'a> {
     fn parse(bytes: &'a [u8]) -> Result<Self, String> {
         let mut outer = Reader::new(bytes);
-        let basic = outer.expect(SEQUENCE, "BasicOCSPResponse")?;
+        let basic = outer.take(SEQUENCE, "BasicOCSPResponse")?;
         outer.finish("BasicOCSPResponse")?;
         let mut fields = Reader::new(basic.content);
-        let tbs = fields.expect(SEQUENCE, "tbsResponseData")?;
-        let alg = fields.expect(SEQUENCE, "signatureAlgorithm")?;
-        let signature = fields.expect(BIT_STRING, "signature")?;
+        let tbs = fields.take(SEQUENCE, "tbsResponseData")?;
+        let alg = fields.take(SEQUENCE, "signatureAlgorithm")?;
+        let signature = fields.take(BIT_STRING, "signature")?;
         let certs = fields.optional(context(0))?;
         fields.finish("BasicOCSPResponse")?;
 
@@ -326,26 +326,26 @@ fn parse_response_data(content: &[u8]) -> Result<(i64, Vec<SingleResponse<'_>>),
             responder_id.tag
         ));
     }
-    let produced_at = generalized_time(fields.expect(GENERALIZED_TIME, "producedAt")?)?;
-    let list = fields.expect(SEQUENCE, "responses")?;
+    let produced_at = generalized_time(fields.take(GENERALIZED_TIME, "producedAt")?)?;
+    let list = fields.take(SEQUENCE, "responses")?;
     fields.optional(context(1))?; // responseExtensions (e.g. a nonce): not used
     fields.finish("ResponseData")?;
     let mut items = Reader::new(list.content);
     let mut responses = Vec::new();
     while !items.is_empty() {
-        responses.push(parse_single(items.expect(SEQUENCE, "SingleResponse")?)?);
+        responses.push(parse_single(items.take(SEQUENCE, "SingleResponse")?)?);
     }
     Ok((produced_at, responses))
 }
 
 fn parse_single(single: Tlv<'_>) -> Result<SingleResponse<'_>, String> {
     let mut fields = Reader::new(single.content);
-    let cert_id = fields.expect(SEQUENCE, "certID")?;
+    let cert_id = fields.take(SEQUENCE, "certID")?;
     let status = parse_cert_status(fields.read()?)?;
-    let this_update = generalized_time(fields.expect(GENERALIZED_TIME, "thisUpdate")?)?;
+    let this_update = generalized_time(fields.take(GENERALIZED_TIME, "thisUpdate")?)?;
     let next_update = match fields.optional(context(0))? {
         Some(explicit) => Some(generalized_time(
-            Reader::new(explicit.content).expect(GENERALIZED_TIME, "nextUpdate")?,
+            Reader::new(explicit.content).take(GENERALIZED_TIME, "nextUpdate")?,
         )?),
         None => None,
     };
@@ -353,15 +353,13 @@ fn parse_single(single: Tlv<'_>) -> Result<SingleResponse<'_>, String> {
     fields.finish("SingleResponse")?;
 
     let mut id = Reader::new(cert_id.content);
-    let alg = id.expect(SEQUENCE, "hashAlgorithm")?;
-    let issuer_name_hash = id.expect(OCTET_STRING, "issuerNameHash")?.content;
-    let issuer_key_hash = id.expect(OCTET_STRING, "issuerKeyHash")?.content;
-    let serial = id.expect(der::INTEGER, "serialNumber")?.content;
+    let alg = id.take(SEQUENCE, "hashAlgorithm")?;
+    let issuer_name_hash = id.take(OCTET_STRING, "issuerNameHash")?.content;
+    let issuer_key_hash = id.take(OCTET_STRING, "issuerKeyHash")?.content;
+    let serial = id.take(der::INTEGER, "serialNumber")?.content;
     id.finish("CertID")?;
     // Parameters are NULL or absent for SHA-1/SHA-2; neither matters here.
-    let hash_algorithm = Reader::new(alg.content)
-        .expect(OID, "hashAlgorithm")?
-        .content;
+    let hash_algorithm = Reader::new(alg.content).take(OID, "hashAlgorithm")?.content;
     Ok(SingleResponse {
         hash_algorithm,
         issuer_name_hash,
@@ -381,10 +379,10 @@ fn parse_cert_status(tlv: Tlv<'_>) -> Result<CertStatus, String> {
         t if t == context_primitive(2) && tlv.content.is_empty() => Ok(CertStatus::Unknown),
         t if t == context(1) => {
             let mut info = Reader::new(tlv.content);
-            let at = generalized_time(info.expect(GENERALIZED_TIME, "revocationTime")?)?;
+            let at = generalized_time(info.take(GENERALIZED_TIME, "revocationTime")?)?;
             let reason = match info.optional(context(0))? {
                 Some(explicit) => Some(small_unsigned(
-                    Reader::new(explicit.content).expect(ENUMERATED, "revocationReason")?,
+                    Reader::new(explicit.content).take(ENUMERATED, "revocationReason")?,
                 )?),
                 None => None,
             };
@@ -398,12 +396,12 @@ fn parse_cert_status(tlv: Tlv<'_>) -> Result<CertStatus, String> {
 /// The `[0] EXPLICIT SEQUENCE OF Certificate` field, as DER certificates.
 fn parse_certs(explicit: Tlv<'_>) -> Result<Vec<&[u8]>, String> {
     let mut outer = Reader::new(explicit.content);
-    let list = outer.expect(SEQUENCE, "certs")?;
+    let list = outer.take(SEQUENCE, "certs")?;
     outer.finish("certs")?;
     let mut items = Reader::new(list.content);
     let mut certs = Vec::new();
     while !items.is_empty() {
-        certs.push(items.expect(SEQUENCE, "certs")?.raw);
+        certs.push(items.take(SEQUENCE, "certs")?.raw);
     }
     Ok(certs)
 }
