@@ -840,6 +840,21 @@ pub fn pg_url() -> Option<String> {
     std::env::var(PG_URL_ENV).ok().filter(|s| !s.is_empty())
 }
 
+/// The PostgreSQL URL for a test, or `None` (the caller returns) outside
+/// `scripts/test.sh` — a bare `cargo test` has no PostgreSQL. Under CI
+/// (`CI` set) a missing URL fails the test instead: CI must run them.
+pub fn pg_url_or_skip(test: &str) -> Option<String> {
+    let url = pg_url();
+    if url.is_none() {
+        eprintln!("{PG_URL_ENV} not set: PostgreSQL test {test} not run");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the PostgreSQL tests (use scripts/test.sh)"
+        );
+    }
+    url
+}
+
 /// Creates a uniquely named, empty database on the server of `base_url`
 /// (with `psql`) and returns the URL of that database. Tests running in
 /// parallel each get their own.

@@ -11,7 +11,7 @@ use twincert::domain::Slot;
 use twincert::keys::seal::Sealer;
 use twincert::store::Store;
 
-use crate::harness::{TwoCas, fresh_pg_database, pg_url};
+use crate::harness::{TwoCas, fresh_pg_database, pg_url_or_skip};
 use crate::server::{MASTER_KEY, Server, ServerOptions};
 
 fn ders(pem: &str) -> Vec<CertificateDer<'static>> {
@@ -166,14 +166,7 @@ async fn primary_and_backup_from_two_cas_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn primary_and_backup_from_two_cas_on_postgres() {
-    let Some(base) = pg_url() else {
-        // scripts/test.sh (the README's test command, and CI) always sets
-        // TWINCERT_TEST_PG_URL; a bare `cargo test` has no PostgreSQL.
-        eprintln!("TWINCERT_TEST_PG_URL not set: PostgreSQL test not run");
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must run the PostgreSQL tests (use scripts/test.sh)"
-        );
+    let Some(base) = pg_url_or_skip("primary_and_backup_from_two_cas_on_postgres") else {
         return;
     };
     let url = fresh_pg_database(&base).await;

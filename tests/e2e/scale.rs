@@ -7,16 +7,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::emergency::{all_names, sqlite_url, wait_all};
-use crate::harness::{TwoCas, free_port, fresh_pg_database, pg_url};
+use crate::harness::{TwoCas, free_port, fresh_pg_database, pg_url_or_skip};
 use crate::server::{ADMIN_TOKEN, MASTER_KEY, Server, ServerOptions};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_api_process_and_a_worker_process_share_one_postgres() {
-    let Some(base) = pg_url() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must run the PostgreSQL tests"
-        );
+    let Some(base) = pg_url_or_skip("an_api_process_and_a_worker_process_share_one_postgres")
+    else {
         return;
     };
     let cas = TwoCas::start(0).await;
@@ -163,15 +160,7 @@ async fn metrics_parse_as_prometheus_text_and_match_the_api() {
     for n in ["a", "b"] {
         views.push(server.wait_ready(&format!("{n}.example.test"), 60).await);
     }
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", server.base()))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = server.metrics_text().await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("Prometheus text format");
     let samples_in_text = text
@@ -246,11 +235,7 @@ async fn metrics_parse_as_prometheus_text_and_match_the_api() {
 #[tokio::test(flavor = "multi_thread")]
 async fn three_processes_share_the_work_and_one_pace_per_ca() {
     const N: usize = 40;
-    let Some(base) = pg_url() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must run the PostgreSQL tests"
-        );
+    let Some(base) = pg_url_or_skip("three_processes_share_the_work_and_one_pace_per_ca") else {
         return;
     };
     let cas = TwoCas::start(0).await;

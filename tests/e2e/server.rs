@@ -292,6 +292,19 @@ impl Server {
         format!("{scheme}://127.0.0.1:{}", self.api_port)
     }
 
+    /// `GET /metrics` as text (admin token).
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// The client the fixture uses (trusts the harness CA under TLS).
     pub fn client(&self) -> &reqwest::Client {
         &self.http

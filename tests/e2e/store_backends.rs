@@ -5,7 +5,7 @@ use twincert::domain::{ChallengeKind, KeyType, Slot};
 use twincert::keys::seal::Sealed;
 use twincert::store::{NewCertificate, NewName, Store, StoreError};
 
-use crate::harness::{fresh_pg_database, pg_url};
+use crate::harness::{fresh_pg_database, pg_url_or_skip};
 
 fn name(id: &str, primary: &str, backup: &str) -> NewName {
     NewName {
@@ -292,12 +292,7 @@ async fn store_contract_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn store_contract_on_postgres() {
-    let Some(base) = pg_url() else {
-        eprintln!("TWINCERT_TEST_PG_URL not set: PostgreSQL store test not run");
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must run the PostgreSQL tests (use scripts/test.sh)"
-        );
+    let Some(base) = pg_url_or_skip("store_contract_on_postgres") else {
         return;
     };
     let url = fresh_pg_database(&base).await;
@@ -577,12 +572,7 @@ async fn mass_swap_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mass_swap_on_postgres() {
-    let Some(base) = pg_url() else {
-        eprintln!("TWINCERT_TEST_PG_URL not set: PostgreSQL mass swap test not run");
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must run the PostgreSQL tests"
-        );
+    let Some(base) = pg_url_or_skip("mass_swap_on_postgres") else {
         return;
     };
     let url = fresh_pg_database(&base).await;
