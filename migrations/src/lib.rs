@@ -24,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0006Revocations),
             Box::new(M0007Operations),
             Box::new(M0008RevocationIntelligence),
+            Box::new(M0009LeaseAge),
         ]
     }
 }
@@ -553,5 +554,28 @@ impl MigrationTrait for M0008RevocationIntelligence {
             script.push_str(&format!("; ALTER TABLE certificates DROP COLUMN {col}"));
         }
         run_script(manager, &script).await
+    }
+}
+
+/// Scale-out (issue 8): when an order's current lease was taken, so
+/// `/metrics` can show how long the oldest job has been held (a worker
+/// stuck on one order shows as a growing age while its heartbeat keeps the
+/// lease alive).
+pub struct M0009LeaseAge;
+
+impl MigrationName for M0009LeaseAge {
+    fn name(&self) -> &str {
+        "m0009_lease_age"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0009LeaseAge {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "ALTER TABLE orders ADD COLUMN leased_at BIGINT").await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "ALTER TABLE orders DROP COLUMN leased_at").await
     }
 }

@@ -781,15 +781,14 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
     let mut series = st.store.revocation_metrics(now).await?;
     series.extend(st.store.scale_metrics(now).await?);
     series.extend(st.store.expiry_series(EXPIRY_SERIES).await?);
-    for (ca, status, n, secs) in crate::ca::acme_request_metrics() {
-        let labels = format!("ca=\"{ca}\",status=\"{status}\"");
+    let acme = crate::ca::acme_request_metrics();
+    for r in &acme {
         series.push((
-            format!("twincert_acme_requests_total{{{labels}}}"),
-            n as f64,
-        ));
-        series.push((
-            format!("twincert_acme_request_seconds_total{{{labels}}}"),
-            secs,
+            format!(
+                "twincert_acme_requests_total{{ca=\"{}\",status=\"{}\"}}",
+                r.ca, r.status
+            ),
+            r.count as f64,
         ));
     }
     // Labelled series grouped by metric name, one TYPE line each.
@@ -811,5 +810,31 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
         }
         out.push_str(&format!("{series} {value}\n"));
     }
+    acme_latency_histogram(&acme, &mut out);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// `twincert_acme_request_duration_seconds` as a Prometheus histogram
+/// (cumulative buckets, `_sum`, `_count`) per CA and answer status.
+fn acme_latency_histogram(stats: &[crate::ca::AcmeRequestStats], out: &mut String) {
+    const NAME: &str = "twincert_acme_request_duration_seconds";
+    if stats.is_empty() {
+        return;
+    }
+    out.push_str(&format!("# TYPE {NAME} histogram\n"));
+    for r in stats {
+        let labels = format!("ca=\"{}\",status=\"{}\"", r.ca, r.status);
+        let mut cumulative = 0;
+        for (i, n) in r.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = crate::ca::ACME_LATENCY_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            out.push_str(&format!(
+                "{NAME}_bucket{{{labels},le=\"{le}\"}} {cumulative}\n"
+            ));
+        }
+        out.push_str(&format!("{NAME}_sum{{{labels}}} {}\n", r.seconds));
+        out.push_str(&format!("{NAME}_count{{{labels}}} {}\n", r.count));
+    }
 }

@@ -108,31 +108,53 @@ pub fn client(
     }))
 }
 
-/// Requests to each CA by answer status (`200`, `429`, … or `timeout`,
-/// `error`): count and total seconds, for `/metrics` (per process).
-static ACME_REQUESTS: std::sync::Mutex<std::collections::BTreeMap<(String, String), (u64, f64)>> =
+/// Upper bounds (seconds) of the ACME request latency histogram's buckets:
+/// from a loopback CA's milliseconds to a loaded public CA's seconds.
+pub const ACME_LATENCY_BUCKETS: [f64; 11] =
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Requests to one CA with one answer status (`200`, `429`, … or
+/// `timeout`, `error`) made by this process: count, total seconds and the
+/// non-cumulative count per latency bucket (the last one is +Inf).
+#[derive(Debug, Clone, Default)]
+pub struct AcmeRequestStats {
+    pub ca: String,
+    pub status: String,
+    pub count: u64,
+    pub seconds: f64,
+    pub buckets: [u64; ACME_LATENCY_BUCKETS.len() + 1],
+}
+
+type StatsMap = std::collections::BTreeMap<(String, String), AcmeRequestStats>;
+
+/// Per process, for `/metrics`.
+static ACME_REQUESTS: std::sync::Mutex<StatsMap> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 fn record_request(ca: &str, status: &str, seconds: f64) {
     if let Ok(mut m) = ACME_REQUESTS.lock() {
         let e = m
             .entry((ca.to_string(), status.to_string()))
-            .or_insert((0, 0.0));
-        e.0 += 1;
-        e.1 += seconds;
+            .or_insert_with(|| AcmeRequestStats {
+                ca: ca.to_string(),
+                status: status.to_string(),
+                ..AcmeRequestStats::default()
+            });
+        e.count += 1;
+        e.seconds += seconds;
+        let i = ACME_LATENCY_BUCKETS
+            .iter()
+            .position(|le| seconds <= *le)
+            .unwrap_or(ACME_LATENCY_BUCKETS.len());
+        e.buckets[i] += 1;
     }
 }
 
-/// (CA id, status, requests, seconds spent) of this process's ACME
-/// requests so far.
-pub fn acme_request_metrics() -> Vec<(String, String, u64, f64)> {
+/// This process's ACME requests so far, by CA and status.
+pub fn acme_request_metrics() -> Vec<AcmeRequestStats> {
     ACME_REQUESTS
         .lock()
-        .map(|m| {
-            m.iter()
-                .map(|((ca, st), (n, s))| (ca.clone(), st.clone(), *n, *s))
-                .collect()
-        })
+        .map(|m| m.values().cloned().collect())
         .unwrap_or_default()
 }
 

@@ -107,6 +107,26 @@ impl Store {
             )
             .await?,
         ));
+        // Lease age: how long the oldest live lease has been held (a
+        // worker stuck on one order while its heartbeat keeps the lease);
+        // queue lag: how long the oldest due order has waited for a worker.
+        out.push((
+            "twincert_order_lease_oldest_age_seconds".into(),
+            scalar(
+                "SELECT MAX(CAST($1 AS BIGINT) - leased_at) AS n FROM orders \
+                 WHERE state = 'processing' AND lease_expires_at >= $1 \
+                 AND leased_at IS NOT NULL",
+            )
+            .await?,
+        ));
+        out.push((
+            "twincert_order_queue_oldest_due_seconds".into(),
+            scalar(
+                "SELECT MAX(CAST($1 AS BIGINT) - next_attempt_at) AS n FROM orders \
+                 WHERE state = 'pending' AND next_attempt_at <= $1",
+            )
+            .await?,
+        ));
         out.push((
             "twincert_names_swapped_total".into(),
             scalar(

@@ -782,7 +782,7 @@ impl Store {
         };
         let sql = format!(
             "UPDATE orders SET state = 'processing', lease_owner = $1, lease_expires_at = $2, \
-             updated_at = $3 WHERE id IN (SELECT id FROM orders WHERE \
+             leased_at = $3, updated_at = $3 WHERE id IN (SELECT id FROM orders WHERE \
              (state = 'pending' AND next_attempt_at <= $3) OR \
              (state = 'processing' AND lease_expires_at < $3) \
              ORDER BY priority, next_attempt_at LIMIT $4{lock}) RETURNING id"

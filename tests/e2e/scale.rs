@@ -163,13 +163,20 @@ async fn metrics_parse_as_prometheus_text_and_match_the_api() {
     let text = server.metrics_text().await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("Prometheus text format");
+    // A histogram's bucket lines parse into one sample per label set.
     let samples_in_text = text
         .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.contains("_bucket{"))
         .count();
+    let histograms = scrape
+        .samples
+        .iter()
+        .filter(|s| matches!(s.value, prometheus_parse::Value::Histogram(_)))
+        .count();
+    assert!(histograms >= 2, "ACME latency per CA:\n{text}");
     assert_eq!(
         scrape.samples.len(),
-        samples_in_text,
+        samples_in_text + histograms,
         "every line parsed:\n{text}"
     );
     let find = |metric: &str, labels: &[(&str, &str)]| -> Vec<f64> {
@@ -225,7 +232,36 @@ async fn metrics_parse_as_prometheus_text_and_match_the_api() {
         .iter()
         .sum();
         assert!(created >= 2.0, "{ca}: {text}");
+        // The latency histogram counts the same requests: its +Inf bucket
+        // and its _count equal the counter.
+        let inf: Vec<f64> = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "twincert_acme_request_duration_seconds")
+            .filter(|s| s.labels.get("ca") == Some(ca) && s.labels.get("status") == Some("201"))
+            .filter_map(|s| match &s.value {
+                prometheus_parse::Value::Histogram(b) => b.last().map(|c| c.count),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(inf, vec![created], "{ca}: {text}");
+        assert_eq!(
+            find(
+                "twincert_acme_request_duration_seconds_count",
+                &[("ca", ca), ("status", "201")]
+            ),
+            vec![created]
+        );
     }
+    // Nothing is leased or waiting once both names are ready.
+    assert_eq!(
+        find("twincert_order_lease_oldest_age_seconds", &[]),
+        vec![0.0]
+    );
+    assert_eq!(
+        find("twincert_order_queue_oldest_due_seconds", &[]),
+        vec![0.0]
+    );
 }
 
 /// Three processes on one PostgreSQL: 40 names, each slot ordered exactly
