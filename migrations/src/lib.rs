@@ -560,7 +560,9 @@ impl MigrationTrait for M0008RevocationIntelligence {
 /// Scale-out (issue 8): when an order's current lease was taken, so
 /// `/metrics` can show how long the oldest job has been held (a worker
 /// stuck on one order shows as a growing age while its heartbeat keeps the
-/// lease alive).
+/// lease alive); and whether a pending order waits only for its CA's pace,
+/// so a worker started with a higher `orders_per_hour` wakes those at once
+/// instead of leaving them to the hour computed under the old limit.
 pub struct M0009LeaseAge;
 
 impl MigrationName for M0009LeaseAge {
@@ -572,10 +574,19 @@ impl MigrationName for M0009LeaseAge {
 #[async_trait::async_trait]
 impl MigrationTrait for M0009LeaseAge {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run_script(manager, "ALTER TABLE orders ADD COLUMN leased_at BIGINT").await
+        run_script(
+            manager,
+            "ALTER TABLE orders ADD COLUMN leased_at BIGINT; \
+             ALTER TABLE orders ADD COLUMN paced BOOLEAN NOT NULL DEFAULT FALSE",
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run_script(manager, "ALTER TABLE orders DROP COLUMN leased_at").await
+        run_script(
+            manager,
+            "ALTER TABLE orders DROP COLUMN leased_at; ALTER TABLE orders DROP COLUMN paced",
+        )
+        .await
     }
 }

@@ -782,7 +782,7 @@ impl Store {
         };
         let sql = format!(
             "UPDATE orders SET state = 'processing', lease_owner = $1, lease_expires_at = $2, \
-             leased_at = $3, updated_at = $3 WHERE id IN (SELECT id FROM orders WHERE \
+             leased_at = $3, paced = FALSE, updated_at = $3 WHERE id IN (SELECT id FROM orders WHERE \
              (state = 'pending' AND next_attempt_at <= $3) OR \
              (state = 'processing' AND lease_expires_at < $3) \
              ORDER BY priority, next_attempt_at LIMIT $4{lock}) RETURNING id"
@@ -933,7 +933,7 @@ impl Store {
         let n = exec(
             &self.db,
             "UPDATE orders SET state = 'pending', next_attempt_at = $3, last_error = $4, \
-             lease_owner = NULL, lease_expires_at = NULL, updated_at = $5 \
+             lease_owner = NULL, lease_expires_at = NULL, paced = TRUE, updated_at = $5 \
              WHERE id = $1 AND lease_owner = $2 AND state = 'processing'",
             vec![
                 order_id.into(),

@@ -1571,6 +1571,40 @@ impl Store {
         Ok(None)
     }
 
+    /// Makes as many of `ca_id`'s pace-deferred orders due now as its
+    /// `limit` leaves room for in the last hour (highest priority first),
+    /// so a limit raised by a restart takes effect at once; the rest keep
+    /// their time. Returns how many were woken.
+    pub async fn wake_paced_orders(
+        &self,
+        ca_id: &str,
+        limit: i64,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let row = one(
+            &self.db,
+            "SELECT COUNT(*) AS n FROM orders WHERE ca_id = $1 AND acme_ordered_at > $2",
+            vec![ca_id.into(), (now - 3600).into()],
+        )
+        .await?;
+        let used: i64 = match row {
+            Some(r) => get(&r, "n")?,
+            None => 0,
+        };
+        let room = limit - used;
+        if room <= 0 {
+            return Ok(0);
+        }
+        exec(
+            &self.db,
+            "UPDATE orders SET next_attempt_at = $2 WHERE id IN (SELECT id FROM orders \
+             WHERE ca_id = $1 AND state = 'pending' AND paced AND next_attempt_at > $2 \
+             ORDER BY priority, next_attempt_at LIMIT $3)",
+            vec![ca_id.into(), now.into(), room.into()],
+        )
+        .await
+    }
+
     /// Mean seconds from opening to completing an order at `ca_id` over its
     /// last 100 completed orders (the dry run's time estimate), if any.
     pub async fn mean_issue_seconds(&self, ca_id: &str) -> Result<Option<f64>, StoreError> {

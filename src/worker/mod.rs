@@ -255,6 +255,7 @@ impl Worker {
         if self.revocation.enabled {
             tokio::spawn(self.clone().revocation_loop(shutdown.clone()));
         }
+        self.wake_paced().await;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -749,6 +750,28 @@ impl Worker {
         {
             info!(count = records.len(), "sweeping leftover dns-01 records");
             self.remove_records(solver, records).await;
+        }
+    }
+
+    /// Orders deferred by a CA's pace were given a time under the limit
+    /// then in force; this process may run with a higher one, so the ones
+    /// it leaves room for are made due now.
+    async fn wake_paced(&self) {
+        let now = self.clock.now();
+        for ca in self.cas.values() {
+            match self
+                .store
+                .wake_paced_orders(ca.id(), i64::from(ca.orders_per_hour()), now)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    ca = ca.id(),
+                    orders = n,
+                    "paced orders woken under the current limit"
+                ),
+                Err(e) => warn!(ca = ca.id(), error = %e, "could not wake paced orders"),
+            }
         }
     }
 
