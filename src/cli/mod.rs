@@ -4,6 +4,7 @@
 //! only calls [`run`].
 
 mod bench;
+mod bench_idle;
 mod bench_revocation;
 mod emergency;
 
@@ -227,6 +228,9 @@ enum BenchWhat {
     /// Time the revocation check pass over N names (2N real certificates)
     /// and the CA incident a CRL revoking a share of them opens.
     Revocation(bench_revocation::RevocationBench),
+    /// Memory and CPU of one serving process managing N synthetic names
+    /// with nothing to do.
+    Idle(bench_idle::IdleBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -493,6 +497,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { what, output } => match what {
             BenchWhat::Swap(opts) => bench::swap(opts, output).await,
             BenchWhat::Revocation(opts) => bench_revocation::revocation(opts, output).await,
+            BenchWhat::Idle(opts) => bench_idle::idle(opts, output).await,
         },
         Command::Events { api, limit } => {
             call(

@@ -154,6 +154,20 @@ impl Http01Publisher for AnswerPublisher<'_> {
     }
 }
 
+/// How many times its own duration the planning pass waits before it
+/// runs again (so it takes at most 1/20 of a core however many names).
+const PLAN_DUTY: u32 = 20;
+/// The longest pause between planning passes: renewals are planned days
+/// ahead, so a minute of delay on a huge store costs nothing.
+const PLAN_MAX_PAUSE: Duration = Duration::from_secs(60);
+
+/// The pause after a planning pass that took `took`: the poll interval on
+/// a small store, longer on a large one (see [`PLAN_DUTY`]).
+fn plan_interval(poll: Duration, took: Duration) -> Duration {
+    poll.max(took.saturating_mul(PLAN_DUTY))
+        .min(PLAN_MAX_PAUSE.max(poll))
+}
+
 /// Seconds until the next attempt after `attempts` failures: exponential
 /// (factor 2) from `min` with jitter (backon adds up to one more delay),
 /// capped at `max`, and never before a CA's Retry-After.
@@ -250,7 +264,8 @@ impl Worker {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let permits = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
         info!(owner = %self.owner, concurrency = self.cfg.concurrency, "worker started");
-        let plan_every = Duration::from_millis(self.cfg.poll_interval_ms);
+        let base_plan_every = Duration::from_millis(self.cfg.poll_interval_ms);
+        let mut plan_every = base_plan_every;
         let mut last_plan: Option<tokio::time::Instant> = None;
         if self.revocation.enabled {
             tokio::spawn(self.clone().revocation_loop(shutdown.clone()));
@@ -262,9 +277,11 @@ impl Worker {
             }
             let now = self.clock.now();
             // The planner scans every slot, so it runs on the poll tick, not
-            // on every wake-up (new names bring their own orders).
+            // on every wake-up (new names bring their own orders), and no
+            // more often than keeps it under 1/PLAN_DUTY of the time: a
+            // million idle names must not keep a core busy re-reading them.
             if last_plan.is_none_or(|t| t.elapsed() >= plan_every) {
-                last_plan = Some(tokio::time::Instant::now());
+                let started = tokio::time::Instant::now();
                 // Moves marked slots first, so the planner does not open
                 // orders for them at the CA they are leaving.
                 self.reprovision(now).await;
@@ -273,6 +290,8 @@ impl Worker {
                 }
                 self.sweep_dns().await;
                 self.revoke_pending().await;
+                plan_every = plan_interval(base_plan_every, started.elapsed());
+                last_plan = Some(tokio::time::Instant::now());
             }
             let free = permits.available_permits();
             let mut leased = 0;
@@ -1026,6 +1045,28 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn planning_pauses_grow_with_the_pass_and_are_capped() {
+        let poll = Duration::from_millis(500);
+        // A small store: every poll tick.
+        assert_eq!(plan_interval(poll, Duration::from_millis(3)), poll);
+        // A 200 ms pass: 4 s, so the planner takes 1/20 of the time.
+        assert_eq!(
+            plan_interval(poll, Duration::from_millis(200)),
+            Duration::from_secs(4)
+        );
+        // A 10 s pass (millions of slots): at most a minute.
+        assert_eq!(
+            plan_interval(poll, Duration::from_secs(10)),
+            Duration::from_secs(60)
+        );
+        // A poll interval above the cap is kept.
+        assert_eq!(
+            plan_interval(Duration::from_secs(90), Duration::from_secs(10)),
+            Duration::from_secs(90)
+        );
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_honours_retry_after() {
