@@ -27,6 +27,7 @@ pub mod certs;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod deploy;
 pub mod domain;
 pub mod keys;
 pub mod policy;
