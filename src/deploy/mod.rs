@@ -8,4 +8,5 @@
 //! deploy and what to do with a failed check. A failed post-deploy command
 //! or a mismatching endpoint is a *result*, not an `Err`.
 
+pub mod check;
 pub mod files;
