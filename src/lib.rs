@@ -30,6 +30,7 @@ pub mod config;
 pub mod deploy;
 pub mod domain;
 pub mod keys;
+pub mod notify;
 pub mod policy;
 pub mod providers;
 pub mod revocation;
