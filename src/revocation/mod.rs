@@ -7,6 +7,8 @@
 //! decides what to do with the answers.
 
 pub mod crl;
-mod der;
+/// DER reading and signature verification, shared with
+/// [`crate::deploy::check`] (chain links).
+pub(crate) mod der;
 pub mod fetch;
 pub mod ocsp;
