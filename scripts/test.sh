@@ -23,12 +23,13 @@ for b in pebble named dig tsig-keygen nsupdate openssl psql; do
 done
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing=1
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing=1
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing=1
 if [[ "$missing" == 1 && -z "${PG_BINDIR:-}" ]]; then
     sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
-    echo "scripts/test.sh: installing test packages (pebble bind9 bind9-dnsutils openssl postgresql)" >&2
+    echo "scripts/test.sh: installing test packages (pebble bind9 bind9-dnsutils openssl postgresql python3-aiosmtpd)" >&2
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        pebble bind9 bind9-dnsutils openssl postgresql ca-certificates python3-venv >/dev/null
+        pebble bind9 bind9-dnsutils openssl postgresql ca-certificates python3-venv python3-aiosmtpd >/dev/null
 fi
 
 # --- PostgreSQL binaries -----------------------------------------------------

@@ -102,6 +102,12 @@ struct RawConfig {
     dns_providers: Vec<RawDnsProvider>,
     #[serde(default)]
     revocation: RawRevocation,
+    #[serde(default)]
+    deploy: crate::deploy::settings::RawDeploy,
+    #[serde(default)]
+    destinations: Vec<crate::deploy::settings::RawDestination>,
+    #[serde(default)]
+    alerts: crate::deploy::settings::RawAlerts,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -454,6 +460,10 @@ pub struct Config {
     pub dns_providers: BTreeMap<String, DnsProviderConfig>,
     /// Revocation checks, ARI, incidents, expiry alerts.
     pub revocation: RevocationConfig,
+    /// Deployment destinations and endpoint checks.
+    pub deploy: crate::deploy::settings::DeployConfig,
+    /// Who is told about alerts, and how.
+    pub alerts: crate::deploy::settings::AlertsConfig,
 }
 
 impl Config {
@@ -1035,6 +1045,13 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
         dns: dns_config,
         dns_providers,
         revocation: validate_revocation(raw.revocation)?,
+        deploy: crate::deploy::settings::validate_deploy(
+            raw.deploy,
+            raw.destinations,
+            base,
+            credentials,
+        )?,
+        alerts: crate::deploy::settings::validate_alerts(raw.alerts, base, credentials)?,
     })
 }
 

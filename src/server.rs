@@ -255,9 +255,12 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
         cfg.renew_at_fraction,
         worker_id(),
     );
+    let delivery = crate::worker::Delivery::new(cfg.deploy.clone(), cfg.alerts.clone())
+        .map_err(|e| anyhow::anyhow!("deployment/alert channels: {e}"))?;
     // Always there: manual DNS-01 needs the lookups even without providers.
     let worker = Arc::new(
         worker
+            .with_delivery(delivery)
             .with_policy(ca_choices(&cfg))
             .with_revocation(cfg.revocation.clone())
             .with_dns01(Arc::new(crate::validation::dns::Dns01Solver::new(
@@ -280,6 +283,13 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
     let answers = worker.http01_answers();
     let wake = worker.clone();
     let state = ApiState {
+        destinations: Arc::new(
+            cfg.deploy
+                .destinations
+                .iter()
+                .map(|(id, d)| (id.clone(), d.kind().to_string()))
+                .collect(),
+        ),
         store: store.clone(),
         clock,
         cas: Arc::new(ca_choices(&cfg)),

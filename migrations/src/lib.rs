@@ -25,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0007Operations),
             Box::new(M0008RevocationIntelligence),
             Box::new(M0009LeaseAge),
+            Box::new(M0010Deploy),
         ]
     }
 }
@@ -586,6 +587,84 @@ impl MigrationTrait for M0009LeaseAge {
         run_script(
             manager,
             "ALTER TABLE orders DROP COLUMN leased_at; ALTER TABLE orders DROP COLUMN paced",
+        )
+        .await
+    }
+}
+
+/// Deployment and alert delivery (issue 7): where each name's active
+/// certificate is written (`deployments`, one row per name and configured
+/// destination, with the certificate last written and whether an endpoint
+/// check has seen it), the TLS endpoints that serve it and their last
+/// check step by step (`endpoints`), and every alert delivery attempt
+/// (`notifications`); `alerts.notified_at` rate-limits reminders.
+pub struct M0010Deploy;
+
+impl MigrationName for M0010Deploy {
+    fn name(&self) -> &str {
+        "m0010_deploy"
+    }
+}
+
+const DEPLOY: &str = r#"
+CREATE TABLE deployments (
+    name_id          TEXT NOT NULL REFERENCES names(id) ON DELETE CASCADE,
+    destination      TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('requested', 'confirmed', 'failed')),
+    cert_id          TEXT,
+    requested_at     BIGINT NOT NULL,
+    deployed_at      BIGINT,
+    confirmed_at     BIGINT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  BIGINT NOT NULL,
+    last_error       TEXT,
+    detail           TEXT,
+    updated_at       BIGINT NOT NULL,
+    PRIMARY KEY (name_id, destination)
+);
+CREATE INDEX deployments_due ON deployments (next_attempt_at);
+CREATE TABLE endpoints (
+    id             TEXT PRIMARY KEY,
+    name_id        TEXT NOT NULL REFERENCES names(id) ON DELETE CASCADE,
+    host           TEXT NOT NULL,
+    port           INTEGER NOT NULL,
+    sni            TEXT,
+    ip             TEXT,
+    admin_contact  TEXT,
+    outcome        TEXT,
+    summary        TEXT,
+    steps          TEXT,
+    served_serial  TEXT,
+    cert_id        TEXT,
+    checked_at     BIGINT,
+    next_check_at  BIGINT NOT NULL
+);
+CREATE INDEX endpoints_due ON endpoints (next_check_at);
+CREATE INDEX endpoints_by_name ON endpoints (name_id);
+CREATE TABLE notifications (
+    id         TEXT PRIMARY KEY,
+    alert_id   TEXT NOT NULL,
+    channel    TEXT NOT NULL,
+    recipient  TEXT NOT NULL,
+    at         BIGINT NOT NULL,
+    ok         BOOLEAN NOT NULL,
+    error      TEXT
+);
+CREATE INDEX notifications_by_alert ON notifications (alert_id);
+ALTER TABLE alerts ADD COLUMN notified_at BIGINT
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0010Deploy {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, DEPLOY).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "ALTER TABLE alerts DROP COLUMN notified_at; DROP TABLE notifications; \
+             DROP TABLE endpoints; DROP TABLE deployments",
         )
         .await
     }

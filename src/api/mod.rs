@@ -8,6 +8,7 @@
 //! 4xx, never a 5xx.
 
 mod auth;
+mod deploy;
 mod emergency;
 mod guard;
 mod incidents;
@@ -69,6 +70,8 @@ pub struct ApiState {
     /// Wakes the local worker after a change that queued work (new name,
     /// compromise, delete with revocation) instead of waiting for its poll.
     pub wake_worker: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Configured deployment destinations: (id, kind).
+    pub destinations: Arc<Vec<(String, String)>>,
 }
 
 /// SHA-256 of a token, the only form in which tokens are kept in memory.
@@ -87,6 +90,11 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/names/{name}", get(show_name).delete(delete_name))
         .route("/v1/names/{name}/certificates/{slot}", get(certificate))
         .route("/v1/names/{name}/swap", post(swap))
+        .route(
+            "/v1/names/{name}/deploy",
+            get(deploy::show_deploy).put(deploy::set_deploy),
+        )
+        .route("/v1/names/{name}/deploy/check", post(deploy::request_check))
         .route("/v1/names/{name}/certificates/{slot}/key", get(private_key))
         .route("/v1/events", get(events))
         .route("/v1/tokens", post(create_token).get(list_tokens))

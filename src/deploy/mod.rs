@@ -10,3 +10,5 @@
 
 pub mod check;
 pub mod files;
+pub mod kube;
+pub mod settings;

@@ -14,6 +14,7 @@
 //! 5. the certificate, the slot pointer and the order's end, in one
 //!    transaction, and only then the tokens are deleted.
 
+mod deploy;
 mod metrics;
 mod operations;
 mod revocation;
@@ -32,6 +33,10 @@ use twincert_migrations::{Migrator, MigratorTrait};
 use crate::domain::{ChallengeKind, KeyType, OrderState, Slot};
 use crate::keys::seal::Sealed;
 
+pub use deploy::{
+    CheckRecord, DeploymentView, DueDeployment, DueEndpoint, EndpointSpec, EndpointView,
+    PendingAlert,
+};
 pub use operations::{
     CompromiseReport, Operation, OperationProgress, ReprovisionJob, SwapReport, SwapScope,
 };

@@ -301,6 +301,36 @@ pub(super) async fn insert_operation<C: ConnectionTrait>(
         ],
     )
     .await?;
+    // People hear of every executed swap (issue 7): one alert per
+    // operation, in the same transaction, delivered by the notifier.
+    if op.affected > 0
+        && matches!(
+            op.kind.as_str(),
+            "swap" | "distrust" | "revocation" | "incident"
+        )
+    {
+        let details = serde_json::json!({
+            "operation": op.id, "kind": op.kind, "scope": op.scope,
+            "counts": op.counts, "actor": op.actor, "reason": op.reason,
+        });
+        exec(
+            c,
+            "INSERT INTO alerts (id, kind, subject, severity, message, details, first_at, \
+             last_at, count) VALUES ($1, 'swap_executed', $2, 'warning', $3, $4, $5, $5, 1)",
+            vec![
+                super::new_id().into(),
+                op.id.clone().into(),
+                format!(
+                    "swap executed: {} name(s) now serve their standby ({}, {} by {})",
+                    op.affected, op.scope, op.kind, op.actor
+                )
+                .into(),
+                details.to_string().into(),
+                op.created_at.into(),
+            ],
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -232,7 +232,7 @@ fn incident_row(r: &sea_orm::QueryResult) -> Result<Incident, StoreError> {
     })
 }
 
-fn alert_row(r: &sea_orm::QueryResult) -> Result<Alert, StoreError> {
+pub(super) fn alert_row(r: &sea_orm::QueryResult) -> Result<Alert, StoreError> {
     Ok(Alert {
         id: get(r, "id")?,
         kind: get(r, "kind")?,

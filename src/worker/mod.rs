@@ -15,7 +15,10 @@
 //! waits at least the CA's Retry-After.
 
 mod accounts;
+mod deploy;
 mod revocation;
+
+pub use deploy::Delivery;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,6 +71,8 @@ pub struct Worker {
     /// Revocation checks, ARI, incidents, expiry alerts.
     revocation: RevocationConfig,
     checker: revocation::Checker,
+    /// Destinations, endpoint checks and alert channels (issue 7).
+    delivery: Option<Arc<deploy::Delivery>>,
 }
 
 /// Why one attempt failed, and how to go on.
@@ -225,7 +230,14 @@ impl Worker {
             reprovision_cursor: std::sync::Mutex::new(String::new()),
             checker: revocation::Checker::new(RevocationConfig::default().refresh_seconds),
             revocation: RevocationConfig::default(),
+            delivery: None,
         }
+    }
+
+    /// Deployment to destinations, endpoint checks and alert delivery.
+    pub fn with_delivery(mut self, delivery: deploy::Delivery) -> Worker {
+        self.delivery = Some(Arc::new(delivery));
+        self
     }
 
     /// Revocation checking, ARI and alerting as configured (the defaults
@@ -270,6 +282,7 @@ impl Worker {
         if self.revocation.enabled {
             tokio::spawn(self.clone().revocation_loop(shutdown.clone()));
         }
+        tokio::spawn(self.clone().deploy_loop(shutdown.clone()));
         self.wake_paced().await;
         loop {
             if *shutdown.borrow() {

@@ -81,6 +81,7 @@ impl Api {
             sealer: None,
             dns: twincert::api::DelegationPolicy::default(),
             wake_worker: None,
+            destinations: Arc::new(vec![("files".into(), "files".into())]),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

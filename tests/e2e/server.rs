@@ -41,6 +41,9 @@ pub struct ServerOptions {
     pub allow_cidrs: Option<String>,
     /// Serve the API over HTTPS with the harness's localhost certificate.
     pub api_tls: bool,
+    /// TOML appended to the config (sections the environment cannot set,
+    /// such as `[[destinations]]`).
+    pub extra_config: String,
 }
 
 impl ServerOptions {
@@ -57,6 +60,7 @@ impl ServerOptions {
             propagation_timeout: 10,
             allow_cidrs: None,
             api_tls: false,
+            extra_config: String::new(),
         }
     }
 }
@@ -125,7 +129,9 @@ profile = "pebble"
 directory_url = "{b}"
 trust_roots_file = "{roots}"
 root_group = "pebble-b"
-{c_block}"#,
+{c_block}
+{extra}"#,
+        extra = opts.extra_config,
         http01 = cas.http01_port,
         c_pref = if cas.c.is_some() {
             ", \"pebble-c\""

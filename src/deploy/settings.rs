@@ -1,0 +1,477 @@
+//! The `[deploy]`, `[[destinations]]` and `[alerts]` sections of the
+//! configuration file (issue 7): where certificates go, how often endpoints
+//! are checked, and who is told what. Destinations are configured here, not
+//! through the API, because they carry secrets (webhook HMAC keys, SMTP
+//! passwords) and paths on the worker's host; a name only refers to them by
+//! id.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::files::FilesTarget;
+use crate::config::ConfigError;
+use crate::notify::smtp::{Security, SmtpConfig};
+
+fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDeploy {
+    check_interval_seconds: Option<u64>,
+    recheck_failed_seconds: Option<u64>,
+    check_timeout_seconds: Option<u64>,
+    concurrency: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDestination {
+    id: String,
+    kind: String,
+    // files
+    dir: Option<PathBuf>,
+    post_deploy_command: Option<Vec<String>>,
+    post_deploy_timeout_seconds: Option<u64>,
+    keep_versions: Option<usize>,
+    // webhook
+    url: Option<String>,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+    include_key: Option<bool>,
+    // kubernetes-secret
+    namespace: Option<String>,
+    secret_name: Option<String>,
+    api_server: Option<String>,
+    token_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAlerts {
+    #[serde(default)]
+    emails: Vec<String>,
+    #[serde(default)]
+    webhooks: Vec<String>,
+    rate_limit_seconds: Option<u64>,
+    issuance_failing_hours: Option<f64>,
+    smtp: Option<RawSmtp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: Option<u16>,
+    security: Option<String>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    from: String,
+    timeout_seconds: Option<u64>,
+    ca_file: Option<PathBuf>,
+}
+
+/// A webhook destination: the chain (and the key only when asked) POSTed
+/// as JSON, signed with HMAC-SHA256.
+#[derive(Clone)]
+pub struct WebhookTarget {
+    pub url: String,
+    /// HMAC key. Secret.
+    pub secret: Vec<u8>,
+    /// Whether the private key travels too.
+    pub include_key: bool,
+}
+
+impl std::fmt::Debug for WebhookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTarget")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("include_key", &self.include_key)
+            .finish()
+    }
+}
+
+/// A Kubernetes Secret destination.
+#[derive(Clone)]
+pub struct KubeTarget {
+    /// Namespace of the Secret.
+    pub namespace: String,
+    /// Secret name; `{name}` is replaced by the managed name with `.`
+    /// and `*` made DNS-label safe.
+    pub secret_name: String,
+    /// API server base URL (`https://…`); in-cluster when not configured.
+    pub api_server: String,
+    /// Bearer token. Secret.
+    pub token: String,
+    /// PEM roots for the API server's certificate.
+    pub ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for KubeTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeTarget")
+            .field("namespace", &self.namespace)
+            .field("secret_name", &self.secret_name)
+            .field("api_server", &self.api_server)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One configured destination.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    Files(FilesTarget),
+    Webhook(WebhookTarget),
+    KubernetesSecret(KubeTarget),
+}
+
+impl Destination {
+    /// `files`, `webhook`, `kubernetes-secret`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Destination::Files(_) => "files",
+            Destination::Webhook(_) => "webhook",
+            Destination::KubernetesSecret(_) => "kubernetes-secret",
+        }
+    }
+}
+
+/// `[deploy]` and `[[destinations]]`.
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    /// How often a confirmed endpoint is checked again (default daily).
+    pub check_interval_seconds: u64,
+    /// How soon a failing endpoint is checked again.
+    pub recheck_failed_seconds: u64,
+    /// Limit on one endpoint check (resolve + connect + handshake).
+    pub check_timeout: Duration,
+    /// Writes and checks run at once.
+    pub concurrency: usize,
+    /// Destinations by id.
+    pub destinations: BTreeMap<String, Destination>,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    /// Certificate administrators: every alert goes to them.
+    pub emails: Vec<String>,
+    /// Slack-compatible incoming webhook URLs.
+    pub webhooks: Vec<String>,
+    /// An open alert raised again is repeated at most this often.
+    pub rate_limit_seconds: u64,
+    /// An order failing for longer than this raises `issuance_failing`.
+    pub issuance_failing_seconds: i64,
+    /// SMTP server, when mail is sent.
+    pub smtp: Option<SmtpConfig>,
+}
+
+fn read_secret(
+    key: &str,
+    file: Option<&Path>,
+    env: Option<&str>,
+    base: &Path,
+    credentials: bool,
+) -> Result<Option<String>, ConfigError> {
+    if !credentials {
+        return Ok(None);
+    }
+    if let Some(var) = env {
+        let v = std::env::var(var)
+            .map_err(|_| invalid(key, var, "the environment variable is not set"))?;
+        return Ok(Some(v.trim().to_string()));
+    }
+    if let Some(f) = file {
+        let path = if f.is_absolute() {
+            f.to_path_buf()
+        } else {
+            base.join(f)
+        };
+        let v = std::fs::read_to_string(&path)
+            .map_err(|e| invalid(key, path.display(), format!("cannot read: {e}")))?;
+        return Ok(Some(v.trim().to_string()));
+    }
+    Ok(None)
+}
+
+pub(crate) fn validate_deploy(
+    raw: RawDeploy,
+    dests: Vec<RawDestination>,
+    base: &Path,
+    credentials: bool,
+) -> Result<DeployConfig, ConfigError> {
+    let check_interval_seconds = raw.check_interval_seconds.unwrap_or(86_400);
+    if !(1..=30 * 86_400).contains(&check_interval_seconds) {
+        return Err(invalid(
+            "deploy.check_interval_seconds",
+            check_interval_seconds,
+            "must be between 1 and 2592000",
+        ));
+    }
+    let recheck_failed_seconds = raw.recheck_failed_seconds.unwrap_or(300);
+    if !(1..=86_400).contains(&recheck_failed_seconds) {
+        return Err(invalid(
+            "deploy.recheck_failed_seconds",
+            recheck_failed_seconds,
+            "must be between 1 and 86400",
+        ));
+    }
+    let timeout = raw.check_timeout_seconds.unwrap_or(10);
+    if !(1..=120).contains(&timeout) {
+        return Err(invalid(
+            "deploy.check_timeout_seconds",
+            timeout,
+            "must be between 1 and 120",
+        ));
+    }
+    let concurrency = raw.concurrency.unwrap_or(32);
+    if !(1..=1024).contains(&concurrency) {
+        return Err(invalid(
+            "deploy.concurrency",
+            concurrency,
+            "must be between 1 and 1024",
+        ));
+    }
+    let mut destinations = BTreeMap::new();
+    for d in dests {
+        let key = format!("destinations.{}", d.id);
+        if d.id.is_empty()
+            || d.id.len() > 64
+            || !d
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                "destinations.id",
+                &d.id,
+                "1-64 letters, digits, '-' or '_'",
+            ));
+        }
+        let dest = match d.kind.as_str() {
+            "files" => {
+                let dir = d
+                    .dir
+                    .clone()
+                    .ok_or_else(|| invalid(&format!("{key}.dir"), "", "required for files"))?;
+                let dir = if dir.is_absolute() {
+                    dir
+                } else {
+                    base.join(dir)
+                };
+                let mut t = FilesTarget::new(dir);
+                if let Some(cmd) = d.post_deploy_command.clone() {
+                    if cmd.is_empty() || cmd[0].is_empty() {
+                        return Err(invalid(
+                            &format!("{key}.post_deploy_command"),
+                            "[]",
+                            "give the program and its arguments, e.g. [\"systemctl\", \"reload\", \"nginx\"]",
+                        ));
+                    }
+                    t.post_deploy_command = Some(cmd);
+                }
+                if let Some(s) = d.post_deploy_timeout_seconds {
+                    t.post_deploy_timeout = Duration::from_secs(s.clamp(1, 3600));
+                }
+                if let Some(k) = d.keep_versions {
+                    t.keep_versions = k.clamp(2, 100);
+                }
+                Destination::Files(t)
+            }
+            "webhook" => {
+                let url = d
+                    .url
+                    .clone()
+                    .ok_or_else(|| invalid(&format!("{key}.url"), "", "required for webhook"))?;
+                let parsed = url::Url::parse(&url)
+                    .map_err(|e| invalid(&format!("{key}.url"), &url, e.to_string()))?;
+                if !matches!(parsed.scheme(), "https" | "http") {
+                    return Err(invalid(&format!("{key}.url"), &url, "must be https://"));
+                }
+                let secret = read_secret(
+                    &format!("{key}.secret_file"),
+                    d.secret_file.as_deref(),
+                    d.secret_env.as_deref(),
+                    base,
+                    credentials,
+                )?;
+                if credentials && secret.as_deref().is_none_or(str::is_empty) {
+                    return Err(invalid(
+                        &format!("{key}.secret_file"),
+                        "",
+                        "a webhook destination needs an HMAC secret (secret_file or secret_env)",
+                    ));
+                }
+                Destination::Webhook(WebhookTarget {
+                    url,
+                    secret: secret.unwrap_or_default().into_bytes(),
+                    include_key: d.include_key.unwrap_or(false),
+                })
+            }
+            "kubernetes-secret" => {
+                let namespace = d.namespace.clone().ok_or_else(|| {
+                    invalid(
+                        &format!("{key}.namespace"),
+                        "",
+                        "required for kubernetes-secret",
+                    )
+                })?;
+                let (api_server, token_file, ca_file) = match &d.api_server {
+                    Some(s) => (s.clone(), d.token_file.clone(), d.ca_file.clone()),
+                    None => {
+                        // In-cluster: the pod's service account.
+                        let host = std::env::var("KUBERNETES_SERVICE_HOST").unwrap_or_default();
+                        let port = std::env::var("KUBERNETES_SERVICE_PORT")
+                            .unwrap_or_else(|_| "443".into());
+                        let sa = PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount");
+                        (
+                            format!("https://{host}:{port}"),
+                            Some(sa.join("token")),
+                            Some(sa.join("ca.crt")),
+                        )
+                    }
+                };
+                let token = read_secret(
+                    &format!("{key}.token_file"),
+                    token_file.as_deref(),
+                    None,
+                    base,
+                    credentials,
+                )?
+                .unwrap_or_default();
+                let ca_pem = match ca_file {
+                    Some(f) if credentials => Some(std::fs::read_to_string(&f).map_err(|e| {
+                        invalid(
+                            &format!("{key}.ca_file"),
+                            f.display(),
+                            format!("cannot read: {e}"),
+                        )
+                    })?),
+                    _ => None,
+                };
+                Destination::KubernetesSecret(KubeTarget {
+                    namespace,
+                    secret_name: d.secret_name.clone().unwrap_or_else(|| "{name}-tls".into()),
+                    api_server,
+                    token,
+                    ca_pem,
+                })
+            }
+            other => {
+                return Err(invalid(
+                    &format!("{key}.kind"),
+                    other,
+                    "must be 'files', 'webhook' or 'kubernetes-secret'",
+                ));
+            }
+        };
+        if destinations.insert(d.id.clone(), dest).is_some() {
+            return Err(invalid("destinations.id", &d.id, "defined twice"));
+        }
+    }
+    Ok(DeployConfig {
+        check_interval_seconds,
+        recheck_failed_seconds,
+        check_timeout: Duration::from_secs(timeout),
+        concurrency,
+        destinations,
+    })
+}
+
+pub(crate) fn validate_alerts(
+    raw: RawAlerts,
+    base: &Path,
+    credentials: bool,
+) -> Result<AlertsConfig, ConfigError> {
+    for w in &raw.webhooks {
+        url::Url::parse(w).map_err(|e| invalid("alerts.webhooks", w, e.to_string()))?;
+    }
+    for e in &raw.emails {
+        if !e.contains('@') {
+            return Err(invalid("alerts.emails", e, "not an e-mail address"));
+        }
+    }
+    let smtp = match raw.smtp {
+        None => None,
+        Some(s) => {
+            let security = match s.security.as_deref().unwrap_or("starttls") {
+                "none" => Security::None,
+                "starttls" => Security::StartTls,
+                "tls" => Security::Tls,
+                other => {
+                    return Err(invalid(
+                        "alerts.smtp.security",
+                        other,
+                        "must be 'starttls', 'tls' or 'none'",
+                    ));
+                }
+            };
+            let port = s.port.unwrap_or(match security {
+                Security::Tls => 465,
+                Security::StartTls => 587,
+                Security::None => 25,
+            });
+            let password = read_secret(
+                "alerts.smtp.password_file",
+                s.password_file.as_deref(),
+                s.password_env.as_deref(),
+                base,
+                credentials,
+            )?;
+            let extra_root_pem = match s.ca_file {
+                Some(f) => Some(std::fs::read_to_string(&f).map_err(|e| {
+                    invalid(
+                        "alerts.smtp.ca_file",
+                        f.display(),
+                        format!("cannot read: {e}"),
+                    )
+                })?),
+                None => None,
+            };
+            Some(SmtpConfig {
+                host: s.host,
+                port,
+                security,
+                username: s.username,
+                password,
+                from: s.from,
+                timeout: Duration::from_secs(s.timeout_seconds.unwrap_or(30).clamp(1, 300)),
+                extra_root_pem,
+            })
+        }
+    };
+    if smtp.is_none() && !raw.emails.is_empty() {
+        return Err(invalid(
+            "alerts.emails",
+            raw.emails.join(", "),
+            "mail needs [alerts.smtp]",
+        ));
+    }
+    let hours = raw.issuance_failing_hours.unwrap_or(24.0);
+    if !(hours > 0.0 && hours <= 24.0 * 90.0) {
+        return Err(invalid(
+            "alerts.issuance_failing_hours",
+            hours,
+            "must be above 0 and at most 2160",
+        ));
+    }
+    Ok(AlertsConfig {
+        emails: raw.emails,
+        webhooks: raw.webhooks,
+        rate_limit_seconds: raw.rate_limit_seconds.unwrap_or(3600).clamp(1, 7 * 86_400),
+        issuance_failing_seconds: (hours * 3600.0) as i64,
+        smtp,
+    })
+}

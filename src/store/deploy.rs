@@ -1,0 +1,600 @@
+//! Deployment state (issue 7): which destinations each name's active
+//! certificate goes to and whether it arrived (`deployments`), the TLS
+//! endpoints that should serve it and what their last check saw
+//! (`endpoints`), and the delivery of alerts to people (`notifications`,
+//! `alerts.notified_at`).
+//!
+//! A deployment is due when the certificate it last wrote is not the
+//! name's active one (issuance, renewal, swap all show up this way, with no
+//! hook in each of those paths) and its backoff has passed.
+
+use sea_orm::TransactionTrait;
+use serde::Serialize;
+
+use super::{Store, StoreError, all, exec, get, new_id, one};
+
+/// One TLS endpoint to check for a name, as configured through the API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// Host name to resolve (and the SNI unless `sni` says otherwise).
+    pub host: String,
+    /// TCP port (443 if absent).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Server name to send instead of `host`.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Connect to this address instead of resolving `host` (internal
+    /// networks).
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// Who runs this server: alert mails about it go here too.
+    #[serde(default)]
+    pub admin_contact: Option<String>,
+}
+
+fn default_port() -> u16 {
+    443
+}
+
+/// A destination's state for one name.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeploymentView {
+    /// The configured destination id.
+    pub destination: String,
+    /// `requested` (the active certificate is being or was written, not
+    /// yet seen by a check), `confirmed` (a check saw it) or `failed`.
+    pub state: String,
+    /// Serial (hex) of the certificate last written there.
+    pub serial: Option<String>,
+    /// Unix seconds.
+    pub requested_at: i64,
+    /// Unix seconds: last successful write.
+    pub deployed_at: Option<i64>,
+    /// Unix seconds: a check saw it served.
+    pub confirmed_at: Option<i64>,
+    /// Failed writes in a row.
+    pub attempts: i64,
+    /// The last write's error or the check failure that failed it.
+    pub last_error: Option<String>,
+    /// The last write's outcome (paths, command status, webhook answer).
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
+}
+
+/// An endpoint and its last check.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EndpointView {
+    /// Row id.
+    pub id: String,
+    /// As configured.
+    #[serde(flatten)]
+    pub spec: EndpointSpec,
+    /// `matched`, `mismatch`, `incomplete`, `unreachable`; none before the
+    /// first check.
+    pub outcome: Option<String>,
+    /// `Resolved OK 127.0.0.1:8443 / Connected OK / TLS OK / …`.
+    pub summary: Option<String>,
+    /// Each step with its outcome and detail.
+    #[schema(value_type = Option<Object>)]
+    pub steps: Option<serde_json::Value>,
+    /// Serial (hex) of the leaf the endpoint served.
+    pub served_serial: Option<String>,
+    /// Unix seconds.
+    pub checked_at: Option<i64>,
+    /// Unix seconds.
+    pub next_check_at: i64,
+}
+
+/// A deployment to (re)write: the name's active certificate.
+#[derive(Debug, Clone)]
+pub struct DueDeployment {
+    pub name_id: String,
+    pub destination: String,
+    pub cert_id: String,
+    pub slot: String,
+    pub ca_id: String,
+    pub serial: String,
+    pub chain_pem: String,
+    pub private_key_id: String,
+    pub attempts: i64,
+}
+
+/// An endpoint to check against the name's active certificate.
+#[derive(Debug, Clone)]
+pub struct DueEndpoint {
+    pub id: String,
+    pub name_id: String,
+    pub spec: EndpointSpec,
+    /// The active certificate now; `None` while the name has none.
+    pub cert_id: Option<String>,
+    pub chain_pem: Option<String>,
+    pub prior_outcome: Option<String>,
+}
+
+/// What a check found, to store.
+#[derive(Debug, Clone)]
+pub struct CheckRecord {
+    pub outcome: String,
+    pub summary: String,
+    pub steps: serde_json::Value,
+    pub served_serial: Option<String>,
+}
+
+/// An alert to deliver.
+#[derive(Debug, Clone)]
+pub struct PendingAlert {
+    pub alert: super::Alert,
+    /// Notified before (a reminder), or new.
+    pub reminder: bool,
+}
+
+const ACTIVE_JOIN: &str = "JOIN names n ON n.id = d.name_id \
+     JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot \
+     JOIN certificates c ON c.id = s.current_cert_id";
+
+impl Store {
+    /// Replaces a name's destinations and endpoints. Destinations kept
+    /// keep their state; new ones are due now; endpoints are checked now.
+    pub async fn set_deploy_targets(
+        &self,
+        name_id: &str,
+        destinations: &[String],
+        endpoints: &[EndpointSpec],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        let existing = all(
+            &tx,
+            "SELECT destination FROM deployments WHERE name_id = $1",
+            vec![name_id.into()],
+        )
+        .await?;
+        for r in &existing {
+            let d: String = get(r, "destination")?;
+            if !destinations.contains(&d) {
+                exec(
+                    &tx,
+                    "DELETE FROM deployments WHERE name_id = $1 AND destination = $2",
+                    vec![name_id.into(), d.into()],
+                )
+                .await?;
+            }
+        }
+        for d in destinations {
+            exec(
+                &tx,
+                "INSERT INTO deployments (name_id, destination, state, requested_at, \
+                 next_attempt_at, updated_at) VALUES ($1, $2, 'requested', $3, $3, $3) \
+                 ON CONFLICT (name_id, destination) DO NOTHING",
+                vec![name_id.into(), d.clone().into(), now.into()],
+            )
+            .await?;
+        }
+        exec(
+            &tx,
+            "DELETE FROM endpoints WHERE name_id = $1",
+            vec![name_id.into()],
+        )
+        .await?;
+        for e in endpoints {
+            exec(
+                &tx,
+                "INSERT INTO endpoints (id, name_id, host, port, sni, ip, admin_contact, \
+                 next_check_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                vec![
+                    new_id().into(),
+                    name_id.into(),
+                    e.host.clone().into(),
+                    i32::from(e.port).into(),
+                    e.sni.clone().into(),
+                    e.ip.clone().into(),
+                    e.admin_contact.clone().into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A name's destinations and endpoints with their state.
+    pub async fn deploy_targets(
+        &self,
+        name_id: &str,
+    ) -> Result<(Vec<DeploymentView>, Vec<EndpointView>), StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT d.*, c.serial FROM deployments d LEFT JOIN certificates c ON c.id = d.cert_id \
+             WHERE d.name_id = $1 ORDER BY d.destination",
+            vec![name_id.into()],
+        )
+        .await?;
+        let mut deployments = Vec::new();
+        for r in &rows {
+            deployments.push(DeploymentView {
+                destination: get(r, "destination")?,
+                state: get(r, "state")?,
+                serial: get(r, "serial")?,
+                requested_at: get(r, "requested_at")?,
+                deployed_at: get(r, "deployed_at")?,
+                confirmed_at: get(r, "confirmed_at")?,
+                attempts: i64::from(get::<i32>(r, "attempts")?),
+                last_error: get(r, "last_error")?,
+                detail: json(r, "detail")?,
+            });
+        }
+        let rows = all(
+            &self.db,
+            "SELECT * FROM endpoints WHERE name_id = $1 ORDER BY host, port, id",
+            vec![name_id.into()],
+        )
+        .await?;
+        let mut endpoints = Vec::new();
+        for r in &rows {
+            endpoints.push(EndpointView {
+                id: get(r, "id")?,
+                spec: endpoint_spec(r)?,
+                outcome: get(r, "outcome")?,
+                summary: get(r, "summary")?,
+                steps: json(r, "steps")?,
+                served_serial: get(r, "served_serial")?,
+                checked_at: get(r, "checked_at")?,
+                next_check_at: get(r, "next_check_at")?,
+            });
+        }
+        Ok((deployments, endpoints))
+    }
+
+    /// Deployments whose destination does not hold the name's active
+    /// certificate and whose backoff has passed, oldest first.
+    pub async fn due_deployments(
+        &self,
+        now: i64,
+        limit: u64,
+    ) -> Result<Vec<DueDeployment>, StoreError> {
+        let rows = all(
+            &self.db,
+            &format!(
+                "SELECT d.name_id, d.destination, d.attempts, c.id AS cert_id, c.slot, c.ca_id, \
+                 c.serial, c.chain_pem, c.private_key_id FROM deployments d {ACTIVE_JOIN} \
+                 WHERE (d.cert_id IS NULL OR d.cert_id <> c.id) AND d.next_attempt_at <= $1 \
+                 ORDER BY d.next_attempt_at LIMIT $2"
+            ),
+            vec![now.into(), (limit as i64).into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueDeployment {
+                    name_id: get(r, "name_id")?,
+                    destination: get(r, "destination")?,
+                    cert_id: get(r, "cert_id")?,
+                    slot: get(r, "slot")?,
+                    ca_id: get(r, "ca_id")?,
+                    serial: get(r, "serial")?,
+                    chain_pem: get(r, "chain_pem")?,
+                    private_key_id: get(r, "private_key_id")?,
+                    attempts: i64::from(get::<i32>(r, "attempts")?),
+                })
+            })
+            .collect()
+    }
+
+    /// A destination now holds `cert_id`: requested until a check sees it;
+    /// the name's endpoints are checked now.
+    pub async fn record_deployed(
+        &self,
+        name_id: &str,
+        destination: &str,
+        cert_id: &str,
+        detail: &serde_json::Value,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        exec(
+            &tx,
+            "UPDATE deployments SET state = 'requested', cert_id = $3, requested_at = $4, \
+             deployed_at = $4, confirmed_at = NULL, attempts = 0, last_error = NULL, \
+             detail = $5, updated_at = $4 WHERE name_id = $1 AND destination = $2",
+            vec![
+                name_id.into(),
+                destination.into(),
+                cert_id.into(),
+                now.into(),
+                detail.to_string().into(),
+            ],
+        )
+        .await?;
+        exec(
+            &tx,
+            "UPDATE endpoints SET next_check_at = $2 WHERE name_id = $1",
+            vec![name_id.into(), now.into()],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A write failed: failed, retried at `next_attempt_at`.
+    pub async fn record_deploy_failure(
+        &self,
+        name_id: &str,
+        destination: &str,
+        error: &str,
+        detail: Option<&serde_json::Value>,
+        next_attempt_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        exec(
+            &self.db,
+            "UPDATE deployments SET state = 'failed', attempts = attempts + 1, last_error = $3, \
+             detail = $4, next_attempt_at = $5, updated_at = $6 \
+             WHERE name_id = $1 AND destination = $2",
+            vec![
+                name_id.into(),
+                destination.into(),
+                error.into(),
+                detail.map(|d| d.to_string()).into(),
+                next_attempt_at.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Endpoints due for a check, with the name's active certificate.
+    pub async fn due_endpoints(
+        &self,
+        now: i64,
+        limit: u64,
+    ) -> Result<Vec<DueEndpoint>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT e.*, c.id AS active_cert, c.chain_pem FROM endpoints e \
+             JOIN names n ON n.id = e.name_id \
+             JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot \
+             LEFT JOIN certificates c ON c.id = s.current_cert_id \
+             WHERE e.next_check_at <= $1 ORDER BY e.next_check_at LIMIT $2",
+            vec![now.into(), (limit as i64).into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueEndpoint {
+                    id: get(r, "id")?,
+                    name_id: get(r, "name_id")?,
+                    spec: endpoint_spec(r)?,
+                    cert_id: get(r, "active_cert")?,
+                    chain_pem: get(r, "chain_pem")?,
+                    prior_outcome: get(r, "outcome")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Checks a name's endpoints at the next pass; how many it has.
+    pub async fn request_checks(&self, name_id: &str, now: i64) -> Result<u64, StoreError> {
+        exec(
+            &self.db,
+            "UPDATE endpoints SET next_check_at = $2 WHERE name_id = $1",
+            vec![name_id.into(), now.into()],
+        )
+        .await
+    }
+
+    /// Stores a check's result and when to check again.
+    pub async fn record_check(
+        &self,
+        endpoint_id: &str,
+        cert_id: Option<&str>,
+        rec: &CheckRecord,
+        next_check_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        exec(
+            &self.db,
+            "UPDATE endpoints SET outcome = $2, summary = $3, steps = $4, served_serial = $5, \
+             cert_id = $6, checked_at = $7, next_check_at = $8 WHERE id = $1",
+            vec![
+                endpoint_id.into(),
+                rec.outcome.clone().into(),
+                rec.summary.clone().into(),
+                rec.steps.to_string().into(),
+                rec.served_serial.clone().into(),
+                cert_id.map(str::to_string).into(),
+                now.into(),
+                next_check_at.into(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sets the state of a name's deployments from its endpoints' last
+    /// checks: every endpoint saw the active certificate → `confirmed`;
+    /// one did not → `failed`. Only deployments that hold the active
+    /// certificate change. Returns (destination, new state) of those that
+    /// changed.
+    pub async fn settle_deployments(
+        &self,
+        name_id: &str,
+        now: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let Some(r) = one(
+            &self.db,
+            "SELECT COUNT(*) AS total, \
+             SUM(CASE WHEN e.outcome = 'matched' AND e.cert_id = s.current_cert_id THEN 1 ELSE 0 END) AS ok, \
+             SUM(CASE WHEN e.outcome IS NOT NULL AND e.outcome <> 'matched' THEN 1 ELSE 0 END) AS bad, \
+             MAX(s.current_cert_id) AS active FROM endpoints e JOIN names n ON n.id = e.name_id \
+             JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot WHERE e.name_id = $1",
+            vec![name_id.into()],
+        )
+        .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let total: i64 = get(&r, "total")?;
+        let ok = get::<Option<i64>>(&r, "ok")?.unwrap_or(0);
+        let bad = get::<Option<i64>>(&r, "bad")?.unwrap_or(0);
+        let Some(active): Option<String> = get(&r, "active")? else {
+            return Ok(Vec::new());
+        };
+        let target = if total > 0 && ok == total {
+            "confirmed"
+        } else if bad > 0 {
+            "failed"
+        } else {
+            return Ok(Vec::new());
+        };
+        let rows = all(
+            &self.db,
+            "UPDATE deployments SET state = $3, \
+             confirmed_at = CASE WHEN $3 = 'confirmed' THEN CAST($4 AS BIGINT) ELSE confirmed_at END, \
+             last_error = CASE WHEN $3 = 'failed' THEN 'an endpoint check does not see this certificate' ELSE last_error END, \
+             updated_at = $4 WHERE name_id = $1 AND cert_id = $2 AND state <> $3 RETURNING destination",
+            vec![
+                name_id.into(),
+                active.into(),
+                target.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| Ok((get::<String>(r, "destination")?, target.to_string())))
+            .collect()
+    }
+
+    /// Open alerts nobody was told about yet, and open ones raised again
+    /// since the last notice once `remind_after` seconds have passed.
+    pub async fn alerts_to_notify(
+        &self,
+        now: i64,
+        remind_after: i64,
+        limit: u64,
+    ) -> Result<Vec<PendingAlert>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT * FROM alerts WHERE resolved_at IS NULL AND (notified_at IS NULL OR \
+             (last_at > notified_at AND notified_at <= $1)) ORDER BY first_at LIMIT $2",
+            vec![(now - remind_after).into(), (limit as i64).into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingAlert {
+                    alert: super::revocation::alert_row(r)?,
+                    reminder: get::<Option<i64>>(r, "notified_at")?.is_some(),
+                })
+            })
+            .collect()
+    }
+
+    /// Records one delivery attempt of an alert.
+    pub async fn record_notification(
+        &self,
+        alert_id: &str,
+        channel: &str,
+        recipient: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        exec(
+            &self.db,
+            "INSERT INTO notifications (id, alert_id, channel, recipient, at, ok, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            vec![
+                new_id().into(),
+                alert_id.into(),
+                channel.into(),
+                recipient.into(),
+                now.into(),
+                error.is_none().into(),
+                error.map(str::to_string).into(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The alert was delivered (or delivery was attempted) at `now`.
+    pub async fn mark_notified(&self, alert_id: &str, now: i64) -> Result<(), StoreError> {
+        exec(
+            &self.db,
+            "UPDATE alerts SET notified_at = $2 WHERE id = $1",
+            vec![alert_id.into(), now.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deliveries of one alert: (channel, recipient, ok, error).
+    pub async fn notifications_of(
+        &self,
+        alert_id: &str,
+    ) -> Result<Vec<(String, String, bool, Option<String>)>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT channel, recipient, ok, error FROM notifications WHERE alert_id = $1 ORDER BY at",
+            vec![alert_id.into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    get(r, "channel")?,
+                    get(r, "recipient")?,
+                    get(r, "ok")?,
+                    get(r, "error")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Orders failing for longer than `older_than` seconds: (name, slot,
+    /// CA, last error, since).
+    pub async fn long_failing_orders(
+        &self,
+        now: i64,
+        older_than: i64,
+        limit: u64,
+    ) -> Result<Vec<(String, String, String, String, i64)>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT name_id, slot, ca_id, last_error, created_at FROM orders \
+             WHERE state IN ('pending', 'processing') AND last_error IS NOT NULL \
+             AND attempts > 0 AND created_at <= $1 ORDER BY created_at LIMIT $2",
+            vec![(now - older_than).into(), (limit as i64).into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    get(r, "name_id")?,
+                    get(r, "slot")?,
+                    get(r, "ca_id")?,
+                    get(r, "last_error")?,
+                    get(r, "created_at")?,
+                ))
+            })
+            .collect()
+    }
+}
+
+fn endpoint_spec(r: &sea_orm::QueryResult) -> Result<EndpointSpec, StoreError> {
+    Ok(EndpointSpec {
+        host: get(r, "host")?,
+        port: u16::try_from(get::<i32>(r, "port")?).unwrap_or(0),
+        sni: get(r, "sni")?,
+        ip: get(r, "ip")?,
+        admin_contact: get(r, "admin_contact")?,
+    })
+}
+
+fn json(r: &sea_orm::QueryResult, col: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    Ok(get::<Option<String>>(r, col)?.and_then(|s| serde_json::from_str(&s).ok()))
+}
