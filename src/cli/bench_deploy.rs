@@ -95,28 +95,31 @@ fn sign_all(prefix: &str, names: u64) -> anyhow::Result<(String, Vec<Signed>)> {
     let mut handles = Vec::new();
     for t in 0..threads {
         let (issuer, prefix, ca_pem) = (issuer.clone(), prefix.to_string(), ca_pem.clone());
-        handles.push(std::thread::spawn(move || -> anyhow::Result<Vec<Signed>> {
-            let mut out = Vec::new();
-            for i in t * per..((t + 1) * per).min(names) {
-                for slot in ["primary", "backup"] {
-                    let key = KeyPair::generate().context("leaf key")?;
-                    let mut p = CertificateParams::new(vec![format!("{prefix}{i}.synthetic.test")])
-                        .context("leaf params")?;
-                    let mut serial = [0u8; 12];
-                    aws_lc_rs::rand::fill(&mut serial).map_err(|_| anyhow::anyhow!("rng"))?;
-                    serial[0] = (serial[0] & 0x7f) | 0x01;
-                    p.serial_number = Some(SerialNumber::from_slice(&serial));
-                    let cert = p.signed_by(&key, &issuer).context("sign leaf")?;
-                    out.push(Signed {
-                        cert_id: Store::synthetic_cert_id(&prefix, i, slot),
-                        serial: crate::keys::hex(&serial),
-                        chain_pem: format!("{}{ca_pem}", cert.pem()),
-                        key_der: key.serialize_der(),
-                    });
+        handles.push(std::thread::spawn(
+            move || -> anyhow::Result<Vec<Signed>> {
+                let mut out = Vec::new();
+                for i in t * per..((t + 1) * per).min(names) {
+                    for slot in ["primary", "backup"] {
+                        let key = KeyPair::generate().context("leaf key")?;
+                        let mut p =
+                            CertificateParams::new(vec![format!("{prefix}{i}.synthetic.test")])
+                                .context("leaf params")?;
+                        let mut serial = [0u8; 12];
+                        aws_lc_rs::rand::fill(&mut serial).map_err(|_| anyhow::anyhow!("rng"))?;
+                        serial[0] = (serial[0] & 0x7f) | 0x01;
+                        p.serial_number = Some(SerialNumber::from_slice(&serial));
+                        let cert = p.signed_by(&key, &issuer).context("sign leaf")?;
+                        out.push(Signed {
+                            cert_id: Store::synthetic_cert_id(&prefix, i, slot),
+                            serial: crate::keys::hex(&serial),
+                            chain_pem: format!("{}{ca_pem}", cert.pem()),
+                            key_der: key.serialize_der(),
+                        });
+                    }
                 }
-            }
-            Ok(out)
-        }));
+                Ok(out)
+            },
+        ));
     }
     let mut all = Vec::new();
     for h in handles {
@@ -225,7 +228,11 @@ root_group = "bench-b"
 async fn until_confirmed(worker: &Arc<Worker>, store: &Store, n: i64) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        worker.clone().deliver_once().await.context("delivery pass")?;
+        worker
+            .clone()
+            .deliver_once()
+            .await
+            .context("delivery pass")?;
         let (total, confirmed) = store.deployments_settled().await?;
         if total == n && confirmed == n {
             return Ok(());
@@ -322,7 +329,9 @@ async fn run(opts: &DeployBench, url: &str, dir: &Path) -> anyhow::Result<serde_
     let initial_s = t.elapsed().as_secs_f64();
 
     // Every endpoint once more: the check rate alone.
-    store.request_all_checks(crate::clock::Clock::now(&SystemClock)).await?;
+    store
+        .request_all_checks(crate::clock::Clock::now(&SystemClock))
+        .await?;
     let t = Instant::now();
     worker.clone().deliver_once().await?;
     let checks_s = t.elapsed().as_secs_f64();
@@ -341,6 +350,7 @@ async fn run(opts: &DeployBench, url: &str, dir: &Path) -> anyhow::Result<serde_
     let swap_s = t.elapsed().as_secs_f64();
     until_confirmed(&worker, &store, n as i64).await?;
     let safety_s = t.elapsed().as_secs_f64();
+    let (_, confirmed) = store.deployments_settled().await?;
     tls.abort();
     if swap.swapped != n as i64 {
         bail!("the swap flipped {} names, expected {n}", swap.swapped);
@@ -358,6 +368,8 @@ async fn run(opts: &DeployBench, url: &str, dir: &Path) -> anyhow::Result<serde_
         "check_pass_seconds": round(checks_s),
         "checks_per_second": (n as f64 / checks_s.max(1e-9)).round(),
         "swap_seconds": round(swap_s),
+        "swapped": swap.swapped,
+        "confirmed_after_swap": confirmed,
         "time_to_safety_seconds": round(safety_s),
         "time_to_safety_target_seconds": 30,
     }))

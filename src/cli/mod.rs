@@ -4,6 +4,7 @@
 //! only calls [`run`].
 
 mod bench;
+mod bench_deploy;
 mod bench_idle;
 mod bench_revocation;
 mod emergency;
@@ -231,6 +232,9 @@ enum BenchWhat {
     /// Memory and CPU of one serving process managing N synthetic names
     /// with nothing to do.
     Idle(bench_idle::IdleBench),
+    /// Time to safety: a CA-wide swap of N names written to a files
+    /// destination and verified over TLS on loopback.
+    Deploy(bench_deploy::DeployBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -498,6 +502,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             BenchWhat::Swap(opts) => bench::swap(opts, output).await,
             BenchWhat::Revocation(opts) => bench_revocation::revocation(opts, output).await,
             BenchWhat::Idle(opts) => bench_idle::idle(opts, output).await,
+            BenchWhat::Deploy(opts) => bench_deploy::deploy(opts, output).await,
         },
         Command::Events { api, limit } => {
             call(

@@ -386,6 +386,72 @@ impl Store {
         .await
     }
 
+    /// One destination and one endpoint for each of many names, in one
+    /// transaction (benchmarks; the API sets them name by name).
+    pub async fn bulk_deploy_targets(
+        &self,
+        targets: &[(String, EndpointSpec)],
+        destination: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        for (name, e) in targets {
+            exec(
+                &tx,
+                "INSERT INTO deployments (name_id, destination, state, requested_at, \
+                 next_attempt_at, updated_at) VALUES ($1, $2, 'requested', $3, $3, $3)",
+                vec![name.clone().into(), destination.into(), now.into()],
+            )
+            .await?;
+            exec(
+                &tx,
+                "INSERT INTO endpoints (id, name_id, host, port, sni, ip, admin_contact, \
+                 next_check_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                vec![
+                    new_id().into(),
+                    name.clone().into(),
+                    e.host.clone().into(),
+                    i32::from(e.port).into(),
+                    e.sni.clone().into(),
+                    e.ip.clone().into(),
+                    e.admin_contact.clone().into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every endpoint is checked at the next pass; how many.
+    pub async fn request_all_checks(&self, now: i64) -> Result<u64, StoreError> {
+        exec(
+            &self.db,
+            "UPDATE endpoints SET next_check_at = $1",
+            vec![now.into()],
+        )
+        .await
+    }
+
+    /// (deployments, those confirmed with their name's active
+    /// certificate): a rollout is done when the two are equal.
+    pub async fn deployments_settled(&self) -> Result<(i64, i64), StoreError> {
+        let r = one(
+            &self.db,
+            &format!(
+                "SELECT COUNT(*) AS total, SUM(CASE WHEN d.state = 'confirmed' AND \
+                 d.cert_id = c.id THEN 1 ELSE 0 END) AS ok FROM deployments d {ACTIVE_JOIN}"
+            ),
+            vec![],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Db("COUNT returned no row".into()))?;
+        Ok((
+            get(&r, "total")?,
+            get::<Option<i64>>(&r, "ok")?.unwrap_or(0),
+        ))
+    }
     /// Stores a check's result and when to check again.
     pub async fn record_check(
         &self,

@@ -107,6 +107,29 @@ impl Store {
             )
             .await?,
         ));
+        // Deployments by state and endpoint checks by last outcome.
+        for (sql, metric, label_name) in [
+            (
+                "SELECT state AS k, COUNT(*) AS n FROM deployments GROUP BY state",
+                "twincert_deployments",
+                "state",
+            ),
+            (
+                "SELECT COALESCE(outcome, 'unchecked') AS k, COUNT(*) AS n FROM endpoints \
+                 GROUP BY COALESCE(outcome, 'unchecked')",
+                "twincert_endpoint_checks",
+                "outcome",
+            ),
+        ] {
+            for r in &all(&self.db, sql, vec![]).await? {
+                let k: String = get(r, "k")?;
+                let n: i64 = get(r, "n")?;
+                out.push((
+                    format!("{metric}{{{label_name}=\"{}\"}}", label(&k)),
+                    n as f64,
+                ));
+            }
+        }
         // Lease age: how long the oldest live lease has been held (a
         // worker stuck on one order while its heartbeat keeps the lease);
         // queue lag: how long the oldest due order has waited for a worker.

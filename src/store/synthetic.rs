@@ -123,6 +123,30 @@ impl Store {
         Ok(())
     }
 
+    /// Gives synthetic certificates real sealed keys (benchmarks that
+    /// deploy them): (key id — the certificate id —, sealed PKCS#8).
+    pub async fn attach_synthetic_keys(
+        &self,
+        keys: &[(String, crate::keys::seal::Sealed)],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        for (id, sealed) in keys {
+            exec(
+                &tx,
+                "UPDATE private_keys SET master_key_id = $2, nonce = $3, ciphertext = $4 \
+                 WHERE id = $1 AND spki_sha256 = id",
+                vec![
+                    id.clone().into(),
+                    sealed.key_id.clone().into(),
+                    sealed.nonce.clone().into(),
+                    sealed.ciphertext.clone().into(),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
     /// The certificate id of synthetic name `i`'s `slot`.
     pub fn synthetic_cert_id(prefix: &str, i: u64, slot: &str) -> String {
         format!("{prefix}{i}.synthetic.test/{slot}")

@@ -132,6 +132,15 @@ impl Worker {
         }
     }
 
+    /// One deployment pass and one check pass, without the lease (for
+    /// benchmarks and tools that drive the worker directly).
+    pub async fn deliver_once(self: Arc<Self>) -> Result<(), StoreError> {
+        let Some(d) = self.delivery.clone() else {
+            return Ok(());
+        };
+        self.clone().deploy_pass(&d).await?;
+        self.check_pass_endpoints(&d).await
+    }
     /// Writes every due deployment, `concurrency` at once.
     async fn deploy_pass(self: Arc<Self>, d: &Arc<Delivery>) -> Result<(), StoreError> {
         loop {
