@@ -651,7 +651,8 @@ CREATE TABLE notifications (
     error      TEXT
 );
 CREATE INDEX notifications_by_alert ON notifications (alert_id);
-ALTER TABLE alerts ADD COLUMN notified_at BIGINT
+ALTER TABLE alerts ADD COLUMN notified_at BIGINT;
+ALTER TABLE alerts ADD COLUMN notify_after BIGINT
 "#;
 
 #[async_trait::async_trait]
@@ -663,7 +664,8 @@ impl MigrationTrait for M0010Deploy {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(
             manager,
-            "ALTER TABLE alerts DROP COLUMN notified_at; DROP TABLE notifications; \
+            "ALTER TABLE alerts DROP COLUMN notify_after; ALTER TABLE alerts DROP COLUMN notified_at; \
+             DROP TABLE notifications; \
              DROP TABLE endpoints; DROP TABLE deployments",
         )
         .await

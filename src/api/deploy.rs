@@ -104,12 +104,8 @@ fn validate(st: &ApiState, s: &DeploySettings) -> Result<(), Problem> {
             })?;
         }
         if let Some(c) = &e.admin_contact {
-            let ok = c.len() <= 254
-                && c.split_once('@').is_some_and(|(l, d)| {
-                    !l.is_empty()
-                        && !d.is_empty()
-                        && !c.chars().any(|ch| ch.is_whitespace() || ch.is_control())
-                });
+            // One plain address, as the mailer will parse it.
+            let ok = c.len() <= 254 && !c.contains(',') && c.parse::<lettre::Address>().is_ok();
             if !ok {
                 return Err(Problem::bad_request(format!(
                     "{at}.admin_contact: not an e-mail address"

@@ -110,9 +110,17 @@ pub async fn apply(
     m: &SecretMaterial<'_>,
 ) -> Result<Option<String>, String> {
     let body = secret_object(target, m).to_string();
+    // A rotated service-account token is picked up on the next apply.
+    let token = match &target.token_file {
+        Some(f) => tokio::fs::read_to_string(f)
+            .await
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(|_| target.token.clone()),
+        None => target.token.clone(),
+    };
     let rsp = http
         .patch(apply_url(target, m))
-        .bearer_auth(&target.token)
+        .bearer_auth(&token)
         .header("content-type", "application/apply-patch+yaml")
         .header("accept", "application/json")
         .body(body)
@@ -146,6 +154,7 @@ mod tests {
             secret_name: "{name}-tls".into(),
             api_server: "https://k8s.example:6443/".into(),
             token: "t".into(),
+            token_file: None,
             ca_pem: None,
         }
     }

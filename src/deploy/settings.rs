@@ -29,6 +29,7 @@ pub(crate) struct RawDeploy {
     check_interval_seconds: Option<u64>,
     recheck_failed_seconds: Option<u64>,
     check_timeout_seconds: Option<u64>,
+    check_delay_seconds: Option<u64>,
     concurrency: Option<usize>,
 }
 
@@ -112,8 +113,11 @@ pub struct KubeTarget {
     pub secret_name: String,
     /// API server base URL (`https://…`); in-cluster when not configured.
     pub api_server: String,
-    /// Bearer token. Secret.
+    /// Bearer token read at start. Secret.
     pub token: String,
+    /// Where the token is read again before each apply (service account
+    /// tokens are rotated by the kubelet).
+    pub token_file: Option<PathBuf>,
     /// PEM roots for the API server's certificate.
     pub ca_pem: Option<String>,
 }
@@ -155,8 +159,12 @@ pub struct DeployConfig {
     pub check_interval_seconds: u64,
     /// How soon a failing endpoint is checked again.
     pub recheck_failed_seconds: u64,
-    /// Limit on one endpoint check (resolve + connect + handshake).
+    /// Limit on each step of an endpoint check (resolve, each connect,
+    /// the handshake).
     pub check_timeout: Duration,
+    /// Pause between writing a certificate and checking its endpoints
+    /// (a server or ingress controller reloading).
+    pub check_delay_seconds: u64,
     /// Writes and checks run at once.
     pub concurrency: usize,
     /// Destinations by id.
@@ -236,6 +244,14 @@ pub(crate) fn validate_deploy(
             "must be between 1 and 120",
         ));
     }
+    let check_delay_seconds = raw.check_delay_seconds.unwrap_or(2);
+    if check_delay_seconds > 3600 {
+        return Err(invalid(
+            "deploy.check_delay_seconds",
+            check_delay_seconds,
+            "must be at most 3600",
+        ));
+    }
     let concurrency = raw.concurrency.unwrap_or(32);
     if !(1..=1024).contains(&concurrency) {
         return Err(invalid(
@@ -297,8 +313,19 @@ pub(crate) fn validate_deploy(
                     .ok_or_else(|| invalid(&format!("{key}.url"), "", "required for webhook"))?;
                 let parsed = url::Url::parse(&url)
                     .map_err(|e| invalid(&format!("{key}.url"), &url, e.to_string()))?;
-                if !matches!(parsed.scheme(), "https" | "http") {
-                    return Err(invalid(&format!("{key}.url"), &url, "must be https://"));
+                // Certificates (and maybe keys) travel here: https only,
+                // except to this machine (a local agent, tests).
+                let loopback = matches!(
+                    parsed.host(),
+                    Some(url::Host::Ipv4(a)) if a.is_loopback()
+                ) || matches!(parsed.host(), Some(url::Host::Ipv6(a)) if a.is_loopback())
+                    || parsed.host_str() == Some("localhost");
+                if parsed.scheme() != "https" && !(parsed.scheme() == "http" && loopback) {
+                    return Err(invalid(
+                        &format!("{key}.url"),
+                        &url,
+                        "must be https:// (http:// only to a loopback address)",
+                    ));
                 }
                 let secret = read_secret(
                     &format!("{key}.secret_file"),
@@ -343,6 +370,7 @@ pub(crate) fn validate_deploy(
                         )
                     }
                 };
+                let token_file = token_file.map(|f| if f.is_absolute() { f } else { base.join(f) });
                 let token = read_secret(
                     &format!("{key}.token_file"),
                     token_file.as_deref(),
@@ -366,6 +394,7 @@ pub(crate) fn validate_deploy(
                     secret_name: d.secret_name.clone().unwrap_or_else(|| "{name}-tls".into()),
                     api_server,
                     token,
+                    token_file,
                     ca_pem,
                 })
             }
@@ -385,6 +414,7 @@ pub(crate) fn validate_deploy(
         check_interval_seconds,
         recheck_failed_seconds,
         check_timeout: Duration::from_secs(timeout),
+        check_delay_seconds,
         concurrency,
         destinations,
     })

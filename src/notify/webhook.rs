@@ -47,7 +47,7 @@ pub async fn post_slack(
         .json(&slack_payload(msg))
         .send()
         .await
-        .map_err(|e| request_error(&e, url, 1))?;
+        .map_err(|e| request_error(e, 1))?;
     let status = response.status().as_u16();
     if !response.status().is_success() {
         return Err(NotifyError::Status {
@@ -173,7 +173,7 @@ pub async fn post_signed(
                 status: response.status().as_u16(),
                 attempts: attempt,
             },
-            Err(e) => request_error(&e, url, attempt),
+            Err(e) => request_error(e, attempt),
         };
         if !error.is_retryable() {
             return Err(error);
@@ -194,13 +194,16 @@ fn backoff(base: Duration, retry: u32) -> Duration {
 
 /// A reqwest failure: a malformed URL is configuration, the rest is an
 /// unreachable receiver.
-fn request_error(e: &reqwest::Error, url: &str, attempts: u32) -> NotifyError {
+/// The error without the URL: a Slack webhook's path is its secret, and
+/// these messages are stored and shown.
+fn request_error(e: reqwest::Error, attempts: u32) -> NotifyError {
+    let e = e.without_url();
     if e.is_builder() {
-        NotifyError::Config(format!("webhook URL '{url}': {}", describe(e)))
+        NotifyError::Config(format!("webhook URL: {}", describe(&e)))
     } else {
         NotifyError::Unreachable {
             attempts,
-            message: describe(e),
+            message: describe(&e),
         }
     }
 }

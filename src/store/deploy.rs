@@ -291,6 +291,7 @@ impl Store {
         destination: &str,
         cert_id: &str,
         detail: &serde_json::Value,
+        check_at: i64,
         now: i64,
     ) -> Result<(), StoreError> {
         let tx = self.db.begin().await?;
@@ -311,7 +312,7 @@ impl Store {
         exec(
             &tx,
             "UPDATE endpoints SET next_check_at = $2 WHERE name_id = $1",
-            vec![name_id.into(), now.into()],
+            vec![name_id.into(), check_at.into()],
         )
         .await?;
         tx.commit().await?;
@@ -494,7 +495,8 @@ impl Store {
             &self.db,
             "SELECT COUNT(*) AS total, \
              SUM(CASE WHEN e.outcome = 'matched' AND e.cert_id = s.current_cert_id THEN 1 ELSE 0 END) AS ok, \
-             SUM(CASE WHEN e.outcome IS NOT NULL AND e.outcome <> 'matched' THEN 1 ELSE 0 END) AS bad, \
+             SUM(CASE WHEN e.outcome IS NOT NULL AND e.outcome <> 'matched' \
+               AND e.cert_id = s.current_cert_id THEN 1 ELSE 0 END) AS bad, \
              MAX(s.current_cert_id) AS active FROM endpoints e JOIN names n ON n.id = e.name_id \
              JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot WHERE e.name_id = $1",
             vec![name_id.into()],
@@ -545,9 +547,13 @@ impl Store {
     ) -> Result<Vec<PendingAlert>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT * FROM alerts WHERE resolved_at IS NULL AND (notified_at IS NULL OR \
-             (last_at > notified_at AND notified_at <= $1)) ORDER BY first_at LIMIT $2",
-            vec![(now - remind_after).into(), (limit as i64).into()],
+            "SELECT * FROM alerts a WHERE resolved_at IS NULL \
+             AND (notify_after IS NULL OR notify_after <= $3) AND ( \
+               (notified_at IS NULL AND NOT EXISTS (SELECT 1 FROM alerts o WHERE \
+                 o.kind = a.kind AND o.subject = a.subject AND o.id <> a.id AND o.notified_at > $1)) \
+               OR (last_at > notified_at AND notified_at <= $1)) \
+             ORDER BY first_at LIMIT $2",
+            vec![(now - remind_after).into(), (limit as i64).into(), now.into()],
         )
         .await?;
         rows.iter()
@@ -587,11 +593,33 @@ impl Store {
         Ok(())
     }
 
-    /// The alert was delivered (or delivery was attempted) at `now`.
+    /// No channel delivered the alert: try again at `at`.
+    pub async fn defer_notification(&self, alert_id: &str, at: i64) -> Result<(), StoreError> {
+        exec(
+            &self.db,
+            "UPDATE alerts SET notify_after = $2 WHERE id = $1",
+            vec![alert_id.into(), at.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Closes every open alert of `kind` (one-shot events when nobody is
+    /// to be told).
+    pub async fn resolve_open_alerts_of(&self, kind: &str, now: i64) -> Result<u64, StoreError> {
+        exec(
+            &self.db,
+            "UPDATE alerts SET resolved_at = $2 WHERE kind = $1 AND resolved_at IS NULL",
+            vec![kind.into(), now.into()],
+        )
+        .await
+    }
+
+    /// The alert was delivered at `now`.
     pub async fn mark_notified(&self, alert_id: &str, now: i64) -> Result<(), StoreError> {
         exec(
             &self.db,
-            "UPDATE alerts SET notified_at = $2 WHERE id = $1",
+            "UPDATE alerts SET notified_at = $2, notify_after = NULL WHERE id = $1",
             vec![alert_id.into(), now.into()],
         )
         .await?;

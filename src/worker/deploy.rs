@@ -31,7 +31,14 @@ use crate::notify::smtp::SmtpSender;
 use crate::store::{CheckRecord, DueDeployment, DueEndpoint, StoreError};
 
 const LEASE: &str = "deploy";
+/// Longer than a page of writes or checks can take, renewed after each
+/// page, so a second replica never runs the same rows.
+const LEASE_TTL: i64 = 300;
 const PAGE: u64 = 500;
+/// Alerts about a single event: delivered once, then closed.
+const ONE_SHOT: [&str; 2] = ["swap_executed", "deploy_confirmed"];
+/// Retry of an alert no channel could deliver.
+const NOTIFY_RETRY_SECONDS: i64 = 60;
 
 /// Destinations, channels and their clients, built once.
 pub struct Delivery {
@@ -45,8 +52,11 @@ pub struct Delivery {
 impl Delivery {
     /// Builds the clients; a misconfigured channel is an error at start.
     pub fn new(cfg: DeployConfig, alerts: AlertsConfig) -> Result<Delivery, String> {
+        // No redirects: a signed body (maybe with a key) goes only where
+        // it was configured to go.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let smtp = match &alerts.smtp {
@@ -102,7 +112,7 @@ impl Worker {
             let now = self.clock.now();
             match self
                 .store
-                .singleton_lease(LEASE, &self.owner, now, 30)
+                .singleton_lease(LEASE, &self.owner, now, LEASE_TTL)
                 .await
             {
                 Ok(true) => {
@@ -141,6 +151,13 @@ impl Worker {
         self.clone().deploy_pass(&d).await?;
         self.check_pass_endpoints(&d).await
     }
+    /// Keeps the `deploy` lease; false once another replica has it.
+    async fn renew_deploy_lease(&self) -> Result<bool, StoreError> {
+        self.store
+            .singleton_lease(LEASE, &self.owner, self.clock.now(), LEASE_TTL)
+            .await
+    }
+
     /// Writes every due deployment, `concurrency` at once.
     async fn deploy_pass(self: Arc<Self>, d: &Arc<Delivery>) -> Result<(), StoreError> {
         loop {
@@ -162,7 +179,7 @@ impl Worker {
                 });
             }
             while set.join_next().await.is_some() {}
-            if !full {
+            if !full || !self.renew_deploy_lease().await? {
                 return Ok(());
             }
         }
@@ -183,15 +200,48 @@ impl Worker {
                 info!(name = %job.name_id, destination = %job.destination, serial = %job.serial, "deployed");
                 if let Err(e) = self
                     .store
-                    .record_deployed(&job.name_id, &job.destination, &job.cert_id, &detail, now)
+                    .record_deployed(
+                        &job.name_id,
+                        &job.destination,
+                        &job.cert_id,
+                        &detail,
+                        now + d.cfg.check_delay_seconds as i64,
+                        now,
+                    )
                     .await
                 {
                     warn!(error = %e, "could not record a deployment");
                 }
-                let _ = self
-                    .store
-                    .resolve_alerts("deploy_failed", &[subject], now)
-                    .await;
+                // The files are in place; a reload that failed is the
+                // operator's to fix (not retried: it would write again).
+                if detail["post_deploy"]["ok"] == false {
+                    let details = json!({
+                        "name": job.name_id, "destination": job.destination, "serial": job.serial,
+                        "post_deploy": detail["post_deploy"],
+                        "what_to_do": "The certificate files are written; the post-deploy command failed, so the server may still serve the old certificate. Fix the command and reload the server.",
+                    });
+                    let _ = self
+                        .store
+                        .raise_alert(
+                            "deploy_failed",
+                            &subject,
+                            "warning",
+                            &format!(
+                                "{}: the post-deploy command of '{}' failed ({})",
+                                job.name_id,
+                                job.destination,
+                                detail["post_deploy"]["status"].as_str().unwrap_or("?")
+                            ),
+                            Some(&details),
+                            now,
+                        )
+                        .await;
+                } else {
+                    let _ = self
+                        .store
+                        .resolve_alerts("deploy_failed", &[subject], now)
+                        .await;
+                }
             }
             Err(error) => {
                 let delay = backoff_secs(5, 3600, job.attempts, None);
@@ -283,9 +333,7 @@ impl Worker {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-                Ok(
-                    json!({ "url": t.url, "status": delivery.status, "attempts": delivery.attempts }),
-                )
+                Ok(json!({ "status": delivery.status, "attempts": delivery.attempts }))
             }
             Destination::KubernetesSecret(t) => {
                 let http = d
@@ -358,7 +406,7 @@ impl Worker {
             for name in names {
                 self.settle(&name).await;
             }
-            if !full {
+            if !full || !self.renew_deploy_lease().await? {
                 return Ok(());
             }
         }
@@ -367,7 +415,7 @@ impl Worker {
     async fn check_one(&self, d: &Delivery, ep: DueEndpoint) {
         let spec = &ep.spec;
         let endpoint = format!("{}:{}", spec.host, spec.port);
-        let subject = format!("{} {endpoint}", ep.name_id);
+        let subject = endpoint_subject(&ep.name_id, spec);
         let (Some(cert_id), Some(chain)) = (ep.cert_id.as_deref(), ep.chain_pem.as_deref()) else {
             // Nothing issued yet: look again later.
             let now = self.clock.now();
@@ -393,6 +441,18 @@ impl Worker {
             Ok(e) => e,
             Err(e) => {
                 warn!(name = %ep.name_id, error = %e, "stored chain unreadable");
+                let now = self.clock.now();
+                let rec = CheckRecord {
+                    outcome: "error".into(),
+                    summary: format!("the stored certificate chain is unreadable: {e}"),
+                    steps: json!([]),
+                    served_serial: None,
+                };
+                let next = now + d.cfg.recheck_failed_seconds as i64;
+                let _ = self
+                    .store
+                    .record_check(&ep.id, Some(cert_id), &rec, next, now)
+                    .await;
                 return;
             }
         };
@@ -479,7 +539,7 @@ impl Worker {
                             .store
                             .raise_alert(
                                 "deploy_confirmed",
-                                &format!("{name} {dest} {now}"),
+                                &format!("{name} {dest}"),
                                 "info",
                                 &format!(
                                     "{name}: the certificate deployed to '{dest}' is now served (confirmed by check)"
@@ -531,12 +591,20 @@ impl Worker {
         Ok(())
     }
 
-    /// Delivers new alerts and due reminders.
+    /// Delivers new alerts and due reminders: one mail to the certificate
+    /// admins, one to the endpoint's admin (so neither sees the other's
+    /// address and a bad address does not block the other), one post per
+    /// webhook. An alert no channel delivered is tried again a minute
+    /// later; one-shot alerts (an executed swap, a confirmation) are
+    /// closed once told — at once when no channel is configured.
     async fn notify_pass(&self, d: &Delivery) -> Result<(), StoreError> {
+        let now = self.clock.now();
         if d.smtp.is_none() && d.alerts.webhooks.is_empty() {
+            for kind in ONE_SHOT {
+                self.store.resolve_open_alerts_of(kind, now).await?;
+            }
             return Ok(());
         }
-        let now = self.clock.now();
         let pending = self
             .store
             .alerts_to_notify(now, d.alerts.rate_limit_seconds as i64, 50)
@@ -544,37 +612,53 @@ impl Worker {
         for p in pending {
             let a = &p.alert;
             let msg = message(a, p.reminder);
+            let mut tried = 0;
+            let mut delivered = 0;
             if let Some(smtp) = &d.smtp {
-                let mut to = d.alerts.emails.clone();
+                let mut groups = Vec::new();
+                if !d.alerts.emails.is_empty() {
+                    groups.push(d.alerts.emails.clone());
+                }
                 if let Some(extra) = a
                     .details
                     .as_ref()
                     .and_then(|v| v["notify"].as_str())
-                    .filter(|s| s.contains('@'))
-                    && !to.iter().any(|t| t == extra)
+                    .filter(|s| !d.alerts.emails.iter().any(|t| t == s))
                 {
-                    to.push(extra.to_string());
+                    groups.push(vec![extra.to_string()]);
                 }
-                if !to.is_empty() {
-                    let r = smtp.send(&to, &msg).await;
-                    let err = r.err().map(|e| e.to_string());
+                for to in groups {
+                    tried += 1;
+                    let err = smtp.send(&to, &msg).await.err().map(|e| e.to_string());
                     if let Some(e) = &err {
                         warn!(alert = %a.id, error = %e, "alert mail not delivered");
+                    } else {
+                        delivered += 1;
                     }
-                    self.store
-                        .record_notification(&a.id, "email", &to.join(", "), err.as_deref(), now)
-                        .await?;
+                    self.note_delivery(&a.id, "email", &to.join(", "), err.as_deref(), now)
+                        .await;
                 }
             }
             for url in &d.alerts.webhooks {
+                tried += 1;
                 let r = crate::notify::webhook::post_slack(&d.http, url, &msg).await;
                 let err = r.err().map(|e| e.to_string());
+                if let Some(e) = &err {
+                    warn!(alert = %a.id, error = %e, "alert webhook not delivered");
+                } else {
+                    delivered += 1;
+                }
+                self.note_delivery(&a.id, "webhook", &redact(url), err.as_deref(), now)
+                    .await;
+            }
+            if tried > 0 && delivered == 0 {
                 self.store
-                    .record_notification(&a.id, "webhook", &redact(url), err.as_deref(), now)
+                    .defer_notification(&a.id, now + NOTIFY_RETRY_SECONDS)
                     .await?;
+                continue;
             }
             self.store.mark_notified(&a.id, now).await?;
-            if a.severity == "info" {
+            if a.severity == "info" || ONE_SHOT.contains(&a.kind.as_str()) {
                 // Told once; nothing stays open.
                 self.store
                     .resolve_alerts(&a.kind, std::slice::from_ref(&a.subject), now)
@@ -583,6 +667,38 @@ impl Worker {
         }
         Ok(())
     }
+
+    /// Records one delivery attempt; a store error is logged, not fatal
+    /// (the message is out; the next pass must not send it again).
+    async fn note_delivery(
+        &self,
+        alert_id: &str,
+        channel: &str,
+        recipient: &str,
+        error: Option<&str>,
+        now: i64,
+    ) {
+        if let Err(e) = self
+            .store
+            .record_notification(alert_id, channel, recipient, error, now)
+            .await
+        {
+            warn!(alert = %alert_id, error = %e, "could not record an alert delivery");
+        }
+    }
+}
+
+/// An endpoint alert's subject: name, host:port, and the address or SNI
+/// when given (two nodes behind one name are two subjects).
+fn endpoint_subject(name: &str, spec: &crate::store::EndpointSpec) -> String {
+    let mut s = format!("{name} {}:{}", spec.host, spec.port);
+    if let Some(ip) = &spec.ip {
+        s.push_str(&format!(" via {ip}"));
+    }
+    if let Some(sni) = &spec.sni {
+        s.push_str(&format!(" sni {sni}"));
+    }
+    s
 }
 
 /// A webhook URL without its path (Slack's secret lives there).
