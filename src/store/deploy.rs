@@ -347,7 +347,11 @@ impl Store {
         Ok(())
     }
 
-    /// Endpoints due for a check, with the name's active certificate.
+    /// Endpoints due for a check, with the name's active certificate: those
+    /// whose time came, and — for names twincert does not deploy itself —
+    /// those last checked against a certificate that is no longer active
+    /// (a swap or renewal is checked at once; with destinations, the write
+    /// schedules the check).
     pub async fn due_endpoints(
         &self,
         now: i64,
@@ -359,7 +363,10 @@ impl Store {
              JOIN names n ON n.id = e.name_id \
              JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot \
              LEFT JOIN certificates c ON c.id = s.current_cert_id \
-             WHERE e.next_check_at <= $1 ORDER BY e.next_check_at LIMIT $2",
+             WHERE e.next_check_at <= $1 \
+             OR (e.cert_id <> c.id AND NOT EXISTS \
+               (SELECT 1 FROM deployments d WHERE d.name_id = e.name_id)) \
+             ORDER BY e.next_check_at LIMIT $2",
             vec![now.into(), (limit as i64).into()],
         )
         .await?;

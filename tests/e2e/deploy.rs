@@ -192,15 +192,12 @@ async fn files_follow_a_swap_atomically_and_run_the_reload_command() {
     };
     // Each swap flips to the standby; the abandoned slot is then re-issued
     // under a new key (so every swap deploys a different certificate).
+    // Each swap flips to the standby; the abandoned slot is then re-issued
+    // under a new key (and a swap that lands before that re-issue began
+    // re-issues the slot it activated): wait until the destination holds
+    // whatever is active once nothing is pending.
     let mut deployed = vec![primary.clone()];
     for i in 0..4 {
-        server
-            .wait_for(name, 60, |v| {
-                v["state"] == "ready"
-                    && v["primary"]["order"].is_null()
-                    && v["backup"]["order"].is_null()
-            })
-            .await;
         let (st, body) = post(
             &server,
             &format!("/v1/names/{name}/swap"),
@@ -208,25 +205,14 @@ async fn files_follow_a_swap_atomically_and_run_the_reload_command() {
         )
         .await;
         assert_eq!(st, 200, "{body}");
-        // The slot now active keeps its certificate (only the abandoned
-        // one is re-issued, which may not have happened yet).
-        let after = server.name(name).await;
-        let active = after["active"].as_str().expect("active").to_string();
-        let expect = after[active.as_str()]["serial"]
-            .as_str()
-            .expect("serial")
-            .to_string();
-        wait_deploy(&server, name, 30, |v| {
-            v["destinations"][0]["serial"] == expect.as_str()
-        })
-        .await;
+        let serial = settled(&server, name).await;
         let cert = std::fs::read_to_string(live.join("cert.pem")).expect("cert.pem");
         assert_eq!(
             leaf_serial(&cert),
-            expect,
-            "the link points at the new version"
+            serial,
+            "the link points at the active one"
         );
-        deployed.push(expect);
+        deployed.push(serial);
     }
     assert_eq!(deployed[1], backup, "the first swap deploys the backup");
     stop.store(true, Ordering::Relaxed);
@@ -234,9 +220,20 @@ async fn files_follow_a_swap_atomically_and_run_the_reload_command() {
     let bad = bad.lock().expect("lock").clone();
     assert!(bad.is_empty(), "{} bad reads, first: {}", bad.len(), bad[0]);
     assert!(reads.load(Ordering::Relaxed) > 50, "the reader ran");
-    // One reload per write: the first deployment and four swaps.
+    // One reload per write (the version directories are numbered).
+    let v = get(&server, &format!("/v1/names/{name}/deploy")).await;
+    let writes: usize = v["destinations"][0]["detail"]["version_dir"]
+        .as_str()
+        .and_then(|d| d.rsplit('-').next())
+        .and_then(|n| n.parse().ok())
+        .expect("numbered version directory");
+    assert!(writes >= 5, "the first deployment and four swaps: {writes}");
     let lines = std::fs::read_to_string(&reloads).expect("reloads");
-    assert_eq!(lines.lines().filter(|l| *l == name).count(), 5, "{lines}");
+    assert_eq!(
+        lines.lines().filter(|l| *l == name).count(),
+        writes,
+        "{lines}"
+    );
     // Every swap was alerted and recorded; with no channel configured the
     // one-shot alerts are closed at once.
     let alerts = get(&server, "/v1/alerts?open=false&limit=100").await;
@@ -247,6 +244,28 @@ async fn files_follow_a_swap_atomically_and_run_the_reload_command() {
         .filter(|a| a["kind"] == "swap_executed")
         .count();
     assert_eq!(swaps, 4, "{alerts:#}");
+}
+
+/// Waits until the name is ready with no order open and its destination
+/// holds the active certificate; returns that serial.
+async fn settled(server: &Server, name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = server.name(name).await;
+        let active = v["active"].as_str().unwrap_or("primary").to_string();
+        let serial = v[active.as_str()]["serial"].as_str().map(str::to_string);
+        let quiet = v["state"] == "ready"
+            && v["primary"]["order"].is_null()
+            && v["backup"]["order"].is_null();
+        if quiet && let Some(serial) = serial {
+            let d = get(server, &format!("/v1/names/{name}/deploy")).await;
+            if d["destinations"][0]["serial"] == serial.as_str() {
+                return serial;
+            }
+        }
+        assert!(Instant::now() < deadline, "never settled: {v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A TLS server on loopback serving one chain and key; replaced by
@@ -841,4 +860,59 @@ fn the_deploy_benchmark_swaps_writes_and_verifies() {
     assert_eq!(v["confirmed_after_swap"], 200, "{v:#}");
     assert!(v["time_to_safety_seconds"].as_f64().is_some(), "{v:#}");
     assert!(v["checks_per_second"].as_f64().is_some(), "{v:#}");
+}
+
+/// A name twincert does not deploy itself (endpoints, no destinations):
+/// a swap is checked at once, not at the next daily check — the endpoint
+/// still serving the old certificate shows as a mismatch within seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_swap_rechecks_endpoints_of_names_without_destinations() {
+    let cas = TwoCas::start(0).await;
+    let mut opts = ServerOptions::new(crate::emergency::sqlite_url(cas.dir()));
+    opts.extra_config = "[deploy]\ncheck_interval_seconds = 86400\n".into();
+    let server = Server::start(&cas, opts).await;
+    let name = "external.example.test";
+    let (st, body) = server.create(json!({"name": name})).await;
+    assert_eq!(st, 201, "{body}");
+    server.wait_ready(name, 60).await;
+    let chain = server.chain_pem(name, "active").await;
+    let key = server
+        .client()
+        .get(format!(
+            "{}/v1/names/{name}/certificates/active/key",
+            server.base()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("key")
+        .text()
+        .await
+        .expect("key text");
+    let port = free_port();
+    let _tls = serve_tls(port, &chain, &key).await;
+    let (st, body) = put(
+        &server,
+        &format!("/v1/names/{name}/deploy"),
+        json!({"endpoints": [{"host": "127.0.0.1", "port": port}]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    wait_deploy(&server, name, 30, |v| {
+        v["endpoints"][0]["outcome"] == "matched"
+    })
+    .await;
+    let (st, body) = post(
+        &server,
+        &format!("/v1/names/{name}/swap"),
+        json!({"reason": "drill"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let v = wait_deploy(&server, name, 15, |v| {
+        v["endpoints"][0]["outcome"] == "mismatch"
+    })
+    .await;
+    let summary = v["endpoints"][0]["summary"].as_str().expect("summary");
+    assert!(summary.contains("Certificate matched NG"), "{summary}");
 }
