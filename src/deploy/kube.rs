@@ -1,20 +1,19 @@
 //! Kubernetes Secret destination: a Secret of type `kubernetes.io/tls`
 //! (`tls.crt` = full chain, `tls.key`, `ca.crt` = the intermediates),
-//! created or updated with server-side apply (`PATCH … application/
-//! apply-patch+yaml`, field manager `twincert`, `force=true` so twincert
-//! owns the keys it writes), annotated with the slot, CA and serial.
-//!
-//! It speaks the Kubernetes API's REST paths directly with the crate's
-//! HTTP client rather than through the `kube` crate: one request type, no
-//! generated API types to compile on every build; credentials are the
-//! pod's service account (in-cluster) or an explicit API server, token and
-//! CA file (see [`super::settings::KubeTarget`]).
+//! created or updated with server-side apply through the `kube` crate
+//! (field manager `twincert`, `force` so twincert owns the keys it
+//! writes), annotated with the slot, CA and serial. Credentials: the pod's
+//! service account (in-cluster), a kubeconfig file, or an explicit API
+//! server with a token file and CA file; `kube` re-reads token files, so
+//! rotated service-account tokens keep working.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::settings::KubeTarget;
+use super::settings::{KubeSource, KubeTarget};
 
 /// Field manager named in every apply.
 pub const FIELD_MANAGER: &str = "twincert";
@@ -80,68 +79,72 @@ pub fn secret_object(target: &KubeTarget, m: &SecretMaterial<'_>) -> Value {
     })
 }
 
-/// The apply request's URL.
-pub fn apply_url(target: &KubeTarget, m: &SecretMaterial<'_>) -> String {
-    format!(
-        "{}/api/v1/namespaces/{}/secrets/{}?fieldManager={FIELD_MANAGER}&force=true",
-        target.api_server.trim_end_matches('/'),
-        target.namespace,
-        secret_name(&target.secret_name, m.name)
-    )
-}
-
-/// An HTTP client for one target's API server (its CA, when given).
-pub fn client(target: &KubeTarget) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
-    if let Some(pem) = &target.ca_pem {
-        for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-            .map_err(|e| format!("Kubernetes CA file: {e}"))?
-        {
-            b = b.add_root_certificate(cert);
+/// A client for one target's API server.
+pub async fn client(target: &KubeTarget) -> Result<kube::Client, String> {
+    let cfg = match &target.source {
+        KubeSource::InCluster => kube::Config::incluster()
+            .map_err(|e| format!("in-cluster Kubernetes credentials: {e}"))?,
+        KubeSource::Kubeconfig(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
         }
-    }
-    b.build().map_err(|e| format!("HTTP client: {e}"))
+        KubeSource::Explicit {
+            api_server,
+            token_file,
+            ca_pem,
+        } => {
+            let uri: http::Uri = api_server
+                .parse()
+                .map_err(|e| format!("api_server '{api_server}': {e}"))?;
+            let mut c = kube::Config::new(uri);
+            if let Some(f) = token_file {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| format!("token file {}: {e}", f.display()))?;
+                if text.trim() == text {
+                    // Read again by the client as it changes (rotation).
+                    c.auth_info.token_file = Some(f.display().to_string());
+                } else {
+                    // A hand-written file ending in a newline: the
+                    // client would send the newline; use it trimmed.
+                    c.auth_info.token = Some(text.trim().to_string().into());
+                }
+            }
+            if let Some(pem) = ca_pem {
+                let ders = crate::certs::chain_ders(pem)
+                    .map_err(|e| format!("Kubernetes CA file: {e}"))?;
+                c.root_cert = Some(ders);
+            }
+            c
+        }
+    };
+    kube::Client::try_from(cfg).map_err(|e| format!("Kubernetes client: {e}"))
 }
 
 /// Applies the Secret; returns the resourceVersion the API server answered.
 pub async fn apply(
-    http: &reqwest::Client,
+    client: &kube::Client,
     target: &KubeTarget,
     m: &SecretMaterial<'_>,
 ) -> Result<Option<String>, String> {
-    let body = secret_object(target, m).to_string();
-    // A rotated service-account token is picked up on the next apply.
-    let token = match &target.token_file {
-        Some(f) => tokio::fs::read_to_string(f)
-            .await
-            .map(|t| t.trim().to_string())
-            .unwrap_or_else(|_| target.token.clone()),
-        None => target.token.clone(),
-    };
-    let rsp = http
-        .patch(apply_url(target, m))
-        .bearer_auth(&token)
-        .header("content-type", "application/apply-patch+yaml")
-        .header("accept", "application/json")
-        .body(body)
-        .send()
+    let secret: Secret = serde_json::from_value(secret_object(target, m))
+        .map_err(|e| format!("building the Secret: {e}"))?;
+    let api: Api<Secret> = Api::namespaced(client.clone(), &target.namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let name = secret_name(&target.secret_name, m.name);
+    // kube's error carries the API's Status message, never our request.
+    let applied = api
+        .patch(&name, &params, &Patch::Apply(&secret))
         .await
-        .map_err(|e| format!("Kubernetes API {}: {e}", target.api_server))?;
-    let status = rsp.status();
-    let text = rsp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        // The API's Status message, never our request (it holds the key).
-        let msg = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| text.chars().take(200).collect());
-        return Err(format!("Kubernetes API answered {status}: {msg}"));
-    }
-    Ok(serde_json::from_str::<Value>(&text).ok().and_then(|v| {
-        v["metadata"]["resourceVersion"]
-            .as_str()
-            .map(str::to_string)
-    }))
+        .map_err(|e| {
+            format!(
+                "Kubernetes API: applying Secret {}/{name}: {e}",
+                target.namespace
+            )
+        })?;
+    Ok(applied.metadata.resource_version)
 }
 
 #[cfg(test)]
@@ -152,10 +155,7 @@ mod tests {
         KubeTarget {
             namespace: "web".into(),
             secret_name: "{name}-tls".into(),
-            api_server: "https://k8s.example:6443/".into(),
-            token: "t".into(),
-            token_file: None,
-            ca_pem: None,
+            source: KubeSource::InCluster,
         }
     }
 
@@ -188,10 +188,5 @@ mod tests {
         assert_eq!(dec("tls.crt"), "LEAF\nINTER\n");
         assert_eq!(dec("tls.key"), "KEY\n");
         assert_eq!(dec("ca.crt"), "INTER\n");
-        assert_eq!(
-            apply_url(&target(), &m),
-            "https://k8s.example:6443/api/v1/namespaces/web/secrets/\
-             wildcard.shop.example.com-tls?fieldManager=twincert&force=true"
-        );
     }
 }

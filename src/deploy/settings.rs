@@ -54,6 +54,7 @@ pub(crate) struct RawDestination {
     api_server: Option<String>,
     token_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -103,34 +104,32 @@ impl std::fmt::Debug for WebhookTarget {
     }
 }
 
+/// Where a Kubernetes Secret destination's credentials come from.
+#[derive(Debug, Clone)]
+pub enum KubeSource {
+    /// The pod's service account.
+    InCluster,
+    /// A kubeconfig file (its current context).
+    Kubeconfig(PathBuf),
+    /// An API server URL, a bearer token file (re-read by the client) and
+    /// PEM roots for the server's certificate.
+    Explicit {
+        api_server: String,
+        token_file: Option<PathBuf>,
+        ca_pem: Option<String>,
+    },
+}
+
 /// A Kubernetes Secret destination.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct KubeTarget {
     /// Namespace of the Secret.
     pub namespace: String,
     /// Secret name; `{name}` is replaced by the managed name with `.`
     /// and `*` made DNS-label safe.
     pub secret_name: String,
-    /// API server base URL (`https://…`); in-cluster when not configured.
-    pub api_server: String,
-    /// Bearer token read at start. Secret.
-    pub token: String,
-    /// Where the token is read again before each apply (service account
-    /// tokens are rotated by the kubelet).
-    pub token_file: Option<PathBuf>,
-    /// PEM roots for the API server's certificate.
-    pub ca_pem: Option<String>,
-}
-
-impl std::fmt::Debug for KubeTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeTarget")
-            .field("namespace", &self.namespace)
-            .field("secret_name", &self.secret_name)
-            .field("api_server", &self.api_server)
-            .field("token", &"<redacted>")
-            .finish()
-    }
+    /// Credentials.
+    pub source: KubeSource,
 }
 
 /// One configured destination.
@@ -355,47 +354,50 @@ pub(crate) fn validate_deploy(
                         "required for kubernetes-secret",
                     )
                 })?;
-                let (api_server, token_file, ca_file) = match &d.api_server {
-                    Some(s) => (s.clone(), d.token_file.clone(), d.ca_file.clone()),
-                    None => {
-                        // In-cluster: the pod's service account.
-                        let host = std::env::var("KUBERNETES_SERVICE_HOST").unwrap_or_default();
-                        let port = std::env::var("KUBERNETES_SERVICE_PORT")
-                            .unwrap_or_else(|_| "443".into());
-                        let sa = PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount");
-                        (
-                            format!("https://{host}:{port}"),
-                            Some(sa.join("token")),
-                            Some(sa.join("ca.crt")),
-                        )
+                let abs = |f: &PathBuf| {
+                    if f.is_absolute() {
+                        f.clone()
+                    } else {
+                        base.join(f)
                     }
                 };
-                let token_file = token_file.map(|f| if f.is_absolute() { f } else { base.join(f) });
-                let token = read_secret(
-                    &format!("{key}.token_file"),
-                    token_file.as_deref(),
-                    None,
-                    base,
-                    credentials,
-                )?
-                .unwrap_or_default();
-                let ca_pem = match ca_file {
-                    Some(f) if credentials => Some(std::fs::read_to_string(&f).map_err(|e| {
-                        invalid(
-                            &format!("{key}.ca_file"),
-                            f.display(),
-                            format!("cannot read: {e}"),
-                        )
-                    })?),
-                    _ => None,
+                let source = match (&d.api_server, &d.kubeconfig) {
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            &format!("{key}.kubeconfig"),
+                            "",
+                            "give api_server or kubeconfig, not both",
+                        ));
+                    }
+                    (Some(api), None) => {
+                        url::Url::parse(api).map_err(|e| {
+                            invalid(&format!("{key}.api_server"), api, e.to_string())
+                        })?;
+                        let ca_pem = match &d.ca_file {
+                            Some(f) if credentials => {
+                                Some(std::fs::read_to_string(abs(f)).map_err(|e| {
+                                    invalid(
+                                        &format!("{key}.ca_file"),
+                                        f.display(),
+                                        format!("cannot read: {e}"),
+                                    )
+                                })?)
+                            }
+                            _ => None,
+                        };
+                        KubeSource::Explicit {
+                            api_server: api.clone(),
+                            token_file: d.token_file.as_ref().map(abs),
+                            ca_pem,
+                        }
+                    }
+                    (None, Some(kc)) => KubeSource::Kubeconfig(abs(kc)),
+                    (None, None) => KubeSource::InCluster,
                 };
                 Destination::KubernetesSecret(KubeTarget {
                     namespace,
                     secret_name: d.secret_name.clone().unwrap_or_else(|| "{name}-tls".into()),
-                    api_server,
-                    token,
-                    token_file,
-                    ca_pem,
+                    source,
                 })
             }
             other => {

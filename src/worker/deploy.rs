@@ -46,7 +46,8 @@ pub struct Delivery {
     alerts: AlertsConfig,
     http: reqwest::Client,
     smtp: Option<SmtpSender>,
-    kube: std::collections::BTreeMap<String, reqwest::Client>,
+    /// One Kubernetes client per destination, made on first use.
+    kube: std::collections::BTreeMap<String, tokio::sync::OnceCell<::kube::Client>>,
 }
 
 impl Delivery {
@@ -65,8 +66,8 @@ impl Delivery {
         };
         let mut kube = std::collections::BTreeMap::new();
         for (id, d) in &cfg.destinations {
-            if let Destination::KubernetesSecret(t) = d {
-                kube.insert(id.clone(), kube::client(t)?);
+            if let Destination::KubernetesSecret(_) = d {
+                kube.insert(id.clone(), tokio::sync::OnceCell::new());
             }
         }
         Ok(Delivery {
@@ -336,10 +337,12 @@ impl Worker {
                 Ok(json!({ "status": delivery.status, "attempts": delivery.attempts }))
             }
             Destination::KubernetesSecret(t) => {
-                let http = d
+                let client = d
                     .kube
                     .get(&job.destination)
-                    .ok_or("no client for this destination")?;
+                    .ok_or("no client for this destination")?
+                    .get_or_try_init(|| kube::client(t))
+                    .await?;
                 let m = SecretMaterial {
                     name: &job.name_id,
                     slot: &job.slot,
@@ -349,7 +352,7 @@ impl Worker {
                     chain_pem: &chain_pem,
                     key_pem: &key_pem,
                 };
-                let version = kube::apply(http, t, &m).await?;
+                let version = kube::apply(client, t, &m).await?;
                 Ok(json!({
                     "namespace": t.namespace,
                     "secret": kube::secret_name(&t.secret_name, &job.name_id),

@@ -731,7 +731,8 @@ async fn kubernetes_secret_is_applied_server_side() {
     use base64::Engine;
     let cas = TwoCas::start(0).await;
     let token_file = cas.dir().join("k8s.token");
-    std::fs::write(&token_file, "sa-token-123\n").expect("token");
+    // As the kubelet writes it (no newline): the client reads it itself.
+    std::fs::write(&token_file, "sa-token-123").expect("token");
     let seen = Seen::default();
     let app = axum::Router::new()
         .fallback(
@@ -754,7 +755,10 @@ async fn kubernetes_secret_is_applied_server_side() {
                     h("authorization"),
                     body,
                 ));
-                axum::Json(json!({"kind": "Secret", "metadata": {"resourceVersion": "4711"}}))
+                axum::Json(json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "x", "resourceVersion": "4711"}
+                }))
             },
         )
         .with_state(seen.clone());
@@ -803,10 +807,11 @@ async fn kubernetes_secret_is_applied_server_side() {
     assert_eq!(seen.len(), 1, "one apply");
     let (method, uri, ctype, auth, body) = &seen[0];
     assert_eq!(method, "PATCH");
-    assert_eq!(
-        uri,
-        "/api/v1/namespaces/web/secrets/kube.example.test-tls?fieldManager=twincert&force=true"
-    );
+    let (path, query) = uri.split_once('?').expect("a query");
+    assert_eq!(path, "/api/v1/namespaces/web/secrets/kube.example.test-tls");
+    let params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    assert!(params.contains(&"fieldManager=twincert"), "{query}");
+    assert!(params.contains(&"force=true"), "{query}");
     assert_eq!(ctype, "application/apply-patch+yaml");
     assert_eq!(auth, "Bearer sa-token-123");
     let secret: Value = serde_json::from_str(body).expect("JSON is YAML");
