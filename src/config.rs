@@ -70,7 +70,11 @@ pub enum ConfigError {
     Profile(#[from] providers::ProfileError),
 }
 
-fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(
+    key: &str,
+    value: impl std::fmt::Display,
+    reason: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
         value: value.to_string(),

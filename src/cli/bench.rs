@@ -68,6 +68,34 @@ pub(super) fn temp_store_url(
     }
 }
 
+/// Runs a benchmark `run(url, dir)` on its store (`given` or a new SQLite
+/// file) with a scratch directory, removes both afterwards, prints the
+/// figures.
+pub(super) async fn with_scratch<F, Fut>(
+    kind: &str,
+    given: Option<&str>,
+    output: Output,
+    run: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(String, std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<serde_json::Value>>,
+{
+    let (url, file) = temp_store_url(kind, given);
+    let dir = std::env::temp_dir().join(format!(
+        "twincert-bench-{kind}-{}-{}",
+        std::process::id(),
+        crate::store::new_id()
+    ));
+    std::fs::create_dir_all(&dir).context("creating the bench directory")?;
+    let result = run(url, dir.clone()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(path) = file {
+        remove_sqlite(&path);
+    }
+    print(&result?, output)
+}
+
 /// Removes a SQLite database file and its WAL files.
 pub(super) fn remove_sqlite(path: &std::path::Path) {
     for suffix in ["", "-wal", "-shm"] {

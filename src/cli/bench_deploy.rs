@@ -28,7 +28,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 
 use super::Output;
-use super::bench::{print, remove_sqlite, round, temp_store_url};
+use super::bench::{round, with_scratch};
 use crate::ca::CaClient;
 use crate::clock::SystemClock;
 use crate::config::Config;
@@ -55,19 +55,11 @@ pub(super) async fn deploy(opts: DeployBench, output: Output) -> anyhow::Result<
     if opts.names == 0 {
         bail!("--names must be at least 1");
     }
-    let (url, file) = temp_store_url("deploy", opts.store_url.as_deref());
-    let dir = std::env::temp_dir().join(format!(
-        "twincert-bench-deploy-{}-{}",
-        std::process::id(),
-        crate::store::new_id()
-    ));
-    std::fs::create_dir_all(&dir).context("creating the bench directory")?;
-    let result = run(&opts, &url, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Some(path) = file {
-        remove_sqlite(&path);
-    }
-    print(&result?, output)
+    let given = opts.store_url.clone();
+    with_scratch("deploy", given.as_deref(), output, |url, dir| async move {
+        run(&opts, &url, &dir).await
+    })
+    .await
 }
 
 /// The sealed key and PEM chain of one synthetic certificate.

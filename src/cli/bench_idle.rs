@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::Output;
-use super::bench::{print, remove_sqlite, round, temp_store_url};
+use super::bench::{round, with_scratch};
 use crate::store::Store;
 
 /// The CA ids the synthetic names use; the child's config names them.
@@ -43,19 +43,11 @@ pub(super) async fn idle(opts: IdleBench, output: Output) -> anyhow::Result<()> 
     if opts.names == 0 {
         bail!("--names must be at least 1");
     }
-    let (url, file) = temp_store_url("idle", opts.store_url.as_deref());
-    let dir = std::env::temp_dir().join(format!(
-        "twincert-bench-idle-{}-{}",
-        std::process::id(),
-        crate::store::new_id()
-    ));
-    std::fs::create_dir_all(&dir).context("creating the bench directory")?;
-    let result = run(&opts, &url, &dir).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    if let Some(path) = file {
-        remove_sqlite(&path);
-    }
-    print(&result?, output)
+    let given = opts.store_url.clone();
+    with_scratch("idle", given.as_deref(), output, |url, dir| async move {
+        run(&opts, &url, &dir).await
+    })
+    .await
 }
 
 /// The child process, killed when dropped (also on an early error).

@@ -12,16 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::files::FilesTarget;
-use crate::config::ConfigError;
+use crate::config::{ConfigError, invalid};
 use crate::notify::smtp::{Security, SmtpConfig};
-
-fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason: reason.into(),
-    }
-}
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

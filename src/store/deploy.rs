@@ -179,22 +179,7 @@ impl Store {
         )
         .await?;
         for e in endpoints {
-            exec(
-                &tx,
-                "INSERT INTO endpoints (id, name_id, host, port, sni, ip, admin_contact, \
-                 next_check_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                vec![
-                    new_id().into(),
-                    name_id.into(),
-                    e.host.clone().into(),
-                    i32::from(e.port).into(),
-                    e.sni.clone().into(),
-                    e.ip.clone().into(),
-                    e.admin_contact.clone().into(),
-                    now.into(),
-                ],
-            )
-            .await?;
+            insert_endpoint(&tx, name_id, e, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -411,22 +396,7 @@ impl Store {
                 vec![name.clone().into(), destination.into(), now.into()],
             )
             .await?;
-            exec(
-                &tx,
-                "INSERT INTO endpoints (id, name_id, host, port, sni, ip, admin_contact, \
-                 next_check_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                vec![
-                    new_id().into(),
-                    name.clone().into(),
-                    e.host.clone().into(),
-                    i32::from(e.port).into(),
-                    e.sni.clone().into(),
-                    e.ip.clone().into(),
-                    e.admin_contact.clone().into(),
-                    now.into(),
-                ],
-            )
-            .await?;
+            insert_endpoint(&tx, name, e, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -684,6 +654,32 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// One endpoint row, due for its first check at `now`.
+async fn insert_endpoint<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    e: &EndpointSpec,
+    now: i64,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO endpoints (id, name_id, host, port, sni, ip, admin_contact, \
+         next_check_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        vec![
+            new_id().into(),
+            name_id.into(),
+            e.host.clone().into(),
+            i32::from(e.port).into(),
+            e.sni.clone().into(),
+            e.ip.clone().into(),
+            e.admin_contact.clone().into(),
+            now.into(),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 fn endpoint_spec(r: &sea_orm::QueryResult) -> Result<EndpointSpec, StoreError> {
