@@ -652,7 +652,8 @@ CREATE TABLE notifications (
 );
 CREATE INDEX notifications_by_alert ON notifications (alert_id);
 ALTER TABLE alerts ADD COLUMN notified_at BIGINT;
-ALTER TABLE alerts ADD COLUMN notify_after BIGINT
+ALTER TABLE alerts ADD COLUMN notify_after BIGINT;
+ALTER TABLE orders ADD COLUMN failing_since BIGINT
 "#;
 
 #[async_trait::async_trait]
@@ -664,7 +665,8 @@ impl MigrationTrait for M0010Deploy {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(
             manager,
-            "ALTER TABLE alerts DROP COLUMN notify_after; ALTER TABLE alerts DROP COLUMN notified_at; \
+            "ALTER TABLE orders DROP COLUMN failing_since; \
+             ALTER TABLE alerts DROP COLUMN notify_after; ALTER TABLE alerts DROP COLUMN notified_at; \
              DROP TABLE notifications; \
              DROP TABLE endpoints; DROP TABLE deployments",
         )

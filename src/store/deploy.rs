@@ -626,8 +626,8 @@ impl Store {
             .collect()
     }
 
-    /// Orders failing for longer than `older_than` seconds: (name, slot,
-    /// CA, last error, since).
+    /// Orders failing for longer than `older_than` seconds since their
+    /// first failed attempt: (name, slot, CA, last error, since).
     pub async fn long_failing_orders(
         &self,
         now: i64,
@@ -636,9 +636,11 @@ impl Store {
     ) -> Result<Vec<(String, String, String, String, i64)>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT name_id, slot, ca_id, last_error, created_at FROM orders \
+            "SELECT name_id, slot, ca_id, last_error, \
+             COALESCE(failing_since, created_at) AS since FROM orders \
              WHERE state IN ('pending', 'processing') AND last_error IS NOT NULL \
-             AND attempts > 0 AND created_at <= $1 ORDER BY created_at LIMIT $2",
+             AND attempts > 0 AND COALESCE(failing_since, created_at) <= $1 \
+             ORDER BY since LIMIT $2",
             vec![(now - older_than).into(), (limit as i64).into()],
         )
         .await?;
@@ -649,7 +651,7 @@ impl Store {
                     get(r, "slot")?,
                     get(r, "ca_id")?,
                     get(r, "last_error")?,
-                    get(r, "created_at")?,
+                    get(r, "since")?,
                 ))
             })
             .collect()

@@ -979,7 +979,8 @@ impl Store {
             &format!(
                 "UPDATE orders SET state = 'pending', attempts = attempts + 1, \
                  next_attempt_at = $3, last_error = $4, lease_owner = NULL, \
-                 lease_expires_at = NULL, updated_at = $5{url_sql} \
+                 lease_expires_at = NULL, updated_at = $5, \
+                 failing_since = COALESCE(failing_since, $5){url_sql} \
                  WHERE id = $1 AND lease_owner = $2 AND state = 'processing'"
             ),
             vec![
