@@ -575,11 +575,8 @@ async fn private_key(
         .private_key(&cert.private_key_id)
         .await?
         .ok_or_else(|| Problem::not_found("the certificate's key is gone"))?;
-    let der = sealer
-        .open(crate::worker::KEY_PURPOSE, &sealed)
+    let key = crate::keys::CertKey::unseal(sealer, key_type, &sealed)
         .map_err(|e| Problem::internal(&e))?;
-    let key =
-        crate::keys::CertKey::from_pkcs8_der(key_type, &der).map_err(|e| Problem::internal(&e))?;
     // Audited before the key leaves: no record, no key.
     st.store
         .audit(&crate::store::AuditEvent {

@@ -32,9 +32,11 @@ use super::bench::{round, with_scratch};
 use crate::ca::CaClient;
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::domain::KeyType;
+use crate::keys::CertKey;
 use crate::keys::seal::Sealer;
 use crate::store::{EndpointSpec, Store, SwapScope};
-use crate::worker::{Delivery, KEY_PURPOSE, Worker};
+use crate::worker::{Delivery, Worker};
 
 /// Options of `bench deploy`.
 #[derive(Debug, clap::Args)]
@@ -266,7 +268,8 @@ async fn run(opts: &DeployBench, url: &str, dir: &Path) -> anyhow::Result<serde_
     store.attach_synthetic_chains(&chains).await?;
     let mut keys = Vec::with_capacity(signed.len());
     for s in &signed {
-        keys.push((s.cert_id.clone(), sealer.seal(KEY_PURPOSE, &s.key_der)?));
+        let key = CertKey::from_pkcs8_der(KeyType::EcdsaP256, &s.key_der)?;
+        keys.push((s.cert_id.clone(), key.seal(&sealer)?));
     }
     store.attach_synthetic_keys(&keys).await?;
     drop(signed);

@@ -17,7 +17,13 @@ pub enum KeyError {
     /// rcgen or the crypto backend refused.
     #[error("key operation failed: {0}")]
     Crypto(String),
+    /// A stored key could not be decrypted.
+    #[error("cannot unseal the key: {0}")]
+    Unseal(#[from] seal::SealError),
 }
+
+/// The AEAD purpose (associated data) of sealed certificate keys.
+pub const KEY_PURPOSE: &str = "twincert private key";
 
 /// A freshly generated certificate key. `Debug` never shows the secret.
 pub struct CertKey {
@@ -63,6 +69,21 @@ impl CertKey {
         let pair = KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, alg)
             .map_err(|e| KeyError::Crypto(format!("loading {key_type} key: {e}")))?;
         Ok(CertKey { key_type, pair })
+    }
+
+    /// Decrypts a stored key (sealed by [`CertKey::seal`]): the one way a
+    /// certificate key leaves the store in the clear.
+    pub fn unseal(
+        sealer: &seal::Sealer,
+        key_type: KeyType,
+        sealed: &seal::Sealed,
+    ) -> Result<CertKey, KeyError> {
+        CertKey::from_pkcs8_der(key_type, &sealer.open(KEY_PURPOSE, sealed)?)
+    }
+
+    /// The key encrypted for storage.
+    pub fn seal(&self, sealer: &seal::Sealer) -> Result<seal::Sealed, KeyError> {
+        Ok(sealer.seal(KEY_PURPOSE, &self.pkcs8_der())?)
     }
 
     /// The key's algorithm.

@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::{KEY_PURPOSE, Worker, backoff_secs};
+use super::{Worker, backoff_secs};
 use crate::deploy::check::{self, Endpoint, Expected, Outcome};
 use crate::deploy::files::{self, Material};
 use crate::deploy::kube::{self, SecretMaterial};
@@ -106,16 +106,29 @@ impl Worker {
             return;
         };
         let mut last_failing_scan = None::<tokio::time::Instant>;
+        // When this replica last took or renewed the lease: within a third
+        // of its TTL it is still ours without asking the store each tick.
+        let mut held_at = None::<tokio::time::Instant>;
+        let keep = Duration::from_secs(LEASE_TTL as u64 / 3);
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let now = self.clock.now();
-            match self
-                .store
-                .singleton_lease(LEASE, &self.owner, now, LEASE_TTL)
-                .await
-            {
+            let lease = if held_at.is_some_and(|t| t.elapsed() < keep) {
+                Ok(true)
+            } else {
+                let now = self.clock.now();
+                self.store
+                    .singleton_lease(LEASE, &self.owner, now, LEASE_TTL)
+                    .await
+            };
+            held_at = match lease {
+                Ok(true) => held_at
+                    .filter(|t| t.elapsed() < keep)
+                    .or(Some(tokio::time::Instant::now())),
+                _ => None,
+            };
+            match lease {
                 Ok(true) => {
                     if let Err(e) = self.clone().deploy_pass(&d).await {
                         warn!(error = %e, "deployment pass failed");
@@ -162,24 +175,13 @@ impl Worker {
     /// Writes every due deployment, `concurrency` at once.
     async fn deploy_pass(self: Arc<Self>, d: &Arc<Delivery>) -> Result<(), StoreError> {
         loop {
-            let now = self.clock.now();
-            let due = self.store.due_deployments(now, PAGE).await?;
-            if due.is_empty() {
-                return Ok(());
-            }
+            let due = self.store.due_deployments(self.clock.now(), PAGE).await?;
             let full = due.len() as u64 == PAGE;
-            let permits = Arc::new(Semaphore::new(d.cfg.concurrency));
-            let mut set = JoinSet::new();
-            for job in due {
-                let w = self.clone();
-                let d = d.clone();
-                let permits = permits.clone();
-                set.spawn(async move {
-                    let _p = permits.acquire_owned().await;
-                    w.deploy_one(&d, job).await;
-                });
-            }
-            while set.join_next().await.is_some() {}
+            bounded(due, d.cfg.concurrency, |job| {
+                let (w, d) = (self.clone(), d.clone());
+                async move { w.deploy_one(&d, job).await }
+            })
+            .await;
             if !full || !self.renew_deploy_lease().await? {
                 return Ok(());
             }
@@ -369,43 +371,26 @@ impl Worker {
             .await
             .map_err(|e| e.to_string())?
             .ok_or("the certificate's private key is gone")?;
-        let der = self
-            .sealer
-            .open(KEY_PURPOSE, &sealed)
-            .map_err(|e| format!("cannot open the private key: {e}"))?;
-        let key =
-            crate::keys::CertKey::from_pkcs8_der(key_type, &der).map_err(|e| e.to_string())?;
-        Ok(key.pkcs8_pem())
+        crate::keys::CertKey::unseal(&self.sealer, key_type, &sealed)
+            .map(|k| k.pkcs8_pem())
+            .map_err(|e| e.to_string())
     }
 
     /// Checks every due endpoint, then settles the names' deployments.
     async fn check_pass_endpoints(self: Arc<Self>, d: &Arc<Delivery>) -> Result<(), StoreError> {
         loop {
-            let now = self.clock.now();
-            let due = self.store.due_endpoints(now, PAGE).await?;
-            if due.is_empty() {
-                return Ok(());
-            }
+            let due = self.store.due_endpoints(self.clock.now(), PAGE).await?;
             let full = due.len() as u64 == PAGE;
-            let permits = Arc::new(Semaphore::new(d.cfg.concurrency));
-            let mut set = JoinSet::new();
-            for ep in due {
-                let w = self.clone();
-                let d = d.clone();
-                let permits = permits.clone();
-                set.spawn(async move {
-                    let _p = permits.acquire_owned().await;
+            let checked = bounded(due, d.cfg.concurrency, |ep| {
+                let (w, d) = (self.clone(), d.clone());
+                async move {
                     let name = ep.name_id.clone();
                     w.check_one(&d, ep).await;
                     name
-                });
-            }
-            let mut names = std::collections::BTreeSet::new();
-            while let Some(r) = set.join_next().await {
-                if let Ok(n) = r {
-                    names.insert(n);
                 }
-            }
+            })
+            .await;
+            let names: std::collections::BTreeSet<String> = checked.into_iter().collect();
             for name in names {
                 self.settle(&name).await;
             }
@@ -689,6 +674,32 @@ impl Worker {
             warn!(alert = %alert_id, error = %e, "could not record an alert delivery");
         }
     }
+}
+
+/// Runs `work` on every item, at most `limit` at once (each on its own
+/// task); the results, in completion order.
+async fn bounded<T, R, F, Fut>(items: Vec<T>, limit: usize, work: F) -> Vec<R>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = R> + Send + 'static,
+    R: Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limit.max(1)));
+    let mut set = JoinSet::new();
+    for item in items {
+        let (permits, job) = (permits.clone(), work(item));
+        set.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            job.await
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(r) = r {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// An endpoint alert's subject: name, host:port, and the address or SNI

@@ -45,9 +45,6 @@ use crate::validation::dns::Dns01Solver;
 /// The provider id recorded for manually published DNS-01 records.
 pub const MANUAL_PROVIDER: &str = "manual";
 
-/// The AEAD purpose (associated data) of sealed certificate keys.
-pub const KEY_PURPOSE: &str = "twincert private key";
-
 /// Everything the worker needs, shared by its tasks.
 pub struct Worker {
     store: Store,
@@ -987,21 +984,16 @@ impl Worker {
                 .private_key(id)
                 .await?
                 .ok_or_else(|| final_error(format!("the order's key {id} is missing")))?;
-            let der = self
-                .sealer
-                .open(KEY_PURPOSE, &sealed)
-                .map_err(|e| final_error(format!("cannot unseal the order's key: {e}")))?;
-            return CertKey::from_pkcs8_der(key_type, &der)
-                .map_err(|e| final_error(format!("stored key unusable: {e}")));
+            return CertKey::unseal(&self.sealer, key_type, &sealed)
+                .map_err(|e| final_error(format!("the order's stored key: {e}")));
         }
         let key_type = job.key_type;
         let key = tokio::task::spawn_blocking(move || CertKey::generate(key_type))
             .await
             .map_err(|e| final_error(format!("key generation panicked: {e}")))?
             .map_err(|e| final_error(format!("key generation failed: {e}")))?;
-        let sealed = self
-            .sealer
-            .seal(KEY_PURPOSE, &key.pkcs8_der())
+        let sealed = key
+            .seal(&self.sealer)
             .map_err(|e| final_error(format!("cannot seal the key: {e}")))?;
         self.store
             .attach_key(

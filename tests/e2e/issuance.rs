@@ -111,7 +111,7 @@ async fn stored_key_ders(store_url: &str) -> Vec<Vec<u8>> {
         assert_eq!(sealed.key_id, "test-1");
         out.push(
             sealer
-                .open(twincert::worker::KEY_PURPOSE, &sealed)
+                .open(twincert::keys::KEY_PURPOSE, &sealed)
                 .expect("unseal"),
         );
     }
