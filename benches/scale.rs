@@ -191,18 +191,14 @@ async fn run(cas: &TwoCas, base: &str, k: usize, args: &Args) -> f64 {
     secs
 }
 
-/// `twincert_names_by_state{state="ready"}` as the store computes it.
+/// Names `ready`, as `/metrics` counts them.
 async fn ready_names(store: &Store) -> f64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
+    use twincert::clock::{Clock, SystemClock};
     store
-        .scale_metrics(now)
+        .names_by_state(SystemClock.now())
         .await
-        .expect("metrics")
+        .expect("names by state")
         .into_iter()
-        .find(|(k, _)| k == "twincert_names_by_state{state=\"ready\"}")
-        .map(|(_, v)| v)
-        .unwrap_or(0.0)
+        .find(|(k, _)| k == "ready")
+        .map_or(0.0, |(_, n)| n as f64)
 }

@@ -16,13 +16,12 @@ fn label(v: &str) -> String {
 }
 
 impl Store {
-    /// Names by state, orders by state and CA, the due queue, orders whose
-    /// lease ran out, names swapped, DNS propagation.
-    pub async fn scale_metrics(&self, now: i64) -> Result<Vec<Series>, StoreError> {
-        let mut out = Vec::new();
-        // The API's rule (policy::name_state): degraded when the pair is not
-        // diverse or a slot failed its first issuance or expired; ready when
-        // both hold an unexpired certificate; provisioning otherwise.
+    /// Names by state (`ready`, `degraded`, `provisioning`, every one
+    /// present), by the API's rule (policy::name_state): degraded when the
+    /// pair is not diverse or a slot failed its first issuance or expired;
+    /// ready when both hold an unexpired certificate; provisioning
+    /// otherwise. One aggregate query.
+    pub async fn names_by_state(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
         let bad = |s: &str, c: &str| {
             format!(
                 "(({c}.id IS NOT NULL AND {c}.not_after <= $1) OR \
@@ -38,11 +37,10 @@ impl Store {
             ok("cp"),
             ok("cb")
         );
-        let mut by_state = vec![
-            ("ready".to_string(), 0.0),
-            ("degraded".to_string(), 0.0),
-            ("provisioning".to_string(), 0.0),
-        ];
+        let mut by_state: Vec<(String, i64)> = ["ready", "degraded", "provisioning"]
+            .iter()
+            .map(|s| (s.to_string(), 0))
+            .collect();
         for r in &all(
             &self.db,
             &format!(
@@ -51,7 +49,7 @@ impl Store {
                  LEFT JOIN certificates cp ON cp.id = sp.current_cert_id \
                  JOIN slots sb ON sb.name_id = n.id AND sb.slot = 'backup' \
                  LEFT JOIN certificates cb ON cb.id = sb.current_cert_id \
-                 GROUP BY {state}"
+                 GROUP BY name_state"
             ),
             vec![now.into()],
         )
@@ -60,11 +58,22 @@ impl Store {
             let s: String = get(r, "name_state")?;
             let n: i64 = get(r, "n")?;
             if let Some(e) = by_state.iter_mut().find(|(k, _)| *k == s) {
-                e.1 = n as f64;
+                e.1 = n;
             }
         }
+        Ok(by_state)
+    }
+
+    /// Names by state, orders by state and CA, the due queue, orders whose
+    /// lease ran out, names swapped, DNS propagation.
+    pub async fn scale_metrics(&self, now: i64) -> Result<Vec<Series>, StoreError> {
+        let mut out = Vec::new();
+        let by_state = self.names_by_state(now).await?;
         for (s, n) in by_state {
-            out.push((format!("twincert_names_by_state{{state=\"{s}\"}}"), n));
+            out.push((
+                format!("twincert_names_by_state{{state=\"{s}\"}}"),
+                n as f64,
+            ));
         }
         for r in &all(
             &self.db,
@@ -85,27 +94,37 @@ impl Store {
                 n as f64,
             ));
         }
-        let scalar = |sql: &'static str| async move {
-            let row = one(&self.db, sql, vec![now.into()])
-                .await?
-                .ok_or_else(|| StoreError::Db("aggregate returned no row".into()))?;
-            Ok::<f64, StoreError>(get::<Option<i64>>(&row, "n")?.unwrap_or(0) as f64)
+        // The job queue in one pass over `orders`: due orders, leases that
+        // ran out, how long the oldest live lease has been held (a worker
+        // stuck on one order while its heartbeat keeps the lease) and how
+        // long the oldest due order has waited for a worker.
+        let q = one(
+            &self.db,
+            "SELECT \
+             SUM(CASE WHEN state = 'pending' AND next_attempt_at <= $1 THEN 1 ELSE 0 END) AS due, \
+             SUM(CASE WHEN state = 'processing' AND lease_expires_at < $1 THEN 1 ELSE 0 END) \
+               AS expired, \
+             MAX(CASE WHEN state = 'processing' AND lease_expires_at >= $1 \
+               THEN CAST($1 AS BIGINT) - leased_at END) AS lease_age, \
+             MAX(CASE WHEN state = 'pending' AND next_attempt_at <= $1 \
+               THEN CAST($1 AS BIGINT) - next_attempt_at END) AS waited \
+             FROM orders WHERE state IN ('pending', 'processing')",
+            vec![now.into()],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Db("aggregate returned no row".into()))?;
+        let n = |col: &str| -> Result<f64, StoreError> {
+            Ok(get::<Option<i64>>(&q, col)?.unwrap_or(0) as f64)
         };
+        out.push(("twincert_order_queue_due".into(), n("due")?));
+        out.push(("twincert_orders_lease_expired".into(), n("expired")?));
         out.push((
-            "twincert_order_queue_due".into(),
-            scalar(
-                "SELECT COUNT(*) AS n FROM orders WHERE state = 'pending' \
-                 AND next_attempt_at <= $1",
-            )
-            .await?,
+            "twincert_order_lease_oldest_age_seconds".into(),
+            n("lease_age")?,
         ));
         out.push((
-            "twincert_orders_lease_expired".into(),
-            scalar(
-                "SELECT COUNT(*) AS n FROM orders WHERE state = 'processing' \
-                 AND lease_expires_at < $1",
-            )
-            .await?,
+            "twincert_order_queue_oldest_due_seconds".into(),
+            n("waited")?,
         ));
         // Deployments by state and endpoint checks by last outcome.
         for (sql, metric, label_name) in [
@@ -130,38 +149,22 @@ impl Store {
                 ));
             }
         }
-        // Lease age: how long the oldest live lease has been held (a
-        // worker stuck on one order while its heartbeat keeps the lease);
-        // queue lag: how long the oldest due order has waited for a worker.
-        out.push((
-            "twincert_order_lease_oldest_age_seconds".into(),
-            scalar(
-                "SELECT MAX(CAST($1 AS BIGINT) - leased_at) AS n FROM orders \
-                 WHERE state = 'processing' AND lease_expires_at >= $1 \
-                 AND leased_at IS NOT NULL",
-            )
-            .await?,
-        ));
-        out.push((
-            "twincert_order_queue_oldest_due_seconds".into(),
-            scalar(
-                "SELECT MAX(CAST($1 AS BIGINT) - next_attempt_at) AS n FROM orders \
-                 WHERE state = 'pending' AND next_attempt_at <= $1",
-            )
-            .await?,
-        ));
+        // SUM of a BIGINT is NUMERIC on PostgreSQL: cast back.
+        let swapped = one(
+            &self.db,
+            "SELECT CAST(SUM(affected) AS BIGINT) AS n FROM operations \
+             WHERE kind IN ('swap', 'distrust', 'revocation', 'incident')",
+            vec![],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Db("aggregate returned no row".into()))?;
         out.push((
             "twincert_names_swapped_total".into(),
-            scalar(
-                "SELECT SUM(affected) AS n FROM operations \
-                 WHERE kind IN ('swap', 'distrust', 'revocation', 'incident') \
-                 AND CAST($1 AS BIGINT) IS NOT NULL",
-            )
-            .await?,
+            get::<Option<i64>>(&swapped, "n")?.unwrap_or(0) as f64,
         ));
         if let Some(r) = one(
             &self.db,
-            "SELECT COUNT(*) AS n, SUM(propagation_ms) AS ms FROM orders \
+            "SELECT COUNT(*) AS n, CAST(SUM(propagation_ms) AS BIGINT) AS ms FROM orders \
              WHERE propagation_ms IS NOT NULL",
             vec![],
         )

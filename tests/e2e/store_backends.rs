@@ -561,6 +561,23 @@ async fn mass_swap_contract(store: Store) {
         matches!(&one, Err(StoreError::Conflict(m)) if m.contains("distrusted")),
         "{one:?}"
     );
+    // The swaps are counted in the metrics (a BIGINT sum: NUMERIC on
+    // PostgreSQL unless cast).
+    let swapped: i64 = store
+        .operations(1000)
+        .await
+        .expect("operations")
+        .iter()
+        .filter(|o| ["swap", "distrust", "revocation", "incident"].contains(&o.kind.as_str()))
+        .map(|o| o.affected)
+        .sum();
+    assert!(swapped > 0);
+    let metrics = store.scale_metrics(now2).await.expect("metrics");
+    let total = metrics
+        .iter()
+        .find(|(k, _)| k == "twincert_names_swapped_total")
+        .map(|(_, v)| *v);
+    assert_eq!(total, Some(swapped as f64), "{metrics:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
