@@ -477,23 +477,22 @@ impl Config {
     /// those secrets can stay with the workers. The EAB key id is kept;
     /// the secrets read as empty and must not be used.
     pub fn load_without_credentials(path: &Path) -> Result<Config, ConfigError> {
+        Config::read(path, false)
+    }
+
+    /// Reads `path`, applies the process environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::read(path, true)
+    }
+
+    fn read(path: &Path, credentials: bool) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
         let env: Vec<(String, String)> = std::env::vars().collect();
         let raw = parse_raw(&text, &env)?;
-        validate(raw, path.parent().unwrap_or(Path::new(".")), false)
-    }
-
-    /// Reads `path`, applies the process environment, validates.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let env: Vec<(String, String)> = std::env::vars().collect();
-        Config::from_toml(&text, &env, path.parent())
+        validate(raw, path.parent().unwrap_or(Path::new(".")), credentials)
     }
 
     /// Parses `text`, applies `env` overrides, validates. Relative paths are
@@ -615,7 +614,8 @@ fn apply_env(doc: &mut toml::Table, env: &[(String, String)]) -> Result<(), Conf
     Ok(())
 }
 
-fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+/// `p` relative to the config file's directory unless absolute.
+pub(crate) fn resolve(base: &Path, p: PathBuf) -> PathBuf {
     if p.is_absolute() { p } else { base.join(p) }
 }
 

@@ -105,7 +105,7 @@ fn validate(st: &ApiState, s: &DeploySettings) -> Result<(), Problem> {
         }
         if let Some(c) = &e.admin_contact {
             // One plain address, as the mailer will parse it.
-            let ok = c.len() <= 254 && !c.contains(',') && c.parse::<lettre::Address>().is_ok();
+            let ok = c.len() <= 254 && crate::notify::smtp::check_address(c).is_ok();
             if !ok {
                 return Err(Problem::bad_request(format!(
                     "{at}.admin_contact: not an e-mail address"
@@ -162,26 +162,23 @@ pub(super) async fn set_deploy(
     let rec = load_name(&st, &name).await?;
     let req: DeploySettings = parse_json(&st, &headers, body)?;
     validate(&st, &req)?;
-    let now = st.clock.now();
+    let audit = AuditEvent {
+        at: st.clock.now(),
+        actor: who.name.clone(),
+        action: "name.deploy".into(),
+        target: rec.id.clone(),
+        reason: None,
+        result: "ok".into(),
+        details: Some(
+            serde_json::json!({
+                "destinations": req.destinations,
+                "endpoints": req.endpoints.len(),
+            })
+            .to_string(),
+        ),
+    };
     st.store
-        .set_deploy_targets(&rec.id, &req.destinations, &req.endpoints, now)
-        .await?;
-    st.store
-        .audit(&AuditEvent {
-            at: now,
-            actor: who.name.clone(),
-            action: "name.deploy".into(),
-            target: rec.id.clone(),
-            reason: None,
-            result: "ok".into(),
-            details: Some(
-                serde_json::json!({
-                    "destinations": req.destinations,
-                    "endpoints": req.endpoints.len(),
-                })
-                .to_string(),
-            ),
-        })
+        .set_deploy_targets(&rec.id, &req.destinations, &req.endpoints, &audit)
         .await?;
     Ok(Json(view(&st, &rec.id).await?).into_response())
 }

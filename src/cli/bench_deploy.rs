@@ -254,118 +254,123 @@ async fn run(opts: &DeployBench, url: &str, dir: &Path) -> anyhow::Result<serde_
         .seed_synthetic(&prefix, n, "bench-a", "bench-b", now)
         .await
         .context("seeding names")?;
-    let chains: Vec<(String, String, String, String)> = signed
-        .iter()
-        .map(|s| {
-            (
-                s.cert_id.clone(),
-                s.serial.clone(),
-                issuer_dn.clone(),
-                s.chain_pem.clone(),
+    // Whatever happens next, a shared database gets its rows back.
+    let result: anyhow::Result<serde_json::Value> = async {
+        let chains: Vec<(String, String, String, String)> = signed
+            .iter()
+            .map(|s| {
+                (
+                    s.cert_id.clone(),
+                    s.serial.clone(),
+                    issuer_dn.clone(),
+                    s.chain_pem.clone(),
+                )
+            })
+            .collect();
+        store.attach_synthetic_chains(&chains).await?;
+        let mut keys = Vec::with_capacity(signed.len());
+        for s in &signed {
+            let key = CertKey::from_pkcs8_der(KeyType::EcdsaP256, &s.key_der)?;
+            keys.push((s.cert_id.clone(), key.seal(&sealer)?));
+        }
+        store.attach_synthetic_keys(&keys).await?;
+        drop(signed);
+        let (tls_port, tls) = serve_files(dir.join("files").join("live")).await?;
+        let mut targets = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            targets.push((
+                format!("{prefix}{i}.synthetic.test"),
+                EndpointSpec {
+                    host: format!("{prefix}{i}.synthetic.test"),
+                    port: tls_port,
+                    sni: None,
+                    ip: Some("127.0.0.1".into()),
+                    admin_contact: None,
+                },
+            ));
+        }
+        store
+            .bulk_deploy_targets(&targets, "files", now)
+            .await
+            .context("deployment targets")?;
+        let setup_s = t.elapsed().as_secs_f64();
+
+        let cfg = config(dir, opts.concurrency)?;
+        let cas: BTreeMap<String, Arc<CaClient>> = cfg
+            .cas
+            .values()
+            .map(|c| {
+                (
+                    c.id.clone(),
+                    Arc::new(CaClient::new(c.clone(), Duration::from_secs(30))),
+                )
+            })
+            .collect();
+        let delivery = Delivery::new(cfg.deploy.clone(), cfg.alerts.clone())
+            .map_err(|e| anyhow::anyhow!("delivery: {e}"))?;
+        let worker = Arc::new(
+            Worker::new(
+                store.clone(),
+                cas,
+                Arc::new(sealer),
+                Arc::new(SystemClock),
+                cfg.worker.clone(),
+                cfg.renew_at_fraction,
+                "bench".into(),
             )
-        })
-        .collect();
-    store.attach_synthetic_chains(&chains).await?;
-    let mut keys = Vec::with_capacity(signed.len());
-    for s in &signed {
-        let key = CertKey::from_pkcs8_der(KeyType::EcdsaP256, &s.key_der)?;
-        keys.push((s.cert_id.clone(), key.seal(&sealer)?));
-    }
-    store.attach_synthetic_keys(&keys).await?;
-    drop(signed);
-    let (tls_port, tls) = serve_files(dir.join("files").join("live")).await?;
-    let mut targets = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        targets.push((
-            format!("{prefix}{i}.synthetic.test"),
-            EndpointSpec {
-                host: format!("{prefix}{i}.synthetic.test"),
-                port: tls_port,
-                sni: None,
-                ip: Some("127.0.0.1".into()),
-                admin_contact: None,
-            },
-        ));
-    }
-    store
-        .bulk_deploy_targets(&targets, "files", now)
-        .await
-        .context("deployment targets")?;
-    let setup_s = t.elapsed().as_secs_f64();
+            .with_delivery(delivery),
+        );
 
-    let cfg = config(dir, opts.concurrency)?;
-    let cas: BTreeMap<String, Arc<CaClient>> = cfg
-        .cas
-        .values()
-        .map(|c| {
-            (
-                c.id.clone(),
-                Arc::new(CaClient::new(c.clone(), Duration::from_secs(30))),
+        let t = Instant::now();
+        until_confirmed(&worker, &store, n as i64).await?;
+        let initial_s = t.elapsed().as_secs_f64();
+
+        // Every endpoint once more: the check rate alone.
+        store
+            .request_all_checks(crate::clock::Clock::now(&SystemClock))
+            .await?;
+        let t = Instant::now();
+        worker.clone().deliver_once().await?;
+        let checks_s = t.elapsed().as_secs_f64();
+
+        // The emergency: swap away from bench-a, write, verify.
+        let t = Instant::now();
+        let swap = store
+            .mass_swap(
+                &SwapScope::Ca("bench-a".into()),
+                "benchmark",
+                "bench",
+                false,
+                crate::clock::Clock::now(&SystemClock),
             )
-        })
-        .collect();
-    let delivery = Delivery::new(cfg.deploy.clone(), cfg.alerts.clone())
-        .map_err(|e| anyhow::anyhow!("delivery: {e}"))?;
-    let worker = Arc::new(
-        Worker::new(
-            store.clone(),
-            cas,
-            Arc::new(sealer),
-            Arc::new(SystemClock),
-            cfg.worker.clone(),
-            cfg.renew_at_fraction,
-            "bench".into(),
-        )
-        .with_delivery(delivery),
-    );
-
-    let t = Instant::now();
-    until_confirmed(&worker, &store, n as i64).await?;
-    let initial_s = t.elapsed().as_secs_f64();
-
-    // Every endpoint once more: the check rate alone.
-    store
-        .request_all_checks(crate::clock::Clock::now(&SystemClock))
-        .await?;
-    let t = Instant::now();
-    worker.clone().deliver_once().await?;
-    let checks_s = t.elapsed().as_secs_f64();
-
-    // The emergency: swap away from bench-a, write, verify.
-    let t = Instant::now();
-    let swap = store
-        .mass_swap(
-            &SwapScope::Ca("bench-a".into()),
-            "benchmark",
-            "bench",
-            false,
-            crate::clock::Clock::now(&SystemClock),
-        )
-        .await?;
-    let swap_s = t.elapsed().as_secs_f64();
-    until_confirmed(&worker, &store, n as i64).await?;
-    let safety_s = t.elapsed().as_secs_f64();
-    let (_, confirmed) = store.deployments_settled().await?;
-    tls.abort();
-    if swap.swapped != n as i64 {
-        bail!("the swap flipped {} names, expected {n}", swap.swapped);
+            .await?;
+        let swap_s = t.elapsed().as_secs_f64();
+        until_confirmed(&worker, &store, n as i64).await?;
+        let safety_s = t.elapsed().as_secs_f64();
+        let (_, confirmed) = store.deployments_settled().await?;
+        tls.abort();
+        if swap.swapped != n as i64 {
+            bail!("the swap flipped {} names, expected {n}", swap.swapped);
+        }
+        Ok(json!({
+            "backend": store.backend_name(),
+            "names": n,
+            "concurrency": opts.concurrency,
+            "sign_seconds": round(sign_s),
+            "setup_seconds": round(setup_s),
+            "initial_deploy_and_confirm_seconds": round(initial_s),
+            "check_pass_seconds": round(checks_s),
+            "checks_per_second": (n as f64 / checks_s.max(1e-9)).round(),
+            "swap_seconds": round(swap_s),
+            "swapped": swap.swapped,
+            "confirmed_after_swap": confirmed,
+            "time_to_safety_seconds": round(safety_s),
+            "time_to_safety_target_seconds": 30,
+        }))
     }
+    .await;
     if !url.starts_with("sqlite:") {
         store.purge_synthetic(&prefix).await?;
     }
-    Ok(json!({
-        "backend": store.backend_name(),
-        "names": n,
-        "concurrency": opts.concurrency,
-        "sign_seconds": round(sign_s),
-        "setup_seconds": round(setup_s),
-        "initial_deploy_and_confirm_seconds": round(initial_s),
-        "check_pass_seconds": round(checks_s),
-        "checks_per_second": (n as f64 / checks_s.max(1e-9)).round(),
-        "swap_seconds": round(swap_s),
-        "swapped": swap.swapped,
-        "confirmed_after_swap": confirmed,
-        "time_to_safety_seconds": round(safety_s),
-        "time_to_safety_target_seconds": 30,
-    }))
+    result
 }

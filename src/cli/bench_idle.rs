@@ -92,7 +92,7 @@ async fn measure(opts: &IdleBench, url: &str, dir: &Path) -> anyhow::Result<serd
     let api_port = free_port()?;
     let config = write_config(dir, url, api_port, free_port()?)?;
     let token = format!("bench-{}", crate::store::new_id());
-    let master = master_key()?;
+    let master = crate::keys::seal::Sealer::generate_text("bench")?;
     let exe = std::env::current_exe().context("locating this binary")?;
     let log = std::fs::File::create(dir.join("serve.log")).context("creating the log")?;
     let started = Instant::now();
@@ -207,17 +207,6 @@ root_group = "{CA_B}"
     let path = dir.join("twincert.toml");
     std::fs::write(&path, text).context("writing the config")?;
     Ok(path)
-}
-
-/// A fresh master key in the `id:base64(32 bytes)` form.
-fn master_key() -> anyhow::Result<String> {
-    use base64::Engine;
-    let mut key = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut key).map_err(|_| anyhow::anyhow!("no randomness"))?;
-    Ok(format!(
-        "bench:{}",
-        base64::engine::general_purpose::STANDARD.encode(key)
-    ))
 }
 
 fn free_port() -> anyhow::Result<u16> {

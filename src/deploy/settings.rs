@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::files::FilesTarget;
-use crate::config::{ConfigError, invalid};
+use crate::config::{ConfigError, invalid, resolve};
 use crate::notify::smtp::{Security, SmtpConfig};
 
 #[derive(Debug, Deserialize, Default)]
@@ -193,11 +193,7 @@ fn read_secret(
         return Ok(Some(v.trim().to_string()));
     }
     if let Some(f) = file {
-        let path = if f.is_absolute() {
-            f.to_path_buf()
-        } else {
-            base.join(f)
-        };
+        let path = resolve(base, f.to_path_buf());
         let v = std::fs::read_to_string(&path)
             .map_err(|e| invalid(key, path.display(), format!("cannot read: {e}")))?;
         return Ok(Some(v.trim().to_string()));
@@ -273,11 +269,7 @@ pub(crate) fn validate_deploy(
                     .dir
                     .clone()
                     .ok_or_else(|| invalid(&format!("{key}.dir"), "", "required for files"))?;
-                let dir = if dir.is_absolute() {
-                    dir
-                } else {
-                    base.join(dir)
-                };
+                let dir = resolve(base, dir);
                 let mut t = FilesTarget::new(dir);
                 if let Some(cmd) = d.post_deploy_command.clone() {
                     if cmd.is_empty() || cmd[0].is_empty() {
@@ -346,13 +338,7 @@ pub(crate) fn validate_deploy(
                         "required for kubernetes-secret",
                     )
                 })?;
-                let abs = |f: &PathBuf| {
-                    if f.is_absolute() {
-                        f.clone()
-                    } else {
-                        base.join(f)
-                    }
-                };
+                let abs = |f: &PathBuf| resolve(base, f.clone());
                 let source = match (&d.api_server, &d.kubeconfig) {
                     (Some(_), Some(_)) => {
                         return Err(invalid(
@@ -423,8 +409,8 @@ pub(crate) fn validate_alerts(
         url::Url::parse(w).map_err(|e| invalid("alerts.webhooks", w, e.to_string()))?;
     }
     for e in &raw.emails {
-        if !e.contains('@') {
-            return Err(invalid("alerts.emails", e, "not an e-mail address"));
+        if let Err(err) = crate::notify::smtp::check_address(e) {
+            return Err(invalid("alerts.emails", e, err.to_string()));
         }
     }
     let smtp = match raw.smtp {
@@ -454,7 +440,7 @@ pub(crate) fn validate_alerts(
                 base,
                 credentials,
             )?;
-            let extra_root_pem = match s.ca_file {
+            let extra_root_pem = match s.ca_file.map(|f| resolve(base, f)) {
                 Some(f) => Some(std::fs::read_to_string(&f).map_err(|e| {
                     invalid(
                         "alerts.smtp.ca_file",

@@ -11,7 +11,8 @@
 use sea_orm::TransactionTrait;
 use serde::Serialize;
 
-use super::{Store, StoreError, all, exec, get, new_id, one};
+use super::revocation::{int, json_col};
+use super::{AuditEvent, Store, StoreError, all, exec, get, insert_audit, new_id, one};
 
 /// One TLS endpoint to check for a name, as configured through the API.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
@@ -130,20 +131,22 @@ pub struct PendingAlert {
     pub reminder: bool,
 }
 
-const ACTIVE_JOIN: &str = "JOIN names n ON n.id = d.name_id \
+pub(super) const ACTIVE_JOIN: &str = "JOIN names n ON n.id = d.name_id \
      JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot \
      JOIN certificates c ON c.id = s.current_cert_id";
 
 impl Store {
-    /// Replaces a name's destinations and endpoints. Destinations kept
-    /// keep their state; new ones are due now; endpoints are checked now.
+    /// Replaces a name's destinations and endpoints, audited in the same
+    /// transaction. Destinations kept keep their state; new ones are due
+    /// now; endpoints are checked now.
     pub async fn set_deploy_targets(
         &self,
         name_id: &str,
         destinations: &[String],
         endpoints: &[EndpointSpec],
-        now: i64,
+        audit: &AuditEvent,
     ) -> Result<(), StoreError> {
+        let now = audit.at;
         let tx = self.db.begin().await?;
         let existing = all(
             &tx,
@@ -163,14 +166,7 @@ impl Store {
             }
         }
         for d in destinations {
-            exec(
-                &tx,
-                "INSERT INTO deployments (name_id, destination, state, requested_at, \
-                 next_attempt_at, updated_at) VALUES ($1, $2, 'requested', $3, $3, $3) \
-                 ON CONFLICT (name_id, destination) DO NOTHING",
-                vec![name_id.into(), d.clone().into(), now.into()],
-            )
-            .await?;
+            insert_deployment(&tx, name_id, d, now).await?;
         }
         exec(
             &tx,
@@ -181,6 +177,7 @@ impl Store {
         for e in endpoints {
             insert_endpoint(&tx, name_id, e, now).await?;
         }
+        insert_audit(&tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -206,9 +203,9 @@ impl Store {
                 requested_at: get(r, "requested_at")?,
                 deployed_at: get(r, "deployed_at")?,
                 confirmed_at: get(r, "confirmed_at")?,
-                attempts: i64::from(get::<i32>(r, "attempts")?),
+                attempts: int(r, "attempts")?,
                 last_error: get(r, "last_error")?,
-                detail: json(r, "detail")?,
+                detail: json_col(r, "detail")?,
             });
         }
         let rows = all(
@@ -224,7 +221,7 @@ impl Store {
                 spec: endpoint_spec(r)?,
                 outcome: get(r, "outcome")?,
                 summary: get(r, "summary")?,
-                steps: json(r, "steps")?,
+                steps: json_col(r, "steps")?,
                 served_serial: get(r, "served_serial")?,
                 checked_at: get(r, "checked_at")?,
                 next_check_at: get(r, "next_check_at")?,
@@ -262,7 +259,7 @@ impl Store {
                     serial: get(r, "serial")?,
                     chain_pem: get(r, "chain_pem")?,
                     private_key_id: get(r, "private_key_id")?,
-                    attempts: i64::from(get::<i32>(r, "attempts")?),
+                    attempts: int(r, "attempts")?,
                 })
             })
             .collect()
@@ -294,12 +291,7 @@ impl Store {
             ],
         )
         .await?;
-        exec(
-            &tx,
-            "UPDATE endpoints SET next_check_at = $2 WHERE name_id = $1",
-            vec![name_id.into(), check_at.into()],
-        )
-        .await?;
+        schedule_checks(&tx, name_id, check_at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -371,65 +363,9 @@ impl Store {
 
     /// Checks a name's endpoints at the next pass; how many it has.
     pub async fn request_checks(&self, name_id: &str, now: i64) -> Result<u64, StoreError> {
-        exec(
-            &self.db,
-            "UPDATE endpoints SET next_check_at = $2 WHERE name_id = $1",
-            vec![name_id.into(), now.into()],
-        )
-        .await
+        schedule_checks(&self.db, name_id, now).await
     }
 
-    /// One destination and one endpoint for each of many names, in one
-    /// transaction (benchmarks; the API sets them name by name).
-    pub async fn bulk_deploy_targets(
-        &self,
-        targets: &[(String, EndpointSpec)],
-        destination: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        for (name, e) in targets {
-            exec(
-                &tx,
-                "INSERT INTO deployments (name_id, destination, state, requested_at, \
-                 next_attempt_at, updated_at) VALUES ($1, $2, 'requested', $3, $3, $3)",
-                vec![name.clone().into(), destination.into(), now.into()],
-            )
-            .await?;
-            insert_endpoint(&tx, name, e, now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Every endpoint is checked at the next pass; how many.
-    pub async fn request_all_checks(&self, now: i64) -> Result<u64, StoreError> {
-        exec(
-            &self.db,
-            "UPDATE endpoints SET next_check_at = $1",
-            vec![now.into()],
-        )
-        .await
-    }
-
-    /// (deployments, those confirmed with their name's active
-    /// certificate): a rollout is done when the two are equal.
-    pub async fn deployments_settled(&self) -> Result<(i64, i64), StoreError> {
-        let r = one(
-            &self.db,
-            &format!(
-                "SELECT COUNT(*) AS total, SUM(CASE WHEN d.state = 'confirmed' AND \
-                 d.cert_id = c.id THEN 1 ELSE 0 END) AS ok FROM deployments d {ACTIVE_JOIN}"
-            ),
-            vec![],
-        )
-        .await?
-        .ok_or_else(|| StoreError::Db("COUNT returned no row".into()))?;
-        Ok((
-            get(&r, "total")?,
-            get::<Option<i64>>(&r, "ok")?.unwrap_or(0),
-        ))
-    }
     /// Stores a check's result and when to check again.
     pub async fn record_check(
         &self,
@@ -581,13 +517,23 @@ impl Store {
         Ok(())
     }
 
-    /// Closes every open alert of `kind` (one-shot events when nobody is
-    /// to be told).
-    pub async fn resolve_open_alerts_of(&self, kind: &str, now: i64) -> Result<u64, StoreError> {
+    /// Closes every open alert of these kinds (one-shot events when
+    /// nobody is to be told).
+    pub async fn resolve_open_alerts_of(
+        &self,
+        kinds: &[&str],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let holes: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 2)).collect();
+        let mut values: Vec<sea_orm::Value> = vec![now.into()];
+        values.extend(kinds.iter().map(|k| sea_orm::Value::from(*k)));
         exec(
             &self.db,
-            "UPDATE alerts SET resolved_at = $2 WHERE kind = $1 AND resolved_at IS NULL",
-            vec![kind.into(), now.into()],
+            &format!(
+                "UPDATE alerts SET resolved_at = $1 WHERE resolved_at IS NULL AND kind IN ({})",
+                holes.join(", ")
+            ),
+            values,
         )
         .await
     }
@@ -601,29 +547,6 @@ impl Store {
         )
         .await?;
         Ok(())
-    }
-
-    /// Deliveries of one alert: (channel, recipient, ok, error).
-    pub async fn notifications_of(
-        &self,
-        alert_id: &str,
-    ) -> Result<Vec<(String, String, bool, Option<String>)>, StoreError> {
-        let rows = all(
-            &self.db,
-            "SELECT channel, recipient, ok, error FROM notifications WHERE alert_id = $1 ORDER BY at",
-            vec![alert_id.into()],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    get(r, "channel")?,
-                    get(r, "recipient")?,
-                    get(r, "ok")?,
-                    get(r, "error")?,
-                ))
-            })
-            .collect()
     }
 
     /// Orders failing for longer than `older_than` seconds since their
@@ -658,8 +581,40 @@ impl Store {
     }
 }
 
+/// One deployment row, due now (nothing written yet).
+pub(super) async fn insert_deployment<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    destination: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO deployments (name_id, destination, state, requested_at, \
+         next_attempt_at, updated_at) VALUES ($1, $2, 'requested', $3, $3, $3) \
+         ON CONFLICT (name_id, destination) DO NOTHING",
+        vec![name_id.into(), destination.into(), now.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A name's endpoints are checked at `at`.
+async fn schedule_checks<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    at: i64,
+) -> Result<u64, StoreError> {
+    exec(
+        c,
+        "UPDATE endpoints SET next_check_at = $2 WHERE name_id = $1",
+        vec![name_id.into(), at.into()],
+    )
+    .await
+}
+
 /// One endpoint row, due for its first check at `now`.
-async fn insert_endpoint<C: sea_orm::ConnectionTrait>(
+pub(super) async fn insert_endpoint<C: sea_orm::ConnectionTrait>(
     c: &C,
     name_id: &str,
     e: &EndpointSpec,
@@ -687,13 +642,9 @@ async fn insert_endpoint<C: sea_orm::ConnectionTrait>(
 fn endpoint_spec(r: &sea_orm::QueryResult) -> Result<EndpointSpec, StoreError> {
     Ok(EndpointSpec {
         host: get(r, "host")?,
-        port: u16::try_from(get::<i32>(r, "port")?).unwrap_or(0),
+        port: u16::try_from(int(r, "port")?).unwrap_or(0),
         sni: get(r, "sni")?,
         ip: get(r, "ip")?,
         admin_contact: get(r, "admin_contact")?,
     })
-}
-
-fn json(r: &sea_orm::QueryResult, col: &str) -> Result<Option<serde_json::Value>, StoreError> {
-    Ok(get::<Option<String>>(r, col)?.and_then(|s| serde_json::from_str(&s).ok()))
 }

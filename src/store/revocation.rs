@@ -198,13 +198,13 @@ fn holes(from: usize, n: usize) -> String {
         .join(", ")
 }
 
-fn int(row: &sea_orm::QueryResult, col: &str) -> Result<i64, StoreError> {
+pub(super) fn int(row: &sea_orm::QueryResult, col: &str) -> Result<i64, StoreError> {
     get::<i32>(row, col)
         .map(i64::from)
         .or_else(|_| get::<i64>(row, col))
 }
 
-fn json_col(
+pub(super) fn json_col(
     row: &sea_orm::QueryResult,
     col: &str,
 ) -> Result<Option<serde_json::Value>, StoreError> {

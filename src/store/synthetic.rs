@@ -7,7 +7,8 @@
 
 use sea_orm::{TransactionTrait, Value};
 
-use super::{Store, StoreError, exec};
+use super::deploy::{ACTIVE_JOIN, insert_deployment, insert_endpoint};
+use super::{EndpointSpec, Store, StoreError, exec, get, one};
 
 /// Seconds a synthetic certificate stays valid (90 days) and when it is due
 /// for renewal (60 days): far enough that nothing renews during a run.
@@ -146,6 +147,51 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+    /// One destination and one endpoint for each of many names, in one
+    /// transaction (benchmarks; the API sets them name by name).
+    pub async fn bulk_deploy_targets(
+        &self,
+        targets: &[(String, EndpointSpec)],
+        destination: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        for (name, e) in targets {
+            insert_deployment(&tx, name, destination, now).await?;
+            insert_endpoint(&tx, name, e, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every endpoint is checked at the next pass; how many.
+    pub async fn request_all_checks(&self, now: i64) -> Result<u64, StoreError> {
+        exec(
+            &self.db,
+            "UPDATE endpoints SET next_check_at = $1",
+            vec![now.into()],
+        )
+        .await
+    }
+
+    /// (deployments, those confirmed with their name's active
+    /// certificate): a rollout is done when the two are equal.
+    pub async fn deployments_settled(&self) -> Result<(i64, i64), StoreError> {
+        let r = one(
+            &self.db,
+            &format!(
+                "SELECT COUNT(*) AS total, SUM(CASE WHEN d.state = 'confirmed' AND \
+                 d.cert_id = c.id THEN 1 ELSE 0 END) AS ok FROM deployments d {ACTIVE_JOIN}"
+            ),
+            vec![],
+        )
+        .await?
+        .ok_or_else(|| StoreError::Db("COUNT returned no row".into()))?;
+        Ok((
+            get(&r, "total")?,
+            get::<Option<i64>>(&r, "ok")?.unwrap_or(0),
+        ))
     }
     /// The certificate id of synthetic name `i`'s `slot`.
     pub fn synthetic_cert_id(prefix: &str, i: u64, slot: &str) -> String {

@@ -80,6 +80,13 @@ impl Delivery {
     }
 }
 
+impl Delivery {
+    /// Whether alerts go anywhere (mail or webhook).
+    fn has_channel(&self) -> bool {
+        self.smtp.is_some() || !self.alerts.webhooks.is_empty()
+    }
+}
+
 /// Splits a PEM chain (leaf first) into the leaf and the rest.
 fn split_chain(chain_pem: &str) -> (String, String) {
     const END: &str = "-----END CERTIFICATE-----";
@@ -140,6 +147,15 @@ impl Worker {
                         last_failing_scan = Some(tokio::time::Instant::now());
                         if let Err(e) = self.issuance_failing_alerts(&d).await {
                             warn!(error = %e, "issuance alert scan failed");
+                        }
+                        if !d.has_channel() {
+                            // Nobody is told: one-shot alerts stay recorded
+                            // but do not pile up as open.
+                            let now = self.clock.now();
+                            if let Err(e) = self.store.resolve_open_alerts_of(&ONE_SHOT, now).await
+                            {
+                                warn!(error = %e, "closing one-shot alerts failed");
+                            }
                         }
                     }
                     if let Err(e) = self.notify_pass(&d).await {
@@ -586,13 +602,10 @@ impl Worker {
     /// later; one-shot alerts (an executed swap, a confirmation) are
     /// closed once told — at once when no channel is configured.
     async fn notify_pass(&self, d: &Delivery) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        if d.smtp.is_none() && d.alerts.webhooks.is_empty() {
-            for kind in ONE_SHOT {
-                self.store.resolve_open_alerts_of(kind, now).await?;
-            }
+        if !d.has_channel() {
             return Ok(());
         }
+        let now = self.clock.now();
         let pending = self
             .store
             .alerts_to_notify(now, d.alerts.rate_limit_seconds as i64, 50)
