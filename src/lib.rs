@@ -16,6 +16,8 @@
 //! * [`ca`] — the only module that talks ACME (instant-acme).
 //! * [`revocation`] — CRL, OCSP and ARI answers, verified before believed.
 //! * [`keys`] — key generation, CSRs, fingerprints, encryption at rest.
+//! * [`deploy`] — writing certificates where servers read them and
+//!   checking what endpoints serve; [`notify`] — mail and webhook alerts.
 //! * [`store`] — the only module that knows SQL (sea-orm).
 //! * [`config`], [`providers`] — what the operator configured and which CA
 //!   profiles exist.
@@ -38,3 +40,19 @@ pub mod server;
 pub mod store;
 pub mod validation;
 pub mod worker;
+
+/// `e` with its causes: HTTP, SMTP and ACME libraries put the useful part
+/// ("Connection refused") in a source, not in their own message.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}

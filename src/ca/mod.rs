@@ -113,17 +113,7 @@ fn classify(e: instant_acme::Error) -> AcmeError {
         _ => {
             // Keep the source chain: hyper says "client error (Connect)" and
             // only its source says "Connection refused".
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                let t = s.to_string();
-                if !msg.contains(&t) {
-                    msg.push_str(": ");
-                    msg.push_str(&t);
-                }
-                src = s.source();
-            }
-            AcmeError::transient(msg)
+            AcmeError::transient(crate::error_chain(&e))
         }
     }
 }

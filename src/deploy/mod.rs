@@ -1,12 +1,15 @@
 //! Deployment edges: putting an issued certificate where a TLS server reads
-//! it ([`files`]) and checking what a TLS endpoint actually serves
-//! ([`check`]).
+//! it ([`files`], a Kubernetes Secret by server-side apply: [`kube`]),
+//! checking what a TLS endpoint actually serves ([`check`]), and the
+//! `[deploy]`, `[[destinations]]` and `[alerts]` configuration
+//! ([`settings`]).
 //!
-//! Both are leaves: they take plain values (PEM or DER, a directory, an
-//! endpoint) and return a result to record. Nothing here reads the store,
-//! the configuration or the clock of the worker; the caller decides when to
-//! deploy and what to do with a failed check. A failed post-deploy command
-//! or a mismatching endpoint is a *result*, not an `Err`.
+//! The writers and the check are leaves: they take plain values (PEM or
+//! DER, a directory, an endpoint) and return a result to record. Nothing
+//! here reads the store or the clock of the worker; the worker's deploy
+//! loop decides when to deploy and what to do with a failed check. A
+//! failed post-deploy command or a mismatching endpoint is a *result*, not
+//! an `Err`.
 
 pub mod check;
 pub mod files;

@@ -10,8 +10,6 @@
 pub mod smtp;
 pub mod webhook;
 
-use std::error::Error;
-
 /// One alert, independent of the channel that carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -112,21 +110,7 @@ fn retryable_status(status: u16) -> bool {
     status == 429 || (500..600).contains(&status)
 }
 
-/// `e` with its causes: HTTP and SMTP libraries put the useful part
-/// ("Connection refused") in a source, not in their own message.
-fn describe(e: &dyn Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg
-}
+use crate::error_chain as describe;
 
 #[cfg(test)]
 mod tests {

@@ -467,10 +467,7 @@ impl Worker {
             ip_override: spec.ip.as_deref().and_then(|i| i.parse().ok()),
         };
         let report = check::check(&target, &expected, d.cfg.check_timeout).await;
-        let outcome = serde_json::to_value(report.outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_else(|| "unknown".into());
+        let outcome = report.outcome.as_str().to_string();
         let summary = report.summary();
         let matched = report.outcome == Outcome::Matched;
         let now = self.clock.now();
@@ -613,8 +610,8 @@ impl Worker {
         for p in pending {
             let a = &p.alert;
             let msg = message(a, p.reminder);
-            let mut tried = 0;
-            let mut delivered = 0;
+            // (channel, recipient, outcome) of every delivery attempt.
+            let mut sent = Vec::new();
             if let Some(smtp) = &d.smtp {
                 let mut groups = Vec::new();
                 if !d.alerts.emails.is_empty() {
@@ -629,30 +626,32 @@ impl Worker {
                     groups.push(vec![extra.to_string()]);
                 }
                 for to in groups {
-                    tried += 1;
-                    let err = smtp.send(&to, &msg).await.err().map(|e| e.to_string());
-                    if let Some(e) = &err {
-                        warn!(alert = %a.id, error = %e, "alert mail not delivered");
-                    } else {
-                        delivered += 1;
-                    }
-                    self.note_delivery(&a.id, "email", &to.join(", "), err.as_deref(), now)
-                        .await;
+                    let r = smtp.send(&to, &msg).await;
+                    sent.push(("email", to.join(", "), r));
                 }
             }
             for url in &d.alerts.webhooks {
-                tried += 1;
                 let r = crate::notify::webhook::post_slack(&d.http, url, &msg).await;
-                let err = r.err().map(|e| e.to_string());
-                if let Some(e) = &err {
-                    warn!(alert = %a.id, error = %e, "alert webhook not delivered");
-                } else {
-                    delivered += 1;
+                sent.push(("webhook", redact(url), r));
+            }
+            let mut delivered = false;
+            let mut retry = false;
+            for (channel, recipient, r) in &sent {
+                let err = r.as_ref().err();
+                match err {
+                    None => delivered = true,
+                    Some(e) => {
+                        retry |= e.is_retryable();
+                        warn!(alert = %a.id, channel, error = %e, "alert not delivered");
+                    }
                 }
-                self.note_delivery(&a.id, "webhook", &redact(url), err.as_deref(), now)
+                let err = err.map(|e| e.to_string());
+                self.note_delivery(&a.id, channel, recipient, err.as_deref(), now)
                     .await;
             }
-            if tried > 0 && delivered == 0 {
+            // Nobody was told and trying again can help: in a minute. A
+            // refusal that will not change (a rejected address) is final.
+            if !delivered && retry {
                 self.store
                     .defer_notification(&a.id, now + NOTIFY_RETRY_SECONDS)
                     .await?;
