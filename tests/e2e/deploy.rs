@@ -12,21 +12,35 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::emergency::{get, post};
-use crate::harness::{TwoCas, free_port};
-use crate::server::{ADMIN_TOKEN, Server, ServerOptions};
+use twincert::certs::inspect_chain;
+use twincert::domain::KeyFingerprint;
+use twincert::keys::spki_fingerprint;
 
-async fn put(server: &Server, path: &str, body: Value) -> (u16, Value) {
-    let r = server
-        .client()
-        .put(format!("{}{path}", server.base()))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("PUT");
-    let st = r.status().as_u16();
-    (st, r.json().await.unwrap_or(Value::Null))
+use crate::emergency::{get, post, put};
+use crate::harness::{TwoCas, free_port};
+use crate::server::{Server, ServerOptions};
+
+/// A server with `extra_config`, and `name` issued and ready: the server
+/// and the name's view.
+async fn ready_name(cas: &TwoCas, extra_config: String, name: &str) -> (Server, Value) {
+    let mut opts = ServerOptions::new(crate::emergency::sqlite_url(cas.dir()));
+    opts.extra_config = extra_config;
+    let server = Server::start(cas, opts).await;
+    let (st, body) = server.create(json!({"name": name})).await;
+    assert_eq!(st, 201, "{body}");
+    let view = server.wait_ready(name, 60).await;
+    (server, view)
+}
+
+/// A slot's serial in a name's view.
+fn serial(view: &Value, slot: &str) -> String {
+    view[slot]["serial"].as_str().expect("serial").to_string()
+}
+
+/// `PUT /v1/names/{name}/deploy`, which must succeed.
+async fn set_deploy(server: &Server, name: &str, body: Value) {
+    let (st, body) = put(server, &format!("/v1/names/{name}/deploy"), body).await;
+    assert_eq!(st, 200, "{body}");
 }
 
 /// Polls `GET /v1/names/{name}/deploy` until `pred` holds.
@@ -51,32 +65,23 @@ async fn wait_deploy(
     }
 }
 
-/// The SubjectPublicKeyInfo of the first certificate in a PEM text.
-fn cert_spki(pem: &str) -> Option<Vec<u8>> {
-    let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .next()?
-        .ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-    Some(cert.public_key().raw.to_vec())
+/// The SubjectPublicKeyInfo fingerprint of the first certificate in a PEM
+/// text (other blocks, such as a key, are skipped).
+fn cert_spki(pem: &str) -> Option<KeyFingerprint> {
+    inspect_chain(pem).ok().map(|f| f.spki_sha256)
 }
 
-/// The SubjectPublicKeyInfo of the private key in a PEM text.
-fn key_spki(pem: &str) -> Option<Vec<u8>> {
-    let start = pem.find("-----BEGIN PRIVATE KEY-----")?;
-    let kp = rcgen::KeyPair::from_pem(&pem[start..]).ok()?;
-    Some(rcgen::PublicKeyData::subject_public_key_info(&kp))
+/// The SubjectPublicKeyInfo fingerprint of the private key in a PEM text.
+fn key_spki(pem: &str) -> Option<KeyFingerprint> {
+    let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(pem.as_bytes()).ok()?;
+    let kp = rcgen::KeyPair::try_from(&der).ok()?;
+    Some(spki_fingerprint(
+        &rcgen::PublicKeyData::subject_public_key_info(&kp),
+    ))
 }
 
 fn leaf_serial(pem: &str) -> String {
-    let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .next()
-        .expect("a certificate")
-        .expect("PEM");
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("X.509");
-    cert.raw_serial()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    inspect_chain(pem).expect("a certificate chain").serial
 }
 
 use rustls_pki_types::pem::PemObject;
@@ -90,34 +95,18 @@ async fn files_follow_a_swap_atomically_and_run_the_reload_command() {
     let cas = TwoCas::start(0).await;
     let dir = cas.dir().join("deploy-files");
     let reloads = cas.dir().join("reloads.txt");
-    let mut opts = ServerOptions::new(crate::emergency::sqlite_url(cas.dir()));
-    opts.extra_config = format!(
+    let config = format!(
         "[deploy]\ncheck_interval_seconds = 3600\n\n[[destinations]]\nid = \"web\"\nkind = \"files\"\n\
          dir = \"{}\"\npost_deploy_command = [\"sh\", \"-c\", \"echo $TWINCERT_NAME >> {}\"]\n",
         dir.display(),
         reloads.display()
     );
-    let server = Server::start(&cas, opts).await;
     let name = "files.example.test";
-    let (st, body) = server.create(json!({"name": name})).await;
-    assert_eq!(st, 201, "{body}");
-    let view = server.wait_ready(name, 60).await;
-    let primary = view["primary"]["serial"]
-        .as_str()
-        .expect("serial")
-        .to_string();
-    let backup = view["backup"]["serial"]
-        .as_str()
-        .expect("serial")
-        .to_string();
+    let (server, view) = ready_name(&cas, config, name).await;
+    let primary = serial(&view, "primary");
+    let backup = serial(&view, "backup");
 
-    let (st, body) = put(
-        &server,
-        &format!("/v1/names/{name}/deploy"),
-        json!({"destinations": ["web"]}),
-    )
-    .await;
-    assert_eq!(st, 200, "{body}");
+    set_deploy(&server, name, json!({"destinations": ["web"]})).await;
     let v = wait_deploy(&server, name, 30, |v| {
         v["destinations"][0]["serial"] == primary
     })
@@ -318,23 +307,8 @@ async fn serve_tls(port: u16, chain_pem: &str, key_pem: &str) -> TlsServer {
     TlsServer { task }
 }
 
-/// An aiosmtpd sink appending each message (with its envelope) to a file.
-const SINK: &str = r#"
-import sys, time
-from aiosmtpd.controller import Controller
-class Sink:
-    async def handle_DATA(self, server, session, envelope):
-        with open(sys.argv[2], "ab") as f:
-            f.write(("RCPT TO: %s\n" % ",".join(envelope.rcpt_tos)).encode())
-            f.write(envelope.original_content or envelope.content)
-            f.write(b"\n.\n")
-        return "250 OK"
-controller = Controller(Sink(), hostname="127.0.0.1", port=int(sys.argv[1]))
-controller.start()
-print("ready", flush=True)
-while True:
-    time.sleep(3600)
-"#;
+/// The tests' SMTP server (aiosmtpd): each message appended, decoded.
+const SINK: &str = include_str!("../smtp_sink.py");
 
 async fn smtp_sink(port: u16, spool: &Path) -> tokio::process::Child {
     let python = if Path::new("/usr/bin/python3").exists() {
@@ -376,50 +350,29 @@ async fn deployment_checks_confirm_then_fail_and_mail_the_admins() {
     let smtp_port = free_port();
     let spool = cas.dir().join("mail.txt");
     let _sink = smtp_sink(smtp_port, &spool).await;
-    let mut opts = ServerOptions::new(crate::emergency::sqlite_url(cas.dir()));
-    opts.extra_config = format!(
-        "[deploy]\ncheck_interval_seconds = 3600\nrecheck_failed_seconds = 1\n\n\
+    let name = "check.example.test";
+    let (server, view) = ready_name(
+        &cas,
+        format!(
+            "[deploy]\ncheck_interval_seconds = 3600\nrecheck_failed_seconds = 1\n\n\
          [[destinations]]\nid = \"web\"\nkind = \"files\"\ndir = \"{}\"\n\n\
          [alerts]\nemails = [\"certs@example.test\"]\n\n\
          [alerts.smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\nsecurity = \"none\"\n\
          from = \"twincert@example.test\"\n",
-        cas.dir().join("deploy-check").display()
-    );
-    let server = Server::start(&cas, opts).await;
-    let name = "check.example.test";
-    let (st, body) = server.create(json!({"name": name})).await;
-    assert_eq!(st, 201, "{body}");
-    let view = server.wait_ready(name, 60).await;
-    let serial = view["primary"]["serial"]
-        .as_str()
-        .expect("serial")
-        .to_string();
+            cas.dir().join("deploy-check").display()
+        ),
+        name,
+    )
+    .await;
+    let serial = serial(&view, "primary");
     let chain = server.chain_pem(name, "active").await;
-    let key = server
-        .client()
-        .get(format!(
-            "{}/v1/names/{name}/certificates/active/key",
-            server.base()
-        ))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("key")
-        .text()
-        .await
-        .expect("key text");
+    let key = server.key_pem(name, "active").await;
     let tls_port = free_port();
     let tls = serve_tls(tls_port, &chain, &key).await;
 
-    let (st, body) = put(
-        &server,
-        &format!("/v1/names/{name}/deploy"),
-        json!({"destinations": ["web"], "endpoints": [
+    set_deploy(&server, name, json!({"destinations": ["web"], "endpoints": [
             {"host": name, "port": tls_port, "ip": "127.0.0.1", "admin_contact": "web-admin@example.test"}
-        ]}),
-    )
-    .await;
-    assert_eq!(st, 200, "{body}");
+        ]})).await;
     let v = wait_deploy(&server, name, 30, |v| {
         v["destinations"][0]["state"] == "confirmed"
     })
@@ -479,36 +432,24 @@ async fn deployment_checks_confirm_then_fail_and_mail_the_admins() {
         "{metrics}"
     );
 
-    // The mail.
+    // One mail to the certificate admins, one to the endpoint's admin.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mail = loop {
-        let text = quoted_printable(&std::fs::read_to_string(&spool).unwrap_or_default());
-        if text.contains("Certificate matched NG") {
+        let text = std::fs::read_to_string(&spool).unwrap_or_default();
+        let failures = text
+            .split("\n.\n")
+            .filter(|m| m.contains("Certificate matched NG"))
+            .count();
+        if failures >= 2 {
             break text;
         }
         assert!(
             Instant::now() < deadline,
-            "no alert mail; spool: {text}\n{}",
+            "{failures} of 2 alert mails; spool: {text}\n{}",
             server.log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    // One mail to the certificate admins, one to the endpoint's admin.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut mail = mail;
-    while mail
-        .split("\n.\n")
-        .filter(|m| m.contains("Certificate matched NG"))
-        .count()
-        < 2
-    {
-        assert!(
-            Instant::now() < deadline,
-            "second alert mail missing: {mail}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        mail = quoted_printable(&std::fs::read_to_string(&spool).unwrap_or_default());
-    }
     let msgs: Vec<&str> = mail
         .split("\n.\n")
         .filter(|m| m.contains("Certificate matched NG"))
@@ -549,7 +490,7 @@ async fn deployment_checks_confirm_then_fail_and_mail_the_admins() {
         format!("{name} {name}:{tls_port} via 127.0.0.1")
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let text = quoted_printable(&std::fs::read_to_string(&spool).unwrap_or_default());
+    let text = std::fs::read_to_string(&spool).unwrap_or_default();
     let failures = text
         .split("\n.\n")
         .filter(|m| m.contains("deploy_check_failed"))
@@ -558,30 +499,6 @@ async fn deployment_checks_confirm_then_fail_and_mail_the_admins() {
         failures, 2,
         "one mail per recipient group within the rate limit:\n{text}"
     );
-}
-
-/// Decodes quoted-printable mail text (soft breaks and `=XX`), enough to
-/// search it.
-fn quoted_printable(s: &str) -> String {
-    let s = s.replace("=\r\n", "").replace("=\n", "");
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'='
-            && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Deliveries a webhook receiver accepted: (serial, had a key).
@@ -654,32 +571,15 @@ async fn webhook_destination_is_signed_retried_and_delivered_once_per_change() {
         let _ = axum::serve(listener, app).await;
     });
 
-    let mut opts = ServerOptions::new(crate::emergency::sqlite_url(cas.dir()));
-    opts.extra_config = format!(
+    let name = "hook.example.test";
+    let (server, view) = ready_name(&cas, format!(
         "[[destinations]]\nid = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{hook_port}/hook\"\n\
          secret_file = \"{}\"\n",
         secret_file.display()
-    );
-    let server = Server::start(&cas, opts).await;
-    let name = "hook.example.test";
-    let (st, body) = server.create(json!({"name": name})).await;
-    assert_eq!(st, 201, "{body}");
-    let view = server.wait_ready(name, 60).await;
-    let primary = view["primary"]["serial"]
-        .as_str()
-        .expect("serial")
-        .to_string();
-    let backup = view["backup"]["serial"]
-        .as_str()
-        .expect("serial")
-        .to_string();
-    let (st, body) = put(
-        &server,
-        &format!("/v1/names/{name}/deploy"),
-        json!({"destinations": ["hook"]}),
-    )
-    .await;
-    assert_eq!(st, 200, "{body}");
+    ), name).await;
+    let primary = serial(&view, "primary");
+    let backup = serial(&view, "backup");
+    set_deploy(&server, name, json!({"destinations": ["hook"]})).await;
     let v = wait_deploy(&server, name, 30, |v| {
         v["destinations"][0]["serial"] == primary
     })
@@ -769,28 +669,19 @@ async fn kubernetes_secret_is_applied_server_side() {
     let _api = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    let mut opts = ServerOptions::new(crate::emergency::sqlite_url(cas.dir()));
-    opts.extra_config = format!(
-        "[[destinations]]\nid = \"k8s\"\nkind = \"kubernetes-secret\"\nnamespace = \"web\"\n\
-         api_server = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
-        token_file.display()
-    );
-    let server = Server::start(&cas, opts).await;
     let name = "kube.example.test";
-    let (st, body) = server.create(json!({"name": name})).await;
-    assert_eq!(st, 201, "{body}");
-    let view = server.wait_ready(name, 60).await;
-    let serial = view["primary"]["serial"]
-        .as_str()
-        .expect("serial")
-        .to_string();
-    let (st, body) = put(
-        &server,
-        &format!("/v1/names/{name}/deploy"),
-        json!({"destinations": ["k8s"]}),
+    let (server, view) = ready_name(
+        &cas,
+        format!(
+            "[[destinations]]\nid = \"k8s\"\nkind = \"kubernetes-secret\"\nnamespace = \"web\"\n\
+         api_server = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+            token_file.display()
+        ),
+        name,
     )
     .await;
-    assert_eq!(st, 200, "{body}");
+    let serial = serial(&view, "primary");
+    set_deploy(&server, name, json!({"destinations": ["k8s"]})).await;
     let v = wait_deploy(&server, name, 30, |v| {
         v["destinations"][0]["serial"] == serial
     })
@@ -873,36 +764,23 @@ fn the_deploy_benchmark_swaps_writes_and_verifies() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_swap_rechecks_endpoints_of_names_without_destinations() {
     let cas = TwoCas::start(0).await;
-    let mut opts = ServerOptions::new(crate::emergency::sqlite_url(cas.dir()));
-    opts.extra_config = "[deploy]\ncheck_interval_seconds = 86400\n".into();
-    let server = Server::start(&cas, opts).await;
     let name = "external.example.test";
-    let (st, body) = server.create(json!({"name": name})).await;
-    assert_eq!(st, 201, "{body}");
-    server.wait_ready(name, 60).await;
+    let (server, _view) = ready_name(
+        &cas,
+        "[deploy]\ncheck_interval_seconds = 86400\n".into(),
+        name,
+    )
+    .await;
     let chain = server.chain_pem(name, "active").await;
-    let key = server
-        .client()
-        .get(format!(
-            "{}/v1/names/{name}/certificates/active/key",
-            server.base()
-        ))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("key")
-        .text()
-        .await
-        .expect("key text");
+    let key = server.key_pem(name, "active").await;
     let port = free_port();
     let _tls = serve_tls(port, &chain, &key).await;
-    let (st, body) = put(
+    set_deploy(
         &server,
-        &format!("/v1/names/{name}/deploy"),
+        name,
         json!({"endpoints": [{"host": "127.0.0.1", "port": port}]}),
     )
     .await;
-    assert_eq!(st, 200, "{body}");
     wait_deploy(&server, name, 30, |v| {
         v["endpoints"][0]["outcome"] == "matched"
     })
@@ -920,4 +798,65 @@ async fn a_swap_rechecks_endpoints_of_names_without_destinations() {
     .await;
     let summary = v["endpoints"][0]["summary"].as_str().expect("summary");
     assert!(summary.contains("Certificate matched NG"), "{summary}");
+}
+
+/// A renewal is deployed like an issuance: with 12 s certificates the
+/// active slot renews and the files follow it. A post-deploy command that
+/// fails leaves the files written (the write is not repeated) and raises
+/// `deploy_failed` naming the command's status.
+#[tokio::test(flavor = "multi_thread")]
+async fn renewals_are_deployed_and_a_failing_reload_alerts() {
+    let cas = TwoCas::start_with(crate::harness::PebbleOptions {
+        validity_seconds: Some(12),
+        ..Default::default()
+    })
+    .await;
+    let dir = cas.dir().join("deploy-renew");
+    let config = format!(
+        "[[destinations]]\nid = \"web\"\nkind = \"files\"\ndir = \"{}\"\n\
+         post_deploy_command = [\"false\"]\n",
+        dir.display()
+    );
+    let name = "renew.example.test";
+    let (server, view) = ready_name(&cas, config, name).await;
+    let first = serial(&view, "primary");
+    set_deploy(&server, name, json!({"destinations": ["web"]})).await;
+    let v = wait_deploy(&server, name, 30, |v| {
+        v["destinations"][0]["serial"] == first.as_str()
+    })
+    .await;
+    assert_eq!(
+        v["destinations"][0]["detail"]["post_deploy"]["ok"], false,
+        "{v:#}"
+    );
+    let alerts = get(&server, "/v1/alerts?limit=100").await;
+    let failed = alerts["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|a| a["kind"] == "deploy_failed")
+        .unwrap_or_else(|| panic!("no deploy_failed alert: {alerts:#}"))
+        .clone();
+    assert_eq!(failed["subject"], format!("{name} web"));
+    assert!(
+        failed["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("post-deploy command") && m.contains("status 1")),
+        "{failed:#}"
+    );
+
+    // The active slot renews (at 8 s of 12): the new certificate is written.
+    let renewed = server
+        .wait_for(name, 60, |v| {
+            v["active"] == "primary" && v["primary"]["serial"] != first.as_str()
+        })
+        .await;
+    let second = serial(&renewed, "primary");
+    wait_deploy(&server, name, 30, |v| {
+        v["destinations"][0]["serial"] == second.as_str()
+    })
+    .await;
+    let cert =
+        std::fs::read_to_string(dir.join("live").join(name).join("cert.pem")).expect("cert.pem");
+    assert_eq!(leaf_serial(&cert), second);
 }

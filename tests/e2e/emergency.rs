@@ -56,6 +56,17 @@ pub(crate) async fn post(server: &Server, path: &str, body: Value) -> (u16, Valu
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+pub(crate) async fn put(server: &Server, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .put(format!("{}{path}", server.base()))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("PUT");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
 /// Every name, via the paged list.
 pub(crate) async fn all_names(server: &Server) -> Vec<Value> {
     let mut out = Vec::new();

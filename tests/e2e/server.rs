@@ -371,6 +371,22 @@ impl Server {
     }
 
     /// The PEM chain of a slot.
+    /// The private key (PKCS#8 PEM) of a name's slot, by the key download.
+    pub async fn key_pem(&self, name: &str, slot: &str) -> String {
+        let r = self
+            .http
+            .get(format!(
+                "{}/v1/names/{name}/certificates/{slot}/key",
+                self.base()
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET key");
+        assert_eq!(r.status().as_u16(), 200, "key {slot} of {name}");
+        r.text().await.expect("PEM body")
+    }
+
     pub async fn chain_pem(&self, name: &str, slot: &str) -> String {
         let r = self
             .http
