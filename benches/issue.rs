@@ -608,7 +608,7 @@ struct Progress {
 }
 
 async fn progress(store: &Store, prefix: &str) -> AnyResult<Progress> {
-    let names = store.list_names(1000, None, None).await?;
+    let names = store.names().list_names(1000, None, None).await?;
     let mut p = Progress {
         certs: 0,
         open_orders: BTreeMap::new(),
@@ -719,6 +719,7 @@ async fn twincert_run_with(
     // Warm-up: one name (accounts are created and stored here).
     let t = Instant::now();
     store
+        .names()
         .create_name(
             &new_name("warm.example.test", challenge),
             "bench",
@@ -733,6 +734,7 @@ async fn twincert_run_with(
     let cpu_start = process_cpu();
     for i in 0..n {
         store
+            .names()
             .create_name(
                 &new_name(&format!("b{i}.example.test"), challenge),
                 "bench",

@@ -195,6 +195,7 @@ async fn run(cas: &TwoCas, base: &str, k: usize, args: &Args) -> f64 {
 async fn ready_names(store: &Store) -> f64 {
     use twincert::clock::{Clock, SystemClock};
     store
+        .metrics()
         .names_by_state(SystemClock.now())
         .await
         .expect("names by state")

@@ -113,7 +113,7 @@ pub async fn authorize(State(st): State<ApiState>, mut req: Request, next: Next)
                 result: "rejected: 403".into(),
                 details: None,
             };
-            if let Err(e) = st.store.audit(&event).await {
+            if let Err(e) = st.store.audit().record(&event).await {
                 tracing::warn!(error = %e, "could not audit a refused request");
             }
         }
@@ -145,7 +145,7 @@ pub async fn authorize(State(st): State<ApiState>, mut req: Request, next: Next)
             result: format!("rejected: {}", rsp.status().as_u16()),
             details: None,
         };
-        if let Err(e) = st.store.audit(&event).await {
+        if let Err(e) = st.store.audit().record(&event).await {
             tracing::warn!(error = %e, "could not audit a rejected request");
         }
     }
@@ -195,7 +195,7 @@ async fn authenticate(st: &ApiState, value: Option<String>) -> Result<Principal,
         });
     }
     let now = st.clock.now();
-    match st.store.token_by_hash(&hex(&digest), now).await {
+    match st.store.tokens().token_by_hash(&hex(&digest), now).await {
         Ok(Some(t)) if t.expires_at.is_some_and(|e| e <= now) => Err(Problem::unauthorized(
             format!("token '{}' has expired", t.name),
         )),

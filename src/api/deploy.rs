@@ -123,7 +123,7 @@ fn validate(st: &ApiState, s: &DeploySettings) -> Result<(), Problem> {
 }
 
 async fn view(st: &ApiState, name: &str) -> Result<DeployView, Problem> {
-    let (deployments, endpoints) = st.store.deploy_targets(name).await?;
+    let (deployments, endpoints) = st.store.deployments().deploy_targets(name).await?;
     let destinations = deployments
         .into_iter()
         .map(|d| DestinationState {
@@ -178,6 +178,7 @@ pub(super) async fn set_deploy(
         ),
     };
     st.store
+        .deployments()
         .set_deploy_targets(&rec.id, &req.destinations, &req.endpoints, &audit)
         .await?;
     Ok(Json(view(&st, &rec.id).await?).into_response())
@@ -189,6 +190,10 @@ pub(super) async fn request_check(
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
     let rec = load_name(&st, &name).await?;
-    let endpoints = st.store.request_checks(&rec.id, st.clock.now()).await?;
+    let endpoints = st
+        .store
+        .deployments()
+        .request_checks(&rec.id, st.clock.now())
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(CheckRequested { endpoints })).into_response())
 }

@@ -111,7 +111,7 @@ async fn estimate(
     orders: i64,
     avoid: Option<&str>,
 ) -> Result<ReprovisionEstimate, Problem> {
-    let distrusted = st.store.distrusted_cas().await?;
+    let distrusted = st.store.emergency().distrusted_cas().await?;
     let mut eligible = Vec::new();
     let mut per_hour = 0.0;
     for ca in st.ca_views.iter() {
@@ -120,6 +120,7 @@ async fn estimate(
         }
         let mean = st
             .store
+            .pacing()
             .mean_issue_seconds(&ca.id)
             .await?
             .unwrap_or(DEFAULT_ISSUE_SECONDS);
@@ -168,6 +169,7 @@ pub(super) async fn mass_swap(
     let scope = parse_scope(&st, req.ca, req.names, req.spki_sha256, false)?;
     let report = st
         .store
+        .emergency()
         .mass_swap(&scope, &req.reason, &who.name, req.dry_run, st.clock.now())
         .await?;
     let avoid = match &scope {
@@ -215,6 +217,7 @@ pub(super) async fn distrust_ca(
     configured_ca(&st, &id)?;
     let report = st
         .store
+        .emergency()
         .distrust_ca(&id, &req.reason, &who.name, req.dry_run, st.clock.now())
         .await?;
     let estimate = estimate(&st, report.reprovision, Some(&id)).await?;
@@ -246,6 +249,7 @@ pub(super) async fn trust_ca(
         ));
     }
     st.store
+        .emergency()
         .trust_ca(&id, &req.reason, &who.name, st.clock.now())
         .await?;
     Ok(Json(serde_json::json!({ "id": id, "distrusted": false })).into_response())
@@ -272,6 +276,7 @@ pub(super) async fn compromise(
     require_reason(&req.reason)?;
     let swapped = st
         .store
+        .emergency()
         .report_compromise(id.as_str(), slot, &req.reason, &who.name, st.clock.now())
         .await?;
     wake(&st);
@@ -361,6 +366,7 @@ pub(super) async fn bulk_compromise(
     };
     let report = st
         .store
+        .emergency()
         .bulk_compromise(&targets, &spkis, &req.reason, &who.name, st.clock.now())
         .await?;
     wake(&st);
@@ -406,6 +412,7 @@ pub(super) async fn rekey(
     let scope = parse_scope(&st, req.ca, req.names, req.spki_sha256, req.all)?;
     let (names, operation_id) = st
         .store
+        .emergency()
         .start_rekey(&scope, &req.reason, &who.name, req.dry_run, st.clock.now())
         .await?;
     let estimate = estimate(&st, names * 2, None).await?;
@@ -445,7 +452,11 @@ pub(super) async fn list_operations(
     query: Result<Query<ListOperations>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let items = st.store.operations(parse_limit(q.limit, 50)?).await?;
+    let items = st
+        .store
+        .operations()
+        .list(parse_limit(q.limit, 50)?)
+        .await?;
     Ok(Json(OperationList { items }).into_response())
 }
 
@@ -471,6 +482,7 @@ pub(super) async fn show_operation(
     }
     let (operation, progress) = st
         .store
+        .operations()
         .operation(&id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("operation '{id}'")))?;

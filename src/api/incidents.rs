@@ -60,7 +60,7 @@ pub(super) async fn list_incidents(
             "'open' applies to alerts; incidents carry their state",
         ));
     }
-    let items = st.store.incidents(parse_limit(q.limit, 50)?).await?;
+    let items = st.store.incidents().list(parse_limit(q.limit, 50)?).await?;
     Ok(Json(IncidentList { items }).into_response())
 }
 
@@ -72,6 +72,7 @@ pub(super) async fn show_incident(
     parse_id(&id)?;
     let inc = st
         .store
+        .incidents()
         .incident(&id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("incident '{id}'")))?;
@@ -102,6 +103,7 @@ pub(super) async fn close_incident(
     }
     let inc = st
         .store
+        .incidents()
         .close_incident(&id, &who.name, &req.reason, st.clock.now())
         .await?
         .ok_or_else(|| Problem::not_found(format!("open incident '{id}'")))?;
@@ -116,7 +118,8 @@ pub(super) async fn list_alerts(
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let items = st
         .store
-        .alerts(q.open.unwrap_or(true), parse_limit(q.limit, 50)?)
+        .alerts()
+        .list(q.open.unwrap_or(true), parse_limit(q.limit, 50)?)
         .await?;
     Ok(Json(AlertList { items }).into_response())
 }

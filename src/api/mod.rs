@@ -284,7 +284,7 @@ async fn create_name(
         }
     };
     // Distrust is an operator decision stored in the store: apply it now.
-    let distrusted = st.store.distrusted_cas().await?;
+    let distrusted = st.store.emergency().distrusted_cas().await?;
     let cas: Vec<CaChoice> = st
         .cas
         .iter()
@@ -305,12 +305,13 @@ async fn create_name(
         backup_ca,
         dns_provider: req.dns_provider.clone(),
     };
-    st.store.create_name(&new, &who.name, now).await?;
+    st.store.names().create_name(&new, &who.name, now).await?;
     if let Some(wake) = &st.wake_worker {
         wake();
     }
     let rec = st
         .store
+        .names()
         .name(&new.id)
         .await?
         .ok_or_else(|| Problem::internal(&"name vanished after creation"))?;
@@ -362,6 +363,7 @@ async fn list_names(
     let now = st.clock.now();
     let recs = st
         .store
+        .names()
         .list_names(limit, after.as_deref(), q.ca.as_deref())
         .await?;
     let next_cursor = if recs.len() as u64 == limit {
@@ -398,6 +400,7 @@ fn parse_name(raw: &str) -> Result<ManagedNameId, Problem> {
 async fn load_name(st: &ApiState, raw: &str) -> Result<NameRecord, Problem> {
     let id = parse_name(raw)?;
     st.store
+        .names()
         .name(id.as_str())
         .await?
         .ok_or_else(|| Problem::not_found(format!("name '{}' not found", id.as_str())))
@@ -436,7 +439,7 @@ async fn show_name(
     if rec.challenge == ChallengeKind::Dns01Manual {
         for slot in &rec.slots {
             let Some(order) = &slot.order else { continue };
-            for r in st.store.dns_records_of(&order.id).await? {
+            for r in st.store.challenges().dns_records_of(&order.id).await? {
                 view.dns01_manual_records.push(views::ManualRecord {
                     slot: slot.slot,
                     name: r.fqdn,
@@ -467,6 +470,7 @@ async fn delete_name(
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let revoke = q.revoke.unwrap_or(false);
     st.store
+        .names()
         .delete_name(id.as_str(), revoke, &who.name, st.clock.now())
         .await?;
     if revoke && let Some(wake) = &st.wake_worker {
@@ -490,6 +494,7 @@ async fn certificate(
     if wants_pem {
         let pem = st
             .store
+            .names()
             .chain_pem(&cert.id)
             .await?
             .ok_or_else(|| Problem::not_found("certificate vanished"))?;
@@ -544,6 +549,7 @@ async fn swap(
     let now = st.clock.now();
     let (active, operation_id) = st
         .store
+        .emergency()
         .swap(id.as_str(), &who.name, &req.reason, now)
         .await?;
     // The abandoned slot is re-provisioned under a new key.
@@ -572,6 +578,7 @@ async fn private_key(
         .ok_or_else(|| Problem::internal(&"key download without a sealer"))?;
     let (key_type, sealed) = st
         .store
+        .keys()
         .private_key(&cert.private_key_id)
         .await?
         .ok_or_else(|| Problem::not_found("the certificate's key is gone"))?;
@@ -579,7 +586,8 @@ async fn private_key(
         .map_err(|e| Problem::internal(&e))?;
     // Audited before the key leaves: no record, no key.
     st.store
-        .audit(&crate::store::AuditEvent {
+        .audit()
+        .record(&crate::store::AuditEvent {
             at: st.clock.now(),
             actor: who.name.clone(),
             action: "key.download".into(),
@@ -649,7 +657,7 @@ async fn events(
                 .map_err(|_| Problem::bad_request(format!("invalid cursor '{c}'")))?,
         ),
     };
-    let page = st.store.audit_page(limit, before).await?;
+    let page = st.store.audit().page(limit, before).await?;
     let next_cursor = if page.len() as u64 == limit {
         page.last().map(|(id, _)| cursor_encode(&id.to_string()))
     } else {
@@ -692,6 +700,7 @@ async fn create_token(
     let secret = auth::new_token_secret()?;
     let rec = st
         .store
+        .tokens()
         .create_token(
             &crate::store::NewToken {
                 name: name.as_str().to_string(),
@@ -713,7 +722,7 @@ async fn create_token(
 
 #[utoipa::path(get, path = "/v1/tokens", responses((status = 200, description = "tokens, never their secrets", body = openapi::TokenList), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_tokens(State(st): State<ApiState>) -> Result<Response, Problem> {
-    let items = st.store.tokens().await?;
+    let items = st.store.tokens().list().await?;
     Ok(Json(serde_json::json!({ "items": items })).into_response())
 }
 
@@ -724,6 +733,7 @@ async fn delete_token(
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
     st.store
+        .tokens()
         .delete_token(&name, &who.name, st.clock.now())
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -731,8 +741,8 @@ async fn delete_token(
 
 #[utoipa::path(get, path = "/v1/cas", responses((status = 200, description = "configured CAs", body = openapi::CaList), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_cas(State(st): State<ApiState>) -> Result<Response, Problem> {
-    let distrusted = st.store.distrusted_cas().await?;
-    let usage = st.store.ca_usage().await?;
+    let distrusted = st.store.emergency().distrusted_cas().await?;
+    let usage = st.store.emergency().ca_usage().await?;
     let items: Vec<CaView> = st
         .ca_views
         .iter()
@@ -760,11 +770,11 @@ const EXPIRY_SERIES: u64 = 10_000;
 async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
     let now = st.clock.now();
     let mut out = String::new();
-    for (metric, value) in st.store.metrics(now).await? {
+    for (metric, value) in st.store.metrics().basic(now).await? {
         out.push_str(&format!("# TYPE {metric} gauge\n{metric} {value}\n"));
     }
     out.push_str("# TYPE twincert_ca_active_names gauge\n");
-    let usage = st.store.ca_usage().await?;
+    let usage = st.store.emergency().ca_usage().await?;
     for (ca, active, _) in &usage {
         out.push_str(&format!(
             "twincert_ca_active_names{{ca=\"{ca}\"}} {active}\n"
@@ -775,7 +785,7 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
         out.push_str(&format!("twincert_ca_slots{{ca=\"{ca}\"}} {slots}\n"));
     }
     out.push_str("# TYPE twincert_ca_distrusted gauge\n");
-    let distrusted = st.store.distrusted_cas().await?;
+    let distrusted = st.store.emergency().distrusted_cas().await?;
     for c in st.cas.iter() {
         out.push_str(&format!(
             "twincert_ca_distrusted{{ca=\"{}\"}} {}\n",
@@ -783,9 +793,9 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
             u8::from(distrusted.contains(&c.id))
         ));
     }
-    let mut series = st.store.revocation_metrics(now).await?;
-    series.extend(st.store.scale_metrics(now).await?);
-    series.extend(st.store.expiry_series(EXPIRY_SERIES).await?);
+    let mut series = st.store.metrics().revocation_metrics(now).await?;
+    series.extend(st.store.metrics().scale_metrics(now).await?);
+    series.extend(st.store.metrics().expiry_series(EXPIRY_SERIES).await?);
     let acme = crate::ca::acme_request_metrics();
     for r in &acme {
         series.push((

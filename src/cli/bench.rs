@@ -136,18 +136,20 @@ async fn run(opts: &SwapBench, url: &str) -> anyhow::Result<serde_json::Value> {
     let scope = SwapScope::Ca(CA_A.into());
     let t = Instant::now();
     let dry = store
+        .emergency()
         .mass_swap(&scope, "benchmark dry run", "bench", true, now)
         .await?;
     let dry_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let real = store
+        .emergency()
         .mass_swap(&scope, "benchmark", "bench", false, now)
         .await?;
     let swap_s = t.elapsed().as_secs_f64();
     // SQLite copies the swap's WAL pages into the database file after the
     // transaction (see Store::mass_swap); timed on its own.
     let t = Instant::now();
-    store.checkpoint().await.context("checkpoint")?;
+    store.emergency().checkpoint().await.context("checkpoint")?;
     let checkpoint_s = t.elapsed().as_secs_f64();
     let purge = if opts.keep {
         Ok(())

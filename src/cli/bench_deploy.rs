@@ -336,6 +336,7 @@ async fn run(opts: &DeployBench, url: &str, dir: &Path) -> anyhow::Result<serde_
         // The emergency: swap away from bench-a, write, verify.
         let t = Instant::now();
         let swap = store
+            .emergency()
             .mass_swap(
                 &SwapScope::Ca("bench-a".into()),
                 "benchmark",

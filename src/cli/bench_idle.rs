@@ -72,7 +72,7 @@ async fn run(opts: &IdleBench, url: &str, dir: &Path) -> anyhow::Result<serde_js
         .context("seeding synthetic names")?;
     let seed_s = t.elapsed().as_secs_f64();
     if url.starts_with("sqlite:") {
-        store.checkpoint().await.context("checkpoint")?;
+        store.emergency().checkpoint().await.context("checkpoint")?;
     }
     let measured = measure(opts, url, dir).await;
     let purge = if url.starts_with("sqlite:") {

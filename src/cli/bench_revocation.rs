@@ -307,9 +307,13 @@ async fn run(opts: &RevocationBench, url: &str) -> anyhow::Result<serde_json::Va
         let steady_s = t.elapsed().as_secs_f64();
 
         // No incident (too few revoked for the thresholds) is a result too.
-        let incident = store.open_incident(&ca_a).await?;
+        let incident = store.incidents().open_incident(&ca_a).await?;
         let swapped = match incident.as_ref().and_then(|i| i.operation_id.as_ref()) {
-            Some(op) => store.operation(op).await?.map_or(0, |(o, _)| o.affected),
+            Some(op) => store
+                .operations()
+                .operation(op)
+                .await?
+                .map_or(0, |(o, _)| o.affected),
             None => 0,
         };
         let certs = 2 * opts.names;

@@ -1,18 +1,23 @@
-//! Deployment state (issue 7): which destinations each name's active
-//! certificate goes to and whether it arrived (`deployments`), the TLS
-//! endpoints that should serve it and what their last check saw
-//! (`endpoints`), and the delivery of alerts to people (`notifications`,
-//! `alerts.notified_at`).
+//! Deployment state: which destinations each name's active certificate
+//! goes to and whether it arrived (`deployments`), the TLS endpoints that
+//! should serve it and what their last check saw (`endpoints`).
 //!
 //! A deployment is due when the certificate it last wrote is not the
 //! name's active one (issuance, renewal, swap all show up this way, with no
 //! hook in each of those paths) and its backoff has passed.
 
-use sea_orm::TransactionTrait;
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde::Serialize;
 
-use super::revocation::{int, json_col};
-use super::{AuditEvent, Store, StoreError, all, exec, get, insert_audit, new_id, one};
+use super::StoreError;
+use super::audit::{AuditEvent, insert_audit};
+use super::sql::{all, exec, get, int, json_col, new_id, one};
+
+/// Deployments and endpoint checks.
+#[derive(Clone)]
+pub struct Deployments {
+    pub(super) db: DatabaseConnection,
+}
 
 /// One TLS endpoint to check for a name, as configured through the API.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
@@ -35,7 +40,7 @@ pub struct EndpointSpec {
     pub admin_contact: Option<String>,
 }
 
-fn default_port() -> u16 {
+pub(super) fn default_port() -> u16 {
     443
 }
 
@@ -123,19 +128,79 @@ pub struct CheckRecord {
     pub served_serial: Option<String>,
 }
 
-/// An alert to deliver.
-#[derive(Debug, Clone)]
-pub struct PendingAlert {
-    pub alert: super::Alert,
-    /// Notified before (a reminder), or new.
-    pub reminder: bool,
-}
-
 pub(super) const ACTIVE_JOIN: &str = "JOIN names n ON n.id = d.name_id \
      JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot \
      JOIN certificates c ON c.id = s.current_cert_id";
 
-impl Store {
+/// One deployment row, due now (nothing written yet).
+pub(super) async fn insert_deployment<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    destination: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO deployments (name_id, destination, state, requested_at, \
+         next_attempt_at, updated_at) VALUES ($1, $2, 'requested', $3, $3, $3) \
+         ON CONFLICT (name_id, destination) DO NOTHING",
+        vec![name_id.into(), destination.into(), now.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A name's endpoints are checked at `at`.
+pub(super) async fn schedule_checks<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    at: i64,
+) -> Result<u64, StoreError> {
+    exec(
+        c,
+        "UPDATE endpoints SET next_check_at = $2 WHERE name_id = $1",
+        vec![name_id.into(), at.into()],
+    )
+    .await
+}
+
+/// One endpoint row, due for its first check at `now`.
+pub(super) async fn insert_endpoint<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    e: &EndpointSpec,
+    now: i64,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO endpoints (id, name_id, host, port, sni, ip, admin_contact, \
+         next_check_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        vec![
+            new_id().into(),
+            name_id.into(),
+            e.host.clone().into(),
+            i32::from(e.port).into(),
+            e.sni.clone().into(),
+            e.ip.clone().into(),
+            e.admin_contact.clone().into(),
+            now.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) fn endpoint_spec(r: &sea_orm::QueryResult) -> Result<EndpointSpec, StoreError> {
+    Ok(EndpointSpec {
+        host: get(r, "host")?,
+        port: u16::try_from(int(r, "port")?).unwrap_or(0),
+        sni: get(r, "sni")?,
+        ip: get(r, "ip")?,
+        admin_contact: get(r, "admin_contact")?,
+    })
+}
+
+impl Deployments {
     /// Replaces a name's destinations and endpoints, audited in the same
     /// transaction. Destinations kept keep their state; new ones are due
     /// now; endpoints are checked now.
@@ -449,202 +514,4 @@ impl Store {
             .map(|r| Ok((get::<String>(r, "destination")?, target.to_string())))
             .collect()
     }
-
-    /// Open alerts nobody was told about yet, and open ones raised again
-    /// since the last notice once `remind_after` seconds have passed.
-    pub async fn alerts_to_notify(
-        &self,
-        now: i64,
-        remind_after: i64,
-        limit: u64,
-    ) -> Result<Vec<PendingAlert>, StoreError> {
-        let rows = all(
-            &self.db,
-            "SELECT * FROM alerts a WHERE resolved_at IS NULL \
-             AND (notify_after IS NULL OR notify_after <= $3) AND ( \
-               (notified_at IS NULL AND NOT EXISTS (SELECT 1 FROM alerts o WHERE \
-                 o.kind = a.kind AND o.subject = a.subject AND o.id <> a.id AND o.notified_at > $1)) \
-               OR (last_at > notified_at AND notified_at <= $1)) \
-             ORDER BY first_at LIMIT $2",
-            vec![(now - remind_after).into(), (limit as i64).into(), now.into()],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PendingAlert {
-                    alert: super::revocation::alert_row(r)?,
-                    reminder: get::<Option<i64>>(r, "notified_at")?.is_some(),
-                })
-            })
-            .collect()
-    }
-
-    /// Records one delivery attempt of an alert.
-    pub async fn record_notification(
-        &self,
-        alert_id: &str,
-        channel: &str,
-        recipient: &str,
-        error: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        exec(
-            &self.db,
-            "INSERT INTO notifications (id, alert_id, channel, recipient, at, ok, error) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            vec![
-                new_id().into(),
-                alert_id.into(),
-                channel.into(),
-                recipient.into(),
-                now.into(),
-                error.is_none().into(),
-                error.map(str::to_string).into(),
-            ],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// No channel delivered the alert: try again at `at`.
-    pub async fn defer_notification(&self, alert_id: &str, at: i64) -> Result<(), StoreError> {
-        exec(
-            &self.db,
-            "UPDATE alerts SET notify_after = $2 WHERE id = $1",
-            vec![alert_id.into(), at.into()],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Closes every open alert of these kinds (one-shot events when
-    /// nobody is to be told).
-    pub async fn resolve_open_alerts_of(
-        &self,
-        kinds: &[&str],
-        now: i64,
-    ) -> Result<u64, StoreError> {
-        let holes: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 2)).collect();
-        let mut values: Vec<sea_orm::Value> = vec![now.into()];
-        values.extend(kinds.iter().map(|k| sea_orm::Value::from(*k)));
-        exec(
-            &self.db,
-            &format!(
-                "UPDATE alerts SET resolved_at = $1 WHERE resolved_at IS NULL AND kind IN ({})",
-                holes.join(", ")
-            ),
-            values,
-        )
-        .await
-    }
-
-    /// The alert was delivered at `now`.
-    pub async fn mark_notified(&self, alert_id: &str, now: i64) -> Result<(), StoreError> {
-        exec(
-            &self.db,
-            "UPDATE alerts SET notified_at = $2, notify_after = NULL WHERE id = $1",
-            vec![alert_id.into(), now.into()],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Orders failing for longer than `older_than` seconds since their
-    /// first failed attempt: (name, slot, CA, last error, since).
-    pub async fn long_failing_orders(
-        &self,
-        now: i64,
-        older_than: i64,
-        limit: u64,
-    ) -> Result<Vec<(String, String, String, String, i64)>, StoreError> {
-        let rows = all(
-            &self.db,
-            "SELECT name_id, slot, ca_id, last_error, \
-             COALESCE(failing_since, created_at) AS since FROM orders \
-             WHERE state IN ('pending', 'processing') AND last_error IS NOT NULL \
-             AND attempts > 0 AND COALESCE(failing_since, created_at) <= $1 \
-             ORDER BY since LIMIT $2",
-            vec![(now - older_than).into(), (limit as i64).into()],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    get(r, "name_id")?,
-                    get(r, "slot")?,
-                    get(r, "ca_id")?,
-                    get(r, "last_error")?,
-                    get(r, "since")?,
-                ))
-            })
-            .collect()
-    }
-}
-
-/// One deployment row, due now (nothing written yet).
-pub(super) async fn insert_deployment<C: sea_orm::ConnectionTrait>(
-    c: &C,
-    name_id: &str,
-    destination: &str,
-    now: i64,
-) -> Result<(), StoreError> {
-    exec(
-        c,
-        "INSERT INTO deployments (name_id, destination, state, requested_at, \
-         next_attempt_at, updated_at) VALUES ($1, $2, 'requested', $3, $3, $3) \
-         ON CONFLICT (name_id, destination) DO NOTHING",
-        vec![name_id.into(), destination.into(), now.into()],
-    )
-    .await?;
-    Ok(())
-}
-
-/// A name's endpoints are checked at `at`.
-async fn schedule_checks<C: sea_orm::ConnectionTrait>(
-    c: &C,
-    name_id: &str,
-    at: i64,
-) -> Result<u64, StoreError> {
-    exec(
-        c,
-        "UPDATE endpoints SET next_check_at = $2 WHERE name_id = $1",
-        vec![name_id.into(), at.into()],
-    )
-    .await
-}
-
-/// One endpoint row, due for its first check at `now`.
-pub(super) async fn insert_endpoint<C: sea_orm::ConnectionTrait>(
-    c: &C,
-    name_id: &str,
-    e: &EndpointSpec,
-    now: i64,
-) -> Result<(), StoreError> {
-    exec(
-        c,
-        "INSERT INTO endpoints (id, name_id, host, port, sni, ip, admin_contact, \
-         next_check_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        vec![
-            new_id().into(),
-            name_id.into(),
-            e.host.clone().into(),
-            i32::from(e.port).into(),
-            e.sni.clone().into(),
-            e.ip.clone().into(),
-            e.admin_contact.clone().into(),
-            now.into(),
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-fn endpoint_spec(r: &sea_orm::QueryResult) -> Result<EndpointSpec, StoreError> {
-    Ok(EndpointSpec {
-        host: get(r, "host")?,
-        port: u16::try_from(int(r, "port")?).unwrap_or(0),
-        sni: get(r, "sni")?,
-        ip: get(r, "ip")?,
-        admin_contact: get(r, "admin_contact")?,
-    })
 }

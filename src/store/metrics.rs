@@ -1,21 +1,73 @@
-//! Figures for `/metrics` beyond the basic counts (issue 8): names by state
-//! (the same rule as the API's `state`), orders by state and CA, the work
-//! queue, swaps, DNS propagation, and the expiry time of the slots'
-//! certificates (the soonest ones; see [`Store::expiry_series`]). Each is
-//! one aggregate query, so a scrape stays cheap at a million names.
+//! Figures for `/metrics`: names by state (the same rule as the API's
+//! `state`), orders by state and CA, the work queue, swaps, DNS
+//! propagation, revocation and alert series, and the expiry time of the
+//! soonest slots' certificates. Each is one aggregate query.
 
-use super::{Store, StoreError, all, get, one};
+use sea_orm::DatabaseConnection;
+
+use super::StoreError;
+use super::sql::{all, get, one};
+
+/// Aggregate figures for `/metrics`.
+#[derive(Clone)]
+pub struct Metrics {
+    pub(super) db: DatabaseConnection,
+}
 
 /// A metric series: name with labels, value.
 pub type Series = (String, f64);
 
-fn label(v: &str) -> String {
+pub(super) fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
-impl Store {
+impl Metrics {
+    // ----- metrics -----------------------------------------------------------
+
+    /// Counts for `/metrics`: each a small aggregate query, so scraping a
+    /// store of millions of names stays cheap.
+    pub async fn basic(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let queries: [(&str, &str); 6] = [
+            ("twincert_names", "SELECT COUNT(*) AS n FROM names"),
+            (
+                "twincert_slots_with_certificate",
+                "SELECT COUNT(*) AS n FROM slots WHERE current_cert_id IS NOT NULL",
+            ),
+            (
+                "twincert_orders_open",
+                "SELECT COUNT(*) AS n FROM orders WHERE state IN ('pending', 'processing')",
+            ),
+            (
+                "twincert_orders_failing",
+                "SELECT COUNT(*) AS n FROM orders WHERE state IN ('pending', 'processing') \
+                 AND last_error IS NOT NULL",
+            ),
+            (
+                "twincert_names_diversity_violations",
+                "SELECT COUNT(*) AS n FROM names WHERE diversity_error IS NOT NULL",
+            ),
+            (
+                "twincert_certificates_expiring_7d",
+                "SELECT COUNT(*) AS n FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+                 WHERE c.not_after < $1",
+            ),
+        ];
+        let mut out = Vec::with_capacity(queries.len());
+        for (metric, sql) in queries {
+            let values = if sql.contains("$1") {
+                vec![(now + 7 * 86400).into()]
+            } else {
+                vec![]
+            };
+            let row = one(&self.db, sql, values)
+                .await?
+                .ok_or_else(|| StoreError::Db("COUNT returned no row".into()))?;
+            out.push((metric.to_string(), get(&row, "n")?));
+        }
+        Ok(out)
+    }
     /// Names by state (`ready`, `degraded`, `provisioning`, every one
     /// present), by the API's rule (policy::name_state): degraded when the
     /// pair is not diverse or a slot failed its first issuance or expired;
@@ -211,5 +263,111 @@ impl Store {
                 ))
             })
             .collect()
+    }
+
+    // ----- metrics -----------------------------------------------------------
+
+    /// Revocation/ARI/incident/alert figures for `/metrics`.
+    pub async fn revocation_metrics(
+        &self,
+        now: i64,
+    ) -> Result<Vec<super::metrics::Series>, StoreError> {
+        let mut out = Vec::new();
+        let rows = all(
+            &self.db,
+            "SELECT c.ca_id, \
+             CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked' \
+                  WHEN c.status_checked_at IS NULL THEN 'unchecked' \
+                  WHEN c.status_error IS NOT NULL THEN 'undetermined' \
+                  WHEN c.status_source = 'none' THEN 'no_source' \
+                  ELSE 'good' END AS state, COUNT(*) AS n \
+             FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+             GROUP BY c.ca_id, \
+             CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked' \
+                  WHEN c.status_checked_at IS NULL THEN 'unchecked' \
+                  WHEN c.status_error IS NOT NULL THEN 'undetermined' \
+                  WHEN c.status_source = 'none' THEN 'no_source' \
+                  ELSE 'good' END",
+            vec![],
+        )
+        .await?;
+        for r in &rows {
+            let ca: String = get(r, "ca_id")?;
+            let state: String = get(r, "state")?;
+            out.push((
+                format!("twincert_certificates_by_status{{ca=\"{ca}\",state=\"{state}\"}}"),
+                get(r, "n")?,
+            ));
+        }
+        let rows = all(
+            &self.db,
+            "SELECT c.ca_id, MAX(c.status_checked_at) AS checked, MAX(c.ari_checked_at) AS ari, \
+             SUM(CASE WHEN c.ari_window_start <= $1 AND c.revoked_at IS NULL THEN 1 ELSE 0 END) \
+             AS ari_due \
+             FROM slots s JOIN certificates c ON c.id = s.current_cert_id GROUP BY c.ca_id",
+            vec![now.into()],
+        )
+        .await?;
+        for r in &rows {
+            let ca: String = get(r, "ca_id")?;
+            if let Some(t) = get::<Option<i64>>(r, "checked")? {
+                out.push((
+                    format!("twincert_revocation_last_check_timestamp_seconds{{ca=\"{ca}\"}}"),
+                    t,
+                ));
+            }
+            if let Some(t) = get::<Option<i64>>(r, "ari")? {
+                out.push((
+                    format!("twincert_ari_last_poll_timestamp_seconds{{ca=\"{ca}\"}}"),
+                    t,
+                ));
+            }
+            out.push((
+                format!("twincert_ari_window_open{{ca=\"{ca}\"}}"),
+                get::<Option<i64>>(r, "ari_due")?.unwrap_or(0),
+            ));
+        }
+        for r in &all(
+            &self.db,
+            "SELECT ca_id, COUNT(*) AS n FROM ca_incidents WHERE state = 'open' GROUP BY ca_id",
+            vec![],
+        )
+        .await?
+        {
+            let ca: String = get(r, "ca_id")?;
+            out.push((
+                format!("twincert_ca_incidents_open{{ca=\"{ca}\"}}"),
+                get(r, "n")?,
+            ));
+        }
+        for r in &all(
+            &self.db,
+            "SELECT kind, COUNT(*) AS n FROM alerts WHERE resolved_at IS NULL GROUP BY kind",
+            vec![],
+        )
+        .await?
+        {
+            let kind: String = get(r, "kind")?;
+            out.push((
+                format!("twincert_alerts_open{{kind=\"{kind}\"}}"),
+                get(r, "n")?,
+            ));
+        }
+        let row = one(
+            &self.db,
+            "SELECT COUNT(*) AS n FROM names WHERE standby_missing_since IS NOT NULL",
+            vec![],
+        )
+        .await?;
+        if let Some(r) = row {
+            out.push((
+                "twincert_names_without_usable_standby".into(),
+                get(&r, "n")?,
+            ));
+        }
+        Ok(out
+            .into_iter()
+            .map(|(k, v): (String, i64)| (k, v as f64))
+            .collect())
     }
 }

@@ -3,7 +3,9 @@
 
 use sea_orm::QueryResult;
 
-use super::{StoreError, get, order_state};
+use super::StoreError;
+use super::orders::order_state;
+use super::sql::get;
 use crate::domain::{ChallengeKind, KeyType, OrderState, Slot};
 
 /// A stored certificate's facts (the PEM is fetched separately).

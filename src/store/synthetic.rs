@@ -1,19 +1,22 @@
-//! Synthetic names for benchmarks and crash tests: N names, each with two
-//! valid certificates (primary from one CA, active; backup from another),
-//! written with set-based `INSERT … SELECT` over a generated sequence so a
-//! million names take seconds, not hours. The certificates and sealed keys
-//! are placeholders that nothing can use: the names live under
+//! Synthetic names for benchmarks and crash tests (cargo feature
+//! `bench`, on by default): N names, each with two valid certificates
+//! (primary from one CA, active; backup from another), written with
+//! set-based `INSERT … SELECT` over a generated sequence so a million names
+//! take seconds, not hours. The certificates and sealed keys are
+//! placeholders that nothing can use: the names live under
 //! `.synthetic.test` and exist only to be swapped.
 
 use sea_orm::{TransactionTrait, Value};
 
-use super::deploy::{ACTIVE_JOIN, insert_deployment, insert_endpoint};
-use super::{EndpointSpec, Store, StoreError, exec, get, one};
+use super::deploy::{ACTIVE_JOIN, EndpointSpec, insert_deployment, insert_endpoint};
+use super::sql::{exec, get, one};
+use super::{Store, StoreError};
 
 /// Seconds a synthetic certificate stays valid (90 days) and when it is due
 /// for renewal (60 days): far enough that nothing renews during a run.
-const VALIDITY: i64 = 90 * 86_400;
-const RENEW_AFTER: i64 = 60 * 86_400;
+pub(super) const VALIDITY: i64 = 90 * 86_400;
+
+pub(super) const RENEW_AFTER: i64 = 60 * 86_400;
 
 impl Store {
     /// Writes `n` synthetic names `<prefix><i>.synthetic.test` (i from 0),

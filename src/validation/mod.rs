@@ -52,6 +52,7 @@ impl Http01Answers {
         now: i64,
     ) -> Result<(), StoreError> {
         self.store
+            .challenges()
             .put_http01_token(token, key_authorization, order_id, now)
             .await?;
         self.local().insert(
@@ -72,7 +73,10 @@ impl Http01Answers {
         if let Some((ka, _)) = self.local().get(token) {
             return Ok(Some(ka.clone()));
         }
-        self.store.http01_key_authorization(token).await
+        self.store
+            .challenges()
+            .http01_key_authorization(token)
+            .await
     }
 }
 

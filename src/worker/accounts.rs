@@ -46,7 +46,7 @@ impl Accounts {
         if ca.has_account() {
             return Ok(());
         }
-        let sealed = match store.account(ca.id()).await? {
+        let sealed = match store.keys().account(ca.id()).await? {
             Some((_, sealed)) => sealed,
             None => {
                 let created = ca.create_account().await?;
@@ -54,6 +54,7 @@ impl Accounts {
                     .seal(&purpose(ca.id()), &created.credentials_json)
                     .map_err(|e| final_error(format!("cannot seal the account: {e}")))?;
                 store
+                    .keys()
                     .save_account(ca.id(), ca.directory_url(), &created.url, &sealed, now)
                     .await?
                     .1

@@ -126,6 +126,7 @@ impl Worker {
             } else {
                 let now = self.clock.now();
                 self.store
+                    .leases()
                     .singleton_lease(LEASE, &self.owner, now, LEASE_TTL)
                     .await
             };
@@ -152,7 +153,11 @@ impl Worker {
                             // Nobody is told: one-shot alerts stay recorded
                             // but do not pile up as open.
                             let now = self.clock.now();
-                            if let Err(e) = self.store.resolve_open_alerts_of(&ONE_SHOT, now).await
+                            if let Err(e) = self
+                                .store
+                                .alerts()
+                                .resolve_open_alerts_of(&ONE_SHOT, now)
+                                .await
                             {
                                 warn!(error = %e, "closing one-shot alerts failed");
                             }
@@ -184,6 +189,7 @@ impl Worker {
     /// Keeps the `deploy` lease; false once another replica has it.
     async fn renew_deploy_lease(&self) -> Result<bool, StoreError> {
         self.store
+            .leases()
             .singleton_lease(LEASE, &self.owner, self.clock.now(), LEASE_TTL)
             .await
     }
@@ -191,7 +197,11 @@ impl Worker {
     /// Writes every due deployment, `concurrency` at once.
     async fn deploy_pass(self: Arc<Self>, d: &Arc<Delivery>) -> Result<(), StoreError> {
         loop {
-            let due = self.store.due_deployments(self.clock.now(), PAGE).await?;
+            let due = self
+                .store
+                .deployments()
+                .due_deployments(self.clock.now(), PAGE)
+                .await?;
             let full = due.len() as u64 == PAGE;
             bounded(due, d.cfg.concurrency, |job| {
                 let (w, d) = (self.clone(), d.clone());
@@ -219,6 +229,7 @@ impl Worker {
                 info!(name = %job.name_id, destination = %job.destination, serial = %job.serial, "deployed");
                 if let Err(e) = self
                     .store
+                    .deployments()
                     .record_deployed(
                         &job.name_id,
                         &job.destination,
@@ -241,6 +252,7 @@ impl Worker {
                     });
                     let _ = self
                         .store
+                        .alerts()
                         .raise_alert(
                             "deploy_failed",
                             &subject,
@@ -258,6 +270,7 @@ impl Worker {
                 } else {
                     let _ = self
                         .store
+                        .alerts()
                         .resolve_alerts("deploy_failed", &[subject], now)
                         .await;
                 }
@@ -267,6 +280,7 @@ impl Worker {
                 warn!(name = %job.name_id, destination = %job.destination, %error, retry_in_s = delay, "deployment failed");
                 let _ = self
                     .store
+                    .deployments()
                     .record_deploy_failure(
                         &job.name_id,
                         &job.destination,
@@ -283,6 +297,7 @@ impl Worker {
                 });
                 let _ = self
                     .store
+                    .alerts()
                     .raise_alert(
                         "deploy_failed",
                         &subject,
@@ -383,6 +398,7 @@ impl Worker {
     async fn key_pem(&self, key_id: &str) -> Result<String, String> {
         let (key_type, sealed) = self
             .store
+            .keys()
             .private_key(key_id)
             .await
             .map_err(|e| e.to_string())?
@@ -395,7 +411,11 @@ impl Worker {
     /// Checks every due endpoint, then settles the names' deployments.
     async fn check_pass_endpoints(self: Arc<Self>, d: &Arc<Delivery>) -> Result<(), StoreError> {
         loop {
-            let due = self.store.due_endpoints(self.clock.now(), PAGE).await?;
+            let due = self
+                .store
+                .deployments()
+                .due_endpoints(self.clock.now(), PAGE)
+                .await?;
             let full = due.len() as u64 == PAGE;
             let checked = bounded(due, d.cfg.concurrency, |ep| {
                 let (w, d) = (self.clone(), d.clone());
@@ -431,6 +451,7 @@ impl Worker {
             };
             let _ = self
                 .store
+                .deployments()
                 .record_check(
                     &ep.id,
                     None,
@@ -455,6 +476,7 @@ impl Worker {
                 let next = now + d.cfg.recheck_failed_seconds as i64;
                 let _ = self
                     .store
+                    .deployments()
                     .record_check(&ep.id, Some(cert_id), &rec, next, now)
                     .await;
                 return;
@@ -484,6 +506,7 @@ impl Worker {
         };
         if let Err(e) = self
             .store
+            .deployments()
             .record_check(&ep.id, Some(cert_id), &rec, now + next as i64, now)
             .await
         {
@@ -492,6 +515,7 @@ impl Worker {
         if matched {
             let _ = self
                 .store
+                .alerts()
                 .resolve_alerts("deploy_check_failed", &[subject], now)
                 .await;
             return;
@@ -515,6 +539,7 @@ impl Worker {
         });
         let _ = self
             .store
+            .alerts()
             .raise_alert(
                 "deploy_check_failed",
                 &subject,
@@ -531,14 +556,14 @@ impl Worker {
 
     async fn settle(&self, name: &str) {
         let now = self.clock.now();
-        match self.store.settle_deployments(name, now).await {
+        match self.store.deployments().settle_deployments(name, now).await {
             Ok(changed) => {
                 for (dest, state) in changed {
                     if state == "confirmed" {
                         let details = json!({ "name": name, "destination": dest });
                         let _ = self
                             .store
-                            .raise_alert(
+                            .alerts().raise_alert(
                                 "deploy_confirmed",
                                 &format!("{name} {dest}"),
                                 "info",
@@ -561,6 +586,7 @@ impl Worker {
         let now = self.clock.now();
         let failing = self
             .store
+            .orders()
             .long_failing_orders(now, d.alerts.issuance_failing_seconds, 1000)
             .await?;
         let mut subjects = Vec::new();
@@ -572,6 +598,7 @@ impl Worker {
                 "what_to_do": "Look at the order's last error (GET /v1/names/{name}); fix validation or the CA account, or swap the slot to another CA.",
             });
             self.store
+                .alerts()
                 .raise_alert(
                     "issuance_failing",
                     &subject,
@@ -587,6 +614,7 @@ impl Worker {
             subjects.push(subject);
         }
         self.store
+            .alerts()
             .resolve_alerts_except("issuance_failing", &subjects, now)
             .await?;
         Ok(())
@@ -605,6 +633,7 @@ impl Worker {
         let now = self.clock.now();
         let pending = self
             .store
+            .alerts()
             .alerts_to_notify(now, d.alerts.rate_limit_seconds as i64, 50)
             .await?;
         for p in pending {
@@ -653,14 +682,16 @@ impl Worker {
             // refusal that will not change (a rejected address) is final.
             if !delivered && retry {
                 self.store
+                    .alerts()
                     .defer_notification(&a.id, now + NOTIFY_RETRY_SECONDS)
                     .await?;
                 continue;
             }
-            self.store.mark_notified(&a.id, now).await?;
+            self.store.alerts().mark_notified(&a.id, now).await?;
             if a.severity == "info" || ONE_SHOT.contains(&a.kind.as_str()) {
                 // Told once; nothing stays open.
                 self.store
+                    .alerts()
                     .resolve_alerts(&a.kind, std::slice::from_ref(&a.subject), now)
                     .await?;
             }
@@ -680,6 +711,7 @@ impl Worker {
     ) {
         if let Err(e) = self
             .store
+            .alerts()
             .record_notification(alert_id, channel, recipient, error, now)
             .await
         {

@@ -295,7 +295,7 @@ impl Worker {
                 // Moves marked slots first, so the planner does not open
                 // orders for them at the CA they are leaving.
                 self.reprovision(now).await;
-                if let Err(e) = self.store.plan_due_orders(now, 1000).await {
+                if let Err(e) = self.store.orders().plan_due_orders(now, 1000).await {
                     warn!(error = %e, "planner failed");
                 }
                 self.sweep_dns().await;
@@ -308,6 +308,7 @@ impl Worker {
             if free > 0 {
                 match self
                     .store
+                    .leases()
                     .lease_orders(&self.owner, now, self.cfg.lease_seconds, free as u64)
                     .await
                 {
@@ -352,6 +353,7 @@ impl Worker {
         if !finished {
             match self
                 .store
+                .leases()
                 .release_leases(&self.owner, self.clock.now())
                 .await
             {
@@ -374,7 +376,12 @@ impl Worker {
                 loop {
                     tokio::time::sleep(every).await;
                     let until = self.clock.now() + self.cfg.lease_seconds;
-                    if let Err(e) = self.store.renew_lease(&job.id, &self.owner, until).await {
+                    if let Err(e) = self
+                        .store
+                        .leases()
+                        .renew_lease(&job.id, &self.owner, until)
+                        .await
+                    {
                         warn!(error = %e, "could not renew the lease");
                     }
                 }
@@ -428,6 +435,7 @@ impl Worker {
                         info!(wait_s = delay, "{message}");
                         if let Err(se) = self
                             .store
+                            .orders()
                             .defer_order(&job.id, &self.owner, &message, now + delay as i64, now)
                             .await
                         {
@@ -439,6 +447,7 @@ impl Worker {
                     let forget = e.kind == AcmeErrorKind::Final;
                     if let Err(se) = self
                         .store
+                        .orders()
                         .fail_attempt(
                             &job.id,
                             &self.owner,
@@ -550,6 +559,7 @@ impl Worker {
         };
         let done = self
             .store
+            .orders()
             .complete_order(&job.id, &self.owner, &cert, now)
             .await?;
         self.check_diversity(&job.name_id, &job.ca_id, &cert, &done)
@@ -579,6 +589,7 @@ impl Worker {
                 .await
                 .map_err(transient)?;
             self.store
+                .challenges()
                 .add_dns_record(
                     &job.id,
                     p.provider.id(),
@@ -612,6 +623,7 @@ impl Worker {
         );
         let _ = self
             .store
+            .orders()
             .set_propagation_ms(
                 &job.id,
                 i64::try_from(waited.as_millis()).unwrap_or(i64::MAX),
@@ -640,11 +652,11 @@ impl Worker {
         let cfg = solver.lookup().config().clone();
         let tasks = order.dns01_tasks().await?;
         let now = self.clock.now();
-        let mut records = self.store.dns_records_of(&job.id).await?;
+        let mut records = self.store.challenges().dns_records_of(&job.id).await?;
         // Values of an earlier ACME order are no longer wanted.
         for r in &records {
             if !tasks.iter().any(|t| t.value == r.value) {
-                self.store.delete_dns_record(&r.id).await?;
+                self.store.challenges().delete_dns_record(&r.id).await?;
             }
         }
         records.retain(|r| tasks.iter().any(|t| t.value == r.value));
@@ -653,6 +665,7 @@ impl Worker {
                 let fqdn = format!("_acme-challenge.{}", t.domain);
                 let id = self
                     .store
+                    .challenges()
                     .add_dns_record(&job.id, MANUAL_PROVIDER, &fqdn, &t.value, now)
                     .await?;
                 records.push(crate::store::DnsRecord {
@@ -683,7 +696,7 @@ impl Worker {
         if !missing.is_empty() {
             if now - oldest >= cfg.manual_expiry_seconds {
                 for r in &records {
-                    self.store.delete_dns_record(&r.id).await?;
+                    self.store.challenges().delete_dns_record(&r.id).await?;
                 }
                 return Err(final_error(format!(
                     "manual DNS-01 expired: the TXT records were not published within {} s; \
@@ -705,7 +718,7 @@ impl Worker {
     /// fails stays recorded for the sweep.
     async fn cleanup_dns(&self, order_id: &str) {
         let Some(solver) = &self.dns01 else { return };
-        let Ok(records) = self.store.dns_records_of(order_id).await else {
+        let Ok(records) = self.store.challenges().dns_records_of(order_id).await else {
             return;
         };
         self.remove_records(solver, records).await;
@@ -715,7 +728,7 @@ impl Worker {
         for r in records {
             if r.provider_id == MANUAL_PROVIDER {
                 // Published by a person: nothing for twincert to remove.
-                let _ = self.store.delete_dns_record(&r.id).await;
+                let _ = self.store.challenges().delete_dns_record(&r.id).await;
                 continue;
             }
             let Some(p) = solver.provider(&r.provider_id) else {
@@ -724,7 +737,7 @@ impl Worker {
             };
             match p.cleanup(&r.fqdn, &r.value).await {
                 Ok(()) => {
-                    let _ = self.store.delete_dns_record(&r.id).await;
+                    let _ = self.store.challenges().delete_dns_record(&r.id).await;
                 }
                 Err(e) => warn!(error = %e, "dns-01 cleanup failed; the sweep will retry"),
             }
@@ -734,7 +747,7 @@ impl Worker {
     /// Carries out queued key-compromise revocations (RFC 8555 §7.6). A
     /// failure stays queued with its error and is retried on the next tick.
     async fn revoke_pending(&self) {
-        let Ok(jobs) = self.store.pending_revocations(20).await else {
+        let Ok(jobs) = self.store.ca_revocations().pending_revocations(20).await else {
             return;
         };
         for (id, ca_id, chain_pem, reason_code) in jobs {
@@ -766,6 +779,7 @@ impl Worker {
             }
             let _ = self
                 .store
+                .ca_revocations()
                 .revocation_result(&id, result.as_ref().err().map(String::as_str), now)
                 .await;
         }
@@ -774,7 +788,7 @@ impl Worker {
     /// Crash recovery: removes records of orders that are no longer open.
     async fn sweep_dns(&self) {
         let Some(solver) = &self.dns01 else { return };
-        if let Ok(records) = self.store.stale_dns_records(100).await
+        if let Ok(records) = self.store.challenges().stale_dns_records(100).await
             && !records.is_empty()
         {
             info!(count = records.len(), "sweeping leftover dns-01 records");
@@ -790,6 +804,7 @@ impl Worker {
         for ca in self.cas.values() {
             match self
                 .store
+                .pacing()
                 .wake_paced_orders(ca.id(), i64::from(ca.orders_per_hour()), now)
                 .await
             {
@@ -814,6 +829,7 @@ impl Worker {
         let limit = i64::from(ca.orders_per_hour());
         let Some((opened, oldest)) = self
             .store
+            .pacing()
             .reserve_acme_order(ca.id(), &job.id, &self.owner, limit, now)
             .await?
         else {
@@ -836,7 +852,7 @@ impl Worker {
     /// re-provisioning to a CA chosen by policy and opens their orders;
     /// a slot no CA can take is reported blocked on its operation.
     async fn reprovision(&self, now: i64) {
-        match self.store.reprovision_pending().await {
+        match self.store.operations().reprovision_pending().await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -850,12 +866,12 @@ impl Worker {
             .map(|c| c.clone())
             .unwrap_or_default();
         for _ in 0..20 {
-            let jobs = match self.store.reprovision_jobs(&cursor, 500).await {
+            let jobs = match self.store.operations().reprovision_jobs(&cursor, 500).await {
                 Ok(j) if j.is_empty() => {
                     // The end of the names: once a walk from the start
                     // finds nothing, every marker was taken.
                     if cursor.is_empty()
-                        && let Err(e) = self.store.close_reprovision().await
+                        && let Err(e) = self.store.operations().close_reprovision().await
                     {
                         warn!(error = %e, "closing re-provisioning failed");
                     }
@@ -868,7 +884,7 @@ impl Worker {
                     return;
                 }
             };
-            let distrusted = match self.store.distrusted_cas().await {
+            let distrusted = match self.store.emergency().distrusted_cas().await {
                 Ok(d) => d,
                 Err(e) => {
                     warn!(error = %e, "reading distrusted CAs failed");
@@ -897,12 +913,20 @@ impl Worker {
                     Err(e) => Err(format!("stored key type is invalid: {e}")),
                 };
                 let result = match &choice {
-                    Ok(ca) => self.store.start_reprovision(job, ca, now).await.map(|_| ()),
+                    Ok(ca) => self
+                        .store
+                        .operations()
+                        .start_reprovision(job, ca, now)
+                        .await
+                        .map(|_| ()),
                     Err(why) => {
                         blocked += 1;
                         first_block
                             .get_or_insert_with(|| format!("{} {}: {why}", job.name_id, job.slot));
-                        self.store.block_reprovision(job, why, now).await
+                        self.store
+                            .operations()
+                            .block_reprovision(job, why, now)
+                            .await
                     }
                 };
                 if let Err(e) = result {
@@ -946,13 +970,14 @@ impl Worker {
             other => {
                 let order = other?;
                 if let Some(r) = &replaces {
-                    self.store.set_order_replaces(&job.id, r).await?;
+                    self.store.orders().set_order_replaces(&job.id, r).await?;
                 }
                 order
             }
         };
         // Written down before anything polls it: a restart resumes it.
         self.store
+            .orders()
             .set_acme_order_url(&job.id, &self.owner, &order.url(), self.clock.now())
             .await?;
         Ok(order)
@@ -970,7 +995,7 @@ impl Worker {
             Ok(Some(_)) => {}
             _ => return None,
         }
-        let pem = self.store.renewal_source(&job.id).await.ok()??;
+        let pem = self.store.orders().renewal_source(&job.id).await.ok()??;
         let ders = crate::certs::chain_ders(&pem).ok()?;
         crate::certs::ari_cert_id(ders.first()?)
     }
@@ -981,6 +1006,7 @@ impl Worker {
         if let Some(id) = &job.private_key_id {
             let (key_type, sealed) = self
                 .store
+                .keys()
                 .private_key(id)
                 .await?
                 .ok_or_else(|| final_error(format!("the order's key {id} is missing")))?;
@@ -996,6 +1022,7 @@ impl Worker {
             .seal(&self.sealer)
             .map_err(|e| final_error(format!("cannot seal the key: {e}")))?;
         self.store
+            .orders()
             .attach_key(
                 &job.id,
                 &self.owner,
@@ -1039,6 +1066,7 @@ impl Worker {
         if verdict != done.diversity_error
             && let Err(e) = self
                 .store
+                .names()
                 .set_diversity_error(name_id, verdict.as_deref(), self.clock.now())
                 .await
         {

@@ -166,6 +166,7 @@ impl Worker {
     /// Keeps this replica's lease on the pass; false once another took it.
     async fn renew_lease(&self) -> Result<bool, StoreError> {
         self.store
+            .leases()
             .singleton_lease(LEASE, &self.owner, self.clock.now(), self.lease_ttl())
             .await
     }
@@ -185,6 +186,7 @@ impl Worker {
             let now = self.clock.now();
             match self
                 .store
+                .leases()
                 .singleton_lease(LEASE, &self.owner, now, self.lease_ttl())
                 .await
             {
@@ -216,7 +218,7 @@ impl Worker {
         let mut cursor: Option<(String, Slot)> = None;
         loop {
             let after = cursor.as_ref().map(|(n, s)| (n.as_str(), *s));
-            let (page, next) = self.store.status_targets(after, PAGE, now).await?;
+            let (page, next) = self.store.status().status_targets(after, PAGE, now).await?;
             let full = next.is_some();
             cursor = next;
             self.check_page(page, now, &mut pass).await?;
@@ -225,6 +227,7 @@ impl Worker {
                 // reacted to by whoever holds the lease next.
                 warn!("revocation check lease lost to another replica; this pass stops");
                 self.store
+                    .status()
                     .record_revocations(&pass.findings, ACTOR, now)
                     .await?;
                 return Ok(());
@@ -235,6 +238,7 @@ impl Worker {
         }
         for (source, ids) in &pass.good {
             self.store
+                .status()
                 .record_checks(ids, source, None, now, self.check_heartbeat())
                 .await?;
         }
@@ -249,11 +253,13 @@ impl Worker {
         }
         for ((source, error), ids) in &undecided {
             self.store
+                .status()
                 .record_checks(ids, source, Some(error), now, self.check_heartbeat())
                 .await?;
         }
         let revoked = self
             .store
+            .status()
             .record_revocations(&pass.findings, ACTOR, now)
             .await?;
         let reacted = self.react(&pass.ari_moved, now).await?;
@@ -359,14 +365,14 @@ impl Worker {
             .filter(|t| !known(t))
             .map(|t| t.cert_id.clone())
             .collect();
-        let chains = self.store.chain_pems(&wanted).await?;
+        let chains = self.store.names().chain_pems(&wanted).await?;
         for t in page.iter_mut() {
             pass.checked += 1;
             pass.certs_seen.insert(t.cert_id.clone());
             let issuer = self.prepare(t, &chains, &mut sources);
             prepared.push(issuer);
         }
-        self.store.set_status_sources(&sources).await?;
+        self.store.status().set_status_sources(&sources).await?;
         for (t, issuer) in page.into_iter().zip(prepared) {
             let issuer = match issuer {
                 Ok(Some(i)) => i,
@@ -596,7 +602,7 @@ impl Worker {
             }
             let mut set = tokio::task::JoinSet::new();
             for (t, issuer) in batch {
-                let Some(pem) = self.store.chain_pem(&t.cert_id).await? else {
+                let Some(pem) = self.store.names().chain_pem(&t.cert_id).await? else {
                     continue;
                 };
                 let fetcher = fetcher.clone();
@@ -737,6 +743,7 @@ impl Worker {
                 let retry = (min * 10).min(3600).max(min) as i64;
                 return self
                     .store
+                    .status()
                     .ari_poll_failed(&t.cert_id, now + retry, now)
                     .await;
             }
@@ -757,6 +764,7 @@ impl Worker {
         );
         let next_poll = now + policy::ari_poll_delay(w.retry_after, min, 86_400) as i64;
         self.store
+            .status()
             .record_ari(
                 &t.cert_id,
                 (w.start, w.end),
@@ -773,7 +781,8 @@ impl Worker {
         if renew <= now && t.renew_after > now {
             pass.ari_due_now += 1;
             self.store
-                .audit(&AuditEvent {
+                .audit()
+                .record(&AuditEvent {
                     at: now,
                     actor: ACTOR.into(),
                     action: "ari.renew_now".into(),
@@ -810,10 +819,10 @@ impl Worker {
         let cfg = &self.revocation;
         // An incident whose outcome was never recorded (the process
         // stopped in between) is finished first.
-        for inc in self.store.incidents_without_outcome().await? {
+        for inc in self.store.incidents().incidents_without_outcome().await? {
             self.incident_outcome(&inc, now).await?;
         }
-        let pending = self.store.pending_reactions(10_000).await?;
+        let pending = self.store.status().pending_reactions(10_000).await?;
         let mut cas: BTreeSet<String> = pending.iter().map(|r| r.ca_id.clone()).collect();
         cas.extend(ari_moved.iter().cloned());
         // CAs whose revocations get no per-name reaction: an incident
@@ -824,7 +833,7 @@ impl Worker {
         let mut held: BTreeSet<String> = BTreeSet::new();
         let mut avoid: BTreeSet<String> = BTreeSet::new();
         for ca in &cas {
-            if let Some(open) = self.store.open_incident(ca).await? {
+            if let Some(open) = self.store.incidents().open_incident(ca).await? {
                 if open.policy == "swap" {
                     avoid.insert(ca.clone());
                 } else {
@@ -836,11 +845,12 @@ impl Worker {
             // open another.
             let since = (now - cfg.incident_window_seconds).max(
                 self.store
+                    .incidents()
                     .last_incident_closed_at(ca)
                     .await?
                     .map_or(i64::MIN, |t| t + 1),
             );
-            let (rev, ari, total) = self.store.incident_signal(ca, since).await?;
+            let (rev, ari, total) = self.store.incidents().incident_signal(ca, since).await?;
             if !policy::is_ca_incident(
                 rev + ari,
                 total,
@@ -893,6 +903,7 @@ impl Worker {
         };
         let report = self
             .store
+            .emergency()
             .react_to_revocations(
                 &Reaction {
                     kind: "revocation".into(),
@@ -1016,6 +1027,7 @@ impl Worker {
         );
         if !self
             .store
+            .incidents()
             .create_incident(&incident, &evidence, ACTOR)
             .await?
         {
@@ -1036,18 +1048,21 @@ impl Worker {
         let (operation, dry) = if incident.policy == "swap" {
             let report = self
                 .store
+                .emergency()
                 .mass_swap(&scope, &reason, ACTOR, false, now)
                 .await?;
             // Standbys revoked at this CA: re-issued elsewhere (the
             // CA-wide swap only moves active slots).
             let pending: Vec<RevokedSlot> = self
                 .store
+                .status()
                 .pending_reactions(100_000)
                 .await?
                 .into_iter()
                 .filter(|r| r.ca_id == ca)
                 .collect();
             self.store
+                .emergency()
                 .react_to_revocations(
                     &Reaction {
                         kind: "incident".into(),
@@ -1070,11 +1085,13 @@ impl Worker {
         } else {
             let report = self
                 .store
+                .emergency()
                 .mass_swap(&scope, &reason, ACTOR, true, now)
                 .await?;
             (None, Some(serde_json::json!(report)))
         };
         self.store
+            .incidents()
             .set_incident_outcome(&incident.id, operation.as_deref(), dry.as_ref())
             .await?;
         let what = if incident.policy == "swap" {
@@ -1119,6 +1136,7 @@ impl Worker {
     ) -> Result<(), StoreError> {
         if self
             .store
+            .alerts()
             .raise_alert(kind, subject, severity, message, details, now)
             .await?
         {
@@ -1141,6 +1159,7 @@ impl Worker {
         }
         let urls: Vec<String> = pass.crl_failures.keys().cloned().collect();
         self.store
+            .alerts()
             .resolve_alerts_except("crl_invalid", &urls, now)
             .await?;
         for (url, e) in &pass.ocsp_failures {
@@ -1156,9 +1175,10 @@ impl Worker {
             )
             .await?;
         }
-        self.store.resolve_revoked_alerts(now).await?;
+        self.store.alerts().resolve_revoked_alerts(now).await?;
         let urls: Vec<String> = pass.ocsp_failures.keys().cloned().collect();
         self.store
+            .alerts()
             .resolve_alerts_except("ocsp_invalid", &urls, now)
             .await?;
         for subject in &pass.ocsp_unknown {
@@ -1176,6 +1196,7 @@ impl Worker {
         // is back, the slot was re-issued without an OCSP URL) are cleared;
         // an OCSP answer not yet due says nothing new.
         self.store
+            .alerts()
             .resolve_alerts("ocsp_unknown", &pass.decided, now)
             .await?;
         for (url, e) in &pass.crl_stale {
@@ -1193,6 +1214,7 @@ impl Worker {
         }
         let urls: Vec<String> = pass.crl_stale.keys().cloned().collect();
         self.store
+            .alerts()
             .resolve_alerts_except("crl_stale", &urls, now)
             .await?;
         Ok(())
@@ -1204,6 +1226,7 @@ impl Worker {
         let cfg = &self.revocation;
         let expiring = self
             .store
+            .status()
             .expiring_slots(now, cfg.expiry_alert_fraction, ALERT_LIMIT)
             .await?;
         let mut subjects = Vec::with_capacity(expiring.len());
@@ -1236,11 +1259,13 @@ impl Worker {
         // A list cut at the limit says nothing about the rest.
         if (expiring.len() as u64) < ALERT_LIMIT {
             self.store
+                .alerts()
                 .resolve_alerts_except("expiry_soon", &subjects, now)
                 .await?;
         }
         let missing = self
             .store
+            .status()
             .track_standby(now, now - cfg.no_standby_alert_seconds, ALERT_LIMIT)
             .await?;
         let mut names = Vec::with_capacity(missing.len());
@@ -1262,6 +1287,7 @@ impl Worker {
         }
         if (missing.len() as u64) < ALERT_LIMIT {
             self.store
+                .alerts()
                 .resolve_alerts_except("no_standby", &names, now)
                 .await?;
         }

@@ -127,7 +127,12 @@ pub(crate) async fn revoke_at_ca(server: &Server, store: &Store, ca_id: &str, ch
         cfg.cas.get(ca_id).expect("configured").clone(),
         Duration::from_secs(30),
     );
-    let (_, sealed) = store.account(ca_id).await.expect("read").expect("account");
+    let (_, sealed) = store
+        .keys()
+        .account(ca_id)
+        .await
+        .expect("read")
+        .expect("account");
     let sealer = Sealer::from_text(MASTER_KEY).expect("master key");
     let creds = sealer
         .open(&format!("acme account {ca_id}"), &sealed)
@@ -349,7 +354,10 @@ async fn interrupted_swap_is_all_or_nothing(cas: &TwoCas, url: &str) {
             .map_or(0, |(_, active, _)| active)
     };
     assert_eq!(
-        active_on(store.ca_usage().await.expect("usage"), "pebble-a"),
+        active_on(
+            store.emergency().ca_usage().await.expect("usage"),
+            "pebble-a"
+        ),
         N as i64
     );
 
@@ -381,14 +389,14 @@ async fn interrupted_swap_is_all_or_nothing(cas: &TwoCas, url: &str) {
     );
     drop(store);
     let store = Store::connect(url).await.expect("reopen");
-    let usage = store.ca_usage().await.expect("usage");
+    let usage = store.emergency().ca_usage().await.expect("usage");
     assert_eq!(
         active_on(usage.clone(), "pebble-a"),
         N as i64,
         "none flipped: {usage:?}"
     );
     assert_eq!(active_on(usage, "pebble-b"), 0);
-    assert!(store.operations(10).await.expect("ops").is_empty());
+    assert!(store.operations().list(10).await.expect("ops").is_empty());
 
     server.restart(Vec::new()).await;
     let (st, body) = post(
@@ -399,7 +407,7 @@ async fn interrupted_swap_is_all_or_nothing(cas: &TwoCas, url: &str) {
     .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["report"]["swapped"], N as i64, "{body:#}");
-    let usage = store.ca_usage().await.expect("usage");
+    let usage = store.emergency().ca_usage().await.expect("usage");
     assert_eq!(
         active_on(usage.clone(), "pebble-b"),
         N as i64,

@@ -96,6 +96,7 @@ async fn stored_key_ders(store_url: &str) -> Vec<Vec<u8>> {
     let store = Store::connect(store_url).await.expect("open store");
     let sealer = Sealer::from_text(MASTER_KEY).expect("master key");
     let name = store
+        .names()
         .name("a.example.test")
         .await
         .expect("read name")
@@ -104,6 +105,7 @@ async fn stored_key_ders(store_url: &str) -> Vec<Vec<u8>> {
     for slot in &name.slots {
         let cert = slot.cert.as_ref().expect("slot has a certificate");
         let (_, sealed) = store
+            .keys()
             .private_key(&cert.private_key_id)
             .await
             .expect("read key")
@@ -115,7 +117,7 @@ async fn stored_key_ders(store_url: &str) -> Vec<Vec<u8>> {
                 .expect("unseal"),
         );
     }
-    assert_eq!(store.orphan_key_count().await.expect("count"), 0);
+    assert_eq!(store.keys().orphan_key_count().await.expect("count"), 0);
     out
 }
 
@@ -206,6 +208,7 @@ async fn crash_after_order_url_resumes_without_a_second_order() {
     let store = Store::connect(&url).await.expect("open store");
     for slot in Slot::ALL {
         let orders = store
+            .orders()
             .orders_of("a.example.test", slot)
             .await
             .expect("orders");
@@ -218,7 +221,7 @@ async fn crash_after_order_url_resumes_without_a_second_order() {
                 .unwrap_or_default()
         );
     }
-    assert_eq!(store.orphan_key_count().await.expect("count"), 0);
+    assert_eq!(store.keys().orphan_key_count().await.expect("count"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -648,6 +651,7 @@ async fn both_slots_renew_at_two_thirds_under_fresh_keys() {
     let store = Store::connect(&sqlite_url(cas.dir())).await.expect("store");
     for slot in Slot::ALL {
         let orders = store
+            .orders()
             .orders_of("a.example.test", slot)
             .await
             .expect("orders");
@@ -719,7 +723,12 @@ async fn sigterm_drains_and_exits_cleanly_and_migrate_is_idempotent() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied (sqlite)"));
     let store = Store::connect(&url).await.expect("store");
     assert!(
-        store.name("c.example.test").await.expect("read").is_some(),
+        store
+            .names()
+            .name("c.example.test")
+            .await
+            .expect("read")
+            .is_some(),
         "data kept"
     );
 }
@@ -801,7 +810,7 @@ async fn key_compromise_swaps_away_revokes_and_reissues_under_a_new_key() {
         .expect("swap");
     assert_eq!(rsp.status().as_u16(), 200);
     let store = Store::connect(&url).await.expect("store");
-    let events = store.audit_events(20).await.expect("events");
+    let events = store.audit().events(20).await.expect("events");
     assert!(
         events.iter().any(|e| e.action == "name.compromise"
             && e.reason.as_deref() == Some("key found on a pastebin"))

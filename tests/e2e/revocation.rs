@@ -429,6 +429,7 @@ async fn ari_windows_schedule_renewal_inside_them_and_a_past_window_renews_now_w
     // twincert recorded what it sent, and the CA saw it on the wire.
     let store = Store::connect(&sqlite_url(cas.dir())).await.expect("store");
     let sent = store
+        .orders()
         .order_replaces("a.example.test", twincert::domain::Slot::Primary)
         .await
         .expect("orders");

@@ -147,7 +147,7 @@ async fn role_matrix_over_every_route() {
             .contains("BEGIN PRIVATE KEY")
     );
     let store = Store::connect(&url).await.expect("store");
-    let events = store.audit_events(200).await.expect("events");
+    let events = store.audit().events(200).await.expect("events");
     assert!(
         events.iter().any(|e| e.action == "key.download"
             && e.actor == "t-deployer"
@@ -161,7 +161,7 @@ async fn role_matrix_over_every_route() {
     );
 
     // Exactly one audit event per state-changing request, failed ones too.
-    let before = store.audit_events(1000).await.expect("events").len();
+    let before = store.audit().events(1000).await.expect("events").len();
     let operator = &tokens[2].1;
     let (status, _) = call(
         &server,
@@ -183,7 +183,7 @@ async fn role_matrix_over_every_route() {
     assert_eq!(status, 403);
     let (status, _) = call(&server, "GET", "/v1/names", Some(operator), None).await;
     assert_eq!(status, 200);
-    let events = store.audit_events(1000).await.expect("events");
+    let events = store.audit().events(1000).await.expect("events");
     assert_eq!(
         events.len(),
         before + 2,

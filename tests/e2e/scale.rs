@@ -354,7 +354,7 @@ async fn three_processes_issue_300_names_once_each_at_one_pace_per_ca() {
             twincert::domain::Slot::Primary,
             twincert::domain::Slot::Backup,
         ] {
-            let o = store.orders_of(&name, slot).await.expect("orders");
+            let o = store.orders().orders_of(&name, slot).await.expect("orders");
             assert_eq!(o.len(), 1, "{name} {slot:?}: one order: {o:?}");
             assert_eq!(
                 o[0].acme_orders, 1,
@@ -455,9 +455,9 @@ async fn fifty_kills_during_issuance_lose_nothing() {
     }
     assert_eq!(spkis.len(), 2 * N);
     let store = twincert::store::Store::connect(&url).await.expect("store");
-    assert_eq!(store.orphan_key_count().await.expect("orphans"), 0);
+    assert_eq!(store.keys().orphan_key_count().await.expect("orphans"), 0);
     let now = unix_now();
-    let metrics = store.scale_metrics(now).await.expect("metrics");
+    let metrics = store.metrics().scale_metrics(now).await.expect("metrics");
     let metric = |name: &str| -> f64 {
         metrics
             .iter()
@@ -482,7 +482,7 @@ async fn fifty_kills_during_issuance_lose_nothing() {
             twincert::domain::Slot::Primary,
             twincert::domain::Slot::Backup,
         ] {
-            let o = store.orders_of(&name, slot).await.expect("orders");
+            let o = store.orders().orders_of(&name, slot).await.expect("orders");
             assert_eq!(o.len(), 1, "{name} {slot:?}: one order row: {o:?}");
         }
     }

@@ -47,20 +47,31 @@ async fn contract(store: Store) {
 
     // Names: create, duplicate, same-CA rejected by the schema itself.
     store
+        .names()
         .create_name(&name("n1.example.test", "a", "b"), "t", t0)
         .await
         .expect("create");
     let dup = store
+        .names()
         .create_name(&name("n1.example.test", "a", "b"), "t", t0)
         .await;
     assert!(matches!(dup, Err(StoreError::Duplicate(_))), "{dup:?}");
     let same = store
+        .names()
         .create_name(&name("n2.example.test", "a", "a"), "t", t0)
         .await;
     assert!(same.is_err(), "CHECK (primary_ca <> backup_ca) must refuse");
-    assert!(store.name("n2.example.test").await.expect("read").is_none());
+    assert!(
+        store
+            .names()
+            .name("n2.example.test")
+            .await
+            .expect("read")
+            .is_none()
+    );
 
     let rec = store
+        .names()
         .name("n1.example.test")
         .await
         .expect("read")
@@ -73,8 +84,13 @@ async fn contract(store: Store) {
     );
 
     // Leasing: two workers never get the same order.
-    let w1 = store.lease_orders("w1", t0, 30, 1).await.expect("lease w1");
+    let w1 = store
+        .leases()
+        .lease_orders("w1", t0, 30, 1)
+        .await
+        .expect("lease w1");
     let w2 = store
+        .leases()
         .lease_orders("w2", t0, 30, 10)
         .await
         .expect("lease w2");
@@ -83,6 +99,7 @@ async fn contract(store: Store) {
     assert_ne!(w1[0].id, w2[0].id);
     assert!(
         store
+            .leases()
             .lease_orders("w3", t0, 30, 10)
             .await
             .expect("lease w3")
@@ -91,6 +108,7 @@ async fn contract(store: Store) {
 
     // A lease that ran out can be taken over; the old owner then loses.
     let taken = store
+        .leases()
         .lease_orders("w3", t0 + 31, 30, 10)
         .await
         .expect("take over");
@@ -101,12 +119,14 @@ async fn contract(store: Store) {
         .expect("primary job")
         .clone();
     let lost = store
+        .orders()
         .set_acme_order_url(&job.id, "w1", "https://ca/order/1", t0 + 31)
         .await;
     assert!(matches!(lost, Err(StoreError::LeaseLost(_))), "{lost:?}");
 
     // Key, URL, tokens, failure.
     let key_id = store
+        .orders()
         .attach_key(
             &job.id,
             "w3",
@@ -118,6 +138,7 @@ async fn contract(store: Store) {
         .await
         .expect("attach key");
     let reuse = store
+        .orders()
         .attach_key(
             &job.id,
             "w3",
@@ -132,6 +153,7 @@ async fn contract(store: Store) {
         "a key SPKI is never stored twice"
     );
     let (kt, back) = store
+        .keys()
         .private_key(&key_id)
         .await
         .expect("read key")
@@ -139,15 +161,18 @@ async fn contract(store: Store) {
     assert_eq!(kt, KeyType::EcdsaP256);
     assert_eq!(back, sealed(1));
     store
+        .orders()
         .set_acme_order_url(&job.id, "w3", "https://ca/order/1", t0 + 31)
         .await
         .expect("url");
     store
+        .challenges()
         .put_http01_token("tok1", "tok1.thumb", &job.id, t0 + 31)
         .await
         .expect("token");
     assert_eq!(
         store
+            .challenges()
             .http01_key_authorization("tok1")
             .await
             .expect("read token")
@@ -155,6 +180,7 @@ async fn contract(store: Store) {
         Some("tok1.thumb")
     );
     store
+        .orders()
         .fail_attempt(
             &job.id,
             "w3",
@@ -167,12 +193,14 @@ async fn contract(store: Store) {
         .expect("fail");
     assert!(
         store
+            .challenges()
             .http01_key_authorization("tok1")
             .await
             .expect("read")
             .is_none()
     );
     let rec = store
+        .names()
         .name("n1.example.test")
         .await
         .expect("read")
@@ -185,6 +213,7 @@ async fn contract(store: Store) {
     assert_eq!(o.acme_orders, 1);
     assert!(
         store
+            .leases()
             .lease_orders("w4", t0 + 99, 30, 10)
             .await
             .expect("lease")
@@ -194,6 +223,7 @@ async fn contract(store: Store) {
 
     // Retry: resumes with the stored URL and key, then completes.
     let again = store
+        .leases()
         .lease_orders("w4", t0 + 100, 30, 10)
         .await
         .expect("lease");
@@ -204,21 +234,25 @@ async fn contract(store: Store) {
     assert_eq!(job.acme_order_url.as_deref(), Some("https://ca/order/1"));
     assert_eq!(job.private_key_id.as_deref(), Some(key_id.as_str()));
     store
+        .challenges()
         .put_http01_token("tok2", "tok2.thumb", &job.id, t0 + 100)
         .await
         .expect("token");
     store
+        .orders()
         .complete_order(&job.id, "w4", &cert("01", t0, t0 + 300, t0 + 200), t0 + 101)
         .await
         .expect("complete");
     assert!(
         store
+            .challenges()
             .http01_key_authorization("tok2")
             .await
             .expect("read")
             .is_none()
     );
     let rec = store
+        .names()
         .name("n1.example.test")
         .await
         .expect("read")
@@ -227,21 +261,43 @@ async fn contract(store: Store) {
     assert!(p.last_error.is_none());
     assert!(p.order.is_none());
     assert_eq!(p.cert.as_ref().map(|c| c.serial.as_str()), Some("01"));
-    assert_eq!(store.orphan_key_count().await.expect("count"), 0);
+    assert_eq!(store.keys().orphan_key_count().await.expect("count"), 0);
 
     // Swap needs a usable standby; the backup has none yet.
-    let no = store.swap("n1.example.test", "t", "drill", t0 + 102).await;
+    let no = store
+        .emergency()
+        .swap("n1.example.test", "t", "drill", t0 + 102)
+        .await;
     assert!(matches!(no, Err(StoreError::Conflict(_))), "{no:?}");
 
     // Planner: nothing due before renew_after, a renewal order after.
-    assert_eq!(store.plan_due_orders(t0 + 150, 100).await.expect("plan"), 0);
-    assert_eq!(store.plan_due_orders(t0 + 200, 100).await.expect("plan"), 1);
     assert_eq!(
-        store.plan_due_orders(t0 + 200, 100).await.expect("plan"),
+        store
+            .orders()
+            .plan_due_orders(t0 + 150, 100)
+            .await
+            .expect("plan"),
+        0
+    );
+    assert_eq!(
+        store
+            .orders()
+            .plan_due_orders(t0 + 200, 100)
+            .await
+            .expect("plan"),
+        1
+    );
+    assert_eq!(
+        store
+            .orders()
+            .plan_due_orders(t0 + 200, 100)
+            .await
+            .expect("plan"),
         0,
         "one open order per slot"
     );
     let orders = store
+        .orders()
         .orders_of("n1.example.test", Slot::Primary)
         .await
         .expect("orders");
@@ -249,13 +305,15 @@ async fn contract(store: Store) {
 
     // Listing, pagination, CA filter.
     store
+        .names()
         .create_name(&name("n3.example.test", "b", "c"), "t", t0)
         .await
         .expect("create n3");
-    let page = store.list_names(1, None, None).await.expect("list");
+    let page = store.names().list_names(1, None, None).await.expect("list");
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].id, "n1.example.test");
     let page = store
+        .names()
         .list_names(10, Some("n1.example.test"), None)
         .await
         .expect("list");
@@ -263,22 +321,42 @@ async fn contract(store: Store) {
         page.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
         ["n3.example.test"]
     );
-    let by_c = store.list_names(10, None, Some("c")).await.expect("list");
+    let by_c = store
+        .names()
+        .list_names(10, None, Some("c"))
+        .await
+        .expect("list");
     assert_eq!(by_c.len(), 1);
 
     // Delete removes the name, its certificates and their keys.
     store
+        .names()
         .delete_name("n1.example.test", false, "t", t0 + 300)
         .await
         .expect("delete");
-    assert!(store.name("n1.example.test").await.expect("read").is_none());
-    assert!(store.private_key(&key_id).await.expect("read").is_none());
+    assert!(
+        store
+            .names()
+            .name("n1.example.test")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert!(
+        store
+            .keys()
+            .private_key(&key_id)
+            .await
+            .expect("read")
+            .is_none()
+    );
     let gone = store
+        .names()
         .delete_name("n1.example.test", false, "t", t0 + 300)
         .await;
     assert!(matches!(gone, Err(StoreError::NotFound(_))));
 
-    let events = store.audit_events(10).await.expect("audit");
+    let events = store.audit().events(10).await.expect("audit");
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["name.delete", "name.create", "name.create"]);
 }
@@ -302,10 +380,15 @@ async fn store_contract_on_postgres() {
 /// Gives every open order a key and a certificate; `expired` names get a
 /// backup that expired before `now`.
 async fn issue_all(store: &Store, now: i64, expired: &[&str]) {
-    let jobs = store.lease_orders("w", now, 60, 1000).await.expect("lease");
+    let jobs = store
+        .leases()
+        .lease_orders("w", now, 60, 1000)
+        .await
+        .expect("lease");
     for (i, job) in jobs.iter().enumerate() {
         let spki = format!("{:064x}", i + 1000 * now as usize);
         store
+            .orders()
             .attach_key(
                 &job.id,
                 "w",
@@ -324,6 +407,7 @@ async fn issue_all(store: &Store, now: i64, expired: &[&str]) {
         let mut c = cert(&format!("{:02x}", i + 1), now - 10, not_after, now + 500);
         c.spki_sha256 = spki;
         store
+            .orders()
             .complete_order(&job.id, "w", &c, now)
             .await
             .expect("complete");
@@ -336,17 +420,20 @@ async fn mass_swap_contract(store: Store) {
     let now = 5_000;
     for n in ["m1.example.test", "m2.example.test", "m3.example.test"] {
         store
+            .names()
             .create_name(&name(n, "a", "b"), "t", now)
             .await
             .expect("create");
     }
     store
+        .names()
         .create_name(&name("m4.example.test", "b", "c"), "t", now)
         .await
         .expect("create");
     issue_all(&store, now, &["m3.example.test"]).await;
 
     let dry = store
+        .emergency()
         .mass_swap(&SwapScope::Ca("a".into()), "drill", "t", true, now)
         .await
         .expect("dry run");
@@ -355,6 +442,7 @@ async fn mass_swap_contract(store: Store) {
     assert_eq!(dry.swapped, 0);
     assert!(dry.operation_id.is_none());
     let still = store
+        .names()
         .name("m1.example.test")
         .await
         .expect("read")
@@ -362,6 +450,7 @@ async fn mass_swap_contract(store: Store) {
     assert_eq!(still.active, Slot::Primary, "a dry run changes nothing");
 
     let real = store
+        .emergency()
         .mass_swap(
             &SwapScope::Ca("a".into()),
             "CA a incident",
@@ -379,10 +468,11 @@ async fn mass_swap_contract(store: Store) {
         ("m3.example.test", Slot::Primary),
         ("m4.example.test", Slot::Primary),
     ] {
-        let rec = store.name(n).await.expect("read").expect("exists");
+        let rec = store.names().name(n).await.expect("read").expect("exists");
         assert_eq!(rec.active, want, "{n}");
     }
     let again = store
+        .emergency()
         .mass_swap(&SwapScope::Ca("a".into()), "again", "op", false, now)
         .await
         .expect("swap again");
@@ -395,6 +485,7 @@ async fn mass_swap_contract(store: Store) {
 
     // By SPKI: m4's active key.
     let m4 = store
+        .names()
         .name("m4.example.test")
         .await
         .expect("read")
@@ -405,12 +496,14 @@ async fn mass_swap_contract(store: Store) {
         .map(|c| c.spki_sha256.clone())
         .expect("spki");
     let by_key = store
+        .emergency()
         .mass_swap(&SwapScope::Spki(spki), "key compromise", "op", false, now)
         .await
         .expect("by spki");
     assert_eq!(by_key.swapped, 1);
     // By names: swapping m1 back.
     let by_names = store
+        .emergency()
         .mass_swap(
             &SwapScope::Names(vec!["m1.example.test".into(), "nope".into()]),
             "back",
@@ -422,7 +515,7 @@ async fn mass_swap_contract(store: Store) {
         .expect("by names");
     assert_eq!(by_names.swapped, 1);
     assert_eq!(by_names.counts.get("not_found"), Some(&1), "{by_names:?}");
-    let events = store.audit_events(10).await.expect("audit");
+    let events = store.audit().events(10).await.expect("audit");
     assert_eq!(events[0].action, "swap.mass");
     assert!(
         events[0]
@@ -436,24 +529,33 @@ async fn mass_swap_contract(store: Store) {
     let now2 = now + 10;
     for n in ["m5.example.test", "m6.example.test"] {
         store
+            .names()
             .create_name(&name(n, "a", "b"), "t", now2)
             .await
             .expect("create");
     }
     issue_all(&store, now2, &[]).await;
     store
+        .emergency()
         .report_compromise("m5.example.test", Slot::Backup, "leak", "op", now2)
         .await
         .expect("compromise");
-    for (id, _, _, reason) in store.pending_revocations(10).await.expect("pending") {
+    for (id, _, _, reason) in store
+        .ca_revocations()
+        .pending_revocations(10)
+        .await
+        .expect("pending")
+    {
         assert_eq!(reason, 1);
         store
+            .ca_revocations()
             .revocation_result(&id, None, now2)
             .await
             .expect("revoked");
     }
     let pair = SwapScope::Names(vec!["m5.example.test".into(), "m6.example.test".into()]);
     let dry = store
+        .emergency()
         .mass_swap(&pair, "drill", "op", true, now2)
         .await
         .expect("dry run");
@@ -468,6 +570,7 @@ async fn mass_swap_contract(store: Store) {
     // A CA swap marks the abandoned slots, and the skipped names' active
     // slots (first in line), for re-provisioning away from the CA.
     let real = store
+        .emergency()
         .mass_swap(
             &SwapScope::Ca("a".into()),
             "CA a incident",
@@ -479,7 +582,11 @@ async fn mass_swap_contract(store: Store) {
         .expect("swap");
     assert_eq!(real.counts.get("standby_revoked"), Some(&1), "{real:?}");
     let op = real.operation_id.clone().expect("operation");
-    let jobs = store.reprovision_jobs("", 100).await.expect("jobs");
+    let jobs = store
+        .operations()
+        .reprovision_jobs("", 100)
+        .await
+        .expect("jobs");
     let m5 = jobs
         .iter()
         .find(|j| j.name_id == "m5.example.test")
@@ -493,30 +600,39 @@ async fn mass_swap_contract(store: Store) {
     assert!(!m6.is_active && m6.slot == Slot::Primary && m6.other_ca == "b");
     assert!(
         store
+            .operations()
             .start_reprovision(&m6, "c", now2)
             .await
             .expect("start")
     );
     assert!(
         !store
+            .operations()
             .start_reprovision(&m6, "c", now2)
             .await
             .expect("again"),
         "a marker is taken once"
     );
     let rec = store
+        .names()
         .name("m6.example.test")
         .await
         .expect("read")
         .expect("exists");
     assert_eq!(rec.primary_ca, "c");
     assert_eq!(rec.slot(Slot::Primary).map(|s| s.ca_id.as_str()), Some("c"));
-    let (record, progress) = store.operation(&op).await.expect("read").expect("exists");
+    let (record, progress) = store
+        .operations()
+        .operation(&op)
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(record.kind, "swap");
     assert_eq!(record.avoid_ca.as_deref(), Some("a"));
     assert_eq!(progress.orders.get("pending"), Some(&1), "{progress:?}");
     assert!(progress.queued >= 1 && !progress.done, "{progress:?}");
     let job = store
+        .operations()
         .reprovision_jobs("", 100)
         .await
         .expect("jobs")
@@ -524,26 +640,35 @@ async fn mass_swap_contract(store: Store) {
         .find(|j| j.name_id == "m5.example.test")
         .expect("m5 still marked");
     store
+        .operations()
         .block_reprovision(&job, "no CA", now2)
         .await
         .expect("block");
-    let (record, _) = store.operation(&op).await.expect("read").expect("exists");
+    let (record, _) = store
+        .operations()
+        .operation(&op)
+        .await
+        .expect("read")
+        .expect("exists");
     assert_eq!(record.blocked, 1);
 
     // Distrusting b moves m6 off it; a standby from a distrusted CA is
     // then never swapped to.
     let d = store
+        .emergency()
         .distrust_ca("b", "b distrusted", "admin", false, now2)
         .await
         .expect("distrust");
     assert!(d.swapped >= 1, "{d:?}");
     let m6 = store
+        .names()
         .name("m6.example.test")
         .await
         .expect("read")
         .expect("exists");
     assert_eq!(m6.active, Slot::Primary);
     let dry = store
+        .emergency()
         .mass_swap(
             &SwapScope::Names(vec!["m6.example.test".into()]),
             "back to b?",
@@ -555,6 +680,7 @@ async fn mass_swap_contract(store: Store) {
         .expect("dry run");
     assert_eq!(dry.counts.get("standby_distrusted"), Some(&1), "{dry:?}");
     let one = store
+        .emergency()
         .swap("m6.example.test", "op", "back to b?", now2)
         .await;
     assert!(
@@ -564,7 +690,8 @@ async fn mass_swap_contract(store: Store) {
     // The swaps are counted in the metrics (a BIGINT sum: NUMERIC on
     // PostgreSQL unless cast).
     let swapped: i64 = store
-        .operations(1000)
+        .operations()
+        .list(1000)
         .await
         .expect("operations")
         .iter()
@@ -572,7 +699,7 @@ async fn mass_swap_contract(store: Store) {
         .map(|o| o.affected)
         .sum();
     assert!(swapped > 0);
-    let metrics = store.scale_metrics(now2).await.expect("metrics");
+    let metrics = store.metrics().scale_metrics(now2).await.expect("metrics");
     let total = metrics
         .iter()
         .find(|(k, _)| k == "twincert_names_swapped_total")

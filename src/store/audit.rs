@@ -1,0 +1,141 @@
+//! The audit log: who did what, when, why and with what result. Every
+//! mutation of an operator's (swap, revoke, re-key, distrust, token
+//! change, key download) writes one event, in the same transaction as the
+//! change itself; `details` is a typed value serialized by serde.
+
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+use super::StoreError;
+use super::sql::{all, exec, get};
+
+/// The audit log.
+#[derive(Clone)]
+pub struct Audit {
+    pub(super) db: DatabaseConnection,
+}
+
+/// An audit event: who did what to which target, why, and how it ended.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditEvent {
+    /// Unix seconds.
+    pub at: i64,
+    /// Token name or `worker:<id>`.
+    pub actor: String,
+    /// Verb, e.g. `name.create`, `name.swap`.
+    pub action: String,
+    /// The object, e.g. the name id.
+    pub target: String,
+    /// The reason given by the actor.
+    pub reason: Option<String>,
+    /// `ok` or an error text.
+    pub result: String,
+    /// Extra JSON text.
+    pub details: Option<String>,
+}
+
+pub(super) async fn insert_audit<C: ConnectionTrait>(
+    c: &C,
+    e: &AuditEvent,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO audit_events (at, actor, action, target, reason, result, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        vec![
+            e.at.into(),
+            e.actor.clone().into(),
+            e.action.clone().into(),
+            e.target.clone().into(),
+            e.reason.clone().into(),
+            e.result.clone().into(),
+            e.details.clone().into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Hides a password in a database URL for error messages.
+pub(super) fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl AuditEvent {
+    /// A successful change, as the store records it in the change's own
+    /// transaction.
+    pub fn ok(
+        at: i64,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+        reason: Option<String>,
+        details: Option<String>,
+    ) -> AuditEvent {
+        AuditEvent {
+            at,
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            reason,
+            result: "ok".into(),
+            details,
+        }
+    }
+}
+
+impl Audit {
+    // ----- audit -----------------------------------------------------------
+
+    /// Appends an audit event.
+    pub async fn record(&self, e: &AuditEvent) -> Result<(), StoreError> {
+        insert_audit(&self.db, e).await
+    }
+
+    /// The newest audit events.
+    pub async fn events(&self, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
+        Ok(self
+            .page(limit, None)
+            .await?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// A page of audit events, newest first, older than event `before`;
+    /// each with its id (the cursor of the next page).
+    pub async fn page(
+        &self,
+        limit: u64,
+        before: Option<i64>,
+    ) -> Result<Vec<(i64, AuditEvent)>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT id, at, actor, action, target, reason, result, details FROM audit_events \
+             WHERE id < $2 ORDER BY id DESC LIMIT $1",
+            vec![(limit as i64).into(), before.unwrap_or(i64::MAX).into()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    get(r, "id")?,
+                    AuditEvent {
+                        at: get(r, "at")?,
+                        actor: get(r, "actor")?,
+                        action: get(r, "action")?,
+                        target: get(r, "target")?,
+                        reason: get(r, "reason")?,
+                        result: get(r, "result")?,
+                        details: get(r, "details")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+}

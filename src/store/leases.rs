@@ -1,0 +1,132 @@
+//! Leases: order rows handed to one worker at a time (`FOR UPDATE SKIP
+//! LOCKED` on PostgreSQL), renewed by heartbeat, given back at shutdown;
+//! and singleton leases, which let exactly one replica run a periodic pass.
+
+use sea_orm::{DatabaseConnection, DbBackend, Value};
+
+use super::StoreError;
+use super::rows::*;
+use super::sql::{all, exec, get};
+
+/// Order leases and singleton leases.
+#[derive(Clone)]
+pub struct Leases {
+    pub(super) db: DatabaseConnection,
+}
+
+impl Leases {
+    /// Leases up to `limit` due orders to `owner` until `now + lease`.
+    ///
+    /// An order is due when it is pending and its backoff has passed, or
+    /// when it is processing under a lease that expired (its worker died).
+    /// On PostgreSQL the candidate rows are locked with `FOR UPDATE SKIP
+    /// LOCKED`, so replicas never lease the same row; SQLite serializes
+    /// writers, so the same statement is atomic there.
+    pub async fn lease_orders(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_seconds: i64,
+        limit: u64,
+    ) -> Result<Vec<OrderJob>, StoreError> {
+        let lock = match self.db.get_database_backend() {
+            DbBackend::Postgres => " FOR UPDATE SKIP LOCKED",
+            _ => "",
+        };
+        let sql = format!(
+            "UPDATE orders SET state = 'processing', lease_owner = $1, lease_expires_at = $2, \
+             leased_at = $3, paced = FALSE, updated_at = $3 WHERE id IN (SELECT id FROM orders WHERE \
+             (state = 'pending' AND next_attempt_at <= $3) OR \
+             (state = 'processing' AND lease_expires_at < $3) \
+             ORDER BY priority, next_attempt_at LIMIT $4{lock}) RETURNING id"
+        );
+        let ids = all(
+            &self.db,
+            &sql,
+            vec![
+                owner.into(),
+                (now + lease_seconds).into(),
+                now.into(),
+                (limit as i64).into(),
+            ],
+        )
+        .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Value> = ids
+            .iter()
+            .map(|r| get::<String>(r, "id").map(Value::from))
+            .collect::<Result<_, _>>()?;
+        let holes: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT o.id, o.name_id, o.slot, o.ca_id, o.attempts, o.acme_order_url, \
+             o.private_key_id, n.domains, n.key_type, n.challenge, n.dns_provider FROM orders o \
+             JOIN names n ON n.id = o.name_id WHERE o.id IN ({}) ORDER BY o.priority, o.next_attempt_at",
+            holes.join(", ")
+        );
+        all(&self.db, &sql, ids)
+            .await?
+            .iter()
+            .map(super::rows::order_job)
+            .collect()
+    }
+
+    /// Extends a lease the worker still holds.
+    pub async fn renew_lease(
+        &self,
+        order_id: &str,
+        owner: &str,
+        until: i64,
+    ) -> Result<(), StoreError> {
+        let n = exec(
+            &self.db,
+            "UPDATE orders SET lease_expires_at = $3 WHERE id = $1 AND lease_owner = $2 \
+             AND state = 'processing'",
+            vec![order_id.into(), owner.into(), until.into()],
+        )
+        .await?;
+        if n == 0 {
+            return Err(StoreError::LeaseLost(order_id.into()));
+        }
+        Ok(())
+    }
+
+    /// Gives back every order `owner` still leases (graceful shutdown): each
+    /// becomes due at once for any replica instead of waiting for its lease
+    /// to expire. The owner's later writes to them are refused (they check
+    /// the lease), so a task still running cannot overwrite the new
+    /// holder's work. Returns how many.
+    pub async fn release_leases(&self, owner: &str, now: i64) -> Result<u64, StoreError> {
+        exec(
+            &self.db,
+            "UPDATE orders SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+             next_attempt_at = $2, updated_at = $2 \
+             WHERE lease_owner = $1 AND state = 'processing'",
+            vec![owner.into(), now.into()],
+        )
+        .await
+    }
+    // ----- singleton leases ------------------------------------------------
+
+    /// Takes or keeps the lease `name` for `owner` until `now + ttl`;
+    /// false while another replica holds it. Periodic whole-store passes
+    /// (revocation checks) run on one replica at a time this way.
+    pub async fn singleton_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: i64,
+        ttl: i64,
+    ) -> Result<bool, StoreError> {
+        let n = exec(
+            &self.db,
+            "INSERT INTO singleton_leases (name, owner, expires_at) VALUES ($1, $2, $4) \
+             ON CONFLICT (name) DO UPDATE SET owner = $2, expires_at = $4 \
+             WHERE singleton_leases.owner = $2 OR singleton_leases.expires_at < $3",
+            vec![name.into(), owner.into(), now.into(), (now + ttl).into()],
+        )
+        .await?;
+        Ok(n == 1)
+    }
+}

@@ -1,0 +1,317 @@
+//! Managed names and their two slots, and the *swap facts* each name
+//! carries (its slots' certificate CA, SPKI and usable-until), which are
+//! refreshed in the same transaction as every change to a slot's current
+//! certificate, its revocation or its key.
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
+
+use crate::domain::{ChallengeKind, KeyType, Slot};
+
+use super::StoreError;
+use super::audit::{AuditEvent, insert_audit};
+use super::orders::insert_order;
+use super::rows::*;
+use super::sql::{all, exec, get, holes, one};
+use super::status::CHUNK;
+
+/// Managed names, their slots and swap facts.
+#[derive(Clone)]
+pub struct Names {
+    pub(super) db: DatabaseConnection,
+}
+
+/// A name to create, already validated by the caller.
+#[derive(Debug, Clone)]
+pub struct NewName {
+    /// The managed name's id (its API path segment).
+    pub id: String,
+    /// The SANs, first is the common name.
+    pub domains: Vec<String>,
+    /// How control of the names is proven.
+    pub challenge: ChallengeKind,
+    /// Key algorithm for both slots.
+    pub key_type: KeyType,
+    /// CA of the primary slot.
+    pub primary_ca: String,
+    /// CA of the backup slot; differs from the primary's (SQL CHECK too).
+    pub backup_ca: String,
+    /// The DNS provider DNS-01 records must go through (else: by zone).
+    pub dns_provider: Option<String>,
+}
+
+/// Copies a slot's current certificate facts onto its name (the *swap
+/// facts*: CA, SPKI, usable-until — `not_after`, or 0 once the certificate
+/// is revoked or its key compromised), so swaps classify a million names
+/// from one table. Called in the same transaction as every change to a
+/// slot's current certificate, its revocation or its key.
+pub(super) async fn refresh_swap_facts<C: ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    slot: Slot,
+) -> Result<(), StoreError> {
+    // PostgreSQL: lock the name first, so the UPDATE below (a new statement,
+    // a new snapshot) reads the slots as committed after any concurrent
+    // change to the same name, never an older certificate's facts.
+    if c.get_database_backend() == DbBackend::Postgres {
+        exec(
+            c,
+            "SELECT id FROM names WHERE id = $1 FOR UPDATE",
+            vec![name_id.into()],
+        )
+        .await?;
+    }
+    let s = slot.as_str();
+    let current = "FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+                   JOIN private_keys k ON k.id = c.private_key_id \
+                   WHERE s.name_id = names.id AND s.slot = $2";
+    exec(
+        c,
+        &format!(
+            "UPDATE names SET {s}_cert_ca = (SELECT c.ca_id {current}), \
+             {s}_spki = (SELECT c.spki_sha256 {current}), \
+             {s}_usable_until = (SELECT CASE WHEN c.revoked_at IS NOT NULL OR k.compromised \
+             THEN 0 ELSE c.not_after END {current}) WHERE id = $1"
+        ),
+        vec![name_id.into(), s.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) const NAME_SELECT: &str = "SELECT n.id, n.domains, n.challenge, n.key_type, n.dns_provider, n.primary_ca, \
+     n.backup_ca, n.active_slot, n.diversity_error, n.created_at, n.updated_at, \
+     s.slot, s.ca_id AS slot_ca, s.last_error AS slot_error, \
+     c.id AS cert_id, c.ca_id AS cert_ca, c.serial, c.issuer, c.root_id, c.not_before, \
+     c.not_after, c.renew_after, c.spki_sha256, c.private_key_id, c.created_at AS cert_created, \
+     c.revoked_at, c.revocation_reason, c.revocation_source, c.revocation_evidence, \
+     c.status_checked_at, c.status_source, c.status_error, c.ari_window_start, c.ari_window_end, \
+     c.ari_explanation_url, c.ari_checked_at, \
+     o.id AS order_id, o.state AS order_state, o.attempts, o.next_attempt_at, \
+     o.last_error AS order_error, o.acme_orders, o.ca_id AS order_ca \
+     FROM names n JOIN slots s ON s.name_id = n.id \
+     LEFT JOIN certificates c ON c.id = s.current_cert_id \
+     LEFT JOIN orders o ON o.name_id = s.name_id AND o.slot = s.slot \
+       AND o.state IN ('pending', 'processing')";
+
+impl Names {
+    // ----- names -------------------------------------------------------
+
+    /// Creates a name, its two slots and an open order for each, and the
+    /// audit event, in one transaction.
+    pub async fn create_name(&self, n: &NewName, actor: &str, now: i64) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        let domains =
+            serde_json::to_string(&n.domains).map_err(|e| StoreError::Db(e.to_string()))?;
+        let inserted = exec(
+            &tx,
+            "INSERT INTO names (id, domains, challenge, key_type, primary_ca, backup_ca, \
+             active_slot, created_at, updated_at, dns_provider) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'primary', $7, $7, $8) ON CONFLICT DO NOTHING",
+            vec![
+                n.id.clone().into(),
+                domains.into(),
+                n.challenge.as_str().into(),
+                n.key_type.as_str().into(),
+                n.primary_ca.clone().into(),
+                n.backup_ca.clone().into(),
+                now.into(),
+                n.dns_provider.clone().into(),
+            ],
+        )
+        .await?;
+        if inserted == 0 {
+            return Err(StoreError::Duplicate(format!("name '{}'", n.id)));
+        }
+        for (slot, ca) in [(Slot::Primary, &n.primary_ca), (Slot::Backup, &n.backup_ca)] {
+            exec(
+                &tx,
+                "INSERT INTO slots (name_id, slot, ca_id, updated_at) VALUES ($1, $2, $3, $4)",
+                vec![
+                    n.id.clone().into(),
+                    slot.as_str().into(),
+                    ca.clone().into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+            insert_order(&tx, &n.id, slot, ca, now).await?;
+        }
+        insert_audit(
+            &tx,
+            &AuditEvent {
+                at: now,
+                actor: actor.to_string(),
+                action: "name.create".into(),
+                target: n.id.clone(),
+                reason: None,
+                result: "ok".into(),
+                details: Some(format!(
+                    "{{\"primary_ca\":{:?},\"backup_ca\":{:?}}}",
+                    n.primary_ca, n.backup_ca
+                )),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One name with both slots, or `None`.
+    pub async fn name(&self, id: &str) -> Result<Option<NameRecord>, StoreError> {
+        let sql = format!("{NAME_SELECT} WHERE n.id = $1 ORDER BY s.slot DESC");
+        let rows = all(&self.db, &sql, vec![id.into()]).await?;
+        Ok(super::rows::names_from_rows(&rows)?.into_iter().next())
+    }
+
+    /// A page of names ordered by id, after `cursor`, optionally only those
+    /// using CA `ca` in either slot.
+    pub async fn list_names(
+        &self,
+        limit: u64,
+        cursor: Option<&str>,
+        ca: Option<&str>,
+    ) -> Result<Vec<NameRecord>, StoreError> {
+        let sql = format!(
+            "{NAME_SELECT} WHERE n.id IN (SELECT id FROM names WHERE id > $1 \
+             AND ($2 = '' OR primary_ca = $2 OR backup_ca = $2) ORDER BY id LIMIT $3) \
+             ORDER BY n.id, s.slot DESC"
+        );
+        let rows = all(
+            &self.db,
+            &sql,
+            vec![
+                cursor.unwrap_or("").into(),
+                ca.unwrap_or("").into(),
+                (limit as i64).into(),
+            ],
+        )
+        .await?;
+        super::rows::names_from_rows(&rows)
+    }
+
+    /// Stops managing a name: deletes it, its slots, orders, tokens,
+    /// certificates and their keys, and records why, in one transaction.
+    pub async fn delete_name(
+        &self,
+        id: &str,
+        revoke: bool,
+        actor: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin().await?;
+        let exists = one(&tx, "SELECT id FROM names WHERE id = $1", vec![id.into()]).await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("name '{id}'")));
+        }
+        if revoke {
+            // cessationOfOperation (RFC 5280 reason 5) for each current
+            // certificate; the worker carries it out after the name is gone.
+            exec(
+                &tx,
+                "INSERT INTO revocations (id, certificate_id, ca_id, chain_pem, reason_code, state, \
+                 created_at, updated_at) SELECT 'rv-' || c.id, c.id, c.ca_id, c.chain_pem, 5, \
+                 'pending', $2, $2 FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+                 WHERE s.name_id = $1 ON CONFLICT DO NOTHING",
+                vec![id.into(), now.into()],
+            )
+            .await?;
+        }
+        let key_rows = all(
+            &tx,
+            "SELECT private_key_id AS k FROM certificates WHERE name_id = $1 \
+             UNION SELECT private_key_id AS k FROM orders WHERE name_id = $1 \
+             AND private_key_id IS NOT NULL",
+            vec![id.into()],
+        )
+        .await?;
+        exec(
+            &tx,
+            "DELETE FROM http01_tokens WHERE order_id IN (SELECT id FROM orders WHERE name_id = $1)",
+            vec![id.into()],
+        )
+        .await?;
+        for sql in [
+            "DELETE FROM orders WHERE name_id = $1",
+            "DELETE FROM slots WHERE name_id = $1",
+            "DELETE FROM certificates WHERE name_id = $1",
+            "DELETE FROM names WHERE id = $1",
+        ] {
+            exec(&tx, sql, vec![id.into()]).await?;
+        }
+        for row in &key_rows {
+            let k: String = get(row, "k")?;
+            exec(
+                &tx,
+                "DELETE FROM private_keys WHERE id = $1",
+                vec![k.into()],
+            )
+            .await?;
+        }
+        insert_audit(
+            &tx,
+            &AuditEvent::ok(
+                now,
+                actor,
+                "name.delete",
+                id,
+                None,
+                Some(format!("{{\"revoke\":{revoke}}}")),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records (or clears) a diversity violation found after issuance.
+    pub async fn set_diversity_error(
+        &self,
+        id: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        exec(
+            &self.db,
+            "UPDATE names SET diversity_error = $2, updated_at = $3 WHERE id = $1",
+            vec![id.into(), error.map(str::to_string).into(), now.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The PEM chain of a certificate.
+    pub async fn chain_pem(&self, cert_id: &str) -> Result<Option<String>, StoreError> {
+        let row = one(
+            &self.db,
+            "SELECT chain_pem FROM certificates WHERE id = $1",
+            vec![cert_id.into()],
+        )
+        .await?;
+        row.map(|r| get(&r, "chain_pem")).transpose()
+    }
+
+    /// The PEM chains of certificates `ids` (those that exist), in one
+    /// query per 500.
+    pub async fn chain_pems(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let values: Vec<Value> = chunk.iter().map(|i| Value::from(i.clone())).collect();
+            for r in &all(
+                &self.db,
+                &format!(
+                    "SELECT id, chain_pem FROM certificates WHERE id IN ({})",
+                    holes(1, chunk.len())
+                ),
+                values,
+            )
+            .await?
+            {
+                out.insert(get(r, "id")?, get(r, "chain_pem")?);
+            }
+        }
+        Ok(out)
+    }
+}
