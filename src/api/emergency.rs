@@ -111,7 +111,7 @@ async fn estimate(
     orders: i64,
     avoid: Option<&str>,
 ) -> Result<ReprovisionEstimate, Problem> {
-    let distrusted = st.store.emergency().distrusted_cas().await?;
+    let distrusted = st.store.cas().distrusted_cas().await?;
     let mut eligible = Vec::new();
     let mut per_hour = 0.0;
     for ca in st.ca_views.iter() {
@@ -249,7 +249,7 @@ pub(super) async fn trust_ca(
         ));
     }
     st.store
-        .emergency()
+        .cas()
         .trust_ca(&id, &req.reason, &who.name, st.clock.now())
         .await?;
     Ok(Json(serde_json::json!({ "id": id, "distrusted": false })).into_response())

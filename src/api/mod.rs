@@ -32,7 +32,7 @@ use serde::Deserialize;
 use crate::clock::Clock;
 use crate::domain::{ChallengeKind, DnsName, KeyType, ManagedNameId, NameState, Slot};
 use crate::policy::{self, CaChoice};
-use crate::store::{NameRecord, NewName, Store};
+use crate::store::{AuditDetails, NameRecord, NewName, Store};
 
 pub use auth::{BOOTSTRAP_ADMIN, Principal, ROUTES, required_role};
 pub use guard::Cidr;
@@ -284,7 +284,7 @@ async fn create_name(
         }
     };
     // Distrust is an operator decision stored in the store: apply it now.
-    let distrusted = st.store.emergency().distrusted_cas().await?;
+    let distrusted = st.store.cas().distrusted_cas().await?;
     let cas: Vec<CaChoice> = st
         .cas
         .iter()
@@ -594,10 +594,13 @@ async fn private_key(
             target: rec.id.clone(),
             reason: None,
             result: "ok".into(),
-            details: Some(format!(
-                "{{\"slot\":\"{slot}\",\"spki_sha256\":\"{}\"}}",
-                cert.spki_sha256
-            )),
+            details: Some(
+                AuditDetails::KeyRead {
+                    slot,
+                    spki_sha256: cert.spki_sha256.clone(),
+                }
+                .json(),
+            ),
         })
         .await?;
     Ok((
@@ -741,8 +744,8 @@ async fn delete_token(
 
 #[utoipa::path(get, path = "/v1/cas", responses((status = 200, description = "configured CAs", body = openapi::CaList), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_cas(State(st): State<ApiState>) -> Result<Response, Problem> {
-    let distrusted = st.store.emergency().distrusted_cas().await?;
-    let usage = st.store.emergency().ca_usage().await?;
+    let distrusted = st.store.cas().distrusted_cas().await?;
+    let usage = st.store.cas().ca_usage().await?;
     let items: Vec<CaView> = st
         .ca_views
         .iter()
@@ -774,7 +777,7 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
         out.push_str(&format!("# TYPE {metric} gauge\n{metric} {value}\n"));
     }
     out.push_str("# TYPE twincert_ca_active_names gauge\n");
-    let usage = st.store.emergency().ca_usage().await?;
+    let usage = st.store.cas().ca_usage().await?;
     for (ca, active, _) in &usage {
         out.push_str(&format!(
             "twincert_ca_active_names{{ca=\"{ca}\"}} {active}\n"
@@ -785,7 +788,7 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
         out.push_str(&format!("twincert_ca_slots{{ca=\"{ca}\"}} {slots}\n"));
     }
     out.push_str("# TYPE twincert_ca_distrusted gauge\n");
-    let distrusted = st.store.emergency().distrusted_cas().await?;
+    let distrusted = st.store.cas().distrusted_cas().await?;
     for c in st.cas.iter() {
         out.push_str(&format!(
             "twincert_ca_distrusted{{ca=\"{}\"}} {}\n",

@@ -4,6 +4,9 @@
 //! change itself; `details` is a typed value serialized by serde.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
+use serde::Serialize;
+
+use crate::domain::{Role, Slot};
 
 use super::StoreError;
 use super::sql::{all, exec, get};
@@ -66,6 +69,78 @@ pub(super) fn redact_url(url: &str) -> String {
     }
 }
 
+/// The extra facts of an audit event, one variant per shape, serialized
+/// by serde into the event's `details` JSON (never assembled by hand, so
+/// every value is escaped).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum AuditDetails {
+    /// A name was created with this CA pair.
+    NameCreated {
+        /// CA of the primary slot.
+        primary_ca: String,
+        /// CA of the backup slot.
+        backup_ca: String,
+    },
+    /// A name stopped being managed.
+    NameDeleted {
+        /// Whether its certificates are revoked.
+        revoke: bool,
+    },
+    /// A token was created.
+    TokenCreated {
+        /// Its role.
+        role: Role,
+    },
+    /// A private key was read.
+    KeyRead {
+        /// The slot whose key it is.
+        slot: Slot,
+        /// The key's SubjectPublicKeyInfo fingerprint.
+        spki_sha256: String,
+    },
+    /// One name was swapped by an operator.
+    Swapped {
+        /// The slot that was active.
+        from: Slot,
+        /// The slot that is active now.
+        to: Slot,
+        /// The operation record.
+        operation: String,
+    },
+    /// The worker swapped a name whose standby was unusable before.
+    AutoSwapped {
+        /// The slot that is active now.
+        to: Slot,
+    },
+    /// A key was reported compromised.
+    Compromised {
+        /// The slot whose key it is.
+        slot: Slot,
+        /// The key's SubjectPublicKeyInfo fingerprint.
+        spki_sha256: String,
+        /// Whether the name was swapped away from it.
+        swapped: bool,
+    },
+    /// A re-key operation started.
+    Rekey {
+        /// The operation record.
+        operation: String,
+        /// How many names it covers.
+        names: u64,
+    },
+    /// Structured facts (evidence, counts) of reactions and incidents.
+    Facts(serde_json::Value),
+}
+
+impl AuditDetails {
+    /// The JSON text stored in `audit_events.details`.
+    pub fn json(&self) -> String {
+        // Plain strings, numbers and JSON values: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 impl AuditEvent {
     /// A successful change, as the store records it in the change's own
     /// transaction.
@@ -75,7 +150,7 @@ impl AuditEvent {
         action: impl Into<String>,
         target: impl Into<String>,
         reason: Option<String>,
-        details: Option<String>,
+        details: Option<AuditDetails>,
     ) -> AuditEvent {
         AuditEvent {
             at,
@@ -84,7 +159,7 @@ impl AuditEvent {
             target: target.into(),
             reason,
             result: "ok".into(),
-            details,
+            details: details.map(|d| d.json()),
         }
     }
 }

@@ -1,11 +1,11 @@
 //! Revocations to perform at the CA (compromised keys, deleted names
 //! with `?revoke=true`) and their results.
 
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 
 use super::StoreError;
 use super::names::refresh_swap_facts;
-use super::sql::{all, exec, get};
+use super::sql::{all, exec, get, with_tx};
 
 /// Revocations to perform at the CA.
 #[derive(Clone)]
@@ -52,44 +52,45 @@ impl CaRevocations {
         let state = if error.is_none() { "done" } else { "pending" };
         // One transaction: a revocation is never `done` while its
         // certificate still looks usable to a swap.
-        let tx = self.db.begin().await?;
-        exec(
-            &tx,
-            "UPDATE revocations SET state = $2, attempts = attempts + 1, last_error = $3, \
-             updated_at = $4 WHERE id = $1",
-            vec![
-                id.into(),
-                state.into(),
-                error.map(str::to_string).into(),
-                now.into(),
-            ],
-        )
-        .await?;
-        if error.is_none() {
-            // Swaps never land on it again (`standby_revoked`).
+        with_tx(&self.db, async |tx| {
             exec(
-                &tx,
-                "UPDATE certificates SET revoked_at = $2, revocation_source = 'acme', \
+                tx,
+                "UPDATE revocations SET state = $2, attempts = attempts + 1, last_error = $3, \
+             updated_at = $4 WHERE id = $1",
+                vec![
+                    id.into(),
+                    state.into(),
+                    error.map(str::to_string).into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+            if error.is_none() {
+                // Swaps never land on it again (`standby_revoked`).
+                exec(
+                    tx,
+                    "UPDATE certificates SET revoked_at = $2, revocation_source = 'acme', \
                  revocation_reason = (SELECT reason_code FROM revocations WHERE id = $1) \
                  WHERE revoked_at IS NULL AND id = \
                  (SELECT certificate_id FROM revocations WHERE id = $1)",
-                vec![id.into(), now.into()],
-            )
-            .await?;
-            let current = all(
-                &tx,
-                "SELECT s.name_id, s.slot FROM slots s JOIN revocations r \
+                    vec![id.into(), now.into()],
+                )
+                .await?;
+                let current = all(
+                    tx,
+                    "SELECT s.name_id, s.slot FROM slots s JOIN revocations r \
                  ON r.certificate_id = s.current_cert_id WHERE r.id = $1",
-                vec![id.into()],
-            )
-            .await?;
-            for r in &current {
-                let name: String = get(r, "name_id")?;
-                let slot: String = get(r, "slot")?;
-                refresh_swap_facts(&tx, &name, slot.parse().map_err(StoreError::Db)?).await?;
+                    vec![id.into()],
+                )
+                .await?;
+                for r in &current {
+                    let name: String = get(r, "name_id")?;
+                    let slot: String = get(r, "slot")?;
+                    refresh_swap_facts(tx, &name, slot.parse().map_err(StoreError::Db)?).await?;
+                }
             }
-        }
-        tx.commit().await?;
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }

@@ -5,7 +5,7 @@
 use sea_orm::DatabaseConnection;
 
 use super::StoreError;
-use super::rows::*;
+use super::rows::DnsRecord;
 use super::sql::{all, exec, get, new_id, one};
 
 /// HTTP-01 answers and DNS-01 records.

@@ -3,17 +3,17 @@
 //! the CA and a re-issue under a new key; and the automatic reaction to
 //! certificates found revoked (one operation: flip, mark, audit).
 
-use sea_orm::{TransactionTrait, Value};
+use sea_orm::Value;
 use std::time::Instant;
 
 use crate::domain::Slot;
 
 use super::StoreError;
-use super::audit::{AuditEvent, insert_audit};
+use super::audit::{AuditDetails, AuditEvent, insert_audit};
 use super::names::refresh_swap_facts;
 use super::operations::{Operation, insert_operation};
 use super::orders::insert_order_for;
-use super::sql::{all, exec, get, holes, new_id, one};
+use super::sql::{all, exec, get, holes, new_id, one, with_tx};
 use super::status::{ACTIVE_UNTIL, CHUNK};
 use super::swap::{Emergency, mark_active_slot};
 use super::swap_scope::{FLIP, STANDBY_CA, STANDBY_UNTIL, SwapScope};
@@ -90,10 +90,9 @@ impl Emergency {
             "SELECT n.id FROM names n WHERE {} AND CAST($1 AS BIGINT) IS NOT NULL",
             sql.filter
         );
-        let tx = self.db.begin().await?;
         if dry_run {
             let row = one(
-                &tx,
+                &self.db,
                 &format!("SELECT COUNT(*) AS n FROM ({names}) t"),
                 values,
             )
@@ -102,53 +101,57 @@ impl Emergency {
                 Some(r) => get(&r, "n")?,
                 None => 0,
             };
-            tx.rollback().await?;
             return Ok((n, None));
         }
-        let op = new_id();
-        let op_hole = values.len() + 1;
-        values.push(op.clone().into());
-        let marked = exec(
-            &tx,
-            &format!(
-                "UPDATE names SET rekey_op = ${op_hole}, rekey_since = $1, updated_at = $1 \
+        with_tx(&self.db, async |tx| {
+            let op = new_id();
+            let op_hole = values.len() + 1;
+            values.push(op.clone().into());
+            let marked = exec(
+                tx,
+                &format!(
+                    "UPDATE names SET rekey_op = ${op_hole}, rekey_since = $1, updated_at = $1 \
                  WHERE id IN ({names})"
-            ),
-            values,
-        )
-        .await? as i64;
-        insert_operation(
-            &tx,
-            &Operation {
-                id: op.clone(),
-                kind: "rekey".into(),
-                actor: actor.into(),
-                reason: reason.into(),
-                scope: scope.describe(),
-                avoid_ca: None,
-                counts: serde_json::json!({ "marked": marked }),
-                affected: marked,
-                blocked: 0,
-                reprovision_open: false,
-                duration_ms: started.elapsed().as_millis() as i64,
-                created_at: now,
-            },
-        )
-        .await?;
-        insert_audit(
-            &tx,
-            &AuditEvent::ok(
-                now,
-                actor,
-                "rekey.start",
-                scope.describe(),
-                Some(reason.into()),
-                Some(format!("{{\"operation\":\"{op}\",\"names\":{marked}}}")),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok((marked, Some(op)))
+                ),
+                values,
+            )
+            .await? as i64;
+            insert_operation(
+                tx,
+                &Operation {
+                    id: op.clone(),
+                    kind: "rekey".into(),
+                    actor: actor.into(),
+                    reason: reason.into(),
+                    scope: scope.describe(),
+                    avoid_ca: None,
+                    counts: serde_json::json!({ "marked": marked }),
+                    affected: marked,
+                    blocked: 0,
+                    reprovision_open: false,
+                    duration_ms: started.elapsed().as_millis() as i64,
+                    created_at: now,
+                },
+            )
+            .await?;
+            insert_audit(
+                tx,
+                &AuditEvent::ok(
+                    now,
+                    actor,
+                    "rekey.start",
+                    scope.describe(),
+                    Some(reason.into()),
+                    Some(AuditDetails::Rekey {
+                        operation: op.clone(),
+                        names: marked.max(0) as u64,
+                    }),
+                ),
+            )
+            .await?;
+            Ok((marked, Some(op)))
+        })
+        .await
     }
 
     /// Records key compromises for many slots: each target in its own
@@ -266,44 +269,44 @@ impl Emergency {
         op: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let tx = self.db.begin().await?;
-        let row = one(
-            &tx,
-            "SELECT n.active_slot, s.ca_id, c.id AS cert_id, c.private_key_id, c.spki_sha256, \
+        with_tx(&self.db, async |tx| {
+            let row = one(
+                tx,
+                "SELECT n.active_slot, s.ca_id, c.id AS cert_id, c.private_key_id, c.spki_sha256, \
              k.compromised FROM names n JOIN slots s ON s.name_id = n.id AND s.slot = $2 \
              LEFT JOIN certificates c ON c.id = s.current_cert_id \
              LEFT JOIN private_keys k ON k.id = c.private_key_id WHERE n.id = $1",
-            vec![name_id.into(), slot.as_str().into()],
-        )
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("name '{name_id}'")))?;
-        let cert_id: Option<String> = get(&row, "cert_id")?;
-        let cert_id = cert_id.ok_or_else(|| {
-            StoreError::Conflict(format!("the {slot} slot of '{name_id}' has no certificate"))
-        })?;
-        if get::<Option<bool>>(&row, "compromised")? == Some(true) {
-            // Reported before: its revocation and re-issue are queued.
-            // Refusing keeps a repeated report from touching anything else.
-            return Err(StoreError::Conflict(format!(
-                "the {slot} key of '{name_id}' is already reported compromised; its revocation \
+                vec![name_id.into(), slot.as_str().into()],
+            )
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("name '{name_id}'")))?;
+            let cert_id: Option<String> = get(&row, "cert_id")?;
+            let cert_id = cert_id.ok_or_else(|| {
+                StoreError::Conflict(format!("the {slot} slot of '{name_id}' has no certificate"))
+            })?;
+            if get::<Option<bool>>(&row, "compromised")? == Some(true) {
+                // Reported before: its revocation and re-issue are queued.
+                // Refusing keeps a repeated report from touching anything else.
+                return Err(StoreError::Conflict(format!(
+                    "the {slot} key of '{name_id}' is already reported compromised; its revocation \
                  and re-issue are under way"
-            )));
-        }
-        let key_id: String = get(&row, "private_key_id")?;
-        let ca_id: String = get(&row, "ca_id")?;
-        let spki: String = get(&row, "spki_sha256")?;
-        let active: String = get(&row, "active_slot")?;
-        exec(
-            &tx,
-            "UPDATE private_keys SET compromised = TRUE WHERE id = $1",
-            vec![key_id.into()],
-        )
-        .await?;
-        refresh_swap_facts(&tx, name_id, slot).await?;
-        let mut swapped = false;
-        if active == slot.as_str() {
-            let standby = one(
-                &tx,
+                )));
+            }
+            let key_id: String = get(&row, "private_key_id")?;
+            let ca_id: String = get(&row, "ca_id")?;
+            let spki: String = get(&row, "spki_sha256")?;
+            let active: String = get(&row, "active_slot")?;
+            exec(
+                tx,
+                "UPDATE private_keys SET compromised = TRUE WHERE id = $1",
+                vec![key_id.into()],
+            )
+            .await?;
+            refresh_swap_facts(tx, name_id, slot).await?;
+            let mut swapped = false;
+            if active == slot.as_str() {
+                let standby = one(
+                tx,
                 "SELECT c.not_after FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
                  JOIN private_keys k ON k.id = c.private_key_id \
                  WHERE s.name_id = $1 AND s.slot = $2 AND k.compromised = FALSE \
@@ -311,47 +314,50 @@ impl Emergency {
                 vec![name_id.into(), slot.other().as_str().into()],
             )
             .await?;
-            let usable = match standby {
-                Some(r) => get::<i64>(&r, "not_after")? > now,
-                None => false,
-            };
-            if usable {
-                exec(
-                    &tx,
-                    "UPDATE names SET active_slot = $2, updated_at = $3 WHERE id = $1",
-                    vec![name_id.into(), slot.other().as_str().into(), now.into()],
-                )
-                .await?;
-                swapped = true;
+                let usable = match standby {
+                    Some(r) => get::<i64>(&r, "not_after")? > now,
+                    None => false,
+                };
+                if usable {
+                    exec(
+                        tx,
+                        "UPDATE names SET active_slot = $2, updated_at = $3 WHERE id = $1",
+                        vec![name_id.into(), slot.other().as_str().into(), now.into()],
+                    )
+                    .await?;
+                    swapped = true;
+                }
             }
-        }
-        exec(
-            &tx,
+            exec(
+            tx,
             "INSERT INTO revocations (id, certificate_id, ca_id, chain_pem, reason_code, state, \
              created_at, updated_at) SELECT $1, c.id, c.ca_id, c.chain_pem, 1, 'pending', $3, $3 \
              FROM certificates c WHERE c.id = $2 ON CONFLICT DO NOTHING",
             vec![new_id().into(), cert_id.into(), now.into()],
         )
         .await?;
-        // A re-issue right away, first in line: an open order for the slot
-        // (a renewal) would reuse nothing of the compromised key anyway.
-        insert_order_for(&tx, name_id, slot, &ca_id, now, op, 0).await?;
-        insert_audit(
-            &tx,
-            &AuditEvent::ok(
-                now,
-                actor,
-                "name.compromise",
-                name_id,
-                Some(reason.into()),
-                Some(format!(
-                    "{{\"slot\":\"{slot}\",\"spki_sha256\":\"{spki}\",\"swapped\":{swapped}}}"
-                )),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(swapped)
+            // A re-issue right away, first in line: an open order for the slot
+            // (a renewal) would reuse nothing of the compromised key anyway.
+            insert_order_for(tx, name_id, slot, &ca_id, now, op, 0).await?;
+            insert_audit(
+                tx,
+                &AuditEvent::ok(
+                    now,
+                    actor,
+                    "name.compromise",
+                    name_id,
+                    Some(reason.into()),
+                    Some(AuditDetails::Compromised {
+                        slot,
+                        spki_sha256: spki.clone(),
+                        swapped,
+                    }),
+                ),
+            )
+            .await?;
+            Ok(swapped)
+        })
+        .await
     }
 
     /// The automatic reaction to revoked certificates, as one operation in
@@ -370,56 +376,55 @@ impl Emergency {
             return Ok(report);
         }
         let op = new_id();
-        let tx = self.db.begin().await?;
-        for chunk in r.cert_ids.chunks(CHUNK) {
-            let mut values: Vec<Value> = vec![now.into()];
-            values.extend(chunk.iter().map(|n| Value::from(n.clone())));
-            exec(
-                &tx,
-                &format!(
-                    "UPDATE certificates SET revocation_reacted_at = $1 \
+        with_tx(&self.db, async |tx| {
+            for chunk in r.cert_ids.chunks(CHUNK) {
+                let mut values: Vec<Value> = vec![now.into()];
+                values.extend(chunk.iter().map(|n| Value::from(n.clone())));
+                exec(
+                    tx,
+                    &format!(
+                        "UPDATE certificates SET revocation_reacted_at = $1 \
                      WHERE revocation_reacted_at IS NULL AND id IN ({})",
-                    holes(2, chunk.len())
-                ),
-                values,
-            )
-            .await?;
-        }
-        if r.swap_names.is_empty() && r.reprovision.is_empty() {
-            tx.commit().await?;
-            return Ok(report);
-        }
-        for chunk in r.swap_names.chunks(CHUNK) {
-            let mut values: Vec<Value> = vec![now.into(), op.clone().into()];
-            values.extend(chunk.iter().map(|n| Value::from(n.clone())));
-            report.swapped += exec(
-                &tx,
-                &format!(
-                    "UPDATE names AS n SET {}, active_slot = {FLIP}, updated_at = $1 \
+                        holes(2, chunk.len())
+                    ),
+                    values,
+                )
+                .await?;
+            }
+            if r.swap_names.is_empty() && r.reprovision.is_empty() {
+                return Ok(report);
+            }
+            for chunk in r.swap_names.chunks(CHUNK) {
+                let mut values: Vec<Value> = vec![now.into(), op.clone().into()];
+                values.extend(chunk.iter().map(|n| Value::from(n.clone())));
+                report.swapped += exec(
+                    tx,
+                    &format!(
+                        "UPDATE names AS n SET {}, active_slot = {FLIP}, updated_at = $1 \
                      WHERE n.id IN ({}) AND {ACTIVE_UNTIL} = 0 AND {STANDBY_UNTIL} > $1 \
                      AND COALESCE({STANDBY_CA}, '') NOT IN \
                      (SELECT ca_id FROM ca_status WHERE distrusted = TRUE)",
-                    mark_active_slot(2),
-                    holes(3, chunk.len())
-                ),
-                values,
-            )
-            .await? as i64;
-        }
-        report.not_swapped = r.swap_names.len() as i64 - report.swapped;
-        for slot in [Slot::Primary, Slot::Backup] {
-            let certs: Vec<&String> = r
-                .reprovision
-                .iter()
-                .filter(|(_, s, _)| *s == slot)
-                .map(|(_, _, c)| c)
-                .collect();
-            let s = slot.as_str();
-            for chunk in certs.chunks(CHUNK) {
-                let mut values: Vec<Value> = vec![now.into(), op.clone().into()];
-                values.extend(chunk.iter().map(|c| Value::from((*c).clone())));
-                exec(
-                    &tx,
+                        mark_active_slot(2),
+                        holes(3, chunk.len())
+                    ),
+                    values,
+                )
+                .await? as i64;
+            }
+            report.not_swapped = r.swap_names.len() as i64 - report.swapped;
+            for slot in [Slot::Primary, Slot::Backup] {
+                let certs: Vec<&String> = r
+                    .reprovision
+                    .iter()
+                    .filter(|(_, s, _)| *s == slot)
+                    .map(|(_, _, c)| c)
+                    .collect();
+                let s = slot.as_str();
+                for chunk in certs.chunks(CHUNK) {
+                    let mut values: Vec<Value> = vec![now.into(), op.clone().into()];
+                    values.extend(chunk.iter().map(|c| Value::from((*c).clone())));
+                    exec(
+                    tx,
                     &format!(
                         "UPDATE names SET {s}_reprovision_op = COALESCE({s}_reprovision_op, $2), \
                          updated_at = $1 WHERE id IN (SELECT name_id FROM slots \
@@ -429,74 +434,74 @@ impl Emergency {
                     values,
                 )
                 .await?;
+                }
             }
-        }
-        let marked = one(
-            &tx,
-            "SELECT COUNT(*) AS a, \
+            let marked = one(
+                tx,
+                "SELECT COUNT(*) AS a, \
              SUM(CASE WHEN primary_reprovision_op = $1 THEN 1 ELSE 0 END) + \
              SUM(CASE WHEN backup_reprovision_op = $1 THEN 1 ELSE 0 END) AS n \
              FROM names WHERE primary_reprovision_op = $1 OR backup_reprovision_op = $1",
-            vec![op.clone().into()],
-        )
-        .await?;
-        report.marked = match marked {
-            Some(row) => get::<Option<i64>>(&row, "n")?.unwrap_or(0),
-            None => 0,
-        };
-        if report.swapped == 0 && report.not_swapped == 0 && report.marked == 0 {
-            // Nothing left to do (e.g. a CA-wide swap already marked these
-            // slots): only the certificates are marked as reacted to.
-            tx.commit().await?;
-            return Ok(report);
-        }
-        let counts = serde_json::json!({
-            "swap": report.swapped,
-            "no_usable_standby": report.not_swapped,
-            "reprovision": report.marked,
-        });
-        let scope = format!("names:{}", r.swap_names.len().max(r.reprovision.len()));
-        insert_operation(
-            &tx,
-            &Operation {
-                id: op.clone(),
-                kind: r.kind.clone(),
-                actor: r.actor.clone(),
-                reason: r.reason.clone(),
-                scope: scope.clone(),
-                avoid_ca: r.avoid_ca.clone(),
-                counts: counts.clone(),
-                affected: report.swapped,
-                blocked: 0,
-                reprovision_open: report.marked > 0,
-                duration_ms: 0,
-                created_at: now,
-            },
-        )
-        .await?;
-        insert_audit(
-            &tx,
-            &AuditEvent {
-                at: now,
-                actor: r.actor.clone(),
-                action: format!("{}.react", r.kind),
-                target: scope,
-                reason: Some(r.reason.clone()),
-                result: format!("swapped {}", report.swapped),
-                details: Some(
-                    serde_json::json!({
-                        "operation": op,
-                        "counts": counts,
-                        "swap_names": r.swap_names,
-                        "evidence": r.evidence,
-                    })
-                    .to_string(),
-                ),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        report.operation_id = Some(op);
-        Ok(report)
+                vec![op.clone().into()],
+            )
+            .await?;
+            report.marked = match marked {
+                Some(row) => get::<Option<i64>>(&row, "n")?.unwrap_or(0),
+                None => 0,
+            };
+            if report.swapped == 0 && report.not_swapped == 0 && report.marked == 0 {
+                // Nothing left to do (e.g. a CA-wide swap already marked these
+                // slots): only the certificates are marked as reacted to.
+                return Ok(report);
+            }
+            let counts = serde_json::json!({
+                "swap": report.swapped,
+                "no_usable_standby": report.not_swapped,
+                "reprovision": report.marked,
+            });
+            let scope = format!("names:{}", r.swap_names.len().max(r.reprovision.len()));
+            insert_operation(
+                tx,
+                &Operation {
+                    id: op.clone(),
+                    kind: r.kind.clone(),
+                    actor: r.actor.clone(),
+                    reason: r.reason.clone(),
+                    scope: scope.clone(),
+                    avoid_ca: r.avoid_ca.clone(),
+                    counts: counts.clone(),
+                    affected: report.swapped,
+                    blocked: 0,
+                    reprovision_open: report.marked > 0,
+                    duration_ms: 0,
+                    created_at: now,
+                },
+            )
+            .await?;
+            insert_audit(
+                tx,
+                &AuditEvent {
+                    at: now,
+                    actor: r.actor.clone(),
+                    action: format!("{}.react", r.kind),
+                    target: scope,
+                    reason: Some(r.reason.clone()),
+                    result: format!("swapped {}", report.swapped),
+                    details: Some(
+                        serde_json::json!({
+                            "operation": op,
+                            "counts": counts,
+                            "swap_names": r.swap_names,
+                            "evidence": r.evidence,
+                        })
+                        .to_string(),
+                    ),
+                },
+            )
+            .await?;
+            report.operation_id = Some(op);
+            Ok(report)
+        })
+        .await
     }
 }

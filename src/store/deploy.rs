@@ -6,12 +6,12 @@
 //! name's active one (issuance, renewal, swap all show up this way, with no
 //! hook in each of those paths) and its backoff has passed.
 
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 use serde::Serialize;
 
 use super::StoreError;
 use super::audit::{AuditEvent, insert_audit};
-use super::sql::{all, exec, get, int, json_col, new_id, one};
+use super::sql::{all, exec, get, int, json_col, new_id, one, with_tx};
 
 /// Deployments and endpoint checks.
 #[derive(Clone)]
@@ -212,39 +212,40 @@ impl Deployments {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         let now = audit.at;
-        let tx = self.db.begin().await?;
-        let existing = all(
-            &tx,
-            "SELECT destination FROM deployments WHERE name_id = $1",
-            vec![name_id.into()],
-        )
-        .await?;
-        for r in &existing {
-            let d: String = get(r, "destination")?;
-            if !destinations.contains(&d) {
-                exec(
-                    &tx,
-                    "DELETE FROM deployments WHERE name_id = $1 AND destination = $2",
-                    vec![name_id.into(), d.into()],
-                )
-                .await?;
+        with_tx(&self.db, async |tx| {
+            let existing = all(
+                tx,
+                "SELECT destination FROM deployments WHERE name_id = $1",
+                vec![name_id.into()],
+            )
+            .await?;
+            for r in &existing {
+                let d: String = get(r, "destination")?;
+                if !destinations.contains(&d) {
+                    exec(
+                        tx,
+                        "DELETE FROM deployments WHERE name_id = $1 AND destination = $2",
+                        vec![name_id.into(), d.into()],
+                    )
+                    .await?;
+                }
             }
-        }
-        for d in destinations {
-            insert_deployment(&tx, name_id, d, now).await?;
-        }
-        exec(
-            &tx,
-            "DELETE FROM endpoints WHERE name_id = $1",
-            vec![name_id.into()],
-        )
-        .await?;
-        for e in endpoints {
-            insert_endpoint(&tx, name_id, e, now).await?;
-        }
-        insert_audit(&tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+            for d in destinations {
+                insert_deployment(tx, name_id, d, now).await?;
+            }
+            exec(
+                tx,
+                "DELETE FROM endpoints WHERE name_id = $1",
+                vec![name_id.into()],
+            )
+            .await?;
+            for e in endpoints {
+                insert_endpoint(tx, name_id, e, now).await?;
+            }
+            insert_audit(tx, audit).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// A name's destinations and endpoints with their state.
@@ -341,24 +342,25 @@ impl Deployments {
         check_at: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        exec(
-            &tx,
-            "UPDATE deployments SET state = 'requested', cert_id = $3, requested_at = $4, \
+        with_tx(&self.db, async |tx| {
+            exec(
+                tx,
+                "UPDATE deployments SET state = 'requested', cert_id = $3, requested_at = $4, \
              deployed_at = $4, confirmed_at = NULL, attempts = 0, last_error = NULL, \
              detail = $5, updated_at = $4 WHERE name_id = $1 AND destination = $2",
-            vec![
-                name_id.into(),
-                destination.into(),
-                cert_id.into(),
-                now.into(),
-                detail.to_string().into(),
-            ],
-        )
-        .await?;
-        schedule_checks(&tx, name_id, check_at).await?;
-        tx.commit().await?;
-        Ok(())
+                vec![
+                    name_id.into(),
+                    destination.into(),
+                    cert_id.into(),
+                    now.into(),
+                    detail.to_string().into(),
+                ],
+            )
+            .await?;
+            schedule_checks(tx, name_id, check_at).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// A write failed: failed, retried at `next_attempt_at`.

@@ -2,11 +2,11 @@
 //! a window), opening one (once across replicas), its outcome (a CA-wide
 //! swap or a stored dry run), and closing it.
 
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 
 use super::StoreError;
 use super::audit::{AuditEvent, insert_audit};
-use super::sql::{all, exec, get, json_col, one};
+use super::sql::{all, exec, get, json_col, one, with_tx};
 
 /// CA incidents.
 #[derive(Clone)]
@@ -159,54 +159,55 @@ impl Incidents {
         evidence: &serde_json::Value,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        let tx = self.db.begin().await?;
-        let n = exec(
-            &tx,
-            "INSERT INTO ca_incidents (id, ca_id, state, policy, revoked, ari_past, total, \
+        with_tx(&self.db, async |tx| {
+            let n = exec(
+                tx,
+                "INSERT INTO ca_incidents (id, ca_id, state, policy, revoked, ari_past, total, \
              window_seconds, summary, operation_id, dry_run, opened_at) \
              VALUES ($1, $2, 'open', $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
-            vec![
-                i.id.clone().into(),
-                i.ca_id.clone().into(),
-                i.policy.clone().into(),
-                i.revoked.into(),
-                i.ari_past.into(),
-                i.total.into(),
-                i.window_seconds.into(),
-                i.summary.clone().into(),
-                i.operation_id.clone().into(),
-                i.dry_run.as_ref().map(|v| v.to_string()).into(),
-                i.opened_at.into(),
-            ],
-        )
-        .await?;
-        if n == 1 {
-            insert_audit(
-                &tx,
-                &AuditEvent {
-                    at: i.opened_at,
-                    actor: actor.into(),
-                    action: "ca.incident".into(),
-                    target: i.ca_id.clone(),
-                    reason: Some(i.summary.clone()),
-                    result: format!("opened ({})", i.policy),
-                    details: Some(
-                        serde_json::json!({
-                            "incident": i.id,
-                            "revoked": i.revoked,
-                            "ari_past": i.ari_past,
-                            "total": i.total,
-                            "window_seconds": i.window_seconds,
-                            "evidence": evidence,
-                        })
-                        .to_string(),
-                    ),
-                },
+                vec![
+                    i.id.clone().into(),
+                    i.ca_id.clone().into(),
+                    i.policy.clone().into(),
+                    i.revoked.into(),
+                    i.ari_past.into(),
+                    i.total.into(),
+                    i.window_seconds.into(),
+                    i.summary.clone().into(),
+                    i.operation_id.clone().into(),
+                    i.dry_run.as_ref().map(|v| v.to_string()).into(),
+                    i.opened_at.into(),
+                ],
             )
             .await?;
-        }
-        tx.commit().await?;
-        Ok(n == 1)
+            if n == 1 {
+                insert_audit(
+                    tx,
+                    &AuditEvent {
+                        at: i.opened_at,
+                        actor: actor.into(),
+                        action: "ca.incident".into(),
+                        target: i.ca_id.clone(),
+                        reason: Some(i.summary.clone()),
+                        result: format!("opened ({})", i.policy),
+                        details: Some(
+                            serde_json::json!({
+                                "incident": i.id,
+                                "revoked": i.revoked,
+                                "ari_past": i.ari_past,
+                                "total": i.total,
+                                "window_seconds": i.window_seconds,
+                                "evidence": evidence,
+                            })
+                            .to_string(),
+                        ),
+                    },
+                )
+                .await?;
+            }
+            Ok(n == 1)
+        })
+        .await
     }
 
     /// Attaches the CA-wide swap's operation or dry run to an incident.
@@ -261,47 +262,47 @@ impl Incidents {
         reason: &str,
         now: i64,
     ) -> Result<Option<Incident>, StoreError> {
-        let tx = self.db.begin().await?;
-        let n = exec(
-            &tx,
-            "UPDATE ca_incidents SET state = 'closed', closed_at = $2, closed_by = $3, \
+        with_tx(&self.db, async |tx| {
+            let n = exec(
+                tx,
+                "UPDATE ca_incidents SET state = 'closed', closed_at = $2, closed_by = $3, \
              close_reason = $4 WHERE id = $1 AND state = 'open'",
-            vec![id.into(), now.into(), actor.into(), reason.into()],
-        )
-        .await?;
-        if n == 0 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let row = one(
-            &tx,
-            "SELECT * FROM ca_incidents WHERE id = $1",
-            vec![id.into()],
-        )
-        .await?
-        .ok_or_else(|| StoreError::Db("incident vanished".into()))?;
-        let inc = incident_row(&row)?;
-        insert_audit(
-            &tx,
-            &AuditEvent {
-                at: now,
-                actor: actor.into(),
-                action: "ca.incident_close".into(),
-                target: inc.ca_id.clone(),
-                reason: Some(reason.into()),
-                result: "closed".into(),
-                details: Some(serde_json::json!({ "incident": id }).to_string()),
-            },
-        )
-        .await?;
-        exec(
-            &tx,
-            "UPDATE alerts SET resolved_at = $2 WHERE kind = 'ca_incident' AND subject = $1 \
+                vec![id.into(), now.into(), actor.into(), reason.into()],
+            )
+            .await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let row = one(
+                tx,
+                "SELECT * FROM ca_incidents WHERE id = $1",
+                vec![id.into()],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Db("incident vanished".into()))?;
+            let inc = incident_row(&row)?;
+            insert_audit(
+                tx,
+                &AuditEvent {
+                    at: now,
+                    actor: actor.into(),
+                    action: "ca.incident_close".into(),
+                    target: inc.ca_id.clone(),
+                    reason: Some(reason.into()),
+                    result: "closed".into(),
+                    details: Some(serde_json::json!({ "incident": id }).to_string()),
+                },
+            )
+            .await?;
+            exec(
+                tx,
+                "UPDATE alerts SET resolved_at = $2 WHERE kind = 'ca_incident' AND subject = $1 \
              AND resolved_at IS NULL",
-            vec![inc.ca_id.clone().into(), now.into()],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(inc))
+                vec![inc.ca_id.clone().into(), now.into()],
+            )
+            .await?;
+            Ok(Some(inc))
+        })
+        .await
     }
 }

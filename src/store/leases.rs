@@ -5,7 +5,7 @@
 use sea_orm::{DatabaseConnection, DbBackend, Value};
 
 use super::StoreError;
-use super::rows::*;
+use super::rows::OrderJob;
 use super::sql::{all, exec, get};
 
 /// Order leases and singleton leases.

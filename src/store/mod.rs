@@ -24,6 +24,7 @@
 mod alerts;
 mod audit;
 mod ca_revocations;
+mod cas;
 mod challenges;
 mod compromise;
 mod deploy;
@@ -51,8 +52,9 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 use twincert_migrations::{Migrator, MigratorTrait};
 
 pub use alerts::{Alert, Alerts, PendingAlert};
-pub use audit::{Audit, AuditEvent};
+pub use audit::{Audit, AuditDetails, AuditEvent};
 pub use ca_revocations::CaRevocations;
+pub use cas::Cas;
 pub use challenges::Challenges;
 pub use compromise::{CompromiseReport, Reaction, ReactionReport};
 pub use deploy::{
@@ -124,6 +126,7 @@ struct Facets {
     emergency: Emergency,
     operations: Operations,
     ca_revocations: CaRevocations,
+    cas: Cas,
     status: Status,
     incidents: Incidents,
     alerts: Alerts,
@@ -145,6 +148,7 @@ impl Facets {
             emergency: Emergency { db: db.clone() },
             operations: Operations { db: db.clone() },
             ca_revocations: CaRevocations { db: db.clone() },
+            cas: Cas { db: db.clone() },
             status: Status { db: db.clone() },
             incidents: Incidents { db: db.clone() },
             alerts: Alerts { db: db.clone() },
@@ -252,6 +256,11 @@ impl Store {
     /// Revocations to perform at the CA.
     pub fn ca_revocations(&self) -> &CaRevocations {
         &self.facets.ca_revocations
+    }
+
+    /// CA status: distrust and usage.
+    pub fn cas(&self) -> &Cas {
+        &self.facets.cas
     }
 
     /// Certificate standing (CRL/OCSP/ARI) and expiry tracking.

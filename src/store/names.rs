@@ -3,15 +3,15 @@
 //! refreshed in the same transaction as every change to a slot's current
 //! certificate, its revocation or its key.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Value};
 
 use crate::domain::{ChallengeKind, KeyType, Slot};
 
 use super::StoreError;
-use super::audit::{AuditEvent, insert_audit};
+use super::audit::{AuditDetails, AuditEvent, insert_audit};
 use super::orders::insert_order;
-use super::rows::*;
-use super::sql::{all, exec, get, holes, one};
+use super::rows::NameRecord;
+use super::sql::{all, exec, get, holes, one, with_tx};
 use super::status::CHUNK;
 
 /// Managed names, their slots and swap facts.
@@ -99,61 +99,65 @@ impl Names {
     /// Creates a name, its two slots and an open order for each, and the
     /// audit event, in one transaction.
     pub async fn create_name(&self, n: &NewName, actor: &str, now: i64) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        let domains =
-            serde_json::to_string(&n.domains).map_err(|e| StoreError::Db(e.to_string()))?;
-        let inserted = exec(
-            &tx,
-            "INSERT INTO names (id, domains, challenge, key_type, primary_ca, backup_ca, \
+        with_tx(&self.db, async |tx| {
+            let domains =
+                serde_json::to_string(&n.domains).map_err(|e| StoreError::Db(e.to_string()))?;
+            let inserted = exec(
+                tx,
+                "INSERT INTO names (id, domains, challenge, key_type, primary_ca, backup_ca, \
              active_slot, created_at, updated_at, dns_provider) \
              VALUES ($1, $2, $3, $4, $5, $6, 'primary', $7, $7, $8) ON CONFLICT DO NOTHING",
-            vec![
-                n.id.clone().into(),
-                domains.into(),
-                n.challenge.as_str().into(),
-                n.key_type.as_str().into(),
-                n.primary_ca.clone().into(),
-                n.backup_ca.clone().into(),
-                now.into(),
-                n.dns_provider.clone().into(),
-            ],
-        )
-        .await?;
-        if inserted == 0 {
-            return Err(StoreError::Duplicate(format!("name '{}'", n.id)));
-        }
-        for (slot, ca) in [(Slot::Primary, &n.primary_ca), (Slot::Backup, &n.backup_ca)] {
-            exec(
-                &tx,
-                "INSERT INTO slots (name_id, slot, ca_id, updated_at) VALUES ($1, $2, $3, $4)",
                 vec![
                     n.id.clone().into(),
-                    slot.as_str().into(),
-                    ca.clone().into(),
+                    domains.into(),
+                    n.challenge.as_str().into(),
+                    n.key_type.as_str().into(),
+                    n.primary_ca.clone().into(),
+                    n.backup_ca.clone().into(),
                     now.into(),
+                    n.dns_provider.clone().into(),
                 ],
             )
             .await?;
-            insert_order(&tx, &n.id, slot, ca, now).await?;
-        }
-        insert_audit(
-            &tx,
-            &AuditEvent {
-                at: now,
-                actor: actor.to_string(),
-                action: "name.create".into(),
-                target: n.id.clone(),
-                reason: None,
-                result: "ok".into(),
-                details: Some(format!(
-                    "{{\"primary_ca\":{:?},\"backup_ca\":{:?}}}",
-                    n.primary_ca, n.backup_ca
-                )),
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+            if inserted == 0 {
+                return Err(StoreError::Duplicate(format!("name '{}'", n.id)));
+            }
+            for (slot, ca) in [(Slot::Primary, &n.primary_ca), (Slot::Backup, &n.backup_ca)] {
+                exec(
+                    tx,
+                    "INSERT INTO slots (name_id, slot, ca_id, updated_at) VALUES ($1, $2, $3, $4)",
+                    vec![
+                        n.id.clone().into(),
+                        slot.as_str().into(),
+                        ca.clone().into(),
+                        now.into(),
+                    ],
+                )
+                .await?;
+                insert_order(tx, &n.id, slot, ca, now).await?;
+            }
+            insert_audit(
+                tx,
+                &AuditEvent {
+                    at: now,
+                    actor: actor.to_string(),
+                    action: "name.create".into(),
+                    target: n.id.clone(),
+                    reason: None,
+                    result: "ok".into(),
+                    details: Some(
+                        AuditDetails::NameCreated {
+                            primary_ca: n.primary_ca.clone(),
+                            backup_ca: n.backup_ca.clone(),
+                        }
+                        .json(),
+                    ),
+                },
+            )
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// One name with both slots, or `None`.
@@ -198,8 +202,8 @@ impl Names {
         actor: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        let exists = one(&tx, "SELECT id FROM names WHERE id = $1", vec![id.into()]).await?;
+        with_tx(&self.db, async |tx| {
+        let exists = one(tx, "SELECT id FROM names WHERE id = $1", vec![id.into()]).await?;
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("name '{id}'")));
         }
@@ -207,7 +211,7 @@ impl Names {
             // cessationOfOperation (RFC 5280 reason 5) for each current
             // certificate; the worker carries it out after the name is gone.
             exec(
-                &tx,
+                tx,
                 "INSERT INTO revocations (id, certificate_id, ca_id, chain_pem, reason_code, state, \
                  created_at, updated_at) SELECT 'rv-' || c.id, c.id, c.ca_id, c.chain_pem, 5, \
                  'pending', $2, $2 FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
@@ -217,7 +221,7 @@ impl Names {
             .await?;
         }
         let key_rows = all(
-            &tx,
+            tx,
             "SELECT private_key_id AS k FROM certificates WHERE name_id = $1 \
              UNION SELECT private_key_id AS k FROM orders WHERE name_id = $1 \
              AND private_key_id IS NOT NULL",
@@ -225,7 +229,7 @@ impl Names {
         )
         .await?;
         exec(
-            &tx,
+            tx,
             "DELETE FROM http01_tokens WHERE order_id IN (SELECT id FROM orders WHERE name_id = $1)",
             vec![id.into()],
         )
@@ -236,31 +240,32 @@ impl Names {
             "DELETE FROM certificates WHERE name_id = $1",
             "DELETE FROM names WHERE id = $1",
         ] {
-            exec(&tx, sql, vec![id.into()]).await?;
+            exec(tx, sql, vec![id.into()]).await?;
         }
         for row in &key_rows {
             let k: String = get(row, "k")?;
             exec(
-                &tx,
+                tx,
                 "DELETE FROM private_keys WHERE id = $1",
                 vec![k.into()],
             )
             .await?;
         }
         insert_audit(
-            &tx,
+            tx,
             &AuditEvent::ok(
                 now,
                 actor,
                 "name.delete",
                 id,
                 None,
-                Some(format!("{{\"revoke\":{revoke}}}")),
+                Some(AuditDetails::NameDeleted { revoke }),
             ),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
+        })
+        .await
     }
 
     /// Records (or clears) a diversity violation found after issuance.

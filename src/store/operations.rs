@@ -3,14 +3,14 @@
 //! re-provisioner's side: which abandoned slots to re-issue, from which
 //! CA, or why that is blocked.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use std::collections::BTreeMap;
 
 use crate::domain::Slot;
 
 use super::StoreError;
 use super::orders::insert_order_for;
-use super::sql::{all, exec, get, one};
+use super::sql::{all, exec, get, one, with_tx};
 use super::swap_scope::{marked_by, rekeyed};
 
 /// Operation records and re-provisioning.
@@ -350,33 +350,32 @@ impl Operations {
         ca: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let tx = self.db.begin().await?;
-        let n = exec(
-            &tx,
-            &format!(
-                "UPDATE names SET {slot}_reprovision_op = NULL, \
+        with_tx(&self.db, async |tx| {
+            let n = exec(
+                tx,
+                &format!(
+                    "UPDATE names SET {slot}_reprovision_op = NULL, \
                  primary_ca = CASE WHEN $3 = 'primary' THEN $4 ELSE primary_ca END, \
                  backup_ca = CASE WHEN $3 = 'backup' THEN $4 ELSE backup_ca END, updated_at = $5 \
                  WHERE id = $1 AND {slot}_reprovision_op = $2 AND {other}_ca = $6",
-                slot = job.slot.as_str(),
-                other = job.slot.other().as_str()
-            ),
-            vec![
-                job.name_id.clone().into(),
-                job.operation_id.clone().into(),
-                job.slot.as_str().into(),
-                ca.into(),
-                now.into(),
-                job.other_ca.clone().into(),
-            ],
-        )
-        .await?;
-        if n == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        exec(
-            &tx,
+                    slot = job.slot.as_str(),
+                    other = job.slot.other().as_str()
+                ),
+                vec![
+                    job.name_id.clone().into(),
+                    job.operation_id.clone().into(),
+                    job.slot.as_str().into(),
+                    ca.into(),
+                    now.into(),
+                    job.other_ca.clone().into(),
+                ],
+            )
+            .await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            exec(
+            tx,
             "UPDATE orders SET state = 'abandoned', lease_owner = NULL, lease_expires_at = NULL, \
              last_error = $3, updated_at = $4 WHERE name_id = $1 AND slot = $2 \
              AND state IN ('pending', 'processing')",
@@ -388,31 +387,32 @@ impl Operations {
             ],
         )
         .await?;
-        exec(
-            &tx,
-            "UPDATE slots SET ca_id = $3, last_error = NULL, updated_at = $4 \
+            exec(
+                tx,
+                "UPDATE slots SET ca_id = $3, last_error = NULL, updated_at = $4 \
              WHERE name_id = $1 AND slot = $2",
-            vec![
-                job.name_id.clone().into(),
-                job.slot.as_str().into(),
-                ca.into(),
-                now.into(),
-            ],
-        )
-        .await?;
-        let priority = if job.is_active { 0 } else { 1 };
-        insert_order_for(
-            &tx,
-            &job.name_id,
-            job.slot,
-            ca,
-            now,
-            Some(&job.operation_id),
-            priority,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+                vec![
+                    job.name_id.clone().into(),
+                    job.slot.as_str().into(),
+                    ca.into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+            let priority = if job.is_active { 0 } else { 1 };
+            insert_order_for(
+                tx,
+                &job.name_id,
+                job.slot,
+                ca,
+                now,
+                Some(&job.operation_id),
+                priority,
+            )
+            .await?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Gives up re-provisioning a marked slot (no CA is eligible): the
@@ -424,9 +424,9 @@ impl Operations {
         why: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
+        with_tx(&self.db, async |tx| {
         let n = exec(
-            &tx,
+            tx,
             &format!(
                 "UPDATE names SET {slot}_reprovision_op = NULL, updated_at = $3 \
                  WHERE id = $1 AND {slot}_reprovision_op = $2",
@@ -441,7 +441,7 @@ impl Operations {
         .await?;
         if n > 0 {
             exec(
-                &tx,
+                tx,
                 "UPDATE slots SET last_error = $3, updated_at = $4 WHERE name_id = $1 AND slot = $2",
                 vec![
                     job.name_id.clone().into(),
@@ -452,13 +452,14 @@ impl Operations {
             )
             .await?;
             exec(
-                &tx,
+                tx,
                 "UPDATE operations SET blocked = blocked + 1 WHERE id = $1",
                 vec![job.operation_id.clone().into()],
             )
             .await?;
         }
-        tx.commit().await?;
         Ok(())
+        })
+        .await
     }
 }

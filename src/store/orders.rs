@@ -3,16 +3,16 @@
 //! certificate and slot pointer and the order's end in one transaction),
 //! failures with backoff, and ARI's `replaces`.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use crate::domain::{KeyType, OrderState, Slot};
 use crate::keys::seal::Sealed;
 
 use super::StoreError;
-use super::audit::{AuditEvent, insert_audit};
+use super::audit::{AuditDetails, AuditEvent, insert_audit};
 use super::names::refresh_swap_facts;
-use super::rows::*;
-use super::sql::{all, exec, get, is_unique_violation, new_id, one};
+use super::rows::OrderSummary;
+use super::sql::{all, exec, get, is_unique_violation, new_id, one, with_tx};
 use super::swap_scope::rekeyed;
 
 /// The issuance cycle's order rows.
@@ -169,10 +169,10 @@ impl Orders {
         sealed: &Sealed,
         now: i64,
     ) -> Result<String, StoreError> {
-        let tx = self.db.begin().await?;
+        with_tx(&self.db, async |tx| {
         let key_id = new_id();
         let r = exec(
-            &tx,
+            tx,
             "INSERT INTO private_keys (id, spki_sha256, key_type, master_key_id, nonce, \
              ciphertext, compromised, created_at) VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7)",
             vec![
@@ -197,7 +197,7 @@ impl Orders {
             return Err(e);
         }
         let n = exec(
-            &tx,
+            tx,
             "UPDATE orders SET private_key_id = $3, updated_at = $4 WHERE id = $1 \
              AND lease_owner = $2 AND state = 'processing'",
             vec![
@@ -211,8 +211,9 @@ impl Orders {
         if n == 0 {
             return Err(StoreError::LeaseLost(order_id.into()));
         }
-        tx.commit().await?;
         Ok(key_id)
+        })
+        .await
     }
 
     /// Records the ACME order URL (before it is polled, so a restart can
@@ -281,48 +282,49 @@ impl Orders {
         forget_acme_order: bool,
         now: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        let url_sql = if forget_acme_order {
-            ", acme_order_url = NULL"
-        } else {
-            ""
-        };
-        let n = exec(
-            &tx,
-            &format!(
-                "UPDATE orders SET state = 'pending', attempts = attempts + 1, \
+        with_tx(&self.db, async |tx| {
+            let url_sql = if forget_acme_order {
+                ", acme_order_url = NULL"
+            } else {
+                ""
+            };
+            let n = exec(
+                tx,
+                &format!(
+                    "UPDATE orders SET state = 'pending', attempts = attempts + 1, \
                  next_attempt_at = $3, last_error = $4, lease_owner = NULL, \
                  lease_expires_at = NULL, updated_at = $5, \
                  failing_since = COALESCE(failing_since, $5){url_sql} \
                  WHERE id = $1 AND lease_owner = $2 AND state = 'processing'"
-            ),
-            vec![
-                order_id.into(),
-                owner.into(),
-                next_attempt_at.into(),
-                error.into(),
-                now.into(),
-            ],
-        )
-        .await?;
-        if n == 0 {
-            return Err(StoreError::LeaseLost(order_id.into()));
-        }
-        exec(
-            &tx,
-            "UPDATE slots SET last_error = $2, updated_at = $3 WHERE (name_id, slot) IN \
+                ),
+                vec![
+                    order_id.into(),
+                    owner.into(),
+                    next_attempt_at.into(),
+                    error.into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+            if n == 0 {
+                return Err(StoreError::LeaseLost(order_id.into()));
+            }
+            exec(
+                tx,
+                "UPDATE slots SET last_error = $2, updated_at = $3 WHERE (name_id, slot) IN \
              (SELECT name_id, slot FROM orders WHERE id = $1)",
-            vec![order_id.into(), error.into(), now.into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "DELETE FROM http01_tokens WHERE order_id = $1",
-            vec![order_id.into()],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+                vec![order_id.into(), error.into(), now.into()],
+            )
+            .await?;
+            exec(
+                tx,
+                "DELETE FROM http01_tokens WHERE order_id = $1",
+                vec![order_id.into()],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Ends an order with its certificate: stores it, points the slot at
@@ -335,24 +337,24 @@ impl Orders {
         cert: &NewCertificate,
         now: i64,
     ) -> Result<Completed, StoreError> {
-        let tx = self.db.begin().await?;
-        let row = one(
-            &tx,
-            "SELECT name_id, slot, ca_id, private_key_id FROM orders WHERE id = $1 \
+        with_tx(&self.db, async |tx| {
+            let row = one(
+                tx,
+                "SELECT name_id, slot, ca_id, private_key_id FROM orders WHERE id = $1 \
              AND lease_owner = $2 AND state = 'processing'",
-            vec![order_id.into(), owner.into()],
-        )
-        .await?
-        .ok_or_else(|| StoreError::LeaseLost(order_id.into()))?;
-        let name_id: String = get(&row, "name_id")?;
-        let slot: String = get(&row, "slot")?;
-        let ca_id: String = get(&row, "ca_id")?;
-        let key_id: Option<String> = get(&row, "private_key_id")?;
-        let key_id =
-            key_id.ok_or_else(|| StoreError::Conflict(format!("order {order_id} has no key")))?;
-        let cert_id = new_id();
-        exec(
-            &tx,
+                vec![order_id.into(), owner.into()],
+            )
+            .await?
+            .ok_or_else(|| StoreError::LeaseLost(order_id.into()))?;
+            let name_id: String = get(&row, "name_id")?;
+            let slot: String = get(&row, "slot")?;
+            let ca_id: String = get(&row, "ca_id")?;
+            let key_id: Option<String> = get(&row, "private_key_id")?;
+            let key_id = key_id
+                .ok_or_else(|| StoreError::Conflict(format!("order {order_id} has no key")))?;
+            let cert_id = new_id();
+            exec(
+            tx,
             "INSERT INTO certificates (id, name_id, slot, ca_id, private_key_id, order_id, serial, \
              issuer, root_id, not_before, not_after, renew_after, spki_sha256, chain_pem, \
              created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
@@ -375,91 +377,94 @@ impl Orders {
             ],
         )
         .await?;
-        exec(
-            &tx,
-            "UPDATE slots SET current_cert_id = $3, last_error = NULL, updated_at = $4 \
+            exec(
+                tx,
+                "UPDATE slots SET current_cert_id = $3, last_error = NULL, updated_at = $4 \
              WHERE name_id = $1 AND slot = $2",
-            vec![
-                name_id.clone().into(),
-                slot.clone().into(),
-                cert_id.clone().into(),
-                now.into(),
-            ],
-        )
-        .await?;
-        let slot_enum: Slot = slot.parse().map_err(StoreError::Db)?;
-        refresh_swap_facts(&tx, &name_id, slot_enum).await?;
-        // The name serves a revoked certificate or a compromised key (its
-        // standby was not usable when that was found): the new certificate
-        // in the other slot takes over at once.
-        let rescued = exec(
-            &tx,
-            "UPDATE names SET active_slot = $2, updated_at = $3 WHERE id = $1 \
-             AND active_slot <> $2 AND COALESCE(CASE active_slot WHEN 'primary' \
-             THEN primary_usable_until ELSE backup_usable_until END, 1) = 0",
-            vec![name_id.clone().into(), slot.clone().into(), now.into()],
-        )
-        .await?;
-        if rescued == 1 {
-            insert_audit(
-                &tx,
-                &AuditEvent::ok(
-                    now,
-                    format!("worker:{owner}"),
-                    "name.swap",
-                    name_id.clone(),
-                    Some(
-                        "automatic: the active certificate is revoked or its key compromised, \
-                         and a new certificate is ready in the other slot"
-                            .into(),
-                    ),
-                    Some(format!("{{\"to\":\"{slot}\"}}")),
-                ),
+                vec![
+                    name_id.clone().into(),
+                    slot.clone().into(),
+                    cert_id.clone().into(),
+                    now.into(),
+                ],
             )
             .await?;
-        }
-        let other = one(
-            &tx,
-            "SELECT n.diversity_error, c.ca_id, c.root_id, c.spki_sha256 FROM names n \
+            let slot_enum: Slot = slot.parse().map_err(StoreError::Db)?;
+            refresh_swap_facts(tx, &name_id, slot_enum).await?;
+            // The name serves a revoked certificate or a compromised key (its
+            // standby was not usable when that was found): the new certificate
+            // in the other slot takes over at once.
+            let rescued = exec(
+                tx,
+                "UPDATE names SET active_slot = $2, updated_at = $3 WHERE id = $1 \
+             AND active_slot <> $2 AND COALESCE(CASE active_slot WHEN 'primary' \
+             THEN primary_usable_until ELSE backup_usable_until END, 1) = 0",
+                vec![name_id.clone().into(), slot.clone().into(), now.into()],
+            )
+            .await?;
+            if rescued == 1 {
+                insert_audit(
+                    tx,
+                    &AuditEvent::ok(
+                        now,
+                        format!("worker:{owner}"),
+                        "name.swap",
+                        name_id.clone(),
+                        Some(
+                            "automatic: the active certificate is revoked or its key compromised, \
+                         and a new certificate is ready in the other slot"
+                                .into(),
+                        ),
+                        slot.parse::<Slot>()
+                            .ok()
+                            .map(|to| AuditDetails::AutoSwapped { to }),
+                    ),
+                )
+                .await?;
+            }
+            let other = one(
+                tx,
+                "SELECT n.diversity_error, c.ca_id, c.root_id, c.spki_sha256 FROM names n \
              JOIN slots s ON s.name_id = n.id AND s.slot <> $2 \
              LEFT JOIN certificates c ON c.id = s.current_cert_id WHERE n.id = $1",
-            vec![name_id.into(), slot.into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "UPDATE orders SET state = 'valid', certificate_id = $2, last_error = NULL, \
+                vec![name_id.into(), slot.into()],
+            )
+            .await?;
+            exec(
+                tx,
+                "UPDATE orders SET state = 'valid', certificate_id = $2, last_error = NULL, \
              lease_owner = NULL, lease_expires_at = NULL, updated_at = $3 WHERE id = $1",
-            vec![order_id.into(), cert_id.clone().into(), now.into()],
-        )
-        .await?;
-        exec(
-            &tx,
-            "DELETE FROM http01_tokens WHERE order_id = $1",
-            vec![order_id.into()],
-        )
-        .await?;
-        tx.commit().await?;
-        let (diversity_error, other) = match other {
-            Some(r) => {
-                let ca: Option<String> = get(&r, "ca_id")?;
-                let other = match ca {
-                    Some(ca_id) => Some(OtherCert {
-                        ca_id,
-                        root_id: get(&r, "root_id")?,
-                        spki_sha256: get(&r, "spki_sha256")?,
-                    }),
-                    None => None,
-                };
-                (get(&r, "diversity_error")?, other)
-            }
-            None => (None, None),
-        };
-        Ok(Completed {
-            cert_id,
-            other,
-            diversity_error,
+                vec![order_id.into(), cert_id.clone().into(), now.into()],
+            )
+            .await?;
+            exec(
+                tx,
+                "DELETE FROM http01_tokens WHERE order_id = $1",
+                vec![order_id.into()],
+            )
+            .await?;
+            let (diversity_error, other) = match other {
+                Some(r) => {
+                    let ca: Option<String> = get(&r, "ca_id")?;
+                    let other = match ca {
+                        Some(ca_id) => Some(OtherCert {
+                            ca_id,
+                            root_id: get(&r, "root_id")?,
+                            spki_sha256: get(&r, "spki_sha256")?,
+                        }),
+                        None => None,
+                    };
+                    (get(&r, "diversity_error")?, other)
+                }
+                None => (None, None),
+            };
+            Ok(Completed {
+                cert_id,
+                other,
+                diversity_error,
+            })
         })
+        .await
     }
 
     /// Orders of one slot, newest first (for tests and the API's history).

@@ -3,10 +3,10 @@
 //! advisory lock so replicas together never exceed `orders_per_hour`),
 //! and waking orders deferred by a limit that has since been raised.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use super::StoreError;
-use super::sql::{exec, get, one};
+use super::sql::{exec, get, one, with_tx};
 
 /// Per-CA order pacing.
 #[derive(Clone)]
@@ -49,38 +49,38 @@ impl Pacing {
         limit: i64,
         now: i64,
     ) -> Result<Option<(i64, Option<i64>)>, StoreError> {
-        let tx = self.db.begin().await?;
-        if tx.get_database_backend() == sea_orm::DbBackend::Postgres {
-            one(
-                &tx,
-                "SELECT pg_advisory_xact_lock(hashtext('twincert pace ' || $1)) IS NULL AS x",
-                vec![ca_id.into()],
+        with_tx(&self.db, async |tx| {
+            if tx.get_database_backend() == sea_orm::DbBackend::Postgres {
+                one(
+                    tx,
+                    "SELECT pg_advisory_xact_lock(hashtext('twincert pace ' || $1)) IS NULL AS x",
+                    vec![ca_id.into()],
+                )
+                .await?;
+            }
+            let row = one(
+                tx,
+                "SELECT COUNT(*) AS n, MIN(acme_ordered_at) AS oldest FROM orders \
+             WHERE ca_id = $1 AND acme_ordered_at > $2 AND id <> $3",
+                vec![ca_id.into(), (now - 3600).into(), order_id.into()],
             )
             .await?;
-        }
-        let row = one(
-            &tx,
-            "SELECT COUNT(*) AS n, MIN(acme_ordered_at) AS oldest FROM orders \
-             WHERE ca_id = $1 AND acme_ordered_at > $2 AND id <> $3",
-            vec![ca_id.into(), (now - 3600).into(), order_id.into()],
-        )
-        .await?;
-        let (n, oldest): (i64, Option<i64>) = match row {
-            Some(r) => (get(&r, "n")?, get(&r, "oldest")?),
-            None => (0, None),
-        };
-        if n >= limit {
-            tx.rollback().await?;
-            return Ok(Some((n, oldest)));
-        }
-        exec(
-            &tx,
-            "UPDATE orders SET acme_ordered_at = $3 WHERE id = $1 AND lease_owner = $2",
-            vec![order_id.into(), owner.into(), now.into()],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(None)
+            let (n, oldest): (i64, Option<i64>) = match row {
+                Some(r) => (get(&r, "n")?, get(&r, "oldest")?),
+                None => (0, None),
+            };
+            if n >= limit {
+                return Ok(Some((n, oldest)));
+            }
+            exec(
+                tx,
+                "UPDATE orders SET acme_ordered_at = $3 WHERE id = $1 AND lease_owner = $2",
+                vec![order_id.into(), owner.into(), now.into()],
+            )
+            .await?;
+            Ok(None)
+        })
+        .await
     }
 
     /// Makes as many of `ca_id`'s pace-deferred orders due now as its

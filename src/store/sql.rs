@@ -3,7 +3,10 @@
 //! error, ids made here (not by the database), and [`with_tx`], the one way
 //! a multi-row write opens, commits or (on any error) rolls back.
 
-use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, QueryResult, Statement,
+    TransactionTrait, Value,
+};
 
 use super::StoreError;
 
@@ -82,4 +85,17 @@ pub(super) fn json_col(
 ) -> Result<Option<serde_json::Value>, StoreError> {
     let s: Option<String> = get(row, col)?;
     Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
+}
+
+/// Runs `f` in one transaction: committed when `f` returns `Ok`, rolled
+/// back when `f` or the commit fails (a dropped transaction rolls back).
+/// Every multi-row write goes through here.
+pub(super) async fn with_tx<T>(
+    db: &DatabaseConnection,
+    f: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let tx = db.begin().await?;
+    let out = f(&tx).await?;
+    tx.commit().await?;
+    Ok(out)
 }

@@ -3,14 +3,14 @@
 //! evidence, ARI windows), revocations not yet reacted to, and expiry
 //! tracking of the slots.
 
-use sea_orm::{DatabaseConnection, TransactionTrait, Value};
+use sea_orm::{DatabaseConnection, Value};
 
 use crate::domain::Slot;
 
 use super::StoreError;
 use super::audit::{AuditEvent, insert_audit};
 use super::names::refresh_swap_facts;
-use super::sql::{all, exec, get, holes, int, json_col};
+use super::sql::{all, exec, get, holes, int, json_col, with_tx};
 use super::swap_scope::STANDBY_UNTIL;
 
 /// Certificate standing checks (CRL/OCSP/ARI) and expiry tracking.
@@ -251,77 +251,78 @@ impl Status {
         actor: &str,
         now: i64,
     ) -> Result<Vec<RevokedSlot>, StoreError> {
-        let tx = self.db.begin().await?;
-        let mut out = Vec::new();
-        for f in findings {
-            let n = exec(
-                &tx,
-                "UPDATE certificates SET revoked_at = $2, revocation_reason = $3, \
+        with_tx(&self.db, async |tx| {
+            let mut out = Vec::new();
+            for f in findings {
+                let n = exec(
+                    tx,
+                    "UPDATE certificates SET revoked_at = $2, revocation_reason = $3, \
                  revocation_source = $4, revocation_evidence = $5, revocation_detected_at = $6, \
                  status_checked_at = $6, status_source = $4, status_error = NULL \
                  WHERE id = $1 AND revoked_at IS NULL",
-                vec![
-                    f.cert_id.clone().into(),
-                    f.revoked_at.into(),
-                    f.reason.map(|r| r as i32).into(),
-                    f.source.clone().into(),
-                    f.evidence.to_string().into(),
-                    now.into(),
-                ],
-            )
-            .await?;
-            if n == 0 {
-                continue;
-            }
-            let rows = all(
-                &tx,
-                "SELECT s.name_id, s.slot, c.ca_id, \
+                    vec![
+                        f.cert_id.clone().into(),
+                        f.revoked_at.into(),
+                        f.reason.map(|r| r as i32).into(),
+                        f.source.clone().into(),
+                        f.evidence.to_string().into(),
+                        now.into(),
+                    ],
+                )
+                .await?;
+                if n == 0 {
+                    continue;
+                }
+                let rows = all(
+                    tx,
+                    "SELECT s.name_id, s.slot, c.ca_id, \
                  CASE WHEN s.slot = n.active_slot THEN 1 ELSE 0 END AS active \
                  FROM slots s JOIN names n ON n.id = s.name_id \
                  JOIN certificates c ON c.id = s.current_cert_id WHERE c.id = $1",
-                vec![f.cert_id.clone().into()],
-            )
-            .await?;
-            for r in &rows {
-                let name: String = get(r, "name_id")?;
-                let slot: String = get(r, "slot")?;
-                let slot: Slot = slot.parse().map_err(StoreError::Db)?;
-                refresh_swap_facts(&tx, &name, slot).await?;
-                let ca: String = get(r, "ca_id")?;
-                insert_audit(
-                    &tx,
-                    &AuditEvent {
-                        at: now,
-                        actor: actor.into(),
-                        action: "certificate.revoked_detected".into(),
-                        target: format!("{name}/{slot}"),
-                        reason: Some(format!("revoked at {ca} (seen in {})", f.source)),
-                        result: "recorded".into(),
-                        details: Some(
-                            serde_json::json!({
-                                "certificate": f.cert_id,
-                                "ca": ca,
-                                "revoked_at": f.revoked_at,
-                                "reason": f.reason,
-                                "evidence": f.evidence,
-                            })
-                            .to_string(),
-                        ),
-                    },
+                    vec![f.cert_id.clone().into()],
                 )
                 .await?;
-                out.push(RevokedSlot {
-                    cert_id: f.cert_id.clone(),
-                    name_id: name,
-                    slot,
-                    ca_id: ca,
-                    active: int(r, "active")? == 1,
-                    evidence: f.evidence.clone(),
-                });
+                for r in &rows {
+                    let name: String = get(r, "name_id")?;
+                    let slot: String = get(r, "slot")?;
+                    let slot: Slot = slot.parse().map_err(StoreError::Db)?;
+                    refresh_swap_facts(tx, &name, slot).await?;
+                    let ca: String = get(r, "ca_id")?;
+                    insert_audit(
+                        tx,
+                        &AuditEvent {
+                            at: now,
+                            actor: actor.into(),
+                            action: "certificate.revoked_detected".into(),
+                            target: format!("{name}/{slot}"),
+                            reason: Some(format!("revoked at {ca} (seen in {})", f.source)),
+                            result: "recorded".into(),
+                            details: Some(
+                                serde_json::json!({
+                                    "certificate": f.cert_id,
+                                    "ca": ca,
+                                    "revoked_at": f.revoked_at,
+                                    "reason": f.reason,
+                                    "evidence": f.evidence,
+                                })
+                                .to_string(),
+                            ),
+                        },
+                    )
+                    .await?;
+                    out.push(RevokedSlot {
+                        cert_id: f.cert_id.clone(),
+                        name_id: name,
+                        slot,
+                        ca_id: ca,
+                        active: int(r, "active")? == 1,
+                        evidence: f.evidence.clone(),
+                    });
+                }
             }
-        }
-        tx.commit().await?;
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     /// Current certificates found revoked by a check whose reaction has

@@ -4,16 +4,17 @@
 //! audit event — all or nothing. CA distrust and trust live here too,
 //! because distrust is a swap plus a status change.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait, Value};
+use sea_orm::{DatabaseConnection, TransactionTrait, Value};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::domain::Slot;
 
 use super::StoreError;
-use super::audit::{AuditEvent, insert_audit};
+use super::audit::{AuditDetails, AuditEvent, insert_audit};
+use super::cas::set_ca_status;
 use super::operations::{Operation, insert_operation};
-use super::sql::{all, exec, get, new_id, one};
+use super::sql::{all, exec, get, new_id, one, with_tx};
 use super::swap_scope::{
     ACTIVE_SLOT_CA, FLIP, SwapScope, classified, counts_of, lock_names, marked_by, refusal,
     sample_of, slots_per_ca,
@@ -65,26 +66,6 @@ pub(super) fn mark_active_slot(op_hole: usize) -> String {
 /// unchecked.
 pub(super) struct RestoreCheckpointing(Emergency);
 
-/// Records whether a CA is distrusted (one row per CA), inside the
-/// caller's transaction.
-pub(super) async fn set_ca_status<C: ConnectionTrait>(
-    c: &C,
-    ca_id: &str,
-    distrusted: bool,
-    reason: &str,
-    now: i64,
-) -> Result<(), StoreError> {
-    exec(
-        c,
-        "INSERT INTO ca_status (ca_id, distrusted, reason, updated_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (ca_id) DO UPDATE SET distrusted = excluded.distrusted, \
-         reason = excluded.reason, updated_at = excluded.updated_at",
-        vec![ca_id.into(), distrusted.into(), reason.into(), now.into()],
-    )
-    .await?;
-    Ok(())
-}
-
 impl Drop for RestoreCheckpointing {
     fn drop(&mut self) {
         let store = self.0.clone();
@@ -101,31 +82,6 @@ impl Drop for RestoreCheckpointing {
 }
 
 impl Emergency {
-    /// The ids of distrusted CAs.
-    pub async fn distrusted_cas(&self) -> Result<Vec<String>, StoreError> {
-        let rows = all(
-            &self.db,
-            "SELECT ca_id FROM ca_status WHERE distrusted = TRUE ORDER BY ca_id",
-            vec![],
-        )
-        .await?;
-        rows.iter().map(|r| get(r, "ca_id")).collect()
-    }
-
-    /// Per CA: how many names are active on it and how many slots it holds.
-    pub async fn ca_usage(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
-        let rows = all(
-            &self.db,
-            "SELECT s.ca_id, COUNT(*) AS slots, \
-             SUM(CASE WHEN s.slot = n.active_slot THEN 1 ELSE 0 END) AS active \
-             FROM slots s JOIN names n ON n.id = s.name_id GROUP BY s.ca_id",
-            vec![],
-        )
-        .await?;
-        rows.iter()
-            .map(|r| Ok((get(r, "ca_id")?, get(r, "active")?, get(r, "slots")?)))
-            .collect()
-    }
     /// Makes the standby slot of one name active, if it is usable (valid at
     /// `now`, not revoked, key not compromised); marks the abandoned slot
     /// for re-provisioning under a new key; records the operation and the
@@ -139,82 +95,85 @@ impl Emergency {
         now: i64,
     ) -> Result<(Slot, String), StoreError> {
         let started = Instant::now();
-        let tx = self.db.begin().await?;
-        lock_names(&tx, "n.id = $1", vec![id.into()]).await?;
-        let row = one(
-            &tx,
-            &format!(
-                "SELECT t.outcome, n.active_slot FROM ({}) t JOIN names n ON n.id = t.name_id",
-                classified("n.id = $2", "1 = 0", "")
-            ),
-            vec![now.into(), id.into()],
-        )
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("name '{id}'")))?;
-        let active: String = get(&row, "active_slot")?;
-        let active: Slot = active.parse().map_err(StoreError::Db)?;
-        let standby = active.other();
-        let outcome: String = get(&row, "outcome")?;
-        if outcome != "swap" {
-            return Err(refusal(id, standby, &outcome));
-        }
-        let op = new_id();
-        // Only from the state just classified: a concurrent swap of the
-        // same name cannot be undone by this one.
-        let flipped = exec(
-            &tx,
-            &format!(
-                "UPDATE names SET {}, active_slot = {FLIP}, updated_at = $3 \
+        with_tx(&self.db, async |tx| {
+            lock_names(tx, "n.id = $1", vec![id.into()]).await?;
+            let row = one(
+                tx,
+                &format!(
+                    "SELECT t.outcome, n.active_slot FROM ({}) t JOIN names n ON n.id = t.name_id",
+                    classified("n.id = $2", "1 = 0", "")
+                ),
+                vec![now.into(), id.into()],
+            )
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("name '{id}'")))?;
+            let active: String = get(&row, "active_slot")?;
+            let active: Slot = active.parse().map_err(StoreError::Db)?;
+            let standby = active.other();
+            let outcome: String = get(&row, "outcome")?;
+            if outcome != "swap" {
+                return Err(refusal(id, standby, &outcome));
+            }
+            let op = new_id();
+            // Only from the state just classified: a concurrent swap of the
+            // same name cannot be undone by this one.
+            let flipped = exec(
+                tx,
+                &format!(
+                    "UPDATE names SET {}, active_slot = {FLIP}, updated_at = $3 \
                  WHERE id = $1 AND active_slot = $4",
-                mark_active_slot(2)
-            ),
-            vec![
-                id.into(),
-                op.clone().into(),
-                now.into(),
-                active.as_str().into(),
-            ],
-        )
-        .await?;
-        if flipped != 1 {
-            return Err(StoreError::Conflict(format!(
-                "'{id}' was swapped concurrently; look at it again before swapping"
-            )));
-        }
-        insert_operation(
-            &tx,
-            &Operation {
-                id: op.clone(),
-                kind: "swap".into(),
-                actor: actor.into(),
-                reason: reason.into(),
-                scope: format!("name:{id}"),
-                avoid_ca: None,
-                counts: serde_json::json!({ "swap": 1 }),
-                affected: 1,
-                blocked: 0,
-                reprovision_open: true,
-                duration_ms: started.elapsed().as_millis() as i64,
-                created_at: now,
-            },
-        )
-        .await?;
-        insert_audit(
-            &tx,
-            &AuditEvent::ok(
-                now,
-                actor,
-                "name.swap",
-                id,
-                Some(reason.into()),
-                Some(format!(
-                    "{{\"from\":\"{active}\",\"to\":\"{standby}\",\"operation\":\"{op}\"}}"
-                )),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok((standby, op))
+                    mark_active_slot(2)
+                ),
+                vec![
+                    id.into(),
+                    op.clone().into(),
+                    now.into(),
+                    active.as_str().into(),
+                ],
+            )
+            .await?;
+            if flipped != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "'{id}' was swapped concurrently; look at it again before swapping"
+                )));
+            }
+            insert_operation(
+                tx,
+                &Operation {
+                    id: op.clone(),
+                    kind: "swap".into(),
+                    actor: actor.into(),
+                    reason: reason.into(),
+                    scope: format!("name:{id}"),
+                    avoid_ca: None,
+                    counts: serde_json::json!({ "swap": 1 }),
+                    affected: 1,
+                    blocked: 0,
+                    reprovision_open: true,
+                    duration_ms: started.elapsed().as_millis() as i64,
+                    created_at: now,
+                },
+            )
+            .await?;
+            insert_audit(
+                tx,
+                &AuditEvent::ok(
+                    now,
+                    actor,
+                    "name.swap",
+                    id,
+                    Some(reason.into()),
+                    Some(AuditDetails::Swapped {
+                        from: active,
+                        to: standby,
+                        operation: op.clone(),
+                    }),
+                ),
+            )
+            .await?;
+            Ok((standby, op))
+        })
+        .await
     }
 
     /// Classifies the names in `scope` for a swap and, unless `dry_run`,
@@ -314,6 +273,8 @@ impl Emergency {
         let mut values: Vec<Value> = vec![now.into()];
         values.extend(sql.values.iter().cloned());
         let filter = &sql.filter;
+        // Not `with_tx`: a dry run classifies inside this transaction and
+        // rolls it back, so that it sees exactly what the real run would.
         let tx = self.db.begin().await?;
         let mut distrusted_holes = Vec::new();
         for r in all(
@@ -595,25 +556,5 @@ impl Emergency {
         tx.commit().await?;
         report.duration_ms = started.elapsed().as_millis() as i64;
         Ok(report)
-    }
-
-    /// Trusts a CA again for future choices; names already moved away stay
-    /// where they are.
-    pub async fn trust_ca(
-        &self,
-        ca_id: &str,
-        reason: &str,
-        actor: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        set_ca_status(&tx, ca_id, false, reason, now).await?;
-        insert_audit(
-            &tx,
-            &AuditEvent::ok(now, actor, "ca.trust", ca_id, Some(reason.into()), None),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
     }
 }

@@ -6,10 +6,10 @@
 //! placeholders that nothing can use: the names live under
 //! `.synthetic.test` and exist only to be swapped.
 
-use sea_orm::{TransactionTrait, Value};
+use sea_orm::Value;
 
 use super::deploy::{ACTIVE_JOIN, EndpointSpec, insert_deployment, insert_endpoint};
-use super::sql::{exec, get, one};
+use super::sql::{exec, get, one, with_tx};
 use super::{Store, StoreError};
 
 /// Seconds a synthetic certificate stays valid (90 days) and when it is due
@@ -45,9 +45,9 @@ impl Store {
                 Value::Bytes(Some(vec![0u8])),
             ]
         };
-        let tx = self.db.begin().await?;
-        exec(
-            &tx,
+        with_tx(&self.db, async |tx| {
+            exec(
+            tx,
             &format!(
                 "{seq} INSERT INTO names (id, domains, challenge, key_type, primary_ca, backup_ca, \
                  active_slot, created_at, updated_at, primary_cert_ca, backup_cert_ca, \
@@ -59,34 +59,34 @@ impl Store {
             values(),
         )
         .await?;
-        for (slot, ca) in [("primary", "$3"), ("backup", "$4")] {
-            let key = format!("({id} || '/{slot}')");
-            exec(
-                &tx,
-                &format!(
-                    "{seq} INSERT INTO private_keys (id, spki_sha256, key_type, master_key_id, \
+            for (slot, ca) in [("primary", "$3"), ("backup", "$4")] {
+                let key = format!("({id} || '/{slot}')");
+                exec(
+                    tx,
+                    &format!(
+                        "{seq} INSERT INTO private_keys (id, spki_sha256, key_type, master_key_id, \
                      nonce, ciphertext, compromised, created_at) SELECT {key}, {key}, \
                      'ecdsa-p256', 'synthetic', $6, $6, FALSE, $5 FROM seq \
                      WHERE {ca} IS NOT NULL AND $3 IS NOT NULL AND $4 IS NOT NULL"
-                ),
-                values(),
-            )
-            .await?;
-            exec(
-                &tx,
-                &format!(
-                    "{seq} INSERT INTO certificates (id, name_id, slot, ca_id, private_key_id, \
+                    ),
+                    values(),
+                )
+                .await?;
+                exec(
+                    tx,
+                    &format!(
+                        "{seq} INSERT INTO certificates (id, name_id, slot, ca_id, private_key_id, \
                      order_id, serial, issuer, root_id, not_before, not_after, renew_after, \
                      spki_sha256, chain_pem, created_at) SELECT {key}, {id}, '{slot}', {ca}, \
                      {key}, 'synthetic', {key}, 'synthetic', {ca}, $5, $5 + {VALIDITY}, \
                      $5 + {RENEW_AFTER}, {key}, '', $5 FROM seq \
                      WHERE $6 IS NOT NULL AND $3 IS NOT NULL AND $4 IS NOT NULL"
-                ),
-                values(),
-            )
-            .await?;
-            exec(
-                &tx,
+                    ),
+                    values(),
+                )
+                .await?;
+                exec(
+                tx,
                 &format!(
                     "{seq} INSERT INTO slots (name_id, slot, ca_id, current_cert_id, updated_at) \
                      SELECT {id}, '{slot}', {ca}, {key}, $5 FROM seq \
@@ -95,9 +95,10 @@ impl Store {
                 values(),
             )
             .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Gives synthetic certificates real chains: (certificate id — see
@@ -108,23 +109,24 @@ impl Store {
         &self,
         chains: &[(String, String, String, String)],
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        for (id, serial, issuer, pem) in chains {
-            exec(
-                &tx,
-                "UPDATE certificates SET serial = $2, issuer = $3, chain_pem = $4 \
+        with_tx(&self.db, async |tx| {
+            for (id, serial, issuer, pem) in chains {
+                exec(
+                    tx,
+                    "UPDATE certificates SET serial = $2, issuer = $3, chain_pem = $4 \
                  WHERE id = $1 AND order_id = 'synthetic'",
-                vec![
-                    id.clone().into(),
-                    serial.clone().into(),
-                    issuer.clone().into(),
-                    pem.clone().into(),
-                ],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+                    vec![
+                        id.clone().into(),
+                        serial.clone().into(),
+                        issuer.clone().into(),
+                        pem.clone().into(),
+                    ],
+                )
+                .await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Gives synthetic certificates real sealed keys (benchmarks that
@@ -133,23 +135,24 @@ impl Store {
         &self,
         keys: &[(String, crate::keys::seal::Sealed)],
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        for (id, sealed) in keys {
-            exec(
-                &tx,
-                "UPDATE private_keys SET master_key_id = $2, nonce = $3, ciphertext = $4 \
+        with_tx(&self.db, async |tx| {
+            for (id, sealed) in keys {
+                exec(
+                    tx,
+                    "UPDATE private_keys SET master_key_id = $2, nonce = $3, ciphertext = $4 \
                  WHERE id = $1 AND spki_sha256 = id",
-                vec![
-                    id.clone().into(),
-                    sealed.key_id.clone().into(),
-                    sealed.nonce.clone().into(),
-                    sealed.ciphertext.clone().into(),
-                ],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+                    vec![
+                        id.clone().into(),
+                        sealed.key_id.clone().into(),
+                        sealed.nonce.clone().into(),
+                        sealed.ciphertext.clone().into(),
+                    ],
+                )
+                .await?;
+            }
+            Ok(())
+        })
+        .await
     }
     /// One destination and one endpoint for each of many names, in one
     /// transaction (benchmarks; the API sets them name by name).
@@ -159,13 +162,14 @@ impl Store {
         destination: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        for (name, e) in targets {
-            insert_deployment(&tx, name, destination, now).await?;
-            insert_endpoint(&tx, name, e, now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        with_tx(&self.db, async |tx| {
+            for (name, e) in targets {
+                insert_deployment(tx, name, destination, now).await?;
+                insert_endpoint(tx, name, e, now).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Every endpoint is checked at the next pass; how many.
@@ -205,17 +209,18 @@ impl Store {
     /// slots, certificates and keys (a benchmark cleaning up after itself).
     pub async fn purge_synthetic(&self, prefix: &str) -> Result<(), StoreError> {
         let like = format!("{prefix}%.synthetic.test");
-        let tx = self.db.begin().await?;
-        for sql in [
-            "DELETE FROM slots WHERE name_id LIKE $1",
-            "DELETE FROM orders WHERE name_id LIKE $1",
-            "DELETE FROM certificates WHERE name_id LIKE $1",
-            "DELETE FROM private_keys WHERE id LIKE $1 || '/%'",
-            "DELETE FROM names WHERE id LIKE $1",
-        ] {
-            exec(&tx, sql, vec![like.clone().into()]).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        with_tx(&self.db, async |tx| {
+            for sql in [
+                "DELETE FROM slots WHERE name_id LIKE $1",
+                "DELETE FROM orders WHERE name_id LIKE $1",
+                "DELETE FROM certificates WHERE name_id LIKE $1",
+                "DELETE FROM private_keys WHERE id LIKE $1 || '/%'",
+                "DELETE FROM names WHERE id LIKE $1",
+            ] {
+                exec(tx, sql, vec![like.clone().into()]).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 }

@@ -1,12 +1,12 @@
 //! API tokens: only a SHA-256 of the secret is stored; creating and
 //! deleting one is audited.
 
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 
 use super::StoreError;
-use super::audit::{AuditEvent, insert_audit};
-use super::rows::*;
-use super::sql::{all, exec, new_id, one};
+use super::audit::{AuditDetails, AuditEvent, insert_audit};
+use super::rows::TokenRecord;
+use super::sql::{all, exec, new_id, one, with_tx};
 
 /// API tokens.
 #[derive(Clone)]
@@ -38,46 +38,47 @@ impl Tokens {
         actor: &str,
         now: i64,
     ) -> Result<TokenRecord, StoreError> {
-        let tx = self.db.begin().await?;
-        let id = new_id();
-        let n = exec(
-            &tx,
-            "INSERT INTO api_tokens (id, name, role, secret_sha256, created_at, expires_at) \
+        with_tx(&self.db, async |tx| {
+            let id = new_id();
+            let n = exec(
+                tx,
+                "INSERT INTO api_tokens (id, name, role, secret_sha256, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            vec![
-                id.clone().into(),
-                t.name.clone().into(),
-                t.role.as_str().into(),
-                t.secret_sha256.clone().into(),
-                now.into(),
-                t.expires_at.into(),
-            ],
-        )
-        .await?;
-        if n == 0 {
-            return Err(StoreError::Duplicate(format!("token '{}'", t.name)));
-        }
-        insert_audit(
-            &tx,
-            &AuditEvent::ok(
-                now,
-                actor,
-                "token.create",
-                t.name.clone(),
-                None,
-                Some(format!("{{\"role\":\"{}\"}}", t.role.as_str())),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(TokenRecord {
-            id,
-            name: t.name.clone(),
-            role: t.role,
-            created_at: now,
-            last_used_at: None,
-            expires_at: t.expires_at,
+                vec![
+                    id.clone().into(),
+                    t.name.clone().into(),
+                    t.role.as_str().into(),
+                    t.secret_sha256.clone().into(),
+                    now.into(),
+                    t.expires_at.into(),
+                ],
+            )
+            .await?;
+            if n == 0 {
+                return Err(StoreError::Duplicate(format!("token '{}'", t.name)));
+            }
+            insert_audit(
+                tx,
+                &AuditEvent::ok(
+                    now,
+                    actor,
+                    "token.create",
+                    t.name.clone(),
+                    None,
+                    Some(AuditDetails::TokenCreated { role: t.role }),
+                ),
+            )
+            .await?;
+            Ok(TokenRecord {
+                id,
+                name: t.name.clone(),
+                role: t.role,
+                created_at: now,
+                last_used_at: None,
+                expires_at: t.expires_at,
+            })
         })
+        .await
     }
 
     /// The token whose secret hashes to `secret_sha256`, if any; marks it
@@ -121,22 +122,23 @@ impl Tokens {
 
     /// Deletes a token by name and audits it, in one transaction.
     pub async fn delete_token(&self, name: &str, actor: &str, now: i64) -> Result<(), StoreError> {
-        let tx = self.db.begin().await?;
-        let n = exec(
-            &tx,
-            "DELETE FROM api_tokens WHERE name = $1",
-            vec![name.into()],
-        )
-        .await?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("token '{name}'")));
-        }
-        insert_audit(
-            &tx,
-            &AuditEvent::ok(now, actor, "token.delete", name, None, None),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        with_tx(&self.db, async |tx| {
+            let n = exec(
+                tx,
+                "DELETE FROM api_tokens WHERE name = $1",
+                vec![name.into()],
+            )
+            .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("token '{name}'")));
+            }
+            insert_audit(
+                tx,
+                &AuditEvent::ok(now, actor, "token.delete", name, None, None),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
     }
 }

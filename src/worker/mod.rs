@@ -884,7 +884,7 @@ impl Worker {
                     return;
                 }
             };
-            let distrusted = match self.store.emergency().distrusted_cas().await {
+            let distrusted = match self.store.cas().distrusted_cas().await {
                 Ok(d) => d,
                 Err(e) => {
                     warn!(error = %e, "reading distrusted CAs failed");

@@ -354,10 +354,7 @@ async fn interrupted_swap_is_all_or_nothing(cas: &TwoCas, url: &str) {
             .map_or(0, |(_, active, _)| active)
     };
     assert_eq!(
-        active_on(
-            store.emergency().ca_usage().await.expect("usage"),
-            "pebble-a"
-        ),
+        active_on(store.cas().ca_usage().await.expect("usage"), "pebble-a"),
         N as i64
     );
 
@@ -389,7 +386,7 @@ async fn interrupted_swap_is_all_or_nothing(cas: &TwoCas, url: &str) {
     );
     drop(store);
     let store = Store::connect(url).await.expect("reopen");
-    let usage = store.emergency().ca_usage().await.expect("usage");
+    let usage = store.cas().ca_usage().await.expect("usage");
     assert_eq!(
         active_on(usage.clone(), "pebble-a"),
         N as i64,
@@ -407,7 +404,7 @@ async fn interrupted_swap_is_all_or_nothing(cas: &TwoCas, url: &str) {
     .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["report"]["swapped"], N as i64, "{body:#}");
-    let usage = store.emergency().ca_usage().await.expect("usage");
+    let usage = store.cas().ca_usage().await.expect("usage");
     assert_eq!(
         active_on(usage.clone(), "pebble-b"),
         N as i64,
