@@ -66,7 +66,7 @@ use twincert::config::Config;
 use twincert::domain::{ChallengeKind, KeyType};
 use twincert::keys::seal::Sealer;
 use twincert::store::{NewName, Store};
-use twincert::worker::Worker;
+use twincert::worker::Supervisor;
 
 /// lego 4.9.1 against the same Pebble pair (TESTENV.md): ~6 s per cert.
 const LEGO_MS_PER_CERT: f64 = 6000.0;
@@ -693,7 +693,7 @@ async fn twincert_run_with(
         providers.push(Arc::new(twincert::providers::dns::Rfc2136::new(p)?));
     }
     let worker = Arc::new(
-        Worker::new(
+        Supervisor::builder(
             store.clone(),
             ca_clients,
             Arc::new(sealer),
@@ -705,7 +705,8 @@ async fn twincert_run_with(
         .with_dns01(Arc::new(twincert::validation::dns::Dns01Solver::new(
             providers,
             twincert::validation::dns::DnsLookup::new(cfg.dns.clone()),
-        ))),
+        )))
+        .build(),
     );
 
     let (stop, server) = serve_http01(

@@ -21,7 +21,7 @@ use crate::keys::seal::Sealer;
 use crate::policy::CaChoice;
 use crate::store::Store;
 use crate::validation;
-use crate::worker::Worker;
+use crate::worker::Supervisor;
 
 /// Secrets a server needs, loaded once.
 pub struct Secrets {
@@ -246,7 +246,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
     }
     let dns01_available = !cfg.dns_providers.is_empty();
     let sealer = Arc::new(secrets.sealer);
-    let worker = Worker::new(
+    let worker = Supervisor::builder(
         store.clone(),
         cas,
         sealer.clone(),
@@ -266,7 +266,8 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
             .with_dns01(Arc::new(crate::validation::dns::Dns01Solver::new(
                 dns_providers,
                 crate::validation::dns::DnsLookup::new(cfg.dns.clone()),
-            ))),
+            )))
+            .build(),
     );
     let worker_task = if cfg.worker.enabled && role != Role::Api {
         Some(tokio::spawn(worker.clone().run(stop_rx.clone())))

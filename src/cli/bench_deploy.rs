@@ -36,7 +36,7 @@ use crate::domain::KeyType;
 use crate::keys::CertKey;
 use crate::keys::seal::Sealer;
 use crate::store::{EndpointSpec, Store, SwapScope};
-use crate::worker::{Delivery, Worker};
+use crate::worker::{Delivery, Supervisor};
 
 /// Options of `bench deploy`.
 #[derive(Debug, clap::Args)]
@@ -219,7 +219,7 @@ root_group = "bench-b"
 
 /// Runs the worker's deployment and check passes until every deployment
 /// is confirmed with the name's active certificate.
-async fn until_confirmed(worker: &Arc<Worker>, store: &Store, n: i64) -> anyhow::Result<()> {
+async fn until_confirmed(worker: &Arc<Supervisor>, store: &Store, n: i64) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         worker
@@ -309,7 +309,7 @@ async fn run(opts: &DeployBench, url: &str, dir: &Path) -> anyhow::Result<serde_
         let delivery = Delivery::new(cfg.deploy.clone(), cfg.alerts.clone())
             .map_err(|e| anyhow::anyhow!("delivery: {e}"))?;
         let worker = Arc::new(
-            Worker::new(
+            Supervisor::builder(
                 store.clone(),
                 cas,
                 Arc::new(sealer),
@@ -318,7 +318,8 @@ async fn run(opts: &DeployBench, url: &str, dir: &Path) -> anyhow::Result<serde_
                 cfg.renew_at_fraction,
                 "bench".into(),
             )
-            .with_delivery(delivery),
+            .with_delivery(delivery)
+            .build(),
         );
 
         let t = Instant::now();

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::keys::hex;
 use crate::keys::seal::Sealer;
 use crate::store::Store;
-use crate::worker::Worker;
+use crate::worker::Supervisor;
 
 /// Options of `bench revocation`.
 #[derive(Debug, clap::Args)]
@@ -274,7 +274,7 @@ async fn run(opts: &RevocationBench, url: &str) -> anyhow::Result<serde_json::Va
             .map(|c| (c.id.clone(), Arc::new(CaClient::new(c.clone(), timeout))))
             .collect();
         let sealer = Sealer::from_text(&Sealer::generate_text("bench")?)?;
-        let worker = Worker::new(
+        let worker = Supervisor::builder(
             store.clone(),
             cas,
             Arc::new(sealer),
@@ -283,7 +283,8 @@ async fn run(opts: &RevocationBench, url: &str) -> anyhow::Result<serde_json::Va
             cfg.renew_at_fraction,
             "bench".into(),
         )
-        .with_revocation(cfg.revocation.clone());
+        .with_revocation(cfg.revocation.clone())
+        .build();
 
         let t = Instant::now();
         worker.check_pass(now).await.context("first check pass")?;

@@ -17,23 +17,29 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Challenges, StoreError};
 
 pub mod dns;
+pub mod dns01;
 
 /// HTTP-01 answers: the store (shared by replicas) plus this process's own.
-#[derive(Debug)]
 pub struct Http01Answers {
-    store: Store,
+    challenges: Challenges,
     /// token → (key authorization, order id), for orders in flight here.
     local: Mutex<HashMap<String, (String, String)>>,
 }
 
+impl std::fmt::Debug for Http01Answers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http01Answers").finish_non_exhaustive()
+    }
+}
+
 impl Http01Answers {
-    /// Answers backed by `store`.
-    pub fn new(store: Store) -> Arc<Http01Answers> {
+    /// Answers backed by the store's `challenges`.
+    pub fn new(challenges: Challenges) -> Arc<Http01Answers> {
         Arc::new(Http01Answers {
-            store,
+            challenges,
             local: Mutex::new(HashMap::new()),
         })
     }
@@ -51,8 +57,7 @@ impl Http01Answers {
         order_id: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.store
-            .challenges()
+        self.challenges
             .put_http01_token(token, key_authorization, order_id, now)
             .await?;
         self.local().insert(
@@ -73,10 +78,7 @@ impl Http01Answers {
         if let Some((ka, _)) = self.local().get(token) {
             return Ok(Some(ka.clone()));
         }
-        self.store
-            .challenges()
-            .http01_key_authorization(token)
-            .await
+        self.challenges.http01_key_authorization(token).await
     }
 }
 
@@ -128,10 +130,10 @@ mod tests {
     async fn answers_come_from_memory_or_from_another_replica_via_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("v.db").display());
-        let store = Store::connect(&url).await.expect("connect");
+        let store = crate::store::Store::connect(&url).await.expect("connect");
         store.migrate().await.expect("migrate");
-        let here = Http01Answers::new(store.clone());
-        let other_replica = Http01Answers::new(store.clone());
+        let here = Http01Answers::new(store.challenges().clone());
+        let other_replica = Http01Answers::new(store.challenges().clone());
         here.publish("tok", "tok.thumb", "order-1", 1)
             .await
             .expect("publish");

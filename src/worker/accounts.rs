@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::ca::CaClient;
 use crate::keys::seal::Sealer;
-use crate::store::Store;
+use crate::store::Keys;
 
-use super::{AttemptError, final_error};
+use super::issuer::{AttemptError, final_error};
 
 /// Per-CA initialisation locks.
 #[derive(Default)]
@@ -34,7 +34,7 @@ impl Accounts {
     pub(super) async fn ensure(
         &self,
         ca: &CaClient,
-        store: &Store,
+        keys: &Keys,
         sealer: &Sealer,
         now: i64,
     ) -> Result<(), AttemptError> {
@@ -46,16 +46,14 @@ impl Accounts {
         if ca.has_account() {
             return Ok(());
         }
-        let sealed = match store.keys().account(ca.id()).await? {
+        let sealed = match keys.account(ca.id()).await? {
             Some((_, sealed)) => sealed,
             None => {
                 let created = ca.create_account().await?;
                 let sealed = sealer
                     .seal(&purpose(ca.id()), &created.credentials_json)
                     .map_err(|e| final_error(format!("cannot seal the account: {e}")))?;
-                store
-                    .keys()
-                    .save_account(ca.id(), ca.directory_url(), &created.url, &sealed, now)
+                keys.save_account(ca.id(), ca.directory_url(), &created.url, &sealed, now)
                     .await?
                     .1
             }

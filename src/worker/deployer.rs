@@ -1,5 +1,5 @@
-//! The deployment loop (issue 7), on whichever replica holds the `deploy`
-//! singleton lease, once a second:
+//! The deployer: on whichever replica holds the `deploy` singleton lease,
+//! once a second:
 //!
 //! 1. **write**: every (name, destination) whose destination does not hold
 //!    the name's active certificate — after an issuance, a renewal or a
@@ -8,83 +8,50 @@
 //! 2. **check**: every endpoint due (just deployed, or its interval passed)
 //!    is checked step by step against the active certificate; the name's
 //!    deployments become `confirmed` when all its endpoints serve it, or
-//!    `failed`, and people are told;
-//! 3. **notify**: new alerts (and open ones raised again, at most once per
-//!    rate-limit period) go out by mail and webhook; every delivery is
-//!    recorded.
+//!    `failed`, and an alert says so (the notifier tells people).
+//!
+//! *Observes*: due deployments and due endpoint checks
+//! (`store::Deployments`), the active certificates and their sealed keys.
+//! *Writes*: destinations (outside), deployment and check results, and
+//! deployment alerts (`store::Alerts`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::{Worker, backoff_secs};
+use super::backoff_secs;
+use super::delivery::Delivery;
+use super::singleton::Singleton;
+use crate::clock::Clock;
 use crate::deploy::check::{self, Endpoint, Expected, Outcome};
 use crate::deploy::files::{self, Material};
 use crate::deploy::kube::{self, SecretMaterial};
-use crate::deploy::settings::{AlertsConfig, DeployConfig, Destination};
-use crate::notify::Message;
-use crate::notify::smtp::SmtpSender;
-use crate::store::{CheckRecord, DueDeployment, DueEndpoint, StoreError};
+use crate::deploy::settings::Destination;
+use crate::keys::seal::Sealer;
+use crate::store::{
+    Alerts, CheckRecord, Deployments, DueDeployment, DueEndpoint, Keys, StoreError,
+};
 
-const LEASE: &str = "deploy";
+/// The singleton lease of deployment and notification.
+pub(super) const LEASE: &str = "deploy";
 /// Longer than a page of writes or checks can take, renewed after each
 /// page, so a second replica never runs the same rows.
-const LEASE_TTL: i64 = 300;
+pub(super) const LEASE_TTL: i64 = 300;
 const PAGE: u64 = 500;
-/// Alerts about a single event: delivered once, then closed.
-const ONE_SHOT: [&str; 2] = ["swap_executed", "deploy_confirmed"];
-/// Retry of an alert no channel could deliver.
-const NOTIFY_RETRY_SECONDS: i64 = 60;
 
-/// Destinations, channels and their clients, built once.
-pub struct Delivery {
-    cfg: DeployConfig,
-    alerts: AlertsConfig,
-    http: reqwest::Client,
-    smtp: Option<SmtpSender>,
-    /// One Kubernetes client per destination, made on first use.
-    kube: std::collections::BTreeMap<String, tokio::sync::OnceCell<::kube::Client>>,
-}
-
-impl Delivery {
-    /// Builds the clients; a misconfigured channel is an error at start.
-    pub fn new(cfg: DeployConfig, alerts: AlertsConfig) -> Result<Delivery, String> {
-        // No redirects: a signed body (maybe with a key) goes only where
-        // it was configured to go.
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
-        let smtp = match &alerts.smtp {
-            Some(c) => Some(SmtpSender::new(c.clone()).map_err(|e| e.to_string())?),
-            None => None,
-        };
-        let mut kube = std::collections::BTreeMap::new();
-        for (id, d) in &cfg.destinations {
-            if let Destination::KubernetesSecret(_) = d {
-                kube.insert(id.clone(), tokio::sync::OnceCell::new());
-            }
-        }
-        Ok(Delivery {
-            cfg,
-            alerts,
-            http,
-            smtp,
-            kube,
-        })
-    }
-}
-
-impl Delivery {
-    /// Whether alerts go anywhere (mail or webhook).
-    fn has_channel(&self) -> bool {
-        self.smtp.is_some() || !self.alerts.webhooks.is_empty()
-    }
+/// The deployer controller and what it needs.
+pub struct Deployer {
+    deployments: Deployments,
+    keys: Keys,
+    alerts: Alerts,
+    lease: Singleton,
+    clock: Arc<dyn Clock>,
+    sealer: Arc<Sealer>,
+    delivery: Arc<Delivery>,
 }
 
 /// Splits a PEM chain (leaf first) into the leaf and the rest.
@@ -106,100 +73,44 @@ fn split_chain(chain_pem: &str) -> (String, String) {
     }
 }
 
-impl Worker {
-    /// Runs the loop until shutdown (only when delivery is configured).
-    pub(super) async fn deploy_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let Some(d) = self.delivery.clone() else {
-            return;
-        };
-        let mut last_failing_scan = None::<tokio::time::Instant>;
-        // When this replica last took or renewed the lease: within a third
-        // of its TTL it is still ours without asking the store each tick.
-        let mut held_at = None::<tokio::time::Instant>;
-        let keep = Duration::from_secs(LEASE_TTL as u64 / 3);
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            let lease = if held_at.is_some_and(|t| t.elapsed() < keep) {
-                Ok(true)
-            } else {
-                let now = self.clock.now();
-                self.store
-                    .leases()
-                    .singleton_lease(LEASE, &self.owner, now, LEASE_TTL)
-                    .await
-            };
-            held_at = match lease {
-                Ok(true) => held_at
-                    .filter(|t| t.elapsed() < keep)
-                    .or(Some(tokio::time::Instant::now())),
-                _ => None,
-            };
-            match lease {
-                Ok(true) => {
-                    if let Err(e) = self.clone().deploy_pass(&d).await {
-                        warn!(error = %e, "deployment pass failed");
-                    }
-                    if let Err(e) = self.clone().check_pass_endpoints(&d).await {
-                        warn!(error = %e, "deployment check pass failed");
-                    }
-                    if last_failing_scan.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                        last_failing_scan = Some(tokio::time::Instant::now());
-                        if let Err(e) = self.issuance_failing_alerts(&d).await {
-                            warn!(error = %e, "issuance alert scan failed");
-                        }
-                        if !d.has_channel() {
-                            // Nobody is told: one-shot alerts stay recorded
-                            // but do not pile up as open.
-                            let now = self.clock.now();
-                            if let Err(e) = self
-                                .store
-                                .alerts()
-                                .resolve_open_alerts_of(&ONE_SHOT, now)
-                                .await
-                            {
-                                warn!(error = %e, "closing one-shot alerts failed");
-                            }
-                        }
-                    }
-                    if let Err(e) = self.notify_pass(&d).await {
-                        warn!(error = %e, "notification pass failed");
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "deploy lease failed"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(self.cfg.poll_interval_ms.max(200))) => {}
-                _ = shutdown.changed() => {}
-            }
+impl Deployer {
+    pub(super) fn new(
+        store: &crate::store::Store,
+        lease: Singleton,
+        clock: Arc<dyn Clock>,
+        sealer: Arc<Sealer>,
+        delivery: Arc<Delivery>,
+    ) -> Deployer {
+        Deployer {
+            deployments: store.deployments().clone(),
+            keys: store.keys().clone(),
+            alerts: store.alerts().clone(),
+            lease,
+            clock,
+            sealer,
+            delivery,
         }
     }
 
-    /// One deployment pass and one check pass, without the lease (for
-    /// benchmarks and tools that drive the worker directly).
-    pub async fn deliver_once(self: Arc<Self>) -> Result<(), StoreError> {
-        let Some(d) = self.delivery.clone() else {
-            return Ok(());
-        };
-        self.clone().deploy_pass(&d).await?;
-        self.check_pass_endpoints(&d).await
+    /// One deployment pass and one check pass (the lease is the caller's:
+    /// the supervisor's loop, or a benchmark driving the deployer alone).
+    pub async fn pass(self: Arc<Self>) -> Result<(), StoreError> {
+        let d = self.delivery.clone();
+        let deployed = self.clone().deploy_pass(&d).await;
+        let checked = self.check_pass_endpoints(&d).await;
+        deployed.and(checked)
     }
+
     /// Keeps the `deploy` lease; false once another replica has it.
     async fn renew_deploy_lease(&self) -> Result<bool, StoreError> {
-        self.store
-            .leases()
-            .singleton_lease(LEASE, &self.owner, self.clock.now(), LEASE_TTL)
-            .await
+        self.lease.renew().await
     }
 
     /// Writes every due deployment, `concurrency` at once.
     async fn deploy_pass(self: Arc<Self>, d: &Arc<Delivery>) -> Result<(), StoreError> {
         loop {
             let due = self
-                .store
-                .deployments()
+                .deployments
                 .due_deployments(self.clock.now(), PAGE)
                 .await?;
             let full = due.len() as u64 == PAGE;
@@ -228,8 +139,7 @@ impl Worker {
             Ok(detail) => {
                 info!(name = %job.name_id, destination = %job.destination, serial = %job.serial, "deployed");
                 if let Err(e) = self
-                    .store
-                    .deployments()
+                    .deployments
                     .record_deployed(
                         &job.name_id,
                         &job.destination,
@@ -251,8 +161,7 @@ impl Worker {
                         "what_to_do": "The certificate files are written; the post-deploy command failed, so the server may still serve the old certificate. Fix the command and reload the server.",
                     });
                     let _ = self
-                        .store
-                        .alerts()
+                        .alerts
                         .raise_alert(
                             "deploy_failed",
                             &subject,
@@ -269,8 +178,7 @@ impl Worker {
                         .await;
                 } else {
                     let _ = self
-                        .store
-                        .alerts()
+                        .alerts
                         .resolve_alerts("deploy_failed", &[subject], now)
                         .await;
                 }
@@ -279,8 +187,7 @@ impl Worker {
                 let delay = backoff_secs(5, 3600, job.attempts, None);
                 warn!(name = %job.name_id, destination = %job.destination, %error, retry_in_s = delay, "deployment failed");
                 let _ = self
-                    .store
-                    .deployments()
+                    .deployments
                     .record_deploy_failure(
                         &job.name_id,
                         &job.destination,
@@ -296,8 +203,7 @@ impl Worker {
                     "what_to_do": "Fix the destination (path, permissions, receiver, API access); twincert retries with backoff.",
                 });
                 let _ = self
-                    .store
-                    .alerts()
+                    .alerts
                     .raise_alert(
                         "deploy_failed",
                         &subject,
@@ -397,8 +303,7 @@ impl Worker {
 
     async fn key_pem(&self, key_id: &str) -> Result<String, String> {
         let (key_type, sealed) = self
-            .store
-            .keys()
+            .keys
             .private_key(key_id)
             .await
             .map_err(|e| e.to_string())?
@@ -412,8 +317,7 @@ impl Worker {
     async fn check_pass_endpoints(self: Arc<Self>, d: &Arc<Delivery>) -> Result<(), StoreError> {
         loop {
             let due = self
-                .store
-                .deployments()
+                .deployments
                 .due_endpoints(self.clock.now(), PAGE)
                 .await?;
             let full = due.len() as u64 == PAGE;
@@ -450,8 +354,7 @@ impl Worker {
                 served_serial: None,
             };
             let _ = self
-                .store
-                .deployments()
+                .deployments
                 .record_check(
                     &ep.id,
                     None,
@@ -475,8 +378,7 @@ impl Worker {
                 };
                 let next = now + d.cfg.recheck_failed_seconds as i64;
                 let _ = self
-                    .store
-                    .deployments()
+                    .deployments
                     .record_check(&ep.id, Some(cert_id), &rec, next, now)
                     .await;
                 return;
@@ -505,8 +407,7 @@ impl Worker {
             served_serial: report.served_serial.clone(),
         };
         if let Err(e) = self
-            .store
-            .deployments()
+            .deployments
             .record_check(&ep.id, Some(cert_id), &rec, now + next as i64, now)
             .await
         {
@@ -514,8 +415,7 @@ impl Worker {
         }
         if matched {
             let _ = self
-                .store
-                .alerts()
+                .alerts
                 .resolve_alerts("deploy_check_failed", &[subject], now)
                 .await;
             return;
@@ -538,8 +438,7 @@ impl Worker {
             ),
         });
         let _ = self
-            .store
-            .alerts()
+            .alerts
             .raise_alert(
                 "deploy_check_failed",
                 &subject,
@@ -556,14 +455,12 @@ impl Worker {
 
     async fn settle(&self, name: &str) {
         let now = self.clock.now();
-        match self.store.deployments().settle_deployments(name, now).await {
+        match self.deployments.settle_deployments(name, now).await {
             Ok(changed) => {
                 for (dest, state) in changed {
                     if state == "confirmed" {
                         let details = json!({ "name": name, "destination": dest });
-                        let _ = self
-                            .store
-                            .alerts().raise_alert(
+                        let _ = self.alerts.raise_alert(
                                 "deploy_confirmed",
                                 &format!("{name} {dest}"),
                                 "info",
@@ -578,144 +475,6 @@ impl Worker {
                 }
             }
             Err(e) => warn!(error = %e, name, "could not settle deployments"),
-        }
-    }
-
-    /// `issuance_failing` for orders failing longer than configured.
-    async fn issuance_failing_alerts(&self, d: &Delivery) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        let failing = self
-            .store
-            .orders()
-            .long_failing_orders(now, d.alerts.issuance_failing_seconds, 1000)
-            .await?;
-        let mut subjects = Vec::new();
-        for (name, slot, ca, error, since) in failing {
-            let subject = format!("{name}/{slot}");
-            let details = json!({
-                "name": name, "slot": slot, "ca": ca, "error": error,
-                "failing_since": crate::clock::rfc3339(since),
-                "what_to_do": "Look at the order's last error (GET /v1/names/{name}); fix validation or the CA account, or swap the slot to another CA.",
-            });
-            self.store
-                .alerts()
-                .raise_alert(
-                    "issuance_failing",
-                    &subject,
-                    "warning",
-                    &format!(
-                        "{subject}: issuance at {ca} failing since {}: {error}",
-                        crate::clock::rfc3339(since)
-                    ),
-                    Some(&details),
-                    now,
-                )
-                .await?;
-            subjects.push(subject);
-        }
-        self.store
-            .alerts()
-            .resolve_alerts_except("issuance_failing", &subjects, now)
-            .await?;
-        Ok(())
-    }
-
-    /// Delivers new alerts and due reminders: one mail to the certificate
-    /// admins, one to the endpoint's admin (so neither sees the other's
-    /// address and a bad address does not block the other), one post per
-    /// webhook. An alert no channel delivered is tried again a minute
-    /// later; one-shot alerts (an executed swap, a confirmation) are
-    /// closed once told — at once when no channel is configured.
-    async fn notify_pass(&self, d: &Delivery) -> Result<(), StoreError> {
-        if !d.has_channel() {
-            return Ok(());
-        }
-        let now = self.clock.now();
-        let pending = self
-            .store
-            .alerts()
-            .alerts_to_notify(now, d.alerts.rate_limit_seconds as i64, 50)
-            .await?;
-        for p in pending {
-            let a = &p.alert;
-            let msg = message(a, p.reminder);
-            // (channel, recipient, outcome) of every delivery attempt.
-            let mut sent = Vec::new();
-            if let Some(smtp) = &d.smtp {
-                let mut groups = Vec::new();
-                if !d.alerts.emails.is_empty() {
-                    groups.push(d.alerts.emails.clone());
-                }
-                if let Some(extra) = a
-                    .details
-                    .as_ref()
-                    .and_then(|v| v["notify"].as_str())
-                    .filter(|s| !d.alerts.emails.iter().any(|t| t == s))
-                {
-                    groups.push(vec![extra.to_string()]);
-                }
-                for to in groups {
-                    let r = smtp.send(&to, &msg).await;
-                    sent.push(("email", to.join(", "), r));
-                }
-            }
-            for url in &d.alerts.webhooks {
-                let r = crate::notify::webhook::post_slack(&d.http, url, &msg).await;
-                sent.push(("webhook", redact(url), r));
-            }
-            let mut delivered = false;
-            let mut retry = false;
-            for (channel, recipient, r) in &sent {
-                let err = r.as_ref().err();
-                match err {
-                    None => delivered = true,
-                    Some(e) => {
-                        retry |= e.is_retryable();
-                        warn!(alert = %a.id, channel, error = %e, "alert not delivered");
-                    }
-                }
-                let err = err.map(|e| e.to_string());
-                self.note_delivery(&a.id, channel, recipient, err.as_deref(), now)
-                    .await;
-            }
-            // Nobody was told and trying again can help: in a minute. A
-            // refusal that will not change (a rejected address) is final.
-            if !delivered && retry {
-                self.store
-                    .alerts()
-                    .defer_notification(&a.id, now + NOTIFY_RETRY_SECONDS)
-                    .await?;
-                continue;
-            }
-            self.store.alerts().mark_notified(&a.id, now).await?;
-            if a.severity == "info" || ONE_SHOT.contains(&a.kind.as_str()) {
-                // Told once; nothing stays open.
-                self.store
-                    .alerts()
-                    .resolve_alerts(&a.kind, std::slice::from_ref(&a.subject), now)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Records one delivery attempt; a store error is logged, not fatal
-    /// (the message is out; the next pass must not send it again).
-    async fn note_delivery(
-        &self,
-        alert_id: &str,
-        channel: &str,
-        recipient: &str,
-        error: Option<&str>,
-        now: i64,
-    ) {
-        if let Err(e) = self
-            .store
-            .alerts()
-            .record_notification(alert_id, channel, recipient, error, now)
-            .await
-        {
-            warn!(alert = %alert_id, error = %e, "could not record an alert delivery");
         }
     }
 }
@@ -759,54 +518,6 @@ fn endpoint_subject(name: &str, spec: &crate::store::EndpointSpec) -> String {
     s
 }
 
-/// A webhook URL without its path (Slack's secret lives there).
-fn redact(url: &str) -> String {
-    url::Url::parse(url)
-        .map(|u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("")))
-        .unwrap_or_else(|_| "webhook".into())
-}
-
-/// The message people get for an alert.
-fn message(a: &crate::store::Alert, reminder: bool) -> Message {
-    let again = if reminder {
-        format!(" (still open, raised {} times)", a.count)
-    } else {
-        String::new()
-    };
-    let mut body = format!("{}{again}\n", a.message);
-    let mut fields = vec![
-        ("kind".to_string(), a.kind.clone()),
-        ("severity".to_string(), a.severity.clone()),
-        ("subject".to_string(), a.subject.clone()),
-        ("first seen".to_string(), crate::clock::rfc3339(a.first_at)),
-    ];
-    if let Some(serde_json::Value::Object(m)) = &a.details {
-        if let Some(todo) = m.get("what_to_do").and_then(|v| v.as_str()) {
-            body.push_str(&format!("\nWhat to do: {todo}\n"));
-        }
-        for (k, v) in m {
-            if k == "what_to_do" || v.is_null() {
-                continue;
-            }
-            let v = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            fields.push((k.clone(), v));
-        }
-    }
-    Message {
-        subject: format!(
-            "[twincert] {}: {}",
-            a.severity,
-            a.message.chars().take(150).collect::<String>()
-        ),
-        body,
-        kind: a.kind.clone(),
-        fields,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -828,13 +539,5 @@ mod tests {
             split_chain("-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n");
         assert!(leaf.contains("AAA"));
         assert!(rest.is_empty());
-    }
-
-    #[test]
-    fn slack_urls_are_redacted_in_records() {
-        assert_eq!(
-            redact("https://hooks.slack.com/services/T0/B0/SECRET"),
-            "https://hooks.slack.com/…"
-        );
     }
 }

@@ -1,5 +1,5 @@
-//! The revocation check pass (issue 6): on one replica at a time (a
-//! singleton lease), every check interval, every current certificate's
+//! The status checker: on one replica at a time (a singleton lease), every
+//! check interval, every current certificate's
 //! standing at its CA is established — CRL first (the primary signal since
 //! Let's Encrypt ended OCSP), OCSP where no CRL covers it, each answer
 //! verified against the issuing certificate before it is believed — and
@@ -11,17 +11,27 @@
 //! active slot away, re-provision revoked slots) as one operation; alerts
 //! are raised and resolved (CRL/OCSP failures, expiry, names without a
 //! usable standby).
+//!
+//! *Observes*: the current certificates (`store::Status`), CRLs, OCSP
+//! responders and ARI windows of the CAs, open incidents. *Writes*: check
+//! outcomes, revocations with evidence, ARI windows, incidents, the
+//! reactions (swaps and re-provisioning markers through
+//! `store::Emergency`) and alerts. Decides nothing itself that `policy`
+//! can decide.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 
-use super::Worker;
+use super::singleton::Singleton;
+use crate::ca::CaClient;
 use crate::certs;
+use crate::clock::Clock;
 use crate::clock::rfc3339;
+use crate::config::RevocationConfig;
 use crate::config::{IncidentPolicy, RevokedActivePolicy};
 use crate::domain::Slot;
 use crate::policy;
@@ -29,9 +39,26 @@ use crate::revocation::crl::{self, VerifiedCrl};
 use crate::revocation::fetch::{FetchedCrl, Fetcher};
 use crate::revocation::ocsp::{self, CertStatus, OcspAnswer};
 use crate::store::{
-    AuditEvent, Incident, Reaction, RevocationFinding, RevokedSlot, StatusTarget, StoreError,
-    SwapScope, new_id,
+    Alerts, Audit, AuditEvent, Emergency, Incident, Incidents, Names, Reaction, RevocationFinding,
+    RevokedSlot, Status, StatusTarget, StoreError, SwapScope, new_id,
 };
+
+/// The status checker controller and what it needs, nothing more.
+pub struct StatusChecker {
+    status: Status,
+    incidents: Incidents,
+    alerts: Alerts,
+    emergency: Emergency,
+    names: Names,
+    audit: Audit,
+    lease: Singleton,
+    cas: BTreeMap<String, Arc<CaClient>>,
+    clock: Arc<dyn Clock>,
+    revocation: RevocationConfig,
+    checker: Checker,
+    /// Wakes the issuer when renewals became due (ARI, revocations).
+    wake: Arc<Notify>,
+}
 
 /// Who automatic actions are audited as.
 pub const ACTOR: &str = "twincert:revocation-check";
@@ -49,7 +76,7 @@ const ALERT_LIMIT: u64 = 10_000;
 /// CRL number seen per URL (a CDN serving an older copy is caught), and
 /// when each certificate's OCSP answer goes stale. Entries for URLs and
 /// certificates a pass no longer sees are dropped at its end.
-pub(super) struct Checker {
+struct Checker {
     fetcher: Result<Arc<Fetcher>, String>,
     issuers: Mutex<HashMap<String, Arc<Vec<u8>>>>,
     verified: Mutex<HashMap<(String, String), VersionedCrl>>,
@@ -69,7 +96,7 @@ enum CrlResult {
 }
 
 impl Checker {
-    pub(super) fn new(refresh_seconds: u64) -> Checker {
+    fn new(refresh_seconds: u64) -> Checker {
         Checker {
             fetcher: Fetcher::new(
                 Duration::from_secs(refresh_seconds),
@@ -156,7 +183,34 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
-impl Worker {
+impl StatusChecker {
+    /// A status checker over `store` for the configured CAs; it holds the
+    /// `revocation-check` lease as `owner` and wakes the issuer by `wake`.
+    pub(super) fn new(
+        store: &crate::store::Store,
+        cas: BTreeMap<String, Arc<CaClient>>,
+        clock: Arc<dyn Clock>,
+        revocation: RevocationConfig,
+        owner: String,
+        wake: Arc<Notify>,
+    ) -> StatusChecker {
+        let ttl = (revocation.check_interval_seconds as i64 * 3).max(30);
+        StatusChecker {
+            status: store.status().clone(),
+            incidents: store.incidents().clone(),
+            alerts: store.alerts().clone(),
+            emergency: store.emergency().clone(),
+            names: store.names().clone(),
+            audit: store.audit().clone(),
+            lease: Singleton::new(store.leases().clone(), LEASE, owner, ttl, clock.clone()),
+            cas,
+            clock,
+            checker: Checker::new(revocation.refresh_seconds),
+            revocation,
+            wake,
+        }
+    }
+
     /// How often an unchanged check outcome is written again (hourly, or
     /// every pass when passes are rarer).
     fn check_heartbeat(&self) -> i64 {
@@ -165,44 +219,23 @@ impl Worker {
 
     /// Keeps this replica's lease on the pass; false once another took it.
     async fn renew_lease(&self) -> Result<bool, StoreError> {
-        self.store
-            .leases()
-            .singleton_lease(LEASE, &self.owner, self.clock.now(), self.lease_ttl())
-            .await
-    }
-
-    fn lease_ttl(&self) -> i64 {
-        (self.revocation.check_interval_seconds as i64 * 3).max(30)
+        self.lease.renew().await
     }
 
     /// Runs the check pass every `check_interval_seconds` until shutdown,
     /// on whichever replica holds the singleton lease.
-    pub(super) async fn revocation_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub(super) async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let every = Duration::from_secs(self.revocation.check_interval_seconds.max(1));
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            let now = self.clock.now();
-            match self
-                .store
-                .leases()
-                .singleton_lease(LEASE, &self.owner, now, self.lease_ttl())
-                .await
-            {
-                Ok(true) => {
-                    if let Err(e) = self.check_pass(now).await {
+        self.lease
+            .run(every, shutdown, || {
+                let me = self.clone();
+                async move {
+                    if let Err(e) = me.check_pass(me.clock.now()).await {
                         warn!(error = %e, "revocation check pass failed");
                     }
                 }
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "revocation check lease failed"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.changed() => {}
-            }
-        }
+            })
+            .await
     }
 
     /// One pass over every current certificate, then the reactions.
@@ -218,7 +251,7 @@ impl Worker {
         let mut cursor: Option<(String, Slot)> = None;
         loop {
             let after = cursor.as_ref().map(|(n, s)| (n.as_str(), *s));
-            let (page, next) = self.store.status().status_targets(after, PAGE, now).await?;
+            let (page, next) = self.status.status_targets(after, PAGE, now).await?;
             let full = next.is_some();
             cursor = next;
             self.check_page(page, now, &mut pass).await?;
@@ -226,8 +259,7 @@ impl Worker {
                 // What was verified is still true: recorded (idempotent),
                 // reacted to by whoever holds the lease next.
                 warn!("revocation check lease lost to another replica; this pass stops");
-                self.store
-                    .status()
+                self.status
                     .record_revocations(&pass.findings, ACTOR, now)
                     .await?;
                 return Ok(());
@@ -237,8 +269,7 @@ impl Worker {
             }
         }
         for (source, ids) in &pass.good {
-            self.store
-                .status()
+            self.status
                 .record_checks(ids, source, None, now, self.check_heartbeat())
                 .await?;
         }
@@ -252,14 +283,12 @@ impl Worker {
                 .push(id.clone());
         }
         for ((source, error), ids) in &undecided {
-            self.store
-                .status()
+            self.status
                 .record_checks(ids, source, Some(error), now, self.check_heartbeat())
                 .await?;
         }
         let revoked = self
-            .store
-            .status()
+            .status
             .record_revocations(&pass.findings, ACTOR, now)
             .await?;
         let reacted = self.react(&pass.ari_moved, now).await?;
@@ -274,7 +303,7 @@ impl Worker {
                 ari_renew_now = pass.ari_due_now,
                 "revocation check pass"
             );
-            self.wake();
+            self.wake.notify_one();
         }
         Ok(())
     }
@@ -365,14 +394,14 @@ impl Worker {
             .filter(|t| !known(t))
             .map(|t| t.cert_id.clone())
             .collect();
-        let chains = self.store.names().chain_pems(&wanted).await?;
+        let chains = self.names.chain_pems(&wanted).await?;
         for t in page.iter_mut() {
             pass.checked += 1;
             pass.certs_seen.insert(t.cert_id.clone());
             let issuer = self.prepare(t, &chains, &mut sources);
             prepared.push(issuer);
         }
-        self.store.status().set_status_sources(&sources).await?;
+        self.status.set_status_sources(&sources).await?;
         for (t, issuer) in page.into_iter().zip(prepared) {
             let issuer = match issuer {
                 Ok(Some(i)) => i,
@@ -602,7 +631,7 @@ impl Worker {
             }
             let mut set = tokio::task::JoinSet::new();
             for (t, issuer) in batch {
-                let Some(pem) = self.store.names().chain_pem(&t.cert_id).await? else {
+                let Some(pem) = self.names.chain_pem(&t.cert_id).await? else {
                     continue;
                 };
                 let fetcher = fetcher.clone();
@@ -742,8 +771,7 @@ impl Worker {
                 warn!(certificate = %t.cert_id, error = %e, "ARI poll failed");
                 let retry = (min * 10).min(3600).max(min) as i64;
                 return self
-                    .store
-                    .status()
+                    .status
                     .ari_poll_failed(&t.cert_id, now + retry, now)
                     .await;
             }
@@ -763,8 +791,7 @@ impl Worker {
             now,
         );
         let next_poll = now + policy::ari_poll_delay(w.retry_after, min, 86_400) as i64;
-        self.store
-            .status()
+        self.status
             .record_ari(
                 &t.cert_id,
                 (w.start, w.end),
@@ -780,8 +807,7 @@ impl Worker {
         }
         if renew <= now && t.renew_after > now {
             pass.ari_due_now += 1;
-            self.store
-                .audit()
+            self.audit
                 .record(&AuditEvent {
                     at: now,
                     actor: ACTOR.into(),
@@ -819,10 +845,10 @@ impl Worker {
         let cfg = &self.revocation;
         // An incident whose outcome was never recorded (the process
         // stopped in between) is finished first.
-        for inc in self.store.incidents().incidents_without_outcome().await? {
+        for inc in self.incidents.incidents_without_outcome().await? {
             self.incident_outcome(&inc, now).await?;
         }
-        let pending = self.store.status().pending_reactions(10_000).await?;
+        let pending = self.status.pending_reactions(10_000).await?;
         let mut cas: BTreeSet<String> = pending.iter().map(|r| r.ca_id.clone()).collect();
         cas.extend(ari_moved.iter().cloned());
         // CAs whose revocations get no per-name reaction: an incident
@@ -833,7 +859,7 @@ impl Worker {
         let mut held: BTreeSet<String> = BTreeSet::new();
         let mut avoid: BTreeSet<String> = BTreeSet::new();
         for ca in &cas {
-            if let Some(open) = self.store.incidents().open_incident(ca).await? {
+            if let Some(open) = self.incidents.open_incident(ca).await? {
                 if open.policy == "swap" {
                     avoid.insert(ca.clone());
                 } else {
@@ -844,13 +870,12 @@ impl Worker {
             // Signals from before the CA's last incident was closed do not
             // open another.
             let since = (now - cfg.incident_window_seconds).max(
-                self.store
-                    .incidents()
+                self.incidents
                     .last_incident_closed_at(ca)
                     .await?
                     .map_or(i64::MIN, |t| t + 1),
             );
-            let (rev, ari, total) = self.store.incidents().incident_signal(ca, since).await?;
+            let (rev, ari, total) = self.incidents.incident_signal(ca, since).await?;
             if !policy::is_ca_incident(
                 rev + ari,
                 total,
@@ -902,8 +927,7 @@ impl Worker {
             Vec::new()
         };
         let report = self
-            .store
-            .emergency()
+            .emergency
             .react_to_revocations(
                 &Reaction {
                     kind: "revocation".into(),
@@ -1026,8 +1050,7 @@ impl Worker {
                 .collect::<Vec<_>>()
         );
         if !self
-            .store
-            .incidents()
+            .incidents
             .create_incident(&incident, &evidence, ACTOR)
             .await?
         {
@@ -1047,22 +1070,19 @@ impl Worker {
         let scope = SwapScope::Ca(ca.to_string());
         let (operation, dry) = if incident.policy == "swap" {
             let report = self
-                .store
-                .emergency()
+                .emergency
                 .mass_swap(&scope, &reason, ACTOR, false, now)
                 .await?;
             // Standbys revoked at this CA: re-issued elsewhere (the
             // CA-wide swap only moves active slots).
             let pending: Vec<RevokedSlot> = self
-                .store
-                .status()
+                .status
                 .pending_reactions(100_000)
                 .await?
                 .into_iter()
                 .filter(|r| r.ca_id == ca)
                 .collect();
-            self.store
-                .emergency()
+            self.emergency
                 .react_to_revocations(
                     &Reaction {
                         kind: "incident".into(),
@@ -1084,14 +1104,12 @@ impl Worker {
             (report.operation_id, None)
         } else {
             let report = self
-                .store
-                .emergency()
+                .emergency
                 .mass_swap(&scope, &reason, ACTOR, true, now)
                 .await?;
             (None, Some(serde_json::json!(report)))
         };
-        self.store
-            .incidents()
+        self.incidents
             .set_incident_outcome(&incident.id, operation.as_deref(), dry.as_ref())
             .await?;
         let what = if incident.policy == "swap" {
@@ -1135,8 +1153,7 @@ impl Worker {
         now: i64,
     ) -> Result<(), StoreError> {
         if self
-            .store
-            .alerts()
+            .alerts
             .raise_alert(kind, subject, severity, message, details, now)
             .await?
         {
@@ -1158,8 +1175,7 @@ impl Worker {
             .await?;
         }
         let urls: Vec<String> = pass.crl_failures.keys().cloned().collect();
-        self.store
-            .alerts()
+        self.alerts
             .resolve_alerts_except("crl_invalid", &urls, now)
             .await?;
         for (url, e) in &pass.ocsp_failures {
@@ -1175,10 +1191,9 @@ impl Worker {
             )
             .await?;
         }
-        self.store.alerts().resolve_revoked_alerts(now).await?;
+        self.alerts.resolve_revoked_alerts(now).await?;
         let urls: Vec<String> = pass.ocsp_failures.keys().cloned().collect();
-        self.store
-            .alerts()
+        self.alerts
             .resolve_alerts_except("ocsp_invalid", &urls, now)
             .await?;
         for subject in &pass.ocsp_unknown {
@@ -1195,8 +1210,7 @@ impl Worker {
         // Only subjects decided this pass (by OCSP, or another way: the CRL
         // is back, the slot was re-issued without an OCSP URL) are cleared;
         // an OCSP answer not yet due says nothing new.
-        self.store
-            .alerts()
+        self.alerts
             .resolve_alerts("ocsp_unknown", &pass.decided, now)
             .await?;
         for (url, e) in &pass.crl_stale {
@@ -1213,8 +1227,7 @@ impl Worker {
             .await?;
         }
         let urls: Vec<String> = pass.crl_stale.keys().cloned().collect();
-        self.store
-            .alerts()
+        self.alerts
             .resolve_alerts_except("crl_stale", &urls, now)
             .await?;
         Ok(())
@@ -1225,8 +1238,7 @@ impl Worker {
     async fn expiry_alerts(&self, now: i64) -> Result<(), StoreError> {
         let cfg = &self.revocation;
         let expiring = self
-            .store
-            .status()
+            .status
             .expiring_slots(now, cfg.expiry_alert_fraction, ALERT_LIMIT)
             .await?;
         let mut subjects = Vec::with_capacity(expiring.len());
@@ -1258,14 +1270,12 @@ impl Worker {
         }
         // A list cut at the limit says nothing about the rest.
         if (expiring.len() as u64) < ALERT_LIMIT {
-            self.store
-                .alerts()
+            self.alerts
                 .resolve_alerts_except("expiry_soon", &subjects, now)
                 .await?;
         }
         let missing = self
-            .store
-            .status()
+            .status
             .track_standby(now, now - cfg.no_standby_alert_seconds, ALERT_LIMIT)
             .await?;
         let mut names = Vec::with_capacity(missing.len());
@@ -1286,8 +1296,7 @@ impl Worker {
             names.push(name.clone());
         }
         if (missing.len() as u64) < ALERT_LIMIT {
-            self.store
-                .alerts()
+            self.alerts
                 .resolve_alerts_except("no_standby", &names, now)
                 .await?;
         }
