@@ -6,6 +6,8 @@
 
 use crate::domain::{KeyType, NameState, SlotState};
 
+pub mod reaction;
+
 /// What policy needs to know about one configured CA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaChoice {
