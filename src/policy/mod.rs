@@ -6,6 +6,9 @@
 
 use crate::domain::{KeyType, NameState, SlotState};
 
+pub mod reaction;
+pub mod swap;
+
 /// What policy needs to know about one configured CA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaChoice {

@@ -35,6 +35,10 @@ use crate::config::RevocationConfig;
 use crate::config::{IncidentPolicy, RevokedActivePolicy};
 use crate::domain::Slot;
 use crate::policy;
+use crate::policy::reaction::{
+    self, CaStanding, IncidentOutcome, NewIncident, OnActiveRevoked, OnIncident, PerName, Revoked,
+    Settings, Signal,
+};
 use crate::revocation::crl::{self, VerifiedCrl};
 use crate::revocation::fetch::{FetchedCrl, Fetcher};
 use crate::revocation::ocsp::{self, CertStatus, OcspAnswer};
@@ -181,6 +185,21 @@ fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     let _ = aws_lc_rs::rand::fill(&mut b);
     u64::from_le_bytes(b)
+}
+
+/// The pending revocations as the facts `policy::reaction` decides on.
+fn revoked_facts(pending: &[RevokedSlot]) -> Vec<Revoked<'_>> {
+    pending
+        .iter()
+        .map(|r| Revoked {
+            name: &r.name_id,
+            slot: r.slot,
+            ca: &r.ca_id,
+            cert_id: &r.cert_id,
+            active: r.active,
+            evidence: &r.evidence,
+        })
+        .collect()
 }
 
 impl StatusChecker {
@@ -838,9 +857,10 @@ impl StatusChecker {
 
     /// Decides what the revocations recorded and not yet reacted to (this
     /// pass's, and any left pending by a crash or a held incident) and the
-    /// ARI windows moved into the past lead to: CA incidents first, then
-    /// per-name reactions for the CAs without one. Returns how many
-    /// revoked certificates were reacted to.
+    /// ARI windows moved into the past lead to: gathers where each CA
+    /// involved stands, lets `policy::reaction::plan` decide (CA incidents
+    /// first, then per-name reactions for the CAs without one), applies
+    /// the plan. Returns how many revoked certificates were reacted to.
     async fn react(&self, ari_moved: &BTreeSet<String>, now: i64) -> Result<usize, StoreError> {
         let cfg = &self.revocation;
         // An incident whose outcome was never recorded (the process
@@ -848,113 +868,85 @@ impl StatusChecker {
         for inc in self.incidents.incidents_without_outcome().await? {
             self.incident_outcome(&inc, now).await?;
         }
+        // Gather. The reads of one CA do not depend on what the plan then
+        // writes for another, so all are read before anything is applied.
         let pending = self.status.pending_reactions(10_000).await?;
-        let mut cas: BTreeSet<String> = pending.iter().map(|r| r.ca_id.clone()).collect();
-        cas.extend(ari_moved.iter().cloned());
-        // CAs whose revocations get no per-name reaction: an incident
-        // opened in this pass (its CA-wide swap or dry run covers them) or
-        // one waiting for an operator (they stay pending until it is
-        // closed). After a CA-wide swap, later revocations at that CA are
-        // handled per name, re-provisioned away from it.
-        let mut held: BTreeSet<String> = BTreeSet::new();
-        let mut avoid: BTreeSet<String> = BTreeSet::new();
-        for ca in &cas {
-            if let Some(open) = self.incidents.open_incident(ca).await? {
-                if open.policy == "swap" {
-                    avoid.insert(ca.clone());
-                } else {
-                    held.insert(ca.clone());
+        let facts = revoked_facts(&pending);
+        let mut cas: BTreeMap<String, CaStanding> = BTreeMap::new();
+        for ca in reaction::cas_to_examine(&facts, ari_moved.iter().map(String::as_str)) {
+            let standing = match self.incidents.open_incident(ca).await? {
+                Some(open) => CaStanding::OpenIncident(OnIncident::from_stored(&open.policy)),
+                None => {
+                    let closed = self.incidents.last_incident_closed_at(ca).await?;
+                    let since = reaction::signal_since(now, cfg.incident_window_seconds, closed);
+                    let (revoked, ari_past, total) =
+                        self.incidents.incident_signal(ca, since).await?;
+                    CaStanding::NoIncident(Signal {
+                        revoked,
+                        ari_past,
+                        total,
+                    })
                 }
-                continue;
-            }
-            // Signals from before the CA's last incident was closed do not
-            // open another.
-            let since = (now - cfg.incident_window_seconds).max(
-                self.incidents
-                    .last_incident_closed_at(ca)
-                    .await?
-                    .map_or(i64::MIN, |t| t + 1),
-            );
-            let (rev, ari, total) = self.incidents.incident_signal(ca, since).await?;
-            if !policy::is_ca_incident(
-                rev + ari,
-                total,
-                cfg.incident_percent,
-                cfg.incident_count,
-                cfg.incident_min_count,
-            ) {
-                continue;
-            }
-            held.insert(ca.clone());
-            let mine: Vec<&RevokedSlot> = pending.iter().filter(|r| &r.ca_id == ca).collect();
-            self.open_incident(ca, (rev, ari, total), &mine, now)
-                .await?;
+            };
+            cas.insert(ca.to_string(), standing);
         }
-        let plain: Vec<&RevokedSlot> = pending
-            .iter()
-            .filter(|r| !held.contains(&r.ca_id) && !avoid.contains(&r.ca_id))
-            .collect();
-        let mut reacted = plain.len();
-        self.react_per_name(&plain, None, now).await?;
-        for ca in &avoid {
-            let group: Vec<&RevokedSlot> = pending.iter().filter(|r| &r.ca_id == ca).collect();
-            reacted += group.len();
-            self.react_per_name(&group, Some(ca), now).await?;
+        // Decide.
+        let plan = reaction::plan(&facts, &cas, &self.reaction_settings());
+        // Apply.
+        for incident in &plan.incidents {
+            self.open_incident(incident, now).await?;
         }
-        Ok(reacted)
+        for group in &plan.reactions {
+            self.react_per_name(group, now).await?;
+        }
+        Ok(plan.reacted())
     }
 
-    /// The per-name reaction to `revoked` (one operation): swap names
-    /// whose active certificate is revoked (unless policy says alert
-    /// only), re-provision every revoked slot (away from `avoid_ca` when
-    /// given), alert per slot.
-    async fn react_per_name(
-        &self,
-        mine: &[&RevokedSlot],
-        avoid_ca: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        if mine.is_empty() {
-            return Ok(());
+    /// The `[revocation]` settings as policy reads them.
+    fn reaction_settings(&self) -> Settings {
+        let cfg = &self.revocation;
+        Settings {
+            on_active_revoked: match cfg.on_active_revoked {
+                RevokedActivePolicy::Swap => OnActiveRevoked::Swap,
+                RevokedActivePolicy::Alert => OnActiveRevoked::Alert,
+            },
+            on_incident: match cfg.incident_policy {
+                IncidentPolicy::Swap => OnIncident::Swap,
+                IncidentPolicy::Manual => OnIncident::Manual,
+            },
+            incident_percent: cfg.incident_percent,
+            incident_count: cfg.incident_count,
+            incident_min_count: cfg.incident_min_count,
+            incident_window_seconds: cfg.incident_window_seconds,
         }
-        let swap = self.revocation.on_active_revoked == RevokedActivePolicy::Swap;
-        let swap_names: Vec<String> = if swap {
-            mine.iter()
-                .filter(|r| r.active)
-                .map(|r| r.name_id.clone())
-                .collect()
-        } else {
-            Vec::new()
-        };
+    }
+
+    /// Applies one per-name reaction (one operation): the swaps and
+    /// re-provisioning the plan chose, then its alerts.
+    async fn react_per_name(&self, group: &PerName<'_>, now: i64) -> Result<(), StoreError> {
         let report = self
             .emergency
             .react_to_revocations(
                 &Reaction {
                     kind: "revocation".into(),
-                    reason: format!(
-                        "{} certificate(s) found revoked by their CA ({})",
-                        mine.len(),
-                        mine.iter()
-                            .map(|r| r.ca_id.as_str())
-                            .collect::<BTreeSet<_>>()
-                            .into_iter()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    reason: group.reason.clone(),
                     actor: ACTOR.into(),
-                    swap_names,
-                    reprovision: mine
+                    swap_names: group.swap_names.iter().map(|n| n.to_string()).collect(),
+                    reprovision: group
+                        .reprovision
                         .iter()
-                        .map(|r| (r.name_id.clone(), r.slot, r.cert_id.clone()))
+                        .map(|(name, slot, cert)| (name.to_string(), *slot, cert.to_string()))
                         .collect(),
-                    cert_ids: mine.iter().map(|r| r.cert_id.clone()).collect(),
-                    avoid_ca: avoid_ca.map(str::to_string),
+                    cert_ids: group.cert_ids.iter().map(|c| c.to_string()).collect(),
+                    avoid_ca: group.avoid_ca.clone(),
                     evidence: serde_json::json!(
-                        mine.iter()
+                        group
+                            .revoked
+                            .iter()
                             .map(|r| serde_json::json!({
-                                "name": r.name_id,
+                                "name": r.name,
                                 "slot": r.slot.as_str(),
-                                "ca": r.ca_id,
+                                "ca": r.ca,
                                 "active": r.active,
                                 "evidence": r.evidence,
                             }))
@@ -965,31 +957,19 @@ impl StatusChecker {
             )
             .await?;
         warn!(
-            revoked = mine.len(),
+            revoked = group.revoked.len(),
             swapped = report.swapped,
             without_standby = report.not_swapped,
             reprovision = report.marked,
             operation = report.operation_id.as_deref().unwrap_or(""),
             "revoked certificates: reacted"
         );
-        for r in mine {
-            let subject = format!("{}/{}", r.name_id, r.slot.as_str());
-            let (severity, what) = match (r.active, swap) {
-                (true, true) => (
-                    "critical",
-                    "active certificate revoked; swapped to the standby where usable, re-issuing",
-                ),
-                (true, false) => (
-                    "critical",
-                    "active certificate revoked; policy is alert-only: swap it (twincert swap) — re-issuing",
-                ),
-                (false, _) => ("warning", "standby certificate revoked; re-issuing"),
-            };
+        for (r, alert) in &group.alerts {
             self.alert(
-                "certificate_revoked",
-                &subject,
-                severity,
-                &format!("{subject} ({}): {what}", r.ca_id),
+                alert.kind,
+                &alert.subject,
+                alert.severity,
+                &alert.message,
                 Some(&serde_json::json!({
                     "operation": report.operation_id,
                     "evidence": r.evidence,
@@ -1001,35 +981,19 @@ impl StatusChecker {
         Ok(())
     }
 
-    /// Opens a CA incident (once across replicas) with up to 20 of the
-    /// revocations that caused it as evidence, then runs its outcome.
-    async fn open_incident(
-        &self,
-        ca: &str,
-        (rev, ari, total): (i64, i64, i64),
-        pending: &[&RevokedSlot],
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let cfg = &self.revocation;
-        let summary = format!(
-            "{rev} of {total} current certificates from {ca} found revoked and {ari} asked for \
-             early renewal (ARI) within {} s",
-            cfg.incident_window_seconds
-        );
-        let policy = match cfg.incident_policy {
-            IncidentPolicy::Swap => "swap",
-            IncidentPolicy::Manual => "manual",
-        };
+    /// Opens a CA incident (once across replicas) with the revocations the
+    /// plan chose as evidence, then runs its outcome.
+    async fn open_incident(&self, planned: &NewIncident<'_>, now: i64) -> Result<(), StoreError> {
         let incident = Incident {
             id: new_id(),
-            ca_id: ca.to_string(),
+            ca_id: planned.ca.clone(),
             state: "open".into(),
-            policy: policy.into(),
-            revoked: rev,
-            ari_past: ari,
-            total,
-            window_seconds: cfg.incident_window_seconds,
-            summary,
+            policy: planned.on_incident.as_str().into(),
+            revoked: planned.signal.revoked,
+            ari_past: planned.signal.ari_past,
+            total: planned.signal.total,
+            window_seconds: self.revocation.incident_window_seconds,
+            summary: planned.summary.clone(),
             operation_id: None,
             dry_run: None,
             opened_at: now,
@@ -1038,11 +1002,11 @@ impl StatusChecker {
             close_reason: None,
         };
         let evidence = serde_json::json!(
-            pending
+            planned
+                .evidence
                 .iter()
-                .take(20)
                 .map(|r| serde_json::json!({
-                    "name": r.name_id,
+                    "name": r.name,
                     "slot": r.slot.as_str(),
                     "certificate": r.cert_id,
                     "evidence": r.evidence,
@@ -1059,8 +1023,9 @@ impl StatusChecker {
         self.incident_outcome(&incident, now).await
     }
 
-    /// What an open incident does, per its policy: the CA-wide swap (and
-    /// the re-provisioning of the CA's revoked standbys elsewhere; its
+    /// What an open incident does, per its policy
+    /// (`policy::reaction::incident_outcome`): the CA-wide swap (and the
+    /// re-provisioning of the CA's revoked standbys elsewhere; its
     /// pending revocations count as reacted to), or the dry run stored
     /// for an operator; then the alert. Safe to repeat (a swap of names
     /// already swapped flips nothing).
@@ -1068,68 +1033,59 @@ impl StatusChecker {
         let ca = incident.ca_id.as_str();
         let reason = format!("CA incident {}: {}", incident.id, incident.summary);
         let scope = SwapScope::Ca(ca.to_string());
-        let (operation, dry) = if incident.policy == "swap" {
-            let report = self
-                .emergency
-                .mass_swap(&scope, &reason, ACTOR, false, now)
-                .await?;
-            // Standbys revoked at this CA: re-issued elsewhere (the
-            // CA-wide swap only moves active slots).
-            let pending: Vec<RevokedSlot> = self
-                .status
-                .pending_reactions(100_000)
-                .await?
-                .into_iter()
-                .filter(|r| r.ca_id == ca)
-                .collect();
-            self.emergency
-                .react_to_revocations(
-                    &Reaction {
-                        kind: "incident".into(),
-                        reason: reason.clone(),
-                        actor: ACTOR.into(),
-                        swap_names: Vec::new(),
-                        reprovision: pending
-                            .iter()
-                            .filter(|r| !r.active)
-                            .map(|r| (r.name_id.clone(), r.slot, r.cert_id.clone()))
-                            .collect(),
-                        cert_ids: pending.iter().map(|r| r.cert_id.clone()).collect(),
-                        avoid_ca: Some(ca.to_string()),
-                        evidence: serde_json::json!({ "incident": incident.id }),
-                    },
-                    now,
-                )
-                .await?;
-            (report.operation_id, None)
-        } else {
-            let report = self
-                .emergency
-                .mass_swap(&scope, &reason, ACTOR, true, now)
-                .await?;
-            (None, Some(serde_json::json!(report)))
+        let outcome = reaction::incident_outcome(OnIncident::from_stored(&incident.policy));
+        let (operation, dry) = match outcome {
+            IncidentOutcome::CaWideSwap => {
+                let report = self
+                    .emergency
+                    .mass_swap(&scope, &reason, ACTOR, false, now)
+                    .await?;
+                // Read after the swap: what it left of the CA's revocations.
+                let pending = self.status.pending_reactions(100_000).await?;
+                let facts = revoked_facts(&pending);
+                let left = reaction::after_ca_wide_swap(ca, &facts);
+                self.emergency
+                    .react_to_revocations(
+                        &Reaction {
+                            kind: "incident".into(),
+                            reason: reason.clone(),
+                            actor: ACTOR.into(),
+                            swap_names: Vec::new(),
+                            reprovision: left
+                                .reprovision
+                                .iter()
+                                .map(|(name, slot, cert)| {
+                                    (name.to_string(), *slot, cert.to_string())
+                                })
+                                .collect(),
+                            cert_ids: left.cert_ids.iter().map(|c| c.to_string()).collect(),
+                            avoid_ca: Some(ca.to_string()),
+                            evidence: serde_json::json!({ "incident": incident.id }),
+                        },
+                        now,
+                    )
+                    .await?;
+                (report.operation_id, None)
+            }
+            IncidentOutcome::DryRun => {
+                let report = self
+                    .emergency
+                    .mass_swap(&scope, &reason, ACTOR, true, now)
+                    .await?;
+                (None, Some(serde_json::json!(report)))
+            }
         };
         self.incidents
             .set_incident_outcome(&incident.id, operation.as_deref(), dry.as_ref())
             .await?;
-        let what = if incident.policy == "swap" {
-            format!(
-                "every name active on {ca} swapped away (operation {})",
-                operation.as_deref().unwrap_or("?")
-            )
-        } else {
-            format!(
-                "a dry run of `twincert swap --ca {ca}` waits for an operator \
-                 (twincert incidents show {})",
-                incident.id
-            )
-        };
+        let what = reaction::incident_outcome_text(outcome, ca, &incident.id, operation.as_deref());
         error!(ca = %ca, incident = %incident.id, policy = %incident.policy, "CA incident: {}; {what}", incident.summary);
+        let alert = reaction::incident_alert(ca, &incident.summary, &what);
         self.alert(
-            "ca_incident",
-            ca,
-            "critical",
-            &format!("CA incident at {ca}: {}; {what}", incident.summary),
+            alert.kind,
+            &alert.subject,
+            alert.severity,
+            &alert.message,
             Some(&serde_json::json!({
                 "incident": incident.id,
                 "operation": operation,

@@ -8,6 +8,7 @@ mod emergency;
 mod harness;
 mod harness_check;
 mod issuance;
+mod layers;
 mod revocation;
 mod revocation_harness;
 mod roles;

@@ -1,9 +1,15 @@
 //! The store's contract, run against real SQLite and real PostgreSQL: the
 //! same assertions on both backends, since one SQL text serves both.
 
-use twincert::domain::{ChallengeKind, KeyType, Slot};
+use std::collections::BTreeMap;
+
+use twincert::domain::{ChallengeKind, KeyType, NameState, Slot, SlotState};
 use twincert::keys::seal::Sealed;
-use twincert::store::{NewCertificate, NewName, Store, StoreError};
+use twincert::policy::swap::{Standby, SwapOutcome, swap_outcome};
+use twincert::policy::{self, SlotFacts};
+use twincert::store::{
+    NameRecord, NewCertificate, NewName, OrderJob, RevocationFinding, Store, StoreError, SwapScope,
+};
 
 use crate::harness::{fresh_pg_database, pg_url_or_skip};
 
@@ -721,4 +727,412 @@ async fn mass_swap_on_postgres() {
     };
     let url = fresh_pg_database(&base).await;
     mass_swap_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+/// Issues a certificate for a leased order: a fresh key (`n` makes its
+/// SPKI and serial unique), then the certificate.
+async fn issue(store: &Store, job: &OrderJob, owner: &str, n: usize, validity: (i64, i64, i64)) {
+    let (not_before, not_after, renew_after) = validity;
+    let spki = format!("{:064x}", 0xc0de_0000 + n);
+    store
+        .orders()
+        .attach_key(
+            &job.id,
+            owner,
+            KeyType::EcdsaP256,
+            &spki,
+            &sealed(n as u8),
+            not_before,
+        )
+        .await
+        .expect("key");
+    let mut c = cert(&format!("c0de{n:04x}"), not_before, not_after, renew_after);
+    c.spki_sha256 = spki;
+    store
+        .orders()
+        .complete_order(&job.id, owner, &c, not_before)
+        .await
+        .expect("complete");
+}
+
+/// A name's state by the API's rule: `policy::slot_state` of each slot as
+/// `api::views` builds its facts, then `policy::name_state`.
+fn state_by_policy(rec: &NameRecord, now: i64) -> NameState {
+    let slot = |slot| {
+        rec.slot(slot).map_or(SlotState::Issuing, |s| {
+            policy::slot_state(
+                SlotFacts {
+                    current: s.cert.as_ref().map(|c| (c.not_before, c.not_after)),
+                    order_open: s.order.is_some(),
+                    last_attempt_failed: s.last_error.is_some(),
+                },
+                now,
+            )
+        })
+    };
+    policy::name_state(
+        slot(Slot::Primary),
+        slot(Slot::Backup),
+        rec.diversity_error.is_none(),
+    )
+}
+
+/// A name's outcome in a CA-wide swap away from `ca` by
+/// `policy::swap::swap_outcome`; `None` when the name is not in the swap's
+/// scope (its active certificate is not from `ca`). The name record does
+/// not carry a key's compromise flag: `compromised_keys` are the keys the
+/// test reported.
+fn swap_by_policy(
+    rec: &NameRecord,
+    ca: &str,
+    distrusted: &[String],
+    compromised_keys: &[String],
+    now: i64,
+) -> Option<SwapOutcome> {
+    let active = rec.slot(rec.active)?.cert.as_ref()?;
+    if active.ca_id != ca {
+        return None;
+    }
+    let standby = rec
+        .slot(rec.active.other())
+        .and_then(|s| s.cert.as_ref())
+        .map(|c| Standby {
+            ca: &c.ca_id,
+            not_after: c.not_after,
+            revoked: c.status.revoked_at.is_some(),
+            key_compromised: compromised_keys.contains(&c.private_key_id),
+            ca_distrusted: distrusted.contains(&c.ca_id),
+        });
+    Some(swap_outcome(standby.as_ref(), Some(ca), now))
+}
+
+/// The store classifies names in SQL in two places — `names_by_state` for
+/// the metrics, the CA-wide swap's skip/swap classification — restating
+/// `policy::name_state` and `policy::swap::swap_outcome`. Names in every
+/// state those tell apart, built through the store's own calls, must be
+/// counted the same by the SQL and by the policy applied to each name's
+/// record read back.
+async fn sql_agrees_with_policy(store: Store) {
+    store.migrate().await.expect("migrate");
+    let now = 100_000;
+    let t0 = now - 1000;
+    let valid = (t0, now + 100_000, now + 50_000);
+    // (name, its CAs, its state by policy, its outcome in a swap away
+    // from CA a: None when not active on a).
+    #[allow(clippy::type_complexity)] // a table of named cases reads best inline
+    let table: [(&str, (&str, &str), NameState, Option<SwapOutcome>); 12] = [
+        ("fresh", ("a", "b"), NameState::Provisioning, None),
+        ("primary-failed", ("a", "b"), NameState::Degraded, None),
+        (
+            "one-slot",
+            ("a", "b"),
+            NameState::Provisioning,
+            Some(SwapOutcome::NoStandby),
+        ),
+        (
+            "backup-failed",
+            ("a", "b"),
+            NameState::Degraded,
+            Some(SwapOutcome::NoStandby),
+        ),
+        (
+            "ready",
+            ("a", "b"),
+            NameState::Ready,
+            Some(SwapOutcome::Swap),
+        ),
+        (
+            "renewing",
+            ("a", "b"),
+            NameState::Ready,
+            Some(SwapOutcome::Swap),
+        ),
+        (
+            "backup-expired",
+            ("a", "b"),
+            NameState::Degraded,
+            Some(SwapOutcome::StandbyExpired),
+        ),
+        (
+            "backup-revoked",
+            ("a", "b"),
+            NameState::Ready,
+            Some(SwapOutcome::StandbyRevoked),
+        ),
+        (
+            "backup-compromised",
+            ("a", "b"),
+            NameState::Ready,
+            Some(SwapOutcome::StandbyCompromised),
+        ),
+        (
+            "diversity-error",
+            ("a", "b"),
+            NameState::Degraded,
+            Some(SwapOutcome::Swap),
+        ),
+        (
+            "backup-distrusted",
+            ("a", "d"),
+            NameState::Ready,
+            Some(SwapOutcome::StandbyDistrusted),
+        ),
+        (
+            "same-ca",
+            ("b", "a"),
+            NameState::Ready,
+            Some(SwapOutcome::StandbySameCa),
+        ),
+    ];
+    let id = |short: &str| format!("{short}.state.test");
+    for (short, (p, b), _, _) in &table {
+        store
+            .names()
+            .create_name(&name(&id(short), p, b), "t", t0)
+            .await
+            .expect("create");
+    }
+    // Two benchmark-style names: ready, active on a.
+    store
+        .seed_synthetic("contract-", 2, "a", "b", t0)
+        .await
+        .expect("seed");
+
+    // First issuance: issued, failed, or still in flight (the lease
+    // outlasts the test).
+    for (n, job) in store
+        .leases()
+        .lease_orders("w", t0, 1_000_000, 1000)
+        .await
+        .expect("lease")
+        .iter()
+        .enumerate()
+    {
+        let short = job.name_id.trim_end_matches(".state.test");
+        match (short, job.slot) {
+            ("fresh", _) | ("primary-failed" | "one-slot", Slot::Backup) => {}
+            ("primary-failed", Slot::Primary) | ("backup-failed", Slot::Backup) => store
+                .orders()
+                .fail_attempt(&job.id, "w", "CA refused", now + 100_000, false, t0)
+                .await
+                .expect("fail"),
+            ("backup-expired", Slot::Backup) => {
+                issue(&store, job, "w", n, (t0, now - 1, now - 100)).await
+            }
+            ("renewing", _) => issue(&store, job, "w", n, (t0, now + 100_000, now - 1)).await,
+            _ => issue(&store, job, "w", n, valid).await,
+        }
+    }
+    let record = |short: &str| {
+        let store = store.clone();
+        let id = id(short);
+        async move {
+            store
+                .names()
+                .name(&id)
+                .await
+                .expect("read")
+                .expect("exists")
+        }
+    };
+    let backup_cert = |rec: &NameRecord| {
+        rec.slot(Slot::Backup)
+            .and_then(|s| s.cert.clone())
+            .expect("backup certificate")
+    };
+    assert_eq!(
+        store
+            .orders()
+            .plan_due_orders(now, 100)
+            .await
+            .expect("plan"),
+        3,
+        "renewal orders for both slots of renewing and for the expired backup"
+    );
+    let revoked = backup_cert(&record("backup-revoked").await);
+    store
+        .status()
+        .record_revocations(
+            &[RevocationFinding {
+                cert_id: revoked.id,
+                revoked_at: now - 5,
+                reason: Some(4),
+                source: "crl".into(),
+                evidence: serde_json::json!({ "crl": "test" }),
+            }],
+            "t",
+            now,
+        )
+        .await
+        .expect("revoked");
+    let compromised_keys = vec![backup_cert(&record("backup-compromised").await).private_key_id];
+    store
+        .emergency()
+        .report_compromise(&id("backup-compromised"), Slot::Backup, "leak", "t", now)
+        .await
+        .expect("compromise");
+    store
+        .names()
+        .set_diversity_error(
+            &id("diversity-error"),
+            Some("primary and backup chain to the same root"),
+            now,
+        )
+        .await
+        .expect("diversity error");
+    store
+        .emergency()
+        .distrust_ca("d", "drill", "t", false, now)
+        .await
+        .expect("distrust d");
+    // same-ca: both slots end up holding certificates from a — swap
+    // twice to mark both slots, move the backup slot to c and the primary
+    // to a (never both on one CA at once), issue only the primary.
+    let same = id("same-ca");
+    for _ in 0..2 {
+        store
+            .emergency()
+            .swap(&same, "t", "drill", now)
+            .await
+            .expect("swap");
+    }
+    let job_of = |slot: Slot| {
+        let store = store.clone();
+        let same = same.clone();
+        async move {
+            store
+                .operations()
+                .reprovision_jobs("", 100)
+                .await
+                .expect("jobs")
+                .into_iter()
+                .find(|j| j.name_id == same && j.slot == slot)
+                .expect("marked")
+        }
+    };
+    let backup = job_of(Slot::Backup).await;
+    assert!(
+        store
+            .operations()
+            .start_reprovision(&backup, "c", now)
+            .await
+            .expect("to c")
+    );
+    let primary = job_of(Slot::Primary).await;
+    assert!(
+        store
+            .operations()
+            .start_reprovision(&primary, "a", now)
+            .await
+            .expect("to a")
+    );
+    let job = store
+        .leases()
+        .lease_orders("w2", now, 1_000_000, 100)
+        .await
+        .expect("lease")
+        .into_iter()
+        .find(|j| j.name_id == same && j.slot == Slot::Primary)
+        .expect("primary order on a");
+    issue(
+        &store,
+        &job,
+        "w2",
+        200,
+        (now - 10, now + 100_000, now + 50_000),
+    )
+    .await;
+
+    // Every name read back; the policy applied to each.
+    let records = store
+        .names()
+        .list_names(1000, None, None)
+        .await
+        .expect("list");
+    assert_eq!(records.len(), table.len() + 2);
+    for (short, _, state, _) in &table {
+        let rec = records.iter().find(|r| r.id == id(short)).expect("listed");
+        assert_eq!(state_by_policy(rec, now), *state, "{short}: the setup");
+    }
+
+    // names_by_state counts as policy::name_state does.
+    let mut by_policy: BTreeMap<String, i64> = [
+        NameState::Ready,
+        NameState::Degraded,
+        NameState::Provisioning,
+    ]
+    .iter()
+    .map(|s| (s.as_str().to_string(), 0))
+    .collect();
+    for rec in &records {
+        *by_policy
+            .get_mut(state_by_policy(rec, now).as_str())
+            .expect("a known state") += 1;
+    }
+    let by_sql: BTreeMap<String, i64> = store
+        .metrics()
+        .names_by_state(now)
+        .await
+        .expect("names by state")
+        .into_iter()
+        .collect();
+    assert_eq!(
+        by_sql, by_policy,
+        "names_by_state disagrees with policy::name_state"
+    );
+
+    // The CA-wide swap's dry run classifies as policy::swap::swap_outcome.
+    let distrusted = store.cas().distrusted_cas().await.expect("distrusted");
+    assert_eq!(distrusted, ["d"]);
+    let outcomes: BTreeMap<String, SwapOutcome> = records
+        .iter()
+        .filter_map(|rec| {
+            swap_by_policy(rec, "a", &distrusted, &compromised_keys, now)
+                .map(|o| (rec.id.clone(), o))
+        })
+        .collect();
+    for (short, _, _, outcome) in &table {
+        assert_eq!(
+            outcomes.get(&id(short)),
+            outcome.as_ref(),
+            "{short}: the setup"
+        );
+    }
+    let mut want_counts: BTreeMap<String, i64> = BTreeMap::new();
+    for o in outcomes.values() {
+        *want_counts.entry(o.as_str().to_string()).or_default() += 1;
+    }
+    let dry = store
+        .emergency()
+        .mass_swap(&SwapScope::Ca("a".into()), "contract", "t", true, now)
+        .await
+        .expect("dry run");
+    assert_eq!(
+        dry.counts, want_counts,
+        "the CA-wide swap's classification disagrees with policy::swap::swap_outcome"
+    );
+    assert!(!dry.sample.is_empty());
+    for (name, outcome) in &dry.sample {
+        assert_eq!(
+            outcomes.get(name).map(|o| o.as_str()),
+            Some(outcome.as_str()),
+            "{name} in the dry run's sample"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_agrees_with_policy_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    sql_agrees_with_policy(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_agrees_with_policy_on_postgres() {
+    let Some(base) = pg_url_or_skip("sql_agrees_with_policy_on_postgres") else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    sql_agrees_with_policy(Store::connect(&url).await.expect("connect")).await;
 }
