@@ -1,5 +1,5 @@
-//! What twincert does about revoked certificates and CA incidents (issue
-//! 6), decided from facts the revocation check gathered: which CA
+//! What twincert does about revoked certificates and CA incidents,
+//! decided from facts the revocation check gathered: which CA
 //! incidents to open, which revocations get the per-name reaction (swap
 //! the active slot away, re-provision the revoked slots) and which are
 //! held, which alerts to raise with what text, and what an open incident

@@ -1,4 +1,4 @@
-//! Revocation and renewal intelligence (issue 6): is a certificate still
+//! Revocation and renewal intelligence: is a certificate still
 //! good in its CA's eyes? CRLs (RFC 5280, the primary signal since Let's
 //! Encrypt ended OCSP in 2025), OCSP (RFC 6960) for CAs that still run it,
 //! both verified against the issuing certificate before they are believed;

@@ -7,6 +7,20 @@ use super::StoreError;
 use super::names::refresh_swap_facts;
 use super::sql::{all, exec, get, with_tx};
 
+/// A revocation waiting to be sent to its CA.
+#[derive(Debug, Clone)]
+pub struct PendingRevocation {
+    /// The job's id.
+    pub id: String,
+    /// The CA that issued the certificate.
+    pub ca_id: String,
+    /// The certificate's PEM chain, copied into the job so that it
+    /// outlives the deletion of its name.
+    pub chain_pem: String,
+    /// The RFC 5280 reason code.
+    pub reason_code: i64,
+}
+
 /// Revocations to perform at the CA.
 #[derive(Clone)]
 pub struct CaRevocations {
@@ -14,13 +28,11 @@ pub struct CaRevocations {
 }
 
 impl CaRevocations {
-    /// Pending revocations: (job id, CA id, the certificate's PEM chain,
-    /// RFC 5280 reason code). The chain is copied into the job, so a job
-    /// outlives the deletion of its name.
+    /// Pending revocations, oldest first.
     pub async fn pending_revocations(
         &self,
         limit: u64,
-    ) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+    ) -> Result<Vec<PendingRevocation>, StoreError> {
         let rows = all(
             &self.db,
             "SELECT id, ca_id, chain_pem, reason_code FROM revocations \
@@ -30,14 +42,14 @@ impl CaRevocations {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    get(r, "id")?,
-                    get(r, "ca_id")?,
-                    get(r, "chain_pem")?,
-                    get::<i32>(r, "reason_code")
+                Ok(PendingRevocation {
+                    id: get(r, "id")?,
+                    ca_id: get(r, "ca_id")?,
+                    chain_pem: get(r, "chain_pem")?,
+                    reason_code: get::<i32>(r, "reason_code")
                         .map(i64::from)
                         .or_else(|_| get(r, "reason_code"))?,
-                ))
+                })
             })
             .collect()
     }

@@ -53,7 +53,7 @@ use twincert_migrations::{Migrator, MigratorTrait};
 
 pub use alerts::{Alert, Alerts, PendingAlert};
 pub use audit::{Audit, AuditDetails, AuditEvent};
-pub use ca_revocations::CaRevocations;
+pub use ca_revocations::{CaRevocations, PendingRevocation};
 pub use cas::Cas;
 pub use challenges::Challenges;
 pub use compromise::{CompromiseReport, Reaction, ReactionReport};
@@ -67,7 +67,7 @@ pub use leases::Leases;
 pub use metrics::{Metrics, Series};
 pub use names::{Names, NewName};
 pub use operations::{Operation, OperationProgress, Operations, ReprovisionJob};
-pub use orders::{Completed, NewCertificate, Orders, OtherCert};
+pub use orders::{Completed, FailingOrder, NewCertificate, Orders, OtherCert};
 pub use pacing::Pacing;
 pub use rows::{
     CertRecord, CertStatusRecord, DnsRecord, NameRecord, OrderJob, OrderSummary, SlotRecord,

@@ -115,7 +115,7 @@ pub(super) async fn insert_operation<C: ConnectionTrait>(
         ],
     )
     .await?;
-    // People hear of every executed swap (issue 7): one alert per
+    // People hear of every executed swap: one alert per
     // operation, in the same transaction, delivered by the notifier.
     if op.affected > 0
         && matches!(

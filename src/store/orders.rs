@@ -15,6 +15,21 @@ use super::rows::OrderSummary;
 use super::sql::{all, exec, get, is_unique_violation, new_id, one, with_tx};
 use super::swap_scope::rekeyed;
 
+/// An open order that has been failing for a while.
+#[derive(Debug, Clone)]
+pub struct FailingOrder {
+    /// The managed name.
+    pub name_id: String,
+    /// Its slot (`primary` or `backup`).
+    pub slot: String,
+    /// The CA the order goes to.
+    pub ca_id: String,
+    /// The last attempt's error.
+    pub last_error: String,
+    /// Unix seconds of the first failed attempt.
+    pub failing_since: i64,
+}
+
 /// The issuance cycle's order rows.
 #[derive(Clone)]
 pub struct Orders {
@@ -506,7 +521,7 @@ impl Orders {
         now: i64,
         older_than: i64,
         limit: u64,
-    ) -> Result<Vec<(String, String, String, String, i64)>, StoreError> {
+    ) -> Result<Vec<FailingOrder>, StoreError> {
         let rows = all(
             &self.db,
             "SELECT name_id, slot, ca_id, last_error, \
@@ -519,13 +534,13 @@ impl Orders {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok((
-                    get(r, "name_id")?,
-                    get(r, "slot")?,
-                    get(r, "ca_id")?,
-                    get(r, "last_error")?,
-                    get(r, "since")?,
-                ))
+                Ok(FailingOrder {
+                    name_id: get(r, "name_id")?,
+                    slot: get(r, "slot")?,
+                    ca_id: get(r, "ca_id")?,
+                    last_error: get(r, "last_error")?,
+                    failing_since: get(r, "since")?,
+                })
             })
             .collect()
     }

@@ -92,7 +92,9 @@ impl Notifier {
             .long_failing_orders(now, d.alerts.issuance_failing_seconds, 1000)
             .await?;
         let mut subjects = Vec::new();
-        for (name, slot, ca, error, since) in failing {
+        for f in failing {
+            let (name, slot, ca, error, since) =
+                (f.name_id, f.slot, f.ca_id, f.last_error, f.failing_since);
             let subject = format!("{name}/{slot}");
             let details = json!({
                 "name": name, "slot": slot, "ca": ca, "error": error,

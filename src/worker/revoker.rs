@@ -52,7 +52,9 @@ impl Revoker {
         let Ok(jobs) = self.ca_revocations.pending_revocations(20).await else {
             return;
         };
-        for (id, ca_id, chain_pem, reason_code) in jobs {
+        for job in jobs {
+            let (id, ca_id, chain_pem, reason_code) =
+                (job.id, job.ca_id, job.chain_pem, job.reason_code);
             let now = self.clock.now();
             let result = async {
                 let ca = self

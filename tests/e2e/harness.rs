@@ -13,8 +13,8 @@
 //! * A server that does not become ready panics with its own log, so a
 //!   failed start says why.
 //!
-//! Facts about the tools (Pebble 2.4.0, BIND 9.18) are in
-//! `../shared/TESTENV.md`.
+//! Facts about the tools (Pebble 2.4.0, BIND 9.18) the harness relies on
+//! are noted where it relies on them.
 
 #![allow(dead_code)]
 

@@ -1,7 +1,7 @@
 //! The architecture, checked: which of twincert's top-level modules may
 //! import which, and which modules alone may use the SQL and ACME
-//! libraries. The tables below are the written architecture (see
-//! `../shared/STYLE.md`, "Roles"); the test reads every `.rs` file under
+//! libraries. The tables below are the written architecture (and
+//! `docs/ARCHITECTURE.md` says the same in prose); the test reads every `.rs` file under
 //! `src/`, with comments, string literals and `#[cfg(test)]` items taken
 //! out, and fails listing every import that breaks a rule (file, line,
 //! the import, the rule) and every cycle between modules.

@@ -546,16 +546,16 @@ async fn mass_swap_contract(store: Store) {
         .report_compromise("m5.example.test", Slot::Backup, "leak", "op", now2)
         .await
         .expect("compromise");
-    for (id, _, _, reason) in store
+    for job in store
         .ca_revocations()
         .pending_revocations(10)
         .await
         .expect("pending")
     {
-        assert_eq!(reason, 1);
+        assert_eq!(job.reason_code, 1);
         store
             .ca_revocations()
-            .revocation_result(&id, None, now2)
+            .revocation_result(&job.id, None, now2)
             .await
             .expect("revoked");
     }
