@@ -188,6 +188,17 @@ fn plan_interval(poll: Duration, took: Duration) -> Duration {
         .min(PLAN_MAX_PAUSE.max(poll))
 }
 
+/// The TXT records the CA asked for, as `validation::dns01` takes them.
+fn answers_of(tasks: &[crate::ca::Dns01Task]) -> Vec<Answer> {
+    tasks
+        .iter()
+        .map(|t| Answer {
+            domain: t.domain.clone(),
+            value: t.value.clone(),
+        })
+        .collect()
+}
+
 impl Issuer {
     pub(super) fn new(store: &crate::store::Store, p: IssuerParts) -> Issuer {
         let ca_permits = p
@@ -515,13 +526,7 @@ impl Issuer {
         order: &mut crate::ca::AcmeOrder,
     ) -> Result<(), AttemptError> {
         let tasks = order.dns01_tasks().await?;
-        let answers: Vec<Answer> = tasks
-            .iter()
-            .map(|t| Answer {
-                domain: t.domain.clone(),
-                value: t.value.clone(),
-            })
-            .collect();
+        let answers = answers_of(&tasks);
         let placed = self
             .dns01
             .present(&job.id, job.dns_provider.as_deref(), &answers)
@@ -551,13 +556,7 @@ impl Issuer {
         order: &mut crate::ca::AcmeOrder,
     ) -> Result<(), AttemptError> {
         let tasks = order.dns01_tasks().await?;
-        let answers: Vec<Answer> = tasks
-            .iter()
-            .map(|t| Answer {
-                domain: t.domain.clone(),
-                value: t.value.clone(),
-            })
-            .collect();
+        let answers = answers_of(&tasks);
         self.dns01.check_manual(&job.id, &answers).await?;
         let urls: Vec<String> = tasks.into_iter().map(|t| t.url).collect();
         order.set_ready(&urls).await?;
