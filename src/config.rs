@@ -431,7 +431,7 @@ pub struct Config {
     /// Longest an API request may take before it is answered 503.
     pub request_timeout_seconds: u64,
     /// Client networks allowed to call the API (empty: everyone).
-    pub allow_cidrs: Vec<crate::api::Cidr>,
+    pub allow_cidrs: Vec<crate::domain::Cidr>,
     /// PEM certificate chain and key for HTTPS on the API listener.
     pub api_tls: Option<(PathBuf, PathBuf)>,
     /// `sqlite://…` or `postgres://…`.
@@ -649,7 +649,7 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
     let mut allow_cidrs = Vec::new();
     for c in raw.server.allow_cidrs.clone().unwrap_or_default() {
         allow_cidrs.push(
-            c.parse::<crate::api::Cidr>()
+            c.parse::<crate::domain::Cidr>()
                 .map_err(|e| invalid("server.allow_cidrs", &c, e))?,
         );
     }

@@ -30,12 +30,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::clock::Clock;
-use crate::domain::{ChallengeKind, DnsName, KeyType, ManagedNameId, NameState, Slot};
+use crate::domain::{ChallengeKind, Cidr, DnsName, KeyType, ManagedNameId, NameState, Slot};
 use crate::policy::{self, CaChoice};
 use crate::store::{NameRecord, NewName, Store};
 
 pub use auth::{BOOTSTRAP_ADMIN, Principal, ROUTES, required_role};
-pub use guard::Cidr;
 pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use views::{CaView, DelegationPolicy, NameView, SlotView, name_view};

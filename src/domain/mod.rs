@@ -6,8 +6,10 @@
 //! This module does no I/O and knows nothing about SQL or HTTP.
 
 mod names;
+mod net;
 
 pub use names::{DnsName, ManagedNameId, NameError};
+pub use net::Cidr;
 
 use std::fmt;
 use std::str::FromStr;
