@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::domain::KeyType;
+pub use crate::providers::dns::DnsProviderConfig;
 use crate::providers::{self, CaProfile};
 
 /// Environment variables that are not `[section] key` overrides.
@@ -259,35 +260,6 @@ pub struct DnsConfig {
     /// After how long unpublished manual records expire (the request is
     /// then renewed with fresh values).
     pub manual_expiry_seconds: i64,
-}
-
-/// One DNS provider (RFC 2136 with TSIG) and the zones it may change.
-#[derive(Clone)]
-pub struct DnsProviderConfig {
-    /// Configured id.
-    pub id: String,
-    /// The primary server accepting updates.
-    pub server: SocketAddr,
-    /// Zones (apex names, lower case, no trailing dot).
-    pub zones: Vec<String>,
-    /// TSIG key name.
-    pub tsig_key_name: String,
-    /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
-    pub tsig_algorithm: String,
-    /// The TSIG secret, base64 (never logged).
-    pub tsig_secret_b64: String,
-}
-
-impl std::fmt::Debug for DnsProviderConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DnsProviderConfig")
-            .field("id", &self.id)
-            .field("server", &self.server)
-            .field("zones", &self.zones)
-            .field("tsig_key_name", &self.tsig_key_name)
-            .field("tsig_algorithm", &self.tsig_algorithm)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Debug, Deserialize, Default)]
