@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiState, Principal, Problem, load_name, openapi, parse_json};
-use crate::domain::DnsName;
+use crate::domain::{DnsName, check_mail_address};
 use crate::store::{AuditEvent, DeploymentView, EndpointSpec, EndpointView};
 
 /// At most this many destinations and endpoints per name.
@@ -105,7 +105,7 @@ fn validate(st: &ApiState, s: &DeploySettings) -> Result<(), Problem> {
         }
         if let Some(c) = &e.admin_contact {
             // One plain address, as the mailer will parse it.
-            let ok = c.len() <= 254 && crate::notify::smtp::check_address(c).is_ok();
+            let ok = c.len() <= 254 && check_mail_address(c).is_ok();
             if !ok {
                 return Err(Problem::bad_request(format!(
                     "{at}.admin_contact: not an e-mail address"

@@ -409,7 +409,7 @@ pub(crate) fn validate_alerts(
         url::Url::parse(w).map_err(|e| invalid("alerts.webhooks", w, e.to_string()))?;
     }
     for e in &raw.emails {
-        if let Err(err) = crate::notify::smtp::check_address(e) {
+        if let Err(err) = crate::domain::check_mail_address(e) {
             return Err(invalid("alerts.emails", e, err.to_string()));
         }
     }

@@ -5,9 +5,11 @@
 //!
 //! This module does no I/O and knows nothing about SQL or HTTP.
 
+mod mail;
 mod names;
 mod net;
 
+pub use mail::{MailAddressError, check_mail_address};
 pub use names::{DnsName, ManagedNameId, NameError};
 pub use net::Cidr;
 

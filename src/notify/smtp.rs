@@ -88,13 +88,6 @@ impl fmt::Debug for SmtpSender {
     }
 }
 
-/// Whether `address` is one mailbox the sender accepts
-/// (`ops@example.com` or `Ops <ops@example.com>`): the one check the
-/// configuration and the API apply before anything is sent.
-pub fn check_address(address: &str) -> Result<(), NotifyError> {
-    mailbox(address).map(|_| ())
-}
-
 fn mailbox(address: &str) -> Result<Mailbox, NotifyError> {
     address
         .parse::<Mailbox>()
@@ -222,21 +215,6 @@ mod tests {
             body: "The primary certificate of example.com was not renewed.".into(),
             kind: "expiry".into(),
             fields: vec![("slot".into(), "primary".into())],
-        }
-    }
-
-    #[test]
-    fn one_mailbox_per_address() {
-        assert!(check_address("ops@example.com").is_ok());
-        assert!(check_address("Ops <ops@example.com>").is_ok());
-        for bad in [
-            "",
-            "ops",
-            "ops@",
-            "a@b.example, c@d.example",
-            "a b@example.com",
-        ] {
-            assert!(check_address(bad).is_err(), "{bad:?}");
         }
     }
 
