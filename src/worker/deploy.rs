@@ -22,10 +22,10 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::{Worker, backoff_secs};
+use crate::config::{AlertsConfig, DeployConfig, Destination};
 use crate::deploy::check::{self, Endpoint, Expected, Outcome};
 use crate::deploy::files::{self, Material};
 use crate::deploy::kube::{self, SecretMaterial};
-use crate::deploy::settings::{AlertsConfig, DeployConfig, Destination};
 use crate::notify::Message;
 use crate::notify::smtp::SmtpSender;
 use crate::store::{CheckRecord, DueDeployment, DueEndpoint, StoreError};
