@@ -12,6 +12,7 @@ mod deploy;
 mod emergency;
 mod guard;
 mod incidents;
+mod metrics;
 mod openapi;
 mod problem;
 pub mod tls;
@@ -30,7 +31,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::clock::Clock;
-use crate::domain::{ChallengeKind, Cidr, DnsName, KeyType, ManagedNameId, NameState, Slot};
+use crate::domain::{
+    AcmeRequestStats, ChallengeKind, Cidr, DnsName, KeyType, ManagedNameId, NameState, Slot,
+};
 use crate::policy::{self, CaChoice};
 use crate::store::{NameRecord, NewName, Store};
 
@@ -71,6 +74,10 @@ pub struct ApiState {
     pub wake_worker: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Configured deployment destinations: (id, kind).
     pub destinations: Arc<Vec<(String, String)>>,
+    /// This process's ACME requests by CA and answer status, for
+    /// `/metrics`: the ACME clients record them, the API only reads them
+    /// through this handle (a process that runs no ACME client has none).
+    pub acme_requests: Arc<dyn Fn() -> Vec<AcmeRequestStats> + Send + Sync>,
 }
 
 /// SHA-256 of a token, the only form in which tokens are kept in memory.
@@ -105,7 +112,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/operations", get(emergency::list_operations))
         .route("/v1/operations/{id}", get(emergency::show_operation))
         .route("/v1/cas", get(list_cas))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/cas/{id}/distrust", post(emergency::distrust_ca))
         .route("/v1/cas/{id}/trust", post(emergency::trust_ca))
         .route("/v1/incidents", get(incidents::list_incidents))
@@ -750,95 +757,4 @@ async fn list_cas(State(st): State<ApiState>) -> Result<Response, Problem> {
         })
         .collect();
     Ok(Json(serde_json::json!({ "items": items })).into_response())
-}
-
-/// Per-slot expiry series in one scrape: the soonest-expiring ones.
-const EXPIRY_SERIES: u64 = 10_000;
-
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
-async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
-    let now = st.clock.now();
-    let mut out = String::new();
-    for (metric, value) in st.store.metrics(now).await? {
-        out.push_str(&format!("# TYPE {metric} gauge\n{metric} {value}\n"));
-    }
-    out.push_str("# TYPE twincert_ca_active_names gauge\n");
-    let usage = st.store.ca_usage().await?;
-    for (ca, active, _) in &usage {
-        out.push_str(&format!(
-            "twincert_ca_active_names{{ca=\"{ca}\"}} {active}\n"
-        ));
-    }
-    out.push_str("# TYPE twincert_ca_slots gauge\n");
-    for (ca, _, slots) in &usage {
-        out.push_str(&format!("twincert_ca_slots{{ca=\"{ca}\"}} {slots}\n"));
-    }
-    out.push_str("# TYPE twincert_ca_distrusted gauge\n");
-    let distrusted = st.store.distrusted_cas().await?;
-    for c in st.cas.iter() {
-        out.push_str(&format!(
-            "twincert_ca_distrusted{{ca=\"{}\"}} {}\n",
-            c.id,
-            u8::from(distrusted.contains(&c.id))
-        ));
-    }
-    let mut series = st.store.revocation_metrics(now).await?;
-    series.extend(st.store.scale_metrics(now).await?);
-    series.extend(st.store.expiry_series(EXPIRY_SERIES).await?);
-    let acme = crate::ca::acme_request_metrics();
-    for r in &acme {
-        series.push((
-            format!(
-                "twincert_acme_requests_total{{ca=\"{}\",status=\"{}\"}}",
-                r.ca, r.status
-            ),
-            r.count as f64,
-        ));
-    }
-    // Labelled series grouped by metric name, one TYPE line each.
-    series.sort_by(|a, b| {
-        let name = |s: &str| s.split('{').next().unwrap_or_default().to_string();
-        name(&a.0).cmp(&name(&b.0))
-    });
-    let mut last = String::new();
-    for (series, value) in series {
-        let name = series.split('{').next().unwrap_or_default().to_string();
-        if name != last {
-            let kind = if name.ends_with("_total") {
-                "counter"
-            } else {
-                "gauge"
-            };
-            out.push_str(&format!("# TYPE {name} {kind}\n"));
-            last = name;
-        }
-        out.push_str(&format!("{series} {value}\n"));
-    }
-    acme_latency_histogram(&acme, &mut out);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
-}
-
-/// `twincert_acme_request_duration_seconds` as a Prometheus histogram
-/// (cumulative buckets, `_sum`, `_count`) per CA and answer status.
-fn acme_latency_histogram(stats: &[crate::ca::AcmeRequestStats], out: &mut String) {
-    const NAME: &str = "twincert_acme_request_duration_seconds";
-    if stats.is_empty() {
-        return;
-    }
-    out.push_str(&format!("# TYPE {NAME} histogram\n"));
-    for r in stats {
-        let labels = format!("ca=\"{}\",status=\"{}\"", r.ca, r.status);
-        let mut cumulative = 0;
-        for (i, n) in r.buckets.iter().enumerate() {
-            cumulative += n;
-            let le = crate::ca::ACME_LATENCY_BUCKETS
-                .get(i)
-                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
-            out.push_str(&format!(
-                "{NAME}_bucket{{{labels},le=\"{le}\"}} {cumulative}\n"
-            ));
-        }
-        out.push_str(&format!("{NAME}_sum{{{labels}}} {}\n", r.seconds));
-        out.push_str(&format!("{NAME}_count{{{labels}}} {}\n", r.count));
-    }
 }

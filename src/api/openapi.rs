@@ -142,7 +142,7 @@ impl Modify for BearerAuth {
         super::list_cas,
         super::emergency::distrust_ca,
         super::emergency::trust_ca,
-        super::metrics,
+        super::metrics::metrics,
         super::emergency::mass_swap,
         super::emergency::compromise,
         super::emergency::bulk_compromise,

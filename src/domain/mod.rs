@@ -5,10 +5,12 @@
 //!
 //! This module does no I/O and knows nothing about SQL or HTTP.
 
+mod acme_requests;
 mod mail;
 mod names;
 mod net;
 
+pub use acme_requests::{ACME_LATENCY_BUCKETS, AcmeRequestStats};
 pub use mail::{MailAddressError, check_mail_address};
 pub use names::{DnsName, ManagedNameId, NameError};
 pub use net::Cidr;
