@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiState, Principal, Problem, load_name, openapi, parse_json};
+use super::problem::ProblemDoc;
+use super::{ApiState, Principal, Problem, load_name, parse_json};
 use crate::domain::{DnsName, check_mail_address};
 use crate::store::{AuditEvent, DeploymentView, EndpointSpec, EndpointView};
 
@@ -142,7 +143,7 @@ async fn view(st: &ApiState, name: &str) -> Result<DeployView, Problem> {
     })
 }
 
-#[utoipa::path(get, path = "/v1/names/{name}/deploy", params(("name" = String, Path, description = "the managed name")), responses((status = 200, description = "destinations and endpoints with their state", body = DeployView), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/names/{name}/deploy", params(("name" = String, Path, description = "the managed name")), responses((status = 200, description = "destinations and endpoints with their state", body = DeployView), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn show_deploy(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -151,7 +152,7 @@ pub(super) async fn show_deploy(
     Ok(Json(view(&st, &rec.id).await?).into_response())
 }
 
-#[utoipa::path(put, path = "/v1/names/{name}/deploy", params(("name" = String, Path, description = "the managed name")), request_body = DeploySettings, responses((status = 200, description = "set; the active certificate is deployed and the endpoints checked within seconds", body = DeployView), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 413, description = "body too large", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 415, description = "not JSON", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/names/{name}/deploy", params(("name" = String, Path, description = "the managed name")), request_body = DeploySettings, responses((status = 200, description = "set; the active certificate is deployed and the endpoints checked within seconds", body = DeployView), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"), (status = 413, description = "body too large", body = ProblemDoc, content_type = "application/problem+json"), (status = 415, description = "not JSON", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn set_deploy(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -183,7 +184,7 @@ pub(super) async fn set_deploy(
     Ok(Json(view(&st, &rec.id).await?).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/names/{name}/deploy/check", params(("name" = String, Path, description = "the managed name")), responses((status = 202, description = "the endpoints are checked within seconds", body = CheckRequested), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/names/{name}/deploy/check", params(("name" = String, Path, description = "the managed name")), responses((status = 202, description = "the endpoints are checked within seconds", body = CheckRequested), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn request_check(
     State(st): State<ApiState>,
     Path(name): Path<String>,

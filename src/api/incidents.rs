@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiState, Principal, Problem, openapi, parse_json, parse_limit};
+use super::problem::ProblemDoc;
+use super::{ApiState, Principal, Problem, parse_json, parse_limit};
 use crate::store::{Alert, Incident};
 
 fn parse_id(id: &str) -> Result<(), Problem> {
@@ -49,7 +50,7 @@ pub struct AlertList {
     pub items: Vec<Alert>,
 }
 
-#[utoipa::path(get, path = "/v1/incidents", params(ListQuery), responses((status = 200, description = "CA-level incidents, newest first", body = IncidentList), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/incidents", params(ListQuery), responses((status = 200, description = "CA-level incidents, newest first", body = IncidentList), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn list_incidents(
     State(st): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -64,7 +65,7 @@ pub(super) async fn list_incidents(
     Ok(Json(IncidentList { items }).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/incidents/{id}", params(("id" = String, Path, description = "the incident id")), responses((status = 200, description = "the incident, with its CA-wide swap's operation or waiting dry run", body = Incident), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/incidents/{id}", params(("id" = String, Path, description = "the incident id")), responses((status = 200, description = "the incident, with its CA-wide swap's operation or waiting dry run", body = Incident), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn show_incident(
     State(st): State<ApiState>,
     Path(id): Path<String>,
@@ -85,7 +86,7 @@ pub(super) struct CloseIncident {
     reason: String,
 }
 
-#[utoipa::path(post, path = "/v1/incidents/{id}/close", params(("id" = String, Path, description = "the incident id")), request_body = CloseIncident, responses((status = 200, description = "closed; automatic reactions for the CA resume", body = Incident), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "no such open incident", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/incidents/{id}/close", params(("id" = String, Path, description = "the incident id")), request_body = CloseIncident, responses((status = 200, description = "closed; automatic reactions for the CA resume", body = Incident), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "no such open incident", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn close_incident(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -108,7 +109,7 @@ pub(super) async fn close_incident(
     Ok(Json(inc).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/alerts", params(ListQuery), responses((status = 200, description = "alerts, most recently raised first", body = AlertList), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/alerts", params(ListQuery), responses((status = 200, description = "alerts, most recently raised first", body = AlertList), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn list_alerts(
     State(st): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,

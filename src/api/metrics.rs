@@ -9,7 +9,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiState, Problem, openapi};
+use super::problem::ProblemDoc;
+use super::{ApiState, Problem};
 use crate::domain::{ACME_LATENCY_BUCKETS, AcmeRequestStats};
 
 /// Per-slot expiry series in one scrape: the soonest-expiring ones.
@@ -35,7 +36,7 @@ struct Scrape {
 // `tag`: the one utoipa derived while this handler lived in `api/mod.rs`,
 // kept so the served OpenAPI document (and clients generated from it) does
 // not change.
-#[utoipa::path(get, path = "/metrics", tag = "super", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/metrics", tag = "super", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
     let now = st.clock.now();
     let totals = st.store.metrics(now).await?;

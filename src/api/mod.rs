@@ -28,18 +28,19 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::domain::{
     AcmeRequestStats, ChallengeKind, Cidr, DnsName, KeyType, ManagedNameId, NameState, Slot,
 };
 use crate::policy::{self, CaChoice};
-use crate::store::{NameRecord, NewName, Store};
+use crate::store::{AuditEvent, NameRecord, NewName, Store, TokenRecord};
 
 pub use auth::{BOOTSTRAP_ADMIN, Principal, ROUTES, required_role};
 pub use openapi::ApiDoc;
 pub use problem::Problem;
+use problem::ProblemDoc;
 pub use views::{CaView, DelegationPolicy, NameView, SlotView, name_view};
 
 /// What the handlers share.
@@ -213,7 +214,7 @@ struct CreateName {
     dns_provider: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/names", request_body = CreateName, responses((status = 201, description = "created", body = NameView), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "duplicate", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 413, description = "body too large", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 415, description = "not JSON", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "unacceptable CA choice", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/names", request_body = CreateName, responses((status = 201, description = "created", body = NameView), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "duplicate", body = ProblemDoc, content_type = "application/problem+json"), (status = 413, description = "body too large", body = ProblemDoc, content_type = "application/problem+json"), (status = 415, description = "not JSON", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "unacceptable CA choice", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_name(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -327,6 +328,15 @@ async fn create_name(
     Ok(rsp)
 }
 
+/// A page of names.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NamePage {
+    /// The names.
+    pub items: Vec<NameView>,
+    /// Opaque cursor of the next page, `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -337,7 +347,7 @@ struct ListQuery {
     state: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/names", params(ListQuery), responses((status = 200, description = "a page of names", body = openapi::NamePage), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/names", params(ListQuery), responses((status = 200, description = "a page of names", body = NamePage), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_names(
     State(st): State<ApiState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -432,7 +442,7 @@ fn current_certificate(
     Ok((slot, cert))
 }
 
-#[utoipa::path(get, path = "/v1/names/{name}", params(("name" = String, Path, description = "the managed name")), responses((status = 200, description = "the name", body = NameView), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/names/{name}", params(("name" = String, Path, description = "the managed name")), responses((status = 200, description = "the name", body = NameView), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn show_name(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -462,7 +472,7 @@ struct DeleteQuery {
     revoke: Option<bool>,
 }
 
-#[utoipa::path(delete, path = "/v1/names/{name}", params(("name" = String, Path, description = "the managed name"), DeleteQuery), responses((status = 204, description = "deleted"), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/names/{name}", params(("name" = String, Path, description = "the managed name"), DeleteQuery), responses((status = 204, description = "deleted"), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn delete_name(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -481,7 +491,7 @@ async fn delete_name(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(get, path = "/v1/names/{name}/certificates/{slot}", params(("name" = String, Path, description = "the managed name"), ("slot" = String, Path, description = "primary, backup or active")), responses((status = 200, description = "PEM chain (Accept: application/pem-certificate-chain) or JSON facts", body = serde_json::Value), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/names/{name}/certificates/{slot}", params(("name" = String, Path, description = "the managed name"), ("slot" = String, Path, description = "primary, backup or active")), responses((status = 200, description = "PEM chain (Accept: application/pem-certificate-chain) or JSON facts", body = serde_json::Value), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn certificate(
     State(st): State<ApiState>,
     Path((name, slot)): Path<(String, String)>,
@@ -526,13 +536,24 @@ async fn certificate(
     Ok(Json(v).into_response())
 }
 
+/// The answer to a swap.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SwapResult {
+    /// The name.
+    pub name: String,
+    /// The now active slot.
+    pub active: Slot,
+    /// The operation record; the abandoned slot is re-provisioned under it.
+    pub operation_id: String,
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SwapRequest {
     reason: String,
 }
 
-#[utoipa::path(post, path = "/v1/names/{name}/swap", params(("name" = String, Path, description = "the managed name")), request_body = SwapRequest, responses((status = 200, description = "the new active slot", body = openapi::SwapResult), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "standby not usable", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/names/{name}/swap", params(("name" = String, Path, description = "the managed name")), request_body = SwapRequest, responses((status = 200, description = "the new active slot", body = SwapResult), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "standby not usable", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn swap(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -564,7 +585,7 @@ async fn swap(
     .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/names/{name}/certificates/{slot}/key", params(("name" = String, Path, description = "the managed name"), ("slot" = String, Path, description = "primary, backup or active")), responses((status = 200, description = "PKCS#8 PEM private key (audited)", body = String, content_type = "application/pkcs8"), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/names/{name}/certificates/{slot}/key", params(("name" = String, Path, description = "the managed name"), ("slot" = String, Path, description = "primary, backup or active")), responses((status = 200, description = "PKCS#8 PEM private key (audited)", body = String, content_type = "application/pkcs8"), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn private_key(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -585,7 +606,7 @@ async fn private_key(
         .map_err(|e| Problem::internal(&e))?;
     // Audited before the key leaves: no record, no key.
     st.store
-        .audit(&crate::store::AuditEvent {
+        .audit(&AuditEvent {
             at: st.clock.now(),
             actor: who.name.clone(),
             action: "key.download".into(),
@@ -603,6 +624,15 @@ async fn private_key(
         key.pkcs8_pem(),
     )
         .into_response())
+}
+
+/// A page of audit events.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EventPage {
+    /// The events, newest first.
+    pub items: Vec<AuditEvent>,
+    /// Opaque cursor of the next page, `null` on the last.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -635,7 +665,7 @@ fn cursor_decode(cursor: &str) -> Result<String, Problem> {
         })
 }
 
-#[utoipa::path(get, path = "/v1/events", params(EventsQuery), responses((status = 200, description = "audit events, newest first", body = openapi::EventPage), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/events", params(EventsQuery), responses((status = 200, description = "audit events, newest first", body = EventPage), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn events(
     State(st): State<ApiState>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
@@ -665,6 +695,32 @@ async fn events(
     Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
 
+/// All tokens.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    /// The tokens (never their secrets).
+    pub items: Vec<TokenRecord>,
+}
+
+/// A token just created: the record plus its secret, shown once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    /// Row id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: crate::domain::Role,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub last_used_at: Option<i64>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    /// The bearer secret.
+    pub token: String,
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateToken {
@@ -673,7 +729,7 @@ struct CreateToken {
     expires_in_seconds: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/v1/tokens", request_body = CreateToken, responses((status = 201, description = "the token; its secret is shown only here", body = openapi::CreatedToken), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "duplicate", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/tokens", request_body = CreateToken, responses((status = 201, description = "the token; its secret is shown only here", body = CreatedToken), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "duplicate", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_token(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -717,13 +773,13 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tokens", responses((status = 200, description = "tokens, never their secrets", body = openapi::TokenList), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/tokens", responses((status = 200, description = "tokens, never their secrets", body = TokenList), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_tokens(State(st): State<ApiState>) -> Result<Response, Problem> {
     let items = st.store.tokens().await?;
     Ok(Json(serde_json::json!({ "items": items })).into_response())
 }
 
-#[utoipa::path(delete, path = "/v1/tokens/{token}", params(("token" = String, Path, description = "the token name")), responses((status = 204, description = "deleted"), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/tokens/{token}", params(("token" = String, Path, description = "the token name")), responses((status = 204, description = "deleted"), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn delete_token(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -735,7 +791,14 @@ async fn delete_token(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(get, path = "/v1/cas", responses((status = 200, description = "configured CAs", body = openapi::CaList), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+/// All configured CAs.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CaList {
+    /// The CAs.
+    pub items: Vec<CaView>,
+}
+
+#[utoipa::path(get, path = "/v1/cas", responses((status = 200, description = "configured CAs", body = CaList), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_cas(State(st): State<ApiState>) -> Result<Response, Problem> {
     let distrusted = st.store.distrusted_cas().await?;
     let usage = st.store.ca_usage().await?;
