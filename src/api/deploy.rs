@@ -5,16 +5,15 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::body::JsonBody;
 use super::problem::ProblemDoc;
-use super::{ApiState, Principal, Problem, load_name, parse_json};
+use super::{ApiState, Principal, Problem, load_name};
 use crate::domain::{DnsName, check_mail_address};
 use crate::store::{AuditEvent, DeploymentView, EndpointSpec, EndpointView};
 
@@ -157,11 +156,12 @@ pub(super) async fn set_deploy(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<JsonBody<DeploySettings>, Problem>,
 ) -> Result<Response, Problem> {
     let rec = load_name(&st, &name).await?;
-    let req: DeploySettings = parse_json(&st, &headers, body)?;
+    // The name is looked up before the body is judged: an unknown name is a
+    // 404 whatever was sent.
+    let JsonBody(req) = body?;
     validate(&st, &req)?;
     let audit = AuditEvent {
         at: st.clock.now(),

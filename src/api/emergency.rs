@@ -4,16 +4,15 @@
 //! call and wakes the worker for the work it queued.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::body::JsonBody;
 use super::problem::ProblemDoc;
-use super::{ApiState, Principal, Problem, parse_json, parse_limit, parse_name};
+use super::{ApiState, Principal, Problem, parse_limit, parse_name};
 use crate::domain::Slot;
 use crate::store::{CompromiseReport, Operation, OperationProgress, SwapReport, SwapScope};
 
@@ -161,10 +160,8 @@ pub(super) struct MassSwap {
 pub(super) async fn mass_swap(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<MassSwap>,
 ) -> Result<Response, Problem> {
-    let req: MassSwap = parse_json(&st, &headers, body)?;
     require_reason(&req.reason)?;
     let scope = parse_scope(&st, req.ca, req.names, req.spki_sha256, false)?;
     let report = st
@@ -217,10 +214,8 @@ pub(super) async fn distrust_ca(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<TrustChange>,
 ) -> Result<Response, Problem> {
-    let req: TrustChange = parse_json(&st, &headers, body)?;
     require_reason(&req.reason)?;
     configured_ca(&st, &id)?;
     let report = st
@@ -244,10 +239,8 @@ pub(super) async fn trust_ca(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<TrustChange>,
 ) -> Result<Response, Problem> {
-    let req: TrustChange = parse_json(&st, &headers, body)?;
     require_reason(&req.reason)?;
     configured_ca(&st, &id)?;
     if req.dry_run {
@@ -288,11 +281,11 @@ pub(super) async fn compromise(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<JsonBody<Compromise>, Problem>,
 ) -> Result<Response, Problem> {
     let id = parse_name(&name)?;
-    let req: Compromise = parse_json(&st, &headers, body)?;
+    // The name in the path is checked before the body.
+    let JsonBody(req) = body?;
     let slot: Slot = req.slot.parse().map_err(Problem::bad_request)?;
     require_reason(&req.reason)?;
     let swapped = st
@@ -330,10 +323,8 @@ pub(super) struct BulkCompromise {
 pub(super) async fn bulk_compromise(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<BulkCompromise>,
 ) -> Result<Response, Problem> {
-    let req: BulkCompromise = parse_json(&st, &headers, body)?;
     require_reason(&req.reason)?;
     let names = match &req.names {
         Some(n) => parse_names(n)?,
@@ -423,10 +414,8 @@ pub struct RekeyOutcome {
 pub(super) async fn rekey(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<Rekey>,
 ) -> Result<Response, Problem> {
-    let req: Rekey = parse_json(&st, &headers, body)?;
     require_reason(&req.reason)?;
     let scope = parse_scope(&st, req.ca, req.names, req.spki_sha256, req.all)?;
     let (names, operation_id) = st

@@ -4,16 +4,15 @@
 //! delegates to the store.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::body::JsonBody;
 use super::problem::ProblemDoc;
-use super::{ApiState, Principal, Problem, parse_json, parse_limit};
+use super::{ApiState, Principal, Problem, parse_limit};
 use crate::store::{Alert, Incident};
 
 fn parse_id(id: &str) -> Result<(), Problem> {
@@ -91,11 +90,11 @@ pub(super) async fn close_incident(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<JsonBody<CloseIncident>, Problem>,
 ) -> Result<Response, Problem> {
     parse_id(&id)?;
-    let req: CloseIncident = parse_json(&st, &headers, body)?;
+    // The id in the path is checked before the body.
+    let JsonBody(req) = body?;
     if req.reason.trim().is_empty() {
         return Err(Problem::bad_request(
             "'reason' must not be empty: say what was done, for the audit log",

@@ -8,6 +8,7 @@
 //! 4xx, never a 5xx.
 
 mod auth;
+mod body;
 mod deploy;
 mod emergency;
 mod guard;
@@ -20,8 +21,6 @@ mod views;
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
@@ -37,10 +36,12 @@ use crate::domain::{
 use crate::policy::{self, CaChoice};
 use crate::store::{AuditEvent, NameRecord, NewName, Store, TokenRecord};
 
+use body::JsonBody;
+use problem::ProblemDoc;
+
 pub use auth::{BOOTSTRAP_ADMIN, Principal, ROUTES, required_role};
 pub use openapi::ApiDoc;
 pub use problem::Problem;
-use problem::ProblemDoc;
 pub use views::{CaView, DelegationPolicy, NameView, SlotView, name_view};
 
 /// What the handlers share.
@@ -131,8 +132,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
-        // The handlers read bodies as bytes under this limit and report an
-        // overflow as a 413 problem themselves.
+        // `JsonBody` reads bodies under this limit and reports an overflow
+        // as a 413 problem.
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
@@ -159,45 +160,6 @@ async fn readyz(State(st): State<ApiState>) -> Response {
     }
 }
 
-/// Reads a JSON body: size, content type and syntax errors become 4xx.
-fn parse_json<T: serde::de::DeserializeOwned>(
-    st: &ApiState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, Problem> {
-    let body = match body {
-        Ok(b) => b,
-        Err(BytesRejection::FailedToBufferBody(e)) if e.body_text().contains("length limit") => {
-            return Err(Problem::too_large(st.max_body_bytes));
-        }
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Err(Problem::too_large(st.max_body_bytes));
-        }
-        Err(e) => {
-            return Err(Problem::bad_request(format!(
-                "cannot read the body: {}",
-                e.body_text()
-            )));
-        }
-    };
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(Problem::unsupported_media(format!(
-                "expected Content-Type application/json, got '{ct}'"
-            )));
-        }
-    }
-    serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
-}
-
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateName {
@@ -218,10 +180,8 @@ struct CreateName {
 async fn create_name(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<CreateName>,
 ) -> Result<Response, Problem> {
-    let req: CreateName = parse_json(&st, &headers, body)?;
     let id = ManagedNameId::parse(&req.name).map_err(|e| Problem::invalid_name(e.to_string()))?;
     let raw_domains = if req.domains.is_empty() {
         vec![req.name.clone()]
@@ -558,11 +518,11 @@ async fn swap(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<JsonBody<SwapRequest>, Problem>,
 ) -> Result<Response, Problem> {
     let id = parse_name(&name)?;
-    let req: SwapRequest = parse_json(&st, &headers, body)?;
+    // The name in the path is checked before the body.
+    let JsonBody(req) = body?;
     if req.reason.trim().is_empty() {
         return Err(Problem::bad_request(
             "'reason' must not be empty: say why, for the audit log",
@@ -733,10 +693,8 @@ struct CreateToken {
 async fn create_token(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<CreateToken>,
 ) -> Result<Response, Problem> {
-    let req: CreateToken = parse_json(&st, &headers, body)?;
     let name = ManagedNameId::parse(&req.name)
         .map_err(|e| Problem::bad_request(format!("token name: {e}")))?;
     if name.as_str() == BOOTSTRAP_ADMIN {
