@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::body::JsonBody;
 use super::problem::ProblemDoc;
-use super::{ApiState, Principal, Problem, parse_limit, parse_name};
+use super::{ApiState, Principal, Problem, paging, parse_name};
 use crate::domain::Slot;
 use crate::store::{CompromiseReport, Operation, OperationProgress, SwapReport, SwapScope};
 
@@ -459,7 +459,7 @@ pub(super) async fn list_operations(
     query: Result<Query<ListOperations>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let items = st.store.operations(parse_limit(q.limit, 50)?).await?;
+    let items = st.store.operations(paging::limit(q.limit, 50)?).await?;
     Ok(Json(OperationList { items }).into_response())
 }
 

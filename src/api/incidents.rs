@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::body::JsonBody;
 use super::problem::ProblemDoc;
-use super::{ApiState, Principal, Problem, parse_limit};
+use super::{ApiState, Principal, Problem, paging};
 use crate::store::{Alert, Incident};
 
 fn parse_id(id: &str) -> Result<(), Problem> {
@@ -60,7 +60,7 @@ pub(super) async fn list_incidents(
             "'open' applies to alerts; incidents carry their state",
         ));
     }
-    let items = st.store.incidents(parse_limit(q.limit, 50)?).await?;
+    let items = st.store.incidents(paging::limit(q.limit, 50)?).await?;
     Ok(Json(IncidentList { items }).into_response())
 }
 
@@ -116,7 +116,7 @@ pub(super) async fn list_alerts(
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let items = st
         .store
-        .alerts(q.open.unwrap_or(true), parse_limit(q.limit, 50)?)
+        .alerts(q.open.unwrap_or(true), paging::limit(q.limit, 50)?)
         .await?;
     Ok(Json(AlertList { items }).into_response())
 }

@@ -15,6 +15,7 @@ mod guard;
 mod incidents;
 mod metrics;
 mod openapi;
+mod paging;
 mod problem;
 pub mod tls;
 mod views;
@@ -313,12 +314,7 @@ async fn list_names(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit {limit} is out of range 1..=1000"
-        )));
-    }
+    let limit = paging::limit(q.limit, 100)?;
     let state: Option<NameState> = match q.state.as_deref() {
         None => None,
         Some(s) => Some(
@@ -334,14 +330,14 @@ async fn list_names(
     {
         return Err(Problem::bad_request(format!("unknown CA '{ca}'")));
     }
-    let after = q.cursor.as_deref().map(cursor_decode).transpose()?;
+    let after = q.cursor.as_deref().map(paging::cursor_decode).transpose()?;
     let now = st.clock.now();
     let recs = st
         .store
         .list_names(limit, after.as_deref(), q.ca.as_deref())
         .await?;
     let next_cursor = if recs.len() as u64 == limit {
-        recs.last().map(|r| cursor_encode(&r.id))
+        recs.last().map(|r| paging::cursor_encode(&r.id))
     } else {
         None
     };
@@ -353,17 +349,6 @@ async fn list_names(
         .filter(|v| state.is_none_or(|s| v.state == s))
         .collect();
     Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
-}
-
-/// A list's `limit` query parameter: 1–1000, `default` when absent.
-fn parse_limit(limit: Option<u64>, default: u64) -> Result<u64, Problem> {
-    let limit = limit.unwrap_or(default);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "'limit' must be 1 to 1000; got {limit}"
-        )));
-    }
-    Ok(limit)
 }
 
 fn parse_name(raw: &str) -> Result<ManagedNameId, Problem> {
@@ -603,51 +588,25 @@ struct EventsQuery {
     cursor: Option<String>,
 }
 
-/// Cursors are opaque to clients (base64url of a position), so the
-/// position's form can change without breaking them.
-fn cursor_encode(position: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
-}
-
-fn cursor_decode(cursor: &str) -> Result<String, Problem> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .filter(|s| !s.is_empty() && s.len() <= 256)
-        .ok_or_else(|| {
-            Problem::bad_request(format!(
-                "invalid cursor '{}'",
-                cursor.chars().take(40).collect::<String>()
-            ))
-        })
-}
-
 #[utoipa::path(get, path = "/v1/events", params(EventsQuery), responses((status = 200, description = "audit events, newest first", body = EventPage), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn events(
     State(st): State<ApiState>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit {limit} is out of range 1..=1000"
-        )));
-    }
+    let limit = paging::limit(q.limit, 100)?;
     let before = match q.cursor.as_deref() {
         None => None,
         Some(c) => Some(
-            cursor_decode(c)?
+            paging::cursor_decode(c)?
                 .parse::<i64>()
                 .map_err(|_| Problem::bad_request(format!("invalid cursor '{c}'")))?,
         ),
     };
     let page = st.store.audit_page(limit, before).await?;
     let next_cursor = if page.len() as u64 == limit {
-        page.last().map(|(id, _)| cursor_encode(&id.to_string()))
+        page.last()
+            .map(|(id, _)| paging::cursor_encode(&id.to_string()))
     } else {
         None
     };
