@@ -32,10 +32,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::domain::{
-    AcmeRequestStats, ChallengeKind, Cidr, DnsName, KeyType, ManagedNameId, NameState, Slot,
+    AcmeRequestStats, CaId, ChallengeKind, Cidr, DnsName, KeyType, ManagedNameId, NameState,
+    NewName, Slot,
 };
 use crate::policy::{self, CaChoice};
-use crate::store::{AuditEvent, NameRecord, NewName, Store, TokenRecord};
+use crate::store::{AuditEvent, NameRecord, Store, TokenRecord};
 
 use body::JsonBody;
 use problem::ProblemDoc;
@@ -265,12 +266,12 @@ async fn create_name(
         .map_err(|e| Problem::bad_ca_choice(e.to_string()))?;
     let now = st.clock.now();
     let new = NewName {
-        id: id.as_str().to_string(),
-        domains: domains.iter().map(|d| d.as_str().to_string()).collect(),
+        id,
+        domains,
         challenge,
         key_type,
-        primary_ca,
-        backup_ca,
+        primary_ca: CaId(primary_ca),
+        backup_ca: CaId(backup_ca),
         dns_provider: req.dns_provider.clone(),
     };
     st.store.create_name(&new, &who.name, now).await?;
@@ -279,7 +280,7 @@ async fn create_name(
     }
     let rec = st
         .store
-        .name(&new.id)
+        .name(new.id.as_str())
         .await?
         .ok_or_else(|| Problem::internal(&"name vanished after creation"))?;
     let mut rsp = (StatusCode::CREATED, Json(name_view(&rec, now, &st.dns))).into_response();

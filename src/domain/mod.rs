@@ -9,11 +9,13 @@ mod acme_requests;
 mod mail;
 mod names;
 mod net;
+mod new_name;
 
 pub use acme_requests::{ACME_LATENCY_BUCKETS, AcmeRequestStats};
 pub use mail::{MailAddressError, check_mail_address};
 pub use names::{DnsName, ManagedNameId, NameError};
 pub use net::Cidr;
+pub use new_name::NewName;
 
 use std::fmt;
 use std::str::FromStr;

@@ -30,7 +30,7 @@ use sea_orm::{
 };
 use twincert_migrations::{Migrator, MigratorTrait};
 
-use crate::domain::{ChallengeKind, KeyType, OrderState, Slot};
+use crate::domain::{KeyType, OrderState, Slot};
 use crate::keys::seal::Sealed;
 
 pub use deploy::{
@@ -77,23 +77,7 @@ impl From<DbErr> for StoreError {
 }
 
 /// A name to create, already validated by the caller.
-#[derive(Debug, Clone)]
-pub struct NewName {
-    /// The managed name's id (its API path segment).
-    pub id: String,
-    /// The SANs, first is the common name.
-    pub domains: Vec<String>,
-    /// How control of the names is proven.
-    pub challenge: ChallengeKind,
-    /// Key algorithm for both slots.
-    pub key_type: KeyType,
-    /// CA of the primary slot.
-    pub primary_ca: String,
-    /// CA of the backup slot; differs from the primary's (SQL CHECK too).
-    pub backup_ca: String,
-    /// The DNS provider DNS-01 records must go through (else: by zone).
-    pub dns_provider: Option<String>,
-}
+pub use crate::domain::NewName;
 
 /// A certificate to record as the end of an order.
 #[derive(Debug, Clone)]
@@ -452,12 +436,12 @@ impl Store {
              active_slot, created_at, updated_at, dns_provider) \
              VALUES ($1, $2, $3, $4, $5, $6, 'primary', $7, $7, $8) ON CONFLICT DO NOTHING",
             vec![
-                n.id.clone().into(),
+                n.id.as_str().into(),
                 domains.into(),
                 n.challenge.as_str().into(),
                 n.key_type.as_str().into(),
-                n.primary_ca.clone().into(),
-                n.backup_ca.clone().into(),
+                n.primary_ca.as_str().into(),
+                n.backup_ca.as_str().into(),
                 now.into(),
                 n.dns_provider.clone().into(),
             ],
@@ -471,14 +455,14 @@ impl Store {
                 &tx,
                 "INSERT INTO slots (name_id, slot, ca_id, updated_at) VALUES ($1, $2, $3, $4)",
                 vec![
-                    n.id.clone().into(),
+                    n.id.as_str().into(),
                     slot.as_str().into(),
-                    ca.clone().into(),
+                    ca.as_str().into(),
                     now.into(),
                 ],
             )
             .await?;
-            insert_order(&tx, &n.id, slot, ca, now).await?;
+            insert_order(&tx, n.id.as_str(), slot, ca.as_str(), now).await?;
         }
         insert_audit(
             &tx,
@@ -486,12 +470,13 @@ impl Store {
                 at: now,
                 actor: actor.to_string(),
                 action: "name.create".into(),
-                target: n.id.clone(),
+                target: n.id.to_string(),
                 reason: None,
                 result: "ok".into(),
                 details: Some(format!(
                     "{{\"primary_ca\":{:?},\"backup_ca\":{:?}}}",
-                    n.primary_ca, n.backup_ca
+                    n.primary_ca.as_str(),
+                    n.backup_ca.as_str()
                 )),
             },
         )

@@ -1,7 +1,7 @@
 //! The store's contract, run against real SQLite and real PostgreSQL: the
 //! same assertions on both backends, since one SQL text serves both.
 
-use twincert::domain::{ChallengeKind, KeyType, Slot};
+use twincert::domain::{CaId, ChallengeKind, DnsName, KeyType, ManagedNameId, Slot};
 use twincert::keys::seal::Sealed;
 use twincert::store::{NewCertificate, NewName, Store, StoreError};
 
@@ -9,12 +9,12 @@ use crate::harness::{fresh_pg_database, pg_url_or_skip};
 
 fn name(id: &str, primary: &str, backup: &str) -> NewName {
     NewName {
-        id: id.into(),
-        domains: vec![id.into()],
+        id: ManagedNameId::parse(id).expect("name id"),
+        domains: vec![DnsName::parse(id).expect("domain")],
         challenge: ChallengeKind::Http01,
         key_type: KeyType::EcdsaP256,
-        primary_ca: primary.into(),
-        backup_ca: backup.into(),
+        primary_ca: CaId(primary.into()),
+        backup_ca: CaId(backup.into()),
         dns_provider: None,
     }
 }
