@@ -14,6 +14,7 @@ mod emergency;
 mod guard;
 mod incidents;
 mod metrics;
+mod new_name;
 mod openapi;
 mod paging;
 mod problem;
@@ -32,13 +33,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::domain::{
-    AcmeRequestStats, CaId, ChallengeKind, Cidr, DnsName, KeyType, ManagedNameId, NameState,
-    NewName, Slot,
+    AcmeRequestStats, ChallengeKind, Cidr, KeyType, ManagedNameId, NameState, Slot,
 };
-use crate::policy::{self, CaChoice};
+use crate::policy::CaChoice;
 use crate::store::{AuditEvent, NameRecord, Store, TokenRecord};
 
 use body::JsonBody;
+use new_name::{CreateName, Offer};
 use problem::ProblemDoc;
 
 pub use auth::{BOOTSTRAP_ADMIN, Principal, ROUTES, required_role};
@@ -162,96 +163,18 @@ async fn readyz(State(st): State<ApiState>) -> Response {
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CreateName {
-    name: String,
-    #[serde(default)]
-    domains: Vec<String>,
-    #[serde(default)]
-    challenge: Option<String>,
-    #[serde(default)]
-    key_type: Option<String>,
-    #[serde(default)]
-    cas: Option<Vec<String>>,
-    #[serde(default)]
-    dns_provider: Option<String>,
-}
-
 #[utoipa::path(post, path = "/v1/names", request_body = CreateName, responses((status = 201, description = "created", body = NameView), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "duplicate", body = ProblemDoc, content_type = "application/problem+json"), (status = 413, description = "body too large", body = ProblemDoc, content_type = "application/problem+json"), (status = 415, description = "not JSON", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "unacceptable CA choice", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_name(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     JsonBody(req): JsonBody<CreateName>,
 ) -> Result<Response, Problem> {
-    let id = ManagedNameId::parse(&req.name).map_err(|e| Problem::invalid_name(e.to_string()))?;
-    let raw_domains = if req.domains.is_empty() {
-        vec![req.name.clone()]
-    } else {
-        req.domains.clone()
+    let offer = Offer {
+        dns01_available: st.dns01_available,
+        dns_providers: &st.dns.provider_ids,
+        default_key_type: st.default_key_type,
     };
-    if raw_domains.len() > 100 {
-        return Err(Problem::bad_request(format!(
-            "{} domains given; at most 100 fit in one certificate",
-            raw_domains.len()
-        )));
-    }
-    let mut domains: Vec<DnsName> = Vec::with_capacity(raw_domains.len());
-    for d in &raw_domains {
-        let d = DnsName::parse(d).map_err(|e| Problem::invalid_name(e.to_string()))?;
-        if domains.contains(&d) {
-            return Err(Problem::invalid_name(format!(
-                "domain '{}' is listed twice",
-                d.as_str()
-            )));
-        }
-        domains.push(d);
-    }
-    let challenge = match req.challenge.as_deref() {
-        None => ChallengeKind::Http01,
-        Some(c) => c.parse::<ChallengeKind>().map_err(Problem::bad_request)?,
-    };
-    if challenge == ChallengeKind::Dns01 && !st.dns01_available {
-        return Err(Problem::bad_request(
-            "challenge 'dns-01' is not available yet on this server: no [[dns_providers]] are configured; use 'http-01'",
-        ));
-    }
-    if !challenge.is_dns()
-        && let Some(w) = domains.iter().find(|d| d.is_wildcard())
-    {
-        return Err(Problem::invalid_name(format!(
-            "wildcard '{}' can only be validated with dns-01, not {}",
-            w.as_str(),
-            challenge.as_str()
-        )));
-    }
-    if let Some(p) = &req.dns_provider {
-        if challenge != ChallengeKind::Dns01 {
-            return Err(Problem::bad_request(format!(
-                "'dns_provider' only applies to challenge 'dns-01', not '{}'",
-                challenge.as_str()
-            )));
-        }
-        if !st.dns.provider_ids.contains(p) {
-            return Err(Problem::bad_ca_choice(format!(
-                "unknown DNS provider '{p}'"
-            )));
-        }
-    }
-    let key_type = match req.key_type.as_deref() {
-        None => st.default_key_type,
-        Some(k) => k.parse::<KeyType>().map_err(Problem::bad_request)?,
-    };
-    let explicit = match req.cas.as_deref() {
-        None => None,
-        Some([p, b]) => Some((p.as_str(), b.as_str())),
-        Some(other) => {
-            return Err(Problem::bad_request(format!(
-                "'cas' must list exactly two CAs [primary, backup]; {} given",
-                other.len()
-            )));
-        }
-    };
+    let request = new_name::check(req, &offer)?;
     // Distrust is an operator decision stored in the store: apply it now.
     let distrusted = st.store.distrusted_cas().await?;
     let cas: Vec<CaChoice> = st
@@ -262,18 +185,8 @@ async fn create_name(
             ..c.clone()
         })
         .collect();
-    let (primary_ca, backup_ca) = policy::choose_pair(&cas, explicit, key_type)
-        .map_err(|e| Problem::bad_ca_choice(e.to_string()))?;
+    let new = request.choose_cas(&cas)?;
     let now = st.clock.now();
-    let new = NewName {
-        id,
-        domains,
-        challenge,
-        key_type,
-        primary_ca: CaId(primary_ca),
-        backup_ca: CaId(backup_ca),
-        dns_provider: req.dns_provider.clone(),
-    };
     st.store.create_name(&new, &who.name, now).await?;
     if let Some(wake) = &st.wake_worker {
         wake();

@@ -175,6 +175,18 @@ impl Problem {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The last segment of the problem `type` (`invalid-name`, …).
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &str {
+        self.kind
+    }
+
+    /// What exactly was wrong.
+    #[cfg(test)]
+    pub(crate) fn detail(&self) -> &str {
+        &self.detail
+    }
 }
 
 impl From<StoreError> for Problem {
