@@ -4,7 +4,7 @@
 //! of a re-issuance under pressure.
 //!
 //! The crate is split by responsibility, in the spirit of Let's Encrypt's
-//! Boulder (see `../shared/STYLE.md`):
+//! Boulder:
 //!
 //! * [`api`] — REST front end: parses, authorizes, delegates; the only place
 //!   an error becomes `application/problem+json`.
@@ -19,9 +19,17 @@
 //! * [`deploy`] — writing certificates where servers read them and
 //!   checking what endpoints serve; [`notify`] — mail and webhook alerts.
 //! * [`store`] — the only module that knows SQL (sea-orm).
-//! * [`config`], [`providers`] — what the operator configured and which CA
-//!   profiles exist.
+//! * [`config`] — what the operator configured, validated into the settings
+//!   each role reads; [`providers`] — CA profiles and DNS providers.
+//! * [`domain`] — the vocabulary every module shares (slots, names, CA ids,
+//!   new names, networks, ACME request statistics); it imports nothing.
 //! * [`cli`] — the command-line client of the API.
+//!
+//! Invariants, as absences: no two of these modules import each other,
+//! directly or round about. `config` knows no role (it imports only
+//! `domain` and `providers`); `providers` knows no configuration file; `api`
+//! does not know the ACME client (`ca`) — what it shows of ACME requests is
+//! handed to it in its state.
 
 pub mod api;
 pub mod ca;

@@ -1,5 +1,5 @@
 //! Where a name's certificate is deployed and which TLS endpoints should
-//! serve it (issue 7): parses, authorizes (by the route table) and
+//! serve it: parses, authorizes (by the route table) and
 //! delegates to the store; the worker does the writing and checking.
 
 use std::net::IpAddr;

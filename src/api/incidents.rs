@@ -1,4 +1,4 @@
-//! CA-level incidents and alerts (issue 6): what the revocation checks
+//! CA-level incidents and alerts: what the revocation checks
 //! raised, for dashboards and for the operator who must decide on a
 //! waiting CA-wide swap. Parses, authorizes (by the route table) and
 //! delegates to the store.

@@ -1,11 +1,18 @@
 //! REST API v1, the front end: parses, authorizes, delegates to the store
 //! and policy, and turns every error into `application/problem+json`.
 //!
-//! The router is built by [`app`] so tests drive it without a socket. Auth
-//! is a bearer token compared in constant time against the admin token
-//! (the full role model is a later issue). Bodies are read with a hard size
-//! limit and parsed here, so a malformed or oversized body is a precise
-//! 4xx, never a 5xx.
+//! The router is built by [`app`] so tests drive it without a socket. Every
+//! request passes the guards (client allowlist, timeout: `guard`) and the
+//! bearer-token check against the route table (`auth`). Bodies arrive
+//! through one extractor (`body::JsonBody`) that reads them under a hard
+//! size limit, so a malformed or oversized body is a precise 4xx, never a
+//! 5xx; list parameters go through `paging`. The name, token, event and CA
+//! handlers live here; deployments, emergencies, incidents and `/metrics`
+//! have their own files, `new_name` validates a new name, `views` shapes
+//! records for clients, `openapi` only assembles the document.
+//!
+//! The API does not know the ACME client: what it shows of ACME requests is
+//! handed in through [`ApiState::acme_requests`].
 
 mod auth;
 mod body;

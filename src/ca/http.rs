@@ -2,7 +2,7 @@
 //!
 //! Two reasons it is ours and not instant-acme's default: the connector sets
 //! TCP_NODELAY (without it every JWS POST stalls ~40 ms on Nagle + delayed
-//! ACK; see ../shared/TESTENV.md: 27 ms vs 330+ ms per certificate), and it
+//! ACK: 27 ms against 330+ ms per certificate when measured), and it
 //! records a CA's `Retry-After` on 429/503 answers for the task that sent
 //! the request, so `rateLimited` can be honoured (instant-acme keeps the
 //! problem document but not the header).

@@ -9,12 +9,13 @@
 //! `-` written `_`, e.g. `TWINCERT_CA_PEBBLE_A_DIRECTORY_URL`).
 //! `TWINCERT_MASTER_KEY` and `TWINCERT_ADMIN_TOKEN` carry secrets directly.
 //!
-//! One file per part of the file, each turning its raw sections into the
-//! validated settings the roles read: `server` (the process's own
-//! `[server]`, `[store]`, `[secrets]` and `[logging]`), `cas` (`[[cas]]` and
-//! `[policy]`), `worker`, `dns` (`[dns]` and `[[dns_providers]]`),
-//! `revocation`, `deploy` (`[deploy]` and `[[destinations]]`) and `alerts`;
-//! `env` applies the environment overrides before any of them runs.
+//! One source file per part of the configuration file, each turning its
+//! raw sections into the validated settings the roles read: `server` (the
+//! process's own `[server]`, `[store]`, `[secrets]` and `[logging]`), `cas`
+//! (`[[cas]]` and `[policy]`), `worker`, `dns` (`[dns]` and
+//! `[[dns_providers]]`), `revocation`, `deploy` (`[deploy]` and
+//! `[[destinations]]`) and `alerts`; `env` applies the environment
+//! overrides before any of them runs.
 //!
 //! Invariant: this module sits below the roles. It imports only `domain`
 //! and `providers` (a DNS provider's settings type is the provider's own);
@@ -79,6 +80,8 @@ pub enum ConfigError {
     Profile(#[from] providers::ProfileError),
 }
 
+/// The error for a present but unacceptable value (never pass a secret as
+/// `value`).
 fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
