@@ -31,6 +31,9 @@
 //! does not know the ACME client (`ca`) — what it shows of ACME requests is
 //! handed to it in its state.
 
+#[cfg(test)]
+mod architecture;
+
 pub mod api;
 pub mod ca;
 pub mod certs;
