@@ -63,7 +63,7 @@ use harness::TwoCas;
 use twincert::ca::CaClient;
 use twincert::clock::{Clock, SystemClock};
 use twincert::config::Config;
-use twincert::domain::{ChallengeKind, KeyType};
+use twincert::domain::{CaId, ChallengeKind, DnsName, KeyType, ManagedNameId};
 use twincert::keys::seal::Sealer;
 use twincert::store::{NewName, Store};
 use twincert::worker::Supervisor;
@@ -587,13 +587,14 @@ tsig_secret = "{secret}"
 }
 
 fn new_name(id: &str, challenge: ChallengeKind) -> NewName {
+    let domain = |d: &str| DnsName::parse(d).expect("bench domain");
     NewName {
-        id: id.to_string(),
-        domains: vec![id.to_string(), format!("www-{id}")],
+        id: ManagedNameId::parse(id).expect("bench name id"),
+        domains: vec![domain(id), domain(&format!("www-{id}"))],
         challenge,
         key_type: KeyType::EcdsaP256,
-        primary_ca: "pebble-a".into(),
-        backup_ca: "pebble-b".into(),
+        primary_ca: CaId("pebble-a".into()),
+        backup_ca: CaId("pebble-b".into()),
         dns_provider: None,
     }
 }

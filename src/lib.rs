@@ -4,24 +4,35 @@
 //! of a re-issuance under pressure.
 //!
 //! The crate is split by responsibility, in the spirit of Let's Encrypt's
-//! Boulder (see `../shared/STYLE.md`):
+//! Boulder:
 //!
 //! * [`api`] — REST front end: parses, authorizes, delegates; the only place
 //!   an error becomes `application/problem+json`.
 //! * [`policy`] — pure decisions (which CA pair, when to renew, is a pair
 //!   diverse enough); no I/O.
-//! * [`worker`] — the planner and the order processor; small idempotent steps
-//!   that meet only through the store.
-//! * [`validation`] — proves control of names (HTTP-01 responder).
+//! * [`worker`] — the controllers (issuer, re-provisioner, CA revoker,
+//!   status checker, deployer, notifier) started by a supervisor; they meet
+//!   only through the store.
+//! * [`validation`] — proves control of names (HTTP-01 answers, DNS-01
+//!   records).
 //! * [`ca`] — the only module that talks ACME (instant-acme).
 //! * [`revocation`] — CRL, OCSP and ARI answers, verified before believed.
 //! * [`keys`] — key generation, CSRs, fingerprints, encryption at rest.
 //! * [`deploy`] — writing certificates where servers read them and
 //!   checking what endpoints serve; [`notify`] — mail and webhook alerts.
 //! * [`store`] — the only module that knows SQL (sea-orm).
-//! * [`config`], [`providers`] — what the operator configured and which CA
-//!   profiles exist.
+//! * [`config`] — what the operator configured, validated into the settings
+//!   each role reads; [`providers`] — CA profiles and DNS providers.
+//! * [`domain`] — the vocabulary every module shares (slots, names, CA ids,
+//!   new names, networks, ACME request statistics); it imports nothing.
 //! * [`cli`] — the command-line client of the API.
+//!
+//! Invariants, as absences: no two of these modules import each other,
+//! directly or round about. `config` knows no role (it imports only
+//! `domain` and `providers`); `providers` knows no configuration file; `api`
+//! does not know the ACME client (`ca`) — what it shows of ACME requests is
+//! handed to it in its state. `tests/e2e/layers.rs` checks these rules
+//! and `docs/ARCHITECTURE.md` explains them.
 
 pub mod api;
 pub mod ca;

@@ -329,6 +329,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
             delegation_zone: cfg.dns.delegation_zone.clone(),
         },
         wake_worker: Some(Arc::new(move || wake.wake())),
+        acme_requests: Arc::new(crate::ca::acme_request_metrics),
     };
     info!(
         api = %format!(

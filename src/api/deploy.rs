@@ -1,20 +1,20 @@
 //! Where a name's certificate is deployed and which TLS endpoints should
-//! serve it (issue 7): parses, authorizes (by the route table) and
+//! serve it: parses, authorizes (by the route table) and
 //! delegates to the store; the worker does the writing and checking.
 
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiState, Principal, Problem, load_name, openapi, parse_json};
-use crate::domain::DnsName;
+use super::body::JsonBody;
+use super::problem::ProblemDoc;
+use super::{ApiState, Principal, Problem, load_name};
+use crate::domain::{DnsName, check_mail_address};
 use crate::store::{AuditEvent, DeploymentView, EndpointSpec, EndpointView};
 
 /// At most this many destinations and endpoints per name.
@@ -105,7 +105,7 @@ fn validate(st: &ApiState, s: &DeploySettings) -> Result<(), Problem> {
         }
         if let Some(c) = &e.admin_contact {
             // One plain address, as the mailer will parse it.
-            let ok = c.len() <= 254 && crate::notify::smtp::check_address(c).is_ok();
+            let ok = c.len() <= 254 && check_mail_address(c).is_ok();
             if !ok {
                 return Err(Problem::bad_request(format!(
                     "{at}.admin_contact: not an e-mail address"
@@ -142,7 +142,7 @@ async fn view(st: &ApiState, name: &str) -> Result<DeployView, Problem> {
     })
 }
 
-#[utoipa::path(get, path = "/v1/names/{name}/deploy", params(("name" = String, Path, description = "the managed name")), responses((status = 200, description = "destinations and endpoints with their state", body = DeployView), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/names/{name}/deploy", params(("name" = String, Path, description = "the managed name")), responses((status = 200, description = "destinations and endpoints with their state", body = DeployView), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn show_deploy(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -151,16 +151,17 @@ pub(super) async fn show_deploy(
     Ok(Json(view(&st, &rec.id).await?).into_response())
 }
 
-#[utoipa::path(put, path = "/v1/names/{name}/deploy", params(("name" = String, Path, description = "the managed name")), request_body = DeploySettings, responses((status = 200, description = "set; the active certificate is deployed and the endpoints checked within seconds", body = DeployView), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 413, description = "body too large", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 415, description = "not JSON", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/names/{name}/deploy", params(("name" = String, Path, description = "the managed name")), request_body = DeploySettings, responses((status = 200, description = "set; the active certificate is deployed and the endpoints checked within seconds", body = DeployView), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"), (status = 413, description = "body too large", body = ProblemDoc, content_type = "application/problem+json"), (status = 415, description = "not JSON", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn set_deploy(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<JsonBody<DeploySettings>, Problem>,
 ) -> Result<Response, Problem> {
     let rec = load_name(&st, &name).await?;
-    let req: DeploySettings = parse_json(&st, &headers, body)?;
+    // The name is looked up before the body is judged: an unknown name is a
+    // 404 whatever was sent.
+    let JsonBody(req) = body?;
     validate(&st, &req)?;
     let audit = AuditEvent {
         at: st.clock.now(),
@@ -184,7 +185,7 @@ pub(super) async fn set_deploy(
     Ok(Json(view(&st, &rec.id).await?).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/names/{name}/deploy/check", params(("name" = String, Path, description = "the managed name")), responses((status = 202, description = "the endpoints are checked within seconds", body = CheckRequested), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/names/{name}/deploy/check", params(("name" = String, Path, description = "the managed name")), responses((status = 202, description = "the endpoints are checked within seconds", body = CheckRequested), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn request_check(
     State(st): State<ApiState>,
     Path(name): Path<String>,

@@ -4,15 +4,15 @@
 //! call and wakes the worker for the work it queued.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiState, Principal, Problem, openapi, parse_json, parse_limit, parse_name};
+use super::body::JsonBody;
+use super::problem::ProblemDoc;
+use super::{ApiState, Principal, Problem, paging, parse_name};
 use crate::domain::Slot;
 use crate::store::{CompromiseReport, Operation, OperationProgress, SwapReport, SwapScope};
 
@@ -157,14 +157,12 @@ pub(super) struct MassSwap {
     dry_run: bool,
 }
 
-#[utoipa::path(post, path = "/v1/swaps", request_body = MassSwap, responses((status = 200, description = "what was (or, for a dry run, would be) swapped, what was skipped and why, and how long re-provisioning takes", body = SwapOutcome), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/swaps", request_body = MassSwap, responses((status = 200, description = "what was (or, for a dry run, would be) swapped, what was skipped and why, and how long re-provisioning takes", body = SwapOutcome), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn mass_swap(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<MassSwap>,
 ) -> Result<Response, Problem> {
-    let req: MassSwap = parse_json(&st, &headers, body)?;
     require_reason(&req.reason)?;
     let scope = parse_scope(&st, req.ca, req.names, req.spki_sha256, false)?;
     let report = st
@@ -197,6 +195,15 @@ pub(super) struct TrustChange {
     dry_run: bool,
 }
 
+/// The answer to distrust / trust.
+#[derive(Serialize, ToSchema)]
+pub struct TrustResult {
+    /// The CA.
+    pub id: String,
+    /// Its new state.
+    pub distrusted: bool,
+}
+
 fn configured_ca(st: &ApiState, id: &str) -> Result<(), Problem> {
     if !st.cas.iter().any(|c| c.id == id) {
         return Err(Problem::not_found(format!("CA '{id}' is not configured")));
@@ -204,15 +211,13 @@ fn configured_ca(st: &ApiState, id: &str) -> Result<(), Problem> {
     Ok(())
 }
 
-#[utoipa::path(post, path = "/v1/cas/{id}/distrust", params(("id" = String, Path, description = "the CA id")), request_body = TrustChange, responses((status = 200, description = "distrusted: never chosen again; names active on it swapped away; every slot it holds queued for re-provisioning elsewhere", body = SwapOutcome), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not configured", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/cas/{id}/distrust", params(("id" = String, Path, description = "the CA id")), request_body = TrustChange, responses((status = 200, description = "distrusted: never chosen again; names active on it swapped away; every slot it holds queued for re-provisioning elsewhere", body = SwapOutcome), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not configured", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn distrust_ca(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<TrustChange>,
 ) -> Result<Response, Problem> {
-    let req: TrustChange = parse_json(&st, &headers, body)?;
     require_reason(&req.reason)?;
     configured_ca(&st, &id)?;
     let report = st
@@ -232,15 +237,13 @@ pub(super) async fn distrust_ca(
     .into_response())
 }
 
-#[utoipa::path(post, path = "/v1/cas/{id}/trust", params(("id" = String, Path, description = "the CA id")), request_body = TrustChange, responses((status = 200, description = "trusted again for future choices", body = openapi::TrustResult), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not configured", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/cas/{id}/trust", params(("id" = String, Path, description = "the CA id")), request_body = TrustChange, responses((status = 200, description = "trusted again for future choices", body = TrustResult), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not configured", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn trust_ca(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<TrustChange>,
 ) -> Result<Response, Problem> {
-    let req: TrustChange = parse_json(&st, &headers, body)?;
     require_reason(&req.reason)?;
     configured_ca(&st, &id)?;
     if req.dry_run {
@@ -255,6 +258,21 @@ pub(super) async fn trust_ca(
     Ok(Json(serde_json::json!({ "id": id, "distrusted": false })).into_response())
 }
 
+/// The answer to a compromise report.
+#[derive(Serialize, ToSchema)]
+pub struct CompromiseResult {
+    /// The name.
+    pub name: String,
+    /// The compromised slot.
+    pub slot: Slot,
+    /// Whether the name swapped away from it.
+    pub swapped: bool,
+    /// `queued`.
+    pub revocation: String,
+    /// `queued`.
+    pub reissue: String,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Compromise {
@@ -262,16 +280,16 @@ pub(super) struct Compromise {
     reason: String,
 }
 
-#[utoipa::path(post, path = "/v1/names/{name}/compromise", params(("name" = String, Path, description = "the managed name")), request_body = Compromise, responses((status = 202, description = "recorded: swapped away if it was active; revocation (keyCompromise) and re-issue under a new key are queued", body = openapi::CompromiseResult), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "no certificate in that slot", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/names/{name}/compromise", params(("name" = String, Path, description = "the managed name")), request_body = Compromise, responses((status = 202, description = "recorded: swapped away if it was active; revocation (keyCompromise) and re-issue under a new key are queued", body = CompromiseResult), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "no certificate in that slot", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn compromise(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<JsonBody<Compromise>, Problem>,
 ) -> Result<Response, Problem> {
     let id = parse_name(&name)?;
-    let req: Compromise = parse_json(&st, &headers, body)?;
+    // The name in the path is checked before the body.
+    let JsonBody(req) = body?;
     let slot: Slot = req.slot.parse().map_err(Problem::bad_request)?;
     require_reason(&req.reason)?;
     let swapped = st
@@ -306,14 +324,12 @@ pub(super) struct BulkCompromise {
     reason: String,
 }
 
-#[utoipa::path(post, path = "/v1/compromises", request_body = BulkCompromise, responses((status = 202, description = "each key marked compromised, swapped away from where active, revocation (keyCompromise) and re-issue queued; targets that failed are listed", body = CompromiseReport), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/compromises", request_body = BulkCompromise, responses((status = 202, description = "each key marked compromised, swapped away from where active, revocation (keyCompromise) and re-issue queued; targets that failed are listed", body = CompromiseReport), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn bulk_compromise(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<BulkCompromise>,
 ) -> Result<Response, Problem> {
-    let req: BulkCompromise = parse_json(&st, &headers, body)?;
     require_reason(&req.reason)?;
     let names = match &req.names {
         Some(n) => parse_names(n)?,
@@ -400,14 +416,12 @@ pub struct RekeyOutcome {
     pub estimate: ReprovisionEstimate,
 }
 
-#[utoipa::path(post, path = "/v1/rekeys", request_body = Rekey, responses((status = 202, description = "re-key queued: each name's standby first, then its active slot, every new certificate under a new key", body = RekeyOutcome), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/rekeys", request_body = Rekey, responses((status = 202, description = "re-key queued: each name's standby first, then its active slot, every new certificate under a new key", body = RekeyOutcome), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn rekey(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<Rekey>,
 ) -> Result<Response, Problem> {
-    let req: Rekey = parse_json(&st, &headers, body)?;
     require_reason(&req.reason)?;
     let scope = parse_scope(&st, req.ca, req.names, req.spki_sha256, req.all)?;
     let (names, operation_id) = st
@@ -446,7 +460,7 @@ pub struct OperationList {
     pub items: Vec<Operation>,
 }
 
-#[utoipa::path(get, path = "/v1/operations", params(ListOperations), responses((status = 200, description = "emergency operations, newest first", body = OperationList), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/operations", params(ListOperations), responses((status = 200, description = "emergency operations, newest first", body = OperationList), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn list_operations(
     State(st): State<ApiState>,
     query: Result<Query<ListOperations>, axum::extract::rejection::QueryRejection>,
@@ -455,7 +469,7 @@ pub(super) async fn list_operations(
     let items = st
         .store
         .operations()
-        .list(parse_limit(q.limit, 50)?)
+        .list(paging::limit(q.limit, 50)?)
         .await?;
     Ok(Json(OperationList { items }).into_response())
 }
@@ -469,7 +483,7 @@ pub struct OperationView {
     pub progress: OperationProgress,
 }
 
-#[utoipa::path(get, path = "/v1/operations/{id}", params(("id" = String, Path, description = "the operation id")), responses((status = 200, description = "the operation and its progress", body = OperationView), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/operations/{id}", params(("id" = String, Path, description = "the operation id")), responses((status = 200, description = "the operation and its progress", body = OperationView), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn show_operation(
     State(st): State<ApiState>,
     Path(id): Path<String>,

@@ -1,18 +1,18 @@
-//! CA-level incidents and alerts (issue 6): what the revocation checks
+//! CA-level incidents and alerts: what the revocation checks
 //! raised, for dashboards and for the operator who must decide on a
 //! waiting CA-wide swap. Parses, authorizes (by the route table) and
 //! delegates to the store.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiState, Principal, Problem, openapi, parse_json, parse_limit};
+use super::body::JsonBody;
+use super::problem::ProblemDoc;
+use super::{ApiState, Principal, Problem, paging};
 use crate::store::{Alert, Incident};
 
 fn parse_id(id: &str) -> Result<(), Problem> {
@@ -49,7 +49,7 @@ pub struct AlertList {
     pub items: Vec<Alert>,
 }
 
-#[utoipa::path(get, path = "/v1/incidents", params(ListQuery), responses((status = 200, description = "CA-level incidents, newest first", body = IncidentList), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/incidents", params(ListQuery), responses((status = 200, description = "CA-level incidents, newest first", body = IncidentList), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn list_incidents(
     State(st): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -60,11 +60,15 @@ pub(super) async fn list_incidents(
             "'open' applies to alerts; incidents carry their state",
         ));
     }
-    let items = st.store.incidents().list(parse_limit(q.limit, 50)?).await?;
+    let items = st
+        .store
+        .incidents()
+        .list(paging::limit(q.limit, 50)?)
+        .await?;
     Ok(Json(IncidentList { items }).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/incidents/{id}", params(("id" = String, Path, description = "the incident id")), responses((status = 200, description = "the incident, with its CA-wide swap's operation or waiting dry run", body = Incident), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/incidents/{id}", params(("id" = String, Path, description = "the incident id")), responses((status = 200, description = "the incident, with its CA-wide swap's operation or waiting dry run", body = Incident), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn show_incident(
     State(st): State<ApiState>,
     Path(id): Path<String>,
@@ -86,16 +90,16 @@ pub(super) struct CloseIncident {
     reason: String,
 }
 
-#[utoipa::path(post, path = "/v1/incidents/{id}/close", params(("id" = String, Path, description = "the incident id")), request_body = CloseIncident, responses((status = 200, description = "closed; automatic reactions for the CA resume", body = Incident), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "no such open incident", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/incidents/{id}/close", params(("id" = String, Path, description = "the incident id")), request_body = CloseIncident, responses((status = 200, description = "closed; automatic reactions for the CA resume", body = Incident), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "no such open incident", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn close_incident(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<JsonBody<CloseIncident>, Problem>,
 ) -> Result<Response, Problem> {
     parse_id(&id)?;
-    let req: CloseIncident = parse_json(&st, &headers, body)?;
+    // The id in the path is checked before the body.
+    let JsonBody(req) = body?;
     if req.reason.trim().is_empty() {
         return Err(Problem::bad_request(
             "'reason' must not be empty: say what was done, for the audit log",
@@ -110,7 +114,7 @@ pub(super) async fn close_incident(
     Ok(Json(inc).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/alerts", params(ListQuery), responses((status = 200, description = "alerts, most recently raised first", body = AlertList), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/alerts", params(ListQuery), responses((status = 200, description = "alerts, most recently raised first", body = AlertList), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn list_alerts(
     State(st): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -119,7 +123,7 @@ pub(super) async fn list_alerts(
     let items = st
         .store
         .alerts()
-        .list(q.open.unwrap_or(true), parse_limit(q.limit, 50)?)
+        .list(q.open.unwrap_or(true), paging::limit(q.limit, 50)?)
         .await?;
     Ok(Json(AlertList { items }).into_response())
 }

@@ -1,41 +1,55 @@
 //! REST API v1, the front end: parses, authorizes, delegates to the store
 //! and policy, and turns every error into `application/problem+json`.
 //!
-//! The router is built by [`app`] so tests drive it without a socket. Auth
-//! is a bearer token compared in constant time against the admin token
-//! (the full role model is a later issue). Bodies are read with a hard size
-//! limit and parsed here, so a malformed or oversized body is a precise
-//! 4xx, never a 5xx.
+//! The router is built by [`app`] so tests drive it without a socket. Every
+//! request passes the guards (client allowlist, timeout: `guard`) and the
+//! bearer-token check against the route table (`auth`). Bodies arrive
+//! through one extractor (`body::JsonBody`) that reads them under a hard
+//! size limit, so a malformed or oversized body is a precise 4xx, never a
+//! 5xx; list parameters go through `paging`. The name, token, event and CA
+//! handlers live here; deployments, emergencies, incidents and `/metrics`
+//! have their own files, `new_name` validates a new name, `views` shapes
+//! records for clients, `openapi` only assembles the document.
+//!
+//! The API does not know the ACME client: what it shows of ACME requests is
+//! handed in through [`ApiState::acme_requests`].
 
 mod auth;
+mod body;
 mod deploy;
 mod emergency;
 mod guard;
 mod incidents;
+mod metrics;
+mod new_name;
 mod openapi;
+mod paging;
 mod problem;
 pub mod tls;
 mod views;
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
-use crate::domain::{ChallengeKind, DnsName, KeyType, ManagedNameId, NameState, Slot};
-use crate::policy::{self, CaChoice};
-use crate::store::{AuditDetails, NameRecord, NewName, Store};
+use crate::domain::{
+    AcmeRequestStats, ChallengeKind, Cidr, KeyType, ManagedNameId, NameState, Slot,
+};
+use crate::policy::CaChoice;
+use crate::store::{AuditDetails, AuditEvent, NameRecord, Store, TokenRecord};
+
+use body::JsonBody;
+use new_name::{CreateName, Offer};
+use problem::ProblemDoc;
 
 pub use auth::{BOOTSTRAP_ADMIN, Principal, ROUTES, required_role};
-pub use guard::Cidr;
 pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use views::{CaView, DelegationPolicy, NameView, SlotView, name_view};
@@ -72,6 +86,10 @@ pub struct ApiState {
     pub wake_worker: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Configured deployment destinations: (id, kind).
     pub destinations: Arc<Vec<(String, String)>>,
+    /// This process's ACME requests by CA and answer status, for
+    /// `/metrics`: the ACME clients record them, the API only reads them
+    /// through this handle (a process that runs no ACME client has none).
+    pub acme_requests: Arc<dyn Fn() -> Vec<AcmeRequestStats> + Send + Sync>,
 }
 
 /// SHA-256 of a token, the only form in which tokens are kept in memory.
@@ -106,7 +124,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/operations", get(emergency::list_operations))
         .route("/v1/operations/{id}", get(emergency::show_operation))
         .route("/v1/cas", get(list_cas))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/cas/{id}/distrust", post(emergency::distrust_ca))
         .route("/v1/cas/{id}/trust", post(emergency::trust_ca))
         .route("/v1/incidents", get(incidents::list_incidents))
@@ -124,8 +142,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
-        // The handlers read bodies as bytes under this limit and report an
-        // overflow as a 413 problem themselves.
+        // `JsonBody` reads bodies under this limit and reports an overflow
+        // as a 413 problem.
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
@@ -152,137 +170,18 @@ async fn readyz(State(st): State<ApiState>) -> Response {
     }
 }
 
-/// Reads a JSON body: size, content type and syntax errors become 4xx.
-fn parse_json<T: serde::de::DeserializeOwned>(
-    st: &ApiState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, Problem> {
-    let body = match body {
-        Ok(b) => b,
-        Err(BytesRejection::FailedToBufferBody(e)) if e.body_text().contains("length limit") => {
-            return Err(Problem::too_large(st.max_body_bytes));
-        }
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Err(Problem::too_large(st.max_body_bytes));
-        }
-        Err(e) => {
-            return Err(Problem::bad_request(format!(
-                "cannot read the body: {}",
-                e.body_text()
-            )));
-        }
-    };
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if essence != "application/json" && !essence.ends_with("+json") {
-            return Err(Problem::unsupported_media(format!(
-                "expected Content-Type application/json, got '{ct}'"
-            )));
-        }
-    }
-    serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CreateName {
-    name: String,
-    #[serde(default)]
-    domains: Vec<String>,
-    #[serde(default)]
-    challenge: Option<String>,
-    #[serde(default)]
-    key_type: Option<String>,
-    #[serde(default)]
-    cas: Option<Vec<String>>,
-    #[serde(default)]
-    dns_provider: Option<String>,
-}
-
-#[utoipa::path(post, path = "/v1/names", request_body = CreateName, responses((status = 201, description = "created", body = NameView), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "duplicate", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 413, description = "body too large", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 415, description = "not JSON", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "unacceptable CA choice", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/names", request_body = CreateName, responses((status = 201, description = "created", body = NameView), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "duplicate", body = ProblemDoc, content_type = "application/problem+json"), (status = 413, description = "body too large", body = ProblemDoc, content_type = "application/problem+json"), (status = 415, description = "not JSON", body = ProblemDoc, content_type = "application/problem+json"), (status = 422, description = "unacceptable CA choice", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_name(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<CreateName>,
 ) -> Result<Response, Problem> {
-    let req: CreateName = parse_json(&st, &headers, body)?;
-    let id = ManagedNameId::parse(&req.name).map_err(|e| Problem::invalid_name(e.to_string()))?;
-    let raw_domains = if req.domains.is_empty() {
-        vec![req.name.clone()]
-    } else {
-        req.domains.clone()
+    let offer = Offer {
+        dns01_available: st.dns01_available,
+        dns_providers: &st.dns.provider_ids,
+        default_key_type: st.default_key_type,
     };
-    if raw_domains.len() > 100 {
-        return Err(Problem::bad_request(format!(
-            "{} domains given; at most 100 fit in one certificate",
-            raw_domains.len()
-        )));
-    }
-    let mut domains: Vec<DnsName> = Vec::with_capacity(raw_domains.len());
-    for d in &raw_domains {
-        let d = DnsName::parse(d).map_err(|e| Problem::invalid_name(e.to_string()))?;
-        if domains.contains(&d) {
-            return Err(Problem::invalid_name(format!(
-                "domain '{}' is listed twice",
-                d.as_str()
-            )));
-        }
-        domains.push(d);
-    }
-    let challenge = match req.challenge.as_deref() {
-        None => ChallengeKind::Http01,
-        Some(c) => c.parse::<ChallengeKind>().map_err(Problem::bad_request)?,
-    };
-    if challenge == ChallengeKind::Dns01 && !st.dns01_available {
-        return Err(Problem::bad_request(
-            "challenge 'dns-01' is not available yet on this server: no [[dns_providers]] are configured; use 'http-01'",
-        ));
-    }
-    if !challenge.is_dns()
-        && let Some(w) = domains.iter().find(|d| d.is_wildcard())
-    {
-        return Err(Problem::invalid_name(format!(
-            "wildcard '{}' can only be validated with dns-01, not {}",
-            w.as_str(),
-            challenge.as_str()
-        )));
-    }
-    if let Some(p) = &req.dns_provider {
-        if challenge != ChallengeKind::Dns01 {
-            return Err(Problem::bad_request(format!(
-                "'dns_provider' only applies to challenge 'dns-01', not '{}'",
-                challenge.as_str()
-            )));
-        }
-        if !st.dns.provider_ids.contains(p) {
-            return Err(Problem::bad_ca_choice(format!(
-                "unknown DNS provider '{p}'"
-            )));
-        }
-    }
-    let key_type = match req.key_type.as_deref() {
-        None => st.default_key_type,
-        Some(k) => k.parse::<KeyType>().map_err(Problem::bad_request)?,
-    };
-    let explicit = match req.cas.as_deref() {
-        None => None,
-        Some([p, b]) => Some((p.as_str(), b.as_str())),
-        Some(other) => {
-            return Err(Problem::bad_request(format!(
-                "'cas' must list exactly two CAs [primary, backup]; {} given",
-                other.len()
-            )));
-        }
-    };
+    let request = new_name::check(req, &offer)?;
     // Distrust is an operator decision stored in the store: apply it now.
     let distrusted = st.store.cas().distrusted_cas().await?;
     let cas: Vec<CaChoice> = st
@@ -293,18 +192,8 @@ async fn create_name(
             ..c.clone()
         })
         .collect();
-    let (primary_ca, backup_ca) = policy::choose_pair(&cas, explicit, key_type)
-        .map_err(|e| Problem::bad_ca_choice(e.to_string()))?;
+    let new = request.choose_cas(&cas)?;
     let now = st.clock.now();
-    let new = NewName {
-        id: id.as_str().to_string(),
-        domains: domains.iter().map(|d| d.as_str().to_string()).collect(),
-        challenge,
-        key_type,
-        primary_ca,
-        backup_ca,
-        dns_provider: req.dns_provider.clone(),
-    };
     st.store.names().create_name(&new, &who.name, now).await?;
     if let Some(wake) = &st.wake_worker {
         wake();
@@ -312,7 +201,7 @@ async fn create_name(
     let rec = st
         .store
         .names()
-        .name(&new.id)
+        .name(new.id.as_str())
         .await?
         .ok_or_else(|| Problem::internal(&"name vanished after creation"))?;
     let mut rsp = (StatusCode::CREATED, Json(name_view(&rec, now, &st.dns))).into_response();
@@ -320,6 +209,15 @@ async fn create_name(
         rsp.headers_mut().insert(header::LOCATION, v);
     }
     Ok(rsp)
+}
+
+/// A page of names.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NamePage {
+    /// The names.
+    pub items: Vec<NameView>,
+    /// Opaque cursor of the next page, `null` on the last.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -332,18 +230,13 @@ struct ListQuery {
     state: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/names", params(ListQuery), responses((status = 200, description = "a page of names", body = openapi::NamePage), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/names", params(ListQuery), responses((status = 200, description = "a page of names", body = NamePage), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_names(
     State(st): State<ApiState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit {limit} is out of range 1..=1000"
-        )));
-    }
+    let limit = paging::limit(q.limit, 100)?;
     let state: Option<NameState> = match q.state.as_deref() {
         None => None,
         Some(s) => Some(
@@ -359,7 +252,7 @@ async fn list_names(
     {
         return Err(Problem::bad_request(format!("unknown CA '{ca}'")));
     }
-    let after = q.cursor.as_deref().map(cursor_decode).transpose()?;
+    let after = q.cursor.as_deref().map(paging::cursor_decode).transpose()?;
     let now = st.clock.now();
     let recs = st
         .store
@@ -367,7 +260,7 @@ async fn list_names(
         .list_names(limit, after.as_deref(), q.ca.as_deref())
         .await?;
     let next_cursor = if recs.len() as u64 == limit {
-        recs.last().map(|r| cursor_encode(&r.id))
+        recs.last().map(|r| paging::cursor_encode(&r.id))
     } else {
         None
     };
@@ -379,17 +272,6 @@ async fn list_names(
         .filter(|v| state.is_none_or(|s| v.state == s))
         .collect();
     Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
-}
-
-/// A list's `limit` query parameter: 1–1000, `default` when absent.
-fn parse_limit(limit: Option<u64>, default: u64) -> Result<u64, Problem> {
-    let limit = limit.unwrap_or(default);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "'limit' must be 1 to 1000; got {limit}"
-        )));
-    }
-    Ok(limit)
 }
 
 fn parse_name(raw: &str) -> Result<ManagedNameId, Problem> {
@@ -429,7 +311,7 @@ fn current_certificate(
     Ok((slot, cert))
 }
 
-#[utoipa::path(get, path = "/v1/names/{name}", params(("name" = String, Path, description = "the managed name")), responses((status = 200, description = "the name", body = NameView), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/names/{name}", params(("name" = String, Path, description = "the managed name")), responses((status = 200, description = "the name", body = NameView), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn show_name(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -459,7 +341,7 @@ struct DeleteQuery {
     revoke: Option<bool>,
 }
 
-#[utoipa::path(delete, path = "/v1/names/{name}", params(("name" = String, Path, description = "the managed name"), DeleteQuery), responses((status = 204, description = "deleted"), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/names/{name}", params(("name" = String, Path, description = "the managed name"), DeleteQuery), responses((status = 204, description = "deleted"), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn delete_name(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -479,7 +361,7 @@ async fn delete_name(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(get, path = "/v1/names/{name}/certificates/{slot}", params(("name" = String, Path, description = "the managed name"), ("slot" = String, Path, description = "primary, backup or active")), responses((status = 200, description = "PEM chain (Accept: application/pem-certificate-chain) or JSON facts", body = serde_json::Value), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/names/{name}/certificates/{slot}", params(("name" = String, Path, description = "the managed name"), ("slot" = String, Path, description = "primary, backup or active")), responses((status = 200, description = "PEM chain (Accept: application/pem-certificate-chain) or JSON facts", body = serde_json::Value), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn certificate(
     State(st): State<ApiState>,
     Path((name, slot)): Path<(String, String)>,
@@ -525,22 +407,33 @@ async fn certificate(
     Ok(Json(v).into_response())
 }
 
+/// The answer to a swap.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SwapResult {
+    /// The name.
+    pub name: String,
+    /// The now active slot.
+    pub active: Slot,
+    /// The operation record; the abandoned slot is re-provisioned under it.
+    pub operation_id: String,
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SwapRequest {
     reason: String,
 }
 
-#[utoipa::path(post, path = "/v1/names/{name}/swap", params(("name" = String, Path, description = "the managed name")), request_body = SwapRequest, responses((status = 200, description = "the new active slot", body = openapi::SwapResult), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "standby not usable", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/names/{name}/swap", params(("name" = String, Path, description = "the managed name")), request_body = SwapRequest, responses((status = 200, description = "the new active slot", body = SwapResult), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "standby not usable", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn swap(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<JsonBody<SwapRequest>, Problem>,
 ) -> Result<Response, Problem> {
     let id = parse_name(&name)?;
-    let req: SwapRequest = parse_json(&st, &headers, body)?;
+    // The name in the path is checked before the body.
+    let JsonBody(req) = body?;
     if req.reason.trim().is_empty() {
         return Err(Problem::bad_request(
             "'reason' must not be empty: say why, for the audit log",
@@ -564,7 +457,7 @@ async fn swap(
     .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/names/{name}/certificates/{slot}/key", params(("name" = String, Path, description = "the managed name"), ("slot" = String, Path, description = "primary, backup or active")), responses((status = 200, description = "PKCS#8 PEM private key (audited)", body = String, content_type = "application/pkcs8"), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/names/{name}/certificates/{slot}/key", params(("name" = String, Path, description = "the managed name"), ("slot" = String, Path, description = "primary, backup or active")), responses((status = 200, description = "PKCS#8 PEM private key (audited)", body = String, content_type = "application/pkcs8"), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn private_key(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -587,7 +480,7 @@ async fn private_key(
     // Audited before the key leaves: no record, no key.
     st.store
         .audit()
-        .record(&crate::store::AuditEvent {
+        .record(&AuditEvent {
             at: st.clock.now(),
             actor: who.name.clone(),
             action: "key.download".into(),
@@ -610,6 +503,15 @@ async fn private_key(
         .into_response())
 }
 
+/// A page of audit events.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EventPage {
+    /// The events, newest first.
+    pub items: Vec<AuditEvent>,
+    /// Opaque cursor of the next page, `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -618,56 +520,56 @@ struct EventsQuery {
     cursor: Option<String>,
 }
 
-/// Cursors are opaque to clients (base64url of a position), so the
-/// position's form can change without breaking them.
-fn cursor_encode(position: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
-}
-
-fn cursor_decode(cursor: &str) -> Result<String, Problem> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .filter(|s| !s.is_empty() && s.len() <= 256)
-        .ok_or_else(|| {
-            Problem::bad_request(format!(
-                "invalid cursor '{}'",
-                cursor.chars().take(40).collect::<String>()
-            ))
-        })
-}
-
-#[utoipa::path(get, path = "/v1/events", params(EventsQuery), responses((status = 200, description = "audit events, newest first", body = openapi::EventPage), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/events", params(EventsQuery), responses((status = 200, description = "audit events, newest first", body = EventPage), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn events(
     State(st): State<ApiState>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!(
-            "limit {limit} is out of range 1..=1000"
-        )));
-    }
+    let limit = paging::limit(q.limit, 100)?;
     let before = match q.cursor.as_deref() {
         None => None,
         Some(c) => Some(
-            cursor_decode(c)?
+            paging::cursor_decode(c)?
                 .parse::<i64>()
                 .map_err(|_| Problem::bad_request(format!("invalid cursor '{c}'")))?,
         ),
     };
     let page = st.store.audit().page(limit, before).await?;
     let next_cursor = if page.len() as u64 == limit {
-        page.last().map(|(id, _)| cursor_encode(&id.to_string()))
+        page.last()
+            .map(|(id, _)| paging::cursor_encode(&id.to_string()))
     } else {
         None
     };
     let items: Vec<_> = page.into_iter().map(|(_, e)| e).collect();
     Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
+}
+
+/// All tokens.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenList {
+    /// The tokens (never their secrets).
+    pub items: Vec<TokenRecord>,
+}
+
+/// A token just created: the record plus its secret, shown once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    /// Row id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: crate::domain::Role,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub last_used_at: Option<i64>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    /// The bearer secret.
+    pub token: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -678,14 +580,12 @@ struct CreateToken {
     expires_in_seconds: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/v1/tokens", request_body = CreateToken, responses((status = 201, description = "the token; its secret is shown only here", body = openapi::CreatedToken), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "duplicate", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/tokens", request_body = CreateToken, responses((status = 201, description = "the token; its secret is shown only here", body = CreatedToken), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "duplicate", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_token(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<CreateToken>,
 ) -> Result<Response, Problem> {
-    let req: CreateToken = parse_json(&st, &headers, body)?;
     let name = ManagedNameId::parse(&req.name)
         .map_err(|e| Problem::bad_request(format!("token name: {e}")))?;
     if name.as_str() == BOOTSTRAP_ADMIN {
@@ -723,13 +623,13 @@ async fn create_token(
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tokens", responses((status = 200, description = "tokens, never their secrets", body = openapi::TokenList), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/tokens", responses((status = 200, description = "tokens, never their secrets", body = TokenList), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_tokens(State(st): State<ApiState>) -> Result<Response, Problem> {
     let items = st.store.tokens().list().await?;
     Ok(Json(serde_json::json!({ "items": items })).into_response())
 }
 
-#[utoipa::path(delete, path = "/v1/tokens/{token}", params(("token" = String, Path, description = "the token name")), responses((status = 204, description = "deleted"), (status = 400, description = "invalid input", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/tokens/{token}", params(("token" = String, Path, description = "the token name")), responses((status = 204, description = "deleted"), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn delete_token(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -742,7 +642,14 @@ async fn delete_token(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(get, path = "/v1/cas", responses((status = 200, description = "configured CAs", body = openapi::CaList), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+/// All configured CAs.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CaList {
+    /// The CAs.
+    pub items: Vec<CaView>,
+}
+
+#[utoipa::path(get, path = "/v1/cas", responses((status = 200, description = "configured CAs", body = CaList), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_cas(State(st): State<ApiState>) -> Result<Response, Problem> {
     let distrusted = st.store.cas().distrusted_cas().await?;
     let usage = st.store.cas().ca_usage().await?;
@@ -764,95 +671,4 @@ async fn list_cas(State(st): State<ApiState>) -> Result<Response, Problem> {
         })
         .collect();
     Ok(Json(serde_json::json!({ "items": items })).into_response())
-}
-
-/// Per-slot expiry series in one scrape: the soonest-expiring ones.
-const EXPIRY_SERIES: u64 = 10_000;
-
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"), (status = 401, description = "no or bad token", body = openapi::ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = openapi::ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
-async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
-    let now = st.clock.now();
-    let mut out = String::new();
-    for (metric, value) in st.store.metrics().basic(now).await? {
-        out.push_str(&format!("# TYPE {metric} gauge\n{metric} {value}\n"));
-    }
-    out.push_str("# TYPE twincert_ca_active_names gauge\n");
-    let usage = st.store.cas().ca_usage().await?;
-    for (ca, active, _) in &usage {
-        out.push_str(&format!(
-            "twincert_ca_active_names{{ca=\"{ca}\"}} {active}\n"
-        ));
-    }
-    out.push_str("# TYPE twincert_ca_slots gauge\n");
-    for (ca, _, slots) in &usage {
-        out.push_str(&format!("twincert_ca_slots{{ca=\"{ca}\"}} {slots}\n"));
-    }
-    out.push_str("# TYPE twincert_ca_distrusted gauge\n");
-    let distrusted = st.store.cas().distrusted_cas().await?;
-    for c in st.cas.iter() {
-        out.push_str(&format!(
-            "twincert_ca_distrusted{{ca=\"{}\"}} {}\n",
-            c.id,
-            u8::from(distrusted.contains(&c.id))
-        ));
-    }
-    let mut series = st.store.metrics().revocation_metrics(now).await?;
-    series.extend(st.store.metrics().scale_metrics(now).await?);
-    series.extend(st.store.metrics().expiry_series(EXPIRY_SERIES).await?);
-    let acme = crate::ca::acme_request_metrics();
-    for r in &acme {
-        series.push((
-            format!(
-                "twincert_acme_requests_total{{ca=\"{}\",status=\"{}\"}}",
-                r.ca, r.status
-            ),
-            r.count as f64,
-        ));
-    }
-    // Labelled series grouped by metric name, one TYPE line each.
-    series.sort_by(|a, b| {
-        let name = |s: &str| s.split('{').next().unwrap_or_default().to_string();
-        name(&a.0).cmp(&name(&b.0))
-    });
-    let mut last = String::new();
-    for (series, value) in series {
-        let name = series.split('{').next().unwrap_or_default().to_string();
-        if name != last {
-            let kind = if name.ends_with("_total") {
-                "counter"
-            } else {
-                "gauge"
-            };
-            out.push_str(&format!("# TYPE {name} {kind}\n"));
-            last = name;
-        }
-        out.push_str(&format!("{series} {value}\n"));
-    }
-    acme_latency_histogram(&acme, &mut out);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
-}
-
-/// `twincert_acme_request_duration_seconds` as a Prometheus histogram
-/// (cumulative buckets, `_sum`, `_count`) per CA and answer status.
-fn acme_latency_histogram(stats: &[crate::ca::AcmeRequestStats], out: &mut String) {
-    const NAME: &str = "twincert_acme_request_duration_seconds";
-    if stats.is_empty() {
-        return;
-    }
-    out.push_str(&format!("# TYPE {NAME} histogram\n"));
-    for r in stats {
-        let labels = format!("ca=\"{}\",status=\"{}\"", r.ca, r.status);
-        let mut cumulative = 0;
-        for (i, n) in r.buckets.iter().enumerate() {
-            cumulative += n;
-            let le = crate::ca::ACME_LATENCY_BUCKETS
-                .get(i)
-                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
-            out.push_str(&format!(
-                "{NAME}_bucket{{{labels},le=\"{le}\"}} {cumulative}\n"
-            ));
-        }
-        out.push_str(&format!("{NAME}_sum{{{labels}}} {}\n", r.seconds));
-        out.push_str(&format!("{NAME}_count{{{labels}}} {}\n", r.count));
-    }
 }

@@ -1,115 +1,20 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations
-//! (utoipa) and served at `/openapi.json`. Tests hold it, the router and
-//! the access table ([`super::ROUTES`]) to each other, so they cannot drift.
+//! The OpenAPI 3.1 document, assembled from the handlers' annotations and
+//! the response types that live beside them (utoipa), and served at
+//! `/openapi.json`. Nothing here is used by a handler: this module only
+//! collects. Tests hold the document, the router and the access table
+//! ([`super::ROUTES`]) to each other, so they cannot drift.
 
 use axum::Json;
-use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
+use super::emergency::{CompromiseResult, TrustResult};
+use super::problem::ProblemDoc;
 use super::views::{
     AriView, CaView, Delegation, ManualRecord, NameView, OrderView, RevocationView, SlotView,
 };
+use super::{CaList, CreatedToken, EventPage, NamePage, SwapResult, TokenList};
 use crate::store::{AuditEvent, TokenRecord};
-
-/// An RFC 7807 problem document, as every error is answered.
-#[derive(Serialize, ToSchema)]
-pub struct ProblemDoc {
-    /// Stable problem type URI.
-    pub r#type: String,
-    /// Short summary.
-    pub title: String,
-    /// HTTP status.
-    pub status: u16,
-    /// What exactly was wrong.
-    pub detail: String,
-}
-
-/// A page of names.
-#[derive(Serialize, ToSchema)]
-pub struct NamePage {
-    /// The names.
-    pub items: Vec<NameView>,
-    /// Opaque cursor of the next page, `null` on the last.
-    pub next_cursor: Option<String>,
-}
-
-/// A page of audit events.
-#[derive(Serialize, ToSchema)]
-pub struct EventPage {
-    /// The events, newest first.
-    pub items: Vec<AuditEvent>,
-    /// Opaque cursor of the next page, `null` on the last.
-    pub next_cursor: Option<String>,
-}
-
-/// All tokens.
-#[derive(Serialize, ToSchema)]
-pub struct TokenList {
-    /// The tokens (never their secrets).
-    pub items: Vec<TokenRecord>,
-}
-
-/// A token just created: the record plus its secret, shown once.
-#[derive(Serialize, ToSchema)]
-pub struct CreatedToken {
-    /// Row id.
-    pub id: String,
-    /// Name.
-    pub name: String,
-    /// Role.
-    pub role: crate::domain::Role,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds.
-    pub last_used_at: Option<i64>,
-    /// Unix seconds.
-    pub expires_at: Option<i64>,
-    /// The bearer secret.
-    pub token: String,
-}
-
-/// All configured CAs.
-#[derive(Serialize, ToSchema)]
-pub struct CaList {
-    /// The CAs.
-    pub items: Vec<CaView>,
-}
-
-/// The answer to distrust / trust.
-#[derive(Serialize, ToSchema)]
-pub struct TrustResult {
-    /// The CA.
-    pub id: String,
-    /// Its new state.
-    pub distrusted: bool,
-}
-
-/// The answer to a compromise report.
-#[derive(Serialize, ToSchema)]
-pub struct CompromiseResult {
-    /// The name.
-    pub name: String,
-    /// The compromised slot.
-    pub slot: crate::domain::Slot,
-    /// Whether the name swapped away from it.
-    pub swapped: bool,
-    /// `queued`.
-    pub revocation: String,
-    /// `queued`.
-    pub reissue: String,
-}
-
-/// The answer to a swap.
-#[derive(Serialize, ToSchema)]
-pub struct SwapResult {
-    /// The name.
-    pub name: String,
-    /// The now active slot.
-    pub active: crate::domain::Slot,
-    /// The operation record; the abandoned slot is re-provisioned under it.
-    pub operation_id: String,
-}
 
 struct BearerAuth;
 
@@ -142,7 +47,7 @@ impl Modify for BearerAuth {
         super::list_cas,
         super::emergency::distrust_ca,
         super::emergency::trust_ca,
-        super::metrics,
+        super::metrics::metrics,
         super::emergency::mass_swap,
         super::emergency::compromise,
         super::emergency::bulk_compromise,

@@ -18,12 +18,20 @@ pub struct Problem {
     detail: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    r#type: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
+// The body `Problem` serializes is this type, so the schema the OpenAPI
+// document shows cannot drift from what is sent. (Its doc line below is the
+// schema's description.)
+/// An RFC 7807 problem document, as every error is answered.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProblemDoc {
+    /// Stable problem type URI.
+    pub r#type: String,
+    /// Short summary.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What exactly was wrong.
+    pub detail: String,
 }
 
 impl Problem {
@@ -167,6 +175,18 @@ impl Problem {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The last segment of the problem `type` (`invalid-name`, …).
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &str {
+        self.kind
+    }
+
+    /// What exactly was wrong.
+    #[cfg(test)]
+    pub(crate) fn detail(&self) -> &str {
+        &self.detail
+    }
 }
 
 impl From<StoreError> for Problem {
@@ -184,11 +204,11 @@ impl From<StoreError> for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = Body {
+        let body = ProblemDoc {
             r#type: format!("https://twincert.dev/problems/{}", self.kind),
-            title: self.title,
+            title: self.title.to_string(),
             status: self.status.as_u16(),
-            detail: &self.detail,
+            detail: self.detail,
         };
         let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
         let mut rsp = (self.status, json).into_response();

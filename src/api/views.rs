@@ -1,6 +1,6 @@
-//! The JSON shapes of API v1 (see DESIGN.md "REST API v1"), built from
-//! store records. Never carries key material: certificates are described by
-//! their facts, and the private key id is skipped.
+//! The JSON shapes of API v1, built from store records. Never carries key
+//! material: certificates are described by their facts, and the private
+//! key id is skipped.
 
 use serde::Serialize;
 

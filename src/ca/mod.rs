@@ -26,7 +26,7 @@ pub use ari::AriWindow;
 
 use crate::config::CaConfig;
 
-pub use http::{ACME_LATENCY_BUCKETS, AcmeRequestStats, acme_request_metrics, with_retry_after};
+pub use http::{acme_request_metrics, with_retry_after};
 
 /// How the worker should treat a failed ACME step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

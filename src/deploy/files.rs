@@ -43,15 +43,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::config::FilesTarget;
 use crate::domain::DnsName;
-
-/// How many version directories per name are kept when not configured:
-/// enough to roll back by hand a few times, few enough not to pile up keys.
-pub const DEFAULT_KEEP_VERSIONS: usize = 5;
-
-/// How long a post-deploy command may run when not configured; a reload
-/// that takes longer is stuck.
-pub const DEFAULT_POST_DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a wildcard's leading `*` becomes in a directory name. `_` is not
 /// allowed in a [`DnsName`], so no real name maps to the same directory.
@@ -72,33 +65,6 @@ const SECRET_FILE: u32 = 0o600;
 const PRIVATE_DIR: u32 = 0o700;
 /// `live/`: only symlinks, the targets are protected.
 const PUBLIC_DIR: u32 = 0o755;
-
-/// Where and how one name's files are deployed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FilesTarget {
-    /// The root of the `archive/` and `live/` trees; created if missing.
-    pub dir: PathBuf,
-    /// Run after each deploy, as argv (no shell), e.g.
-    /// `["systemctl", "reload", "nginx"]`.
-    pub post_deploy_command: Option<Vec<String>>,
-    /// The command is killed after this long.
-    pub post_deploy_timeout: Duration,
-    /// Version directories kept per name (at least the current and the
-    /// replaced one are always kept).
-    pub keep_versions: usize,
-}
-
-impl FilesTarget {
-    /// A target at `dir` with no command and the default limits.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        FilesTarget {
-            dir: dir.into(),
-            post_deploy_command: None,
-            post_deploy_timeout: DEFAULT_POST_DEPLOY_TIMEOUT,
-            keep_versions: DEFAULT_KEEP_VERSIONS,
-        }
-    }
-}
 
 /// One certificate to deploy, with its key. `Debug` never shows the key.
 #[derive(Clone)]
@@ -1003,6 +969,9 @@ mod tests {
         assert!(deploys > 10, "only {deploys} deploys during the reads");
         assert_eq!(seen.len(), 2, "the reader saw both versions");
         assert!(seen.iter().all(|s| expected.contains(s)));
-        assert!(archive_dirs(tmp.path(), "example.com").len() <= DEFAULT_KEEP_VERSIONS + 1);
+        assert!(
+            archive_dirs(tmp.path(), "example.com").len()
+                <= crate::config::DEFAULT_KEEP_VERSIONS + 1
+        );
     }
 }

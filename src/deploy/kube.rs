@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::settings::{KubeSource, KubeTarget};
+use crate::config::{KubeSource, KubeTarget};
 
 /// Field manager named in every apply.
 pub const FIELD_MANAGER: &str = "twincert";

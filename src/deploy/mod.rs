@@ -1,8 +1,7 @@
 //! Deployment edges: putting an issued certificate where a TLS server reads
 //! it ([`files`], a Kubernetes Secret by server-side apply: [`kube`]),
-//! checking what a TLS endpoint actually serves ([`check`]), and the
-//! `[deploy]`, `[[destinations]]` and `[alerts]` configuration
-//! ([`settings`]).
+//! and checking what a TLS endpoint actually serves ([`check`]). Their
+//! settings (destinations, endpoint check timing) come from `config`.
 //!
 //! The writers and the check are leaves: they take plain values (PEM or
 //! DER, a directory, an endpoint) and return a result to record. Nothing
@@ -14,4 +13,3 @@
 pub mod check;
 pub mod files;
 pub mod kube;
-pub mod settings;

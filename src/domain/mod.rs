@@ -1,13 +1,25 @@
-//! The vocabulary of twincert: slots, key types, challenge kinds, states and
-//! validated names. Raw input and validated input are different types: a
-//! [`DnsName`] or a [`ManagedNameId`] can only exist once it passed the
-//! checks in [`names`], so code below the API never re-validates.
+//! The vocabulary of twincert: slots, key types, challenge kinds, states,
+//! validated names and the [`NewName`] built from them, IP networks
+//! ([`Cidr`]), mail addresses, and the ACME request statistics the CA
+//! client records and the API shows. Raw input and validated input are
+//! different types: a [`DnsName`] or a [`ManagedNameId`] can only exist
+//! once it passed the checks in `names`, so code below the API never
+//! re-validates.
 //!
-//! This module does no I/O and knows nothing about SQL or HTTP.
+//! This module does no I/O, knows nothing about SQL or HTTP, and imports no
+//! other module of the crate: everything else may use it.
 
+mod acme_requests;
+mod mail;
 mod names;
+mod net;
+mod new_name;
 
+pub use acme_requests::{ACME_LATENCY_BUCKETS, AcmeRequestStats};
+pub use mail::{MailAddressError, check_mail_address};
 pub use names::{DnsName, ManagedNameId, NameError};
+pub use net::Cidr;
+pub use new_name::NewName;
 
 use std::fmt;
 use std::str::FromStr;

@@ -5,7 +5,8 @@
 //! not with a [`NotifyError`] whose [`is_retryable`](NotifyError::is_retryable)
 //! tells the caller whether to try again later. Nothing here decides *what*
 //! to alert about or *when*; it reads neither the store nor the
-//! configuration file.
+//! configuration file (its settings, such as `config::SmtpConfig`, are
+//! handed in).
 
 pub mod smtp;
 pub mod webhook;

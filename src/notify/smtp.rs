@@ -12,7 +12,6 @@
 //! accept any certificate. The password never appears in `Debug` output.
 
 use std::fmt;
-use std::time::Duration;
 
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
@@ -21,55 +20,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::{Message, NotifyError, describe};
-
-/// How the connection to the SMTP server is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Security {
-    /// Plain SMTP: a local relay or a test sink only (credentials and
-    /// alerts travel in clear).
-    None,
-    /// Plain connection upgraded with STARTTLS, which is required (port 587).
-    StartTls,
-    /// TLS from the first byte (port 465).
-    Tls,
-}
-
-/// Where and as whom alert e-mail is sent.
-#[derive(Clone)]
-pub struct SmtpConfig {
-    /// The SMTP server's host name; also the name its certificate must have.
-    pub host: String,
-    /// The server's port (25, 465 or 587 usually).
-    pub port: u16,
-    /// How the connection is protected.
-    pub security: Security,
-    /// The login, when the server wants one (given with `password`).
-    pub username: Option<String>,
-    /// The password. Secret: never shown by `Debug`.
-    pub password: Option<String>,
-    /// The sender, `alerts@example.com` or `twincert <alerts@example.com>`.
-    pub from: String,
-    /// Limit on each network operation of a send.
-    pub timeout: Duration,
-    /// PEM certificates of a private CA that issued the server's
-    /// certificate, trusted in addition to the system's roots.
-    pub extra_root_pem: Option<String>,
-}
-
-impl fmt::Debug for SmtpConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmtpConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("security", &self.security)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("from", &self.from)
-            .field("timeout", &self.timeout)
-            .field("extra_root_pem", &self.extra_root_pem.is_some())
-            .finish()
-    }
-}
+use crate::config::{SmtpConfig, SmtpSecurity};
 
 /// Sends alert e-mail through one configured server.
 pub struct SmtpSender {
@@ -86,13 +37,6 @@ impl fmt::Debug for SmtpSender {
             .field("from", &self.from.to_string())
             .finish_non_exhaustive()
     }
-}
-
-/// Whether `address` is one mailbox the sender accepts
-/// (`ops@example.com` or `Ops <ops@example.com>`): the one check the
-/// configuration and the API apply before anything is sent.
-pub fn check_address(address: &str) -> Result<(), NotifyError> {
-    mailbox(address).map(|_| ())
 }
 
 fn mailbox(address: &str) -> Result<Mailbox, NotifyError> {
@@ -112,10 +56,10 @@ impl SmtpSender {
             AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.as_str())
                 .port(cfg.port)
                 .timeout(Some(cfg.timeout));
-        if cfg.security != Security::None {
+        if cfg.security != SmtpSecurity::None {
             let params = tls_parameters(&cfg.host, cfg.extra_root_pem.as_deref())?;
             builder = builder.tls(match cfg.security {
-                Security::StartTls => Tls::Required(params),
+                SmtpSecurity::StartTls => Tls::Required(params),
                 _ => Tls::Wrapper(params),
             });
         } else if cfg.extra_root_pem.is_some() {
@@ -201,13 +145,14 @@ mod tests {
     use super::*;
     use std::path::Path;
     use std::process::Stdio;
+    use std::time::Duration;
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     fn config() -> SmtpConfig {
         SmtpConfig {
             host: "127.0.0.1".into(),
             port: 2525,
-            security: Security::None,
+            security: SmtpSecurity::None,
             username: None,
             password: None,
             from: "twincert <alerts@example.com>".into(),
@@ -222,21 +167,6 @@ mod tests {
             body: "The primary certificate of example.com was not renewed.".into(),
             kind: "expiry".into(),
             fields: vec![("slot".into(), "primary".into())],
-        }
-    }
-
-    #[test]
-    fn one_mailbox_per_address() {
-        assert!(check_address("ops@example.com").is_ok());
-        assert!(check_address("Ops <ops@example.com>").is_ok());
-        for bad in [
-            "",
-            "ops",
-            "ops@",
-            "a@b.example, c@d.example",
-            "a b@example.com",
-        ] {
-            assert!(check_address(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -264,12 +194,12 @@ mod tests {
             (
                 "starttls with a private CA",
                 |c| {
-                    c.security = Security::StartTls;
+                    c.security = SmtpSecurity::StartTls;
                     c.extra_root_pem = Some(String::new());
                 },
                 true,
             ),
-            ("tls", |c| c.security = Security::Tls, true),
+            ("tls", |c| c.security = SmtpSecurity::Tls, true),
             ("bad sender", |c| c.from = "not an address".into(), false),
             (
                 "user without password",
@@ -284,7 +214,7 @@ mod tests {
             (
                 "garbage CA",
                 |c| {
-                    c.security = Security::Tls;
+                    c.security = SmtpSecurity::Tls;
                     c.extra_root_pem = Some("garbage".into());
                 },
                 false,

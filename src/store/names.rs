@@ -5,7 +5,7 @@
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Value};
 
-use crate::domain::{ChallengeKind, KeyType, Slot};
+use crate::domain::Slot;
 
 use super::StoreError;
 use super::audit::{AuditDetails, AuditEvent, insert_audit};
@@ -21,23 +21,7 @@ pub struct Names {
 }
 
 /// A name to create, already validated by the caller.
-#[derive(Debug, Clone)]
-pub struct NewName {
-    /// The managed name's id (its API path segment).
-    pub id: String,
-    /// The SANs, first is the common name.
-    pub domains: Vec<String>,
-    /// How control of the names is proven.
-    pub challenge: ChallengeKind,
-    /// Key algorithm for both slots.
-    pub key_type: KeyType,
-    /// CA of the primary slot.
-    pub primary_ca: String,
-    /// CA of the backup slot; differs from the primary's (SQL CHECK too).
-    pub backup_ca: String,
-    /// The DNS provider DNS-01 records must go through (else: by zone).
-    pub dns_provider: Option<String>,
-}
+pub use crate::domain::NewName;
 
 /// Copies a slot's current certificate facts onto its name (the *swap
 /// facts*: CA, SPKI, usable-until — `not_after`, or 0 once the certificate
@@ -108,12 +92,12 @@ impl Names {
              active_slot, created_at, updated_at, dns_provider) \
              VALUES ($1, $2, $3, $4, $5, $6, 'primary', $7, $7, $8) ON CONFLICT DO NOTHING",
                 vec![
-                    n.id.clone().into(),
+                    n.id.as_str().into(),
                     domains.into(),
                     n.challenge.as_str().into(),
                     n.key_type.as_str().into(),
-                    n.primary_ca.clone().into(),
-                    n.backup_ca.clone().into(),
+                    n.primary_ca.as_str().into(),
+                    n.backup_ca.as_str().into(),
                     now.into(),
                     n.dns_provider.clone().into(),
                 ],
@@ -127,14 +111,14 @@ impl Names {
                     tx,
                     "INSERT INTO slots (name_id, slot, ca_id, updated_at) VALUES ($1, $2, $3, $4)",
                     vec![
-                        n.id.clone().into(),
+                        n.id.as_str().into(),
                         slot.as_str().into(),
-                        ca.clone().into(),
+                        ca.as_str().into(),
                         now.into(),
                     ],
                 )
                 .await?;
-                insert_order(tx, &n.id, slot, ca, now).await?;
+                insert_order(tx, n.id.as_str(), slot, ca.as_str(), now).await?;
             }
             insert_audit(
                 tx,
@@ -142,13 +126,13 @@ impl Names {
                     at: now,
                     actor: actor.to_string(),
                     action: "name.create".into(),
-                    target: n.id.clone(),
+                    target: n.id.to_string(),
                     reason: None,
                     result: "ok".into(),
                     details: Some(
                         AuditDetails::NameCreated {
-                            primary_ca: n.primary_ca.clone(),
-                            backup_ca: n.backup_ca.clone(),
+                            primary_ca: n.primary_ca.to_string(),
+                            backup_ca: n.backup_ca.to_string(),
                         }
                         .json(),
                     ),

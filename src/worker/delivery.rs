@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::deploy::settings::{AlertsConfig, DeployConfig, Destination};
+use crate::config::{AlertsConfig, DeployConfig, Destination};
 use crate::notify::smtp::SmtpSender;
 
 /// Destinations, channels and their clients, built once.

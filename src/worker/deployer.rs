@@ -27,10 +27,10 @@ use super::backoff_secs;
 use super::delivery::Delivery;
 use super::singleton::Singleton;
 use crate::clock::Clock;
+use crate::config::Destination;
 use crate::deploy::check::{self, Endpoint, Expected, Outcome};
 use crate::deploy::files::{self, Material};
 use crate::deploy::kube::{self, SecretMaterial};
-use crate::deploy::settings::Destination;
 use crate::keys::seal::Sealer;
 use crate::store::{
     Alerts, CheckRecord, Deployments, DueDeployment, DueEndpoint, Keys, StoreError,

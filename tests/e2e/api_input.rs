@@ -82,6 +82,7 @@ impl Api {
             dns: twincert::api::DelegationPolicy::default(),
             wake_worker: None,
             destinations: Arc::new(vec![("files".into(), "files".into())]),
+            acme_requests: Arc::new(Vec::new),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

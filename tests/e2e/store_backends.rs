@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use twincert::domain::{ChallengeKind, KeyType, NameState, Slot, SlotState};
+use twincert::domain::{
+    CaId, ChallengeKind, DnsName, KeyType, ManagedNameId, NameState, Slot, SlotState,
+};
 use twincert::keys::seal::Sealed;
 use twincert::policy::swap::{Standby, SwapOutcome, swap_outcome};
 use twincert::policy::{self, SlotFacts};
@@ -15,12 +17,12 @@ use crate::harness::{fresh_pg_database, pg_url_or_skip};
 
 fn name(id: &str, primary: &str, backup: &str) -> NewName {
     NewName {
-        id: id.into(),
-        domains: vec![id.into()],
+        id: ManagedNameId::parse(id).expect("name id"),
+        domains: vec![DnsName::parse(id).expect("domain")],
         challenge: ChallengeKind::Http01,
         key_type: KeyType::EcdsaP256,
-        primary_ca: primary.into(),
-        backup_ca: backup.into(),
+        primary_ca: CaId(primary.into()),
+        backup_ca: CaId(backup.into()),
         dns_provider: None,
     }
 }

@@ -13,7 +13,7 @@ mod rfc2136;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use rfc2136::Rfc2136;
+pub use rfc2136::{DnsProviderConfig, Rfc2136};
 
 /// A failed provider call, worded for the operator; never contains a secret.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,6 +1,10 @@
 //! RFC 2136 dynamic updates signed with TSIG (RFC 8945), over TCP, with
 //! hickory-client. Works with BIND, Knot, PowerDNS and most self-hosted
 //! authoritative servers.
+//!
+//! The provider's settings ([`DnsProviderConfig`]) are defined here and
+//! filled by `config` from a `[[dns_providers]]` entry, so the provider
+//! does not depend on the configuration file's shape.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +20,36 @@ use hickory_client::proto::runtime::TokioRuntimeProvider;
 use hickory_client::proto::tcp::TcpClientStream;
 
 use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
-use crate::config::DnsProviderConfig;
+
+/// One DNS provider (RFC 2136 with TSIG) and the zones it may change, as
+/// the `[[dns_providers]]` configuration validated it.
+#[derive(Clone)]
+pub struct DnsProviderConfig {
+    /// Configured id.
+    pub id: String,
+    /// The primary server accepting updates.
+    pub server: SocketAddr,
+    /// Zones (apex names, lower case, no trailing dot).
+    pub zones: Vec<String>,
+    /// TSIG key name.
+    pub tsig_key_name: String,
+    /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+    pub tsig_algorithm: String,
+    /// The TSIG secret, base64 (never logged).
+    pub tsig_secret_b64: String,
+}
+
+impl std::fmt::Debug for DnsProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsProviderConfig")
+            .field("id", &self.id)
+            .field("server", &self.server)
+            .field("zones", &self.zones)
+            .field("tsig_key_name", &self.tsig_key_name)
+            .field("tsig_algorithm", &self.tsig_algorithm)
+            .finish_non_exhaustive()
+    }
+}
 
 /// An RFC 2136 server and the key to sign updates with.
 pub struct Rfc2136 {

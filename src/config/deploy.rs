@@ -1,9 +1,8 @@
-//! The `[deploy]`, `[[destinations]]` and `[alerts]` sections of the
-//! configuration file (issue 7): where certificates go, how often endpoints
-//! are checked, and who is told what. Destinations are configured here, not
-//! through the API, because they carry secrets (webhook HMAC keys, SMTP
-//! passwords) and paths on the worker's host; a name only refers to them by
-//! id.
+//! The `[deploy]` section and the `[[destinations]]` entries: where
+//! certificates go (files, a webhook, a Kubernetes Secret) and how often
+//! endpoints are checked. Destinations are configured here, not through the
+//! API, because they carry secrets (webhook HMAC keys) and paths on the
+//! worker's host; a name only refers to them by id.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,13 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::files::FilesTarget;
-use crate::config::{ConfigError, invalid, resolve};
-use crate::notify::smtp::{Security, SmtpConfig};
+use super::{ConfigError, invalid, read_secret, resolve};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawDeploy {
+pub(super) struct RawDeploy {
     check_interval_seconds: Option<u64>,
     recheck_failed_seconds: Option<u64>,
     check_timeout_seconds: Option<u64>,
@@ -27,7 +24,7 @@ pub(crate) struct RawDeploy {
 
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RawDestination {
+pub(super) struct RawDestination {
     id: String,
     kind: String,
     // files
@@ -49,30 +46,39 @@ pub(crate) struct RawDestination {
     kubeconfig: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawAlerts {
-    #[serde(default)]
-    emails: Vec<String>,
-    #[serde(default)]
-    webhooks: Vec<String>,
-    rate_limit_seconds: Option<u64>,
-    issuance_failing_hours: Option<f64>,
-    smtp: Option<RawSmtp>,
+/// How many version directories per name are kept when not configured:
+/// enough to roll back by hand a few times, few enough not to pile up keys.
+pub const DEFAULT_KEEP_VERSIONS: usize = 5;
+
+/// How long a post-deploy command may run when not configured; a reload
+/// that takes longer is stuck.
+pub const DEFAULT_POST_DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where and how one name's files are deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesTarget {
+    /// The root of the `archive/` and `live/` trees; created if missing.
+    pub dir: PathBuf,
+    /// Run after each deploy, as argv (no shell), e.g.
+    /// `["systemctl", "reload", "nginx"]`.
+    pub post_deploy_command: Option<Vec<String>>,
+    /// The command is killed after this long.
+    pub post_deploy_timeout: Duration,
+    /// Version directories kept per name (at least the current and the
+    /// replaced one are always kept).
+    pub keep_versions: usize,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSmtp {
-    host: String,
-    port: Option<u16>,
-    security: Option<String>,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
-    password_env: Option<String>,
-    from: String,
-    timeout_seconds: Option<u64>,
-    ca_file: Option<PathBuf>,
+impl FilesTarget {
+    /// A target at `dir` with no command and the default limits.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FilesTarget {
+            dir: dir.into(),
+            post_deploy_command: None,
+            post_deploy_timeout: DEFAULT_POST_DEPLOY_TIMEOUT,
+            keep_versions: DEFAULT_KEEP_VERSIONS,
+        }
+    }
 }
 
 /// A webhook destination: the chain (and the key only when asked) POSTed
@@ -162,46 +168,7 @@ pub struct DeployConfig {
     pub destinations: BTreeMap<String, Destination>,
 }
 
-/// `[alerts]`.
-#[derive(Debug, Clone)]
-pub struct AlertsConfig {
-    /// Certificate administrators: every alert goes to them.
-    pub emails: Vec<String>,
-    /// Slack-compatible incoming webhook URLs.
-    pub webhooks: Vec<String>,
-    /// An open alert raised again is repeated at most this often.
-    pub rate_limit_seconds: u64,
-    /// An order failing for longer than this raises `issuance_failing`.
-    pub issuance_failing_seconds: i64,
-    /// SMTP server, when mail is sent.
-    pub smtp: Option<SmtpConfig>,
-}
-
-fn read_secret(
-    key: &str,
-    file: Option<&Path>,
-    env: Option<&str>,
-    base: &Path,
-    credentials: bool,
-) -> Result<Option<String>, ConfigError> {
-    if !credentials {
-        return Ok(None);
-    }
-    if let Some(var) = env {
-        let v = std::env::var(var)
-            .map_err(|_| invalid(key, var, "the environment variable is not set"))?;
-        return Ok(Some(v.trim().to_string()));
-    }
-    if let Some(f) = file {
-        let path = resolve(base, f.to_path_buf());
-        let v = std::fs::read_to_string(&path)
-            .map_err(|e| invalid(key, path.display(), format!("cannot read: {e}")))?;
-        return Ok(Some(v.trim().to_string()));
-    }
-    Ok(None)
-}
-
-pub(crate) fn validate_deploy(
+pub(super) fn validate_deploy(
     raw: RawDeploy,
     dests: Vec<RawDestination>,
     base: &Path,
@@ -397,91 +364,5 @@ pub(crate) fn validate_deploy(
         check_delay_seconds,
         concurrency,
         destinations,
-    })
-}
-
-pub(crate) fn validate_alerts(
-    raw: RawAlerts,
-    base: &Path,
-    credentials: bool,
-) -> Result<AlertsConfig, ConfigError> {
-    for w in &raw.webhooks {
-        url::Url::parse(w).map_err(|e| invalid("alerts.webhooks", w, e.to_string()))?;
-    }
-    for e in &raw.emails {
-        if let Err(err) = crate::notify::smtp::check_address(e) {
-            return Err(invalid("alerts.emails", e, err.to_string()));
-        }
-    }
-    let smtp = match raw.smtp {
-        None => None,
-        Some(s) => {
-            let security = match s.security.as_deref().unwrap_or("starttls") {
-                "none" => Security::None,
-                "starttls" => Security::StartTls,
-                "tls" => Security::Tls,
-                other => {
-                    return Err(invalid(
-                        "alerts.smtp.security",
-                        other,
-                        "must be 'starttls', 'tls' or 'none'",
-                    ));
-                }
-            };
-            let port = s.port.unwrap_or(match security {
-                Security::Tls => 465,
-                Security::StartTls => 587,
-                Security::None => 25,
-            });
-            let password = read_secret(
-                "alerts.smtp.password_file",
-                s.password_file.as_deref(),
-                s.password_env.as_deref(),
-                base,
-                credentials,
-            )?;
-            let extra_root_pem = match s.ca_file.map(|f| resolve(base, f)) {
-                Some(f) => Some(std::fs::read_to_string(&f).map_err(|e| {
-                    invalid(
-                        "alerts.smtp.ca_file",
-                        f.display(),
-                        format!("cannot read: {e}"),
-                    )
-                })?),
-                None => None,
-            };
-            Some(SmtpConfig {
-                host: s.host,
-                port,
-                security,
-                username: s.username,
-                password,
-                from: s.from,
-                timeout: Duration::from_secs(s.timeout_seconds.unwrap_or(30).clamp(1, 300)),
-                extra_root_pem,
-            })
-        }
-    };
-    if smtp.is_none() && !raw.emails.is_empty() {
-        return Err(invalid(
-            "alerts.emails",
-            raw.emails.join(", "),
-            "mail needs [alerts.smtp]",
-        ));
-    }
-    let hours = raw.issuance_failing_hours.unwrap_or(24.0);
-    if !(hours > 0.0 && hours <= 24.0 * 90.0) {
-        return Err(invalid(
-            "alerts.issuance_failing_hours",
-            hours,
-            "must be above 0 and at most 2160",
-        ));
-    }
-    Ok(AlertsConfig {
-        emails: raw.emails,
-        webhooks: raw.webhooks,
-        rate_limit_seconds: raw.rate_limit_seconds.unwrap_or(3600).clamp(1, 7 * 86_400),
-        issuance_failing_seconds: (hours * 3600.0) as i64,
-        smtp,
     })
 }

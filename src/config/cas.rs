@@ -1,0 +1,285 @@
+//! The `[[cas]]` entries (a CA profile plus this deployment's directory
+//! URL, trust roots, account contact, External Account Binding and pacing)
+//! and the `[policy]` section (CA preference, renewal point, default key
+//! type). At least two CAs: every name gets certificates from two.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigError, invalid, resolve};
+use crate::domain::KeyType;
+use crate::providers::{self, CaProfile};
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCa {
+    id: String,
+    profile: String,
+    directory_url: Option<String>,
+    trust_roots_file: Option<PathBuf>,
+    root_group: Option<String>,
+    contact: Option<Vec<String>>,
+    eab_kid: Option<String>,
+    eab_hmac_file: Option<PathBuf>,
+    eab_hmac: Option<String>,
+    orders_per_hour: Option<u32>,
+    concurrency: Option<u32>,
+    crl_urls: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    ca_preference: Option<Vec<String>>,
+    renew_at_fraction: Option<f64>,
+    default_key_type: Option<KeyType>,
+}
+
+/// One CA twincert orders from: a profile plus this deployment's overrides.
+#[derive(Clone)]
+pub struct CaConfig {
+    /// Configured id (unique; what the API shows and names refer to).
+    pub id: String,
+    /// The profile it is based on.
+    pub profile: CaProfile,
+    /// Effective directory URL.
+    pub directory_url: String,
+    /// Extra PEM roots to trust for this CA's HTTPS (local CAs).
+    pub trust_roots_pem: Option<String>,
+    /// Effective root group (see [`CaProfile::root_group`]).
+    pub root_group: String,
+    /// Account contact URLs (`mailto:`).
+    pub contact: Vec<String>,
+    /// External Account Binding: key id and the base64url HMAC key.
+    pub eab: Option<(String, String)>,
+    /// Effective pacing.
+    pub orders_per_hour: u32,
+    /// Effective concurrency.
+    pub concurrency: u32,
+    /// CRLs to check besides those named in the certificates (CAs whose
+    /// certificates carry no CRL distribution point, e.g. Let's Encrypt's
+    /// sharded CRLs listed in CCADB).
+    pub crl_urls: Vec<String>,
+}
+
+impl std::fmt::Debug for CaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaConfig")
+            .field("id", &self.id)
+            .field("profile", &self.profile.id)
+            .field("directory_url", &self.directory_url)
+            .field("root_group", &self.root_group)
+            .field("eab_kid", &self.eab.as_ref().map(|(kid, _)| kid))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[policy]`, validated against the configured CAs.
+pub(super) struct Policy {
+    pub ca_preference: Vec<String>,
+    pub renew_at_fraction: f64,
+    pub default_key_type: KeyType,
+}
+
+/// The CAs by id, each with its profile resolved; refuses fewer than two.
+pub(super) fn validate_cas(
+    raw: &[RawCa],
+    providers_dir: Option<PathBuf>,
+    base: &Path,
+    credentials: bool,
+) -> Result<BTreeMap<String, CaConfig>, ConfigError> {
+    let profiles = providers::load(providers_dir.map(|p| resolve(base, p)).as_deref())?;
+    let mut cas = BTreeMap::new();
+    for (i, ca) in raw.iter().enumerate() {
+        let key = |k: &str| format!("cas[{i}].{k}");
+        if crate::domain::ManagedNameId::parse(&ca.id).is_err() {
+            return Err(invalid(
+                &key("id"),
+                &ca.id,
+                "must be lower-case letters, digits, '.', '_' or '-'",
+            ));
+        }
+        if cas.contains_key(&ca.id) {
+            return Err(invalid(&key("id"), &ca.id, "is used by two CA entries"));
+        }
+        let profile = profiles.get(&ca.profile).cloned().ok_or_else(|| {
+            invalid(
+                &key("profile"),
+                &ca.profile,
+                format!(
+                    "no such profile; known: {}",
+                    profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        let directory_url = ca
+            .directory_url
+            .clone()
+            .unwrap_or_else(|| profile.directory_url.clone());
+        match url::Url::parse(&directory_url) {
+            Ok(u) if u.scheme() == "https" => {}
+            _ => {
+                return Err(invalid(
+                    &key("directory_url"),
+                    &directory_url,
+                    "must be an https:// URL (RFC 8555 §6.1)",
+                ));
+            }
+        }
+        let trust_roots_pem = match &ca.trust_roots_file {
+            Some(p) => {
+                let p = resolve(base, p.clone());
+                let pem = std::fs::read_to_string(&p).map_err(|e| {
+                    invalid(
+                        &key("trust_roots_file"),
+                        p.display(),
+                        format!("cannot read: {e}"),
+                    )
+                })?;
+                if !pem.contains("BEGIN CERTIFICATE") {
+                    return Err(invalid(
+                        &key("trust_roots_file"),
+                        p.display(),
+                        "contains no PEM certificate",
+                    ));
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let hmac = match (&ca.eab_hmac, &ca.eab_hmac_file) {
+            (Some(h), _) => Some(h.trim().to_string()),
+            (None, Some(_)) if !credentials => Some(String::new()),
+            (None, Some(p)) => {
+                let p = resolve(base, p.clone());
+                Some(
+                    std::fs::read_to_string(&p)
+                        .map_err(|e| {
+                            invalid(
+                                &key("eab_hmac_file"),
+                                p.display(),
+                                format!("cannot read: {e}"),
+                            )
+                        })?
+                        .trim()
+                        .to_string(),
+                )
+            }
+            (None, None) => None,
+        };
+        let eab = match (&ca.eab_kid, hmac) {
+            (Some(kid), Some(hmac)) => Some((kid.clone(), hmac)),
+            (None, None) => None,
+            (Some(kid), None) => {
+                return Err(invalid(
+                    &key("eab_kid"),
+                    kid,
+                    "needs eab_hmac_file (or TWINCERT_CA_<ID>_EAB_HMAC)",
+                ));
+            }
+            (None, Some(_)) => return Err(invalid(&key("eab_hmac"), "(secret)", "needs eab_kid")),
+        };
+        if profile.eab_required && eab.is_none() {
+            return Err(invalid(
+                &key("eab_kid"),
+                "(missing)",
+                format!("profile '{}' requires External Account Binding", profile.id),
+            ));
+        }
+        for c in ca.contact.iter().flatten() {
+            if !c.starts_with("mailto:") {
+                return Err(invalid(&key("contact"), c, "contacts must be mailto: URLs"));
+            }
+        }
+        let orders_per_hour = ca
+            .orders_per_hour
+            .unwrap_or(profile.rate_limits.orders_per_hour);
+        let concurrency = ca.concurrency.unwrap_or(profile.rate_limits.concurrency);
+        if orders_per_hour == 0 || concurrency == 0 {
+            return Err(invalid(
+                &key("orders_per_hour"),
+                orders_per_hour,
+                "pacing values must be at least 1",
+            ));
+        }
+        let crl_urls = ca.crl_urls.clone().unwrap_or_default();
+        for u in &crl_urls {
+            match url::Url::parse(u) {
+                Ok(p) if p.scheme() == "http" || p.scheme() == "https" => {}
+                _ => {
+                    return Err(invalid(
+                        &key("crl_urls"),
+                        u,
+                        "must be an http:// or https:// URL",
+                    ));
+                }
+            }
+        }
+        cas.insert(
+            ca.id.clone(),
+            CaConfig {
+                crl_urls,
+                id: ca.id.clone(),
+                root_group: ca
+                    .root_group
+                    .clone()
+                    .unwrap_or_else(|| profile.root_group.clone()),
+                directory_url,
+                trust_roots_pem,
+                contact: ca.contact.clone().unwrap_or_default(),
+                eab,
+                orders_per_hour,
+                concurrency,
+                profile,
+            },
+        );
+    }
+    if cas.len() < 2 {
+        return Err(invalid(
+            "cas",
+            format!("{} entries", cas.len()),
+            "at least two CAs are needed: every name gets certificates from two different CAs",
+        ));
+    }
+    Ok(cas)
+}
+
+/// `[policy]`; the preference defaults to the order of the `[[cas]]`
+/// entries.
+pub(super) fn validate_policy(
+    raw: RawPolicy,
+    raw_cas: &[RawCa],
+    cas: &BTreeMap<String, CaConfig>,
+) -> Result<Policy, ConfigError> {
+    let ca_preference = raw
+        .ca_preference
+        .unwrap_or_else(|| raw_cas.iter().map(|c| c.id.clone()).collect());
+    let mut seen = BTreeSet::new();
+    for id in &ca_preference {
+        if !cas.contains_key(id) {
+            return Err(invalid(
+                "policy.ca_preference",
+                id,
+                "is not a configured CA id",
+            ));
+        }
+        if !seen.insert(id) {
+            return Err(invalid("policy.ca_preference", id, "is listed twice"));
+        }
+    }
+    let renew_at_fraction = raw.renew_at_fraction.unwrap_or(2.0 / 3.0);
+    if !(0.05..=0.95).contains(&renew_at_fraction) {
+        return Err(invalid(
+            "policy.renew_at_fraction",
+            renew_at_fraction,
+            "must be between 0.05 and 0.95",
+        ));
+    }
+    Ok(Policy {
+        ca_preference,
+        renew_at_fraction,
+        default_key_type: raw.default_key_type.unwrap_or_default(),
+    })
+}

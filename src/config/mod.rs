@@ -1,0 +1,431 @@
+//! Configuration: one TOML file plus `TWINCERT_*` environment overrides,
+//! validated once at start-up into [`Config`]. Every error names the key and
+//! the value that is wrong. Secrets (master key, admin token, EAB HMACs) are
+//! read from files or the environment and are never echoed in errors.
+//!
+//! Environment overrides: `TWINCERT_<SECTION>_<KEY>` sets `[section] key`
+//! (e.g. `TWINCERT_STORE_URL`, `TWINCERT_WORKER_CONCURRENCY`), and
+//! `TWINCERT_CA_<ID>_<KEY>` sets a key of the CA with that id (id upper-cased,
+//! `-` written `_`, e.g. `TWINCERT_CA_PEBBLE_A_DIRECTORY_URL`).
+//! `TWINCERT_MASTER_KEY` and `TWINCERT_ADMIN_TOKEN` carry secrets directly.
+//!
+//! One source file per part of the configuration file, each turning its
+//! raw sections into the validated settings the roles read: `server` (the
+//! process's own `[server]`, `[store]`, `[secrets]` and `[logging]`), `cas`
+//! (`[[cas]]` and `[policy]`), `worker`, `dns` (`[dns]` and
+//! `[[dns_providers]]`), `revocation`, `deploy` (`[deploy]` and
+//! `[[destinations]]`) and `alerts`; `env` applies the environment
+//! overrides before any of them runs.
+//!
+//! Invariant: this module sits below the roles. It imports only `domain`
+//! and `providers` (a DNS provider's settings type is the provider's own);
+//! `api`, `worker`, `deploy`, `notify` and the others read their settings
+//! from here, never the other way round.
+
+mod alerts;
+mod cas;
+mod deploy;
+mod dns;
+mod env;
+mod revocation;
+mod server;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::domain::{Cidr, KeyType};
+use crate::providers;
+
+pub use crate::providers::dns::DnsProviderConfig;
+pub use alerts::{AlertsConfig, SmtpConfig, SmtpSecurity};
+pub use cas::CaConfig;
+pub use deploy::{
+    DEFAULT_KEEP_VERSIONS, DEFAULT_POST_DEPLOY_TIMEOUT, DeployConfig, Destination, FilesTarget,
+    KubeSource, KubeTarget, WebhookTarget,
+};
+pub use dns::DnsConfig;
+pub use revocation::{IncidentPolicy, RevocationConfig, RevokedActivePolicy};
+pub use worker::WorkerConfig;
+
+/// A configuration problem, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// TOML syntax or a type mismatch (the message names the key).
+    #[error("config: {0}")]
+    Parse(String),
+    /// A value is present but not acceptable.
+    #[error("config: {key} = {value}: {reason}")]
+    Invalid {
+        /// Dotted key path.
+        key: String,
+        /// The offending value (never a secret).
+        value: String,
+        /// Why it is not acceptable.
+        reason: String,
+    },
+    /// A CA profile file is broken.
+    #[error(transparent)]
+    Profile(#[from] providers::ProfileError),
+}
+
+/// The error for a present but unacceptable value (never pass a secret as
+/// `value`).
+fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: server::RawServer,
+    #[serde(default)]
+    store: server::RawStore,
+    #[serde(default)]
+    secrets: server::RawSecrets,
+    #[serde(default)]
+    worker: worker::RawWorker,
+    #[serde(default)]
+    policy: cas::RawPolicy,
+    #[serde(default)]
+    logging: server::RawLogging,
+    providers_dir: Option<PathBuf>,
+    #[serde(default)]
+    cas: Vec<cas::RawCa>,
+    #[serde(default)]
+    dns: dns::RawDns,
+    #[serde(default)]
+    dns_providers: Vec<dns::RawDnsProvider>,
+    #[serde(default)]
+    revocation: revocation::RawRevocation,
+    #[serde(default)]
+    deploy: deploy::RawDeploy,
+    #[serde(default)]
+    destinations: Vec<deploy::RawDestination>,
+    #[serde(default)]
+    alerts: alerts::RawAlerts,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the REST API listens.
+    pub api_listen: SocketAddr,
+    /// Where the HTTP-01 responder listens (port 80 in production).
+    pub http01_listen: SocketAddr,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: usize,
+    /// Longest an API request may take before it is answered 503.
+    pub request_timeout_seconds: u64,
+    /// Client networks allowed to call the API (empty: everyone).
+    pub allow_cidrs: Vec<Cidr>,
+    /// PEM certificate chain and key for HTTPS on the API listener.
+    pub api_tls: Option<(PathBuf, PathBuf)>,
+    /// `sqlite://…` or `postgres://…`.
+    pub store_url: String,
+    /// Master key file (when not given by `TWINCERT_MASTER_KEY`).
+    pub master_key_file: Option<PathBuf>,
+    /// Admin token file (when not given by `TWINCERT_ADMIN_TOKEN`).
+    pub admin_token_file: Option<PathBuf>,
+    /// Demo mode: generate a master key and admin token into `local_dir`.
+    pub local_mode: bool,
+    /// Where local mode keeps its generated secrets.
+    pub local_dir: PathBuf,
+    /// Worker tuning.
+    pub worker: WorkerConfig,
+    /// CA ids in order of preference for new names.
+    pub ca_preference: Vec<String>,
+    /// Renew when this fraction of a certificate's lifetime has passed.
+    pub renew_at_fraction: f64,
+    /// Key type of names that do not say.
+    pub default_key_type: KeyType,
+    /// `text` or `json`.
+    pub log_json: bool,
+    /// `tracing` filter directive.
+    pub log_level: String,
+    /// The configured CAs by id.
+    pub cas: BTreeMap<String, CaConfig>,
+    /// DNS lookups for DNS-01.
+    pub dns: DnsConfig,
+    /// DNS providers by id.
+    pub dns_providers: BTreeMap<String, DnsProviderConfig>,
+    /// Revocation checks, ARI, incidents, expiry alerts.
+    pub revocation: RevocationConfig,
+    /// Deployment destinations and endpoint checks.
+    pub deploy: DeployConfig,
+    /// Who is told about alerts, and how.
+    pub alerts: AlertsConfig,
+}
+
+impl Config {
+    /// Like [`Config::load`], but without reading the CA and DNS
+    /// credentials (EAB HMAC keys, TSIG secrets): for processes that never
+    /// talk to a CA or a DNS server (`serve --role api`, `migrate`), so
+    /// those secrets can stay with the workers. The EAB key id is kept;
+    /// the secrets read as empty and must not be used.
+    pub fn load_without_credentials(path: &Path) -> Result<Config, ConfigError> {
+        Config::read(path, false)
+    }
+
+    /// Reads `path`, applies the process environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::read(path, true)
+    }
+
+    fn read(path: &Path, credentials: bool) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let raw = parse_raw(&text, &env)?;
+        validate(raw, path.parent().unwrap_or(Path::new(".")), credentials)
+    }
+
+    /// Parses `text`, applies `env` overrides, validates. Relative paths are
+    /// resolved against `base`.
+    pub fn from_toml(
+        text: &str,
+        env: &[(String, String)],
+        base: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let raw = parse_raw(text, env)?;
+        validate(raw, base.unwrap_or(Path::new(".")), true)
+    }
+}
+
+fn parse_raw(text: &str, env: &[(String, String)]) -> Result<RawConfig, ConfigError> {
+    let mut doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+    env::apply_env(&mut doc, env)?;
+    toml::Value::Table(doc)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
+}
+
+/// `p` relative to the config file's directory unless absolute.
+fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() { p } else { base.join(p) }
+}
+
+fn read_secret(
+    key: &str,
+    file: Option<&Path>,
+    env: Option<&str>,
+    base: &Path,
+    credentials: bool,
+) -> Result<Option<String>, ConfigError> {
+    if !credentials {
+        return Ok(None);
+    }
+    if let Some(var) = env {
+        let v = std::env::var(var)
+            .map_err(|_| invalid(key, var, "the environment variable is not set"))?;
+        return Ok(Some(v.trim().to_string()));
+    }
+    if let Some(f) = file {
+        let path = resolve(base, f.to_path_buf());
+        let v = std::fs::read_to_string(&path)
+            .map_err(|e| invalid(key, path.display(), format!("cannot read: {e}")))?;
+        return Ok(Some(v.trim().to_string()));
+    }
+    Ok(None)
+}
+
+/// Validates the sections one after the other, always in this order, so a
+/// file with several mistakes reports the same one first every time.
+fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, ConfigError> {
+    let server = server::validate_server(raw.server, base)?;
+    let store_url = server::validate_store_url(raw.store)?;
+    let cas = cas::validate_cas(&raw.cas, raw.providers_dir, base, credentials)?;
+    let policy = cas::validate_policy(raw.policy, &raw.cas, &cas)?;
+    let worker = worker::validate_worker(raw.worker)?;
+    let logging = server::validate_logging(raw.logging)?;
+    let dns = dns::validate_dns(raw.dns)?;
+    let dns_providers = dns::validate_dns_providers(&raw.dns_providers, base, credentials)?;
+    let secrets = server::validate_secrets(raw.secrets, base);
+    Ok(Config {
+        api_listen: server.api_listen,
+        http01_listen: server.http01_listen,
+        max_body_bytes: server.max_body_bytes,
+        request_timeout_seconds: server.request_timeout_seconds,
+        allow_cidrs: server.allow_cidrs,
+        api_tls: server.api_tls,
+        store_url,
+        master_key_file: secrets.master_key_file,
+        admin_token_file: secrets.admin_token_file,
+        local_mode: secrets.local_mode,
+        local_dir: secrets.local_dir,
+        worker,
+        ca_preference: policy.ca_preference,
+        renew_at_fraction: policy.renew_at_fraction,
+        default_key_type: policy.default_key_type,
+        log_json: logging.json,
+        log_level: logging.level,
+        cas,
+        dns,
+        dns_providers,
+        revocation: revocation::validate_revocation(raw.revocation)?,
+        deploy: deploy::validate_deploy(raw.deploy, raw.destinations, base, credentials)?,
+        alerts: alerts::validate_alerts(raw.alerts, base, credentials)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[store]
+url = "sqlite://x.db"
+[[cas]]
+id = "a"
+profile = "pebble"
+directory_url = "https://127.0.0.1:14000/dir"
+[[cas]]
+id = "b"
+profile = "pebble"
+root_group = "other"
+"#;
+
+    #[test]
+    fn api_processes_and_migrations_need_no_ca_or_dns_secrets() {
+        let text = r#"
+[store]
+url = "sqlite://x.db"
+[[cas]]
+id = "gts"
+profile = "google"
+eab_kid = "kid-1"
+eab_hmac_file = "/nonexistent/eab"
+[[cas]]
+id = "b"
+profile = "pebble"
+directory_url = "https://127.0.0.1:14000/dir"
+[[dns_providers]]
+id = "bind"
+kind = "rfc2136"
+server = "127.0.0.1:53"
+zones = ["example.test"]
+tsig_key_name = "k"
+tsig_secret_file = "/nonexistent/tsig"
+"#;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("twincert.toml");
+        std::fs::write(&path, text).expect("write");
+        // A worker must read them, and says which one is missing.
+        let err = Config::load(&path)
+            .expect_err("secrets missing")
+            .to_string();
+        assert!(err.contains("eab_hmac_file"), "{err}");
+        // An API process or a migration does not read them.
+        let cfg = Config::load_without_credentials(&path).expect("loads");
+        let gts = &cfg.cas["gts"];
+        assert_eq!(gts.eab.as_ref().map(|(kid, _)| kid.as_str()), Some("kid-1"));
+        assert_eq!(cfg.dns_providers["bind"].tsig_secret_b64, "");
+    }
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_toml(text, &env, None)
+    }
+
+    #[test]
+    fn defaults_and_env_overrides() {
+        let c = load(
+            BASE,
+            &[
+                ("TWINCERT_WORKER_CONCURRENCY", "7"),
+                ("TWINCERT_STORE_URL", "postgres://u@h/db"),
+                ("TWINCERT_CA_B_DIRECTORY_URL", "https://127.0.0.1:15000/dir"),
+                ("PATH", "/bin"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.worker.concurrency, 7);
+        assert_eq!(c.store_url, "postgres://u@h/db");
+        assert_eq!(c.cas["b"].directory_url, "https://127.0.0.1:15000/dir");
+        assert_eq!(c.ca_preference, ["a", "b"]);
+        assert!((c.renew_at_fraction - 2.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)] // a table of named cases reads best inline
+    fn errors_name_the_key_and_value() {
+        let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+            (
+                BASE.replace(
+                    "profile = \"pebble\"\ndirectory",
+                    "profile = \"nope\"\ndirectory",
+                ),
+                vec![],
+                "cas[0].profile = nope",
+            ),
+            (
+                BASE.to_string(),
+                vec![("TWINCERT_WORKER_CONCURRENCY", "0")],
+                "worker.concurrency = 0",
+            ),
+            (
+                BASE.to_string(),
+                vec![("TWINCERT_SERVER_API_LISTEN", "nowhere")],
+                "server.api_listen",
+            ),
+            (
+                BASE.to_string(),
+                vec![("TWINCERT_BOGUS_X", "1")],
+                "TWINCERT_BOGUS_X",
+            ),
+            (
+                BASE.to_string(),
+                vec![("TWINCERT_CA_Z_DIRECTORY_URL", "https://x")],
+                "TWINCERT_CA_Z_DIRECTORY_URL",
+            ),
+            (
+                format!("{BASE}\n[policy]\nca_preference = [\"a\", \"c\"]\n"),
+                vec![],
+                "policy.ca_preference = c",
+            ),
+            (
+                BASE.replace("https://127.0.0.1:14000/dir", "http://127.0.0.1/dir"),
+                vec![],
+                "https://",
+            ),
+            (format!("{BASE}\nbogus = 1\n"), vec![], "bogus"),
+            (
+                "[[cas]]\nid = \"a\"\nprofile = \"pebble\"\n".to_string(),
+                vec![],
+                "at least two CAs",
+            ),
+            (
+                format!("{BASE}\n[[cas]]\nid = \"z\"\nprofile = \"zerossl\"\n"),
+                vec![],
+                "External Account Binding",
+            ),
+        ];
+        for (text, env, want) in cases {
+            let e = load(&text, &env).expect_err(want).to_string();
+            assert!(e.contains(want), "want '{want}' in: {e}");
+        }
+    }
+}
