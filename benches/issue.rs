@@ -2,7 +2,7 @@
 //! end, both against the same two local Pebble CAs (loopback only).
 //!
 //! ```text
-//! cargo bench --bench issue -- --names N --concurrency C
+//! cargo bench --bench issue -- --names N --concurrency C [--store-url postgres://…/empty_db]
 //! ```
 //!
 //! Each run issues 2N certificates (a primary from CA a and a backup from
@@ -91,6 +91,10 @@ struct Args {
     swap_names: Vec<u64>,
 }
 
+/// `--store-url postgres://…`: the store of twincert's run (an empty
+/// database), instead of a new SQLite file — to compare the backends.
+static STORE_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn parse_args() -> Args {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
     // binary without it, and then a small smoke run is enough to prove the
@@ -125,6 +129,13 @@ fn parse_args() -> Args {
                 "http-01" => args.dns01 = false,
                 other => panic!("--challenge {other}: expected http-01 or dns-01"),
             }
+            continue;
+        }
+        if flag == "--store-url" {
+            let value = inline
+                .or_else(|| it.next())
+                .unwrap_or_else(|| panic!("--store-url needs a value"));
+            let _ = STORE_URL.set(value);
             continue;
         }
         if flag == "--swap-names" {
@@ -676,7 +687,11 @@ async fn twincert_run_with(
     let dir = tempfile::Builder::new()
         .prefix("twincert-bench-")
         .tempdir()?;
-    let store_url = format!("sqlite://{}/bench.db", dir.path().display());
+    let store_url = STORE_URL
+        .get()
+        .cloned()
+        .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.path().display()));
+    println!("  store: {}", store_url.split('@').next_back().unwrap_or("?"));
     let cfg = Config::from_toml(&twincert_config(cas, &store_url, concurrency), &[], None)?;
     let store = Store::connect(&cfg.store_url).await?;
     store.migrate().await?;

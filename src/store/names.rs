@@ -35,11 +35,14 @@ pub(super) async fn refresh_swap_facts<C: ConnectionTrait>(
 ) -> Result<(), StoreError> {
     // PostgreSQL: lock the name first, so the UPDATE below (a new statement,
     // a new snapshot) reads the slots as committed after any concurrent
-    // change to the same name, never an older certificate's facts.
+    // change to the same name, never an older certificate's facts. `FOR NO
+    // KEY UPDATE`, the lock the UPDATE takes anyway: `FOR UPDATE` conflicts
+    // with the key-share lock a certificate row's foreign key holds on the
+    // name, so two slots completing at once deadlocked.
     if c.get_database_backend() == DbBackend::Postgres {
         exec(
             c,
-            "SELECT id FROM names WHERE id = $1 FOR UPDATE",
+            "SELECT id FROM names WHERE id = $1 FOR NO KEY UPDATE",
             vec![name_id.into()],
         )
         .await?;
