@@ -691,7 +691,10 @@ async fn twincert_run_with(
         .get()
         .cloned()
         .unwrap_or_else(|| format!("sqlite://{}/bench.db", dir.path().display()));
-    println!("  store: {}", store_url.split('@').next_back().unwrap_or("?"));
+    println!(
+        "  store: {}",
+        store_url.split('@').next_back().unwrap_or("?")
+    );
     let cfg = Config::from_toml(&twincert_config(cas, &store_url, concurrency), &[], None)?;
     let store = Store::connect(&cfg.store_url).await?;
     store.migrate().await?;

@@ -229,6 +229,18 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
     let store = open_store(&cfg.store_url).await?;
     info!(backend = store.backend_name(), "store ready");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if _sqlite_lock.is_some() {
+        // The lock file proves no other process uses this database: leases
+        // left by a killed process are nobody's, so their orders resume now
+        // rather than when the leases would have run out.
+        let n = store.leases().release_all_leases(clock.now()).await?;
+        if n > 0 {
+            info!(
+                orders = n,
+                "orders left in flight by a stopped process resume now"
+            );
+        }
+    }
     let timeout = Duration::from_secs(cfg.worker.acme_timeout_seconds);
     let cas: BTreeMap<String, Arc<CaClient>> = cfg
         .cas

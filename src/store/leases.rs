@@ -92,6 +92,20 @@ impl Leases {
         Ok(())
     }
 
+    /// Gives back every leased order, whoever held it: only for a process
+    /// that provably holds the database alone (SQLite under its lock file),
+    /// at start, so orders a killed process had in flight resume at once
+    /// instead of after their lease. Returns how many.
+    pub async fn release_all_leases(&self, now: i64) -> Result<u64, StoreError> {
+        exec(
+            &self.db,
+            "UPDATE orders SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+             next_attempt_at = $1, updated_at = $1 WHERE state = 'processing'",
+            vec![now.into()],
+        )
+        .await
+    }
+
     /// Gives back every order `owner` still leases (graceful shutdown): each
     /// becomes due at once for any replica instead of waiting for its lease
     /// to expire. The owner's later writes to them are refused (they check

@@ -856,3 +856,34 @@ async fn delete_with_revoke_revokes_both_certificates() {
         }
     }
 }
+
+/// On SQLite the lock file proves that no other process holds the orders'
+/// leases: after `kill -9` and a restart, the orders that were in flight
+/// resume at once, not after `worker.lease_seconds` (120 s here, the
+/// default).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_on_sqlite_resumes_orders_in_flight_at_once() {
+    let cas = TwoCas::start(0).await;
+    let url = sqlite_url(cas.dir());
+    let mut opts = ServerOptions::new(url.clone());
+    opts.lease_seconds = 120;
+    opts.env = vec![("TWINCERT_FAILPOINT".into(), "after_order_url".into())];
+    let mut server = Server::start(&cas, opts).await;
+    let (status, body) = server.create(json!({"name": "r.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    server
+        .wait_for("r.example.test", 30, |v| {
+            v["primary"]["order"]["acme_orders"] == 1 && v["backup"]["order"]["acme_orders"] == 1
+        })
+        .await;
+    let restarted = std::time::Instant::now();
+    server.restart(Vec::new()).await; // SIGKILL, then start without the failpoint
+    let after = server.wait_ready("r.example.test", 20).await;
+    let resumed = restarted.elapsed();
+    assert!(after["primary"]["serial"].is_string());
+    println!("restart to both certificates: {resumed:?}");
+    assert!(
+        resumed < std::time::Duration::from_secs(10),
+        "resumed after {resumed:?}; the leases of the killed process were waited out"
+    );
+}
