@@ -163,8 +163,12 @@ pub async fn open_store(url: &str) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// A unique id for this process in leases: host, pid, random suffix.
-fn worker_id() -> String {
+/// A unique id for this process in leases: `<replica_id>#<random>` when
+/// the replica has a stable name, else host, pid and a random suffix.
+fn worker_id(replica_id: Option<&str>) -> String {
+    if let Some(id) = replica_id {
+        return format!("{id}#{}", &crate::store::new_id()[..8]);
+    }
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
     format!(
         "{host}:{}:{}",
@@ -229,6 +233,16 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
     let store = open_store(&cfg.store_url).await?;
     info!(backend = store.backend_name(), "store ready");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let owner = worker_id(cfg.worker.replica_id.as_deref());
+    if let Some(replica) = &cfg.worker.replica_id {
+        let n = store
+            .leases()
+            .take_back_leases(replica, &owner, clock.now())
+            .await?;
+        if n > 0 {
+            info!(orders = n, replica = %replica, "orders leased by this replica's previous run resume now");
+        }
+    }
     if _sqlite_lock.is_some() {
         // The lock file proves no other process uses this database: leases
         // left by a killed process are nobody's, so their orders resume now
@@ -265,7 +279,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
         clock.clone(),
         cfg.worker.clone(),
         cfg.renew_at_fraction,
-        worker_id(),
+        owner,
     );
     let delivery = crate::worker::Delivery::new(cfg.deploy.clone(), cfg.alerts.clone())
         .map_err(|e| anyhow::anyhow!("deployment/alert channels: {e}"))?;

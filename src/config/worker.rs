@@ -15,6 +15,7 @@ pub(super) struct RawWorker {
     min_backoff_seconds: Option<u64>,
     max_backoff_seconds: Option<u64>,
     acme_timeout_seconds: Option<u64>,
+    replica_id: Option<String>,
 }
 
 /// Worker tuning.
@@ -34,6 +35,10 @@ pub struct WorkerConfig {
     pub max_backoff_seconds: u64,
     /// How long one attempt may wait on the CA (polling included).
     pub acme_timeout_seconds: u64,
+    /// A stable name of this replica across restarts (e.g. the pod name):
+    /// at start it takes back at once the leases its previous incarnation
+    /// held, instead of waiting them out. Unique among live replicas.
+    pub replica_id: Option<String>,
 }
 
 /// `[worker]` with its defaults, refusing values that cannot work.
@@ -46,7 +51,20 @@ pub(super) fn validate_worker(w: RawWorker) -> Result<WorkerConfig, ConfigError>
         min_backoff_seconds: w.min_backoff_seconds.unwrap_or(2),
         max_backoff_seconds: w.max_backoff_seconds.unwrap_or(3600),
         acme_timeout_seconds: w.acme_timeout_seconds.unwrap_or(90),
+        replica_id: w.replica_id.filter(|s| !s.is_empty()),
     };
+    if let Some(id) = &worker.replica_id
+        && (id.len() > 253
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(invalid(
+            "worker.replica_id",
+            id,
+            "must be 1 to 253 letters, digits, '.', '-' or '_' (e.g. the pod name)",
+        ));
+    }
     if !(1..=4096).contains(&worker.concurrency) {
         return Err(invalid(
             "worker.concurrency",

@@ -106,6 +106,36 @@ impl Leases {
         .await
     }
 
+    /// Gives back the order leases and singleton leases held by earlier
+    /// incarnations of replica `replica` (owners `"<replica>#…"`) other
+    /// than `owner` (this one), at start: nobody else uses that name, so
+    /// its orders resume at once. Their old holder, should it still run,
+    /// is fenced as always: its writes name the old owner and are refused.
+    /// Returns how many orders.
+    pub async fn take_back_leases(
+        &self,
+        replica: &str,
+        owner: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let prefix = format!("{replica}#");
+        let len = i32::try_from(prefix.len()).unwrap_or(i32::MAX);
+        exec(
+            &self.db,
+            "DELETE FROM singleton_leases WHERE substr(owner, 1, $2) = $1 AND owner <> $3",
+            vec![prefix.clone().into(), len.into(), owner.into()],
+        )
+        .await?;
+        exec(
+            &self.db,
+            "UPDATE orders SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
+             next_attempt_at = $4, updated_at = $4 WHERE state = 'processing' \
+             AND substr(lease_owner, 1, $2) = $1 AND lease_owner <> $3",
+            vec![prefix.into(), len.into(), owner.into(), now.into()],
+        )
+        .await
+    }
+
     /// Gives back every order `owner` still leases (graceful shutdown): each
     /// becomes due at once for any replica instead of waiting for its lease
     /// to expire. The owner's later writes to them are refused (they check

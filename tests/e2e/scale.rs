@@ -544,3 +544,49 @@ async fn concurrent_completions_on_postgres_never_deadlock() {
         "PostgreSQL counted deadlocks in the issuance database"
     );
 }
+
+/// On PostgreSQL a replica with a stable name (`[worker] replica_id`, the
+/// pod name on Kubernetes) takes back at start the leases of its previous
+/// run: after `kill -9` and a restart its orders in flight resume at once,
+/// not after `worker.lease_seconds` (120 s here).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_with_a_stable_name_resumes_its_orders_at_once_after_a_restart() {
+    let Some(base) = pg_url_or_skip("a_replica_with_a_stable_name_resumes_its_orders") else {
+        return;
+    };
+    let cas = TwoCas::start(0).await;
+    let url = fresh_pg_database(&base).await;
+    let mut opts = ServerOptions::new(url);
+    opts.lease_seconds = 120;
+    opts.env = vec![
+        ("TWINCERT_FAILPOINT".into(), "after_order_url".into()),
+        (
+            "TWINCERT_WORKER_REPLICA_ID".into(),
+            "twincert-worker-0".into(),
+        ),
+    ];
+    let mut server = Server::start(&cas, opts).await;
+    let (status, body) = server.create(json!({"name": "p.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    server
+        .wait_for("p.example.test", 30, |v| {
+            v["primary"]["order"]["acme_orders"] == 1 && v["backup"]["order"]["acme_orders"] == 1
+        })
+        .await;
+    let restarted = Instant::now();
+    // SIGKILL, then the same replica name without the failpoint.
+    server
+        .restart(vec![(
+            "TWINCERT_WORKER_REPLICA_ID".into(),
+            "twincert-worker-0".into(),
+        )])
+        .await;
+    server.wait_ready("p.example.test", 20).await;
+    let resumed = restarted.elapsed();
+    println!("restart to both certificates on PostgreSQL: {resumed:?}");
+    assert!(
+        resumed < Duration::from_secs(10),
+        "resumed after {resumed:?}: the previous run's leases were waited out"
+    );
+    assert!(server.log().contains("previous run resume now"));
+}
