@@ -136,7 +136,7 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 END=$(date +%s.%N)
-python3 - "$NAME_JSON" "$API" "$TOKEN_FILE" "$(python3 -c "print(round($END-$START,2))")" <<'PY'
+python3 - "$NAME_JSON" "$API" "$TOKEN_FILE" "$(python3 -c "print(round($END-$START,2))")" "${KEEP_RUNNING:-}" <<'PY'
 import json, sys
 n = json.loads(sys.argv[1]); api = sys.argv[2]
 print(f"\nname {n['name']} ({', '.join(n['domains'])}) is {n['state']} after {sys.argv[4]} s; active slot: {n['active']}")
@@ -148,8 +148,10 @@ for slot in ("primary", "backup"):
     print(f"          SPKI sha256 {s['spki_sha256']}")
     print(f"          valid {s['not_before']} .. {s['not_after']}")
     if s.get('last_error'): print(f"          last error: {s['last_error']}")
-    print(f"          PEM: curl -H 'Authorization: Bearer $(cat {sys.argv[3]})' -H 'Accept: application/pem-certificate-chain' {api}/v1/names/{n['name']}/certificates/{slot}")
+    print(f"          PEM: curl -H \"Authorization: Bearer $(cat {sys.argv[3]})\" -H 'Accept: application/pem-certificate-chain' {api}/v1/names/{n['name']}/certificates/{slot}")
 print(f"\nAPI base URL: {api}   admin token: {sys.argv[3]}")
+if not sys.argv[5]:
+    print("(the servers stop when this script ends; run it with KEEP_RUNNING=1 to keep them up and use the commands above)")
 PY
 [ "$STATE" = ready ] || { echo "demo name did not become ready; see $DIR/twincert.log" >&2; exit 1; }
 if [ -n "${KEEP_RUNNING:-}" ]; then echo "servers left running (pids ${PIDS[*]})"; fi
