@@ -4,7 +4,7 @@
 //! Variables that carry secrets or select the process's mode are not
 //! overrides and are left alone.
 
-use super::{ConfigError, invalid};
+use super::{ConfigError, SECTIONS, SUBTABLES, invalid};
 
 /// Environment variables that are not `[section] key` overrides.
 const RESERVED_ENV: &[&str] = &[
@@ -16,17 +16,6 @@ const RESERVED_ENV: &[&str] = &[
     "TWINCERT_FAILPOINT",
     "TWINCERT_LOG",
     "TWINCERT_ROLE",
-];
-
-const SECTIONS: &[&str] = &[
-    "server",
-    "store",
-    "secrets",
-    "worker",
-    "policy",
-    "logging",
-    "dns",
-    "revocation",
 ];
 
 fn env_value(text: &str) -> toml::Value {
@@ -43,10 +32,13 @@ fn env_value(text: &str) -> toml::Value {
     }
 }
 
+/// Applies the overrides in `env`; returns which key each variable set
+/// (`(key, variable)`), so an error about that key can name the variable.
 pub(super) fn apply_env(
     doc: &mut toml::Table,
     env: &[(String, String)],
-) -> Result<(), ConfigError> {
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut set = Vec::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("TWINCERT_") else {
             continue;
@@ -73,6 +65,7 @@ pub(super) fn apply_env(
                     } else {
                         env_value(value)
                     };
+                    set.push((key.clone(), name.clone()));
                     table.insert(key, v);
                     applied = true;
                     break;
@@ -96,18 +89,32 @@ pub(super) fn apply_env(
                 name,
                 "…",
                 format!(
-                    "unknown override; expected TWINCERT_<SECTION>_<KEY> with SECTION one of {}",
+                    "unknown override (an environment variable); expected \
+                     TWINCERT_<SECTION>_<KEY> with SECTION one of {}, or TWINCERT_CA_<ID>_<KEY>",
                     SECTIONS.join(", ")
                 ),
             ));
         };
-        let key = lower[section.len() + 1..].to_string();
+        let mut key = lower[section.len() + 1..].to_string();
         let table = doc
             .entry(section.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let Some(table) = table.as_table_mut() else {
+        let Some(mut table) = table.as_table_mut() else {
             return Err(invalid(section, "…", "must be a table"));
         };
+        if let Some((_, sub)) = SUBTABLES
+            .iter()
+            .find(|(s, sub)| s == section && key.starts_with(&format!("{sub}_")))
+        {
+            key = key[sub.len() + 1..].to_string();
+            let inner = table
+                .entry(sub.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(inner) = inner.as_table_mut() else {
+                return Err(invalid(&format!("{section}.{sub}"), "…", "must be a table"));
+            };
+            table = inner;
+        }
         let v = if key == "ca_preference" {
             toml::Value::Array(
                 value
@@ -124,7 +131,20 @@ pub(super) fn apply_env(
         } else {
             env_value(value)
         };
+        set.push((key.clone(), name.clone()));
         table.insert(key, v);
     }
-    Ok(())
+    Ok(set)
+}
+
+/// A parse error about a key an environment variable set says so: a
+/// misspelt `TWINCERT_DEPLOY_CONCURENCY` is reported as coming from the
+/// environment, not from the file.
+pub(super) fn attribute(message: String, set: &[(String, String)]) -> String {
+    for (key, var) in set {
+        if message.contains(&format!("`{key}`")) {
+            return format!("{message} (set by the environment variable {var})");
+        }
+    }
+    message
 }

@@ -90,6 +90,32 @@ fn invalid(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) 
     }
 }
 
+/// The `[section]` tables of the file — every one `TWINCERT_<SECTION>_<KEY>`
+/// can override. A unit test holds it to [`RawConfig`]'s fields, so a new
+/// section cannot be left out.
+const SECTIONS: &[&str] = &[
+    "server",
+    "store",
+    "secrets",
+    "worker",
+    "policy",
+    "logging",
+    "dns",
+    "revocation",
+    "deploy",
+    "alerts",
+];
+
+/// Tables inside a section: `TWINCERT_ALERTS_SMTP_HOST` sets `[alerts.smtp]
+/// host`.
+const SUBTABLES: &[(&str, &str)] = &[("alerts", "smtp")];
+
+/// The top-level keys that are not `[section]` tables: arrays of tables
+/// (`[[cas]]` has its own `TWINCERT_CA_<ID>_<KEY>` overrides) and plain
+/// keys.
+#[cfg(test)]
+const NOT_SECTIONS: &[&str] = &["providers_dir", "cas", "dns_providers", "destinations"];
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -214,10 +240,10 @@ fn parse_raw(text: &str, env: &[(String, String)]) -> Result<RawConfig, ConfigEr
     let mut doc: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
-    env::apply_env(&mut doc, env)?;
+    let set = env::apply_env(&mut doc, env)?;
     toml::Value::Table(doc)
         .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))
+        .map_err(|e: toml::de::Error| ConfigError::Parse(env::attribute(e.to_string(), &set)))
 }
 
 /// `p` relative to the config file's directory unless absolute.
@@ -348,6 +374,55 @@ tsig_secret_file = "/nonexistent/tsig"
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_toml(text, &env, None)
+    }
+
+    #[test]
+    fn every_table_of_the_file_is_a_section_the_environment_can_override() {
+        // serde names every field it expects when it meets an unknown one.
+        let err = parse_raw("no_such_section = 1", &[])
+            .expect_err("unknown key")
+            .to_string();
+        let expected = err
+            .split("expected one of ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("serde's message changed: {err}"));
+        let fields: std::collections::BTreeSet<&str> =
+            expected.split('`').skip(1).step_by(2).collect();
+        let listed: std::collections::BTreeSet<&str> =
+            SECTIONS.iter().chain(NOT_SECTIONS).copied().collect();
+        assert_eq!(fields, listed, "config::SECTIONS must list every [section]");
+    }
+
+    #[test]
+    fn deploy_alerts_and_smtp_come_from_the_environment_and_typos_say_so() {
+        let c = load(
+            BASE,
+            &[
+                ("TWINCERT_DEPLOY_CONCURRENCY", "8"),
+                ("TWINCERT_ALERTS_RATE_LIMIT_SECONDS", "60"),
+                ("TWINCERT_ALERTS_SMTP_HOST", "mail.example.test"),
+                ("TWINCERT_ALERTS_SMTP_FROM", "twincert@example.test"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(c.deploy.concurrency, 8);
+        assert_eq!(c.alerts.rate_limit_seconds, 60);
+        assert_eq!(
+            c.alerts.smtp.as_ref().map(|s| s.host.as_str()),
+            Some("mail.example.test")
+        );
+        let err = load(BASE, &[("TWINCERT_DEPLOY_CONCURENCY", "8")])
+            .expect_err("misspelt")
+            .to_string();
+        assert!(
+            err.contains("concurency")
+                && err.contains("environment variable TWINCERT_DEPLOY_CONCURENCY"),
+            "{err}"
+        );
+        let err = load(BASE, &[("TWINCERT_DEPLOYS_CONCURRENCY", "8")])
+            .expect_err("unknown section")
+            .to_string();
+        assert!(err.contains("environment variable"), "{err}");
     }
 
     #[test]

@@ -887,3 +887,34 @@ async fn a_restart_on_sqlite_resumes_orders_in_flight_at_once() {
         "resumed after {resumed:?}; the leases of the killed process were waited out"
     );
 }
+
+/// Every documented section takes `TWINCERT_<SECTION>_<KEY>` overrides —
+/// deployment and alert settings (SMTP included) too, so they can come
+/// from a Kubernetes Secret as environment — and a misspelt variable's
+/// error says it came from the environment.
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_and_alert_settings_come_from_the_environment() {
+    let cas = TwoCas::start(0).await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    opts.env = vec![
+        ("TWINCERT_DEPLOY_CONCURRENCY".into(), "8".into()),
+        ("TWINCERT_ALERTS_RATE_LIMIT_SECONDS".into(), "60".into()),
+    ];
+    let server = Server::start(&cas, opts).await;
+    let (status, body) = server.create(json!({"name": "env.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    server.wait_ready("env.example.test", 60).await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+        .args(["migrate", "--config"])
+        .arg(server.config_path())
+        .env("TWINCERT_DEPLOY_CONCURENCY", "8")
+        .output()
+        .expect("run twincert migrate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a misspelt override is refused");
+    assert!(
+        err.contains("environment variable TWINCERT_DEPLOY_CONCURENCY"),
+        "{err}"
+    );
+}
