@@ -95,9 +95,8 @@ impl Deployer {
     /// One deployment pass and one check pass (the lease is the caller's:
     /// the supervisor's loop, or a benchmark driving the deployer alone).
     pub async fn pass(self: Arc<Self>) -> Result<(), StoreError> {
-        let d = self.delivery.clone();
-        let deployed = self.clone().deploy_pass(&d).await;
-        let checked = self.check_pass_endpoints(&d).await;
+        let deployed = self.clone().deploy_pass().await;
+        let checked = self.check_pass_endpoints().await;
         deployed.and(checked)
     }
 
@@ -107,16 +106,17 @@ impl Deployer {
     }
 
     /// Writes every due deployment, `concurrency` at once.
-    async fn deploy_pass(self: Arc<Self>, d: &Arc<Delivery>) -> Result<(), StoreError> {
+    async fn deploy_pass(self: Arc<Self>) -> Result<(), StoreError> {
+        let concurrency = self.delivery.cfg.concurrency;
         loop {
             let due = self
                 .deployments
                 .due_deployments(self.clock.now(), PAGE)
                 .await?;
             let full = due.len() as u64 == PAGE;
-            bounded(due, d.cfg.concurrency, |job| {
-                let (w, d) = (self.clone(), d.clone());
-                async move { w.deploy_one(&d, job).await }
+            bounded(due, concurrency, |job| {
+                let w = self.clone();
+                async move { w.deploy_one(job).await }
             })
             .await;
             if !full || !self.renew_deploy_lease().await? {
@@ -125,14 +125,15 @@ impl Deployer {
         }
     }
 
-    async fn deploy_one(&self, d: &Delivery, job: DueDeployment) {
+    async fn deploy_one(&self, job: DueDeployment) {
+        let d = &self.delivery;
         let subject = format!("{} {}", job.name_id, job.destination);
         let result = match d.cfg.destinations.get(&job.destination) {
             None => Err(format!(
                 "destination '{}' is not configured on this worker",
                 job.destination
             )),
-            Some(dest) => self.write_destination(d, dest, &job).await,
+            Some(dest) => self.write_destination(dest, &job).await,
         };
         let now = self.clock.now();
         match result {
@@ -224,10 +225,10 @@ impl Deployer {
     /// the error (never the key).
     async fn write_destination(
         &self,
-        d: &Delivery,
         dest: &Destination,
         job: &DueDeployment,
     ) -> Result<serde_json::Value, String> {
+        let d = &self.delivery;
         let key_pem = self.key_pem(&job.private_key_id).await?;
         let (leaf_pem, chain_pem) = split_chain(&job.chain_pem);
         match dest {
@@ -314,18 +315,19 @@ impl Deployer {
     }
 
     /// Checks every due endpoint, then settles the names' deployments.
-    async fn check_pass_endpoints(self: Arc<Self>, d: &Arc<Delivery>) -> Result<(), StoreError> {
+    async fn check_pass_endpoints(self: Arc<Self>) -> Result<(), StoreError> {
+        let concurrency = self.delivery.cfg.concurrency;
         loop {
             let due = self
                 .deployments
                 .due_endpoints(self.clock.now(), PAGE)
                 .await?;
             let full = due.len() as u64 == PAGE;
-            let checked = bounded(due, d.cfg.concurrency, |ep| {
-                let (w, d) = (self.clone(), d.clone());
+            let checked = bounded(due, concurrency, |ep| {
+                let w = self.clone();
                 async move {
                     let name = ep.name_id.clone();
-                    w.check_one(&d, ep).await;
+                    w.check_one(ep).await;
                     name
                 }
             })
@@ -340,7 +342,8 @@ impl Deployer {
         }
     }
 
-    async fn check_one(&self, d: &Delivery, ep: DueEndpoint) {
+    async fn check_one(&self, ep: DueEndpoint) {
+        let d = &self.delivery;
         let spec = &ep.spec;
         let endpoint = format!("{}:{}", spec.host, spec.port);
         let subject = endpoint_subject(&ep.name_id, spec);

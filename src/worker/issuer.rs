@@ -23,8 +23,8 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::accounts::Accounts;
-use super::backoff_secs;
 use super::planner::Planner;
+use super::{SupervisorBuilder, backoff_secs};
 use crate::ca::{AcmeError, AcmeErrorKind, CaClient, Http01Publisher, Progress};
 use crate::certs;
 use crate::clock::Clock;
@@ -62,22 +62,6 @@ pub struct Issuer {
     ari: bool,
     failpoint: Option<String>,
     planner: Planner,
-}
-
-/// What the issuer is built from (the supervisor's shared parts).
-pub(super) struct IssuerParts {
-    pub(super) cas: BTreeMap<String, Arc<CaClient>>,
-    pub(super) sealer: Arc<Sealer>,
-    pub(super) clock: Arc<dyn Clock>,
-    pub(super) cfg: WorkerConfig,
-    pub(super) renew_fraction: f64,
-    pub(super) owner: String,
-    pub(super) accounts: Arc<Accounts>,
-    pub(super) wake: Arc<Notify>,
-    pub(super) answers: Arc<Http01Answers>,
-    pub(super) dns01: Arc<Dns01Challenges>,
-    pub(super) ari: bool,
-    pub(super) planner: Planner,
 }
 
 /// Why one attempt failed, and how to go on.
@@ -200,8 +184,17 @@ fn answers_of(tasks: &[crate::ca::Dns01Task]) -> Vec<Answer> {
 }
 
 impl Issuer {
-    pub(super) fn new(store: &crate::store::Store, p: IssuerParts) -> Issuer {
-        let ca_permits = p
+    /// The issuer of `b`'s settings, with the parts it shares with the
+    /// other controllers.
+    pub(super) fn new(
+        b: &SupervisorBuilder,
+        accounts: Arc<Accounts>,
+        wake: Arc<Notify>,
+        answers: Arc<Http01Answers>,
+        dns01: Arc<Dns01Challenges>,
+        planner: Planner,
+    ) -> Issuer {
+        let ca_permits = b
             .cas
             .iter()
             .map(|(id, c)| {
@@ -212,26 +205,26 @@ impl Issuer {
             })
             .collect();
         Issuer {
-            orders: store.orders().clone(),
-            leases: store.leases().clone(),
-            keys: store.keys().clone(),
-            pacing: store.pacing().clone(),
-            names: store.names().clone(),
-            cas: p.cas,
-            sealer: p.sealer,
-            clock: p.clock,
-            cfg: p.cfg,
-            renew_fraction: p.renew_fraction,
-            owner: p.owner,
-            accounts: p.accounts,
+            orders: b.store.orders().clone(),
+            leases: b.store.leases().clone(),
+            keys: b.store.keys().clone(),
+            pacing: b.store.pacing().clone(),
+            names: b.store.names().clone(),
+            cas: b.cas.clone(),
+            sealer: b.sealer.clone(),
+            clock: b.clock.clone(),
+            cfg: b.cfg.clone(),
+            renew_fraction: b.renew_fraction,
+            owner: b.owner.clone(),
+            accounts,
             ca_permits,
-            wake: p.wake,
-            answers: p.answers,
-            dns01: p.dns01,
-            ari: p.ari,
+            wake,
+            answers,
+            dns01,
+            ari: b.revocation.ari,
             // Test hook for crash-safety tests; see `process`.
             failpoint: std::env::var("TWINCERT_FAILPOINT").ok(),
-            planner: p.planner,
+            planner,
         }
     }
 

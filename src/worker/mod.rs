@@ -50,8 +50,6 @@ use crate::validation::Http01Answers;
 use crate::validation::dns::Dns01Solver;
 use crate::validation::dns01::Dns01Challenges;
 
-pub use crate::validation::dns01::MANUAL_PROVIDER;
-
 /// Seconds until the next attempt after `attempts` failures: exponential
 /// (factor 2) from `min` with jitter (backon adds up to one more delay),
 /// capped at `max`, and never before a CA's Retry-After.
@@ -137,21 +135,12 @@ impl SupervisorBuilder {
         );
         let poll = Duration::from_millis(self.cfg.poll_interval_ms);
         let issuer = Arc::new(Issuer::new(
-            s,
-            issuer::IssuerParts {
-                cas: self.cas.clone(),
-                sealer: self.sealer.clone(),
-                clock: self.clock.clone(),
-                cfg: self.cfg.clone(),
-                renew_fraction: self.renew_fraction,
-                owner: self.owner.clone(),
-                accounts,
-                wake: wake.clone(),
-                answers: answers.clone(),
-                dns01,
-                ari: self.revocation.ari,
-                planner,
-            },
+            &self,
+            accounts,
+            wake.clone(),
+            answers.clone(),
+            dns01,
+            planner,
         ));
         let revocation_enabled = self.revocation.enabled;
         let status = Arc::new(StatusChecker::new(

@@ -67,7 +67,7 @@ impl Notifier {
             due
         };
         if scan {
-            if let Err(e) = self.issuance_failing_alerts(d).await {
+            if let Err(e) = self.issuance_failing_alerts().await {
                 warn!(error = %e, "issuance alert scan failed");
             }
             if !d.has_channel() {
@@ -79,13 +79,14 @@ impl Notifier {
                 }
             }
         }
-        if let Err(e) = self.notify_pass(d).await {
+        if let Err(e) = self.notify_pass().await {
             warn!(error = %e, "notification pass failed");
         }
     }
 
     /// `issuance_failing` for orders failing longer than configured.
-    async fn issuance_failing_alerts(&self, d: &Delivery) -> Result<(), StoreError> {
+    async fn issuance_failing_alerts(&self) -> Result<(), StoreError> {
+        let d = &self.delivery;
         let now = self.clock.now();
         let failing = self
             .orders
@@ -128,7 +129,8 @@ impl Notifier {
     /// webhook. An alert no channel delivered is tried again a minute
     /// later; one-shot alerts (an executed swap, a confirmation) are
     /// closed once told — at once when no channel is configured.
-    async fn notify_pass(&self, d: &Delivery) -> Result<(), StoreError> {
+    async fn notify_pass(&self) -> Result<(), StoreError> {
+        let d = &self.delivery;
         if !d.has_channel() {
             return Ok(());
         }
