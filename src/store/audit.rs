@@ -129,14 +129,12 @@ pub enum AuditDetails {
         /// How many names it covers.
         names: u64,
     },
-    /// Structured facts (evidence, counts) of reactions and incidents.
-    Facts(serde_json::Value),
 }
 
 impl AuditDetails {
     /// The JSON text stored in `audit_events.details`.
     pub fn json(&self) -> String {
-        // Plain strings, numbers and JSON values: serializing cannot fail.
+        // Plain strings, numbers and booleans: serializing cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
 }

@@ -8,6 +8,11 @@ use super::StoreError;
 use super::rows::OrderJob;
 use super::sql::{all, exec, get};
 
+/// Makes leased orders due at `$1` for any replica; callers add which
+/// leases (`AND …`).
+const HAND_BACK: &str = "UPDATE orders SET state = 'pending', lease_owner = NULL, \
+     lease_expires_at = NULL, next_attempt_at = $1, updated_at = $1 WHERE state = 'processing'";
+
 /// Order leases and singleton leases.
 #[derive(Clone)]
 pub struct Leases {
@@ -92,18 +97,14 @@ impl Leases {
         Ok(())
     }
 
-    /// Gives back every leased order, whoever held it: only for a process
-    /// that provably holds the database alone (SQLite under its lock file),
-    /// at start, so orders a killed process had in flight resume at once
-    /// instead of after their lease. Returns how many.
+    /// Gives back every lease, whoever held it — order leases and
+    /// singleton leases: only for a process that provably holds the
+    /// database alone (SQLite under its lock file), at start, so what a
+    /// killed process had in flight resumes at once instead of after its
+    /// lease. Returns how many orders.
     pub async fn release_all_leases(&self, now: i64) -> Result<u64, StoreError> {
-        exec(
-            &self.db,
-            "UPDATE orders SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
-             next_attempt_at = $1, updated_at = $1 WHERE state = 'processing'",
-            vec![now.into()],
-        )
-        .await
+        exec(&self.db, "DELETE FROM singleton_leases", vec![]).await?;
+        exec(&self.db, HAND_BACK, vec![now.into()]).await
     }
 
     /// Gives back the order leases and singleton leases held by earlier
@@ -128,10 +129,8 @@ impl Leases {
         .await?;
         exec(
             &self.db,
-            "UPDATE orders SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
-             next_attempt_at = $4, updated_at = $4 WHERE state = 'processing' \
-             AND substr(lease_owner, 1, $2) = $1 AND lease_owner <> $3",
-            vec![prefix.into(), len.into(), owner.into(), now.into()],
+            &format!("{HAND_BACK} AND substr(lease_owner, 1, $3) = $2 AND lease_owner <> $4"),
+            vec![now.into(), prefix.into(), len.into(), owner.into()],
         )
         .await
     }
@@ -144,13 +143,12 @@ impl Leases {
     pub async fn release_leases(&self, owner: &str, now: i64) -> Result<u64, StoreError> {
         exec(
             &self.db,
-            "UPDATE orders SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, \
-             next_attempt_at = $2, updated_at = $2 \
-             WHERE lease_owner = $1 AND state = 'processing'",
-            vec![owner.into(), now.into()],
+            &format!("{HAND_BACK} AND lease_owner = $2"),
+            vec![now.into(), owner.into()],
         )
         .await
     }
+
     // ----- singleton leases ------------------------------------------------
 
     /// Takes or keeps the lease `name` for `owner` until `now + ttl`;

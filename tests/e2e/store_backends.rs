@@ -367,6 +367,21 @@ async fn contract(store: Store) {
     let events = store.audit().events(10).await.expect("audit");
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["name.delete", "name.create", "name.create"]);
+
+    // Singleton leases a stopped process left: its next run (same replica
+    // name) takes them back; a process alone on the database drops all.
+    let leases = store.leases();
+    let hold = |owner: &'static str| leases.singleton_lease("deploy", owner, t0, 300);
+    assert!(hold("r1#old").await.expect("take"));
+    assert!(!hold("r1#new").await.expect("held by the old run"));
+    leases
+        .take_back_leases("r1", "r1#new", t0)
+        .await
+        .expect("take back");
+    assert!(hold("r1#new").await.expect("taken back"));
+    assert!(!hold("r2#x").await.expect("held by r1"));
+    leases.release_all_leases(t0).await.expect("release all");
+    assert!(hold("r2#x").await.expect("free after release_all_leases"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
