@@ -229,7 +229,7 @@ pub fn lock_sqlite(store_url: &str) -> anyhow::Result<Option<std::fs::File>> {
 /// Runs the server until a shutdown signal.
 pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
     let secrets = load_secrets(&cfg)?;
-    let _sqlite_lock = lock_sqlite(&cfg.store_url)?;
+    let sqlite_lock = lock_sqlite(&cfg.store_url)?;
     let store = open_store(&cfg.store_url).await?;
     info!(backend = store.backend_name(), "store ready");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -243,7 +243,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
             info!(orders = n, replica = %replica, "orders leased by this replica's previous run resume now");
         }
     }
-    if _sqlite_lock.is_some() {
+    if sqlite_lock.is_some() {
         // The lock file proves no other process uses this database: leases
         // left by a killed process are nobody's, so their orders resume now
         // rather than when the leases would have run out.
