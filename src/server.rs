@@ -287,7 +287,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
     let worker = Arc::new(
         worker
             .with_delivery(delivery)
-            .with_policy(ca_choices(&cfg))
+            .with_policy(ca_choices(&cfg), cfg.reprovision_same_ca_after_seconds)
             .with_revocation(cfg.revocation.clone())
             .with_dns01(Arc::new(crate::validation::dns::Dns01Solver::new(
                 dns_providers,
@@ -320,6 +320,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
         store: store.clone(),
         clock,
         cas: Arc::new(ca_choices(&cfg)),
+        same_ca_hold_off: cfg.reprovision_same_ca_after_seconds,
         ca_views: Arc::new(
             cfg.cas
                 .values()

@@ -26,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0008RevocationIntelligence),
             Box::new(M0009LeaseAge),
             Box::new(M0010Deploy),
+            Box::new(M0011Redundancy),
         ]
     }
 }
@@ -669,6 +670,48 @@ impl MigrationTrait for M0010Deploy {
              ALTER TABLE alerts DROP COLUMN notify_after; ALTER TABLE alerts DROP COLUMN notified_at; \
              DROP TABLE notifications; \
              DROP TABLE endpoints; DROP TABLE deployments",
+        )
+        .await
+    }
+}
+
+/// Redundancy after emergencies (issue 20): per slot, the operation that
+/// superseded its certificate (a swap away from its CA, a distrust, a
+/// compromise), kept until a new certificate replaces it — the name has no
+/// real standby meanwhile, however valid the old certificate still is; and
+/// per order, why it holds back before its first attempt (re-issuing from
+/// the CA swapped away from waits out `reprovision_same_ca_after_seconds`).
+pub struct M0011Redundancy;
+
+impl MigrationName for M0011Redundancy {
+    fn name(&self) -> &str {
+        "m0011_redundancy"
+    }
+}
+
+const REDUNDANCY: &str = r#"
+ALTER TABLE names ADD COLUMN primary_superseded_by TEXT;
+ALTER TABLE names ADD COLUMN backup_superseded_by TEXT;
+CREATE INDEX names_primary_superseded ON names (primary_superseded_by)
+    WHERE primary_superseded_by IS NOT NULL;
+CREATE INDEX names_backup_superseded ON names (backup_superseded_by)
+    WHERE backup_superseded_by IS NOT NULL;
+ALTER TABLE orders ADD COLUMN held_reason TEXT
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0011Redundancy {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, REDUNDANCY).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "ALTER TABLE orders DROP COLUMN held_reason; \
+             DROP INDEX names_backup_superseded; DROP INDEX names_primary_superseded; \
+             ALTER TABLE names DROP COLUMN backup_superseded_by; \
+             ALTER TABLE names DROP COLUMN primary_superseded_by",
         )
         .await
     }

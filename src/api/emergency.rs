@@ -101,9 +101,22 @@ pub struct ReprovisionEstimate {
     /// smaller of its configured `orders_per_hour` and `concurrency` ×
     /// 3600 / its mean issuance time (last 100 orders; 10 s if none).
     pub orders_per_hour: i64,
-    /// `orders` / `orders_per_hour`, in seconds; null when no CA is
-    /// eligible.
+    /// `orders` / `orders_per_hour`, in seconds (plus the hold-off when
+    /// `same_ca` re-issues them); null when no CA can take them.
     pub seconds: Option<i64>,
+    /// When no other CA can take the slots (the usual two-CA setup), the
+    /// CA swapped away from re-issues them once
+    /// `policy.reprovision_same_ca_after_seconds` has passed.
+    pub same_ca: Option<SameCaReissue>,
+}
+
+/// Re-issuing from the CA swapped away from, after a hold-off.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SameCaReissue {
+    /// The CA.
+    pub ca: String,
+    /// `policy.reprovision_same_ca_after_seconds`.
+    pub hold_off_seconds: i64,
 }
 
 async fn estimate(
@@ -112,10 +125,23 @@ async fn estimate(
     avoid: Option<&str>,
 ) -> Result<ReprovisionEstimate, Problem> {
     let distrusted = st.store.cas().distrusted_cas().await?;
-    let mut eligible = Vec::new();
+    let cas: Vec<crate::policy::CaChoice> = st
+        .cas
+        .iter()
+        .map(|c| crate::policy::CaChoice {
+            distrusted: c.distrusted || distrusted.contains(&c.id),
+            ..c.clone()
+        })
+        .collect();
+    let (eligible, same_ca) = crate::policy::reprovision_candidates(&cas, avoid);
+    let takers = if eligible.is_empty() {
+        same_ca.iter().cloned().collect()
+    } else {
+        eligible.clone()
+    };
     let mut per_hour = 0.0;
     for ca in st.ca_views.iter() {
-        if distrusted.contains(&ca.id) || avoid == Some(ca.id.as_str()) {
+        if !takers.contains(&ca.id) {
             continue;
         }
         let mean = st
@@ -125,13 +151,21 @@ async fn estimate(
             .await?
             .unwrap_or(DEFAULT_ISSUE_SECONDS);
         per_hour += crate::policy::ca_orders_per_hour(ca.orders_per_hour, ca.concurrency, mean);
-        eligible.push(ca.id.clone());
     }
+    let hold_off = if same_ca.is_some() {
+        st.same_ca_hold_off
+    } else {
+        0
+    };
     Ok(ReprovisionEstimate {
         orders,
         eligible_cas: eligible,
         orders_per_hour: per_hour as i64,
-        seconds: crate::policy::orders_duration_seconds(orders, per_hour),
+        seconds: crate::policy::orders_duration_seconds(orders, per_hour).map(|s| s + hold_off),
+        same_ca: same_ca.map(|ca| SameCaReissue {
+            ca,
+            hold_off_seconds: st.same_ca_hold_off,
+        }),
     })
 }
 

@@ -65,6 +65,8 @@ pub struct ApiState {
     pub cas: Arc<Vec<CaChoice>>,
     /// What `GET /v1/cas` shows of each configured CA (static part).
     pub ca_views: Arc<Vec<CaView>>,
+    /// `policy.reprovision_same_ca_after_seconds`.
+    pub same_ca_hold_off: i64,
     /// SHA-256 of the admin token.
     pub admin_token_sha256: [u8; 32],
     /// Key type when a request names none.

@@ -12,7 +12,9 @@ use crate::store::{NameRecord, OrderSummary, SlotRecord};
 /// One slot as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SlotView {
-    /// The CA serving this slot.
+    /// The CA of the certificate the slot holds (before its first
+    /// certificate: the CA its order goes to). Where a pending order goes
+    /// is `order.ca`, which differs while re-provisioning moves the slot.
     pub ca: String,
     /// issuing / valid / renewing / expired / failed.
     pub state: SlotState,
@@ -36,6 +38,26 @@ pub struct SlotView {
     pub revocation: Option<RevocationView>,
     /// The CA's ARI suggested renewal window, when it offers ARI.
     pub ari: Option<AriView>,
+    /// Set while an emergency operation replaces this slot's certificate
+    /// (a swap away from its CA, a distrust, a compromise): the slot is no
+    /// real standby until the new certificate is in.
+    pub reprovision: Option<ReprovisionView>,
+}
+
+/// How far an operation's replacement of a slot's certificate has got.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReprovisionView {
+    /// The operation (`GET /v1/operations/{id}`).
+    pub operation: String,
+    /// `queued` (the worker has not chosen a CA yet), `waiting` (its
+    /// order holds back until `until`, see `reason`), `ordering` (its
+    /// order is being carried out, see `order`) or `blocked` (no CA can
+    /// take it; `reason` says what to configure).
+    pub state: String,
+    /// RFC 3339: when a `waiting` slot's order starts.
+    pub until: Option<String>,
+    /// Why it waits or is blocked.
+    pub reason: Option<String>,
 }
 
 /// What the revocation checks know about a slot's certificate.
@@ -81,6 +103,13 @@ pub struct AriView {
 pub struct OrderView {
     /// Order id.
     pub id: String,
+    /// The CA it is placed with.
+    pub ca: String,
+    /// The emergency operation it re-provisions for, if any.
+    pub operation: Option<String>,
+    /// Why it holds back until `next_attempt_at` before its first attempt
+    /// (null when it does not).
+    pub held: Option<String>,
     /// pending / processing.
     pub state: String,
     /// Failed attempts so far.
@@ -107,7 +136,7 @@ pub struct NameView {
     /// The DNS provider pinned for DNS-01, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_provider: Option<String>,
-    /// [primary CA, backup CA].
+    /// [primary CA, backup CA]: each slot's `ca`.
     pub cas: [String; 2],
     /// The active slot.
     pub active: Slot,
@@ -190,9 +219,15 @@ impl DelegationPolicy {
     }
 }
 
-fn order_view(o: &OrderSummary) -> OrderView {
+fn order_view(o: &OrderSummary, now: i64) -> OrderView {
     OrderView {
         id: o.id.clone(),
+        ca: o.ca_id.clone(),
+        operation: o.operation_id.clone(),
+        held: o
+            .held_reason
+            .clone()
+            .filter(|_| o.attempts == 0 && o.next_attempt_at > now),
         state: o.state.as_str().to_string(),
         attempts: o.attempts,
         next_attempt_at: rfc3339(o.next_attempt_at),
@@ -216,6 +251,7 @@ fn slot_view(s: Option<&SlotRecord>, ca: &str, now: i64) -> SlotView {
             order: None,
             revocation: None,
             ari: None,
+            reprovision: None,
         };
     };
     let facts = SlotFacts {
@@ -225,7 +261,7 @@ fn slot_view(s: Option<&SlotRecord>, ca: &str, now: i64) -> SlotView {
     };
     let c = s.cert.as_ref();
     SlotView {
-        ca: s.ca_id.clone(),
+        ca: c.map_or_else(|| s.ca_id.clone(), |c| c.ca_id.clone()),
         state: policy::slot_state(facts, now),
         serial: c.map(|c| c.serial.clone()),
         issuer: c.map(|c| c.issuer.clone()),
@@ -234,7 +270,7 @@ fn slot_view(s: Option<&SlotRecord>, ca: &str, now: i64) -> SlotView {
         renew_after: c.map(|c| rfc3339(c.renew_after)),
         spki_sha256: c.map(|c| c.spki_sha256.clone()),
         last_error: s.last_error.clone(),
-        order: s.order.as_ref().map(order_view),
+        order: s.order.as_ref().map(|o| order_view(o, now)),
         revocation: c.map(|c| revocation_view(&c.status)),
         ari: c.and_then(|c| {
             Some(AriView {
@@ -244,6 +280,34 @@ fn slot_view(s: Option<&SlotRecord>, ca: &str, now: i64) -> SlotView {
                 checked_at: c.status.ari_checked_at.map(rfc3339),
             })
         }),
+        reprovision: reprovision_view(s, now),
+    }
+}
+
+fn reprovision_view(s: &SlotRecord, now: i64) -> Option<ReprovisionView> {
+    let operation = s.reprovision_op.clone().or(s.superseded_by.clone())?;
+    let view = |state: &str, until: Option<i64>, reason: Option<String>| ReprovisionView {
+        operation: operation.clone(),
+        state: state.into(),
+        until: until.map(rfc3339),
+        reason,
+    };
+    if s.reprovision_op.is_some() {
+        return Some(view("queued", None, None));
+    }
+    match s.order.as_ref() {
+        Some(o) if o.operation_id.as_deref() == Some(operation.as_str()) => {
+            if o.held_reason.is_some() && o.attempts == 0 && o.next_attempt_at > now {
+                Some(view(
+                    "waiting",
+                    Some(o.next_attempt_at),
+                    o.held_reason.clone(),
+                ))
+            } else {
+                Some(view("ordering", None, None))
+            }
+        }
+        _ => Some(view("blocked", None, s.last_error.clone())),
     }
 }
 
@@ -278,14 +342,20 @@ fn revocation_view(s: &crate::store::CertStatusRecord) -> RevocationView {
 pub fn name_view(n: &NameRecord, now: i64, dns: &DelegationPolicy) -> NameView {
     let primary = slot_view(n.slot(Slot::Primary), &n.primary_ca, now);
     let backup = slot_view(n.slot(Slot::Backup), &n.backup_ca, now);
-    let state = policy::name_state(primary.state, backup.state, n.diversity_error.is_none());
+    let superseded = n.slots.iter().any(|s| s.superseded_by.is_some());
+    let state = policy::name_state(
+        primary.state,
+        backup.state,
+        n.diversity_error.is_none(),
+        superseded,
+    );
     NameView {
         name: n.id.clone(),
         domains: n.domains.clone(),
         challenge: n.challenge.as_str().to_string(),
         key_type: n.key_type.as_str().to_string(),
         dns_provider: n.dns_provider.clone(),
-        cas: [n.primary_ca.clone(), n.backup_ca.clone()],
+        cas: [primary.ca.clone(), backup.ca.clone()],
         active: n.active,
         state,
         diversity_error: n.diversity_error.clone(),

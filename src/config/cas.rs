@@ -35,6 +35,7 @@ pub(super) struct RawPolicy {
     ca_preference: Option<Vec<String>>,
     renew_at_fraction: Option<f64>,
     default_key_type: Option<KeyType>,
+    reprovision_same_ca_after_seconds: Option<i64>,
 }
 
 /// One CA twincert orders from: a profile plus this deployment's overrides.
@@ -76,11 +77,17 @@ impl std::fmt::Debug for CaConfig {
     }
 }
 
+/// How long re-provisioning waits before re-issuing from the CA a swap
+/// moved away from, when no other CA is eligible (15 minutes: a CA in
+/// mid-incident is not hammered, and redundancy comes back the same hour).
+pub const DEFAULT_SAME_CA_HOLD_OFF: i64 = 900;
+
 /// `[policy]`, validated against the configured CAs.
 pub(super) struct Policy {
     pub ca_preference: Vec<String>,
     pub renew_at_fraction: f64,
     pub default_key_type: KeyType,
+    pub reprovision_same_ca_after_seconds: i64,
 }
 
 /// The CAs by id, each with its profile resolved; refuses fewer than two.
@@ -277,9 +284,20 @@ pub(super) fn validate_policy(
             "must be between 0.05 and 0.95",
         ));
     }
+    let hold_off = raw
+        .reprovision_same_ca_after_seconds
+        .unwrap_or(DEFAULT_SAME_CA_HOLD_OFF);
+    if !(0..=30 * 86_400).contains(&hold_off) {
+        return Err(invalid(
+            "policy.reprovision_same_ca_after_seconds",
+            hold_off,
+            "must be between 0 and 2592000 (30 days)",
+        ));
+    }
     Ok(Policy {
         ca_preference,
         renew_at_fraction,
         default_key_type: raw.default_key_type.unwrap_or_default(),
+        reprovision_same_ca_after_seconds: hold_off,
     })
 }

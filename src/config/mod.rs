@@ -42,7 +42,7 @@ use crate::providers;
 
 pub use crate::providers::dns::DnsProviderConfig;
 pub use alerts::{AlertsConfig, SmtpConfig, SmtpSecurity};
-pub use cas::CaConfig;
+pub use cas::{CaConfig, DEFAULT_SAME_CA_HOLD_OFF};
 pub use deploy::{
     DEFAULT_KEEP_VERSIONS, DEFAULT_POST_DEPLOY_TIMEOUT, DeployConfig, Destination, FilesTarget,
     KubeSource, KubeTarget, WebhookTarget,
@@ -181,6 +181,10 @@ pub struct Config {
     pub renew_at_fraction: f64,
     /// Key type of names that do not say.
     pub default_key_type: KeyType,
+    /// After a CA-wide swap, how long re-provisioning waits before it
+    /// re-issues the abandoned slots from the CA swapped away from, when
+    /// no other CA is eligible (a distrusted CA is never used again).
+    pub reprovision_same_ca_after_seconds: i64,
     /// `text` or `json`.
     pub log_json: bool,
     /// `tracing` filter directive.
@@ -303,6 +307,7 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
         ca_preference: policy.ca_preference,
         renew_at_fraction: policy.renew_at_fraction,
         default_key_type: policy.default_key_type,
+        reprovision_same_ca_after_seconds: policy.reprovision_same_ca_after_seconds,
         log_json: logging.json,
         log_level: logging.level,
         cas,

@@ -101,52 +101,132 @@ pub fn choose_pair(
     Ok((primary.id.clone(), backup.id.clone()))
 }
 
+/// The CA a CA-wide operation moved away from, and from when it may
+/// re-issue the slots it lost if no other CA can (the operation's time
+/// plus `policy.reprovision_same_ca_after_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Avoid<'a> {
+    /// The CA's id.
+    pub ca: &'a str,
+    /// Unix seconds.
+    pub usable_from: i64,
+}
+
+/// Where a slot is re-provisioned and, when it must wait, until when and
+/// why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReprovisionChoice {
+    /// The CA that re-issues the slot.
+    pub ca: String,
+    /// Unix seconds before which its order makes no attempt, and why.
+    pub hold: Option<(i64, String)>,
+}
+
 /// Picks the CA that re-provisions a slot after a swap, a distrust or a
 /// compromise (`current` is the slot's CA now, `other` the other slot's).
 ///
 /// * Never the other slot's CA, nor one sharing its root group: the pair
 ///   must stay diverse (invariant 1).
-/// * Never `avoid` — the CA a CA-wide operation moved away from — nor a
-///   distrusted CA or one that cannot issue the key type.
+/// * Never a distrusted CA or one that cannot issue the key type.
 /// * The slot's current CA when it is still eligible (a swap of one name
 ///   or by key keeps its CAs; only the key changes), else the first
-///   eligible CA in preference order.
+///   eligible CA in preference order — but not `avoid`, the CA a CA-wide
+///   operation moved away from, while another CA is eligible.
+/// * When only `avoid` is left (the usual two-CA setup), `avoid` itself
+///   once its hold-off has passed: a CA that mass-revokes stays trusted
+///   and issues at once, and one certificate per name is no redundancy.
+///   Until then the slot waits (`hold`), so a CA in mid-incident is not
+///   hammered.
 pub fn choose_reprovision_ca(
     cas_in_preference: &[CaChoice],
     key_type: KeyType,
     current: &str,
     other: &str,
-    avoid: Option<&str>,
-) -> Result<String, String> {
+    avoid: Option<Avoid<'_>>,
+    now: i64,
+) -> Result<ReprovisionChoice, String> {
     let other_group = cas_in_preference
         .iter()
         .find(|c| c.id == other)
         .map(|c| c.root_group.as_str());
-    let eligible = |c: &&CaChoice| {
-        c.id != other
-            && Some(c.id.as_str()) != avoid
-            && Some(c.root_group.as_str()) != other_group
-            && usable(c, key_type).is_ok()
+    let diverse_and_usable = |c: &&CaChoice| {
+        c.id != other && Some(c.root_group.as_str()) != other_group && usable(c, key_type).is_ok()
     };
-    if let Some(c) = cas_in_preference
+    let avoided = |c: &&CaChoice| Some(c.id.as_str()) == avoid.map(|a| a.ca);
+    let now_ok = |c: &&CaChoice| diverse_and_usable(c) && !avoided(c);
+    let chosen = cas_in_preference
         .iter()
-        .filter(eligible)
+        .filter(now_ok)
         .find(|c| c.id == current)
-    {
-        return Ok(c.id.clone());
+        .or_else(|| cas_in_preference.iter().find(now_ok));
+    if let Some(c) = chosen {
+        return Ok(ReprovisionChoice {
+            ca: c.id.clone(),
+            hold: None,
+        });
     }
-    cas_in_preference
-        .iter()
-        .find(eligible)
-        .map(|c| c.id.clone())
-        .ok_or_else(|| {
-            let avoid = avoid.map(|a| format!(", not '{a}'")).unwrap_or_default();
-            format!(
-                "re-provisioning is blocked: no trusted CA can issue {key_type} certificates \
-                 outside the root group of '{other}' (the other slot's CA){avoid}; configure one \
-                 and repeat the operation"
+    if let Some(a) = avoid
+        && let Some(c) = cas_in_preference
+            .iter()
+            .filter(diverse_and_usable)
+            .find(|c| c.id == a.ca)
+    {
+        let hold = (now < a.usable_from).then(|| {
+            (
+                a.usable_from,
+                format!(
+                    "no CA other than '{}' can take this slot (the other slot is on '{other}'): \
+                     it is re-issued from '{}' once policy.reprovision_same_ca_after_seconds \
+                     has passed since the operation",
+                    a.ca, a.ca
+                ),
             )
-        })
+        });
+        return Ok(ReprovisionChoice {
+            ca: c.id.clone(),
+            hold,
+        });
+    }
+    let avoid = avoid
+        .map(|a| format!(", not '{}' (distrusted or unable to)", a.ca))
+        .unwrap_or_default();
+    Err(format!(
+        "re-provisioning is blocked: no trusted CA can issue {key_type} certificates \
+         outside the root group of '{other}' (the other slot's CA){avoid}; configure one \
+         and restart the workers (blocked slots are retried at start) or repeat the operation"
+    ))
+}
+
+/// Which CAs can take the slots a CA-wide operation moved away from
+/// `avoid` (an estimate from configuration alone: the standbys may be on
+/// any other CA): a trusted CA that can pair with some other CA of a
+/// different root group. When none can, the CA moved away from re-issues
+/// them after its hold-off, if it is trusted and can pair (returned
+/// second).
+pub fn reprovision_candidates(
+    cas_in_preference: &[CaChoice],
+    avoid: Option<&str>,
+) -> (Vec<String>, Option<String>) {
+    let can_pair = |c: &CaChoice| {
+        !c.distrusted
+            && cas_in_preference.iter().any(|p| {
+                p.id != c.id && Some(p.id.as_str()) != avoid && p.root_group != c.root_group
+            })
+    };
+    let eligible: Vec<String> = cas_in_preference
+        .iter()
+        .filter(|c| Some(c.id.as_str()) != avoid && can_pair(c))
+        .map(|c| c.id.clone())
+        .collect();
+    let fallback = if eligible.is_empty() {
+        cas_in_preference
+            .iter()
+            .find(|c| Some(c.id.as_str()) == avoid && can_pair(c))
+            .map(|c| c.id.clone())
+    } else {
+        None
+    };
+    (eligible, fallback)
 }
 
 /// Orders per hour a CA can take: the smaller of its configured
@@ -294,11 +374,19 @@ pub fn slot_state(f: SlotFacts, now: i64) -> SlotState {
 ///
 /// A name is `ready` only when both slots hold a usable certificate and the
 /// pair is diverse: a name with one certificate has no instant swap, which is
-/// the whole point.
-pub fn name_state(primary: SlotState, backup: SlotState, diversity_ok: bool) -> NameState {
+/// the whole point. A slot whose certificate an emergency operation
+/// superseded (`superseded`: a swap away from its CA, a distrust, a
+/// compromise) is no standby however valid it still is: the name is
+/// `degraded` until the new certificate is in.
+pub fn name_state(
+    primary: SlotState,
+    backup: SlotState,
+    diversity_ok: bool,
+    superseded: bool,
+) -> NameState {
     let usable = |s| matches!(s, SlotState::Valid | SlotState::Renewing);
     let broken = |s| matches!(s, SlotState::Failed | SlotState::Expired);
-    if !diversity_ok || broken(primary) || broken(backup) {
+    if !diversity_ok || superseded || broken(primary) || broken(backup) {
         NameState::Degraded
     } else if usable(primary) && usable(backup) {
         NameState::Ready
@@ -490,10 +578,15 @@ mod tests {
         );
 
         use SlotState::*;
-        assert_eq!(name_state(Valid, Renewing, true), NameState::Ready);
-        assert_eq!(name_state(Valid, Issuing, true), NameState::Provisioning);
-        assert_eq!(name_state(Valid, Failed, true), NameState::Degraded);
-        assert_eq!(name_state(Valid, Valid, false), NameState::Degraded);
+        assert_eq!(name_state(Valid, Renewing, true, false), NameState::Ready);
+        assert_eq!(
+            name_state(Valid, Issuing, true, false),
+            NameState::Provisioning
+        );
+        assert_eq!(name_state(Valid, Failed, true, false), NameState::Degraded);
+        assert_eq!(name_state(Valid, Valid, false, false), NameState::Degraded);
+        // A superseded standby is no standby, however valid.
+        assert_eq!(name_state(Valid, Renewing, true, true), NameState::Degraded);
     }
 
     #[test]
@@ -506,23 +599,100 @@ mod tests {
         };
         let cas = vec![ca("a", "ga"), ca("b", "gb"), ca("c", "gc"), ca("b2", "gb")];
         let kt = KeyType::EcdsaP256;
+        let now = 1000;
+        let avoid_a = Some(Avoid {
+            ca: "a",
+            usable_from: 1900,
+        });
+        let at_once = |id: &str| {
+            Ok(ReprovisionChoice {
+                ca: id.into(),
+                hold: None,
+            })
+        };
         // A name-scope swap keeps the slot's CA.
         assert_eq!(
-            choose_reprovision_ca(&cas, kt, "a", "b", None),
-            Ok("a".into())
+            choose_reprovision_ca(&cas, kt, "a", "b", None, now),
+            at_once("a")
         );
         // A CA-wide swap away from a: neither a nor b (active), nor b2 (b's root).
         assert_eq!(
-            choose_reprovision_ca(&cas, kt, "a", "b", Some("a")),
-            Ok("c".into())
+            choose_reprovision_ca(&cas, kt, "a", "b", avoid_a, now),
+            at_once("c")
         );
-        // Distrusted c leaves nothing.
+        // Two CAs (c distrusted): a re-issues, after its hold-off…
         let mut no_c = cas.clone();
         no_c[2].distrusted = true;
-        let err = choose_reprovision_ca(&no_c, kt, "a", "b", Some("a")).unwrap_err();
+        let held = choose_reprovision_ca(&no_c, kt, "a", "b", avoid_a, now).unwrap();
+        assert_eq!(held.ca, "a");
+        let (until, why) = held.hold.unwrap();
+        assert_eq!(until, 1900);
+        assert!(why.contains("'a'") && why.contains("'b'"), "{why}");
+        // …and at once when it has passed.
+        assert_eq!(
+            choose_reprovision_ca(&no_c, kt, "a", "b", avoid_a, 1900),
+            at_once("a")
+        );
+        // A distrusted a is never used again: blocked.
+        let mut only_distrusted = no_c.clone();
+        only_distrusted[0].distrusted = true;
+        let err = choose_reprovision_ca(&only_distrusted, kt, "a", "b", avoid_a, 5000).unwrap_err();
         assert!(
             err.contains("blocked") && err.contains("'b'") && err.contains("'a'"),
             "{err}"
+        );
+        // Never one in the other slot's root group, not even after the
+        // hold-off.
+        let one_group = vec![ca("b", "gb"), ca("b2", "gb")];
+        let avoid_b2 = Some(Avoid {
+            ca: "b2",
+            usable_from: 0,
+        });
+        assert!(choose_reprovision_ca(&one_group, kt, "b2", "b", avoid_b2, now).is_err());
+    }
+
+    #[test]
+    fn reprovision_candidates_fall_back_to_the_ca_swapped_away_from_only_when_none_is_left() {
+        let ca = |id: &str, group: &str, distrusted: bool| CaChoice {
+            id: id.into(),
+            root_group: group.into(),
+            key_types: vec![KeyType::EcdsaP256],
+            distrusted,
+        };
+        let two = vec![ca("a", "ga", false), ca("b", "gb", false)];
+        assert_eq!(
+            reprovision_candidates(&two, Some("a")),
+            (vec![], Some("a".into()))
+        );
+        let three = vec![
+            ca("a", "ga", false),
+            ca("b", "gb", false),
+            ca("c", "gc", false),
+        ];
+        assert_eq!(
+            reprovision_candidates(&three, Some("a")),
+            (vec!["b".into(), "c".into()], None)
+        );
+        // One root group besides a: nothing can pair but a.
+        let grouped = vec![
+            ca("a", "ga", false),
+            ca("b", "gb", false),
+            ca("b2", "gb", false),
+        ];
+        assert_eq!(
+            reprovision_candidates(&grouped, Some("a")),
+            (vec![], Some("a".into()))
+        );
+        // Distrusted a: no fallback.
+        let distrusted = vec![ca("a", "ga", true), ca("b", "gb", false)];
+        assert_eq!(
+            reprovision_candidates(&distrusted, Some("a")),
+            (vec![], None)
+        );
+        // No CA-wide operation: every trusted CA that can pair.
+        assert_eq!(
+            reprovision_candidates(&two, None),
+            (vec!["a".into(), "b".into()], None)
         );
     }
 

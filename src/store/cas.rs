@@ -46,13 +46,18 @@ impl Cas {
         rows.iter().map(|r| get(r, "ca_id")).collect()
     }
 
-    /// Per CA: how many names are active on it and how many slots it holds.
+    /// Per CA: how many names are active on it and how many slots it holds
+    /// — by the CA of the certificate a slot holds (a slot being moved to
+    /// another CA still counts where its certificate comes from; a slot
+    /// without one counts where its order goes).
     pub async fn ca_usage(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT s.ca_id, COUNT(*) AS slots, \
+            "SELECT COALESCE(c.ca_id, s.ca_id) AS ca_id, COUNT(*) AS slots, \
              SUM(CASE WHEN s.slot = n.active_slot THEN 1 ELSE 0 END) AS active \
-             FROM slots s JOIN names n ON n.id = s.name_id GROUP BY s.ca_id",
+             FROM slots s JOIN names n ON n.id = s.name_id \
+             LEFT JOIN certificates c ON c.id = s.current_cert_id \
+             GROUP BY COALESCE(c.ca_id, s.ca_id)",
             vec![],
         )
         .await?;

@@ -427,6 +427,7 @@ impl Emergency {
                     tx,
                     &format!(
                         "UPDATE names SET {s}_reprovision_op = COALESCE({s}_reprovision_op, $2), \
+                         {s}_superseded_by = COALESCE({s}_superseded_by, $2), \
                          updated_at = $1 WHERE id IN (SELECT name_id FROM slots \
                          WHERE slot = '{s}' AND current_cert_id IN ({}))",
                         holes(3, chunk.len())

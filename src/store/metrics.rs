@@ -70,7 +70,8 @@ impl Metrics {
     }
     /// Names by state (`ready`, `degraded`, `provisioning`, every one
     /// present), by the API's rule (policy::name_state): degraded when the
-    /// pair is not diverse or a slot failed its first issuance or expired;
+    /// pair is not diverse, a slot's certificate was superseded by an
+    /// operation, or a slot failed its first issuance or expired;
     /// ready when both hold an unexpired certificate; provisioning
     /// otherwise. One aggregate query.
     pub async fn names_by_state(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
@@ -82,7 +83,9 @@ impl Metrics {
         };
         let ok = |c: &str| format!("({c}.id IS NOT NULL AND {c}.not_after > $1)");
         let state = format!(
-            "CASE WHEN n.diversity_error IS NOT NULL OR {} OR {} THEN 'degraded' \
+            "CASE WHEN n.diversity_error IS NOT NULL OR {} OR {} \
+             OR n.primary_superseded_by IS NOT NULL OR n.backup_superseded_by IS NOT NULL \
+             THEN 'degraded' \
              WHEN {} AND {} THEN 'ready' ELSE 'provisioning' END",
             bad("sp", "cp"),
             bad("sb", "cb"),

@@ -74,7 +74,12 @@ pub(super) const NAME_SELECT: &str = "SELECT n.id, n.domains, n.challenge, n.key
      c.status_checked_at, c.status_source, c.status_error, c.ari_window_start, c.ari_window_end, \
      c.ari_explanation_url, c.ari_checked_at, \
      o.id AS order_id, o.state AS order_state, o.attempts, o.next_attempt_at, \
-     o.last_error AS order_error, o.acme_orders, o.ca_id AS order_ca \
+     o.last_error AS order_error, o.acme_orders, o.ca_id AS order_ca, \
+     o.operation_id AS order_operation, o.held_reason, \
+     CASE s.slot WHEN 'primary' THEN n.primary_superseded_by ELSE n.backup_superseded_by END \
+       AS superseded_by, \
+     CASE s.slot WHEN 'primary' THEN n.primary_reprovision_op ELSE n.backup_reprovision_op END \
+       AS reprovision_op \
      FROM names n JOIN slots s ON s.name_id = n.id \
      LEFT JOIN certificates c ON c.id = s.current_cert_id \
      LEFT JOIN orders o ON o.name_id = s.name_id AND o.slot = s.slot \
@@ -164,7 +169,8 @@ impl Names {
     ) -> Result<Vec<NameRecord>, StoreError> {
         let sql = format!(
             "{NAME_SELECT} WHERE n.id IN (SELECT id FROM names WHERE id > $1 \
-             AND ($2 = '' OR primary_ca = $2 OR backup_ca = $2) ORDER BY id LIMIT $3) \
+             AND ($2 = '' OR COALESCE(primary_cert_ca, primary_ca) = $2 \
+             OR COALESCE(backup_cert_ca, backup_ca) = $2) ORDER BY id LIMIT $3) \
              ORDER BY n.id, s.slot DESC"
         );
         let rows = all(

@@ -64,7 +64,16 @@ pub struct OperationProgress {
     pub rekey_total: i64,
     /// See `rekey_total`.
     pub rekey_done: i64,
-    /// Nothing left to do.
+    /// Slots whose re-provisioning order waits before its first attempt
+    /// (re-issuing from the CA swapped away from after its hold-off).
+    pub waiting: i64,
+    /// Unix seconds: when the last of them starts.
+    pub waiting_until: Option<i64>,
+    /// Slots of the operation no CA can take now (their certificate is
+    /// superseded and nothing re-issues it; retried when the workers
+    /// start, so after another CA is configured).
+    pub blocked: i64,
+    /// Nothing left to do: no slot queued, waiting, ordering or blocked.
     pub done: bool,
 }
 
@@ -88,6 +97,8 @@ pub struct ReprovisionJob {
     pub slot_ca: String,
     /// The other slot's CA.
     pub other_ca: String,
+    /// When the operation ran, unix seconds.
+    pub operation_at: i64,
 }
 
 pub(super) async fn insert_operation<C: ConnectionTrait>(
@@ -261,9 +272,39 @@ impl Operations {
             p.rekey_total = get(&r, "total")?;
             p.rekey_done = get::<Option<i64>>(&r, "done")?.unwrap_or(0);
         }
+        if let Some(r) = one(
+            &self.db,
+            "SELECT COUNT(*) AS n, MAX(next_attempt_at) AS until FROM orders \
+             WHERE operation_id = $1 AND state = 'pending' AND held_reason IS NOT NULL",
+            vec![id.into()],
+        )
+        .await?
+        {
+            p.waiting = get(&r, "n")?;
+            p.waiting_until = get(&r, "until")?;
+        }
+        let mut blocked = 0;
+        for s in [Slot::Primary, Slot::Backup] {
+            if let Some(r) = one(
+                &self.db,
+                &format!(
+                    "SELECT COUNT(*) AS n FROM names n WHERE n.{s}_superseded_by = $1 \
+                     AND n.{s}_reprovision_op IS NULL AND NOT EXISTS (SELECT 1 FROM orders o \
+                     WHERE o.name_id = n.id AND o.slot = '{s}' AND o.operation_id = $1 \
+                     AND o.state IN ('pending', 'processing'))",
+                    s = s.as_str()
+                ),
+                vec![id.into()],
+            )
+            .await?
+            {
+                blocked += get::<i64>(&r, "n")?;
+            }
+        }
+        p.blocked = blocked;
         let open = p.orders.get("pending").copied().unwrap_or(0)
             + p.orders.get("processing").copied().unwrap_or(0);
-        p.done = p.queued == 0 && open == 0 && p.rekey_done == p.rekey_total;
+        p.done = p.queued == 0 && open == 0 && p.blocked == 0 && p.rekey_done == p.rekey_total;
         Ok(Some((op, p)))
     }
 
@@ -277,6 +318,44 @@ impl Operations {
         )
         .await?
         .is_some())
+    }
+
+    /// Marks again the slots an operation superseded but could not
+    /// re-provision (blocked: no CA was eligible), so the next walk chooses
+    /// again with the CAs configured now; returns how many. Run when the
+    /// workers start, the only time the configured CAs change.
+    pub async fn retry_blocked(&self, now: i64) -> Result<u64, StoreError> {
+        with_tx(&self.db, async |tx| {
+            let mut n = 0;
+            for s in [Slot::Primary, Slot::Backup] {
+                n += exec(
+                    tx,
+                    &format!(
+                        "UPDATE names SET {s}_reprovision_op = {s}_superseded_by, updated_at = $1 \
+                         WHERE {s}_superseded_by IS NOT NULL AND {s}_reprovision_op IS NULL \
+                         AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.name_id = names.id \
+                         AND o.slot = '{s}' AND o.operation_id = names.{s}_superseded_by \
+                         AND o.state IN ('pending', 'processing'))",
+                        s = s.as_str()
+                    ),
+                    vec![now.into()],
+                )
+                .await?;
+            }
+            if n > 0 {
+                exec(
+                    tx,
+                    "UPDATE operations SET reprovision_open = TRUE, blocked = 0 WHERE id IN \
+                     (SELECT primary_superseded_by FROM names WHERE primary_superseded_by \
+                     IS NOT NULL UNION SELECT backup_superseded_by FROM names \
+                     WHERE backup_superseded_by IS NOT NULL)",
+                    vec![],
+                )
+                .await?;
+            }
+            Ok(n)
+        })
+        .await
     }
 
     /// Closes the operations whose marked slots have all been taken.
@@ -306,7 +385,8 @@ impl Operations {
             "SELECT n.id, s.slot AS reprovision_slot, n.active_slot, n.key_type, \
              CASE s.slot WHEN 'primary' THEN n.primary_reprovision_op \
              ELSE n.backup_reprovision_op END AS reprovision_op, \
-             o.avoid_ca, s.ca_id AS slot_ca, so.ca_id AS other_ca FROM names n \
+             o.avoid_ca, COALESCE(o.created_at, 0) AS operation_at, \
+             s.ca_id AS slot_ca, so.ca_id AS other_ca FROM names n \
              JOIN slots s ON s.name_id = n.id \
              AND ((s.slot = 'primary' AND n.primary_reprovision_op IS NOT NULL) \
                OR (s.slot = 'backup' AND n.backup_reprovision_op IS NOT NULL)) \
@@ -331,6 +411,7 @@ impl Operations {
                     avoid_ca: get(r, "avoid_ca")?,
                     slot_ca: get(r, "slot_ca")?,
                     other_ca: get(r, "other_ca")?,
+                    operation_at: get(r, "operation_at")?,
                 })
             })
             .collect()
@@ -344,10 +425,14 @@ impl Operations {
     /// replaced by a newer operation meanwhile, or when the other slot moved
     /// since the CA was chosen (both slots of a name marked in one batch):
     /// the next walk chooses again against the other slot's new CA.
+    ///
+    /// A `hold` (until, why) keeps the order from its first attempt until
+    /// then, the reason shown on the order.
     pub async fn start_reprovision(
         &self,
         job: &ReprovisionJob,
         ca: &str,
+        hold: Option<(i64, &str)>,
         now: i64,
     ) -> Result<bool, StoreError> {
         with_tx(&self.db, async |tx| {
@@ -410,6 +495,21 @@ impl Operations {
                 priority,
             )
             .await?;
+            if let Some((until, why)) = hold {
+                exec(
+                    tx,
+                    "UPDATE orders SET next_attempt_at = $4, held_reason = $5 \
+                     WHERE name_id = $1 AND slot = $2 AND operation_id = $3 AND state = 'pending'",
+                    vec![
+                        job.name_id.clone().into(),
+                        job.slot.as_str().into(),
+                        job.operation_id.clone().into(),
+                        until.into(),
+                        why.into(),
+                    ],
+                )
+                .await?;
+            }
             Ok(true)
         })
         .await

@@ -405,6 +405,18 @@ impl Orders {
             )
             .await?;
             let slot_enum: Slot = slot.parse().map_err(StoreError::Db)?;
+            // A new certificate is a real standby again, unless an
+            // operation still waits to replace this slot.
+            exec(
+                tx,
+                &format!(
+                    "UPDATE names SET {s}_superseded_by = NULL WHERE id = $1 \
+                     AND {s}_superseded_by IS NOT NULL AND {s}_reprovision_op IS NULL",
+                    s = slot_enum.as_str()
+                ),
+                vec![name_id.clone().into()],
+            )
+            .await?;
             refresh_swap_facts(tx, &name_id, slot_enum).await?;
             // The name serves a revoked certificate or a compromised key (its
             // standby was not usable when that was found): the new certificate
@@ -491,7 +503,8 @@ impl Orders {
         let rows = all(
             &self.db,
             "SELECT id AS order_id, state AS order_state, attempts, next_attempt_at, \
-             last_error AS order_error, acme_orders, ca_id AS order_ca FROM orders \
+             last_error AS order_error, acme_orders, ca_id AS order_ca, \
+             operation_id AS order_operation, held_reason FROM orders \
              WHERE name_id = $1 AND slot = $2 ORDER BY created_at DESC",
             vec![name_id.into(), slot.as_str().into()],
         )

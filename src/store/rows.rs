@@ -84,6 +84,10 @@ pub struct OrderSummary {
     /// How many ACME orders were created for it (1 unless an attempt
     /// ended in a final CA error).
     pub acme_orders: i64,
+    /// The emergency operation it re-provisions for, if any.
+    pub operation_id: Option<String>,
+    /// Why it holds back until `next_attempt_at` before its first attempt.
+    pub held_reason: Option<String>,
 }
 
 /// One slot of a name.
@@ -99,6 +103,12 @@ pub struct SlotRecord {
     pub last_error: Option<String>,
     /// The open order, if any.
     pub order: Option<OrderSummary>,
+    /// The operation that superseded its certificate (a swap away from its
+    /// CA, a distrust, a compromise) until a new one replaces it: the slot
+    /// is no real standby meanwhile.
+    pub superseded_by: Option<String>,
+    /// The operation whose re-provisioning of this slot has not started.
+    pub reprovision_op: Option<String>,
 }
 
 /// A managed name with both slots.
@@ -249,6 +259,8 @@ pub(super) fn order_summary(row: &QueryResult) -> Result<Option<OrderSummary>, S
         acme_orders: get::<i32>(row, "acme_orders")
             .map(i64::from)
             .or_else(|_| get(row, "acme_orders"))?,
+        operation_id: get(row, "order_operation")?,
+        held_reason: get(row, "held_reason")?,
     }))
 }
 
@@ -297,6 +309,8 @@ pub(super) fn names_from_rows(rows: &[QueryResult]) -> Result<Vec<NameRecord>, S
             cert: cert(row)?,
             last_error: get(row, "slot_error")?,
             order: order_summary(row)?,
+            superseded_by: get(row, "superseded_by")?,
+            reprovision_op: get(row, "reprovision_op")?,
         };
         match out.last_mut() {
             Some(last) if last.id == id => last.slots.push(slot),

@@ -23,6 +23,11 @@ pub struct Status {
 pub(super) const ACTIVE_UNTIL: &str = "COALESCE(CASE n.active_slot WHEN 'primary' \
      THEN n.primary_usable_until ELSE n.backup_usable_until END, 0)";
 
+/// Whether the standby slot's certificate was superseded by an emergency
+/// operation and not yet re-issued (no real standby, however valid).
+const STANDBY_SUPERSEDED: &str = "((CASE n.active_slot WHEN 'primary' THEN n.backup_superseded_by \
+     ELSE n.primary_superseded_by END) IS NOT NULL)";
+
 /// Most holes in one `IN (…)` list (PostgreSQL allows 65,535 binds).
 pub(super) const CHUNK: usize = 500;
 
@@ -452,7 +457,8 @@ impl Status {
             .collect()
     }
 
-    /// Keeps `names.standby_missing_since` true to the swap facts, and
+    /// Keeps `names.standby_missing_since` true to the swap facts (and to
+    /// a standby superseded by an emergency operation), and
     /// returns the names without a usable standby since before `cutoff`
     /// with that time (at most `limit`).
     pub async fn track_standby(
@@ -465,7 +471,8 @@ impl Status {
             &self.db,
             &format!(
                 "UPDATE names AS n SET standby_missing_since = $1 \
-                 WHERE n.standby_missing_since IS NULL AND NOT ({STANDBY_UNTIL} > $1)"
+                 WHERE n.standby_missing_since IS NULL \
+                 AND (NOT ({STANDBY_UNTIL} > $1) OR {STANDBY_SUPERSEDED})"
             ),
             vec![now.into()],
         )
@@ -474,7 +481,8 @@ impl Status {
             &self.db,
             &format!(
                 "UPDATE names AS n SET standby_missing_since = NULL \
-                 WHERE n.standby_missing_since IS NOT NULL AND {STANDBY_UNTIL} > $1"
+                 WHERE n.standby_missing_since IS NOT NULL AND {STANDBY_UNTIL} > $1 \
+                 AND NOT {STANDBY_SUPERSEDED}"
             ),
             vec![now.into()],
         )

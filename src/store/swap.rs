@@ -48,15 +48,20 @@ pub struct SwapReport {
 }
 
 /// SET clauses that mark the (pre-update) active slot for re-provisioning
-/// by the operation in hole `$op`; the other slot's marker is kept. One
-/// marker per slot, so a later operation never erases an earlier one's
-/// work on the other slot.
+/// by the operation in hole `$op`, its certificate superseded (no real
+/// standby until a new one replaces it); the other slot's marker is kept.
+/// One marker per slot, so a later operation never erases an earlier
+/// one's work on the other slot.
 pub(super) fn mark_active_slot(op_hole: usize) -> String {
     format!(
         "primary_reprovision_op = CASE WHEN active_slot = 'primary' THEN ${op_hole} \
          ELSE primary_reprovision_op END, \
          backup_reprovision_op = CASE WHEN active_slot = 'backup' THEN ${op_hole} \
-         ELSE backup_reprovision_op END"
+         ELSE backup_reprovision_op END, \
+         primary_superseded_by = CASE WHEN active_slot = 'primary' THEN ${op_hole} \
+         ELSE primary_superseded_by END, \
+         backup_superseded_by = CASE WHEN active_slot = 'backup' THEN ${op_hole} \
+         ELSE backup_superseded_by END"
     )
 }
 
@@ -463,11 +468,16 @@ impl Emergency {
                 exec(
                     &tx,
                     "UPDATE names SET \
-                 primary_reprovision_op = CASE WHEN primary_ca = $1 THEN $2 \
-                 ELSE primary_reprovision_op END, \
-                 backup_reprovision_op = CASE WHEN backup_ca = $1 THEN $2 \
-                 ELSE backup_reprovision_op END, updated_at = $3 \
-                 WHERE primary_ca = $1 OR backup_ca = $1",
+                 primary_reprovision_op = CASE WHEN primary_ca = $1 OR primary_cert_ca = $1 \
+                 THEN $2 ELSE primary_reprovision_op END, \
+                 backup_reprovision_op = CASE WHEN backup_ca = $1 OR backup_cert_ca = $1 \
+                 THEN $2 ELSE backup_reprovision_op END, \
+                 primary_superseded_by = CASE WHEN primary_cert_ca = $1 THEN $2 \
+                 ELSE primary_superseded_by END, \
+                 backup_superseded_by = CASE WHEN backup_cert_ca = $1 THEN $2 \
+                 ELSE backup_superseded_by END, updated_at = $3 \
+                 WHERE primary_ca = $1 OR backup_ca = $1 \
+                 OR primary_cert_ca = $1 OR backup_cert_ca = $1",
                     vec![ca.into(), op.clone().into(), now.into()],
                 )
                 .await? as i64

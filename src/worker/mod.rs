@@ -79,6 +79,7 @@ pub struct SupervisorBuilder {
     owner: String,
     delivery: Option<Delivery>,
     policy_cas: Vec<CaChoice>,
+    same_ca_hold_off: i64,
     revocation: RevocationConfig,
     dns01: Option<Arc<Dns01Solver>>,
 }
@@ -99,8 +100,11 @@ impl SupervisorBuilder {
 
     /// The configured CAs in preference order: re-provisioning after swaps,
     /// distrust and compromise chooses among them.
-    pub fn with_policy(mut self, cas: Vec<CaChoice>) -> SupervisorBuilder {
+    ///
+    /// `same_ca_hold_off` is `policy.reprovision_same_ca_after_seconds`.
+    pub fn with_policy(mut self, cas: Vec<CaChoice>, same_ca_hold_off: i64) -> SupervisorBuilder {
         self.policy_cas = cas;
+        self.same_ca_hold_off = same_ca_hold_off;
         self
     }
 
@@ -123,7 +127,7 @@ impl SupervisorBuilder {
         ));
         let planner = planner::Planner::new(
             s.orders().clone(),
-            reprovisioner::Reprovisioner::new(s, self.policy_cas.clone()),
+            reprovisioner::Reprovisioner::new(s, self.policy_cas.clone(), self.same_ca_hold_off),
             revoker::Revoker::new(
                 s,
                 self.cas.clone(),
@@ -222,6 +226,7 @@ impl Supervisor {
             owner,
             delivery: None,
             policy_cas: Vec::new(),
+            same_ca_hold_off: crate::config::DEFAULT_SAME_CA_HOLD_OFF,
             revocation: RevocationConfig::default(),
             dns01: None,
         }

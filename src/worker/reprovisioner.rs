@@ -21,17 +21,28 @@ pub(super) struct Reprovisioner {
     cas: Cas,
     /// The configured CAs in preference order.
     policy_cas: Vec<CaChoice>,
+    /// How long after a CA-wide operation the CA it moved away from may
+    /// re-issue the slots no other CA can take.
+    same_ca_hold_off: i64,
     /// Where the walk over names marked for re-provisioning goes on.
     reprovision_cursor: Mutex<String>,
+    /// Whether blocked slots were marked again since the worker started.
+    retried_blocked: std::sync::atomic::AtomicBool,
 }
 
 impl Reprovisioner {
-    pub(super) fn new(store: &crate::store::Store, policy_cas: Vec<CaChoice>) -> Reprovisioner {
+    pub(super) fn new(
+        store: &crate::store::Store,
+        policy_cas: Vec<CaChoice>,
+        same_ca_hold_off: i64,
+    ) -> Reprovisioner {
         Reprovisioner {
             operations: store.operations().clone(),
             cas: store.cas().clone(),
             policy_cas,
+            same_ca_hold_off,
             reprovision_cursor: Mutex::new(String::new()),
+            retried_blocked: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -39,6 +50,20 @@ impl Reprovisioner {
     /// re-provisioning to a CA chosen by policy and opens their orders;
     /// a slot no CA can take is reported blocked on its operation.
     pub(super) async fn pass(&self, now: i64) {
+        use std::sync::atomic::Ordering;
+        // The configured CAs change only with a restart: slots blocked
+        // before it may have a CA now.
+        if !self.retried_blocked.load(Ordering::Relaxed) {
+            match self.operations.retry_blocked(now).await {
+                Ok(n) => {
+                    self.retried_blocked.store(true, Ordering::Relaxed);
+                    if n > 0 {
+                        info!(slots = n, "blocked re-provisioning retried");
+                    }
+                }
+                Err(e) => warn!(error = %e, "retrying blocked re-provisioning failed"),
+            }
+        }
         match self.operations.reprovision_pending().await {
             Ok(true) => {}
             Ok(false) => return,
@@ -87,24 +112,33 @@ impl Reprovisioner {
                 })
                 .collect();
             let mut blocked = 0;
+            let mut held = 0;
             let mut first_block: Option<String> = None;
             for job in &jobs {
+                let avoid = job.avoid_ca.as_deref().map(|ca| policy::Avoid {
+                    ca,
+                    usable_from: job.operation_at + self.same_ca_hold_off,
+                });
                 let choice = match job.key_type.parse::<KeyType>() {
                     Ok(kt) => policy::choose_reprovision_ca(
                         &cas,
                         kt,
                         &job.slot_ca,
                         &job.other_ca,
-                        job.avoid_ca.as_deref(),
+                        avoid,
+                        now,
                     ),
                     Err(e) => Err(format!("stored key type is invalid: {e}")),
                 };
                 let result = match &choice {
-                    Ok(ca) => self
-                        .operations
-                        .start_reprovision(job, ca, now)
-                        .await
-                        .map(|_| ()),
+                    Ok(c) => {
+                        held += usize::from(c.hold.is_some());
+                        let hold = c.hold.as_ref().map(|(t, why)| (*t, why.as_str()));
+                        self.operations
+                            .start_reprovision(job, &c.ca, hold, now)
+                            .await
+                            .map(|_| ())
+                    }
                     Err(why) => {
                         blocked += 1;
                         first_block
@@ -125,6 +159,7 @@ impl Reprovisioner {
             }
             info!(
                 slots = jobs.len() - blocked,
+                held_for_the_ca_swapped_away_from = held,
                 "re-provisioning orders opened"
             );
             if let Some(last) = jobs.last() {

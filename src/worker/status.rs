@@ -1241,8 +1241,9 @@ impl StatusChecker {
                 name,
                 "warning",
                 &format!(
-                    "{name} has had no usable standby certificate since {} (an emergency swap \
-                     would skip it)",
+                    "{name} has had no usable standby certificate since {} (none, expired, \
+                     revoked, compromised, or superseded by an emergency operation and not yet \
+                     re-issued: see the name's slots)",
                     rfc3339(*since)
                 ),
                 None,

@@ -76,6 +76,7 @@ impl Api {
             max_body_bytes: MAX_BODY,
             dns01_available: false,
             ca_views: std::sync::Arc::new(Vec::new()),
+            same_ca_hold_off: 900,
             request_timeout_seconds: 30,
             allow_cidrs: Vec::new(),
             sealer: None,

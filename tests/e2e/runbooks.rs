@@ -108,10 +108,26 @@ fn every_runbook_has_commands_and_a_roll_back_section() {
     assert_eq!(seen, 5);
 }
 
+/// The usual setup of exactly two CAs: with no third CA, the abandoned
+/// slots are re-issued from the revoking CA after the hold-off, so every
+/// name ends with two fresh-enough certificates again.
 #[tokio::test(flavor = "multi_thread")]
 async fn runbook_ca_mass_revocation() {
-    let cas = TwoCas::start_three(PebbleOptions::default()).await;
-    let (server, _) = ready(&cas).await;
+    let cas = TwoCas::start(0).await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    opts.env = vec![(
+        "TWINCERT_POLICY_REPROVISION_SAME_CA_AFTER_SECONDS".into(),
+        "3".into(),
+    )];
+    let server = Server::start(&cas, opts).await;
+    for n in NAMES {
+        let (st, body) = server.create(json!({ "name": n })).await;
+        assert_eq!(st, 201, "{body}");
+    }
+    let mut before = Vec::new();
+    for n in NAMES {
+        before.push(server.wait_ready(n, 120).await);
+    }
     let out = run(
         &server,
         "ca-mass-revocation.md",
@@ -126,16 +142,21 @@ async fn runbook_ca_mass_revocation() {
             .any(|l| l.starts_with("report.swapped:") && l.trim_end().ends_with(" 3")),
         "{out}"
     );
-    // After the roll-back step, a is back on its primary (now from C).
+    // After the roll-back step, a is back on its primary: a new
+    // certificate from A, re-issued after the hold-off.
     let a = server.name("a.example.test").await;
     assert_eq!(a["active"], "primary", "{a:#}");
-    assert_eq!(a["primary"]["ca"], "pebble-c", "{a:#}");
-    for n in &NAMES[1..] {
+    assert_eq!(a["primary"]["ca"], "pebble-a", "{a:#}");
+    assert_ne!(a["primary"]["serial"], before[0]["primary"]["serial"]);
+    for (i, n) in NAMES.iter().enumerate().skip(1) {
         let v = server.name(n).await;
         assert_eq!(v["active"], "backup", "{v:#}");
-        assert_eq!(
-            v["primary"]["ca"], "pebble-c",
-            "re-provisioned from C: {v:#}"
+        assert_eq!(v["state"], "ready", "redundant again: {v:#}");
+        assert_eq!(v["primary"]["ca"], "pebble-a", "{v:#}");
+        assert!(v["primary"]["reprovision"].is_null(), "{v:#}");
+        assert_ne!(
+            v["primary"]["spki_sha256"], before[i]["primary"]["spki_sha256"],
+            "re-issued under a new key: {v:#}"
         );
     }
 }

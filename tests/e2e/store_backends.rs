@@ -624,14 +624,14 @@ async fn mass_swap_contract(store: Store) {
     assert!(
         store
             .operations()
-            .start_reprovision(&m6, "c", now2)
+            .start_reprovision(&m6, "c", None, now2)
             .await
             .expect("start")
     );
     assert!(
         !store
             .operations()
-            .start_reprovision(&m6, "c", now2)
+            .start_reprovision(&m6, "c", None, now2)
             .await
             .expect("again"),
         "a marker is taken once"
@@ -791,6 +791,7 @@ fn state_by_policy(rec: &NameRecord, now: i64) -> NameState {
         slot(Slot::Primary),
         slot(Slot::Backup),
         rec.diversity_error.is_none(),
+        rec.slots.iter().any(|s| s.superseded_by.is_some()),
     )
 }
 
@@ -1031,7 +1032,7 @@ async fn sql_agrees_with_policy(store: Store) {
     assert!(
         store
             .operations()
-            .start_reprovision(&backup, "c", now)
+            .start_reprovision(&backup, "c", None, now)
             .await
             .expect("to c")
     );
@@ -1039,7 +1040,7 @@ async fn sql_agrees_with_policy(store: Store) {
     assert!(
         store
             .operations()
-            .start_reprovision(&primary, "a", now)
+            .start_reprovision(&primary, "a", None, now)
             .await
             .expect("to a")
     );
