@@ -244,7 +244,7 @@ async fn list_names(
         Some(s) => Some(
             serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
                 Problem::bad_request(format!(
-                    "unknown state '{s}': expected provisioning, ready or degraded"
+                    "unknown state '{s}': expected provisioning, ready, degraded or waiting"
                 ))
             })?,
         ),

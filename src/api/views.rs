@@ -16,7 +16,7 @@ pub struct SlotView {
     /// certificate: the CA its order goes to). Where a pending order goes
     /// is `order.ca`, which differs while re-provisioning moves the slot.
     pub ca: String,
-    /// issuing / valid / renewing / expired / failed.
+    /// issuing / valid / renewing / expired / failed / waiting.
     pub state: SlotState,
     /// Leaf serial (hex), when issued.
     pub serial: Option<String>,
@@ -107,8 +107,9 @@ pub struct OrderView {
     pub ca: String,
     /// The emergency operation it re-provisions for, if any.
     pub operation: Option<String>,
-    /// Why it holds back until `next_attempt_at` before its first attempt
-    /// (null when it does not).
+    /// Why it holds back until `next_attempt_at` — for a person (manual
+    /// DNS-01 records) or a hold-off (re-issuing from the CA swapped away
+    /// from); null when it does not.
     pub held: Option<String>,
     /// pending / processing.
     pub state: String,
@@ -140,7 +141,7 @@ pub struct NameView {
     pub cas: [String; 2],
     /// The active slot.
     pub active: Slot,
-    /// provisioning / ready / degraded.
+    /// provisioning / ready / degraded / waiting.
     pub state: NameState,
     /// Set when the pair failed the diversity check.
     pub diversity_error: Option<String>,
@@ -219,15 +220,12 @@ impl DelegationPolicy {
     }
 }
 
-fn order_view(o: &OrderSummary, now: i64) -> OrderView {
+fn order_view(o: &OrderSummary) -> OrderView {
     OrderView {
         id: o.id.clone(),
         ca: o.ca_id.clone(),
         operation: o.operation_id.clone(),
-        held: o
-            .held_reason
-            .clone()
-            .filter(|_| o.attempts == 0 && o.next_attempt_at > now),
+        held: o.held_reason.clone(),
         state: o.state.as_str().to_string(),
         attempts: o.attempts,
         next_attempt_at: rfc3339(o.next_attempt_at),
@@ -258,6 +256,7 @@ fn slot_view(s: Option<&SlotRecord>, ca: &str, now: i64) -> SlotView {
         current: s.cert.as_ref().map(|c| (c.not_before, c.not_after)),
         order_open: s.order.is_some(),
         last_attempt_failed: s.last_error.is_some(),
+        waiting: s.order.as_ref().is_some_and(|o| o.held_reason.is_some()),
     };
     let c = s.cert.as_ref();
     SlotView {
@@ -270,7 +269,7 @@ fn slot_view(s: Option<&SlotRecord>, ca: &str, now: i64) -> SlotView {
         renew_after: c.map(|c| rfc3339(c.renew_after)),
         spki_sha256: c.map(|c| c.spki_sha256.clone()),
         last_error: s.last_error.clone(),
-        order: s.order.as_ref().map(|o| order_view(o, now)),
+        order: s.order.as_ref().map(order_view),
         revocation: c.map(|c| revocation_view(&c.status)),
         ari: c.and_then(|c| {
             Some(AriView {

@@ -250,6 +250,9 @@ pub enum SlotState {
     Expired,
     /// No certificate and the last attempt failed; retries continue.
     Failed,
+    /// No certificate yet and its order waits for a person (the records of
+    /// manual DNS-01): not a failure until the wait expires.
+    Waiting,
 }
 
 /// The overall state of a managed name as the API shows it.
@@ -263,6 +266,10 @@ pub enum NameState {
     /// Something needs attention: a slot failed, expired, or the pair is not
     /// diverse.
     Degraded,
+    /// Nothing is wrong, but a slot without a certificate waits for a
+    /// person (manual DNS-01 records; see its `order.held`) — neither a
+    /// failure nor an outage until the wait expires.
+    Waiting,
 }
 
 impl NameState {
@@ -272,6 +279,7 @@ impl NameState {
             NameState::Provisioning => "provisioning",
             NameState::Ready => "ready",
             NameState::Degraded => "degraded",
+            NameState::Waiting => "waiting",
         }
     }
 }

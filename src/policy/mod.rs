@@ -357,6 +357,8 @@ pub struct SlotFacts {
     pub order_open: bool,
     /// The open order's last attempt failed.
     pub last_attempt_failed: bool,
+    /// The open order waits for a person (manual DNS-01 records).
+    pub waiting: bool,
 }
 
 /// The state of one slot at `now`.
@@ -365,6 +367,7 @@ pub fn slot_state(f: SlotFacts, now: i64) -> SlotState {
         Some((_, not_after)) if not_after <= now => SlotState::Expired,
         Some(_) if f.order_open => SlotState::Renewing,
         Some(_) => SlotState::Valid,
+        None if f.waiting => SlotState::Waiting,
         None if f.last_attempt_failed => SlotState::Failed,
         None => SlotState::Issuing,
     }
@@ -388,6 +391,8 @@ pub fn name_state(
     let broken = |s| matches!(s, SlotState::Failed | SlotState::Expired);
     if !diversity_ok || superseded || broken(primary) || broken(backup) {
         NameState::Degraded
+    } else if primary == SlotState::Waiting || backup == SlotState::Waiting {
+        NameState::Waiting
     } else if usable(primary) && usable(backup) {
         NameState::Ready
     } else {
@@ -561,9 +566,22 @@ mod tests {
             current,
             order_open,
             last_attempt_failed: failed,
+            waiting: false,
         };
         assert_eq!(slot_state(f(None, true, false), now), SlotState::Issuing);
         assert_eq!(slot_state(f(None, true, true), now), SlotState::Failed);
+        // Waiting for a person is the latest news, not a failure.
+        let waiting = SlotFacts {
+            waiting: true,
+            ..f(None, true, true)
+        };
+        assert_eq!(slot_state(waiting, now), SlotState::Waiting);
+        // A stored certificate serves while its renewal waits.
+        let renewing = SlotFacts {
+            waiting: true,
+            ..f(Some((0, 2000)), true, false)
+        };
+        assert_eq!(slot_state(renewing, now), SlotState::Renewing);
         assert_eq!(
             slot_state(f(Some((0, 2000)), false, false), now),
             SlotState::Valid
@@ -585,6 +603,11 @@ mod tests {
         );
         assert_eq!(name_state(Valid, Failed, true, false), NameState::Degraded);
         assert_eq!(name_state(Valid, Valid, false, false), NameState::Degraded);
+        assert_eq!(name_state(Valid, Waiting, true, false), NameState::Waiting);
+        assert_eq!(
+            name_state(Failed, Waiting, true, false),
+            NameState::Degraded
+        );
         // A superseded standby is no standby, however valid.
         assert_eq!(name_state(Valid, Renewing, true, true), NameState::Degraded);
     }

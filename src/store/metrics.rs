@@ -71,7 +71,8 @@ impl Metrics {
     /// Names by state (`ready`, `degraded`, `provisioning`, every one
     /// present), by the API's rule (policy::name_state): degraded when the
     /// pair is not diverse, a slot's certificate was superseded by an
-    /// operation, or a slot failed its first issuance or expired;
+    /// operation, or a slot failed its first issuance or expired; waiting
+    /// when a slot without a certificate waits for a person;
     /// ready when both hold an unexpired certificate; provisioning
     /// otherwise. One aggregate query.
     pub async fn names_by_state(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
@@ -82,17 +83,27 @@ impl Metrics {
             )
         };
         let ok = |c: &str| format!("({c}.id IS NOT NULL AND {c}.not_after > $1)");
+        let waiting = |s: &str, c: &str| {
+            format!(
+                "({c}.id IS NULL AND EXISTS (SELECT 1 FROM orders o WHERE o.name_id = n.id \
+                 AND o.slot = {s}.slot AND o.state IN ('pending', 'processing') \
+                 AND o.held_reason IS NOT NULL))"
+            )
+        };
+        let bad = |s: &str, c: &str| format!("({} AND NOT {})", bad(s, c), waiting(s, c));
         let state = format!(
             "CASE WHEN n.diversity_error IS NOT NULL OR {} OR {} \
              OR n.primary_superseded_by IS NOT NULL OR n.backup_superseded_by IS NOT NULL \
-             THEN 'degraded' \
+             THEN 'degraded' WHEN {} OR {} THEN 'waiting' \
              WHEN {} AND {} THEN 'ready' ELSE 'provisioning' END",
             bad("sp", "cp"),
             bad("sb", "cb"),
+            waiting("sp", "cp"),
+            waiting("sb", "cb"),
             ok("cp"),
             ok("cb")
         );
-        let mut by_state: Vec<(String, i64)> = ["ready", "degraded", "provisioning"]
+        let mut by_state: Vec<(String, i64)> = ["ready", "degraded", "provisioning", "waiting"]
             .iter()
             .map(|s| (s.to_string(), 0))
             .collect();

@@ -284,6 +284,49 @@ impl Orders {
         Ok(())
     }
 
+    /// Puts a leased order back until `until` because it waits for a
+    /// person (manual DNS-01 records): not a failure — no attempt is
+    /// counted, the order's and the slot's errors are cleared (the wait is
+    /// the latest news), `held_reason` says what it waits for.
+    pub async fn wait_order(
+        &self,
+        order_id: &str,
+        owner: &str,
+        why: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        with_tx(&self.db, async |tx| {
+            let n = exec(
+                tx,
+                "UPDATE orders SET state = 'pending', next_attempt_at = $3, held_reason = $4, \
+                 last_error = NULL, failing_since = NULL, lease_owner = NULL, \
+                 lease_expires_at = NULL, updated_at = $5 \
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'processing'",
+                vec![
+                    order_id.into(),
+                    owner.into(),
+                    until.into(),
+                    why.into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+            if n == 0 {
+                return Err(StoreError::LeaseLost(order_id.into()));
+            }
+            exec(
+                tx,
+                "UPDATE slots SET last_error = NULL, updated_at = $2 WHERE (name_id, slot) IN \
+                 (SELECT name_id, slot FROM orders WHERE id = $1)",
+                vec![order_id.into(), now.into()],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Ends an attempt that failed: the order goes back to pending until
     /// `next_attempt_at`, its error and the slot's error are set, the lease
     /// is released, its tokens are deleted. With `forget_acme_order` the
@@ -307,7 +350,7 @@ impl Orders {
                 tx,
                 &format!(
                     "UPDATE orders SET state = 'pending', attempts = attempts + 1, \
-                 next_attempt_at = $3, last_error = $4, lease_owner = NULL, \
+                 next_attempt_at = $3, last_error = $4, lease_owner = NULL, held_reason = NULL, \
                  lease_expires_at = NULL, updated_at = $5, \
                  failing_since = COALESCE(failing_since, $5){url_sql} \
                  WHERE id = $1 AND lease_owner = $2 AND state = 'processing'"

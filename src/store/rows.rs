@@ -86,7 +86,8 @@ pub struct OrderSummary {
     pub acme_orders: i64,
     /// The emergency operation it re-provisions for, if any.
     pub operation_id: Option<String>,
-    /// Why it holds back until `next_attempt_at` before its first attempt.
+    /// Why it holds back until `next_attempt_at`: it waits for a person
+    /// (manual DNS-01) or out a hold-off; cleared by a failed attempt.
     pub held_reason: Option<String>,
 }
 

@@ -377,6 +377,17 @@ impl Issuer {
                             e.retry_after,
                         )
                     };
+                    if e.waiting {
+                        info!(wait_s = delay, "{message}");
+                        if let Err(se) = self
+                            .orders
+                            .wait_order(&job.id, &self.owner, &e.message, now + delay as i64, now)
+                            .await
+                        {
+                            warn!(error = %se, "could not record the wait");
+                        }
+                        return;
+                    }
                     if e.paced {
                         info!(wait_s = delay, "{message}");
                         if let Err(se) = self

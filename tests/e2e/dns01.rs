@@ -185,13 +185,37 @@ async fn manual_dns01_lists_records_and_issues_once_they_are_published() {
     let n = server
         .wait_for("d.example.test", 60, |v| {
             v["dns01_manual_records"].as_array().map(Vec::len) == Some(2)
+                && v["primary"]["order"]["held"].is_string()
+                && v["backup"]["order"]["held"].is_string()
         })
         .await;
-    assert_eq!(n["state"], "degraded", "nothing published yet: {n}");
-    let waiting = n["primary"]["last_error"].as_str().unwrap_or_default();
+    // Waiting for a person is neither a failure nor an outage.
+    assert_eq!(n["state"], "waiting", "nothing published yet: {n:#}");
+    for slot in ["primary", "backup"] {
+        assert_eq!(n[slot]["state"], "waiting", "{n:#}");
+        assert!(n[slot]["last_error"].is_null(), "{n:#}");
+        let held = n[slot]["order"]["held"].as_str().unwrap_or_default();
+        assert!(
+            held.contains("waiting for manual DNS-01 records")
+                && held.contains("_acme-challenge.d.example.test"),
+            "{n:#}"
+        );
+    }
+    let page = crate::emergency::get(&server, "/v1/names?state=waiting").await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page:#}");
+    let metrics = server.metrics_text().await;
     assert!(
-        waiting.contains("waiting for manual DNS-01 records"),
-        "{waiting}"
+        metrics.contains("twincert_names_by_state{state=\"waiting\"} 1")
+            && metrics.contains("twincert_names_by_state{state=\"degraded\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        !server
+            .log()
+            .lines()
+            .any(|l| l.contains("attempt failed") && l.contains("manual DNS-01")),
+        "a wait is not logged as a failure:\n{}",
+        server.log()
     );
     let records = n["dns01_manual_records"]
         .as_array()

@@ -782,6 +782,7 @@ fn state_by_policy(rec: &NameRecord, now: i64) -> NameState {
                     current: s.cert.as_ref().map(|c| (c.not_before, c.not_after)),
                     order_open: s.order.is_some(),
                     last_attempt_failed: s.last_error.is_some(),
+                    waiting: s.order.as_ref().is_some_and(|o| o.held_reason.is_some()),
                 },
                 now,
             )
@@ -838,8 +839,10 @@ async fn sql_agrees_with_policy(store: Store) {
     // (name, its CAs, its state by policy, its outcome in a swap away
     // from CA a: None when not active on a).
     #[allow(clippy::type_complexity)] // a table of named cases reads best inline
-    let table: [(&str, (&str, &str), NameState, Option<SwapOutcome>); 12] = [
+    let table: [(&str, (&str, &str), NameState, Option<SwapOutcome>); 13] = [
         ("fresh", ("a", "b"), NameState::Provisioning, None),
+        // Its primary waits for a person (manual DNS-01), after a failure.
+        ("primary-waiting", ("a", "b"), NameState::Waiting, None),
         ("primary-failed", ("a", "b"), NameState::Degraded, None),
         (
             "one-slot",
@@ -889,16 +892,18 @@ async fn sql_agrees_with_policy(store: Store) {
             NameState::Degraded,
             Some(SwapOutcome::Swap),
         ),
+        // Its standby is superseded by the distrust: no real standby.
         (
             "backup-distrusted",
             ("a", "d"),
-            NameState::Ready,
+            NameState::Degraded,
             Some(SwapOutcome::StandbyDistrusted),
         ),
+        // Its backup, superseded by the swaps, is not re-issued yet.
         (
             "same-ca",
             ("b", "a"),
-            NameState::Ready,
+            NameState::Degraded,
             Some(SwapOutcome::StandbySameCa),
         ),
     ];
@@ -934,6 +939,31 @@ async fn sql_agrees_with_policy(store: Store) {
                 .fail_attempt(&job.id, "w", "CA refused", now + 100_000, false, t0)
                 .await
                 .expect("fail"),
+            ("primary-waiting", Slot::Primary) => {
+                let orders = store.orders();
+                orders
+                    .fail_attempt(&job.id, "w", "CA refused", t0, false, t0)
+                    .await
+                    .expect("fail");
+                let again = store
+                    .leases()
+                    .lease_orders("w", t0, 1_000_000, 1000)
+                    .await
+                    .expect("lease again")
+                    .into_iter()
+                    .find(|j| j.id == job.id)
+                    .expect("the failed order again");
+                orders
+                    .wait_order(
+                        &again.id,
+                        "w",
+                        "waiting for manual DNS-01 records",
+                        now + 60,
+                        t0,
+                    )
+                    .await
+                    .expect("wait");
+            }
             ("backup-expired", Slot::Backup) => {
                 issue(&store, job, "w", n, (t0, now - 1, now - 100)).await
             }
@@ -1078,6 +1108,7 @@ async fn sql_agrees_with_policy(store: Store) {
         NameState::Ready,
         NameState::Degraded,
         NameState::Provisioning,
+        NameState::Waiting,
     ]
     .iter()
     .map(|s| (s.as_str().to_string(), 0))
