@@ -288,6 +288,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
         worker
             .with_delivery(delivery)
             .with_policy(ca_choices(&cfg), cfg.reprovision_same_ca_after_seconds)
+            .with_readiness(cfg.readiness.clone(), cfg.deploy.concurrency)
             .with_revocation(cfg.revocation.clone())
             .with_dns01(Arc::new(crate::validation::dns::Dns01Solver::new(
                 dns_providers,

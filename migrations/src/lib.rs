@@ -27,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0009LeaseAge),
             Box::new(M0010Deploy),
             Box::new(M0011Redundancy),
+            Box::new(M0012Readiness),
         ]
     }
 }
@@ -714,5 +715,31 @@ impl MigrationTrait for M0011Redundancy {
              ALTER TABLE names DROP COLUMN primary_superseded_by",
         )
         .await
+    }
+}
+
+/// Emergency readiness (issue 22): the latest report, computed by one
+/// replica, read by every API server.
+pub struct M0012Readiness;
+
+impl MigrationName for M0012Readiness {
+    fn name(&self) -> &str {
+        "m0012_readiness"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0012Readiness {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "CREATE TABLE readiness (id TEXT PRIMARY KEY, computed_at BIGINT NOT NULL, \
+             report TEXT NOT NULL)",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP TABLE readiness").await
     }
 }

@@ -64,6 +64,7 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("GET", "/v1/incidents/{id}", Role::Viewer),
     ("POST", "/v1/incidents/{id}/close", Role::Operator),
     ("GET", "/v1/alerts", Role::Viewer),
+    ("GET", "/v1/readiness", Role::Viewer),
 ];
 
 /// The minimum role for a route (method + path template), or `None` when

@@ -50,6 +50,9 @@ pub(super) async fn metrics(State(st): State<ApiState>) -> Result<Response, Prob
     let mut series = st.store.metrics().revocation_metrics(now).await?;
     series.extend(st.store.metrics().scale_metrics(now).await?);
     series.extend(st.store.metrics().expiry_series(EXPIRY_SERIES).await?);
+    if let Some(r) = st.store.readiness().latest().await? {
+        series.extend(super::readiness::series(&r));
+    }
     let scrape = Scrape {
         totals,
         usage,

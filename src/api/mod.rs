@@ -25,6 +25,7 @@ mod new_name;
 mod openapi;
 mod paging;
 mod problem;
+mod readiness;
 pub mod tls;
 mod views;
 
@@ -133,6 +134,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/incidents/{id}", get(incidents::show_incident))
         .route("/v1/incidents/{id}/close", post(incidents::close_incident))
         .route("/v1/alerts", get(incidents::list_alerts))
+        .route("/v1/readiness", get(readiness::show))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,

@@ -58,6 +58,7 @@ impl Modify for BearerAuth {
         super::incidents::show_incident,
         super::incidents::close_incident,
         super::incidents::list_alerts,
+        super::readiness::show,
         super::deploy::show_deploy,
         super::deploy::set_deploy,
         super::deploy::request_check,
@@ -74,7 +75,8 @@ impl Modify for BearerAuth {
         super::emergency::OperationList, super::emergency::OperationView,
         crate::store::Operation, crate::store::OperationProgress, crate::store::CompromiseReport,
         crate::store::Incident, crate::store::Alert, super::incidents::IncidentList,
-        super::incidents::AlertList, super::incidents::CloseIncident
+        super::incidents::AlertList, super::incidents::CloseIncident,
+        super::readiness::ReadinessView, crate::domain::CaReadiness
     )),
     modifiers(&BearerAuth)
 )]

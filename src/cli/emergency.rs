@@ -447,3 +447,74 @@ pub(super) fn scope_body(
     }
     Ok(body)
 }
+
+/// `twincert readiness`: per CA, how many names active on it would be
+/// safe if it were lost now, why the others would not, and how long
+/// safety and full redundancy would take.
+pub(super) async fn readiness(api: &ApiArgs) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    let v = client
+        .request(reqwest::Method::GET, "/v1/readiness", None)
+        .await?;
+    if api.output == Output::Json {
+        client.print(&v);
+        return Ok(());
+    }
+    print!("{}", readiness_table(&v));
+    Ok(())
+}
+
+/// The readiness report as text: a summary line, one row per CA, then per
+/// CA the reasons with their counts and sample names.
+fn readiness_table(v: &Value) -> String {
+    let Some(at) = v["computed_at"].as_str() else {
+        return "readiness has not been computed yet (a worker computes it within seconds \
+                of starting)\n"
+            .into();
+    };
+    let mut out = format!(
+        "computed at {at} in {} ms: {} of {} names safe if their active CA were lost now\n\n",
+        v["duration_ms"], v["safe"], v["names"]
+    );
+    out.push_str(&format!(
+        "{:<20} {:>8} {:>8} {:>7} {:>16} {:>19}  {}\n",
+        "CA", "ACTIVE", "SAFE", "SHARE", "TO SAFETY (s)", "TO REDUNDANCY (s)", "ALERT"
+    ));
+    let cas = v["cas"].as_array().cloned().unwrap_or_default();
+    for c in &cas {
+        out.push_str(&format!(
+            "{:<20} {:>8} {:>8} {:>6.1}% {:>16} {:>19}  {}\n",
+            c["ca"].as_str().unwrap_or_default(),
+            c["active"],
+            c["safe"],
+            c["safe_share"].as_f64().unwrap_or(1.0) * 100.0,
+            c["time_to_safety_seconds"],
+            match &c["time_to_redundancy_seconds"] {
+                Value::Null => "never (no CA)".to_string(),
+                t => t.to_string(),
+            },
+            c["alert"].as_str().unwrap_or("-"),
+        ));
+    }
+    for c in &cas {
+        let reasons: Vec<(&String, &Value)> = c["outcomes"]
+            .as_object()
+            .map(|o| o.iter().filter(|(k, _)| *k != "safe").collect())
+            .unwrap_or_default();
+        if reasons.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            "\nif {} were lost, not safe:\n",
+            c["ca"].as_str().unwrap_or_default()
+        ));
+        for (reason, n) in reasons {
+            let sample: Vec<&str> = c["samples"][reason.as_str()]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            out.push_str(&format!("  {reason:<26} {n:>8}  {}\n", sample.join(", ")));
+        }
+    }
+    out
+}

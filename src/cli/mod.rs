@@ -143,6 +143,13 @@ enum Command {
         #[command(subcommand)]
         action: emergency::IncidentsAction,
     },
+    /// Emergency readiness: per CA, how many names active on it would be
+    /// safe at once if it were lost now, why the others would not, and how
+    /// long safety and full redundancy would take.
+    Readiness {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Alerts (revoked certificates, rejected CRL/OCSP data, CA incidents,
     /// expiry, names without a usable standby); open ones by default.
     Alerts {
@@ -498,6 +505,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Operations { api, action } => emergency::operations(&api, action).await,
         Command::Incidents { api, action } => emergency::incidents(&api, action).await,
         Command::Alerts { api, all, limit } => emergency::alerts(&api, all, limit).await,
+        Command::Readiness { api } => emergency::readiness(&api).await,
         Command::Bench { what, output } => match what {
             BenchWhat::Swap(opts) => bench::swap(opts, output).await,
             BenchWhat::Revocation(opts) => bench_revocation::revocation(opts, output).await,

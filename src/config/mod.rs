@@ -27,6 +27,7 @@ mod cas;
 mod deploy;
 mod dns;
 mod env;
+mod readiness;
 mod revocation;
 mod server;
 mod worker;
@@ -48,6 +49,7 @@ pub use deploy::{
     KubeSource, KubeTarget, WebhookTarget,
 };
 pub use dns::DnsConfig;
+pub use readiness::ReadinessConfig;
 pub use revocation::{IncidentPolicy, RevocationConfig, RevokedActivePolicy};
 pub use worker::WorkerConfig;
 
@@ -104,6 +106,7 @@ const SECTIONS: &[&str] = &[
     "revocation",
     "deploy",
     "alerts",
+    "readiness",
 ];
 
 /// Tables inside a section: `TWINCERT_ALERTS_SMTP_HOST` sets `[alerts.smtp]
@@ -146,6 +149,8 @@ struct RawConfig {
     destinations: Vec<deploy::RawDestination>,
     #[serde(default)]
     alerts: alerts::RawAlerts,
+    #[serde(default)]
+    readiness: readiness::RawReadiness,
 }
 
 /// The validated configuration.
@@ -201,6 +206,8 @@ pub struct Config {
     pub deploy: DeployConfig,
     /// Who is told about alerts, and how.
     pub alerts: AlertsConfig,
+    /// Emergency readiness.
+    pub readiness: ReadinessConfig,
 }
 
 impl Config {
@@ -316,6 +323,7 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
         revocation: revocation::validate_revocation(raw.revocation)?,
         deploy: deploy::validate_deploy(raw.deploy, raw.destinations, base, credentials)?,
         alerts: alerts::validate_alerts(raw.alerts, base, credentials)?,
+        readiness: readiness::validate_readiness(raw.readiness)?,
     })
 }
 

@@ -14,12 +14,14 @@ mod mail;
 mod names;
 mod net;
 mod new_name;
+mod readiness;
 
 pub use acme_requests::{ACME_LATENCY_BUCKETS, AcmeRequestStats};
 pub use mail::{MailAddressError, check_mail_address};
 pub use names::{DnsName, ManagedNameId, NameError};
 pub use net::Cidr;
 pub use new_name::NewName;
+pub use readiness::{CaReadiness, ReadinessReport};
 
 use std::fmt;
 use std::str::FromStr;

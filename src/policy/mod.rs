@@ -7,6 +7,7 @@
 use crate::domain::{KeyType, NameState, SlotState};
 
 pub mod reaction;
+pub mod readiness;
 pub mod swap;
 
 /// What policy needs to know about one configured CA.

@@ -36,6 +36,7 @@ mod names;
 mod operations;
 mod orders;
 mod pacing;
+mod readiness;
 mod rows;
 mod sql;
 mod status;
@@ -69,6 +70,7 @@ pub use names::{Names, NewName};
 pub use operations::{Operation, OperationProgress, Operations, ReprovisionJob};
 pub use orders::{Completed, FailingOrder, NewCertificate, Orders, OtherCert};
 pub use pacing::Pacing;
+pub use readiness::{Readiness, ReadinessGroup};
 pub use rows::{
     CertRecord, CertStatusRecord, DnsRecord, NameRecord, OrderJob, OrderSummary, SlotRecord,
     TokenRecord,
@@ -132,6 +134,7 @@ struct Facets {
     alerts: Alerts,
     deployments: Deployments,
     metrics: Metrics,
+    readiness: Readiness,
 }
 
 impl Facets {
@@ -154,6 +157,7 @@ impl Facets {
             alerts: Alerts { db: db.clone() },
             deployments: Deployments { db: db.clone() },
             metrics: Metrics { db: db.clone() },
+            readiness: Readiness { db: db.clone() },
         }
     }
 }
@@ -286,6 +290,11 @@ impl Store {
     /// Aggregate figures for `/metrics`.
     pub fn metrics(&self) -> &Metrics {
         &self.facets.metrics
+    }
+
+    /// Emergency readiness facts and the stored report.
+    pub fn readiness(&self) -> &Readiness {
+        &self.facets.readiness
     }
 
     /// Applies pending migrations.

@@ -62,6 +62,8 @@ pub struct Issuer {
     ari: bool,
     failpoint: Option<String>,
     planner: Planner,
+    /// Set when a certificate is stored (readiness may have changed).
+    readiness_dirty: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why one attempt failed, and how to go on.
@@ -205,6 +207,7 @@ impl Issuer {
             })
             .collect();
         Issuer {
+            readiness_dirty: b.readiness_dirty.clone(),
             orders: b.store.orders().clone(),
             leases: b.store.leases().clone(),
             keys: b.store.keys().clone(),
@@ -358,7 +361,11 @@ impl Issuer {
             }
             let now = self.clock.now();
             match result {
-                Ok(serial) => info!(serial = %serial, "certificate stored"),
+                Ok(serial) => {
+                    info!(serial = %serial, "certificate stored");
+                    self.readiness_dirty
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 Err(mut e) => {
                     e.retry_after = e.retry_after.or(crate::ca::retry_after_secs(retry_after));
                     let ca_url = self

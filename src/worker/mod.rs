@@ -21,6 +21,7 @@ pub mod deployer;
 pub mod issuer;
 pub mod notifier;
 mod planner;
+mod readiness;
 mod reprovisioner;
 mod revoker;
 mod singleton;
@@ -82,9 +83,23 @@ pub struct SupervisorBuilder {
     same_ca_hold_off: i64,
     revocation: RevocationConfig,
     dns01: Option<Arc<Dns01Solver>>,
+    readiness: Option<(crate::config::ReadinessConfig, usize)>,
+    /// Set when something this replica did may change readiness.
+    readiness_dirty: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SupervisorBuilder {
+    /// Emergency readiness, recomputed on one replica
+    /// (`deploy_concurrency` paces its time-to-safety estimate).
+    pub fn with_readiness(
+        mut self,
+        cfg: crate::config::ReadinessConfig,
+        deploy_concurrency: usize,
+    ) -> SupervisorBuilder {
+        self.readiness = cfg.enabled.then_some((cfg, deploy_concurrency));
+        self
+    }
+
     /// Deployment to destinations, endpoint checks and alert delivery.
     pub fn with_delivery(mut self, delivery: Delivery) -> SupervisorBuilder {
         self.delivery = Some(delivery);
@@ -146,6 +161,30 @@ impl SupervisorBuilder {
             dns01,
             planner,
         ));
+        let readiness = self.readiness.clone().map(|(cfg, deploy_concurrency)| {
+            Arc::new(readiness::ReadinessChecker::new(
+                s,
+                self.owner.clone(),
+                self.clock.clone(),
+                readiness::ReadinessParts {
+                    cfg,
+                    policy_cas: self.policy_cas.clone(),
+                    paces: self
+                        .cas
+                        .values()
+                        .map(|c| readiness::CaPace {
+                            id: c.id().to_string(),
+                            orders_per_hour: c.orders_per_hour(),
+                            concurrency: c.concurrency(),
+                        })
+                        .collect(),
+                    same_ca_hold_off: self.same_ca_hold_off,
+                    deploy_concurrency,
+                    dirty: self.readiness_dirty.clone(),
+                },
+            ))
+        });
+        let readiness_dirty = self.readiness_dirty.clone();
         let revocation_enabled = self.revocation.enabled;
         let status = Arc::new(StatusChecker::new(
             s,
@@ -177,6 +216,8 @@ impl SupervisorBuilder {
             .map(|d| Arc::new(Notifier::new(s, self.clock.clone(), d.clone())));
         Supervisor {
             issuer,
+            readiness,
+            readiness_dirty,
             status,
             revocation_enabled,
             deployer,
@@ -193,6 +234,8 @@ impl SupervisorBuilder {
 /// Starts the controllers and stops them on shutdown.
 pub struct Supervisor {
     issuer: Arc<Issuer>,
+    readiness: Option<Arc<readiness::ReadinessChecker>>,
+    readiness_dirty: Arc<std::sync::atomic::AtomicBool>,
     status: Arc<StatusChecker>,
     revocation_enabled: bool,
     deployer: Option<Arc<Deployer>>,
@@ -229,6 +272,8 @@ impl Supervisor {
             same_ca_hold_off: crate::config::DEFAULT_SAME_CA_HOLD_OFF,
             revocation: RevocationConfig::default(),
             dns01: None,
+            readiness: None,
+            readiness_dirty: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
@@ -241,7 +286,20 @@ impl Supervisor {
     /// Wakes the issuer now (a name was created), instead of at the next
     /// poll.
     pub fn wake(&self) {
+        self.readiness_dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.wake.notify_one();
+    }
+
+    /// One readiness computation, without the lease (benchmarks and tools);
+    /// `None` when readiness is disabled.
+    pub async fn readiness_pass(
+        &self,
+    ) -> Option<Result<crate::domain::ReadinessReport, StoreError>> {
+        match &self.readiness {
+            Some(r) => Some(r.pass().await),
+            None => None,
+        }
     }
 
     /// One status-check pass at `now`, without the lease (benchmarks and
@@ -265,6 +323,9 @@ impl Supervisor {
         info!(owner = %self.owner, "worker started");
         if self.revocation_enabled {
             tokio::spawn(self.status.clone().run(shutdown.clone()));
+        }
+        if let Some(r) = self.readiness.clone() {
+            tokio::spawn(r.run(shutdown.clone()));
         }
         if let (Some(deployer), Some(notifier)) = (self.deployer.clone(), self.notifier.clone()) {
             let lease = self.deploy_lease.clone();

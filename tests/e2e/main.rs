@@ -9,6 +9,7 @@ mod harness;
 mod harness_check;
 mod issuance;
 mod layers;
+mod readiness;
 mod redundancy;
 mod revocation;
 mod revocation_harness;
