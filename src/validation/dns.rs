@@ -11,7 +11,7 @@
 //!   never a recursive resolver, until all of them answer the value.
 //!
 //! The pure walking logic is written against [`DnsView`], so it is tested
-//! without a network; [`DnsLookup`] is the real view over hickory-client.
+//! without a network; [`DnsLookup`] is the real view over hickory-net.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -19,11 +19,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use hickory_client::client::{Client, ClientHandle};
-use hickory_client::proto::op::{Message, ResponseCode};
-use hickory_client::proto::rr::{DNSClass, Name, RData, RecordType};
-use hickory_client::proto::runtime::TokioRuntimeProvider;
-use hickory_client::proto::tcp::TcpClientStream;
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::proto::op::{Message, ResponseCode};
+use hickory_net::proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
 
 use crate::config::DnsConfig;
 
@@ -122,22 +122,24 @@ impl DnsLookup {
         name: &str,
         rtype: RecordType,
     ) -> Result<Message, String> {
-        let (stream, sender) = TcpClientStream::new(
+        let (connect, sender) = TcpClientStream::new(
             server,
             None,
             Some(Duration::from_secs(5)),
             TokioRuntimeProvider::new(),
         );
-        let (mut client, bg) = Client::with_timeout(stream, sender, Duration::from_secs(5), None)
+        let stream = connect
             .await
             .map_err(|e| format!("DNS server {server}: {e}"))?;
+        let (mut client, bg) =
+            Client::<TokioRuntimeProvider>::with_timeout(stream, sender, Duration::from_secs(5));
         let bg = tokio::spawn(bg);
         let r = client.query(fqdn(name)?, DNSClass::IN, rtype).await;
         bg.abort();
         let msg = r
             .map_err(|e| format!("DNS server {server}: {rtype} {name}: {e}"))?
             .into_message();
-        match msg.response_code() {
+        match msg.response_code {
             ResponseCode::NoError | ResponseCode::NXDomain => Ok(msg),
             other => Err(format!("DNS server {server}: {rtype} {name}: {other}")),
         }
@@ -166,14 +168,14 @@ impl DnsLookup {
     async fn resolve_servers(&self, zone: &str) -> Result<Vec<SocketAddr>, String> {
         let msg = self.query(self.cfg.resolver, zone, RecordType::NS).await?;
         let mut out = Vec::new();
-        for ns in msg.answers().iter().filter_map(|r| match r.data() {
+        for ns in msg.answers.iter().filter_map(|r| match &r.data {
             RData::NS(ns) => Some(ns.0.to_ascii()),
             _ => None,
         }) {
             for rtype in [RecordType::A, RecordType::AAAA] {
                 let addrs = self.query(self.cfg.resolver, &ns, rtype).await?;
-                for r in addrs.answers() {
-                    let ip: Option<IpAddr> = match r.data() {
+                for r in &addrs.answers {
+                    let ip: Option<IpAddr> = match &r.data {
                         RData::A(a) => Some(IpAddr::V4(a.0)),
                         RData::AAAA(a) => Some(IpAddr::V6(a.0)),
                         _ => None,
@@ -203,11 +205,8 @@ impl DnsLookup {
     pub async fn txt_visible(&self, zone: &str, name: &str, value: &str) -> Result<bool, String> {
         for server in self.authoritative_servers(zone).await? {
             let msg = self.query(server, name, RecordType::TXT).await?;
-            let seen = msg.answers().iter().any(|r| match r.data() {
-                RData::TXT(txt) => txt
-                    .txt_data()
-                    .iter()
-                    .any(|d| d.as_ref() == value.as_bytes()),
+            let seen = msg.answers.iter().any(|r| match &r.data {
+                RData::TXT(txt) => txt.txt_data.iter().any(|d| d.as_ref() == value.as_bytes()),
                 _ => false,
             });
             if !seen {
@@ -233,11 +232,10 @@ impl DnsLookup {
             let mut still = Vec::new();
             for server in waiting {
                 let seen = match self.query(server, name, RecordType::TXT).await {
-                    Ok(msg) => msg.answers().iter().any(|r| match r.data() {
-                        RData::TXT(txt) => txt
-                            .txt_data()
-                            .iter()
-                            .any(|d| d.as_ref() == value.as_bytes()),
+                    Ok(msg) => msg.answers.iter().any(|r| match &r.data {
+                        RData::TXT(txt) => {
+                            txt.txt_data.iter().any(|d| d.as_ref() == value.as_bytes())
+                        }
                         _ => false,
                     }),
                     Err(_) => false,
@@ -270,8 +268,8 @@ impl DnsView for DnsLookup {
                 .query(self.cfg.resolver, name, RecordType::CNAME)
                 .await?;
             let want = normal(name);
-            Ok(msg.answers().iter().find_map(|r| match r.data() {
-                RData::CNAME(c) if normal(&r.name().to_ascii()) == want => Some(c.0.to_ascii()),
+            Ok(msg.answers.iter().find_map(|r| match &r.data {
+                RData::CNAME(c) if normal(&r.name.to_ascii()) == want => Some(c.0.to_ascii()),
                 _ => None,
             }))
         })
@@ -282,9 +280,9 @@ impl DnsView for DnsLookup {
             let msg = self.query(self.cfg.resolver, name, RecordType::SOA).await?;
             let want = normal(name);
             Ok(msg
-                .answers()
+                .answers
                 .iter()
-                .any(|r| matches!(r.data(), RData::SOA(_)) && normal(&r.name().to_ascii()) == want))
+                .any(|r| matches!(&r.data, RData::SOA(_)) && normal(&r.name.to_ascii()) == want))
         })
     }
 }

@@ -68,6 +68,11 @@ const CRATES: &[(&str, &[&str], &str)] = &[
     ("sea_orm", &["store"], "only the store knows SQL"),
     ("sqlx", &["store"], "only the store knows SQL"),
     ("instant_acme", &["ca"], "only ca talks ACME"),
+    (
+        "hickory_net",
+        &["validation", "providers"],
+        "only DNS-01 speaks DNS, and validates no DNSSEC (.cargo/audit.toml)",
+    ),
 ];
 
 /// Modules that do no I/O, and what they therefore must not use (the

@@ -1,5 +1,5 @@
 //! RFC 2136 dynamic updates signed with TSIG (RFC 8945), over TCP, with
-//! hickory-client. Works with BIND, Knot, PowerDNS and most self-hosted
+//! hickory-net. Works with BIND, Knot, PowerDNS and most self-hosted
 //! authoritative servers.
 //!
 //! The provider's settings ([`DnsProviderConfig`]) are defined here and
@@ -7,17 +7,16 @@
 //! does not depend on the configuration file's shape.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_client::client::{Client, ClientHandle};
-use hickory_client::proto::dnssec::rdata::tsig::TsigAlgorithm;
-use hickory_client::proto::dnssec::tsig::TSigner;
-use hickory_client::proto::op::ResponseCode;
-use hickory_client::proto::rr::rdata::TXT;
-use hickory_client::proto::rr::{DNSClass, Name, RData, Record};
-use hickory_client::proto::runtime::TokioRuntimeProvider;
-use hickory_client::proto::tcp::TcpClientStream;
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::proto::op::ResponseCode;
+use hickory_net::proto::rr::rdata::TXT;
+use hickory_net::proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_net::proto::rr::{DNSClass, Name, RData, Record, TSigner};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::xfer::DnsMultiplexer;
 
 use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
 
@@ -119,19 +118,24 @@ impl Rfc2136 {
             .map_err(|e| DnsError(format!("{what}: bad name: {e}")))?;
         let mut record =
             Record::from_rdata(name, TTL, RData::TXT(TXT::new(vec![value.to_string()])));
-        record.set_dns_class(DNSClass::IN);
+        record.dns_class = DNSClass::IN;
 
-        let (stream, sender) = TcpClientStream::new(
+        let (connect, sender) = TcpClientStream::new(
             self.server,
             None,
             Some(Duration::from_secs(10)),
             TokioRuntimeProvider::new(),
         );
-        let signer: Arc<TSigner> = Arc::new(self.signer.clone());
-        let (mut client, bg) =
-            Client::with_timeout(stream, sender, Duration::from_secs(10), Some(signer))
-                .await
-                .map_err(|e| DnsError(format!("{what}: cannot connect: {e}")))?;
+        let stream = connect
+            .await
+            .map_err(|e| DnsError(format!("{what}: cannot connect: {e}")))?;
+        // The multiplexer signs the update with the key (RFC 8945 §5.1)
+        // and checks the TSIG of the answer (§5.4).
+        let (mut client, bg) = Client::<TokioRuntimeProvider>::from_sender(
+            DnsMultiplexer::new(stream, sender)
+                .with_timeout(Duration::from_secs(10))
+                .with_signer(self.signer.clone()),
+        );
         let bg = tokio::spawn(bg);
         let result = if add {
             client.append(record, origin, false).await
@@ -154,7 +158,7 @@ impl Rfc2136 {
                 DnsError(format!("{what}: {text}"))
             }
         })?;
-        match response.response_code() {
+        match response.response_code {
             ResponseCode::NoError => Ok(()),
             ResponseCode::NotAuth => Err(DnsError(format!(
                 "{what}: the DNS update was refused for bad TSIG (NOTAUTH; key '{}'): check the secret and algorithm",
