@@ -16,6 +16,7 @@ pub struct Problem {
     kind: &'static str,
     title: &'static str,
     detail: String,
+    field: Option<String>,
 }
 
 // The body `Problem` serializes is this type, so the schema the OpenAPI
@@ -32,6 +33,10 @@ pub struct ProblemDoc {
     pub status: u16,
     /// What exactly was wrong.
     pub detail: String,
+    /// The request field at fault, when one is: its path in the body, as
+    /// `detail` writes it (`name`, `domains[0]`, `endpoints[2].port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl Problem {
@@ -41,7 +46,21 @@ impl Problem {
             kind,
             title,
             detail,
+            field: None,
         }
+    }
+
+    /// One field of the request body is invalid (400): the detail starts
+    /// with the field's path, and `field` carries it for programs.
+    pub fn bad_field(path: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        let path = path.into();
+        Self::bad_request(format!("{path}: {detail}")).at_field(path)
+    }
+
+    /// The same problem, naming `path` as the field at fault.
+    pub fn at_field(mut self, path: impl Into<String>) -> Self {
+        self.field = Some(path.into());
+        self
     }
 
     /// The request is malformed or a field is invalid (400).
@@ -187,6 +206,12 @@ impl Problem {
     pub(crate) fn detail(&self) -> &str {
         &self.detail
     }
+
+    /// The field at fault, if one is.
+    #[cfg(test)]
+    pub(crate) fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
 }
 
 impl From<StoreError> for Problem {
@@ -209,6 +234,7 @@ impl IntoResponse for Problem {
             title: self.title.to_string(),
             status: self.status.as_u16(),
             detail: self.detail,
+            field: self.field,
         };
         let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
         let mut rsp = (self.status, json).into_response();
