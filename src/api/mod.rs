@@ -9,7 +9,9 @@
 //! 5xx; list parameters go through `paging`. The name, token, event and CA
 //! handlers live here; deployments, emergencies, incidents and `/metrics`
 //! have their own files, `new_name` validates a new name, `views` shapes
-//! records for clients, `openapi` only assembles the document.
+//! records for clients, `openapi` only assembles the document. What hyper
+//! refuses before the router (a URL or headers over its limits) is made a
+//! problem document on the connection by `wire`.
 //!
 //! The API does not know the ACME client: what it shows of ACME requests is
 //! handed in through [`ApiState::acme_requests`].
@@ -27,6 +29,7 @@ mod paging;
 mod problem;
 pub mod tls;
 mod views;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -146,6 +149,7 @@ pub fn app(state: ApiState) -> Router {
         // as a 413 problem.
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(middleware::from_fn(problem::only_problems))
         .with_state(state)
 }
 
@@ -160,6 +164,7 @@ pub fn probes_app(state: ApiState) -> Router {
             Problem::not_found("this process runs as --role worker: only /healthz and /readyz")
         })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+        .layer(middleware::from_fn(problem::only_problems))
         .with_state(state)
 }
 

@@ -16,3 +16,4 @@ mod runbooks;
 mod scale;
 mod server;
 mod store_backends;
+mod wire;
