@@ -46,7 +46,7 @@ use crate::domain::{
     AcmeRequestStats, ChallengeKind, Cidr, KeyType, ManagedNameId, NameState, Slot,
 };
 use crate::policy::CaChoice;
-use crate::store::{AuditDetails, AuditEvent, NameRecord, Store, TokenRecord};
+use crate::store::{AuditDetails, AuditEvent, NameFilter, NameRecord, Store, TokenRecord};
 
 use body::JsonBody;
 use new_name::{CreateName, Offer};
@@ -259,23 +259,25 @@ async fn list_names(
     }
     let after = q.cursor.as_deref().map(paging::cursor_decode).transpose()?;
     let now = st.clock.now();
-    let recs = st
+    // Both filters are applied by the store, so a page is full unless the
+    // list has ended; one name more than the page says whether it has.
+    let filter = NameFilter {
+        ca: q.ca.as_deref(),
+        state: state.map(|s| (s, now)),
+    };
+    let mut recs = st
         .store
         .names()
-        .list_names(limit, after.as_deref(), q.ca.as_deref())
+        .list_names(limit + 1, after.as_deref(), filter)
         .await?;
-    let next_cursor = if recs.len() as u64 == limit {
+    let more = recs.len() as u64 > limit;
+    recs.truncate(limit as usize);
+    let next_cursor = if more {
         recs.last().map(|r| paging::cursor_encode(&r.id))
     } else {
         None
     };
-    // The state filter applies within the page (state is derived, not
-    // stored); `next_cursor` still walks every name.
-    let items: Vec<NameView> = recs
-        .iter()
-        .map(|r| name_view(r, now, &st.dns))
-        .filter(|v| state.is_none_or(|s| v.state == s))
-        .collect();
+    let items: Vec<NameView> = recs.iter().map(|r| name_view(r, now, &st.dns)).collect();
     Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
 

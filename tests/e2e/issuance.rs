@@ -918,3 +918,79 @@ async fn deploy_and_alert_settings_come_from_the_environment() {
         "{err}"
     );
 }
+
+/// Every page of `GET /v1/names?state=…&limit=2`, following `next_cursor`:
+/// the ids on each page.
+async fn pages_by_state(server: &Server, state: &str) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/names?state={state}&limit=2", server.base());
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = server
+            .client()
+            .get(url)
+            .bearer_auth(crate::server::ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET /v1/names")
+            .json()
+            .await
+            .expect("page JSON");
+        let ids = page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        pages.push(ids);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return pages,
+        }
+        assert!(pages.len() < 10, "no end to the pages: {pages:?}");
+    }
+}
+
+/// Issue 20: the state filter applied within each page, so
+/// `?state=degraded&limit=2` answered empty pages with a `next_cursor`
+/// before the one degraded name, and a client that stopped at an empty
+/// page missed it. The filter spans the list: a page is full unless the
+/// list has ended, and an empty page is the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_state_filter_fills_pages_across_the_whole_list() {
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let ready = ["a", "b", "c", "d"].map(|h| format!("{h}.example.test"));
+    // Last in id order; no DNS the CAs ask knows it, so its validation
+    // fails and the name is degraded.
+    let failing = "zz.nowhere.test";
+    for n in ready.iter().map(String::as_str).chain([failing]) {
+        let (status, body) = server.create(json!({ "name": n })).await;
+        assert_eq!(status, 201, "{n}: {body}");
+    }
+    for n in &ready {
+        server.wait_ready(n, 120).await;
+    }
+    server
+        .wait_for(failing, 120, |v| v["state"] == "degraded")
+        .await;
+
+    assert_eq!(
+        pages_by_state(&server, "degraded").await,
+        [vec![failing.to_string()]],
+        "the one degraded name on the first page"
+    );
+    assert_eq!(
+        pages_by_state(&server, "ready").await,
+        [ready[..2].to_vec(), ready[2..].to_vec()],
+        "full pages of ready names, no empty page after them"
+    );
+    assert_eq!(
+        pages_by_state(&server, "provisioning").await,
+        [Vec::<String>::new()],
+        "none provisioning: one empty page that ends the list"
+    );
+}
