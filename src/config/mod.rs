@@ -394,6 +394,20 @@ tsig_secret_file = "/nonexistent/tsig"
     }
 
     #[test]
+    fn the_failpoint_hook_is_known_only_to_builds_with_the_feature() {
+        let got = load(BASE, &[("TWINCERT_FAILPOINT", "after_order_url")]);
+        if cfg!(feature = "failpoints") {
+            assert!(got.is_ok(), "{:?}", got.err());
+        } else {
+            let err = got.expect_err("refused").to_string();
+            assert!(
+                err.contains("TWINCERT_FAILPOINT") && err.contains("unknown override"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn deploy_alerts_and_smtp_come_from_the_environment_and_typos_say_so() {
         let c = load(
             BASE,

@@ -919,6 +919,59 @@ async fn deploy_and_alert_settings_come_from_the_environment() {
     );
 }
 
+/// Issue 20: `TWINCERT_FAILPOINT`, a test hook that makes the process hang
+/// at a chosen point, was read by the release binary and exempt from the
+/// unknown-variable rule. It is compiled only into builds with the
+/// `failpoints` feature; the product binary (default features) refuses it
+/// like any misspelt `TWINCERT_` variable. scripts/test.sh builds that
+/// binary and names it in `TWINCERT_TEST_PRODUCT_BIN`; a plain `cargo
+/// test` (no feature) runs the binary under test, which is the product.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_product_binary_refuses_the_failpoint_test_hook() {
+    let product = match std::env::var("TWINCERT_TEST_PRODUCT_BIN") {
+        Ok(p) => p,
+        Err(_) if !cfg!(feature = "failpoints") => env!("CARGO_BIN_EXE_twincert").to_string(),
+        Err(_) => {
+            eprintln!(
+                "skipped: the binary under test has failpoints and \
+                 TWINCERT_TEST_PRODUCT_BIN names no product binary (scripts/test.sh sets it)"
+            );
+            return;
+        }
+    };
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let run = |bin: &str, failpoint: Option<&str>| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["migrate", "--config"])
+            .arg(server.config_path())
+            .env("TWINCERT_MASTER_KEY", crate::server::MASTER_KEY)
+            .env_remove("TWINCERT_FAILPOINT");
+        if let Some(point) = failpoint {
+            cmd.env("TWINCERT_FAILPOINT", point);
+        }
+        let out = cmd.output().expect("run twincert migrate");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, err) = run(&product, None);
+    assert!(ok, "the product binary migrates with this config: {err}");
+    let (ok, err) = run(&product, Some("after_order_url"));
+    assert!(!ok, "the product binary accepted TWINCERT_FAILPOINT");
+    assert!(
+        err.contains("TWINCERT_FAILPOINT") && err.contains("unknown override"),
+        "{err}"
+    );
+    if cfg!(feature = "failpoints") {
+        // The test build knows the hook (the crash tests rely on it).
+        let (ok, err) = run(env!("CARGO_BIN_EXE_twincert"), Some("after_order_url"));
+        assert!(ok, "the test build refused its own hook: {err}");
+    }
+}
+
 /// Every page of `GET /v1/names?state=…&limit=2`, following `next_cursor`:
 /// the ids on each page.
 async fn pages_by_state(server: &Server, state: &str) -> Vec<Vec<String>> {
