@@ -1047,3 +1047,87 @@ async fn the_state_filter_fills_pages_across_the_whole_list() {
         "none provisioning: one empty page that ends the list"
     );
 }
+
+/// Issue 20: a private ACME CA needed a profile file written against an
+/// undocumented schema in which every field was required, and a config
+/// missing several settings was refused one setting per attempt. With
+/// entries for two internal CAs that leave out what the `generic` profile
+/// cannot know, `serve` refuses to start with one error that names every
+/// missing setting and what to set.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_ca_missing_settings_is_refused_naming_them_all() {
+    let cas = TwoCas::start(0).await;
+    let mut server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    server.kill();
+    let text = std::fs::read_to_string(server.config_path()).expect("config");
+    let config = cas.dir().join("private-ca.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[[cas]]\nid = \"internal\"\nprofile = \"generic\"\n\
+             \n[[cas]]\nid = \"internal-2\"\nprofile = \"generic\"\nroot_group = \"corp\"\n"
+        ),
+    )
+    .expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("TWINCERT_MASTER_KEY", MASTER_KEY)
+        .env("TWINCERT_ADMIN_TOKEN", crate::server::ADMIN_TOKEN)
+        .env_remove("TWINCERT_FAILPOINT")
+        .output()
+        .expect("run twincert serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without them:\n{err}");
+    // One error, every missing setting on a line of its own with its fix.
+    assert_eq!(err.matches("twincert: config:").count(), 1, "{err}");
+    for want in [
+        "3 settings are missing",
+        "cas[2].directory_url: CA 'internal': profile 'generic' names no ACME server; \
+         set directory_url = \"https://<your ACME server>/directory\"",
+        "cas[2].root_group: CA 'internal': profile 'generic' cannot know which root the CA \
+         chains to; set root_group = ",
+        "cas[3].directory_url: CA 'internal-2':",
+    ] {
+        assert!(err.contains(want), "want '{want}' in:\n{err}");
+    }
+    assert!(!err.contains("cas[3].root_group"), "{err}");
+}
+
+/// The `generic` profile with only what an entry must say — directory URL,
+/// root group, and the roots its HTTPS chains to — is a CA like any other:
+/// both local Pebbles configured that way issue a name's two certificates.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_private_cas_on_the_generic_profile_issue() {
+    let cas = TwoCas::start(0).await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    // The test config's entries name directory_url, trust_roots_file and
+    // root_group already; only the profile changes.
+    opts.env = vec![
+        ("TWINCERT_CA_PEBBLE_A_PROFILE".into(), "generic".into()),
+        ("TWINCERT_CA_PEBBLE_B_PROFILE".into(), "generic".into()),
+    ];
+    let server = Server::start(&cas, opts).await;
+    let listed: Value = server
+        .client()
+        .get(format!("{}/v1/cas", server.base()))
+        .bearer_auth(crate::server::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET /v1/cas")
+        .json()
+        .await
+        .expect("CA list");
+    let profiles: Vec<&str> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|c| c["profile"].as_str())
+        .collect();
+    assert_eq!(profiles, ["generic", "generic"], "{listed:#}");
+    let (status, body) = server.create(json!({"name": "private.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    let n = server.wait_ready("private.example.test", 120).await;
+    assert_eq!(n["primary"]["ca"], "pebble-a", "{n:#}");
+    assert_eq!(n["backup"]["ca"], "pebble-b", "{n:#}");
+}
