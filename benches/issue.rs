@@ -620,7 +620,10 @@ struct Progress {
 }
 
 async fn progress(store: &Store, prefix: &str) -> AnyResult<Progress> {
-    let names = store.names().list_names(1000, None, None).await?;
+    let names = store
+        .names()
+        .list_names(1000, None, twincert::store::NameFilter::default())
+        .await?;
     let mut p = Progress {
         certs: 0,
         open_orders: BTreeMap::new(),

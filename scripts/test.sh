@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The single test command: starts a throw-away PostgreSQL cluster on
 # 127.0.0.1 (free port, trust auth, sockets in a temp dir), exports
-# TWINCERT_TEST_PG_URL for the tests, runs `cargo test` with the given
-# arguments and always stops the cluster and removes its directory.
+# TWINCERT_TEST_PG_URL for the tests, runs `cargo test --features failpoints`
+# (the crash-safety test hooks) with the given arguments and always stops the
+# cluster and removes its directory.
 #
 #   bash scripts/test.sh                 # all targets
 #   bash scripts/test.sh --test e2e      # one target (replaces --all-targets)
@@ -117,8 +118,19 @@ if [[ "$select_all" == 1 ]]; then
     set -- --all-targets "$@"
 fi
 
+# The tests run the binary built with the `failpoints` feature (the crash-
+# safety hooks, TWINCERT_FAILPOINT). One test checks that the product binary,
+# built without it, refuses that variable: it is built first and kept aside.
+# cargo keeps both builds cached side by side (artifacts are keyed by feature
+# set), so neither rebuilds the other.
+product_bin="$(cargo build --quiet --bin twincert --message-format=json \
+    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)"
+[[ -n "$product_bin" && -x "$product_bin" ]] || die "cargo build --bin twincert produced no binary"
+cp "$product_bin" "$pg_dir/twincert-product"
+export TWINCERT_TEST_PRODUCT_BIN="$pg_dir/twincert-product"
+
 # Not exec: the EXIT trap must stop the cluster afterwards.
-cargo test "$@"
+cargo test --features failpoints "$@"
 
 # The whole suite (no arguments) also fuzzes the API from its OpenAPI
 # document with schemathesis and checks the Kubernetes manifests.

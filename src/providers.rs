@@ -13,55 +13,105 @@ use crate::domain::KeyType;
 
 pub mod dns;
 
-/// One CA profile, as in `providers/ca/<id>.toml`.
+/// One CA profile, as in `providers/ca/<id>.toml`. Every field has a
+/// default, so a profile says only what it knows; `docs/configuration.md`
+/// ("CA profiles") lists them. A profile without a `directory_url` or a
+/// `root_group` (the `generic` one, for a private ACME server) leaves them
+/// to each `[[cas]]` entry that uses it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaProfile {
-    /// Equals the file stem; config entries refer to it.
+    /// Equals the file stem; config entries refer to it. Default: the stem.
+    #[serde(default)]
     pub id: String,
-    /// Human name.
+    /// Human name. Default: the id.
+    #[serde(default)]
     pub name: String,
-    /// The ACME directory URL (RFC 8555 §7.1.1).
-    pub directory_url: String,
+    /// The ACME directory URL (RFC 8555 §7.1.1); none for a profile of no
+    /// particular CA.
+    #[serde(default)]
+    pub directory_url: Option<String>,
     /// A staging or test endpoint whose certificates no browser trusts.
+    #[serde(default)]
     pub staging: bool,
     /// Whether account creation needs External Account Binding
     /// (RFC 8555 §7.3.4).
+    #[serde(default)]
     pub eab_required: bool,
-    /// Certificate key types the CA accepts.
+    /// Certificate key types the CA accepts. Default: all twincert makes.
+    #[serde(default = "all_key_types")]
     pub key_types: Vec<KeyType>,
     /// CAs with the same root group chain to the same root (or a
-    /// cross-signed family); policy never pairs two of them.
-    pub root_group: String,
-    /// Typical lifetime of issued certificates.
+    /// cross-signed family); policy never pairs two of them. None for a
+    /// profile of no particular CA.
+    #[serde(default)]
+    pub root_group: Option<String>,
+    /// Typical lifetime of issued certificates. Default: 90.
+    #[serde(default = "ninety_days")]
     pub default_validity_days: u32,
     /// Whether the CA offers ARI (RFC 9773).
+    #[serde(default)]
     pub ari: bool,
     /// CAA issuer domain names (RFC 8659).
+    #[serde(default)]
     pub caa_identities: Vec<String>,
     /// Pacing derived from the CA's published limits.
+    #[serde(default)]
     pub rate_limits: RateLimits,
     /// Operator notes.
+    #[serde(default)]
     pub notes: Notes,
 }
 
-/// How fast twincert may order from one CA.
+fn all_key_types() -> Vec<KeyType> {
+    KeyType::ALL.to_vec()
+}
+
+fn ninety_days() -> u32 {
+    90
+}
+
+/// How fast twincert may order from one CA. The defaults are modest, for a
+/// CA whose limits are not known; a `[[cas]]` entry overrides both.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimits {
     /// New orders per hour per account that twincert stays under.
+    /// Default: 300.
+    #[serde(default = "default_orders_per_hour")]
     pub orders_per_hour: u32,
-    /// Orders in flight at once against this CA.
+    /// Orders in flight at once against this CA. Default: 10.
+    #[serde(default = "default_concurrency")]
     pub concurrency: u32,
     /// The CA's published limits, quoted, with their source.
+    #[serde(default)]
     pub published: String,
 }
 
+fn default_orders_per_hour() -> u32 {
+    300
+}
+
+fn default_concurrency() -> u32 {
+    10
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            orders_per_hour: default_orders_per_hour(),
+            concurrency: default_concurrency(),
+            published: String::new(),
+        }
+    }
+}
+
 /// Free-form operator notes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Notes {
     /// The text.
+    #[serde(default)]
     pub text: String,
 }
 
@@ -80,6 +130,7 @@ const BUILT_IN: &[(&str, &str)] = &[
         "letsencrypt-staging",
         include_str!("../providers/ca/letsencrypt-staging.toml"),
     ),
+    ("generic", include_str!("../providers/ca/generic.toml")),
     ("pebble", include_str!("../providers/ca/pebble.toml")),
     ("sslcom", include_str!("../providers/ca/sslcom.toml")),
     ("zerossl", include_str!("../providers/ca/zerossl.toml")),
@@ -96,10 +147,16 @@ pub struct ProfileError {
 }
 
 fn parse(file: &str, stem: &str, text: &str) -> Result<CaProfile, ProfileError> {
-    let profile: CaProfile = toml::from_str(text).map_err(|e| ProfileError {
+    let mut profile: CaProfile = toml::from_str(text).map_err(|e| ProfileError {
         file: file.to_string(),
         reason: e.to_string(),
     })?;
+    if profile.id.is_empty() {
+        profile.id = stem.to_string();
+    }
+    if profile.name.is_empty() {
+        profile.name = profile.id.clone();
+    }
     if profile.id != stem {
         return Err(ProfileError {
             file: file.to_string(),
@@ -160,9 +217,40 @@ mod tests {
         assert_ne!(all["letsencrypt"].root_group, all["google"].root_group);
         assert!(all["zerossl"].eab_required);
         assert!(!all["letsencrypt"].eab_required);
-        for p in all.values() {
-            assert!(p.directory_url.starts_with("https://"), "{}", p.id);
+        for p in all.values().filter(|p| p.id != "generic") {
+            let url = p.directory_url.as_deref().unwrap_or_default();
+            assert!(url.starts_with("https://"), "{}", p.id);
+            assert!(p.root_group.is_some(), "{}", p.id);
             assert!(!p.key_types.is_empty(), "{}", p.id);
         }
+        // The generic profile knows no CA: each entry names both.
+        let g = &all["generic"];
+        assert!(g.directory_url.is_none() && g.root_group.is_none());
+        assert_eq!(g.key_types, KeyType::ALL);
+    }
+
+    #[test]
+    fn a_profile_says_only_what_it_knows_and_the_rest_is_defaulted() {
+        let p = parse(
+            "internal.toml",
+            "internal",
+            "directory_url = \"https://acme.internal/dir\"\n",
+        )
+        .expect("a one-line profile");
+        assert_eq!(p.id, "internal");
+        assert_eq!(p.name, "internal");
+        assert_eq!(p.root_group, None);
+        assert!(!p.eab_required && !p.staging && !p.ari);
+        assert_eq!(p.key_types, KeyType::ALL);
+        assert_eq!(p.default_validity_days, 90);
+        assert_eq!(
+            (p.rate_limits.orders_per_hour, p.rate_limits.concurrency),
+            (300, 10)
+        );
+        // A misspelt field is still refused, naming it.
+        let err = parse("internal.toml", "internal", "root_grop = \"x\"\n")
+            .expect_err("unknown field")
+            .to_string();
+        assert!(err.contains("root_grop"), "{err}");
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -396,8 +397,11 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
                 Ok(())
             }
             None => {
+                // `tap_io` only to get axum's connection info (the peer
+                // address for the allowlist) for a listener of our own.
+                let listener = api::wire::ProblemListener(api_listener).tap_io(|_| {});
                 axum::serve(
-                    api_listener,
+                    listener,
                     router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
                 )
                 .with_graceful_shutdown(async move {

@@ -11,7 +11,10 @@
 //!   Content-Type is read as JSON;
 //! * JSON that does not parse into `T` (syntax, types, missing fields, and
 //!   unknown fields where `T` refuses them): 400 `invalid-request`,
-//!   "invalid JSON body: " and serde's message, which names the field.
+//!   "invalid JSON body: ", the path of the field at fault
+//!   (`endpoints[2].port: `) and serde's message; the problem's `field`
+//!   member carries that path (for a missing, unknown or duplicate field,
+//!   the path of that field).
 //!
 //! The checks run in that order, so an oversized body is a 413 whatever its
 //! type. A handler that must report something else first (a malformed name
@@ -92,8 +95,94 @@ fn parse<T: DeserializeOwned>(
             )));
         }
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(json_problem)?;
+    // As `serde_json::from_slice`: nothing but whitespace may follow.
+    de.end()
+        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))?;
+    Ok(value)
+}
+
+/// The problem for a body that does not deserialize: serde's message after
+/// the path of the value at fault, so `{"name": 5}` reads "name: invalid
+/// type: integer `5`, expected a string" rather than leaving the client
+/// to count columns.
+fn json_problem(e: serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    // A syntax error inside a key leaves an unknown segment ("?"): the path
+    // is only known up to there.
+    let segments: Vec<String> = e
+        .path()
+        .iter()
+        .take_while(|s| !matches!(s, serde_path_to_error::Segment::Unknown))
+        .map(|s| s.to_string())
+        .collect();
+    let message = e.inner().to_string();
+    // serde names a missing, unknown or repeated field in its message. The
+    // path ends at an unknown field (its key was being read), but at the
+    // enclosing object for a missing or repeated one (found out once the
+    // object is done): the detail names the object, `field` the field.
+    let (within, field) = match named_field(&message) {
+        Some((Named::AfterObject, name)) => {
+            let object = join(&segments);
+            let field = if object.is_empty() {
+                name
+            } else {
+                format!("{object}.{name}")
+            };
+            (&segments[..], field)
+        }
+        Some((Named::AtKey, _)) if !segments.is_empty() => {
+            (&segments[..segments.len() - 1], join(&segments))
+        }
+        _ => (&segments[..], join(&segments)),
+    };
+    let detail = match join(within) {
+        within if within.is_empty() => format!("invalid JSON body: {message}"),
+        within => format!("invalid JSON body: {within}: {message}"),
+    };
+    let problem = Problem::bad_request(detail);
+    if field.is_empty() {
+        problem
+    } else {
+        problem.at_field(field)
+    }
+}
+
+/// A path as the API's other field errors write it: `endpoints[2].port`.
+fn join(segments: &[String]) -> String {
+    let mut out = String::new();
+    for s in segments {
+        if !out.is_empty() && !s.starts_with('[') {
+            out.push('.');
+        }
+        out.push_str(s);
+    }
+    out
+}
+
+/// How serde's message names a field.
+enum Named {
+    /// Missing or repeated: the path ends at the enclosing object.
+    AfterObject,
+    /// Unknown: the path ends at the field.
+    AtKey,
+}
+
+/// The field serde's message names as missing, unknown or repeated
+/// (``missing field `name` ``, as `serde::de::Error` words them).
+fn named_field(message: &str) -> Option<(Named, String)> {
+    let (named, rest) = if let Some(rest) = message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("duplicate field `"))
+    {
+        (Named::AfterObject, rest)
+    } else if let Some(rest) = message.strip_prefix("unknown field `") {
+        (Named::AtKey, rest)
+    } else {
+        return None;
+    };
+    rest.split_once('`')
+        .map(|(name, _)| (named, name.to_string()))
 }
 
 #[cfg(test)]
@@ -179,11 +268,7 @@ mod tests {
                 "malformed JSON",
                 Some("application/json"),
                 r#"{"reason": "#,
-                Some((
-                    400,
-                    "invalid-request",
-                    "invalid JSON body: EOF while parsing",
-                )),
+                Some((400, "invalid-request", "EOF while parsing")),
             ),
             (
                 "an unknown field",
@@ -202,7 +287,7 @@ mod tests {
                 Some((
                     400,
                     "invalid-request",
-                    "invalid JSON body: invalid type: integer `5`",
+                    "invalid JSON body: reason: invalid type: integer `5`",
                 )),
             ),
         ];
@@ -217,6 +302,94 @@ mod tests {
                 }
                 (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
             }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // only deserialized
+    struct Nested {
+        endpoints: Vec<Endpoint>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // only deserialized
+    struct Endpoint {
+        host: String,
+        port: u16,
+    }
+
+    #[test]
+    fn a_body_that_does_not_parse_names_the_field_at_fault() {
+        // (case, body, detail, field)
+        let cases: [(&str, &str, &str, Option<&str>); 9] = [
+            (
+                "a syntax error in a key",
+                r#"{"endpoints": [{host: "a"}]}"#,
+                "invalid JSON body: endpoints[0]: key must be a string",
+                Some("endpoints[0]"),
+            ),
+            (
+                "a syntax error in a value",
+                r#"{"endpoints": [{"host": "a", "port": }]}"#,
+                "invalid JSON body: endpoints[0].port: expected value",
+                Some("endpoints[0].port"),
+            ),
+            (
+                "a repeated field in a list element",
+                r#"{"endpoints": [{"host": "a", "host": "b", "port": 1}]}"#,
+                "invalid JSON body: endpoints[0]: duplicate field `host`",
+                Some("endpoints[0].host"),
+            ),
+            (
+                "a wrong type deep in a list",
+                r#"{"endpoints": [{"host": "a", "port": 1}, {"host": "b", "port": "443"}]}"#,
+                "invalid JSON body: endpoints[1].port: invalid type: string \"443\", expected u16",
+                Some("endpoints[1].port"),
+            ),
+            (
+                "a missing field in a list element",
+                r#"{"endpoints": [{"host": "a"}]}"#,
+                "invalid JSON body: endpoints[0]: missing field `port`",
+                Some("endpoints[0].port"),
+            ),
+            (
+                "an unknown field in a list element",
+                r#"{"endpoints": [{"host": "a", "port": 1, "colour": 2}]}"#,
+                "invalid JSON body: endpoints[0]: unknown field `colour`",
+                Some("endpoints[0].colour"),
+            ),
+            (
+                "a missing field at the top",
+                r#"{}"#,
+                "invalid JSON body: missing field `endpoints`",
+                Some("endpoints"),
+            ),
+            (
+                "not an object",
+                r#"[]"#,
+                "invalid JSON body: invalid length 0, expected struct Nested",
+                None,
+            ),
+            (
+                "trailing characters",
+                r#"{"endpoints": []} x"#,
+                "invalid JSON body: trailing characters",
+                None,
+            ),
+        ];
+        for (name, body, detail, field) in cases {
+            let Err(problem) = parse::<Nested>(1024, None, Ok(Bytes::from(body))) else {
+                panic!("{name}: accepted");
+            };
+            assert!(
+                problem.detail().starts_with(detail),
+                "{name}: {}",
+                problem.detail()
+            );
+            assert_eq!(problem.field(), field, "{name}");
+            assert_eq!(problem.kind(), "invalid-request", "{name}");
         }
     }
 

@@ -86,37 +86,40 @@ fn validate(st: &ApiState, s: &DeploySettings) -> Result<(), Problem> {
     for (i, e) in s.endpoints.iter().enumerate() {
         let at = format!("endpoints[{i}]");
         if e.host.parse::<IpAddr>().is_err() {
-            DnsName::parse(&e.host)
-                .map_err(|err| Problem::bad_request(format!("{at}.host: {err}")))?;
+            DnsName::parse(&e.host).map_err(|err| Problem::bad_field(format!("{at}.host"), err))?;
         }
         if e.port == 0 {
-            return Err(Problem::bad_request(format!("{at}.port: must be 1-65535")));
+            return Err(Problem::bad_field(format!("{at}.port"), "must be 1-65535"));
         }
         if let Some(sni) = &e.sni {
-            DnsName::parse(sni).map_err(|err| Problem::bad_request(format!("{at}.sni: {err}")))?;
+            DnsName::parse(sni).map_err(|err| Problem::bad_field(format!("{at}.sni"), err))?;
         }
         if let Some(ip) = &e.ip {
             ip.parse::<IpAddr>().map_err(|_| {
-                Problem::bad_request(format!(
-                    "{at}.ip: '{}' is not an IP address",
-                    ip.chars().take(80).collect::<String>()
-                ))
+                Problem::bad_field(
+                    format!("{at}.ip"),
+                    format!(
+                        "'{}' is not an IP address",
+                        ip.chars().take(80).collect::<String>()
+                    ),
+                )
             })?;
         }
         if let Some(c) = &e.admin_contact {
             // One plain address, as the mailer will parse it.
             let ok = c.len() <= 254 && check_mail_address(c).is_ok();
             if !ok {
-                return Err(Problem::bad_request(format!(
-                    "{at}.admin_contact: not an e-mail address"
-                )));
+                return Err(Problem::bad_field(
+                    format!("{at}.admin_contact"),
+                    "not an e-mail address",
+                ));
             }
         }
         if s.endpoints[..i]
             .iter()
             .any(|o| o.host == e.host && o.port == e.port && o.sni == e.sni && o.ip == e.ip)
         {
-            return Err(Problem::bad_request(format!("{at}: listed twice")));
+            return Err(Problem::bad_field(at, "listed twice"));
         }
     }
     Ok(())

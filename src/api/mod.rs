@@ -9,7 +9,9 @@
 //! 5xx; list parameters go through `paging`. The name, token, event and CA
 //! handlers live here; deployments, emergencies, incidents and `/metrics`
 //! have their own files, `new_name` validates a new name, `views` shapes
-//! records for clients, `openapi` only assembles the document.
+//! records for clients, `openapi` only assembles the document. What hyper
+//! refuses before the router (a URL or headers over its limits) is made a
+//! problem document on the connection by `wire`.
 //!
 //! The API does not know the ACME client: what it shows of ACME requests is
 //! handed in through [`ApiState::acme_requests`].
@@ -28,6 +30,7 @@ mod problem;
 mod readiness;
 pub mod tls;
 mod views;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -44,7 +47,7 @@ use crate::domain::{
     AcmeRequestStats, ChallengeKind, Cidr, KeyType, ManagedNameId, NameState, Slot,
 };
 use crate::policy::CaChoice;
-use crate::store::{AuditDetails, AuditEvent, NameRecord, Store, TokenRecord};
+use crate::store::{AuditDetails, AuditEvent, NameFilter, NameRecord, Store, TokenRecord};
 
 use body::JsonBody;
 use new_name::{CreateName, Offer};
@@ -150,6 +153,7 @@ pub fn app(state: ApiState) -> Router {
         // as a 413 problem.
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(middleware::from_fn(problem::only_problems))
         .with_state(state)
 }
 
@@ -164,6 +168,7 @@ pub fn probes_app(state: ApiState) -> Router {
             Problem::not_found("this process runs as --role worker: only /healthz and /readyz")
         })
         .method_not_allowed_fallback(|| async { Problem::method_not_allowed() })
+        .layer(middleware::from_fn(problem::only_problems))
         .with_state(state)
 }
 
@@ -258,23 +263,25 @@ async fn list_names(
     }
     let after = q.cursor.as_deref().map(paging::cursor_decode).transpose()?;
     let now = st.clock.now();
-    let recs = st
+    // Both filters are applied by the store, so a page is full unless the
+    // list has ended; one name more than the page says whether it has.
+    let filter = NameFilter {
+        ca: q.ca.as_deref(),
+        state: state.map(|s| (s, now)),
+    };
+    let mut recs = st
         .store
         .names()
-        .list_names(limit, after.as_deref(), q.ca.as_deref())
+        .list_names(limit + 1, after.as_deref(), filter)
         .await?;
-    let next_cursor = if recs.len() as u64 == limit {
+    let more = recs.len() as u64 > limit;
+    recs.truncate(limit as usize);
+    let next_cursor = if more {
         recs.last().map(|r| paging::cursor_encode(&r.id))
     } else {
         None
     };
-    // The state filter applies within the page (state is derived, not
-    // stored); `next_cursor` still walks every name.
-    let items: Vec<NameView> = recs
-        .iter()
-        .map(|r| name_view(r, now, &st.dns))
-        .filter(|v| state.is_none_or(|s| v.state == s))
-        .collect();
+    let items: Vec<NameView> = recs.iter().map(|r| name_view(r, now, &st.dns)).collect();
     Ok(Json(serde_json::json!({ "items": items, "next_cursor": next_cursor })).into_response())
 }
 

@@ -3,7 +3,9 @@
 //! Bad input is echoed precisely; internal failures are logged here and
 //! answered with a generic text, so no SQL, path or secret reaches a client.
 
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -16,6 +18,7 @@ pub struct Problem {
     kind: &'static str,
     title: &'static str,
     detail: String,
+    field: Option<String>,
 }
 
 // The body `Problem` serializes is this type, so the schema the OpenAPI
@@ -32,6 +35,10 @@ pub struct ProblemDoc {
     pub status: u16,
     /// What exactly was wrong.
     pub detail: String,
+    /// The request field at fault, when one is: its path in the body, as
+    /// `detail` writes it (`name`, `domains[0]`, `endpoints[2].port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl Problem {
@@ -41,7 +48,21 @@ impl Problem {
             kind,
             title,
             detail,
+            field: None,
         }
+    }
+
+    /// One field of the request body is invalid (400): the detail starts
+    /// with the field's path, and `field` carries it for programs.
+    pub fn bad_field(path: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        let path = path.into();
+        Self::bad_request(format!("{path}: {detail}")).at_field(path)
+    }
+
+    /// The same problem, naming `path` as the field at fault.
+    pub fn at_field(mut self, path: impl Into<String>) -> Self {
+        self.field = Some(path.into());
+        self
     }
 
     /// The request is malformed or a field is invalid (400).
@@ -119,6 +140,26 @@ impl Problem {
         )
     }
 
+    /// The request target is longer than accepted (414).
+    pub fn uri_too_long(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            "URI too long",
+            detail.into(),
+        )
+    }
+
+    /// The request headers are more or larger than accepted (431).
+    pub fn headers_too_large(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            "Request headers too large",
+            detail.into(),
+        )
+    }
+
     /// Wrong content type (415).
     pub fn unsupported_media(detail: impl Into<String>) -> Self {
         Self::new(
@@ -171,6 +212,31 @@ impl Problem {
         )
     }
 
+    /// An error response of another kind (an extractor's rejection as
+    /// plain text) as a problem of the same status; see [`only_problems`].
+    fn from_status(status: StatusCode, text: &str) -> Self {
+        if status.is_server_error() {
+            let mut p = Self::internal(&text);
+            p.status = status;
+            return p;
+        }
+        let detail = if text.trim().is_empty() {
+            status.canonical_reason().unwrap_or("error").to_string()
+        } else {
+            text.trim().chars().take(500).collect()
+        };
+        match status.as_u16() {
+            400 => Self::bad_request(detail),
+            404 => Self::not_found(detail),
+            _ => Self::new(
+                status,
+                "http-error",
+                status.canonical_reason().unwrap_or("Error"),
+                detail,
+            ),
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -187,6 +253,12 @@ impl Problem {
     pub(crate) fn detail(&self) -> &str {
         &self.detail
     }
+
+    /// The field at fault, if one is.
+    #[cfg(test)]
+    pub(crate) fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
 }
 
 impl From<StoreError> for Problem {
@@ -202,21 +274,31 @@ impl From<StoreError> for Problem {
     }
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+impl Problem {
+    /// The status and the JSON document, for what answers below the router
+    /// (`wire`); the router's answers go through `IntoResponse`.
+    pub(super) fn document(self) -> (StatusCode, Vec<u8>) {
         let body = ProblemDoc {
             r#type: format!("https://twincert.dev/problems/{}", self.kind),
             title: self.title.to_string(),
             status: self.status.as_u16(),
             detail: self.detail,
+            field: self.field,
         };
         let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-        let mut rsp = (self.status, json).into_response();
+        (self.status, json)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let (status, json) = self.document();
+        let mut rsp = (status, json).into_response();
         rsp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             // RFC 9110 §11.6.1 / RFC 6750 §3.
             rsp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -225,4 +307,27 @@ impl IntoResponse for Problem {
         }
         rsp
     }
+}
+
+/// The outermost layer of the router: an error response that is not a
+/// problem document — the plain-text rejection of an axum extractor, such
+/// as a path segment that is not UTF-8 — is answered as one, with the same
+/// status and its text as the detail. Every handler error is a [`Problem`]
+/// already; this catches what the framework answers on its own.
+pub(super) async fn only_problems(req: Request, next: Next) -> Response {
+    let rsp = next.run(req).await;
+    let status = rsp.status();
+    let is_problem = rsp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return rsp;
+    }
+    // Rejection texts are a line; more is not read.
+    let text = axum::body::to_bytes(rsp.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    Problem::from_status(status, &text).into_response()
 }

@@ -76,7 +76,8 @@ pub async fn serve(
                 };
             let svc = TowerToHyperService::new(app);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+            let io = TokioIo::new(super::wire::ProblemIo::new(tls));
+            if let Err(e) = builder.serve_connection(io, svc).await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });

@@ -853,22 +853,52 @@ fn table(v: &serde_json::Value) -> String {
         }
         return out;
     }
-    if let Some(obj) = v.as_object() {
+    if v.is_object() {
         let mut rows = Vec::new();
-        for (k, val) in obj {
-            if let Some(inner) = val.as_object() {
-                for (ik, iv) in inner {
-                    if !iv.is_object() && !iv.is_array() {
-                        rows.push(vec![format!("{k}.{ik}:"), cell(iv)]);
-                    }
-                }
-            } else {
-                rows.push(vec![format!("{k}:"), cell(val)]);
-            }
-        }
+        flatten("", v, &mut rows);
         return columns(&rows);
     }
     format!("{}\n", cell(v))
+}
+
+/// One object as `key: value` rows, nested values included — they are
+/// what a runbook says to check (`report.counts.swap`,
+/// `estimate.eligible_cas`): objects as dotted keys, a list of plain
+/// values on one row joined by ", " (`(none)` when empty), a list of
+/// anything else as indexed keys (`items[0].name`).
+fn flatten(key: &str, v: &serde_json::Value, rows: &mut Vec<Vec<String>>) {
+    let join = |k: &str| {
+        if key.is_empty() {
+            k.to_string()
+        } else {
+            format!("{key}.{k}")
+        }
+    };
+    match v {
+        serde_json::Value::Object(obj) if obj.is_empty() && !key.is_empty() => {
+            rows.push(vec![format!("{key}:"), "(none)".into()]);
+        }
+        serde_json::Value::Object(obj) => {
+            for (k, val) in obj {
+                flatten(&join(k), val, rows);
+            }
+        }
+        serde_json::Value::Array(items) if items.is_empty() => {
+            rows.push(vec![format!("{key}:"), "(none)".into()]);
+        }
+        serde_json::Value::Array(items)
+            if items.iter().all(|i| !i.is_object() && !i.is_array()) =>
+        {
+            let joined: Vec<String> = items.iter().map(cell).collect();
+            rows.push(vec![format!("{key}:"), joined.join(", ")]);
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(&format!("{key}[{i}]"), item, rows);
+            }
+        }
+        scalar => rows.push(vec![format!("{key}:"), cell(scalar)]),
+    }
 }
 
 async fn names(api: ApiArgs, action: NamesAction) -> anyhow::Result<()> {
@@ -956,4 +986,53 @@ async fn names(api: ApiArgs, action: NamesAction) -> anyhow::Result<()> {
     }
     .with_context(|| format!("calling the API at {base}"))?;
     print_answer(rsp, api.output).await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::table;
+
+    #[test]
+    fn one_object_is_shown_with_every_nested_value() {
+        // (case, the API's answer, the rows, padded to the widest key)
+        let cases: [(&str, serde_json::Value, &[&str]); 4] = [
+            (
+                "nested objects as dotted keys",
+                json!({ "report": { "counts": { "swap": 12, "no_standby": 1 } } }),
+                &[
+                    "report.counts.swap:        12",
+                    "report.counts.no_standby:  1",
+                ],
+            ),
+            (
+                "a list of plain values on one row",
+                json!({ "estimate": { "eligible_cas": ["b", "c"] } }),
+                &["estimate.eligible_cas:  b, c"],
+            ),
+            (
+                "empty lists and objects say so",
+                json!({ "a": [], "b": {} }),
+                &["a:  (none)", "b:  (none)"],
+            ),
+            (
+                "a list of lists or objects as indexed keys",
+                json!({ "sample": [["x", "swap"]], "errors": [{ "ca": "b", "n": 2 }] }),
+                &[
+                    "sample[0]:     x, swap",
+                    "errors[0].ca:  b",
+                    "errors[0].n:   2",
+                ],
+            ),
+        ];
+        for (name, v, rows) in cases {
+            let out = table(&v);
+            let mut got: Vec<&str> = out.lines().collect();
+            got.sort();
+            let mut want: Vec<&str> = rows.to_vec();
+            want.sort();
+            assert_eq!(got, want, "{name}:\n{out}");
+        }
+    }
 }

@@ -8,15 +8,16 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigError, invalid, resolve};
+use super::{ConfigError, Missing, invalid, resolve};
 use crate::domain::KeyType;
 use crate::providers::{self, CaProfile};
 
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCa {
-    id: String,
-    profile: String,
+    // Optional here so that a missing one is reported with the rest.
+    id: Option<String>,
+    profile: Option<String>,
     directory_url: Option<String>,
     trust_roots_file: Option<PathBuf>,
     root_group: Option<String>,
@@ -98,33 +99,46 @@ pub(super) fn validate_cas(
     credentials: bool,
 ) -> Result<BTreeMap<String, CaConfig>, ConfigError> {
     let profiles = providers::load(providers_dir.map(|p| resolve(base, p)).as_deref())?;
+    let missing = missing_settings(raw, &profiles);
+    if !missing.is_empty() {
+        return Err(ConfigError::Missing(missing));
+    }
     let mut cas = BTreeMap::new();
     for (i, ca) in raw.iter().enumerate() {
         let key = |k: &str| format!("cas[{i}].{k}");
-        if crate::domain::ManagedNameId::parse(&ca.id).is_err() {
+        // Present: `missing_settings` found nothing missing.
+        let (Some(id), Some(profile_id)) = (&ca.id, &ca.profile) else {
+            continue;
+        };
+        let ca_id = id.clone();
+        if crate::domain::ManagedNameId::parse(id).is_err() {
             return Err(invalid(
                 &key("id"),
-                &ca.id,
+                id,
                 "must be lower-case letters, digits, '.', '_' or '-'",
             ));
         }
-        if cas.contains_key(&ca.id) {
-            return Err(invalid(&key("id"), &ca.id, "is used by two CA entries"));
+        if cas.contains_key(id) {
+            return Err(invalid(&key("id"), id, "is used by two CA entries"));
         }
-        let profile = profiles.get(&ca.profile).cloned().ok_or_else(|| {
+        let profile = profiles.get(profile_id).cloned().ok_or_else(|| {
             invalid(
                 &key("profile"),
-                &ca.profile,
+                profile_id,
                 format!(
                     "no such profile; known: {}",
                     profiles.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             )
         })?;
-        let directory_url = ca
-            .directory_url
-            .clone()
-            .unwrap_or_else(|| profile.directory_url.clone());
+        let (Some(directory_url), Some(root_group)) = (
+            ca.directory_url
+                .clone()
+                .or_else(|| profile.directory_url.clone()),
+            ca.root_group.clone().or_else(|| profile.root_group.clone()),
+        ) else {
+            continue; // reported by `missing_settings`
+        };
         match url::Url::parse(&directory_url) {
             Ok(u) if u.scheme() == "https" => {}
             _ => {
@@ -188,13 +202,6 @@ pub(super) fn validate_cas(
             }
             (None, Some(_)) => return Err(invalid(&key("eab_hmac"), "(secret)", "needs eab_kid")),
         };
-        if profile.eab_required && eab.is_none() {
-            return Err(invalid(
-                &key("eab_kid"),
-                "(missing)",
-                format!("profile '{}' requires External Account Binding", profile.id),
-            ));
-        }
         for c in ca.contact.iter().flatten() {
             if !c.starts_with("mailto:") {
                 return Err(invalid(&key("contact"), c, "contacts must be mailto: URLs"));
@@ -225,14 +232,11 @@ pub(super) fn validate_cas(
             }
         }
         cas.insert(
-            ca.id.clone(),
+            ca_id.clone(),
             CaConfig {
                 crl_urls,
-                id: ca.id.clone(),
-                root_group: ca
-                    .root_group
-                    .clone()
-                    .unwrap_or_else(|| profile.root_group.clone()),
+                id: ca_id,
+                root_group,
                 directory_url,
                 trust_roots_pem,
                 contact: ca.contact.clone().unwrap_or_default(),
@@ -253,6 +257,81 @@ pub(super) fn validate_cas(
     Ok(cas)
 }
 
+/// Every setting of the `[[cas]]` entries that must be present and is not,
+/// with what to set: an `id`; a `profile`; a `directory_url` and a
+/// `root_group` where the profile has none (the `generic` profile, for a
+/// private ACME server); `eab_kid` and its HMAC where the profile requires
+/// External Account Binding. All of them at once, so writing the entry
+/// for an internal CA takes one attempt, not one per field.
+fn missing_settings(raw: &[RawCa], profiles: &BTreeMap<String, CaProfile>) -> Vec<Missing> {
+    let mut out = Vec::new();
+    for (i, ca) in raw.iter().enumerate() {
+        // "CA 'internal': …", so an entry is found by its id, not only by
+        // its place in the file.
+        let who = ca
+            .id
+            .as_deref()
+            .map_or(String::new(), |id| format!("CA '{id}': "));
+        let mut miss = |k: &str, fix: String| {
+            out.push(Missing {
+                key: format!("cas[{i}].{k}"),
+                fix: format!("{who}{fix}"),
+            })
+        };
+        if ca.id.is_none() {
+            miss(
+                "id",
+                "set id = \"<a name for this CA>\" (lower-case; names and the API refer to it)"
+                    .into(),
+            );
+        }
+        let Some(profile_id) = &ca.profile else {
+            miss(
+                "profile",
+                format!(
+                    "set profile = \"generic\" for a private ACME server, or one of: {}",
+                    profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+            continue;
+        };
+        // An unknown profile is a wrong value, reported by the validation.
+        let Some(profile) = profiles.get(profile_id) else {
+            continue;
+        };
+        if ca.directory_url.is_none() && profile.directory_url.is_none() {
+            miss(
+                "directory_url",
+                format!(
+                    "profile '{profile_id}' names no ACME server; set directory_url = \
+                     \"https://<your ACME server>/directory\""
+                ),
+            );
+        }
+        if ca.root_group.is_none() && profile.root_group.is_none() {
+            miss(
+                "root_group",
+                format!(
+                    "profile '{profile_id}' cannot know which root the CA chains to; set \
+                     root_group = \"<its root's name>\" (CAs that share a root share \
+                     a group and are never paired)"
+                ),
+            );
+        }
+        if profile.eab_required && ca.eab_kid.is_none() {
+            miss(
+                "eab_kid",
+                format!(
+                    "profile '{profile_id}' requires External Account Binding; set eab_kid = \
+                     \"<key id>\" and eab_hmac_file = \"<file with the HMAC key>\" \
+                     (or TWINCERT_CA_<ID>_EAB_HMAC)"
+                ),
+            );
+        }
+    }
+    out
+}
+
 /// `[policy]`; the preference defaults to the order of the `[[cas]]`
 /// entries.
 pub(super) fn validate_policy(
@@ -262,7 +341,7 @@ pub(super) fn validate_policy(
 ) -> Result<Policy, ConfigError> {
     let ca_preference = raw
         .ca_preference
-        .unwrap_or_else(|| raw_cas.iter().map(|c| c.id.clone()).collect());
+        .unwrap_or_else(|| raw_cas.iter().filter_map(|c| c.id.clone()).collect());
     let mut seen = BTreeSet::new();
     for id in &ca_preference {
         if !cas.contains_key(id) {

@@ -13,10 +13,16 @@ const RESERVED_ENV: &[&str] = &[
     "TWINCERT_CONFIG",
     "TWINCERT_URL",
     "TWINCERT_TOKEN",
-    "TWINCERT_FAILPOINT",
     "TWINCERT_LOG",
     "TWINCERT_ROLE",
 ];
+
+/// Test hooks, known only to builds with the `failpoints` feature; the
+/// product refuses them as unknown overrides.
+#[cfg(feature = "failpoints")]
+const TEST_HOOK_ENV: &[&str] = &["TWINCERT_FAILPOINT"];
+#[cfg(not(feature = "failpoints"))]
+const TEST_HOOK_ENV: &[&str] = &[];
 
 fn env_value(text: &str) -> toml::Value {
     if let Ok(i) = text.parse::<i64>() {
@@ -43,7 +49,10 @@ pub(super) fn apply_env(
         let Some(rest) = name.strip_prefix("TWINCERT_") else {
             continue;
         };
-        if RESERVED_ENV.contains(&name.as_str()) || name.starts_with("TWINCERT_TEST_") {
+        if RESERVED_ENV.contains(&name.as_str())
+            || TEST_HOOK_ENV.contains(&name.as_str())
+            || name.starts_with("TWINCERT_TEST_")
+        {
             continue;
         }
         if let Some(ca_rest) = rest.strip_prefix("CA_") {

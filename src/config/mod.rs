@@ -80,6 +80,33 @@ pub enum ConfigError {
     /// A CA profile file is broken.
     #[error(transparent)]
     Profile(#[from] providers::ProfileError),
+    /// Settings that must be present are not: every one of them, each
+    /// with what to set, so one attempt shows them all.
+    #[error("config: {} missing:{}", plural(.0.len()), .0.iter().map(|m| format!("\n  {m}")).collect::<String>())]
+    Missing(Vec<Missing>),
+}
+
+fn plural(n: usize) -> String {
+    if n == 1 {
+        "1 setting is".into()
+    } else {
+        format!("{n} settings are")
+    }
+}
+
+/// One setting that must be present and is not.
+#[derive(Debug, Clone)]
+pub struct Missing {
+    /// Dotted key path (`cas[2].directory_url`).
+    pub key: String,
+    /// Why it is needed and what to set.
+    pub fix: String,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.fix)
+    }
 }
 
 /// The error for a present but unacceptable value (never pass a secret as
@@ -407,6 +434,20 @@ tsig_secret_file = "/nonexistent/tsig"
     }
 
     #[test]
+    fn the_failpoint_hook_is_known_only_to_builds_with_the_feature() {
+        let got = load(BASE, &[("TWINCERT_FAILPOINT", "after_order_url")]);
+        if cfg!(feature = "failpoints") {
+            assert!(got.is_ok(), "{:?}", got.err());
+        } else {
+            let err = got.expect_err("refused").to_string();
+            assert!(
+                err.contains("TWINCERT_FAILPOINT") && err.contains("unknown override"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn deploy_alerts_and_smtp_come_from_the_environment_and_typos_say_so() {
         let c = load(
             BASE,
@@ -515,5 +556,55 @@ tsig_secret_file = "/nonexistent/tsig"
             let e = load(&text, &env).expect_err(want).to_string();
             assert!(e.contains(want), "want '{want}' in: {e}");
         }
+    }
+
+    #[test]
+    fn every_missing_ca_setting_is_named_in_one_error() {
+        let text = format!(
+            "{BASE}
+[[cas]]
+id = \"internal\"
+profile = \"generic\"
+[[cas]]
+id = \"internal-2\"
+profile = \"generic\"
+root_group = \"corp\"
+[[cas]]
+id = \"z\"
+profile = \"zerossl\"
+[[cas]]
+directory_url = \"https://acme.corp.example/dir\"
+"
+        );
+        let err = load(&text, &[]).expect_err("missing settings").to_string();
+        let want = [
+            "6 settings are missing",
+            "cas[2].directory_url: CA 'internal': profile 'generic' names no ACME server",
+            "cas[2].root_group: CA 'internal': profile 'generic' cannot know",
+            "cas[3].directory_url:",
+            "cas[4].eab_kid: CA 'z': profile 'zerossl' requires External Account Binding",
+            "cas[5].id: set id",
+            "cas[5].profile: set profile = \"generic\"",
+        ];
+        for w in want {
+            assert!(err.contains(w), "want '{w}' in:\n{err}");
+        }
+        assert!(!err.contains("cas[3].root_group"), "{err}");
+
+        // With both named, the generic profile is a CA like any other.
+        let text = format!(
+            "{BASE}
+[[cas]]
+id = \"internal\"
+profile = \"generic\"
+directory_url = \"https://acme.corp.example/dir\"
+root_group = \"corp\"
+"
+        );
+        let c = load(&text, &[]).expect("generic CA");
+        let ca = &c.cas["internal"];
+        assert_eq!(ca.directory_url, "https://acme.corp.example/dir");
+        assert_eq!(ca.root_group, "corp");
+        assert_eq!((ca.orders_per_hour, ca.concurrency), (300, 10));
     }
 }

@@ -6,6 +6,7 @@
 use sea_orm::DatabaseConnection;
 
 use super::StoreError;
+use super::names::{NAME_STATE_JOINS, name_state_case};
 use super::sql::{all, get, one};
 
 /// Aggregate figures for `/metrics`.
@@ -69,40 +70,10 @@ impl Metrics {
         Ok(out)
     }
     /// Names by state (`ready`, `degraded`, `provisioning`, every one
-    /// present), by the API's rule (policy::name_state): degraded when the
-    /// pair is not diverse, a slot's certificate was superseded by an
-    /// operation, or a slot failed its first issuance or expired; waiting
-    /// when a slot without a certificate waits for a person;
-    /// ready when both hold an unexpired certificate; provisioning
-    /// otherwise. One aggregate query.
+    /// present), by the API's rule (policy::name_state, restated in
+    /// `names::name_state_case`). One aggregate query.
     pub async fn names_by_state(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        let bad = |s: &str, c: &str| {
-            format!(
-                "(({c}.id IS NOT NULL AND {c}.not_after <= $1) OR \
-                 ({c}.id IS NULL AND {s}.last_error IS NOT NULL))"
-            )
-        };
-        let ok = |c: &str| format!("({c}.id IS NOT NULL AND {c}.not_after > $1)");
-        let waiting = |s: &str, c: &str| {
-            format!(
-                "({c}.id IS NULL AND EXISTS (SELECT 1 FROM orders o WHERE o.name_id = n.id \
-                 AND o.slot = {s}.slot AND o.state IN ('pending', 'processing') \
-                 AND o.held_reason IS NOT NULL))"
-            )
-        };
-        let bad = |s: &str, c: &str| format!("({} AND NOT {})", bad(s, c), waiting(s, c));
-        let state = format!(
-            "CASE WHEN n.diversity_error IS NOT NULL OR {} OR {} \
-             OR n.primary_superseded_by IS NOT NULL OR n.backup_superseded_by IS NOT NULL \
-             THEN 'degraded' WHEN {} OR {} THEN 'waiting' \
-             WHEN {} AND {} THEN 'ready' ELSE 'provisioning' END",
-            bad("sp", "cp"),
-            bad("sb", "cb"),
-            waiting("sp", "cp"),
-            waiting("sb", "cb"),
-            ok("cp"),
-            ok("cb")
-        );
+        let state = name_state_case("$1");
         let mut by_state: Vec<(String, i64)> = ["ready", "degraded", "provisioning", "waiting"]
             .iter()
             .map(|s| (s.to_string(), 0))
@@ -111,11 +82,7 @@ impl Metrics {
             &self.db,
             &format!(
                 "SELECT {state} AS name_state, COUNT(*) AS n FROM names n \
-                 JOIN slots sp ON sp.name_id = n.id AND sp.slot = 'primary' \
-                 LEFT JOIN certificates cp ON cp.id = sp.current_cert_id \
-                 JOIN slots sb ON sb.name_id = n.id AND sb.slot = 'backup' \
-                 LEFT JOIN certificates cb ON cb.id = sb.current_cert_id \
-                 GROUP BY name_state"
+                 {NAME_STATE_JOINS} GROUP BY name_state"
             ),
             vec![now.into()],
         )

@@ -66,7 +66,7 @@ pub use incidents::{Incident, Incidents};
 pub use keys::Keys;
 pub use leases::Leases;
 pub use metrics::{Metrics, Series};
-pub use names::{Names, NewName};
+pub use names::{NameFilter, Names, NewName};
 pub use operations::{Operation, OperationProgress, Operations, ReprovisionJob};
 pub use orders::{Completed, FailingOrder, NewCertificate, Orders, OtherCert};
 pub use pacing::Pacing;

@@ -5,7 +5,7 @@
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Value};
 
-use crate::domain::Slot;
+use crate::domain::{NameState, Slot};
 
 use super::StoreError;
 use super::audit::{AuditDetails, AuditEvent, insert_audit};
@@ -22,6 +22,61 @@ pub struct Names {
 
 /// A name to create, already validated by the caller.
 pub use crate::domain::NewName;
+
+/// Which names [`Names::list_names`] lists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NameFilter<'a> {
+    /// Only names using this CA in either slot.
+    pub ca: Option<&'a str>,
+    /// Only names in this state at this time (unix seconds), by the rule
+    /// of [`name_state_case`].
+    pub state: Option<(NameState, i64)>,
+}
+
+/// The joins [`name_state_case`] reads: each name `n` with its primary and
+/// backup slots (`sp`, `sb`) and their current certificates (`cp`, `cb`).
+pub(super) const NAME_STATE_JOINS: &str = "JOIN slots sp ON sp.name_id = n.id AND sp.slot = 'primary' \
+     LEFT JOIN certificates cp ON cp.id = sp.current_cert_id \
+     JOIN slots sb ON sb.name_id = n.id AND sb.slot = 'backup' \
+     LEFT JOIN certificates cb ON cb.id = sb.current_cert_id";
+
+/// A name's state (`ready`, `degraded`, `provisioning`, `waiting`) as an
+/// SQL expression over [`NAME_STATE_JOINS`], at the time bound to the
+/// placeholder `now`. It restates the API's rule, `policy::name_state` of
+/// `policy::slot_state` (the store contract compares the two): degraded
+/// when the pair is not diverse, a slot's certificate was superseded by an
+/// operation, or a slot failed its first issuance or expired; waiting when
+/// a slot without a certificate waits for a person; ready when both hold
+/// an unexpired certificate; provisioning otherwise.
+pub(super) fn name_state_case(now: &str) -> String {
+    let waiting = |s: &str, c: &str| {
+        format!(
+            "({c}.id IS NULL AND EXISTS (SELECT 1 FROM orders o WHERE o.name_id = n.id \
+             AND o.slot = {s}.slot AND o.state IN ('pending', 'processing') \
+             AND o.held_reason IS NOT NULL))"
+        )
+    };
+    let bad = |s: &str, c: &str| {
+        format!(
+            "(({c}.id IS NOT NULL AND {c}.not_after <= {now}) OR \
+             ({c}.id IS NULL AND {s}.last_error IS NOT NULL AND NOT {}))",
+            waiting(s, c)
+        )
+    };
+    let ok = |c: &str| format!("({c}.id IS NOT NULL AND {c}.not_after > {now})");
+    format!(
+        "CASE WHEN n.diversity_error IS NOT NULL OR {} OR {} \
+         OR n.primary_superseded_by IS NOT NULL OR n.backup_superseded_by IS NOT NULL \
+         THEN 'degraded' WHEN {} OR {} THEN 'waiting' \
+         WHEN {} AND {} THEN 'ready' ELSE 'provisioning' END",
+        bad("sp", "cp"),
+        bad("sb", "cb"),
+        waiting("sp", "cp"),
+        waiting("sb", "cb"),
+        ok("cp"),
+        ok("cb")
+    )
+}
 
 /// Copies a slot's current certificate facts onto its name (the *swap
 /// facts*: CA, SPKI, usable-until — `not_after`, or 0 once the certificate
@@ -159,30 +214,39 @@ impl Names {
         Ok(super::rows::names_from_rows(&rows)?.into_iter().next())
     }
 
-    /// A page of names ordered by id, after `cursor`, optionally only those
-    /// using CA `ca` in either slot.
+    /// Up to `limit` names ordered by id, after `cursor`, of those
+    /// `filter` admits. The filter is applied in the query, so a page is
+    /// full unless the list has ended, however few names match.
     pub async fn list_names(
         &self,
         limit: u64,
         cursor: Option<&str>,
-        ca: Option<&str>,
+        filter: NameFilter<'_>,
     ) -> Result<Vec<NameRecord>, StoreError> {
-        let sql = format!(
-            "{NAME_SELECT} WHERE n.id IN (SELECT id FROM names WHERE id > $1 \
-             AND ($2 = '' OR COALESCE(primary_cert_ca, primary_ca) = $2 \
-             OR COALESCE(backup_cert_ca, backup_ca) = $2) ORDER BY id LIMIT $3) \
-             ORDER BY n.id, s.slot DESC"
-        );
-        let rows = all(
-            &self.db,
-            &sql,
-            vec![
-                cursor.unwrap_or("").into(),
-                ca.unwrap_or("").into(),
-                (limit as i64).into(),
-            ],
-        )
-        .await?;
+        let mut values: Vec<Value> = vec![
+            cursor.unwrap_or("").into(),
+            filter.ca.unwrap_or("").into(),
+            (limit as i64).into(),
+        ];
+        let page = match filter.state {
+            None => "SELECT id FROM names WHERE id > $1 \
+                     AND ($2 = '' OR COALESCE(primary_cert_ca, primary_ca) = $2 \
+                     OR COALESCE(backup_cert_ca, backup_ca) = $2) ORDER BY id LIMIT $3"
+                .to_string(),
+            Some((state, now)) => {
+                values.push(now.into());
+                values.push(state.as_str().into());
+                format!(
+                    "SELECT n.id FROM names n {NAME_STATE_JOINS} WHERE n.id > $1 \
+                     AND ($2 = '' OR COALESCE(n.primary_cert_ca, n.primary_ca) = $2 \
+                     OR COALESCE(n.backup_cert_ca, n.backup_ca) = $2) \
+                     AND {} = $5 ORDER BY n.id LIMIT $3",
+                    name_state_case("$4")
+                )
+            }
+        };
+        let sql = format!("{NAME_SELECT} WHERE n.id IN ({page}) ORDER BY n.id, s.slot DESC");
+        let rows = all(&self.db, &sql, values).await?;
         super::rows::names_from_rows(&rows)
     }
 

@@ -555,8 +555,10 @@ impl Emergency {
             },
         )
         .await?;
+        // Crash-safety test hook (`failpoints` builds only): the flip is
+        // written but not committed.
+        #[cfg(feature = "failpoints")]
         if std::env::var("TWINCERT_FAILPOINT").as_deref() == Ok("swap_before_commit") {
-            // Crash-safety test hook: the flip is written but not committed.
             tracing::warn!(
                 swapped,
                 "failpoint swap_before_commit: hanging until killed"

@@ -60,6 +60,8 @@ pub struct Issuer {
     dns01: Arc<Dns01Challenges>,
     /// Whether renewals send ARI's `replaces`.
     ari: bool,
+    /// `TWINCERT_FAILPOINT`, in test builds only; see the `failpoint` method.
+    #[cfg(feature = "failpoints")]
     failpoint: Option<String>,
     planner: Planner,
     /// Set when a certificate is stored (readiness may have changed).
@@ -225,11 +227,26 @@ impl Issuer {
             answers,
             dns01,
             ari: b.revocation.ari,
-            // Test hook for crash-safety tests; see `process`.
+            #[cfg(feature = "failpoints")]
             failpoint: std::env::var("TWINCERT_FAILPOINT").ok(),
             planner,
         }
     }
+
+    /// A crash-safety test hook: with `TWINCERT_FAILPOINT=<point>` the
+    /// attempt hangs here until the test kills the process, leaving what
+    /// was stored so far for the restart to resume. Built only with the
+    /// `failpoints` feature; the product has no such point.
+    #[cfg(feature = "failpoints")]
+    async fn failpoint(&self, point: &str) {
+        if self.failpoint.as_deref() == Some(point) {
+            warn!("failpoint {point}: hanging until killed");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    #[cfg(not(feature = "failpoints"))]
+    async fn failpoint(&self, _point: &str) {}
 
     /// Wakes the loop now (a name was created), instead of at the next poll.
     pub(super) fn wake(&self) {
@@ -467,10 +484,7 @@ impl Issuer {
             },
             None => self.new_acme_order(&ca, job).await?,
         };
-        if self.failpoint.as_deref() == Some("after_order_url") {
-            warn!("failpoint after_order_url: hanging until killed");
-            std::future::pending::<()>().await;
-        }
+        self.failpoint("after_order_url").await;
 
         let publisher = AnswerPublisher {
             answers: &self.answers,
@@ -542,10 +556,7 @@ impl Issuer {
             .dns01
             .present(&job.id, job.dns_provider.as_deref(), &answers)
             .await?;
-        if self.failpoint.as_deref() == Some("after_dns_present") {
-            warn!("failpoint after_dns_present: hanging until killed");
-            std::future::pending::<()>().await;
-        }
+        self.failpoint("after_dns_present").await;
         let waited = self.dns01.wait_visible(&placed).await?;
         let _ = self
             .orders

@@ -216,7 +216,7 @@ impl Api {
             .send()
             .await
             .map_err(|e| format!("request failed: {e}"))?;
-        expect_problem(rsp, c.status, c.kind, &c.detail).await
+        expect_problem(rsp, c.status, c.kind, &c.detail, c.field).await
     }
 }
 
@@ -226,6 +226,7 @@ async fn expect_problem(
     status: u16,
     kind: &str,
     detail: &str,
+    field: Option<&str>,
 ) -> Result<(), String> {
     let got = rsp.status();
     let ct = rsp
@@ -235,10 +236,22 @@ async fn expect_problem(
         .unwrap_or("")
         .to_string();
     let text = rsp.text().await.map_err(|e| format!("reading body: {e}"))?;
-    check_problem(got.as_u16(), &ct, &text, status, kind, detail)
+    check_problem(got.as_u16(), &ct, &text, status, kind, detail)?;
+    match field {
+        None => Ok(()),
+        Some(want) => {
+            let body: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            if body["field"].as_str() == Some(want) {
+                Ok(())
+            } else {
+                Err(format!("field {}, want \"{want}\": {text}", body["field"]))
+            }
+        }
+    }
 }
 
-/// The checks of [`expect_problem`] on a response already taken apart.
+/// The checks of [`expect_problem`] on a response already taken apart
+/// (all but the optional `field` member).
 fn check_problem(
     got: u16,
     ct: &str,
@@ -264,8 +277,11 @@ fn check_problem(
         .as_object()
         .map(|o| o.keys().map(String::as_str).collect())
         .unwrap_or_default();
-    if fields.len() != 4 {
-        return Err(format!("want exactly type/title/status/detail: {text}"));
+    let expected = ["type", "title", "status", "detail", "field"];
+    if fields.len() < 4 || fields.iter().any(|f| !expected.contains(f)) {
+        return Err(format!(
+            "want type/title/status/detail and at most a field: {text}"
+        ));
     }
     let want_type = format!("{PROBLEM_BASE}{kind}");
     if body["type"].as_str() != Some(want_type.as_str()) {
@@ -320,6 +336,8 @@ struct Case {
     status: u16,
     kind: &'static str,
     detail: String,
+    /// The problem's `field` member, when the case checks it.
+    field: Option<&'static str>,
 }
 
 impl Case {
@@ -333,6 +351,7 @@ impl Case {
             status: 0,
             kind: "",
             detail: String::new(),
+            field: None,
         }
     }
 
@@ -368,6 +387,14 @@ impl Case {
         self.kind = kind;
         self.detail = detail.into();
         self
+    }
+
+    /// A 400 `invalid-request` about one field: the detail names its path
+    /// and the `field` member is that path.
+    fn expect_field(self, field: &'static str, detail: impl Into<String>) -> Case {
+        let mut c = self.expect(400, "invalid-request", detail);
+        c.field = Some(field);
+        c
     }
 }
 
@@ -890,6 +917,100 @@ async fn malformed_oversized_and_mistyped_bodies_are_4xx() {
     assert_eq!(rsp.status(), StatusCode::OK);
 }
 
+/// Issue 20: a body of the wrong shape used to be answered with serde's
+/// message alone ("invalid type: integer `5`, expected a string at line 1
+/// column 10"), which names no field; in a list of endpoints the client had
+/// to count columns. Every endpoint that takes JSON names the path.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_of_the_wrong_shape_names_the_field_path() {
+    let api = Api::start().await;
+    api.create_ok(json!({ "name": "shop.example.test" })).await;
+    let deploy = "/v1/names/shop.example.test/deploy";
+    let put = |what, body| Case::new(what, Method::PUT, deploy).json(body);
+    let cases = [
+        Case::create("name a number", json!({ "name": 5 })).expect_field(
+            "name",
+            "invalid JSON body: name: invalid type: integer `5`, expected a string",
+        ),
+        Case::create(
+            "domains a string",
+            json!({ "name": "x.example.test", "domains": "a.example.test" }),
+        )
+        .expect_field(
+            "domains",
+            "invalid JSON body: domains: invalid type: string \"a.example.test\", expected a sequence",
+        ),
+        Case::create(
+            "a number among the domains",
+            json!({ "name": "x.example.test", "domains": ["a.example.test", 7] }),
+        )
+        .expect_field(
+            "domains[1]",
+            "invalid JSON body: domains[1]: invalid type: integer `7`, expected a string",
+        ),
+        Case::create("missing name", json!({ "domains": ["x.example.test"] }))
+            .expect_field("name", "invalid JSON body: missing field `name`"),
+        Case::create(
+            "unknown field",
+            json!({ "name": "x.example.test", "colour": "blue" }),
+        )
+        .expect_field("colour", "invalid JSON body: unknown field `colour`"),
+        put(
+            "a port as a string in the third endpoint",
+            json!({ "endpoints": [
+                { "host": "a.example.test" },
+                { "host": "b.example.test", "port": 8443 },
+                { "host": "c.example.test", "port": "443" },
+            ] }),
+        )
+        .expect_field(
+            "endpoints[2].port",
+            "invalid JSON body: endpoints[2].port: invalid type: string \"443\", expected u16",
+        ),
+        put(
+            "an endpoint without a host",
+            json!({ "endpoints": [{ "host": "a.example.test" }, { "port": 443 }] }),
+        )
+        .expect_field(
+            "endpoints[1].host",
+            "invalid JSON body: endpoints[1]: missing field `host`",
+        ),
+        put(
+            "an unknown endpoint field",
+            json!({ "endpoints": [{ "host": "a.example.test", "prot": 443 }] }),
+        )
+        .expect_field(
+            "endpoints[0].prot",
+            "invalid JSON body: endpoints[0]: unknown field `prot`",
+        ),
+        put(
+            "destinations an object",
+            json!({ "destinations": { "files": true } }),
+        )
+        .expect_field(
+            "destinations",
+            "invalid JSON body: destinations: invalid type: map, expected a sequence",
+        ),
+        // A value of the right type that fails validation names its field
+        // the same way.
+        put("port 0", json!({ "endpoints": [{ "host": "a.example.test", "port": 0 }] }))
+            .expect_field("endpoints[0].port", "endpoints[0].port: must be 1-65535"),
+        Case::new("swap: reason a number", Method::POST, "/v1/names/shop.example.test/swap")
+            .json(json!({ "reason": 5 }))
+            .expect_field(
+                "reason",
+                "invalid JSON body: reason: invalid type: integer `5`, expected a string",
+            ),
+        Case::new("token: role a list", Method::POST, "/v1/tokens")
+            .json(json!({ "name": "ci", "role": ["admin"] }))
+            .expect_field(
+                "role",
+                "invalid JSON body: role: invalid type: sequence, expected a string",
+            ),
+    ];
+    api.check(&cases).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn create_normalises_and_refuses_a_second_name_of_the_same_id() {
     let api = Api::start().await;
@@ -1114,7 +1235,7 @@ async fn lookups_certificates_and_swaps_of_missing_things() {
         .send()
         .await
         .expect("GET PEM");
-    expect_problem(rsp, 404, "not-found", "has no certificate yet")
+    expect_problem(rsp, 404, "not-found", "has no certificate yet", None)
         .await
         .expect("PEM of an empty slot");
 
@@ -1418,7 +1539,7 @@ async fn wire_level_bodies_and_headers() {
         &body,
         400,
         "invalid-request",
-        "invalid JSON body: invalid unicode code point",
+        "invalid JSON body: name: invalid unicode code point",
     )
     .expect("non-UTF-8 JSON");
 }

@@ -918,3 +918,216 @@ async fn deploy_and_alert_settings_come_from_the_environment() {
         "{err}"
     );
 }
+
+/// Issue 20: `TWINCERT_FAILPOINT`, a test hook that makes the process hang
+/// at a chosen point, was read by the release binary and exempt from the
+/// unknown-variable rule. It is compiled only into builds with the
+/// `failpoints` feature; the product binary (default features) refuses it
+/// like any misspelt `TWINCERT_` variable. scripts/test.sh builds that
+/// binary and names it in `TWINCERT_TEST_PRODUCT_BIN`; a plain `cargo
+/// test` (no feature) runs the binary under test, which is the product.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_product_binary_refuses_the_failpoint_test_hook() {
+    let product = match std::env::var("TWINCERT_TEST_PRODUCT_BIN") {
+        Ok(p) => p,
+        Err(_) if !cfg!(feature = "failpoints") => env!("CARGO_BIN_EXE_twincert").to_string(),
+        Err(_) => {
+            eprintln!(
+                "skipped: the binary under test has failpoints and \
+                 TWINCERT_TEST_PRODUCT_BIN names no product binary (scripts/test.sh sets it)"
+            );
+            return;
+        }
+    };
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let run = |bin: &str, failpoint: Option<&str>| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["migrate", "--config"])
+            .arg(server.config_path())
+            .env("TWINCERT_MASTER_KEY", crate::server::MASTER_KEY)
+            .env_remove("TWINCERT_FAILPOINT");
+        if let Some(point) = failpoint {
+            cmd.env("TWINCERT_FAILPOINT", point);
+        }
+        let out = cmd.output().expect("run twincert migrate");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, err) = run(&product, None);
+    assert!(ok, "the product binary migrates with this config: {err}");
+    let (ok, err) = run(&product, Some("after_order_url"));
+    assert!(!ok, "the product binary accepted TWINCERT_FAILPOINT");
+    assert!(
+        err.contains("TWINCERT_FAILPOINT") && err.contains("unknown override"),
+        "{err}"
+    );
+    if cfg!(feature = "failpoints") {
+        // The test build knows the hook (the crash tests rely on it).
+        let (ok, err) = run(env!("CARGO_BIN_EXE_twincert"), Some("after_order_url"));
+        assert!(ok, "the test build refused its own hook: {err}");
+    }
+}
+
+/// Every page of `GET /v1/names?state=…&limit=2`, following `next_cursor`:
+/// the ids on each page.
+async fn pages_by_state(server: &Server, state: &str) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/names?state={state}&limit=2", server.base());
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = server
+            .client()
+            .get(url)
+            .bearer_auth(crate::server::ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("GET /v1/names")
+            .json()
+            .await
+            .expect("page JSON");
+        let ids = page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|i| i["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        pages.push(ids);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return pages,
+        }
+        assert!(pages.len() < 10, "no end to the pages: {pages:?}");
+    }
+}
+
+/// Issue 20: the state filter applied within each page, so
+/// `?state=degraded&limit=2` answered empty pages with a `next_cursor`
+/// before the one degraded name, and a client that stopped at an empty
+/// page missed it. The filter spans the list: a page is full unless the
+/// list has ended, and an empty page is the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_state_filter_fills_pages_across_the_whole_list() {
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let ready = ["a", "b", "c", "d"].map(|h| format!("{h}.example.test"));
+    // Last in id order; no DNS the CAs ask knows it, so its validation
+    // fails and the name is degraded.
+    let failing = "zz.nowhere.test";
+    for n in ready.iter().map(String::as_str).chain([failing]) {
+        let (status, body) = server.create(json!({ "name": n })).await;
+        assert_eq!(status, 201, "{n}: {body}");
+    }
+    for n in &ready {
+        server.wait_ready(n, 120).await;
+    }
+    server
+        .wait_for(failing, 120, |v| v["state"] == "degraded")
+        .await;
+
+    assert_eq!(
+        pages_by_state(&server, "degraded").await,
+        [vec![failing.to_string()]],
+        "the one degraded name on the first page"
+    );
+    assert_eq!(
+        pages_by_state(&server, "ready").await,
+        [ready[..2].to_vec(), ready[2..].to_vec()],
+        "full pages of ready names, no empty page after them"
+    );
+    assert_eq!(
+        pages_by_state(&server, "provisioning").await,
+        [Vec::<String>::new()],
+        "none provisioning: one empty page that ends the list"
+    );
+}
+
+/// Issue 20: a private ACME CA needed a profile file written against an
+/// undocumented schema in which every field was required, and a config
+/// missing several settings was refused one setting per attempt. With
+/// entries for two internal CAs that leave out what the `generic` profile
+/// cannot know, `serve` refuses to start with one error that names every
+/// missing setting and what to set.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_ca_missing_settings_is_refused_naming_them_all() {
+    let cas = TwoCas::start(0).await;
+    let mut server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    server.kill();
+    let text = std::fs::read_to_string(server.config_path()).expect("config");
+    let config = cas.dir().join("private-ca.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[[cas]]\nid = \"internal\"\nprofile = \"generic\"\n\
+             \n[[cas]]\nid = \"internal-2\"\nprofile = \"generic\"\nroot_group = \"corp\"\n"
+        ),
+    )
+    .expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("TWINCERT_MASTER_KEY", MASTER_KEY)
+        .env("TWINCERT_ADMIN_TOKEN", crate::server::ADMIN_TOKEN)
+        .env_remove("TWINCERT_FAILPOINT")
+        .output()
+        .expect("run twincert serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without them:\n{err}");
+    // One error, every missing setting on a line of its own with its fix.
+    assert_eq!(err.matches("twincert: config:").count(), 1, "{err}");
+    for want in [
+        "3 settings are missing",
+        "cas[2].directory_url: CA 'internal': profile 'generic' names no ACME server; \
+         set directory_url = \"https://<your ACME server>/directory\"",
+        "cas[2].root_group: CA 'internal': profile 'generic' cannot know which root the CA \
+         chains to; set root_group = ",
+        "cas[3].directory_url: CA 'internal-2':",
+    ] {
+        assert!(err.contains(want), "want '{want}' in:\n{err}");
+    }
+    assert!(!err.contains("cas[3].root_group"), "{err}");
+}
+
+/// The `generic` profile with only what an entry must say — directory URL,
+/// root group, and the roots its HTTPS chains to — is a CA like any other:
+/// both local Pebbles configured that way issue a name's two certificates.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_private_cas_on_the_generic_profile_issue() {
+    let cas = TwoCas::start(0).await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    // The test config's entries name directory_url, trust_roots_file and
+    // root_group already; only the profile changes.
+    opts.env = vec![
+        ("TWINCERT_CA_PEBBLE_A_PROFILE".into(), "generic".into()),
+        ("TWINCERT_CA_PEBBLE_B_PROFILE".into(), "generic".into()),
+    ];
+    let server = Server::start(&cas, opts).await;
+    let listed: Value = server
+        .client()
+        .get(format!("{}/v1/cas", server.base()))
+        .bearer_auth(crate::server::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET /v1/cas")
+        .json()
+        .await
+        .expect("CA list");
+    let profiles: Vec<&str> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|c| c["profile"].as_str())
+        .collect();
+    assert_eq!(profiles, ["generic", "generic"], "{listed:#}");
+    let (status, body) = server.create(json!({"name": "private.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    let n = server.wait_ready("private.example.test", 120).await;
+    assert_eq!(n["primary"]["ca"], "pebble-a", "{n:#}");
+    assert_eq!(n["backup"]["ca"], "pebble-b", "{n:#}");
+}

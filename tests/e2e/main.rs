@@ -18,3 +18,4 @@ mod runbooks;
 mod scale;
 mod server;
 mod store_backends;
+mod wire;

@@ -66,6 +66,16 @@ fn run(server: &Server, file: &str, vars: &[(&str, &str)]) -> String {
     text
 }
 
+/// Whether `out` has a `key: value` row of the CLI's table, however the
+/// columns were padded.
+fn has_row(out: &str, row: &str) -> bool {
+    let (key, value) = row.split_once(": ").expect("key: value");
+    out.lines().any(|l| {
+        l.split_once(':')
+            .is_some_and(|(k, v)| k == key && v.trim() == value)
+    })
+}
+
 fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("twincert.db").display())
 }
@@ -142,6 +152,20 @@ async fn runbook_ca_mass_revocation() {
             .any(|l| l.starts_with("report.swapped:") && l.trim_end().ends_with(" 3")),
         "{out}"
     );
+    // What the runbook says to check, in the table output (issue 20: the
+    // table printed scalars only, none of these). Two CAs: nothing else
+    // can take the abandoned slots, so A re-issues them after its hold-off.
+    for want in [
+        "report.counts.swap: 3",
+        "report.reprovision_from.pebble-a: 3",
+        "report.sample[0]: a.example.test, swap",
+        "estimate.eligible_cas: (none)",
+        "estimate.same_ca.ca: pebble-a",
+        "estimate.same_ca.hold_off_seconds: 3",
+        "report.counts: (none)",
+    ] {
+        assert!(has_row(&out, want), "no row '{want}' in:\n{out}");
+    }
     // After the roll-back step, a is back on its primary: a new
     // certificate from A, re-issued after the hold-off.
     let a = server.name("a.example.test").await;
@@ -263,5 +287,71 @@ async fn runbook_mass_rekey() {
                 "{n} {slot}"
             );
         }
+    }
+}
+
+/// Issue 20: the CLI's table dropped nested fields, so the dry run the
+/// mass-revocation runbook has the operator check showed none of what it
+/// names. With a name that cannot swap (its backup never issued: the
+/// backup CA was down), the runbook's dry-run command prints the counts
+/// per outcome with the skip reason, the sample (skipped names first),
+/// where re-provisioning orders from, and the CAs it could order from.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runbook_dry_run_table_shows_counts_skips_sample_and_eligible_cas() {
+    let mut cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    for n in ["a.example.test", "b.example.test"] {
+        let (st, body) = server.create(json!({ "name": n })).await;
+        assert_eq!(st, 201, "{body}");
+        server.wait_ready(n, 120).await;
+    }
+    cas.b.stop();
+    let (st, body) = server.create(json!({ "name": "c.example.test" })).await;
+    assert_eq!(st, 201, "{body}");
+    server
+        .wait_for("c.example.test", 120, |v| {
+            v["primary"]["state"] == "valid" && v["backup"]["last_error"].is_string()
+        })
+        .await;
+
+    // The runbook's own dry-run command line.
+    let dry_run = script_of("ca-mass-revocation.md")
+        .lines()
+        .find(|l| l.contains("twincert swap --ca") && l.contains("--dry-run"))
+        .expect("the runbook's dry run")
+        .to_string();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_twincert"));
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n{dry_run}"))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.parent().expect("bin dir").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("TWINCERT_URL", server.base())
+        .env("TWINCERT_TOKEN", ADMIN_TOKEN)
+        .env("CA", "pebble-a")
+        .env("REASON", "INC-2 drill")
+        .output()
+        .expect("run the dry run");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "report.counts.swap: 2",
+        "report.counts.no_standby: 1",
+        "report.sample[0]: c.example.test, no_standby",
+        "report.sample[1]: a.example.test, swap",
+        "report.reprovision_from.pebble-a: 3",
+        "estimate.eligible_cas: pebble-b",
+    ] {
+        assert!(has_row(&text, want), "no row '{want}' in:\n{text}");
     }
 }

@@ -224,6 +224,13 @@ impl Server {
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log);
         for (k, v) in &self.opts.env {
+            // Failpoints exist only in builds with the feature; say so
+            // rather than let the server refuse an unknown variable.
+            assert!(
+                k != "TWINCERT_FAILPOINT" || cfg!(feature = "failpoints"),
+                "this test drives a failpoint: run it with `--features failpoints` \
+                 (scripts/test.sh does)"
+            );
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("spawn twincert"));

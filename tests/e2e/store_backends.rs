@@ -10,7 +10,8 @@ use twincert::keys::seal::Sealed;
 use twincert::policy::swap::{Standby, SwapOutcome, swap_outcome};
 use twincert::policy::{self, SlotFacts};
 use twincert::store::{
-    NameRecord, NewCertificate, NewName, OrderJob, RevocationFinding, Store, StoreError, SwapScope,
+    NameFilter, NameRecord, NewCertificate, NewName, OrderJob, RevocationFinding, Store,
+    StoreError, SwapScope,
 };
 
 use crate::harness::{fresh_pg_database, pg_url_or_skip};
@@ -317,12 +318,16 @@ async fn contract(store: Store) {
         .create_name(&name("n3.example.test", "b", "c"), "t", t0)
         .await
         .expect("create n3");
-    let page = store.names().list_names(1, None, None).await.expect("list");
+    let page = store
+        .names()
+        .list_names(1, None, NameFilter::default())
+        .await
+        .expect("list");
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].id, "n1.example.test");
     let page = store
         .names()
-        .list_names(10, Some("n1.example.test"), None)
+        .list_names(10, Some("n1.example.test"), NameFilter::default())
         .await
         .expect("list");
     assert_eq!(
@@ -331,7 +336,14 @@ async fn contract(store: Store) {
     );
     let by_c = store
         .names()
-        .list_names(10, None, Some("c"))
+        .list_names(
+            10,
+            None,
+            NameFilter {
+                ca: Some("c"),
+                state: None,
+            },
+        )
         .await
         .expect("list");
     assert_eq!(by_c.len(), 1);
@@ -1094,7 +1106,7 @@ async fn sql_agrees_with_policy(store: Store) {
     // Every name read back; the policy applied to each.
     let records = store
         .names()
-        .list_names(1000, None, None)
+        .list_names(1000, None, NameFilter::default())
         .await
         .expect("list");
     assert_eq!(records.len(), table.len() + 2);
@@ -1129,6 +1141,41 @@ async fn sql_agrees_with_policy(store: Store) {
         by_sql, by_policy,
         "names_by_state disagrees with policy::name_state"
     );
+
+    // Listing by state finds, page by full page, exactly the names the
+    // policy puts in that state.
+    for state in [
+        NameState::Ready,
+        NameState::Degraded,
+        NameState::Provisioning,
+    ] {
+        let want: Vec<&str> = records
+            .iter()
+            .filter(|r| state_by_policy(r, now) == state)
+            .map(|r| r.id.as_str())
+            .collect();
+        let filter = NameFilter {
+            ca: None,
+            state: Some((state, now)),
+        };
+        let mut got = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = store
+                .names()
+                .list_names(2, cursor.as_deref(), filter)
+                .await
+                .expect("list by state");
+            let ids: Vec<String> = page.iter().map(|r| r.id.clone()).collect();
+            let full = ids.len() == 2;
+            got.extend(ids);
+            match (full, got.last()) {
+                (true, Some(last)) => cursor = Some(last.clone()),
+                _ => break,
+            }
+        }
+        assert_eq!(got, want, "list_names by state {state:?}");
+    }
 
     // The CA-wide swap's dry run classifies as policy::swap::swap_outcome.
     let distrusted = store.cas().distrusted_cas().await.expect("distrusted");
