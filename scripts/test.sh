@@ -139,4 +139,7 @@ if [[ "$#" == 1 && "$1" == "--all-targets" ]]; then
     # And validates the Kubernetes manifests against the Kubernetes JSON
     # schemas and the deployment rules (no cluster needed).
     bash scripts/k8s-validate.sh
+    # And the README's first command, with the command it prints pasted
+    # into a shell.
+    bash scripts/quickstart-check.sh
 fi

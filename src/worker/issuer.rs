@@ -401,17 +401,6 @@ impl Issuer {
                             e.retry_after,
                         )
                     };
-                    if e.waiting {
-                        info!(wait_s = delay, "{message}");
-                        if let Err(se) = self
-                            .orders
-                            .wait_order(&job.id, &self.owner, &e.message, now + delay as i64, now)
-                            .await
-                        {
-                            warn!(error = %se, "could not record the wait");
-                        }
-                        return;
-                    }
                     if e.paced {
                         info!(wait_s = delay, "{message}");
                         if let Err(se) = self
@@ -420,6 +409,18 @@ impl Issuer {
                             .await
                         {
                             warn!(error = %se, "could not defer the paced order");
+                        }
+                        return;
+                    }
+                    // Waiting for a person (manual DNS-01), not a failure.
+                    if e.waiting {
+                        info!(wait_s = delay, "{message}");
+                        if let Err(se) = self
+                            .orders
+                            .wait_order(&job.id, &self.owner, &e.message, now + delay as i64, now)
+                            .await
+                        {
+                            warn!(error = %se, "could not record the wait");
                         }
                         return;
                     }

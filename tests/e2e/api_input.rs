@@ -1348,7 +1348,7 @@ async fn list_rejects_bad_queries() {
         Case::get("unknown state", "/v1/names?state=broken").expect(
             400,
             "invalid-request",
-            "unknown state 'broken': expected provisioning, ready or degraded",
+            "unknown state 'broken': expected provisioning, ready, degraded or waiting",
         ),
         Case::get("state in the wrong case", "/v1/names?state=Ready").expect(
             400,

@@ -350,7 +350,10 @@ async fn the_runbook_dry_run_table_shows_counts_skips_sample_and_eligible_cas() 
         "report.sample[0]: c.example.test, no_standby",
         "report.sample[1]: a.example.test, swap",
         "report.reprovision_from.pebble-a: 3",
-        "estimate.eligible_cas: pebble-b",
+        // Two CAs: nothing but A can re-issue A's abandoned slots, after
+        // its hold-off.
+        "estimate.eligible_cas: (none)",
+        "estimate.same_ca.ca: pebble-a",
     ] {
         assert!(has_row(&text, want), "no row '{want}' in:\n{text}");
     }
