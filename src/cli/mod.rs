@@ -6,6 +6,7 @@
 mod bench;
 mod bench_deploy;
 mod bench_idle;
+mod bench_readiness;
 mod bench_revocation;
 mod emergency;
 
@@ -242,6 +243,8 @@ enum BenchWhat {
     /// Time to safety: a CA-wide swap of N names written to a files
     /// destination and verified over TLS on loopback.
     Deploy(bench_deploy::DeployBench),
+    /// One emergency readiness computation over N synthetic names.
+    Readiness(bench_readiness::ReadinessBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -511,6 +514,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             BenchWhat::Revocation(opts) => bench_revocation::revocation(opts, output).await,
             BenchWhat::Idle(opts) => bench_idle::idle(opts, output).await,
             BenchWhat::Deploy(opts) => bench_deploy::deploy(opts, output).await,
+            BenchWhat::Readiness(opts) => bench_readiness::readiness(opts, output).await,
         },
         Command::Events { api, limit } => {
             call(

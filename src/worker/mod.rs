@@ -231,6 +231,39 @@ impl SupervisorBuilder {
     }
 }
 
+/// One readiness computation over `store` for the CAs `policy_cas`, without
+/// a lease or a running worker (`twincert bench readiness`).
+pub async fn readiness_once(
+    store: &Store,
+    policy_cas: Vec<CaChoice>,
+    cfg: crate::config::ReadinessConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<crate::domain::ReadinessReport, StoreError> {
+    let paces = policy_cas
+        .iter()
+        .map(|c| readiness::CaPace {
+            id: c.id.clone(),
+            orders_per_hour: 300,
+            concurrency: 10,
+        })
+        .collect();
+    readiness::ReadinessChecker::new(
+        store,
+        "bench".into(),
+        clock,
+        readiness::ReadinessParts {
+            cfg,
+            policy_cas,
+            paces,
+            same_ca_hold_off: crate::config::DEFAULT_SAME_CA_HOLD_OFF,
+            deploy_concurrency: 8,
+            dirty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        },
+    )
+    .pass()
+    .await
+}
+
 /// Starts the controllers and stops them on shutdown.
 pub struct Supervisor {
     issuer: Arc<Issuer>,

@@ -50,6 +50,12 @@ async fn fleet_with_defects(mut cas: TwoCas, store_url: String) {
     )
     .await;
     assert_eq!(st, 200, "{body}");
+    // The slot it left is re-issued (from A, still up) before it counts.
+    server
+        .wait_for(&n("ok2"), 60, |v| {
+            v["state"] == "ready" && v["primary"]["reprovision"].is_null()
+        })
+        .await;
     let (st, body) = post(
         &server,
         &format!("/v1/names/{}/compromise", n("comp")),
