@@ -125,14 +125,7 @@ async fn estimate(
     avoid: Option<&str>,
 ) -> Result<ReprovisionEstimate, Problem> {
     let distrusted = st.store.cas().distrusted_cas().await?;
-    let cas: Vec<crate::policy::CaChoice> = st
-        .cas
-        .iter()
-        .map(|c| crate::policy::CaChoice {
-            distrusted: c.distrusted || distrusted.contains(&c.id),
-            ..c.clone()
-        })
-        .collect();
+    let cas = crate::policy::with_distrusted(&st.cas, &distrusted);
     let (eligible, same_ca) = crate::policy::reprovision_candidates(&cas, avoid);
     let takers = if eligible.is_empty() {
         same_ca.iter().cloned().collect()

@@ -40,9 +40,12 @@ pub(super) async fn readiness(opts: ReadinessBench, output: Output) -> anyhow::R
         bail!("--names and --runs must be at least 1");
     }
     let given = opts.store_url.clone();
-    with_scratch("readiness", given.as_deref(), output, |url, _dir| async move {
-        run(&opts, &url).await
-    })
+    with_scratch(
+        "readiness",
+        given.as_deref(),
+        output,
+        |url, _dir| async move { run(&opts, &url).await },
+    )
     .await
 }
 

@@ -102,6 +102,17 @@ pub fn choose_pair(
     Ok((primary.id.clone(), backup.id.clone()))
 }
 
+/// The configured CAs with the ones distrusted at run time (`distrusted`,
+/// from the store) marked so.
+pub fn with_distrusted(cas: &[CaChoice], distrusted: &[String]) -> Vec<CaChoice> {
+    cas.iter()
+        .map(|c| CaChoice {
+            distrusted: c.distrusted || distrusted.contains(&c.id),
+            ..c.clone()
+        })
+        .collect()
+}
+
 /// The CA a CA-wide operation moved away from, and from when it may
 /// re-issue the slots it lost if no other CA can (the operation's time
 /// plus `policy.reprovision_same_ca_after_seconds`).

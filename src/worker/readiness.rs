@@ -139,14 +139,7 @@ impl ReadinessChecker {
         let window_end = now + self.cfg.revocation_window_seconds;
         let groups = self.readiness.groups(now, window_end).await?;
         let distrusted = self.cas.distrusted_cas().await?;
-        let cas: Vec<CaChoice> = self
-            .policy_cas
-            .iter()
-            .map(|c| CaChoice {
-                distrusted: c.distrusted || distrusted.contains(&c.id),
-                ..c.clone()
-            })
-            .collect();
+        let cas = policy::with_distrusted(&self.policy_cas, &distrusted);
         let group_of = |id: &str| {
             cas.iter()
                 .find(|c| c.id == id)

@@ -103,14 +103,7 @@ impl Reprovisioner {
                     return;
                 }
             };
-            let cas: Vec<CaChoice> = self
-                .policy_cas
-                .iter()
-                .map(|c| CaChoice {
-                    distrusted: c.distrusted || distrusted.contains(&c.id),
-                    ..c.clone()
-                })
-                .collect();
+            let cas = policy::with_distrusted(&self.policy_cas, &distrusted);
             let mut blocked = 0;
             let mut held = 0;
             let mut first_block: Option<String> = None;
