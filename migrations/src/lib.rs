@@ -28,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0010Deploy),
             Box::new(M0011Redundancy),
             Box::new(M0012Readiness),
+            Box::new(M0013Drills),
         ]
     }
 }
@@ -741,5 +742,34 @@ impl MigrationTrait for M0012Readiness {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(manager, "DROP TABLE readiness").await
+    }
+}
+
+/// Drills (issue 22): one row per drill, requested by the API (`running`),
+/// run and finished by one worker replica, its report stored as JSON.
+pub struct M0013Drills;
+
+impl MigrationName for M0013Drills {
+    fn name(&self) -> &str {
+        "m0013_drills"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0013Drills {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "CREATE TABLE drills (id TEXT PRIMARY KEY, ca_id TEXT NOT NULL, mode TEXT NOT NULL, \
+             state TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL, \
+             request TEXT NOT NULL, report TEXT, created_at BIGINT NOT NULL, \
+             started_at BIGINT, finished_at BIGINT); \
+             CREATE INDEX drills_state ON drills (state, created_at)",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP TABLE drills").await
     }
 }

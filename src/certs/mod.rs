@@ -1,7 +1,8 @@
 //! Facts about an issued certificate chain, read from its PEM: serial,
 //! issuer, validity, SANs, the leaf's key fingerprint and the identity of the
 //! root the chain leads to. The policy's diversity check and the API's slot
-//! view are built from these facts; nothing here trusts or verifies a chain.
+//! view are built from these facts. Nothing here decides to trust a chain;
+//! [`verify_chain`] only checks that it hangs together (a drill's check).
 
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::pem::Pem;
@@ -183,6 +184,69 @@ pub fn status_sources(leaf_der: &[u8]) -> Result<StatusSources, ChainError> {
         ocsp_url: ocsp,
         ari_cert_id: ari_id(&leaf),
     })
+}
+
+/// Checks that a stored chain (leaf first) hangs together at `now`: every
+/// certificate is within its validity, is issued by the next one (names)
+/// and carries a signature that verifies with the next one's key. Says
+/// nothing about the root being trusted. A signature algorithm that is not
+/// verified here is an error too: a drill must not pass what it could not
+/// check.
+pub fn verify_chain(chain_pem: &str, now: i64) -> Result<(), ChainError> {
+    use crate::revocation::der::{SignatureError, verify_signature};
+    let ders = chain_ders(chain_pem)?;
+    let parsed = ders
+        .iter()
+        .map(|d| parse(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, c) in parsed.iter().enumerate() {
+        let v = c.validity();
+        if now < v.not_before.timestamp() || now >= v.not_after.timestamp() {
+            return Err(ChainError(format!(
+                "certificate {i} ({}) is not valid now (valid {} to {})",
+                c.subject(),
+                v.not_before,
+                v.not_after
+            )));
+        }
+    }
+    if parsed.len() < 2 {
+        return Err(ChainError(
+            "the chain holds the leaf only; clients cannot build a path to a root".into(),
+        ));
+    }
+    for (i, pair) in parsed.windows(2).enumerate() {
+        let (child, parent) = (&pair[0], &pair[1]);
+        if child.issuer().as_raw() != parent.subject().as_raw() {
+            return Err(ChainError(format!(
+                "certificate {i} ({}) is issued by {}, but the next one is {}",
+                child.subject(),
+                child.issuer(),
+                parent.subject()
+            )));
+        }
+        match verify_signature(
+            &child.signature_algorithm,
+            parent.public_key(),
+            child.tbs_certificate.as_ref(),
+            &child.signature_value.data,
+        ) {
+            Ok(()) => {}
+            Err(SignatureError::Unsupported(alg)) => {
+                return Err(ChainError(format!(
+                    "the signature on certificate {i} uses {alg}, which is not verified here"
+                )));
+            }
+            Err(SignatureError::Invalid) => {
+                return Err(ChainError(format!(
+                    "the signature on certificate {i} ({}) does not verify with the key of {}",
+                    child.subject(),
+                    parent.subject()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

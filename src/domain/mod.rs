@@ -10,6 +10,7 @@
 //! other module of the crate: everything else may use it.
 
 mod acme_requests;
+mod drill;
 mod mail;
 mod names;
 mod net;
@@ -17,6 +18,7 @@ mod new_name;
 mod readiness;
 
 pub use acme_requests::{ACME_LATENCY_BUCKETS, AcmeRequestStats};
+pub use drill::{DrillFailure, DrillMode, DrillReport, DrillRequest, DrillSample, DrillStage};
 pub use mail::{MailAddressError, check_mail_address};
 pub use names::{DnsName, ManagedNameId, NameError};
 pub use net::Cidr;

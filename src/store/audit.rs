@@ -122,6 +122,24 @@ pub enum AuditDetails {
         /// Whether the name was swapped away from it.
         swapped: bool,
     },
+    /// A drill was requested or ended.
+    Drill {
+        /// The drill record.
+        drill: String,
+        /// `dry` or `live`.
+        mode: String,
+        /// `running`, `passed` or `failed`.
+        state: String,
+    },
+    /// A live drill flipped names (away from its CA or back).
+    DrillSwap {
+        /// The drill record.
+        drill: String,
+        /// The operation record.
+        operation: String,
+        /// How many names.
+        names: u64,
+    },
     /// A re-key operation started.
     Rekey {
         /// The operation record.

@@ -28,6 +28,7 @@ mod cas;
 mod challenges;
 mod compromise;
 mod deploy;
+mod drills;
 mod incidents;
 mod keys;
 mod leases;
@@ -62,6 +63,7 @@ pub use deploy::{
     CheckRecord, DeploymentView, Deployments, DueDeployment, DueEndpoint, EndpointSpec,
     EndpointView,
 };
+pub use drills::{Drill, DrillFlip, DrillStandby, Drills};
 pub use incidents::{Incident, Incidents};
 pub use keys::Keys;
 pub use leases::Leases;
@@ -135,6 +137,7 @@ struct Facets {
     deployments: Deployments,
     metrics: Metrics,
     readiness: Readiness,
+    drills: Drills,
 }
 
 impl Facets {
@@ -158,6 +161,7 @@ impl Facets {
             deployments: Deployments { db: db.clone() },
             metrics: Metrics { db: db.clone() },
             readiness: Readiness { db: db.clone() },
+            drills: Drills { db: db.clone() },
         }
     }
 }
@@ -295,6 +299,11 @@ impl Store {
     /// Emergency readiness facts and the stored report.
     pub fn readiness(&self) -> &Readiness {
         &self.facets.readiness
+    }
+
+    /// Drills: requests, reports, the standbys they inspect, their flips.
+    pub fn drills(&self) -> &Drills {
+        &self.facets.drills
     }
 
     /// Applies pending migrations.

@@ -134,6 +134,56 @@ impl Readiness {
             .collect()
     }
 
+    /// The facts of each name active on `ca`, one group of one per name,
+    /// in name order after `after` (a drill classifies names one by one).
+    pub async fn name_facts(
+        &self,
+        ca: &str,
+        now: i64,
+        window_end: i64,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<(String, ReadinessGroup)>, StoreError> {
+        let rows = all(
+            &self.db,
+            &format!(
+                "SELECT * FROM ({}) f WHERE active_ca = $3 AND name_id > $4 \
+                 ORDER BY name_id LIMIT $5",
+                facts()
+            ),
+            vec![
+                now.into(),
+                window_end.into(),
+                ca.into(),
+                after.into(),
+                (limit as i64).into(),
+            ],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    get(r, "name_id")?,
+                    ReadinessGroup {
+                        active_ca: get(r, "active_ca")?,
+                        standby_ca: get(r, "standby_ca")?,
+                        present: flag(r, "present")?,
+                        expired: flag(r, "expired")?,
+                        expiring: flag(r, "expiring")?,
+                        revoked: flag(r, "revoked")?,
+                        compromised: flag(r, "compromised")?,
+                        superseded: flag(r, "superseded")?,
+                        status_unknown: flag(r, "status_unknown")?,
+                        deploy_failing: flag(r, "deploy_failing")?,
+                        endpoint_unreachable: flag(r, "endpoint_unreachable")?,
+                        deployed: flag(r, "deployed")?,
+                        names: 1,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// Up to `limit` names of one group, in name order.
     pub async fn sample(
         &self,
