@@ -484,7 +484,7 @@ impl Deployer {
 
 /// Runs `work` on every item, at most `limit` at once (each on its own
 /// task); the results, in completion order.
-async fn bounded<T, R, F, Fut>(items: Vec<T>, limit: usize, work: F) -> Vec<R>
+pub(super) async fn bounded<T, R, F, Fut>(items: Vec<T>, limit: usize, work: F) -> Vec<R>
 where
     F: Fn(T) -> Fut,
     Fut: std::future::Future<Output = R> + Send + 'static,

@@ -18,6 +18,7 @@
 mod accounts;
 mod delivery;
 pub mod deployer;
+mod drill;
 pub mod issuer;
 pub mod notifier;
 mod planner;
@@ -185,6 +186,19 @@ impl SupervisorBuilder {
             ))
         });
         let readiness_dirty = self.readiness_dirty.clone();
+        let drills = Arc::new(drill::DrillRunner::new(
+            s,
+            self.owner.clone(),
+            self.clock.clone(),
+            self.sealer.clone(),
+            self.policy_cas.clone(),
+            self.readiness
+                .as_ref()
+                .map(|(c, _)| c.revocation_window_seconds)
+                .unwrap_or_else(|| {
+                    crate::config::ReadinessConfig::default().revocation_window_seconds
+                }),
+        ));
         let revocation_enabled = self.revocation.enabled;
         let status = Arc::new(StatusChecker::new(
             s,
@@ -216,6 +230,7 @@ impl SupervisorBuilder {
             .map(|d| Arc::new(Notifier::new(s, self.clock.clone(), d.clone())));
         Supervisor {
             issuer,
+            drills,
             readiness,
             readiness_dirty,
             status,
@@ -267,6 +282,7 @@ pub async fn readiness_once(
 /// Starts the controllers and stops them on shutdown.
 pub struct Supervisor {
     issuer: Arc<Issuer>,
+    drills: Arc<drill::DrillRunner>,
     readiness: Option<Arc<readiness::ReadinessChecker>>,
     readiness_dirty: Arc<std::sync::atomic::AtomicBool>,
     status: Arc<StatusChecker>,
@@ -360,6 +376,7 @@ impl Supervisor {
         if let Some(r) = self.readiness.clone() {
             tokio::spawn(r.run(shutdown.clone()));
         }
+        tokio::spawn(self.drills.clone().run(shutdown.clone()));
         if let (Some(deployer), Some(notifier)) = (self.deployer.clone(), self.notifier.clone()) {
             let lease = self.deploy_lease.clone();
             let every = self.poll.max(Duration::from_millis(200));
