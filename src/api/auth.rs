@@ -65,6 +65,9 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("POST", "/v1/incidents/{id}/close", Role::Operator),
     ("GET", "/v1/alerts", Role::Viewer),
     ("GET", "/v1/readiness", Role::Viewer),
+    ("POST", "/v1/drills", Role::Operator),
+    ("GET", "/v1/drills", Role::Viewer),
+    ("GET", "/v1/drills/{id}", Role::Viewer),
 ];
 
 /// The minimum role for a route (method + path template), or `None` when
@@ -168,6 +171,7 @@ pub fn audited_action(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/v1/cas/{id}/trust") => Some("ca.trust"),
         ("POST", "/v1/compromises") => Some("compromise.bulk"),
         ("POST", "/v1/rekeys") => Some("rekey.start"),
+        ("POST", "/v1/drills") => Some("drill.request"),
         _ => None,
     }
 }

@@ -19,6 +19,7 @@
 mod auth;
 mod body;
 mod deploy;
+mod drills;
 mod emergency;
 mod guard;
 mod incidents;
@@ -138,6 +139,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/incidents/{id}/close", post(incidents::close_incident))
         .route("/v1/alerts", get(incidents::list_alerts))
         .route("/v1/readiness", get(readiness::show))
+        .route("/v1/drills", post(drills::create).get(drills::list))
+        .route("/v1/drills/{id}", get(drills::show))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,

@@ -59,6 +59,9 @@ impl Modify for BearerAuth {
         super::incidents::close_incident,
         super::incidents::list_alerts,
         super::readiness::show,
+        super::drills::create,
+        super::drills::list,
+        super::drills::show,
         super::deploy::show_deploy,
         super::deploy::set_deploy,
         super::deploy::request_check,
@@ -76,7 +79,10 @@ impl Modify for BearerAuth {
         crate::store::Operation, crate::store::OperationProgress, crate::store::CompromiseReport,
         crate::store::Incident, crate::store::Alert, super::incidents::IncidentList,
         super::incidents::AlertList, super::incidents::CloseIncident,
-        super::readiness::ReadinessView, crate::domain::CaReadiness
+        super::readiness::ReadinessView, crate::domain::CaReadiness,
+        super::drills::NewDrill, super::drills::DrillList, crate::store::Drill,
+        crate::domain::DrillMode, crate::domain::DrillRequest, crate::domain::DrillSample,
+        crate::domain::DrillReport, crate::domain::DrillStage, crate::domain::DrillFailure
     )),
     modifiers(&BearerAuth)
 )]

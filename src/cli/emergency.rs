@@ -518,3 +518,237 @@ fn readiness_table(v: &Value) -> String {
     }
     out
 }
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DrillAction {
+    /// Start a drill of losing a CA: dry by default (every check of a
+    /// CA-wide swap but the flip; changes nothing), or live on a sample
+    /// (swapped away, verified, swapped back).
+    Run {
+        /// The CA whose loss is drilled.
+        #[arg(long)]
+        ca: String,
+        /// Really swap a sample (`--names` or `--percent`) and back.
+        #[arg(long)]
+        live: bool,
+        /// Live: these names (comma-separated; only those active on the CA).
+        #[arg(long, value_delimiter = ',', conflicts_with = "percent")]
+        names: Option<Vec<String>>,
+        /// Live: this percentage of the names active on the CA, rounded down.
+        #[arg(long)]
+        percent: Option<u64>,
+        /// Live: leave the sample on its standby.
+        #[arg(long)]
+        keep: bool,
+        /// Live: seconds to wait for the sample to be served.
+        #[arg(long)]
+        verify_timeout: Option<u64>,
+        /// Why (recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+        /// Follow the drill and print its report; exit code 2 if it failed.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds (exit code 1).
+        #[arg(long, default_value_t = 1800)]
+        wait_timeout: u64,
+    },
+    /// List drills, newest first.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// Show a drill's report and timeline; `latest` is the newest one.
+    Show {
+        /// The drill id, or `latest`.
+        id: String,
+        /// Follow it until it ends; exit code 2 if it failed.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds (exit code 1).
+        #[arg(long, default_value_t = 1800)]
+        wait_timeout: u64,
+    },
+}
+
+/// A drill ended `failed` (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("drill {0} failed: see its report")]
+pub struct DrillFailed(pub String);
+
+/// `twincert drill …`.
+pub(super) async fn drill(api: &ApiArgs, action: DrillAction) -> anyhow::Result<()> {
+    let client = Client::new(api)?;
+    let (id, wait, wait_timeout) = match action {
+        DrillAction::Run {
+            ca,
+            live,
+            names,
+            percent,
+            keep,
+            verify_timeout,
+            reason,
+            wait,
+            wait_timeout,
+        } => {
+            let mut body = json!({ "ca": ca, "reason": reason });
+            if live {
+                body["mode"] = json!("live");
+            }
+            if let Some(n) = names {
+                body["names"] = json!(n);
+            }
+            if let Some(p) = percent {
+                body["percent"] = json!(p);
+            }
+            if keep {
+                body["keep"] = json!(true);
+            }
+            if let Some(t) = verify_timeout {
+                body["verify_timeout_seconds"] = json!(t);
+            }
+            let v = client
+                .request(reqwest::Method::POST, "/v1/drills", Some(&body))
+                .await?;
+            let id = v["id"].as_str().context("no drill id in the answer")?;
+            if !wait {
+                client.print(&v);
+                return Ok(());
+            }
+            eprintln!("drill {id} started");
+            (id.to_string(), wait, wait_timeout)
+        }
+        DrillAction::List { limit } => {
+            let v = client
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/v1/drills?limit={limit}"),
+                    None,
+                )
+                .await?;
+            if api.output == Output::Json {
+                client.print(&v);
+            } else {
+                for d in v["items"].as_array().into_iter().flatten() {
+                    println!("{}", drill_line(d));
+                }
+            }
+            return Ok(());
+        }
+        DrillAction::Show {
+            id,
+            wait,
+            wait_timeout,
+        } => {
+            let id = if id == "latest" {
+                let v = client
+                    .request(reqwest::Method::GET, "/v1/drills?limit=1", None)
+                    .await?;
+                v["items"][0]["id"]
+                    .as_str()
+                    .context("there is no drill yet")?
+                    .to_string()
+            } else {
+                id
+            };
+            (id, wait, wait_timeout)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(wait_timeout);
+    let v = loop {
+        let v = client
+            .request(reqwest::Method::GET, &format!("/v1/drills/{id}"), None)
+            .await?;
+        if !wait || v["state"] != "running" {
+            break v;
+        }
+        if Instant::now() >= deadline {
+            bail!("drill {id} still running after {wait_timeout} s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if api.output == Output::Json {
+        client.print(&v);
+    } else {
+        print!("{}", drill_text(&v));
+    }
+    if wait && v["state"] == "failed" {
+        return Err(DrillFailed(id).into());
+    }
+    Ok(())
+}
+
+/// One line per drill for the list.
+fn drill_line(d: &Value) -> String {
+    let r = &d["report"];
+    format!(
+        "{:<32} {:<5} {:<14} {:<8} {}/{} safe  {}",
+        d["id"].as_str().unwrap_or_default(),
+        d["mode"].as_str().unwrap_or_default(),
+        d["ca"].as_str().unwrap_or_default(),
+        d["state"].as_str().unwrap_or_default(),
+        r["safe"].as_i64().unwrap_or(0),
+        r["outcomes"]
+            .as_object()
+            .map(|o| o.values().filter_map(Value::as_i64).sum::<i64>())
+            .unwrap_or(0),
+        d["reason"].as_str().unwrap_or_default(),
+    )
+}
+
+/// A drill as text: the verdict, the timeline, the outcomes and the
+/// names that were not safe.
+fn drill_text(d: &Value) -> String {
+    let r = &d["report"];
+    let mut out = format!(
+        "drill {} ({} drill of losing {}): {}\n",
+        d["id"].as_str().unwrap_or_default(),
+        d["mode"].as_str().unwrap_or_default(),
+        d["ca"].as_str().unwrap_or_default(),
+        d["state"].as_str().unwrap_or_default(),
+    );
+    out.push_str(&format!(
+        "names active on the CA: {}; safe: {}\n",
+        r["names"].as_i64().unwrap_or(0),
+        r["safe"].as_i64().unwrap_or(0)
+    ));
+    if let Some(ms) = r["time_to_safety_ms"].as_i64() {
+        out.push_str(&format!("time to safety: {ms} ms\n"));
+    }
+    if let Some(e) = r["error"].as_str() {
+        out.push_str(&format!("stopped: {e}\n"));
+    }
+    out.push_str("\nSTAGE         OUTCOME   MS        DETAIL\n");
+    for s in r["stages"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<13} {:<9} {:<9} {}\n",
+            s["name"].as_str().unwrap_or_default(),
+            s["outcome"].as_str().unwrap_or_default(),
+            s["duration_ms"].as_i64().unwrap_or(0),
+            s["detail"].as_str().unwrap_or_default(),
+        ));
+    }
+    if let Some(o) = r["outcomes"].as_object() {
+        out.push_str("\nOUTCOME                      NAMES\n");
+        for (k, n) in o {
+            out.push_str(&format!("{k:<28} {n}\n"));
+        }
+    }
+    let failures = r["failures"].as_array().cloned().unwrap_or_default();
+    if !failures.is_empty() {
+        out.push_str("\nNOT SAFE\n");
+        for f in &failures {
+            out.push_str(&format!(
+                "{}  {}{}\n",
+                f["name"].as_str().unwrap_or_default(),
+                f["reason"].as_str().unwrap_or_default(),
+                f["detail"]
+                    .as_str()
+                    .map(|d| format!("  ({d})"))
+                    .unwrap_or_default(),
+            ));
+        }
+    }
+    out
+}

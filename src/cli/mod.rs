@@ -151,6 +151,14 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Drills that prove readiness: run one (dry by default; live on a
+    /// sample), list them, show one's report and timeline.
+    Drill {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        action: emergency::DrillAction,
+    },
     /// Alerts (revoked certificates, rejected CRL/OCSP data, CA incidents,
     /// expiry, names without a usable standby); open ones by default.
     Alerts {
@@ -210,10 +218,13 @@ pub struct ApiFailure {
 }
 
 /// Exit codes (documented in the README): 0 success, 1 local error
-/// (config, arguments, files), 3 the API refused the request (4xx other
+/// (config, arguments, files), 2 a drill ran and failed, 3 the API refused the request (4xx other
 /// than 401/403), 4 not authenticated or not allowed (401/403), 5 the
 /// server failed or could not be reached.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<emergency::DrillFailed>().is_some() {
+        return 2;
+    }
     if let Some(f) = err.downcast_ref::<ApiFailure>() {
         return match f.status {
             401 | 403 => 4,
@@ -509,6 +520,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Incidents { api, action } => emergency::incidents(&api, action).await,
         Command::Alerts { api, all, limit } => emergency::alerts(&api, all, limit).await,
         Command::Readiness { api } => emergency::readiness(&api).await,
+        Command::Drill { api, action } => emergency::drill(&api, action).await,
         Command::Bench { what, output } => match what {
             BenchWhat::Swap(opts) => bench::swap(opts, output).await,
             BenchWhat::Revocation(opts) => bench_revocation::revocation(opts, output).await,

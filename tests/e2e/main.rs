@@ -4,6 +4,7 @@
 mod api_input;
 mod deploy;
 mod dns01;
+mod drills;
 mod emergency;
 mod harness;
 mod harness_check;

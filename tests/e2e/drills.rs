@@ -1,0 +1,373 @@
+//! Issue 22, drills that prove readiness: a dry drill changes nothing and
+//! reports the defects a real CA-wide swap would meet; a live drill swaps
+//! only its sample away and back (or keeps it), measuring the time to
+//! safety; requests that do not fit are 4xx problems naming the field.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::emergency::{cli, get, post, put, sqlite_url};
+use crate::harness::{TwoCas, fresh_pg_database, pg_url_or_skip};
+use crate::server::{Server, ServerOptions};
+
+/// Follows a drill until it ends.
+pub(crate) async fn wait_drill(server: &Server, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let d = get(server, &format!("/v1/drills/{id}")).await;
+        if d["state"] != "running" {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drill never ended: {d:#}\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What a drill must not change of a name: which slot is active and the
+/// certificate in each slot.
+async fn snapshot(server: &Server, names: &[String]) -> Vec<(String, Value, Value, Value)> {
+    let mut out = Vec::new();
+    for n in names {
+        let v = server.name(n).await;
+        out.push((
+            n.clone(),
+            v["active"].clone(),
+            v["primary"]["serial"].clone(),
+            v["backup"]["serial"].clone(),
+        ));
+    }
+    out
+}
+
+async fn events(server: &Server, action: &str) -> Vec<Value> {
+    let page = get(server, "/v1/events?limit=1000").await;
+    page["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+fn stage_names(d: &Value) -> Vec<String> {
+    d["report"]["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn dry_drill_changes_nothing(mut cas: TwoCas, store_url: String) {
+    let server = Server::start(&cas, ServerOptions::new(store_url)).await;
+    let n = |s: &str| format!("{s}-drill.example.test");
+    for s in ["ok1", "ok2", "comp"] {
+        let (st, body) = server
+            .create(json!({"name": n(s), "cas": ["pebble-a", "pebble-b"]}))
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    for s in ["ok1", "ok2", "comp"] {
+        server.wait_ready(&n(s), 120).await;
+    }
+    // B goes away: nothing re-issues a standby from it meanwhile.
+    cas.b.stop();
+    let (st, body) = post(
+        &server,
+        &format!("/v1/names/{}/compromise", n("comp")),
+        json!({"slot": "backup", "reason": "key found in a paste"}),
+    )
+    .await;
+    assert_eq!(st, 202, "{body}");
+    let (st, body) = server
+        .create(json!({"name": n("nostd"), "cas": ["pebble-a", "pebble-b"]}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    server
+        .wait_for(&n("nostd"), 60, |v| v["primary"]["serial"].is_string())
+        .await;
+    let all: Vec<String> = ["ok1", "ok2", "comp", "nostd"]
+        .iter()
+        .map(|s| n(s))
+        .collect();
+    let before = snapshot(&server, &all).await;
+    let ops_before = get(&server, "/v1/operations?limit=1000").await["items"]
+        .as_array()
+        .map(Vec::len);
+
+    let (st, d) = post(
+        &server,
+        "/v1/drills",
+        json!({"ca": "pebble-a", "reason": "weekly drill"}),
+    )
+    .await;
+    assert_eq!(st, 202, "{d}");
+    assert_eq!(d["state"], "running", "{d}");
+    assert_eq!(d["mode"], "dry", "{d}");
+    let id = d["id"].as_str().expect("id").to_string();
+    let d = wait_drill(&server, &id).await;
+    let r = &d["report"];
+    assert_eq!(d["state"], "failed", "two names are not safe: {d:#}");
+    assert_eq!(r["names"], 4, "{d:#}");
+    assert_eq!(r["safe"], 2, "{d:#}");
+    assert_eq!(r["outcomes"]["safe"], 2, "{d:#}");
+    assert_eq!(r["outcomes"]["standby_compromised"], 1, "{d:#}");
+    assert_eq!(r["outcomes"]["no_standby"], 1, "{d:#}");
+    let failures: Vec<(String, String)> = r["failures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap_or_default().to_string(),
+                f["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        vec![
+            (n("comp"), "standby_compromised".to_string()),
+            (n("nostd"), "no_standby".to_string()),
+        ],
+        "{d:#}"
+    );
+    assert_eq!(
+        stage_names(&d),
+        ["scope", "revocation", "chains", "keys", "endpoints"],
+        "{d:#}"
+    );
+    for s in r["stages"].as_array().into_iter().flatten() {
+        assert!(s["duration_ms"].as_i64().is_some_and(|ms| ms >= 0), "{s}");
+        assert!(s["started_at"].as_i64().is_some_and(|t| t > 0), "{s}");
+    }
+    // The three standbys present had their chains verified and keys
+    // opened and matched: no chain or key failures.
+    let chains = &r["stages"][2];
+    assert_eq!(chains["outcome"], "ok", "{d:#}");
+    assert!(
+        chains["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3 chains verified, 0 failed"),
+        "{d:#}"
+    );
+    assert_eq!(r["stages"][3]["outcome"], "ok", "{d:#}");
+
+    // Nothing changed: same active slots, same certificates, no operation.
+    assert_eq!(snapshot(&server, &all).await, before);
+    let ops_after = get(&server, "/v1/operations?limit=1000").await["items"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(ops_after, ops_before, "a dry drill records no operation");
+
+    // Listed, audited, and shown by the CLI.
+    let list = get(&server, "/v1/drills").await;
+    assert_eq!(list["items"][0]["id"], id.as_str(), "{list:#}");
+    assert_eq!(events(&server, "drill.request").await.len(), 1);
+    let finished = events(&server, "drill.finish").await;
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0]["result"], "drill failed", "{finished:?}");
+    let (code, out, err) = cli(&server, &["drill", "show", "latest"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("failed"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(&n("nostd")) && l.contains("no_standby")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("chains")), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_drill_changes_nothing_and_reports_the_defects_on_sqlite() {
+    let cas = TwoCas::start(0).await;
+    let url = sqlite_url(cas.dir());
+    dry_drill_changes_nothing(cas, url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_drill_changes_nothing_and_reports_the_defects_on_postgres() {
+    let Some(base) =
+        pg_url_or_skip("a_dry_drill_changes_nothing_and_reports_the_defects_on_postgres")
+    else {
+        return;
+    };
+    let cas = TwoCas::start(0).await;
+    dry_drill_changes_nothing(cas, fresh_pg_database(&base).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_drill_swaps_only_its_sample_and_back_measuring_the_time_to_safety() {
+    let cas = TwoCas::start(0).await;
+    let deploy_dir = cas.dir().join("deploy");
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    opts.extra_config = format!(
+        "[[destinations]]\nid = \"files\"\nkind = \"files\"\ndir = \"{}\"\n",
+        deploy_dir.display()
+    );
+    let server = Server::start(&cas, opts).await;
+    let all: Vec<String> = (1..=4).map(|i| format!("live{i}.example.test")).collect();
+    for n in &all {
+        let (st, body) = server
+            .create(json!({"name": n, "cas": ["pebble-a", "pebble-b"]}))
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    for n in &all {
+        server.wait_ready(n, 120).await;
+        let (st, body) = put(
+            &server,
+            &format!("/v1/names/{n}/deploy"),
+            json!({"destinations": ["files"]}),
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+    }
+    let before = snapshot(&server, &all).await;
+
+    // 50% of the four names active on A: the first two, swapped away,
+    // written to their destination, and swapped back.
+    let (st, d) = post(
+        &server,
+        "/v1/drills",
+        json!({"ca": "pebble-a", "mode": "live", "percent": 50,
+               "reason": "quarterly live drill", "verify_timeout_seconds": 60}),
+    )
+    .await;
+    assert_eq!(st, 202, "{d}");
+    let d = wait_drill(&server, d["id"].as_str().expect("id")).await;
+    let r = &d["report"];
+    assert_eq!(d["state"], "passed", "{d:#}\n{}", server.log());
+    assert_eq!(r["sample"], json!(all[..2]), "{d:#}");
+    assert_eq!(r["names"], 4, "{d:#}");
+    assert_eq!(r["safe"], 2, "{d:#}");
+    assert_eq!(
+        stage_names(&d),
+        ["sample", "swap", "verify", "swap_back", "verify_back"],
+        "{d:#}"
+    );
+    assert!(
+        r["time_to_safety_ms"].as_i64().is_some_and(|ms| ms >= 0),
+        "{d:#}"
+    );
+    assert_eq!(r["operations"].as_array().map(Vec::len), Some(2), "{d:#}");
+    // Swapped back: as before, every name on its primary.
+    assert_eq!(snapshot(&server, &all).await, before);
+    assert_eq!(events(&server, "drill.swap").await.len(), 1);
+    assert_eq!(events(&server, "drill.swap_back").await.len(), 1);
+    // The destination holds the original certificate again.
+    for (n, b) in all.iter().zip(&before).take(2) {
+        let dep = get(&server, &format!("/v1/names/{n}/deploy")).await;
+        assert_eq!(dep["destinations"][0]["serial"], b.2, "{dep:#}");
+    }
+
+    // Keep: one listed name stays on its standby, the others untouched.
+    let (st, d) = post(
+        &server,
+        "/v1/drills",
+        json!({"ca": "pebble-a", "mode": "live", "names": [all[3].clone()], "keep": true,
+               "reason": "move one name for a day"}),
+    )
+    .await;
+    assert_eq!(st, 202, "{d}");
+    let d = wait_drill(&server, d["id"].as_str().expect("id")).await;
+    assert_eq!(d["state"], "passed", "{d:#}");
+    assert_eq!(d["report"]["kept"], true, "{d:#}");
+    assert_eq!(stage_names(&d), ["sample", "swap", "verify"], "{d:#}");
+    for (i, n) in all.iter().enumerate() {
+        let v = server.name(n).await;
+        let want = if i == 3 { "backup" } else { "primary" };
+        assert_eq!(v["active"], want, "{n}: {v:#}");
+        // The standby kept its certificate: nothing was re-provisioned.
+        assert_eq!(v["primary"]["serial"], before[i].2, "{v:#}");
+        assert_eq!(v["backup"]["serial"], before[i].3, "{v:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drill_requests_that_do_not_fit_are_refused_naming_the_field() {
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let cases = [
+        (json!({"ca": "nope", "reason": "r"}), "ca"),
+        (json!({"ca": "pebble-a", "reason": " "}), "reason"),
+        (
+            json!({"ca": "pebble-a", "reason": "r", "mode": "wet"}),
+            "mode",
+        ),
+        (
+            json!({"ca": "pebble-a", "reason": "r", "percent": 10}),
+            "percent",
+        ),
+        (
+            json!({"ca": "pebble-a", "reason": "r", "names": ["a.example.test"]}),
+            "names",
+        ),
+        (
+            json!({"ca": "pebble-a", "reason": "r", "keep": true}),
+            "keep",
+        ),
+        (
+            json!({"ca": "pebble-a", "reason": "r", "mode": "live"}),
+            "names",
+        ),
+        (
+            json!({"ca": "pebble-a", "reason": "r", "mode": "live", "percent": 0}),
+            "percent",
+        ),
+        (
+            json!({"ca": "pebble-a", "reason": "r", "mode": "live", "percent": 101}),
+            "percent",
+        ),
+        (
+            json!({"ca": "pebble-a", "reason": "r", "mode": "live", "names": []}),
+            "names",
+        ),
+        (
+            json!({"ca": "pebble-a", "reason": "r", "mode": "live", "names": ["not a name!"]}),
+            "names[0]",
+        ),
+        (
+            json!({"ca": "pebble-a", "reason": "r", "mode": "live", "percent": 5,
+                   "verify_timeout_seconds": 0}),
+            "verify_timeout_seconds",
+        ),
+    ];
+    for (body, field) in cases {
+        let (st, p) = post(&server, "/v1/drills", body.clone()).await;
+        assert_eq!(st, 400, "{body}: {p}");
+        assert_eq!(p["field"], field, "{body}: {p}");
+        assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()), "{p}");
+    }
+    let (st, p) = post(
+        &server,
+        "/v1/drills",
+        json!({"ca": "pebble-a", "reason": "r", "surprise": 1}),
+    )
+    .await;
+    assert_eq!(st, 400, "{p}");
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/drills/0123abcd", server.base()))
+        .bearer_auth(crate::server::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/problem+json"))
+    );
+    // The CLI exits 3 on a refused request and says why.
+    let (code, _, err) = cli(&server, &["drill", "run", "--ca", "nope", "--reason", "r"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("unknown CA 'nope'"), "{err}");
+}
