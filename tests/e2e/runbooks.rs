@@ -115,7 +115,7 @@ fn every_runbook_has_commands_and_a_roll_back_section() {
         assert!(text.contains("Check:"), "{file}: what to check");
         seen += 1;
     }
-    assert_eq!(seen, 5);
+    assert_eq!(seen, 6);
 }
 
 /// The usual setup of exactly two CAs: with no third CA, the abandoned
@@ -271,6 +271,34 @@ async fn runbook_ca_outage() {
         let v = server.name(n).await;
         assert_eq!(v["active"], "backup", "swapped to the standby: {v:#}");
         assert_eq!(v["backup"]["state"], "valid", "{v:#}");
+    }
+}
+
+/// Issue 22: the weekly dry drill and a live drill on a sample pass on a
+/// healthy fleet, and the live drill leaves every name where it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn runbook_drill() {
+    let cas = TwoCas::start(0).await;
+    let (server, before) = ready(&cas).await;
+    let out = run(
+        &server,
+        "drill.md",
+        &[("CA", "pebble-a"), ("REASON", "OPS-7"), ("PERCENT", "50")],
+    );
+    assert!(
+        out.contains("dry drill of losing pebble-a): passed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("live drill of losing pebble-a): passed"),
+        "{out}"
+    );
+    assert!(out.contains("time to safety:"), "{out}");
+    for (i, n) in NAMES.iter().enumerate() {
+        let v = server.name(n).await;
+        assert_eq!(v["active"], "primary", "swapped back: {v:#}");
+        assert_eq!(v["primary"]["serial"], before[i]["primary"]["serial"]);
+        assert_eq!(v["backup"]["serial"], before[i]["backup"]["serial"]);
     }
 }
 
