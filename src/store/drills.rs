@@ -66,6 +66,8 @@ pub struct DrillStandby {
     pub chain_pem: String,
     /// Its key's row.
     pub private_key_id: String,
+    /// The CA that issued it.
+    pub ca_id: String,
     /// Its stored revocation time, if found revoked.
     pub revoked_at: Option<i64>,
 }
@@ -296,7 +298,7 @@ impl Drills {
             &self.db,
             &format!(
                 "SELECT n.id AS name_id, c.id AS cert_id, c.chain_pem, c.private_key_id, \
-                 c.revoked_at FROM names n \
+                 c.ca_id, c.revoked_at FROM names n \
                  JOIN slots ss ON ss.name_id = n.id AND ss.slot <> n.active_slot \
                  JOIN certificates c ON c.id = ss.current_cert_id \
                  WHERE {ACTIVE_CA} = $1 AND n.id > $2 ORDER BY n.id LIMIT $3"
@@ -311,6 +313,7 @@ impl Drills {
                     cert_id: get(r, "cert_id")?,
                     chain_pem: get(r, "chain_pem")?,
                     private_key_id: get(r, "private_key_id")?,
+                    ca_id: get(r, "ca_id")?,
                     revoked_at: get(r, "revoked_at")?,
                 })
             })

@@ -75,7 +75,14 @@ pub(super) struct DrillRunner {
     policy_cas: Vec<CaChoice>,
     window_seconds: i64,
     fetcher: Option<Arc<Fetcher>>,
+    /// Per CA, the CRLs configured for it (`[[cas]] crl_urls`), checked
+    /// after the certificate's own, as the status checker does.
+    ca_crls: BTreeMap<String, Vec<String>>,
 }
+
+/// A CRL as this drill found it: verified, or why not (`true`: it is
+/// another issuer's, which is no failure for a configured CRL).
+type CrlVerdict = Result<Arc<crl::VerifiedCrl>, (bool, String)>;
 
 /// A stage being timed.
 struct Stage {
@@ -99,6 +106,7 @@ impl DrillRunner {
         sealer: Arc<Sealer>,
         policy_cas: Vec<CaChoice>,
         window_seconds: i64,
+        ca_crls: BTreeMap<String, Vec<String>>,
     ) -> DrillRunner {
         DrillRunner {
             drills: store.drills().clone(),
@@ -115,6 +123,7 @@ impl DrillRunner {
             fetcher: Fetcher::new(Duration::from_secs(60), Duration::from_secs(15))
                 .map(Arc::new)
                 .ok(),
+            ca_crls,
         }
     }
 
@@ -315,7 +324,7 @@ impl DrillRunner {
         // Revocation: a fresh CRL lookup where the standby names a CRL.
         let s = self.begin("revocation");
         let (mut fresh, mut from_store, mut unchecked, mut revoked) = (0, 0, 0, 0);
-        let mut crls: HashMap<(String, Vec<u8>), Result<crl::VerifiedCrl, String>> = HashMap::new();
+        let mut crls: HashMap<(String, Vec<u8>), CrlVerdict> = HashMap::new();
         for sb in &standbys {
             match self.fresh_revocation(sb, now, &mut crls).await {
                 Some(Ok(is_revoked)) => {
@@ -346,7 +355,7 @@ impl DrillRunner {
             s,
             revoked > 0,
             format!(
-                "{fresh} checked against their CRL now, {from_store} by the stored status \
+                "{fresh} checked against a CRL now, {from_store} by the stored status \
                  (no CRL), {unchecked} could not be checked now (stored status used); \
                  {revoked} revoked"
             ),
@@ -479,44 +488,66 @@ impl DrillRunner {
         Ok(())
     }
 
-    /// A fresh CRL verdict for one standby: `None` when it names no CRL
-    /// (the stored status is all there is), else revoked or not, or why
-    /// it could not be checked. CRLs are fetched once per drill.
+    /// A fresh CRL verdict for one standby: `None` when neither it nor its
+    /// CA's configuration names a CRL (the stored status is all there is),
+    /// else revoked or not, or why it could not be checked. The
+    /// certificate's own CRLs come first, then its CA's configured ones
+    /// (one of another issuer is skipped); each is fetched and verified
+    /// against the standby's issuer once per drill.
     async fn fresh_revocation(
         &self,
         sb: &DrillStandby,
         now: i64,
-        crls: &mut HashMap<(String, Vec<u8>), Result<crl::VerifiedCrl, String>>,
+        crls: &mut HashMap<(String, Vec<u8>), CrlVerdict>,
     ) -> Option<Result<bool, String>> {
         let ders = match certs::chain_ders(&sb.chain_pem) {
             Ok(d) => d,
             Err(e) => return Some(Err(e.to_string())),
         };
-        let sources = certs::status_sources(&ders[0]).ok()?;
-        let url = sources.crl_urls.first()?.clone();
+        let mut urls = certs::status_sources(&ders[0])
+            .map(|s| s.crl_urls)
+            .unwrap_or_default();
+        urls.extend(self.ca_crls.get(&sb.ca_id).cloned().unwrap_or_default());
+        if urls.is_empty() {
+            return None;
+        }
         let Some(issuer) = ders.get(1) else {
-            return Some(Err("no issuer in the chain to verify the CRL with".into()));
+            return Some(Err("no issuer in the chain to verify a CRL with".into()));
         };
         let Some(fetcher) = self.fetcher.clone() else {
             return Some(Err("no HTTP client".into()));
         };
-        let key = (url.clone(), issuer.clone());
-        if !crls.contains_key(&key) {
-            let got = match fetcher.crl(&url, now).await {
-                Ok(f) => crl::verify(&f.bytes, issuer, now).map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            crls.insert(key.clone(), got);
-        }
         let serial = match x509_parser::parse_x509_certificate(&ders[0]) {
             Ok((_, leaf)) => leaf.raw_serial().to_vec(),
             Err(e) => return Some(Err(format!("bad certificate: {e}"))),
         };
-        Some(match crls.get(&key) {
-            Some(Ok(v)) => Ok(v.lookup(&serial).is_some()),
-            Some(Err(e)) => Err(format!("CRL {url}: {e}")),
-            None => Err("CRL not fetched".into()),
-        })
+        let mut last = None;
+        for url in urls {
+            let key = (url.clone(), issuer.clone());
+            if !crls.contains_key(&key) {
+                let got = match fetcher.crl(&url, now).await {
+                    Ok(f) => crl::verify(&f.bytes, issuer, now)
+                        .map(Arc::new)
+                        .map_err(|e| {
+                            (
+                                matches!(e, crl::CrlError::WrongIssuer { .. }),
+                                e.to_string(),
+                            )
+                        }),
+                    Err(e) => Err((false, e)),
+                };
+                crls.insert(key.clone(), got);
+            }
+            match crls.get(&key) {
+                Some(Ok(v)) => return Some(Ok(v.lookup(&serial).is_some())),
+                Some(Err((true, _))) => {}
+                Some(Err((false, e))) => last = Some(format!("CRL {url}: {e}")),
+                None => {}
+            }
+        }
+        Some(Err(last.unwrap_or_else(|| {
+            "no CRL found for its issuer among those configured".into()
+        })))
     }
 
     /// Opens the standby's sealed key and compares it with the

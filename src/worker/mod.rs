@@ -198,6 +198,10 @@ impl SupervisorBuilder {
                 .unwrap_or_else(|| {
                     crate::config::ReadinessConfig::default().revocation_window_seconds
                 }),
+            self.cas
+                .values()
+                .map(|c| (c.id().to_string(), c.crl_urls().to_vec()))
+                .collect(),
         ));
         let revocation_enabled = self.revocation.enabled;
         let status = Arc::new(StatusChecker::new(

@@ -1,14 +1,18 @@
 //! Issue 22, drills that prove readiness: a dry drill changes nothing and
 //! reports the defects a real CA-wide swap would meet; a live drill swaps
 //! only its sample away and back (or keeps it), measuring the time to
-//! safety; requests that do not fit are 4xx problems naming the field.
+//! safety; requests that do not fit are 4xx problems naming the field;
+//! a second drill of a CA, or a live one during an incident, is refused.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use twincert::domain::{DrillMode, DrillReport, DrillRequest, DrillSample};
+use twincert::store::{Drill, Incident, Store, StoreError};
 
 use crate::emergency::{cli, get, post, put, sqlite_url};
 use crate::harness::{TwoCas, fresh_pg_database, pg_url_or_skip};
+use crate::revocation_harness::RevocationAuthority;
 use crate::server::{Server, ServerOptions};
 
 /// Follows a drill until it ends.
@@ -370,4 +374,175 @@ async fn drill_requests_that_do_not_fit_are_refused_naming_the_field() {
     let (code, _, err) = cli(&server, &["drill", "run", "--ca", "nope", "--reason", "r"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("unknown CA 'nope'"), "{err}");
+}
+
+/// The status checker is off, so only the drill looks at the CRL: a
+/// standby the CA's CRL lists now is found by the dry drill's fresh check
+/// although the store still believes it good — and the drill records
+/// nothing about it but its report.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_drill_finds_a_standby_its_crl_revokes_now() {
+    let cas = TwoCas::start(0).await;
+    let rb = RevocationAuthority::new(&cas.b).await;
+    rb.publish_crl(3600);
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    opts.env = vec![
+        ("TWINCERT_REVOCATION_ENABLED".into(), "false".into()),
+        ("TWINCERT_CA_PEBBLE_B_CRL_URLS".into(), rb.crl_url()),
+    ];
+    let server = Server::start(&cas, opts).await;
+    let names = ["x-crl.example.test", "y-crl.example.test"];
+    for n in names {
+        let (st, body) = server
+            .create(json!({"name": n, "cas": ["pebble-a", "pebble-b"]}))
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    for n in names {
+        server.wait_ready(n, 120).await;
+    }
+    let y = server.name(names[1]).await;
+    let serial = y["backup"]["serial"].as_str().expect("serial").to_string();
+    rb.revoke(&serial, "keyCompromise");
+    rb.publish_crl(3600);
+
+    let (st, d) = post(
+        &server,
+        "/v1/drills",
+        json!({"ca": "pebble-a", "reason": "crl drill"}),
+    )
+    .await;
+    assert_eq!(st, 202, "{d}");
+    let d = wait_drill(&server, d["id"].as_str().expect("id")).await;
+    let r = &d["report"];
+    assert_eq!(d["state"], "failed", "{d:#}");
+    assert_eq!(r["outcomes"]["safe"], 1, "{d:#}");
+    assert_eq!(r["outcomes"]["standby_revoked_now"], 1, "{d:#}");
+    assert_eq!(r["failures"][0]["name"], names[1], "{d:#}");
+    let revocation = &r["stages"][1];
+    assert_eq!(revocation["name"], "revocation", "{d:#}");
+    assert_eq!(revocation["outcome"], "failed", "{d:#}");
+    assert!(
+        revocation["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("2 checked against a CRL now"),
+        "{d:#}"
+    );
+    let after = server.name(names[1]).await;
+    assert_eq!(after["active"], "primary", "{after:#}");
+    assert_eq!(after["backup"]["serial"], serial.as_str(), "{after:#}");
+    assert_ne!(
+        after["backup"]["revocation"]["status"], "revoked",
+        "{after:#}"
+    );
+}
+
+/// The refusals a drill request meets, on both stores: another drill of
+/// the CA still running; a live drill while the CA has an open incident
+/// (a dry one is allowed: it changes nothing).
+async fn drill_conflicts(store: Store) {
+    store.migrate().await.expect("migrate");
+    let drill = |id: &str, ca: &str, mode: DrillMode| Drill {
+        id: id.into(),
+        ca: ca.into(),
+        mode,
+        state: "running".into(),
+        actor: "tester".into(),
+        reason: "contract".into(),
+        request: DrillRequest {
+            mode,
+            sample: (mode == DrillMode::Live).then_some(DrillSample::Percent(10)),
+            keep: false,
+            verify_timeout_seconds: 60,
+        },
+        report: None,
+        created_at: 100,
+        started_at: None,
+        finished_at: None,
+    };
+    let drills = store.drills();
+    drills
+        .request(&drill("d1", "ca-a", DrillMode::Dry))
+        .await
+        .expect("first drill");
+    match drills.request(&drill("d2", "ca-a", DrillMode::Dry)).await {
+        Err(StoreError::Conflict(why)) => assert!(why.contains("'d1'"), "{why}"),
+        other => panic!("a second drill of ca-a: {other:?}"),
+    }
+    // Another CA is not blocked.
+    drills
+        .request(&drill("d3", "ca-b", DrillMode::Dry))
+        .await
+        .expect("a drill of another CA");
+    let d1 = drills.drill("d1").await.expect("read").expect("d1");
+    drills
+        .finish(&d1, "passed", &DrillReport::default(), "tester", 101)
+        .await
+        .expect("finish");
+    assert_eq!(
+        drills.drill("d1").await.expect("read").expect("d1").state,
+        "passed"
+    );
+    let opened = store
+        .incidents()
+        .create_incident(
+            &Incident {
+                id: "inc1".into(),
+                ca_id: "ca-a".into(),
+                state: "open".into(),
+                policy: "manual".into(),
+                revoked: 5,
+                ari_past: 0,
+                total: 10,
+                window_seconds: 3600,
+                summary: "test".into(),
+                operation_id: None,
+                dry_run: None,
+                opened_at: 100,
+                closed_at: None,
+                closed_by: None,
+                close_reason: None,
+            },
+            &json!({}),
+            "tester",
+        )
+        .await
+        .expect("incident");
+    assert!(opened);
+    match drills.request(&drill("d4", "ca-a", DrillMode::Live)).await {
+        Err(StoreError::Conflict(why)) => assert!(why.contains("incident 'inc1'"), "{why}"),
+        other => panic!("a live drill during an incident: {other:?}"),
+    }
+    drills
+        .request(&drill("d5", "ca-a", DrillMode::Dry))
+        .await
+        .expect("a dry drill during an incident");
+    let listed: Vec<String> = drills
+        .list(10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(!listed.contains(&"d4".to_string()), "{listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drill_requests_conflict_with_a_running_drill_or_an_incident_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    drill_conflicts(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drill_requests_conflict_with_a_running_drill_or_an_incident_on_postgres() {
+    let Some(base) =
+        pg_url_or_skip("drill_requests_conflict_with_a_running_drill_or_an_incident_on_postgres")
+    else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    drill_conflicts(Store::connect(&url).await.expect("connect")).await;
 }
