@@ -359,6 +359,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
         },
         wake_worker: Some(Arc::new(move || wake.wake())),
         acme_requests: Arc::new(crate::ca::acme_request_metrics),
+        allow_drill_simulation: cfg.drills.allow_simulation,
     };
     info!(
         api = %format!(

@@ -30,7 +30,8 @@ pub(super) struct NewDrill {
     /// The CA to drill losing: names active on it are (or would be)
     /// swapped away from it.
     ca: String,
-    /// `dry` (default: changes nothing) or `live`.
+    /// `dry` (default: changes nothing), `live`, or `simulate` (only with
+    /// `[drills] allow_simulation`).
     #[serde(default)]
     mode: Option<String>,
     /// Live: swap these names (those active on the CA; never others).
@@ -43,7 +44,8 @@ pub(super) struct NewDrill {
     /// Live: keep the sample on its standby instead of swapping back.
     #[serde(default)]
     keep: Option<bool>,
-    /// Live: seconds to wait for the sample to be served (default 300).
+    /// Live: seconds to wait for the sample to be served; simulate: for
+    /// every name to leave the CA (default 300).
     #[serde(default)]
     verify_timeout_seconds: Option<u64>,
     /// Why (recorded in the audit log).
@@ -63,6 +65,17 @@ pub struct DrillList {
 pub(super) struct ListDrills {
     /// At most this many (1–1000, default 50).
     limit: Option<u64>,
+}
+
+fn verify_timeout(raw: Option<u64>) -> Result<u64, Problem> {
+    let timeout = raw.unwrap_or(DEFAULT_VERIFY_TIMEOUT);
+    if !(1..=MAX_VERIFY_TIMEOUT).contains(&timeout) {
+        return Err(Problem::bad_field(
+            "verify_timeout_seconds",
+            format!("must be 1 to {MAX_VERIFY_TIMEOUT}; got {timeout}"),
+        ));
+    }
+    Ok(timeout)
 }
 
 /// The request, checked: every field that does not fit the mode is
@@ -88,25 +101,36 @@ fn validate(st: &ApiState, req: NewDrill) -> Result<(String, String, DrillReques
     let mode = match req.mode.as_deref().unwrap_or("dry") {
         "dry" => DrillMode::Dry,
         "live" => DrillMode::Live,
+        "simulate" if st.allow_drill_simulation => DrillMode::Simulate,
+        "simulate" => {
+            return Err(Problem::conflict(
+                "simulation-disabled",
+                "mode: a simulated CA event makes the revocation checks see the CA's \
+                 certificates revoked and the automatic reactions run for real; it is for \
+                 test and training environments only and off here (set [drills] \
+                 allow_simulation = true to allow it)",
+            )
+            .at_field("mode"));
+        }
         other => {
             return Err(Problem::bad_field(
                 "mode",
                 format!(
-                    "'{}' is not a drill mode; use 'dry' (changes nothing) or 'live' \
-                     (swaps a sample and back)",
+                    "'{}' is not a drill mode; use 'dry' (changes nothing), 'live' \
+                     (swaps a sample and back) or, where allowed, 'simulate'",
                     other.chars().take(40).collect::<String>()
                 ),
             ));
         }
     };
-    if mode == DrillMode::Dry {
+    if mode != DrillMode::Live {
         for (field, given) in [
             ("names", req.names.is_some()),
             ("percent", req.percent.is_some()),
             ("keep", req.keep.is_some()),
             (
                 "verify_timeout_seconds",
-                req.verify_timeout_seconds.is_some(),
+                mode == DrillMode::Dry && req.verify_timeout_seconds.is_some(),
             ),
         ] {
             if given {
@@ -116,6 +140,10 @@ fn validate(st: &ApiState, req: NewDrill) -> Result<(String, String, DrillReques
                 ));
             }
         }
+        let timeout = match mode {
+            DrillMode::Simulate => verify_timeout(req.verify_timeout_seconds)?,
+            _ => 0,
+        };
         return Ok((
             req.ca,
             req.reason,
@@ -123,7 +151,7 @@ fn validate(st: &ApiState, req: NewDrill) -> Result<(String, String, DrillReques
                 mode,
                 sample: None,
                 keep: false,
-                verify_timeout_seconds: 0,
+                verify_timeout_seconds: timeout,
             },
         ));
     }
@@ -158,13 +186,7 @@ fn validate(st: &ApiState, req: NewDrill) -> Result<(String, String, DrillReques
             .at_field("names"));
         }
     };
-    let timeout = req.verify_timeout_seconds.unwrap_or(DEFAULT_VERIFY_TIMEOUT);
-    if !(1..=MAX_VERIFY_TIMEOUT).contains(&timeout) {
-        return Err(Problem::bad_field(
-            "verify_timeout_seconds",
-            format!("must be 1 to {MAX_VERIFY_TIMEOUT}; got {timeout}"),
-        ));
-    }
+    let timeout = verify_timeout(req.verify_timeout_seconds)?;
     Ok((
         req.ca,
         req.reason,
@@ -177,7 +199,7 @@ fn validate(st: &ApiState, req: NewDrill) -> Result<(String, String, DrillReques
     ))
 }
 
-#[utoipa::path(post, path = "/v1/drills", request_body = NewDrill, responses((status = 202, description = "recorded (state running); a worker runs it — follow GET /v1/drills/{id}", body = Drill), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "another drill of the CA is running, or (live) the CA has an open incident", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/drills", request_body = NewDrill, responses((status = 202, description = "recorded (state running); a worker runs it — follow GET /v1/drills/{id}", body = Drill), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 409, description = "another drill of the CA is running, or (live, simulate) the CA has an open incident, or simulation is not allowed here", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn create(
     State(st): State<ApiState>,
     Extension(who): Extension<Principal>,

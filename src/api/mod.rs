@@ -91,6 +91,8 @@ pub struct ApiState {
     /// Wakes the local worker after a change that queued work (new name,
     /// compromise, delete with revocation) instead of waiting for its poll.
     pub wake_worker: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// `[drills] allow_simulation`: simulated CA events may be drilled.
+    pub allow_drill_simulation: bool,
     /// Configured deployment destinations: (id, kind).
     pub destinations: Arc<Vec<(String, String)>>,
     /// This process's ACME requests by CA and answer status, for

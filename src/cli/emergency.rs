@@ -531,6 +531,11 @@ pub(super) enum DrillAction {
         /// Really swap a sample (`--names` or `--percent`) and back.
         #[arg(long)]
         live: bool,
+        /// Simulate the CA revoking everything (test and training
+        /// environments with `[drills] allow_simulation`): the automatic
+        /// reactions run for real.
+        #[arg(long, conflicts_with = "live")]
+        simulate: bool,
         /// Live: these names (comma-separated; only those active on the CA).
         #[arg(long, value_delimiter = ',', conflicts_with = "percent")]
         names: Option<Vec<String>>,
@@ -584,6 +589,7 @@ pub(super) async fn drill(api: &ApiArgs, action: DrillAction) -> anyhow::Result<
         DrillAction::Run {
             ca,
             live,
+            simulate,
             names,
             percent,
             keep,
@@ -595,6 +601,9 @@ pub(super) async fn drill(api: &ApiArgs, action: DrillAction) -> anyhow::Result<
             let mut body = json!({ "ca": ca, "reason": reason });
             if live {
                 body["mode"] = json!("live");
+            }
+            if simulate {
+                body["mode"] = json!("simulate");
             }
             if let Some(n) = names {
                 body["names"] = json!(n);

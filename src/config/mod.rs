@@ -26,6 +26,7 @@ mod alerts;
 mod cas;
 mod deploy;
 mod dns;
+mod drills;
 mod env;
 mod readiness;
 mod revocation;
@@ -49,6 +50,7 @@ pub use deploy::{
     KubeSource, KubeTarget, WebhookTarget,
 };
 pub use dns::DnsConfig;
+pub use drills::DrillsConfig;
 pub use readiness::ReadinessConfig;
 pub use revocation::{IncidentPolicy, RevocationConfig, RevokedActivePolicy};
 pub use worker::WorkerConfig;
@@ -134,6 +136,7 @@ const SECTIONS: &[&str] = &[
     "deploy",
     "alerts",
     "readiness",
+    "drills",
 ];
 
 /// Tables inside a section: `TWINCERT_ALERTS_SMTP_HOST` sets `[alerts.smtp]
@@ -178,6 +181,8 @@ struct RawConfig {
     alerts: alerts::RawAlerts,
     #[serde(default)]
     readiness: readiness::RawReadiness,
+    #[serde(default)]
+    drills: drills::RawDrills,
 }
 
 /// The validated configuration.
@@ -235,6 +240,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Emergency readiness.
     pub readiness: ReadinessConfig,
+    /// What drills may do.
+    pub drills: DrillsConfig,
 }
 
 impl Config {
@@ -351,6 +358,7 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
         deploy: deploy::validate_deploy(raw.deploy, raw.destinations, base, credentials)?,
         alerts: alerts::validate_alerts(raw.alerts, base, credentials)?,
         readiness: readiness::validate_readiness(raw.readiness)?,
+        drills: drills::validate_drills(raw.drills)?,
     })
 }
 

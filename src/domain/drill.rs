@@ -17,6 +17,10 @@ pub enum DrillMode {
     Dry,
     /// Really swaps a sample away from the CA, verifies, and swaps it back.
     Live,
+    /// Test and training environments (`[drills] allow_simulation`): the
+    /// revocation checks see every certificate of the CA revoked, without
+    /// asking the CA, and the automatic path runs for real.
+    Simulate,
 }
 
 impl DrillMode {
@@ -25,6 +29,7 @@ impl DrillMode {
         match self {
             DrillMode::Dry => "dry",
             DrillMode::Live => "live",
+            DrillMode::Simulate => "simulate",
         }
     }
 }
@@ -48,16 +53,17 @@ pub struct DrillRequest {
     pub sample: Option<DrillSample>,
     /// Live only: keep the sample on its standby instead of swapping back.
     pub keep: bool,
-    /// Live only: how long to wait for the endpoints to serve the flipped
-    /// certificates.
+    /// Live: how long to wait for the endpoints to serve the flipped
+    /// certificates; simulate: for every name to leave the CA.
     pub verify_timeout_seconds: u64,
 }
 
 /// One stage of a drill's timeline.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DrillStage {
-    /// `scope`, `revocation`, `chains`, `keys`, `endpoints`, `sample`,
-    /// `swap`, `verify`, `swap_back`, `verify_back`.
+    /// `scope`, `revocation`, `chains`, `keys`, `endpoints` (dry);
+    /// `sample`, `swap`, `verify`, `swap_back`, `verify_back` (live);
+    /// `scope`, `simulate` (simulate).
     pub name: String,
     /// Unix seconds.
     pub started_at: i64,

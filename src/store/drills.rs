@@ -89,10 +89,10 @@ fn row(r: &sea_orm::QueryResult) -> Result<Drill, StoreError> {
     Ok(Drill {
         id: get(r, "id")?,
         ca: get(r, "ca_id")?,
-        mode: if mode == "live" {
-            DrillMode::Live
-        } else {
-            DrillMode::Dry
+        mode: match mode.as_str() {
+            "live" => DrillMode::Live,
+            "simulate" => DrillMode::Simulate,
+            _ => DrillMode::Dry,
         },
         state: get(r, "state")?,
         actor: get(r, "actor")?,
@@ -133,7 +133,7 @@ impl Drills {
                     d.ca
                 )));
             }
-            if d.mode == DrillMode::Live
+            if d.mode != DrillMode::Dry
                 && let Some(r) = one(
                     tx,
                     "SELECT id FROM ca_incidents WHERE ca_id = $1 AND state = 'open'",
@@ -143,10 +143,11 @@ impl Drills {
             {
                 let inc: String = get(&r, "id")?;
                 return Err(StoreError::Conflict(format!(
-                    "incident '{inc}' is open for CA '{}'; a live drill would swap names it is \
+                    "incident '{inc}' is open for CA '{}'; a {} drill would swap names it is \
                      deciding about: close it first (POST /v1/incidents/{inc}/close) or run a \
                      dry drill",
-                    d.ca
+                    d.ca,
+                    d.mode.as_str()
                 )));
             }
             exec(
@@ -194,6 +195,21 @@ impl Drills {
         .await?
         .map(|r| row(&r))
         .transpose()
+    }
+
+    /// The CAs under a simulated event now, with the drill simulating it:
+    /// the running `simulate` drills a worker has begun.
+    pub async fn simulated_cas(&self) -> Result<Vec<(String, String)>, StoreError> {
+        all(
+            &self.db,
+            "SELECT ca_id, id FROM drills WHERE state = 'running' AND mode = 'simulate' \
+             AND started_at IS NOT NULL",
+            vec![],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((get(r, "ca_id")?, get(r, "id")?)))
+        .collect()
     }
 
     /// Notes that a worker began the drill.

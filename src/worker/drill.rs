@@ -15,6 +15,12 @@
 //!   on its own, as after any swap) — the time to safety — then swaps the
 //!   sample back and waits again, unless asked to keep it.
 //!
+//! - A **simulated CA event** (`[drills] allow_simulation`, test and
+//!   training environments): while the drill runs, the status checker
+//!   takes every certificate of the CA as revoked without asking it, and
+//!   the automatic path runs for real; the drill measures how long until
+//!   no name is active on the CA, then the simulation ends.
+//!
 //! A drill found running when this replica starts it anew was interrupted
 //! (a restart): its sample, if it was swapped and not kept, is swapped
 //! back, and it ends `failed` saying so.
@@ -188,6 +194,7 @@ impl DrillRunner {
             let done = match d.mode {
                 DrillMode::Dry => self.dry(&d, &mut report).await,
                 DrillMode::Live => self.live(&d, &mut report).await,
+                DrillMode::Simulate => self.simulate(&d, &mut report).await,
             };
             if let Err(e) = done {
                 report.error = Some(e.to_string());
@@ -596,6 +603,83 @@ impl DrillRunner {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// The simulated CA event: while this drill runs (it is started), the
+    /// status checker takes every certificate of the CA as revoked and the
+    /// automatic path reacts (incident or per-name swaps, re-provisioning).
+    /// The drill measures how long until no name is active on the CA.
+    async fn simulate(&self, d: &Drill, report: &mut DrillReport) -> Result<(), StoreError> {
+        let s = self.begin("scope");
+        let stored = self.scope(&d.ca).await?;
+        report.names = stored.len() as i64;
+        self.end(
+            d,
+            report,
+            s,
+            false,
+            format!(
+                "{} names active on {}; the revocation checks now see its certificates \
+                 revoked (simulated: the CA is not asked)",
+                stored.len(),
+                d.ca
+            ),
+        )
+        .await?;
+        let s = self.begin("simulate");
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(d.request.verify_timeout_seconds.max(1));
+        let left = loop {
+            let left = self.drills.active_on(&d.ca).await?;
+            if left.is_empty() || Instant::now() >= deadline {
+                break left;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        if left.is_empty() {
+            report.time_to_safety_ms = Some(t0.elapsed().as_millis() as i64);
+        }
+        self.end(
+            d,
+            report,
+            s,
+            !left.is_empty(),
+            match report.time_to_safety_ms {
+                Some(ms) => format!(
+                    "every name left {} in {ms} ms through the automatic reactions",
+                    d.ca
+                ),
+                None => format!(
+                    "{} names still active on {} after {} s (an incident waiting for an \
+                     operator, or no usable standby)",
+                    left.len(),
+                    d.ca,
+                    d.request.verify_timeout_seconds
+                ),
+            },
+        )
+        .await?;
+        for (name, o) in stored {
+            if left.contains(&name) {
+                let reason = if o == Outcome2::Safe {
+                    "not_swapped"
+                } else {
+                    o.as_str()
+                };
+                *report.outcomes.entry(reason.into()).or_insert(0) += 1;
+                if report.failures.len() < MAX_FAILURES {
+                    report.failures.push(DrillFailure {
+                        name,
+                        reason: reason.into(),
+                        detail: None,
+                    });
+                }
+            } else {
+                *report.outcomes.entry("safe".into()).or_insert(0) += 1;
+                report.safe += 1;
+            }
+        }
+        Ok(())
     }
 
     /// The live drill: swap a sample away, verify, swap back.

@@ -13,7 +13,8 @@
 //! usable standby).
 //!
 //! *Observes*: the current certificates (`store::Status`), CRLs, OCSP
-//! responders and ARI windows of the CAs, open incidents. *Writes*: check
+//! responders and ARI windows of the CAs, open incidents, simulated CA
+//! events (running `simulate` drills). *Writes*: check
 //! outcomes, revocations with evidence, ARI windows, incidents, the
 //! reactions (swaps and re-provisioning markers through
 //! `store::Emergency`) and alerts. Decides nothing itself that `policy`
@@ -43,8 +44,8 @@ use crate::revocation::crl::{self, VerifiedCrl};
 use crate::revocation::fetch::{FetchedCrl, Fetcher};
 use crate::revocation::ocsp::{self, CertStatus, OcspAnswer};
 use crate::store::{
-    Alerts, Audit, AuditEvent, Emergency, Incident, Incidents, Names, Reaction, RevocationFinding,
-    RevokedSlot, Status, StatusTarget, StoreError, SwapScope, new_id,
+    Alerts, Audit, AuditEvent, Drills, Emergency, Incident, Incidents, Names, Reaction,
+    RevocationFinding, RevokedSlot, Status, StatusTarget, StoreError, SwapScope, new_id,
 };
 
 /// The status checker controller and what it needs, nothing more.
@@ -55,6 +56,8 @@ pub struct StatusChecker {
     emergency: Emergency,
     names: Names,
     audit: Audit,
+    /// Simulated CA events (a `simulate` drill): read once per pass.
+    drills: Drills,
     lease: Singleton,
     cas: BTreeMap<String, Arc<CaClient>>,
     clock: Arc<dyn Clock>,
@@ -159,6 +162,9 @@ struct Pass {
     decided: Vec<String>,
     issuers_seen: HashSet<String>,
     certs_seen: HashSet<String>,
+    /// CAs under a simulated event, with the drill simulating it: every
+    /// certificate of theirs is taken as revoked, the CA is not asked.
+    simulated: HashMap<String, String>,
 }
 
 /// Certificates of one issuer share its certificate and CRLs: the CA and
@@ -221,6 +227,7 @@ impl StatusChecker {
             emergency: store.emergency().clone(),
             names: store.names().clone(),
             audit: store.audit().clone(),
+            drills: store.drills().clone(),
             lease: Singleton::new(store.leases().clone(), LEASE, owner, ttl, clock.clone()),
             cas,
             clock,
@@ -266,7 +273,10 @@ impl StatusChecker {
             error!(error = %e, "revocation checks disabled: no HTTP client");
             return Ok(());
         }
-        let mut pass = Pass::default();
+        let mut pass = Pass {
+            simulated: self.drills.simulated_cas().await?.into_iter().collect(),
+            ..Pass::default()
+        };
         let mut cursor: Option<(String, Slot)> = None;
         loop {
             let after = cursor.as_ref().map(|(n, s)| (n.as_str(), *s));
@@ -422,6 +432,24 @@ impl StatusChecker {
         }
         self.status.set_status_sources(&sources).await?;
         for (t, issuer) in page.into_iter().zip(prepared) {
+            if let Some(drill) = pass.simulated.get(&t.ca_id).cloned() {
+                // A drill's simulated CA event (`[drills] allow_simulation`):
+                // marked as such in the evidence, so the audit log shows it.
+                pass.decided
+                    .push(format!("{}/{}", t.name_id, t.slot.as_str()));
+                pass.findings.push(RevocationFinding {
+                    cert_id: t.cert_id.clone(),
+                    revoked_at: now,
+                    reason: None,
+                    source: "simulation".into(),
+                    evidence: serde_json::json!({
+                        "simulated": true,
+                        "drill": drill,
+                        "note": "a drill's simulated CA event; the CA was not asked",
+                    }),
+                });
+                continue;
+            }
             let issuer = match issuer {
                 Ok(Some(i)) => i,
                 Ok(None) => {

@@ -84,6 +84,7 @@ impl Api {
             wake_worker: None,
             destinations: Arc::new(vec![("files".into(), "files".into())]),
             acme_requests: Arc::new(Vec::new),
+            allow_drill_simulation: false,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

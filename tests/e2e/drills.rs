@@ -357,6 +357,21 @@ async fn drill_requests_that_do_not_fit_are_refused_naming_the_field() {
     )
     .await;
     assert_eq!(st, 400, "{p}");
+    // A simulated CA event is refused unless the configuration allows it.
+    let (st, p) = post(
+        &server,
+        "/v1/drills",
+        json!({"ca": "pebble-a", "reason": "r", "mode": "simulate"}),
+    )
+    .await;
+    assert_eq!(st, 409, "{p}");
+    assert_eq!(p["field"], "mode", "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("allow_simulation = true")),
+        "{p}"
+    );
     let r = reqwest::Client::new()
         .get(format!("{}/v1/drills/0123abcd", server.base()))
         .bearer_auth(crate::server::ADMIN_TOKEN)
@@ -545,4 +560,73 @@ async fn drill_requests_conflict_with_a_running_drill_or_an_incident_on_postgres
     };
     let url = fresh_pg_database(&base).await;
     drill_conflicts(Store::connect(&url).await.expect("connect")).await;
+}
+
+/// Test and training environments only (`[drills] allow_simulation`): the
+/// revocation checks see every certificate of pebble-a revoked without
+/// asking it, the automatic reaction swaps every name away, the drill
+/// measures how long that took, and the audit log marks the revocations
+/// as simulated.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_simulated_ca_event_runs_the_automatic_path_and_is_marked_in_the_audit_log() {
+    let cas = TwoCas::start(0).await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    opts.env = vec![
+        (
+            "TWINCERT_REVOCATION_CHECK_INTERVAL_SECONDS".into(),
+            "1".into(),
+        ),
+        ("TWINCERT_DRILLS_ALLOW_SIMULATION".into(), "true".into()),
+    ];
+    let server = Server::start(&cas, opts).await;
+    let names: Vec<String> = (1..=3).map(|i| format!("sim{i}.example.test")).collect();
+    for n in &names {
+        let (st, body) = server
+            .create(json!({"name": n, "cas": ["pebble-a", "pebble-b"]}))
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    for n in &names {
+        server.wait_ready(n, 120).await;
+    }
+    let (code, out, err) = cli(
+        &server,
+        &[
+            "drill",
+            "run",
+            "--ca",
+            "pebble-a",
+            "--simulate",
+            "--verify-timeout",
+            "60",
+            "--reason",
+            "training",
+            "--wait",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}\n{}", server.log());
+    assert!(
+        out.contains("simulate drill of losing pebble-a): passed"),
+        "{out}"
+    );
+    assert!(out.contains("time to safety:"), "{out}");
+    for n in &names {
+        let v = server.name(n).await;
+        assert_eq!(v["active"], "backup", "swapped away by the reaction: {v:#}");
+    }
+    let found = events(&server, "certificate.revoked_detected").await;
+    assert!(found.len() >= 3, "{found:#?}");
+    for e in &found {
+        let d: Value =
+            serde_json::from_str(e["details"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        assert_eq!(d["evidence"]["simulated"], true, "{e:#}");
+    }
+    let list = get(&server, "/v1/drills").await;
+    assert_eq!(list["items"][0]["mode"], "simulate", "{list:#}");
+    assert!(
+        list["items"][0]["report"]["time_to_safety_ms"]
+            .as_i64()
+            .is_some(),
+        "{list:#}"
+    );
 }
