@@ -400,7 +400,8 @@ impl Drills {
     /// standby is usable and from another CA) or back to it (those whose
     /// standby is on it and usable), in one transaction with the operation
     /// record (kind `drill`) and the audit event. Marks nothing for
-    /// re-provisioning. Returns the names flipped and the operation id.
+    /// re-provisioning. Returns the names flipped and the operation id
+    /// (empty when none was flipped: nothing is recorded then).
     #[allow(clippy::too_many_arguments)]
     pub async fn flip(
         &self,
@@ -450,10 +451,10 @@ impl Drills {
             .iter()
             .map(|r| get(r, "name_id"))
             .collect::<Result<_, _>>()?;
-            let op = new_id();
             if flippable.is_empty() {
-                return Ok((flippable, op));
+                return Ok((flippable, String::new()));
             }
+            let op = new_id();
             let mut upd: Vec<Value> = vec![now.into()];
             upd.extend(flippable.iter().map(|n| Value::from(n.clone())));
             exec(

@@ -162,7 +162,14 @@ impl DrillRunner {
             // Begun before and never finished: this replica restarted (or
             // took the lease over) mid-drill.
             let mut before = d.report.clone().unwrap_or_default();
-            if d.mode == DrillMode::Live && before.operations.len() == 1 && !d.request.keep {
+            // The sample is stored before it is flipped: whatever of it
+            // left the CA is flipped back (the back flip touches only names
+            // whose standby is on the CA).
+            if d.mode == DrillMode::Live
+                && before.operations.len() < 2
+                && !before.sample.is_empty()
+                && !d.request.keep
+            {
                 let (back, op) = self
                     .drills
                     .flip(
@@ -175,7 +182,9 @@ impl DrillRunner {
                         self.clock.now(),
                     )
                     .await?;
-                before.operations.push(op);
+                if !op.is_empty() {
+                    before.operations.push(op);
+                }
                 before.stages.push(DrillStage {
                     name: "swap_back".into(),
                     started_at: self.clock.now(),
@@ -691,6 +700,9 @@ impl DrillRunner {
         let asked = d.request.sample.clone().unwrap_or(DrillSample::Percent(0));
         let chosen = sample(&active, &asked);
         report.names = active.len() as i64;
+        // Written down before the flip, so an interrupted drill knows what
+        // to swap back.
+        report.sample = chosen.clone();
         let empty = chosen.is_empty();
         self.end(
             d,
@@ -735,7 +747,9 @@ impl DrillRunner {
             )
             .await?;
         report.sample = flipped.clone();
-        report.operations.push(op);
+        if !op.is_empty() {
+            report.operations.push(op);
+        }
         for n in &chosen {
             if !flipped.contains(n) {
                 let why = stored
@@ -802,7 +816,9 @@ impl DrillRunner {
                     self.clock.now(),
                 )
                 .await?;
-            report.operations.push(op);
+            if !op.is_empty() {
+                report.operations.push(op);
+            }
             for n in &flipped {
                 if !back.contains(n) {
                     outcome

@@ -630,3 +630,72 @@ async fn a_simulated_ca_event_runs_the_automatic_path_and_is_marked_in_the_audit
         "{list:#}"
     );
 }
+
+/// Crash safety: the sample is written down before it is flipped, so a
+/// live drill whose process is killed mid-way (waiting for a destination
+/// that never takes the certificate) is finished by the restarted worker:
+/// the sample swapped back, the drill `failed` saying it was interrupted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_drill_killed_mid_way_swaps_its_sample_back_after_the_restart() {
+    let cas = TwoCas::start(0).await;
+    let not_a_dir = cas.dir().join("not-a-dir");
+    std::fs::write(&not_a_dir, "a file where a directory should be").expect("write");
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
+    opts.extra_config = format!(
+        "[[destinations]]\nid = \"broken\"\nkind = \"files\"\ndir = \"{}\"\n",
+        not_a_dir.join("deploy").display()
+    );
+    let mut server = Server::start(&cas, opts).await;
+    let n = "crash-drill.example.test";
+    let (st, body) = server
+        .create(json!({"name": n, "cas": ["pebble-a", "pebble-b"]}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let before = server.wait_ready(n, 120).await;
+    let (st, body) = put(
+        &server,
+        &format!("/v1/names/{n}/deploy"),
+        json!({"destinations": ["broken"]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let (st, d) = post(
+        &server,
+        "/v1/drills",
+        json!({"ca": "pebble-a", "mode": "live", "names": [n], "reason": "crash drill",
+               "verify_timeout_seconds": 600}),
+    )
+    .await;
+    assert_eq!(st, 202, "{d}");
+    let id = d["id"].as_str().expect("id").to_string();
+    // Swapped away and waiting for the broken destination: kill it there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = get(&server, &format!("/v1/drills/{id}")).await;
+        if stage_names(&d).contains(&"swap".to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never swapped: {d:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.name(n).await["active"], "backup");
+    server.kill();
+    server.restart(Vec::new()).await;
+    let d = wait_drill(&server, &id).await;
+    assert_eq!(d["state"], "failed", "{d:#}");
+    assert!(
+        d["report"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("interrupted")),
+        "{d:#}"
+    );
+    assert_eq!(
+        stage_names(&d).last().map(String::as_str),
+        Some("swap_back"),
+        "{d:#}"
+    );
+    let v = server.name(n).await;
+    assert_eq!(v["active"], "primary", "swapped back: {v:#}");
+    assert_eq!(v["primary"]["serial"], before["primary"]["serial"], "{v:#}");
+    assert_eq!(events(&server, "drill.swap_back").await.len(), 1);
+}
