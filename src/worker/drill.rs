@@ -45,9 +45,9 @@ use crate::deploy::check::{self, Endpoint, Expected, Outcome};
 use crate::domain::{DrillFailure, DrillMode, DrillReport, DrillSample, DrillStage};
 use crate::keys::CertKey;
 use crate::keys::seal::Sealer;
-use crate::policy::CaChoice;
 use crate::policy::drill::{StandbyChecks, drill_state, sample, verdict};
 use crate::policy::readiness::{Readiness as Outcome2, StandbyFacts, readiness};
+use crate::policy::{self, CaChoice};
 use crate::revocation::crl;
 use crate::revocation::fetch::Fetcher;
 use crate::store::{
@@ -251,13 +251,12 @@ impl DrillRunner {
     /// The stored readiness of every name active on the CA.
     async fn scope(&self, ca: &str) -> Result<BTreeMap<String, Outcome2>, StoreError> {
         let now = self.clock.now();
-        let mut distrusted = self.cas.distrusted_cas().await?;
-        distrusted.extend(
-            self.policy_cas
-                .iter()
+        let distrusted: Vec<String> =
+            policy::with_distrusted(&self.policy_cas, &self.cas.distrusted_cas().await?)
+                .into_iter()
                 .filter(|c| c.distrusted)
-                .map(|c| c.id.clone()),
-        );
+                .map(|c| c.id)
+                .collect();
         let group_of = |id: &str| {
             self.policy_cas
                 .iter()
