@@ -4,7 +4,7 @@
 //! It is cut along its aggregates, one file and one *facet* each (names,
 //! keys, orders, leases, challenges, tokens, audit, pacing, emergency
 //! operations, operation records, CA revocations, status, incidents,
-//! alerts, deployments, metrics). [`Store`] only opens the database and
+//! alerts, deployments, metrics, backups). [`Store`] only opens the database and
 //! hands out the facets; a consumer keeps the facets it uses.
 //!
 //! One SQL text serves SQLite and PostgreSQL (`$n` placeholders work on
@@ -23,6 +23,7 @@
 
 mod alerts;
 mod audit;
+mod backup;
 mod ca_revocations;
 mod cas;
 mod challenges;
@@ -54,6 +55,7 @@ use twincert_migrations::{Migrator, MigratorTrait};
 
 pub use alerts::{Alert, Alerts, PendingAlert};
 pub use audit::{Audit, AuditDetails, AuditEvent};
+pub use backup::{BackupError, Backups, ImportReport, Manifest, TableManifest};
 pub use ca_revocations::{CaRevocations, PendingRevocation};
 pub use cas::Cas;
 pub use challenges::Challenges;
@@ -63,7 +65,7 @@ pub use deploy::{
     EndpointView,
 };
 pub use incidents::{Incident, Incidents};
-pub use keys::Keys;
+pub use keys::{Keys, SealedSecret, SecretKind};
 pub use leases::Leases;
 pub use metrics::{Metrics, Series};
 pub use names::{NameFilter, Names, NewName};
@@ -135,6 +137,7 @@ struct Facets {
     deployments: Deployments,
     metrics: Metrics,
     readiness: Readiness,
+    backups: Backups,
 }
 
 impl Facets {
@@ -158,6 +161,7 @@ impl Facets {
             deployments: Deployments { db: db.clone() },
             metrics: Metrics { db: db.clone() },
             readiness: Readiness { db: db.clone() },
+            backups: Backups { db: db.clone() },
         }
     }
 }
@@ -295,6 +299,11 @@ impl Store {
     /// Emergency readiness facts and the stored report.
     pub fn readiness(&self) -> &Readiness {
         &self.facets.readiness
+    }
+
+    /// Backup export and restore import.
+    pub fn backups(&self) -> &Backups {
+        &self.facets.backups
     }
 
     /// Applies pending migrations.
