@@ -285,7 +285,9 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
     println!(
         "re-sealed {keys} private keys and {accounts} ACME accounts under master key '{current}'"
     );
-    for (id, n) in left {
+    // Every configured key, 0 included: the old key may go when it shows 0.
+    for id in sealer.key_ids() {
+        let n = left.iter().find(|(k, _)| k == id).map_or(0, |(_, n)| *n);
         println!("sealed under '{id}': {n}");
     }
     Ok(())
