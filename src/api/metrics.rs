@@ -90,7 +90,10 @@ fn sealed_series(
                 .replace('\\', "\\\\")
                 .replace('"', "\\\"")
                 .replace('\n', "\\n");
-            (format!("twincert_sealed_secrets{{key_id=\"{id}\"}}"), n as f64)
+            (
+                format!("twincert_sealed_secrets{{key_id=\"{id}\"}}"),
+                n as f64,
+            )
         })
         .collect()
 }

@@ -80,15 +80,22 @@ fn read_identity(path: &Path) -> anyhow::Result<age::x25519::Identity> {
 /// `twincert backup --to FILE --recipient AGE_PUBLIC_KEY`.
 #[allow(deprecated)]
 pub async fn backup(store_url: &str, to: &Path, recipient: &str) -> anyhow::Result<()> {
-    let recipient: age::x25519::Recipient = recipient.trim().parse().map_err(|e| {
-        anyhow!("--recipient is not an age X25519 public key (age1…): {e}")
-    })?;
+    let recipient: age::x25519::Recipient = recipient
+        .trim()
+        .parse()
+        .map_err(|e| anyhow!("--recipient is not an age X25519 public key (age1…): {e}"))?;
     // No migration: the serving process owns the schema; a backup only reads.
     let store = Store::connect(store_url).await?;
+    if to.exists() {
+        bail!(
+            "{} exists; a backup never overwrites a file: choose a new name",
+            to.display()
+        );
+    }
     let partial = partial_path(to);
     let file = create_private(&partial).with_context(|| {
         format!(
-            "(remove {} if an earlier backup was interrupted)",
+            "another backup is writing {} now, or an interrupted one left it (then remove it)",
             partial.display()
         )
     })?;
@@ -153,14 +160,10 @@ pub async fn restore(
     force: bool,
 ) -> anyhow::Result<()> {
     let id = read_identity(identity)?;
-    let file =
-        std::fs::File::open(from).with_context(|| format!("opening the backup {}", from.display()))?;
-    let decryptor = age::Decryptor::new_buffered(BufReader::new(file)).map_err(|e| {
-        anyhow!(
-            "{} is not a readable age file: {e}",
-            from.display()
-        )
-    })?;
+    let file = std::fs::File::open(from)
+        .with_context(|| format!("opening the backup {}", from.display()))?;
+    let decryptor = age::Decryptor::new_buffered(BufReader::new(file))
+        .map_err(|e| anyhow!("{} is not a readable age file: {e}", from.display()))?;
     let reader = decryptor
         .decrypt(std::iter::once(&id as &dyn age::Identity))
         .map_err(|e| {
@@ -194,7 +197,12 @@ pub async fn restore(
             )
         })
         .await
-        .map_err(|e| anyhow!("restore from {} failed, the store is unchanged: {e}", from.display()))?;
+        .map_err(|e| {
+            anyhow!(
+                "restore from {} failed, the store is unchanged: {e}",
+                from.display()
+            )
+        })?;
     let names = report
         .manifest
         .tables
@@ -274,6 +282,12 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
             .await?;
         keys += k;
         accounts += a;
+        // Crash-safety test hook: die between two committed batches.
+        #[cfg(feature = "failpoints")]
+        if std::env::var("TWINCERT_FAILPOINT").as_deref() == Ok("reseal_after_batch") {
+            eprintln!("failpoint reseal_after_batch: hanging until killed");
+            std::future::pending::<()>().await;
+        }
         // Rows changed by someone else are read again; a batch that
         // changes nothing twice running means something rewrites them.
         idle = if k + a == 0 { idle + 1 } else { 0 };

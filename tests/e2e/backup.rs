@@ -14,7 +14,11 @@ const NAMES: [&str; 3] = ["a.example.test", "b.example.test", "c.example.test"];
 
 /// Runs the real CLI with the test's master key and `env`.
 pub fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+    cli_of(Path::new(env!("CARGO_BIN_EXE_twincert")), args, env)
+}
+
+fn cli_of(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    std::process::Command::new(bin)
         .args(args)
         .env("TWINCERT_MASTER_KEY", MASTER_KEY)
         .env("TWINCERT_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -164,7 +168,11 @@ async fn drill(cas: &TwoCas, source: String, target: String, spare: String) {
         if !open {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{ops:#}\n{}", server.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ops:#}\n{}",
+            server.log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let before = snapshot(&server).await;
@@ -264,7 +272,11 @@ async fn drill(cas: &TwoCas, source: String, target: String, spare: String) {
     assert_eq!(after.keys, before.keys);
     assert_eq!(after.operations, before.operations);
     // Every event is back, under the restore's own (newest) event.
-    assert_eq!(after.events[0]["action"], "store.restore", "{:#}", after.events[0]);
+    assert_eq!(
+        after.events[0]["action"], "store.restore",
+        "{:#}",
+        after.events[0]
+    );
     assert_eq!(
         Value::Array(after.events[1..].to_vec()),
         events_at_backup,
@@ -344,7 +356,8 @@ fn sealed_metric(metrics: &str, key_id: &str) -> Option<f64> {
 /// k1 goes; twincert starts, every key opens, new names issue; a config
 /// without a key still in use is refused naming it.
 #[tokio::test(flavor = "multi_thread")]
-async fn reseal_moves_every_secret_to_the_current_key_so_the_old_one_can_go() {
+async fn reseal_moves_every_secret_to_the_current_key_resumes_after_a_crash_and_the_old_key_can_go()
+{
     let cas = TwoCas::start(0).await;
     let url = sqlite_url(cas.dir(), "reseal.db");
     let mut server = Server::start(&cas, with_key(&url, K1)).await;
@@ -366,11 +379,12 @@ async fn reseal_moves_every_secret_to_the_current_key_so_the_old_one_can_go() {
 
     // k1 alone is no longer enough once k2 sealed something: but first,
     // k2 without k1 is refused at start, naming k1 and the fix.
-    let cfg = server.config_path().to_str().unwrap_or_default().to_string();
-    let out = cli(
-        &["serve", "--config", &cfg],
-        &[("TWINCERT_MASTER_KEY", K2)],
-    );
+    let cfg = server
+        .config_path()
+        .to_str()
+        .unwrap_or_default()
+        .to_string();
+    let out = cli(&["serve", "--config", &cfg], &[("TWINCERT_MASTER_KEY", K2)]);
     assert!(!out.status.success());
     let err = text(&out);
     assert!(
@@ -379,15 +393,53 @@ async fn reseal_moves_every_secret_to_the_current_key_so_the_old_one_can_go() {
     );
     assert!(!err.contains(&K1[3..]), "no key material: {err}");
 
-    // k2 current, k1 still there: re-seal (twice: the second is a no-op).
+    // k2 current, k1 still there: re-seal. The first run dies after its
+    // first batch (the two accounts); the next picks up the rest; a third
+    // finds nothing to do.
     let both = format!("{K2},{K1}");
+    assert!(
+        cfg!(feature = "failpoints"),
+        "this test drives a failpoint: run it with `--features failpoints` (scripts/test.sh does)"
+    );
+    let log = cas.dir().join("reseal-crash.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+        .args(["keys", "reseal", "--config", &cfg, "--batch", "2"])
+        .env("TWINCERT_MASTER_KEY", &both)
+        .env("TWINCERT_FAILPOINT", "reseal_after_batch")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn reseal");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("failpoint reseal_after_batch")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "reseal exited early"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
     let out = cli(
         &["keys", "reseal", "--config", &cfg, "--batch", "4"],
         &[("TWINCERT_MASTER_KEY", &both)],
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("re-sealed 4 private keys and 2 ACME accounts"),
+        text(&out).contains("re-sealed 4 private keys and 0 ACME accounts"),
+        "the accounts were done before the crash: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("sealed under 'k1': 0"),
         "{}",
         text(&out)
     );
@@ -410,7 +462,11 @@ async fn reseal_moves_every_secret_to_the_current_key_so_the_old_one_can_go() {
         .as_array()
         .map(|a| a.iter().filter(|e| e["action"] == "keys.reseal").collect())
         .unwrap_or_default();
-    assert_eq!(reseals.len(), 2, "two batches of at most 4: {events:#}");
+    assert_eq!(
+        reseals.len(),
+        2,
+        "one event per committed batch (accounts, then keys): {events:#}"
+    );
     drop(server);
 
     // k1 removed: twincert starts, every key opens, a new name issues
@@ -426,4 +482,156 @@ async fn reseal_moves_every_secret_to_the_current_key_so_the_old_one_can_go() {
     let (st, body) = server.create(json!({ "name": NAMES[2] })).await;
     assert_eq!(st, 201, "{body}");
     server.wait_ready(NAMES[2], 120).await;
+}
+
+/// Closing measurement of issue 19, run by hand:
+///
+/// ```sh
+/// bash scripts/test.sh --test e2e -- --ignored --nocapture backup_and_restore_time
+/// ```
+///
+/// `TWINCERT_TEST_BENCH_NAMES` synthetic names (default 100,000), each with two
+/// certificates carrying a chain of realistic size (two ~1.2 kB PEM
+/// blocks) and a sealed key of real size, backed up and restored with the
+/// real CLI on each backend (PostgreSQL when the test database is there).
+/// `TWINCERT_TEST_BENCH_BIN` names the binary to time (e.g. a release build;
+/// default: the test build's).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement, run by hand (see the doc comment)"]
+async fn backup_and_restore_time_for_many_names() {
+    use base64::Engine as _;
+    use std::time::Instant;
+    use twincert::keys::seal::Sealer;
+
+    let bin = std::env::var("TWINCERT_TEST_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_BIN_EXE_twincert")));
+    let n: u64 = std::env::var("TWINCERT_TEST_BENCH_NAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let cas = TwoCas::start(0).await;
+    let dir = cas.dir().to_path_buf();
+    // A server only for its config file (the CLI takes the store URL from
+    // TWINCERT_STORE_URL).
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(&dir, "cfg.db"))).await;
+    let cfg = server
+        .config_path()
+        .to_str()
+        .unwrap_or_default()
+        .to_string();
+    drop(server);
+    let (id, recipient) = identity(&dir, "bench.key");
+
+    let mut pairs = vec![(
+        "sqlite",
+        sqlite_url(&dir, "bench-src.db"),
+        sqlite_url(&dir, "bench-dst.db"),
+    )];
+    if let Some(base) = pg_url_or_skip("backup_and_restore_time_for_many_names") {
+        pairs.push((
+            "postgres",
+            fresh_pg_database(&base).await,
+            fresh_pg_database(&base).await,
+        ));
+    }
+    let block = |seed: u8| {
+        let bytes: Vec<u8> = (0..900u32)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    };
+    let chain = format!("{}{}", block(1), block(2));
+    let sealer = Sealer::from_text(MASTER_KEY).expect("master key");
+    // A sealed PKCS#8 P-256 key is ~150 bytes; the bytes need not open.
+    let sealed = sealer.seal("bench", &[7u8; 138]).expect("seal");
+
+    for (backend, src, dst) in pairs {
+        let store = twincert::store::Store::connect(&src).await.expect("open");
+        store.migrate().await.expect("migrate");
+        let t = Instant::now();
+        store
+            .seed_synthetic("m-", n, "pebble-a", "pebble-b", 1_796_000_000)
+            .await
+            .expect("seed");
+        let mut chains = Vec::with_capacity(2 * n as usize);
+        let mut keys = Vec::with_capacity(2 * n as usize);
+        for i in 0..n {
+            for slot in ["primary", "backup"] {
+                let cid = twincert::store::Store::synthetic_cert_id("m-", i, slot);
+                chains.push((
+                    cid.clone(),
+                    format!("{i:x}"),
+                    "CN=bench".into(),
+                    chain.clone(),
+                ));
+                keys.push((cid, sealed.clone()));
+            }
+        }
+        store
+            .attach_synthetic_chains(&chains)
+            .await
+            .expect("chains");
+        store.attach_synthetic_keys(&keys).await.expect("keys");
+        eprintln!(
+            "{backend}: seeded {n} names in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+
+        let file = dir.join(format!("bench-{backend}.backup"));
+        let t = Instant::now();
+        let out = cli_of(
+            &bin,
+            &[
+                "backup",
+                "--config",
+                &cfg,
+                "--to",
+                file.to_str().unwrap_or_default(),
+                "--recipient",
+                &recipient,
+            ],
+            &[("TWINCERT_STORE_URL", &src)],
+        );
+        let backup_s = t.elapsed().as_secs_f64();
+        assert!(out.status.success(), "{}", text(&out));
+        let size = std::fs::metadata(&file).expect("backup").len();
+
+        let t = Instant::now();
+        let out = cli_of(
+            &bin,
+            &[
+                "restore",
+                "--config",
+                &cfg,
+                "--from",
+                file.to_str().unwrap_or_default(),
+                "--identity",
+                id.to_str().unwrap_or_default(),
+            ],
+            &[("TWINCERT_STORE_URL", &dst)],
+        );
+        let restore_s = t.elapsed().as_secs_f64();
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("({n} names)")),
+            "{}",
+            text(&out)
+        );
+        eprintln!(
+            "{backend}: {n} names ({}): backup {backup_s:.1} s, {:.1} MB; restore {restore_s:.1} s\n{}",
+            bin.display(),
+            size as f64 / 1e6,
+            text(&out).trim()
+        );
+    }
 }

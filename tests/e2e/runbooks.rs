@@ -417,7 +417,10 @@ async fn runbook_restore_from_backup() {
     let mut server = server;
     server.kill();
     let out = run_script(&server, "restore-from-backup.md", &blocks[1], &vars_restore);
-    assert!(out.contains("restored ") && out.contains("(3 names)"), "{out}");
+    assert!(
+        out.contains("restored ") && out.contains("(3 names)"),
+        "{out}"
+    );
     let server = Server::start(&cas, crate::backup::quiet(fresh.clone())).await;
     let out = run_script(&server, "restore-from-backup.md", &blocks[2], &vars);
     assert!(out.contains("store.restore"), "{out}");
@@ -450,14 +453,24 @@ async fn runbook_retire_master_key() {
     let blocks = blocks_of("retire-master-key.md");
     assert_eq!(blocks.len(), 3, "reseal, check, after: {blocks:?}");
     let both = format!("{K2},{K1}");
-    server.restart(vec![("TWINCERT_MASTER_KEY".into(), both.clone())]).await;
+    server
+        .restart(vec![("TWINCERT_MASTER_KEY".into(), both.clone())])
+        .await;
     let vars = [("TWINCERT_MASTER_KEY", both.as_str()), ("OLD_KEY_ID", "k1")];
     let out = run_script(&server, "retire-master-key.md", &blocks[0], &vars);
-    assert!(out.contains("re-sealed 6 private keys and 2 ACME accounts"), "{out}");
+    assert!(
+        out.contains("re-sealed 6 private keys and 2 ACME accounts"),
+        "{out}"
+    );
     run_script(&server, "retire-master-key.md", &blocks[1], &vars);
     let m = server.metrics_text().await;
-    assert!(m.contains("twincert_sealed_secrets{key_id=\"k1\"} 0"), "{m}");
-    server.restart(vec![("TWINCERT_MASTER_KEY".into(), K2.into())]).await;
+    assert!(
+        m.contains("twincert_sealed_secrets{key_id=\"k1\"} 0"),
+        "{m}"
+    );
+    server
+        .restart(vec![("TWINCERT_MASTER_KEY".into(), K2.into())])
+        .await;
     let out = run_script(
         &server,
         "retire-master-key.md",
