@@ -74,13 +74,11 @@ fn random_token() -> anyhow::Result<String> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
-/// Loads the master key and the admin token: from the environment
-/// (`TWINCERT_MASTER_KEY`, `TWINCERT_ADMIN_TOKEN`), else from the configured
-/// files, else — only in local/demo mode — generated into `local_dir` with
-/// mode 0600. Without any of these, twincert refuses to start.
-pub fn load_secrets(cfg: &Config) -> anyhow::Result<Secrets> {
+/// Loads the master keys (see [`load_secrets`] for where from), for the
+/// processes that seal or open secrets without serving
+/// (`twincert keys reseal`).
+pub fn load_sealer(cfg: &Config) -> anyhow::Result<Sealer> {
     let local_key = cfg.local_dir.join("master.key");
-    let local_token = cfg.local_dir.join("admin.token");
     let master_text = if let Ok(v) = std::env::var("TWINCERT_MASTER_KEY") {
         v
     } else if let Some(p) = &cfg.master_key_file {
@@ -102,7 +100,51 @@ pub fn load_secrets(cfg: &Config) -> anyhow::Result<Secrets> {
              (or secrets.local_mode = true for a local demo, which generates one)"
         );
     };
-    let sealer = Sealer::from_text(&master_text).map_err(|e| anyhow::anyhow!("master key: {e}"))?;
+    Sealer::from_text(&master_text).map_err(|e| anyhow::anyhow!("master key: {e}"))
+}
+
+/// Refuses to serve when a stored secret is sealed under a master key id
+/// that is not configured: every use of that secret would fail later, at
+/// issuance or download time, far from the cause.
+pub async fn check_sealed_key_ids(store: &Store, sealer: &Sealer) -> anyhow::Result<()> {
+    let missing: Vec<(String, i64)> = store
+        .keys()
+        .sealed_by_key_id()
+        .await?
+        .into_iter()
+        .filter(|(id, _)| !sealer.has_key_id(id))
+        .collect();
+    if let Some((id, n)) = missing.first() {
+        bail!(
+            "{n} sealed secret(s) in the store use master key id '{id}', which is not configured \
+             (configured: {}); put '{id}:<base64 key>' back into TWINCERT_MASTER_KEY or \
+             secrets.master_key_file after the current key, run `twincert keys reseal`, and \
+             remove '{id}' only when twincert_sealed_secrets{{key_id=\"{id}\"}} is 0{}",
+            sealer.key_ids().collect::<Vec<_>>().join(", "),
+            if missing.len() > 1 {
+                format!(
+                    " (also missing: {})",
+                    missing[1..]
+                        .iter()
+                        .map(|(id, n)| format!("'{id}' for {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Loads the master key and the admin token: from the environment
+/// (`TWINCERT_MASTER_KEY`, `TWINCERT_ADMIN_TOKEN`), else from the configured
+/// files, else — only in local/demo mode — generated into `local_dir` with
+/// mode 0600. Without any of these, twincert refuses to start.
+pub fn load_secrets(cfg: &Config) -> anyhow::Result<Secrets> {
+    let sealer = load_sealer(cfg)?;
+    let local_token = cfg.local_dir.join("admin.token");
 
     let (admin_token, admin_token_file) = if let Ok(v) = std::env::var("TWINCERT_ADMIN_TOKEN") {
         (v.trim().to_string(), None)
@@ -232,6 +274,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
     let secrets = load_secrets(&cfg)?;
     let sqlite_lock = lock_sqlite(&cfg.store_url)?;
     let store = open_store(&cfg.store_url).await?;
+    check_sealed_key_ids(&store, &secrets.sealer).await?;
     info!(backend = store.backend_name(), "store ready");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let owner = worker_id(cfg.worker.replica_id.as_deref());

@@ -10,6 +10,49 @@ pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
+/// Every table the migrations create, in an order that satisfies the
+/// foreign keys when rows are inserted first to last (a table comes after
+/// every table it references). The store's backup export and restore walk
+/// this list; a new table must be added here, or backups refuse to run
+/// (they compare it with the tables the database actually has).
+pub const TABLES: &[&str] = &[
+    "names",
+    "private_keys",
+    "certificates",
+    "slots",
+    "acme_accounts",
+    "orders",
+    "http01_tokens",
+    "audit_events",
+    "dns_records",
+    "api_tokens",
+    "ca_status",
+    "revocations",
+    "operations",
+    "ca_incidents",
+    "alerts",
+    "singleton_leases",
+    "deployments",
+    "endpoints",
+    "notifications",
+    "readiness",
+    "drills",
+];
+
+/// Columns whose values come from a sequence on PostgreSQL (`{serial}`):
+/// a restore writes their values as they were and then moves the
+/// sequence past the largest.
+pub const SERIAL_COLUMNS: &[(&str, &str)] = &[("audit_events", "id")];
+
+/// The name of the newest migration: the schema version a backup records
+/// and a restore requires.
+pub fn schema_version() -> String {
+    Migrator::migrations()
+        .last()
+        .map(|m| m.name().to_string())
+        .unwrap_or_default()
+}
+
 /// Every migration, oldest first.
 pub struct Migrator;
 

@@ -53,6 +53,10 @@ pub(super) async fn metrics(State(st): State<ApiState>) -> Result<Response, Prob
     if let Some(r) = st.store.readiness().latest().await? {
         series.extend(super::readiness::series(&r));
     }
+    series.extend(sealed_series(
+        &st.store.keys().sealed_by_key_id().await?,
+        st.sealer.as_deref(),
+    ));
     let scrape = Scrape {
         totals,
         usage,
@@ -65,6 +69,33 @@ pub(super) async fn metrics(State(st): State<ApiState>) -> Result<Response, Prob
         render(scrape),
     )
         .into_response())
+}
+
+/// `twincert_sealed_secrets{key_id}`: how many stored secrets each master
+/// key id seals, with 0 for a configured key that seals nothing (the sign
+/// that it can be removed from the configuration).
+fn sealed_series(
+    used: &[(String, i64)],
+    sealer: Option<&crate::keys::seal::Sealer>,
+) -> Vec<(String, f64)> {
+    let mut ids: Vec<(&str, i64)> = used.iter().map(|(id, n)| (id.as_str(), *n)).collect();
+    for id in sealer.into_iter().flat_map(|s| s.key_ids()) {
+        if !ids.iter().any(|(u, _)| *u == id) {
+            ids.push((id, 0));
+        }
+    }
+    ids.into_iter()
+        .map(|(id, n)| {
+            let id = id
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            (
+                format!("twincert_sealed_secrets{{key_id=\"{id}\"}}"),
+                n as f64,
+            )
+        })
+        .collect()
 }
 
 /// The exposition text: one `# TYPE` line per metric name, its series

@@ -3,6 +3,7 @@
 //! Raw arguments (clap) are turned into requests here; the binary's `main`
 //! only calls [`run`].
 
+mod backup;
 mod bench;
 mod bench_deploy;
 mod bench_idle;
@@ -42,6 +43,42 @@ enum Command {
         /// The TOML configuration file (its store.url is used).
         #[arg(long, env = "TWINCERT_CONFIG")]
         config: PathBuf,
+    },
+    /// Write an encrypted, consistent snapshot of the store (while
+    /// twincert serves) to FILE, readable only with the age identity of
+    /// RECIPIENT; restorable into SQLite or PostgreSQL.
+    Backup {
+        /// The TOML configuration file (its store.url is backed up).
+        #[arg(long, env = "TWINCERT_CONFIG")]
+        config: PathBuf,
+        /// Where to write the backup (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+        /// The age X25519 public key (age1…) to encrypt to.
+        #[arg(long)]
+        recipient: String,
+    },
+    /// Restore a backup into an empty store, in one transaction, after
+    /// checking its schema version and checksum. Stop twincert first.
+    Restore {
+        /// The TOML configuration file (its store.url is restored into).
+        #[arg(long, env = "TWINCERT_CONFIG")]
+        config: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The age identity file (AGE-SECRET-KEY-1…) that decrypts it.
+        #[arg(long)]
+        identity: PathBuf,
+        /// Replace whatever the store holds (default: refuse a non-empty
+        /// store).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Master keys and backup identities.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
     },
     /// Manage names through the API.
     Names {
@@ -242,6 +279,28 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 #[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Re-seal every stored secret (certificate keys, ACME accounts) under
+    /// the current (first) master key, in batches; resumable and safe to
+    /// run twice. Afterwards twincert_sealed_secrets shows 0 for the old key.
+    Reseal {
+        /// The TOML configuration file (store.url and the master keys).
+        #[arg(long, env = "TWINCERT_CONFIG")]
+        config: PathBuf,
+        /// Secrets per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch: u64,
+    },
+    /// Create an age X25519 identity for backups in FILE (mode 0600) and
+    /// print its public key (the --recipient of `twincert backup`).
+    BackupIdentity {
+        /// The identity file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum BenchWhat {
     /// Time a CA-wide swap of N synthetic names (and its dry run).
     Swap(bench::SwapBench),
@@ -409,6 +468,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({})", store.backend_name());
             Ok(())
         }
+        Command::Backup {
+            config,
+            to,
+            recipient,
+        } => {
+            let cfg = load_config(&config, false)?;
+            backup::backup(&cfg.store_url, &to, &recipient).await
+        }
+        Command::Restore {
+            config,
+            from,
+            identity,
+            force,
+        } => {
+            let cfg = load_config(&config, false)?;
+            backup::restore(&cfg.store_url, &from, &identity, force).await
+        }
+        Command::Keys { action } => match action {
+            KeysAction::Reseal { config, batch } => {
+                let cfg = load_config(&config, false)?;
+                backup::reseal(&cfg, batch).await
+            }
+            KeysAction::BackupIdentity { out } => backup::backup_identity(&out),
+        },
         Command::Names { api, action } => names(api, action).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;

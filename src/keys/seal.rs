@@ -17,6 +17,12 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+/// The AEAD purpose (associated data) of a CA's sealed ACME account
+/// credentials.
+pub fn account_purpose(ca_id: &str) -> String {
+    format!("acme account {ca_id}")
+}
+
 /// A sealed secret as stored: which master key, the nonce, the ciphertext
 /// (with its GCM tag).
 #[derive(Clone, PartialEq, Eq)]
@@ -136,6 +142,26 @@ impl Sealer {
         Ok(format!("{id}:{}", STANDARD.encode(raw)))
     }
 
+    /// Every configured master key id, the current one first.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.id.as_str())
+    }
+
+    /// Whether a master key with this id is configured.
+    pub fn has_key_id(&self, id: &str) -> bool {
+        self.keys.iter().any(|k| k.id == id)
+    }
+
+    /// Opens `sealed` and seals its plaintext again under the current
+    /// master key, for the same `purpose`; the plaintext never leaves this
+    /// module. Used by `twincert keys reseal` to retire an old master key.
+    pub fn reseal(&self, purpose: &str, sealed: &Sealed) -> Result<Sealed, SealError> {
+        let mut plain = self.open(purpose, sealed)?;
+        let out = self.seal(purpose, &plain);
+        plain.iter_mut().for_each(|b| *b = 0);
+        out
+    }
+
     /// The id new ciphertexts are sealed under.
     pub fn current_key_id(&self) -> &str {
         &self.keys[0].id
@@ -199,6 +225,23 @@ mod tests {
             b"secret"
         );
         assert_eq!(rotated.seal("p", b"x").expect("seal").key_id, "k2");
+    }
+
+    #[test]
+    fn reseal_moves_a_secret_to_the_current_key_for_the_same_purpose() {
+        let old = Sealer::generate_text("k1").expect("gen");
+        let new = Sealer::generate_text("k2").expect("gen");
+        let sealed = Sealer::from_text(&old)
+            .expect("parse")
+            .seal("p", b"secret")
+            .expect("seal");
+        let both = Sealer::from_text(&format!("{new},{old}")).expect("parse");
+        let moved = both.reseal("p", &sealed).expect("reseal");
+        assert_eq!(moved.key_id, "k2");
+        let only_new = Sealer::from_text(&new).expect("parse");
+        assert_eq!(only_new.open("p", &moved).expect("open"), b"secret");
+        assert!(both.reseal("other purpose", &sealed).is_err());
+        assert_eq!(both.key_ids().collect::<Vec<_>>(), ["k2", "k1"]);
     }
 
     #[test]

@@ -140,6 +140,27 @@ pub enum AuditDetails {
         /// How many names.
         names: u64,
     },
+    /// Sealed secrets were re-sealed under the current master key (one
+    /// event per batch of `twincert keys reseal`).
+    Resealed {
+        /// The master key id they are sealed under now.
+        key_id: String,
+        /// Certificate private keys in this batch.
+        private_keys: u64,
+        /// ACME account credentials in this batch.
+        accounts: u64,
+    },
+    /// The store was restored from a backup (`twincert restore`).
+    Restored {
+        /// When the backup was taken (unix seconds).
+        backup_created_at: i64,
+        /// The backend the backup came from.
+        source_backend: String,
+        /// Rows written.
+        rows: u64,
+        /// Whether the store's previous contents were replaced (`--force`).
+        replaced: bool,
+    },
     /// A re-key operation started.
     Rekey {
         /// The operation record.

@@ -7,7 +7,36 @@ use crate::domain::KeyType;
 use crate::keys::seal::Sealed;
 
 use super::StoreError;
-use super::sql::{exec, get, one};
+use super::audit::{AuditEvent, insert_audit};
+use super::sql::{all, exec, get, int, one, with_tx};
+
+/// Which kind of sealed secret a row holds (it decides the AEAD purpose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// A certificate's private key (`private_keys`, by key id).
+    PrivateKey,
+    /// A CA's ACME account credentials (`acme_accounts`, by CA id).
+    Account,
+}
+
+/// One sealed secret as stored, for re-sealing.
+#[derive(Debug, Clone)]
+pub struct SealedSecret {
+    /// Its table.
+    pub kind: SecretKind,
+    /// Its row: the private key's id or the CA id of the account.
+    pub id: String,
+    /// The ciphertext.
+    pub sealed: Sealed,
+}
+
+fn sealed_of(row: &sea_orm::QueryResult) -> Result<Sealed, StoreError> {
+    Ok(Sealed {
+        key_id: get(row, "master_key_id")?,
+        nonce: get(row, "nonce")?,
+        ciphertext: get(row, "ciphertext")?,
+    })
+}
 
 /// Sealed certificate keys and ACME account credentials.
 #[derive(Clone)]
@@ -86,6 +115,114 @@ impl Keys {
         self.account(ca_id)
             .await?
             .ok_or_else(|| StoreError::Db(format!("account for {ca_id} vanished")))
+    }
+
+    /// How many sealed secrets (certificate keys and account credentials)
+    /// each master key id seals, by key id.
+    pub async fn sealed_by_key_id(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT master_key_id, COUNT(*) AS n FROM (\
+               SELECT master_key_id FROM private_keys \
+               UNION ALL SELECT master_key_id FROM acme_accounts) s \
+             GROUP BY master_key_id ORDER BY master_key_id",
+            vec![],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| Ok((get(r, "master_key_id")?, int(r, "n")?)))
+            .collect()
+    }
+
+    /// Up to `limit` sealed secrets not sealed under `current_key_id`:
+    /// accounts first, then private keys in id order.
+    pub async fn sealed_not_under(
+        &self,
+        current_key_id: &str,
+        limit: u64,
+    ) -> Result<Vec<SealedSecret>, StoreError> {
+        let mut out = Vec::new();
+        for r in &all(
+            &self.db,
+            "SELECT ca_id, master_key_id, nonce, ciphertext FROM acme_accounts \
+             WHERE master_key_id <> $1 ORDER BY ca_id LIMIT $2",
+            vec![current_key_id.into(), (limit as i64).into()],
+        )
+        .await?
+        {
+            out.push(SealedSecret {
+                kind: SecretKind::Account,
+                id: get(r, "ca_id")?,
+                sealed: sealed_of(r)?,
+            });
+        }
+        let left = limit.saturating_sub(out.len() as u64);
+        if left == 0 {
+            return Ok(out);
+        }
+        for r in &all(
+            &self.db,
+            "SELECT id, master_key_id, nonce, ciphertext FROM private_keys \
+             WHERE master_key_id <> $1 ORDER BY id LIMIT $2",
+            vec![current_key_id.into(), (left as i64).into()],
+        )
+        .await?
+        {
+            out.push(SealedSecret {
+                kind: SecretKind::PrivateKey,
+                id: get(r, "id")?,
+                sealed: sealed_of(r)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Replaces each secret's ciphertext with its re-sealed one, in one
+    /// transaction with `audit`. A row whose ciphertext changed since it
+    /// was read (another re-seal ran) is left alone. Returns how many
+    /// private keys and accounts were replaced.
+    pub async fn replace_sealed(
+        &self,
+        batch: &[(SealedSecret, Sealed)],
+        audit: impl FnOnce(u64, u64) -> AuditEvent,
+    ) -> Result<(u64, u64), StoreError> {
+        with_tx(&self.db, async |tx| {
+            let (mut keys, mut accounts) = (0, 0);
+            for (old, new) in batch {
+                let sql = match old.kind {
+                    SecretKind::PrivateKey => {
+                        "UPDATE private_keys SET master_key_id = $1, nonce = $2, ciphertext = $3 \
+                         WHERE id = $4 AND master_key_id = $5 AND nonce = $6"
+                    }
+                    SecretKind::Account => {
+                        "UPDATE acme_accounts SET master_key_id = $1, nonce = $2, ciphertext = $3 \
+                         WHERE ca_id = $4 AND master_key_id = $5 AND nonce = $6"
+                    }
+                };
+                let n = exec(
+                    tx,
+                    sql,
+                    vec![
+                        new.key_id.clone().into(),
+                        new.nonce.clone().into(),
+                        new.ciphertext.clone().into(),
+                        old.id.clone().into(),
+                        old.sealed.key_id.clone().into(),
+                        old.sealed.nonce.clone().into(),
+                    ],
+                )
+                .await?;
+                match old.kind {
+                    SecretKind::PrivateKey => keys += n,
+                    SecretKind::Account => accounts += n,
+                }
+            }
+            if keys + accounts > 0 {
+                insert_audit(tx, &audit(keys, accounts)).await?;
+            }
+            Ok((keys, accounts))
+        })
+        .await
     }
 
     /// Private keys that belong to no certificate and no open order: keys

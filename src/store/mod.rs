@@ -4,7 +4,7 @@
 //! It is cut along its aggregates, one file and one *facet* each (names,
 //! keys, orders, leases, challenges, tokens, audit, pacing, emergency
 //! operations, operation records, CA revocations, status, incidents,
-//! alerts, deployments, metrics). [`Store`] only opens the database and
+//! alerts, deployments, metrics, backups). [`Store`] only opens the database and
 //! hands out the facets; a consumer keeps the facets it uses.
 //!
 //! One SQL text serves SQLite and PostgreSQL (`$n` placeholders work on
@@ -23,6 +23,7 @@
 
 mod alerts;
 mod audit;
+mod backup;
 mod ca_revocations;
 mod cas;
 mod challenges;
@@ -55,6 +56,7 @@ use twincert_migrations::{Migrator, MigratorTrait};
 
 pub use alerts::{Alert, Alerts, PendingAlert};
 pub use audit::{Audit, AuditDetails, AuditEvent};
+pub use backup::{BackupError, Backups, ImportReport, Manifest, TableManifest};
 pub use ca_revocations::{CaRevocations, PendingRevocation};
 pub use cas::Cas;
 pub use challenges::Challenges;
@@ -65,7 +67,7 @@ pub use deploy::{
 };
 pub use drills::{Drill, DrillFlip, DrillStandby, Drills};
 pub use incidents::{Incident, Incidents};
-pub use keys::Keys;
+pub use keys::{Keys, SealedSecret, SecretKind};
 pub use leases::Leases;
 pub use metrics::{Metrics, Series};
 pub use names::{NameFilter, Names, NewName};
@@ -138,6 +140,7 @@ struct Facets {
     metrics: Metrics,
     readiness: Readiness,
     drills: Drills,
+    backups: Backups,
 }
 
 impl Facets {
@@ -162,6 +165,7 @@ impl Facets {
             metrics: Metrics { db: db.clone() },
             readiness: Readiness { db: db.clone() },
             drills: Drills { db: db.clone() },
+            backups: Backups { db: db.clone() },
         }
     }
 }
@@ -304,6 +308,11 @@ impl Store {
     /// Drills: requests, reports, the standbys they inspect, their flips.
     pub fn drills(&self) -> &Drills {
         &self.facets.drills
+    }
+
+    /// Backup export and restore import.
+    pub fn backups(&self) -> &Backups {
+        &self.facets.backups
     }
 
     /// Applies pending migrations.

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::ca::CaClient;
-use crate::keys::seal::Sealer;
+use crate::keys::seal::{Sealer, account_purpose as purpose};
 use crate::store::Keys;
 
 use super::issuer::{AttemptError, final_error};
@@ -18,10 +18,6 @@ use super::issuer::{AttemptError, final_error};
 #[derive(Default)]
 pub(super) struct Accounts {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-fn purpose(ca_id: &str) -> String {
-    format!("acme account {ca_id}")
 }
 
 impl Accounts {

@@ -34,9 +34,37 @@ fn script_of(file: &str) -> String {
     out
 }
 
+/// The `sh` blocks of a runbook, one string each, for the runbooks whose
+/// prose stops or restarts twincert between blocks (the test does that
+/// part).
+fn blocks_of(file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(runbook_dir().join(file)).expect("read runbook");
+    let mut out = Vec::new();
+    let (mut in_block, mut in_sh) = (false, false);
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("```") {
+            in_sh = !in_block && t == "```sh";
+            in_block = !in_block;
+            if in_sh {
+                out.push(String::new());
+            }
+            continue;
+        }
+        if in_sh && let Some(b) = out.last_mut() {
+            b.push_str(line);
+            b.push('\n');
+        }
+    }
+    out
+}
+
 /// Runs a runbook's commands; panics with their output on failure.
 fn run(server: &Server, file: &str, vars: &[(&str, &str)]) -> String {
-    let script = script_of(file);
+    run_script(server, file, &script_of(file), vars)
+}
+
+fn run_script(server: &Server, file: &str, script: &str, vars: &[(&str, &str)]) -> String {
     assert!(script.contains("twincert "), "{file} has commands");
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_twincert"));
     let path = format!(
@@ -48,6 +76,7 @@ fn run(server: &Server, file: &str, vars: &[(&str, &str)]) -> String {
         .arg("-c")
         .arg(format!("set -euxo pipefail\n{script}"))
         .env("PATH", path)
+        .env("TWINCERT_CONFIG", server.config_path())
         .env("TWINCERT_URL", server.base())
         .env("TWINCERT_TOKEN", ADMIN_TOKEN)
         .envs(vars.iter().copied())
@@ -115,7 +144,7 @@ fn every_runbook_has_commands_and_a_roll_back_section() {
         assert!(text.contains("Check:"), "{file}: what to check");
         seen += 1;
     }
-    assert_eq!(seen, 6);
+    assert_eq!(seen, 8);
 }
 
 /// The usual setup of exactly two CAs: with no third CA, the abandoned
@@ -384,5 +413,103 @@ async fn the_runbook_dry_run_table_shows_counts_skips_sample_and_eligible_cas() 
         "estimate.same_ca.ca: pebble-a",
     ] {
         assert!(has_row(&text, want), "no row '{want}' in:\n{text}");
+    }
+}
+
+/// Issue 19: the restore runbook, block by block: identity and backup while
+/// serving; (stop, new empty database) restore; (start) check.
+#[tokio::test(flavor = "multi_thread")]
+async fn runbook_restore_from_backup() {
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, crate::backup::quiet(sqlite_url(cas.dir()))).await;
+    for n in NAMES {
+        let (st, body) = server.create(json!({ "name": n })).await;
+        assert_eq!(st, 201, "{body}");
+    }
+    let mut before = Vec::new();
+    for n in NAMES {
+        before.push(server.wait_ready(n, 120).await);
+    }
+    let blocks = blocks_of("restore-from-backup.md");
+    assert_eq!(blocks.len(), 3, "backup, restore, check: {blocks:?}");
+    let identity = cas.dir().join("backup-identity.txt");
+    let backup = cas.dir().join("twincert.backup");
+    let vars = [
+        ("IDENTITY", identity.to_str().unwrap_or_default()),
+        ("BACKUP", backup.to_str().unwrap_or_default()),
+        ("TWINCERT_MASTER_KEY", crate::server::MASTER_KEY),
+    ];
+    let out = run_script(&server, "restore-from-backup.md", &blocks[0], &vars);
+    assert!(out.contains("backup written:"), "{out}");
+    // Stop; the store is lost; a new empty database.
+    let fresh = format!("sqlite://{}", cas.dir().join("restored.db").display());
+    let mut vars_restore = vars.to_vec();
+    vars_restore.push(("TWINCERT_STORE_URL", &fresh));
+    let mut server = server;
+    server.kill();
+    let out = run_script(&server, "restore-from-backup.md", &blocks[1], &vars_restore);
+    assert!(
+        out.contains("restored ") && out.contains("(3 names)"),
+        "{out}"
+    );
+    let server = Server::start(&cas, crate::backup::quiet(fresh.clone())).await;
+    let out = run_script(&server, "restore-from-backup.md", &blocks[2], &vars);
+    assert!(out.contains("store.restore"), "{out}");
+    for (i, n) in NAMES.iter().enumerate() {
+        assert_eq!(server.name(n).await, before[i], "{n} is back as it was");
+    }
+}
+
+/// Issue 19: the master key runbook: k1 seals; (k2 first, restart)
+/// re-seal and check; (k1 removed, restart) check.
+#[tokio::test(flavor = "multi_thread")]
+async fn runbook_retire_master_key() {
+    const K1: &str = "k1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+    const K2: &str = "k2:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    let cas = TwoCas::start(0).await;
+    let url = sqlite_url(cas.dir());
+    let with_key = |keys: &str| {
+        let mut o = ServerOptions::new(url.clone());
+        o.env = vec![("TWINCERT_MASTER_KEY".into(), keys.into())];
+        o
+    };
+    let mut server = Server::start(&cas, with_key(K1)).await;
+    for n in NAMES {
+        let (st, body) = server.create(json!({ "name": n })).await;
+        assert_eq!(st, 201, "{body}");
+    }
+    for n in NAMES {
+        server.wait_ready(n, 120).await;
+    }
+    let blocks = blocks_of("retire-master-key.md");
+    assert_eq!(blocks.len(), 3, "reseal, check, after: {blocks:?}");
+    let both = format!("{K2},{K1}");
+    server
+        .restart(vec![("TWINCERT_MASTER_KEY".into(), both.clone())])
+        .await;
+    let vars = [("TWINCERT_MASTER_KEY", both.as_str()), ("OLD_KEY_ID", "k1")];
+    let out = run_script(&server, "retire-master-key.md", &blocks[0], &vars);
+    assert!(
+        out.contains("re-sealed 6 private keys and 2 ACME accounts"),
+        "{out}"
+    );
+    run_script(&server, "retire-master-key.md", &blocks[1], &vars);
+    let m = server.metrics_text().await;
+    assert!(
+        m.contains("twincert_sealed_secrets{key_id=\"k1\"} 0"),
+        "{m}"
+    );
+    server
+        .restart(vec![("TWINCERT_MASTER_KEY".into(), K2.into())])
+        .await;
+    let out = run_script(
+        &server,
+        "retire-master-key.md",
+        &blocks[2],
+        &[("TWINCERT_MASTER_KEY", K2)],
+    );
+    for n in NAMES {
+        assert!(out.contains(n), "{out}");
+        assert!(server.key_pem(n, "primary").await.contains("PRIVATE KEY"));
     }
 }
