@@ -121,6 +121,55 @@ pub(super) async fn insert_order_for<C: ConnectionTrait>(
     Ok(n == 1)
 }
 
+/// The SET clauses that hand a leased order back as pending.
+const PUT_BACK: &str = "state = 'pending', lease_owner = NULL, lease_expires_at = NULL";
+
+/// Applies `set` (its holes from `$3`, bound to `values`) to an order
+/// `owner` holds leased; `LeaseLost` when it no longer does.
+async fn update_leased<C: ConnectionTrait>(
+    c: &C,
+    order_id: &str,
+    owner: &str,
+    set: &str,
+    values: Vec<sea_orm::Value>,
+) -> Result<(), StoreError> {
+    let mut all_values: Vec<sea_orm::Value> = vec![order_id.into(), owner.into()];
+    all_values.extend(values);
+    let n = exec(
+        c,
+        &format!(
+            "UPDATE orders SET {set} WHERE id = $1 AND lease_owner = $2 AND state = 'processing'"
+        ),
+        all_values,
+    )
+    .await?;
+    if n == 0 {
+        return Err(StoreError::LeaseLost(order_id.into()));
+    }
+    Ok(())
+}
+
+/// Sets (or clears) the error of the slot an order is for.
+async fn set_slot_error<C: ConnectionTrait>(
+    c: &C,
+    order_id: &str,
+    error: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "UPDATE slots SET last_error = $2, updated_at = $3 WHERE (name_id, slot) IN \
+         (SELECT name_id, slot FROM orders WHERE id = $1)",
+        vec![
+            order_id.into(),
+            error.map(str::to_string).into(),
+            now.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Converts an order state text for records.
 pub(super) fn order_state(s: &str) -> Result<OrderState, StoreError> {
     s.parse().map_err(StoreError::Db)
@@ -211,21 +260,14 @@ impl Orders {
             }
             return Err(e);
         }
-        let n = exec(
+        update_leased(
             tx,
-            "UPDATE orders SET private_key_id = $3, updated_at = $4 WHERE id = $1 \
-             AND lease_owner = $2 AND state = 'processing'",
-            vec![
-                order_id.into(),
-                owner.into(),
-                key_id.clone().into(),
-                now.into(),
-            ],
+            order_id,
+            owner,
+            "private_key_id = $3, updated_at = $4",
+            vec![key_id.clone().into(), now.into()],
         )
         .await?;
-        if n == 0 {
-            return Err(StoreError::LeaseLost(order_id.into()));
-        }
         Ok(key_id)
         })
         .await
@@ -240,17 +282,15 @@ impl Orders {
         url: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let n = exec(
+        update_leased(
             &self.db,
-            "UPDATE orders SET acme_order_url = $3, acme_orders = acme_orders + 1, \
-             acme_ordered_at = $4, updated_at = $4 WHERE id = $1 AND lease_owner = $2 AND state = 'processing'",
-            vec![order_id.into(), owner.into(), url.into(), now.into()],
+            order_id,
+            owner,
+            "acme_order_url = $3, acme_orders = acme_orders + 1, acme_ordered_at = $4, \
+             updated_at = $4",
+            vec![url.into(), now.into()],
         )
-        .await?;
-        if n == 0 {
-            return Err(StoreError::LeaseLost(order_id.into()));
-        }
-        Ok(())
+        .await
     }
 
     /// Puts a leased order back, untried, until `until` (pacing): no
@@ -264,24 +304,16 @@ impl Orders {
         until: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        let n = exec(
+        update_leased(
             &self.db,
-            "UPDATE orders SET state = 'pending', next_attempt_at = $3, last_error = $4, \
-             lease_owner = NULL, lease_expires_at = NULL, paced = TRUE, updated_at = $5 \
-             WHERE id = $1 AND lease_owner = $2 AND state = 'processing'",
-            vec![
-                order_id.into(),
-                owner.into(),
-                until.into(),
-                note.into(),
-                now.into(),
-            ],
+            order_id,
+            owner,
+            &format!(
+                "{PUT_BACK}, next_attempt_at = $3, last_error = $4, paced = TRUE, updated_at = $5"
+            ),
+            vec![until.into(), note.into(), now.into()],
         )
-        .await?;
-        if n == 0 {
-            return Err(StoreError::LeaseLost(order_id.into()));
-        }
-        Ok(())
+        .await
     }
 
     /// Puts a leased order back until `until` because it waits for a
@@ -297,32 +329,18 @@ impl Orders {
         now: i64,
     ) -> Result<(), StoreError> {
         with_tx(&self.db, async |tx| {
-            let n = exec(
+            update_leased(
                 tx,
-                "UPDATE orders SET state = 'pending', next_attempt_at = $3, held_reason = $4, \
-                 last_error = NULL, failing_since = NULL, lease_owner = NULL, \
-                 lease_expires_at = NULL, updated_at = $5 \
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'processing'",
-                vec![
-                    order_id.into(),
-                    owner.into(),
-                    until.into(),
-                    why.into(),
-                    now.into(),
-                ],
+                order_id,
+                owner,
+                &format!(
+                    "{PUT_BACK}, next_attempt_at = $3, held_reason = $4, last_error = NULL, \
+                     failing_since = NULL, updated_at = $5"
+                ),
+                vec![until.into(), why.into(), now.into()],
             )
             .await?;
-            if n == 0 {
-                return Err(StoreError::LeaseLost(order_id.into()));
-            }
-            exec(
-                tx,
-                "UPDATE slots SET last_error = NULL, updated_at = $2 WHERE (name_id, slot) IN \
-                 (SELECT name_id, slot FROM orders WHERE id = $1)",
-                vec![order_id.into(), now.into()],
-            )
-            .await?;
-            Ok(())
+            set_slot_error(tx, order_id, None, now).await
         })
         .await
     }
@@ -346,34 +364,19 @@ impl Orders {
             } else {
                 ""
             };
-            let n = exec(
+            update_leased(
                 tx,
+                order_id,
+                owner,
                 &format!(
-                    "UPDATE orders SET state = 'pending', attempts = attempts + 1, \
-                 next_attempt_at = $3, last_error = $4, lease_owner = NULL, held_reason = NULL, \
-                 lease_expires_at = NULL, updated_at = $5, \
-                 failing_since = COALESCE(failing_since, $5){url_sql} \
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'processing'"
+                    "{PUT_BACK}, attempts = attempts + 1, next_attempt_at = $3, last_error = $4, \
+                     held_reason = NULL, updated_at = $5, \
+                     failing_since = COALESCE(failing_since, $5){url_sql}"
                 ),
-                vec![
-                    order_id.into(),
-                    owner.into(),
-                    next_attempt_at.into(),
-                    error.into(),
-                    now.into(),
-                ],
+                vec![next_attempt_at.into(), error.into(), now.into()],
             )
             .await?;
-            if n == 0 {
-                return Err(StoreError::LeaseLost(order_id.into()));
-            }
-            exec(
-                tx,
-                "UPDATE slots SET last_error = $2, updated_at = $3 WHERE (name_id, slot) IN \
-             (SELECT name_id, slot FROM orders WHERE id = $1)",
-                vec![order_id.into(), error.into(), now.into()],
-            )
-            .await?;
+            set_slot_error(tx, order_id, Some(error), now).await?;
             exec(
                 tx,
                 "DELETE FROM http01_tokens WHERE order_id = $1",
