@@ -24,9 +24,6 @@ const MAX_LISTED: usize = 10_000;
 /// request timeout.
 const MAX_COMPROMISED: usize = 1_000;
 
-/// Issuance time assumed for a CA with no completed order yet.
-const DEFAULT_ISSUE_SECONDS: f64 = 10.0;
-
 fn require_reason(reason: &str) -> Result<(), Problem> {
     if reason.trim().is_empty() {
         return Err(Problem::bad_request(
@@ -126,36 +123,22 @@ async fn estimate(
 ) -> Result<ReprovisionEstimate, Problem> {
     let distrusted = st.store.cas().distrusted_cas().await?;
     let cas = crate::policy::with_distrusted(&st.cas, &distrusted);
-    let (eligible, same_ca) = crate::policy::reprovision_candidates(&cas, avoid);
-    let takers = if eligible.is_empty() {
-        same_ca.iter().cloned().collect()
-    } else {
-        eligible.clone()
-    };
-    let mut per_hour = 0.0;
+    let mut paces = Vec::with_capacity(st.ca_views.len());
     for ca in st.ca_views.iter() {
-        if !takers.contains(&ca.id) {
-            continue;
-        }
-        let mean = st
-            .store
-            .pacing()
-            .mean_issue_seconds(&ca.id)
-            .await?
-            .unwrap_or(DEFAULT_ISSUE_SECONDS);
-        per_hour += crate::policy::ca_orders_per_hour(ca.orders_per_hour, ca.concurrency, mean);
+        paces.push(crate::policy::CaPace {
+            id: ca.id.clone(),
+            orders_per_hour: ca.orders_per_hour,
+            concurrency: ca.concurrency,
+            mean_issue_seconds: st.store.pacing().mean_issue_seconds(&ca.id).await?,
+        });
     }
-    let hold_off = if same_ca.is_some() {
-        st.same_ca_hold_off
-    } else {
-        0
-    };
+    let f = crate::policy::reprovision_forecast(&cas, avoid, &paces, orders, st.same_ca_hold_off);
     Ok(ReprovisionEstimate {
         orders,
-        eligible_cas: eligible,
-        orders_per_hour: per_hour as i64,
-        seconds: crate::policy::orders_duration_seconds(orders, per_hour).map(|s| s + hold_off),
-        same_ca: same_ca.map(|ca| SameCaReissue {
+        eligible_cas: f.eligible,
+        orders_per_hour: f.orders_per_hour as i64,
+        seconds: f.seconds,
+        same_ca: f.same_ca.map(|ca| SameCaReissue {
             ca,
             hold_off_seconds: st.same_ca_hold_off,
         }),

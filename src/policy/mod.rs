@@ -242,6 +242,72 @@ pub fn reprovision_candidates(
     (eligible, fallback)
 }
 
+/// A CA's pace for estimates: its configured limits and its measured mean
+/// issuance time (None before any order finished).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaPace {
+    /// The CA's id.
+    pub id: String,
+    /// Configured `orders_per_hour`.
+    pub orders_per_hour: u32,
+    /// Configured `concurrency`.
+    pub concurrency: u32,
+    /// Mean seconds per issuance, measured.
+    pub mean_issue_seconds: Option<f64>,
+}
+
+/// Seconds per issuance before any was measured.
+pub const DEFAULT_ISSUE_SECONDS: f64 = 10.0;
+
+/// How re-provisioning `orders` slots a CA-wide operation away from
+/// `avoid` would go: which CAs take them, how fast, how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReprovisionForecast {
+    /// CAs other than `avoid` that can take them.
+    pub eligible: Vec<String>,
+    /// When none can: `avoid` itself, after the hold-off.
+    pub same_ca: Option<String>,
+    /// Orders per hour the CAs that take them manage together.
+    pub orders_per_hour: f64,
+    /// Seconds until done (the hold-off included); None when no CA can.
+    pub seconds: Option<i64>,
+}
+
+/// The re-provisioning forecast from [`reprovision_candidates`], the CAs'
+/// paces ([`ca_orders_per_hour`] each) and the same-CA `hold_off`.
+pub fn reprovision_forecast(
+    cas_in_preference: &[CaChoice],
+    avoid: Option<&str>,
+    paces: &[CaPace],
+    orders: i64,
+    hold_off: i64,
+) -> ReprovisionForecast {
+    let (eligible, same_ca) = reprovision_candidates(cas_in_preference, avoid);
+    let takers: Vec<&String> = if eligible.is_empty() {
+        same_ca.iter().collect()
+    } else {
+        eligible.iter().collect()
+    };
+    let per_hour: f64 = paces
+        .iter()
+        .filter(|p| takers.contains(&&p.id))
+        .map(|p| {
+            ca_orders_per_hour(
+                p.orders_per_hour,
+                p.concurrency,
+                p.mean_issue_seconds.unwrap_or(DEFAULT_ISSUE_SECONDS),
+            )
+        })
+        .sum();
+    let wait = if same_ca.is_some() { hold_off } else { 0 };
+    ReprovisionForecast {
+        seconds: orders_duration_seconds(orders, per_hour).map(|s| s + wait),
+        eligible,
+        same_ca,
+        orders_per_hour: per_hour,
+    }
+}
+
 /// Orders per hour a CA can take: the smaller of its configured
 /// `orders_per_hour` and what `concurrency` orders in flight achieve at
 /// `mean_issue_seconds` each (at least 1 s: a CA never issues faster).
@@ -729,6 +795,42 @@ mod tests {
         assert_eq!(
             reprovision_candidates(&two, None),
             (vec!["a".into(), "b".into()], None)
+        );
+    }
+
+    #[test]
+    fn the_forecast_counts_only_the_cas_that_take_the_slots_and_the_hold_off() {
+        let ca = |id: &str| CaChoice {
+            id: id.into(),
+            root_group: format!("g{id}"),
+            key_types: vec![KeyType::EcdsaP256],
+            distrusted: false,
+        };
+        let pace = |id: &str| CaPace {
+            id: id.into(),
+            orders_per_hour: 3600,
+            concurrency: 100,
+            mean_issue_seconds: None,
+        };
+        let paces = [pace("a"), pace("b"), pace("c")];
+        // Three CAs: b and c take A's slots, 7200/h together, no hold-off.
+        let three =
+            reprovision_forecast(&[ca("a"), ca("b"), ca("c")], Some("a"), &paces, 7200, 900);
+        assert_eq!(three.eligible, vec!["b".to_string(), "c".to_string()]);
+        assert_eq!((three.orders_per_hour, three.seconds), (7200.0, Some(3600)));
+        // Two CAs: a itself after the hold-off, at its own pace.
+        let two = reprovision_forecast(&[ca("a"), ca("b")], Some("a"), &paces, 3600, 900);
+        assert_eq!(two.same_ca.as_deref(), Some("a"));
+        assert_eq!(
+            (two.orders_per_hour, two.seconds),
+            (3600.0, Some(3600 + 900))
+        );
+        // Nobody: no time at all.
+        let mut gone = vec![ca("a"), ca("b")];
+        gone[0].distrusted = true;
+        assert_eq!(
+            reprovision_forecast(&gone, Some("a"), &paces, 10, 900).seconds,
+            None
         );
     }
 

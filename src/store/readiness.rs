@@ -95,6 +95,43 @@ fn flag(r: &sea_orm::QueryResult, col: &str) -> Result<bool, StoreError> {
         != 0)
 }
 
+/// A row of [`FACTS`] (or of a grouping of it) as a group of `names`.
+fn group_row(r: &sea_orm::QueryResult, names: i64) -> Result<ReadinessGroup, StoreError> {
+    Ok(ReadinessGroup {
+        active_ca: get(r, "active_ca")?,
+        standby_ca: get(r, "standby_ca")?,
+        present: flag(r, "present")?,
+        expired: flag(r, "expired")?,
+        expiring: flag(r, "expiring")?,
+        revoked: flag(r, "revoked")?,
+        compromised: flag(r, "compromised")?,
+        superseded: flag(r, "superseded")?,
+        status_unknown: flag(r, "status_unknown")?,
+        deploy_failing: flag(r, "deploy_failing")?,
+        endpoint_unreachable: flag(r, "endpoint_unreachable")?,
+        deployed: flag(r, "deployed")?,
+        names,
+    })
+}
+
+impl ReadinessGroup {
+    /// Its facts in the order of [`FLAGS`].
+    fn flags(&self) -> [bool; 10] {
+        [
+            self.present,
+            self.expired,
+            self.expiring,
+            self.revoked,
+            self.compromised,
+            self.superseded,
+            self.status_unknown,
+            self.deploy_failing,
+            self.endpoint_unreachable,
+            self.deployed,
+        ]
+    }
+}
+
 impl Readiness {
     /// Names with an active certificate, grouped by their active CA and
     /// their standby's facts at `now` (expiring: before `window_end`).
@@ -113,25 +150,7 @@ impl Readiness {
             vec![now.into(), window_end.into()],
         )
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ReadinessGroup {
-                    active_ca: get(r, "active_ca")?,
-                    standby_ca: get(r, "standby_ca")?,
-                    present: flag(r, "present")?,
-                    expired: flag(r, "expired")?,
-                    expiring: flag(r, "expiring")?,
-                    revoked: flag(r, "revoked")?,
-                    compromised: flag(r, "compromised")?,
-                    superseded: flag(r, "superseded")?,
-                    status_unknown: flag(r, "status_unknown")?,
-                    deploy_failing: flag(r, "deploy_failing")?,
-                    endpoint_unreachable: flag(r, "endpoint_unreachable")?,
-                    deployed: flag(r, "deployed")?,
-                    names: get(r, "n")?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| group_row(r, get(r, "n")?)).collect()
     }
 
     /// The facts of each name active on `ca`, one group of one per name,
@@ -161,26 +180,7 @@ impl Readiness {
         )
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    get(r, "name_id")?,
-                    ReadinessGroup {
-                        active_ca: get(r, "active_ca")?,
-                        standby_ca: get(r, "standby_ca")?,
-                        present: flag(r, "present")?,
-                        expired: flag(r, "expired")?,
-                        expiring: flag(r, "expiring")?,
-                        revoked: flag(r, "revoked")?,
-                        compromised: flag(r, "compromised")?,
-                        superseded: flag(r, "superseded")?,
-                        status_unknown: flag(r, "status_unknown")?,
-                        deploy_failing: flag(r, "deploy_failing")?,
-                        endpoint_unreachable: flag(r, "endpoint_unreachable")?,
-                        deployed: flag(r, "deployed")?,
-                        names: 1,
-                    },
-                ))
-            })
+            .map(|r| Ok((get(r, "name_id")?, group_row(r, 1)?)))
             .collect()
     }
 
@@ -198,18 +198,7 @@ impl Readiness {
             g.active_ca.clone().into(),
             g.standby_ca.clone().unwrap_or_default().into(),
         ];
-        let bits = [
-            g.present,
-            g.expired,
-            g.expiring,
-            g.revoked,
-            g.compromised,
-            g.superseded,
-            g.status_unknown,
-            g.deploy_failing,
-            g.endpoint_unreachable,
-            g.deployed,
-        ];
+        let bits = g.flags();
         let mut filter = String::from("active_ca = $3 AND COALESCE(standby_ca, '') = $4");
         for (i, (col, bit)) in FLAGS.iter().zip(bits).enumerate() {
             filter.push_str(&format!(" AND {col} = ${}", i + 5));

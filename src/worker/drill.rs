@@ -46,13 +46,11 @@ use crate::domain::{DrillFailure, DrillMode, DrillReport, DrillSample, DrillStag
 use crate::keys::CertKey;
 use crate::keys::seal::Sealer;
 use crate::policy::drill::{StandbyChecks, drill_state, sample, verdict};
-use crate::policy::readiness::{Readiness as Outcome2, StandbyFacts, readiness};
+use crate::policy::readiness::Readiness as Outcome2;
 use crate::policy::{self, CaChoice};
 use crate::revocation::crl;
 use crate::revocation::fetch::Fetcher;
-use crate::store::{
-    Cas, Drill, DrillFlip, DrillStandby, Drills, Keys, Readiness, ReadinessGroup, StoreError,
-};
+use crate::store::{Cas, Drill, DrillFlip, DrillStandby, Drills, Keys, Readiness, StoreError};
 
 /// The singleton lease drills run under.
 pub(super) const LEASE: &str = "drill";
@@ -251,19 +249,8 @@ impl DrillRunner {
     /// The stored readiness of every name active on the CA.
     async fn scope(&self, ca: &str) -> Result<BTreeMap<String, Outcome2>, StoreError> {
         let now = self.clock.now();
-        let distrusted: Vec<String> =
-            policy::with_distrusted(&self.policy_cas, &self.cas.distrusted_cas().await?)
-                .into_iter()
-                .filter(|c| c.distrusted)
-                .map(|c| c.id)
-                .collect();
-        let group_of = |id: &str| {
-            self.policy_cas
-                .iter()
-                .find(|c| c.id == id)
-                .map(|c| c.root_group.clone())
-        };
-        let x_group = group_of(ca).unwrap_or_else(|| ca.to_string());
+        let distrusted = self.cas.distrusted_cas().await?;
+        let cas = policy::with_distrusted(&self.policy_cas, &distrusted);
         let mut out = BTreeMap::new();
         let mut after = String::new();
         loop {
@@ -275,7 +262,7 @@ impl DrillRunner {
             for (name, g) in page {
                 out.insert(
                     name.clone(),
-                    stored_outcome(&g, ca, &x_group, &distrusted, &group_of),
+                    super::readiness::group_outcome(&g, &cas, &distrusted),
                 );
                 after = name;
             }
@@ -878,34 +865,4 @@ impl DrillRunner {
         }
         Ok(())
     }
-}
-
-/// A name's readiness outcome from its stored facts, as the readiness
-/// controller decides it.
-fn stored_outcome(
-    g: &ReadinessGroup,
-    ca: &str,
-    x_group: &str,
-    distrusted: &[String],
-    group_of: &dyn Fn(&str) -> Option<String>,
-) -> Outcome2 {
-    let standby_group = g.standby_ca.as_deref().and_then(group_of);
-    let facts = StandbyFacts {
-        present: g.present,
-        ca: g.standby_ca.as_deref(),
-        ca_root_group: standby_group.as_deref(),
-        ca_distrusted: g
-            .standby_ca
-            .as_ref()
-            .is_some_and(|c| distrusted.contains(c)),
-        expired: g.expired,
-        expiring: g.expiring,
-        revoked: g.revoked,
-        key_compromised: g.compromised,
-        superseded: g.superseded,
-        status_unknown: g.status_unknown,
-        deploy_failing: g.deploy_failing,
-        endpoint_unreachable: g.endpoint_unreachable,
-    };
-    readiness(&facts, ca, x_group)
 }

@@ -173,10 +173,11 @@ impl SupervisorBuilder {
                     paces: self
                         .cas
                         .values()
-                        .map(|c| readiness::CaPace {
+                        .map(|c| crate::policy::CaPace {
                             id: c.id().to_string(),
                             orders_per_hour: c.orders_per_hour(),
                             concurrency: c.concurrency(),
+                            mean_issue_seconds: None,
                         })
                         .collect(),
                     same_ca_hold_off: self.same_ca_hold_off,
@@ -260,10 +261,11 @@ pub async fn readiness_once(
 ) -> Result<crate::domain::ReadinessReport, StoreError> {
     let paces = policy_cas
         .iter()
-        .map(|c| readiness::CaPace {
+        .map(|c| crate::policy::CaPace {
             id: c.id.clone(),
             orders_per_hour: 300,
             concurrency: 10,
+            mean_issue_seconds: None,
         })
         .collect();
     readiness::ReadinessChecker::new(

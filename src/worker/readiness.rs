@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::config::ReadinessConfig;
 use crate::domain::{CaReadiness, ReadinessReport};
 use crate::policy::readiness::{Readiness as Outcome, StandbyFacts, readiness, readiness_alert};
-use crate::policy::{self, CaChoice};
+use crate::policy::{self, CaChoice, CaPace};
 use crate::store::{Alerts, Cas, Pacing, Readiness, ReadinessGroup, Store, StoreError};
 
 use super::singleton::Singleton;
@@ -34,17 +34,41 @@ const DEFAULT_SWAP_MS_PER_NAME: f64 = 0.05;
 const DEFAULT_DEPLOY_SECONDS: f64 = 2.0;
 /// Seconds until an endpoint confirms before any did.
 const DEFAULT_VERIFY_SECONDS: f64 = 30.0;
-/// Seconds per issuance before any was measured.
-const DEFAULT_ISSUE_SECONDS: f64 = 10.0;
 /// Names listed per reason.
 const SAMPLE: u64 = 10;
 
-/// A configured CA's pacing, for the time to redundancy.
-#[derive(Debug, Clone)]
-pub(super) struct CaPace {
-    pub(super) id: String,
-    pub(super) orders_per_hour: u32,
-    pub(super) concurrency: u32,
+/// The readiness of the names of one group for the loss of their active
+/// CA, by `policy::readiness`: `cas` give the root groups, `distrusted`
+/// the CAs distrusted now.
+pub(super) fn group_outcome(
+    g: &ReadinessGroup,
+    cas: &[CaChoice],
+    distrusted: &[String],
+) -> Outcome {
+    let group_of = |id: &str| {
+        cas.iter()
+            .find(|c| c.id == id)
+            .map(|c| c.root_group.as_str())
+    };
+    let facts = StandbyFacts {
+        present: g.present,
+        ca: g.standby_ca.as_deref(),
+        ca_root_group: g.standby_ca.as_deref().and_then(group_of),
+        ca_distrusted: g
+            .standby_ca
+            .as_ref()
+            .is_some_and(|c| distrusted.contains(c)),
+        expired: g.expired,
+        expiring: g.expiring,
+        revoked: g.revoked,
+        key_compromised: g.compromised,
+        superseded: g.superseded,
+        status_unknown: g.status_unknown,
+        deploy_failing: g.deploy_failing,
+        endpoint_unreachable: g.endpoint_unreachable,
+    };
+    let x_group = group_of(&g.active_ca).unwrap_or(g.active_ca.as_str());
+    readiness(&facts, &g.active_ca, x_group)
 }
 
 /// The readiness controller and what it needs.
@@ -140,11 +164,6 @@ impl ReadinessChecker {
         let groups = self.readiness.groups(now, window_end).await?;
         let distrusted = self.cas.distrusted_cas().await?;
         let cas = policy::with_distrusted(&self.policy_cas, &distrusted);
-        let group_of = |id: &str| {
-            cas.iter()
-                .find(|c| c.id == id)
-                .map(|c| c.root_group.as_str())
-        };
         let swap_ms = self
             .readiness
             .swap_ms_per_name()
@@ -154,30 +173,17 @@ impl ReadinessChecker {
         let deploy_per_second = self.deploy_concurrency.max(1) as f64
             / deploy_s.unwrap_or(DEFAULT_DEPLOY_SECONDS).max(0.01);
         let verify = verify_s.unwrap_or(DEFAULT_VERIFY_SECONDS).ceil() as i64;
+        // Each CA's measured issuance time, read once for every estimate.
+        let mut paces = self.paces.clone();
+        for p in &mut paces {
+            p.mean_issue_seconds = self.pacing.mean_issue_seconds(&p.id).await?;
+        }
 
         let mut per_ca: BTreeMap<String, CaReadiness> = BTreeMap::new();
         let mut deployed: BTreeMap<String, i64> = BTreeMap::new();
         let mut unsafe_groups: Vec<(Outcome, &ReadinessGroup)> = Vec::new();
         for g in &groups {
-            let facts = StandbyFacts {
-                present: g.present,
-                ca: g.standby_ca.as_deref(),
-                ca_root_group: g.standby_ca.as_deref().and_then(group_of),
-                ca_distrusted: g
-                    .standby_ca
-                    .as_ref()
-                    .is_some_and(|c| distrusted.contains(c)),
-                expired: g.expired,
-                expiring: g.expiring,
-                revoked: g.revoked,
-                key_compromised: g.compromised,
-                superseded: g.superseded,
-                status_unknown: g.status_unknown,
-                deploy_failing: g.deploy_failing,
-                endpoint_unreachable: g.endpoint_unreachable,
-            };
-            let x_group = group_of(&g.active_ca).unwrap_or(g.active_ca.as_str());
-            let outcome = readiness(&facts, &g.active_ca, x_group);
+            let outcome = group_outcome(g, &cas, &distrusted);
             let entry = per_ca
                 .entry(g.active_ca.clone())
                 .or_insert_with(|| CaReadiness {
@@ -230,30 +236,19 @@ impl ReadinessChecker {
                 deploy_per_second,
                 verify,
             );
-            let (eligible, same_ca) = policy::reprovision_candidates(&cas, Some(&ca));
-            let (takers, hold_off) = if eligible.is_empty() {
-                (
-                    same_ca.iter().cloned().collect::<Vec<_>>(),
-                    self.same_ca_hold_off,
-                )
+            let f = policy::reprovision_forecast(
+                &cas,
+                Some(&ca),
+                &paces,
+                r.active,
+                self.same_ca_hold_off,
+            );
+            r.time_to_redundancy_seconds = if r.active == 0 { Some(0) } else { f.seconds };
+            r.redundancy_from = if f.eligible.is_empty() {
+                f.same_ca.into_iter().collect()
             } else {
-                (eligible, 0)
+                f.eligible
             };
-            let mut per_hour = 0.0;
-            for p in self.paces.iter().filter(|p| takers.contains(&p.id)) {
-                let mean = self
-                    .pacing
-                    .mean_issue_seconds(&p.id)
-                    .await?
-                    .unwrap_or(DEFAULT_ISSUE_SECONDS);
-                per_hour += policy::ca_orders_per_hour(p.orders_per_hour, p.concurrency, mean);
-            }
-            r.time_to_redundancy_seconds = if r.active == 0 {
-                Some(0)
-            } else {
-                policy::orders_duration_seconds(r.active, per_hour).map(|s| s + hold_off)
-            };
-            r.redundancy_from = takers;
             r.alert = readiness_alert(
                 &ca,
                 r.active,
