@@ -157,22 +157,7 @@ impl Api {
         .await
         .expect("response within 10 s")
         .expect("read response");
-        let out = String::from_utf8(out).expect("UTF-8 response");
-        let (head, body) = out.split_once("\r\n\r\n").expect("response head");
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("status line: {head}"));
-        let ct = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-type")
-                    .then(|| v.trim().to_string())
-            })
-            .unwrap_or_default();
-        (status, ct, body.to_string())
+        crate::wire::parse_response(&String::from_utf8(out).expect("UTF-8 response"))
     }
 
     /// Runs every case and panics with all the failures.

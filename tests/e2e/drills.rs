@@ -80,22 +80,7 @@ async fn dry_drill_changes_nothing(mut cas: TwoCas, store_url: String) {
     for s in ["ok1", "ok2", "comp"] {
         server.wait_ready(&n(s), 120).await;
     }
-    // B goes away: nothing re-issues a standby from it meanwhile.
-    cas.b.stop();
-    let (st, body) = post(
-        &server,
-        &format!("/v1/names/{}/compromise", n("comp")),
-        json!({"slot": "backup", "reason": "key found in a paste"}),
-    )
-    .await;
-    assert_eq!(st, 202, "{body}");
-    let (st, body) = server
-        .create(json!({"name": n("nostd"), "cas": ["pebble-a", "pebble-b"]}))
-        .await;
-    assert_eq!(st, 201, "{body}");
-    server
-        .wait_for(&n("nostd"), 60, |v| v["primary"]["serial"].is_string())
-        .await;
+    crate::readiness::break_standbys(&server, &mut cas, &n("comp"), &n("nostd")).await;
     let all: Vec<String> = ["ok1", "ok2", "comp", "nostd"]
         .iter()
         .map(|s| n(s))

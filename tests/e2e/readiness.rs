@@ -20,6 +20,33 @@ fn ca<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
+/// Two defects in a fleet on A (primary) and B (backup): CA B goes away
+/// (nothing re-issues a standby from it meanwhile), `compromised`'s backup
+/// key is reported compromised, and `no_standby` is created then, so only
+/// its primary is issued.
+pub(crate) async fn break_standbys(
+    server: &Server,
+    cas: &mut TwoCas,
+    compromised: &str,
+    no_standby: &str,
+) {
+    cas.b.stop();
+    let (st, body) = post(
+        server,
+        &format!("/v1/names/{compromised}/compromise"),
+        json!({"slot": "backup", "reason": "key found in a paste"}),
+    )
+    .await;
+    assert_eq!(st, 202, "{body}");
+    let (st, body) = server
+        .create(json!({"name": no_standby, "cas": ["pebble-a", "pebble-b"]}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    server
+        .wait_for(no_standby, 60, |v| v["primary"]["serial"].is_string())
+        .await;
+}
+
 async fn fleet_with_defects(mut cas: TwoCas, store_url: String) {
     let not_a_dir = cas.dir().join("not-a-dir");
     std::fs::write(&not_a_dir, "a file where a directory should be").expect("write");
@@ -40,8 +67,6 @@ async fn fleet_with_defects(mut cas: TwoCas, store_url: String) {
     for s in ["ok1", "ok2", "comp", "dep"] {
         server.wait_ready(&n(s), 120).await;
     }
-    // B goes away: nothing re-issues a standby from it meanwhile.
-    cas.b.stop();
     // ok2 is active on B (its standby on A is fine).
     let (st, body) = post(
         &server,
@@ -56,13 +81,7 @@ async fn fleet_with_defects(mut cas: TwoCas, store_url: String) {
             v["state"] == "ready" && v["primary"]["reprovision"].is_null()
         })
         .await;
-    let (st, body) = post(
-        &server,
-        &format!("/v1/names/{}/compromise", n("comp")),
-        json!({"slot": "backup", "reason": "key found in a paste"}),
-    )
-    .await;
-    assert_eq!(st, 202, "{body}");
+    break_standbys(&server, &mut cas, &n("comp"), &n("nostd")).await;
     let (st, body) = put(
         &server,
         &format!("/v1/names/{}/deploy", n("dep")),
@@ -70,13 +89,6 @@ async fn fleet_with_defects(mut cas: TwoCas, store_url: String) {
     )
     .await;
     assert_eq!(st, 200, "{body}");
-    let (st, body) = server
-        .create(json!({"name": n("nostd"), "cas": ["pebble-a", "pebble-b"]}))
-        .await;
-    assert_eq!(st, 201, "{body}");
-    server
-        .wait_for(&n("nostd"), 60, |v| v["primary"]["serial"].is_string())
-        .await;
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let report = loop {

@@ -63,7 +63,11 @@ where
     // A TLS peer that closes without close_notify ends the read with an
     // error after the data: what was read counts.
     let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out)).await;
-    let out = String::from_utf8_lossy(&out).to_string();
+    parse_response(&String::from_utf8_lossy(&out))
+}
+
+/// An HTTP/1.1 answer as (status, content type, body).
+pub(crate) fn parse_response(out: &str) -> (u16, String, String) {
     let Some((head, body)) = out.split_once("\r\n\r\n") else {
         panic!(
             "no response head in {:?}",
