@@ -315,17 +315,7 @@ pub(super) async fn operations(api: &ApiArgs, action: OperationsAction) -> anyho
             wait,
             wait_timeout,
         } => {
-            let id = if id == "latest" {
-                let v = client
-                    .request(reqwest::Method::GET, "/v1/operations?limit=1", None)
-                    .await?;
-                v["items"][0]["id"]
-                    .as_str()
-                    .context("there is no operation yet")?
-                    .to_string()
-            } else {
-                id
-            };
+            let id = latest_or(&client, id, "/v1/operations", "operation").await?;
             if wait {
                 follow(&client, &id, wait_timeout).await?;
             } else {
@@ -650,17 +640,7 @@ pub(super) async fn drill(api: &ApiArgs, action: DrillAction) -> anyhow::Result<
             wait,
             wait_timeout,
         } => {
-            let id = if id == "latest" {
-                let v = client
-                    .request(reqwest::Method::GET, "/v1/drills?limit=1", None)
-                    .await?;
-                v["items"][0]["id"]
-                    .as_str()
-                    .context("there is no drill yet")?
-                    .to_string()
-            } else {
-                id
-            };
+            let id = latest_or(&client, id, "/v1/drills", "drill").await?;
             (id, wait, wait_timeout)
         }
     };
@@ -760,4 +740,19 @@ fn drill_text(d: &Value) -> String {
         }
     }
     out
+}
+
+/// `id`, or for `latest` the newest item of the list at `list` (an
+/// operation, a drill).
+async fn latest_or(client: &Client, id: String, list: &str, what: &str) -> anyhow::Result<String> {
+    if id != "latest" {
+        return Ok(id);
+    }
+    let v = client
+        .request(reqwest::Method::GET, &format!("{list}?limit=1"), None)
+        .await?;
+    Ok(v["items"][0]["id"]
+        .as_str()
+        .with_context(|| format!("there is no {what} yet"))?
+        .to_string())
 }

@@ -88,6 +88,26 @@ pub(super) async fn refresh_swap_facts<C: ConnectionTrait>(
     name_id: &str,
     slot: Slot,
 ) -> Result<(), StoreError> {
+    swap_facts(c, name_id, slot, false).await
+}
+
+/// [`refresh_swap_facts`] for a slot that just got a new certificate: in
+/// the same statement, the slot is no longer superseded (a real standby
+/// again) unless an operation still waits to replace it.
+pub(super) async fn install_swap_facts<C: ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    slot: Slot,
+) -> Result<(), StoreError> {
+    swap_facts(c, name_id, slot, true).await
+}
+
+async fn swap_facts<C: ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    slot: Slot,
+    installed: bool,
+) -> Result<(), StoreError> {
     // PostgreSQL: lock the name first, so the UPDATE below (a new statement,
     // a new snapshot) reads the slots as committed after any concurrent
     // change to the same name, never an older certificate's facts. `FOR NO
@@ -106,13 +126,21 @@ pub(super) async fn refresh_swap_facts<C: ConnectionTrait>(
     let current = "FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
                    JOIN private_keys k ON k.id = c.private_key_id \
                    WHERE s.name_id = names.id AND s.slot = $2";
+    let superseded = if installed {
+        format!(
+            ", {s}_superseded_by = CASE WHEN {s}_reprovision_op IS NULL THEN NULL \
+             ELSE {s}_superseded_by END"
+        )
+    } else {
+        String::new()
+    };
     exec(
         c,
         &format!(
             "UPDATE names SET {s}_cert_ca = (SELECT c.ca_id {current}), \
              {s}_spki = (SELECT c.spki_sha256 {current}), \
              {s}_usable_until = (SELECT CASE WHEN c.revoked_at IS NOT NULL OR k.compromised \
-             THEN 0 ELSE c.not_after END {current}) WHERE id = $1"
+             THEN 0 ELSE c.not_after END {current}){superseded} WHERE id = $1"
         ),
         vec![name_id.into(), s.into()],
     )

@@ -10,7 +10,7 @@ use crate::keys::seal::Sealed;
 
 use super::StoreError;
 use super::audit::{AuditDetails, AuditEvent, insert_audit};
-use super::names::refresh_swap_facts;
+use super::names::install_swap_facts;
 use super::rows::OrderSummary;
 use super::sql::{all, exec, get, is_unique_violation, new_id, one, with_tx};
 use super::swap_scope::rekeyed;
@@ -451,19 +451,7 @@ impl Orders {
             )
             .await?;
             let slot_enum: Slot = slot.parse().map_err(StoreError::Db)?;
-            // A new certificate is a real standby again, unless an
-            // operation still waits to replace this slot.
-            exec(
-                tx,
-                &format!(
-                    "UPDATE names SET {s}_superseded_by = NULL WHERE id = $1 \
-                     AND {s}_superseded_by IS NOT NULL AND {s}_reprovision_op IS NULL",
-                    s = slot_enum.as_str()
-                ),
-                vec![name_id.clone().into()],
-            )
-            .await?;
-            refresh_swap_facts(tx, &name_id, slot_enum).await?;
+            install_swap_facts(tx, &name_id, slot_enum).await?;
             // The name serves a revoked certificate or a compromised key (its
             // standby was not usable when that was found): the new certificate
             // in the other slot takes over at once.
