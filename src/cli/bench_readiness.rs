@@ -1,8 +1,8 @@
 //! `twincert bench readiness`: how long one emergency readiness
 //! computation takes over N names. It seeds N synthetic names (two valid
 //! certificates each, every name active on one CA, its standby on the
-//! other; a share of the standbys made unusable so the samples are
-//! exercised), then times the computation the readiness controller runs.
+//! other, so every name is safe and no sample is drawn), then times the
+//! computation the readiness controller runs.
 
 use std::sync::Arc;
 use std::time::Instant;

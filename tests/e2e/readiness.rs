@@ -193,3 +193,32 @@ async fn readiness_lists_every_defect_with_its_reason_on_postgres() {
     let cas = TwoCas::start(0).await;
     fleet_with_defects(cas, fresh_pg_database(&base).await).await;
 }
+
+/// `twincert bench readiness` as a test: every synthetic name is active
+/// on one CA with a usable standby on the other, so all are counted safe.
+#[test]
+fn the_readiness_benchmark_counts_every_synthetic_name_safe() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+        .args([
+            "bench",
+            "readiness",
+            "--names",
+            "300",
+            "--runs",
+            "1",
+            "-o",
+            "json",
+        ])
+        .output()
+        .expect("run the benchmark");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON figures");
+    assert_eq!(v["names"], 300, "{v:#}");
+    assert_eq!(v["report_names"], 300, "{v:#}");
+    assert_eq!(v["report_safe"], 300, "{v:#}");
+    assert!(v["best_seconds"].as_f64().is_some(), "{v:#}");
+}
