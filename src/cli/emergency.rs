@@ -472,17 +472,18 @@ fn readiness_table(v: &Value) -> String {
     ));
     let cas = v["cas"].as_array().cloned().unwrap_or_default();
     for c in &cas {
+        // Numbers as numbers: a JSON value ignores the column width.
+        let int = |k: &str| c[k].as_i64().unwrap_or(0);
         out.push_str(&format!(
             "{:<20} {:>8} {:>8} {:>6.1}% {:>16} {:>19}  {}\n",
             c["ca"].as_str().unwrap_or_default(),
-            c["active"],
-            c["safe"],
+            int("active"),
+            int("safe"),
             c["safe_share"].as_f64().unwrap_or(1.0) * 100.0,
-            c["time_to_safety_seconds"],
-            match &c["time_to_redundancy_seconds"] {
-                Value::Null => "never (no CA)".to_string(),
-                t => t.to_string(),
-            },
+            int("time_to_safety_seconds"),
+            c["time_to_redundancy_seconds"]
+                .as_i64()
+                .map_or_else(|| "never (no CA)".to_string(), |t| t.to_string()),
             c["alert"].as_str().unwrap_or("-"),
         ));
     }
@@ -503,7 +504,11 @@ fn readiness_table(v: &Value) -> String {
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            out.push_str(&format!("  {reason:<26} {n:>8}  {}\n", sample.join(", ")));
+            out.push_str(&format!(
+                "  {reason:<26} {:>8}  {}\n",
+                n.as_i64().unwrap_or(0),
+                sample.join(", ")
+            ));
         }
     }
     out
