@@ -712,7 +712,7 @@ async fn twincert_run_with(
     let clock = SystemClock;
     let mut providers: Vec<Arc<dyn twincert::providers::dns::DnsProvider>> = Vec::new();
     for p in cfg.dns_providers.values() {
-        providers.push(Arc::new(twincert::providers::dns::Rfc2136::new(p)?));
+        providers.push(twincert::providers::dns::build(p)?);
     }
     let worker = Arc::new(
         Supervisor::builder(

@@ -308,11 +308,9 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut dns_providers: Vec<Arc<dyn crate::providers::dns::DnsProvider>> = Vec::new();
-    // An API process runs no worker and was given no TSIG secrets.
+    // An API process runs no worker and was given no DNS credentials.
     for p in cfg.dns_providers.values().filter(|_| role != Role::Api) {
-        dns_providers.push(Arc::new(
-            crate::providers::dns::Rfc2136::new(p).map_err(|e| anyhow::anyhow!("{e}"))?,
-        ));
+        dns_providers.push(crate::providers::dns::build(p).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
     let dns01_available = !cfg.dns_providers.is_empty();
     let sealer = Arc::new(secrets.sealer);

@@ -1,6 +1,7 @@
 //! The `[dns]` section (where DNS-01 lookups go, how long propagation may
-//! take) and the `[[dns_providers]]` entries (RFC 2136 servers with their
-//! TSIG keys, validated into the provider's own [`DnsProviderConfig`]).
+//! take) and the `[[dns_providers]]` entries (each validated into its
+//! kind's own settings type, so providers do not depend on the file's
+//! shape; a zone belongs to one provider).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigError, invalid, resolve};
-use crate::providers::dns::DnsProviderConfig;
+use super::{ConfigError, invalid, read_secret};
+use crate::providers::dns::{DnsProviderConfig, DnsProviderKind, Rfc2136Settings};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -23,16 +24,20 @@ pub(super) struct RawDns {
     manual_expiry_seconds: Option<i64>,
 }
 
-#[derive(Debug, Deserialize, Default, Clone)]
+/// One `[[dns_providers]]` entry as written: `id`, `kind` and `zones`,
+/// which every kind has, and the fields of its kind, which the kind's own
+/// raw struct below reads (refusing unknown ones).
+pub(super) type RawDnsProvider = toml::Table;
+
+/// The fields of a `kind = "rfc2136"` entry.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawDnsProvider {
-    id: String,
-    kind: String,
+struct RawRfc2136 {
     server: String,
-    zones: Vec<String>,
     tsig_key_name: String,
     tsig_algorithm: Option<String>,
     tsig_secret_file: Option<PathBuf>,
+    tsig_secret_env: Option<String>,
     tsig_secret: Option<String>,
 }
 
@@ -89,83 +94,304 @@ pub(super) fn validate_dns(raw: RawDns) -> Result<DnsConfig, ConfigError> {
     Ok(dns_config)
 }
 
+/// The kinds of DNS provider, as `kind` names them.
+const KINDS: &[&str] = &["rfc2136"];
+
 pub(super) fn validate_dns_providers(
     raw: &[RawDnsProvider],
     base: &Path,
     credentials: bool,
 ) -> Result<BTreeMap<String, DnsProviderConfig>, ConfigError> {
-    let mut dns_providers = BTreeMap::new();
-    for (i, p) in raw.iter().enumerate() {
+    let mut dns_providers: BTreeMap<String, DnsProviderConfig> = BTreeMap::new();
+    // Zone → the provider that claimed it first.
+    let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+    for (i, entry) in raw.iter().enumerate() {
         let key = |k: &str| format!("dns_providers[{i}].{k}");
-        if crate::domain::ManagedNameId::parse(&p.id).is_err() || dns_providers.contains_key(&p.id)
-        {
-            return Err(invalid(&key("id"), &p.id, "must be a unique lower-case id"));
+        let mut rest = entry.clone();
+        let id = take_string(&mut rest, &key("id"))?;
+        if crate::domain::ManagedNameId::parse(&id).is_err() || dns_providers.contains_key(&id) {
+            return Err(invalid(&key("id"), &id, "must be a unique lower-case id"));
         }
-        if p.kind != "rfc2136" {
-            return Err(invalid(&key("kind"), &p.kind, "the only kind is 'rfc2136'"));
-        }
-        let server: SocketAddr = p
-            .server
-            .parse()
-            .map_err(|_| invalid(&key("server"), &p.server, "must be IP:PORT"))?;
+        let kind = take_string(&mut rest, &key("kind"))?;
+        let zone_values = match rest.remove("zones") {
+            Some(toml::Value::Array(a)) => a,
+            Some(other) => {
+                return Err(invalid(
+                    &key("zones"),
+                    other,
+                    "must be a list of zone names",
+                ));
+            }
+            None => {
+                return Err(invalid(
+                    &key("zones"),
+                    "(missing)",
+                    "list the zones it serves",
+                ));
+            }
+        };
         let mut zones = Vec::new();
-        for z in &p.zones {
-            let zone = crate::domain::DnsName::parse(z)
-                .map_err(|e| invalid(&key("zones"), z, e.to_string()))?;
-            zones.push(zone.as_str().to_string());
+        for z in &zone_values {
+            let text = z
+                .as_str()
+                .ok_or_else(|| invalid(&key("zones"), z, "must be a list of zone names"))?;
+            let zone = crate::domain::DnsName::parse(text)
+                .map_err(|e| invalid(&key("zones"), text, e.to_string()))?;
+            let zone = zone.as_str().to_string();
+            if let Some(other) = claimed.get(&zone) {
+                return Err(invalid(
+                    &key("zones"),
+                    &zone,
+                    format!(
+                        "dns provider '{other}' already serves this zone; a zone belongs to one \
+                         provider (a sub-zone may go to another)"
+                    ),
+                ));
+            }
+            if zones.contains(&zone) {
+                return Err(invalid(&key("zones"), &zone, "is listed twice"));
+            }
+            zones.push(zone);
         }
         if zones.is_empty() {
             return Err(invalid(&key("zones"), "[]", "list at least one zone"));
         }
-        let algorithm = p
-            .tsig_algorithm
-            .clone()
-            .unwrap_or_else(|| "hmac-sha256".into());
-        if !["hmac-sha256", "hmac-sha384", "hmac-sha512"].contains(&algorithm.as_str()) {
-            return Err(invalid(
-                &key("tsig_algorithm"),
-                &algorithm,
-                "must be hmac-sha256, hmac-sha384 or hmac-sha512",
-            ));
-        }
-        let secret = match (&p.tsig_secret, &p.tsig_secret_file) {
-            (Some(s), None) => s.trim().to_string(),
-            (None, Some(_)) if !credentials => String::new(),
-            (None, Some(f)) => {
-                let f = resolve(base, f.clone());
-                std::fs::read_to_string(&f)
-                    .map_err(|e| invalid(&key("tsig_secret_file"), f.display(), e.to_string()))?
-                    .trim()
-                    .to_string()
-            }
-            _ => {
+        let ctx = KindContext {
+            index: i,
+            kind: &kind,
+            base,
+            credentials,
+        };
+        let kind = match kind.as_str() {
+            "rfc2136" => DnsProviderKind::Rfc2136(rfc2136(&ctx, kind_fields(&ctx, rest)?)?),
+            other => {
                 return Err(invalid(
-                    &key("tsig_secret"),
-                    "(secret)",
-                    "give exactly one of tsig_secret and tsig_secret_file",
+                    &key("kind"),
+                    other,
+                    format!("unknown kind; one of: {}", KINDS.join(", ")),
                 ));
             }
         };
-        {
-            use base64::Engine as _;
-            if base64::engine::general_purpose::STANDARD
-                .decode(&secret)
-                .is_err()
-            {
-                return Err(invalid(&key("tsig_secret"), "(secret)", "is not base64"));
-            }
+        for z in &zones {
+            claimed.insert(z.clone(), id.clone());
         }
-        dns_providers.insert(
-            p.id.clone(),
-            DnsProviderConfig {
-                id: p.id.clone(),
-                server,
-                zones,
-                tsig_key_name: p.tsig_key_name.clone(),
-                tsig_algorithm: algorithm,
-                tsig_secret_b64: secret,
-            },
-        );
+        dns_providers.insert(id.clone(), DnsProviderConfig { id, zones, kind });
     }
     Ok(dns_providers)
+}
+
+/// What a kind's validation needs to know about its entry.
+struct KindContext<'a> {
+    index: usize,
+    kind: &'a str,
+    base: &'a Path,
+    credentials: bool,
+}
+
+impl KindContext<'_> {
+    /// The dotted path of one of the entry's fields.
+    fn key(&self, field: &str) -> String {
+        format!("dns_providers[{}].{field}", self.index)
+    }
+
+    /// A credential given as exactly one of `<name>` (inline),
+    /// `<name>_file` (a file, trimmed) or `<name>_env` (an environment
+    /// variable). Without `credentials` (an API process, a migration) only
+    /// the choice is checked and the value is empty.
+    fn credential(
+        &self,
+        name: &str,
+        inline: Option<&str>,
+        file: Option<&Path>,
+        env: Option<&str>,
+    ) -> Result<String, ConfigError> {
+        let given = [inline.is_some(), file.is_some(), env.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(invalid(
+                &self.key(name),
+                "(secret)",
+                format!("give exactly one of {name}, {name}_file and {name}_env"),
+            ));
+        }
+        if let Some(v) = inline {
+            return Ok(v.trim().to_string());
+        }
+        let field = if file.is_some() {
+            format!("{name}_file")
+        } else {
+            format!("{name}_env")
+        };
+        Ok(
+            read_secret(&self.key(&field), file, env, self.base, self.credentials)?
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// Removes a required string field from an entry.
+fn take_string(t: &mut toml::Table, key: &str) -> Result<String, ConfigError> {
+    match t.remove(key.rsplit('.').next().unwrap_or(key)) {
+        Some(toml::Value::String(s)) => Ok(s),
+        Some(other) => Err(invalid(key, other, "must be a string")),
+        None => Err(invalid(key, "(missing)", "is required")),
+    }
+}
+
+/// The rest of an entry read as its kind's fields; an unknown or missing
+/// field is named with the entry's path.
+fn kind_fields<T: serde::de::DeserializeOwned>(
+    ctx: &KindContext<'_>,
+    rest: toml::Table,
+) -> Result<T, ConfigError> {
+    toml::Value::Table(rest)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            ConfigError::Parse(format!(
+                "dns_providers[{}] (kind '{}'): {}",
+                ctx.index,
+                ctx.kind,
+                e.message()
+            ))
+        })
+}
+
+fn rfc2136(ctx: &KindContext<'_>, p: RawRfc2136) -> Result<Rfc2136Settings, ConfigError> {
+    let server: SocketAddr = p
+        .server
+        .parse()
+        .map_err(|_| invalid(&ctx.key("server"), &p.server, "must be IP:PORT"))?;
+    let algorithm = p
+        .tsig_algorithm
+        .clone()
+        .unwrap_or_else(|| "hmac-sha256".into());
+    if !["hmac-sha256", "hmac-sha384", "hmac-sha512"].contains(&algorithm.as_str()) {
+        return Err(invalid(
+            &ctx.key("tsig_algorithm"),
+            &algorithm,
+            "must be hmac-sha256, hmac-sha384 or hmac-sha512",
+        ));
+    }
+    let secret = ctx.credential(
+        "tsig_secret",
+        p.tsig_secret.as_deref(),
+        p.tsig_secret_file.as_deref(),
+        p.tsig_secret_env.as_deref(),
+    )?;
+    {
+        use base64::Engine as _;
+        if base64::engine::general_purpose::STANDARD
+            .decode(&secret)
+            .is_err()
+        {
+            return Err(invalid(
+                &ctx.key("tsig_secret"),
+                "(secret)",
+                "is not base64",
+            ));
+        }
+    }
+    Ok(Rfc2136Settings {
+        server,
+        tsig_key_name: p.tsig_key_name,
+        tsig_algorithm: algorithm,
+        tsig_secret_b64: secret,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(text: &str) -> Vec<RawDnsProvider> {
+        #[derive(Deserialize)]
+        struct File {
+            dns_providers: Vec<RawDnsProvider>,
+        }
+        toml::from_str::<File>(text)
+            .expect("test TOML parses")
+            .dns_providers
+    }
+
+    fn check(text: &str) -> Result<BTreeMap<String, DnsProviderConfig>, String> {
+        validate_dns_providers(&entries(text), Path::new("/"), true).map_err(|e| e.to_string())
+    }
+
+    const BIND: &str = r#"
+[[dns_providers]]
+id = "bind"
+kind = "rfc2136"
+server = "127.0.0.1:53"
+zones = ["example.test"]
+tsig_key_name = "k"
+tsig_secret = "c2VjcmV0"
+"#;
+
+    #[test]
+    fn provider_entries_are_checked_field_by_field_and_zones_belong_to_one_provider() {
+        let ok = check(BIND).expect("valid");
+        assert_eq!(ok["bind"].zones, vec!["example.test".to_string()]);
+        assert_eq!(ok["bind"].kind.name(), "rfc2136");
+        // A sub-zone may go to another provider; the same zone may not.
+        let sub = BIND.replace("\"bind\"", "\"sub\"").replace(
+            "[\"example.test\"]",
+            "[\"sub.example.test\", \"other.test\"]",
+        );
+        let both = check(&format!("{BIND}{sub}")).expect("sub-zone is fine");
+        assert_eq!(both.len(), 2);
+        let cases: &[(String, &[&str])] = &[
+            (
+                format!("{BIND}{}", BIND.replace("\"bind\"", "\"again\"")),
+                &["dns_providers[1].zones", "'bind' already serves"],
+            ),
+            (
+                BIND.replace("rfc2136", "route66"),
+                &["dns_providers[0].kind", "route66", "unknown kind"],
+            ),
+            (
+                BIND.replace("tsig_key_name", "tsig_kee_name"),
+                &["dns_providers[0] (kind 'rfc2136')", "tsig_kee_name"],
+            ),
+            (
+                BIND.replace("tsig_secret = \"c2VjcmV0\"", ""),
+                &["dns_providers[0].tsig_secret", "exactly one of"],
+            ),
+            (
+                BIND.replace(
+                    "tsig_secret = \"c2VjcmV0\"",
+                    "tsig_secret = \"c2VjcmV0\"\ntsig_secret_env = \"X\"",
+                ),
+                &["exactly one of tsig_secret, tsig_secret_file and tsig_secret_env"],
+            ),
+            (
+                BIND.replace("c2VjcmV0", "not base64!"),
+                &["dns_providers[0].tsig_secret", "not base64"],
+            ),
+            (
+                BIND.replace("[\"example.test\"]", "[]"),
+                &["dns_providers[0].zones", "at least one"],
+            ),
+            (
+                BIND.replace("[\"example.test\"]", "[\"a.test\", \"A.test.\"]"),
+                &["dns_providers[0].zones", "twice"],
+            ),
+            (
+                BIND.replace("id = \"bind\"\n", ""),
+                &["dns_providers[0].id", "required"],
+            ),
+            (
+                BIND.replace(
+                    "tsig_secret = \"c2VjcmV0\"",
+                    "tsig_secret_env = \"TWINCERT_TEST_UNSET_SECRET\"",
+                ),
+                &["dns_providers[0].tsig_secret_env", "not set"],
+            ),
+        ];
+        for (text, wants) in cases {
+            let err = check(text).expect_err(text);
+            for want in *wants {
+                assert!(err.contains(want), "{want:?} not in {err:?}");
+            }
+            assert!(!err.contains("c2VjcmV0"), "a secret leaked: {err}");
+        }
+    }
 }

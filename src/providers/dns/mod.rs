@@ -12,8 +12,47 @@ mod rfc2136;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
-pub use rfc2136::{DnsProviderConfig, Rfc2136};
+pub use rfc2136::{Rfc2136, Rfc2136Settings};
+
+/// One `[[dns_providers]]` entry as `config` validated it: the id, the
+/// zones it serves (records for a name go to the provider with the longest
+/// matching zone) and the settings of its kind.
+#[derive(Debug, Clone)]
+pub struct DnsProviderConfig {
+    /// Configured id.
+    pub id: String,
+    /// Zones (apex names, lower case, no trailing dot); no two providers
+    /// claim the same one.
+    pub zones: Vec<String>,
+    /// What kind of provider, with its settings.
+    pub kind: DnsProviderKind,
+}
+
+/// The provider kinds and their settings. Each kind's settings type lives
+/// in that kind's file and keeps its credentials out of `Debug`.
+#[derive(Debug, Clone)]
+pub enum DnsProviderKind {
+    /// `kind = "rfc2136"`: dynamic updates signed with TSIG.
+    Rfc2136(Rfc2136Settings),
+}
+
+impl DnsProviderKind {
+    /// The `kind` value in the configuration file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DnsProviderKind::Rfc2136(_) => "rfc2136",
+        }
+    }
+}
+
+/// The provider a validated configuration entry describes.
+pub fn build(cfg: &DnsProviderConfig) -> Result<Arc<dyn DnsProvider>, DnsError> {
+    Ok(match &cfg.kind {
+        DnsProviderKind::Rfc2136(s) => Arc::new(Rfc2136::new(&cfg.id, &cfg.zones, s)?),
+    })
+}
 
 /// A failed provider call, worded for the operator; never contains a secret.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -2,7 +2,7 @@
 //! hickory-net. Works with BIND, Knot, PowerDNS and most self-hosted
 //! authoritative servers.
 //!
-//! The provider's settings ([`DnsProviderConfig`]) are defined here and
+//! The provider's settings ([`Rfc2136Settings`]) are defined here and
 //! filled by `config` from a `[[dns_providers]]` entry, so the provider
 //! does not depend on the configuration file's shape.
 
@@ -20,16 +20,12 @@ use hickory_net::xfer::DnsMultiplexer;
 
 use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
 
-/// One DNS provider (RFC 2136 with TSIG) and the zones it may change, as
-/// the `[[dns_providers]]` configuration validated it.
+/// An RFC 2136 server and its TSIG key (`kind = "rfc2136"`), as the
+/// `[[dns_providers]]` configuration validated them.
 #[derive(Clone)]
-pub struct DnsProviderConfig {
-    /// Configured id.
-    pub id: String,
+pub struct Rfc2136Settings {
     /// The primary server accepting updates.
     pub server: SocketAddr,
-    /// Zones (apex names, lower case, no trailing dot).
-    pub zones: Vec<String>,
     /// TSIG key name.
     pub tsig_key_name: String,
     /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
@@ -38,12 +34,10 @@ pub struct DnsProviderConfig {
     pub tsig_secret_b64: String,
 }
 
-impl std::fmt::Debug for DnsProviderConfig {
+impl std::fmt::Debug for Rfc2136Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DnsProviderConfig")
-            .field("id", &self.id)
+        f.debug_struct("Rfc2136Settings")
             .field("server", &self.server)
-            .field("zones", &self.zones)
             .field("tsig_key_name", &self.tsig_key_name)
             .field("tsig_algorithm", &self.tsig_algorithm)
             .finish_non_exhaustive()
@@ -75,16 +69,11 @@ const TTL: u32 = 60;
 
 impl Rfc2136 {
     /// A provider from its configuration.
-    pub fn new(cfg: &DnsProviderConfig) -> Result<Rfc2136, DnsError> {
+    pub fn new(id: &str, zones: &[String], cfg: &Rfc2136Settings) -> Result<Rfc2136, DnsError> {
         use base64::Engine as _;
         let secret = base64::engine::general_purpose::STANDARD
             .decode(&cfg.tsig_secret_b64)
-            .map_err(|_| {
-                DnsError(format!(
-                    "DNS provider {}: TSIG secret is not base64",
-                    cfg.id
-                ))
-            })?;
+            .map_err(|_| DnsError(format!("DNS provider {id}: TSIG secret is not base64")))?;
         let algorithm = match cfg.tsig_algorithm.as_str() {
             "hmac-sha384" => TsigAlgorithm::HmacSha384,
             "hmac-sha512" => TsigAlgorithm::HmacSha512,
@@ -92,16 +81,16 @@ impl Rfc2136 {
         };
         let key_name = Name::from_ascii(&cfg.tsig_key_name).map_err(|e| {
             DnsError(format!(
-                "DNS provider {}: bad TSIG key name '{}': {e}",
-                cfg.id, cfg.tsig_key_name
+                "DNS provider {id}: bad TSIG key name '{}': {e}",
+                cfg.tsig_key_name
             ))
         })?;
         let signer = TSigner::new(secret, algorithm, key_name, 300)
-            .map_err(|e| DnsError(format!("DNS provider {}: TSIG: {e}", cfg.id)))?;
+            .map_err(|e| DnsError(format!("DNS provider {id}: TSIG: {e}")))?;
         Ok(Rfc2136 {
-            id: cfg.id.clone(),
+            id: id.to_string(),
             server: cfg.server,
-            zones: cfg.zones.clone(),
+            zones: zones.to_vec(),
             key_name: cfg.tsig_key_name.clone(),
             signer,
         })
