@@ -65,11 +65,13 @@ impl Modify for BearerAuth {
         super::deploy::show_deploy,
         super::deploy::set_deploy,
         super::deploy::request_check,
+        super::install::password,
+        super::install::download,
     ),
     components(schemas(
         super::deploy::DeploySettings, super::deploy::DeployView, super::deploy::DestinationState,
         super::deploy::CheckRequested, crate::store::DeploymentView, crate::store::EndpointView,
-        crate::store::EndpointSpec,
+        crate::store::EndpointSpec, super::install::PackagePassword,
         ProblemDoc, NamePage, EventPage, TokenList, CreatedToken, SwapResult, NameView, SlotView,
         OrderView, RevocationView, AriView, Delegation, ManualRecord, AuditEvent, TokenRecord, CaView, CaList, TrustResult,
         crate::store::SwapReport, CompromiseResult, super::emergency::SwapOutcome,
@@ -119,6 +121,11 @@ mod tests {
         let table: BTreeSet<(String, String)> = crate::api::ROUTES
             .iter()
             .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .chain(
+                crate::api::PUBLIC_ROUTES
+                    .iter()
+                    .map(|(m, p)| (m.to_string(), p.to_string())),
+            )
             .collect();
         assert_eq!(documented, table);
         let json = serde_json::to_value(&doc).expect("serializes");

@@ -47,7 +47,7 @@ pub use alerts::{AlertsConfig, SmtpConfig, SmtpSecurity};
 pub use cas::{CaConfig, DEFAULT_SAME_CA_HOLD_OFF};
 pub use deploy::{
     DEFAULT_KEEP_VERSIONS, DEFAULT_POST_DEPLOY_TIMEOUT, DeployConfig, Destination, FilesTarget,
-    KubeSource, KubeTarget, WebhookTarget,
+    KubeSource, KubeTarget, ManualTarget, PasswordDelivery, WebhookTarget,
 };
 pub use dns::DnsConfig;
 pub use drills::DrillsConfig;
@@ -200,6 +200,9 @@ pub struct Config {
     pub allow_cidrs: Vec<Cidr>,
     /// PEM certificate chain and key for HTTPS on the API listener.
     pub api_tls: Option<(PathBuf, PathBuf)>,
+    /// `server.public_url`: the API's address as people outside reach it
+    /// (no trailing `/`); the base of install-request download links.
+    pub public_url: Option<String>,
     /// `sqlite://…` or `postgres://…`.
     pub store_url: String,
     /// Master key file (when not given by `TWINCERT_MASTER_KEY`).
@@ -332,6 +335,34 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
     let dns = dns::validate_dns(raw.dns)?;
     let dns_providers = dns::validate_dns_providers(&raw.dns_providers, base, credentials)?;
     let secrets = server::validate_secrets(raw.secrets, base);
+    let deploy = deploy::validate_deploy(raw.deploy, raw.destinations, base, credentials)?;
+    let alerts = alerts::validate_alerts(raw.alerts, base, credentials)?;
+    // Install requests are mailed with a link to this API.
+    if let Some((id, _)) = deploy
+        .destinations
+        .iter()
+        .find(|(_, d)| matches!(d, Destination::Manual(_)))
+    {
+        if server.public_url.is_none() {
+            return Err(invalid(
+                "server.public_url",
+                "",
+                format!(
+                    "destination '{id}' is manual: its download links need the address people \
+                     reach this API at, e.g. public_url = \"https://twincert.example.com\""
+                ),
+            ));
+        }
+        if alerts.smtp.is_none() {
+            return Err(invalid(
+                "alerts.smtp",
+                "",
+                format!(
+                    "destination '{id}' is manual: install requests are mailed; configure [alerts.smtp]"
+                ),
+            ));
+        }
+    }
     Ok(Config {
         api_listen: server.api_listen,
         http01_listen: server.http01_listen,
@@ -339,6 +370,7 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
         request_timeout_seconds: server.request_timeout_seconds,
         allow_cidrs: server.allow_cidrs,
         api_tls: server.api_tls,
+        public_url: server.public_url,
         store_url,
         master_key_file: secrets.master_key_file,
         admin_token_file: secrets.admin_token_file,
@@ -355,8 +387,8 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
         dns,
         dns_providers,
         revocation: revocation::validate_revocation(raw.revocation)?,
-        deploy: deploy::validate_deploy(raw.deploy, raw.destinations, base, credentials)?,
-        alerts: alerts::validate_alerts(raw.alerts, base, credentials)?,
+        deploy,
+        alerts,
         readiness: readiness::validate_readiness(raw.readiness)?,
         drills: drills::validate_drills(raw.drills)?,
     })
