@@ -233,7 +233,9 @@ impl Packages {
         .transpose()
     }
 
-    /// The newest package of a name's destination.
+    /// The newest package of a name's destination: the one not superseded
+    /// (there is at most one; two made in the same second are ordered by
+    /// that), else the last superseded.
     pub async fn latest_package(
         &self,
         name_id: &str,
@@ -242,7 +244,8 @@ impl Packages {
         one(
             &self.db,
             "SELECT * FROM install_packages WHERE name_id = $1 AND destination = $2 \
-             ORDER BY created_at DESC, id DESC LIMIT 1",
+             ORDER BY CASE WHEN state = 'superseded' THEN 1 ELSE 0 END, created_at DESC, \
+             id DESC LIMIT 1",
             vec![name_id.into(), destination.into()],
         )
         .await?

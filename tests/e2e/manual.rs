@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::deploy::{serve_tls, set_deploy, smtp_sink, wait_deploy};
 use crate::emergency::{get, post};
-use crate::harness::{TwoCas, free_port};
+use crate::harness::{TwoCas, free_port, fresh_pg_database, pg_url_or_skip};
 use crate::server::{Server, ServerOptions};
 
 /// Where install links point (`server.public_url`); the tests fetch the
@@ -217,10 +217,27 @@ fn key_pubkey(dir: &Path, key_pem: &str, password: Option<&str>) -> (bool, Strin
 /// opened by openssl with the password only, PBES2/AES-256-CBC; `requested`
 /// without a failure or a check alert while the endpoint serves nothing;
 /// a reminder; then a TLS server built from the package confirms it, with
-/// the confirmation alert; downloads and requests are audited.
+/// the confirmation alert; downloads and requests are audited. On SQLite
+/// and on PostgreSQL.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_manual_destination_mails_a_package_that_installs_and_confirms() {
+async fn a_manual_destination_mails_a_package_that_installs_and_confirms_on_sqlite() {
     let cas = TwoCas::start(0).await;
+    let url = crate::emergency::sqlite_url(cas.dir());
+    install_request_flow(cas, url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manual_destination_mails_a_package_that_installs_and_confirms_on_postgres() {
+    let Some(base) = pg_url_or_skip(
+        "a_manual_destination_mails_a_package_that_installs_and_confirms_on_postgres",
+    ) else {
+        return;
+    };
+    let cas = TwoCas::start(0).await;
+    install_request_flow(cas, fresh_pg_database(&base).await).await;
+}
+
+async fn install_request_flow(cas: TwoCas, store_url: String) {
     let smtp_port = free_port();
     let spool = cas.dir().join("mail.txt");
     let _sink = smtp_sink(smtp_port, &spool).await;
@@ -229,7 +246,7 @@ async fn a_manual_destination_mails_a_package_that_installs_and_confirms() {
         smtp_port,
         "password_delivery = \"mail\"\nlink_ttl_hours = 1\nremind_after_hours = 0.002",
     );
-    let (server, view) = ready_name(&cas, cfg, name).await;
+    let (server, view) = ready_name(&cas, store_url, cfg, name).await;
     let serial = view["primary"]["serial"]
         .as_str()
         .expect("serial")
@@ -401,14 +418,47 @@ async fn a_manual_destination_mails_a_package_that_installs_and_confirms() {
     .await;
     let summary = v["endpoints"][0]["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("Certificate matched OK"), "{summary}");
-    let alerts = get(&server, "/v1/alerts?limit=100").await;
+    // The confirmation alert (one-shot: closed once mailed, so listed with
+    // `open=false`), mailed to the certificate admins.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mail = loop {
+        let found = messages(&spool)
+            .into_iter()
+            .find(|m| m.contains("is now served (confirmed by check)"));
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no confirmation mail; spool:\n{}",
+            std::fs::read_to_string(&spool).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(mail.contains("RCPT TO: certs@example.test"), "{mail}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alerts = loop {
+        let alerts = get(&server, "/v1/alerts?open=false&limit=100").await;
+        let confirmed = alerts["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|a| a["kind"] == "deploy_confirmed");
+        if confirmed {
+            break alerts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no deploy_confirmed alert: {alerts:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let kinds: Vec<&str> = alerts["items"]
         .as_array()
         .expect("items")
         .iter()
         .filter_map(|a| a["kind"].as_str())
         .collect();
-    assert!(kinds.contains(&"deploy_confirmed"), "{alerts:#}");
     assert!(
         !kinds.contains(&"deploy_check_failed"),
         "waiting for a person is not a failed check: {alerts:#}"
@@ -429,8 +479,13 @@ async fn a_manual_destination_mails_a_package_that_installs_and_confirms() {
 /// A server with `extra_config` and `server.public_url` (through the
 /// environment: the harness writes `[server]` itself), and `name` issued
 /// and ready: the server and the name's view.
-async fn ready_name(cas: &TwoCas, extra_config: String, name: &str) -> (Server, Value) {
-    let mut opts = ServerOptions::new(crate::emergency::sqlite_url(cas.dir()));
+async fn ready_name(
+    cas: &TwoCas,
+    store_url: String,
+    extra_config: String,
+    name: &str,
+) -> (Server, Value) {
+    let mut opts = ServerOptions::new(store_url);
     opts.extra_config = extra_config;
     opts.env = vec![("TWINCERT_SERVER_PUBLIC_URL".into(), PUBLIC_URL.into())];
     let server = Server::start(cas, opts).await;
@@ -453,7 +508,8 @@ async fn a_swap_supersedes_an_unclaimed_package_and_the_api_shows_the_password_o
     let _sink = smtp_sink(smtp_port, &spool).await;
     let name = "mailhost.example.test";
     let cfg = config(smtp_port, "password_delivery = \"api\"");
-    let (server, view) = ready_name(&cas, cfg, name).await;
+    let url = crate::emergency::sqlite_url(cas.dir());
+    let (server, view) = ready_name(&cas, url, cfg, name).await;
     let backup_serial = view["backup"]["serial"]
         .as_str()
         .expect("serial")
