@@ -321,3 +321,89 @@ pub(super) async fn password(
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(rsp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(state: &str, expires_at: i64, stored: bool) -> PackageRecord {
+        PackageRecord {
+            id: "p1".into(),
+            name_id: "a.example.test".into(),
+            destination: "appliances".into(),
+            serial: "01".into(),
+            state: state.into(),
+            one_time: true,
+            password_delivery: "api".into(),
+            created_at: 0,
+            expires_at,
+            downloads: 0,
+            downloaded_at: Some(50),
+            superseded_at: Some(60),
+            password_shown_at: None,
+            package: stored.then(|| crate::keys::seal::Sealed {
+                key_id: "k".into(),
+                nonce: vec![0; 12],
+                ciphertext: vec![1],
+            }),
+            password: None,
+        }
+    }
+
+    #[test]
+    fn a_link_is_gone_when_superseded_used_expired_or_wiped() {
+        let now = 100;
+        let cases = [
+            ("open, unexpired", package("open", 200, true), None),
+            (
+                "superseded",
+                package("superseded", 200, false),
+                Some("install-link-superseded"),
+            ),
+            (
+                "used once",
+                package("downloaded", 200, false),
+                Some("install-link-used"),
+            ),
+            (
+                "expired",
+                package("open", 100, true),
+                Some("install-link-expired"),
+            ),
+            (
+                "superseded wins over expired",
+                package("superseded", 10, false),
+                Some("install-link-superseded"),
+            ),
+            (
+                "wiped",
+                package("open", 200, false),
+                Some("install-link-used"),
+            ),
+        ];
+        for (label, p, want) in cases {
+            let got = gone_reason(&p, now);
+            assert_eq!(got.as_ref().map(Problem::kind), want, "{label}");
+            if let Some(g) = got {
+                assert_eq!(g.status().as_u16(), 410, "{label}");
+                assert!(
+                    g.detail().contains("twincert") || g.detail().contains("newest"),
+                    "{label}: {}",
+                    g.detail()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn failed_lookups_are_limited_per_address() {
+        let ip: IpAddr = "192.0.2.77".parse().expect("ip");
+        let other: IpAddr = "192.0.2.78".parse().expect("ip");
+        for _ in 0..FAILED_PER_WINDOW {
+            assert!(allowed(ip));
+            failed(ip);
+        }
+        assert!(!allowed(ip), "over the limit");
+        assert!(allowed(other), "another address is not affected");
+    }
+}

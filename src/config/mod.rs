@@ -598,6 +598,102 @@ tsig_secret_file = "/nonexistent/tsig"
         }
     }
 
+    /// A manual destination: its defaults, fractional hours, and every
+    /// refusal naming its key (the destination needs server.public_url
+    /// and mail).
+    #[test]
+    #[allow(clippy::type_complexity)] // a table of named cases reads best inline
+    fn manual_destinations_need_a_public_url_and_mail_and_name_bad_fields() {
+        const SMTP: &str = "[alerts.smtp]\nhost = \"127.0.0.1\"\nport = 25\n\
+                            security = \"none\"\nfrom = \"t@example.test\"\n";
+        let manual = |extra: &str| {
+            format!(
+                "{BASE}\n[[destinations]]\nid = \"appliances\"\nkind = \"manual\"\n{extra}\n{SMTP}"
+            )
+        };
+        let url = [(
+            "TWINCERT_SERVER_PUBLIC_URL",
+            "https://twincert.example.test/",
+        )];
+        let c = load(&manual(""), &url).expect("defaults");
+        assert_eq!(
+            c.public_url.as_deref(),
+            Some("https://twincert.example.test")
+        );
+        let Some(Destination::Manual(t)) = c.deploy.destinations.get("appliances") else {
+            panic!("not manual: {:?}", c.deploy.destinations);
+        };
+        assert_eq!(
+            *t,
+            ManualTarget {
+                password_delivery: PasswordDelivery::Api,
+                link_ttl_seconds: 72 * 3600,
+                one_time_link: true,
+                remind_after_seconds: 24 * 3600,
+            }
+        );
+        let c = load(
+            &manual(
+                "password_delivery = \"mail\"\nlink_ttl_hours = 0.5\n\
+                 one_time_link = false\nremind_after_hours = 0.002",
+            ),
+            &url,
+        )
+        .expect("set");
+        let Some(Destination::Manual(t)) = c.deploy.destinations.get("appliances") else {
+            panic!("not manual");
+        };
+        assert_eq!(t.password_delivery, PasswordDelivery::Mail);
+        assert_eq!((t.link_ttl_seconds, t.remind_after_seconds), (1800, 7));
+        assert!(!t.one_time_link);
+
+        let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+            (manual(""), vec![], "server.public_url"),
+            (manual("").replace(SMTP, ""), url.to_vec(), "alerts.smtp"),
+            (
+                manual("password_delivery = \"sms\""),
+                url.to_vec(),
+                "destinations.appliances.password_delivery = sms",
+            ),
+            (
+                manual("link_ttl_hours = 0"),
+                url.to_vec(),
+                "destinations.appliances.link_ttl_hours = 0",
+            ),
+            (
+                manual("remind_after_hours = 1000"),
+                url.to_vec(),
+                "destinations.appliances.remind_after_hours = 1000",
+            ),
+            (
+                manual(""),
+                vec![("TWINCERT_SERVER_PUBLIC_URL", "http://twincert.example.test")],
+                "only to a loopback address",
+            ),
+            (
+                manual(""),
+                vec![("TWINCERT_SERVER_PUBLIC_URL", "https://x.example.test/?a=1")],
+                "no query",
+            ),
+            (
+                manual(""),
+                vec![("TWINCERT_SERVER_PUBLIC_URL", "twincert.example.test")],
+                "server.public_url = twincert.example.test",
+            ),
+        ];
+        for (text, env, want) in cases {
+            let e = load(&text, &env).expect_err(want).to_string();
+            assert!(e.contains(want), "want '{want}' in: {e}");
+        }
+        // http to this machine is fine (tests, a local proxy).
+        let c = load(
+            &manual(""),
+            &[("TWINCERT_SERVER_PUBLIC_URL", "http://127.0.0.1:8443")],
+        )
+        .expect("loopback");
+        assert_eq!(c.public_url.as_deref(), Some("http://127.0.0.1:8443"));
+    }
+
     #[test]
     fn every_missing_ca_setting_is_named_in_one_error() {
         let text = format!(
