@@ -48,6 +48,11 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("POST", "/v1/names/{name}/deploy/check", Role::Deployer),
     (
         "POST",
+        "/v1/names/{name}/deploy/{destination}/redeploy",
+        Role::Deployer,
+    ),
+    (
+        "POST",
         "/v1/names/{name}/deploy/{destination}/password",
         Role::Operator,
     ),
@@ -174,6 +179,7 @@ pub fn audited_action(method: &Method, path: &str) -> Option<&'static str> {
         ("POST", "/v1/names/{name}/swap") => Some("name.swap"),
         ("PUT", "/v1/names/{name}/deploy") => Some("name.deploy"),
         ("POST", "/v1/names/{name}/deploy/{destination}/password") => Some("install.password"),
+        ("POST", "/v1/names/{name}/deploy/{destination}/redeploy") => Some("name.redeploy"),
         ("POST", "/v1/swaps") => Some("swap.mass"),
         ("POST", "/v1/names/{name}/compromise") => Some("name.compromise"),
         ("POST", "/v1/tokens") => Some("token.create"),

@@ -127,6 +127,10 @@ pub fn app(state: ApiState) -> Router {
             "/v1/names/{name}/deploy/{destination}/password",
             post(install::password),
         )
+        .route(
+            "/v1/names/{name}/deploy/{destination}/redeploy",
+            post(deploy::redeploy),
+        )
         .route("/v1/names/{name}/certificates/{slot}/key", get(private_key))
         .route("/v1/events", get(events))
         .route("/v1/tokens", post(create_token).get(list_tokens))

@@ -66,6 +66,7 @@ impl Modify for BearerAuth {
         super::deploy::set_deploy,
         super::deploy::request_check,
         super::install::password,
+        super::deploy::redeploy,
         super::install::download,
     ),
     components(schemas(

@@ -438,6 +438,32 @@ impl Deployments {
             .collect()
     }
 
+    /// Writes the active certificate to one destination of a name again at
+    /// the next pass (for a `manual` destination: a new install request,
+    /// superseding the last), audited in the same transaction. False when
+    /// the name has no such destination.
+    pub async fn redeploy(
+        &self,
+        name_id: &str,
+        destination: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        with_tx(&self.db, async |tx| {
+            let n = exec(
+                tx,
+                "UPDATE deployments SET cert_id = NULL, attempts = 0, next_attempt_at = $3, \
+                 updated_at = $3 WHERE name_id = $1 AND destination = $2",
+                vec![name_id.into(), destination.into(), audit.at.into()],
+            )
+            .await?;
+            if n == 1 {
+                insert_audit(tx, audit).await?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+
     /// Checks a name's endpoints at the next pass; how many it has.
     pub async fn request_checks(&self, name_id: &str, now: i64) -> Result<u64, StoreError> {
         schedule_checks(&self.db, name_id, now).await

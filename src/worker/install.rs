@@ -253,7 +253,7 @@ impl Deployer {
             let link_state = if r.state == "downloaded" || r.downloads > 0 {
                 "The package was downloaded; it only remains to install it.".to_string()
             } else if r.expires_at <= self.clock.now() {
-                "The download link has expired: ask the twincert operators for a new request."
+                "The download link has expired: ask the twincert operators for a new install request (they redeploy it)."
                     .to_string()
             } else {
                 format!(

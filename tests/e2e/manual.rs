@@ -619,6 +619,32 @@ async fn a_swap_supersedes_an_unclaimed_package_and_the_api_shows_the_password_o
     assert!(ok, "{from_key}");
     assert_eq!(from_key, cert_pubkey(cas.dir(), &chain));
 
+    // A lost package: an operator redeploys, a new request supersedes it.
+    let (st, v) = post(
+        &server,
+        &format!("/v1/names/{name}/deploy/appliance/redeploy"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(st, 202, "{v}");
+    let third = wait_mail(&server, &spool, "Install request", 3).await;
+    assert!(third.contains("replaces an earlier one"), "{third}");
+    assert_ne!(link_of(&third), link2);
+    assert_problem(
+        &download(&server, &link2).await,
+        410,
+        "install-link-superseded",
+    );
+    let (st, _) = post(
+        &server,
+        &format!("/v1/names/{name}/deploy/nowhere/redeploy"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(st, 404);
+
     let events = get(&server, "/v1/events?limit=200").await.to_string();
-    assert!(events.contains("install.password"), "{events}");
+    for action in ["install.password", "name.redeploy", "install.request"] {
+        assert!(events.contains(action), "{action} not audited: {events}");
+    }
 }
