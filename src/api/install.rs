@@ -75,6 +75,12 @@ fn failed(ip: IpAddr) {
     e.1 += 1;
 }
 
+/// An install package as downloaded: a tar archive (documentation only;
+/// the handler sends the bytes).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct PackageArchive(#[allow(dead_code)] Vec<u8>);
+
 /// Why a package cannot be had, as a 410 problem.
 fn gone_reason(p: &PackageRecord, now: i64) -> Option<Problem> {
     let at = |t: Option<i64>| t.map(crate::clock::rfc3339).unwrap_or_default();
@@ -111,7 +117,7 @@ fn gone_reason(p: &PackageRecord, now: i64) -> Option<Problem> {
     }
 }
 
-#[utoipa::path(get, path = "/install/{token}", params(("token" = String, Path, description = "the download token from the install-request mail")), responses((status = 200, description = "the install package: a tar archive with NAME.p12, NAME.pem and README.txt, encrypted with the package password", content_type = "application/x-tar", body = Vec<u8>), (status = 404, description = "no such link", body = ProblemDoc, content_type = "application/problem+json"), (status = 410, description = "the link was superseded, already used, or expired", body = ProblemDoc, content_type = "application/problem+json"), (status = 429, description = "too many failed lookups from this address", body = ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/install/{token}", params(("token" = String, Path, description = "the download token from the install-request mail")), responses((status = 200, description = "the install package: a tar archive with NAME.p12, NAME.pem and README.txt, encrypted with the package password", content_type = "application/x-tar", body = PackageArchive), (status = 404, description = "no such link", body = ProblemDoc, content_type = "application/problem+json"), (status = 410, description = "the link was superseded, already used, or expired", body = ProblemDoc, content_type = "application/problem+json"), (status = 429, description = "too many failed lookups from this address", body = ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn download(
     State(st): State<ApiState>,
     extensions: axum::http::Extensions,
