@@ -324,6 +324,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
         owner,
     );
     let delivery = crate::worker::Delivery::new(cfg.deploy.clone(), cfg.alerts.clone())
+        .map(|d| d.with_public_url(cfg.public_url.clone()))
         .map_err(|e| anyhow::anyhow!("deployment/alert channels: {e}"))?;
     // Always there: manual DNS-01 needs the lookups even without providers.
     let worker = Arc::new(

@@ -37,6 +37,7 @@ pub const TABLES: &[&str] = &[
     "notifications",
     "readiness",
     "drills",
+    "install_packages",
 ];
 
 /// Columns whose values come from a sequence on PostgreSQL (`{serial}`):
@@ -72,6 +73,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0011Redundancy),
             Box::new(M0012Readiness),
             Box::new(M0013Drills),
+            Box::new(M0015ManualDestination),
         ]
     }
 }
@@ -814,5 +816,62 @@ impl MigrationTrait for M0013Drills {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(manager, "DROP TABLE drills").await
+    }
+}
+
+/// Install requests of `manual` destinations (issue 19): one row per
+/// package mailed to a server's administrator. The download token is kept
+/// only as its SHA-256; the package and a password not yet shown are
+/// sealed (AEAD under a master key, as private keys are) and wiped once
+/// they can no longer be fetched. (M0014 is taken by a parallel change.)
+pub struct M0015ManualDestination;
+
+impl MigrationName for M0015ManualDestination {
+    fn name(&self) -> &str {
+        "m0015_manual_destination"
+    }
+}
+
+const MANUAL_DESTINATION: &str = r#"
+CREATE TABLE install_packages (
+    id                  TEXT PRIMARY KEY,
+    name_id             TEXT NOT NULL REFERENCES names(id) ON DELETE CASCADE,
+    destination         TEXT NOT NULL,
+    cert_id             TEXT NOT NULL,
+    serial              TEXT NOT NULL,
+    token_sha256        TEXT NOT NULL UNIQUE,
+    state               TEXT NOT NULL CHECK (state IN ('open', 'downloaded', 'superseded')),
+    one_time            BOOLEAN NOT NULL,
+    password_delivery   TEXT NOT NULL CHECK (password_delivery IN ('api', 'mail')),
+    contacts            TEXT NOT NULL,
+    master_key_id       TEXT,
+    nonce               {blob},
+    ciphertext          {blob},
+    password_key_id     TEXT,
+    password_nonce      {blob},
+    password_ciphertext {blob},
+    password_shown_at   BIGINT,
+    created_at          BIGINT NOT NULL,
+    expires_at          BIGINT NOT NULL,
+    downloads           INTEGER NOT NULL DEFAULT 0,
+    downloaded_at       BIGINT,
+    remind_at           BIGINT,
+    reminded_at         BIGINT,
+    superseded_at       BIGINT,
+    superseded_by       TEXT
+);
+CREATE INDEX install_packages_by_deployment ON install_packages (name_id, destination, created_at);
+CREATE INDEX install_packages_remind ON install_packages (remind_at)
+    WHERE remind_at IS NOT NULL
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0015ManualDestination {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, MANUAL_DESTINATION).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP TABLE install_packages").await
     }
 }

@@ -46,6 +46,16 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("GET", "/v1/names/{name}/deploy", Role::Viewer),
     ("PUT", "/v1/names/{name}/deploy", Role::Deployer),
     ("POST", "/v1/names/{name}/deploy/check", Role::Deployer),
+    (
+        "POST",
+        "/v1/names/{name}/deploy/{destination}/redeploy",
+        Role::Deployer,
+    ),
+    (
+        "POST",
+        "/v1/names/{name}/deploy/{destination}/password",
+        Role::Operator,
+    ),
     ("GET", "/v1/events", Role::Viewer),
     ("GET", "/v1/tokens", Role::Admin),
     ("POST", "/v1/tokens", Role::Admin),
@@ -69,6 +79,11 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("GET", "/v1/drills", Role::Viewer),
     ("GET", "/v1/drills/{id}", Role::Viewer),
 ];
+
+/// Routes outside the bearer-token table: their own secret in the path is
+/// the authorization (an install request's download link). The OpenAPI
+/// document lists them beside [`ROUTES`].
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("GET", "/install/{token}")];
 
 /// The minimum role for a route (method + path template), or `None` when
 /// the route has no decision (refused). HEAD is treated as GET.
@@ -163,6 +178,8 @@ pub fn audited_action(method: &Method, path: &str) -> Option<&'static str> {
         ("DELETE", "/v1/names/{name}") => Some("name.delete"),
         ("POST", "/v1/names/{name}/swap") => Some("name.swap"),
         ("PUT", "/v1/names/{name}/deploy") => Some("name.deploy"),
+        ("POST", "/v1/names/{name}/deploy/{destination}/password") => Some("install.password"),
+        ("POST", "/v1/names/{name}/deploy/{destination}/redeploy") => Some("name.redeploy"),
         ("POST", "/v1/swaps") => Some("swap.mass"),
         ("POST", "/v1/names/{name}/compromise") => Some("name.compromise"),
         ("POST", "/v1/tokens") => Some("token.create"),

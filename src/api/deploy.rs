@@ -201,3 +201,35 @@ pub(super) async fn request_check(
         .await?;
     Ok((StatusCode::ACCEPTED, Json(CheckRequested { endpoints })).into_response())
 }
+
+#[utoipa::path(post, path = "/v1/names/{name}/deploy/{destination}/redeploy", params(("name" = String, Path, description = "the managed name"), ("destination" = String, Path, description = "one of the name's destinations")), responses((status = 202, description = "the active certificate is written there again within seconds (a manual destination: a new install request that supersedes the last)", body = DeployView), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "no such name, or the name does not deploy there", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
+pub(super) async fn redeploy(
+    State(st): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path((name, destination)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let rec = load_name(&st, &name).await?;
+    let audit = AuditEvent {
+        at: st.clock.now(),
+        actor: who.name.clone(),
+        action: "name.redeploy".into(),
+        target: rec.id.clone(),
+        reason: None,
+        result: "ok".into(),
+        details: Some(serde_json::json!({ "destination": destination }).to_string()),
+    };
+    if !st
+        .store
+        .deployments()
+        .redeploy(&rec.id, &destination, &audit)
+        .await?
+    {
+        return Err(Problem::not_found(format!(
+            "{} does not deploy to '{}'; its destinations are set with PUT /v1/names/{}/deploy",
+            rec.id,
+            destination.chars().take(80).collect::<String>(),
+            rec.id
+        )));
+    }
+    Ok((StatusCode::ACCEPTED, Json(view(&st, &rec.id).await?)).into_response())
+}

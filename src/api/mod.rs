@@ -23,6 +23,7 @@ mod drills;
 mod emergency;
 mod guard;
 mod incidents;
+mod install;
 mod metrics;
 mod new_name;
 mod openapi;
@@ -54,7 +55,7 @@ use body::JsonBody;
 use new_name::{CreateName, Offer};
 use problem::ProblemDoc;
 
-pub use auth::{BOOTSTRAP_ADMIN, Principal, ROUTES, required_role};
+pub use auth::{BOOTSTRAP_ADMIN, PUBLIC_ROUTES, Principal, ROUTES, required_role};
 pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use views::{CaView, DelegationPolicy, NameView, SlotView, name_view};
@@ -122,6 +123,14 @@ pub fn app(state: ApiState) -> Router {
             get(deploy::show_deploy).put(deploy::set_deploy),
         )
         .route("/v1/names/{name}/deploy/check", post(deploy::request_check))
+        .route(
+            "/v1/names/{name}/deploy/{destination}/password",
+            post(install::password),
+        )
+        .route(
+            "/v1/names/{name}/deploy/{destination}/redeploy",
+            post(deploy::redeploy),
+        )
         .route("/v1/names/{name}/certificates/{slot}/key", get(private_key))
         .route("/v1/events", get(events))
         .route("/v1/tokens", post(create_token).get(list_tokens))
@@ -150,6 +159,8 @@ pub fn app(state: ApiState) -> Router {
     Router::new()
         .merge(v1)
         .route("/openapi.json", get(openapi::document))
+        // The token in the path authorizes (see `install`).
+        .route("/install/{token}", get(install::download))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such endpoint") })

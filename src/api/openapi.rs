@@ -65,11 +65,15 @@ impl Modify for BearerAuth {
         super::deploy::show_deploy,
         super::deploy::set_deploy,
         super::deploy::request_check,
+        super::install::password,
+        super::deploy::redeploy,
+        super::install::download,
     ),
     components(schemas(
         super::deploy::DeploySettings, super::deploy::DeployView, super::deploy::DestinationState,
         super::deploy::CheckRequested, crate::store::DeploymentView, crate::store::EndpointView,
-        crate::store::EndpointSpec,
+        crate::store::EndpointSpec, super::install::PackagePassword,
+        super::install::PackageArchive,
         ProblemDoc, NamePage, EventPage, TokenList, CreatedToken, SwapResult, NameView, SlotView,
         OrderView, RevocationView, AriView, Delegation, ManualRecord, AuditEvent, TokenRecord, CaView, CaList, TrustResult,
         crate::store::SwapReport, CompromiseResult, super::emergency::SwapOutcome,
@@ -119,6 +123,11 @@ mod tests {
         let table: BTreeSet<(String, String)> = crate::api::ROUTES
             .iter()
             .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .chain(
+                crate::api::PUBLIC_ROUTES
+                    .iter()
+                    .map(|(m, p)| (m.to_string(), p.to_string())),
+            )
             .collect();
         assert_eq!(documented, table);
         let json = serde_json::to_value(&doc).expect("serializes");
@@ -128,5 +137,27 @@ mod tests {
                 .unwrap_or_default()
                 .starts_with("3.1")
         );
+    }
+
+    #[test]
+    fn the_install_link_is_documented_as_a_binary_download_without_a_token() {
+        let json = serde_json::to_value(ApiDoc::openapi()).expect("serializes");
+        let op = &json["paths"]["/install/{token}"]["get"];
+        assert!(op["security"].is_null(), "needs no bearer token: {op}");
+        let content = &op["responses"]["200"]["content"]["application/x-tar"]["schema"];
+        let schema = if let Some(r) = content["$ref"].as_str() {
+            let name = r.rsplit('/').next().unwrap_or_default();
+            json["components"]["schemas"][name].clone()
+        } else {
+            content.clone()
+        };
+        assert_eq!(schema["type"], "string", "{schema}");
+        assert_eq!(schema["format"], "binary", "{schema}");
+        for status in ["404", "410", "429"] {
+            assert!(
+                op["responses"][status]["content"]["application/problem+json"].is_object(),
+                "{status}: {op}"
+            );
+        }
     }
 }

@@ -125,6 +125,22 @@ impl Problem {
         )
     }
 
+    /// The resource existed and is gone for good (410): a superseded,
+    /// used or expired install link, a password already shown.
+    pub fn gone(kind: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::GONE, kind, "Gone", detail.into())
+    }
+
+    /// Too many requests from one client (429).
+    pub fn too_many_requests(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            detail.into(),
+        )
+    }
+
     /// The resource exists already, or the state forbids the request (409).
     pub fn conflict(kind: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, kind, "Conflict", detail.into())

@@ -21,7 +21,7 @@ use anyhow::{Context, anyhow, bail};
 
 use crate::clock::{Clock, SystemClock};
 use crate::keys::KEY_PURPOSE;
-use crate::keys::seal::account_purpose;
+use crate::keys::seal::{account_purpose, install_package_purpose, install_password_purpose};
 use crate::store::{AuditDetails, AuditEvent, SecretKind, Store};
 
 /// The actor of audit events written by these commands.
@@ -238,7 +238,7 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
     // A secret under an unconfigured key cannot be opened: say which.
     crate::server::check_sealed_key_ids(&store, &sealer).await?;
     let current = sealer.current_key_id().to_string();
-    let (mut keys, mut accounts, mut idle) = (0u64, 0u64, 0u32);
+    let (mut keys, mut accounts, mut install_secrets, mut idle) = (0u64, 0u64, 0u64, 0u32);
     loop {
         let due = store.keys().sealed_not_under(&current, batch).await?;
         if due.is_empty() {
@@ -249,6 +249,8 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
             let purpose = match s.kind {
                 SecretKind::PrivateKey => KEY_PURPOSE.to_string(),
                 SecretKind::Account => account_purpose(&s.id),
+                SecretKind::InstallPackage => install_package_purpose(&s.id),
+                SecretKind::InstallPassword => install_password_purpose(&s.id),
             };
             let new = sealer.reseal(&purpose, &s.sealed).map_err(|e| {
                 anyhow!(
@@ -256,6 +258,8 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
                     match s.kind {
                         SecretKind::PrivateKey => "private key",
                         SecretKind::Account => "ACME account of CA",
+                        SecretKind::InstallPackage => "install package",
+                        SecretKind::InstallPassword => "password of install package",
                     },
                     s.id
                 )
@@ -263,9 +267,9 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
             pairs.push((s, new));
         }
         let now = SystemClock.now();
-        let (k, a) = store
+        let (k, a, p) = store
             .keys()
-            .replace_sealed(&pairs, |k, a| {
+            .replace_sealed(&pairs, |k, a, p| {
                 AuditEvent::ok(
                     now,
                     ACTOR,
@@ -276,12 +280,14 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
                         key_id: current.clone(),
                         private_keys: k,
                         accounts: a,
+                        install_secrets: p,
                     }),
                 )
             })
             .await?;
         keys += k;
         accounts += a;
+        install_secrets += p;
         // Crash-safety test hook: die between two committed batches.
         #[cfg(feature = "failpoints")]
         if std::env::var("TWINCERT_FAILPOINT").as_deref() == Ok("reseal_after_batch") {
@@ -290,7 +296,7 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
         }
         // Rows changed by someone else are read again; a batch that
         // changes nothing twice running means something rewrites them.
-        idle = if k + a == 0 { idle + 1 } else { 0 };
+        idle = if k + a + p == 0 { idle + 1 } else { 0 };
         if idle >= 2 {
             bail!("re-sealing makes no progress: the same secrets keep changing under it");
         }
@@ -299,6 +305,9 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
     println!(
         "re-sealed {keys} private keys and {accounts} ACME accounts under master key '{current}'"
     );
+    if install_secrets > 0 {
+        println!("re-sealed {install_secrets} install packages and package passwords");
+    }
     // Every configured key, 0 included: the old key may go when it shows 0.
     for id in sealer.key_ids() {
         let n = left.iter().find(|(k, _)| k == id).map_or(0, |(_, n)| *n);

@@ -44,6 +44,11 @@ pub(super) struct RawDestination {
     token_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     kubeconfig: Option<PathBuf>,
+    // manual
+    password_delivery: Option<String>,
+    link_ttl_hours: Option<f64>,
+    one_time_link: Option<bool>,
+    remind_after_hours: Option<f64>,
 }
 
 /// How many version directories per name are kept when not configured:
@@ -130,12 +135,51 @@ pub struct KubeTarget {
     pub source: KubeSource,
 }
 
+/// How the password of an install package reaches the server's
+/// administrator: never in the message that carries the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordDelivery {
+    /// Shown once to an operator who asks through the API
+    /// (`POST /v1/names/{name}/deploy/{destination}/password`), who passes
+    /// it on by another channel.
+    Api,
+    /// Mailed to the administrator in a second message.
+    Mail,
+}
+
+impl PasswordDelivery {
+    /// `api` or `mail`, as configured and stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PasswordDelivery::Api => "api",
+            PasswordDelivery::Mail => "mail",
+        }
+    }
+}
+
+/// A `manual` destination: twincert cannot write to the server, so it
+/// mails the endpoints' `admin_contact` an install request with a download
+/// link to an encrypted package (see `deploy::package`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManualTarget {
+    /// Where the package's password goes.
+    pub password_delivery: PasswordDelivery,
+    /// A download link works this long after it was mailed.
+    pub link_ttl_seconds: i64,
+    /// The link works once (the default) or until it expires.
+    pub one_time_link: bool,
+    /// A reminder is mailed when the deployment is still `requested`
+    /// after this long (once per package).
+    pub remind_after_seconds: i64,
+}
+
 /// One configured destination.
 #[derive(Debug, Clone)]
 pub enum Destination {
     Files(FilesTarget),
     Webhook(WebhookTarget),
     KubernetesSecret(KubeTarget),
+    Manual(ManualTarget),
 }
 
 impl Destination {
@@ -145,6 +189,7 @@ impl Destination {
             Destination::Files(_) => "files",
             Destination::Webhook(_) => "webhook",
             Destination::KubernetesSecret(_) => "kubernetes-secret",
+            Destination::Manual(_) => "manual",
         }
     }
 }
@@ -345,11 +390,38 @@ pub(super) fn validate_deploy(
                     source,
                 })
             }
+            "manual" => {
+                let password_delivery = match d.password_delivery.as_deref().unwrap_or("api") {
+                    "api" => PasswordDelivery::Api,
+                    "mail" => PasswordDelivery::Mail,
+                    other => {
+                        return Err(invalid(
+                            &format!("{key}.password_delivery"),
+                            other,
+                            "must be 'api' (shown once to an operator) or 'mail' (a second message)",
+                        ));
+                    }
+                };
+                Destination::Manual(ManualTarget {
+                    password_delivery,
+                    link_ttl_seconds: hours(
+                        &format!("{key}.link_ttl_hours"),
+                        d.link_ttl_hours,
+                        72.0,
+                    )?,
+                    one_time_link: d.one_time_link.unwrap_or(true),
+                    remind_after_seconds: hours(
+                        &format!("{key}.remind_after_hours"),
+                        d.remind_after_hours,
+                        24.0,
+                    )?,
+                })
+            }
             other => {
                 return Err(invalid(
                     &format!("{key}.kind"),
                     other,
-                    "must be 'files', 'webhook' or 'kubernetes-secret'",
+                    "must be 'files', 'webhook', 'kubernetes-secret' or 'manual'",
                 ));
             }
         };
@@ -365,4 +437,18 @@ pub(super) fn validate_deploy(
         concurrency,
         destinations,
     })
+}
+
+/// A duration in hours (fractions allowed: 0.5 is 30 minutes) as whole
+/// seconds, at least one; more than 30 days is refused.
+fn hours(key: &str, v: Option<f64>, default: f64) -> Result<i64, ConfigError> {
+    let h = v.unwrap_or(default);
+    if !h.is_finite() || h <= 0.0 || h > 720.0 {
+        return Err(invalid(
+            key,
+            h,
+            "must be more than 0 and at most 720 hours (fractions allowed, e.g. 0.5)",
+        ));
+    }
+    Ok(((h * 3600.0).round() as i64).max(1))
 }

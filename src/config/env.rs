@@ -132,6 +132,7 @@ pub(super) fn apply_env(
                     .collect(),
             )
         } else if key == "url"
+            || key.ends_with("_url")
             || key.ends_with("_file")
             || key.ends_with("_listen")
             || key.ends_with("_dir")

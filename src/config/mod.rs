@@ -47,7 +47,7 @@ pub use alerts::{AlertsConfig, SmtpConfig, SmtpSecurity};
 pub use cas::{CaConfig, DEFAULT_SAME_CA_HOLD_OFF};
 pub use deploy::{
     DEFAULT_KEEP_VERSIONS, DEFAULT_POST_DEPLOY_TIMEOUT, DeployConfig, Destination, FilesTarget,
-    KubeSource, KubeTarget, WebhookTarget,
+    KubeSource, KubeTarget, ManualTarget, PasswordDelivery, WebhookTarget,
 };
 pub use dns::DnsConfig;
 pub use drills::DrillsConfig;
@@ -200,6 +200,9 @@ pub struct Config {
     pub allow_cidrs: Vec<Cidr>,
     /// PEM certificate chain and key for HTTPS on the API listener.
     pub api_tls: Option<(PathBuf, PathBuf)>,
+    /// `server.public_url`: the API's address as people outside reach it
+    /// (no trailing `/`); the base of install-request download links.
+    pub public_url: Option<String>,
     /// `sqlite://…` or `postgres://…`.
     pub store_url: String,
     /// Master key file (when not given by `TWINCERT_MASTER_KEY`).
@@ -332,6 +335,34 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
     let dns = dns::validate_dns(raw.dns)?;
     let dns_providers = dns::validate_dns_providers(&raw.dns_providers, base, credentials)?;
     let secrets = server::validate_secrets(raw.secrets, base);
+    let deploy = deploy::validate_deploy(raw.deploy, raw.destinations, base, credentials)?;
+    let alerts = alerts::validate_alerts(raw.alerts, base, credentials)?;
+    // Install requests are mailed with a link to this API.
+    if let Some((id, _)) = deploy
+        .destinations
+        .iter()
+        .find(|(_, d)| matches!(d, Destination::Manual(_)))
+    {
+        if server.public_url.is_none() {
+            return Err(invalid(
+                "server.public_url",
+                "",
+                format!(
+                    "destination '{id}' is manual: its download links need the address people \
+                     reach this API at, e.g. public_url = \"https://twincert.example.com\""
+                ),
+            ));
+        }
+        if alerts.smtp.is_none() {
+            return Err(invalid(
+                "alerts.smtp",
+                "",
+                format!(
+                    "destination '{id}' is manual: install requests are mailed; configure [alerts.smtp]"
+                ),
+            ));
+        }
+    }
     Ok(Config {
         api_listen: server.api_listen,
         http01_listen: server.http01_listen,
@@ -339,6 +370,7 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
         request_timeout_seconds: server.request_timeout_seconds,
         allow_cidrs: server.allow_cidrs,
         api_tls: server.api_tls,
+        public_url: server.public_url,
         store_url,
         master_key_file: secrets.master_key_file,
         admin_token_file: secrets.admin_token_file,
@@ -355,8 +387,8 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
         dns,
         dns_providers,
         revocation: revocation::validate_revocation(raw.revocation)?,
-        deploy: deploy::validate_deploy(raw.deploy, raw.destinations, base, credentials)?,
-        alerts: alerts::validate_alerts(raw.alerts, base, credentials)?,
+        deploy,
+        alerts,
         readiness: readiness::validate_readiness(raw.readiness)?,
         drills: drills::validate_drills(raw.drills)?,
     })
@@ -568,6 +600,102 @@ tsig_secret_file = "/nonexistent/tsig"
             let e = load(&text, &env).expect_err(want).to_string();
             assert!(e.contains(want), "want '{want}' in: {e}");
         }
+    }
+
+    /// A manual destination: its defaults, fractional hours, and every
+    /// refusal naming its key (the destination needs server.public_url
+    /// and mail).
+    #[test]
+    #[allow(clippy::type_complexity)] // a table of named cases reads best inline
+    fn manual_destinations_need_a_public_url_and_mail_and_name_bad_fields() {
+        const SMTP: &str = "[alerts.smtp]\nhost = \"127.0.0.1\"\nport = 25\n\
+                            security = \"none\"\nfrom = \"t@example.test\"\n";
+        let manual = |extra: &str| {
+            format!(
+                "{BASE}\n[[destinations]]\nid = \"appliances\"\nkind = \"manual\"\n{extra}\n{SMTP}"
+            )
+        };
+        let url = [(
+            "TWINCERT_SERVER_PUBLIC_URL",
+            "https://twincert.example.test/",
+        )];
+        let c = load(&manual(""), &url).expect("defaults");
+        assert_eq!(
+            c.public_url.as_deref(),
+            Some("https://twincert.example.test")
+        );
+        let Some(Destination::Manual(t)) = c.deploy.destinations.get("appliances") else {
+            panic!("not manual: {:?}", c.deploy.destinations);
+        };
+        assert_eq!(
+            *t,
+            ManualTarget {
+                password_delivery: PasswordDelivery::Api,
+                link_ttl_seconds: 72 * 3600,
+                one_time_link: true,
+                remind_after_seconds: 24 * 3600,
+            }
+        );
+        let c = load(
+            &manual(
+                "password_delivery = \"mail\"\nlink_ttl_hours = 0.5\n\
+                 one_time_link = false\nremind_after_hours = 0.002",
+            ),
+            &url,
+        )
+        .expect("set");
+        let Some(Destination::Manual(t)) = c.deploy.destinations.get("appliances") else {
+            panic!("not manual");
+        };
+        assert_eq!(t.password_delivery, PasswordDelivery::Mail);
+        assert_eq!((t.link_ttl_seconds, t.remind_after_seconds), (1800, 7));
+        assert!(!t.one_time_link);
+
+        let cases: Vec<(String, Vec<(&str, &str)>, &str)> = vec![
+            (manual(""), vec![], "server.public_url"),
+            (manual("").replace(SMTP, ""), url.to_vec(), "alerts.smtp"),
+            (
+                manual("password_delivery = \"sms\""),
+                url.to_vec(),
+                "destinations.appliances.password_delivery = sms",
+            ),
+            (
+                manual("link_ttl_hours = 0"),
+                url.to_vec(),
+                "destinations.appliances.link_ttl_hours = 0",
+            ),
+            (
+                manual("remind_after_hours = 1000"),
+                url.to_vec(),
+                "destinations.appliances.remind_after_hours = 1000",
+            ),
+            (
+                manual(""),
+                vec![("TWINCERT_SERVER_PUBLIC_URL", "http://twincert.example.test")],
+                "only to a loopback address",
+            ),
+            (
+                manual(""),
+                vec![("TWINCERT_SERVER_PUBLIC_URL", "https://x.example.test/?a=1")],
+                "no query",
+            ),
+            (
+                manual(""),
+                vec![("TWINCERT_SERVER_PUBLIC_URL", "twincert.example.test")],
+                "server.public_url = twincert.example.test",
+            ),
+        ];
+        for (text, env, want) in cases {
+            let e = load(&text, &env).expect_err(want).to_string();
+            assert!(e.contains(want), "want '{want}' in: {e}");
+        }
+        // http to this machine is fine (tests, a local proxy).
+        let c = load(
+            &manual(""),
+            &[("TWINCERT_SERVER_PUBLIC_URL", "http://127.0.0.1:8443")],
+        )
+        .expect("loopback");
+        assert_eq!(c.public_url.as_deref(), Some("http://127.0.0.1:8443"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub(super) struct RawServer {
     allow_cidrs: Option<Vec<String>>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -53,6 +54,7 @@ pub(super) struct Server {
     pub request_timeout_seconds: u64,
     pub allow_cidrs: Vec<Cidr>,
     pub api_tls: Option<(PathBuf, PathBuf)>,
+    pub public_url: Option<String>,
 }
 
 /// `[secrets]`, with paths resolved.
@@ -131,6 +133,7 @@ pub(super) fn validate_server(raw: RawServer, base: &Path) -> Result<Server, Con
             "must be between 256 and 16777216",
         ));
     }
+    let public_url = raw.public_url.as_deref().map(public_url).transpose()?;
     Ok(Server {
         api_listen,
         http01_listen,
@@ -138,7 +141,44 @@ pub(super) fn validate_server(raw: RawServer, base: &Path) -> Result<Server, Con
         request_timeout_seconds,
         allow_cidrs,
         api_tls,
+        public_url,
     })
+}
+
+/// `server.public_url`: where people outside reach this API (links in
+/// install-request mails). https, or http only to a loopback address (a
+/// test, a local proxy); no query, fragment or credentials. Returned
+/// without a trailing `/`.
+fn public_url(v: &str) -> Result<String, ConfigError> {
+    const KEY: &str = "server.public_url";
+    let u = url::Url::parse(v).map_err(|e| {
+        invalid(
+            KEY,
+            v,
+            format!("{e}; give an absolute URL like https://twincert.example.com"),
+        )
+    })?;
+    let loopback = match u.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    if u.scheme() != "https" && !(u.scheme() == "http" && loopback) {
+        return Err(invalid(
+            KEY,
+            v,
+            "must be https:// (http:// only to a loopback address)",
+        ));
+    }
+    if u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+        return Err(invalid(
+            KEY,
+            v,
+            "must have no query, fragment or credentials",
+        ));
+    }
+    Ok(u.as_str().trim_end_matches('/').to_string())
 }
 
 /// `store.url`: SQLite or PostgreSQL; an error shows the URL without its

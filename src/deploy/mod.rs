@@ -13,3 +13,4 @@
 pub mod check;
 pub mod files;
 pub mod kube;
+pub mod package;

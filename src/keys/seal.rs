@@ -23,6 +23,18 @@ pub fn account_purpose(ca_id: &str) -> String {
     format!("acme account {ca_id}")
 }
 
+/// The AEAD purpose of an install package (`deploy::package`) while it
+/// waits to be downloaded.
+pub fn install_package_purpose(package_id: &str) -> String {
+    format!("install package {package_id}")
+}
+
+/// The AEAD purpose of an install package's password while it waits to be
+/// shown to an operator.
+pub fn install_password_purpose(package_id: &str) -> String {
+    format!("install package password {package_id}")
+}
+
 /// A sealed secret as stored: which master key, the nonce, the ciphertext
 /// (with its GCM tag).
 #[derive(Clone, PartialEq, Eq)]

@@ -149,6 +149,8 @@ pub enum AuditDetails {
         private_keys: u64,
         /// ACME account credentials in this batch.
         accounts: u64,
+        /// Install packages and package passwords in this batch.
+        install_secrets: u64,
     },
     /// The store was restored from a backup (`twincert restore`).
     Restored {
@@ -160,6 +162,29 @@ pub enum AuditDetails {
         rows: u64,
         /// Whether the store's previous contents were replaced (`--force`).
         replaced: bool,
+    },
+    /// An install package of a `manual` destination was made and mailed.
+    InstallRequested {
+        /// The destination id.
+        destination: String,
+        /// The package id.
+        package: String,
+        /// Serial of the certificate inside.
+        serial: String,
+        /// Who was asked to install it.
+        contacts: Vec<String>,
+        /// Earlier packages of the destination whose links stopped working.
+        superseded: Vec<String>,
+    },
+    /// An install package was downloaded through its link, or its password
+    /// was shown to an operator.
+    InstallPackage {
+        /// The destination id.
+        destination: String,
+        /// The package id.
+        package: String,
+        /// Serial of the certificate inside.
+        serial: String,
     },
     /// A re-key operation started.
     Rekey {

@@ -117,6 +117,10 @@ pub struct DueEndpoint {
     pub cert_id: Option<String>,
     pub chain_pem: Option<String>,
     pub prior_outcome: Option<String>,
+    /// A person was asked to install the active certificate (a `manual`
+    /// destination's install request is open): not seeing it yet is
+    /// expected, not an alert.
+    pub awaiting_install: bool,
 }
 
 /// What a check found, to store.
@@ -403,7 +407,12 @@ impl Deployments {
     ) -> Result<Vec<DueEndpoint>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT e.*, c.id AS active_cert, c.chain_pem FROM endpoints e \
+            "SELECT e.*, c.id AS active_cert, c.chain_pem, \
+             CASE WHEN EXISTS (SELECT 1 FROM install_packages p JOIN deployments d \
+               ON d.name_id = p.name_id AND d.destination = p.destination \
+               AND d.cert_id = p.cert_id AND d.state = 'requested' \
+               WHERE p.name_id = e.name_id AND p.cert_id = c.id AND p.state <> 'superseded') \
+             THEN 1 ELSE 0 END AS awaiting_install FROM endpoints e \
              JOIN names n ON n.id = e.name_id \
              JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot \
              LEFT JOIN certificates c ON c.id = s.current_cert_id \
@@ -423,9 +432,36 @@ impl Deployments {
                     cert_id: get(r, "active_cert")?,
                     chain_pem: get(r, "chain_pem")?,
                     prior_outcome: get(r, "outcome")?,
+                    awaiting_install: int(r, "awaiting_install")? == 1,
                 })
             })
             .collect()
+    }
+
+    /// Writes the active certificate to one destination of a name again at
+    /// the next pass (for a `manual` destination: a new install request,
+    /// superseding the last), audited in the same transaction. False when
+    /// the name has no such destination.
+    pub async fn redeploy(
+        &self,
+        name_id: &str,
+        destination: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        with_tx(&self.db, async |tx| {
+            let n = exec(
+                tx,
+                "UPDATE deployments SET cert_id = NULL, attempts = 0, next_attempt_at = $3, \
+                 updated_at = $3 WHERE name_id = $1 AND destination = $2",
+                vec![name_id.into(), destination.into(), audit.at.into()],
+            )
+            .await?;
+            if n == 1 {
+                insert_audit(tx, audit).await?;
+            }
+            Ok(n == 1)
+        })
+        .await
     }
 
     /// Checks a name's endpoints at the next pass; how many it has.
@@ -464,8 +500,10 @@ impl Deployments {
     /// Sets the state of a name's deployments from its endpoints' last
     /// checks: every endpoint saw the active certificate → `confirmed`;
     /// one did not → `failed`. Only deployments that hold the active
-    /// certificate change. Returns (destination, new state) of those that
-    /// changed.
+    /// certificate change, and a deployment waiting for a person to
+    /// install it (an install request of a `manual` destination for that
+    /// certificate) stays `requested` rather than `failed`. Returns
+    /// (destination, new state) of those that changed.
     pub async fn settle_deployments(
         &self,
         name_id: &str,
@@ -503,7 +541,11 @@ impl Deployments {
             "UPDATE deployments SET state = $3, \
              confirmed_at = CASE WHEN $3 = 'confirmed' THEN CAST($4 AS BIGINT) ELSE confirmed_at END, \
              last_error = CASE WHEN $3 = 'failed' THEN 'an endpoint check does not see this certificate' ELSE last_error END, \
-             updated_at = $4 WHERE name_id = $1 AND cert_id = $2 AND state <> $3 RETURNING destination",
+             updated_at = $4 WHERE name_id = $1 AND cert_id = $2 AND state <> $3 \
+             AND NOT ($3 = 'failed' AND state = 'requested' AND EXISTS (SELECT 1 FROM \
+               install_packages p WHERE p.name_id = deployments.name_id \
+               AND p.destination = deployments.destination AND p.cert_id = deployments.cert_id \
+               AND p.state <> 'superseded')) RETURNING destination",
             vec![
                 name_id.into(),
                 active.into(),

@@ -17,6 +17,11 @@ pub enum SecretKind {
     PrivateKey,
     /// A CA's ACME account credentials (`acme_accounts`, by CA id).
     Account,
+    /// An install package not yet fetched (`install_packages`, by id).
+    InstallPackage,
+    /// An install package's password not yet shown (`install_packages`,
+    /// by id).
+    InstallPassword,
 }
 
 /// One sealed secret as stored, for re-sealing.
@@ -126,7 +131,10 @@ impl Keys {
             &self.db,
             "SELECT master_key_id, COUNT(*) AS n FROM (\
                SELECT master_key_id FROM private_keys WHERE master_key_id <> 'synthetic' \
-               UNION ALL SELECT master_key_id FROM acme_accounts) s \
+               UNION ALL SELECT master_key_id FROM acme_accounts \
+               UNION ALL SELECT master_key_id FROM install_packages WHERE master_key_id IS NOT NULL \
+               UNION ALL SELECT password_key_id FROM install_packages \
+                 WHERE password_key_id IS NOT NULL) s \
              GROUP BY master_key_id ORDER BY master_key_id",
             vec![],
         )
@@ -176,20 +184,57 @@ impl Keys {
                 sealed: sealed_of(r)?,
             });
         }
+        // Install packages and their passwords: few, short-lived.
+        for (kind, cols) in [
+            (
+                SecretKind::InstallPackage,
+                "master_key_id, nonce, ciphertext",
+            ),
+            (
+                SecretKind::InstallPassword,
+                "password_key_id AS master_key_id, password_nonce AS nonce, \
+                 password_ciphertext AS ciphertext",
+            ),
+        ] {
+            let left = limit.saturating_sub(out.len() as u64);
+            if left == 0 {
+                return Ok(out);
+            }
+            let key_col = match kind {
+                SecretKind::InstallPassword => "password_key_id",
+                _ => "master_key_id",
+            };
+            for r in &all(
+                &self.db,
+                &format!(
+                    "SELECT id, {cols} FROM install_packages WHERE {key_col} IS NOT NULL \
+                     AND {key_col} <> $1 ORDER BY id LIMIT $2"
+                ),
+                vec![current_key_id.into(), (left as i64).into()],
+            )
+            .await?
+            {
+                out.push(SealedSecret {
+                    kind,
+                    id: get(r, "id")?,
+                    sealed: sealed_of(r)?,
+                });
+            }
+        }
         Ok(out)
     }
 
     /// Replaces each secret's ciphertext with its re-sealed one, in one
     /// transaction with `audit`. A row whose ciphertext changed since it
     /// was read (another re-seal ran) is left alone. Returns how many
-    /// private keys and accounts were replaced.
+    /// private keys, accounts and install-package secrets were replaced.
     pub async fn replace_sealed(
         &self,
         batch: &[(SealedSecret, Sealed)],
-        audit: impl FnOnce(u64, u64) -> AuditEvent,
-    ) -> Result<(u64, u64), StoreError> {
+        audit: impl FnOnce(u64, u64, u64) -> AuditEvent,
+    ) -> Result<(u64, u64, u64), StoreError> {
         with_tx(&self.db, async |tx| {
-            let (mut keys, mut accounts) = (0, 0);
+            let (mut keys, mut accounts, mut packages) = (0, 0, 0);
             for (old, new) in batch {
                 let sql = match old.kind {
                     SecretKind::PrivateKey => {
@@ -199,6 +244,15 @@ impl Keys {
                     SecretKind::Account => {
                         "UPDATE acme_accounts SET master_key_id = $1, nonce = $2, ciphertext = $3 \
                          WHERE ca_id = $4 AND master_key_id = $5 AND nonce = $6"
+                    }
+                    SecretKind::InstallPackage => {
+                        "UPDATE install_packages SET master_key_id = $1, nonce = $2, \
+                         ciphertext = $3 WHERE id = $4 AND master_key_id = $5 AND nonce = $6"
+                    }
+                    SecretKind::InstallPassword => {
+                        "UPDATE install_packages SET password_key_id = $1, password_nonce = $2, \
+                         password_ciphertext = $3 WHERE id = $4 AND password_key_id = $5 \
+                         AND password_nonce = $6"
                     }
                 };
                 let n = exec(
@@ -217,12 +271,13 @@ impl Keys {
                 match old.kind {
                     SecretKind::PrivateKey => keys += n,
                     SecretKind::Account => accounts += n,
+                    SecretKind::InstallPackage | SecretKind::InstallPassword => packages += n,
                 }
             }
-            if keys + accounts > 0 {
-                insert_audit(tx, &audit(keys, accounts)).await?;
+            if keys + accounts + packages > 0 {
+                insert_audit(tx, &audit(keys, accounts, packages)).await?;
             }
-            Ok((keys, accounts))
+            Ok((keys, accounts, packages))
         })
         .await
     }

@@ -38,6 +38,7 @@ mod names;
 mod operations;
 mod orders;
 mod pacing;
+mod packages;
 mod readiness;
 mod rows;
 mod sql;
@@ -74,6 +75,7 @@ pub use names::{NameFilter, Names, NewName};
 pub use operations::{Operation, OperationProgress, Operations, ReprovisionJob};
 pub use orders::{Completed, FailingOrder, NewCertificate, Orders, OtherCert};
 pub use pacing::Pacing;
+pub use packages::{DueReminder, NewPackage, PackageRecord, Packages};
 pub use readiness::{Readiness, ReadinessGroup};
 pub use rows::{
     CertRecord, CertStatusRecord, DnsRecord, NameRecord, OrderJob, OrderSummary, SlotRecord,
@@ -137,6 +139,7 @@ struct Facets {
     incidents: Incidents,
     alerts: Alerts,
     deployments: Deployments,
+    packages: Packages,
     metrics: Metrics,
     readiness: Readiness,
     drills: Drills,
@@ -162,6 +165,7 @@ impl Facets {
             incidents: Incidents { db: db.clone() },
             alerts: Alerts { db: db.clone() },
             deployments: Deployments { db: db.clone() },
+            packages: Packages { db: db.clone() },
             metrics: Metrics { db: db.clone() },
             readiness: Readiness { db: db.clone() },
             drills: Drills { db: db.clone() },
@@ -293,6 +297,11 @@ impl Store {
     /// Deployments and endpoint checks.
     pub fn deployments(&self) -> &Deployments {
         &self.facets.deployments
+    }
+
+    /// Install packages of `manual` destinations.
+    pub fn packages(&self) -> &Packages {
+        &self.facets.packages
     }
 
     /// Aggregate figures for `/metrics`.

@@ -14,6 +14,8 @@ pub struct Delivery {
     pub(super) alerts: AlertsConfig,
     pub(super) http: reqwest::Client,
     pub(super) smtp: Option<SmtpSender>,
+    /// `server.public_url`: the base of install-request download links.
+    pub(super) public_url: Option<String>,
     /// One Kubernetes client per destination, made on first use.
     pub(super) kube: std::collections::BTreeMap<String, tokio::sync::OnceCell<::kube::Client>>,
 }
@@ -43,8 +45,16 @@ impl Delivery {
             alerts,
             http,
             smtp,
+            public_url: None,
             kube,
         })
+    }
+
+    /// Where people reach the API (`server.public_url`), for the download
+    /// links of `manual` destinations.
+    pub fn with_public_url(mut self, public_url: Option<String>) -> Delivery {
+        self.public_url = public_url;
+        self
     }
 
     /// Whether alerts go anywhere (mail or webhook).

@@ -33,7 +33,7 @@ use crate::deploy::files::{self, Material};
 use crate::deploy::kube::{self, SecretMaterial};
 use crate::keys::seal::Sealer;
 use crate::store::{
-    Alerts, CheckRecord, Deployments, DueDeployment, DueEndpoint, Keys, StoreError,
+    Alerts, CheckRecord, Deployments, DueDeployment, DueEndpoint, Keys, Packages, StoreError,
 };
 
 /// The singleton lease of deployment and notification.
@@ -45,13 +45,14 @@ const PAGE: u64 = 500;
 
 /// The deployer controller and what it needs.
 pub struct Deployer {
-    deployments: Deployments,
+    pub(super) deployments: Deployments,
+    pub(super) packages: Packages,
     keys: Keys,
     alerts: Alerts,
     lease: Singleton,
-    clock: Arc<dyn Clock>,
-    sealer: Arc<Sealer>,
-    delivery: Arc<Delivery>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) sealer: Arc<Sealer>,
+    pub(super) delivery: Arc<Delivery>,
 }
 
 /// Splits a PEM chain (leaf first) into the leaf and the rest.
@@ -83,6 +84,7 @@ impl Deployer {
     ) -> Deployer {
         Deployer {
             deployments: store.deployments().clone(),
+            packages: store.packages().clone(),
             keys: store.keys().clone(),
             alerts: store.alerts().clone(),
             lease,
@@ -96,8 +98,9 @@ impl Deployer {
     /// the supervisor's loop, or a benchmark driving the deployer alone).
     pub async fn pass(self: Arc<Self>) -> Result<(), StoreError> {
         let deployed = self.clone().deploy_pass().await;
-        let checked = self.check_pass_endpoints().await;
-        deployed.and(checked)
+        let checked = self.clone().check_pass_endpoints().await;
+        let reminded = self.remind_pass().await;
+        deployed.and(checked).and(reminded)
     }
 
     /// Keeps the `deploy` lease; false once another replica has it.
@@ -229,9 +232,14 @@ impl Deployer {
         job: &DueDeployment,
     ) -> Result<serde_json::Value, String> {
         let d = &self.delivery;
+        if let Destination::Manual(t) = dest {
+            // A person installs it: no plaintext key leaves this way.
+            return self.request_install(t, job).await;
+        }
         let key_pem = self.key_pem(&job.private_key_id).await?;
         let (leaf_pem, chain_pem) = split_chain(&job.chain_pem);
         match dest {
+            Destination::Manual(_) => Err("handled above".into()),
             Destination::Files(t) => {
                 let m = Material {
                     name: job.name_id.clone(),
@@ -303,15 +311,18 @@ impl Deployer {
     }
 
     async fn key_pem(&self, key_id: &str) -> Result<String, String> {
+        self.unsealed_key(key_id).await.map(|k| k.pkcs8_pem())
+    }
+
+    /// The certificate's private key, opened.
+    pub(super) async fn unsealed_key(&self, key_id: &str) -> Result<crate::keys::CertKey, String> {
         let (key_type, sealed) = self
             .keys
             .private_key(key_id)
             .await
             .map_err(|e| e.to_string())?
             .ok_or("the certificate's private key is gone")?;
-        crate::keys::CertKey::unseal(&self.sealer, key_type, &sealed)
-            .map(|k| k.pkcs8_pem())
-            .map_err(|e| e.to_string())
+        crate::keys::CertKey::unseal(&self.sealer, key_type, &sealed).map_err(|e| e.to_string())
     }
 
     /// Checks every due endpoint, then settles the names' deployments.
@@ -421,6 +432,12 @@ impl Deployer {
                 .alerts
                 .resolve_alerts("deploy_check_failed", &[subject], now)
                 .await;
+            return;
+        }
+        if ep.awaiting_install {
+            // An administrator was asked to install it; the reminder, not
+            // an alert, follows up.
+            info!(name = %ep.name_id, %endpoint, %summary, "waiting for an installation");
             return;
         }
         let was_confirmed = ep.prior_outcome.as_deref() == Some("matched");

@@ -19,6 +19,7 @@ mod accounts;
 mod delivery;
 pub mod deployer;
 mod drill;
+mod install;
 pub mod issuer;
 pub mod notifier;
 mod planner;

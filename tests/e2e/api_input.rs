@@ -1618,6 +1618,7 @@ async fn every_route_in_the_access_table_is_routed_and_documented() {
             .replace("{name}", "a.example.test")
             .replace("{slot}", "primary")
             .replace("{token}", "t")
+            .replace("{destination}", "web")
             .replace("{id}", "ca-a");
         let m = Method::from_bytes(method.as_bytes()).expect("method");
         // Routed: the auth layer answers 401 (an unrouted path would be a

@@ -38,13 +38,13 @@ fn serial(view: &Value, slot: &str) -> String {
 }
 
 /// `PUT /v1/names/{name}/deploy`, which must succeed.
-async fn set_deploy(server: &Server, name: &str, body: Value) {
+pub(crate) async fn set_deploy(server: &Server, name: &str, body: Value) {
     let (st, body) = put(server, &format!("/v1/names/{name}/deploy"), body).await;
     assert_eq!(st, 200, "{body}");
 }
 
 /// Polls `GET /v1/names/{name}/deploy` until `pred` holds.
-async fn wait_deploy(
+pub(crate) async fn wait_deploy(
     server: &Server,
     name: &str,
     secs: u64,
@@ -259,7 +259,7 @@ async fn settled(server: &Server, name: &str) -> String {
 
 /// A TLS server on loopback serving one chain and key; replaced by
 /// dropping it (the task is aborted).
-struct TlsServer {
+pub(crate) struct TlsServer {
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -269,7 +269,7 @@ impl Drop for TlsServer {
     }
 }
 
-async fn serve_tls(port: u16, chain_pem: &str, key_pem: &str) -> TlsServer {
+pub(crate) async fn serve_tls(port: u16, chain_pem: &str, key_pem: &str) -> TlsServer {
     let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<_, _>>()
         .expect("chain");
@@ -310,7 +310,7 @@ async fn serve_tls(port: u16, chain_pem: &str, key_pem: &str) -> TlsServer {
 /// The tests' SMTP server (aiosmtpd): each message appended, decoded.
 const SINK: &str = include_str!("../smtp_sink.py");
 
-async fn smtp_sink(port: u16, spool: &Path) -> tokio::process::Child {
+pub(crate) async fn smtp_sink(port: u16, spool: &Path) -> tokio::process::Child {
     let python = if Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
     } else {

@@ -22,6 +22,7 @@ fn routes() -> Vec<(&'static str, String, &'static str)> {
                 .replace("{name}", name)
                 .replace("{slot}", "primary")
                 .replace("{token}", "nobody")
+                .replace("{destination}", "web")
                 .replace("{id}", "pebble-a");
             (*m, path, *t)
         })

@@ -10,8 +10,8 @@ use twincert::keys::seal::Sealed;
 use twincert::policy::swap::{Standby, SwapOutcome, swap_outcome};
 use twincert::policy::{self, SlotFacts};
 use twincert::store::{
-    NameFilter, NameRecord, NewCertificate, NewName, OrderJob, RevocationFinding, Store,
-    StoreError, SwapScope,
+    AuditEvent, NameFilter, NameRecord, NewCertificate, NewName, NewPackage, OrderJob,
+    RevocationFinding, SecretKind, Store, StoreError, SwapScope,
 };
 
 use crate::harness::{fresh_pg_database, pg_url_or_skip};
@@ -1231,4 +1231,267 @@ async fn sql_agrees_with_policy_on_postgres() {
     };
     let url = fresh_pg_database(&base).await;
     sql_agrees_with_policy(Store::connect(&url).await.expect("connect")).await;
+}
+
+/// A package for `n1.example.test` at `appliance`, sealed under `key_id`.
+fn package(id: &str, token: &str, cert_id: &str, now: i64, key_id: &str) -> NewPackage {
+    let s = |tag: u8| Sealed {
+        key_id: key_id.into(),
+        nonce: vec![tag; 12],
+        ciphertext: vec![tag; 40],
+    };
+    NewPackage {
+        id: id.into(),
+        name_id: "n1.example.test".into(),
+        destination: "appliance".into(),
+        cert_id: cert_id.into(),
+        serial: "01".into(),
+        token_sha256: token.into(),
+        one_time: true,
+        password_delivery: "api".into(),
+        contacts: vec!["admin@example.test".into()],
+        package: s(1),
+        password: Some(s(2)),
+        created_at: now,
+        expires_at: now + 100,
+        remind_at: now + 10,
+    }
+}
+
+/// Install packages (issue 19) on both backends: a new package
+/// supersedes the last in its transaction and wipes its secrets; a
+/// one-time download counts once (and is audited once); a password is
+/// taken once; reminders come only while the deployment is `requested`
+/// for the package's certificate; re-sealing finds and moves package
+/// secrets like every other secret.
+async fn package_contract(store: Store) {
+    store.migrate().await.expect("migrate");
+    let t0 = 2_000_000;
+    store
+        .names()
+        .create_name(&name("n1.example.test", "a", "b"), "t", t0)
+        .await
+        .expect("create");
+    issue_all(&store, t0, &[]).await;
+    let rec = store
+        .names()
+        .name("n1.example.test")
+        .await
+        .expect("read")
+        .expect("exists");
+    let active = rec
+        .slots
+        .iter()
+        .find(|s| s.slot == rec.active)
+        .and_then(|s| s.cert.clone())
+        .expect("active certificate");
+    let audit = |action: &str| AuditEvent::ok(t0, "test", action, "n1.example.test", None, None);
+    store
+        .deployments()
+        .set_deploy_targets(
+            "n1.example.test",
+            &["appliance".to_string()],
+            &[],
+            &audit("name.deploy"),
+        )
+        .await
+        .expect("targets");
+    store
+        .deployments()
+        .record_deployed(
+            "n1.example.test",
+            "appliance",
+            &active.id,
+            &serde_json::json!({}),
+            t0,
+            t0,
+        )
+        .await
+        .expect("deployed");
+
+    let packages = store.packages();
+    let gone = packages
+        .create_package(&package("p1", "h1", &active.id, t0, "k1"), |s| {
+            assert!(s.is_empty());
+            audit("install.request")
+        })
+        .await
+        .expect("p1");
+    assert!(gone.is_empty());
+    let by_key = store.keys().sealed_by_key_id().await.expect("count");
+    assert!(
+        by_key.iter().any(|(k, n)| k == "k1" && *n >= 2),
+        "package and password counted: {by_key:?}"
+    );
+
+    // Re-sealing sees the package and its password and moves them.
+    let due = store
+        .keys()
+        .sealed_not_under("k2", 1000)
+        .await
+        .expect("due");
+    let mine: Vec<_> = due
+        .iter()
+        .filter(|s| s.id == "p1")
+        .map(|s| s.kind)
+        .collect();
+    assert_eq!(
+        mine,
+        [SecretKind::InstallPackage, SecretKind::InstallPassword]
+    );
+    let pairs: Vec<_> = due
+        .into_iter()
+        .filter(|s| s.id == "p1")
+        .map(|s| {
+            let mut new = s.sealed.clone();
+            new.key_id = "k2".into();
+            new.nonce = vec![9; 12];
+            (s, new)
+        })
+        .collect();
+    let (_, _, moved) = store
+        .keys()
+        .replace_sealed(&pairs, |_, _, _| audit("keys.reseal"))
+        .await
+        .expect("reseal");
+    assert_eq!(moved, 2);
+    let p = packages
+        .package_by_token("h1")
+        .await
+        .expect("read")
+        .expect("p1");
+    assert_eq!(p.package.as_ref().map(|s| s.key_id.as_str()), Some("k2"));
+    assert_eq!(p.password.as_ref().map(|s| s.key_id.as_str()), Some("k2"));
+
+    // The password, once.
+    let nonce = p.password.as_ref().expect("password").nonce.clone();
+    assert!(
+        packages
+            .take_password("p1", &nonce, &audit("install.password"))
+            .await
+            .expect("take")
+    );
+    assert!(
+        !packages
+            .take_password("p1", &nonce, &audit("install.password"))
+            .await
+            .expect("again")
+    );
+
+    // A reminder is due while the deployment waits; once sent, no other.
+    let due = packages.due_reminders(t0 + 10, 10).await.expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].contacts, ["admin@example.test"]);
+    packages
+        .record_reminded("p1", t0 + 10)
+        .await
+        .expect("reminded");
+    assert!(
+        packages
+            .due_reminders(t0 + 20, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+
+    // A second package supersedes the first: its secrets are wiped.
+    let gone = packages
+        .create_package(&package("p2", "h2", &active.id, t0 + 1, "k2"), |s| {
+            assert_eq!(s, ["p1".to_string()]);
+            audit("install.request")
+        })
+        .await
+        .expect("p2");
+    assert_eq!(gone, ["p1"]);
+    let p1 = packages
+        .package_by_token("h1")
+        .await
+        .expect("read")
+        .expect("p1");
+    assert_eq!(p1.state, "superseded");
+    assert!(p1.package.is_none() && p1.password.is_none());
+    assert!(
+        !packages
+            .record_download("p1", t0 + 2, &audit("install.download"))
+            .await
+            .expect("superseded")
+    );
+    let latest = packages
+        .latest_package("n1.example.test", "appliance")
+        .await
+        .expect("latest")
+        .expect("p2");
+    assert_eq!(latest.id, "p2");
+
+    // One-time: the first download counts, the second does not; expired
+    // links do not count either.
+    assert!(
+        packages
+            .record_download("p2", t0 + 2, &audit("install.download"))
+            .await
+            .expect("first")
+    );
+    assert!(
+        !packages
+            .record_download("p2", t0 + 3, &audit("install.download"))
+            .await
+            .expect("second")
+    );
+    let p2 = packages
+        .package_by_token("h2")
+        .await
+        .expect("read")
+        .expect("p2");
+    assert_eq!((p2.state.as_str(), p2.downloads), ("downloaded", 1));
+    assert!(p2.package.is_none(), "a used one-time package is wiped");
+    let mut reusable = package("p3", "h3", &active.id, t0 + 4, "k2");
+    reusable.one_time = false;
+    packages
+        .create_package(&reusable, |_| audit("install.request"))
+        .await
+        .expect("p3");
+    for at in [t0 + 5, t0 + 6] {
+        assert!(
+            packages
+                .record_download("p3", at, &audit("install.download"))
+                .await
+                .expect("reusable")
+        );
+    }
+    assert!(
+        !packages
+            .record_download("p3", t0 + 104, &audit("install.download"))
+            .await
+            .expect("expired")
+    );
+    let downloads = store
+        .audit()
+        .events(100)
+        .await
+        .expect("events")
+        .iter()
+        .filter(|e| e.action == "install.download")
+        .count();
+    assert_eq!(downloads, 3, "one audit event per counted download");
+
+    // Only the package not superseded is reminded of.
+    let waiting = packages.due_reminders(t0 + 1000, 10).await.expect("due");
+    let ids: Vec<&str> = waiting.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["p3"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn install_packages_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    package_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn install_packages_on_postgres() {
+    let Some(base) = pg_url_or_skip("install_packages_on_postgres") else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    package_contract(Store::connect(&url).await.expect("connect")).await;
 }
