@@ -46,6 +46,7 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
     ("GET", "/v1/names/{name}/deploy", Role::Viewer),
     ("PUT", "/v1/names/{name}/deploy", Role::Deployer),
     ("POST", "/v1/names/{name}/deploy/check", Role::Deployer),
+    ("POST", "/v1/names/{name}/preflight", Role::Operator),
     ("GET", "/v1/events", Role::Viewer),
     ("GET", "/v1/tokens", Role::Admin),
     ("POST", "/v1/tokens", Role::Admin),

@@ -65,6 +65,7 @@ impl Modify for BearerAuth {
         super::deploy::show_deploy,
         super::deploy::set_deploy,
         super::deploy::request_check,
+        super::preflight::run,
     ),
     components(schemas(
         super::deploy::DeploySettings, super::deploy::DeployView, super::deploy::DestinationState,
@@ -82,7 +83,9 @@ impl Modify for BearerAuth {
         super::readiness::ReadinessView, crate::domain::CaReadiness,
         super::drills::NewDrill, super::drills::DrillList, crate::store::Drill,
         crate::domain::DrillMode, crate::domain::DrillRequest, crate::domain::DrillSample,
-        crate::domain::DrillReport, crate::domain::DrillStage, crate::domain::DrillFailure
+        crate::domain::DrillReport, crate::domain::DrillStage, crate::domain::DrillFailure,
+        crate::domain::PreflightReport, crate::domain::PreflightCheck,
+        crate::domain::PreflightStatus
     )),
     modifiers(&BearerAuth)
 )]

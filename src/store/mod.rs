@@ -38,6 +38,7 @@ mod names;
 mod operations;
 mod orders;
 mod pacing;
+mod preflight;
 mod readiness;
 mod rows;
 mod sql;
@@ -74,6 +75,7 @@ pub use names::{NameFilter, Names, NewName};
 pub use operations::{Operation, OperationProgress, Operations, ReprovisionJob};
 pub use orders::{Completed, FailingOrder, NewCertificate, Orders, OtherCert};
 pub use pacing::Pacing;
+pub use preflight::Preflights;
 pub use readiness::{Readiness, ReadinessGroup};
 pub use rows::{
     CertRecord, CertStatusRecord, DnsRecord, NameRecord, OrderJob, OrderSummary, SlotRecord,
@@ -139,6 +141,7 @@ struct Facets {
     deployments: Deployments,
     metrics: Metrics,
     readiness: Readiness,
+    preflights: Preflights,
     drills: Drills,
     backups: Backups,
 }
@@ -164,6 +167,7 @@ impl Facets {
             deployments: Deployments { db: db.clone() },
             metrics: Metrics { db: db.clone() },
             readiness: Readiness { db: db.clone() },
+            preflights: Preflights { db: db.clone() },
             drills: Drills { db: db.clone() },
             backups: Backups { db: db.clone() },
         }
@@ -303,6 +307,11 @@ impl Store {
     /// Emergency readiness facts and the stored report.
     pub fn readiness(&self) -> &Readiness {
         &self.facets.readiness
+    }
+
+    /// Preflight reports per name (CAA, delegation).
+    pub fn preflights(&self) -> &Preflights {
+        &self.facets.preflights
     }
 
     /// Drills: requests, reports, the standbys they inspect, their flips.
