@@ -27,11 +27,11 @@ use crate::policy::caa::{CaaRecord, RelevantCaa, search_names};
 /// What one CAA lookup answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CaaAnswer {
-    /// The CAA records of the name (of its alias target when it is a CNAME
-    /// and the resolver followed it).
+    /// The CAA records of the name, or of its alias target when it is a
+    /// CNAME and the resolver followed it.
     pub records: Vec<CaaRecord>,
-    /// Where the name's CNAME chain ends when the answer held no records
-    /// for it: that name must be asked next.
+    /// Where the name's CNAME chain ends, as far as the answer shows: the
+    /// owner of `records`, or (no records) the name to ask next.
     pub alias: Option<String>,
 }
 
@@ -52,8 +52,13 @@ async fn lookup_level(view: &dyn CaaView, name: &str) -> Result<(String, Vec<Caa
     let mut seen = HashSet::from([current.clone()]);
     for _ in 0..=MAX_CNAME_CHAIN {
         let answer = view.caa(&current).await?;
-        match answer.alias.map(|a| normal(&a)) {
-            Some(target) if answer.records.is_empty() && target != current => {
+        let target = answer.alias.as_deref().map(normal);
+        if !answer.records.is_empty() {
+            // The resolver followed the chain: the records are the target's.
+            return Ok((target.unwrap_or(current), answer.records));
+        }
+        match target {
+            Some(target) if target != current => {
                 if !seen.insert(target.clone()) {
                     return Err(format!(
                         "CNAME loop at {target} while looking up CAA of {}",
@@ -62,7 +67,7 @@ async fn lookup_level(view: &dyn CaaView, name: &str) -> Result<(String, Vec<Caa
                 }
                 current = target;
             }
-            _ => return Ok((current, answer.records)),
+            _ => return Ok((current, Vec::new())),
         }
     }
     Err(format!(
@@ -173,6 +178,13 @@ mod tests {
                 ("example.test", issue("ca-a.test")),
                 ("sub.other.test", issue("ca-b.test")),
                 ("alias.example.test", alias("target.other.test")),
+                (
+                    "followed.example.test",
+                    CaaAnswer {
+                        alias: Some("sub.other.test".into()),
+                        ..issue("ca-b.test")
+                    },
+                ),
                 ("target.other.test", alias("sub.other.test")),
                 ("empty-alias.example.test", alias("nothing.other.test")),
                 ("loop.example.test", alias("loop2.example.test")),
@@ -182,7 +194,7 @@ mod tests {
         };
         // (domain, Ok(Some((level, owner, value))) | Ok(None) | Err(text)).
         type Want = Result<Option<(&'static str, &'static str, &'static str)>, &'static str>;
-        let cases: [(&str, Want); 8] = [
+        let cases: [(&str, Want); 9] = [
             (
                 "example.test",
                 Ok(Some(("example.test", "example.test", "ca-a.test"))),
@@ -198,6 +210,15 @@ mod tests {
             (
                 "alias.example.test",
                 Ok(Some(("alias.example.test", "sub.other.test", "ca-b.test"))),
+            ),
+            (
+                // The resolver followed the alias itself.
+                "followed.example.test",
+                Ok(Some((
+                    "followed.example.test",
+                    "sub.other.test",
+                    "ca-b.test",
+                ))),
             ),
             (
                 // An alias to a name without CAA: climb from the alias's

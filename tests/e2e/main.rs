@@ -11,6 +11,7 @@ mod harness;
 mod harness_check;
 mod issuance;
 mod layers;
+mod preflight;
 mod readiness;
 mod redundancy;
 mod revocation;
