@@ -51,6 +51,10 @@ pub const DELEGATED_CNAMES: &[(&str, &str)] = &[
 /// (`caa_template`); the test key may change its CAA and CNAME records.
 pub const CAA_ZONE: &str = "caa.test";
 
+/// A zone whose every lookup fails (SERVFAIL): BIND forwards it to a port
+/// nobody answers on.
+pub const BROKEN_ZONE: &str = "broken.invalid";
+
 pub const ZONE_HOSTS: &[&str] = &["a", "b", "c", "d", "e", "www", "api", "app", "mail", "shop"];
 
 /// Name of the TSIG key allowed to change TXT records in [`ZONE`].
@@ -306,6 +310,13 @@ zone "{CAA_ZONE}" {{
     type primary;
     file "{caa}";
     update-policy {{ grant {TSIG_KEY_NAME} zonesub CAA CNAME; }};
+}};
+// Names here fail to resolve (SERVFAIL): forwarded to a port nobody
+// answers on, for the preflight's "could not check".
+zone "{BROKEN_ZONE}" {{
+    type forward;
+    forward only;
+    forwarders {{ 127.0.0.1 port 9; }};
 }};
 // The TLD itself, empty: a CA's CAA tree walk climbs to `test.`, which
 // must answer (NOERROR, no records), not time out in recursion.

@@ -9,7 +9,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{CAA_ZONE, TwoCas};
+use crate::harness::{BROKEN_ZONE, CAA_ZONE, TwoCas};
 use crate::server::{ADMIN_TOKEN, Server, ServerOptions};
 
 fn sqlite_url(dir: &std::path::Path) -> String {
@@ -361,5 +361,39 @@ async fn accounturi_is_checked_against_our_real_account_at_the_ca() {
             .unwrap_or_default()
             .contains(&format!("accounturi={ours}")),
         "{a}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_lookup_is_could_not_check_never_allowed() {
+    let cas = TwoCas::start(0).await;
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let name = format!("x.{BROKEN_ZONE}");
+    let (status, body) = server.create(json!({ "name": name })).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, report) = run_preflight(&server, &name).await;
+    assert_eq!(status, 200, "{report}");
+    print_report(&name, &report);
+    for ca in ["pebble-a", "pebble-b"] {
+        let c = check(&report, "caa", Some(ca), &name);
+        assert_eq!(c["status"], "error", "{c}");
+        let detail = c["detail"].as_str().unwrap_or_default();
+        assert!(detail.starts_with("could not check CAA: "), "{detail}");
+        assert!(
+            detail.contains("Server Failure") || detail.contains("timed out"),
+            "{detail}"
+        );
+        assert!(c["fix"].is_null(), "{c}");
+    }
+    // Not a CAA finding: no alert; counted apart in the metrics.
+    assert!(open_caa_alert(&server, &name).await.is_none());
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains("twincert_preflight_findings{check=\"error\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("twincert_preflight_findings{check=\"caa\"} 0"),
+        "{metrics}"
     );
 }
