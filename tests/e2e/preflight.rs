@@ -295,6 +295,31 @@ async fn preflight_decides_the_caa_matrix_and_names_the_record_to_add() {
     let shown = server.name("only-a.caa.test").await;
     assert_eq!(shown["preflight"], fixed_a);
 
+    // The CLI: `names check` runs it, `names show` shows the stored report.
+    let env = [
+        ("TWINCERT_URL", server.base()),
+        ("TWINCERT_TOKEN", ADMIN_TOKEN.to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for args in [
+        ["names", "check", "host.parent.caa.test"],
+        ["names", "show", "host.parent.caa.test"],
+    ] {
+        let out = crate::backup::cli(&args, &env);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("twincert {}:\n{text}", args.join(" "));
+        assert!(
+            text.lines().any(|l| l.contains("checks[0].fix")
+                && l.contains("parent.caa.test. CAA 0 issue \"pebble-a.test\"")),
+            "{args:?}: {text}"
+        );
+    }
+
     // Bad input: an unknown name is a 404 problem.
     let (status, ctype, body) = run_preflight(&server, "nope.caa.test").await;
     assert_eq!(status, 404, "{body}");
