@@ -126,6 +126,7 @@ async fn preflight_decides_the_caa_matrix_and_names_the_record_to_add() {
         json!({"name": "alias.caa.test", "cas": pair}),
         json!({"name": "none.caa.test", "cas": pair}),
         json!({"name": "nodeleg.caa.test", "challenge": "dns-01", "cas": pair}),
+        json!({"name": "manual.caa.test", "challenge": "dns-01-manual", "cas": pair}),
     ];
     for body in &names {
         let (status, created) = server.create(body.clone()).await;
@@ -264,6 +265,16 @@ async fn preflight_decides_the_caa_matrix_and_names_the_record_to_add() {
     assert_eq!(
         nd["fix"],
         "_acme-challenge.nodeleg.caa.test. CNAME nodeleg-caa-test.acme.example.test."
+    );
+
+    // Manual DNS-01: where the records will have to go, not a finding.
+    let manual = &reports["manual.caa.test"];
+    let md = check(manual, "delegation", None, "manual.caa.test");
+    assert_eq!(md["status"], "ok", "{md}");
+    assert_eq!(
+        md["detail"],
+        "_acme-challenge.manual.caa.test has no CNAME: the TXT records will have to be \
+         published at _acme-challenge.manual.caa.test"
     );
 
     // The metrics count names with findings per check.
