@@ -1,7 +1,9 @@
 //! Preflight outcomes: the latest report of each name (as JSON), with its
 //! finding counts kept in indexed columns so `/metrics` counts names with
-//! findings by index, and the CA pair the report was made for, so a name
-//! whose pair changed (re-provisioning) is due again at once.
+//! findings by index, and the CA pair the report was made for. A name is
+//! due when it has no report (new), or its report is older than the
+//! interval — or was made for another CA pair: re-provisioning marks it
+//! stale in the transaction that moves the slot.
 
 use sea_orm::DatabaseConnection;
 
@@ -73,25 +75,37 @@ impl Preflights {
             .map_err(|e| StoreError::Db(format!("stored preflight report of {name_id}: {e}")))
     }
 
-    /// Up to `limit` names due for a check: never checked, checked at or
-    /// before `stale_before`, or checked for another CA pair. Never-checked
-    /// names come first (a new name is checked before its first order can
-    /// fail), then the oldest checks.
-    pub async fn due(&self, stale_before: i64, limit: u64) -> Result<Vec<String>, StoreError> {
+    /// Up to `limit` names never checked (new names), any order: an
+    /// anti-join that stops at the first `limit` it finds (and reads every
+    /// name when there is none: the controller asks only when woken by a
+    /// new name or every half minute).
+    pub async fn never_checked(&self, limit: u64) -> Result<Vec<String>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT n.id AS id FROM names n LEFT JOIN preflight p ON p.name_id = n.id \
-             WHERE p.name_id IS NULL OR p.checked_at <= $1 \
-             OR p.primary_ca <> n.primary_ca OR p.backup_ca <> n.backup_ca \
-             ORDER BY CASE WHEN p.name_id IS NULL THEN 0 ELSE 1 END, p.checked_at, n.id \
-             LIMIT $2",
+            "SELECT n.id AS id FROM names n WHERE NOT EXISTS \
+             (SELECT 1 FROM preflight p WHERE p.name_id = n.id) LIMIT $1",
+            vec![(limit.min(i64::MAX as u64) as i64).into()],
+        )
+        .await?;
+        rows.iter().map(|r| get(r, "id")).collect()
+    }
+
+    /// Up to `limit` names last checked at or before `stale_before`,
+    /// oldest first (through the `checked_at` index). A name whose CA pair
+    /// changed is among them at once: re-provisioning sets its `checked_at`
+    /// to 0 (`Operations::start_reprovision`).
+    pub async fn stale(&self, stale_before: i64, limit: u64) -> Result<Vec<String>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT name_id FROM preflight WHERE checked_at <= $1 \
+             ORDER BY checked_at, name_id LIMIT $2",
             vec![
                 stale_before.into(),
                 (limit.min(i64::MAX as u64) as i64).into(),
             ],
         )
         .await?;
-        rows.iter().map(|r| get(r, "id")).collect()
+        rows.iter().map(|r| get(r, "name_id")).collect()
     }
 
     /// Names with at least one finding, per check kind (`caa`,

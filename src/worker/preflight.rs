@@ -5,7 +5,8 @@
 //! last check is older than `[preflight] interval_seconds` (daily by
 //! default).
 //!
-//! *Observes*: names due for a check (`store::Preflights::due`).
+//! *Observes*: names due for a check (`store::Preflights::never_checked`,
+//! `store::Preflights::stale`).
 //! *Writes*: through `Preflight::check_name`, each name's report and its
 //! `preflight_caa` alert.
 
@@ -34,6 +35,17 @@ const CONCURRENCY: usize = 4;
 /// Without a local wake-up, look for due names this often (names created
 /// through another replica's API, pairs changed by re-provisioning).
 const IDLE_LOOK: Duration = Duration::from_secs(30);
+
+/// When the controller last looked and whether more is waiting.
+#[derive(Debug, Default)]
+struct Cadence {
+    /// The last periodic look for due names.
+    last_look: Option<Instant>,
+    /// The last pass found a full batch of never-checked names.
+    more_new: bool,
+    /// The last pass was a full batch.
+    more: bool,
+}
 
 /// The preflight controller.
 pub(super) struct PreflightChecker {
@@ -65,30 +77,39 @@ impl PreflightChecker {
         }
     }
 
-    /// Looks for due names every second while woken or while a pass found
-    /// a full batch, else every [`IDLE_LOOK`].
+    /// Looks for due names every [`IDLE_LOOK`], within a second of a local
+    /// wake-up (a name created here), and every second while the last pass
+    /// found a full batch. The anti-join for never-checked names runs only
+    /// on a look or a wake-up, or while it keeps finding full batches — not
+    /// on every second of a daily re-check of many names.
     pub(super) async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
-        let last = Arc::new(tokio::sync::Mutex::new((None::<Instant>, false)));
+        let state = Arc::new(tokio::sync::Mutex::new(Cadence::default()));
         self.lease
             .run(Duration::from_secs(1), shutdown, || {
-                let (me, last) = (self.clone(), last.clone());
+                let (me, state) = (self.clone(), state.clone());
                 async move {
-                    let mut st = last.lock().await;
+                    let mut st = state.lock().await;
                     let dirty = me.dirty.swap(false, Ordering::Relaxed);
-                    let idle_over = st.0.is_none_or(|t| t.elapsed() >= IDLE_LOOK);
-                    if !(dirty || idle_over || st.1) {
+                    let look = st.last_look.is_none_or(|t| t.elapsed() >= IDLE_LOOK);
+                    if !(dirty || look || st.more_new || st.more) {
                         return;
                     }
-                    match me.pass().await {
-                        Ok(n) => {
+                    if look {
+                        st.last_look = Some(Instant::now());
+                    }
+                    let look_new = dirty || look || st.more_new;
+                    match me.pass(look_new).await {
+                        Ok((new, n)) => {
                             if n > 0 {
-                                info!(names = n, "preflight checked");
+                                info!(names = n, new, "preflight checked");
                             }
-                            *st = (Some(Instant::now()), n as u64 >= BATCH);
+                            st.more_new = new as u64 >= BATCH;
+                            st.more = n as u64 >= BATCH;
                         }
                         Err(e) => {
                             warn!(error = %e, "preflight pass failed");
-                            *st = (Some(Instant::now()), false);
+                            st.more_new = false;
+                            st.more = false;
                         }
                     }
                 }
@@ -96,10 +117,24 @@ impl PreflightChecker {
             .await;
     }
 
-    /// Checks up to one batch of due names; returns how many.
-    pub(super) async fn pass(&self) -> Result<usize, crate::store::StoreError> {
-        let stale_before = self.clock.now() - self.cfg.interval_seconds as i64;
-        let due = self.preflights.due(stale_before, BATCH).await?;
+    /// Checks up to one batch of due names — never-checked names first
+    /// (only when `look_new`), then the oldest stale ones; returns (new,
+    /// all) checked.
+    pub(super) async fn pass(
+        &self,
+        look_new: bool,
+    ) -> Result<(usize, usize), crate::store::StoreError> {
+        let mut due = if look_new {
+            self.preflights.never_checked(BATCH).await?
+        } else {
+            Vec::new()
+        };
+        let new = due.len();
+        let room = BATCH.saturating_sub(due.len() as u64);
+        if room > 0 {
+            let stale_before = self.clock.now() - self.cfg.interval_seconds as i64;
+            due.extend(self.preflights.stale(stale_before, room).await?);
+        }
         let n = due.len();
         let results: Vec<_> = futures_util::stream::iter(due)
             .map(|name| {
@@ -114,6 +149,6 @@ impl PreflightChecker {
                 warn!(name = %name, error = %e, "preflight check not stored");
             }
         }
-        Ok(n)
+        Ok((new, n))
     }
 }

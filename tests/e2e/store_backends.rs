@@ -427,8 +427,15 @@ async fn preflight_contract(store: Store) {
             .expect("create name");
     }
     let p = store.preflights();
-    let all_due = p.due(t0 - 86_400, 10).await.expect("due");
-    assert_eq!(all_due.len(), 3, "never checked: all due");
+    let mut new = p.never_checked(10).await.expect("never checked");
+    new.sort();
+    assert_eq!(
+        new,
+        vec!["p1.example.test", "p2.example.test", "p3.example.test"],
+        "never checked: all new"
+    );
+    assert_eq!(p.never_checked(2).await.expect("limit").len(), 2);
+    assert!(p.stale(t0, 10).await.expect("stale").is_empty());
     let check = |kind: &str, status| PreflightCheck {
         check: kind.into(),
         slot: Some("backup".into()),
@@ -473,12 +480,16 @@ async fn preflight_contract(store: Store) {
         vec![("caa", 1), ("delegation", 1), ("error", 1)],
         "names with findings, per check"
     );
-    // p3: never checked; p2: checked for another pair. p1 is fresh.
-    let due = p.due(t0 - 86_400, 10).await.expect("due");
-    assert_eq!(due, vec!["p3.example.test", "p2.example.test"]);
-    // A day later p1 is stale too.
-    let due = p.due(t0, 10).await.expect("due");
-    assert!(due.contains(&"p1.example.test".to_string()), "{due:?}");
+    assert_eq!(
+        p.never_checked(10).await.expect("never checked"),
+        vec!["p3.example.test"]
+    );
+    // Fresh until the interval has passed; oldest first then.
+    assert!(p.stale(t0 - 1, 10).await.expect("stale").is_empty());
+    assert_eq!(
+        p.stale(t0, 10).await.expect("stale"),
+        vec!["p1.example.test", "p2.example.test"]
+    );
     // The next report replaces the last, counts follow.
     let clean = PreflightReport {
         checked_at: t0 + 10,
@@ -740,12 +751,39 @@ async fn mass_swap_contract(store: Store) {
         .expect("m6 marked")
         .clone();
     assert!(!m6.is_active && m6.slot == Slot::Primary && m6.other_ca == "b");
+    // A preflight report made for the old pair is stale once the slot moves.
+    let fresh = twincert::domain::PreflightReport {
+        checked_at: now2,
+        checks: Vec::new(),
+    };
+    store
+        .preflights()
+        .save("m6.example.test", ("a", "b"), &fresh)
+        .await
+        .expect("save preflight");
+    assert!(
+        store
+            .preflights()
+            .stale(now2 - 1, 100)
+            .await
+            .expect("stale")
+            .is_empty()
+    );
     assert!(
         store
             .operations()
             .start_reprovision(&m6, "c", None, now2)
             .await
             .expect("start")
+    );
+    assert_eq!(
+        store
+            .preflights()
+            .stale(now2 - 1, 100)
+            .await
+            .expect("stale"),
+        vec!["m6.example.test"],
+        "the new CA pair is preflighted at once"
     );
     assert!(
         !store
