@@ -1,6 +1,6 @@
 //! `[preflight]`: whether and how often every name's CAA and delegation
 //! are re-checked (new names and names whose CA pair changed are checked
-//! within seconds regardless of the interval).
+//! within half a minute regardless of the interval).
 
 use serde::Deserialize;
 
