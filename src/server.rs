@@ -313,6 +313,27 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
         dns_providers.push(crate::providers::dns::build(p).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
     let dns01_available = !cfg.dns_providers.is_empty();
+    // Preflight needs only lookups and the configured zones (no provider
+    // secrets), so an API-only process checks on demand too.
+    let preflight = Arc::new(crate::validation::preflight::Preflight::new(
+        &store,
+        crate::validation::dns::DnsLookup::new(cfg.dns.clone()),
+        cfg.cas
+            .values()
+            .map(|c| crate::validation::preflight::PreflightCa {
+                id: c.id.clone(),
+                identities: c.caa_identities.clone(),
+            })
+            .collect(),
+        cfg.dns_providers
+            .iter()
+            .map(|(id, p)| crate::validation::preflight::ProviderZones {
+                id: id.clone(),
+                zones: p.zones.clone(),
+            })
+            .collect(),
+        clock.clone(),
+    ));
     let sealer = Arc::new(secrets.sealer);
     let worker = Supervisor::builder(
         store.clone(),
@@ -332,6 +353,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
             .with_delivery(delivery)
             .with_policy(ca_choices(&cfg), cfg.reprovision_same_ca_after_seconds)
             .with_readiness(cfg.readiness.clone(), cfg.deploy.concurrency)
+            .with_preflight(cfg.preflight.clone(), preflight.clone())
             .with_revocation(cfg.revocation.clone())
             .with_dns01(Arc::new(crate::validation::dns::Dns01Solver::new(
                 dns_providers,
@@ -402,6 +424,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
         wake_worker: Some(Arc::new(move || wake.wake())),
         acme_requests: Arc::new(crate::ca::acme_request_metrics),
         allow_drill_simulation: cfg.drills.allow_simulation,
+        preflight: Some(preflight),
     };
     info!(
         api = %format!(

@@ -38,6 +38,7 @@ pub const TABLES: &[&str] = &[
     "readiness",
     "drills",
     "install_packages",
+    "preflight",
 ];
 
 /// Columns whose values come from a sequence on PostgreSQL (`{serial}`):
@@ -73,6 +74,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0011Redundancy),
             Box::new(M0012Readiness),
             Box::new(M0013Drills),
+            Box::new(M0014Preflight),
             Box::new(M0015ManualDestination),
         ]
     }
@@ -819,11 +821,47 @@ impl MigrationTrait for M0013Drills {
     }
 }
 
+/// Preflight (issue 16): the latest CAA and delegation checks of each
+/// name, the report as JSON plus per-kind finding counts that `/metrics`
+/// reads through their indexes (never a scan over every name), and the
+/// CA pair the checks were made for (a changed pair is re-checked).
+pub struct M0014Preflight;
+
+impl MigrationName for M0014Preflight {
+    fn name(&self) -> &str {
+        "m0014_preflight"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0014Preflight {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "CREATE TABLE preflight (\
+             name_id TEXT PRIMARY KEY REFERENCES names(id) ON DELETE CASCADE, \
+             checked_at BIGINT NOT NULL, primary_ca TEXT NOT NULL, backup_ca TEXT NOT NULL, \
+             caa_findings INTEGER NOT NULL DEFAULT 0, \
+             delegation_findings INTEGER NOT NULL DEFAULT 0, \
+             errors INTEGER NOT NULL DEFAULT 0, report TEXT NOT NULL); \
+             CREATE INDEX preflight_checked ON preflight (checked_at); \
+             CREATE INDEX preflight_caa ON preflight (caa_findings); \
+             CREATE INDEX preflight_delegation ON preflight (delegation_findings); \
+             CREATE INDEX preflight_errors ON preflight (errors)",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP TABLE preflight").await
+    }
+}
+
 /// Install requests of `manual` destinations (issue 19): one row per
 /// package mailed to a server's administrator. The download token is kept
 /// only as its SHA-256; the package and a password not yet shown are
 /// sealed (AEAD under a master key, as private keys are) and wiped once
-/// they can no longer be fetched. (M0014 is taken by a parallel change.)
+/// they can no longer be fetched.
 pub struct M0015ManualDestination;
 
 impl MigrationName for M0015ManualDestination {

@@ -56,6 +56,7 @@ pub const ROUTES: &[(&str, &str, Role)] = &[
         "/v1/names/{name}/deploy/{destination}/password",
         Role::Operator,
     ),
+    ("POST", "/v1/names/{name}/preflight", Role::Operator),
     ("GET", "/v1/events", Role::Viewer),
     ("GET", "/v1/tokens", Role::Admin),
     ("POST", "/v1/tokens", Role::Admin),

@@ -53,6 +53,14 @@ pub(super) async fn metrics(State(st): State<ApiState>) -> Result<Response, Prob
     if let Some(r) = st.store.readiness().latest().await? {
         series.extend(super::readiness::series(&r));
     }
+    // Names with a preflight finding per check (`error`: a check that could
+    // not be made), each an index range count over the stored reports.
+    for (check, n) in st.store.preflights().findings().await? {
+        series.push((
+            format!("twincert_preflight_findings{{check=\"{check}\"}}"),
+            n as f64,
+        ));
+    }
     series.extend(sealed_series(
         &st.store.keys().sealed_by_key_id().await?,
         st.sealer.as_deref(),

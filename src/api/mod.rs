@@ -28,6 +28,7 @@ mod metrics;
 mod new_name;
 mod openapi;
 mod paging;
+mod preflight;
 mod problem;
 mod readiness;
 pub mod tls;
@@ -100,6 +101,9 @@ pub struct ApiState {
     /// `/metrics`: the ACME clients record them, the API only reads them
     /// through this handle (a process that runs no ACME client has none).
     pub acme_requests: Arc<dyn Fn() -> Vec<AcmeRequestStats> + Send + Sync>,
+    /// Runs a name's CAA and delegation checks on demand (none: the
+    /// on-demand check answers 409; stored reports are still shown).
+    pub preflight: Option<Arc<crate::validation::preflight::Preflight>>,
 }
 
 /// SHA-256 of a token, the only form in which tokens are kept in memory.
@@ -131,6 +135,7 @@ pub fn app(state: ApiState) -> Router {
             "/v1/names/{name}/deploy/{destination}/redeploy",
             post(deploy::redeploy),
         )
+        .route("/v1/names/{name}/preflight", post(preflight::run))
         .route("/v1/names/{name}/certificates/{slot}/key", get(private_key))
         .route("/v1/events", get(events))
         .route("/v1/tokens", post(create_token).get(list_tokens))
@@ -345,6 +350,7 @@ async fn show_name(
 ) -> Result<Response, Problem> {
     let rec = load_name(&st, &name).await?;
     let mut view = name_view(&rec, st.clock.now(), &st.dns);
+    view.preflight = st.store.preflights().latest(&rec.id).await?;
     if rec.challenge == ChallengeKind::Dns01Manual {
         for slot in &rec.slots {
             let Some(order) = &slot.order else { continue };

@@ -68,6 +68,7 @@ impl Modify for BearerAuth {
         super::install::password,
         super::deploy::redeploy,
         super::install::download,
+        super::preflight::run,
     ),
     components(schemas(
         super::deploy::DeploySettings, super::deploy::DeployView, super::deploy::DestinationState,
@@ -86,7 +87,9 @@ impl Modify for BearerAuth {
         super::readiness::ReadinessView, crate::domain::CaReadiness,
         super::drills::NewDrill, super::drills::DrillList, crate::store::Drill,
         crate::domain::DrillMode, crate::domain::DrillRequest, crate::domain::DrillSample,
-        crate::domain::DrillReport, crate::domain::DrillStage, crate::domain::DrillFailure
+        crate::domain::DrillReport, crate::domain::DrillStage, crate::domain::DrillFailure,
+        crate::domain::PreflightReport, crate::domain::PreflightCheck,
+        crate::domain::PreflightStatus
     )),
     modifiers(&BearerAuth)
 )]

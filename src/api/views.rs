@@ -157,6 +157,10 @@ pub struct NameView {
     /// now, per slot with an open order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dns01_manual_records: Vec<ManualRecord>,
+    /// The latest CAA and delegation preflight (`GET /v1/names/{name}`
+    /// only; null until the first check, run within seconds of creation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preflight: Option<crate::domain::PreflightReport>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -366,6 +370,7 @@ pub fn name_view(n: &NameRecord, now: i64, dns: &DelegationPolicy) -> NameView {
             Vec::new()
         },
         dns01_manual_records: Vec::new(),
+        preflight: None,
         created_at: rfc3339(n.created_at),
         updated_at: rfc3339(n.updated_at),
     }

@@ -391,8 +391,14 @@ enum NamesAction {
         #[arg(long, default_value_t = 100)]
         limit: u64,
     },
-    /// Show one name.
+    /// Show one name (with its latest preflight report).
     Show {
+        /// The name's id.
+        name: String,
+    },
+    /// Run the name's preflight now: CAA for each domain and each of its
+    /// two CAs, and `_acme-challenge` delegation for DNS-01 (operator+).
+    Check {
         /// The name's id.
         name: String,
     },
@@ -1047,6 +1053,12 @@ async fn names(api: ApiArgs, action: NamesAction) -> anyhow::Result<()> {
         }
         NamesAction::Show { name } => {
             http.get(format!("{base}/v1/names/{name}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+        }
+        NamesAction::Check { name } => {
+            http.post(format!("{base}/v1/names/{name}/preflight"))
                 .bearer_auth(&token)
                 .send()
                 .await

@@ -28,6 +28,7 @@ pub(super) struct RawCa {
     orders_per_hour: Option<u32>,
     concurrency: Option<u32>,
     crl_urls: Option<Vec<String>>,
+    caa_identities: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -64,6 +65,10 @@ pub struct CaConfig {
     /// certificates carry no CRL distribution point, e.g. Let's Encrypt's
     /// sharded CRLs listed in CCADB).
     pub crl_urls: Vec<String>,
+    /// The CA's CAA issuer domain names (RFC 8659 §4.2), lower-case: the
+    /// entry's `caa_identities`, else its profile's. Empty: unknown, and
+    /// preflight reports that wherever a CAA record set applies.
+    pub caa_identities: Vec<String>,
 }
 
 impl std::fmt::Debug for CaConfig {
@@ -231,9 +236,30 @@ pub(super) fn validate_cas(
                 }
             }
         }
+        let caa_identities: Vec<String> = ca
+            .caa_identities
+            .clone()
+            .unwrap_or_else(|| profile.caa_identities.clone())
+            .iter()
+            .map(|i| i.trim().trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        for i in &caa_identities {
+            let ok = !i.is_empty()
+                && i.split('.').all(|l| {
+                    !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !ok {
+                return Err(invalid(
+                    &key("caa_identities"),
+                    i,
+                    "must be issuer domain names such as \"letsencrypt.org\" (RFC 8659 §4.2)",
+                ));
+            }
+        }
         cas.insert(
             ca_id.clone(),
             CaConfig {
+                caa_identities,
                 crl_urls,
                 id: ca_id,
                 root_group,

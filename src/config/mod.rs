@@ -28,6 +28,7 @@ mod deploy;
 mod dns;
 mod drills;
 mod env;
+mod preflight;
 mod readiness;
 mod revocation;
 mod server;
@@ -51,6 +52,7 @@ pub use deploy::{
 };
 pub use dns::DnsConfig;
 pub use drills::DrillsConfig;
+pub use preflight::PreflightConfig;
 pub use readiness::ReadinessConfig;
 pub use revocation::{IncidentPolicy, RevocationConfig, RevokedActivePolicy};
 pub use worker::WorkerConfig;
@@ -137,6 +139,7 @@ const SECTIONS: &[&str] = &[
     "alerts",
     "readiness",
     "drills",
+    "preflight",
 ];
 
 /// Tables inside a section: `TWINCERT_ALERTS_SMTP_HOST` sets `[alerts.smtp]
@@ -183,6 +186,8 @@ struct RawConfig {
     readiness: readiness::RawReadiness,
     #[serde(default)]
     drills: drills::RawDrills,
+    #[serde(default)]
+    preflight: preflight::RawPreflight,
 }
 
 /// The validated configuration.
@@ -243,6 +248,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Emergency readiness.
     pub readiness: ReadinessConfig,
+    /// CAA and delegation preflight.
+    pub preflight: PreflightConfig,
     /// What drills may do.
     pub drills: DrillsConfig,
 }
@@ -391,6 +398,7 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
         alerts,
         readiness: readiness::validate_readiness(raw.readiness)?,
         drills: drills::validate_drills(raw.drills)?,
+        preflight: preflight::validate_preflight(raw.preflight)?,
     })
 }
 

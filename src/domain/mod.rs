@@ -15,6 +15,7 @@ mod mail;
 mod names;
 mod net;
 mod new_name;
+mod preflight;
 mod readiness;
 
 pub use acme_requests::{ACME_LATENCY_BUCKETS, AcmeRequestStats};
@@ -23,6 +24,7 @@ pub use mail::{MailAddressError, check_mail_address};
 pub use names::{DnsName, ManagedNameId, NameError};
 pub use net::Cidr;
 pub use new_name::NewName;
+pub use preflight::{PREFLIGHT_CHECKS, PreflightCheck, PreflightReport, PreflightStatus};
 pub use readiness::{CaReadiness, ReadinessReport};
 
 use std::fmt;

@@ -6,6 +6,7 @@
 
 use crate::domain::{KeyType, NameState, SlotState};
 
+pub mod caa;
 pub mod drill;
 pub mod reaction;
 pub mod readiness;

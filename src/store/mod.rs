@@ -39,6 +39,7 @@ mod operations;
 mod orders;
 mod pacing;
 mod packages;
+mod preflight;
 mod readiness;
 mod rows;
 mod sql;
@@ -76,6 +77,7 @@ pub use operations::{Operation, OperationProgress, Operations, ReprovisionJob};
 pub use orders::{Completed, FailingOrder, NewCertificate, Orders, OtherCert};
 pub use pacing::Pacing;
 pub use packages::{DueReminder, NewPackage, PackageRecord, Packages};
+pub use preflight::Preflights;
 pub use readiness::{Readiness, ReadinessGroup};
 pub use rows::{
     CertRecord, CertStatusRecord, DnsRecord, NameRecord, OrderJob, OrderSummary, SlotRecord,
@@ -142,6 +144,7 @@ struct Facets {
     packages: Packages,
     metrics: Metrics,
     readiness: Readiness,
+    preflights: Preflights,
     drills: Drills,
     backups: Backups,
 }
@@ -168,6 +171,7 @@ impl Facets {
             packages: Packages { db: db.clone() },
             metrics: Metrics { db: db.clone() },
             readiness: Readiness { db: db.clone() },
+            preflights: Preflights { db: db.clone() },
             drills: Drills { db: db.clone() },
             backups: Backups { db: db.clone() },
         }
@@ -312,6 +316,11 @@ impl Store {
     /// Emergency readiness facts and the stored report.
     pub fn readiness(&self) -> &Readiness {
         &self.facets.readiness
+    }
+
+    /// Preflight reports per name (CAA, delegation).
+    pub fn preflights(&self) -> &Preflights {
+        &self.facets.preflights
     }
 
     /// Drills: requests, reports, the standbys they inspect, their flips.

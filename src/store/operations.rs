@@ -459,6 +459,13 @@ impl Operations {
             if n == 0 {
                 return Ok(false);
             }
+            // The new CA pair is preflighted (CAA for the new CA) at once.
+            exec(
+                tx,
+                "UPDATE preflight SET checked_at = 0 WHERE name_id = $1",
+                vec![job.name_id.clone().into()],
+            )
+            .await?;
             exec(
             tx,
             "UPDATE orders SET state = 'abandoned', lease_owner = NULL, lease_expires_at = NULL, \

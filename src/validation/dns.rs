@@ -116,7 +116,9 @@ impl DnsLookup {
         }
     }
 
-    async fn query(
+    /// One query to `server`; NOERROR and NXDOMAIN are answers, any other
+    /// response code (SERVFAIL, REFUSED, …) and a timeout are errors.
+    pub(super) async fn query(
         &self,
         server: SocketAddr,
         name: &str,

@@ -19,8 +19,10 @@ use axum::routing::get;
 
 use crate::store::{Challenges, StoreError};
 
+pub mod caa;
 pub mod dns;
 pub mod dns01;
+pub mod preflight;
 
 /// HTTP-01 answers: the store (shared by replicas) plus this process's own.
 pub struct Http01Answers {

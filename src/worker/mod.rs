@@ -11,7 +11,9 @@
 //!   revocations (singleton lease `revocation-check`);
 //! * [`deployer`] and [`notifier`] — writing active certificates to their
 //!   destinations and checking endpoints, then telling people (singleton
-//!   lease `deploy`).
+//!   lease `deploy`);
+//! * `preflight` — CAA and delegation checks of new, changed and (daily)
+//!   all names (singleton lease `preflight`).
 //!
 //! [`singleton`] is the one loop that runs a pass on exactly one replica.
 
@@ -23,6 +25,7 @@ mod install;
 pub mod issuer;
 pub mod notifier;
 mod planner;
+mod preflight;
 mod readiness;
 mod reprovisioner;
 mod revoker;
@@ -88,9 +91,24 @@ pub struct SupervisorBuilder {
     readiness: Option<(crate::config::ReadinessConfig, usize)>,
     /// Set when something this replica did may change readiness.
     readiness_dirty: Arc<std::sync::atomic::AtomicBool>,
+    preflight: Option<(
+        crate::config::PreflightConfig,
+        Arc<crate::validation::preflight::Preflight>,
+    )>,
 }
 
 impl SupervisorBuilder {
+    /// CAA and delegation preflight of new, changed and (daily) all names,
+    /// on one replica.
+    pub fn with_preflight(
+        mut self,
+        cfg: crate::config::PreflightConfig,
+        preflight: Arc<crate::validation::preflight::Preflight>,
+    ) -> SupervisorBuilder {
+        self.preflight = cfg.enabled.then_some((cfg, preflight));
+        self
+    }
+
     /// Emergency readiness, recomputed on one replica
     /// (`deploy_concurrency` paces its time-to-safety estimate).
     pub fn with_readiness(
@@ -188,6 +206,17 @@ impl SupervisorBuilder {
             ))
         });
         let readiness_dirty = self.readiness_dirty.clone();
+        let preflight_dirty = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let preflight = self.preflight.clone().map(|(cfg, p)| {
+            Arc::new(preflight::PreflightChecker::new(
+                s,
+                self.owner.clone(),
+                self.clock.clone(),
+                cfg,
+                p,
+                preflight_dirty.clone(),
+            ))
+        });
         let drills = Arc::new(drill::DrillRunner::new(
             s,
             self.owner.clone(),
@@ -239,6 +268,8 @@ impl SupervisorBuilder {
             drills,
             readiness,
             readiness_dirty,
+            preflight,
+            preflight_dirty,
             status,
             revocation_enabled,
             deployer,
@@ -292,6 +323,9 @@ pub struct Supervisor {
     drills: Arc<drill::DrillRunner>,
     readiness: Option<Arc<readiness::ReadinessChecker>>,
     readiness_dirty: Arc<std::sync::atomic::AtomicBool>,
+    preflight: Option<Arc<preflight::PreflightChecker>>,
+    /// Set when this replica's API created a name (preflight it now).
+    preflight_dirty: Arc<std::sync::atomic::AtomicBool>,
     status: Arc<StatusChecker>,
     revocation_enabled: bool,
     deployer: Option<Arc<Deployer>>,
@@ -330,6 +364,7 @@ impl Supervisor {
             dns01: None,
             readiness: None,
             readiness_dirty: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            preflight: None,
         }
     }
 
@@ -343,6 +378,8 @@ impl Supervisor {
     /// poll.
     pub fn wake(&self) {
         self.readiness_dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.preflight_dirty
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.wake.notify_one();
     }
@@ -382,6 +419,9 @@ impl Supervisor {
         }
         if let Some(r) = self.readiness.clone() {
             tokio::spawn(r.run(shutdown.clone()));
+        }
+        if let Some(p) = self.preflight.clone() {
+            tokio::spawn(p.run(shutdown.clone()));
         }
         tokio::spawn(self.drills.clone().run(shutdown.clone()));
         if let (Some(deployer), Some(notifier)) = (self.deployer.clone(), self.notifier.clone()) {

@@ -85,6 +85,7 @@ impl Api {
             destinations: Arc::new(vec![("files".into(), "files".into())]),
             acme_requests: Arc::new(Vec::new),
             allow_drill_simulation: false,
+            preflight: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

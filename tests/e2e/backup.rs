@@ -54,12 +54,12 @@ fn identity(dir: &Path, file: &str) -> (PathBuf, String) {
     (path, recipient)
 }
 
-/// Server options for a drill: the revocation checker off, so nothing
-/// changes a name's view between the backup and the comparison (the
-/// checker's first pass may come at any time after issuance).
+/// Server options for a drill: the revocation checker and the preflight
+/// checks off, so nothing changes a name's view between the backup and the
+/// comparison (their first pass may come at any time after creation).
 pub fn quiet(url: impl Into<String>) -> ServerOptions {
     let mut o = ServerOptions::new(url);
-    o.extra_config = "[revocation]\nenabled = false\n".into();
+    o.extra_config = "[revocation]\nenabled = false\n[preflight]\nenabled = false\n".into();
     o
 }
 

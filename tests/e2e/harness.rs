@@ -47,6 +47,14 @@ pub const DELEGATED_CNAMES: &[(&str, &str)] = &[
     ("y", "hop.delegated.test."),
 ];
 
+/// A zone on the same BIND with CAA records for the preflight tests
+/// (`caa_template`); the test key may change its CAA and CNAME records.
+pub const CAA_ZONE: &str = "caa.test";
+
+/// A zone whose every lookup fails (SERVFAIL): BIND forwards it to a port
+/// nobody answers on.
+pub const BROKEN_ZONE: &str = "broken.invalid";
+
 pub const ZONE_HOSTS: &[&str] = &["a", "b", "c", "d", "e", "www", "api", "app", "mail", "shop"];
 
 /// Name of the TSIG key allowed to change TXT records in [`ZONE`].
@@ -260,6 +268,10 @@ impl Bind {
         write(&zone_file, &zone_template());
         let delegated_file = d.join(format!("{DELEGATED_ZONE}.zone"));
         write(&delegated_file, &delegated_template());
+        let caa_file = d.join(format!("{CAA_ZONE}.zone"));
+        write(&caa_file, &caa_template());
+        let tld_file = d.join("test.zone");
+        write(&tld_file, &tld_template());
         let conf = d.join("named.conf");
         write(
             &conf,
@@ -294,10 +306,30 @@ zone "{DELEGATED_ZONE}" {{
     type primary;
     file "{delegated}";
 }};
+zone "{CAA_ZONE}" {{
+    type primary;
+    file "{caa}";
+    update-policy {{ grant {TSIG_KEY_NAME} zonesub CAA CNAME; }};
+}};
+// Names here fail to resolve (SERVFAIL): forwarded to a port nobody
+// answers on, for the preflight's "could not check".
+zone "{BROKEN_ZONE}" {{
+    type forward;
+    forward only;
+    forwarders {{ 127.0.0.1 port 9; }};
+}};
+// The TLD itself, empty: a CA's CAA tree walk climbs to `test.`, which
+// must answer (NOERROR, no records), not time out in recursion.
+zone "test" {{
+    type primary;
+    file "{tld}";
+}};
 "#,
                 dir = d.display(),
                 zone = zone_file.display(),
                 delegated = delegated_file.display(),
+                caa = caa_file.display(),
+                tld = tld_file.display(),
             ),
         );
 
@@ -446,6 +478,53 @@ fn delegated_template() -> String {
         ));
     }
     z
+}
+
+/// The empty `test.` zone (SOA, NS and the name server's address only).
+fn tld_template() -> String {
+    "$ORIGIN test.\n\
+     $TTL 5\n\
+     @ IN SOA ns.test. hostmaster.test. ( 1 3600 600 86400 5 )\n\
+     @ IN NS ns.test.\n\
+     ns IN A 127.0.0.1\n"
+        .to_string()
+}
+
+/// The CAA matrix of the preflight tests (CA identities `pebble-a.test`,
+/// `pebble-b.test`, as `tests/e2e/server.rs` configures them):
+///
+/// * `only-a`: only CA A may issue;
+/// * `wild`: `issue` allows both, `issuewild` only B;
+/// * `vm`: A only with `validationmethods=http-01` (names here use
+///   DNS-01), B plainly; `_acme-challenge` delegated into [`ZONE`];
+/// * `parent`: B only, for `host.parent` below it (no CAA of its own);
+/// * `alias`: a CNAME to `only-a` (whose CAA then applies);
+/// * `none`, `acct`, `nodeleg`: no CAA (the tests add records to `acct`).
+fn caa_template() -> String {
+    format!(
+        "$ORIGIN {CAA_ZONE}.\n\
+         $TTL 5\n\
+         @ IN SOA ns.{ZONE}. hostmaster.{ZONE}. ( 1 3600 600 86400 5 )\n\
+         @ IN NS ns.{ZONE}.\n\
+         @ IN A 127.0.0.1\n\
+         only-a IN A 127.0.0.1\n\
+         only-a IN CAA 0 issue \"pebble-a.test\"\n\
+         wild IN A 127.0.0.1\n\
+         wild IN CAA 0 issue \"pebble-a.test\"\n\
+         wild IN CAA 0 issue \"pebble-b.test\"\n\
+         wild IN CAA 0 issuewild \"pebble-b.test\"\n\
+         _acme-challenge.wild IN CNAME wild-caa-test.acme.{ZONE}.\n\
+         vm IN A 127.0.0.1\n\
+         vm IN CAA 0 issue \"pebble-a.test; validationmethods=http-01\"\n\
+         vm IN CAA 0 issue \"pebble-b.test\"\n\
+         _acme-challenge.vm IN CNAME vm-caa-test.acme.{ZONE}.\n\
+         parent IN CAA 0 issue \"pebble-b.test\"\n\
+         host.parent IN A 127.0.0.1\n\
+         alias IN CNAME only-a.{CAA_ZONE}.\n\
+         none IN A 127.0.0.1\n\
+         acct IN A 127.0.0.1\n\
+         nodeleg IN A 127.0.0.1\n"
+    )
 }
 
 /// The zone file, copied in fresh for every instance (named rewrites it from

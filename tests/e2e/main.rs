@@ -12,6 +12,7 @@ mod harness_check;
 mod issuance;
 mod layers;
 mod manual;
+mod preflight;
 mod readiness;
 mod redundancy;
 mod revocation;

@@ -122,6 +122,7 @@ profile = "pebble"
 directory_url = "{a}"
 trust_roots_file = "{roots}"
 root_group = "pebble-a"
+caa_identities = ["pebble-a.test"]
 
 [[cas]]
 id = "pebble-b"
@@ -129,6 +130,7 @@ profile = "pebble"
 directory_url = "{b}"
 trust_roots_file = "{roots}"
 root_group = "pebble-b"
+caa_identities = ["pebble-b.test"]
 {c_block}
 {extra}"#,
         extra = opts.extra_config,
@@ -141,7 +143,8 @@ root_group = "pebble-b"
         c_block = match &cas.c {
             Some(c) => format!(
                 "\n[[cas]]\nid = \"pebble-c\"\nprofile = \"pebble\"\ndirectory_url = \"{}\"\n\
-                 trust_roots_file = \"{}\"\nroot_group = \"pebble-c\"\n",
+                 trust_roots_file = \"{}\"\nroot_group = \"pebble-c\"\n\
+                 caa_identities = [\"pebble-c.test\"]\n",
                 c.directory_url(),
                 cas.tls.ca_pem_path.display()
             ),

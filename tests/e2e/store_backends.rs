@@ -412,6 +412,124 @@ async fn store_contract_on_postgres() {
     contract(Store::connect(&url).await.expect("connect")).await;
 }
 
+/// Preflight reports: stored per name, replaced by the next, due when
+/// never checked / stale / made for another CA pair, counted per check
+/// kind for `/metrics`, gone with the name.
+async fn preflight_contract(store: Store) {
+    use twincert::domain::{PreflightCheck, PreflightReport, PreflightStatus};
+    store.migrate().await.expect("migrate");
+    let t0 = 1_000_000;
+    for id in ["p1.example.test", "p2.example.test", "p3.example.test"] {
+        store
+            .names()
+            .create_name(&name(id, "a", "b"), "t", t0)
+            .await
+            .expect("create name");
+    }
+    let p = store.preflights();
+    let mut new = p.never_checked(10).await.expect("never checked");
+    new.sort();
+    assert_eq!(
+        new,
+        vec!["p1.example.test", "p2.example.test", "p3.example.test"],
+        "never checked: all new"
+    );
+    assert_eq!(p.never_checked(2).await.expect("limit").len(), 2);
+    assert!(p.stale(t0, 10).await.expect("stale").is_empty());
+    let check = |kind: &str, status| PreflightCheck {
+        check: kind.into(),
+        slot: Some("backup".into()),
+        ca: Some("b".into()),
+        domain: "p1.example.test".into(),
+        status,
+        detail: "d".into(),
+        fix: Some("p1.example.test. CAA 0 issue \"b.test\"".into()),
+    };
+    let report = PreflightReport {
+        checked_at: t0,
+        checks: vec![
+            check("caa", PreflightStatus::Finding),
+            check("caa", PreflightStatus::Finding),
+            check("delegation", PreflightStatus::Error),
+        ],
+    };
+    p.save("p1.example.test", ("a", "b"), &report)
+        .await
+        .expect("save");
+    p.save(
+        "p2.example.test",
+        ("a", "other"),
+        &PreflightReport {
+            checked_at: t0,
+            checks: vec![check("delegation", PreflightStatus::Finding)],
+        },
+    )
+    .await
+    .expect("save");
+    // A name that does not exist stores nothing (deleted meanwhile).
+    p.save("gone.example.test", ("a", "b"), &report)
+        .await
+        .expect("save of a deleted name is a no-op");
+    assert_eq!(
+        p.latest("p1.example.test").await.expect("latest"),
+        Some(report.clone())
+    );
+    assert_eq!(p.latest("gone.example.test").await.expect("latest"), None);
+    assert_eq!(
+        p.findings().await.expect("findings"),
+        vec![("caa", 1), ("delegation", 1), ("error", 1)],
+        "names with findings, per check"
+    );
+    assert_eq!(
+        p.never_checked(10).await.expect("never checked"),
+        vec!["p3.example.test"]
+    );
+    // Fresh until the interval has passed; oldest first then.
+    assert!(p.stale(t0 - 1, 10).await.expect("stale").is_empty());
+    assert_eq!(
+        p.stale(t0, 10).await.expect("stale"),
+        vec!["p1.example.test", "p2.example.test"]
+    );
+    // The next report replaces the last, counts follow.
+    let clean = PreflightReport {
+        checked_at: t0 + 10,
+        checks: vec![check("caa", PreflightStatus::Ok)],
+    };
+    p.save("p1.example.test", ("a", "b"), &clean)
+        .await
+        .expect("save");
+    assert_eq!(
+        p.findings().await.expect("findings"),
+        vec![("caa", 0), ("delegation", 1), ("error", 0)]
+    );
+    // Deleting the name deletes its report.
+    store
+        .names()
+        .delete_name("p2.example.test", false, "t", t0)
+        .await
+        .expect("delete");
+    assert_eq!(
+        p.findings().await.expect("findings"),
+        vec![("caa", 0), ("delegation", 0), ("error", 0)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_store_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    preflight_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_store_on_postgres() {
+    let Some(base) = pg_url_or_skip("preflight_store_on_postgres") else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    preflight_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
 /// Gives every open order a key and a certificate; `expired` names get a
 /// backup that expired before `now`.
 async fn issue_all(store: &Store, now: i64, expired: &[&str]) {
@@ -633,12 +751,39 @@ async fn mass_swap_contract(store: Store) {
         .expect("m6 marked")
         .clone();
     assert!(!m6.is_active && m6.slot == Slot::Primary && m6.other_ca == "b");
+    // A preflight report made for the old pair is stale once the slot moves.
+    let fresh = twincert::domain::PreflightReport {
+        checked_at: now2,
+        checks: Vec::new(),
+    };
+    store
+        .preflights()
+        .save("m6.example.test", ("a", "b"), &fresh)
+        .await
+        .expect("save preflight");
+    assert!(
+        store
+            .preflights()
+            .stale(now2 - 1, 100)
+            .await
+            .expect("stale")
+            .is_empty()
+    );
     assert!(
         store
             .operations()
             .start_reprovision(&m6, "c", None, now2)
             .await
             .expect("start")
+    );
+    assert_eq!(
+        store
+            .preflights()
+            .stale(now2 - 1, 100)
+            .await
+            .expect("stale"),
+        vec!["m6.example.test"],
+        "the new CA pair is preflighted at once"
     );
     assert!(
         !store
