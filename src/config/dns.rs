@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use super::{ConfigError, invalid, read_secret};
 use crate::providers::dns::{DnsProviderConfig, DnsProviderKind, Rfc2136Settings};
+// API-based providers (issue 16).
+use crate::providers::dns::PowerDnsSettings;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +41,19 @@ struct RawRfc2136 {
     tsig_secret_file: Option<PathBuf>,
     tsig_secret_env: Option<String>,
     tsig_secret: Option<String>,
+}
+
+// API-based providers (issue 16).
+
+/// The fields of a `kind = "powerdns"` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPowerDns {
+    api_url: String,
+    server_id: Option<String>,
+    api_key: Option<String>,
+    api_key_file: Option<PathBuf>,
+    api_key_env: Option<String>,
 }
 
 /// Where DNS-01 lookups go and how long propagation may take.
@@ -95,7 +110,10 @@ pub(super) fn validate_dns(raw: RawDns) -> Result<DnsConfig, ConfigError> {
 }
 
 /// The kinds of DNS provider, as `kind` names them.
-const KINDS: &[&str] = &["rfc2136"];
+const KINDS: &[&str] = &[
+    "rfc2136", // API-based providers (issue 16).
+    "powerdns",
+];
 
 pub(super) fn validate_dns_providers(
     raw: &[RawDnsProvider],
@@ -164,6 +182,8 @@ pub(super) fn validate_dns_providers(
         };
         let kind = match kind.as_str() {
             "rfc2136" => DnsProviderKind::Rfc2136(rfc2136(&ctx, kind_fields(&ctx, rest)?)?),
+            // API-based providers (issue 16).
+            "powerdns" => DnsProviderKind::PowerDns(powerdns(&ctx, kind_fields(&ctx, rest)?)?),
             other => {
                 return Err(invalid(
                     &key("kind"),
@@ -298,6 +318,52 @@ fn rfc2136(ctx: &KindContext<'_>, p: RawRfc2136) -> Result<Rfc2136Settings, Conf
     })
 }
 
+// API-based providers (issue 16).
+
+/// An `http`/`https` URL for an API endpoint.
+fn api_url(ctx: &KindContext<'_>, field: &str, text: &str) -> Result<url::Url, ConfigError> {
+    let url: url::Url = text
+        .parse()
+        .map_err(|_| invalid(&ctx.key(field), text, "must be an http:// or https:// URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.host().is_none() {
+        return Err(invalid(
+            &ctx.key(field),
+            text,
+            "must be an http:// or https:// URL",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            &ctx.key(field),
+            "(a URL with credentials)",
+            "must not carry credentials; give them in their own field",
+        ));
+    }
+    Ok(url)
+}
+
+fn powerdns(ctx: &KindContext<'_>, p: RawPowerDns) -> Result<PowerDnsSettings, ConfigError> {
+    let server_id = p.server_id.unwrap_or_else(|| "localhost".into());
+    if server_id.is_empty() || server_id.contains('/') {
+        return Err(invalid(
+            &ctx.key("server_id"),
+            &server_id,
+            "must be a server id such as 'localhost'",
+        ));
+    }
+    let api_key = ctx.credential(
+        "api_key",
+        p.api_key.as_deref(),
+        p.api_key_file.as_deref(),
+        p.api_key_env.as_deref(),
+    )?;
+    Ok(PowerDnsSettings {
+        api_url: api_url(ctx, "api_url", &p.api_url)?,
+        server_id,
+        api_key,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +458,64 @@ tsig_secret = "c2VjcmV0"
                 assert!(err.contains(want), "{want:?} not in {err:?}");
             }
             assert!(!err.contains("c2VjcmV0"), "a secret leaked: {err}");
+        }
+    }
+
+    // API-based providers (issue 16).
+
+    const PDNS: &str = r#"
+[[dns_providers]]
+id = "pdns"
+kind = "powerdns"
+api_url = "http://127.0.0.1:8081"
+zones = ["pdns.test"]
+api_key = "pdns-key-sekrit"
+"#;
+
+    /// Each API kind's valid entry, then its mistakes: every error names
+    /// the entry's field, and no secret appears in any of them.
+    #[test]
+    fn api_provider_entries_are_checked_field_by_field() {
+        let ok = check(PDNS).expect("valid powerdns");
+        match &ok["pdns"].kind {
+            DnsProviderKind::PowerDns(s) => {
+                assert_eq!(s.server_id, "localhost");
+                assert_eq!(s.api_key, "pdns-key-sekrit");
+                assert!(!format!("{s:?}").contains("sekrit"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cases: &[(String, &[&str])] = &[
+            (
+                PDNS.replace("api_key = \"pdns-key-sekrit\"", ""),
+                &[
+                    "dns_providers[0].api_key",
+                    "exactly one of api_key, api_key_file and api_key_env",
+                ],
+            ),
+            (
+                PDNS.replace("http://127.0.0.1:8081", "127.0.0.1:8081"),
+                &["dns_providers[0].api_url", "http://"],
+            ),
+            (
+                PDNS.replace("http://127.0.0.1:8081", "http://u:sekrit@127.0.0.1:8081"),
+                &["dns_providers[0].api_url", "must not carry credentials"],
+            ),
+            (
+                PDNS.replace("api_url", "server_id = \"a/b\"\napi_url"),
+                &["dns_providers[0].server_id"],
+            ),
+            (
+                PDNS.replace("api_url", "apiurl = 1\napi_url"),
+                &["dns_providers[0] (kind 'powerdns')", "apiurl"],
+            ),
+        ];
+        for (text, wants) in cases {
+            let err = check(text).expect_err(text);
+            for want in *wants {
+                assert!(err.contains(want), "{want:?} not in {err:?}");
+            }
+            assert!(!err.contains("sekrit"), "a secret leaked: {err}");
         }
     }
 }

@@ -774,8 +774,9 @@ impl TwoCas {
         .await
     }
 
-    /// Starts BIND and two Pebbles with `opts` (its `http01_port` and
-    /// `dns_port` are replaced by the shared ones).
+    /// Starts BIND and two Pebbles with `opts` (its `http01_port` is
+    /// replaced by the shared one; its `dns_port` is BIND's unless set, e.g.
+    /// to a PowerDNS the CAs must resolve through).
     pub async fn start_with(opts: PebbleOptions) -> TwoCas {
         TwoCas::start_n(opts, false).await
     }
@@ -796,7 +797,7 @@ impl TwoCas {
         let http01_port = free_port();
         let opts = PebbleOptions {
             http01_port,
-            dns_port: Some(dns.port()),
+            dns_port: opts.dns_port.or(Some(dns.port())),
             ..opts
         };
         let (a, b, c) = tokio::join!(

@@ -9,12 +9,17 @@
 //! provider's job: `validation::dns` asks the authoritative servers.
 
 mod rfc2136;
+// API-based providers (issue 16).
+mod powerdns;
+mod rest;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 pub use rfc2136::{Rfc2136, Rfc2136Settings};
+// API-based providers (issue 16).
+pub use powerdns::{PowerDns, PowerDnsSettings};
 
 /// One `[[dns_providers]]` entry as `config` validated it: the id, the
 /// zones it serves (records for a name go to the provider with the longest
@@ -36,6 +41,9 @@ pub struct DnsProviderConfig {
 pub enum DnsProviderKind {
     /// `kind = "rfc2136"`: dynamic updates signed with TSIG.
     Rfc2136(Rfc2136Settings),
+    // API-based providers (issue 16).
+    /// `kind = "powerdns"`: PowerDNS Authoritative's HTTP API.
+    PowerDns(PowerDnsSettings),
 }
 
 impl DnsProviderKind {
@@ -43,6 +51,7 @@ impl DnsProviderKind {
     pub fn name(&self) -> &'static str {
         match self {
             DnsProviderKind::Rfc2136(_) => "rfc2136",
+            DnsProviderKind::PowerDns(_) => "powerdns",
         }
     }
 }
@@ -51,6 +60,7 @@ impl DnsProviderKind {
 pub fn build(cfg: &DnsProviderConfig) -> Result<Arc<dyn DnsProvider>, DnsError> {
     Ok(match &cfg.kind {
         DnsProviderKind::Rfc2136(s) => Arc::new(Rfc2136::new(&cfg.id, &cfg.zones, s)?),
+        DnsProviderKind::PowerDns(s) => Arc::new(PowerDns::new(&cfg.id, &cfg.zones, s)?),
     })
 }
 
