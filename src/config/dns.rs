@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{ConfigError, invalid, read_secret};
 use crate::providers::dns::{DnsProviderConfig, DnsProviderKind, Rfc2136Settings};
 // API-based providers (issue 16).
-use crate::providers::dns::PowerDnsSettings;
+use crate::providers::dns::{CloudflareSettings, PowerDnsSettings};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +54,16 @@ struct RawPowerDns {
     api_key: Option<String>,
     api_key_file: Option<PathBuf>,
     api_key_env: Option<String>,
+}
+
+/// The fields of a `kind = "cloudflare"` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCloudflare {
+    api_url: Option<String>,
+    api_token: Option<String>,
+    api_token_file: Option<PathBuf>,
+    api_token_env: Option<String>,
 }
 
 /// Where DNS-01 lookups go and how long propagation may take.
@@ -113,6 +123,7 @@ pub(super) fn validate_dns(raw: RawDns) -> Result<DnsConfig, ConfigError> {
 const KINDS: &[&str] = &[
     "rfc2136", // API-based providers (issue 16).
     "powerdns",
+    "cloudflare",
 ];
 
 pub(super) fn validate_dns_providers(
@@ -184,6 +195,9 @@ pub(super) fn validate_dns_providers(
             "rfc2136" => DnsProviderKind::Rfc2136(rfc2136(&ctx, kind_fields(&ctx, rest)?)?),
             // API-based providers (issue 16).
             "powerdns" => DnsProviderKind::PowerDns(powerdns(&ctx, kind_fields(&ctx, rest)?)?),
+            "cloudflare" => {
+                DnsProviderKind::Cloudflare(cloudflare(&ctx, kind_fields(&ctx, rest)?)?)
+            }
             other => {
                 return Err(invalid(
                     &key("kind"),
@@ -364,6 +378,23 @@ fn powerdns(ctx: &KindContext<'_>, p: RawPowerDns) -> Result<PowerDnsSettings, C
     })
 }
 
+fn cloudflare(ctx: &KindContext<'_>, p: RawCloudflare) -> Result<CloudflareSettings, ConfigError> {
+    let api_token = ctx.credential(
+        "api_token",
+        p.api_token.as_deref(),
+        p.api_token_file.as_deref(),
+        p.api_token_env.as_deref(),
+    )?;
+    let url = p
+        .api_url
+        .as_deref()
+        .unwrap_or(crate::providers::dns::CLOUDFLARE_API_URL);
+    Ok(CloudflareSettings {
+        api_url: api_url(ctx, "api_url", url)?,
+        api_token,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +503,14 @@ zones = ["pdns.test"]
 api_key = "pdns-key-sekrit"
 "#;
 
+    const CF: &str = r#"
+[[dns_providers]]
+id = "cf"
+kind = "cloudflare"
+zones = ["cf.test"]
+api_token_env = "TWINCERT_TEST_CF_TOKEN_UNSET"
+"#;
+
     /// Each API kind's valid entry, then its mistakes: every error names
     /// the entry's field, and no secret appears in any of them.
     #[test]
@@ -485,7 +524,34 @@ api_key = "pdns-key-sekrit"
             }
             other => panic!("{other:?}"),
         }
+        let cf = CF.replace(
+            "api_token_env = \"TWINCERT_TEST_CF_TOKEN_UNSET\"",
+            "api_token = \"cf-sekrit\"",
+        );
+        match &check(&cf).expect("valid cloudflare")["cf"].kind {
+            DnsProviderKind::Cloudflare(s) => {
+                assert_eq!(s.api_url.as_str(), "https://api.cloudflare.com/client/v4");
+                assert!(!format!("{s:?}").contains("sekrit"));
+            }
+            other => panic!("{other:?}"),
+        }
         let cases: &[(String, &[&str])] = &[
+            (
+                CF.to_string(),
+                &["dns_providers[0].api_token_env", "not set"],
+            ),
+            (
+                cf.replace("cf-sekrit\"", "cf-sekrit\"\napi_token_file = \"/x\""),
+                &["exactly one of api_token, api_token_file and api_token_env"],
+            ),
+            (
+                cf.replace("zones", "api_url = \"ftp://x\"\nzones"),
+                &["dns_providers[0].api_url", "http://"],
+            ),
+            (
+                cf.replace("zones", "zone_id = \"abc\"\nzones"),
+                &["dns_providers[0] (kind 'cloudflare')", "zone_id"],
+            ),
             (
                 PDNS.replace("api_key = \"pdns-key-sekrit\"", ""),
                 &[

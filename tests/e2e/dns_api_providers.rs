@@ -384,3 +384,518 @@ async fn powerdns_both_cas_validate_through_a_real_powerdns_and_a_wrong_key_is_n
     assert!(!bad.log().contains("sekrit"), "never the key in the log");
     assert!(pdns.txt_records().await.is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// Harness: writing the records a fake API received into the test BIND
+// ---------------------------------------------------------------------------
+
+/// Runs one nsupdate script against the test BIND with its TSIG key (the
+/// way the harness's fake APIs make what they were given visible to the
+/// CAs); returns nsupdate's error output on failure.
+async fn nsupdate(bind: (u16, String, String), lines: &str) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let (port, key, secret) = bind;
+    let script = format!("server 127.0.0.1 {port}\n{lines}send\n");
+    let mut child = tokio::process::Command::new("nsupdate")
+        .arg("-y")
+        .arg(format!("hmac-sha256:{key}:{secret}"))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("nsupdate: {e}"))?;
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(script.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(stdin);
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn bind_of(cas: &TwoCas) -> (u16, String, String) {
+    (
+        cas.dns.port(),
+        cas.dns.tsig_key_name().to_string(),
+        cas.dns.tsig_secret_b64().to_string(),
+    )
+}
+
+/// Serves `app` on a free loopback port; returns its base URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+// ---------------------------------------------------------------------------
+// Cloudflare: a fake of the documented API v4 endpoints
+// ---------------------------------------------------------------------------
+
+mod cf {
+    //! Exactly the Cloudflare API v4 endpoints the provider uses, as
+    //! documented (developers.cloudflare.com/api: List Zones, Create /
+    //! List / Delete DNS Record), each answering the documented envelope
+    //! `{success, errors, messages, result}`. Every request is checked
+    //! (Bearer token, method, path, query keys, content type, the JSON
+    //! body's fields and values); anything else gets a Cloudflare-shaped
+    //! error and is recorded as a violation, which the tests assert is
+    //! empty. Created records are written into the test BIND with nsupdate
+    //! before the answer, deleted ones removed, so the CAs validate what
+    //! the provider asked for.
+
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::extract::{Path, Query, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{delete, get};
+    use serde_json::{Value, json};
+
+    /// Faults the fake can be told to answer with.
+    pub const NORMAL: u8 = 0;
+    pub const FAIL_500: u8 = 1;
+    pub const GARBAGE: u8 = 2;
+
+    pub struct Fake {
+        pub token: String,
+        pub zone: String,
+        pub zone_id: String,
+        pub bind: (u16, String, String),
+        /// (id, name, content as stored: quoted)
+        pub records: Mutex<Vec<(String, String, String)>>,
+        pub violations: Mutex<Vec<String>>,
+        pub auth_failures: Mutex<usize>,
+        pub fault: AtomicU8,
+        next: Mutex<u64>,
+    }
+
+    type S = Arc<Fake>;
+
+    fn envelope(status: StatusCode, result: Value) -> Response {
+        (
+            status,
+            axum::Json(json!({"success": true, "errors": [], "messages": [], "result": result})),
+        )
+            .into_response()
+    }
+
+    fn error(status: StatusCode, code: i64, message: &str) -> Response {
+        (
+            status,
+            axum::Json(json!({"success": false, "errors": [{"code": code, "message": message}], "messages": [], "result": null})),
+        )
+            .into_response()
+    }
+
+    impl Fake {
+        pub fn new(token: &str, zone: &str, bind: (u16, String, String)) -> Arc<Fake> {
+            Arc::new(Fake {
+                token: token.into(),
+                zone: zone.into(),
+                zone_id: "023e105f4ecef8ad9ca31a8372d0c353".into(),
+                bind,
+                records: Mutex::new(Vec::new()),
+                violations: Mutex::new(Vec::new()),
+                auth_failures: Mutex::new(0),
+                fault: AtomicU8::new(NORMAL),
+                next: Mutex::new(0),
+            })
+        }
+
+        fn violation(&self, what: String) -> Response {
+            self.violations.lock().unwrap().push(what.clone());
+            error(StatusCode::BAD_REQUEST, 1004, &what)
+        }
+
+        /// Checks the token and the injected fault; `Some` is the answer.
+        fn gate(&self, headers: &HeaderMap) -> Option<Response> {
+            match self.fault.load(Ordering::SeqCst) {
+                FAIL_500 => {
+                    return Some(
+                        (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "<html>500 Internal Server Error</html>",
+                        )
+                            .into_response(),
+                    );
+                }
+                GARBAGE => return Some((StatusCode::OK, "{\"succ").into_response()),
+                _ => {}
+            }
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if auth != format!("Bearer {}", self.token) {
+                *self.auth_failures.lock().unwrap() += 1;
+                // What Cloudflare answers for an invalid token.
+                return Some(error(StatusCode::FORBIDDEN, 10000, "Authentication error"));
+            }
+            None
+        }
+
+        fn check_query(&self, q: &HashMap<String, String>, allowed: &[&str]) -> Option<Response> {
+            q.keys()
+                .find(|k| !allowed.contains(&k.as_str()))
+                .map(|k| self.violation(format!("unknown query parameter {k}")))
+        }
+
+        fn check_zone(&self, zid: &str) -> Option<Response> {
+            (zid != self.zone_id).then(|| self.violation(format!("unknown zone id {zid}")))
+        }
+
+        fn record_json(&self, r: &(String, String, String)) -> Value {
+            json!({"id": r.0, "zone_id": self.zone_id, "zone_name": self.zone, "name": r.1,
+                   "type": "TXT", "content": r.2, "proxiable": false, "proxied": false,
+                   "ttl": 60, "locked": false, "meta": {}, "comment": null, "tags": [],
+                   "created_on": "2026-12-07T18:00:00.000000Z", "modified_on": "2026-12-07T18:00:00.000000Z"})
+        }
+    }
+
+    async fn list_zones(
+        State(s): State<S>,
+        headers: HeaderMap,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> Response {
+        if let Some(r) = s.gate(&headers).or_else(|| s.check_query(&q, &["name"])) {
+            return r;
+        }
+        let zones: Vec<Value> = if q.get("name") == Some(&s.zone) {
+            vec![
+                json!({"id": s.zone_id, "name": s.zone, "status": "active", "paused": false, "type": "full"}),
+            ]
+        } else {
+            vec![]
+        };
+        envelope(StatusCode::OK, Value::Array(zones))
+    }
+
+    async fn create_record(
+        State(s): State<S>,
+        Path(zid): Path<String>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> Response {
+        if let Some(r) = s.gate(&headers).or_else(|| s.check_zone(&zid)) {
+            return r;
+        }
+        let ct = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !ct.starts_with("application/json") {
+            return s.violation(format!("content-type {ct:?}"));
+        }
+        let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&body) else {
+            return s.violation("body is not a JSON object".into());
+        };
+        if let Some(k) = body.keys().find(|k| {
+            ![
+                "type", "name", "content", "ttl", "proxied", "comment", "tags",
+            ]
+            .contains(&k.as_str())
+        }) {
+            return s.violation(format!("unknown field {k}"));
+        }
+        if body.get("type") != Some(&json!("TXT")) {
+            return s.violation(format!("type {:?}", body.get("type")));
+        }
+        let ttl = body.get("ttl").and_then(Value::as_u64).unwrap_or(1);
+        if ttl != 1 && !(60..=86400).contains(&ttl) {
+            return s.violation(format!("ttl {ttl}"));
+        }
+        let (Some(name), Some(content)) = (
+            body.get("name").and_then(Value::as_str),
+            body.get("content").and_then(Value::as_str),
+        ) else {
+            return s.violation("name and content must be strings".into());
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if !name.ends_with(&format!(".{}", s.zone)) && name != s.zone {
+            return s.violation(format!("name {name} outside the zone"));
+        }
+        // Cloudflare stores TXT content quoted.
+        let quoted = if content.starts_with('"') {
+            content.to_string()
+        } else {
+            format!("\"{content}\"")
+        };
+        let record = {
+            let mut records = s.records.lock().unwrap();
+            if records.iter().any(|r| r.1 == name && r.2 == quoted) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    81058,
+                    "An identical record already exists.",
+                );
+            }
+            let mut next = s.next.lock().unwrap();
+            *next += 1;
+            let r = (format!("{:032x}", *next), name.clone(), quoted.clone());
+            records.push(r.clone());
+            r
+        };
+        if let Err(e) = super::nsupdate(
+            s.bind.clone(),
+            &format!("update add {name}. 60 TXT {quoted}\n"),
+        )
+        .await
+        {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                1000,
+                &format!("nsupdate: {e}"),
+            );
+        }
+        envelope(StatusCode::OK, s.record_json(&record))
+    }
+
+    async fn list_records(
+        State(s): State<S>,
+        Path(zid): Path<String>,
+        headers: HeaderMap,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> Response {
+        if let Some(r) = s.gate(&headers).or_else(|| s.check_zone(&zid)).or_else(|| {
+            s.check_query(
+                &q,
+                &[
+                    "type",
+                    "name.exact",
+                    "content.exact",
+                    "per_page",
+                    "page",
+                    "match",
+                ],
+            )
+        }) {
+            return r;
+        }
+        let records: Vec<Value> = s
+            .records
+            .lock()
+            .unwrap()
+            .iter()
+            // Every record here is TXT.
+            .filter(|_| q.get("type").is_none_or(|t| t == "TXT"))
+            .filter(|r| {
+                q.get("name.exact")
+                    .is_none_or(|n| n.eq_ignore_ascii_case(&r.1))
+            })
+            .filter(|r| q.get("content.exact").is_none_or(|c| *c == r.2))
+            .map(|r| s.record_json(r))
+            .collect();
+        let n = records.len();
+        let answer = json!({"success": true, "errors": [], "messages": [], "result": records,
+                            "result_info": {"page": 1, "per_page": 100, "count": n, "total_count": n, "total_pages": 1}});
+        (StatusCode::OK, axum::Json(answer)).into_response()
+    }
+
+    async fn delete_record(
+        State(s): State<S>,
+        Path((zid, rid)): Path<(String, String)>,
+        headers: HeaderMap,
+    ) -> Response {
+        if let Some(r) = s.gate(&headers).or_else(|| s.check_zone(&zid)) {
+            return r;
+        }
+        let removed = {
+            let mut records = s.records.lock().unwrap();
+            let pos = records.iter().position(|r| r.0 == rid);
+            pos.map(|i| records.remove(i))
+        };
+        let Some((id, name, content)) = removed else {
+            return error(StatusCode::NOT_FOUND, 81044, "Record does not exist.");
+        };
+        if let Err(e) = super::nsupdate(
+            s.bind.clone(),
+            &format!("update delete {name}. TXT {content}\n"),
+        )
+        .await
+        {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                1000,
+                &format!("nsupdate: {e}"),
+            );
+        }
+        envelope(StatusCode::OK, json!({"id": id}))
+    }
+
+    async fn fallback(
+        State(s): State<S>,
+        uri: axum::http::Uri,
+        method: axum::http::Method,
+    ) -> Response {
+        s.violations.lock().unwrap().push(format!("{method} {uri}"));
+        error(
+            StatusCode::NOT_FOUND,
+            7003,
+            &format!(
+                "Could not route to {}, perhaps your object identifier is invalid?",
+                uri.path()
+            ),
+        )
+    }
+
+    pub fn app(fake: Arc<Fake>) -> Router {
+        Router::new()
+            .route("/client/v4/zones", get(list_zones))
+            .route(
+                "/client/v4/zones/{zid}/dns_records",
+                get(list_records).post(create_record),
+            )
+            .route(
+                "/client/v4/zones/{zid}/dns_records/{rid}",
+                delete(delete_record),
+            )
+            .fallback(fallback)
+            .with_state(fake)
+    }
+}
+
+fn cloudflare_toml(base: &str, token: &str) -> String {
+    format!(
+        "\n[[dns_providers]]\nid = \"cf\"\nkind = \"cloudflare\"\nzones = [\"example.test\"]\n\
+         api_url = \"{base}/client/v4\"\napi_token = \"{token}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cloudflare_both_cas_validate_through_the_documented_api_and_a_bad_token_is_named() {
+    let cas = TwoCas::start(0).await;
+    let token = "cf-scoped-token-0123456789";
+    let fake = cf::Fake::new(token, "example.test", bind_of(&cas));
+    let base = serve(cf::app(Arc::clone(&fake))).await;
+
+    // 5xx and garbage first, straight through the provider: clear,
+    // retryable errors naming the provider; then it works.
+    let provider = twincert::providers::dns::build(&twincert::providers::dns::DnsProviderConfig {
+        id: "cf".into(),
+        zones: vec!["example.test".into()],
+        kind: twincert::providers::dns::DnsProviderKind::Cloudflare(
+            twincert::providers::dns::CloudflareSettings {
+                api_url: format!("{base}/client/v4").parse().expect("url"),
+                api_token: token.into(),
+            },
+        ),
+    })
+    .expect("provider");
+    let owner = "_acme-challenge.direct.example.test";
+    fake.fault
+        .store(cf::FAIL_500, std::sync::atomic::Ordering::SeqCst);
+    let err = provider.present(owner, "v1").await.expect_err("500").0;
+    assert!(
+        err.contains("DNS provider cf (cloudflare): adding TXT at")
+            && err.contains("HTTP 500")
+            && err.contains("will retry"),
+        "{err}"
+    );
+    fake.fault
+        .store(cf::GARBAGE, std::sync::atomic::Ordering::SeqCst);
+    let err = provider.present(owner, "v1").await.expect_err("garbage").0;
+    assert!(
+        err.contains("not the API's JSON envelope") && err.contains("will retry"),
+        "{err}"
+    );
+    fake.fault
+        .store(cf::NORMAL, std::sync::atomic::Ordering::SeqCst);
+    provider.present(owner, "v1").await.expect("present");
+    provider
+        .present(owner, "v1")
+        .await
+        .expect("present twice is fine");
+    provider.present(owner, "v2").await.expect("present");
+    let mut seen = cas.dns.txt(owner);
+    seen.sort();
+    assert_eq!(seen, ["v1", "v2"]);
+    provider.cleanup(owner, "v1").await.expect("cleanup");
+    assert_eq!(cas.dns.txt(owner), ["v2"], "only v1 is gone");
+    provider.cleanup(owner, "v2").await.expect("cleanup");
+    provider
+        .cleanup(owner, "v2")
+        .await
+        .expect("cleanup twice is fine");
+    assert!(cas.dns.txt(owner).is_empty());
+
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir(), "good"));
+    opts.bind_provider = false;
+    opts.extra_config = cloudflare_toml(&base, token);
+    let server = Server::start(&cas, opts).await;
+    let started = Instant::now();
+    let (status, body) = server
+        .create(json!({"name": "cf.example.test", "domains": ["cf.example.test", "*.cf.example.test"], "challenge": "dns-01"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server
+        .create(json!({"name": "cf2.example.test", "challenge": "dns-01"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    ready_timed(&server, "cloudflare", "cf.example.test", started).await;
+    ready_timed(&server, "cloudflare", "cf2.example.test", started).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = fake.records.lock().unwrap().clone();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "records left: {left:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in [
+        "_acme-challenge.cf.example.test",
+        "_acme-challenge.cf2.example.test",
+    ] {
+        assert!(cas.dns.txt(name).is_empty(), "{name}");
+    }
+    drop(server);
+    let violations = fake.violations.lock().unwrap().clone();
+    assert!(
+        violations.is_empty(),
+        "requests off the documented API: {violations:?}"
+    );
+    assert_eq!(*fake.auth_failures.lock().unwrap(), 0);
+
+    // A bad token: both slots fail with an error naming the provider, the
+    // status and Cloudflare's message, never the token.
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir(), "bad"));
+    opts.bind_provider = false;
+    opts.extra_config = cloudflare_toml(&base, "wrong-sekrit-token");
+    let bad = Server::start(&cas, opts).await;
+    let (status, body) = bad
+        .create(json!({"name": "cf3.example.test", "challenge": "dns-01"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let n = bad
+        .wait_for("cf3.example.test", 60, |v| {
+            v["primary"]["last_error"].is_string() && v["backup"]["last_error"].is_string()
+        })
+        .await;
+    for slot in ["primary", "backup"] {
+        let err = n[slot]["last_error"].as_str().unwrap_or_default();
+        assert!(
+            err.contains("DNS provider cf (cloudflare)")
+                && err.contains("HTTP 403")
+                && err.contains("10000 Authentication error")
+                && err.contains("check api_token"),
+            "{slot}: {err}"
+        );
+        assert!(!err.contains("sekrit"), "never the token: {err}");
+    }
+    assert!(!bad.log().contains("sekrit"));
+    assert!(*fake.auth_failures.lock().unwrap() > 0);
+}

@@ -10,6 +10,7 @@
 
 mod rfc2136;
 // API-based providers (issue 16).
+mod cloudflare;
 mod powerdns;
 mod rest;
 
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 pub use rfc2136::{Rfc2136, Rfc2136Settings};
 // API-based providers (issue 16).
+pub use cloudflare::{Cloudflare, CloudflareSettings, DEFAULT_API_URL as CLOUDFLARE_API_URL};
 pub use powerdns::{PowerDns, PowerDnsSettings};
 
 /// One `[[dns_providers]]` entry as `config` validated it: the id, the
@@ -44,6 +46,8 @@ pub enum DnsProviderKind {
     // API-based providers (issue 16).
     /// `kind = "powerdns"`: PowerDNS Authoritative's HTTP API.
     PowerDns(PowerDnsSettings),
+    /// `kind = "cloudflare"`: Cloudflare's API v4 with a scoped token.
+    Cloudflare(CloudflareSettings),
 }
 
 impl DnsProviderKind {
@@ -52,6 +56,7 @@ impl DnsProviderKind {
         match self {
             DnsProviderKind::Rfc2136(_) => "rfc2136",
             DnsProviderKind::PowerDns(_) => "powerdns",
+            DnsProviderKind::Cloudflare(_) => "cloudflare",
         }
     }
 }
@@ -61,6 +66,7 @@ pub fn build(cfg: &DnsProviderConfig) -> Result<Arc<dyn DnsProvider>, DnsError> 
     Ok(match &cfg.kind {
         DnsProviderKind::Rfc2136(s) => Arc::new(Rfc2136::new(&cfg.id, &cfg.zones, s)?),
         DnsProviderKind::PowerDns(s) => Arc::new(PowerDns::new(&cfg.id, &cfg.zones, s)?),
+        DnsProviderKind::Cloudflare(s) => Arc::new(Cloudflare::new(&cfg.id, &cfg.zones, s)?),
     })
 }
 
