@@ -249,6 +249,10 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
             let purpose = match s.kind {
                 SecretKind::PrivateKey => KEY_PURPOSE.to_string(),
                 SecretKind::Account => account_purpose(&s.id),
+                SecretKind::AcmeDnsAccount => {
+                    let (provider, domain) = s.id.split_once(' ').unwrap_or((&s.id, ""));
+                    crate::keys::seal::acme_dns_purpose(provider, domain)
+                }
             };
             let new = sealer.reseal(&purpose, &s.sealed).map_err(|e| {
                 anyhow!(
@@ -256,6 +260,7 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
                     match s.kind {
                         SecretKind::PrivateKey => "private key",
                         SecretKind::Account => "ACME account of CA",
+                        SecretKind::AcmeDnsAccount => "acme-dns account (provider, domain)",
                     },
                     s.id
                 )

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{ConfigError, invalid, read_secret};
 use crate::providers::dns::{DnsProviderConfig, DnsProviderKind, Rfc2136Settings};
 // API-based providers (issue 16).
-use crate::providers::dns::{CloudflareSettings, PowerDnsSettings};
+use crate::providers::dns::{AcmeDnsSettings, CloudflareSettings, PowerDnsSettings};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -64,6 +64,14 @@ struct RawCloudflare {
     api_token: Option<String>,
     api_token_file: Option<PathBuf>,
     api_token_env: Option<String>,
+}
+
+/// The fields of a `kind = "acme-dns"` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcmeDns {
+    api_url: String,
+    allow_from: Option<Vec<String>>,
 }
 
 /// Where DNS-01 lookups go and how long propagation may take.
@@ -124,6 +132,7 @@ const KINDS: &[&str] = &[
     "rfc2136", // API-based providers (issue 16).
     "powerdns",
     "cloudflare",
+    "acme-dns",
 ];
 
 pub(super) fn validate_dns_providers(
@@ -198,6 +207,7 @@ pub(super) fn validate_dns_providers(
             "cloudflare" => {
                 DnsProviderKind::Cloudflare(cloudflare(&ctx, kind_fields(&ctx, rest)?)?)
             }
+            "acme-dns" => DnsProviderKind::AcmeDns(acme_dns(&ctx, kind_fields(&ctx, rest)?)?),
             other => {
                 return Err(invalid(
                     &key("kind"),
@@ -395,6 +405,18 @@ fn cloudflare(ctx: &KindContext<'_>, p: RawCloudflare) -> Result<CloudflareSetti
     })
 }
 
+fn acme_dns(ctx: &KindContext<'_>, p: RawAcmeDns) -> Result<AcmeDnsSettings, ConfigError> {
+    let allow_from = p.allow_from.unwrap_or_default();
+    for cidr in &allow_from {
+        cidr.parse::<crate::domain::Cidr>()
+            .map_err(|e| invalid(&ctx.key("allow_from"), cidr, e))?;
+    }
+    Ok(AcmeDnsSettings {
+        api_url: api_url(ctx, "api_url", &p.api_url)?,
+        allow_from,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,6 +533,15 @@ zones = ["cf.test"]
 api_token_env = "TWINCERT_TEST_CF_TOKEN_UNSET"
 "#;
 
+    const ADNS: &str = r#"
+[[dns_providers]]
+id = "adns"
+kind = "acme-dns"
+zones = ["auth.example.org", "example.com"]
+api_url = "https://auth.example.org"
+allow_from = ["192.0.2.0/24"]
+"#;
+
     /// Each API kind's valid entry, then its mistakes: every error names
     /// the entry's field, and no secret appears in any of them.
     #[test]
@@ -535,7 +566,23 @@ api_token_env = "TWINCERT_TEST_CF_TOKEN_UNSET"
             }
             other => panic!("{other:?}"),
         }
+        match &check(ADNS).expect("valid acme-dns")["adns"].kind {
+            DnsProviderKind::AcmeDns(s) => assert_eq!(s.allow_from, ["192.0.2.0/24"]),
+            other => panic!("{other:?}"),
+        }
         let cases: &[(String, &[&str])] = &[
+            (
+                ADNS.replace("192.0.2.0/24", "192.0.2.0/33"),
+                &["dns_providers[0].allow_from", "192.0.2.0/33"],
+            ),
+            (
+                ADNS.replace("api_url = \"https://auth.example.org\"\n", ""),
+                &["dns_providers[0] (kind 'acme-dns')", "api_url"],
+            ),
+            (
+                ADNS.replace("allow_from", "password = \"x\"\nallow_from"),
+                &["dns_providers[0] (kind 'acme-dns')", "password"],
+            ),
             (
                 CF.to_string(),
                 &["dns_providers[0].api_token_env", "not set"],

@@ -899,3 +899,310 @@ async fn cloudflare_both_cas_validate_through_the_documented_api_and_a_bad_token
     assert!(!bad.log().contains("sekrit"));
     assert!(*fake.auth_failures.lock().unwrap() > 0);
 }
+
+// ---------------------------------------------------------------------------
+// acme-dns: a fake of its documented API
+// ---------------------------------------------------------------------------
+
+mod adns {
+    //! Exactly the two endpoints of joohoi/acme-dns the provider uses, as
+    //! its README documents them: `POST /register` (optional JSON body
+    //! `{"allowfrom": [...]}`) answering 201 with `{username, password,
+    //! fulldomain, subdomain, allowfrom}`, and `POST /update` with the
+    //! headers `X-Api-User` / `X-Api-Key` and the body `{subdomain, txt}`
+    //! (a 43-character TXT, as acme-dns checks) answering `{"txt": ...}`;
+    //! a wrong user or key gets 401 `{"error": "forbidden"}`. Like acme-dns
+    //! it keeps the two newest values per account; it writes them into the
+    //! test BIND at the account's fulldomain, so the CAs validate through
+    //! the operator's CNAME. Anything off the API is a recorded violation.
+
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::post;
+    use serde_json::{Value, json};
+
+    pub struct Account {
+        pub username: String,
+        pub password: String,
+        pub subdomain: String,
+        pub fulldomain: String,
+        pub txt: Vec<String>,
+    }
+
+    pub struct Fake {
+        /// The zone the fulldomains are in (the server's own domain).
+        pub domain: String,
+        pub bind: (u16, String, String),
+        pub accounts: Mutex<Vec<Account>>,
+        pub registrations: Mutex<usize>,
+        pub updates: Mutex<usize>,
+        pub violations: Mutex<Vec<String>>,
+    }
+
+    type S = Arc<Fake>;
+
+    impl Fake {
+        pub fn new(domain: &str, bind: (u16, String, String)) -> Arc<Fake> {
+            Arc::new(Fake {
+                domain: domain.into(),
+                bind,
+                accounts: Mutex::new(Vec::new()),
+                registrations: Mutex::new(0),
+                updates: Mutex::new(0),
+                violations: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn violation(&self, what: String) -> Response {
+            self.violations.lock().unwrap().push(what.clone());
+            (StatusCode::BAD_REQUEST, axum::Json(json!({"error": what}))).into_response()
+        }
+    }
+
+    fn uuid(n: usize, salt: u32) -> String {
+        format!(
+            "{salt:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            n,
+            n,
+            n,
+            n * 7919
+        )
+    }
+
+    async fn register(
+        axum::extract::State(s): axum::extract::State<S>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> Response {
+        let mut allowfrom = Vec::new();
+        if !body.is_empty() {
+            let ct = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !ct.starts_with("application/json") {
+                return s.violation(format!("register: content-type {ct:?}"));
+            }
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(Value::Object(o)) if o.keys().all(|k| k == "allowfrom") => {
+                    if let Some(a) = o.get("allowfrom") {
+                        let Some(list) = a.as_array() else {
+                            return s.violation("register: allowfrom is not a list".into());
+                        };
+                        allowfrom = list.clone();
+                    }
+                }
+                other => return s.violation(format!("register: body {other:?}")),
+            }
+        }
+        let mut n = s.registrations.lock().unwrap();
+        *n += 1;
+        let subdomain = uuid(*n, 0x8e5700ea);
+        let account = Account {
+            username: uuid(*n, 0xc36f50e8),
+            password: format!("htB9mR9DYgcu9bX_afHF62erXaH2TS7bg9K{:05}", *n),
+            fulldomain: format!("{subdomain}.{}", s.domain),
+            subdomain,
+            txt: Vec::new(),
+        };
+        let answer = json!({"username": account.username, "password": account.password,
+                            "fulldomain": account.fulldomain, "subdomain": account.subdomain,
+                            "allowfrom": allowfrom});
+        s.accounts.lock().unwrap().push(account);
+        (StatusCode::CREATED, axum::Json(answer)).into_response()
+    }
+
+    async fn update(
+        axum::extract::State(s): axum::extract::State<S>,
+        headers: HeaderMap,
+        body: axum::body::Bytes,
+    ) -> Response {
+        let header = |k: &str| {
+            headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (user, key) = (header("x-api-user"), header("x-api-key"));
+        let ct = header("content-type");
+        if !ct.starts_with("application/json") {
+            return s.violation(format!("update: content-type {ct:?}"));
+        }
+        let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(&body) else {
+            return s.violation("update: body is not a JSON object".into());
+        };
+        let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
+        keys.sort();
+        if keys != ["subdomain", "txt"] {
+            return s.violation(format!("update: fields {keys:?}"));
+        }
+        let (Some(subdomain), Some(txt)) = (o["subdomain"].as_str(), o["txt"].as_str()) else {
+            return s.violation("update: subdomain and txt must be strings".into());
+        };
+        if txt.len() != 43 {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "bad_txt"})),
+            )
+                .into_response();
+        }
+        let (fulldomain, values) = {
+            let mut accounts = s.accounts.lock().unwrap();
+            let Some(a) = accounts
+                .iter_mut()
+                .find(|a| a.username == user && a.password == key)
+            else {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"error": "forbidden"})),
+                )
+                    .into_response();
+            };
+            if a.subdomain != subdomain {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"error": "forbidden"})),
+                )
+                    .into_response();
+            }
+            // The two newest values are kept, as acme-dns does.
+            a.txt.push(txt.to_string());
+            if a.txt.len() > 2 {
+                a.txt.remove(0);
+            }
+            (a.fulldomain.clone(), a.txt.clone())
+        };
+        *s.updates.lock().unwrap() += 1;
+        let mut script = format!("update delete {fulldomain}. TXT\n");
+        for v in &values {
+            script.push_str(&format!("update add {fulldomain}. 60 TXT \"{v}\"\n"));
+        }
+        if let Err(e) = super::nsupdate(s.bind.clone(), &script).await {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(json!({"error": e})),
+            )
+                .into_response();
+        }
+        (StatusCode::OK, axum::Json(json!({"txt": txt}))).into_response()
+    }
+
+    async fn fallback(
+        axum::extract::State(s): axum::extract::State<S>,
+        uri: axum::http::Uri,
+        method: axum::http::Method,
+    ) -> Response {
+        s.violations.lock().unwrap().push(format!("{method} {uri}"));
+        (StatusCode::NOT_FOUND, "404 page not found").into_response()
+    }
+
+    pub fn app(fake: Arc<Fake>) -> Router {
+        Router::new()
+            .route("/register", post(register))
+            .route("/update", post(update))
+            .fallback(fallback)
+            .with_state(fake)
+    }
+}
+
+fn acme_dns_toml(base: &str) -> String {
+    format!(
+        "\n[[dns_providers]]\nid = \"adns\"\nkind = \"acme-dns\"\nzones = [\"example.test\"]\n\
+         api_url = \"{base}\"\nallow_from = [\"127.0.0.0/8\"]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acme_dns_registers_once_names_the_cname_and_both_cas_validate_through_it() {
+    let cas = TwoCas::start(0).await;
+    let fake = adns::Fake::new("auth.example.test", bind_of(&cas));
+    let base = serve(adns::app(Arc::clone(&fake))).await;
+    let mut opts = ServerOptions::new(sqlite_url(cas.dir(), "adns"));
+    opts.bind_provider = false;
+    opts.extra_config = acme_dns_toml(&base);
+    let mut server = Server::start(&cas, opts).await;
+    let name = "adns.example.test";
+    let (status, body) = server
+        .create(json!({"name": name, "challenge": "dns-01"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // No CNAME yet: twincert registers once and names the record to create.
+    let cname_error = |v: &Value| {
+        ["primary", "backup"].iter().all(|slot| {
+            v[slot]["last_error"].as_str().is_some_and(|e| {
+                e.contains("create the CNAME `_acme-challenge.adns.example.test. CNAME ")
+            })
+        })
+    };
+    let n = server.wait_for(name, 60, cname_error).await;
+    let err = n["primary"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.contains("DNS provider adns (acme-dns)"), "{err}");
+    assert_eq!(
+        *fake.registrations.lock().unwrap(),
+        1,
+        "one registration for both slots"
+    );
+    let (fulldomain, password) = {
+        let accounts = fake.accounts.lock().unwrap();
+        (accounts[0].fulldomain.clone(), accounts[0].password.clone())
+    };
+    assert!(err.contains(&format!("CNAME {fulldomain}.`")), "{err}");
+    assert!(!err.contains(&password) && !server.log().contains(&password));
+    // The credentials are sealed in the store, not readable in its files.
+    for file in ["adns.db", "adns.db-wal"] {
+        if let Ok(bytes) = std::fs::read(cas.dir().join(file)) {
+            assert!(
+                !bytes
+                    .windows(password.len())
+                    .any(|w| w == password.as_bytes()),
+                "the acme-dns password is in {file} in clear"
+            );
+        }
+    }
+
+    // A restart reuses the stored registration: the same CNAME is named
+    // again, and nothing registers a second time.
+    let before = server.wait_for(name, 5, |_| true).await;
+    let attempts = |v: &Value| v["primary"]["order"]["attempts"].as_i64().unwrap_or(0);
+    let attempts_before = attempts(&before);
+    server.restart(Vec::new()).await;
+    let after = server
+        .wait_for(name, 60, |v| {
+            attempts(v) > attempts_before && cname_error(v)
+        })
+        .await;
+    assert!(attempts(&after) > attempts_before, "{after:#}");
+    assert_eq!(
+        *fake.registrations.lock().unwrap(),
+        1,
+        "no second /register"
+    );
+
+    // The operator creates the CNAME; both CAs validate through it.
+    nsupdate(
+        bind_of(&cas),
+        &format!("update add _acme-challenge.{name}. 60 CNAME {fulldomain}.\n"),
+    )
+    .await
+    .expect("create the CNAME");
+    let started = Instant::now();
+    ready_timed(&server, "acme-dns", name, started).await;
+    assert_eq!(
+        *fake.registrations.lock().unwrap(),
+        1,
+        "no second /register"
+    );
+    assert!(*fake.updates.lock().unwrap() >= 2, "both values were sent");
+    let violations = fake.violations.lock().unwrap().clone();
+    assert!(
+        violations.is_empty(),
+        "requests off the documented API: {violations:?}"
+    );
+}

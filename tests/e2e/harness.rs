@@ -235,7 +235,8 @@ impl LocalTls {
 /// The zone has the SOA, `NS ns`, `A 127.0.0.1` at the apex, on `ns`, on
 /// `*` and on every label in [`ZONE_HOSTS`]. The TSIG key
 /// [`TSIG_KEY_NAME`] (hmac-sha256, fresh secret per instance) may change
-/// TXT records anywhere in the zone and nothing else.
+/// TXT records anywhere in the zone, and CNAMEs (a test plays the operator
+/// who delegates `_acme-challenge` to acme-dns), and nothing else.
 pub struct Bind {
     proc: Proc,
     port: u16,
@@ -288,7 +289,7 @@ key "{TSIG_KEY_NAME}" {{
 zone "{ZONE}" {{
     type primary;
     file "{zone}";
-    update-policy {{ grant {TSIG_KEY_NAME} zonesub TXT; }};
+    update-policy {{ grant {TSIG_KEY_NAME} zonesub TXT CNAME; }};
 }};
 zone "{DELEGATED_ZONE}" {{
     type primary;

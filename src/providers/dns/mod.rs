@@ -10,6 +10,7 @@
 
 mod rfc2136;
 // API-based providers (issue 16).
+mod acme_dns;
 mod cloudflare;
 mod powerdns;
 mod rest;
@@ -20,6 +21,9 @@ use std::sync::Arc;
 
 pub use rfc2136::{Rfc2136, Rfc2136Settings};
 // API-based providers (issue 16).
+pub use acme_dns::{
+    AcmeDns, AcmeDnsAccount, AcmeDnsAccounts, AcmeDnsSettings, SealedAccounts, cname_to_create,
+};
 pub use cloudflare::{Cloudflare, CloudflareSettings, DEFAULT_API_URL as CLOUDFLARE_API_URL};
 pub use powerdns::{PowerDns, PowerDnsSettings};
 
@@ -48,6 +52,8 @@ pub enum DnsProviderKind {
     PowerDns(PowerDnsSettings),
     /// `kind = "cloudflare"`: Cloudflare's API v4 with a scoped token.
     Cloudflare(CloudflareSettings),
+    /// `kind = "acme-dns"`: an acme-dns server (accounts kept in the store).
+    AcmeDns(AcmeDnsSettings),
 }
 
 impl DnsProviderKind {
@@ -57,6 +63,7 @@ impl DnsProviderKind {
             DnsProviderKind::Rfc2136(_) => "rfc2136",
             DnsProviderKind::PowerDns(_) => "powerdns",
             DnsProviderKind::Cloudflare(_) => "cloudflare",
+            DnsProviderKind::AcmeDns(_) => "acme-dns",
         }
     }
 }
@@ -67,7 +74,29 @@ pub fn build(cfg: &DnsProviderConfig) -> Result<Arc<dyn DnsProvider>, DnsError> 
         DnsProviderKind::Rfc2136(s) => Arc::new(Rfc2136::new(&cfg.id, &cfg.zones, s)?),
         DnsProviderKind::PowerDns(s) => Arc::new(PowerDns::new(&cfg.id, &cfg.zones, s)?),
         DnsProviderKind::Cloudflare(s) => Arc::new(Cloudflare::new(&cfg.id, &cfg.zones, s)?),
+        DnsProviderKind::AcmeDns(_) => {
+            return Err(DnsError(format!(
+                "DNS provider {}: acme-dns keeps its accounts in the store; build it with \
+                 build_with_accounts",
+                cfg.id
+            )));
+        }
     })
+}
+
+/// The provider a validated entry describes, for kinds that keep state in
+/// the store (acme-dns registrations in `accounts`); every other kind is
+/// built as [`build`] does.
+pub fn build_with_accounts(
+    cfg: &DnsProviderConfig,
+    accounts: Arc<dyn AcmeDnsAccounts>,
+) -> Result<Arc<dyn DnsProvider>, DnsError> {
+    match &cfg.kind {
+        DnsProviderKind::AcmeDns(s) => {
+            Ok(Arc::new(AcmeDns::new(&cfg.id, &cfg.zones, s, accounts)?))
+        }
+        _ => build(cfg),
+    }
 }
 
 /// A failed provider call, worded for the operator; never contains a secret.
