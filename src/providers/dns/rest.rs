@@ -19,9 +19,14 @@ const BODY_QUOTE: usize = 200;
 
 /// A client for one provider.
 pub(super) fn client(id: &str) -> Result<reqwest::Client, DnsError> {
+    client_with(id, REQUEST_TIMEOUT)
+}
+
+/// A client whose requests may take `timeout` (tests shorten it).
+fn client_with(id: &str, timeout: Duration) -> Result<reqwest::Client, DnsError> {
     reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .timeout(timeout)
         .tcp_nodelay(true)
         .build()
         .map_err(|e| DnsError(format!("DNS provider {id}: HTTP client: {e}")))
@@ -126,6 +131,46 @@ mod tests {
         for (given, want) in cases {
             assert_eq!(unquote_txt(given), want, "{given}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_does_not_answer_is_a_retryable_timeout() {
+        // Accepts the connection, reads the request, never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        });
+        let http = client_with("slow", Duration::from_millis(200)).unwrap();
+        let started = std::time::Instant::now();
+        let err = send(
+            "DNS provider slow (powerdns): adding TXT at x",
+            http.get(format!("http://{addr}/api")),
+        )
+        .await
+        .err()
+        .expect("a timeout")
+        .0;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            err.starts_with("DNS provider slow (powerdns): adding TXT at x: no answer within")
+                && err.ends_with("will retry"),
+            "{err}"
+        );
+        held.abort();
+        let _ = held.await;
+        // Nobody listening: a refused connection, also retryable.
+        let err = send("x", http.get(format!("http://{addr}/api")))
+            .await
+            .err()
+            .expect("refused")
+            .0;
+        assert!(
+            err.contains("cannot connect") && err.ends_with("will retry"),
+            "{err}"
+        );
     }
 
     #[test]
