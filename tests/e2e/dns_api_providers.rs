@@ -940,6 +940,10 @@ mod adns {
         pub registrations: Mutex<usize>,
         pub updates: Mutex<usize>,
         pub violations: Mutex<Vec<String>>,
+        /// Held from changing an account's values until BIND has them, so
+        /// two updates reach BIND in the order they were made (acme-dns
+        /// itself writes its database in one step).
+        write: tokio::sync::Mutex<()>,
     }
 
     type S = Arc<Fake>;
@@ -953,6 +957,7 @@ mod adns {
                 registrations: Mutex::new(0),
                 updates: Mutex::new(0),
                 violations: Mutex::new(Vec::new()),
+                write: tokio::sync::Mutex::new(()),
             })
         }
 
@@ -1050,6 +1055,7 @@ mod adns {
             )
                 .into_response();
         }
+        let _in_order = s.write.lock().await;
         let (fulldomain, values) = {
             let mut accounts = s.accounts.lock().unwrap();
             let Some(a) = accounts

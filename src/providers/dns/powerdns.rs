@@ -447,5 +447,14 @@ mod tests {
         };
         let e = refusal("x", &answer).0;
         assert!(e.contains("Could not find domain"), "{e}");
+        let answer = rest::Answer {
+            status: reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            body: b"<html>down</html>".to_vec(),
+        };
+        let e = refusal("x", &answer).0;
+        assert!(
+            e.contains("HTTP 503") && e.contains("<html>down") && e.ends_with("will retry"),
+            "{e}"
+        );
     }
 }
