@@ -8,6 +8,11 @@
 //!   server (`-dnsserver`), and twincert's resolver and propagation check
 //!   ask it too, so nothing else is involved: the least invasive way to
 //!   make the CAs see what the provider wrote.
+//! * **cloudflare** and **acme-dns** — no local server exists, so fakes of
+//!   exactly their documented endpoints run in this process (modules `cf`
+//!   and `adns`): they check every request and write what they were given
+//!   into the test BIND with nsupdate, where the CAs look. These two are
+//!   verified against the documented APIs, not the live services.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -71,14 +71,16 @@ impl std::fmt::Debug for Cloudflare {
     }
 }
 
-/// The envelope of every answer.
+/// The envelope of every answer (`result` is read as the call's type only
+/// once the envelope says it succeeded).
 #[derive(Debug, Deserialize)]
-struct Envelope<T> {
-    #[serde(default)]
-    success: bool,
+struct Envelope {
+    /// Absent in some documented answers (Delete DNS Record shows only
+    /// `result`); the HTTP status decides then.
+    success: Option<bool>,
     #[serde(default)]
     errors: Vec<ApiMessage>,
-    result: Option<T>,
+    result: Option<serde_json::Value>,
 }
 
 /// One entry of `errors`.
@@ -139,7 +141,7 @@ fn result_of<T: serde::de::DeserializeOwned>(
     what: &str,
     answer: &rest::Answer,
 ) -> Result<T, DnsError> {
-    let envelope: Envelope<T> = serde_json::from_slice(&answer.body).map_err(|e| {
+    let envelope: Envelope = serde_json::from_slice(&answer.body).map_err(|e| {
         // A proxy's error page, a truncated answer: not the API speaking.
         let retry = if answer.status.is_success() {
             "; will retry"
@@ -153,7 +155,16 @@ fn result_of<T: serde::de::DeserializeOwned>(
         ))
     })?;
     match envelope.result {
-        Some(r) if envelope.success && answer.status.is_success() => Ok(r),
+        Some(r) if envelope.success != Some(false) && answer.status.is_success() => {
+            serde_json::from_value(r).map_err(|e| {
+                DnsError(format!(
+                    "{what}: Cloudflare's result (HTTP {}) is not the documented shape ({e}): \
+                     {}; will retry",
+                    answer.status,
+                    answer.quote()
+                ))
+            })
+        }
         _ => Err(DnsError(format!(
             "{what}: Cloudflare answered HTTP {}: {}{}",
             answer.status,
@@ -277,7 +288,7 @@ impl Cloudflare {
             Ok(_) => Ok(()),
             Err(e) => {
                 // Present twice (a retried attempt): the record is there.
-                let identical = serde_json::from_slice::<Envelope<serde_json::Value>>(&answer.body)
+                let identical = serde_json::from_slice::<Envelope>(&answer.body)
                     .is_ok_and(|env| env.errors.iter().any(|e| e.code == IDENTICAL_RECORD_EXISTS));
                 if identical { Ok(()) } else { Err(e) }
             }
@@ -357,6 +368,12 @@ mod tests {
         );
         let records: Vec<DnsRecord> = result_of("x", &listing).unwrap();
         assert_eq!(records[0].id, "023e105f4ecef8ad9ca31a8372d0c353");
+        // Delete DNS Record as documented: only `result`.
+        let deleted = answer(
+            200,
+            r#"{"result": {"id": "023e105f4ecef8ad9ca31a8372d0c353"}}"#,
+        );
+        assert!(result_of::<serde_json::Value>("x", &deleted).is_ok());
         let cases = [
             (
                 "bad token",
@@ -373,6 +390,11 @@ mod tests {
                     r#"{"success": false, "errors": [{"code": 1004, "message": "DNS Validation Error"}], "result": null}"#,
                 ),
                 &["1004 DNS Validation Error"][..],
+            ),
+            (
+                "a result without success in an error status",
+                answer(404, r#"{"result": {"id": "x"}}"#),
+                &["HTTP 404", "no error given"][..],
             ),
             (
                 "a 5xx page",
