@@ -307,10 +307,21 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
         .collect();
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let sealer = Arc::new(secrets.sealer);
     let mut dns_providers: Vec<Arc<dyn crate::providers::dns::DnsProvider>> = Vec::new();
+    // acme-dns accounts live in the store, sealed (issue 16).
+    let acme_dns_accounts: Arc<dyn crate::providers::dns::AcmeDnsAccounts> =
+        Arc::new(crate::providers::dns::SealedAccounts::new(
+            store.acme_dns().clone(),
+            sealer.clone(),
+            clock.clone(),
+        ));
     // An API process runs no worker and was given no DNS credentials.
     for p in cfg.dns_providers.values().filter(|_| role != Role::Api) {
-        dns_providers.push(crate::providers::dns::build(p).map_err(|e| anyhow::anyhow!("{e}"))?);
+        dns_providers.push(
+            crate::providers::dns::build_with_accounts(p, acme_dns_accounts.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
     }
     let dns01_available = !cfg.dns_providers.is_empty();
     // Preflight needs only lookups and the configured zones (no provider
@@ -334,7 +345,6 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
             .collect(),
         clock.clone(),
     ));
-    let sealer = Arc::new(secrets.sealer);
     let worker = Supervisor::builder(
         store.clone(),
         cas,

@@ -39,6 +39,7 @@ pub const TABLES: &[&str] = &[
     "drills",
     "install_packages",
     "preflight",
+    "acme_dns_registrations",
 ];
 
 /// Columns whose values come from a sequence on PostgreSQL (`{serial}`):
@@ -76,6 +77,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0013Drills),
             Box::new(M0014Preflight),
             Box::new(M0015ManualDestination),
+            Box::new(M0016AcmeDnsRegistrations),
         ]
     }
 }
@@ -911,5 +913,38 @@ impl MigrationTrait for M0015ManualDestination {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(manager, "DROP TABLE install_packages").await
+    }
+}
+
+/// acme-dns registrations (issue 16): one account per (provider, domain) at
+/// an acme-dns server, its credentials sealed like ACME account keys
+/// (`master_key_id`, `nonce`, `ciphertext`); `fulldomain` is where the
+/// domain's `_acme-challenge` CNAME must point, and how a record placed
+/// there is traced back to its account.
+pub struct M0016AcmeDnsRegistrations;
+
+impl MigrationName for M0016AcmeDnsRegistrations {
+    fn name(&self) -> &str {
+        "m0016_acme_dns_registrations"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0016AcmeDnsRegistrations {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "CREATE TABLE acme_dns_registrations (provider_id TEXT NOT NULL, \
+             domain TEXT NOT NULL, fulldomain TEXT NOT NULL, subdomain TEXT NOT NULL, \
+             master_key_id TEXT NOT NULL, nonce {blob} NOT NULL, ciphertext {blob} NOT NULL, \
+             created_at BIGINT NOT NULL, PRIMARY KEY (provider_id, domain)); \
+             CREATE INDEX acme_dns_registrations_fulldomain \
+             ON acme_dns_registrations (provider_id, fulldomain)",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP TABLE acme_dns_registrations").await
     }
 }

@@ -251,6 +251,10 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
                 SecretKind::Account => account_purpose(&s.id),
                 SecretKind::InstallPackage => install_package_purpose(&s.id),
                 SecretKind::InstallPassword => install_password_purpose(&s.id),
+                SecretKind::AcmeDnsAccount => {
+                    let (provider, domain) = s.id.split_once(' ').unwrap_or((&s.id, ""));
+                    crate::keys::seal::acme_dns_purpose(provider, domain)
+                }
             };
             let new = sealer.reseal(&purpose, &s.sealed).map_err(|e| {
                 anyhow!(
@@ -260,6 +264,7 @@ pub async fn reseal(cfg: &crate::config::Config, batch: u64) -> anyhow::Result<(
                         SecretKind::Account => "ACME account of CA",
                         SecretKind::InstallPackage => "install package",
                         SecretKind::InstallPassword => "password of install package",
+                        SecretKind::AcmeDnsAccount => "acme-dns account (provider, domain)",
                     },
                     s.id
                 )

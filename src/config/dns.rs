@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use super::{ConfigError, invalid, read_secret};
 use crate::providers::dns::{DnsProviderConfig, DnsProviderKind, Rfc2136Settings};
+// API-based providers (issue 16).
+use crate::providers::dns::{AcmeDnsSettings, CloudflareSettings, PowerDnsSettings};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -39,6 +41,37 @@ struct RawRfc2136 {
     tsig_secret_file: Option<PathBuf>,
     tsig_secret_env: Option<String>,
     tsig_secret: Option<String>,
+}
+
+// API-based providers (issue 16).
+
+/// The fields of a `kind = "powerdns"` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPowerDns {
+    api_url: String,
+    server_id: Option<String>,
+    api_key: Option<String>,
+    api_key_file: Option<PathBuf>,
+    api_key_env: Option<String>,
+}
+
+/// The fields of a `kind = "cloudflare"` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCloudflare {
+    api_url: Option<String>,
+    api_token: Option<String>,
+    api_token_file: Option<PathBuf>,
+    api_token_env: Option<String>,
+}
+
+/// The fields of a `kind = "acme-dns"` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcmeDns {
+    api_url: String,
+    allow_from: Option<Vec<String>>,
 }
 
 /// Where DNS-01 lookups go and how long propagation may take.
@@ -95,7 +128,12 @@ pub(super) fn validate_dns(raw: RawDns) -> Result<DnsConfig, ConfigError> {
 }
 
 /// The kinds of DNS provider, as `kind` names them.
-const KINDS: &[&str] = &["rfc2136"];
+const KINDS: &[&str] = &[
+    "rfc2136", // API-based providers (issue 16).
+    "powerdns",
+    "cloudflare",
+    "acme-dns",
+];
 
 pub(super) fn validate_dns_providers(
     raw: &[RawDnsProvider],
@@ -164,6 +202,12 @@ pub(super) fn validate_dns_providers(
         };
         let kind = match kind.as_str() {
             "rfc2136" => DnsProviderKind::Rfc2136(rfc2136(&ctx, kind_fields(&ctx, rest)?)?),
+            // API-based providers (issue 16).
+            "powerdns" => DnsProviderKind::PowerDns(powerdns(&ctx, kind_fields(&ctx, rest)?)?),
+            "cloudflare" => {
+                DnsProviderKind::Cloudflare(cloudflare(&ctx, kind_fields(&ctx, rest)?)?)
+            }
+            "acme-dns" => DnsProviderKind::AcmeDns(acme_dns(&ctx, kind_fields(&ctx, rest)?)?),
             other => {
                 return Err(invalid(
                     &key("kind"),
@@ -298,6 +342,81 @@ fn rfc2136(ctx: &KindContext<'_>, p: RawRfc2136) -> Result<Rfc2136Settings, Conf
     })
 }
 
+// API-based providers (issue 16).
+
+/// An `http`/`https` URL for an API endpoint.
+fn api_url(ctx: &KindContext<'_>, field: &str, text: &str) -> Result<url::Url, ConfigError> {
+    let url: url::Url = text
+        .parse()
+        .map_err(|_| invalid(&ctx.key(field), text, "must be an http:// or https:// URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.host().is_none() {
+        return Err(invalid(
+            &ctx.key(field),
+            text,
+            "must be an http:// or https:// URL",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            &ctx.key(field),
+            "(a URL with credentials)",
+            "must not carry credentials; give them in their own field",
+        ));
+    }
+    Ok(url)
+}
+
+fn powerdns(ctx: &KindContext<'_>, p: RawPowerDns) -> Result<PowerDnsSettings, ConfigError> {
+    let server_id = p.server_id.unwrap_or_else(|| "localhost".into());
+    if server_id.is_empty() || server_id.contains('/') {
+        return Err(invalid(
+            &ctx.key("server_id"),
+            &server_id,
+            "must be a server id such as 'localhost'",
+        ));
+    }
+    let api_key = ctx.credential(
+        "api_key",
+        p.api_key.as_deref(),
+        p.api_key_file.as_deref(),
+        p.api_key_env.as_deref(),
+    )?;
+    Ok(PowerDnsSettings {
+        api_url: api_url(ctx, "api_url", &p.api_url)?,
+        server_id,
+        api_key,
+    })
+}
+
+fn cloudflare(ctx: &KindContext<'_>, p: RawCloudflare) -> Result<CloudflareSettings, ConfigError> {
+    let api_token = ctx.credential(
+        "api_token",
+        p.api_token.as_deref(),
+        p.api_token_file.as_deref(),
+        p.api_token_env.as_deref(),
+    )?;
+    let url = p
+        .api_url
+        .as_deref()
+        .unwrap_or(crate::providers::dns::CLOUDFLARE_API_URL);
+    Ok(CloudflareSettings {
+        api_url: api_url(ctx, "api_url", url)?,
+        api_token,
+    })
+}
+
+fn acme_dns(ctx: &KindContext<'_>, p: RawAcmeDns) -> Result<AcmeDnsSettings, ConfigError> {
+    let allow_from = p.allow_from.unwrap_or_default();
+    for cidr in &allow_from {
+        cidr.parse::<crate::domain::Cidr>()
+            .map_err(|e| invalid(&ctx.key("allow_from"), cidr, e))?;
+    }
+    Ok(AcmeDnsSettings {
+        api_url: api_url(ctx, "api_url", &p.api_url)?,
+        allow_from,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +511,124 @@ tsig_secret = "c2VjcmV0"
                 assert!(err.contains(want), "{want:?} not in {err:?}");
             }
             assert!(!err.contains("c2VjcmV0"), "a secret leaked: {err}");
+        }
+    }
+
+    // API-based providers (issue 16).
+
+    const PDNS: &str = r#"
+[[dns_providers]]
+id = "pdns"
+kind = "powerdns"
+api_url = "http://127.0.0.1:8081"
+zones = ["pdns.test"]
+api_key = "pdns-key-sekrit"
+"#;
+
+    const CF: &str = r#"
+[[dns_providers]]
+id = "cf"
+kind = "cloudflare"
+zones = ["cf.test"]
+api_token_env = "TWINCERT_TEST_CF_TOKEN_UNSET"
+"#;
+
+    const ADNS: &str = r#"
+[[dns_providers]]
+id = "adns"
+kind = "acme-dns"
+zones = ["auth.example.org", "example.com"]
+api_url = "https://auth.example.org"
+allow_from = ["192.0.2.0/24"]
+"#;
+
+    /// Each API kind's valid entry, then its mistakes: every error names
+    /// the entry's field, and no secret appears in any of them.
+    #[test]
+    fn api_provider_entries_are_checked_field_by_field() {
+        let ok = check(PDNS).expect("valid powerdns");
+        match &ok["pdns"].kind {
+            DnsProviderKind::PowerDns(s) => {
+                assert_eq!(s.server_id, "localhost");
+                assert_eq!(s.api_key, "pdns-key-sekrit");
+                assert!(!format!("{s:?}").contains("sekrit"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cf = CF.replace(
+            "api_token_env = \"TWINCERT_TEST_CF_TOKEN_UNSET\"",
+            "api_token = \"cf-sekrit\"",
+        );
+        match &check(&cf).expect("valid cloudflare")["cf"].kind {
+            DnsProviderKind::Cloudflare(s) => {
+                assert_eq!(s.api_url.as_str(), "https://api.cloudflare.com/client/v4");
+                assert!(!format!("{s:?}").contains("sekrit"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &check(ADNS).expect("valid acme-dns")["adns"].kind {
+            DnsProviderKind::AcmeDns(s) => assert_eq!(s.allow_from, ["192.0.2.0/24"]),
+            other => panic!("{other:?}"),
+        }
+        let cases: &[(String, &[&str])] = &[
+            (
+                ADNS.replace("192.0.2.0/24", "192.0.2.0/33"),
+                &["dns_providers[0].allow_from", "192.0.2.0/33"],
+            ),
+            (
+                ADNS.replace("api_url = \"https://auth.example.org\"\n", ""),
+                &["dns_providers[0] (kind 'acme-dns')", "api_url"],
+            ),
+            (
+                ADNS.replace("allow_from", "password = \"x\"\nallow_from"),
+                &["dns_providers[0] (kind 'acme-dns')", "password"],
+            ),
+            (
+                CF.to_string(),
+                &["dns_providers[0].api_token_env", "not set"],
+            ),
+            (
+                cf.replace("cf-sekrit\"", "cf-sekrit\"\napi_token_file = \"/x\""),
+                &["exactly one of api_token, api_token_file and api_token_env"],
+            ),
+            (
+                cf.replace("zones", "api_url = \"ftp://x\"\nzones"),
+                &["dns_providers[0].api_url", "http://"],
+            ),
+            (
+                cf.replace("zones", "zone_id = \"abc\"\nzones"),
+                &["dns_providers[0] (kind 'cloudflare')", "zone_id"],
+            ),
+            (
+                PDNS.replace("api_key = \"pdns-key-sekrit\"", ""),
+                &[
+                    "dns_providers[0].api_key",
+                    "exactly one of api_key, api_key_file and api_key_env",
+                ],
+            ),
+            (
+                PDNS.replace("http://127.0.0.1:8081", "127.0.0.1:8081"),
+                &["dns_providers[0].api_url", "http://"],
+            ),
+            (
+                PDNS.replace("http://127.0.0.1:8081", "http://u:sekrit@127.0.0.1:8081"),
+                &["dns_providers[0].api_url", "must not carry credentials"],
+            ),
+            (
+                PDNS.replace("api_url", "server_id = \"a/b\"\napi_url"),
+                &["dns_providers[0].server_id"],
+            ),
+            (
+                PDNS.replace("api_url", "apiurl = 1\napi_url"),
+                &["dns_providers[0] (kind 'powerdns')", "apiurl"],
+            ),
+        ];
+        for (text, wants) in cases {
+            let err = check(text).expect_err(text);
+            for want in *wants {
+                assert!(err.contains(want), "{want:?} not in {err:?}");
+            }
+            assert!(!err.contains("sekrit"), "a secret leaked: {err}");
         }
     }
 }

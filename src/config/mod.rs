@@ -453,11 +453,11 @@ tsig_secret_file = "/nonexistent/tsig"
         let cfg = Config::load_without_credentials(&path).expect("loads");
         let gts = &cfg.cas["gts"];
         assert_eq!(gts.eab.as_ref().map(|(kid, _)| kid.as_str()), Some("kid-1"));
-        match &cfg.dns_providers["bind"].kind {
-            crate::providers::dns::DnsProviderKind::Rfc2136(s) => {
-                assert_eq!(s.tsig_secret_b64, "")
-            }
-        }
+        let crate::providers::dns::DnsProviderKind::Rfc2136(s) = &cfg.dns_providers["bind"].kind
+        else {
+            panic!("bind is an rfc2136 provider")
+        };
+        assert_eq!(s.tsig_secret_b64, "");
     }
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {

@@ -35,6 +35,12 @@ pub fn install_password_purpose(package_id: &str) -> String {
     format!("install package password {package_id}")
 }
 
+/// The AEAD purpose (associated data) of the sealed credentials of an
+/// acme-dns account (provider id and domain).
+pub fn acme_dns_purpose(provider_id: &str, domain: &str) -> String {
+    format!("acme-dns account {provider_id} {domain}")
+}
+
 /// A sealed secret as stored: which master key, the nonce, the ciphertext
 /// (with its GCM tag).
 #[derive(Clone, PartialEq, Eq)]

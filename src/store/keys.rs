@@ -22,6 +22,9 @@ pub enum SecretKind {
     /// An install package's password not yet shown (`install_packages`,
     /// by id).
     InstallPassword,
+    /// An acme-dns account's credentials (`acme_dns_registrations`, by
+    /// `"<provider id> <domain>"`).
+    AcmeDnsAccount,
 }
 
 /// One sealed secret as stored, for re-sealing.
@@ -29,7 +32,8 @@ pub enum SecretKind {
 pub struct SealedSecret {
     /// Its table.
     pub kind: SecretKind,
-    /// Its row: the private key's id or the CA id of the account.
+    /// Its row: the private key's id, the CA id of the account, or
+    /// `"<provider id> <domain>"` of an acme-dns account.
     pub id: String,
     /// The ciphertext.
     pub sealed: Sealed,
@@ -122,8 +126,8 @@ impl Keys {
             .ok_or_else(|| StoreError::Db(format!("account for {ca_id} vanished")))
     }
 
-    /// How many sealed secrets (certificate keys and account credentials)
-    /// each master key id seals, by key id. The benchmarks' synthetic names
+    /// How many sealed secrets (certificate keys, ACME account and
+    /// acme-dns credentials) each master key id seals, by key id. The benchmarks' synthetic names
     /// (key id `synthetic`) hold placeholders, not secrets: not counted,
     /// never re-sealed.
     pub async fn sealed_by_key_id(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -134,7 +138,8 @@ impl Keys {
                UNION ALL SELECT master_key_id FROM acme_accounts \
                UNION ALL SELECT master_key_id FROM install_packages WHERE master_key_id IS NOT NULL \
                UNION ALL SELECT password_key_id FROM install_packages \
-                 WHERE password_key_id IS NOT NULL) s \
+                 WHERE password_key_id IS NOT NULL \
+               UNION ALL SELECT master_key_id FROM acme_dns_registrations) s \
              GROUP BY master_key_id ORDER BY master_key_id",
             vec![],
         )
@@ -145,7 +150,8 @@ impl Keys {
     }
 
     /// Up to `limit` sealed secrets not sealed under `current_key_id`:
-    /// accounts first, then private keys in id order.
+    /// ACME accounts first, then acme-dns accounts, then private keys in id
+    /// order.
     pub async fn sealed_not_under(
         &self,
         current_key_id: &str,
@@ -163,6 +169,26 @@ impl Keys {
             out.push(SealedSecret {
                 kind: SecretKind::Account,
                 id: get(r, "ca_id")?,
+                sealed: sealed_of(r)?,
+            });
+        }
+        for r in &all(
+            &self.db,
+            "SELECT provider_id, domain, master_key_id, nonce, ciphertext \
+             FROM acme_dns_registrations WHERE master_key_id <> $1 \
+             ORDER BY provider_id, domain LIMIT $2",
+            vec![
+                current_key_id.into(),
+                (limit.saturating_sub(out.len() as u64) as i64).into(),
+            ],
+        )
+        .await?
+        {
+            let provider: String = get(r, "provider_id")?;
+            let domain: String = get(r, "domain")?;
+            out.push(SealedSecret {
+                kind: SecretKind::AcmeDnsAccount,
+                id: format!("{provider} {domain}"),
                 sealed: sealed_of(r)?,
             });
         }
@@ -227,7 +253,8 @@ impl Keys {
     /// Replaces each secret's ciphertext with its re-sealed one, in one
     /// transaction with `audit`. A row whose ciphertext changed since it
     /// was read (another re-seal ran) is left alone. Returns how many
-    /// private keys, accounts and install-package secrets were replaced.
+    /// private keys, accounts (ACME and acme-dns) and install-package
+    /// secrets were replaced.
     pub async fn replace_sealed(
         &self,
         batch: &[(SealedSecret, Sealed)],
@@ -254,6 +281,11 @@ impl Keys {
                          password_ciphertext = $3 WHERE id = $4 AND password_key_id = $5 \
                          AND password_nonce = $6"
                     }
+                    SecretKind::AcmeDnsAccount => {
+                        "UPDATE acme_dns_registrations SET master_key_id = $1, nonce = $2, \
+                         ciphertext = $3 WHERE provider_id || ' ' || domain = $4 \
+                         AND master_key_id = $5 AND nonce = $6"
+                    }
                 };
                 let n = exec(
                     tx,
@@ -270,7 +302,7 @@ impl Keys {
                 .await?;
                 match old.kind {
                     SecretKind::PrivateKey => keys += n,
-                    SecretKind::Account => accounts += n,
+                    SecretKind::Account | SecretKind::AcmeDnsAccount => accounts += n,
                     SecretKind::InstallPackage | SecretKind::InstallPassword => packages += n,
                 }
             }

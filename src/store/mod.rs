@@ -21,6 +21,7 @@
 //! 5. the certificate, the slot pointer and the order's end, in one
 //!    transaction, and only then the tokens are deleted.
 
+mod acme_dns;
 mod alerts;
 mod audit;
 mod backup;
@@ -56,6 +57,7 @@ use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynch
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
 use twincert_migrations::{Migrator, MigratorTrait};
 
+pub use acme_dns::{AcmeDnsRegistration, AcmeDnsRegistrations};
 pub use alerts::{Alert, Alerts, PendingAlert};
 pub use audit::{Audit, AuditDetails, AuditEvent};
 pub use backup::{BackupError, Backups, ImportReport, Manifest, TableManifest};
@@ -147,6 +149,7 @@ struct Facets {
     preflights: Preflights,
     drills: Drills,
     backups: Backups,
+    acme_dns: AcmeDnsRegistrations,
 }
 
 impl Facets {
@@ -174,6 +177,7 @@ impl Facets {
             preflights: Preflights { db: db.clone() },
             drills: Drills { db: db.clone() },
             backups: Backups { db: db.clone() },
+            acme_dns: AcmeDnsRegistrations { db: db.clone() },
         }
     }
 }
@@ -331,6 +335,11 @@ impl Store {
     /// Backup export and restore import.
     pub fn backups(&self) -> &Backups {
         &self.facets.backups
+    }
+
+    /// acme-dns registrations (sealed credentials).
+    pub fn acme_dns(&self) -> &AcmeDnsRegistrations {
+        &self.facets.acme_dns
     }
 
     /// Applies pending migrations.

@@ -243,7 +243,8 @@ impl LocalTls {
 /// The zone has the SOA, `NS ns`, `A 127.0.0.1` at the apex, on `ns`, on
 /// `*` and on every label in [`ZONE_HOSTS`]. The TSIG key
 /// [`TSIG_KEY_NAME`] (hmac-sha256, fresh secret per instance) may change
-/// TXT records anywhere in the zone and nothing else.
+/// TXT records anywhere in the zone, and CNAMEs (a test plays the operator
+/// who delegates `_acme-challenge` to acme-dns), and nothing else.
 pub struct Bind {
     proc: Proc,
     port: u16,
@@ -300,7 +301,7 @@ key "{TSIG_KEY_NAME}" {{
 zone "{ZONE}" {{
     type primary;
     file "{zone}";
-    update-policy {{ grant {TSIG_KEY_NAME} zonesub TXT; }};
+    update-policy {{ grant {TSIG_KEY_NAME} zonesub TXT CNAME; }};
 }};
 zone "{DELEGATED_ZONE}" {{
     type primary;
@@ -853,8 +854,9 @@ impl TwoCas {
         .await
     }
 
-    /// Starts BIND and two Pebbles with `opts` (its `http01_port` and
-    /// `dns_port` are replaced by the shared ones).
+    /// Starts BIND and two Pebbles with `opts` (its `http01_port` is
+    /// replaced by the shared one; its `dns_port` is BIND's unless set, e.g.
+    /// to a PowerDNS the CAs must resolve through).
     pub async fn start_with(opts: PebbleOptions) -> TwoCas {
         TwoCas::start_n(opts, false).await
     }
@@ -875,7 +877,7 @@ impl TwoCas {
         let http01_port = free_port();
         let opts = PebbleOptions {
             http01_port,
-            dns_port: Some(dns.port()),
+            dns_port: opts.dns_port.or(Some(dns.port())),
             ..opts
         };
         let (a, b, c) = tokio::join!(

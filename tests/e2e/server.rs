@@ -35,6 +35,11 @@ pub struct ServerOptions {
     pub tsig_secret: Option<String>,
     /// Replaces the port authoritative servers are asked on.
     pub authoritative_port: Option<u16>,
+    /// Replaces the port of `[dns] resolver` (BIND's by default).
+    pub resolver_port: Option<u16>,
+    /// Whether the `bind` RFC 2136 provider (zone `example.test`) is
+    /// configured; off when another provider serves that zone.
+    pub bind_provider: bool,
     /// `dns.propagation_timeout_seconds`.
     pub propagation_timeout: u64,
     /// `server.allow_cidrs`, as TOML array text.
@@ -57,6 +62,8 @@ impl ServerOptions {
             env: Vec::new(),
             tsig_secret: None,
             authoritative_port: None,
+            resolver_port: None,
+            bind_provider: true,
             propagation_timeout: 10,
             allow_cidrs: None,
             api_tls: false,
@@ -101,20 +108,13 @@ acme_timeout_seconds = 20
 ca_preference = ["pebble-a", "pebble-b"{c_pref}]
 
 [dns]
-resolver = "127.0.0.1:{dns}"
+resolver = "127.0.0.1:{resolver}"
 authoritative_port = {auth}
 propagation_timeout_seconds = {ptimeout}
 propagation_interval_ms = 100
 manual_poll_seconds = 1
 delegation_zone = "acme.example.test"
-
-[[dns_providers]]
-id = "bind"
-kind = "rfc2136"
-server = "127.0.0.1:{dns}"
-zones = ["{zone}"]
-tsig_key_name = "{key}"
-tsig_secret = "{secret}"
+{bind_provider}
 
 [[cas]]
 id = "pebble-a"
@@ -172,15 +172,24 @@ caa_identities = ["pebble-b.test"]
         a = cas.a.directory_url(),
         b = b_url,
         roots = cas.tls.ca_pem_path.display(),
-        dns = cas.dns.port(),
+        resolver = opts.resolver_port.unwrap_or(cas.dns.port()),
         auth = opts.authoritative_port.unwrap_or(cas.dns.port()),
         ptimeout = opts.propagation_timeout,
-        zone = cas.dns.zone(),
-        key = cas.dns.tsig_key_name(),
-        secret = opts
-            .tsig_secret
-            .clone()
-            .unwrap_or_else(|| cas.dns.tsig_secret_b64().to_string()),
+        bind_provider = if opts.bind_provider {
+            format!(
+                "\n[[dns_providers]]\nid = \"bind\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{dns}\"\n\
+                 zones = [\"{zone}\"]\ntsig_key_name = \"{key}\"\ntsig_secret = \"{secret}\"\n",
+                dns = cas.dns.port(),
+                zone = cas.dns.zone(),
+                key = cas.dns.tsig_key_name(),
+                secret = opts
+                    .tsig_secret
+                    .clone()
+                    .unwrap_or_else(|| cas.dns.tsig_secret_b64().to_string()),
+            )
+        } else {
+            String::new()
+        },
     );
     let path = dir.join(format!("twincert-{api_port}.toml"));
     std::fs::write(&path, text).expect("write config");

@@ -1640,3 +1640,116 @@ async fn install_packages_on_postgres() {
     let url = fresh_pg_database(&base).await;
     package_contract(Store::connect(&url).await.expect("connect")).await;
 }
+
+// acme-dns registrations (issue 16).
+
+/// acme-dns accounts: one per (provider, domain), the first saved wins,
+/// found by domain and by fulldomain, counted by master key id and
+/// re-sealed like every other sealed secret.
+async fn acme_dns_contract(store: Store) {
+    use twincert::store::{AcmeDnsRegistration, AuditEvent, SecretKind};
+    store.migrate().await.expect("migrate");
+    let reg = |domain: &str, tag: u8| AcmeDnsRegistration {
+        domain: domain.into(),
+        fulldomain: format!("sub-{tag}.auth.example.test"),
+        subdomain: format!("sub-{tag}"),
+        sealed: sealed(tag),
+    };
+    let regs = store.acme_dns();
+    let kept = regs
+        .save("adns", &reg("a.example.test", 1), 10)
+        .await
+        .expect("save");
+    assert_eq!(kept.fulldomain, "sub-1.auth.example.test");
+    // A second registration of the same domain (another replica) loses.
+    let again = regs
+        .save("adns", &reg("a.example.test", 2), 11)
+        .await
+        .expect("save again");
+    assert_eq!(again.subdomain, "sub-1");
+    assert_eq!(again.sealed, sealed(1));
+    // Another provider has its own accounts.
+    regs.save("other", &reg("a.example.test", 3), 12)
+        .await
+        .expect("other provider");
+    let by_full = regs
+        .by_fulldomain("adns", "sub-1.auth.example.test")
+        .await
+        .expect("by fulldomain")
+        .expect("found");
+    assert_eq!(by_full.domain, "a.example.test");
+    assert!(
+        regs.by_fulldomain("adns", "sub-3.auth.example.test")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(
+        regs.by_domain("adns", "b.example.test")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    // Counted under its master key, found for re-sealing, re-sealed.
+    let counts = store.keys().sealed_by_key_id().await.expect("counts");
+    assert_eq!(counts, vec![("k1".to_string(), 2)]);
+    let due = store.keys().sealed_not_under("k2", 10).await.expect("due");
+    let ids: Vec<(SecretKind, String)> = due.iter().map(|s| (s.kind, s.id.clone())).collect();
+    assert_eq!(
+        ids,
+        [
+            (
+                SecretKind::AcmeDnsAccount,
+                "adns a.example.test".to_string()
+            ),
+            (
+                SecretKind::AcmeDnsAccount,
+                "other a.example.test".to_string()
+            ),
+        ]
+    );
+    let new = Sealed {
+        key_id: "k2".into(),
+        nonce: vec![9; 12],
+        ciphertext: vec![9; 48],
+    };
+    let batch: Vec<_> = due.into_iter().map(|s| (s, new.clone())).collect();
+    let (keys, accounts, packages) = store
+        .keys()
+        .replace_sealed(&batch, |_, _, _| {
+            AuditEvent::ok(20, "test", "keys.reseal", "k2", None, None)
+        })
+        .await
+        .expect("reseal");
+    assert_eq!((keys, accounts, packages), (0, 2, 0));
+    let now = regs
+        .by_domain("adns", "a.example.test")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(now.sealed, new);
+    assert!(
+        store
+            .keys()
+            .sealed_not_under("k2", 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acme_dns_registrations_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    acme_dns_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acme_dns_registrations_on_postgres() {
+    let Some(base) = pg_url_or_skip("acme_dns_registrations_on_postgres") else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    acme_dns_contract(Store::connect(&url).await.expect("connect")).await;
+}

@@ -9,12 +9,23 @@
 //! provider's job: `validation::dns` asks the authoritative servers.
 
 mod rfc2136;
+// API-based providers (issue 16).
+mod acme_dns;
+mod cloudflare;
+mod powerdns;
+mod rest;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 pub use rfc2136::{Rfc2136, Rfc2136Settings};
+// API-based providers (issue 16).
+pub use acme_dns::{
+    AcmeDns, AcmeDnsAccount, AcmeDnsAccounts, AcmeDnsSettings, SealedAccounts, cname_to_create,
+};
+pub use cloudflare::{Cloudflare, CloudflareSettings, DEFAULT_API_URL as CLOUDFLARE_API_URL};
+pub use powerdns::{PowerDns, PowerDnsSettings};
 
 /// One `[[dns_providers]]` entry as `config` validated it: the id, the
 /// zones it serves (records for a name go to the provider with the longest
@@ -36,6 +47,13 @@ pub struct DnsProviderConfig {
 pub enum DnsProviderKind {
     /// `kind = "rfc2136"`: dynamic updates signed with TSIG.
     Rfc2136(Rfc2136Settings),
+    // API-based providers (issue 16).
+    /// `kind = "powerdns"`: PowerDNS Authoritative's HTTP API.
+    PowerDns(PowerDnsSettings),
+    /// `kind = "cloudflare"`: Cloudflare's API v4 with a scoped token.
+    Cloudflare(CloudflareSettings),
+    /// `kind = "acme-dns"`: an acme-dns server (accounts kept in the store).
+    AcmeDns(AcmeDnsSettings),
 }
 
 impl DnsProviderKind {
@@ -43,6 +61,9 @@ impl DnsProviderKind {
     pub fn name(&self) -> &'static str {
         match self {
             DnsProviderKind::Rfc2136(_) => "rfc2136",
+            DnsProviderKind::PowerDns(_) => "powerdns",
+            DnsProviderKind::Cloudflare(_) => "cloudflare",
+            DnsProviderKind::AcmeDns(_) => "acme-dns",
         }
     }
 }
@@ -51,7 +72,31 @@ impl DnsProviderKind {
 pub fn build(cfg: &DnsProviderConfig) -> Result<Arc<dyn DnsProvider>, DnsError> {
     Ok(match &cfg.kind {
         DnsProviderKind::Rfc2136(s) => Arc::new(Rfc2136::new(&cfg.id, &cfg.zones, s)?),
+        DnsProviderKind::PowerDns(s) => Arc::new(PowerDns::new(&cfg.id, &cfg.zones, s)?),
+        DnsProviderKind::Cloudflare(s) => Arc::new(Cloudflare::new(&cfg.id, &cfg.zones, s)?),
+        DnsProviderKind::AcmeDns(_) => {
+            return Err(DnsError(format!(
+                "DNS provider {}: acme-dns keeps its accounts in the store; build it with \
+                 build_with_accounts",
+                cfg.id
+            )));
+        }
     })
+}
+
+/// The provider a validated entry describes, for kinds that keep state in
+/// the store (acme-dns registrations in `accounts`); every other kind is
+/// built as [`build`] does.
+pub fn build_with_accounts(
+    cfg: &DnsProviderConfig,
+    accounts: Arc<dyn AcmeDnsAccounts>,
+) -> Result<Arc<dyn DnsProvider>, DnsError> {
+    match &cfg.kind {
+        DnsProviderKind::AcmeDns(s) => {
+            Ok(Arc::new(AcmeDns::new(&cfg.id, &cfg.zones, s, accounts)?))
+        }
+        _ => build(cfg),
+    }
 }
 
 /// A failed provider call, worded for the operator; never contains a secret.
