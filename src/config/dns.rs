@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use super::{ConfigError, invalid, read_secret};
 use crate::providers::dns::{DnsProviderConfig, DnsProviderKind, Rfc2136Settings};
+// exec, webhook, route53 (issue 16)
+use crate::providers::dns::{ExecSettings, WebhookSettings};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +42,30 @@ struct RawRfc2136 {
     tsig_secret_env: Option<String>,
     tsig_secret: Option<String>,
 }
+
+// exec, webhook, route53 (issue 16) ---------------------------------------
+
+/// The fields of a `kind = "exec"` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExec {
+    command: Vec<String>,
+    timeout_seconds: Option<u64>,
+    env: Option<BTreeMap<String, String>>,
+}
+
+/// The fields of a `kind = "webhook"` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    timeout_seconds: Option<u64>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+}
+
+// ----------------------------------------------------------------------------
 
 /// Where DNS-01 lookups go and how long propagation may take.
 #[derive(Debug, Clone)]
@@ -95,7 +121,7 @@ pub(super) fn validate_dns(raw: RawDns) -> Result<DnsConfig, ConfigError> {
 }
 
 /// The kinds of DNS provider, as `kind` names them.
-const KINDS: &[&str] = &["rfc2136"];
+const KINDS: &[&str] = &["rfc2136", "exec", "webhook"];
 
 pub(super) fn validate_dns_providers(
     raw: &[RawDnsProvider],
@@ -164,6 +190,9 @@ pub(super) fn validate_dns_providers(
         };
         let kind = match kind.as_str() {
             "rfc2136" => DnsProviderKind::Rfc2136(rfc2136(&ctx, kind_fields(&ctx, rest)?)?),
+            // exec, webhook, route53 (issue 16)
+            "exec" => DnsProviderKind::Exec(exec(&ctx, kind_fields(&ctx, rest)?)?),
+            "webhook" => DnsProviderKind::Webhook(webhook(&ctx, kind_fields(&ctx, rest)?)?),
             other => {
                 return Err(invalid(
                     &key("kind"),
@@ -298,6 +327,87 @@ fn rfc2136(ctx: &KindContext<'_>, p: RawRfc2136) -> Result<Rfc2136Settings, Conf
     })
 }
 
+// exec, webhook, route53 (issue 16) ---------------------------------------
+
+/// A `timeout_seconds` field: `default` when absent, positive.
+fn timeout(
+    ctx: &KindContext<'_>,
+    given: Option<u64>,
+    default: u64,
+) -> Result<std::time::Duration, ConfigError> {
+    match given.unwrap_or(default) {
+        0 => Err(invalid(&ctx.key("timeout_seconds"), 0, "must be positive")),
+        s => Ok(std::time::Duration::from_secs(s)),
+    }
+}
+
+fn exec(ctx: &KindContext<'_>, p: RawExec) -> Result<ExecSettings, ConfigError> {
+    let mut command = p.command;
+    match command.first_mut() {
+        None => {
+            return Err(invalid(
+                &ctx.key("command"),
+                "[]",
+                "give the program and its arguments, e.g. [\"/usr/local/bin/dns-hook\"]",
+            ));
+        }
+        // A path is relative to the configuration file, as other paths
+        // are; a bare name is looked up in PATH.
+        Some(program) if program.contains('/') => {
+            *program = super::resolve(ctx.base, PathBuf::from(&*program))
+                .display()
+                .to_string();
+        }
+        Some(_) => {}
+    }
+    Ok(ExecSettings {
+        command,
+        timeout: timeout(ctx, p.timeout_seconds, 60)?,
+        env: p.env.unwrap_or_default(),
+    })
+}
+
+fn webhook(ctx: &KindContext<'_>, p: RawWebhook) -> Result<WebhookSettings, ConfigError> {
+    let url: url::Url = p
+        .url
+        .parse()
+        .map_err(|e| invalid(&ctx.key("url"), "(url)", format!("is not a URL: {e}")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    let shown = url.origin().ascii_serialization();
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(invalid(
+                &ctx.key("url"),
+                shown,
+                "must be https:// (http:// only to a loopback address)",
+            ));
+        }
+    }
+    let secret = ctx.credential(
+        "secret",
+        p.secret.as_deref(),
+        p.secret_file.as_deref(),
+        p.secret_env.as_deref(),
+    )?;
+    if ctx.credentials && secret.is_empty() {
+        return Err(invalid(&ctx.key("secret"), "(secret)", "is empty"));
+    }
+    Ok(WebhookSettings {
+        url,
+        secret,
+        timeout: timeout(ctx, p.timeout_seconds, 30)?,
+    })
+}
+
+// ----------------------------------------------------------------------------
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +502,110 @@ tsig_secret = "c2VjcmV0"
                 assert!(err.contains(want), "{want:?} not in {err:?}");
             }
             assert!(!err.contains("c2VjcmV0"), "a secret leaked: {err}");
+        }
+    }
+
+    // exec, webhook, route53 (issue 16)
+    const EXEC: &str = r#"
+[[dns_providers]]
+id = "hook"
+kind = "exec"
+zones = ["example.test"]
+command = ["bin/dns-hook", "--verbose"]
+env = { DNS_TOKEN = "t0ken" }
+"#;
+
+    const WEBHOOK: &str = r#"
+[[dns_providers]]
+id = "hook"
+kind = "webhook"
+zones = ["example.test"]
+url = "https://dns.example.net/acme?k=1"
+secret = "whsec"
+"#;
+
+    #[test]
+    fn exec_and_webhook_entries_are_checked_and_hide_their_secrets() {
+        let ok = check(EXEC).expect("valid exec");
+        match &ok["hook"].kind {
+            DnsProviderKind::Exec(e) => {
+                assert_eq!(
+                    e.command,
+                    ["/bin/dns-hook", "--verbose"],
+                    "relative to the file"
+                );
+                assert_eq!(e.timeout.as_secs(), 60);
+                assert!(!format!("{e:?}").contains("t0ken"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let bare = check(&EXEC.replace("bin/dns-hook", "dns-hook")).expect("bare name");
+        assert!(
+            matches!(&bare["hook"].kind, DnsProviderKind::Exec(e) if e.command[0] == "dns-hook")
+        );
+        let ok = check(WEBHOOK).expect("valid webhook");
+        match &ok["hook"].kind {
+            DnsProviderKind::Webhook(w) => {
+                assert_eq!(w.timeout.as_secs(), 30);
+                assert!(!format!("{w:?}").contains("whsec"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let loopback = WEBHOOK.replace("https://dns.example.net", "http://127.0.0.1:8080");
+        check(&loopback).expect("http to loopback");
+        let cases: &[(String, &[&str])] = &[
+            (
+                EXEC.replace("[\"bin/dns-hook\", \"--verbose\"]", "[]"),
+                &["dns_providers[0].command", "give the program"],
+            ),
+            (
+                EXEC.replace("command = [\"bin/dns-hook\", \"--verbose\"]\n", ""),
+                &["dns_providers[0] (kind 'exec')", "command"],
+            ),
+            (
+                format!("{EXEC}timeout_seconds = 0\n"),
+                &["dns_providers[0].timeout_seconds", "positive"],
+            ),
+            (
+                format!("{EXEC}shell = true\n"),
+                &["dns_providers[0] (kind 'exec')", "shell"],
+            ),
+            (
+                WEBHOOK.replace("https://dns.example.net", "http://dns.example.net"),
+                &["dns_providers[0].url", "must be https://"],
+            ),
+            (
+                WEBHOOK.replace("secret = \"whsec\"", ""),
+                &[
+                    "dns_providers[0].secret",
+                    "exactly one of secret, secret_file and secret_env",
+                ],
+            ),
+            (
+                WEBHOOK.replace("secret = \"whsec\"", "secret = \"\""),
+                &["dns_providers[0].secret", "is empty"],
+            ),
+            (
+                WEBHOOK.replace(
+                    "secret = \"whsec\"",
+                    "secret_env = \"TWINCERT_TEST_UNSET_SECRET\"",
+                ),
+                &["dns_providers[0].secret_env", "not set"],
+            ),
+            (
+                WEBHOOK.replace("url = ", "uri = "),
+                &["dns_providers[0] (kind 'webhook')", "uri"],
+            ),
+        ];
+        for (text, wants) in cases {
+            let err = check(text).expect_err(text);
+            for want in *wants {
+                assert!(err.contains(want), "{want:?} not in {err:?}");
+            }
+            assert!(
+                !err.contains("whsec") && !err.contains("t0ken"),
+                "a secret leaked: {err}"
+            );
         }
     }
 }

@@ -417,6 +417,7 @@ tsig_secret_file = "/nonexistent/tsig"
             crate::providers::dns::DnsProviderKind::Rfc2136(s) => {
                 assert_eq!(s.tsig_secret_b64, "")
             }
+            other => panic!("not rfc2136: {other:?}"),
         }
     }
 

@@ -464,9 +464,9 @@ fn collect_garbage(name_archive: &Path, keep: usize, current: &str, replaced: Op
 }
 
 /// Runs `argv` with `env` added, stdin and stdout closed, stderr kept (its
-/// tail), killed after `timeout`. Only the direct child is killed; a
-/// command that forks a daemon must detach it from stderr.
-async fn run_command(
+/// tail), killed after `timeout` together with everything it started (it
+/// leads its own process group). Also the runner of `exec` DNS providers.
+pub async fn run_command(
     argv: &[String],
     timeout: Duration,
     env: &[(&str, &std::ffi::OsStr)],
@@ -490,6 +490,7 @@ async fn run_command(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
@@ -513,8 +514,16 @@ async fn run_command(
         },
         Ok(Err(e)) => CommandStatus::SpawnFailed(format!("waiting for {program}: {e}")),
         Err(_) => {
+            if let Some(pgid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                // SAFETY: kill(2) with a negative pid signals the process
+                // group the child leads (`process_group(0)` above); no
+                // memory is involved.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+            }
             if let Err(e) = child.kill().await {
-                tracing::warn!(program, error = %e, "could not kill a post-deploy command");
+                tracing::warn!(program, error = %e, "could not kill a command");
             }
             CommandStatus::TimedOut
         }

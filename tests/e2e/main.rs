@@ -5,6 +5,7 @@ mod api_input;
 mod backup;
 mod deploy;
 mod dns01;
+mod dns_providers;
 mod drills;
 mod emergency;
 mod harness;

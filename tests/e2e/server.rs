@@ -44,6 +44,10 @@ pub struct ServerOptions {
     /// TOML appended to the config (sections the environment cannot set,
     /// such as `[[destinations]]`).
     pub extra_config: String,
+    /// `[[dns_providers]]` entries that replace the BIND (`rfc2136`) one,
+    /// so another provider may claim the test zone (it writes into the
+    /// same BIND, which the CAs resolve through).
+    pub dns_providers: Option<String>,
 }
 
 impl ServerOptions {
@@ -61,6 +65,7 @@ impl ServerOptions {
             allow_cidrs: None,
             api_tls: false,
             extra_config: String::new(),
+            dns_providers: None,
         }
     }
 }
@@ -108,13 +113,7 @@ propagation_interval_ms = 100
 manual_poll_seconds = 1
 delegation_zone = "acme.example.test"
 
-[[dns_providers]]
-id = "bind"
-kind = "rfc2136"
-server = "127.0.0.1:{dns}"
-zones = ["{zone}"]
-tsig_key_name = "{key}"
-tsig_secret = "{secret}"
+{dns_providers}
 
 [[cas]]
 id = "pebble-a"
@@ -132,6 +131,17 @@ root_group = "pebble-b"
 {c_block}
 {extra}"#,
         extra = opts.extra_config,
+        dns_providers = opts.dns_providers.clone().unwrap_or_else(|| format!(
+            "[[dns_providers]]\nid = \"bind\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{dns}\"\n\
+             zones = [\"{zone}\"]\ntsig_key_name = \"{key}\"\ntsig_secret = \"{secret}\"\n",
+            dns = cas.dns.port(),
+            zone = cas.dns.zone(),
+            key = cas.dns.tsig_key_name(),
+            secret = opts
+                .tsig_secret
+                .clone()
+                .unwrap_or_else(|| cas.dns.tsig_secret_b64().to_string()),
+        )),
         http01 = cas.http01_port,
         c_pref = if cas.c.is_some() {
             ", \"pebble-c\""
@@ -172,12 +182,6 @@ root_group = "pebble-b"
         dns = cas.dns.port(),
         auth = opts.authoritative_port.unwrap_or(cas.dns.port()),
         ptimeout = opts.propagation_timeout,
-        zone = cas.dns.zone(),
-        key = cas.dns.tsig_key_name(),
-        secret = opts
-            .tsig_secret
-            .clone()
-            .unwrap_or_else(|| cas.dns.tsig_secret_b64().to_string()),
     );
     let path = dir.join(format!("twincert-{api_port}.toml"));
     std::fs::write(&path, text).expect("write config");

@@ -9,12 +9,18 @@
 //! provider's job: `validation::dns` asks the authoritative servers.
 
 mod rfc2136;
+// exec, webhook, route53 (issue 16)
+mod exec;
+mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 pub use rfc2136::{Rfc2136, Rfc2136Settings};
+// exec, webhook, route53 (issue 16)
+pub use exec::{Exec, ExecSettings};
+pub use webhook::{Webhook, WebhookSettings};
 
 /// One `[[dns_providers]]` entry as `config` validated it: the id, the
 /// zones it serves (records for a name go to the provider with the longest
@@ -36,6 +42,10 @@ pub struct DnsProviderConfig {
 pub enum DnsProviderKind {
     /// `kind = "rfc2136"`: dynamic updates signed with TSIG.
     Rfc2136(Rfc2136Settings),
+    /// `kind = "exec"`: the operator's program, `present|cleanup FQDN VALUE`.
+    Exec(ExecSettings),
+    /// `kind = "webhook"`: a signed HTTPS POST per change.
+    Webhook(WebhookSettings),
 }
 
 impl DnsProviderKind {
@@ -43,6 +53,8 @@ impl DnsProviderKind {
     pub fn name(&self) -> &'static str {
         match self {
             DnsProviderKind::Rfc2136(_) => "rfc2136",
+            DnsProviderKind::Exec(_) => "exec",
+            DnsProviderKind::Webhook(_) => "webhook",
         }
     }
 }
@@ -51,6 +63,8 @@ impl DnsProviderKind {
 pub fn build(cfg: &DnsProviderConfig) -> Result<Arc<dyn DnsProvider>, DnsError> {
     Ok(match &cfg.kind {
         DnsProviderKind::Rfc2136(s) => Arc::new(Rfc2136::new(&cfg.id, &cfg.zones, s)?),
+        DnsProviderKind::Exec(s) => Arc::new(Exec::new(&cfg.id, &cfg.zones, s)?),
+        DnsProviderKind::Webhook(s) => Arc::new(Webhook::new(&cfg.id, &cfg.zones, s)?),
     })
 }
 
