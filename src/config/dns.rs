@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{ConfigError, invalid, read_secret};
 use crate::providers::dns::{DnsProviderConfig, DnsProviderKind, Rfc2136Settings};
 // exec, webhook, route53 (issue 16)
-use crate::providers::dns::{ExecSettings, WebhookSettings};
+use crate::providers::dns::{ExecSettings, Route53Settings, WebhookSettings};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +63,22 @@ struct RawWebhook {
     secret: Option<String>,
     secret_file: Option<PathBuf>,
     secret_env: Option<String>,
+}
+
+/// The fields of a `kind = "route53"` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute53 {
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    secret_access_key_file: Option<PathBuf>,
+    secret_access_key_env: Option<String>,
+    hosted_zone_id: Option<String>,
+    endpoint: Option<String>,
+    sts_endpoint: Option<String>,
+    timeout_seconds: Option<u64>,
+    insync_timeout_seconds: Option<u64>,
+    insync_interval_ms: Option<u64>,
 }
 
 // ----------------------------------------------------------------------------
@@ -121,7 +137,7 @@ pub(super) fn validate_dns(raw: RawDns) -> Result<DnsConfig, ConfigError> {
 }
 
 /// The kinds of DNS provider, as `kind` names them.
-const KINDS: &[&str] = &["rfc2136", "exec", "webhook"];
+const KINDS: &[&str] = &["rfc2136", "exec", "webhook", "route53"];
 
 pub(super) fn validate_dns_providers(
     raw: &[RawDnsProvider],
@@ -193,6 +209,9 @@ pub(super) fn validate_dns_providers(
             // exec, webhook, route53 (issue 16)
             "exec" => DnsProviderKind::Exec(exec(&ctx, kind_fields(&ctx, rest)?)?),
             "webhook" => DnsProviderKind::Webhook(webhook(&ctx, kind_fields(&ctx, rest)?)?),
+            "route53" => {
+                DnsProviderKind::Route53(Box::new(route53(&ctx, kind_fields(&ctx, rest)?)?))
+            }
             other => {
                 return Err(invalid(
                     &key("kind"),
@@ -406,6 +425,88 @@ fn webhook(ctx: &KindContext<'_>, p: RawWebhook) -> Result<WebhookSettings, Conf
     })
 }
 
+fn route53(ctx: &KindContext<'_>, p: RawRoute53) -> Result<Route53Settings, ConfigError> {
+    use crate::providers::dns::aws::Credentials;
+    let secret_given = p.secret_access_key.is_some()
+        || p.secret_access_key_file.is_some()
+        || p.secret_access_key_env.is_some();
+    let credentials = match (&p.access_key_id, secret_given) {
+        (None, false) => None,
+        (Some(id), true) => Some(Credentials {
+            access_key_id: id.trim().to_string(),
+            secret_access_key: ctx.credential(
+                "secret_access_key",
+                p.secret_access_key.as_deref(),
+                p.secret_access_key_file.as_deref(),
+                p.secret_access_key_env.as_deref(),
+            )?,
+            session_token: None,
+            expires: None,
+        }),
+        (None, true) => {
+            return Err(invalid(
+                &ctx.key("access_key_id"),
+                "(missing)",
+                "a secret access key needs its access_key_id",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(invalid(
+                &ctx.key("secret_access_key"),
+                "(missing)",
+                "give one of secret_access_key, secret_access_key_file and secret_access_key_env \
+                 with access_key_id (or neither, for the environment, web identity or \
+                 ~/.aws/credentials)",
+            ));
+        }
+    };
+    let endpoint = |field: &str, given: &Option<String>, default: &str| {
+        let text = given.as_deref().unwrap_or(default);
+        let url: url::Url = text
+            .parse()
+            .map_err(|e| invalid(&ctx.key(field), text, format!("is not a URL: {e}")))?;
+        match url.scheme() {
+            "https" | "http" => Ok(url),
+            _ => Err(invalid(&ctx.key(field), text, "must be an http(s) URL")),
+        }
+    };
+    let interval = p.insync_interval_ms.unwrap_or(2000);
+    if interval == 0 {
+        return Err(invalid(
+            &ctx.key("insync_interval_ms"),
+            0,
+            "must be positive",
+        ));
+    }
+    let insync_timeout = match p.insync_timeout_seconds.unwrap_or(300) {
+        0 => {
+            return Err(invalid(
+                &ctx.key("insync_timeout_seconds"),
+                0,
+                "must be positive",
+            ));
+        }
+        s => std::time::Duration::from_secs(s),
+    };
+    Ok(Route53Settings {
+        credentials,
+        hosted_zone_id: p.hosted_zone_id,
+        endpoint: endpoint(
+            "endpoint",
+            &p.endpoint,
+            crate::providers::dns::DEFAULT_ENDPOINT,
+        )?,
+        sts_endpoint: endpoint(
+            "sts_endpoint",
+            &p.sts_endpoint,
+            crate::providers::dns::DEFAULT_STS_ENDPOINT,
+        )?,
+        timeout: timeout(ctx, p.timeout_seconds, 30)?,
+        insync_timeout,
+        insync_interval: std::time::Duration::from_millis(interval),
+    })
+}
+
 // ----------------------------------------------------------------------------
 
 #[cfg(test)]
@@ -606,6 +707,76 @@ secret = "whsec"
                 !err.contains("whsec") && !err.contains("t0ken"),
                 "a secret leaked: {err}"
             );
+        }
+    }
+
+    const ROUTE53: &str = r#"
+[[dns_providers]]
+id = "aws"
+kind = "route53"
+zones = ["example.test"]
+access_key_id = "AKIAEXAMPLE"
+secret_access_key = "s3cr3tkey"
+"#;
+
+    #[test]
+    fn route53_entries_take_static_keys_or_none_and_hide_the_secret() {
+        let ok = check(ROUTE53).expect("valid");
+        match &ok["aws"].kind {
+            DnsProviderKind::Route53(r) => {
+                assert_eq!(
+                    r.credentials.as_ref().map(|c| c.access_key_id.as_str()),
+                    Some("AKIAEXAMPLE")
+                );
+                assert_eq!(r.endpoint.as_str(), "https://route53.amazonaws.com/");
+                assert_eq!(r.timeout.as_secs(), 30);
+                assert!(!format!("{r:?}").contains("s3cr3tkey"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let chain = ROUTE53
+            .replace("access_key_id = \"AKIAEXAMPLE\"\n", "")
+            .replace("secret_access_key = \"s3cr3tkey\"\n", "");
+        match &check(&chain)
+            .expect("no keys: the chain")
+            .get("aws")
+            .map(|p| &p.kind)
+        {
+            Some(DnsProviderKind::Route53(r)) => assert!(r.credentials.is_none()),
+            other => panic!("{other:?}"),
+        }
+        let cases: &[(String, &[&str])] = &[
+            (
+                ROUTE53.replace("access_key_id = \"AKIAEXAMPLE\"\n", ""),
+                &["dns_providers[0].access_key_id", "needs its access_key_id"],
+            ),
+            (
+                ROUTE53.replace("secret_access_key = \"s3cr3tkey\"\n", ""),
+                &["dns_providers[0].secret_access_key", "give one of"],
+            ),
+            (
+                format!("{ROUTE53}secret_access_key_env = \"X\"\n"),
+                &["exactly one of secret_access_key"],
+            ),
+            (
+                format!("{ROUTE53}endpoint = \"ftp://x\"\n"),
+                &["dns_providers[0].endpoint", "http(s) URL"],
+            ),
+            (
+                format!("{ROUTE53}insync_interval_ms = 0\n"),
+                &["dns_providers[0].insync_interval_ms", "positive"],
+            ),
+            (
+                format!("{ROUTE53}region = \"eu-west-1\"\n"),
+                &["dns_providers[0] (kind 'route53')", "region"],
+            ),
+        ];
+        for (text, wants) in cases {
+            let err = check(text).expect_err(text);
+            for want in *wants {
+                assert!(err.contains(want), "{want:?} not in {err:?}");
+            }
+            assert!(!err.contains("s3cr3tkey"), "a secret leaked: {err}");
         }
     }
 }

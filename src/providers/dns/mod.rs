@@ -10,7 +10,9 @@
 
 mod rfc2136;
 // exec, webhook, route53 (issue 16)
+pub mod aws;
 mod exec;
+mod route53;
 mod webhook;
 
 use std::future::Future;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 pub use rfc2136::{Rfc2136, Rfc2136Settings};
 // exec, webhook, route53 (issue 16)
 pub use exec::{Exec, ExecSettings};
+pub use route53::{DEFAULT_ENDPOINT, DEFAULT_STS_ENDPOINT, Route53, Route53Settings};
 pub use webhook::{Webhook, WebhookSettings};
 
 /// One `[[dns_providers]]` entry as `config` validated it: the id, the
@@ -46,6 +49,8 @@ pub enum DnsProviderKind {
     Exec(ExecSettings),
     /// `kind = "webhook"`: a signed HTTPS POST per change.
     Webhook(WebhookSettings),
+    /// `kind = "route53"`: AWS Route 53, SigV4-signed.
+    Route53(Box<Route53Settings>),
 }
 
 impl DnsProviderKind {
@@ -55,6 +60,7 @@ impl DnsProviderKind {
             DnsProviderKind::Rfc2136(_) => "rfc2136",
             DnsProviderKind::Exec(_) => "exec",
             DnsProviderKind::Webhook(_) => "webhook",
+            DnsProviderKind::Route53(_) => "route53",
         }
     }
 }
@@ -65,6 +71,7 @@ pub fn build(cfg: &DnsProviderConfig) -> Result<Arc<dyn DnsProvider>, DnsError> 
         DnsProviderKind::Rfc2136(s) => Arc::new(Rfc2136::new(&cfg.id, &cfg.zones, s)?),
         DnsProviderKind::Exec(s) => Arc::new(Exec::new(&cfg.id, &cfg.zones, s)?),
         DnsProviderKind::Webhook(s) => Arc::new(Webhook::new(&cfg.id, &cfg.zones, s)?),
+        DnsProviderKind::Route53(s) => Arc::new(Route53::new(&cfg.id, &cfg.zones, s)?),
     })
 }
 
