@@ -36,11 +36,11 @@ fi
 # --- moto (PyPI) for the route53 DNS provider's tests --------------------------
 # A reimplementation of the AWS APIs (Route 53, STS) served on loopback by
 # tests/e2e/dns_providers.rs; kept in its own venv, like schemathesis's.
-export TWINCERT_MOTO_VENV="${TWINCERT_MOTO_VENV:-/tmp/twincert-moto-venv}"
-if [[ ! -x "$TWINCERT_MOTO_VENV/bin/moto_server" ]]; then
-    echo "scripts/test.sh: installing moto[server] into $TWINCERT_MOTO_VENV" >&2
-    python3 -m venv "$TWINCERT_MOTO_VENV"
-    "$TWINCERT_MOTO_VENV/bin/pip" install -q "moto[server]==5.2.6"
+export TWINCERT_TEST_MOTO_VENV="${TWINCERT_TEST_MOTO_VENV:-/tmp/twincert-moto-venv}"
+if [[ ! -x "$TWINCERT_TEST_MOTO_VENV/bin/moto_server" ]]; then
+    echo "scripts/test.sh: installing moto[server] into $TWINCERT_TEST_MOTO_VENV" >&2
+    python3 -m venv "$TWINCERT_TEST_MOTO_VENV"
+    "$TWINCERT_TEST_MOTO_VENV/bin/pip" install -q "moto[server]==5.2.6"
 fi
 
 # --- PostgreSQL binaries -----------------------------------------------------

@@ -39,6 +39,7 @@ pub mod ca;
 pub mod certs;
 pub mod cli;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod deploy;
 pub mod domain;
@@ -50,6 +51,7 @@ pub mod revocation;
 pub mod server;
 pub mod store;
 pub mod validation;
+pub mod webhook_signature;
 pub mod worker;
 
 /// `e` with its causes: HTTP, SMTP and ACME libraries put the useful part

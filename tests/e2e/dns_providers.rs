@@ -373,10 +373,10 @@ secret = "whsec-rotated-away"
 // route53 against moto
 // ---------------------------------------------------------------------------
 
-/// The moto venv `scripts/test.sh` creates (`TWINCERT_MOTO_VENV`
+/// The moto venv `scripts/test.sh` creates (`TWINCERT_TEST_MOTO_VENV`
 /// overrides).
 fn moto_server_bin() -> std::path::PathBuf {
-    let venv = std::env::var("TWINCERT_MOTO_VENV")
+    let venv = std::env::var("TWINCERT_TEST_MOTO_VENV")
         .unwrap_or_else(|_| "/tmp/twincert-moto-venv".to_string());
     let bin = Path::new(&venv).join("bin/moto_server");
     assert!(

@@ -11,7 +11,7 @@
 //! shown to operators: it must not print secrets). The program runs in its
 //! own process group; when it has not finished after `timeout_seconds` the
 //! whole group is killed. It is run exactly as a files destination's
-//! post-deploy command (`deploy::files::run_command`): twincert's
+//! post-deploy command (`crate::command::run_command`): twincert's
 //! environment plus the entry's `env` table.
 //!
 //! The contract the program must keep, like every provider: `present`
@@ -23,7 +23,7 @@ use std::ffi::OsStr;
 use std::time::Duration;
 
 use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
-use crate::deploy::files::{CommandStatus, run_command};
+use crate::command::{CommandStatus, run_command};
 
 /// The program to run and how (`kind = "exec"`), as the configuration
 /// validated them.

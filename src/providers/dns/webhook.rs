@@ -3,12 +3,13 @@
 //!
 //! The body is JSON, `{"action": "present"|"cleanup", "fqdn": …,
 //! "value": …, "zone": …}` (`fqdn` and `zone` without a trailing dot),
-//! signed exactly as deploy and alert webhooks are: `notify::webhook`'s
-//! `X-Twincert-Timestamp` and `X-Twincert-Signature: v1=<hex HMAC-SHA256
-//! of "{timestamp}.{body}">` (the same code, [`post_signed`]). A 2xx answer
-//! means done. One attempt per call, bounded by `timeout_seconds`: a 5xx,
-//! 429 or unreachable receiver is a retryable error and the order tries
-//! again later; any other answer is reported with its status.
+//! signed exactly as deploy and alert webhooks are (the same code,
+//! `crate::webhook_signature`): `X-Twincert-Timestamp` and
+//! `X-Twincert-Signature: v1=<hex HMAC-SHA256 of "{timestamp}.{body}">`.
+//! A 2xx answer means done. One attempt per call, bounded by
+//! `timeout_seconds`: a 5xx, 429 or unreachable receiver is a retryable
+//! error and the order tries again later; any other answer is reported
+//! with its status.
 //!
 //! The receiver keeps the provider contract: `present` appends (another
 //! value may already be at that name), `cleanup` deletes only the value in
@@ -19,8 +20,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
-use crate::notify::NotifyError;
-use crate::notify::webhook::post_signed;
+use crate::clock::{Clock, SystemClock};
+use crate::webhook_signature::signed_headers;
 
 /// The receiver and the shared secret (`kind = "webhook"`), as the
 /// configuration validated them.
@@ -107,41 +108,49 @@ impl Webhook {
             self.settings.url.origin().ascii_serialization(),
             fqdn.trim_end_matches('.')
         );
-        post_signed(
-            &self.http,
-            self.settings.url.as_str(),
-            self.settings.secret.as_bytes(),
-            &body,
-            1,
-            Duration::ZERO,
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| DnsError(format!("{what}: {}", explain(&e))))
+        let timestamp = SystemClock.now();
+        let sent = self
+            .http
+            .post(self.settings.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .headers(signed_headers(
+                self.settings.secret.as_bytes(),
+                timestamp,
+                &body,
+            ))
+            .body(body)
+            .send()
+            .await;
+        let status = match sent {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => response.status().as_u16(),
+            Err(e) => {
+                // Without the URL: its query may hold a token.
+                let e = e.without_url();
+                let how = if e.is_timeout() {
+                    format!("no answer within {:?}", self.settings.timeout)
+                } else {
+                    crate::error_chain(&e)
+                };
+                return Err(DnsError(format!(
+                    "{what}: the receiver is unreachable or too slow ({how}); will retry"
+                )));
+            }
+        };
+        Err(DnsError(format!("{what}: {}", explain(status))))
     }
 }
 
-/// A failed delivery in the operator's words: what it means, and whether
-/// it will be tried again.
-fn explain(e: &NotifyError) -> String {
-    match e {
-        NotifyError::Status {
-            status: status @ (401 | 403),
-            ..
-        } => format!(
+/// A refusal in the operator's words: what it means, and whether it will
+/// be tried again.
+fn explain(status: u16) -> String {
+    match status {
+        401 | 403 => format!(
             "the receiver refused the request (HTTP {status}): check that the provider's \
              secret is the one the receiver verifies signatures with"
         ),
-        NotifyError::Status { status, .. } if e.is_retryable() => {
-            format!("the receiver failed (HTTP {status}); will retry")
-        }
-        NotifyError::Status { status, .. } => {
-            format!("the receiver answered HTTP {status}, not 2xx")
-        }
-        NotifyError::Unreachable { message, .. } => {
-            format!("the receiver is unreachable or too slow ({message}); will retry")
-        }
-        other => other.to_string(),
+        429 | 500..=599 => format!("the receiver failed (HTTP {status}); will retry"),
+        _ => format!("the receiver answered HTTP {status}, not 2xx"),
     }
 }
 
@@ -166,7 +175,7 @@ impl DnsProvider for Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
+    use crate::webhook_signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
     use axum::Router;
     use axum::body::Bytes;
     use axum::extract::State;
