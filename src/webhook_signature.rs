@@ -83,6 +83,28 @@ pub fn signed_headers(secret: &[u8], timestamp: i64, body: &[u8]) -> reqwest::he
     headers
 }
 
+/// Whether a received request's [`TIMESTAMP_HEADER`] and
+/// [`SIGNATURE_HEADER`] sign `body` under `secret` within `tolerance` of
+/// `now` (Unix seconds): [`verify`] for a receiver holding the headers.
+pub fn verify_headers(
+    secret: &[u8],
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+    now: i64,
+    tolerance: Duration,
+) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match (
+        text(TIMESTAMP_HEADER).and_then(|t| t.parse().ok()),
+        text(SIGNATURE_HEADER),
+    ) {
+        (Some(timestamp), Some(signature)) => {
+            verify(secret, timestamp, body, signature, now, tolerance)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +210,22 @@ mod tests {
             h[SIGNATURE_HEADER],
             "v1=198939c9e78f84f2f4763c610d12a9379d0a856192d73e7ca3f9645cf9ae20a0"
         );
+        let tolerance = Duration::from_secs(300);
+        let body = br#"{"kind":"expiry"}"#;
+        assert!(verify_headers(SECRET, &h, body, 1_700_000_100, tolerance));
+        assert!(!verify_headers(
+            b"other",
+            &h,
+            body,
+            1_700_000_100,
+            tolerance
+        ));
+        assert!(!verify_headers(
+            SECRET,
+            &reqwest::header::HeaderMap::new(),
+            body,
+            1_700_000_100,
+            tolerance
+        ));
     }
 }

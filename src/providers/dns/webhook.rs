@@ -175,7 +175,7 @@ impl DnsProvider for Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhook_signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
+    use crate::webhook_signature::verify_headers;
     use axum::Router;
     use axum::body::Bytes;
     use axum::extract::State;
@@ -228,23 +228,9 @@ mod tests {
         }
         async fn receive(State(r): State<R>, headers: HeaderMap, body: Bytes) -> StatusCode {
             tokio::time::sleep(r.delay).await;
-            let h = |n: &str| {
-                headers
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let ts: i64 = h(TIMESTAMP_HEADER).parse().unwrap_or(0);
             let now = crate::clock::Clock::now(&crate::clock::SystemClock);
-            if !verify(
-                r.secret.as_bytes(),
-                ts,
-                &body,
-                &h(SIGNATURE_HEADER),
-                now,
-                Duration::from_secs(300),
-            ) {
+            let tolerance = Duration::from_secs(300);
+            if !verify_headers(r.secret.as_bytes(), &headers, &body, now, tolerance) {
                 return StatusCode::UNAUTHORIZED;
             }
             r.seen.lock().expect("lock").push(body);
