@@ -745,4 +745,98 @@ mod tests {
         assert_eq!(xml::unescape("a &bogus; b &"), "a &bogus; b &");
         assert_eq!(xml::escape("\"<a&b>\""), "\"&lt;a&amp;b&gt;\"");
     }
+
+    #[tokio::test]
+    async fn web_identity_credentials_are_cached_and_renewed_before_they_expire() {
+        use axum::extract::State;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        #[derive(Clone)]
+        struct Sts {
+            calls: Arc<AtomicUsize>,
+            forms: Arc<std::sync::Mutex<Vec<String>>>,
+            refuse: bool,
+        }
+        async fn sts(State(s): State<Sts>, body: String) -> (axum::http::StatusCode, String) {
+            let n = s.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            s.forms.lock().expect("lock").push(body);
+            if s.refuse {
+                return (
+                    axum::http::StatusCode::FORBIDDEN,
+                    "<ErrorResponse><Error><Code>InvalidIdentityToken</Code></Error></ErrorResponse>".into(),
+                );
+            }
+            // Expires 1 h after the suite's time.
+            (
+                axum::http::StatusCode::OK,
+                format!(
+                    "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult><Credentials>\
+                     <AccessKeyId>ASIA{n}</AccessKeyId><SecretAccessKey>secret{n}</SecretAccessKey>\
+                     <SessionToken>token{n}</SessionToken><Expiration>2015-08-30T13:36:00Z</Expiration>\
+                     </Credentials></AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>"
+                ),
+            )
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "jwt-1\n").expect("token");
+        for refuse in [false, true] {
+            let state = Sts {
+                calls: Arc::default(),
+                forms: Arc::default(),
+                refuse,
+            };
+            let app = axum::Router::new()
+                .route("/", axum::routing::post(sts))
+                .with_state(state.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let chain = CredentialChain::new(
+                Source::WebIdentity {
+                    token_file: token_file.clone(),
+                    role_arn: "arn:aws:iam::1:role/dns".into(),
+                    session_name: "twincert".into(),
+                },
+                format!("http://{addr}/").parse().expect("url"),
+                reqwest::Client::new(),
+            );
+            if refuse {
+                let err = chain.get(SUITE_TIME).await.expect_err("refused");
+                assert!(
+                    err.contains("STS AssumeRoleWithWebIdentity for arn:aws:iam::1:role/dns")
+                        && err.contains("HTTP 403 (InvalidIdentityToken)")
+                        && !err.contains("jwt-"),
+                    "{err}"
+                );
+                continue;
+            }
+            let first = chain.get(SUITE_TIME).await.expect("credentials");
+            assert_eq!(first.access_key_id, "ASIA1");
+            assert_eq!(first.session_token.as_deref(), Some("token1"));
+            assert_eq!(first.expires, Some(SUITE_TIME + 3600));
+            // 50 minutes later: still 10 minutes left, more than the margin.
+            let cached = chain.get(SUITE_TIME + 50 * 60).await.expect("cached");
+            assert_eq!(cached.access_key_id, "ASIA1");
+            // 56 minutes later: within 5 minutes of expiry, renewed with
+            // the token file as it is now (the kubelet rotates it).
+            std::fs::write(&token_file, "jwt-2").expect("rotate");
+            let renewed = chain.get(SUITE_TIME + 56 * 60).await.expect("renewed");
+            assert_eq!(renewed.access_key_id, "ASIA2");
+            assert_eq!(state.calls.load(Ordering::SeqCst), 2);
+            let forms = state.forms.lock().expect("lock").clone();
+            assert!(
+                forms[0].contains("Action=AssumeRoleWithWebIdentity")
+                    && forms[0].contains("WebIdentityToken=jwt-1")
+            );
+            assert!(
+                forms[0].contains("RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fdns"),
+                "{}",
+                forms[0]
+            );
+            assert!(forms[1].contains("WebIdentityToken=jwt-2"), "{}", forms[1]);
+        }
+    }
 }
