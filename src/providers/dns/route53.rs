@@ -18,7 +18,8 @@
 //!   same way.
 //!
 //! The hosted zone comes from `hosted_zone_id` or is looked up once per
-//! zone with `ListHostedZonesByName` and cached.
+//! zone with `ListHostedZonesByName` (the public zone when a private one
+//! has the same name: the CAs see only the public one) and cached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -285,7 +286,7 @@ impl Route53 {
                 "ListHostedZonesByName",
                 reqwest::Method::GET,
                 &format!("{API}/hostedzonesbyname"),
-                &[("dnsname", &dns_name), ("maxitems", "1")],
+                &[("dnsname", &dns_name), ("maxitems", "10")],
                 None,
             )
             .await
@@ -556,9 +557,16 @@ fn parse_record_set(text: &str, name: &str) -> Result<RecordSet, String> {
 fn parse_hosted_zone(text: &str, zone: &str) -> Result<String, String> {
     let zones = xml::tag(text, "HostedZones")
         .ok_or("the answer has no HostedZones (not a Route 53 answer?)")?;
-    xml::all(zones, "HostedZone")
+    // A private zone of the same name is invisible to the CAs: the public
+    // one is the one to write to.
+    let named: Vec<&str> = xml::all(zones, "HostedZone")
         .into_iter()
-        .find(|z| xml::tag(z, "Name").is_some_and(|n| same_name(&xml::unescape(n), zone)))
+        .filter(|z| xml::tag(z, "Name").is_some_and(|n| same_name(&xml::unescape(n), zone)))
+        .collect();
+    named
+        .iter()
+        .find(|z| xml::tag(z, "PrivateZone") != Some("true"))
+        .or(named.first())
         .and_then(|z| xml::tag(z, "Id"))
         .map(|id| bare_zone_id(id).to_string())
         .ok_or_else(|| {
@@ -628,7 +636,11 @@ mod tests {
         assert_eq!(unquote(&quote("a\"b\\c")), "a\"b\\c");
         assert_eq!(unquote("\"\\052.x\""), "*.x");
         let zones = "<ListHostedZonesByNameResponse><HostedZones>\
-            <HostedZone><Id>/hostedzone/Z0EXAMPLE</Id><Name>example.test.</Name></HostedZone>\
+            <HostedZone><Id>/hostedzone/ZPRIVATE</Id><Name>example.test.</Name>\
+            <Config><PrivateZone>true</PrivateZone></Config></HostedZone>\
+            <HostedZone><Id>/hostedzone/Z0EXAMPLE</Id><Name>example.test.</Name>\
+            <Config><PrivateZone>false</PrivateZone></Config></HostedZone>\
+            <HostedZone><Id>/hostedzone/ZLATER</Id><Name>example.tests.</Name></HostedZone>\
             </HostedZones></ListHostedZonesByNameResponse>";
         assert_eq!(
             parse_hosted_zone(zones, "example.test"),
