@@ -839,4 +839,44 @@ mod tests {
             assert!(forms[1].contains("WebIdentityToken=jwt-2"), "{}", forms[1]);
         }
     }
+
+    #[tokio::test]
+    async fn the_shared_credentials_file_is_read_at_each_use() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("credentials");
+        let chain = CredentialChain::new(
+            Source::SharedFile {
+                path: path.clone(),
+                profile: "dns".into(),
+            },
+            "http://127.0.0.1:1/".parse().expect("url"),
+            reqwest::Client::new(),
+        );
+        let err = chain.get(SUITE_TIME).await.expect_err("no file");
+        assert!(
+            err.contains("no AWS credentials") && err.contains("credentials cannot be read"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            "[dns]\naws_access_key_id = AKIA1\naws_secret_access_key = k1\n",
+        )
+        .expect("write");
+        assert_eq!(
+            chain.get(SUITE_TIME).await.expect("read").access_key_id,
+            "AKIA1"
+        );
+        std::fs::write(
+            &path,
+            "[dns]\naws_access_key_id = AKIA2\naws_secret_access_key = k2\n",
+        )
+        .expect("rotate");
+        assert_eq!(
+            chain.get(SUITE_TIME).await.expect("reread").access_key_id,
+            "AKIA2"
+        );
+        std::fs::write(&path, "[default]\naws_access_key_id = AKIA3\n").expect("other profile");
+        let err = chain.get(SUITE_TIME).await.expect_err("no profile");
+        assert!(err.contains("profile 'dns'"), "{err}");
+    }
 }
