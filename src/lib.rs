@@ -20,6 +20,10 @@
 //! * [`keys`] — key generation, CSRs, fingerprints, encryption at rest.
 //! * [`deploy`] — writing certificates where servers read them and
 //!   checking what endpoints serve; [`notify`] — mail and webhook alerts.
+//! * [`command`] — running an operator's program (post-deploy commands,
+//!   `exec` DNS providers); [`webhook_signature`] — the HMAC on every
+//!   webhook twincert sends. Both sit below `config`, so `providers` may
+//!   use them.
 //! * [`store`] — the only module that knows SQL (sea-orm).
 //! * [`config`] — what the operator configured, validated into the settings
 //!   each role reads; [`providers`] — CA profiles and DNS providers.
