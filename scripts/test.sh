@@ -9,8 +9,8 @@
 #   bash scripts/test.sh --test e2e      # one target (replaces --all-targets)
 #   bash scripts/test.sh -- some_filter  # arguments after -- go to the tests
 #
-# Pebble, BIND and the rest are started by the tests themselves
-# (tests/e2e/harness.rs). CARGO_TARGET_DIR is honoured when set.
+# Pebble, BIND, moto and the rest are started by the tests themselves
+# (tests/e2e/harness.rs, tests/e2e/dns_providers.rs). CARGO_TARGET_DIR is honoured when set.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -34,6 +34,16 @@ if [[ "$missing" == 1 && -z "${PG_BINDIR:-}" ]]; then
         pdns-server pdns-backend-sqlite3 sqlite3 >/dev/null
     # The tests start their own pdns_server; not the package's service.
     $sudo service pdns stop >/dev/null 2>&1 || true
+fi
+
+# --- moto (PyPI) for the route53 DNS provider's tests --------------------------
+# A reimplementation of the AWS APIs (Route 53, STS) served on loopback by
+# tests/e2e/dns_providers.rs; kept in its own venv, like schemathesis's.
+export TWINCERT_TEST_MOTO_VENV="${TWINCERT_TEST_MOTO_VENV:-/tmp/twincert-moto-venv}"
+if [[ ! -x "$TWINCERT_TEST_MOTO_VENV/bin/moto_server" ]]; then
+    echo "scripts/test.sh: installing moto[server] into $TWINCERT_TEST_MOTO_VENV" >&2
+    python3 -m venv "$TWINCERT_TEST_MOTO_VENV"
+    "$TWINCERT_TEST_MOTO_VENV/bin/pip" install -q "moto[server]==5.2.6"
 fi
 
 # --- PostgreSQL binaries -----------------------------------------------------

@@ -20,6 +20,10 @@
 //! * [`keys`] — key generation, CSRs, fingerprints, encryption at rest.
 //! * [`deploy`] — writing certificates where servers read them and
 //!   checking what endpoints serve; [`notify`] — mail and webhook alerts.
+//! * [`command`] — running an operator's program (post-deploy commands,
+//!   `exec` DNS providers); [`webhook_signature`] — the HMAC on every
+//!   webhook twincert sends. Both sit below `config`, so `providers` may
+//!   use them.
 //! * [`store`] — the only module that knows SQL (sea-orm).
 //! * [`config`] — what the operator configured, validated into the settings
 //!   each role reads; [`providers`] — CA profiles and DNS providers.
@@ -39,6 +43,7 @@ pub mod ca;
 pub mod certs;
 pub mod cli;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod deploy;
 pub mod domain;
@@ -50,6 +55,7 @@ pub mod revocation;
 pub mod server;
 pub mod store;
 pub mod validation;
+pub mod webhook_signature;
 pub mod worker;
 
 /// `e` with its causes: HTTP, SMTP and ACME libraries put the useful part

@@ -13,6 +13,8 @@ use super::{ConfigError, invalid, read_secret};
 use crate::providers::dns::{DnsProviderConfig, DnsProviderKind, Rfc2136Settings};
 // API-based providers (issue 16).
 use crate::providers::dns::{AcmeDnsSettings, CloudflareSettings, PowerDnsSettings};
+// exec, webhook, route53 (issue 16)
+use crate::providers::dns::{ExecSettings, Route53Settings, WebhookSettings};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +76,46 @@ struct RawAcmeDns {
     allow_from: Option<Vec<String>>,
 }
 
+// exec, webhook, route53 (issue 16) ---------------------------------------
+
+/// The fields of a `kind = "exec"` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExec {
+    command: Vec<String>,
+    timeout_seconds: Option<u64>,
+    env: Option<BTreeMap<String, String>>,
+}
+
+/// The fields of a `kind = "webhook"` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    url: String,
+    timeout_seconds: Option<u64>,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+}
+
+/// The fields of a `kind = "route53"` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute53 {
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    secret_access_key_file: Option<PathBuf>,
+    secret_access_key_env: Option<String>,
+    hosted_zone_id: Option<String>,
+    endpoint: Option<String>,
+    sts_endpoint: Option<String>,
+    timeout_seconds: Option<u64>,
+    insync_timeout_seconds: Option<u64>,
+    insync_interval_ms: Option<u64>,
+}
+
+// ----------------------------------------------------------------------------
+
 /// Where DNS-01 lookups go and how long propagation may take.
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
@@ -129,10 +171,13 @@ pub(super) fn validate_dns(raw: RawDns) -> Result<DnsConfig, ConfigError> {
 
 /// The kinds of DNS provider, as `kind` names them.
 const KINDS: &[&str] = &[
-    "rfc2136", // API-based providers (issue 16).
+    "rfc2136",
     "powerdns",
     "cloudflare",
+    "route53",
     "acme-dns",
+    "exec",
+    "webhook",
 ];
 
 pub(super) fn validate_dns_providers(
@@ -208,6 +253,12 @@ pub(super) fn validate_dns_providers(
                 DnsProviderKind::Cloudflare(cloudflare(&ctx, kind_fields(&ctx, rest)?)?)
             }
             "acme-dns" => DnsProviderKind::AcmeDns(acme_dns(&ctx, kind_fields(&ctx, rest)?)?),
+            // exec, webhook, route53 (issue 16)
+            "exec" => DnsProviderKind::Exec(exec(&ctx, kind_fields(&ctx, rest)?)?),
+            "webhook" => DnsProviderKind::Webhook(webhook(&ctx, kind_fields(&ctx, rest)?)?),
+            "route53" => {
+                DnsProviderKind::Route53(Box::new(route53(&ctx, kind_fields(&ctx, rest)?)?))
+            }
             other => {
                 return Err(invalid(
                     &key("kind"),
@@ -416,6 +467,169 @@ fn acme_dns(ctx: &KindContext<'_>, p: RawAcmeDns) -> Result<AcmeDnsSettings, Con
         allow_from,
     })
 }
+
+// exec, webhook, route53 (issue 16) ---------------------------------------
+
+/// A `timeout_seconds` field: `default` when absent, positive.
+fn timeout(
+    ctx: &KindContext<'_>,
+    given: Option<u64>,
+    default: u64,
+) -> Result<std::time::Duration, ConfigError> {
+    match given.unwrap_or(default) {
+        0 => Err(invalid(&ctx.key("timeout_seconds"), 0, "must be positive")),
+        s => Ok(std::time::Duration::from_secs(s)),
+    }
+}
+
+fn exec(ctx: &KindContext<'_>, p: RawExec) -> Result<ExecSettings, ConfigError> {
+    let mut command = p.command;
+    match command.first_mut() {
+        None => {
+            return Err(invalid(
+                &ctx.key("command"),
+                "[]",
+                "give the program and its arguments, e.g. [\"/usr/local/bin/dns-hook\"]",
+            ));
+        }
+        // A path is relative to the configuration file, as other paths
+        // are; a bare name is looked up in PATH.
+        Some(program) if program.contains('/') => {
+            *program = super::resolve(ctx.base, PathBuf::from(&*program))
+                .display()
+                .to_string();
+        }
+        Some(_) => {}
+    }
+    Ok(ExecSettings {
+        command,
+        timeout: timeout(ctx, p.timeout_seconds, 60)?,
+        env: p.env.unwrap_or_default(),
+    })
+}
+
+fn webhook(ctx: &KindContext<'_>, p: RawWebhook) -> Result<WebhookSettings, ConfigError> {
+    let url: url::Url = p
+        .url
+        .parse()
+        .map_err(|e| invalid(&ctx.key("url"), "(url)", format!("is not a URL: {e}")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    let shown = url.origin().ascii_serialization();
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(invalid(
+                &ctx.key("url"),
+                shown,
+                "must be https:// (http:// only to a loopback address)",
+            ));
+        }
+    }
+    let secret = ctx.credential(
+        "secret",
+        p.secret.as_deref(),
+        p.secret_file.as_deref(),
+        p.secret_env.as_deref(),
+    )?;
+    if ctx.credentials && secret.is_empty() {
+        return Err(invalid(&ctx.key("secret"), "(secret)", "is empty"));
+    }
+    Ok(WebhookSettings {
+        url,
+        secret,
+        timeout: timeout(ctx, p.timeout_seconds, 30)?,
+    })
+}
+
+fn route53(ctx: &KindContext<'_>, p: RawRoute53) -> Result<Route53Settings, ConfigError> {
+    use crate::providers::dns::aws::Credentials;
+    let secret_given = p.secret_access_key.is_some()
+        || p.secret_access_key_file.is_some()
+        || p.secret_access_key_env.is_some();
+    let credentials = match (&p.access_key_id, secret_given) {
+        (None, false) => None,
+        (Some(id), true) => Some(Credentials {
+            access_key_id: id.trim().to_string(),
+            secret_access_key: ctx.credential(
+                "secret_access_key",
+                p.secret_access_key.as_deref(),
+                p.secret_access_key_file.as_deref(),
+                p.secret_access_key_env.as_deref(),
+            )?,
+            session_token: None,
+            expires: None,
+        }),
+        (None, true) => {
+            return Err(invalid(
+                &ctx.key("access_key_id"),
+                "(missing)",
+                "a secret access key needs its access_key_id",
+            ));
+        }
+        (Some(_), false) => {
+            return Err(invalid(
+                &ctx.key("secret_access_key"),
+                "(missing)",
+                "give one of secret_access_key, secret_access_key_file and secret_access_key_env \
+                 with access_key_id (or neither, for the environment, web identity or \
+                 ~/.aws/credentials)",
+            ));
+        }
+    };
+    let endpoint = |field: &str, given: &Option<String>, default: &str| {
+        let text = given.as_deref().unwrap_or(default);
+        let url: url::Url = text
+            .parse()
+            .map_err(|e| invalid(&ctx.key(field), text, format!("is not a URL: {e}")))?;
+        match url.scheme() {
+            "https" | "http" => Ok(url),
+            _ => Err(invalid(&ctx.key(field), text, "must be an http(s) URL")),
+        }
+    };
+    let interval = p.insync_interval_ms.unwrap_or(2000);
+    if interval == 0 {
+        return Err(invalid(
+            &ctx.key("insync_interval_ms"),
+            0,
+            "must be positive",
+        ));
+    }
+    let insync_timeout = match p.insync_timeout_seconds.unwrap_or(300) {
+        0 => {
+            return Err(invalid(
+                &ctx.key("insync_timeout_seconds"),
+                0,
+                "must be positive",
+            ));
+        }
+        s => std::time::Duration::from_secs(s),
+    };
+    Ok(Route53Settings {
+        credentials,
+        hosted_zone_id: p.hosted_zone_id,
+        endpoint: endpoint(
+            "endpoint",
+            &p.endpoint,
+            crate::providers::dns::DEFAULT_ENDPOINT,
+        )?,
+        sts_endpoint: endpoint(
+            "sts_endpoint",
+            &p.sts_endpoint,
+            crate::providers::dns::DEFAULT_STS_ENDPOINT,
+        )?,
+        timeout: timeout(ctx, p.timeout_seconds, 30)?,
+        insync_timeout,
+        insync_interval: std::time::Duration::from_millis(interval),
+    })
+}
+
+// ----------------------------------------------------------------------------
 
 #[cfg(test)]
 mod tests {
@@ -630,5 +844,178 @@ allow_from = ["192.0.2.0/24"]
             }
             assert!(!err.contains("sekrit"), "a secret leaked: {err}");
         }
+    }
+
+    // exec, webhook, route53 (issue 16)
+    /// Each text is refused with an error holding every `wants` and none of
+    /// the `secrets`.
+    fn assert_all_refused(cases: &[(String, &[&str])], secrets: &[&str]) {
+        for (text, wants) in cases {
+            let err = check(text).expect_err(text);
+            for want in *wants {
+                assert!(err.contains(want), "{want:?} not in {err:?}");
+            }
+            for secret in secrets {
+                assert!(!err.contains(secret), "a secret leaked: {err}");
+            }
+        }
+    }
+
+    const EXEC: &str = r#"
+[[dns_providers]]
+id = "hook"
+kind = "exec"
+zones = ["example.test"]
+command = ["bin/dns-hook", "--verbose"]
+env = { DNS_TOKEN = "t0ken" }
+"#;
+
+    const WEBHOOK: &str = r#"
+[[dns_providers]]
+id = "hook"
+kind = "webhook"
+zones = ["example.test"]
+url = "https://dns.example.net/acme?k=1"
+secret = "whsec"
+"#;
+
+    #[test]
+    fn exec_and_webhook_entries_are_checked_and_hide_their_secrets() {
+        let ok = check(EXEC).expect("valid exec");
+        match &ok["hook"].kind {
+            DnsProviderKind::Exec(e) => {
+                assert_eq!(
+                    e.command,
+                    ["/bin/dns-hook", "--verbose"],
+                    "relative to the file"
+                );
+                assert_eq!(e.timeout.as_secs(), 60);
+                assert!(!format!("{e:?}").contains("t0ken"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let bare = check(&EXEC.replace("bin/dns-hook", "dns-hook")).expect("bare name");
+        assert!(
+            matches!(&bare["hook"].kind, DnsProviderKind::Exec(e) if e.command[0] == "dns-hook")
+        );
+        let ok = check(WEBHOOK).expect("valid webhook");
+        match &ok["hook"].kind {
+            DnsProviderKind::Webhook(w) => {
+                assert_eq!(w.timeout.as_secs(), 30);
+                assert!(!format!("{w:?}").contains("whsec"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let loopback = WEBHOOK.replace("https://dns.example.net", "http://127.0.0.1:8080");
+        check(&loopback).expect("http to loopback");
+        let cases: &[(String, &[&str])] = &[
+            (
+                EXEC.replace("[\"bin/dns-hook\", \"--verbose\"]", "[]"),
+                &["dns_providers[0].command", "give the program"],
+            ),
+            (
+                EXEC.replace("command = [\"bin/dns-hook\", \"--verbose\"]\n", ""),
+                &["dns_providers[0] (kind 'exec')", "command"],
+            ),
+            (
+                format!("{EXEC}timeout_seconds = 0\n"),
+                &["dns_providers[0].timeout_seconds", "positive"],
+            ),
+            (
+                format!("{EXEC}shell = true\n"),
+                &["dns_providers[0] (kind 'exec')", "shell"],
+            ),
+            (
+                WEBHOOK.replace("https://dns.example.net", "http://dns.example.net"),
+                &["dns_providers[0].url", "must be https://"],
+            ),
+            (
+                WEBHOOK.replace("secret = \"whsec\"", ""),
+                &[
+                    "dns_providers[0].secret",
+                    "exactly one of secret, secret_file and secret_env",
+                ],
+            ),
+            (
+                WEBHOOK.replace("secret = \"whsec\"", "secret = \"\""),
+                &["dns_providers[0].secret", "is empty"],
+            ),
+            (
+                WEBHOOK.replace(
+                    "secret = \"whsec\"",
+                    "secret_env = \"TWINCERT_TEST_UNSET_SECRET\"",
+                ),
+                &["dns_providers[0].secret_env", "not set"],
+            ),
+            (
+                WEBHOOK.replace("url = ", "uri = "),
+                &["dns_providers[0] (kind 'webhook')", "uri"],
+            ),
+        ];
+        assert_all_refused(cases, &["whsec", "t0ken"]);
+    }
+
+    const ROUTE53: &str = r#"
+[[dns_providers]]
+id = "aws"
+kind = "route53"
+zones = ["example.test"]
+access_key_id = "AKIAEXAMPLE"
+secret_access_key = "s3cr3tkey"
+"#;
+
+    #[test]
+    fn route53_entries_take_static_keys_or_none_and_hide_the_secret() {
+        let ok = check(ROUTE53).expect("valid");
+        match &ok["aws"].kind {
+            DnsProviderKind::Route53(r) => {
+                assert_eq!(
+                    r.credentials.as_ref().map(|c| c.access_key_id.as_str()),
+                    Some("AKIAEXAMPLE")
+                );
+                assert_eq!(r.endpoint.as_str(), "https://route53.amazonaws.com/");
+                assert_eq!(r.timeout.as_secs(), 30);
+                assert!(!format!("{r:?}").contains("s3cr3tkey"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let chain = ROUTE53
+            .replace("access_key_id = \"AKIAEXAMPLE\"\n", "")
+            .replace("secret_access_key = \"s3cr3tkey\"\n", "");
+        match &check(&chain)
+            .expect("no keys: the chain")
+            .get("aws")
+            .map(|p| &p.kind)
+        {
+            Some(DnsProviderKind::Route53(r)) => assert!(r.credentials.is_none()),
+            other => panic!("{other:?}"),
+        }
+        let cases: &[(String, &[&str])] = &[
+            (
+                ROUTE53.replace("access_key_id = \"AKIAEXAMPLE\"\n", ""),
+                &["dns_providers[0].access_key_id", "needs its access_key_id"],
+            ),
+            (
+                ROUTE53.replace("secret_access_key = \"s3cr3tkey\"\n", ""),
+                &["dns_providers[0].secret_access_key", "give one of"],
+            ),
+            (
+                format!("{ROUTE53}secret_access_key_env = \"X\"\n"),
+                &["exactly one of secret_access_key"],
+            ),
+            (
+                format!("{ROUTE53}endpoint = \"ftp://x\"\n"),
+                &["dns_providers[0].endpoint", "http(s) URL"],
+            ),
+            (
+                format!("{ROUTE53}insync_interval_ms = 0\n"),
+                &["dns_providers[0].insync_interval_ms", "positive"],
+            ),
+            (
+                format!("{ROUTE53}region = \"eu-west-1\"\n"),
+                &["dns_providers[0] (kind 'route53')", "region"],
+            ),
+        ];
+        assert_all_refused(cases, &["s3cr3tkey"]);
     }
 }

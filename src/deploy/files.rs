@@ -37,21 +37,16 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt};
-
+use crate::command::run_command;
+pub use crate::command::{CommandOutcome, CommandStatus, STDERR_TAIL_BYTES};
 use crate::config::FilesTarget;
 use crate::domain::DnsName;
 
 /// What a wildcard's leading `*` becomes in a directory name. `_` is not
 /// allowed in a [`DnsName`], so no real name maps to the same directory.
 pub const WILDCARD_PREFIX: &str = "_wildcard_";
-
-/// How much of a post-deploy command's stderr is kept (its end).
-pub const STDERR_TAIL_BYTES: usize = 4096;
 
 /// Longest sanitized version label in a directory name.
 const VERSION_MAX: usize = 64;
@@ -101,49 +96,6 @@ pub struct FilesOutcome {
     /// The post-deploy command's result, when one is configured. A failed
     /// command does not undo the deploy: the files are in place.
     pub command: Option<CommandOutcome>,
-}
-
-/// How a post-deploy command ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandStatus {
-    /// It exited with this code (0 is success).
-    Exited(i32),
-    /// A signal ended it.
-    Signaled,
-    /// It ran past the timeout and was killed.
-    TimedOut,
-    /// It could not be started (missing binary, permissions, empty argv).
-    SpawnFailed(String),
-}
-
-impl CommandStatus {
-    /// Whether the command did what it was asked.
-    pub fn success(&self) -> bool {
-        *self == CommandStatus::Exited(0)
-    }
-}
-
-impl fmt::Display for CommandStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CommandStatus::Exited(code) => write!(f, "exited with status {code}"),
-            CommandStatus::Signaled => f.write_str("was killed by a signal"),
-            CommandStatus::TimedOut => f.write_str("timed out and was killed"),
-            CommandStatus::SpawnFailed(why) => write!(f, "could not be started: {why}"),
-        }
-    }
-}
-
-/// The result of one post-deploy command run.
-#[derive(Debug, Clone)]
-pub struct CommandOutcome {
-    /// How it ended.
-    pub status: CommandStatus,
-    /// The last [`STDERR_TAIL_BYTES`] of its stderr (lossy UTF-8), what an
-    /// operator needs to see why a reload failed.
-    pub stderr_tail: String,
-    /// How long it ran.
-    pub duration: Duration,
 }
 
 /// Why the files could not be deployed. The previous `live/NAME`, if any,
@@ -463,87 +415,13 @@ fn collect_garbage(name_archive: &Path, keep: usize, current: &str, replaced: Op
     }
 }
 
-/// Runs `argv` with `env` added, stdin and stdout closed, stderr kept (its
-/// tail), killed after `timeout`. Only the direct child is killed; a
-/// command that forks a daemon must detach it from stderr.
-async fn run_command(
-    argv: &[String],
-    timeout: Duration,
-    env: &[(&str, &std::ffi::OsStr)],
-) -> CommandOutcome {
-    let started = Instant::now();
-    let outcome = |status, stderr: &[u8]| CommandOutcome {
-        status,
-        stderr_tail: String::from_utf8_lossy(stderr).into_owned(),
-        duration: started.elapsed(),
-    };
-    let Some((program, args)) = argv.split_first() else {
-        return outcome(
-            CommandStatus::SpawnFailed("the post-deploy command is empty".into()),
-            &[],
-        );
-    };
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => return outcome(CommandStatus::SpawnFailed(format!("{program}: {e}")), &[]),
-    };
-    let mut stderr = child.stderr.take();
-    let mut tail = Vec::new();
-    let finished = tokio::time::timeout(timeout, async {
-        let read = async {
-            if let Some(pipe) = stderr.as_mut() {
-                read_tail(pipe, &mut tail).await;
-            }
-        };
-        tokio::join!(read, child.wait()).1
-    })
-    .await;
-    let status = match finished {
-        Ok(Ok(status)) => match status.code() {
-            Some(code) => CommandStatus::Exited(code),
-            None => CommandStatus::Signaled,
-        },
-        Ok(Err(e)) => CommandStatus::SpawnFailed(format!("waiting for {program}: {e}")),
-        Err(_) => {
-            if let Err(e) = child.kill().await {
-                tracing::warn!(program, error = %e, "could not kill a post-deploy command");
-            }
-            CommandStatus::TimedOut
-        }
-    };
-    outcome(status, &tail)
-}
-
-/// Reads `pipe` to its end, keeping the last [`STDERR_TAIL_BYTES`].
-async fn read_tail(pipe: &mut (impl AsyncRead + Unpin), tail: &mut Vec<u8>) {
-    let mut buf = [0u8; 1024];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > STDERR_TAIL_BYTES {
-                    tail.drain(..tail.len() - STDERR_TAIL_BYTES);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rcgen::{CertificateParams, KeyPair, PublicKeyData};
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
     use x509_parser::pem::Pem;
 
     /// A real certificate and its key, so a reader can check they match.

@@ -3,27 +3,19 @@
 //! signed with a shared secret ([`post_signed`]).
 //!
 //! A signed delivery carries [`TIMESTAMP_HEADER`] (Unix seconds) and
-//! [`SIGNATURE_HEADER`] = `v1=` + hex HMAC-SHA256 (RFC 2104) of
-//! `"{timestamp}.{body}"` under the secret, the scheme Stripe and Slack use:
-//! the timestamp inside the MAC lets a receiver refuse replays
-//! ([`verify`] with a tolerance), the `v1=` prefix lets the scheme change.
-//! Receivers should compare in constant time, as [`verify`] does.
+//! [`SIGNATURE_HEADER`] = `v1=` + hex HMAC-SHA256 of
+//! `"{timestamp}.{body}"`: the scheme of `crate::webhook_signature`, shared
+//! with `webhook` DNS providers and re-exported here.
 
 use std::time::Duration;
 
-use aws_lc_rs::hmac;
 use serde_json::{Value, json};
 
 use super::{Message, NotifyError, describe};
 use crate::clock::{Clock, SystemClock};
-use crate::keys::hex;
-
-/// Header with the Unix time the delivery was signed at.
-pub const TIMESTAMP_HEADER: &str = "X-Twincert-Timestamp";
-/// Header with the signature, `v1=<hex>`.
-pub const SIGNATURE_HEADER: &str = "X-Twincert-Signature";
-/// The version prefix of a signature in [`SIGNATURE_HEADER`].
-pub const SIGNATURE_SCHEME: &str = "v1=";
+pub use crate::webhook_signature::{
+    SIGNATURE_HEADER, SIGNATURE_SCHEME, TIMESTAMP_HEADER, sign, signed_headers, verify,
+};
 
 /// A delivery the receiver accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,51 +77,6 @@ fn slack_payload(msg: &Message) -> Value {
     json!({ "text": text, "attachments": [{ "fields": fields }] })
 }
 
-/// The hex HMAC-SHA256 of `"{timestamp}.{body}"` under `secret`.
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut ctx = hmac::Context::with_key(&key);
-    ctx.update(timestamp.to_string().as_bytes());
-    ctx.update(b".");
-    ctx.update(body);
-    hex(ctx.sign().as_ref())
-}
-
-/// Whether `header` (a [`SIGNATURE_HEADER`] value; several comma-separated
-/// `v1=` signatures are allowed, for secret rotation) signs `body` at
-/// `timestamp` under `secret`, and `timestamp` is within `tolerance` of
-/// `now`. The comparison is constant-time.
-pub fn verify(
-    secret: &[u8],
-    timestamp: i64,
-    body: &[u8],
-    header: &str,
-    now: i64,
-    tolerance: Duration,
-) -> bool {
-    if now.abs_diff(timestamp) > tolerance.as_secs() {
-        return false;
-    }
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut signed = format!("{timestamp}.").into_bytes();
-    signed.extend_from_slice(body);
-    header
-        .split(',')
-        .filter_map(|part| part.trim().strip_prefix(SIGNATURE_SCHEME))
-        .filter_map(unhex)
-        .any(|tag| hmac::verify(&key, &signed, &tag).is_ok())
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// Posts `body` (JSON) to `url`, signed with `secret`, up to `attempts`
 /// times: a 429, a 5xx or an unreachable receiver is tried again after
 /// `base_backoff`, then twice that, and so on; any other answer is final.
@@ -154,11 +101,7 @@ pub async fn post_signed(
         let sent = client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(TIMESTAMP_HEADER, timestamp.to_string())
-            .header(
-                SIGNATURE_HEADER,
-                format!("{SIGNATURE_SCHEME}{}", sign(secret, timestamp, body)),
-            )
+            .headers(signed_headers(secret, timestamp, body))
             .body(body.to_vec())
             .send()
             .await;
@@ -220,97 +163,6 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     const SECRET: &[u8] = b"whsec_test";
-
-    #[test]
-    fn signature_known_vector_and_tampering() {
-        let body = br#"{"kind":"expiry"}"#;
-        // Python: hmac.new(b"whsec_test", b'1700000000.{"kind":"expiry"}',
-        // hashlib.sha256).hexdigest()
-        let want = "198939c9e78f84f2f4763c610d12a9379d0a856192d73e7ca3f9645cf9ae20a0";
-        assert_eq!(sign(SECRET, 1_700_000_000, body), want);
-        let header = format!("v1={want}");
-        let tolerance = Duration::from_secs(300);
-        let now = 1_700_000_100;
-        assert!(verify(SECRET, 1_700_000_000, body, &header, now, tolerance));
-        struct Tampered {
-            what: &'static str,
-            secret: &'static [u8],
-            timestamp: i64,
-            body: &'static [u8],
-            header: String,
-            now: i64,
-        }
-        let good = Tampered {
-            what: "",
-            secret: SECRET,
-            timestamp: 1_700_000_000,
-            body,
-            header: header.clone(),
-            now,
-        };
-        let cases = [
-            Tampered {
-                what: "body",
-                body: br#"{"kind":"expirx"}"#,
-                ..good
-            },
-            Tampered {
-                what: "timestamp",
-                timestamp: 1_700_000_001,
-                header: header.clone(),
-                ..good
-            },
-            Tampered {
-                what: "secret",
-                secret: b"whsec_other",
-                header: header.clone(),
-                ..good
-            },
-            Tampered {
-                what: "too old",
-                now: 1_700_000_301,
-                header: header.clone(),
-                ..good
-            },
-            Tampered {
-                what: "from the future",
-                now: 1_699_999_000,
-                header: header.clone(),
-                ..good
-            },
-            Tampered {
-                what: "no scheme",
-                header: want.to_string(),
-                ..good
-            },
-            Tampered {
-                what: "not hex",
-                header: "v1=zz".into(),
-                ..good
-            },
-            Tampered {
-                what: "truncated",
-                header: header[..40].to_string(),
-                ..good
-            },
-        ];
-        for t in cases {
-            assert!(
-                !verify(t.secret, t.timestamp, t.body, &t.header, t.now, tolerance),
-                "{} passed",
-                t.what
-            );
-        }
-        let rotated = format!("v1={}, v1={want}", "00".repeat(32));
-        assert!(verify(
-            SECRET,
-            1_700_000_000,
-            body,
-            &rotated,
-            now,
-            tolerance
-        ));
-    }
 
     #[test]
     fn backoff_doubles_and_saturates() {

@@ -6,6 +6,7 @@ mod backup;
 mod deploy;
 mod dns01;
 mod dns_api_providers;
+mod dns_providers;
 mod drills;
 mod emergency;
 mod harness;

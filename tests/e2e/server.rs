@@ -49,6 +49,10 @@ pub struct ServerOptions {
     /// TOML appended to the config (sections the environment cannot set,
     /// such as `[[destinations]]`).
     pub extra_config: String,
+    /// `[[dns_providers]]` entries that replace the BIND (`rfc2136`) one,
+    /// so another provider may claim the test zone (it writes into the
+    /// same BIND, which the CAs resolve through).
+    pub dns_providers: Option<String>,
 }
 
 impl ServerOptions {
@@ -68,6 +72,7 @@ impl ServerOptions {
             allow_cidrs: None,
             api_tls: false,
             extra_config: String::new(),
+            dns_providers: None,
         }
     }
 }
@@ -114,7 +119,8 @@ propagation_timeout_seconds = {ptimeout}
 propagation_interval_ms = 100
 manual_poll_seconds = 1
 delegation_zone = "acme.example.test"
-{bind_provider}
+
+{dns_providers}
 
 [[cas]]
 id = "pebble-a"
@@ -175,8 +181,9 @@ caa_identities = ["pebble-b.test"]
         resolver = opts.resolver_port.unwrap_or(cas.dns.port()),
         auth = opts.authoritative_port.unwrap_or(cas.dns.port()),
         ptimeout = opts.propagation_timeout,
-        bind_provider = if opts.bind_provider {
-            format!(
+        dns_providers = match (&opts.dns_providers, opts.bind_provider) {
+            (Some(entries), _) => entries.clone(),
+            (None, true) => format!(
                 "\n[[dns_providers]]\nid = \"bind\"\nkind = \"rfc2136\"\nserver = \"127.0.0.1:{dns}\"\n\
                  zones = [\"{zone}\"]\ntsig_key_name = \"{key}\"\ntsig_secret = \"{secret}\"\n",
                 dns = cas.dns.port(),
@@ -186,9 +193,8 @@ caa_identities = ["pebble-b.test"]
                     .tsig_secret
                     .clone()
                     .unwrap_or_else(|| cas.dns.tsig_secret_b64().to_string()),
-            )
-        } else {
-            String::new()
+            ),
+            (None, false) => String::new(),
         },
     );
     let path = dir.join(format!("twincert-{api_port}.toml"));

@@ -14,6 +14,11 @@ mod acme_dns;
 mod cloudflare;
 mod powerdns;
 mod rest;
+// exec, webhook, route53 (issue 16)
+pub mod aws;
+mod exec;
+mod route53;
+mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +31,10 @@ pub use acme_dns::{
 };
 pub use cloudflare::{Cloudflare, CloudflareSettings, DEFAULT_API_URL as CLOUDFLARE_API_URL};
 pub use powerdns::{PowerDns, PowerDnsSettings};
+// exec, webhook, route53 (issue 16)
+pub use exec::{Exec, ExecSettings};
+pub use route53::{DEFAULT_ENDPOINT, DEFAULT_STS_ENDPOINT, Route53, Route53Settings};
+pub use webhook::{Webhook, WebhookSettings};
 
 /// One `[[dns_providers]]` entry as `config` validated it: the id, the
 /// zones it serves (records for a name go to the provider with the longest
@@ -54,6 +63,12 @@ pub enum DnsProviderKind {
     Cloudflare(CloudflareSettings),
     /// `kind = "acme-dns"`: an acme-dns server (accounts kept in the store).
     AcmeDns(AcmeDnsSettings),
+    /// `kind = "exec"`: the operator's program, `present|cleanup FQDN VALUE`.
+    Exec(ExecSettings),
+    /// `kind = "webhook"`: a signed HTTPS POST per change.
+    Webhook(WebhookSettings),
+    /// `kind = "route53"`: AWS Route 53, SigV4-signed.
+    Route53(Box<Route53Settings>),
 }
 
 impl DnsProviderKind {
@@ -64,6 +79,9 @@ impl DnsProviderKind {
             DnsProviderKind::PowerDns(_) => "powerdns",
             DnsProviderKind::Cloudflare(_) => "cloudflare",
             DnsProviderKind::AcmeDns(_) => "acme-dns",
+            DnsProviderKind::Exec(_) => "exec",
+            DnsProviderKind::Webhook(_) => "webhook",
+            DnsProviderKind::Route53(_) => "route53",
         }
     }
 }
@@ -81,6 +99,9 @@ pub fn build(cfg: &DnsProviderConfig) -> Result<Arc<dyn DnsProvider>, DnsError> 
                 cfg.id
             )));
         }
+        DnsProviderKind::Exec(s) => Arc::new(Exec::new(&cfg.id, &cfg.zones, s)?),
+        DnsProviderKind::Webhook(s) => Arc::new(Webhook::new(&cfg.id, &cfg.zones, s)?),
+        DnsProviderKind::Route53(s) => Arc::new(Route53::new(&cfg.id, &cfg.zones, s)?),
     })
 }
 
