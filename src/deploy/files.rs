@@ -779,7 +779,15 @@ mod tests {
     /// `keep_versions - 1` deploys, possible on a loaded machine and not
     /// what this test is after.
     fn read_once(live: &Path) -> Result<Option<Vec<u8>>, String> {
-        let dir = fs::canonicalize(live).map_err(|e| format!("resolving live: {e}"))?;
+        // `live` itself must always be there (the switch is a rename); the
+        // version it names may be collected between reading the link and
+        // resolving it, which only means live has moved on since.
+        let link = fs::read_link(live).map_err(|e| format!("reading live: {e}"))?;
+        let dir = match fs::canonicalize(live) {
+            Ok(dir) => dir,
+            Err(_) if fs::read_link(live).ok().as_ref() != Some(&link) => return Ok(None),
+            Err(e) => return Err(format!("resolving live ({}): {e}", link.display())),
+        };
         let pair = fs::read_to_string(dir.join("cert.pem")).and_then(|cert| {
             fs::read_to_string(dir.join("privkey.pem")).map(|key| format!("{cert}{key}"))
         });
