@@ -509,7 +509,10 @@ impl AcmeOrder {
                         "cannot publish the http-01 answer for {identifier}: {e}"
                     )))
                 })?;
-            challenge.set_ready().await.map_err(Retry::from)?;
+            challenge
+                .set_ready()
+                .await
+                .map_err(|e| challenge_failed("http-01", &identifier, e))?;
             told.insert(challenge.url.clone());
         }
         Ok(())
@@ -577,8 +580,12 @@ impl AcmeOrder {
             else {
                 continue;
             };
-            if let Some(mut challenge) = authz.challenge(kind) {
-                challenge.set_ready().await.map_err(Retry::from)?;
+            let identifier = authz.identifier().to_string();
+            if let Some(mut challenge) = authz.challenge(kind.clone()) {
+                challenge
+                    .set_ready()
+                    .await
+                    .map_err(|e| challenge_failed(&challenge_name(&kind), &identifier, e))?;
                 told.insert(challenge.url.clone());
             }
         }
@@ -639,6 +646,35 @@ enum Retry {
     Other(AcmeError),
 }
 
+/// A failed "challenge ready" POST (RFC 8555 §7.5.1). Some servers
+/// validate inside that request and answer with the challenge still
+/// `pending` but carrying an `error` (smallstep, in Caddy's `acme_server`:
+/// "connection: The server could not connect to validation target"); the
+/// problem then has no HTTP status and names no identifier. It is final for
+/// this order, and the message says which name and which method failed.
+fn challenge_failed(kind: &str, identifier: &str, e: instant_acme::Error) -> Retry {
+    match &e {
+        instant_acme::Error::Api(p) if p.status.is_none() => {
+            Retry::Other(AcmeError::final_(format!(
+                "{kind} validation of {identifier} failed: {}",
+                describe_problem(p)
+            )))
+        }
+        _ => Retry::from(e),
+    }
+}
+
+/// The challenge type as RFC 8555 §9.7.8 names it.
+fn challenge_name(kind: &ChallengeType) -> String {
+    match kind {
+        ChallengeType::Http01 => "http-01".into(),
+        ChallengeType::Dns01 => "dns-01".into(),
+        ChallengeType::TlsAlpn01 => "tls-alpn-01".into(),
+        ChallengeType::Unknown(name) => name.clone(),
+        _ => "challenge".into(),
+    }
+}
+
 impl From<instant_acme::Error> for Retry {
     fn from(e: instant_acme::Error) -> Self {
         if is_bad_nonce(&e) {
@@ -669,6 +705,35 @@ mod tests {
             }))
             .expect("problem json"),
         )
+    }
+
+    /// A challenge answered with an `error` (no HTTP status: the object's
+    /// own field, as smallstep sends it) is final and names the identifier;
+    /// a real HTTP problem keeps its usual classification.
+    #[test]
+    fn a_failed_challenge_names_its_identifier_and_method() {
+        let cases = [
+            (
+                problem("connection", None),
+                AcmeErrorKind::Final,
+                "http-01 validation of dead.example.test failed: connection: because",
+            ),
+            (
+                problem("serverInternal", Some(500)),
+                AcmeErrorKind::Transient,
+                "serverInternal: because",
+            ),
+        ];
+        for (e, kind, message) in cases {
+            match challenge_failed("http-01", "dead.example.test", e) {
+                Retry::Other(got) => {
+                    assert_eq!(got.kind, kind, "{message}");
+                    assert_eq!(got.message, message);
+                }
+                Retry::BadNonce(_) => panic!("not a badNonce: {message}"),
+            }
+        }
+        assert_eq!(challenge_name(&ChallengeType::Dns01), "dns-01");
     }
 
     #[test]

@@ -61,6 +61,10 @@ use crate::harness::{Proc, ZONE, ZONE_HOSTS, free_port, read_log, write};
 /// Longest wait for Caddy to serve its directory.
 const CADDY_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Where `unreachable_names` point: a loopback address nothing binds (the
+/// validation addresses are taken from 127.100.0.0–127.199.255.255).
+pub const UNREACHABLE: Ipv4Addr = Ipv4Addr::new(127, 254, 254, 254);
+
 /// The CA id inside Caddy (`pki.certificate_authorities`).
 const CA_ID: &str = "local";
 
@@ -81,12 +85,14 @@ impl CaddyCa {
     /// HTTP-01 validations reach `127.0.0.1:http01_port`, its DNS lookups
     /// the server on `127.0.0.1:dns_port`; `extra_names` are resolved to
     /// the validation address besides [`ZONE`], its [`ZONE_HOSTS`] and
-    /// `*.example.test` names the tests commonly use.
+    /// `*.example.test` names the tests commonly use; `unreachable_names`
+    /// to [`UNREACHABLE`], where nothing listens (failed validations).
     pub async fn start(
         parent: &Path,
         http01_port: u16,
         dns_port: u16,
         extra_names: &[&str],
+        unreachable_names: &[&str],
     ) -> CaddyCa {
         assert!(
             // SAFETY: geteuid has no preconditions.
@@ -114,8 +120,9 @@ impl CaddyCa {
         write(
             &hosts,
             &format!(
-                "127.0.0.1 localhost\n::1 localhost\n{loopback} {}\n",
-                names.join(" ")
+                "127.0.0.1 localhost\n::1 localhost\n{loopback} {}\n{UNREACHABLE} {}\n",
+                names.join(" "),
+                unreachable_names.join(" ")
             ),
         );
         let resolv = d.join("resolv.conf");

@@ -44,9 +44,16 @@ fn libfaketime() -> String {
 
 /// Pebble pair + BIND, a Caddy CA beside them, and the options for a
 /// twincert whose CAs are `pebble-a` and `caddy`.
-async fn start(extra_names: &[&str]) -> (TwoCas, CaddyCa, ServerOptions) {
+async fn start(unreachable_names: &[&str]) -> (TwoCas, CaddyCa, ServerOptions) {
     let cas = TwoCas::start(0).await;
-    let caddy = CaddyCa::start(cas.dir(), cas.http01_port, cas.dns.port(), extra_names).await;
+    let caddy = CaddyCa::start(
+        cas.dir(),
+        cas.http01_port,
+        cas.dns.port(),
+        &[],
+        unreachable_names,
+    )
+    .await;
     let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
     opts.b_ca = Some(CaEntry {
         id: CADDY.into(),
@@ -388,5 +395,62 @@ async fn caddy_as_primary_over_dns01_then_a_swap_away_and_reprovisioning_back() 
         stores.diff(&TrustStores::snapshot()),
         Vec::<String>::new(),
         "the machine's trust stores changed"
+    );
+}
+
+/// Caddy (smallstep) validates inside the "challenge ready" POST and, when
+/// it cannot reach the name, answers with the challenge still `pending`
+/// and an `error` (type `connection`, no identifier in the detail), the
+/// order pending too. twincert treats that as this order's end: the slot
+/// shows which name and which method failed, and a later attempt opens a
+/// fresh order (new tokens) instead of waiting on the pending one; the
+/// other slot is unaffected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_validation_caddy_cannot_make_is_shown_with_the_name_and_retried_with_a_new_order() {
+    let name = "dead.example.test";
+    let (cas, caddy, opts) = start(&[name]).await;
+    let server = Server::start(&cas, opts).await;
+    let (st, body) = server
+        .create(json!({"name": name, "cas": ["pebble-a", CADDY]}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let v = server
+        .wait_for(name, 30, |v| {
+            v["primary"]["state"] == "valid" && !v["backup"]["last_error"].is_null()
+        })
+        .await;
+    let error = str_of(&v, "backup", "last_error");
+    assert!(
+        error.contains("http-01 validation of dead.example.test failed: connection:"),
+        "{v:#}"
+    );
+    assert_eq!(v["state"], "degraded", "{v:#}");
+    let store = twincert::store::Store::connect(&sqlite_url(cas.dir()))
+        .await
+        .expect("store");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let orders = store
+            .orders()
+            .orders_of(name, twincert::domain::Slot::Backup)
+            .await
+            .expect("orders");
+        // One twincert order for the slot; each attempt a new ACME order.
+        if orders.first().is_some_and(|o| o.acme_orders >= 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no second ACME order: {orders:?}\n{}",
+            tail(&server.log(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        caddy.log().contains(r#"\"status\":\"pending\""#)
+            && caddy
+                .log()
+                .contains("urn:ietf:params:acme:error:connection"),
+        "Caddy answered the challenge pending with a connection error"
     );
 }
