@@ -93,7 +93,10 @@ fn classify(e: instant_acme::Error) -> AcmeError {
             let t = p.r#type.as_deref().unwrap_or("");
             let kind = if t.ends_with(":rateLimited") {
                 AcmeErrorKind::RateLimited
-            } else if t.ends_with(":badNonce") {
+            } else if t.ends_with(":badNonce") || t.ends_with(":serverInternal") {
+                // serverInternal by its type too: smallstep (Caddy's
+                // `acme_server`) sends problem documents without `status`,
+                // which would otherwise read as an object's final error.
                 AcmeErrorKind::Transient
             } else if p.status.is_some_and(|s| (400..500).contains(&s)) || p.status.is_none() {
                 // A problem without a status came from an object's `error`
@@ -653,15 +656,15 @@ enum Retry {
 /// problem then has no HTTP status and names no identifier. It is final for
 /// this order, and the message says which name and which method failed.
 fn challenge_failed(kind: &str, identifier: &str, e: instant_acme::Error) -> Retry {
-    match &e {
-        instant_acme::Error::Api(p) if p.status.is_none() => {
-            Retry::Other(AcmeError::final_(format!(
-                "{kind} validation of {identifier} failed: {}",
-                describe_problem(p)
-            )))
-        }
-        _ => Retry::from(e),
+    if is_bad_nonce(&e) {
+        return Retry::BadNonce(e);
     }
+    let from_object = matches!(&e, instant_acme::Error::Api(p) if p.status.is_none());
+    let mut err = classify(e);
+    if from_object && err.kind == AcmeErrorKind::Final {
+        err.message = format!("{kind} validation of {identifier} failed: {}", err.message);
+    }
+    Retry::Other(err)
 }
 
 /// The challenge type as RFC 8555 §9.7.8 names it.
@@ -723,6 +726,11 @@ mod tests {
                 AcmeErrorKind::Transient,
                 "serverInternal: because",
             ),
+            (
+                problem("serverInternal", None),
+                AcmeErrorKind::Transient,
+                "serverInternal: because",
+            ),
         ];
         for (e, kind, message) in cases {
             match challenge_failed("http-01", "dead.example.test", e) {
@@ -744,6 +752,7 @@ mod tests {
             ("rejectedIdentifier", Some(400), AcmeErrorKind::Final),
             ("unauthorized", Some(403), AcmeErrorKind::Final),
             ("serverInternal", Some(500), AcmeErrorKind::Transient),
+            ("serverInternal", None, AcmeErrorKind::Transient),
             ("connection", None, AcmeErrorKind::Final),
         ];
         for (t, status, want) in cases {

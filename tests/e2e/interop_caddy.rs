@@ -44,13 +44,16 @@ fn libfaketime() -> String {
 
 /// Pebble pair + BIND, a Caddy CA beside them, and the options for a
 /// twincert whose CAs are `pebble-a` and `caddy`.
-async fn start(unreachable_names: &[&str]) -> (TwoCas, CaddyCa, ServerOptions) {
+async fn start(
+    extra_names: &[&str],
+    unreachable_names: &[&str],
+) -> (TwoCas, CaddyCa, ServerOptions) {
     let cas = TwoCas::start(0).await;
     let caddy = CaddyCa::start(
         cas.dir(),
         cas.http01_port,
         cas.dns.port(),
-        &[],
+        extra_names,
         unreachable_names,
     )
     .await;
@@ -98,6 +101,46 @@ async fn ready_with_times(
         assert!(
             Instant::now() < deadline,
             "{name} not ready after {secs} s: {v:#}\n--- twincert log tail ---\n{}",
+            tail(&server.log(), 40)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every name is ready, polling all of them together, and
+/// returns each with the seconds from `since` at which its primary and
+/// backup first showed a valid certificate.
+async fn all_ready_with_times(
+    server: &Server,
+    names: &[&str],
+    since: Instant,
+    secs: u64,
+) -> Vec<(Value, [f64; 2])> {
+    let deadline = since + Duration::from_secs(secs);
+    let mut out: Vec<(Value, [Option<f64>; 2])> = vec![(Value::Null, [None, None]); names.len()];
+    loop {
+        for (i, n) in names.iter().enumerate() {
+            if out[i].0["state"] == "ready" {
+                continue;
+            }
+            let v = server.name(n).await;
+            let t = since.elapsed().as_secs_f64();
+            for (j, slot) in ["primary", "backup"].iter().enumerate() {
+                if out[i].1[j].is_none() && v[slot]["state"] == "valid" {
+                    out[i].1[j] = Some(t);
+                }
+            }
+            out[i].0 = v;
+        }
+        if out.iter().all(|(v, _)| v["state"] == "ready") {
+            return out
+                .into_iter()
+                .map(|(v, t)| (v, [t[0].unwrap_or_default(), t[1].unwrap_or_default()]))
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all ready after {secs} s\n--- twincert log tail ---\n{}",
             tail(&server.log(), 40)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -165,7 +208,7 @@ fn verifies(chain_pem: &str, root_pem: &str, dns: &str) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn caddy_as_backup_ca_issues_over_http01_renews_and_revokes() {
     let stores = TrustStores::snapshot();
-    let (cas, caddy, opts) = start(&[]).await;
+    let (cas, caddy, opts) = start(&[], &[]).await;
     let mut server = Server::start(&cas, opts).await;
     let name = "a.example.test";
     let t0 = Instant::now();
@@ -304,7 +347,7 @@ async fn caddy_as_backup_ca_issues_over_http01_renews_and_revokes() {
 async fn caddy_as_primary_over_dns01_then_a_swap_away_and_reprovisioning_back() {
     const HOLD_OFF: u64 = 4;
     let stores = TrustStores::snapshot();
-    let (cas, caddy, mut opts) = start(&[]).await;
+    let (cas, caddy, mut opts) = start(&[], &[]).await;
     opts.env = vec![(
         "TWINCERT_POLICY_REPROVISION_SAME_CA_AFTER_SECONDS".into(),
         HOLD_OFF.to_string(),
@@ -408,7 +451,8 @@ async fn caddy_as_primary_over_dns01_then_a_swap_away_and_reprovisioning_back() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_validation_caddy_cannot_make_is_shown_with_the_name_and_retried_with_a_new_order() {
     let name = "dead.example.test";
-    let (cas, caddy, opts) = start(&[name]).await;
+    let stores = TrustStores::snapshot();
+    let (cas, caddy, opts) = start(&[], &[name]).await;
     let server = Server::start(&cas, opts).await;
     let (st, body) = server
         .create(json!({"name": name, "cas": ["pebble-a", CADDY]}))
@@ -452,5 +496,76 @@ async fn a_validation_caddy_cannot_make_is_shown_with_the_name_and_retried_with_
                 .log()
                 .contains("urn:ietf:params:acme:error:connection"),
         "Caddy answered the challenge pending with a connection error"
+    );
+    drop(server);
+    drop(caddy);
+    assert_eq!(
+        stores.diff(&TrustStores::snapshot()),
+        Vec::<String>::new(),
+        "the machine's trust stores changed"
+    );
+}
+
+/// A burst: 20 names at once, every key type, Caddy as the backup CA with
+/// twincert allowed 20 orders in flight there. Every slot issues; Caddy's
+/// occasional `serverInternal` under load (seen by others with smallstep)
+/// would be retried as transient. Prints per-slot times and how many
+/// attempts failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_names_with_every_key_type_issues_at_caddy() {
+    const N: usize = 20;
+    let names: Vec<String> = (0..N).map(|i| format!("burst{i}.example.test")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let stores = TrustStores::snapshot();
+    let (cas, caddy, mut opts) = start(&refs, &[]).await;
+    opts.env = vec![("TWINCERT_CA_CADDY_CONCURRENCY".into(), N.to_string())];
+    let server = Server::start(&cas, opts).await;
+    let key_types = ["ecdsa-p256", "ecdsa-p384", "rsa-2048", "rsa-3072"];
+    let t0 = Instant::now();
+    for (i, n) in names.iter().enumerate() {
+        let (st, body) = server
+            .create(json!({"name": n, "cas": ["pebble-a", CADDY], "key_type": key_types[i % 4]}))
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+    let times = all_ready_with_times(&server, &refs, t0, 180).await;
+    let (mut pebble_times, mut caddy_times) = (Vec::new(), Vec::new());
+    for (i, (v, [primary, backup])) in times.iter().enumerate() {
+        assert_eq!(v["backup"]["ca"], CADDY, "{v:#}");
+        assert_eq!(v["key_type"], key_types[i % 4], "{v:#}");
+        pebble_times.push(*primary);
+        caddy_times.push(*backup);
+    }
+    let log = server.log();
+    let failed = log.matches("attempt failed").count();
+    let internal = log.matches("serverInternal").count();
+    caddy_times.sort_by(f64::total_cmp);
+    pebble_times.sort_by(f64::total_cmp);
+    println!(
+        "burst of {N}: all ready in {:.2} s; primary (pebble-a) median {:.2} s, max {:.2} s; \
+         backup ({CADDY}) median {:.2} s, max {:.2} s; {failed} failed attempts \
+         ({internal} serverInternal)",
+        t0.elapsed().as_secs_f64(),
+        pebble_times[N / 2],
+        pebble_times[N - 1],
+        caddy_times[N / 2],
+        caddy_times[N - 1],
+    );
+    for l in log.lines().filter(|l| l.contains("attempt failed")) {
+        println!("  {l}");
+    }
+    // Caddy's problem documents carry no `status`: serverInternal must
+    // still be retried as transient, not end the order as final.
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("serverInternal") && l.contains("kind=Final")),
+        "serverInternal taken as final"
+    );
+    drop(server);
+    drop(caddy);
+    assert_eq!(
+        stores.diff(&TrustStores::snapshot()),
+        Vec::<String>::new(),
+        "the machine's trust stores changed"
     );
 }
