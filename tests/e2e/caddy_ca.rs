@@ -264,6 +264,40 @@ impl CaddyCa {
         client(&self.root_pem())
     }
 
+    /// The revocations Caddy's ACME database holds: (serial as lower-case
+    /// hex without leading zeros, reason code). Caddy publishes no CRL and
+    /// no OCSP, so its database is the only place a revocation shows. It is
+    /// a bbolt file (`$XDG_DATA_HOME/caddy/acme_server/<ca>/db`) whose
+    /// `revoked_x509_certs` values are JSON; they are found in the raw
+    /// bytes rather than through a bbolt reader.
+    pub fn revocations(&self) -> BTreeMap<String, i64> {
+        let db = self
+            .dir
+            .path()
+            .join(format!("xdg-data/caddy/acme_server/{CA_ID}/db"));
+        let bytes = std::fs::read(&db).unwrap_or_default();
+        let needle = br#"{"Serial":""#;
+        let mut out = BTreeMap::new();
+        let mut at = 0;
+        while let Some(i) = bytes[at..].windows(needle.len()).position(|w| w == needle) {
+            let start = at + i;
+            at = start + needle.len();
+            let mut values = serde_json::Deserializer::from_slice(&bytes[start..])
+                .into_iter::<serde_json::Value>();
+            let Some(Ok(v)) = values.next() else {
+                continue;
+            };
+            let (Some(serial), Some(reason)) = (
+                v["Serial"].as_str().and_then(|s| s.parse::<u128>().ok()),
+                v["ReasonCode"].as_i64(),
+            ) else {
+                continue;
+            };
+            out.insert(format!("{serial:x}"), reason);
+        }
+        out
+    }
+
     /// Caddy's log so far (JSON lines, debug level).
     pub fn log(&self) -> String {
         read_log(&self.log)

@@ -319,6 +319,19 @@ async fn caddy_as_backup_ca_issues_over_http01_renews_and_revokes() {
         "Caddy refused the revocation\n--- caddy ---\n{}",
         tail(&caddy.log(), 20)
     );
+    // Caddy recorded it, with the reason (keyCompromise = 1).
+    let hex = |v: &Value| {
+        v.as_str()
+            .unwrap_or_default()
+            .trim_start_matches('0')
+            .to_string()
+    };
+    assert_eq!(
+        caddy.revocations().get(&hex(&old)),
+        Some(&1),
+        "{:?}",
+        caddy.revocations()
+    );
     let after = server
         .wait_for(name, 90, |v| {
             v["state"] == "ready" && v["backup"]["serial"] != old && v["backup"]["ca"] == CADDY
@@ -327,6 +340,43 @@ async fn caddy_as_backup_ca_issues_over_http01_renews_and_revokes() {
     assert_ne!(
         str_of(&after, "backup", "spki_sha256"),
         str_of(&now, "backup", "spki_sha256")
+    );
+
+    // Deleting with `?revoke=true` revokes both (cessationOfOperation) —
+    // at Pebble and at Caddy.
+    let revoked = |log: &str, ca: &str| {
+        log.lines()
+            .filter(|l| l.contains("certificate revoked") && l.contains(&format!("ca={ca}")))
+            .count()
+    };
+    let before = (
+        revoked(&server.log(), "pebble-a"),
+        revoked(&server.log(), CADDY),
+    );
+    let rsp = server
+        .client()
+        .delete(format!("{}/v1/names/{name}?revoke=true", server.base()))
+        .bearer_auth(crate::server::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(rsp.status().as_u16(), 204);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = server.log();
+        if (revoked(&log, "pebble-a"), revoked(&log, CADDY)) == (before.0 + 1, before.1 + 1) {
+            break;
+        }
+        assert!(!log.contains("revocation failed"), "{}", tail(&log, 20));
+        assert!(Instant::now() < deadline, "{}", tail(&log, 30));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // cessationOfOperation = 5.
+    assert_eq!(
+        caddy.revocations().get(&hex(&after["backup"]["serial"])),
+        Some(&5),
+        "{:?}",
+        caddy.revocations()
     );
 
     drop(server);
