@@ -67,11 +67,17 @@ impl AcmeError {
 }
 
 fn describe_problem(p: &Problem) -> String {
-    let kind = p
-        .r#type
-        .as_deref()
-        .map(|t| t.trim_start_matches("urn:ietf:params:acme:error:"))
-        .unwrap_or("problem");
+    // A body without a problem type is not an RFC 8555 §6.7 problem at
+    // all; say so rather than print an empty one (smallstep, in Caddy's
+    // `acme_server`, answers a request signed by an account it no longer
+    // knows with such a body, logging "not found").
+    let kind = match (p.r#type.as_deref(), p.status) {
+        (Some(t), _) => t
+            .trim_start_matches("urn:ietf:params:acme:error:")
+            .to_string(),
+        (None, Some(status)) => format!("HTTP {status} error without an ACME problem type"),
+        (None, None) => "error answer without an ACME problem type".to_string(),
+    };
     let mut s = format!("{kind}: {}", p.detail.as_deref().unwrap_or("(no detail)"));
     for sub in &p.subproblems {
         if let Some(d) = &sub.detail {
@@ -765,5 +771,25 @@ mod tests {
             classify(instant_acme::Error::Timeout(None)).kind,
             AcmeErrorKind::Transient
         );
+    }
+
+    /// An error answer without a problem type (smallstep's, for an account
+    /// it lost) says so, with the status when the body gives one.
+    #[test]
+    fn a_problem_without_a_type_names_its_http_status() {
+        let untyped = |status: Option<u16>| {
+            serde_json::from_value::<Problem>(serde_json::json!({ "status": status }))
+                .expect("problem json")
+        };
+        assert_eq!(
+            describe_problem(&untyped(Some(404))),
+            "HTTP 404 error without an ACME problem type: (no detail)"
+        );
+        assert_eq!(
+            describe_problem(&untyped(None)),
+            "error answer without an ACME problem type: (no detail)"
+        );
+        let e = classify(instant_acme::Error::Api(untyped(Some(404))));
+        assert_eq!(e.kind, AcmeErrorKind::Final);
     }
 }

@@ -71,7 +71,7 @@ const CA_ID: &str = "local";
 /// One Caddy `acme_server` on `127.0.0.1:<port>`, validating through its
 /// own loopback address (see the module doc).
 pub struct CaddyCa {
-    proc: Proc,
+    proc: Option<Proc>,
     port: u16,
     loopback: Ipv4Addr,
     relays: Vec<JoinHandle<()>>,
@@ -166,39 +166,9 @@ impl CaddyCa {
         );
 
         let log = d.join("caddy.log");
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg(
-                "set -e; \
-                 mount --bind \"$1\" /etc/hosts; \
-                 mount --bind \"$2\" /etc/resolv.conf; \
-                 mount --bind \"$3\" /etc/nsswitch.conf; \
-                 mount -t tmpfs -o size=1m tmpfs /usr/local/share/ca-certificates; \
-                 mount -t tmpfs -o size=1m tmpfs /etc/ssl/certs; \
-                 exec caddy run --config \"$4\"",
-            )
-            .arg("caddy-ns")
-            .arg(&hosts)
-            .arg(&resolv)
-            .arg(&nsswitch)
-            .arg(&config)
-            .env("HOME", d)
-            .env("XDG_DATA_HOME", d.join("xdg-data"))
-            .env("XDG_CONFIG_HOME", d.join("xdg-config"))
-            .current_dir(d);
-        for v in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-        ] {
-            cmd.env_remove(v);
-        }
-        let proc = Proc::spawn("caddy", cmd, &log);
+        let proc = Proc::spawn("caddy", command(d), &log);
         let mut caddy = CaddyCa {
-            proc,
+            proc: Some(proc),
             port,
             loopback,
             relays,
@@ -214,7 +184,7 @@ impl CaddyCa {
         let deadline = Instant::now() + CADDY_READY_TIMEOUT;
         let url = self.directory_url();
         loop {
-            if let Some(why) = self.proc.exited() {
+            if let Some(why) = self.proc.as_mut().and_then(Proc::exited) {
                 panic!(
                     "Caddy did not start: {why}\n--- caddy log ---\n{}",
                     self.log()
@@ -236,6 +206,21 @@ impl CaddyCa {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Stops Caddy and starts it again on the same ports and storage (same
+    /// root). With `forget_acme_database`, its ACME database — accounts,
+    /// orders, revocations, kept under `$XDG_DATA_HOME`, not in the
+    /// configured storage — is deleted first, as when the data directory
+    /// of a container is not on a volume.
+    pub async fn restart(&mut self, forget_acme_database: bool) {
+        self.proc = None; // Drop kills and reaps.
+        if forget_acme_database {
+            let db = self.dir.path().join("xdg-data/caddy/acme_server");
+            std::fs::remove_dir_all(&db).unwrap_or_else(|e| panic!("remove {}: {e}", db.display()));
+        }
+        self.proc = Some(Proc::spawn("caddy", command(self.dir.path()), &self.log));
+        self.wait_ready().await;
     }
 
     /// `https://127.0.0.1:<port>/acme/local/directory`.
@@ -310,6 +295,42 @@ impl Drop for CaddyCa {
             r.abort();
         }
     }
+}
+
+/// `caddy run` on `<dir>/caddy.json` inside its own mount namespace with
+/// the private files of `dir` (see the module doc).
+fn command(d: &Path) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "set -e; \
+             mount --bind \"$1\" /etc/hosts; \
+             mount --bind \"$2\" /etc/resolv.conf; \
+             mount --bind \"$3\" /etc/nsswitch.conf; \
+             mount -t tmpfs -o size=1m tmpfs /usr/local/share/ca-certificates; \
+             mount -t tmpfs -o size=1m tmpfs /etc/ssl/certs; \
+             exec caddy run --config \"$4\"",
+        )
+        .arg("caddy-ns")
+        .arg(d.join("hosts"))
+        .arg(d.join("resolv.conf"))
+        .arg(d.join("nsswitch.conf"))
+        .arg(d.join("caddy.json"))
+        .env("HOME", d)
+        .env("XDG_DATA_HOME", d.join("xdg-data"))
+        .env("XDG_CONFIG_HOME", d.join("xdg-config"))
+        .current_dir(d);
+    for v in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd
 }
 
 fn client(root_pem: &str) -> reqwest::Client {

@@ -619,3 +619,61 @@ async fn a_burst_of_names_with_every_key_type_issues_at_caddy() {
         "the machine's trust stores changed"
     );
 }
+
+/// Caddy keeps its ACME database (accounts, orders, revocations) under
+/// its data directory (`$XDG_DATA_HOME/caddy/acme_server/`), apart from
+/// the configured storage that holds its CA. A restart with the database
+/// kept changes nothing: twincert goes on with its account. A restart
+/// without it (a container whose data directory is not on a volume) keeps
+/// the root but forgets the account; smallstep then answers every request
+/// signed by it with an error body that is no ACME problem (no type, no
+/// detail; Caddy logs "not found") instead of RFC 8555's
+/// `accountDoesNotExist`, and the slot says so (twincert does not
+/// re-register on its own yet: docs/interop.md).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caddy_restart_keeps_the_account_and_a_lost_acme_database_is_reported() {
+    let stores = TrustStores::snapshot();
+    let (cas, mut caddy, opts) = start(&[], &[]).await;
+    let server = Server::start(&cas, opts).await;
+    let create = async |n: &str| {
+        let (st, body) = server
+            .create(json!({"name": n, "cas": ["pebble-a", CADDY]}))
+            .await;
+        assert_eq!(st, 201, "{body}");
+    };
+    create("b.example.test").await;
+    server.wait_ready("b.example.test", 30).await;
+
+    caddy.restart(false).await;
+    create("c.example.test").await;
+    let v = server.wait_ready("c.example.test", 30).await;
+    assert_eq!(v["backup"]["ca"], CADDY, "{v:#}");
+    // One account object ever answered (its JSON names its orders URL).
+    assert_eq!(
+        caddy.log().matches(r#"\"orders\":\"https://"#).count(),
+        1,
+        "no second account"
+    );
+
+    caddy.restart(true).await;
+    create("d.example.test").await;
+    let v = server
+        .wait_for("d.example.test", 30, |v| {
+            v["primary"]["state"] == "valid" && v["backup"]["last_error"].is_string()
+        })
+        .await;
+    let error = str_of(&v, "backup", "last_error");
+    assert!(
+        error.contains("CA caddy") && error.contains("error answer without an ACME problem type"),
+        "{v:#}"
+    );
+    assert_eq!(v["state"], "degraded", "{v:#}");
+
+    drop(server);
+    drop(caddy);
+    assert_eq!(
+        stores.diff(&TrustStores::snapshot()),
+        Vec::<String>::new(),
+        "the machine's trust stores changed"
+    );
+}
