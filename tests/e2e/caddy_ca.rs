@@ -1,8 +1,11 @@
 //! Caddy's `acme_server` (Debian `caddy` 2.6.2, smallstep's ACME library
 //! inside) as a second, different ACME CA for the interop tests.
 //!
-//! Owns one Caddy process, its private view of the system files, and two
-//! small relays in the test process; nothing machine-wide.
+//! Owns one Caddy process (started, restarted — optionally without its
+//! ACME database —, killed on drop), its private view of the system files,
+//! and the small relays in the test process; nothing machine-wide. Reads
+//! what Caddy shows nowhere else: its root, and the revocations in its
+//! ACME database.
 //!
 //! Why it needs more than Pebble does: Caddy's validator has no settings
 //! for where it connects or which resolver it asks (2.6.2 has no

@@ -2,7 +2,9 @@
 //! one of a name's two CAs, the other a test Pebble — a second ACME server
 //! implementation end to end: HTTP-01 and DNS-01 issuance (a wildcard
 //! too), renewal, a CA-wide swap away from Caddy with re-provisioning
-//! back from it after the hold-off, and revocation.
+//! back from it after the hold-off, and revocation; then its quirks: a
+//! failed validation, a burst (`serverInternal`), a restart and a lost
+//! ACME database.
 //!
 //! How Caddy is run (its own mount namespace with private `/etc/hosts`,
 //! `/etc/resolv.conf` and trust-store directories; relays from a loopback
@@ -204,7 +206,9 @@ fn verifies(chain_pem: &str, root_pem: &str, dns: &str) -> Result<(), String> {
 /// on its own when its clock reaches the renewal point (two thirds: 8 h,
 /// reached by running twincert under libfaketime 8 h 20 min ahead); a key
 /// reported compromised is revoked at Caddy with reason keyCompromise and
-/// re-issued under a new key.
+/// re-issued under a new key; deleting the name with `?revoke=true`
+/// revokes both certificates (cessationOfOperation), as Caddy's database
+/// shows.
 #[tokio::test(flavor = "multi_thread")]
 async fn caddy_as_backup_ca_issues_over_http01_renews_and_revokes() {
     let stores = TrustStores::snapshot();
