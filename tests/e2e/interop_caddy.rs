@@ -4,7 +4,7 @@
 //! too), renewal, a CA-wide swap away from Caddy with re-provisioning
 //! back from it after the hold-off, and revocation; then its quirks: a
 //! failed validation, a burst (`serverInternal`), a restart and a lost
-//! ACME database.
+//! ACME database, an External Account Binding it ignores.
 //!
 //! How Caddy is run (its own mount namespace with private `/etc/hosts`,
 //! `/etc/resolv.conf` and trust-store directories; relays from a loopback
@@ -673,6 +673,37 @@ async fn a_caddy_restart_keeps_the_account_and_a_lost_acme_database_is_reported(
     );
     assert_eq!(v["state"], "degraded", "{v:#}");
 
+    drop(server);
+    drop(caddy);
+    assert_eq!(
+        stores.diff(&TrustStores::snapshot()),
+        Vec::<String>::new(),
+        "the machine's trust stores changed"
+    );
+}
+
+/// Caddy 2.6.2 neither asks for External Account Binding (`meta` is
+/// empty) nor checks one it is sent: an account registered with an EAB
+/// key id and HMAC Caddy has never heard of is created, and issues. A
+/// wrong EAB setting for a Caddy CA is therefore not caught by Caddy.
+#[tokio::test(flavor = "multi_thread")]
+async fn caddy_accepts_and_ignores_an_external_account_binding() {
+    let stores = TrustStores::snapshot();
+    let (cas, caddy, mut opts) = start(&[], &[]).await;
+    opts.env = vec![
+        ("TWINCERT_CA_CADDY_EAB_KID".into(), "unknown-kid".into()),
+        (
+            "TWINCERT_CA_CADDY_EAB_HMAC".into(),
+            "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W".into(),
+        ),
+    ];
+    let server = Server::start(&cas, opts).await;
+    let (st, body) = server
+        .create(json!({"name": "b.example.test", "cas": ["pebble-a", CADDY]}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let v = server.wait_ready("b.example.test", 30).await;
+    assert_eq!(v["backup"]["ca"], CADDY, "{v:#}");
     drop(server);
     drop(caddy);
     assert_eq!(
