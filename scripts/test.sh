@@ -9,7 +9,7 @@
 #   bash scripts/test.sh --test e2e      # one target (replaces --all-targets)
 #   bash scripts/test.sh -- some_filter  # arguments after -- go to the tests
 #
-# Pebble, BIND, moto and the rest are started by the tests themselves
+# Pebble, BIND, Caddy, moto and the rest are started by the tests themselves
 # (tests/e2e/harness.rs, tests/e2e/dns_providers.rs). CARGO_TARGET_DIR is honoured when set.
 set -euo pipefail
 
@@ -19,7 +19,7 @@ die() { echo "scripts/test.sh: $*" >&2; exit 1; }
 
 # --- Packages (fresh Debian): the tests start real Pebble, BIND9, PostgreSQL --
 missing=0
-for b in pebble named dig tsig-keygen nsupdate openssl psql pdns_server sqlite3; do
+for b in pebble named dig tsig-keygen nsupdate openssl psql pdns_server sqlite3 caddy faketime; do
     command -v "$b" >/dev/null 2>&1 || [[ -x "/usr/sbin/$b" ]] || missing=1
 done
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing=1
@@ -27,13 +27,17 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing=1
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing=1
 if [[ "$missing" == 1 && -z "${PG_BINDIR:-}" ]]; then
     sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
-    echo "scripts/test.sh: installing test packages (pebble bind9 bind9-dnsutils openssl postgresql python3-aiosmtpd pdns-server pdns-backend-sqlite3 sqlite3)" >&2
+    echo "scripts/test.sh: installing test packages (pebble bind9 bind9-dnsutils openssl postgresql python3-aiosmtpd pdns-server pdns-backend-sqlite3 sqlite3 caddy faketime)" >&2
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         pebble bind9 bind9-dnsutils openssl postgresql ca-certificates python3-venv python3-aiosmtpd \
-        pdns-server pdns-backend-sqlite3 sqlite3 >/dev/null
+        pdns-server pdns-backend-sqlite3 sqlite3 caddy faketime >/dev/null
     # The tests start their own pdns_server; not the package's service.
     $sudo service pdns stop >/dev/null 2>&1 || true
+    # Caddy's package starts a :80 service where systemd runs (see .ci/run).
+    if [[ -d /run/systemd/system ]]; then
+        $sudo systemctl stop caddy.service caddy-api.service || true
+    fi
 fi
 
 # --- moto (PyPI) for the route53 DNS provider's tests --------------------------

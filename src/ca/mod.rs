@@ -67,11 +67,17 @@ impl AcmeError {
 }
 
 fn describe_problem(p: &Problem) -> String {
-    let kind = p
-        .r#type
-        .as_deref()
-        .map(|t| t.trim_start_matches("urn:ietf:params:acme:error:"))
-        .unwrap_or("problem");
+    // A body without a problem type is not an RFC 8555 §6.7 problem at
+    // all; say so rather than print an empty one (smallstep, in Caddy's
+    // `acme_server`, answers a request signed by an account it no longer
+    // knows with such a body, logging "not found").
+    let kind = match (p.r#type.as_deref(), p.status) {
+        (Some(t), _) => t
+            .trim_start_matches("urn:ietf:params:acme:error:")
+            .to_string(),
+        (None, Some(status)) => format!("HTTP {status} error without an ACME problem type"),
+        (None, None) => "error answer without an ACME problem type".to_string(),
+    };
     let mut s = format!("{kind}: {}", p.detail.as_deref().unwrap_or("(no detail)"));
     for sub in &p.subproblems {
         if let Some(d) = &sub.detail {
@@ -93,7 +99,10 @@ fn classify(e: instant_acme::Error) -> AcmeError {
             let t = p.r#type.as_deref().unwrap_or("");
             let kind = if t.ends_with(":rateLimited") {
                 AcmeErrorKind::RateLimited
-            } else if t.ends_with(":badNonce") {
+            } else if t.ends_with(":badNonce") || t.ends_with(":serverInternal") {
+                // serverInternal by its type too: smallstep (Caddy's
+                // `acme_server`) sends problem documents without `status`,
+                // which would otherwise read as an object's final error.
                 AcmeErrorKind::Transient
             } else if p.status.is_some_and(|s| (400..500).contains(&s)) || p.status.is_none() {
                 // A problem without a status came from an object's `error`
@@ -509,7 +518,10 @@ impl AcmeOrder {
                         "cannot publish the http-01 answer for {identifier}: {e}"
                     )))
                 })?;
-            challenge.set_ready().await.map_err(Retry::from)?;
+            challenge
+                .set_ready()
+                .await
+                .map_err(|e| challenge_failed("http-01", &identifier, e))?;
             told.insert(challenge.url.clone());
         }
         Ok(())
@@ -577,8 +589,12 @@ impl AcmeOrder {
             else {
                 continue;
             };
-            if let Some(mut challenge) = authz.challenge(kind) {
-                challenge.set_ready().await.map_err(Retry::from)?;
+            let identifier = authz.identifier().to_string();
+            if let Some(mut challenge) = authz.challenge(kind.clone()) {
+                challenge
+                    .set_ready()
+                    .await
+                    .map_err(|e| challenge_failed(&challenge_name(&kind), &identifier, e))?;
                 told.insert(challenge.url.clone());
             }
         }
@@ -639,6 +655,35 @@ enum Retry {
     Other(AcmeError),
 }
 
+/// A failed "challenge ready" POST (RFC 8555 §7.5.1). Some servers
+/// validate inside that request and answer with the challenge still
+/// `pending` but carrying an `error` (smallstep, in Caddy's `acme_server`:
+/// "connection: The server could not connect to validation target"); the
+/// problem then has no HTTP status and names no identifier. It is final for
+/// this order, and the message says which name and which method failed.
+fn challenge_failed(kind: &str, identifier: &str, e: instant_acme::Error) -> Retry {
+    if is_bad_nonce(&e) {
+        return Retry::BadNonce(e);
+    }
+    let from_object = matches!(&e, instant_acme::Error::Api(p) if p.status.is_none());
+    let mut err = classify(e);
+    if from_object && err.kind == AcmeErrorKind::Final {
+        err.message = format!("{kind} validation of {identifier} failed: {}", err.message);
+    }
+    Retry::Other(err)
+}
+
+/// The challenge type as RFC 8555 §9.7.8 names it.
+fn challenge_name(kind: &ChallengeType) -> String {
+    match kind {
+        ChallengeType::Http01 => "http-01".into(),
+        ChallengeType::Dns01 => "dns-01".into(),
+        ChallengeType::TlsAlpn01 => "tls-alpn-01".into(),
+        ChallengeType::Unknown(name) => name.clone(),
+        _ => "challenge".into(),
+    }
+}
+
 impl From<instant_acme::Error> for Retry {
     fn from(e: instant_acme::Error) -> Self {
         if is_bad_nonce(&e) {
@@ -671,6 +716,40 @@ mod tests {
         )
     }
 
+    /// A challenge answered with an `error` (no HTTP status: the object's
+    /// own field, as smallstep sends it) is final and names the identifier;
+    /// a real HTTP problem keeps its usual classification.
+    #[test]
+    fn a_failed_challenge_names_its_identifier_and_method() {
+        let cases = [
+            (
+                problem("connection", None),
+                AcmeErrorKind::Final,
+                "http-01 validation of dead.example.test failed: connection: because",
+            ),
+            (
+                problem("serverInternal", Some(500)),
+                AcmeErrorKind::Transient,
+                "serverInternal: because",
+            ),
+            (
+                problem("serverInternal", None),
+                AcmeErrorKind::Transient,
+                "serverInternal: because",
+            ),
+        ];
+        for (e, kind, message) in cases {
+            match challenge_failed("http-01", "dead.example.test", e) {
+                Retry::Other(got) => {
+                    assert_eq!(got.kind, kind, "{message}");
+                    assert_eq!(got.message, message);
+                }
+                Retry::BadNonce(_) => panic!("not a badNonce: {message}"),
+            }
+        }
+        assert_eq!(challenge_name(&ChallengeType::Dns01), "dns-01");
+    }
+
     #[test]
     fn classification_follows_rfc8555_problem_types() {
         let cases = [
@@ -679,6 +758,7 @@ mod tests {
             ("rejectedIdentifier", Some(400), AcmeErrorKind::Final),
             ("unauthorized", Some(403), AcmeErrorKind::Final),
             ("serverInternal", Some(500), AcmeErrorKind::Transient),
+            ("serverInternal", None, AcmeErrorKind::Transient),
             ("connection", None, AcmeErrorKind::Final),
         ];
         for (t, status, want) in cases {
@@ -691,5 +771,25 @@ mod tests {
             classify(instant_acme::Error::Timeout(None)).kind,
             AcmeErrorKind::Transient
         );
+    }
+
+    /// An error answer without a problem type (smallstep's, for an account
+    /// it lost) says so, with the status when the body gives one.
+    #[test]
+    fn a_problem_without_a_type_names_its_http_status() {
+        let untyped = |status: Option<u16>| {
+            serde_json::from_value::<Problem>(serde_json::json!({ "status": status }))
+                .expect("problem json")
+        };
+        assert_eq!(
+            describe_problem(&untyped(Some(404))),
+            "HTTP 404 error without an ACME problem type: (no detail)"
+        );
+        assert_eq!(
+            describe_problem(&untyped(None)),
+            "error answer without an ACME problem type: (no detail)"
+        );
+        let e = classify(instant_acme::Error::Api(untyped(Some(404))));
+        assert_eq!(e.kind, AcmeErrorKind::Final);
     }
 }

@@ -91,14 +91,14 @@ pub fn free_port() -> u16 {
 }
 
 /// A child process killed and reaped on drop.
-struct Proc {
+pub(crate) struct Proc {
     name: String,
     child: Child,
 }
 
 impl Proc {
     /// Spawns `cmd` with stdout and stderr appended to `log`.
-    fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
+    pub(crate) fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
         let out = File::options()
             .create(true)
             .append(true)
@@ -116,7 +116,7 @@ impl Proc {
     }
 
     /// `Some(description)` when the process has already exited.
-    fn exited(&mut self) -> Option<String> {
+    pub(crate) fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
             Ok(Some(status)) => Some(format!("{} exited early: {status}", self.name)),
             Ok(None) => None,
@@ -133,7 +133,7 @@ impl Drop for Proc {
 }
 
 /// The contents of a log file, for panic messages.
-fn read_log(path: &Path) -> String {
+pub(crate) fn read_log(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()))
 }
 
@@ -144,7 +144,7 @@ fn run(cmd: &mut Command) -> std::process::Output {
         .unwrap_or_else(|e| panic!("run {cmd:?}: {e}; is it installed?"))
 }
 
-fn write(path: &Path, contents: &str) {
+pub(crate) fn write(path: &Path, contents: &str) {
     fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 

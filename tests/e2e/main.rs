@@ -1,8 +1,9 @@
 //! The single integration-test binary: end-to-end tests against real local
-//! CAs (Pebble), DNS (BIND9) and PostgreSQL, started by [`harness`].
+//! CAs (Pebble; Caddy's `acme_server` for interop), DNS (BIND9) and PostgreSQL, started by [`harness`].
 
 mod api_input;
 mod backup;
+mod caddy_ca;
 mod deploy;
 mod dns01;
 mod dns_api_providers;
@@ -11,6 +12,7 @@ mod drills;
 mod emergency;
 mod harness;
 mod harness_check;
+mod interop_caddy;
 mod issuance;
 mod layers;
 mod manual;

@@ -29,6 +29,9 @@ pub struct ServerOptions {
     pub backoff: (u64, u64),
     /// Override CA b's directory URL (e.g. a dead port).
     pub b_directory_url: Option<String>,
+    /// Replaces CA b (`pebble-b`) by another ACME server, under its own id
+    /// (interop tests: Caddy's `acme_server` as one of the two CAs).
+    pub b_ca: Option<CaEntry>,
     /// Extra environment (e.g. TWINCERT_FAILPOINT).
     pub env: Vec<(String, String)>,
     /// Replaces the TSIG secret of the BIND DNS provider (negative tests).
@@ -63,6 +66,7 @@ impl ServerOptions {
             lease_seconds: 60,
             backoff: (1, 2),
             b_directory_url: None,
+            b_ca: None,
             env: Vec::new(),
             tsig_secret: None,
             authoritative_port: None,
@@ -77,6 +81,18 @@ impl ServerOptions {
     }
 }
 
+/// A `[[cas]]` entry written instead of CA b's.
+#[derive(Clone, Debug)]
+pub struct CaEntry {
+    pub id: String,
+    /// A profile id (`generic` for a private ACME server).
+    pub profile: String,
+    pub directory_url: String,
+    /// The PEM roots its HTTPS chains to.
+    pub trust_roots_file: PathBuf,
+    pub root_group: String,
+}
+
 /// A running `twincert serve`.
 pub struct Server {
     child: Option<Child>,
@@ -88,10 +104,16 @@ pub struct Server {
 }
 
 fn write_config(dir: &Path, cas: &TwoCas, opts: &ServerOptions, api_port: u16) -> PathBuf {
-    let b_url = opts
-        .b_directory_url
-        .clone()
-        .unwrap_or_else(|| cas.b.directory_url());
+    let b = opts.b_ca.clone().unwrap_or_else(|| CaEntry {
+        id: "pebble-b".into(),
+        profile: "pebble".into(),
+        directory_url: opts
+            .b_directory_url
+            .clone()
+            .unwrap_or_else(|| cas.b.directory_url()),
+        trust_roots_file: cas.tls.ca_pem_path.clone(),
+        root_group: "pebble-b".into(),
+    });
     let text = format!(
         r#"
 [server]
@@ -110,7 +132,7 @@ poll_interval_ms = 100
 acme_timeout_seconds = 20
 
 [policy]
-ca_preference = ["pebble-a", "pebble-b"{c_pref}]
+ca_preference = ["pebble-a", "{b_id}"{c_pref}]
 
 [dns]
 resolver = "127.0.0.1:{resolver}"
@@ -131,12 +153,12 @@ root_group = "pebble-a"
 caa_identities = ["pebble-a.test"]
 
 [[cas]]
-id = "pebble-b"
-profile = "pebble"
-directory_url = "{b}"
-trust_roots_file = "{roots}"
-root_group = "pebble-b"
-caa_identities = ["pebble-b.test"]
+id = "{b_id}"
+profile = "{b_profile}"
+directory_url = "{b_url}"
+trust_roots_file = "{b_roots}"
+root_group = "{b_group}"
+{b_caa}
 {c_block}
 {extra}"#,
         extra = opts.extra_config,
@@ -176,7 +198,17 @@ caa_identities = ["pebble-b.test"]
         bmin = opts.backoff.0,
         bmax = opts.backoff.1,
         a = cas.a.directory_url(),
-        b = b_url,
+        b_id = b.id,
+        b_profile = b.profile,
+        b_url = b.directory_url,
+        b_roots = b.trust_roots_file.display(),
+        b_group = b.root_group,
+        // The test Pebbles' CAA identities (preflight); another CA b has none.
+        b_caa = if opts.b_ca.is_none() {
+            "caa_identities = [\"pebble-b.test\"]"
+        } else {
+            ""
+        },
         roots = cas.tls.ca_pem_path.display(),
         resolver = opts.resolver_port.unwrap_or(cas.dns.port()),
         auth = opts.authoritative_port.unwrap_or(cas.dns.port()),
