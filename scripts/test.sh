@@ -33,6 +33,16 @@ if [[ "$missing" == 1 && -z "${PG_BINDIR:-}" ]]; then
         pebble bind9 bind9-dnsutils openssl postgresql ca-certificates python3-venv python3-aiosmtpd >/dev/null
 fi
 
+# --- Pebble 2.6.0 (ARI) -------------------------------------------------------
+# Unpacked from Debian 13's package into a cache directory, hash-checked, not
+# installed (scripts/pebble26.sh, docs/testing.md). The ARI tests start it
+# from the path in TWINCERT_TEST_PEBBLE26_BIN; an explicit value is kept.
+if [[ -z "${TWINCERT_TEST_PEBBLE26_BIN:-}" ]]; then
+    TWINCERT_TEST_PEBBLE26_BIN="$(bash scripts/pebble26.sh)" \
+        || die "could not provide Pebble 2.6.0 (scripts/pebble26.sh)"
+    export TWINCERT_TEST_PEBBLE26_BIN
+fi
+
 # --- PostgreSQL binaries -----------------------------------------------------
 # PG_BINDIR overrides; else the newest Debian server install; else PATH.
 pg_bindir="${PG_BINDIR:-}"
