@@ -2,6 +2,7 @@
 //! CAs (Pebble), DNS (BIND9) and PostgreSQL, started by [`harness`].
 
 mod api_input;
+mod ari_pebble26;
 mod backup;
 mod deploy;
 mod dns01;
