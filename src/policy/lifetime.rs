@@ -13,7 +13,8 @@
 //! scheduled alike.
 
 use super::{
-    ari_max_poll_seconds, ari_poll_delay, expiry_alert_due, no_standby_alert_after, renew_at,
+    ari_max_poll_seconds, ari_poll_delay, expiry_alert_due, max_backoff_seconds,
+    no_standby_alert_after, renew_at,
 };
 
 /// The settings the figures depend on (the configuration's values).
@@ -27,6 +28,8 @@ pub struct ScheduleSettings {
     pub no_standby_alert_seconds: i64,
     /// `revocation.ari_min_poll_seconds`.
     pub ari_min_poll_seconds: u64,
+    /// `worker.min_backoff_seconds`.
+    pub min_backoff_seconds: u64,
     /// `worker.max_backoff_seconds`.
     pub max_backoff_seconds: u64,
 }
@@ -39,6 +42,7 @@ impl ScheduleSettings {
         expiry_alert_fraction: 1.0 / 3.0,
         no_standby_alert_seconds: 24 * 3600,
         ari_min_poll_seconds: 60,
+        min_backoff_seconds: 2,
         max_backoff_seconds: 3600,
     };
 }
@@ -53,6 +57,8 @@ pub struct Schedule {
     pub renew_at: i64,
     /// From the renewal point to expiry: the time renewals can be retried.
     pub retry_budget: i64,
+    /// The longest wait between two attempts ([`max_backoff_seconds`]).
+    pub max_backoff: u64,
     /// Failed attempts that fit in the retry budget at the longest backoff.
     pub attempts_at_max_backoff: i64,
     /// When `expiry_soon` fires if no renewal succeeded
@@ -83,11 +89,14 @@ pub fn schedule(lifetime: i64, s: &ScheduleSettings) -> Schedule {
         }
         lo
     };
+    let max_backoff =
+        max_backoff_seconds(s.max_backoff_seconds, s.min_backoff_seconds, Some(lifetime));
     Schedule {
         lifetime,
+        max_backoff,
         renew_at: renew,
         retry_budget: lifetime - renew,
-        attempts_at_max_backoff: (lifetime - renew) / s.max_backoff_seconds.max(1) as i64,
+        attempts_at_max_backoff: (lifetime - renew) / max_backoff.max(1) as i64,
         expiry_alert_at: first_alert,
         ari_poll: ari_poll_delay(
             Some(6 * 3600),
@@ -125,16 +134,17 @@ pub const TABLE_DAYS: [i64; 4] = [6, 45, 64, 90];
 /// The docs' table (GitHub Markdown) for [`TABLE_DAYS`] under `s`.
 pub fn markdown_table(s: &ScheduleSettings) -> String {
     let mut out = String::from(
-        "| lifetime | renews at (no ARI) | can retry for | attempts at the longest backoff | `expiry_soon` alert at | ARI polled at least every | `no_standby` alert after |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| lifetime | renews at (no ARI) | can retry for | longest wait between attempts | attempts at that wait | `expiry_soon` alert at | ARI polled at least every | `no_standby` alert after |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for days in TABLE_DAYS {
         let r = schedule(days * 86_400, s);
         out.push_str(&format!(
-            "| {days} days | {} after issuance ({}) | {} | {} | {} after issuance ({} before expiry) | {} | {} |\n",
+            "| {days} days | {} after issuance ({}) | {} | {} | {} | {} after issuance ({} before expiry) | {} | {} |\n",
             human(r.renew_at),
             fraction(r.renew_at, r.lifetime),
             human(r.retry_budget),
+            human(r.max_backoff as i64),
             r.attempts_at_max_backoff,
             human(r.expiry_alert_at),
             human(r.lifetime - r.expiry_alert_at),
@@ -211,7 +221,16 @@ mod tests {
         // a standby; a 4-minute test certificate every minute (the floor).
         let r = schedule(12 * 3600, &s);
         assert_eq!((r.ari_poll, r.no_standby_after), (1800, 3600));
-        assert_eq!(schedule(240, &s).ari_poll, 60);
+        assert_eq!((r.max_backoff, r.attempts_at_max_backoff), (600, 24));
+        let r = schedule(240, &s);
+        assert_eq!((r.ari_poll, r.max_backoff), (60, 3));
+        // At the table's lifetimes the configured hour is the cap, and the
+        // retry budget holds at least 48 attempts at it.
+        for days in TABLE_DAYS {
+            let r = schedule(days * DAY, &s);
+            assert_eq!(r.max_backoff, 3600, "{days} d");
+            assert!(r.attempts_at_max_backoff >= 48, "{days} d");
+        }
     }
 
     #[test]

@@ -395,6 +395,20 @@ pub fn no_standby_alert_after(configured: i64, active_lifetime: Option<i64>) -> 
     }
 }
 
+/// The longest wait between two attempts of an order whose slot holds a
+/// certificate living `lifetime` seconds (`None`: a first issuance): the
+/// configured `worker.max_backoff_seconds`, but at most 1/72 of the
+/// lifetime, so the third of the life left after the renewal point holds
+/// at least 24 attempts at the cap (a 12-hour certificate: one every 10
+/// minutes instead of every hour, 24 instead of 4); never below `min`.
+/// A CA's Retry-After still comes on top.
+pub fn max_backoff_seconds(configured: u64, min: u64, lifetime: Option<i64>) -> u64 {
+    match lifetime {
+        Some(l) => configured.min(l.max(0) as u64 / 72).max(min),
+        None => configured,
+    }
+}
+
 /// See [`no_standby_alert_after`].
 pub const NO_STANDBY_LIFETIME_DIVISOR: i64 = 12;
 
