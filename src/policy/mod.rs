@@ -369,16 +369,21 @@ pub fn ari_max_poll_seconds(lifetime: i64) -> u64 {
 
 /// Whether an ARI window says anything about *when in this certificate's
 /// life* to renew. A window already over is always heeded (the CA asks
-/// for renewal now: RFC 9773 §4.2). A window at least as long as the
-/// certificate's whole lifetime is not: Pebble 2.6 serves
-/// `notAfter − lifetime/3 ± 24 h` whatever the lifetime, so a certificate
-/// of a few hours gets a window from before its issuance to after its
-/// expiry, and a random point in it would renew at once, again and again.
+/// for renewal now: RFC 9773 §4.2). Otherwise it must be shorter than the
+/// certificate's whole lifetime and end by its expiry:
+/// * Pebble 2.6 serves `notAfter − lifetime/3 ± 24 h` whatever the
+///   lifetime, so a certificate of a few hours gets a window from before
+///   its issuance to after its expiry; a random point in it renews at
+///   once (and again for each new certificate) or after the certificate
+///   has expired;
+/// * a point after `notAfter` is an expired certificate, whatever the CA
+///   suggested.
+///
 /// Such a window is shown but the lifetime-based renewal point stands.
 pub fn ari_window_usable(window: (i64, i64), validity: (i64, i64), now: i64) -> bool {
     let (start, end) = window;
     let (not_before, not_after) = validity;
-    end <= now || end - start < not_after - not_before
+    end <= now || (end - start < not_after - not_before && end <= not_after)
 }
 
 /// After how long without a usable standby a name is alerted
@@ -577,6 +582,32 @@ mod ari_tests {
             .map(|r| ari_renewal_time(1000, 2000, None, r * 7919))
             .collect();
         assert!(picks.len() > 40);
+    }
+
+    #[test]
+    fn ari_windows_that_cannot_place_a_renewal_in_the_lifetime_are_not_used() {
+        let now = 0;
+        // (window, validity, usable)
+        let cases = [
+            // Pebble 2.6, 4-day certificate: notAfter − 32 h ± 24 h.
+            ((40, 88), (0, 96), true),
+            // Pebble 2.6, 12-minute certificate: ±24 h around it.
+            ((-86_000, 86_900), (0, 720), false),
+            // Ends after expiry (Pebble 2.6, 2.5-day certificate).
+            ((10, 70), (0, 60), false),
+            // A window over: renew now, whatever its shape.
+            ((-3_600, -1_800), (-60, 660), true),
+            ((-86_000, -10), (-60, 660), true),
+            // An incident window running now, inside the lifetime.
+            ((-100, 2_000), (-10 * 86_400, 80 * 86_400), true),
+        ];
+        for (window, validity, want) in cases {
+            assert_eq!(
+                ari_window_usable(window, validity, now),
+                want,
+                "{window:?} {validity:?}"
+            );
+        }
     }
 
     #[test]

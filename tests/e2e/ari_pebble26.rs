@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use twincert::store::Store;
 
-use crate::emergency::{get, revoke_at_ca, sqlite_url};
+use crate::emergency::{ca_client, get, revoke_at_ca, sqlite_url};
 use crate::harness::{PebbleOptions, TwoCas, pebble26_bin};
 use crate::revocation_harness::ari_cert_id;
 use crate::server::{Server, ServerOptions};
@@ -191,6 +191,25 @@ async fn pebble_26_windows_are_polled_and_a_revoked_certificate_is_renewed_at_on
         log.contains("is a replacement of"),
         "Pebble did not record a replacement:\n{log}"
     );
+    // Pebble enforces `replaces`: the revoked certificate now has a
+    // finalized replacement, so naming it again is refused — 409 with type
+    // `malformed` (not RFC 9773's `alreadyReplaced`), which twincert's ACME
+    // client classifies as final (the issuer then orders once more without
+    // `replaces`). A certID whose AKI is not this CA's is `malformed` too.
+    let ca = ca_client(&server, &store, "pebble-b").await;
+    let domains = vec!["a.example.test".to_string()];
+    for (replaces, says) in [
+        (old_id.as_str(), "already has a replacement order"),
+        ("AAAA.AQ", "Authority Key Identifier"),
+    ] {
+        let err = match ca.new_order(&domains, Some(replaces)).await {
+            Ok(_) => panic!("Pebble 2.6 accepted replaces = {replaces}"),
+            Err(e) => e,
+        };
+        assert_eq!(err.kind, twincert::ca::AcmeErrorKind::Final, "{err:?}");
+        assert!(err.message.contains(says), "{replaces}: {err:?}");
+    }
+
     // The renewal was ARI's doing, audited with Pebble's window.
     let page = get(&server, "/v1/events?limit=1000").await;
     let ev = page["items"]
