@@ -37,8 +37,16 @@ if ! have_good_deb || [[ ! -x "$bin" ]]; then
     mkdir -p "$dir"
     if ! have_good_deb; then
         tmp="$(mktemp "$dir/download.XXXXXX")"
-        curl --fail --silent --show-error --location --retry 3 -o "$tmp" "$URL" \
-            || { rm -f "$tmp"; die "download of $URL failed"; }
+        # curl is not on a fresh Debian; Debian's python3 is (scripts/test.sh
+        # needs it).
+        py=/usr/bin/python3; [[ -x "$py" ]] || py=python3
+        if command -v curl >/dev/null 2>&1; then
+            curl --fail --silent --show-error --location --retry 3 -o "$tmp" "$URL"
+        else
+            "$py" -c 'import shutil, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=60) as r, open(sys.argv[2], "wb") as f:
+    shutil.copyfileobj(r, f)' "$URL" "$tmp"
+        fi || { rm -f "$tmp"; die "download of $URL failed"; }
         got="$(sha256sum "$tmp" | awk '{print $1}')"
         if [[ "$got" != "$SHA256" ]]; then
             rm -f "$tmp"
