@@ -12,6 +12,7 @@
 //! Encrypt's `shortlived`, `tlsserver` and `classic` of 2026–2027 — are
 //! scheduled alike.
 
+use super::readiness::standby_expiring;
 use super::{
     ari_max_poll_seconds, ari_poll_delay, expiry_alert_due, max_backoff_seconds,
     no_standby_alert_after, renew_at,
@@ -28,6 +29,8 @@ pub struct ScheduleSettings {
     pub no_standby_alert_seconds: i64,
     /// `revocation.ari_min_poll_seconds`.
     pub ari_min_poll_seconds: u64,
+    /// `readiness.revocation_window_hours`, in seconds.
+    pub revocation_window_seconds: i64,
     /// `worker.min_backoff_seconds`.
     pub min_backoff_seconds: u64,
     /// `worker.max_backoff_seconds`.
@@ -42,6 +45,7 @@ impl ScheduleSettings {
         expiry_alert_fraction: 1.0 / 3.0,
         no_standby_alert_seconds: 24 * 3600,
         ari_min_poll_seconds: 60,
+        revocation_window_seconds: 5 * 86_400,
         min_backoff_seconds: 2,
         max_backoff_seconds: 3600,
     };
@@ -70,25 +74,22 @@ pub struct Schedule {
     /// How long a name may lack a standby before `no_standby`
     /// ([`no_standby_alert_after`]).
     pub no_standby_after: i64,
+    /// A standby with this little left is not counted safe by readiness
+    /// ([`standby_expiring`] first true).
+    pub standby_expiring_left: i64,
 }
 
 /// The schedule for `lifetime` seconds under `s`.
 pub fn schedule(lifetime: i64, s: &ScheduleSettings) -> Schedule {
     let renew = renew_at(0, lifetime, s.renew_at_fraction);
-    // The first second at which the alert rule holds (it holds from then
-    // on: time only moves towards expiry).
-    let first_alert = {
-        let (mut lo, mut hi) = (0, lifetime);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if expiry_alert_due(0, lifetime, renew, s.expiry_alert_fraction, mid) {
-                hi = mid;
-            } else {
-                lo = mid + 1;
-            }
-        }
-        lo
-    };
+    // The first second at which each rule holds (it holds from then on:
+    // time only moves towards expiry).
+    let first_alert = first_true(lifetime, |now| {
+        expiry_alert_due(0, lifetime, renew, s.expiry_alert_fraction, now)
+    });
+    let expiring_from = first_true(lifetime, |now| {
+        standby_expiring(0, lifetime, now, s.revocation_window_seconds)
+    });
     let max_backoff =
         max_backoff_seconds(s.max_backoff_seconds, s.min_backoff_seconds, Some(lifetime));
     Schedule {
@@ -104,7 +105,23 @@ pub fn schedule(lifetime: i64, s: &ScheduleSettings) -> Schedule {
             ari_max_poll_seconds(lifetime),
         ),
         no_standby_after: no_standby_alert_after(s.no_standby_alert_seconds, Some(lifetime)),
+        standby_expiring_left: lifetime - expiring_from,
     }
+}
+
+/// The first second in `[0, end]` from which `rule` holds (it must hold
+/// from some second on and never stop).
+fn first_true(end: i64, rule: impl Fn(i64) -> bool) -> i64 {
+    let (mut lo, mut hi) = (0, end);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if rule(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
 }
 
 /// `4 d 16 h`, `2 h 52 min`, `45 s`: the two largest non-zero units.
@@ -134,13 +151,13 @@ pub const TABLE_DAYS: [i64; 4] = [6, 45, 64, 90];
 /// The docs' table (GitHub Markdown) for [`TABLE_DAYS`] under `s`.
 pub fn markdown_table(s: &ScheduleSettings) -> String {
     let mut out = String::from(
-        "| lifetime | renews at (no ARI) | can retry for | longest wait between attempts | attempts at that wait | `expiry_soon` alert at | ARI polled at least every | `no_standby` alert after |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| lifetime | renews at (no ARI) | can retry for | longest wait between attempts | attempts at that wait | `expiry_soon` alert at | ARI polled at least every | `no_standby` alert after | a standby counts for readiness until |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for days in TABLE_DAYS {
         let r = schedule(days * 86_400, s);
         out.push_str(&format!(
-            "| {days} days | {} after issuance ({}) | {} | {} | {} | {} after issuance ({} before expiry) | {} | {} |\n",
+            "| {days} days | {} after issuance ({}) | {} | {} | {} | {} after issuance ({} before expiry) | {} | {} | {} before expiry |\n",
             human(r.renew_at),
             fraction(r.renew_at, r.lifetime),
             human(r.retry_budget),
@@ -150,6 +167,7 @@ pub fn markdown_table(s: &ScheduleSettings) -> String {
             human(r.lifetime - r.expiry_alert_at),
             human(r.ari_poll as i64),
             human(r.no_standby_after),
+            human(r.standby_expiring_left),
         ));
     }
     out
@@ -224,6 +242,13 @@ mod tests {
         assert_eq!((r.max_backoff, r.attempts_at_max_backoff), (600, 24));
         let r = schedule(240, &s);
         assert_eq!((r.ari_poll, r.max_backoff), (60, 3));
+        // Readiness: the 5-day revocation window, or a quarter of a short
+        // life (6 days: 1 d 12 h; 12 hours: 3 h).
+        assert_eq!(schedule(6 * DAY, &s).standby_expiring_left, 3 * DAY / 2);
+        assert_eq!(schedule(DAY / 2, &s).standby_expiring_left, 3 * 3600);
+        for days in [45, 64, 90] {
+            assert_eq!(schedule(days * DAY, &s).standby_expiring_left, 5 * DAY);
+        }
         // At the table's lifetimes the configured hour is the cap, and the
         // retry budget holds at least 48 attempts at it.
         for days in TABLE_DAYS {

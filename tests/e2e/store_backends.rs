@@ -1597,6 +1597,85 @@ async fn lifetime_alerts_contract(store: Store) {
     }
 }
 
+/// Readiness counts a standby as expiring in SQL exactly when
+/// `policy::readiness::standby_expiring` says so, for standbys of 12
+/// hours to 90 days, around each one's boundary, on both backends.
+async fn readiness_expiring_contract(store: Store) {
+    store.migrate().await.expect("migrate");
+    const DAY: i64 = 86_400;
+    let t0 = 1_000_000_000;
+    let window = policy::lifetime::ScheduleSettings::DEFAULTS.revocation_window_seconds;
+    let lifetimes: BTreeMap<String, i64> = [
+        ("h12.example.test", DAY / 2),
+        ("d6.example.test", 6 * DAY),
+        ("d45.example.test", 45 * DAY),
+        ("d64.example.test", 64 * DAY),
+        ("d90.example.test", 90 * DAY),
+    ]
+    .into_iter()
+    .map(|(n, l)| (n.to_string(), l))
+    .collect();
+    for n in lifetimes.keys() {
+        store
+            .names()
+            .create_name(&name(n, "a", "b"), "t", t0)
+            .await
+            .expect("create");
+    }
+    let jobs = store
+        .leases()
+        .lease_orders("w", t0, 60, 100)
+        .await
+        .expect("lease");
+    for (i, job) in jobs.iter().enumerate() {
+        // The active primary lives long; the standby has the lifetime.
+        let l = match job.slot {
+            Slot::Primary => 365 * DAY,
+            Slot::Backup => lifetimes[job.name_id.as_str()],
+        };
+        issue(&store, job, "w", i, (t0, t0 + l, t0 + l * 2 / 3)).await;
+    }
+    let mut times = Vec::new();
+    for l in lifetimes.values() {
+        let s = policy::lifetime::schedule(*l, &policy::lifetime::ScheduleSettings::DEFAULTS);
+        let at = t0 + l - s.standby_expiring_left;
+        times.extend([t0, at - 1, at, at + 1]);
+    }
+    for now in times {
+        let facts = store
+            .readiness()
+            .name_facts("a", now, now + window, "", 100)
+            .await
+            .expect("facts");
+        assert_eq!(facts.len(), lifetimes.len(), "{facts:?}");
+        for (n, g) in facts {
+            let l = lifetimes[&n];
+            assert_eq!(
+                g.expiring,
+                policy::readiness::standby_expiring(t0, t0 + l, now, window),
+                "{n} at t0 + {} s",
+                now - t0
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_expiring_agrees_with_policy_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("r.db").display());
+    readiness_expiring_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_expiring_agrees_with_policy_on_postgres() {
+    let Some(base) = pg_url_or_skip("readiness_expiring_agrees_with_policy_on_postgres") else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    readiness_expiring_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn lifetime_alerts_agree_with_policy_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");
