@@ -93,9 +93,13 @@ async fn pebble_26_windows_are_polled_and_a_revoked_certificate_is_renewed_at_on
 
     let v = server
         .wait_for("a.example.test", 60, |v| {
+            // The ARI windows and the revocation status are written by
+            // the same pass, but not in one transaction: wait for both.
             v["state"] == "ready"
-                && v["primary"]["ari"]["window_start"].is_string()
-                && v["backup"]["ari"]["window_start"].is_string()
+                && ["primary", "backup"].iter().all(|s| {
+                    v[s]["ari"]["window_start"].is_string()
+                        && v[s]["revocation"]["status"] != "unchecked"
+                })
         })
         .await;
 
