@@ -50,6 +50,16 @@ if [[ ! -x "$TWINCERT_TEST_MOTO_VENV/bin/moto_server" ]]; then
     "$TWINCERT_TEST_MOTO_VENV/bin/pip" install -q "moto[server]==5.2.6"
 fi
 
+# --- Pebble 2.6.0 (ARI) -------------------------------------------------------
+# Unpacked from Debian 13's package into a cache directory, hash-checked, not
+# installed (scripts/pebble26.sh, docs/testing.md). The ARI tests start it
+# from the path in TWINCERT_TEST_PEBBLE26_BIN; an explicit value is kept.
+if [[ -z "${TWINCERT_TEST_PEBBLE26_BIN:-}" ]]; then
+    TWINCERT_TEST_PEBBLE26_BIN="$(bash scripts/pebble26.sh)" \
+        || die "could not provide Pebble 2.6.0 (scripts/pebble26.sh)"
+    export TWINCERT_TEST_PEBBLE26_BIN
+fi
+
 # --- PostgreSQL binaries -----------------------------------------------------
 # PG_BINDIR overrides; else the newest Debian server install; else PATH.
 pg_bindir="${PG_BINDIR:-}"

@@ -83,7 +83,17 @@ pub struct RevocationView {
     pub checked_via: Option<String>,
     /// Why the last check could not decide.
     pub check_error: Option<String>,
+    /// What the status means, for people; for `no_source`: "not checked:
+    /// the CA publishes no revocation source" — short-lived certificates
+    /// (Let's Encrypt's 6-day ones) carry neither a CRL distribution
+    /// point nor an OCSP URL, by design, and that is no error.
+    pub note: Option<String>,
 }
+
+/// Said of a certificate that names no CRL and no OCSP responder.
+pub const NO_SOURCE_NOTE: &str = "not checked: the CA publishes no revocation source \
+     (no CRL distribution point or OCSP URL in the certificate, no CRL configured for the CA); \
+     an ARI window from the CA still triggers renewal";
 
 /// An ARI suggested renewal window (RFC 9773).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -338,6 +348,7 @@ fn revocation_view(s: &crate::store::CertStatusRecord) -> RevocationView {
         checked_at: s.checked_at.map(rfc3339),
         checked_via: s.checked_source.clone(),
         check_error: s.check_error.clone(),
+        note: (status == "no_source").then(|| NO_SOURCE_NOTE.to_string()),
     }
 }
 

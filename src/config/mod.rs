@@ -548,6 +548,16 @@ tsig_secret_file = "/nonexistent/tsig"
         assert_eq!(c.cas["b"].directory_url, "https://127.0.0.1:15000/dir");
         assert_eq!(c.ca_preference, ["a", "b"]);
         assert!((c.renew_at_fraction - 2.0 / 3.0).abs() < 1e-9);
+        // The defaults docs/lifetimes.md's table is computed with
+        // (ScheduleSettings::DEFAULTS in the policy's lifetime module).
+        assert!((c.revocation.expiry_alert_fraction - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(c.revocation.no_standby_alert_seconds, 24 * 3600);
+        assert_eq!(c.revocation.ari_min_poll_seconds, 60);
+        assert_eq!(c.readiness.revocation_window_seconds, 5 * 86_400);
+        assert_eq!(
+            (c.worker.min_backoff_seconds, c.worker.max_backoff_seconds),
+            (2, 3600)
+        );
     }
 
     #[test]

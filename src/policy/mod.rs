@@ -8,6 +8,7 @@ use crate::domain::{KeyType, NameState, SlotState};
 
 pub mod caa;
 pub mod drill;
+pub mod lifetime;
 pub mod reaction;
 pub mod readiness;
 pub mod swap;
@@ -349,10 +350,89 @@ pub fn ari_renewal_time(start: i64, end: i64, previous: Option<i64>, random: u64
 }
 
 /// How long until ARI is asked again, from the server's Retry-After
-/// (RFC 9773 §4.3.3): clamped to `[min, max]` (one minute and one day by
-/// default), six hours when the server sent none.
+/// (RFC 9773 §4.3.3): clamped to `[min, max]` (one minute and
+/// [`ari_max_poll_seconds`] by default), six hours when the server sent
+/// none.
 pub fn ari_poll_delay(retry_after: Option<u64>, min: u64, max: u64) -> u64 {
     retry_after.unwrap_or(6 * 3600).clamp(min, max.max(min))
+}
+
+/// The longest wait between two ARI polls of a certificate that lives
+/// `lifetime` seconds: RFC 9773 §4.3.3's one day, but never more than
+/// 1/24 of the lifetime. A CA's fixed Retry-After (Let's Encrypt and
+/// Pebble 2.6 send six hours) fits a 90-day certificate; for a 6-day one
+/// it is already 1/24 of its life, and for a certificate of a few hours
+/// it would mean a revocation (an immediate window) seen after the
+/// certificate is gone.
+pub fn ari_max_poll_seconds(lifetime: i64) -> u64 {
+    (lifetime.max(0) as u64 / 24).min(86_400)
+}
+
+/// Whether an ARI window says anything about *when in this certificate's
+/// life* to renew. A window already over is always heeded (the CA asks
+/// for renewal now: RFC 9773 §4.2). Otherwise it must be shorter than the
+/// certificate's whole lifetime and end by its expiry:
+/// * Pebble 2.6 serves `notAfter − lifetime/3 ± 24 h` whatever the
+///   lifetime, so a certificate of a few hours gets a window from before
+///   its issuance to after its expiry; a random point in it renews at
+///   once (and again for each new certificate) or after the certificate
+///   has expired;
+/// * a point after `notAfter` is an expired certificate, whatever the CA
+///   suggested.
+///
+/// Such a window is shown but the lifetime-based renewal point stands.
+pub fn ari_window_usable(window: (i64, i64), validity: (i64, i64), now: i64) -> bool {
+    let (start, end) = window;
+    let (not_before, not_after) = validity;
+    end <= now || (end - start < not_after - not_before && end <= not_after)
+}
+
+/// After how long without a usable standby a name is alerted
+/// (`no_standby`): the configured time (`revocation.no_standby_alert_hours`,
+/// a day by default), but never more than 1/12 of the active
+/// certificate's lifetime (`None` when there is none), so a name on
+/// 6-day certificates is alerted after 12 hours and one on 12-hour
+/// certificates after one. The store's `Status::track_standby` applies
+/// this in SQL (same divisor, [`NO_STANDBY_LIFETIME_DIVISOR`]).
+pub fn no_standby_alert_after(configured: i64, active_lifetime: Option<i64>) -> i64 {
+    match active_lifetime {
+        Some(l) => configured.min(l.max(0) / NO_STANDBY_LIFETIME_DIVISOR),
+        None => configured,
+    }
+}
+
+/// The longest wait between two attempts of an order whose slot holds a
+/// certificate living `lifetime` seconds (`None`: a first issuance): the
+/// configured `worker.max_backoff_seconds`, but at most 1/72 of the
+/// lifetime, so the third of the life left after the renewal point holds
+/// at least 24 attempts at the cap (a 12-hour certificate: one every 10
+/// minutes instead of every hour, 24 instead of 4); never below `min`.
+/// A CA's Retry-After still comes on top.
+pub fn max_backoff_seconds(configured: u64, min: u64, lifetime: Option<i64>) -> u64 {
+    match lifetime {
+        Some(l) => configured.min(l.max(0) as u64 / 72).max(min),
+        None => configured,
+    }
+}
+
+/// See [`no_standby_alert_after`].
+pub const NO_STANDBY_LIFETIME_DIVISOR: i64 = 12;
+
+/// Whether a slot's certificate gets the `expiry_soon` alert: less than
+/// `fraction` of its lifetime is left and its renewal has been due for
+/// more than 1/50 of the lifetime without succeeding (a renewal that
+/// merely takes its usual minutes is no news). The store's
+/// `Status::expiring_slots` applies this in SQL.
+pub fn expiry_alert_due(
+    not_before: i64,
+    not_after: i64,
+    renew_after: i64,
+    fraction: f64,
+    now: i64,
+) -> bool {
+    let lifetime = not_after - not_before;
+    let per_mille = (fraction * 1000.0).round() as i64;
+    (not_after - now) * 1000 < lifetime * per_mille && renew_after + lifetime / 50 < now
 }
 
 /// Whether an ARI window counts as *moved into the past* — the CA asks
@@ -503,6 +583,32 @@ mod ari_tests {
             .map(|r| ari_renewal_time(1000, 2000, None, r * 7919))
             .collect();
         assert!(picks.len() > 40);
+    }
+
+    #[test]
+    fn ari_windows_that_cannot_place_a_renewal_in_the_lifetime_are_not_used() {
+        let now = 0;
+        // (window, validity, usable)
+        let cases = [
+            // Pebble 2.6, 4-day certificate: notAfter − 32 h ± 24 h.
+            ((40, 88), (0, 96), true),
+            // Pebble 2.6, 12-minute certificate: ±24 h around it.
+            ((-86_000, 86_900), (0, 720), false),
+            // Ends after expiry (Pebble 2.6, 2.5-day certificate).
+            ((10, 70), (0, 60), false),
+            // A window over: renew now, whatever its shape.
+            ((-3_600, -1_800), (-60, 660), true),
+            ((-86_000, -10), (-60, 660), true),
+            // An incident window running now, inside the lifetime.
+            ((-100, 2_000), (-10 * 86_400, 80 * 86_400), true),
+        ];
+        for (window, validity, want) in cases {
+            assert_eq!(
+                ari_window_usable(window, validity, now),
+                want,
+                "{window:?} {validity:?}"
+            );
+        }
     }
 
     #[test]

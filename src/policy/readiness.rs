@@ -17,7 +17,7 @@ pub struct StandbyFacts<'a> {
     pub ca_distrusted: bool,
     /// It has expired.
     pub expired: bool,
-    /// It expires before the revocation window from now ends.
+    /// It expires soon ([`standby_expiring`]).
     pub expiring: bool,
     /// Found or made revoked.
     pub revoked: bool,
@@ -42,9 +42,8 @@ pub enum Readiness {
     NoStandby,
     /// The standby has expired.
     StandbyExpired,
-    /// The standby expires before the revocation window ends (the CA/B
-    /// Forum allows a CA up to 5 days): it would need re-issuing under
-    /// pressure.
+    /// The standby expires soon ([`standby_expiring`]): it would need
+    /// re-issuing under pressure.
     StandbyExpiring,
     /// The standby is revoked.
     StandbyRevoked,
@@ -90,6 +89,24 @@ impl Readiness {
         }
     }
 }
+
+/// Whether a standby valid until `not_after` (issued `not_before`) counts
+/// as expiring at `now`: it expires within the revocation window
+/// (`readiness.revocation_window_hours`, 5 days: the time the CA/B Forum
+/// allows a CA to revoke) or within 1/4 of its own lifetime, whichever is
+/// shorter. The window alone fits 90-day certificates; a 6-day standby
+/// has less than 5 days left from its first day on, and would never count
+/// as safe, though it is renewed by its own (healthy) CA like any other.
+/// A quarter of the lifetime left means its renewal, due at 2/3, is late
+/// by a twelfth of the life: then it is no standby to count on. The
+/// store's readiness facts apply this in SQL.
+pub fn standby_expiring(not_before: i64, not_after: i64, now: i64, window: i64) -> bool {
+    let quarter = (not_after - not_before).max(0) / STANDBY_EXPIRING_LIFETIME_DIVISOR;
+    not_after <= now + window.min(quarter)
+}
+
+/// See [`standby_expiring`].
+pub const STANDBY_EXPIRING_LIFETIME_DIVISOR: i64 = 4;
 
 /// Whether a name active on CA `x` (root group `x_group`) is safe if `x`
 /// is lost now; the first reason that applies, in this order: the swap's
@@ -181,6 +198,36 @@ pub fn time_to_safety(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_standby_is_expiring_within_the_revocation_window_or_a_quarter_of_its_life() {
+        const DAY: i64 = 86_400;
+        let window = 5 * DAY;
+        // (lifetime, seconds left, expiring)
+        let cases = [
+            // 90 days: the 5-day window decides.
+            (90 * DAY, 5 * DAY + 1, false),
+            (90 * DAY, 5 * DAY, true),
+            (45 * DAY, 5 * DAY + 1, false),
+            // 6 days: a quarter (1.5 days) decides; 4 days left is fine.
+            (6 * DAY, 4 * DAY, false),
+            (6 * DAY, 2 * DAY, false),
+            (6 * DAY, 3 * DAY / 2 + 1, false),
+            (6 * DAY, 3 * DAY / 2, true),
+            // 12 hours: 3 hours.
+            (DAY / 2, 3 * 3600 + 1, false),
+            (DAY / 2, 3 * 3600, true),
+        ];
+        for (lifetime, left, want) in cases {
+            let now = 1_000_000;
+            let not_after = now + left;
+            assert_eq!(
+                standby_expiring(not_after - lifetime, not_after, now, window),
+                want,
+                "lifetime {lifetime} s, {left} s left"
+            );
+        }
+    }
 
     #[test]
     fn the_first_reason_that_applies_is_reported() {

@@ -592,6 +592,23 @@ impl Orders {
             .collect()
     }
 
+    /// The validity (`notBefore`, `notAfter`, unix seconds) of the
+    /// certificate the order's slot holds now, from whichever CA; `None`
+    /// for a first issuance.
+    pub async fn current_validity(&self, order_id: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        let row = one(
+            &self.db,
+            "SELECT c.not_before, c.not_after FROM orders o \
+             JOIN slots s ON s.name_id = o.name_id AND s.slot = o.slot \
+             JOIN certificates c ON c.id = s.current_cert_id \
+             WHERE o.id = $1",
+            vec![order_id.into()],
+        )
+        .await?;
+        row.map(|r| Ok((get(&r, "not_before")?, get(&r, "not_after")?)))
+            .transpose()
+    }
+
     /// The certificate an order renews, as PEM — when the slot's current
     /// certificate comes from the order's CA (ARI `replaces` is only valid
     /// within one CA and account).

@@ -49,11 +49,15 @@ pub struct ReadinessGroup {
 }
 
 /// The facts of every name with an active certificate (holes: `$1` now,
-/// `$2` the end of the revocation window).
+/// `$2` the end of the revocation window). `expiring` mirrors
+/// `policy::readiness::standby_expiring`: the standby expires within the
+/// revocation window or within 1/4 of its own lifetime, whichever is
+/// shorter (divisor `STANDBY_EXPIRING_LIFETIME_DIVISOR` there).
 const FACTS: &str = "SELECT n.id AS name_id, {ACTIVE_CA} AS active_ca, cs.ca_id AS standby_ca, \
      CASE WHEN cs.id IS NULL THEN 0 ELSE 1 END AS present, \
      CASE WHEN cs.not_after <= $1 THEN 1 ELSE 0 END AS expired, \
-     CASE WHEN cs.not_after <= $2 THEN 1 ELSE 0 END AS expiring, \
+     CASE WHEN cs.not_after <= $1 + (CASE WHEN (cs.not_after - cs.not_before) / 4 < $2 - $1 \
+       THEN (cs.not_after - cs.not_before) / 4 ELSE $2 - $1 END) THEN 1 ELSE 0 END AS expiring, \
      CASE WHEN cs.revoked_at IS NOT NULL THEN 1 ELSE 0 END AS revoked, \
      CASE WHEN ks.compromised THEN 1 ELSE 0 END AS compromised, \
      CASE WHEN (CASE n.active_slot WHEN 'primary' THEN n.backup_superseded_by \

@@ -459,12 +459,15 @@ impl Status {
 
     /// Keeps `names.standby_missing_since` true to the swap facts (and to
     /// a standby superseded by an emergency operation), and
-    /// returns the names without a usable standby since before `cutoff`
-    /// with that time (at most `limit`).
+    /// returns the names without a usable standby for longer than
+    /// `max_seconds` or 1/`divisor` of their active certificate's
+    /// lifetime, whichever is shorter (`policy::no_standby_alert_after`),
+    /// with the time it started (at most `limit`).
     pub async fn track_standby(
         &self,
         now: i64,
-        cutoff: i64,
+        max_seconds: i64,
+        divisor: i64,
         limit: u64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
         exec(
@@ -489,9 +492,20 @@ impl Status {
         .await?;
         let rows = all(
             &self.db,
-            "SELECT id, standby_missing_since FROM names \
-             WHERE standby_missing_since <= $1 ORDER BY standby_missing_since, id LIMIT $2",
-            vec![cutoff.into(), (limit as i64).into()],
+            "SELECT n.id, n.standby_missing_since FROM names n \
+             LEFT JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot \
+             LEFT JOIN certificates c ON c.id = s.current_cert_id \
+             WHERE n.standby_missing_since IS NOT NULL \
+             AND n.standby_missing_since <= $1 - (CASE \
+               WHEN c.id IS NOT NULL AND (c.not_after - c.not_before) / $4 < $2 \
+               THEN (c.not_after - c.not_before) / $4 ELSE $2 END) \
+             ORDER BY n.standby_missing_since, n.id LIMIT $3",
+            vec![
+                now.into(),
+                max_seconds.into(),
+                (limit as i64).into(),
+                divisor.max(1).into(),
+            ],
         )
         .await?;
         rows.iter()

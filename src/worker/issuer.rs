@@ -394,9 +394,23 @@ impl Issuer {
                     let delay = if e.waiting {
                         e.retry_after.unwrap_or(self.cfg.min_backoff_seconds)
                     } else {
+                        // The longest wait shrinks with the lifetime of
+                        // the certificate being replaced: its last third
+                        // must hold many attempts.
+                        let lifetime = match self.orders.current_validity(&job.id).await {
+                            Ok(v) => v.map(|(nb, na)| na - nb),
+                            Err(se) => {
+                                warn!(error = %se, "could not read the slot's certificate");
+                                None
+                            }
+                        };
                         backoff_secs(
                             self.cfg.min_backoff_seconds,
-                            self.cfg.max_backoff_seconds,
+                            crate::policy::max_backoff_seconds(
+                                self.cfg.max_backoff_seconds,
+                                self.cfg.min_backoff_seconds,
+                                lifetime,
+                            ),
                             job.attempts,
                             e.retry_after,
                         )

@@ -826,7 +826,11 @@ impl StatusChecker {
         let previous = t.ari_window_start.map(|_| t.renew_after);
         // A renewal already due stays due (a failing renewal must not be
         // pushed to "now" on every poll, hiding how overdue it is).
-        let renew = if t.renew_after <= now {
+        // A window that cannot place a renewal inside this certificate's
+        // life (Pebble 2.6's ±24 h for a short lifetime) is recorded and
+        // shown, but the lifetime-based point stands.
+        let usable = policy::ari_window_usable((w.start, w.end), (t.not_before, t.not_after), now);
+        let renew = if t.renew_after <= now || !usable {
             t.renew_after
         } else {
             policy::ari_renewal_time(w.start, w.end, previous, random_u64())
@@ -837,7 +841,8 @@ impl StatusChecker {
             (t.not_before, t.not_after),
             now,
         );
-        let next_poll = now + policy::ari_poll_delay(w.retry_after, min, 86_400) as i64;
+        let max = policy::ari_max_poll_seconds(t.not_after - t.not_before);
+        let next_poll = now + policy::ari_poll_delay(w.retry_after, min, max) as i64;
         self.status
             .record_ari(
                 &t.cert_id,
@@ -1260,7 +1265,12 @@ impl StatusChecker {
         }
         let missing = self
             .status
-            .track_standby(now, now - cfg.no_standby_alert_seconds, ALERT_LIMIT)
+            .track_standby(
+                now,
+                cfg.no_standby_alert_seconds,
+                policy::NO_STANDBY_LIFETIME_DIVISOR,
+                ALERT_LIMIT,
+            )
             .await?;
         let mut names = Vec::with_capacity(missing.len());
         for (name, since) in &missing {

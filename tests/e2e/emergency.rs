@@ -122,6 +122,18 @@ pub(crate) async fn wait_all(
 /// account there (restored from the store), as a CA's mass revocation
 /// would: reason 4 (superseded), not through twincert.
 pub(crate) async fn revoke_at_ca(server: &Server, store: &Store, ca_id: &str, chain_pem: &str) {
+    let ca = ca_client(server, store, ca_id).await;
+    let der = twincert::certs::chain_ders(chain_pem)
+        .expect("chain")
+        .into_iter()
+        .next()
+        .expect("leaf");
+    ca.revoke(&der, 4).await.expect("revoke at the CA");
+}
+
+/// An ACME client for CA `ca_id` signed in with twincert's own account
+/// there (unsealed from the store), as the worker uses it.
+pub(crate) async fn ca_client(server: &Server, store: &Store, ca_id: &str) -> CaClient {
     let cfg = Config::load(server.config_path()).expect("config");
     let ca = CaClient::new(
         cfg.cas.get(ca_id).expect("configured").clone(),
@@ -138,12 +150,7 @@ pub(crate) async fn revoke_at_ca(server: &Server, store: &Store, ca_id: &str, ch
         .open(&format!("acme account {ca_id}"), &sealed)
         .expect("unseal the account");
     ca.restore_account(&creds).await.expect("restore account");
-    let der = twincert::certs::chain_ders(chain_pem)
-        .expect("chain")
-        .into_iter()
-        .next()
-        .expect("leaf");
-    ca.revoke(&der, 4).await.expect("revoke at the CA");
+    ca
 }
 
 pub(crate) fn unix_now() -> i64 {

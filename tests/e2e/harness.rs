@@ -577,6 +577,47 @@ pub struct PebbleOptions {
     /// `revocation_harness::RevocationAuthority::start_ocsp`. `None`: no AIA
     /// OCSP URL.
     pub ocsp_responder_url: Option<String>,
+    /// The Pebble executable; `None` is Debian 12's `pebble` (2.4.0) from
+    /// `PATH`. [`pebble26_bin`] gives Pebble 2.6.0 (ARI), which takes the
+    /// same flags and configuration keys.
+    pub binary: Option<PathBuf>,
+}
+
+/// Environment variable with the path of a Pebble 2.6.0 executable (set by
+/// `scripts/test.sh` from `scripts/pebble26.sh`; `TWINCERT_TEST_` variables
+/// are not configuration overrides).
+pub const PEBBLE26_ENV: &str = "TWINCERT_TEST_PEBBLE26_BIN";
+
+/// The Pebble 2.6.0 executable for a test, or `None` (the caller returns)
+/// outside `scripts/test.sh`. Under CI (`CI` set) a missing one fails the
+/// test instead: CI must run the ARI tests against it.
+///
+/// Pebble 2.6.0 differs from 2.4.0 in what the tests rely on (read from
+/// its source at tag v2.6.0, `wfe/wfe.go`, `core/types.go`):
+/// * the directory has `renewalInfo` =
+///   `https://<host>/draft-ietf-acme-ari-03/renewalInfo` (draft 03 path,
+///   RFC 9773 certID `base64url(AKI).base64url(serial)`), GET only;
+/// * every window comes with `Retry-After: 21600` (6 h);
+/// * a revoked certificate's window is `[now − 1 h, now − 30 min]`
+///   (already over: renew at once); any other is the middle third's end
+///   ± 24 h (`notAfter − lifetime/3 ± 24 h`), whatever the lifetime;
+/// * an unknown certificate's window is a 500 `serverInternal`;
+/// * newOrder `replaces` is checked (unparsable → `malformed`; a
+///   certificate already replaced by a finalized order → 409 `malformed`;
+///   another account's → `unauthorized`; no shared identifier or an
+///   unknown certificate → 500 `serverInternal`) and echoed in the order.
+pub fn pebble26_bin(test: &str) -> Option<PathBuf> {
+    let bin = std::env::var_os(PEBBLE26_ENV)
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+    if bin.is_none() {
+        eprintln!("{PEBBLE26_ENV} not set: Pebble 2.6 test {test} not run");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must run the Pebble 2.6 tests (use scripts/test.sh)"
+        );
+    }
+    bin
 }
 
 impl Default for PebbleOptions {
@@ -589,6 +630,7 @@ impl Default for PebbleOptions {
             tls_alpn01_port: None,
             eab_keys: Vec::new(),
             ocsp_responder_url: None,
+            binary: None,
         }
     }
 }
@@ -665,7 +707,12 @@ impl Pebble {
     }
 
     async fn spawn_and_wait(&mut self) {
-        let mut cmd = Command::new("pebble");
+        let mut cmd = Command::new(
+            self.opts
+                .binary
+                .as_deref()
+                .unwrap_or_else(|| Path::new("pebble")),
+        );
         cmd.arg("-config").arg(&self.config);
         if let Some(dns_port) = self.opts.dns_port {
             cmd.arg("-dnsserver").arg(format!("127.0.0.1:{dns_port}"));
@@ -867,7 +914,19 @@ impl TwoCas {
         TwoCas::start_n(opts, true).await
     }
 
+    /// Starts BIND and two Pebbles with their own options each (e.g. two
+    /// lifetimes, or another Pebble binary for one of them); the shared
+    /// `http01_port` and `dns_port` replace theirs.
+    pub async fn start_each(a: PebbleOptions, b: PebbleOptions) -> TwoCas {
+        TwoCas::start_n_each(a, b, None).await
+    }
+
     async fn start_n(opts: PebbleOptions, third: bool) -> TwoCas {
+        let c = third.then(|| opts.clone());
+        TwoCas::start_n_each(opts.clone(), opts, c).await
+    }
+
+    async fn start_n_each(a: PebbleOptions, b: PebbleOptions, c: Option<PebbleOptions>) -> TwoCas {
         let dir = tempfile::Builder::new()
             .prefix("twincert-e2e-")
             .tempdir()
@@ -875,19 +934,18 @@ impl TwoCas {
         let tls = LocalTls::generate(dir.path());
         let dns = Bind::start(dir.path());
         let http01_port = free_port();
-        let opts = PebbleOptions {
+        let shared = |opts: PebbleOptions| PebbleOptions {
             http01_port,
             dns_port: opts.dns_port.or(Some(dns.port())),
             ..opts
         };
         let (a, b, c) = tokio::join!(
-            Pebble::start(dir.path(), "a", &tls, opts.clone()),
-            Pebble::start(dir.path(), "b", &tls, opts.clone()),
+            Pebble::start(dir.path(), "a", &tls, shared(a)),
+            Pebble::start(dir.path(), "b", &tls, shared(b)),
             async {
-                if third {
-                    Some(Pebble::start(dir.path(), "c", &tls, opts.clone()).await)
-                } else {
-                    None
+                match c {
+                    Some(c) => Some(Pebble::start(dir.path(), "c", &tls, shared(c)).await),
+                    None => None,
                 }
             },
         );

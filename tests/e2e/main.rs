@@ -2,6 +2,7 @@
 //! CAs (Pebble; Caddy's `acme_server` for interop), DNS (BIND9) and PostgreSQL, started by [`harness`].
 
 mod api_input;
+mod ari_pebble26;
 mod backup;
 mod caddy_ca;
 mod deploy;

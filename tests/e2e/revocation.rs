@@ -349,6 +349,11 @@ async fn ocsp_revoked_swaps_while_unknown_and_badly_signed_answers_only_alert() 
     );
 }
 
+/// Server: Pebble 2.4.0 behind the harness's **ARI proxy**
+/// (`AriProxy`), which serves the windows the test sets. The proxy stays
+/// for what no Pebble can do: moving the window of a certificate that is
+/// not revoked (Pebble 2.6 only answers its fixed window or, once revoked,
+/// an immediate one; `ari_pebble26` tests those against Pebble 2.6 itself).
 #[tokio::test(flavor = "multi_thread")]
 async fn ari_windows_schedule_renewal_inside_them_and_a_past_window_renews_now_with_replaces() {
     let cas = TwoCas::start(0).await;
@@ -633,11 +638,10 @@ async fn a_certificate_that_cannot_be_renewed_and_a_name_without_a_standby_raise
     let mut opts = ServerOptions::new(sqlite_url(cas.dir()));
     // CA B is unreachable: the name never gets a standby.
     opts.b_directory_url = Some(format!("https://127.0.0.1:{}/dir", free_port()));
+    // No `no_standby_alert_hours`: the default 24 h is bounded by 1/12 of
+    // the active certificate's 30 s lifetime (policy::no_standby_alert_after),
+    // so the alert comes after 2 s.
     opts.env = fast_checks();
-    opts.env.push((
-        "TWINCERT_REVOCATION_NO_STANDBY_ALERT_HOURS".into(),
-        "0.001".into(),
-    ));
     let server = Server::start(&cas, opts).await;
     let (st, body) = server.create(json!({"name": "a.example.test"})).await;
     assert_eq!(st, 201, "{body}");

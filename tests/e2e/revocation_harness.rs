@@ -12,7 +12,10 @@
 //!   that signed the certificates.
 //! * [`AriProxy`] is an HTTPS front for the Pebble ACME API whose directory
 //!   adds `renewalInfo`, serves the windows a test sets, and records every
-//!   newOrder payload (so a test can see `replaces`).
+//!   newOrder payload (so a test can see `replaces`). ARI as a real server
+//!   serves it is tested against Pebble 2.6.0 (`crate::ari_pebble26`); the
+//!   proxy is kept for moving the window of an unrevoked certificate,
+//!   which no Pebble can do.
 //!
 //! It owns only its own servers, files and `openssl` runs; it never touches
 //! the crate under test, and it reads a Pebble only through its public APIs.

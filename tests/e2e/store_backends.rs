@@ -1753,3 +1753,199 @@ async fn acme_dns_registrations_on_postgres() {
     let url = fresh_pg_database(&base).await;
     acme_dns_contract(Store::connect(&url).await.expect("connect")).await;
 }
+
+/// The lifetime-scaled alerts in SQL agree with the policy functions they
+/// mirror, on both backends: `Status::track_standby` with
+/// `policy::no_standby_alert_after` and `Status::expiring_slots` with
+/// `policy::expiry_alert_due`, for 12-hour, 6-, 45-, 64- and 90-day
+/// certificates, at every lifetime's own boundaries (issue 17, item 2).
+async fn lifetime_alerts_contract(store: Store) {
+    store.migrate().await.expect("migrate");
+    const DAY: i64 = 86_400;
+    let t0 = 1_000_000_000;
+    let lifetimes: BTreeMap<String, i64> = [
+        ("h12.example.test", DAY / 2),
+        ("d6.example.test", 6 * DAY),
+        ("d45.example.test", 45 * DAY),
+        ("d64.example.test", 64 * DAY),
+        ("d90.example.test", 90 * DAY),
+    ]
+    .into_iter()
+    .map(|(n, l)| (n.to_string(), l))
+    .collect();
+    for n in lifetimes.keys() {
+        store
+            .names()
+            .create_name(&name(n, "a", "b"), "t", t0)
+            .await
+            .expect("create");
+    }
+    // Only the primary (active) slot is issued: no name has a standby.
+    let jobs = store
+        .leases()
+        .lease_orders("w", t0, 60, 100)
+        .await
+        .expect("lease");
+    let settings = policy::lifetime::ScheduleSettings::DEFAULTS;
+    for (i, job) in jobs.iter().filter(|j| j.slot == Slot::Primary).enumerate() {
+        let l = lifetimes[job.name_id.as_str()];
+        let renew = policy::renew_at(t0, t0 + l, settings.renew_at_fraction);
+        issue(&store, job, "w", i, (t0, t0 + l, renew)).await;
+    }
+    let status = store.status();
+    let max = settings.no_standby_alert_seconds;
+    let divisor = policy::NO_STANDBY_LIFETIME_DIVISOR;
+    // The first pass notes when each standby went missing (t0).
+    let first = status
+        .track_standby(t0, max, divisor, 100)
+        .await
+        .expect("track");
+    assert!(first.is_empty(), "{first:?}");
+
+    // Every boundary of every lifetime, and a second either side.
+    let mut times: Vec<i64> = Vec::new();
+    for l in lifetimes.values() {
+        let s = policy::lifetime::schedule(*l, &settings);
+        for at in [s.no_standby_after, s.expiry_alert_at, s.renew_at] {
+            times.extend([t0 + at - 1, t0 + at, t0 + at + 1]);
+        }
+    }
+    times.sort();
+    times.dedup();
+    for now in times {
+        let mut sql: Vec<String> = status
+            .track_standby(now, max, divisor, 100)
+            .await
+            .expect("track")
+            .into_iter()
+            .map(|(n, since)| {
+                assert_eq!(since, t0, "{n}");
+                n
+            })
+            .collect();
+        sql.sort();
+        let want: Vec<String> = lifetimes
+            .iter()
+            .filter(|(_, l)| now - t0 >= policy::no_standby_alert_after(max, Some(**l)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        assert_eq!(sql, want, "no_standby at t0 + {} s", now - t0);
+
+        let mut sql: Vec<String> = status
+            .expiring_slots(now, settings.expiry_alert_fraction, 100)
+            .await
+            .expect("expiring")
+            .into_iter()
+            .map(|(n, slot, ..)| {
+                assert_eq!(slot, Slot::Primary);
+                n
+            })
+            .collect();
+        sql.sort();
+        let want: Vec<String> = lifetimes
+            .iter()
+            .filter(|(_, l)| {
+                let renew = policy::renew_at(t0, t0 + **l, settings.renew_at_fraction);
+                // Past expiry too: the alert then says "has EXPIRED".
+                policy::expiry_alert_due(t0, t0 + **l, renew, settings.expiry_alert_fraction, now)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        assert_eq!(sql, want, "expiry_soon at t0 + {} s", now - t0);
+    }
+}
+
+/// Readiness counts a standby as expiring in SQL exactly when
+/// `policy::readiness::standby_expiring` says so, for standbys of 12
+/// hours to 90 days, around each one's boundary, on both backends.
+async fn readiness_expiring_contract(store: Store) {
+    store.migrate().await.expect("migrate");
+    const DAY: i64 = 86_400;
+    let t0 = 1_000_000_000;
+    let window = policy::lifetime::ScheduleSettings::DEFAULTS.revocation_window_seconds;
+    let lifetimes: BTreeMap<String, i64> = [
+        ("h12.example.test", DAY / 2),
+        ("d6.example.test", 6 * DAY),
+        ("d45.example.test", 45 * DAY),
+        ("d64.example.test", 64 * DAY),
+        ("d90.example.test", 90 * DAY),
+    ]
+    .into_iter()
+    .map(|(n, l)| (n.to_string(), l))
+    .collect();
+    for n in lifetimes.keys() {
+        store
+            .names()
+            .create_name(&name(n, "a", "b"), "t", t0)
+            .await
+            .expect("create");
+    }
+    let jobs = store
+        .leases()
+        .lease_orders("w", t0, 60, 100)
+        .await
+        .expect("lease");
+    for (i, job) in jobs.iter().enumerate() {
+        // The active primary lives long; the standby has the lifetime.
+        let l = match job.slot {
+            Slot::Primary => 365 * DAY,
+            Slot::Backup => lifetimes[job.name_id.as_str()],
+        };
+        issue(&store, job, "w", i, (t0, t0 + l, t0 + l * 2 / 3)).await;
+    }
+    let mut times = Vec::new();
+    for l in lifetimes.values() {
+        let s = policy::lifetime::schedule(*l, &policy::lifetime::ScheduleSettings::DEFAULTS);
+        let at = t0 + l - s.standby_expiring_left;
+        times.extend([t0, at - 1, at, at + 1]);
+    }
+    for now in times {
+        let facts = store
+            .readiness()
+            .name_facts("a", now, now + window, "", 100)
+            .await
+            .expect("facts");
+        assert_eq!(facts.len(), lifetimes.len(), "{facts:?}");
+        for (n, g) in facts {
+            let l = lifetimes[&n];
+            assert_eq!(
+                g.expiring,
+                policy::readiness::standby_expiring(t0, t0 + l, now, window),
+                "{n} at t0 + {} s",
+                now - t0
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_expiring_agrees_with_policy_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("r.db").display());
+    readiness_expiring_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_expiring_agrees_with_policy_on_postgres() {
+    let Some(base) = pg_url_or_skip("readiness_expiring_agrees_with_policy_on_postgres") else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    readiness_expiring_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifetime_alerts_agree_with_policy_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("l.db").display());
+    lifetime_alerts_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lifetime_alerts_agree_with_policy_on_postgres() {
+    let Some(base) = pg_url_or_skip("lifetime_alerts_agree_with_policy_on_postgres") else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    lifetime_alerts_contract(Store::connect(&url).await.expect("connect")).await;
+}
