@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
+use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone};
 use crate::command::{CommandStatus, run_command};
 
 /// The program to run and how (`kind = "exec"`), as the configuration
@@ -128,6 +128,14 @@ impl DnsProvider for Exec {
 
     fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a> {
         Box::pin(self.run("cleanup", fqdn, value))
+    }
+
+    fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a> {
+        let detail = format!(
+            "DNS provider '{}' (exec) for zone {zone}: not checkable without a change: exec runs the operator's program only to present or clean up a record, so preflight does not run it",
+            self.id
+        );
+        Box::pin(async move { ProviderCheck::NotCheckable(detail) })
     }
 }
 

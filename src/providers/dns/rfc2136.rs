@@ -13,12 +13,12 @@ use hickory_net::client::{Client, ClientHandle};
 use hickory_net::proto::op::ResponseCode;
 use hickory_net::proto::rr::rdata::TXT;
 use hickory_net::proto::rr::rdata::tsig::TsigAlgorithm;
-use hickory_net::proto::rr::{DNSClass, Name, RData, Record, TSigner};
+use hickory_net::proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::xfer::DnsMultiplexer;
 
-use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
+use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone};
 
 /// An RFC 2136 server and its TSIG key (`kind = "rfc2136"`), as the
 /// `[[dns_providers]]` configuration validated them.
@@ -162,6 +162,87 @@ impl Rfc2136 {
     }
 }
 
+impl Rfc2136 {
+    /// A TSIG-signed SOA query for `zone` to the update server over TCP:
+    /// the server checks the signature (RFC 8945 §5.2) and we check its
+    /// answer's, so a wrong secret, algorithm or key name comes back as
+    /// NOTAUTH/BADSIG. Whether the key may *update* the zone (BIND's
+    /// `update-policy`) cannot be known without an update.
+    async fn probe(&self, zone: &str) -> ProviderCheck {
+        let what = format!(
+            "DNS provider '{}' (rfc2136, {}): signed SOA query for {zone}",
+            self.id, self.server
+        );
+        let name = match Name::from_ascii(format!("{}.", zone.trim_end_matches('.'))) {
+            Ok(n) => n,
+            Err(e) => return ProviderCheck::Unreachable(format!("{what}: bad zone: {e}")),
+        };
+        let (connect, sender) = TcpClientStream::new(
+            self.server,
+            None,
+            Some(Duration::from_secs(10)),
+            TokioRuntimeProvider::new(),
+        );
+        let stream = match connect.await {
+            Ok(s) => s,
+            Err(e) => return ProviderCheck::Unreachable(format!("{what}: cannot connect: {e}")),
+        };
+        let (mut client, bg) = Client::<TokioRuntimeProvider>::from_sender(
+            DnsMultiplexer::new(stream, sender)
+                .with_timeout(Duration::from_secs(10))
+                .with_signer(self.signer.clone()),
+        );
+        let bg = tokio::spawn(bg);
+        let result = client.query(name, DNSClass::IN, RecordType::SOA).await;
+        bg.abort();
+        let bad_key = |why: String| ProviderCheck::Refused {
+            detail: format!("{what}: the server refused the TSIG signature ({why})"),
+            fix: format!(
+                "check tsig_key_name '{}', tsig_algorithm and tsig_secret of DNS provider '{}' \
+                 against the server's key",
+                self.key_name, self.id
+            ),
+        };
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let text = e.to_string();
+                let lower = text.to_ascii_lowercase();
+                // As in `update`: a server rejecting the key answers
+                // without a valid signature, which hickory reports as a
+                // protocol error; only a timeout is not about the key.
+                if lower.contains("timed out") || lower.contains("timeout") {
+                    return ProviderCheck::Unreachable(format!("{what}: {text}"));
+                }
+                return bad_key(text);
+            }
+        };
+        match response.response_code {
+            ResponseCode::NoError if !response.answers.is_empty() => {
+                ProviderCheck::Verified(format!(
+                    "{what}: answered with a valid signature by key '{}' (whether the key may \
+                     update is not checked without a change)",
+                    self.key_name
+                ))
+            }
+            ResponseCode::NotAuth => bad_key("NOTAUTH".into()),
+            ResponseCode::NoError | ResponseCode::Refused | ResponseCode::NXDomain => {
+                ProviderCheck::Refused {
+                    detail: format!(
+                        "{what}: the server does not serve the zone (answered {})",
+                        response.response_code
+                    ),
+                    fix: format!(
+                        "check server of DNS provider '{}': it must be the primary of {zone}",
+                        self.id
+                    ),
+                }
+            }
+            other => ProviderCheck::Unreachable(format!("{what}: the server answered {other}")),
+        }
+    }
+}
+
 impl DnsProvider for Rfc2136 {
     fn id(&self) -> &str {
         &self.id
@@ -177,5 +258,9 @@ impl DnsProvider for Rfc2136 {
 
     fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a> {
         Box::pin(self.update(fqdn, value, false))
+    }
+
+    fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a> {
+        Box::pin(self.probe(zone))
     }
 }

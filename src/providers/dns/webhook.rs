@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
+use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone};
 use crate::clock::{Clock, SystemClock};
 use crate::webhook_signature::signed_headers;
 
@@ -169,6 +169,14 @@ impl DnsProvider for Webhook {
 
     fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a> {
         Box::pin(self.call("cleanup", fqdn, value))
+    }
+
+    fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a> {
+        let detail = format!(
+            "DNS provider '{}' (webhook) for zone {zone}: not checkable without a change: the webhook receiver is only ever POSTed a present or cleanup, so preflight does not call it",
+            self.id
+        );
+        Box::pin(async move { ProviderCheck::NotCheckable(detail) })
     }
 }
 
