@@ -1,4 +1,4 @@
-//! `POST /v1/names/{name}/preflight`: runs the CAA and delegation checks of
+//! `POST /v1/names/{name}/preflight`: runs the CAA, delegation and provider checks of
 //! one name now (`validation::preflight`), stores the report like the
 //! worker's checks do, and returns it. `GET /v1/names/{name}` shows the
 //! latest stored report.

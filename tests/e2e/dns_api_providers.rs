@@ -1290,6 +1290,20 @@ async fn acme_dns_registers_once_names_the_cname_and_both_cas_validate_through_i
         "no second /register"
     );
     assert!(*fake.updates.lock().unwrap() >= 2, "both values were sent");
+    // Preflight follows the CNAME to the acme-dns zone and asks the
+    // server's documented `GET /health`.
+    let (status, _, report) = crate::preflight::run_preflight(&server, name).await;
+    assert_eq!(status, 200, "{report}");
+    crate::preflight::print_report(name, &report);
+    let ok = crate::preflight::check(&report, "provider", None, name);
+    assert_eq!(ok["status"], "ok", "{ok}");
+    assert!(
+        ok["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("DNS provider 'adns' (acme-dns): GET /health for example.test: HTTP 200"),
+        "{ok}"
+    );
     let violations = fake.violations.lock().unwrap().clone();
     assert!(
         violations.is_empty(),
