@@ -152,6 +152,20 @@ mod tests {
         Exec::new("ex", &["example.test".into()], &settings).expect("valid")
     }
 
+    #[tokio::test]
+    async fn the_check_does_not_run_the_program_and_says_so() {
+        // A program that would fail loudly if it ran.
+        let e = exec(&["/nonexistent/program"], 1000);
+        let ProviderCheck::NotCheckable(detail) = e.check("example.test").await else {
+            panic!("exec is not checkable");
+        };
+        assert!(
+            detail.starts_with("DNS provider 'ex' (exec) for zone example.test: not checkable")
+                && !detail.contains("hunter2"),
+            "{detail}"
+        );
+    }
+
     #[test]
     fn arguments_are_lego_s_and_the_debug_hides_env_values() {
         let e = exec(&["/bin/prog", "--flag"], 1000);

@@ -200,6 +200,21 @@ mod tests {
         Webhook::new("hook", &["example.test".into()], &settings).expect("client")
     }
 
+    #[tokio::test]
+    async fn the_check_posts_nothing_and_says_so() {
+        // Nobody listens there: a POST would be an error, not this.
+        let w = webhook("http://127.0.0.1:9/dns", "s3cret", 200);
+        let ProviderCheck::NotCheckable(detail) = w.check("example.test").await else {
+            panic!("webhook is not checkable");
+        };
+        assert!(
+            detail
+                .starts_with("DNS provider 'hook' (webhook) for zone example.test: not checkable")
+                && !detail.contains("s3cret"),
+            "{detail}"
+        );
+    }
+
     #[test]
     fn the_body_names_action_fqdn_value_and_zone_and_debug_hides_the_secret() {
         let w = webhook("https://hooks.example.net/dns?token=x", "s3cret", 1000);
