@@ -24,7 +24,7 @@ pub(super) async fn run(
              the [dns] settings (serve --role api or all)",
         ));
     };
-    match preflight.check_name(&rec.id).await? {
+    match preflight.check_name_now(&rec.id).await? {
         Some(report) => Ok(Json(report).into_response()),
         None => Err(Problem::not_found(format!("name '{}' not found", rec.id))),
     }

@@ -53,14 +53,19 @@ pub const CAA_ALERT: &str = "preflight_caa";
 /// records go to the same (provider, zone): five minutes.
 pub const PROVIDER_CHECK_TTL: i64 = 300;
 
+/// One (provider, zone)'s last check and when it was made; the async
+/// lock is held while asking, so names checked at once wait for one call.
+type CheckSlot = Arc<tokio::sync::Mutex<Option<(i64, ProviderCheck)>>>;
+
 /// Provider checks kept per (provider id, zone) for a time, so a pass
 /// over a million names in one zone asks the provider once per
-/// [`PROVIDER_CHECK_TTL`], not a million times. Every outcome is kept,
-/// failures too: a provider that is down is not asked once per name.
+/// [`PROVIDER_CHECK_TTL`], not a million times — also when the pass checks
+/// several names at once. Every outcome is kept, failures too: a provider
+/// that is down is not asked once per name.
 #[derive(Debug)]
 pub struct ProviderChecks {
     ttl: i64,
-    entries: Mutex<HashMap<(String, String), (i64, ProviderCheck)>>,
+    entries: Mutex<HashMap<(String, String), CheckSlot>>,
 }
 
 impl ProviderChecks {
@@ -73,30 +78,39 @@ impl ProviderChecks {
     }
 
     /// `provider`'s check of `zone` as of `now`, and when it was made:
-    /// the kept one while younger than the ttl, else a new one.
+    /// the kept one while younger than the ttl (unless `fresh`: an
+    /// operator's on-demand check asks again, e.g. after fixing a key),
+    /// else a new one, which is kept.
     pub async fn get(
         &self,
         provider: &dyn DnsProvider,
         zone: &str,
         now: i64,
+        fresh: bool,
     ) -> (ProviderCheck, i64) {
-        let key = (provider.id().to_string(), zone.to_string());
-        {
+        let slot = {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            // Drop what expired, so the map holds at most the (provider,
-            // zone) pairs of the last ttl.
-            entries.retain(|_, (at, _)| now - *at < self.ttl);
-            if let Some((at, check)) = entries.get(&key) {
-                return (check.clone(), *at);
-            }
+            // Drop what expired (unless being asked right now), so the map
+            // holds at most the (provider, zone) pairs of the last ttl.
+            entries.retain(|_, slot| {
+                slot.try_lock().map_or(true, |kept| {
+                    kept.as_ref().is_some_and(|(at, _)| now - *at < self.ttl)
+                })
+            });
+            entries
+                .entry((provider.id().to_string(), zone.to_string()))
+                .or_default()
+                .clone()
+        };
+        let mut kept = slot.lock().await;
+        if let Some((at, check)) = kept.as_ref()
+            && !fresh
+            && now - *at < self.ttl
+        {
+            return (check.clone(), *at);
         }
-        // Not held across the call: two names missing at once both ask,
-        // which is harmless and rare (the pass is sequential).
         let check = provider.check(zone).await;
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (now, check.clone()));
+        *kept = Some((now, check.clone()));
         (check, now)
     }
 }
@@ -182,11 +196,30 @@ impl Preflight {
     /// Checks `name_id`, stores the report, raises or resolves its CAA
     /// alert and returns the report; None when there is no such name.
     /// Only a store failure is an `Err`: DNS failures are in the report.
+    /// The provider check may be one made for another name within
+    /// [`PROVIDER_CHECK_TTL`] (the controller's passes).
     pub async fn check_name(&self, name_id: &str) -> Result<Option<PreflightReport>, StoreError> {
+        self.check(name_id, false).await
+    }
+
+    /// As [`Preflight::check_name`], asking the provider again (an
+    /// operator's on-demand check, e.g. after fixing a credential).
+    pub async fn check_name_now(
+        &self,
+        name_id: &str,
+    ) -> Result<Option<PreflightReport>, StoreError> {
+        self.check(name_id, true).await
+    }
+
+    async fn check(
+        &self,
+        name_id: &str,
+        fresh: bool,
+    ) -> Result<Option<PreflightReport>, StoreError> {
         let Some(rec) = self.names.name(name_id).await? else {
             return Ok(None);
         };
-        let report = self.report(&rec).await?;
+        let report = self.report(&rec, fresh).await?;
         self.preflights
             .save(&rec.id, (&rec.primary_ca, &rec.backup_ca), &report)
             .await?;
@@ -194,7 +227,7 @@ impl Preflight {
         Ok(Some(report))
     }
 
-    async fn report(&self, rec: &NameRecord) -> Result<PreflightReport, StoreError> {
+    async fn report(&self, rec: &NameRecord, fresh: bool) -> Result<PreflightReport, StoreError> {
         let mut slots = Vec::new();
         for slot in Slot::ALL {
             let ca = match slot {
@@ -281,7 +314,7 @@ impl Preflight {
                 };
                 for (provider, zone, base) in placed {
                     checks.push(
-                        self.provider(&provider, &zone, &base, previous.as_ref())
+                        self.provider(&provider, &zone, &base, previous.as_ref(), fresh)
                             .await,
                     );
                 }
@@ -302,6 +335,7 @@ impl Preflight {
         zone: &str,
         base: &str,
         previous: Option<&PreflightReport>,
+        fresh: bool,
     ) -> PreflightCheck {
         let check = |status, detail: String, fix: Option<String>| PreflightCheck {
             check: "provider".into(),
@@ -342,7 +376,10 @@ impl Preflight {
             );
         };
         let now = self.clock.now();
-        let (outcome, at) = self.provider_checks.get(handle.as_ref(), zone, now).await;
+        let (outcome, at) = self
+            .provider_checks
+            .get(handle.as_ref(), zone, now, fresh)
+            .await;
         let age = if at < now {
             format!(" (checked {} s ago)", now - at)
         } else {
@@ -507,6 +544,9 @@ mod tests {
         fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             Box::pin(async move {
+                // Answers on the next poll, as a network call would, so a
+                // second caller meanwhile finds the ask in flight.
+                tokio::task::yield_now().await;
                 if zone == "bad.test" {
                     ProviderCheck::Refused {
                         detail: format!("call {n}"),
@@ -597,7 +637,7 @@ mod tests {
             ),
         ];
         for (name, provider, zone, now, want, want_at, calls) in cases {
-            let (got, at) = cache.get(provider, zone, now).await;
+            let (got, at) = cache.get(provider, zone, now, false).await;
             assert_eq!((got, at), (want, want_at), "{name}");
             assert_eq!(
                 (
@@ -608,8 +648,19 @@ mod tests {
                 "{name}"
             );
         }
+        // An operator's on-demand check asks again, and keeps the answer.
+        let (got, at) = cache.get(&a, "x.test", 1301, true).await;
+        assert_eq!((got, at), (ok(5), 1301));
+        assert_eq!(cache.get(&a, "x.test", 1302, false).await, (ok(5), 1301));
+        // Names checked at once wait for one call.
+        let (one, two) = tokio::join!(
+            cache.get(&b, "y.test", 2000, false),
+            cache.get(&b, "y.test", 2000, false)
+        );
+        assert_eq!((one, two), ((ok(2), 2000), (ok(2), 2000)));
+        assert_eq!(b.calls.load(Ordering::SeqCst), 2);
         // Expired entries are dropped, not kept forever.
-        let _ = cache.get(&a, "z.test", 10_000).await;
+        let _ = cache.get(&a, "z.test", 10_000, false).await;
         assert_eq!(cache.entries.lock().unwrap().len(), 1);
     }
 }
