@@ -324,27 +324,32 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
         );
     }
     let dns01_available = !cfg.dns_providers.is_empty();
-    // Preflight needs only lookups and the configured zones (no provider
-    // secrets), so an API-only process checks on demand too.
-    let preflight = Arc::new(crate::validation::preflight::Preflight::new(
-        &store,
-        crate::validation::dns::DnsLookup::new(cfg.dns.clone()),
-        cfg.cas
-            .values()
-            .map(|c| crate::validation::preflight::PreflightCa {
-                id: c.id.clone(),
-                identities: c.caa_identities.clone(),
-            })
-            .collect(),
-        cfg.dns_providers
-            .iter()
-            .map(|(id, p)| crate::validation::preflight::ProviderZones {
-                id: id.clone(),
-                zones: p.zones.clone(),
-            })
-            .collect(),
-        clock.clone(),
-    ));
+    // Preflight's CAA and delegation checks need only lookups and the
+    // configured zones, so an API-only process checks on demand too; its
+    // provider check needs the providers, which only a worker-role process
+    // builds (an API-only one repeats the worker's last provider check).
+    let preflight = Arc::new(
+        crate::validation::preflight::Preflight::new(
+            &store,
+            crate::validation::dns::DnsLookup::new(cfg.dns.clone()),
+            cfg.cas
+                .values()
+                .map(|c| crate::validation::preflight::PreflightCa {
+                    id: c.id.clone(),
+                    identities: c.caa_identities.clone(),
+                })
+                .collect(),
+            cfg.dns_providers
+                .iter()
+                .map(|(id, p)| crate::validation::preflight::ProviderZones {
+                    id: id.clone(),
+                    zones: p.zones.clone(),
+                })
+                .collect(),
+            clock.clone(),
+        )
+        .with_providers(dns_providers.clone()),
+    );
     let worker = Supervisor::builder(
         store.clone(),
         cas,

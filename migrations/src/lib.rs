@@ -78,6 +78,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0014Preflight),
             Box::new(M0015ManualDestination),
             Box::new(M0016AcmeDnsRegistrations),
+            Box::new(M0017PreflightProvider),
         ]
     }
 }
@@ -946,5 +947,36 @@ impl MigrationTrait for M0016AcmeDnsRegistrations {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(manager, "DROP TABLE acme_dns_registrations").await
+    }
+}
+
+/// Preflight's provider check (issue 16): names whose DNS provider refused
+/// our credentials or does not hold the zone, counted through an index
+/// like the CAA and delegation findings of [`M0014Preflight`].
+pub struct M0017PreflightProvider;
+
+impl MigrationName for M0017PreflightProvider {
+    fn name(&self) -> &str {
+        "m0017_preflight_provider"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0017PreflightProvider {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "ALTER TABLE preflight ADD COLUMN provider_findings INTEGER NOT NULL DEFAULT 0; \
+             CREATE INDEX preflight_provider ON preflight (provider_findings)",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "DROP INDEX preflight_provider; ALTER TABLE preflight DROP COLUMN provider_findings",
+        )
+        .await
     }
 }

@@ -101,7 +101,7 @@ pub struct ApiState {
     /// `/metrics`: the ACME clients record them, the API only reads them
     /// through this handle (a process that runs no ACME client has none).
     pub acme_requests: Arc<dyn Fn() -> Vec<AcmeRequestStats> + Send + Sync>,
-    /// Runs a name's CAA and delegation checks on demand (none: the
+    /// Runs a name's CAA, delegation and provider checks on demand (none: the
     /// on-demand check answers 409; stored reports are still shown).
     pub preflight: Option<Arc<crate::validation::preflight::Preflight>>,
 }

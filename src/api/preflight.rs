@@ -1,4 +1,4 @@
-//! `POST /v1/names/{name}/preflight`: runs the CAA and delegation checks of
+//! `POST /v1/names/{name}/preflight`: runs the CAA, delegation and provider checks of
 //! one name now (`validation::preflight`), stores the report like the
 //! worker's checks do, and returns it. `GET /v1/names/{name}` shows the
 //! latest stored report.
@@ -24,7 +24,7 @@ pub(super) async fn run(
              the [dns] settings (serve --role api or all)",
         ));
     };
-    match preflight.check_name(&rec.id).await? {
+    match preflight.check_name_now(&rec.id).await? {
         Some(report) => Ok(Json(report).into_response()),
         None => Err(Problem::not_found(format!("name '{}' not found", rec.id))),
     }

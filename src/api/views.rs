@@ -167,7 +167,7 @@ pub struct NameView {
     /// now, per slot with an open order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dns01_manual_records: Vec<ManualRecord>,
-    /// The latest CAA and delegation preflight (`GET /v1/names/{name}`
+    /// The latest CAA, delegation and provider preflight (`GET /v1/names/{name}`
     /// only; null until the first check, run within seconds of creation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preflight: Option<crate::domain::PreflightReport>,

@@ -1,5 +1,6 @@
 //! The preflight report of one name: what the checks that run before any
-//! order (CAA per domain and CA, `_acme-challenge` delegation) found.
+//! order (CAA per domain and CA, `_acme-challenge` delegation, the DNS
+//! provider that will receive the records) found.
 //! Computed by `validation::preflight`, stored per name as it is, shown by
 //! the API, the CLI and the metrics.
 
@@ -30,12 +31,12 @@ impl PreflightStatus {
 }
 
 /// The check kinds, as spelled in [`PreflightCheck::check`].
-pub const PREFLIGHT_CHECKS: [&str; 2] = ["caa", "delegation"];
+pub const PREFLIGHT_CHECKS: [&str; 3] = ["caa", "delegation", "provider"];
 
 /// One check of one domain (and, for CAA, one slot's CA).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PreflightCheck {
-    /// `caa` or `delegation`.
+    /// `caa`, `delegation` or `provider`.
     pub check: String,
     /// For CAA: the slot (`primary`/`backup`) whose CA was checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -31,12 +31,13 @@ impl Preflights {
         exec(
             &self.db,
             "INSERT INTO preflight (name_id, checked_at, primary_ca, backup_ca, caa_findings, \
-             delegation_findings, errors, report) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS (SELECT 1 FROM names WHERE id = $1) \
+             delegation_findings, provider_findings, errors, report) \
+             SELECT $1, $2, $3, $4, $5, $6, $9, $7, $8 WHERE EXISTS (SELECT 1 FROM names WHERE id = $1) \
              ON CONFLICT (name_id) DO UPDATE SET checked_at = excluded.checked_at, \
              primary_ca = excluded.primary_ca, backup_ca = excluded.backup_ca, \
              caa_findings = excluded.caa_findings, \
-             delegation_findings = excluded.delegation_findings, errors = excluded.errors, \
+             delegation_findings = excluded.delegation_findings, \
+             provider_findings = excluded.provider_findings, errors = excluded.errors, \
              report = excluded.report",
             vec![
                 name_id.into(),
@@ -52,6 +53,7 @@ impl Preflights {
                     .count() as i64)
                     .into(),
                 json.into(),
+                report.count("provider", PreflightStatus::Finding).into(),
             ],
         )
         .await?;
@@ -109,13 +111,14 @@ impl Preflights {
     }
 
     /// Names with at least one finding, per check kind (`caa`,
-    /// `delegation`), and names with a check that could not be made
+    /// `delegation`, `provider`), and names with a check that could not be made
     /// (`error`): each an index range count.
     pub async fn findings(&self) -> Result<Vec<(&'static str, i64)>, StoreError> {
         let mut out = Vec::new();
         for (check, column) in [
             ("caa", "caa_findings"),
             ("delegation", "delegation_findings"),
+            ("provider", "provider_findings"),
             ("error", "errors"),
         ] {
             let r = one(

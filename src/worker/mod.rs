@@ -12,7 +12,7 @@
 //! * [`deployer`] and [`notifier`] — writing active certificates to their
 //!   destinations and checking endpoints, then telling people (singleton
 //!   lease `deploy`);
-//! * `preflight` — CAA and delegation checks of new, changed and (daily)
+//! * `preflight` — CAA, delegation and provider checks of new, changed and (daily)
 //!   all names (singleton lease `preflight`).
 //!
 //! [`singleton`] is the one loop that runs a pass on exactly one replica.
@@ -98,7 +98,7 @@ pub struct SupervisorBuilder {
 }
 
 impl SupervisorBuilder {
-    /// CAA and delegation preflight of new, changed and (daily) all names,
+    /// CAA, delegation and provider preflight of new, changed and (daily) all names,
     /// on one replica.
     pub fn with_preflight(
         mut self,

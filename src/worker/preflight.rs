@@ -1,4 +1,4 @@
-//! The preflight controller: on one replica, checks CAA and delegation
+//! The preflight controller: on one replica, checks CAA, delegation and provider
 //! (`validation::preflight`) of every name that was never checked (a new
 //! name: within a few seconds of its creation, before its first order can
 //! fail at the CA), whose CA pair changed since its last check, or whose

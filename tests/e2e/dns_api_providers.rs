@@ -358,6 +358,23 @@ async fn powerdns_both_cas_validate_through_a_real_powerdns_and_a_wrong_key_is_n
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // Preflight's provider check: a GET of the zone with our key.
+    let name = format!("a.{PDNS_ZONE}");
+    let (status, _, report) = crate::preflight::run_preflight(&server, &name).await;
+    assert_eq!(status, 200, "{report}");
+    crate::preflight::print_report(&name, &report);
+    let ok = crate::preflight::check(&report, "provider", None, &name);
+    assert_eq!(ok["status"], "ok", "{ok}");
+    assert!(
+        ok["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!(
+                "DNS provider 'pdns' (powerdns): GET zone {PDNS_ZONE}: HTTP 200"
+            )),
+        "{ok}"
+    );
+
     // A second server with a wrong API key (the first one stops: they
     // share the HTTP-01 port): a clear error naming the provider and the
     // status, never the key.
@@ -386,6 +403,25 @@ async fn powerdns_both_cas_validate_through_a_real_powerdns_and_a_wrong_key_is_n
         );
         assert!(!err.contains("sekrit"), "never the key: {err}");
     }
+    // Preflight names the provider, the status and the setting.
+    let name = format!("b.{PDNS_ZONE}");
+    let (status, _, report) = crate::preflight::run_preflight(&bad, &name).await;
+    assert_eq!(status, 200, "{report}");
+    crate::preflight::print_report(&name, &report);
+    let refused = crate::preflight::check(&report, "provider", None, &name);
+    assert_eq!(refused["status"], "finding", "{refused}");
+    assert_eq!(
+        refused["fix"], "check api_key of DNS provider 'pdns': HTTP 401",
+        "{refused}"
+    );
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("PowerDNS answered HTTP 401"),
+        "{refused}"
+    );
+    assert!(!report.to_string().contains("sekrit"), "never the key");
     assert!(!bad.log().contains("sekrit"), "never the key in the log");
     assert!(pdns.txt_records().await.is_empty());
 }
@@ -852,6 +888,29 @@ async fn cloudflare_both_cas_validate_through_the_documented_api_and_a_bad_token
     assert_eq!(status, 201, "{body}");
     ready_timed(&server, "cloudflare", "cf.example.test", started).await;
     ready_timed(&server, "cloudflare", "cf2.example.test", started).await;
+    // Preflight's provider check: the zone lookup with our token.
+    let (status, _, report) = crate::preflight::run_preflight(&server, "cf2.example.test").await;
+    assert_eq!(status, 200, "{report}");
+    crate::preflight::print_report("cf2.example.test", &report);
+    let ok = crate::preflight::check(&report, "provider", None, "cf2.example.test");
+    assert_eq!(ok["status"], "ok", "{ok}");
+    assert!(
+        ok["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("DNS provider 'cf' (cloudflare): zone lookup of example.test: HTTP 200"),
+        "{ok}"
+    );
+    // A 5xx is "could not check", not a finding.
+    fake.fault
+        .store(cf::FAIL_500, std::sync::atomic::Ordering::SeqCst);
+    let down = provider.check("example.test").await;
+    fake.fault
+        .store(cf::NORMAL, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        matches!(&down, twincert::providers::dns::ProviderCheck::Unreachable(m) if m.contains("HTTP 500")),
+        "{down:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = fake.records.lock().unwrap().clone();
@@ -901,6 +960,18 @@ async fn cloudflare_both_cas_validate_through_the_documented_api_and_a_bad_token
         );
         assert!(!err.contains("sekrit"), "never the token: {err}");
     }
+    // Preflight: the zone lookup is refused, naming the provider, the
+    // status and the setting, never the token.
+    let (status, _, report) = crate::preflight::run_preflight(&bad, "cf3.example.test").await;
+    assert_eq!(status, 200, "{report}");
+    crate::preflight::print_report("cf3.example.test", &report);
+    let refused = crate::preflight::check(&report, "provider", None, "cf3.example.test");
+    assert_eq!(refused["status"], "finding", "{refused}");
+    assert_eq!(
+        refused["fix"], "check api_token of DNS provider 'cf': HTTP 403",
+        "{refused}"
+    );
+    assert!(!report.to_string().contains("sekrit"), "never the token");
     assert!(!bad.log().contains("sekrit"));
     assert!(*fake.auth_failures.lock().unwrap() > 0);
 }
@@ -910,13 +981,14 @@ async fn cloudflare_both_cas_validate_through_the_documented_api_and_a_bad_token
 // ---------------------------------------------------------------------------
 
 mod adns {
-    //! Exactly the two endpoints of joohoi/acme-dns the provider uses, as
+    //! Exactly the endpoints of joohoi/acme-dns the provider uses, as
     //! its README documents them: `POST /register` (optional JSON body
     //! `{"allowfrom": [...]}`) answering 201 with `{username, password,
     //! fulldomain, subdomain, allowfrom}`, and `POST /update` with the
     //! headers `X-Api-User` / `X-Api-Key` and the body `{subdomain, txt}`
     //! (a 43-character TXT, as acme-dns checks) answering `{"txt": ...}`;
-    //! a wrong user or key gets 401 `{"error": "forbidden"}`. Like acme-dns
+    //! a wrong user or key gets 401 `{"error": "forbidden"}`; and `GET
+    //! /health` (200, empty), which preflight's provider check calls. Like acme-dns
     //! it keeps the two newest values per account; it writes them into the
     //! test BIND at the account's fulldomain, so the CAs validate through
     //! the operator's CNAME. Anything off the API is a recorded violation.
@@ -1102,6 +1174,12 @@ mod adns {
         (StatusCode::OK, axum::Json(json!({"txt": txt}))).into_response()
     }
 
+    /// `GET /health`: 200 with an empty body, as acme-dns's README
+    /// documents it (what preflight's provider check calls).
+    async fn health() -> StatusCode {
+        StatusCode::OK
+    }
+
     async fn fallback(
         axum::extract::State(s): axum::extract::State<S>,
         uri: axum::http::Uri,
@@ -1115,6 +1193,7 @@ mod adns {
         Router::new()
             .route("/register", post(register))
             .route("/update", post(update))
+            .route("/health", axum::routing::get(health))
             .fallback(fallback)
             .with_state(fake)
     }
@@ -1211,6 +1290,20 @@ async fn acme_dns_registers_once_names_the_cname_and_both_cas_validate_through_i
         "no second /register"
     );
     assert!(*fake.updates.lock().unwrap() >= 2, "both values were sent");
+    // Preflight follows the CNAME to the acme-dns zone and asks the
+    // server's documented `GET /health`.
+    let (status, _, report) = crate::preflight::run_preflight(&server, name).await;
+    assert_eq!(status, 200, "{report}");
+    crate::preflight::print_report(name, &report);
+    let ok = crate::preflight::check(&report, "provider", None, name);
+    assert_eq!(ok["status"], "ok", "{ok}");
+    assert!(
+        ok["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("DNS provider 'adns' (acme-dns): GET /health for example.test: HTTP 200"),
+        "{ok}"
+    );
     let violations = fake.violations.lock().unwrap().clone();
     assert!(
         violations.is_empty(),

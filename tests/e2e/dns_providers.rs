@@ -643,6 +643,40 @@ async fn route53_provider_issues_both_slots_through_moto_with_static_keys_and_we
     assert!(
         !err.contains("not-a-key-moto-knows") && !server.log().contains("not-a-key-moto-knows")
     );
+    // Preflight's provider check: GetHostedZone with the known key is ok,
+    // the unknown key is a finding naming the key id, never the secret.
+    let (status, _, report) = crate::preflight::run_preflight(&server, "example.test").await;
+    assert_eq!(status, 200, "{report}");
+    crate::preflight::print_report("example.test", &report);
+    let ok = crate::preflight::check(&report, "provider", None, "example.test");
+    assert_eq!(ok["status"], "ok", "{ok}");
+    assert!(
+        ok["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("DNS provider 'aws' (Route 53 GetHostedZone "),
+        "{ok}"
+    );
+    let (status, _, report) =
+        crate::preflight::run_preflight(&server, "x.locked.example.test").await;
+    assert_eq!(status, 200, "{report}");
+    crate::preflight::print_report("x.locked.example.test", &report);
+    let refused = crate::preflight::check(&report, "provider", None, "x.locked.example.test");
+    assert_eq!(refused["status"], "finding", "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("InvalidClientTokenId"),
+        "{refused}"
+    );
+    assert!(
+        refused["fix"].as_str().unwrap_or_default().starts_with(
+            "check the credentials (static key AKIAUNKNOWNEXAMPLE00 from the configuration)"
+        ),
+        "{refused}"
+    );
+    assert!(!report.to_string().contains("not-a-key-moto-knows"));
     drop(server);
 
     // Web identity, as EKS sets it up: a token file and a role ARN in the

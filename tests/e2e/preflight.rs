@@ -17,7 +17,7 @@ fn sqlite_url(dir: &std::path::Path) -> String {
 }
 
 /// `POST /v1/names/{name}/preflight`: (status, content type, body).
-async fn run_preflight(server: &Server, name: &str) -> (u16, String, Value) {
+pub(crate) async fn run_preflight(server: &Server, name: &str) -> (u16, String, Value) {
     let r = server
         .client()
         .post(format!("{}/v1/names/{name}/preflight", server.base()))
@@ -36,7 +36,12 @@ async fn run_preflight(server: &Server, name: &str) -> (u16, String, Value) {
 }
 
 /// The one check of `kind` for `domain` (and `ca` for CAA) in `report`.
-fn check<'a>(report: &'a Value, kind: &str, ca: Option<&str>, domain: &str) -> &'a Value {
+pub(crate) fn check<'a>(
+    report: &'a Value,
+    kind: &str,
+    ca: Option<&str>,
+    domain: &str,
+) -> &'a Value {
     report["checks"]
         .as_array()
         .and_then(|cs| {
@@ -48,7 +53,7 @@ fn check<'a>(report: &'a Value, kind: &str, ca: Option<&str>, domain: &str) -> &
 }
 
 /// Prints every check of `report`, for the record of the CAA matrix.
-fn print_report(name: &str, report: &Value) {
+pub(crate) fn print_report(name: &str, report: &Value) {
     for c in report["checks"].as_array().into_iter().flatten() {
         eprintln!(
             "preflight {name}: {} {} {} {}: {}{}",
@@ -203,6 +208,17 @@ async fn preflight_decides_the_caa_matrix_and_names_the_record_to_add() {
     );
     let d = check(wild, "delegation", None, "wild.caa.test");
     assert_eq!(d["status"], "ok", "{d}");
+    // The provider the records go to (the test BIND, rfc2136) answers a
+    // signed query with our key.
+    let pv = check(wild, "provider", None, "wild.caa.test");
+    assert_eq!(pv["status"], "ok", "{pv}");
+    assert!(
+        pv["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("DNS provider 'bind' (rfc2136, "),
+        "{pv}"
+    );
     assert!(
         d["detail"]
             .as_str()
@@ -286,6 +302,10 @@ async fn preflight_decides_the_caa_matrix_and_names_the_record_to_add() {
     assert_eq!(caa_line, "twincert_preflight_findings{check=\"caa\"} 5");
     assert!(
         metrics.contains("twincert_preflight_findings{check=\"delegation\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("twincert_preflight_findings{check=\"provider\"} 0"),
         "{metrics}"
     );
 
@@ -430,6 +450,74 @@ async fn a_failing_lookup_is_could_not_check_never_allowed() {
     );
     assert!(
         metrics.contains("twincert_preflight_findings{check=\"caa\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_provider_check_signs_a_query_to_the_rfc2136_server_with_our_key() {
+    let cas = TwoCas::start(0).await;
+    let name = format!("tsig.{}", cas.dns.zone());
+    let domain = name.clone();
+    // The right key: the test BIND answers the signed SOA query.
+    let server = Server::start(&cas, ServerOptions::new(sqlite_url(cas.dir()))).await;
+    let (status, body) = server
+        .create(json!({"name": name, "challenge": "dns-01"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, report) = run_preflight(&server, &name).await;
+    assert_eq!(status, 200, "{report}");
+    print_report(&name, &report);
+    let ok = check(&report, "provider", None, &domain);
+    assert_eq!(ok["status"], "ok", "{ok}");
+    let detail = ok["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with(&format!(
+            "DNS provider 'bind' (rfc2136, 127.0.0.1:{}): signed SOA query for {}: answered \
+             with a valid signature",
+            cas.dns.port(),
+            cas.dns.zone()
+        )),
+        "{detail}"
+    );
+    drop(server);
+
+    // Another secret under the same key name: BIND refuses the signature.
+    use base64::Engine as _;
+    let wrong =
+        base64::engine::general_purpose::STANDARD.encode(b"wrong-sekrit-wrong-sekrit-32byte");
+    let mut opts = ServerOptions::new(format!("sqlite://{}", cas.dir().join("bad.db").display()));
+    opts.tsig_secret = Some(wrong.clone());
+    let bad = Server::start(&cas, opts).await;
+    let (status, body) = bad
+        .create(json!({"name": name, "challenge": "dns-01"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, report) = run_preflight(&bad, &name).await;
+    assert_eq!(status, 200, "{report}");
+    print_report(&name, &report);
+    let refused = check(&report, "provider", None, &domain);
+    assert_eq!(refused["status"], "finding", "{refused}");
+    let detail = refused["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("DNS provider 'bind' (rfc2136")
+            && detail.contains("the server refused the TSIG signature"),
+        "{detail}"
+    );
+    let fix = refused["fix"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains(&format!("tsig_key_name '{}'", cas.dns.tsig_key_name()))
+            && fix.contains("DNS provider 'bind'"),
+        "{fix}"
+    );
+    assert!(!report.to_string().contains(&wrong), "never the secret");
+    assert!(
+        !report.to_string().contains("wrong-sekrit"),
+        "never the secret"
+    );
+    let metrics = bad.metrics_text().await;
+    assert!(
+        metrics.contains("twincert_preflight_findings{check=\"provider\"} 1"),
         "{metrics}"
     );
 }

@@ -46,6 +46,34 @@ async fn an_api_process_and_a_worker_process_share_one_postgres() {
     );
     assert!(worker.log().contains("worker started"));
 
+    // Preflight's provider check needs the DNS credentials only the worker
+    // holds: the worker's pass checks a new DNS-01 name; an on-demand
+    // check in the API process repeats that result, marked as such.
+    let (st, body) = api
+        .create(json!({"name": "d.example.test", "challenge": "dns-01"}))
+        .await;
+    assert_eq!(st, 201, "{body}");
+    let has_provider_check = |v: &serde_json::Value| {
+        v["preflight"]["checks"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["check"] == "provider"))
+    };
+    let v = api.wait_for("d.example.test", 30, has_provider_check).await;
+    let by_worker = crate::preflight::check(&v["preflight"], "provider", None, "d.example.test");
+    assert_eq!(by_worker["status"], "ok", "{by_worker}");
+    let (st, _, report) = crate::preflight::run_preflight(&api, "d.example.test").await;
+    assert_eq!(st, 200, "{report}");
+    crate::preflight::print_report("d.example.test (API process)", &report);
+    let repeated = crate::preflight::check(&report, "provider", None, "d.example.test");
+    assert_eq!(repeated["status"], "ok", "{repeated}");
+    let detail = repeated["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with(by_worker["detail"].as_str().unwrap_or_default())
+            && detail.contains("(as a worker checked it at ")
+            && detail.contains("this process holds no DNS provider credentials"),
+        "{detail}"
+    );
+
     // The worker's API port answers the probes and nothing else.
     let r = reqwest::Client::new()
         .get(format!("{}/v1/names", worker.base()))

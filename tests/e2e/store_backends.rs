@@ -451,6 +451,7 @@ async fn preflight_contract(store: Store) {
             check("caa", PreflightStatus::Finding),
             check("caa", PreflightStatus::Finding),
             check("delegation", PreflightStatus::Error),
+            check("provider", PreflightStatus::Finding),
         ],
     };
     p.save("p1.example.test", ("a", "b"), &report)
@@ -477,7 +478,7 @@ async fn preflight_contract(store: Store) {
     assert_eq!(p.latest("gone.example.test").await.expect("latest"), None);
     assert_eq!(
         p.findings().await.expect("findings"),
-        vec![("caa", 1), ("delegation", 1), ("error", 1)],
+        vec![("caa", 1), ("delegation", 1), ("provider", 1), ("error", 1)],
         "names with findings, per check"
     );
     assert_eq!(
@@ -500,7 +501,7 @@ async fn preflight_contract(store: Store) {
         .expect("save");
     assert_eq!(
         p.findings().await.expect("findings"),
-        vec![("caa", 0), ("delegation", 1), ("error", 0)]
+        vec![("caa", 0), ("delegation", 1), ("provider", 0), ("error", 0)]
     );
     // Deleting the name deletes its report.
     store
@@ -510,7 +511,7 @@ async fn preflight_contract(store: Store) {
         .expect("delete");
     assert_eq!(
         p.findings().await.expect("findings"),
-        vec![("caa", 0), ("delegation", 0), ("error", 0)]
+        vec![("caa", 0), ("delegation", 0), ("provider", 0), ("error", 0)]
     );
 }
 

@@ -40,7 +40,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::rest;
-use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
+use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone};
 
 /// An acme-dns server's API (`kind = "acme-dns"`), as the
 /// `[[dns_providers]]` configuration validated it.
@@ -484,6 +484,32 @@ impl AcmeDns {
     }
 }
 
+impl AcmeDns {
+    /// `GET /health`, acme-dns's documented liveness endpoint: the server
+    /// answers. Each domain's credentials (its registration) are only
+    /// accepted or refused by `/update`, which is a change, so they are
+    /// not checked here.
+    async fn probe(&self, zone: &str) -> ProviderCheck {
+        let what = format!(
+            "DNS provider '{}' (acme-dns): GET /health for {zone}",
+            self.id
+        );
+        let url = match self.url("health") {
+            Ok(u) => u,
+            Err(e) => return ProviderCheck::Unreachable(e.0),
+        };
+        match rest::send(&what, self.http.get(url)).await {
+            Ok(a) if a.status.is_success() => ProviderCheck::Verified(format!(
+                "{what}: HTTP {}: the server answers (registrations are checked only by an \
+                 update)",
+                a.status
+            )),
+            Ok(a) => ProviderCheck::Unreachable(refusal(&what, &a).0),
+            Err(e) => ProviderCheck::Unreachable(e.0),
+        }
+    }
+}
+
 impl DnsProvider for AcmeDns {
     fn id(&self) -> &str {
         &self.id
@@ -502,6 +528,10 @@ impl DnsProvider for AcmeDns {
     fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a> {
         self.release(&normal(fqdn), value);
         Box::pin(async { Ok(()) })
+    }
+
+    fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a> {
+        Box::pin(self.probe(zone))
     }
 }
 

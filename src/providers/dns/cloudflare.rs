@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::rest::{self, unquote_txt};
-use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
+use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone};
 
 /// Cloudflare's public API.
 pub const DEFAULT_API_URL: &str = "https://api.cloudflare.com/client/v4";
@@ -327,6 +327,68 @@ fn ours<'a>(records: &'a [DnsRecord], name: &str, value: &str) -> Vec<&'a DnsRec
         .collect()
 }
 
+impl Cloudflare {
+    /// `GET /zones?name=<zone>`, uncached: the token is valid and has
+    /// Zone:Read on the zone (DNS:Edit cannot be seen without a change).
+    async fn probe(&self, zone: &str) -> ProviderCheck {
+        let what = format!(
+            "DNS provider '{}' (cloudflare): zone lookup of {zone}",
+            self.id
+        );
+        let mut url = match self.url(&["zones"]) {
+            Ok(u) => u,
+            Err(e) => return ProviderCheck::Unreachable(e.0),
+        };
+        url.query_pairs_mut().append_pair("name", zone);
+        let answer = match rest::send(
+            &what,
+            self.http
+                .get(url)
+                .bearer_auth(&self.settings.api_token)
+                .header(reqwest::header::ACCEPT, "application/json"),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => return ProviderCheck::Unreachable(e.0),
+        };
+        let status = answer.status.as_u16();
+        if status == 429 || status >= 500 {
+            return ProviderCheck::Unreachable(
+                result_of::<serde_json::Value>(&what, &answer)
+                    .err()
+                    .map(|e| e.0)
+                    .unwrap_or_else(|| format!("{what}: HTTP {status}")),
+            );
+        }
+        match result_of::<Vec<ZoneInfo>>(&what, &answer) {
+            Ok(found) if found.iter().any(|z| normal(&z.name) == zone) => {
+                ProviderCheck::Verified(format!(
+                    "{what}: HTTP {}: the token sees zone {zone} (Zone:Read; DNS:Edit is not \
+                     checked without a change)",
+                    answer.status
+                ))
+            }
+            Ok(_) => ProviderCheck::Refused {
+                detail: format!("{what}: Cloudflare has no zone {zone} that this token can see"),
+                fix: format!(
+                    "check api_token of DNS provider '{}': it needs Zone:Read and DNS:Edit on \
+                     zone {zone}",
+                    self.id
+                ),
+            },
+            Err(e) if !answer.status.is_success() => ProviderCheck::Refused {
+                detail: e.0,
+                fix: format!(
+                    "check api_token of DNS provider '{}': HTTP {status}",
+                    self.id
+                ),
+            },
+            Err(e) => ProviderCheck::Unreachable(e.0),
+        }
+    }
+}
+
 impl DnsProvider for Cloudflare {
     fn id(&self) -> &str {
         &self.id
@@ -342,6 +404,10 @@ impl DnsProvider for Cloudflare {
 
     fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a> {
         Box::pin(Cloudflare::cleanup(self, fqdn, value))
+    }
+
+    fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a> {
+        Box::pin(self.probe(zone))
     }
 }
 

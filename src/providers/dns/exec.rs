@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
+use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone};
 use crate::command::{CommandStatus, run_command};
 
 /// The program to run and how (`kind = "exec"`), as the configuration
@@ -129,6 +129,14 @@ impl DnsProvider for Exec {
     fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a> {
         Box::pin(self.run("cleanup", fqdn, value))
     }
+
+    fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a> {
+        let detail = format!(
+            "DNS provider '{}' (exec) for zone {zone}: not checkable without a change: exec runs the operator's program only to present or clean up a record, so preflight does not run it",
+            self.id
+        );
+        Box::pin(async move { ProviderCheck::NotCheckable(detail) })
+    }
 }
 
 #[cfg(test)]
@@ -142,6 +150,20 @@ mod tests {
             env: BTreeMap::from([("SECRET_TOKEN".into(), "hunter2".into())]),
         };
         Exec::new("ex", &["example.test".into()], &settings).expect("valid")
+    }
+
+    #[tokio::test]
+    async fn the_check_does_not_run_the_program_and_says_so() {
+        // A program that would fail loudly if it ran.
+        let e = exec(&["/nonexistent/program"], 1000);
+        let ProviderCheck::NotCheckable(detail) = e.check("example.test").await else {
+            panic!("exec is not checkable");
+        };
+        assert!(
+            detail.starts_with("DNS provider 'ex' (exec) for zone example.test: not checkable")
+                && !detail.contains("hunter2"),
+            "{detail}"
+        );
     }
 
     #[test]

@@ -128,6 +128,33 @@ pub struct DnsError(pub String);
 /// The future a provider call returns.
 pub type DnsFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DnsError>> + Send + 'a>>;
 
+/// What a provider's read-only [`DnsProvider::check`] of one zone found.
+/// Every text names the provider and never holds a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderCheck {
+    /// The provider answered and accepted our credentials for the zone;
+    /// what exactly was verified.
+    Verified(String),
+    /// The provider answered and refused (bad credentials, no such zone,
+    /// no permission): an order would fail the same way. `fix` names the
+    /// setting to change.
+    Refused {
+        /// What was asked and what came back.
+        detail: String,
+        /// The setting to check.
+        fix: String,
+    },
+    /// The provider could not be asked (no connection, timeout, 5xx):
+    /// neither verified nor refused.
+    Unreachable(String),
+    /// The kind has no read-only call that would prove anything (exec,
+    /// webhook): checking would mean making a change. Says so.
+    NotCheckable(String),
+}
+
+/// The future [`DnsProvider::check`] returns.
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = ProviderCheck> + Send + 'a>>;
+
 /// A place twincert can write TXT records.
 pub trait DnsProvider: Send + Sync {
     /// The configured id.
@@ -139,6 +166,10 @@ pub trait DnsProvider: Send + Sync {
     fn present<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a>;
     /// Removes exactly `value` from the TXT records at `fqdn` (§2.5.4).
     fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a>;
+    /// Asks the provider, without changing anything, whether it is
+    /// reachable and our credentials may act on `zone` (preflight's
+    /// `provider` check).
+    fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a>;
 }
 
 /// The longest zone in `zones` that `fqdn` is in or under.

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::rest::{self, unquote_txt};
-use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
+use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone};
 
 /// A PowerDNS server's API (`kind = "powerdns"`), as the
 /// `[[dns_providers]]` configuration validated it.
@@ -296,6 +296,49 @@ impl PowerDns {
             "{what}: the RRset kept changing under us ({ATTEMPTS} attempts); will retry"
         )))
     }
+
+    /// `GET …/zones/{zone}.` (without its RRsets where the server supports
+    /// `rrsets=false`): the key is valid and the zone is on this server.
+    async fn probe(&self, zone: &str) -> ProviderCheck {
+        let what = format!("DNS provider '{}' (powerdns): GET zone {zone}", self.id);
+        let mut url = match self.zone_url(zone) {
+            Ok(u) => u,
+            Err(e) => return ProviderCheck::Unreachable(e.0),
+        };
+        url.query_pairs_mut().append_pair("rrsets", "false");
+        let answer = match rest::send(
+            &what,
+            self.http
+                .get(url)
+                .header("X-API-Key", &self.settings.api_key)
+                .header(reqwest::header::ACCEPT, "application/json"),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => return ProviderCheck::Unreachable(e.0),
+        };
+        let status = answer.status.as_u16();
+        match status {
+            200..=299 => ProviderCheck::Verified(format!(
+                "{what}: HTTP {}: the API key may read zone {zone} on server '{}'",
+                answer.status, self.settings.server_id
+            )),
+            401 | 403 => ProviderCheck::Refused {
+                detail: refusal(&what, &answer).0,
+                fix: format!("check api_key of DNS provider '{}': HTTP {status}", self.id),
+            },
+            404 | 422 => ProviderCheck::Refused {
+                detail: refusal(&what, &answer).0,
+                fix: format!(
+                    "check server_id '{}' of DNS provider '{}' and that zone {zone} exists on \
+                     that server: HTTP {status}",
+                    self.settings.server_id, self.id
+                ),
+            },
+            _ => ProviderCheck::Unreachable(refusal(&what, &answer).0),
+        }
+    }
 }
 
 impl DnsProvider for PowerDns {
@@ -313,6 +356,10 @@ impl DnsProvider for PowerDns {
 
     fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a> {
         Box::pin(self.change(fqdn, value, false))
+    }
+
+    fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a> {
+        Box::pin(self.probe(zone))
     }
 }
 

@@ -13,12 +13,12 @@ use hickory_net::client::{Client, ClientHandle};
 use hickory_net::proto::op::ResponseCode;
 use hickory_net::proto::rr::rdata::TXT;
 use hickory_net::proto::rr::rdata::tsig::TsigAlgorithm;
-use hickory_net::proto::rr::{DNSClass, Name, RData, Record, TSigner};
+use hickory_net::proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::xfer::DnsMultiplexer;
 
-use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
+use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone};
 
 /// An RFC 2136 server and its TSIG key (`kind = "rfc2136"`), as the
 /// `[[dns_providers]]` configuration validated them.
@@ -162,6 +162,121 @@ impl Rfc2136 {
     }
 }
 
+impl Rfc2136 {
+    /// A TSIG-signed SOA query for `zone` to the update server over TCP
+    /// (RFC 8945 §5.1; hickory signs only updates and transfers, so the
+    /// query is signed here): the server checks our signature (§5.2) and
+    /// we check the answer's (§5.3), so a wrong secret, algorithm or key
+    /// name comes back as NOTAUTH (BADSIG/BADKEY). Whether the key may
+    /// *update* the zone (BIND's `update-policy`) cannot be known without
+    /// an update.
+    async fn probe(&self, zone: &str) -> ProviderCheck {
+        use hickory_net::proto::op::{Message, Query};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let what = format!(
+            "DNS provider '{}' (rfc2136, {}): signed SOA query for {zone}",
+            self.id, self.server
+        );
+        let name = match Name::from_ascii(format!("{}.", zone.trim_end_matches('.'))) {
+            Ok(n) => n,
+            Err(e) => return ProviderCheck::Unreachable(format!("{what}: bad zone: {e}")),
+        };
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let now = since_epoch.as_secs();
+        let mut query = Message::query();
+        // One query on its own TCP connection: the id only has to differ
+        // between checks, not be unguessable (nothing else reads this
+        // connection).
+        query.metadata.id = since_epoch.subsec_nanos() as u16;
+        query.add_query(Query::query(name, RecordType::SOA));
+        let signed = query
+            .finalize(&self.signer, now)
+            .map_err(|e| e.to_string())
+            .and_then(|v| Ok((v, query.to_vec().map_err(|e| e.to_string())?)));
+        let (verifier, bytes) = match signed {
+            Ok(x) => x,
+            Err(e) => return ProviderCheck::Unreachable(format!("{what}: signing: {e}")),
+        };
+        let exchange = async {
+            let mut tcp = tokio::net::TcpStream::connect(self.server)
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            // RFC 1035 §4.2.2: each message is preceded by its length.
+            let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            tcp.write_all(&framed)
+                .await
+                .map_err(|e| format!("sending: {e}"))?;
+            let len = tcp
+                .read_u16()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?;
+            let mut answer = vec![0; usize::from(len)];
+            tcp.read_exact(&mut answer)
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?;
+            Ok::<_, String>(answer)
+        };
+        let answer = match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => return ProviderCheck::Unreachable(format!("{what}: {e}")),
+            Err(_) => return ProviderCheck::Unreachable(format!("{what}: no answer within 10 s")),
+        };
+        let message = match Message::from_vec(&answer) {
+            Ok(m) => m,
+            Err(e) => {
+                return ProviderCheck::Unreachable(format!("{what}: not a DNS answer: {e}"));
+            }
+        };
+        let bad_key = |why: String| ProviderCheck::Refused {
+            detail: format!("{what}: the server refused the TSIG signature ({why})"),
+            fix: format!(
+                "check tsig_key_name '{}', tsig_algorithm and tsig_secret of DNS provider '{}' \
+                 against the server's key",
+                self.key_name, self.id
+            ),
+        };
+        match message.metadata.response_code {
+            ResponseCode::NoError if !message.answers.is_empty() => {
+                // The answer must carry the server's signature under our key.
+                match verifier.map(|mut v| v.verify(&answer)) {
+                    Some(Ok(_)) => ProviderCheck::Verified(format!(
+                        "{what}: answered with a valid signature by key '{}' (whether the key \
+                         may update is not checked without a change)",
+                        self.key_name
+                    )),
+                    Some(Err(e)) => bad_key(format!("the answer's signature: {e}")),
+                    None => bad_key("the answer is not signed".into()),
+                }
+            }
+            ResponseCode::NotAuth => bad_key(format!(
+                "NOTAUTH{}",
+                message
+                    .signature()
+                    .and_then(|s| s.data.error.as_ref())
+                    .map(|e| format!(", TSIG error {e:?}"))
+                    .unwrap_or_default()
+            )),
+            ResponseCode::NoError | ResponseCode::Refused | ResponseCode::NXDomain => {
+                ProviderCheck::Refused {
+                    detail: format!(
+                        "{what}: the server does not serve the zone (answered {})",
+                        message.metadata.response_code
+                    ),
+                    fix: format!(
+                        "check server of DNS provider '{}': it must be the primary of {zone}",
+                        self.id
+                    ),
+                }
+            }
+            other => ProviderCheck::Unreachable(format!("{what}: the server answered {other}")),
+        }
+    }
+}
+
 impl DnsProvider for Rfc2136 {
     fn id(&self) -> &str {
         &self.id
@@ -177,5 +292,9 @@ impl DnsProvider for Rfc2136 {
 
     fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a> {
         Box::pin(self.update(fqdn, value, false))
+    }
+
+    fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a> {
+        Box::pin(self.probe(zone))
     }
 }

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::aws::{self, CredentialChain, Credentials, Source, xml};
-use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
+use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone};
 use crate::clock::{Clock, SystemClock};
 
 /// Route 53's endpoint (global; signed for `us-east-1`).
@@ -576,6 +576,53 @@ fn parse_hosted_zone(text: &str, zone: &str) -> Result<String, String> {
         })
 }
 
+impl Route53 {
+    /// The hosted zone of `zone` (looked up with `ListHostedZonesByName`
+    /// unless configured or cached), then `GetHostedZone`, SigV4-signed
+    /// with the configured credentials: both are reads.
+    async fn probe(&self, zone: &str) -> ProviderCheck {
+        // `call` ends a transient failure (unreachable, 5xx) with "will
+        // retry"; everything else is AWS refusing or not finding.
+        let outcome = |message: String| {
+            if message.ends_with("will retry") {
+                ProviderCheck::Unreachable(message)
+            } else {
+                ProviderCheck::Refused {
+                    detail: message,
+                    fix: format!(
+                        "check the credentials ({}) and zones/hosted_zone_id of DNS provider \
+                         '{}' for zone {zone}",
+                        self.credentials.source().describe(),
+                        self.id
+                    ),
+                }
+            }
+        };
+        let hz = match self.hosted_zone(zone).await {
+            Ok(hz) => hz,
+            Err(e) => return outcome(e),
+        };
+        match self
+            .call(
+                "GetHostedZone",
+                reqwest::Method::GET,
+                &format!("{API}/hostedzone/{hz}"),
+                &[],
+                None,
+            )
+            .await
+        {
+            Ok(_) => ProviderCheck::Verified(format!(
+                "DNS provider '{}' (Route 53 GetHostedZone {hz}): the credentials ({}) may read \
+                 hosted zone {zone} (ChangeResourceRecordSets is not checked without a change)",
+                self.id,
+                self.credentials.source().describe()
+            )),
+            Err(e) => outcome(e.message()),
+        }
+    }
+}
+
 impl DnsProvider for Route53 {
     fn id(&self) -> &str {
         &self.id
@@ -591,6 +638,10 @@ impl DnsProvider for Route53 {
 
     fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a> {
         Box::pin(self.update(fqdn, value, false))
+    }
+
+    fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a> {
+        Box::pin(self.probe(zone))
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{DnsError, DnsFuture, DnsProvider, longest_zone};
+use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone};
 use crate::clock::{Clock, SystemClock};
 use crate::webhook_signature::signed_headers;
 
@@ -170,6 +170,14 @@ impl DnsProvider for Webhook {
     fn cleanup<'a>(&'a self, fqdn: &'a str, value: &'a str) -> DnsFuture<'a> {
         Box::pin(self.call("cleanup", fqdn, value))
     }
+
+    fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a> {
+        let detail = format!(
+            "DNS provider '{}' (webhook) for zone {zone}: not checkable without a change: the webhook receiver is only ever POSTed a present or cleanup, so preflight does not call it",
+            self.id
+        );
+        Box::pin(async move { ProviderCheck::NotCheckable(detail) })
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +198,21 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
         };
         Webhook::new("hook", &["example.test".into()], &settings).expect("client")
+    }
+
+    #[tokio::test]
+    async fn the_check_posts_nothing_and_says_so() {
+        // Nobody listens there: a POST would be an error, not this.
+        let w = webhook("http://127.0.0.1:9/dns", "s3cret", 200);
+        let ProviderCheck::NotCheckable(detail) = w.check("example.test").await else {
+            panic!("webhook is not checkable");
+        };
+        assert!(
+            detail
+                .starts_with("DNS provider 'hook' (webhook) for zone example.test: not checkable")
+                && !detail.contains("s3cret"),
+            "{detail}"
+        );
     }
 
     #[test]
