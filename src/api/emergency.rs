@@ -491,6 +491,23 @@ pub struct OperationView {
     pub operation: Operation,
     /// How far the work it queued has got.
     pub progress: OperationProgress,
+    /// Per CA with open orders (as `progress.cas`), the time left.
+    pub time_left: Vec<CaTimeLeftView>,
+}
+
+/// How long one CA still needs for an operation's open orders
+/// (`policy::ca_time_left`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaTimeLeftView {
+    /// The CA.
+    pub ca: String,
+    /// Seconds until its `retry_at` (e.g. the CA's `Retry-After` after
+    /// `rateLimited`); 0 when nothing is held back.
+    pub wait_seconds: i64,
+    /// The wait plus its open orders at its pace (configured limits and
+    /// measured issuance time, as in a swap's estimate): an upper bound;
+    /// null when the CA is not configured or takes no orders.
+    pub seconds_left: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/v1/operations/{id}", params(("id" = String, Path, description = "the operation id")), responses((status = 200, description = "the operation and its progress", body = OperationView), (status = 400, description = "invalid input", body = ProblemDoc, content_type = "application/problem+json"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json"), (status = 404, description = "not found", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
@@ -510,9 +527,35 @@ pub(super) async fn show_operation(
         .operation(&id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("operation '{id}'")))?;
+    let now = st.clock.now();
+    let mut time_left = Vec::with_capacity(progress.cas.len());
+    for c in &progress.cas {
+        let pace = match st.ca_views.iter().find(|v| v.id == c.ca) {
+            Some(v) => crate::policy::CaPace {
+                id: v.id.clone(),
+                orders_per_hour: v.orders_per_hour,
+                concurrency: v.concurrency,
+                mean_issue_seconds: st.store.pacing().mean_issue_seconds(&v.id).await?,
+            },
+            // A CA no longer configured: its orders wait for nobody.
+            None => crate::policy::CaPace {
+                id: c.ca.clone(),
+                orders_per_hour: 0,
+                concurrency: 0,
+                mean_issue_seconds: None,
+            },
+        };
+        let t = crate::policy::ca_time_left(c.open, c.retry_at, now, &pace);
+        time_left.push(CaTimeLeftView {
+            ca: c.ca.clone(),
+            wait_seconds: t.wait_seconds,
+            seconds_left: t.seconds_left,
+        });
+    }
     Ok(Json(OperationView {
         operation,
         progress,
+        time_left,
     })
     .into_response())
 }

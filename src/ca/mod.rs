@@ -694,16 +694,59 @@ impl From<instant_acme::Error> for Retry {
     }
 }
 
-/// Whether a time the CA asked us to wait until lies in the future.
+/// Seconds to wait until a time the CA asked us to wait until, if it lies
+/// in the future, counted so that the whole-second clock the orders are
+/// scheduled by (`now` truncated, plus these seconds) never lands before
+/// it: from the current whole second to the CA's time rounded up.
+/// (Truncating the difference instead retried up to 2 s early.)
 pub fn retry_after_secs(after: Option<SystemTime>) -> Option<u64> {
-    after
-        .and_then(|t| t.duration_since(SystemTime::now()).ok())
-        .map(|d| d.as_secs().max(1))
+    retry_after_secs_at(after?, SystemTime::now())
+}
+
+fn retry_after_secs_at(after: SystemTime, now: SystemTime) -> Option<u64> {
+    let d = after.duration_since(now).ok()?;
+    let now_frac = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let total = d + Duration::from_nanos(u64::from(now_frac));
+    let secs = total.as_secs() + u64::from(total.subsec_nanos() > 0);
+    Some(secs.max(1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_never_schedules_before_the_cas_time() {
+        let at = |secs: u64, nanos: u32| SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+        // (after, now) → seconds from the truncated now
+        let table = [
+            // "Retry-After: 4" received at 100.3: not before 104.3 → 105
+            (at(104, 300_000_000), at(100, 300_000_000), Some(5)),
+            // an HTTP date (whole second) 4 s ahead of 100.3 → 104
+            (at(104, 0), at(100, 300_000_000), Some(4)),
+            // exactly on a second
+            (at(104, 0), at(100, 0), Some(4)),
+            // in the past: no wait of its own
+            (at(99, 0), at(100, 0), None),
+            // a sliver ahead: at least one second
+            (at(100, 1), at(100, 0), Some(1)),
+        ];
+        for (after, now, want) in table {
+            let got = retry_after_secs_at(after, now);
+            assert_eq!(got, want, "{after:?} at {now:?}");
+            if let Some(secs) = got {
+                let now_whole = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let due = SystemTime::UNIX_EPOCH + Duration::from_secs(now_whole + secs);
+                assert!(due >= after, "{after:?} at {now:?}: due {due:?}");
+            }
+        }
+    }
 
     fn problem(t: &str, status: Option<u16>) -> instant_acme::Error {
         instant_acme::Error::Api(

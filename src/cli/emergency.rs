@@ -346,6 +346,22 @@ fn counts(p: &Value) -> (i64, i64, i64) {
     )
 }
 
+/// The CAs an operation's orders wait for (a CA's `Retry-After`, a
+/// backoff, the hold-off), from its `time_left`: `; pebble-a waits 6 s`.
+fn waits(v: &Value) -> String {
+    let mut out = String::new();
+    for c in v["time_left"].as_array().into_iter().flatten() {
+        let secs = c["wait_seconds"].as_i64().unwrap_or(0);
+        if secs > 0 {
+            out.push_str(&format!(
+                "; {} waits {secs} s",
+                c["ca"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    out
+}
+
 fn bar(done: i64, total: i64) -> String {
     const WIDTH: i64 = 30;
     let filled = if total > 0 {
@@ -374,9 +390,10 @@ async fn follow(client: &Client, id: &str, timeout_s: u64) -> anyhow::Result<()>
         let p = &v["progress"];
         let (done, total, failing) = counts(p);
         let line = format!(
-            "{} {done}/{total} done, {failing} failing, {} queued",
+            "{} {done}/{total} done, {failing} failing, {} queued{}",
             bar(done, total),
-            p["queued"].as_i64().unwrap_or(0)
+            p["queued"].as_i64().unwrap_or(0),
+            waits(&v)
         );
         if tty {
             eprint!("\r{line}   ");
@@ -760,4 +777,19 @@ async fn latest_or(client: &Client, id: String, list: &str, what: &str) -> anyho
         .as_str()
         .with_context(|| format!("there is no {what} yet"))?
         .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_names_the_cas_that_wait() {
+        let v = json!({"time_left": [
+            {"ca": "a", "wait_seconds": 6, "seconds_left": 7},
+            {"ca": "b", "wait_seconds": 0, "seconds_left": 1},
+        ]});
+        assert_eq!(waits(&v), "; a waits 6 s");
+        assert_eq!(waits(&json!({})), "");
+    }
 }

@@ -310,6 +310,35 @@ pub fn reprovision_forecast(
     }
 }
 
+/// How long one CA still needs for an operation's open orders: first the
+/// wait until `retry_at` (the latest time one of them is held back to: a
+/// CA's `Retry-After` after `rateLimited`, a backoff, pacing or the
+/// same-CA hold-off), then `open` orders at the CA's pace. The wait is
+/// counted in full though the other orders may go meanwhile: an upper
+/// bound, not a promise. `seconds_left` is None when the CA takes no
+/// orders at all (pace 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaTimeLeft {
+    /// Seconds until `retry_at` (0 when past or none).
+    pub wait_seconds: i64,
+    /// The wait plus `open` orders at the CA's pace.
+    pub seconds_left: Option<i64>,
+}
+
+/// See [`CaTimeLeft`].
+pub fn ca_time_left(open: i64, retry_at: Option<i64>, now: i64, pace: &CaPace) -> CaTimeLeft {
+    let wait_seconds = retry_at.map_or(0, |t| (t - now).max(0));
+    let per_hour = ca_orders_per_hour(
+        pace.orders_per_hour,
+        pace.concurrency,
+        pace.mean_issue_seconds.unwrap_or(DEFAULT_ISSUE_SECONDS),
+    );
+    CaTimeLeft {
+        wait_seconds,
+        seconds_left: orders_duration_seconds(open, per_hour).map(|s| s + wait_seconds),
+    }
+}
+
 /// Orders per hour a CA can take: the smaller of its configured
 /// `orders_per_hour` and what `concurrency` orders in flight achieve at
 /// `mean_issue_seconds` each (at least 1 s: a CA never issues faster).
@@ -939,6 +968,40 @@ mod tests {
             reprovision_forecast(&gone, Some("a"), &paces, 10, 900).seconds,
             None
         );
+    }
+
+    #[test]
+    fn a_cas_time_left_is_its_wait_then_its_orders_at_its_pace() {
+        let pace = |per_hour: u32| CaPace {
+            id: "a".into(),
+            orders_per_hour: per_hour,
+            concurrency: 100,
+            mean_issue_seconds: None,
+        };
+        let left = |wait_seconds, seconds_left| CaTimeLeft {
+            wait_seconds,
+            seconds_left,
+        };
+        // (open, retry_at, now, orders per hour) → time left
+        let table = [
+            // rate-limited: Retry-After 6 s ahead, one order of 1 s
+            (1, Some(1006), 1000, 3600, left(6, Some(7))),
+            // the Retry-After has passed: only the orders
+            (1, Some(990), 1000, 3600, left(0, Some(1))),
+            // no order waits
+            (360, None, 1000, 3600, left(0, Some(360))),
+            // 10 orders at 60/h after a 60 s wait
+            (10, Some(1060), 1000, 60, left(60, Some(660))),
+            // a CA paced to nothing: the wait is known, the end is not
+            (1, Some(1006), 1000, 0, left(6, None)),
+        ];
+        for (open, retry_at, now, per_hour, want) in table {
+            assert_eq!(
+                ca_time_left(open, retry_at, now, &pace(per_hour)),
+                want,
+                "{open} open, retry at {retry_at:?}, now {now}, {per_hour}/h"
+            );
+        }
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub use keys::{Keys, SealedSecret, SecretKind};
 pub use leases::Leases;
 pub use metrics::{Metrics, Series};
 pub use names::{NameFilter, Names, NewName};
-pub use operations::{Operation, OperationProgress, Operations, ReprovisionJob};
+pub use operations::{CaOrders, Operation, OperationProgress, Operations, ReprovisionJob};
 pub use orders::{Completed, FailingOrder, NewCertificate, Orders, OtherCert};
 pub use pacing::Pacing;
 pub use packages::{DueReminder, NewPackage, PackageRecord, Packages};

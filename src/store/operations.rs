@@ -75,6 +75,25 @@ pub struct OperationProgress {
     pub blocked: i64,
     /// Nothing left to do: no slot queued, waiting, ordering or blocked.
     pub done: bool,
+    /// Its open orders per CA, by CA id.
+    pub cas: Vec<CaOrders>,
+}
+
+/// An operation's open orders at one CA.
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
+pub struct CaOrders {
+    /// The CA.
+    pub ca: String,
+    /// Open (pending or processing) orders there.
+    pub open: i64,
+    /// Of those, how many have a last error: a failed attempt (a
+    /// `rateLimited` answer among them, see `errors`) or a deferral by
+    /// twincert's own pacing.
+    pub failing: i64,
+    /// Unix seconds: the latest time one of them is held back to (the
+    /// CA's `Retry-After`, a backoff, pacing or the same-CA hold-off);
+    /// null when none is.
+    pub retry_at: Option<i64>,
 }
 
 /// What the worker needs to re-provision one slot.
@@ -302,6 +321,27 @@ impl Operations {
             }
         }
         p.blocked = blocked;
+        // next_attempt_at counts only for orders that were held back: a
+        // fresh order's is its creation time.
+        for r in all(
+            &self.db,
+            "SELECT ca_id, COUNT(*) AS n, \
+             SUM(CASE WHEN last_error IS NOT NULL THEN 1 ELSE 0 END) AS failing, \
+             MAX(CASE WHEN last_error IS NOT NULL OR held_reason IS NOT NULL \
+             THEN next_attempt_at END) AS retry_at \
+             FROM orders WHERE operation_id = $1 AND state IN ('pending', 'processing') \
+             GROUP BY ca_id ORDER BY ca_id",
+            vec![id.into()],
+        )
+        .await?
+        {
+            p.cas.push(CaOrders {
+                ca: get(&r, "ca_id")?,
+                open: get(&r, "n")?,
+                failing: get::<Option<i64>>(&r, "failing")?.unwrap_or(0),
+                retry_at: get(&r, "retry_at")?,
+            });
+        }
         let open = p.orders.get("pending").copied().unwrap_or(0)
             + p.orders.get("processing").copied().unwrap_or(0);
         p.done = p.queued == 0 && open == 0 && p.blocked == 0 && p.rekey_done == p.rekey_total;

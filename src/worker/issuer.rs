@@ -376,6 +376,9 @@ impl Issuer {
                 ChallengeKind::Dns01Manual if result.is_ok() => self.dns01.cleanup(&job.id).await,
                 _ => {}
             }
+            // Converted before `now` is read: `now` + these seconds then
+            // never falls before the CA's time (see `retry_after_secs`).
+            let ca_wait = crate::ca::retry_after_secs(retry_after);
             let now = self.clock.now();
             match result {
                 Ok(serial) => {
@@ -384,7 +387,7 @@ impl Issuer {
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(mut e) => {
-                    e.retry_after = e.retry_after.or(crate::ca::retry_after_secs(retry_after));
+                    e.retry_after = e.retry_after.or(ca_wait);
                     let ca_url = self
                         .cas
                         .get(&job.ca_id)

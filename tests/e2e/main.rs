@@ -18,6 +18,7 @@ mod issuance;
 mod layers;
 mod manual;
 mod preflight;
+mod rate_limit;
 mod readiness;
 mod redundancy;
 mod revocation;

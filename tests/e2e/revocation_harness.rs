@@ -933,6 +933,37 @@ struct AriBook {
     reflect_replaces: bool,
     /// Order URL path → the certID its newOrder replaced.
     order_replaces: HashMap<String, String>,
+    /// newOrder requests still to answer with `rateLimited`.
+    rate_limit_left: usize,
+    /// The `Retry-After` those answers carry.
+    rate_limit_after: RetryAfter,
+    /// Seconds ahead that `Retry-After` names.
+    retry_after_secs_rl: u64,
+    /// Every newOrder request: when it came and how it was answered.
+    new_order_hits: Vec<NewOrderHit>,
+}
+
+/// How a rate-limited answer states its `Retry-After` (RFC 9110 §10.2.3
+/// allows both forms).
+#[derive(Clone, Copy, Debug, Default)]
+pub enum RetryAfter {
+    /// `Retry-After: <seconds>`.
+    #[default]
+    Seconds,
+    /// `Retry-After: <IMF-fixdate>`, that many seconds ahead (rounded up
+    /// to the next whole second, the date's resolution).
+    HttpDate,
+}
+
+/// One newOrder request seen by the proxy.
+#[derive(Clone, Debug)]
+pub struct NewOrderHit {
+    /// Unix time it arrived, with sub-second precision.
+    pub at: f64,
+    /// Whether the proxy answered it with 429 `rateLimited`.
+    pub rate_limited: bool,
+    /// For a rate-limited one: the Unix time its `Retry-After` names.
+    pub retry_after_until: Option<f64>,
 }
 
 struct AriState {
@@ -1072,6 +1103,69 @@ impl AriProxy {
     pub fn new_orders(&self) -> Vec<serde_json::Value> {
         lock(&self.state.book).new_orders.clone()
     }
+
+    /// Answers the next `count` newOrder requests with HTTP 429, a
+    /// `rateLimited` problem document, `Retry-After` `secs` seconds ahead
+    /// (in `form`) and a fresh `Replay-Nonce` taken from Pebble (ACME
+    /// clients need one on every answer); later ones pass through.
+    pub fn rate_limit_new_orders(&self, count: usize, secs: u64, form: RetryAfter) {
+        let mut book = lock(&self.state.book);
+        book.rate_limit_left = count;
+        book.retry_after_secs_rl = secs;
+        book.rate_limit_after = form;
+    }
+
+    /// Every newOrder request so far, in order.
+    pub fn new_order_hits(&self) -> Vec<NewOrderHit> {
+        lock(&self.state.book).new_order_hits.clone()
+    }
+}
+
+/// The 429 `rateLimited` answer of [`AriProxy::rate_limit_new_orders`].
+async fn rate_limited(st: &AriState, secs: u64, form: RetryAfter, now: f64) -> (Response, f64) {
+    let nonce = st
+        .client
+        .head(format!("{}/nonce-plz", st.pebble_base))
+        .header(header::HOST, &st.host)
+        .send()
+        .await
+        .ok()
+        .and_then(|r| {
+            r.headers()
+                .get("replay-nonce")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let (value, until) = match form {
+        RetryAfter::Seconds => (secs.to_string(), now + secs as f64),
+        RetryAfter::HttpDate => {
+            let until = (now + secs as f64).ceil() as i64;
+            // RFC 2822 with "+0000" spelled "GMT" is RFC 9110's IMF-fixdate.
+            let date = time::OffsetDateTime::from_unix_timestamp(until)
+                .expect("time in range")
+                .format(&time::format_description::well_known::Rfc2822)
+                .expect("format date")
+                .replace("+0000", "GMT");
+            (date, until as f64)
+        }
+    };
+    let body = serde_json::json!({
+        "type": "urn:ietf:params:acme:error:rateLimited",
+        "detail": format!("too many new orders recently (test proxy); retry after {value}"),
+        "status": 429,
+    });
+    let rsp = (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            (header::CONTENT_TYPE, "application/problem+json".to_owned()),
+            (header::RETRY_AFTER, value),
+            (HeaderName::from_static("replay-nonce"), nonce),
+        ],
+        body.to_string(),
+    )
+        .into_response();
+    (rsp, until)
 }
 
 fn problem(status: StatusCode, detail: String) -> Response {
@@ -1203,6 +1297,34 @@ async fn forward(State(st): State<Arc<AriState>>, req: Request) -> Response {
         .path_and_query()
         .map_or(path.clone(), |pq| pq.as_str().to_owned());
     let is_new_order = parts.method == Method::POST && path == "/order-plz";
+    if is_new_order {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64();
+        let limited = {
+            let mut book = lock(&st.book);
+            let limited = book.rate_limit_left > 0;
+            if limited {
+                book.rate_limit_left -= 1;
+            }
+            limited.then_some((book.retry_after_secs_rl, book.rate_limit_after))
+        };
+        if let Some((secs, form)) = limited {
+            let (rsp, until) = rate_limited(&st, secs, form, now).await;
+            lock(&st.book).new_order_hits.push(NewOrderHit {
+                at: now,
+                rate_limited: true,
+                retry_after_until: Some(until),
+            });
+            return rsp;
+        }
+        lock(&st.book).new_order_hits.push(NewOrderHit {
+            at: now,
+            rate_limited: false,
+            retry_after_until: None,
+        });
+    }
     let replaces = if is_new_order {
         let payload = jws_payload(&body).unwrap_or(serde_json::Value::Null);
         let replaces = payload["replaces"].as_str().map(str::to_owned);
