@@ -20,7 +20,6 @@ use instant_acme::{
     ChallengeType, ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus,
     Problem, RetryPolicy,
 };
-use tokio::sync::OnceCell;
 
 pub use ari::AriWindow;
 
@@ -38,6 +37,10 @@ pub enum AcmeErrorKind {
     RateLimited,
     /// Network, timeout, 5xx, badNonce: retry the same order later.
     Transient,
+    /// `accountDoesNotExist` (RFC 8555 §6.7): the CA no longer knows our
+    /// account (its database was lost or reset). The account is
+    /// registered again and a fresh order started.
+    AccountGone,
 }
 
 /// A failed ACME step, with the CA's problem text when there is one.
@@ -99,6 +102,8 @@ fn classify(e: instant_acme::Error) -> AcmeError {
             let t = p.r#type.as_deref().unwrap_or("");
             let kind = if t.ends_with(":rateLimited") {
                 AcmeErrorKind::RateLimited
+            } else if t.ends_with(":accountDoesNotExist") {
+                AcmeErrorKind::AccountGone
             } else if t.ends_with(":badNonce") || t.ends_with(":serverInternal") {
                 // serverInternal by its type too: smallstep (Caddy's
                 // `acme_server`) sends problem documents without `status`,
@@ -192,7 +197,8 @@ pub trait Http01Publisher {
 pub struct CaClient {
     config: CaConfig,
     ari: ari::Ari,
-    account: OnceCell<Account>,
+    /// The account in use; replaced when the CA has forgotten it.
+    account: std::sync::RwLock<Option<Account>>,
     poll: RetryPolicy,
     request_timeout: Duration,
 }
@@ -225,7 +231,7 @@ impl CaClient {
                 timeout.min(Duration::from_secs(30)),
             ),
             config,
-            account: OnceCell::new(),
+            account: std::sync::RwLock::new(None),
             request_timeout: timeout.min(Duration::from_secs(30)),
             // Local CAs answer in milliseconds; public ones send Retry-After,
             // which instant-acme honours over this schedule.
@@ -268,7 +274,28 @@ impl CaClient {
 
     /// Whether an account is loaded.
     pub fn has_account(&self) -> bool {
-        self.account.initialized()
+        self.account
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// The URL of the account in use, if one is loaded.
+    pub fn account_url(&self) -> Option<String> {
+        self.account
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|a| a.id().to_string())
+    }
+
+    /// Drops the account in use if it is still `url` (the CA said it does
+    /// not exist); the next use loads or registers another.
+    pub fn forget_account(&self, url: &str) {
+        let mut account = self.account.write().unwrap_or_else(|p| p.into_inner());
+        if account.as_ref().is_some_and(|a| a.id() == url) {
+            *account = None;
+        }
     }
 
     /// Restores the account from stored credentials.
@@ -282,7 +309,7 @@ impl CaClient {
             .from_credentials(creds)
             .await
             .map_err(classify)?;
-        let _ = self.account.set(account);
+        *self.account.write().unwrap_or_else(|p| p.into_inner()) = Some(account);
         Ok(())
     }
 
@@ -337,9 +364,11 @@ impl CaClient {
         })
     }
 
-    fn account(&self) -> Result<&Account, AcmeError> {
+    fn account(&self) -> Result<Account, AcmeError> {
         self.account
-            .get()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
             .ok_or_else(|| AcmeError::transient("account not loaded"))
     }
 
@@ -798,6 +827,7 @@ mod tests {
         let cases = [
             ("badNonce", Some(400), AcmeErrorKind::Transient),
             ("rateLimited", Some(429), AcmeErrorKind::RateLimited),
+            ("accountDoesNotExist", Some(400), AcmeErrorKind::AccountGone),
             ("rejectedIdentifier", Some(400), AcmeErrorKind::Final),
             ("unauthorized", Some(403), AcmeErrorKind::Final),
             ("serverInternal", Some(500), AcmeErrorKind::Transient),

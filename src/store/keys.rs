@@ -126,6 +126,38 @@ impl Keys {
             .ok_or_else(|| StoreError::Db(format!("account for {ca_id} vanished")))
     }
 
+    /// Replaces a CA's account the CA has forgotten (`accountDoesNotExist`)
+    /// — but only if the stored one is still `dead_url`: when replicas find
+    /// the loss at once, the first replacement wins and the others get it
+    /// back, as with [`Keys::save_account`].
+    pub async fn replace_account(
+        &self,
+        ca_id: &str,
+        dead_url: &str,
+        account_url: &str,
+        sealed: &Sealed,
+        now: i64,
+    ) -> Result<(String, Sealed), StoreError> {
+        exec(
+            &self.db,
+            "UPDATE acme_accounts SET account_url = $1, master_key_id = $2, nonce = $3, \
+             ciphertext = $4, created_at = $5 WHERE ca_id = $6 AND account_url = $7",
+            vec![
+                account_url.into(),
+                sealed.key_id.clone().into(),
+                sealed.nonce.clone().into(),
+                sealed.ciphertext.clone().into(),
+                now.into(),
+                ca_id.into(),
+                dead_url.into(),
+            ],
+        )
+        .await?;
+        self.account(ca_id)
+            .await?
+            .ok_or_else(|| StoreError::Db(format!("account for {ca_id} vanished")))
+    }
+
     /// How many sealed secrets (certificate keys, ACME account and
     /// acme-dns credentials) each master key id seals, by key id. The benchmarks' synthetic names
     /// (key id `synthetic`) hold placeholders, not secrets: not counted,

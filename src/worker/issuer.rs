@@ -442,7 +442,10 @@ impl Issuer {
                         return;
                     }
                     warn!(error = %message, kind = ?e.kind, retry_in_s = delay, "attempt failed");
-                    let forget = e.kind == AcmeErrorKind::Final;
+                    // A fresh ACME order next time: this one is over, or it
+                    // belonged to an account the CA has forgotten.
+                    let forget =
+                        matches!(e.kind, AcmeErrorKind::Final | AcmeErrorKind::AccountGone);
                     if let Err(se) = self
                         .orders
                         .fail_attempt(
@@ -488,6 +491,24 @@ impl Issuer {
         self.accounts
             .ensure(&ca, &self.keys, &self.sealer, self.clock.now())
             .await?;
+        let account_url = ca.account_url();
+        let result = self.attempt_with_account(&ca, job, &domains).await;
+        if let (Err(e), Some(url)) = (&result, &account_url)
+            && e.kind == AcmeErrorKind::AccountGone
+        {
+            self.accounts.mark_dead(&ca, url);
+        }
+        result
+    }
+
+    /// The rest of [`Self::attempt`], once the CA's account is loaded.
+    async fn attempt_with_account(
+        &self,
+        ca: &Arc<CaClient>,
+        job: &OrderJob,
+        domains: &[DnsName],
+    ) -> Result<String, AttemptError> {
+        let ca = ca.clone();
         if job.acme_order_url.is_none() {
             self.pace(&ca, job).await?;
         }
@@ -521,7 +542,7 @@ impl Issuer {
             return Err(final_error(why));
         }
         let csr = key
-            .csr_der(&domains)
+            .csr_der(domains)
             .map_err(|e| final_error(format!("cannot build the CSR: {e}")))?;
         let chain = order.finalize_and_download(&csr).await?;
 

@@ -1131,3 +1131,44 @@ async fn two_private_cas_on_the_generic_profile_issue() {
     assert_eq!(n["primary"]["ca"], "pebble-a", "{n:#}");
     assert_eq!(n["backup"]["ca"], "pebble-b", "{n:#}");
 }
+
+/// A CA that loses its database forgets our account: its next answer is
+/// `accountDoesNotExist`. twincert registers a new account, replaces the
+/// stored one, and the slot issues from a fresh order — instead of failing
+/// with the dead account forever (found with Caddy's `acme_server`; Pebble
+/// forgets every account when it restarts).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_the_ca_forgot_is_registered_again() {
+    let mut cas = TwoCas::start(0).await;
+    let url = sqlite_url(cas.dir());
+    let server = Server::start(&cas, ServerOptions::new(url.clone())).await;
+    let (status, body) = server.create(json!({"name": "first.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    server.wait_ready("first.example.test", 60).await;
+    let old = stored_account_url(&url, "pebble-a").await;
+
+    // Pebble keeps nothing across a restart: our account is gone.
+    cas.a.restart().await;
+    let (status, body) = server.create(json!({"name": "second.example.test"})).await;
+    assert_eq!(status, 201, "{body}");
+    let n = server.wait_ready("second.example.test", 60).await;
+    assert_eq!(n["primary"]["ca"], "pebble-a", "{n}");
+    let new = stored_account_url(&url, "pebble-a").await;
+    assert_ne!(new, old, "a new account replaced the forgotten one");
+    assert!(
+        server.log().contains("no longer knows our account"),
+        "the re-registration is logged"
+    );
+}
+
+/// The account URL stored for a CA.
+async fn stored_account_url(store_url: &str, ca: &str) -> String {
+    let store = Store::connect(store_url).await.expect("connect");
+    store
+        .keys()
+        .account(ca)
+        .await
+        .expect("read")
+        .expect("an account is stored")
+        .0
+}

@@ -1950,3 +1950,60 @@ async fn lifetime_alerts_agree_with_policy_on_postgres() {
     let url = fresh_pg_database(&base).await;
     lifetime_alerts_contract(Store::connect(&url).await.expect("connect")).await;
 }
+
+/// ACME accounts: the first stored wins; a forgotten one is replaced only
+/// while it is still the stored one, so replicas that find the loss at
+/// once end up on one new account.
+async fn account_contract(store: Store) {
+    store.migrate().await.expect("migrate");
+    let keys = store.keys();
+    let (url, _) = keys
+        .save_account("a", "https://ca/dir", "https://ca/acct/1", &sealed(1), 10)
+        .await
+        .expect("save");
+    assert_eq!(url, "https://ca/acct/1");
+    let (url, kept) = keys
+        .save_account("a", "https://ca/dir", "https://ca/acct/2", &sealed(2), 11)
+        .await
+        .expect("save again");
+    assert_eq!((url.as_str(), kept), ("https://ca/acct/1", sealed(1)));
+    // Two replicas replace the dead account 1: the first wins.
+    let (url, now) = keys
+        .replace_account(
+            "a",
+            "https://ca/acct/1",
+            "https://ca/acct/3",
+            &sealed(3),
+            12,
+        )
+        .await
+        .expect("replace");
+    assert_eq!((url.as_str(), now), ("https://ca/acct/3", sealed(3)));
+    let (url, now) = keys
+        .replace_account(
+            "a",
+            "https://ca/acct/1",
+            "https://ca/acct/4",
+            &sealed(4),
+            13,
+        )
+        .await
+        .expect("replace late");
+    assert_eq!((url.as_str(), now), ("https://ca/acct/3", sealed(3)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    account_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_on_postgres() {
+    let Some(base) = pg_url_or_skip("accounts_on_postgres") else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    account_contract(Store::connect(&url).await.expect("connect")).await;
+}
