@@ -148,30 +148,12 @@ async fn cname_delegation_validates_names_in_a_zone_without_a_key() {
 
 /// Publishes a TXT record the way a person would, with nsupdate and the
 /// zone's key (twincert itself is not involved).
-fn publish_by_hand(cas: &TwoCas, name: &str, value: &str) {
-    use std::io::Write;
-    let script = format!(
-        "server 127.0.0.1 {}\nzone {}\nupdate add {name} 60 TXT \"{value}\"\nsend\n",
-        cas.dns.port(),
+async fn publish_by_hand(cas: &TwoCas, name: &str, value: &str) {
+    let lines = format!(
+        "zone {}\nupdate add {name} 60 TXT \"{value}\"\n",
         cas.dns.zone()
     );
-    let mut child = std::process::Command::new("nsupdate")
-        .arg("-y")
-        .arg(format!(
-            "hmac-sha256:{}:{}",
-            cas.dns.tsig_key_name(),
-            cas.dns.tsig_secret_b64()
-        ))
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nsupdate");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .expect("write script");
-    assert!(child.wait().expect("wait").success(), "nsupdate failed");
+    cas.dns.update(&lines).await.expect("nsupdate");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,7 +212,8 @@ async fn manual_dns01_lists_records_and_issues_once_they_are_published() {
             &cas,
             "_acme-challenge.d.example.test",
             r["value"].as_str().unwrap_or_default(),
-        );
+        )
+        .await;
     }
     slots.sort();
     assert_eq!(slots, ["backup", "primary"]);

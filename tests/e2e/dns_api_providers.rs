@@ -427,45 +427,9 @@ async fn powerdns_both_cas_validate_through_a_real_powerdns_and_a_wrong_key_is_n
 }
 
 // ---------------------------------------------------------------------------
-// Harness: writing the records a fake API received into the test BIND
+// Harness: the fake APIs write what they were given into the test BIND
+// with `harness::nsupdate`, where the CAs look
 // ---------------------------------------------------------------------------
-
-/// Runs one nsupdate script against the test BIND with its TSIG key (the
-/// way the harness's fake APIs make what they were given visible to the
-/// CAs); returns nsupdate's error output on failure.
-async fn nsupdate(bind: (u16, String, String), lines: &str) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt;
-    let (port, key, secret) = bind;
-    let script = format!("server 127.0.0.1 {port}\n{lines}send\n");
-    let mut child = tokio::process::Command::new("nsupdate")
-        .arg("-y")
-        .arg(format!("hmac-sha256:{key}:{secret}"))
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("nsupdate: {e}"))?;
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(script.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    drop(stdin);
-    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-fn bind_of(cas: &TwoCas) -> (u16, String, String) {
-    (
-        cas.dns.port(),
-        cas.dns.tsig_key_name().to_string(),
-        cas.dns.tsig_secret_b64().to_string(),
-    )
-}
 
 /// Serves `app` on a free loopback port; returns its base URL.
 async fn serve(app: axum::Router) -> String {
@@ -515,7 +479,7 @@ mod cf {
         pub token: String,
         pub zone: String,
         pub zone_id: String,
-        pub bind: (u16, String, String),
+        pub bind: crate::harness::UpdateKey,
         /// (id, name, content as stored: quoted)
         pub records: Mutex<Vec<(String, String, String)>>,
         pub violations: Mutex<Vec<String>>,
@@ -543,7 +507,7 @@ mod cf {
     }
 
     impl Fake {
-        pub fn new(token: &str, zone: &str, bind: (u16, String, String)) -> Arc<Fake> {
+        pub fn new(token: &str, zone: &str, bind: crate::harness::UpdateKey) -> Arc<Fake> {
             Arc::new(Fake {
                 token: token.into(),
                 zone: zone.into(),
@@ -690,7 +654,7 @@ mod cf {
             records.push(r.clone());
             r
         };
-        if let Err(e) = super::nsupdate(
+        if let Err(e) = crate::harness::nsupdate(
             s.bind.clone(),
             &format!("update add {name}. 60 TXT {quoted}\n"),
         )
@@ -762,7 +726,7 @@ mod cf {
         let Some((id, name, content)) = removed else {
             return error(StatusCode::NOT_FOUND, 81044, "Record does not exist.");
         };
-        if let Err(e) = super::nsupdate(
+        if let Err(e) = crate::harness::nsupdate(
             s.bind.clone(),
             &format!("update delete {name}. TXT {content}\n"),
         )
@@ -820,7 +784,7 @@ fn cloudflare_toml(base: &str, token: &str) -> String {
 async fn cloudflare_both_cas_validate_through_the_documented_api_and_a_bad_token_is_named() {
     let cas = TwoCas::start(0).await;
     let token = "cf-scoped-token-0123456789";
-    let fake = cf::Fake::new(token, "example.test", bind_of(&cas));
+    let fake = cf::Fake::new(token, "example.test", cas.dns.update_key());
     let base = serve(cf::app(Arc::clone(&fake))).await;
 
     // 5xx and garbage first, straight through the provider: clear,
@@ -1017,7 +981,7 @@ mod adns {
     pub struct Fake {
         /// The zone the fulldomains are in (the server's own domain).
         pub domain: String,
-        pub bind: (u16, String, String),
+        pub bind: crate::harness::UpdateKey,
         pub accounts: Mutex<Vec<Account>>,
         pub registrations: Mutex<usize>,
         pub updates: Mutex<usize>,
@@ -1031,7 +995,7 @@ mod adns {
     type S = Arc<Fake>;
 
     impl Fake {
-        pub fn new(domain: &str, bind: (u16, String, String)) -> Arc<Fake> {
+        pub fn new(domain: &str, bind: crate::harness::UpdateKey) -> Arc<Fake> {
             Arc::new(Fake {
                 domain: domain.into(),
                 bind,
@@ -1169,7 +1133,7 @@ mod adns {
         for v in &values {
             script.push_str(&format!("update add {fulldomain}. 60 TXT \"{v}\"\n"));
         }
-        if let Err(e) = super::nsupdate(s.bind.clone(), &script).await {
+        if let Err(e) = crate::harness::nsupdate(s.bind.clone(), &script).await {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 axum::Json(json!({"error": e})),
@@ -1214,7 +1178,7 @@ fn acme_dns_toml(base: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn acme_dns_registers_once_names_the_cname_and_both_cas_validate_through_it() {
     let cas = TwoCas::start(0).await;
-    let fake = adns::Fake::new("auth.example.test", bind_of(&cas));
+    let fake = adns::Fake::new("auth.example.test", cas.dns.update_key());
     let base = serve(adns::app(Arc::clone(&fake))).await;
     let mut opts = ServerOptions::new(sqlite_url(cas.dir(), "adns"));
     opts.bind_provider = false;
@@ -1281,8 +1245,8 @@ async fn acme_dns_registers_once_names_the_cname_and_both_cas_validate_through_i
     );
 
     // The operator creates the CNAME; both CAs validate through it.
-    nsupdate(
-        bind_of(&cas),
+    crate::harness::nsupdate(
+        cas.dns.update_key(),
         &format!("update add _acme-challenge.{name}. 60 CNAME {fulldomain}.\n"),
     )
     .await

@@ -26,35 +26,16 @@ async fn nsupdate(
     fqdn: &str,
     value: &str,
 ) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt;
     let verb = match action {
         "present" => format!("update add {fqdn} 60 TXT \"{value}\""),
         "cleanup" => format!("update delete {fqdn} TXT \"{value}\""),
         other => return Err(format!("unknown action {other}")),
     };
-    let script = format!(
-        "server 127.0.0.1 {cas_port}\nzone {}\n{verb}\nsend\n",
-        crate::harness::ZONE
-    );
-    let mut child = tokio::process::Command::new("nsupdate")
-        .arg("-y")
-        .arg(format!("hmac-sha256:{key}:{secret}"))
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nsupdate: {e}"))?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    stdin
-        .write_all(script.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    drop(stdin);
-    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    crate::harness::nsupdate(
+        (cas_port, key.to_string(), secret.to_string()),
+        &format!("zone {}\n{verb}\n", crate::harness::ZONE),
+    )
+    .await
 }
 
 /// Waits until BIND holds no TXT at `name`.

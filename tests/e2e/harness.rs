@@ -406,6 +406,22 @@ zone "test" {{
         ZONE
     }
 
+    /// What [`nsupdate`] needs to change this BIND: its port, key name and
+    /// secret (owned, for the fake servers the tests run).
+    pub fn update_key(&self) -> UpdateKey {
+        (
+            self.port,
+            TSIG_KEY_NAME.to_string(),
+            self.secret_b64.clone(),
+        )
+    }
+
+    /// Runs nsupdate `lines` (`zone …`, `update …`) against this BIND,
+    /// signed with its TSIG key, as an operator would.
+    pub async fn update(&self, lines: &str) -> Result<(), String> {
+        nsupdate(self.update_key(), lines).await
+    }
+
     /// named's log so far (stderr of `named -g`).
     pub fn log(&self) -> String {
         read_log(&self.log)
@@ -1022,4 +1038,37 @@ pub async fn fresh_pg_database(base_url: &str) -> String {
         .unwrap_or_else(|e| panic!("{PG_URL_ENV} is not a URL ({base_url}): {e}"));
     url.set_path(&format!("/{name}"));
     url.into()
+}
+
+/// A test BIND's port, TSIG key name and secret ([`Bind::update_key`]).
+pub type UpdateKey = (u16, String, String);
+
+/// Runs one nsupdate script (`lines` without `server` and `send`) against
+/// the test BIND with its TSIG key; nsupdate's error output on failure. The
+/// tests' fake DNS APIs and hooks use it to make what they were given
+/// visible to the CAs.
+pub async fn nsupdate(bind: UpdateKey, lines: &str) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let (port, key, secret) = bind;
+    let script = format!("server 127.0.0.1 {port}\n{lines}send\n");
+    let mut child = tokio::process::Command::new("nsupdate")
+        .arg("-y")
+        .arg(format!("hmac-sha256:{key}:{secret}"))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("nsupdate: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("nsupdate: no stdin")?;
+    stdin
+        .write_all(script.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(stdin);
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }

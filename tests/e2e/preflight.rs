@@ -72,30 +72,13 @@ pub(crate) fn print_report(name: &str, report: &Value) {
 
 /// Adds `record` (zone-file form, `owner. CAA ...` / `owner. CNAME ...`)
 /// to [`CAA_ZONE`] with nsupdate and the test key, as an operator would.
-fn add_record(cas: &TwoCas, record: &str) {
-    use std::io::Write;
+async fn add_record(cas: &TwoCas, record: &str) {
     let (owner, rest) = record.split_once(' ').expect("owner and data");
-    let script = format!(
-        "server 127.0.0.1 {}\nzone {CAA_ZONE}\nupdate add {owner} 5 {rest}\nsend\n",
-        cas.dns.port()
-    );
-    let mut child = std::process::Command::new("nsupdate")
-        .arg("-y")
-        .arg(format!(
-            "hmac-sha256:{}:{}",
-            cas.dns.tsig_key_name(),
-            cas.dns.tsig_secret_b64()
-        ))
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nsupdate");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(script.as_bytes())
-        .expect("write script");
-    assert!(child.wait().expect("wait").success(), "nsupdate {record}");
+    let lines = format!("zone {CAA_ZONE}\nupdate add {owner} 5 {rest}\n");
+    cas.dns
+        .update(&lines)
+        .await
+        .unwrap_or_else(|e| panic!("nsupdate {record}: {e}"));
 }
 
 /// The open `preflight_caa` alert of `name`, if any.
@@ -310,8 +293,8 @@ async fn preflight_decides_the_caa_matrix_and_names_the_record_to_add() {
     );
 
     // Applying the fixes as written clears the findings and the alert.
-    add_record(&cas, b["fix"].as_str().unwrap_or_default());
-    add_record(&cas, nd["fix"].as_str().unwrap_or_default());
+    add_record(&cas, b["fix"].as_str().unwrap_or_default()).await;
+    add_record(&cas, nd["fix"].as_str().unwrap_or_default()).await;
     let (_, _, fixed_a) = run_preflight(&server, "only-a.caa.test").await;
     print_report("only-a.caa.test (fixed)", &fixed_a);
     for ca in ["pebble-a", "pebble-b"] {
@@ -372,8 +355,9 @@ async fn accounturi_is_checked_against_our_real_account_at_the_ca() {
     add_record(
         &cas,
         "acct.caa.test. CAA 0 issue \"pebble-a.test; accounturi=https://127.0.0.1:1/my-account/999\"",
-    );
-    add_record(&cas, "acct.caa.test. CAA 0 issue \"pebble-b.test\"");
+    )
+    .await;
+    add_record(&cas, "acct.caa.test. CAA 0 issue \"pebble-b.test\"").await;
     let (status, body) = server
         .create(json!({"name": "acct.caa.test", "cas": ["pebble-a", "pebble-b"]}))
         .await;
@@ -406,7 +390,7 @@ async fn accounturi_is_checked_against_our_real_account_at_the_ca() {
         "ok"
     );
     // With our account's URI in the record, A may issue.
-    add_record(&cas, fix);
+    add_record(&cas, fix).await;
     let (_, _, report) = run_preflight(&server, "acct.caa.test").await;
     print_report("acct.caa.test (matching)", &report);
     let a = check(&report, "caa", Some("pebble-a"), "acct.caa.test");
