@@ -94,10 +94,7 @@ fn sealed_series(
     }
     ids.into_iter()
         .map(|(id, n)| {
-            let id = id
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
+            let id = crate::store::label(id);
             (
                 format!("twincert_sealed_secrets{{key_id=\"{id}\"}}"),
                 n as f64,

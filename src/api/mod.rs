@@ -214,14 +214,7 @@ async fn create_name(
     let request = new_name::check(req, &offer)?;
     // Distrust is an operator decision stored in the store: apply it now.
     let distrusted = st.store.cas().distrusted_cas().await?;
-    let cas: Vec<CaChoice> = st
-        .cas
-        .iter()
-        .map(|c| CaChoice {
-            distrusted: c.distrusted || distrusted.contains(&c.id),
-            ..c.clone()
-        })
-        .collect();
+    let cas = crate::policy::with_distrusted(&st.cas, &distrusted);
     let new = request.choose_cas(&cas)?;
     let now = st.clock.now();
     st.store.names().create_name(&new, &who.name, now).await?;

@@ -104,7 +104,8 @@ pub fn build(
     chain_pem: &str,
     password: &str,
 ) -> Result<Package, PackageError> {
-    let certs = chain_der(chain_pem)?;
+    let certs =
+        crate::certs::chain_ders(chain_pem).map_err(|e| PackageError::Chain(e.to_string()))?;
     let leaf = certs.first().ok_or(PackageError::NoCertificate)?;
     let local_key_id = digest::digest(&digest::SHA256, leaf).as_ref().to_vec();
     let pw = password.as_bytes();
@@ -202,20 +203,6 @@ fn put_octal(field: &mut [u8], v: u64) {
     let s = &s.as_bytes()[s.len().saturating_sub(digits)..];
     field[..digits].copy_from_slice(s);
     field[digits] = 0;
-}
-
-/// The DER certificates of a PEM chain, in order.
-fn chain_der(chain_pem: &str) -> Result<Vec<Vec<u8>>, PackageError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let certs = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .map(|c| c.map(|c| c.to_vec()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PackageError::Chain(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(PackageError::NoCertificate);
-    }
-    Ok(certs)
 }
 
 /// `-----BEGIN label-----`, base64 in 64-column lines, `-----END label-----`.

@@ -18,7 +18,8 @@ pub struct Metrics {
 /// A metric series: name with labels, value.
 pub type Series = (String, f64);
 
-pub(super) fn label(v: &str) -> String {
+/// A Prometheus label value, escaped.
+pub(crate) fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

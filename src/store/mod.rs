@@ -73,6 +73,7 @@ pub use drills::{Drill, DrillFlip, DrillStandby, Drills};
 pub use incidents::{Incident, Incidents};
 pub use keys::{Keys, SealedSecret, SecretKind};
 pub use leases::Leases;
+pub(crate) use metrics::label;
 pub use metrics::{Metrics, Series};
 pub use names::{NameFilter, Names, NewName};
 pub use operations::{CaOrders, Operation, OperationProgress, Operations, ReprovisionJob};

@@ -41,9 +41,7 @@ pub trait CaaView: Sync {
     fn caa<'a>(&'a self, name: &'a str) -> LookupFuture<'a, CaaAnswer>;
 }
 
-fn normal(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
+use crate::providers::dns::normal;
 
 /// The records answering a CAA lookup of `name` at one level, following
 /// its CNAME chain: the records and the name that holds them.

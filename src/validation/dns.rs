@@ -41,9 +41,7 @@ pub trait DnsView: Sync {
     fn is_apex<'a>(&'a self, name: &'a str) -> LookupFuture<'a, bool>;
 }
 
-fn normal(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
+use crate::providers::dns::normal;
 
 /// Follows CNAMEs from `name` to the name that holds the records.
 pub async fn follow_cname(view: &dyn DnsView, name: &str) -> Result<String, String> {

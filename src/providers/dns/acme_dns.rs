@@ -40,7 +40,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::rest;
-use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone};
+use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone, normal};
 
 /// An acme-dns server's API (`kind = "acme-dns"`), as the
 /// `[[dns_providers]]` configuration validated it.
@@ -279,10 +279,6 @@ struct UpdateRequest<'a> {
 #[derive(Deserialize)]
 struct ApiError {
     error: String,
-}
-
-fn normal(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn refusal(what: &str, answer: &rest::Answer) -> DnsError {

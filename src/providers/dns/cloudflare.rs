@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::rest::{self, unquote_txt};
-use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone};
+use super::{CheckFuture, DnsError, DnsFuture, DnsProvider, ProviderCheck, longest_zone, normal};
 
 /// Cloudflare's public API.
 pub const DEFAULT_API_URL: &str = "https://api.cloudflare.com/client/v4";
@@ -117,10 +117,6 @@ struct NewRecord<'a> {
     name: &'a str,
     content: String,
     ttl: u32,
-}
-
-fn normal(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Cloudflare's errors as `code message; code message`.

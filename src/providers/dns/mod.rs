@@ -172,9 +172,14 @@ pub trait DnsProvider: Send + Sync {
     fn check<'a>(&'a self, zone: &'a str) -> CheckFuture<'a>;
 }
 
+/// A DNS name as providers compare them: lower case, no trailing dot.
+pub(crate) fn normal(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// The longest zone in `zones` that `fqdn` is in or under.
 pub fn longest_zone(zones: &[String], fqdn: &str) -> Option<String> {
-    let name = fqdn.trim_end_matches('.').to_ascii_lowercase();
+    let name = normal(fqdn);
     zones
         .iter()
         .filter(|z| name == **z || name.ends_with(&format!(".{z}")))

@@ -22,8 +22,9 @@ pub(super) fn client(id: &str) -> Result<reqwest::Client, DnsError> {
     client_with(id, REQUEST_TIMEOUT)
 }
 
-/// A client whose requests may take `timeout` (tests shorten it).
-fn client_with(id: &str, timeout: Duration) -> Result<reqwest::Client, DnsError> {
+/// A client whose requests may take `timeout` (a provider's configured
+/// timeout; tests shorten it).
+pub(super) fn client_with(id: &str, timeout: Duration) -> Result<reqwest::Client, DnsError> {
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         .timeout(timeout)

@@ -147,11 +147,7 @@ impl Route53 {
                  or leave it out to look each zone up"
             )));
         }
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| DnsError(format!("DNS provider {id}: HTTP client: {e}")))?;
+        let http = super::rest::client_with(id, settings.timeout)?;
         let source = Source::choose(settings.credentials.clone(), env);
         let mut hosted_zones = HashMap::new();
         if let (Some(zone), Some(hz)) = (zones.first(), &settings.hosted_zone_id) {

@@ -69,11 +69,7 @@ impl Webhook {
         zones: &[String],
         settings: &WebhookSettings,
     ) -> Result<Webhook, DnsError> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| DnsError(format!("DNS provider {id}: HTTP client: {e}")))?;
+        let http = super::rest::client_with(id, settings.timeout)?;
         Ok(Webhook {
             id: id.to_string(),
             zones: zones.to_vec(),
