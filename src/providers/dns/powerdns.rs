@@ -44,6 +44,8 @@ impl std::fmt::Debug for PowerDnsSettings {
 const TTL: u32 = 60;
 /// How often a write is redone when another writer overwrote it.
 const ATTEMPTS: usize = 3;
+/// How many per-owner locks may pile up before idle ones are dropped.
+const IDLE_LOCKS: usize = 256;
 
 /// A PowerDNS server twincert writes TXT records to.
 pub struct PowerDns {
@@ -223,13 +225,16 @@ impl PowerDns {
         Ok(url)
     }
 
+    /// The lock of `owner`. Locks nobody holds or waits for (the map's
+    /// reference is the only one) are dropped once the map grows past
+    /// [`IDLE_LOCKS`], so a long-running worker that validated a million
+    /// names keeps a few entries, not a million.
     fn lock_for(&self, owner: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(owner.to_string())
-            .or_default()
-            .clone()
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if locks.len() >= IDLE_LOCKS {
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        locks.entry(owner.to_string()).or_default().clone()
     }
 
     /// The TXT records at `owner` now.
@@ -372,6 +377,25 @@ mod tests {
             content: content.into(),
             disabled: false,
         }
+    }
+
+    #[test]
+    fn idle_locks_are_dropped_and_held_ones_kept() -> Result<(), Box<dyn std::error::Error>> {
+        let settings = PowerDnsSettings {
+            api_url: "http://127.0.0.1:8081".parse()?,
+            server_id: "localhost".into(),
+            api_key: "k".into(),
+        };
+        let pdns = PowerDns::new("p", &["example.test".into()], &settings)?;
+        let held = pdns.lock_for("held.example.test.");
+        for i in 0..(3 * IDLE_LOCKS) {
+            drop(pdns.lock_for(&format!("n{i}.example.test.")));
+        }
+        let locks = pdns.locks.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(locks.len() <= IDLE_LOCKS, "{} locks kept", locks.len());
+        let kept = locks.get("held.example.test.").ok_or("held lock dropped")?;
+        assert!(Arc::ptr_eq(kept, &held), "a held lock was replaced");
+        Ok(())
     }
 
     #[test]
