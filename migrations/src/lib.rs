@@ -79,6 +79,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0015ManualDestination),
             Box::new(M0016AcmeDnsRegistrations),
             Box::new(M0017PreflightProvider),
+            Box::new(M0026NamesByCreation),
         ]
     }
 }
@@ -978,5 +979,27 @@ impl MigrationTrait for M0017PreflightProvider {
             "DROP INDEX preflight_provider; ALTER TABLE preflight DROP COLUMN provider_findings",
         )
         .await
+    }
+}
+
+/// Names by creation time (issue 21): the preflight controller looks for
+/// never-checked names among those created since its last look, not in an
+/// anti-join over every name every half minute.
+pub struct M0026NamesByCreation;
+
+impl MigrationName for M0026NamesByCreation {
+    fn name(&self) -> &str {
+        "m0026_names_by_creation"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0026NamesByCreation {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "CREATE INDEX names_created ON names (created_at)").await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP INDEX names_created").await
     }
 }

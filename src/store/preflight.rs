@@ -77,16 +77,25 @@ impl Preflights {
             .map_err(|e| StoreError::Db(format!("stored preflight report of {name_id}: {e}")))
     }
 
-    /// Up to `limit` names never checked (new names), any order: an
-    /// anti-join that stops at the first `limit` it finds (and reads every
-    /// name when there is none: the controller asks only when woken by a
-    /// new name or every half minute).
-    pub async fn never_checked(&self, limit: u64) -> Result<Vec<String>, StoreError> {
+    /// Up to `limit` names never checked (new names) created at or after
+    /// `created_since`, any order: through the `names_created` index, an
+    /// anti-join over the names created since then only. `i64::MIN` reads
+    /// every name (the controller's full sweep: at start and once per
+    /// check interval, for names restored from a backup with their old
+    /// creation times).
+    pub async fn never_checked(
+        &self,
+        created_since: i64,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT n.id AS id FROM names n WHERE NOT EXISTS \
-             (SELECT 1 FROM preflight p WHERE p.name_id = n.id) LIMIT $1",
-            vec![(limit.min(i64::MAX as u64) as i64).into()],
+            "SELECT n.id AS id FROM names n WHERE n.created_at >= $1 AND NOT EXISTS \
+             (SELECT 1 FROM preflight p WHERE p.name_id = n.id) LIMIT $2",
+            vec![
+                created_since.into(),
+                (limit.min(i64::MAX as u64) as i64).into(),
+            ],
         )
         .await?;
         rows.iter().map(|r| get(r, "id")).collect()

@@ -5,8 +5,9 @@
 //! last check is older than `[preflight] interval_seconds` (daily by
 //! default).
 //!
-//! *Observes*: names due for a check (`store::Preflights::never_checked`,
-//! `store::Preflights::stale`).
+//! *Observes*: names due for a check (`store::Preflights::never_checked`
+//! among names created since its last look — every name on a full sweep at
+//! start and once per interval —, `store::Preflights::stale`).
 //! *Writes*: through `Preflight::check_name`, each name's report and its
 //! `preflight_caa` alert.
 
@@ -35,6 +36,10 @@ const CONCURRENCY: usize = 4;
 /// Without a local wake-up, look for due names this often (names created
 /// through another replica's API, pairs changed by re-provisioning).
 const IDLE_LOOK: Duration = Duration::from_secs(30);
+/// A look for never-checked names reaches back this far (seconds) before
+/// the last complete look: names created meanwhile by replicas whose clock
+/// is behind ours, or whose transaction committed late.
+const CREATION_SLACK: i64 = 600;
 
 /// When the controller last looked and whether more is waiting.
 #[derive(Debug, Default)]
@@ -45,6 +50,34 @@ struct Cadence {
     more_new: bool,
     /// The last pass was a full batch.
     more: bool,
+    /// Where the next look for never-checked names starts.
+    mark: Watermark,
+}
+
+/// Where the look for never-checked names starts: names created since the
+/// last complete look (less [`CREATION_SLACK`]), through the creation-time
+/// index; every name on a full sweep — at start and once per check
+/// interval, for names restored from a backup with old creation times.
+#[derive(Debug, Default)]
+struct Watermark {
+    /// Store time at the start of the last look that found everything
+    /// (fewer than a batch).
+    complete_at: Option<i64>,
+    /// Store time of the last full sweep's start.
+    swept_at: Option<i64>,
+}
+
+impl Watermark {
+    /// The creation time to look from at `now`, and whether it is a full
+    /// sweep.
+    fn since(&self, now: i64, interval: i64) -> (i64, bool) {
+        match (self.complete_at, self.swept_at) {
+            (Some(done), Some(swept)) if now - swept < interval.max(IDLE_LOOK.as_secs() as i64) => {
+                (done.saturating_sub(CREATION_SLACK), false)
+            }
+            _ => (i64::MIN, true),
+        }
+    }
 }
 
 /// The preflight controller.
@@ -98,10 +131,18 @@ impl PreflightChecker {
                         st.last_look = Some(Instant::now());
                     }
                     let look_new = dirty || look || st.more_new;
-                    match me.pass(look_new).await {
+                    let now = me.clock.now();
+                    let (since, full) = st.mark.since(now, me.cfg.interval_seconds as i64);
+                    match me.pass(look_new.then_some(since)).await {
                         Ok((new, n)) => {
                             if n > 0 {
                                 info!(names = n, new, "preflight checked");
+                            }
+                            if look_new && (new as u64) < BATCH {
+                                st.mark.complete_at = Some(now);
+                                if full {
+                                    st.mark.swept_at = Some(now);
+                                }
                             }
                             st.more_new = new as u64 >= BATCH;
                             st.more = n as u64 >= BATCH;
@@ -117,17 +158,16 @@ impl PreflightChecker {
             .await;
     }
 
-    /// Checks up to one batch of due names — never-checked names first
-    /// (only when `look_new`), then the oldest stale ones; returns (new,
-    /// all) checked.
+    /// Checks up to one batch of due names — never-checked names created
+    /// since `look_new` first (only when given), then the oldest stale
+    /// ones; returns (new, all) checked.
     pub(super) async fn pass(
         &self,
-        look_new: bool,
+        look_new: Option<i64>,
     ) -> Result<(usize, usize), crate::store::StoreError> {
-        let mut due = if look_new {
-            self.preflights.never_checked(BATCH).await?
-        } else {
-            Vec::new()
+        let mut due = match look_new {
+            Some(since) => self.preflights.never_checked(since, BATCH).await?,
+            None => Vec::new(),
         };
         let new = due.len();
         let room = BATCH.saturating_sub(due.len() as u64);
@@ -150,5 +190,59 @@ impl PreflightChecker {
             }
         }
         Ok((new, n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_reach_back_to_the_last_complete_look_and_sweep_once_per_interval() {
+        let day = 86_400;
+        // (case, complete_at, swept_at, now, expected since, full sweep?)
+        type Case = (&'static str, Option<i64>, Option<i64>, i64, i64, bool);
+        let cases: &[Case] = &[
+            ("first look: everything", None, None, 1_000, i64::MIN, true),
+            (
+                "sweep unfinished: everything",
+                None,
+                Some(900),
+                1_000,
+                i64::MIN,
+                true,
+            ),
+            (
+                "after a sweep: since the last complete look, less the slack",
+                Some(5_000),
+                Some(1_000),
+                5_030,
+                5_000 - CREATION_SLACK,
+                false,
+            ),
+            (
+                "an interval after the sweep: everything again",
+                Some(1_000 + day),
+                Some(1_000),
+                1_000 + day,
+                i64::MIN,
+                true,
+            ),
+            (
+                "no underflow near the start of time",
+                Some(i64::MIN + 1),
+                Some(i64::MIN + 1),
+                i64::MIN + 2,
+                i64::MIN,
+                false,
+            ),
+        ];
+        for (case, complete_at, swept_at, now, since, full) in cases {
+            let mark = Watermark {
+                complete_at: *complete_at,
+                swept_at: *swept_at,
+            };
+            assert_eq!(mark.since(*now, day), (*since, *full), "{case}");
+        }
     }
 }

@@ -427,14 +427,31 @@ async fn preflight_contract(store: Store) {
             .expect("create name");
     }
     let p = store.preflights();
-    let mut new = p.never_checked(10).await.expect("never checked");
+    let mut new = p.never_checked(i64::MIN, 10).await.expect("never checked");
     new.sort();
     assert_eq!(
         new,
         vec!["p1.example.test", "p2.example.test", "p3.example.test"],
         "never checked: all new"
     );
-    assert_eq!(p.never_checked(2).await.expect("limit").len(), 2);
+    assert_eq!(p.never_checked(i64::MIN, 2).await.expect("limit").len(), 2);
+    // Only names created since the given time: the controller's look
+    // between full sweeps.
+    store
+        .names()
+        .create_name(&name("p4.example.test", "a", "b"), "t", t0 + 100)
+        .await
+        .expect("create name");
+    assert_eq!(
+        p.never_checked(t0 + 50, 10).await.expect("since"),
+        vec!["p4.example.test"],
+        "names created before the watermark are left to the full sweep"
+    );
+    store
+        .names()
+        .delete_name("p4.example.test", false, "t", t0 + 100)
+        .await
+        .expect("delete");
     assert!(p.stale(t0, 10).await.expect("stale").is_empty());
     let check = |kind: &str, status| PreflightCheck {
         check: kind.into(),
@@ -482,7 +499,7 @@ async fn preflight_contract(store: Store) {
         "names with findings, per check"
     );
     assert_eq!(
-        p.never_checked(10).await.expect("never checked"),
+        p.never_checked(i64::MIN, 10).await.expect("never checked"),
         vec!["p3.example.test"]
     );
     // Fresh until the interval has passed; oldest first then.
