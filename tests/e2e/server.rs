@@ -261,6 +261,40 @@ impl Server {
         s
     }
 
+    /// Runs `twincert serve` with the config for `cas` and `opts`,
+    /// expecting it to refuse to start: returns its exit status and log
+    /// (panics if it is still running after 20 s).
+    pub async fn start_refused(
+        cas: &TwoCas,
+        opts: ServerOptions,
+    ) -> (std::process::ExitStatus, String) {
+        let api_port = free_port();
+        let config = write_config(cas.dir(), cas, &opts, api_port);
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+                .arg("serve")
+                .arg("--config")
+                .arg(&config)
+                .env("TWINCERT_MASTER_KEY", MASTER_KEY)
+                .env("TWINCERT_ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("TWINCERT_LOG", "info")
+                .env_remove("TWINCERT_FAILPOINT")
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("twincert still running after 20 s: it did not refuse to start")
+        .expect("run twincert");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, text)
+    }
+
     async fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
