@@ -80,6 +80,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0016AcmeDnsRegistrations),
             Box::new(M0017PreflightProvider),
             Box::new(M0026NamesByCreation),
+            Box::new(M0022AcmeProfiles),
         ]
     }
 }
@@ -990,6 +991,15 @@ pub struct M0026NamesByCreation;
 impl MigrationName for M0026NamesByCreation {
     fn name(&self) -> &str {
         "m0026_names_by_creation"
+/// ACME profiles (issue 17, item 1): a name's per-CA profile overrides
+/// (JSON object CA id → profile; NULL: none), and per order the profile it
+/// asked for and whether the CA's order object confirmed it (NULL: none
+/// asked for, or the order predates this migration).
+pub struct M0022AcmeProfiles;
+
+impl MigrationName for M0022AcmeProfiles {
+    fn name(&self) -> &str {
+        "m0022_acme_profiles"
     }
 }
 
@@ -1001,5 +1011,24 @@ impl MigrationTrait for M0026NamesByCreation {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(manager, "DROP INDEX names_created").await
+impl MigrationTrait for M0022AcmeProfiles {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "ALTER TABLE names ADD COLUMN acme_profiles TEXT; \
+             ALTER TABLE orders ADD COLUMN acme_profile TEXT; \
+             ALTER TABLE orders ADD COLUMN acme_profile_confirmed BOOLEAN",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "ALTER TABLE orders DROP COLUMN acme_profile_confirmed; \
+             ALTER TABLE orders DROP COLUMN acme_profile; \
+             ALTER TABLE names DROP COLUMN acme_profiles",
+        )
+        .await
     }
 }

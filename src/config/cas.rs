@@ -29,6 +29,7 @@ pub(super) struct RawCa {
     concurrency: Option<u32>,
     crl_urls: Option<Vec<String>>,
     caa_identities: Option<Vec<String>>,
+    acme_profile: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -69,6 +70,10 @@ pub struct CaConfig {
     /// entry's `caa_identities`, else its profile's. Empty: unknown, and
     /// preflight reports that wherever a CAA record set applies.
     pub caa_identities: Vec<String>,
+    /// The ACME profile (draft-ietf-acme-profiles) to ask this CA for in
+    /// every new order, unless a name overrides it; `None`: the CA's
+    /// default. Checked against the directory's `meta.profiles` at start.
+    pub acme_profile: Option<String>,
 }
 
 impl std::fmt::Debug for CaConfig {
@@ -256,9 +261,18 @@ pub(super) fn validate_cas(
                 ));
             }
         }
+        let acme_profile = match &ca.acme_profile {
+            None => None,
+            Some(p) => Some(
+                crate::domain::check_acme_profile_name(p)
+                    .map_err(|why| invalid(&key("acme_profile"), p, why))?
+                    .to_string(),
+            ),
+        };
         cas.insert(
             ca_id.clone(),
             CaConfig {
+                acme_profile,
                 caa_identities,
                 crl_urls,
                 id: ca_id,

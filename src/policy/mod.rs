@@ -9,6 +9,7 @@ use crate::domain::{KeyType, NameState, SlotState};
 pub mod caa;
 pub mod drill;
 pub mod lifetime;
+pub mod profiles;
 pub mod reaction;
 pub mod readiness;
 pub mod swap;
