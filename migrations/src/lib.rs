@@ -40,6 +40,8 @@ pub const TABLES: &[&str] = &[
     "install_packages",
     "preflight",
     "acme_dns_registrations",
+    "console_sessions",
+    "console_logins",
 ];
 
 /// Columns whose values come from a sequence on PostgreSQL (`{serial}`):
@@ -81,6 +83,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0017PreflightProvider),
             Box::new(M0026NamesByCreation),
             Box::new(M0022AcmeProfiles),
+            Box::new(M0024ConsoleSessions),
         ]
     }
 }
@@ -1000,6 +1003,15 @@ pub struct M0022AcmeProfiles;
 impl MigrationName for M0022AcmeProfiles {
     fn name(&self) -> &str {
         "m0022_acme_profiles"
+/// The operator console (issue 18): server-side sessions, found by the
+/// SHA-256 of the cookie's secret (the secret itself is never stored), and
+/// OpenID Connect sign-ins in progress, found by the SHA-256 of their
+/// `state` and deleted when the IdP sends the person back.
+pub struct M0024ConsoleSessions;
+
+impl MigrationName for M0024ConsoleSessions {
+    fn name(&self) -> &str {
+        "m0024_console_sessions"
     }
 }
 
@@ -1018,6 +1030,17 @@ impl MigrationTrait for M0022AcmeProfiles {
             "ALTER TABLE names ADD COLUMN acme_profiles TEXT; \
              ALTER TABLE orders ADD COLUMN acme_profile TEXT; \
              ALTER TABLE orders ADD COLUMN acme_profile_confirmed BOOLEAN",
+impl MigrationTrait for M0024ConsoleSessions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "CREATE TABLE console_sessions (id_sha256 TEXT PRIMARY KEY, actor TEXT NOT NULL, \
+             role TEXT NOT NULL, csrf TEXT NOT NULL, created_at BIGINT NOT NULL, \
+             last_seen_at BIGINT NOT NULL); \
+             CREATE INDEX console_sessions_last_seen ON console_sessions (last_seen_at); \
+             CREATE TABLE console_logins (state_sha256 TEXT PRIMARY KEY, nonce TEXT NOT NULL, \
+             pkce_verifier TEXT NOT NULL, created_at BIGINT NOT NULL); \
+             CREATE INDEX console_logins_created ON console_logins (created_at)",
         )
         .await
     }
@@ -1028,6 +1051,7 @@ impl MigrationTrait for M0022AcmeProfiles {
             "ALTER TABLE orders DROP COLUMN acme_profile_confirmed; \
              ALTER TABLE orders DROP COLUMN acme_profile; \
              ALTER TABLE names DROP COLUMN acme_profiles",
+            "DROP TABLE console_logins; DROP TABLE console_sessions",
         )
         .await
     }
