@@ -5,6 +5,7 @@ mod api_input;
 mod ari_pebble26;
 mod backup;
 mod caddy_ca;
+mod console_browser;
 mod deploy;
 mod dns01;
 mod dns_api_providers;
