@@ -469,13 +469,17 @@ scenario('bad_input', async () => {
 
     // Report compromise with a confirmation that is not the name.
     await page.goto(`${cfg.base}/ui/names/${encodeURIComponent(firstName)}`);
-    const csrf = await csrfOf(page);
-    const comp = await postForm(page, `/ui/names/${encodeURIComponent(firstName)}/compromise`, {
-      csrf,
-      confirm: 'not-the-name.example.test',
-    });
-    check(is4xx(comp.status), `compromise with a wrong confirmation answered ${comp.status}, want 4xx`);
-    check((await errorText(page)) !== null, 'compromise with a wrong confirmation: no error shown');
+    const form = page.locator(tid('compromise-form'));
+    const reason = form.locator('input[name=reason]:not([type=hidden])');
+    if (await reason.count()) await reason.fill('browser test: wrong confirmation');
+    await page.fill(tid('compromise-confirm'), 'not-the-name.example.test');
+    const compResp = page.waitForResponse((r) => r.request().method() === 'POST');
+    await page.click(tid('compromise-submit'));
+    const comp = await compResp;
+    await page.waitForLoadState();
+    check(is4xx(comp.status()), `compromise with a wrong confirmation answered ${comp.status()}, want 4xx`);
+    const errC = await errorText(page);
+    check(errC && /confirm/i.test(errC), `compromise with a wrong confirmation: error "${errC}" does not name the confirmation`);
     const after = await nameView(firstName);
     check(
       after.primary.serial === before.primary.serial && after.backup.serial === before.backup.serial,
@@ -513,7 +517,7 @@ scenario('emergency_swap', async () => {
     const dryRun = async () => {
       await page.goto(`${cfg.base}/ui/emergency`);
       await page.selectOption(tid('scope-ca'), cfg.swap_ca);
-      const reason = page.locator('form:has([data-testid="dry-run-submit"]) [name=reason]');
+      const reason = page.locator(tid('scope-reason'));
       if (await reason.count()) await reason.fill('browser test: CA-wide swap');
       await Promise.all([page.waitForLoadState(), page.click(tid('dry-run-submit'))]);
       await page.locator(tid('dry-run-flip-count')).waitFor();
@@ -527,7 +531,8 @@ scenario('emergency_swap', async () => {
     for (const v of onCa) check(activeCa(await nameView(v.name)) === cfg.swap_ca, `${v.name} moved on a dry run`);
 
     // A wrong confirmation is refused and changes nothing.
-    const reasonC = page.locator('form:has([data-testid="confirm-submit"]) [name=reason]');
+    // A visible reason on the confirmation form, if it asks for one there.
+    const reasonC = page.locator('form:has([data-testid="confirm-submit"]) input[name=reason]:not([type=hidden])');
     if (await reasonC.count()) await reasonC.fill('browser test: CA-wide swap');
     await page.fill(tid('confirm-input'), 'not-the-ca');
     const wrongResp = page.waitForResponse((r) => r.request().method() === 'POST');
