@@ -1,7 +1,7 @@
 //! Issue 18: the operator console in a real browser, signed in through a
 //! real OpenID Provider, against a server with real certificates.
 //!
-//! Two Pebbles and BIND (the harness), `twincert serve` over HTTPS with four
+//! Three Pebbles and BIND (the harness), `twincert serve` over HTTPS with four
 //! names issued on both CAs, an OpenID Provider (`tests/console/idp.mjs`:
 //! oidc-provider on loopback HTTPS, PKCE required, accounts with a `groups`
 //! claim) and headless Chromium (Debian's, driven by playwright-core from
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Proc, TwoCas, free_port, read_log};
+use crate::harness::{PebbleOptions, Proc, TwoCas, free_port, read_log};
 use crate::server::{ADMIN_TOKEN, Server, ServerOptions};
 
 /// Environment variable with the directory holding the tests' node_modules.
@@ -195,7 +195,9 @@ async fn console_in_a_real_browser_with_a_real_identity_provider() {
     else {
         return;
     };
-    let cas = TwoCas::start(0).await;
+    // A third CA re-issues the slots the emergency swap abandons, so its
+    // operation can reach `done` (as in emergency.rs).
+    let cas = TwoCas::start_three(PebbleOptions::default()).await;
     let url = format!("sqlite://{}", cas.dir().join("twincert.db").display());
     let mut opts = ServerOptions::new(url);
     // Served over HTTPS as in production: Secure cookies, and the console
@@ -330,6 +332,14 @@ ca_file = "{ca}"
         assert_eq!(active_ca(&now), "pebble-b", "{now:#}");
         if active_ca(old) == "pebble-a" {
             assert_ne!(now["active"], old["active"], "{now:#}");
+            // The abandoned slot was re-issued by the third CA.
+            let name = old["name"].as_str().expect("name");
+            let slot = old["active"].as_str().expect("active").to_owned();
+            server
+                .wait_for(name, 120, |v| {
+                    v[&slot]["ca"] == "pebble-c" && v["state"] == "ready"
+                })
+                .await;
         } else {
             assert_eq!(now["active"], old["active"], "{now:#}");
         }
