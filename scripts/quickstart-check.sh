@@ -22,4 +22,8 @@ pem_cmd="$(sed -n 's/^ *PEM: //p' "$out" | head -n 1)"
 chain="$(bash -c "$pem_cmd -sf")" || { echo "quickstart-check: the printed command failed: $pem_cmd" >&2; exit 1; }
 grep -q -- "-----BEGIN CERTIFICATE-----" <<<"$chain" \
     || { echo "quickstart-check: no certificate from: $pem_cmd" >&2; exit 1; }
-echo "quickstart-check: the printed PEM command works as pasted"
+console="$(sed -n 's/^Console: \([^ ]*\) .*/\1/p' "$out" | head -n 1)"
+[[ -n "$console" ]] || { cat "$out" >&2; echo "quickstart-check: no console URL printed" >&2; exit 1; }
+curl -sf "${console}login" | grep -q 'data-testid="token-input"' \
+    || { echo "quickstart-check: the console at $console shows no sign-in form" >&2; exit 1; }
+echo "quickstart-check: the printed PEM command works as pasted; the console answers at $console"

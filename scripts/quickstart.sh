@@ -150,6 +150,7 @@ for slot in ("primary", "backup"):
     if s.get('last_error'): print(f"          last error: {s['last_error']}")
     print(f"          PEM: curl -H \"Authorization: Bearer $(cat {sys.argv[3]})\" -H 'Accept: application/pem-certificate-chain' {api}/v1/names/{n['name']}/certificates/{slot}")
 print(f"\nAPI base URL: {api}   admin token: {sys.argv[3]}")
+print(f"Console: {api}/ui/   sign in with an API token: paste the admin token from {sys.argv[3]}")
 if not sys.argv[5]:
     print("(the servers stop when this script ends; run it with KEEP_RUNNING=1 to keep them up and use the commands above)")
 PY

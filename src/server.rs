@@ -468,6 +468,23 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
     let mut rx2 = stop_rx.clone();
     let router = if role == Role::Worker {
         api::probes_app(state)
+    } else if cfg.console.enabled {
+        let oidc = cfg
+            .console
+            .oidc
+            .clone()
+            .map(|o| api::console::OidcClient::new(o, cfg.public_url.as_deref()))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!(e))?;
+        api::app_with_console(
+            state,
+            api::console::ConsoleSettings {
+                idle_seconds: cfg.console.session_idle_seconds,
+                absolute_seconds: cfg.console.session_absolute_seconds,
+                tls: cfg.api_tls.is_some(),
+                oidc,
+            },
+        )
     } else {
         api::app(state)
     };

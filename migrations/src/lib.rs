@@ -40,6 +40,8 @@ pub const TABLES: &[&str] = &[
     "install_packages",
     "preflight",
     "acme_dns_registrations",
+    "console_sessions",
+    "console_logins",
 ];
 
 /// Columns whose values come from a sequence on PostgreSQL (`{serial}`):
@@ -79,6 +81,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0015ManualDestination),
             Box::new(M0016AcmeDnsRegistrations),
             Box::new(M0017PreflightProvider),
+            Box::new(M0024ConsoleSessions),
         ]
     }
 }
@@ -976,6 +979,43 @@ impl MigrationTrait for M0017PreflightProvider {
         run_script(
             manager,
             "DROP INDEX preflight_provider; ALTER TABLE preflight DROP COLUMN provider_findings",
+        )
+        .await
+    }
+}
+
+/// The operator console (issue 18): server-side sessions, found by the
+/// SHA-256 of the cookie's secret (the secret itself is never stored), and
+/// OpenID Connect sign-ins in progress, found by the SHA-256 of their
+/// `state` and deleted when the IdP sends the person back.
+pub struct M0024ConsoleSessions;
+
+impl MigrationName for M0024ConsoleSessions {
+    fn name(&self) -> &str {
+        "m0024_console_sessions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0024ConsoleSessions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "CREATE TABLE console_sessions (id_sha256 TEXT PRIMARY KEY, actor TEXT NOT NULL, \
+             role TEXT NOT NULL, csrf TEXT NOT NULL, created_at BIGINT NOT NULL, \
+             last_seen_at BIGINT NOT NULL); \
+             CREATE INDEX console_sessions_last_seen ON console_sessions (last_seen_at); \
+             CREATE TABLE console_logins (state_sha256 TEXT PRIMARY KEY, nonce TEXT NOT NULL, \
+             pkce_verifier TEXT NOT NULL, created_at BIGINT NOT NULL); \
+             CREATE INDEX console_logins_created ON console_logins (created_at)",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "DROP TABLE console_logins; DROP TABLE console_sessions",
         )
         .await
     }

@@ -25,6 +25,12 @@ pub struct Principal {
     pub role: Role,
 }
 
+/// The principal of a console session, attached by the console to the
+/// `/v1` request it performs for a page or form, so the request passes this
+/// same route table and audit. Only code of this crate can attach it.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsolePrincipal(pub(crate) Principal);
+
 /// The name audit events use for the bootstrap admin token.
 pub const BOOTSTRAP_ADMIN: &str = "bootstrap-admin";
 
@@ -106,9 +112,18 @@ pub async fn authorize(State(st): State<ApiState>, mut req: Request, next: Next)
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().map(str::to_string).unwrap_or_default());
-    let principal = match authenticate(&st, header_value).await {
-        Ok(p) => p,
-        Err(p) => return p.into_response(),
+    // A console request carries its session's principal (an extension:
+    // set only by the console in this process, never from the wire).
+    let from_console = req
+        .extensions()
+        .get::<ConsolePrincipal>()
+        .map(|c| c.0.clone());
+    let principal = match from_console {
+        Some(p) => p,
+        None => match authenticate(&st, header_value).await {
+            Ok(p) => p,
+            Err(p) => return p.into_response(),
+        },
     };
     let path = req
         .extensions()
@@ -210,6 +225,12 @@ async fn authenticate(st: &ApiState, value: Option<String>) -> Result<Principal,
         .ok_or_else(|| {
             Problem::unauthorized("the Authorization header must be 'Bearer <token>'")
         })?;
+    authenticate_token(st, token).await
+}
+
+/// The principal a bearer token stands for (the console's token sign-in
+/// uses it too), or why it stands for none.
+pub(super) async fn authenticate_token(st: &ApiState, token: &str) -> Result<Principal, Problem> {
     let digest = token_digest(token);
     if aws_lc_rs::constant_time::verify_slices_are_equal(&digest, &st.admin_token_sha256).is_ok() {
         return Ok(Principal {

@@ -18,6 +18,7 @@
 
 mod auth;
 mod body;
+pub mod console;
 mod deploy;
 mod drills;
 mod emergency;
@@ -176,6 +177,14 @@ pub fn app(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(middleware::from_fn(problem::only_problems))
         .with_state(state)
+}
+
+/// The API router with the operator console under `/ui/` (`console`),
+/// which performs its reads and actions through the API router itself.
+pub fn app_with_console(state: ApiState, settings: console::ConsoleSettings) -> Router {
+    let api = app(state.clone());
+    let ui = console::router(state, settings, api.clone());
+    api.merge(ui)
 }
 
 /// The API port of a worker-only process (`serve --role worker`): the

@@ -24,6 +24,7 @@
 
 mod alerts;
 mod cas;
+mod console;
 mod deploy;
 mod dns;
 mod drills;
@@ -46,6 +47,7 @@ use crate::providers;
 pub use crate::providers::dns::DnsProviderConfig;
 pub use alerts::{AlertsConfig, SmtpConfig, SmtpSecurity};
 pub use cas::{CaConfig, DEFAULT_SAME_CA_HOLD_OFF};
+pub use console::{ConsoleConfig, OidcConfig};
 pub use deploy::{
     DEFAULT_KEEP_VERSIONS, DEFAULT_POST_DEPLOY_TIMEOUT, DeployConfig, Destination, FilesTarget,
     KubeSource, KubeTarget, ManualTarget, PasswordDelivery, WebhookTarget,
@@ -140,11 +142,12 @@ const SECTIONS: &[&str] = &[
     "readiness",
     "drills",
     "preflight",
+    "console",
 ];
 
 /// Tables inside a section: `TWINCERT_ALERTS_SMTP_HOST` sets `[alerts.smtp]
 /// host`.
-const SUBTABLES: &[(&str, &str)] = &[("alerts", "smtp")];
+const SUBTABLES: &[(&str, &str)] = &[("alerts", "smtp"), ("console", "oidc")];
 
 /// The top-level keys that are not `[section]` tables: arrays of tables
 /// (`[[cas]]` has its own `TWINCERT_CA_<ID>_<KEY>` overrides) and plain
@@ -188,6 +191,8 @@ struct RawConfig {
     drills: drills::RawDrills,
     #[serde(default)]
     preflight: preflight::RawPreflight,
+    #[serde(default)]
+    console: console::RawConsole,
 }
 
 /// The validated configuration.
@@ -252,6 +257,8 @@ pub struct Config {
     pub preflight: PreflightConfig,
     /// What drills may do.
     pub drills: DrillsConfig,
+    /// The operator console (`/ui/`).
+    pub console: ConsoleConfig,
 }
 
 impl Config {
@@ -344,6 +351,7 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
     let secrets = server::validate_secrets(raw.secrets, base);
     let deploy = deploy::validate_deploy(raw.deploy, raw.destinations, base, credentials)?;
     let alerts = alerts::validate_alerts(raw.alerts, base, credentials)?;
+    let console = console::validate_console(raw.console, base, server.public_url.as_deref())?;
     // Install requests are mailed with a link to this API.
     if let Some((id, _)) = deploy
         .destinations
@@ -399,6 +407,7 @@ fn validate(raw: RawConfig, base: &Path, credentials: bool) -> Result<Config, Co
         readiness: readiness::validate_readiness(raw.readiness)?,
         drills: drills::validate_drills(raw.drills)?,
         preflight: preflight::validate_preflight(raw.preflight)?,
+        console,
     })
 }
 

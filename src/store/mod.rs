@@ -29,6 +29,7 @@ mod ca_revocations;
 mod cas;
 mod challenges;
 mod compromise;
+mod console;
 mod deploy;
 mod drills;
 mod incidents;
@@ -65,6 +66,7 @@ pub use ca_revocations::{CaRevocations, PendingRevocation};
 pub use cas::Cas;
 pub use challenges::Challenges;
 pub use compromise::{CompromiseReport, Reaction, ReactionReport};
+pub use console::{Console, NamePageFilter, OverviewCounts, PendingLogin, SessionRecord};
 pub use deploy::{
     CheckRecord, DeploymentView, Deployments, DueDeployment, DueEndpoint, EndpointSpec,
     EndpointView,
@@ -151,6 +153,7 @@ struct Facets {
     drills: Drills,
     backups: Backups,
     acme_dns: AcmeDnsRegistrations,
+    console: Console,
 }
 
 impl Facets {
@@ -179,6 +182,7 @@ impl Facets {
             drills: Drills { db: db.clone() },
             backups: Backups { db: db.clone() },
             acme_dns: AcmeDnsRegistrations { db: db.clone() },
+            console: Console { db: db.clone() },
         }
     }
 }
@@ -334,6 +338,11 @@ impl Store {
     }
 
     /// Backup export and restore import.
+    /// The operator console's sessions, sign-ins and page reads.
+    pub fn console(&self) -> &Console {
+        &self.facets.console
+    }
+
     pub fn backups(&self) -> &Backups {
         &self.facets.backups
     }
