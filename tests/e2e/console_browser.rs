@@ -297,6 +297,17 @@ ca_file = "{ca}"
             tail(&read_log(&idp_log), 30)
         )
     };
+    // Copied before the verdict is judged, so a failing scenario's pages
+    // can be looked at too.
+    if let Some(dest) = std::env::var_os("TWINCERT_CONSOLE_SCREENSHOTS_OUT") {
+        let dest = PathBuf::from(dest);
+        std::fs::create_dir_all(&dest).expect("create screenshot dir");
+        for file in SCREENSHOTS {
+            if shots.join(file).exists() {
+                std::fs::copy(shots.join(file), dest.join(file)).expect("copy screenshot");
+            }
+        }
+    }
     let verdict: Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("run.mjs printed no JSON ({e}): {stdout}\n{}", context()));
     eprintln!("run.mjs: {} in {:?}", verdict["ok"], started.elapsed());
@@ -355,13 +366,6 @@ ca_file = "{ca}"
             assert_eq!(w, 1280, "{file} (full page)");
         } else {
             assert_eq!((w, h), (1280, 800), "{file}");
-        }
-    }
-    if let Some(dest) = std::env::var_os("TWINCERT_CONSOLE_SCREENSHOTS_OUT") {
-        let dest = PathBuf::from(dest);
-        std::fs::create_dir_all(&dest).expect("create screenshot dir");
-        for file in SCREENSHOTS {
-            std::fs::copy(shots.join(file), dest.join(file)).expect("copy screenshot");
         }
     }
 }
