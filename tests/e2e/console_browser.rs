@@ -14,7 +14,7 @@
 //! `scripts/console-node.sh` installs (its directory in
 //! `TWINCERT_TEST_CONSOLE_NODE`, set by `scripts/test.sh`). Without them
 //! the test says so and returns — except under CI (`CI` set), where it
-//! fails: CI must run it. `TWINCERT_CONSOLE_SCREENSHOTS_OUT=docs/console`
+//! fails: CI must run it. `TWINCERT_TEST_CONSOLE_SCREENSHOTS=docs/console`
 //! copies the screenshots there (how the committed ones are made).
 
 use std::io::Read;
@@ -63,6 +63,27 @@ const SCREENSHOTS: &[&str] = &[
     "emergency-dry-run.png",
     "operation.png",
     "operation-done.png",
+];
+
+/// The screenshots committed under `docs/console/` (refreshed by
+/// `TWINCERT_TEST_CONSOLE_SCREENSHOTS=docs/console`): one per page, two at
+/// phone width.
+const DOCS_SCREENSHOTS: &[&str] = &[
+    "login.png",
+    "overview.png",
+    "names.png",
+    "name.png",
+    "emergency.png",
+    "emergency-dry-run.png",
+    "operation-done.png",
+    "cas.png",
+    "alerts.png",
+    "incidents.png",
+    "operations.png",
+    "audit.png",
+    "tokens.png",
+    "overview-phone.png",
+    "name-phone.png",
 ];
 
 fn console_dir() -> PathBuf {
@@ -197,7 +218,13 @@ async fn console_in_a_real_browser_with_a_real_identity_provider() {
     };
     // A third CA re-issues the slots the emergency swap abandons, so its
     // operation can reach `done` (as in emergency.rs).
-    let cas = TwoCas::start_three(PebbleOptions::default()).await;
+    // 60-day certificates, so the overview's 90-day expiry timeline has
+    // something to draw.
+    let cas = TwoCas::start_three(PebbleOptions {
+        validity_seconds: Some(60 * 86_400),
+        ..PebbleOptions::default()
+    })
+    .await;
     let url = format!("sqlite://{}", cas.dir().join("twincert.db").display());
     let mut opts = ServerOptions::new(url);
     // Served over HTTPS as in production: Secure cookies, and the console
@@ -299,10 +326,10 @@ ca_file = "{ca}"
     };
     // Copied before the verdict is judged, so a failing scenario's pages
     // can be looked at too.
-    if let Some(dest) = std::env::var_os("TWINCERT_CONSOLE_SCREENSHOTS_OUT") {
+    if let Some(dest) = std::env::var_os("TWINCERT_TEST_CONSOLE_SCREENSHOTS") {
         let dest = PathBuf::from(dest);
         std::fs::create_dir_all(&dest).expect("create screenshot dir");
-        for file in SCREENSHOTS {
+        for file in DOCS_SCREENSHOTS {
             if shots.join(file).exists() {
                 std::fs::copy(shots.join(file), dest.join(file)).expect("copy screenshot");
             }
