@@ -72,9 +72,17 @@ const browser = await chromium.launch({
 });
 log(`Chromium ${browser.version()}`);
 
-async function newContext(viewport = DESKTOP) {
-  const ctx = await browser.newContext({ viewport, locale: 'en-US', timezoneId: 'UTC' });
+// Every answer of the console seen by any browser context: none may be 5xx.
+const serverErrors = [];
+
+async function newContext(viewport = DESKTOP, extra = {}) {
+  const ctx = await browser.newContext({ viewport, locale: 'en-US', timezoneId: 'UTC', ...extra });
   ctx.setDefaultTimeout(15000);
+  ctx.on('response', (r) => {
+    if (r.status() >= 500 && r.url().startsWith(cfg.base)) {
+      serverErrors.push(`${r.request().method()} ${r.url()} → ${r.status()}`);
+    }
+  });
   return ctx;
 }
 
@@ -255,6 +263,52 @@ scenario('token_sign_in', async () => {
     check(c.path === '/ui', `session cookie Path=${c.path}`);
     check(!c.value.includes(cfg.tokens.operator), 'the session cookie carries the API token');
     return `signed in as "${who}"`;
+  } finally {
+    await ctx.close();
+  }
+});
+
+scenario('keyboard_sign_in', async () => {
+  // Keyboard only: Tab to the token field, type, Enter.
+  const ctx = await newContext();
+  try {
+    const page = await ctx.newPage();
+    await page.goto(`${cfg.base}/ui/login`);
+    let focused = null;
+    for (let i = 0; i < 15 && focused !== 'token-input'; i++) {
+      await page.keyboard.press('Tab');
+      focused = await page.evaluate(() => document.activeElement?.getAttribute('data-testid'));
+    }
+    check(focused === 'token-input', 'Tab never reaches the token field');
+    await page.keyboard.type(cfg.tokens.viewer);
+    await Promise.all([page.waitForURL(`${cfg.base}/ui/`), page.keyboard.press('Enter')]);
+    const who = await signedInAs(page);
+    check(who && /viewer/i.test(who), `signed-in-as "${who}" after a keyboard sign-in`);
+    // The sign-out button is reachable by Tab too.
+    let onSignOut = false;
+    for (let i = 0; i < 40 && !onSignOut; i++) {
+      await page.keyboard.press('Tab');
+      onSignOut = await page.evaluate(() => document.activeElement?.getAttribute('data-testid') === 'sign-out');
+    }
+    check(onSignOut, 'Tab never reaches the sign-out button');
+    return 'token field and sign-out reached by Tab; signed in with Enter';
+  } finally {
+    await ctx.close();
+  }
+});
+
+scenario('without_javascript', async () => {
+  // Reading works with JavaScript off: sign in, the names, a name.
+  const ctx = await newContext(DESKTOP, { javaScriptEnabled: false });
+  try {
+    const page = await tokenSignIn(ctx, cfg.tokens.viewer);
+    let r = await page.goto(`${cfg.base}/ui/names`);
+    check(r.status() === 200, `/ui/names without JavaScript: ${r.status()}`);
+    check((await page.locator(tid('name-row')).count()) >= cfg.names.length, 'no name rows without JavaScript');
+    r = await page.goto(`${cfg.base}/ui/names/${encodeURIComponent(firstName)}`);
+    check(r.status() === 200, `name page without JavaScript: ${r.status()}`);
+    check(await page.locator(tid('slot-primary')).count(), 'no primary slot without JavaScript');
+    return 'sign-in, names and a name read with JavaScript off';
   } finally {
     await ctx.close();
   }
@@ -635,6 +689,12 @@ scenario('sign_out', async () => {
   } finally {
     await ctx.close();
   }
+});
+
+scenario('no_server_errors', async () => {
+  // Last: every answer the browsers got in the scenarios above.
+  check(!serverErrors.length, `5xx answers: ${serverErrors.join('; ')}`);
+  return 'no 5xx in any scenario';
 });
 
 // --- Run ---------------------------------------------------------------------

@@ -33,6 +33,8 @@ const NODE_MODULES_ENV: &str = "TWINCERT_TEST_CONSOLE_NODE";
 const SCENARIOS: &[&str] = &[
     "security_headers",
     "token_sign_in",
+    "keyboard_sign_in",
+    "without_javascript",
     "pages",
     "oidc_operator",
     "oidc_unmapped_refused",
@@ -42,6 +44,7 @@ const SCENARIOS: &[&str] = &[
     "bad_input",
     "emergency_swap",
     "sign_out",
+    "no_server_errors",
 ];
 /// Screenshots taken at 1280×800 (the `-phone` ones at 390×844).
 const SCREENSHOTS: &[&str] = &[
