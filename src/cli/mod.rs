@@ -5,6 +5,7 @@
 
 mod backup;
 mod bench;
+mod bench_console;
 mod bench_deploy;
 mod bench_idle;
 mod bench_readiness;
@@ -315,6 +316,9 @@ enum BenchWhat {
     Deploy(bench_deploy::DeployBench),
     /// One emergency readiness computation over N synthetic names.
     Readiness(bench_readiness::ReadinessBench),
+    /// Server render time of the console's overview and names pages over
+    /// N synthetic names.
+    Console(bench_console::ConsoleBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -616,6 +620,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             BenchWhat::Idle(opts) => bench_idle::idle(opts, output).await,
             BenchWhat::Deploy(opts) => bench_deploy::deploy(opts, output).await,
             BenchWhat::Readiness(opts) => bench_readiness::readiness(opts, output).await,
+            BenchWhat::Console(opts) => bench_console::console(opts, output).await,
         },
         Command::Events { api, limit } => {
             call(

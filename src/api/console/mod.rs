@@ -146,6 +146,9 @@ pub fn router(api: ApiState, settings: ConsoleSettings, v1: Router) -> Router {
         settings: Arc::new(settings),
         v1,
     };
+    // The overview's counts take seconds at a million names: start the
+    // first pass now rather than at the first visit.
+    console.overview.refresh(&console);
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(pages::overview))

@@ -335,47 +335,66 @@ pub struct OverviewCache {
 }
 
 impl OverviewCache {
-    /// The counts and when they were taken; computed now when there are
-    /// none yet, refreshed in the background when old.
-    pub async fn get(&self, c: &Console) -> Result<(i64, OverviewCounts), Refused> {
-        let now = c.api.clock.now();
-        let current = self.snapshot.lock().ok().and_then(|g| g.clone());
-        match current {
-            Some((at, counts)) => {
-                if now - at >= OVERVIEW_MAX_AGE && !self.refreshing.swap(true, Ordering::SeqCst) {
-                    let c2 = c.clone();
-                    tokio::spawn(async move {
-                        let now = c2.api.clock.now();
-                        let got = c2
-                            .api
-                            .store
-                            .console()
-                            .overview_counts(now, TIMELINE_DAYS)
-                            .await;
-                        match got {
-                            Ok(n) => {
-                                if let Ok(mut g) = c2.overview.snapshot.lock() {
-                                    *g = Some((now, n));
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "console overview counts failed"),
-                        }
-                        c2.overview.refreshing.store(false, Ordering::SeqCst);
-                    });
+    /// Takes the counts now (in the background from the caller's view)
+    /// unless a pass is already running.
+    pub fn refresh(&self, c: &Console) {
+        if self.refreshing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.refreshing.store(false, Ordering::SeqCst);
+            return;
+        };
+        let c2 = c.clone();
+        rt.spawn(async move {
+            let now = c2.api.clock.now();
+            let got = c2
+                .api
+                .store
+                .console()
+                .overview_counts(now, TIMELINE_DAYS)
+                .await;
+            match got {
+                Ok(n) => {
+                    if let Ok(mut g) = c2.overview.snapshot.lock() {
+                        *g = Some((now, n));
+                    }
                 }
-                Ok((at, counts))
+                Err(e) => tracing::warn!(error = %e, "console overview counts failed"),
             }
-            None => {
-                let n = c
-                    .api
-                    .store
-                    .console()
-                    .overview_counts(now, TIMELINE_DAYS)
-                    .await?;
-                if let Ok(mut g) = self.snapshot.lock() {
-                    *g = Some((now, n.clone()));
+            c2.overview.refreshing.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// The counts and when they were taken. Old counts are shown while a
+    /// pass takes new ones; with none yet (the first page after start,
+    /// when the pass started at start-up has not ended) it waits for them.
+    pub async fn get(&self, c: &Console) -> Result<(i64, OverviewCounts), Refused> {
+        loop {
+            let now = c.api.clock.now();
+            let current = self.snapshot.lock().ok().and_then(|g| g.clone());
+            match current {
+                Some((at, counts)) => {
+                    if now - at >= OVERVIEW_MAX_AGE {
+                        self.refresh(c);
+                    }
+                    return Ok((at, counts));
                 }
-                Ok((now, n))
+                None if self.refreshing.load(Ordering::SeqCst) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                None => {
+                    let n = c
+                        .api
+                        .store
+                        .console()
+                        .overview_counts(now, TIMELINE_DAYS)
+                        .await?;
+                    if let Ok(mut g) = self.snapshot.lock() {
+                        *g = Some((now, n.clone()));
+                    }
+                    return Ok((now, n));
+                }
             }
         }
     }
