@@ -141,6 +141,10 @@ async function oidcSignIn(ctx, login, screenshot) {
   await page.fill('input[name=login]', login);
   await page.fill('input[name=password]', 'correct horse battery staple');
   if (screenshot) await shot(page, screenshot);
+  const callbacks = [];
+  page.on('request', (r) => {
+    if (r.url().startsWith(`${cfg.base}/ui/oidc/callback`)) callbacks.push(r.url());
+  });
   const back = page.waitForResponse((r) => r.url().startsWith(`${cfg.base}/ui/oidc/callback`), { timeout: 20000 });
   await page.click('button[type=submit]');
   const cb = await back;
@@ -158,7 +162,7 @@ async function oidcSignIn(ctx, login, screenshot) {
       .then(() => true)
       .catch(() => false);
   }
-  return { page, callbackStatus: cb.status(), movedOn, callbackPage };
+  return { page, callbackStatus: cb.status(), movedOn, callbackPage, callbackRequests: callbacks.length };
 }
 
 async function signedInAs(page) {
@@ -388,7 +392,11 @@ scenario('oidc_operator', async () => {
   check(cfg.issuer, 'no issuer configured');
   const ctx = await newContext();
   try {
-    const { page, callbackStatus, movedOn, callbackPage } = await oidcSignIn(ctx, 'alice', 'idp-login.png');
+    const { page, callbackStatus, movedOn, callbackPage, callbackRequests } = await oidcSignIn(
+      ctx,
+      'alice',
+      'idp-login.png',
+    );
     check(callbackStatus === 200, `callback answered ${callbackStatus}: ${await errorText(page)}`);
     const stuck = movedOn ? null : `${page.url()}: ${await errorText(page)}`;
     // The session exists whether or not the page moved on by itself.
@@ -406,7 +414,8 @@ scenario('oidc_operator', async () => {
     );
     check(
       movedOn,
-      `the callback's page did not move on to /ui/ by itself; the browser ended on ${stuck} ` +
+      `the callback's page did not move on to /ui/ by itself (the callback URL was requested ` +
+        `${callbackRequests} times); the browser ended on ${stuck} ` +
         `(its meta refresh: ${callbackPage?.match(/<meta[^>]*refresh[^>]*>/i)?.[0] ?? callbackPage?.slice(0, 200)})`,
     );
     return `signed in as "${who}"`;
