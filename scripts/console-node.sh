@@ -26,6 +26,10 @@ major="$(node -p 'process.versions.node.split(".")[0]')"
 
 hash="$(cat package.json package-lock.json | sha256sum | cut -c1-16)"
 dir="${TWINCERT_CONSOLE_NODE_CACHE:-/tmp}/twincert-console-node-$hash"
+# One installer at a time (two test runs may start together).
+mkdir -p "$(dirname "$dir")"
+exec 9>"$dir.lock"
+flock 9
 if [[ ! -f "$dir/.complete" ]]; then
     rm -rf "$dir"
     mkdir -p "$dir"

@@ -158,7 +158,7 @@ async function oidcSignIn(ctx, login, screenshot) {
     // Read now: the body is gone once the page navigates on.
     callbackPage = await cb.text().catch((e) => `(body not readable: ${e.message.split('\n')[0]})`);
     movedOn = await page
-      .waitForURL(`${cfg.base}/ui/`, { timeout: 5000 })
+      .waitForURL(`${cfg.base}/ui/`, { timeout: 10000 })
       .then(() => true)
       .catch(() => false);
   }
@@ -640,25 +640,21 @@ scenario('emergency_swap', async () => {
     if (await reasonC.count()) await reasonC.fill('browser test: CA-wide swap');
     await page.fill(tid('confirm-input'), cfg.swap_ca);
     await Promise.all([page.waitForURL(/\/ui\/operations\//, { timeout: 30000 }), page.click(tid('confirm-submit'))]);
+    // The page refreshes itself (meta refresh, no script) until done: no
+    // reload from here, only reads between its refreshes.
     const progress = page.locator(tid('operation-progress'));
     const deadline = Date.now() + 240000;
+    const seen = new Set();
     let state = null;
-    let first = true;
     for (;;) {
-      await progress.waitFor();
-      state = await progress.getAttribute('data-state');
-      if (first) {
-        await shot(page, 'operation.png');
-        first = false;
-      }
+      state = await progress.getAttribute('data-state', { timeout: 5000 }).catch(() => null);
+      if (state) seen.add(state);
       if (state === 'done') break;
-      check(state === 'running' || state === 'queued' || state === 'pending', `operation state ${state}`);
-      check(Date.now() < deadline, `operation still ${state} after 240 s`);
-      // The page refreshes itself; a reload as well in case a refresh is
-      // slow is harmless.
-      await page.waitForTimeout(2000);
-      await page.reload();
+      check(state === null || state === 'running', `operation state ${state}`);
+      check(Date.now() < deadline, `operation still ${state} after 240 s (states seen: ${[...seen].join(', ')})`);
+      await page.waitForTimeout(300);
     }
+    await page.waitForLoadState();
     await shot(page, 'operation-done.png');
 
     // The API agrees: every name that was active on the CA now is not.

@@ -64,7 +64,6 @@ const SCREENSHOTS: &[&str] = &[
     "name-viewer.png",
     "error-missing-reason.png",
     "emergency-dry-run.png",
-    "operation.png",
     "operation-done.png",
 ];
 
