@@ -249,16 +249,22 @@ impl Console {
         after: Option<&str>,
         limit: u64,
     ) -> Result<Vec<NameRecord>, StoreError> {
-        let mut values: Vec<Value> = vec![after.unwrap_or("").into(), (limit as i64).into()];
-        let mut cond = vec!["n.id > $1".to_string()];
+        let after = after.unwrap_or("");
+        let prefix = f.prefix.as_deref().filter(|p| !p.is_empty());
+        // One range on the primary key: from the cursor or the prefix,
+        // whichever is later (two lower bounds would let the planner start
+        // at the earlier one and walk up to the prefix), up to the prefix's
+        // end (`p || U+FFFF`).
+        let (start, op) = match prefix {
+            Some(p) if p > after => (p, ">="),
+            _ => (after, ">"),
+        };
+        let mut values: Vec<Value> = vec![start.into(), (limit as i64).into()];
+        let mut cond = vec![format!("n.id {op} $1")];
         let mut joins = "";
-        if let Some(p) = f.prefix.as_deref().filter(|p| !p.is_empty()) {
-            // A range on the primary key: `id >= p AND id < p || U+FFFF`.
-            values.push(p.into());
-            let a = values.len();
+        if let Some(p) = prefix {
             values.push(format!("{p}\u{ffff}").into());
-            let b = values.len();
-            cond.push(format!("n.id >= ${a} AND n.id < ${b}"));
+            cond.push(format!("n.id < ${}", values.len()));
         }
         if let Some(ca) = &f.ca {
             values.push(ca.clone().into());
