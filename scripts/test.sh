@@ -19,7 +19,7 @@ die() { echo "scripts/test.sh: $*" >&2; exit 1; }
 
 # --- Packages (fresh Debian): the tests start real Pebble, BIND9, PostgreSQL --
 missing=0
-for b in pebble named dig tsig-keygen nsupdate openssl psql pdns_server sqlite3 caddy faketime; do
+for b in pebble named dig tsig-keygen nsupdate openssl psql pdns_server sqlite3 caddy faketime chromium; do
     command -v "$b" >/dev/null 2>&1 || [[ -x "/usr/sbin/$b" ]] || missing=1
 done
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing=1
@@ -27,11 +27,11 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing=1
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing=1
 if [[ "$missing" == 1 && -z "${PG_BINDIR:-}" ]]; then
     sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
-    echo "scripts/test.sh: installing test packages (pebble bind9 bind9-dnsutils openssl postgresql python3-aiosmtpd pdns-server pdns-backend-sqlite3 sqlite3 caddy faketime)" >&2
+    echo "scripts/test.sh: installing test packages (pebble bind9 bind9-dnsutils openssl postgresql python3-aiosmtpd pdns-server pdns-backend-sqlite3 sqlite3 caddy faketime chromium)" >&2
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         pebble bind9 bind9-dnsutils openssl postgresql ca-certificates python3-venv python3-aiosmtpd \
-        pdns-server pdns-backend-sqlite3 sqlite3 caddy faketime >/dev/null
+        pdns-server pdns-backend-sqlite3 sqlite3 caddy faketime chromium >/dev/null
     # The tests start their own pdns_server; not the package's service.
     $sudo service pdns stop >/dev/null 2>&1 || true
     # Caddy's package starts a :80 service where systemd runs (see .ci/run).
@@ -60,6 +60,25 @@ if ! "$TWINCERT_TEST_A2C_VENV/bin/python" -c 'import importlib.metadata as m, sy
     echo "scripts/test.sh: installing acme2certifier into $TWINCERT_TEST_A2C_VENV" >&2
     python3 -m venv "$TWINCERT_TEST_A2C_VENV"
     "$TWINCERT_TEST_A2C_VENV/bin/pip" install -q "acme2certifier==0.46.3"
+fi
+
+# --- Console browser tests: Node.js packages ---------------------------------
+# playwright-core (drives the Debian Chromium above, never a downloaded
+# browser) and oidc-provider (the OpenID Provider), pinned by
+# tests/console/package-lock.json, installed by `npm ci` into a cache
+# directory outside the repository (scripts/console-node.sh). Needs Node.js
+# >= 20 and npm; tests/e2e/console_browser.rs reads the directory from
+# TWINCERT_TEST_CONSOLE_NODE (an explicit value is kept).
+# Without Node.js the browser test says so and does not run (under CI it
+# fails: .ci/run checks for Node.js first).
+if [[ -z "${TWINCERT_TEST_CONSOLE_NODE:-}" ]]; then
+    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+        TWINCERT_TEST_CONSOLE_NODE="$(bash scripts/console-node.sh)" \
+            || die "could not install the console tests' npm packages (scripts/console-node.sh)"
+        export TWINCERT_TEST_CONSOLE_NODE
+    else
+        echo "scripts/test.sh: no node/npm: the console browser test will not run" >&2
+    fi
 fi
 
 # --- Pebble 2.6.0 (ARI) -------------------------------------------------------

@@ -6,6 +6,7 @@ mod api_input;
 mod ari_pebble26;
 mod backup;
 mod caddy_ca;
+mod console_browser;
 mod console_http;
 mod deploy;
 mod dns01;
