@@ -81,9 +81,9 @@ impl MigratorTrait for Migrator {
             Box::new(M0015ManualDestination),
             Box::new(M0016AcmeDnsRegistrations),
             Box::new(M0017PreflightProvider),
-            Box::new(M0026NamesByCreation),
             Box::new(M0022AcmeProfiles),
             Box::new(M0024ConsoleSessions),
+            Box::new(M0026NamesByCreation),
         ]
     }
 }
@@ -986,6 +986,7 @@ impl MigrationTrait for M0017PreflightProvider {
     }
 }
 
+
 /// Names by creation time (issue 21): the preflight controller looks for
 /// never-checked names among those created since its last look, not in an
 /// anti-join over every name every half minute.
@@ -994,6 +995,21 @@ pub struct M0026NamesByCreation;
 impl MigrationName for M0026NamesByCreation {
     fn name(&self) -> &str {
         "m0026_names_by_creation"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0026NamesByCreation {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "CREATE INDEX names_created ON names (created_at)").await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP INDEX names_created").await
+    }
+}
+
+
 /// ACME profiles (issue 17, item 1): a name's per-CA profile overrides
 /// (JSON object CA id → profile; NULL: none), and per order the profile it
 /// asked for and whether the CA's order object confirmed it (NULL: none
@@ -1003,6 +1019,33 @@ pub struct M0022AcmeProfiles;
 impl MigrationName for M0022AcmeProfiles {
     fn name(&self) -> &str {
         "m0022_acme_profiles"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0022AcmeProfiles {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "ALTER TABLE names ADD COLUMN acme_profiles TEXT; \
+             ALTER TABLE orders ADD COLUMN acme_profile TEXT; \
+             ALTER TABLE orders ADD COLUMN acme_profile_confirmed BOOLEAN",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "ALTER TABLE orders DROP COLUMN acme_profile_confirmed; \
+             ALTER TABLE orders DROP COLUMN acme_profile; \
+             ALTER TABLE names DROP COLUMN acme_profiles",
+        )
+        .await
+    }
+}
+
+
 /// The operator console (issue 18): server-side sessions, found by the
 /// SHA-256 of the cookie's secret (the secret itself is never stored), and
 /// OpenID Connect sign-ins in progress, found by the SHA-256 of their
@@ -1016,20 +1059,6 @@ impl MigrationName for M0024ConsoleSessions {
 }
 
 #[async_trait::async_trait]
-impl MigrationTrait for M0026NamesByCreation {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run_script(manager, "CREATE INDEX names_created ON names (created_at)").await
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run_script(manager, "DROP INDEX names_created").await
-impl MigrationTrait for M0022AcmeProfiles {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run_script(
-            manager,
-            "ALTER TABLE names ADD COLUMN acme_profiles TEXT; \
-             ALTER TABLE orders ADD COLUMN acme_profile TEXT; \
-             ALTER TABLE orders ADD COLUMN acme_profile_confirmed BOOLEAN",
 impl MigrationTrait for M0024ConsoleSessions {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(
@@ -1048,9 +1077,6 @@ impl MigrationTrait for M0024ConsoleSessions {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(
             manager,
-            "ALTER TABLE orders DROP COLUMN acme_profile_confirmed; \
-             ALTER TABLE orders DROP COLUMN acme_profile; \
-             ALTER TABLE names DROP COLUMN acme_profiles",
             "DROP TABLE console_logins; DROP TABLE console_sessions",
         )
         .await

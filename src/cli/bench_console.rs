@@ -96,6 +96,7 @@ fn state(store: Store) -> ApiState {
         destinations: Arc::new(Vec::new()),
         acme_requests: Arc::new(Vec::new),
         preflight: None,
+        acme_profiles_offered: Arc::new(Default::default()),
     }
 }
 

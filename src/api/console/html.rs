@@ -36,15 +36,25 @@ const NAV: &[(&str, &str)] = &[
 ];
 
 /// A whole page: header with the person and sign-out, navigation, body.
-pub fn page(s: Option<&Session>, title: &str, refresh: Option<u32>, body: Markup) -> Markup {
+/// `refresh`: reload after that many seconds — this page again, or the
+/// given console path.
+pub fn page(
+    s: Option<&Session>,
+    title: &str,
+    refresh: Option<(u32, Option<&str>)>,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                @if let Some(r) = refresh {
-                    meta http-equiv="refresh" content=(r);
+                @if let Some((secs, to)) = refresh {
+                    @match to {
+                        Some(to) => meta http-equiv="refresh" content=(format!("{secs};url={to}"));,
+                        None => meta http-equiv="refresh" content=(secs);,
+                    }
                 }
                 title { (title) " · twincert" }
                 link rel="stylesheet" href="/ui/style.css";

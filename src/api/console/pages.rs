@@ -282,7 +282,7 @@ pub async fn oidc_callback(
             let body = page(
                 None,
                 "Signed in",
-                Some(0),
+                Some((0, Some("/ui/"))),
                 html! { p { a href="/ui/" { "Continue to the console" } } },
             );
             let cookies: Vec<_> = rsp
@@ -1393,7 +1393,7 @@ pub async fn operation(
         page(
             Some(&s),
             &format!("Operation {id}"),
-            (!done).then_some(2),
+            (!done).then_some((2, None)),
             body,
         ),
     )
