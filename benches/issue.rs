@@ -607,6 +607,7 @@ fn new_name(id: &str, challenge: ChallengeKind) -> NewName {
         primary_ca: CaId("pebble-a".into()),
         backup_ca: CaId("pebble-b".into()),
         dns_provider: None,
+        acme_profiles: Default::default(),
     }
 }
 

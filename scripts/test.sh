@@ -9,7 +9,7 @@
 #   bash scripts/test.sh --test e2e      # one target (replaces --all-targets)
 #   bash scripts/test.sh -- some_filter  # arguments after -- go to the tests
 #
-# Pebble, BIND, Caddy, moto and the rest are started by the tests themselves
+# Pebble, BIND, Caddy, acme2certifier, moto and the rest are started by the tests themselves
 # (tests/e2e/harness.rs, tests/e2e/dns_providers.rs). CARGO_TARGET_DIR is honoured when set.
 set -euo pipefail
 
@@ -48,6 +48,18 @@ if [[ ! -x "$TWINCERT_TEST_MOTO_VENV/bin/moto_server" ]]; then
     echo "scripts/test.sh: installing moto[server] into $TWINCERT_TEST_MOTO_VENV" >&2
     python3 -m venv "$TWINCERT_TEST_MOTO_VENV"
     "$TWINCERT_TEST_MOTO_VENV/bin/pip" install -q "moto[server]==5.2.6"
+fi
+
+# --- acme2certifier (PyPI) as another ACME server implementation ------------
+# Its local OpenSSL CA handler issues; it offers ACME profiles (and
+# dns-persist-01). Served on loopback by tests/e2e/a2c_ca.rs through
+# tests/e2e/a2c/serve.py; kept in its own venv, pinned, like moto.
+export TWINCERT_TEST_A2C_VENV="${TWINCERT_TEST_A2C_VENV:-/tmp/twincert-a2c-venv}"
+# (Importing its WSGI module opens a database: check the version instead.)
+if ! "$TWINCERT_TEST_A2C_VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("acme2certifier") != "0.46.3")' >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing acme2certifier into $TWINCERT_TEST_A2C_VENV" >&2
+    python3 -m venv "$TWINCERT_TEST_A2C_VENV"
+    "$TWINCERT_TEST_A2C_VENV/bin/pip" install -q "acme2certifier==0.46.3"
 fi
 
 # --- Pebble 2.6.0 (ARI) -------------------------------------------------------

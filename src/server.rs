@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{self, ApiState};
 use crate::ca::CaClient;
@@ -199,6 +199,63 @@ pub fn ca_choices(cfg: &Config) -> Vec<CaChoice> {
         .collect()
 }
 
+/// How long start waits for the CAs' directories (ACME profiles).
+const PROFILE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads every CA's directory for the ACME profiles it offers
+/// (`meta.profiles`) and checks each configured `acme_profile` against
+/// them: a profile the CA does not offer, or a CA that offers none, stops
+/// the start with the offered list. A directory that cannot be read
+/// within [`PROFILE_CHECK_TIMEOUT`] (a CA down at start) is not fatal: its
+/// offer stays unknown, orders send the profile and the CA judges it
+/// (its refusal is the slot's error). Returns what each readable
+/// directory offered, for checking names' overrides.
+pub async fn check_acme_profiles(
+    cas: &BTreeMap<String, Arc<CaClient>>,
+) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let reads: Vec<_> = cas
+        .values()
+        .map(|ca| {
+            let ca = ca.clone();
+            tokio::spawn(async move {
+                let got = tokio::time::timeout(PROFILE_CHECK_TIMEOUT, ca.offered_profiles())
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {PROFILE_CHECK_TIMEOUT:?}")));
+                (ca, got)
+            })
+        })
+        .collect();
+    let mut offered = BTreeMap::new();
+    for read in reads {
+        let (ca, got) = read.await.context("reading a CA's directory")?;
+        match got {
+            Ok(list) => {
+                if let Some(p) = ca.acme_profile() {
+                    crate::policy::profiles::check_offered(p, Some(&list)).map_err(|why| {
+                        anyhow::anyhow!(
+                            "configuration: cas '{}' acme_profile: {why} (directory {})",
+                            ca.id(),
+                            ca.directory_url()
+                        )
+                    })?;
+                }
+                if !list.is_empty() {
+                    info!(ca = ca.id(), profiles = %list.join(", "), acme_profile = ?ca.acme_profile(), "ACME profiles offered");
+                }
+                offered.insert(ca.id().to_string(), list);
+            }
+            Err(e) if ca.acme_profile().is_some() => warn!(
+                ca = ca.id(),
+                error = %e,
+                "could not read the CA's directory to check acme_profile; orders will ask for it \
+                 and the CA will judge"
+            ),
+            Err(e) => debug!(ca = ca.id(), error = %e, "directory not read at start"),
+        }
+    }
+    Ok(offered)
+}
+
 /// Opens the store and applies migrations.
 pub async fn open_store(url: &str) -> anyhow::Result<Store> {
     let store = Store::connect(url).await?;
@@ -305,6 +362,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
         .values()
         .map(|c| (c.id.clone(), Arc::new(CaClient::new(c.clone(), timeout))))
         .collect();
+    let acme_profiles_offered = Arc::new(check_acme_profiles(&cas).await?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let sealer = Arc::new(secrets.sealer);
@@ -443,6 +501,7 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
         acme_requests: Arc::new(crate::ca::acme_request_metrics),
         allow_drill_simulation: cfg.drills.allow_simulation,
         preflight: Some(preflight),
+        acme_profiles_offered,
     };
     info!(
         api = %format!(

@@ -80,6 +80,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0015ManualDestination),
             Box::new(M0016AcmeDnsRegistrations),
             Box::new(M0017PreflightProvider),
+            Box::new(M0022AcmeProfiles),
             Box::new(M0023DnsPersist),
         ]
     }
@@ -978,6 +979,41 @@ impl MigrationTrait for M0017PreflightProvider {
         run_script(
             manager,
             "DROP INDEX preflight_provider; ALTER TABLE preflight DROP COLUMN provider_findings",
+        )
+        .await
+    }
+}
+
+/// ACME profiles (issue 17, item 1): a name's per-CA profile overrides
+/// (JSON object CA id → profile; NULL: none), and per order the profile it
+/// asked for and whether the CA's order object confirmed it (NULL: none
+/// asked for, or the order predates this migration).
+pub struct M0022AcmeProfiles;
+
+impl MigrationName for M0022AcmeProfiles {
+    fn name(&self) -> &str {
+        "m0022_acme_profiles"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0022AcmeProfiles {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "ALTER TABLE names ADD COLUMN acme_profiles TEXT; \
+             ALTER TABLE orders ADD COLUMN acme_profile TEXT; \
+             ALTER TABLE orders ADD COLUMN acme_profile_confirmed BOOLEAN",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "ALTER TABLE orders DROP COLUMN acme_profile_confirmed; \
+             ALTER TABLE orders DROP COLUMN acme_profile; \
+             ALTER TABLE names DROP COLUMN acme_profiles",
         )
         .await
     }

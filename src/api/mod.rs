@@ -104,6 +104,10 @@ pub struct ApiState {
     /// Runs a name's CAA, delegation and provider checks on demand (none: the
     /// on-demand check answers 409; stored reports are still shown).
     pub preflight: Option<Arc<crate::validation::preflight::Preflight>>,
+    /// The ACME profiles each CA's directory offered at start (CA id →
+    /// profiles; a CA whose directory could not be read is absent: its
+    /// offer is not known and a name's override for it is not checked).
+    pub acme_profiles_offered: Arc<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// SHA-256 of a token, the only form in which tokens are kept in memory.
@@ -222,6 +226,7 @@ async fn create_name(
         .map(|v| v.id.clone())
         .collect();
     let new = request.choose_cas(&cas, &persist_cas)?;
+    new_name::check_profiles(&new, &st.acme_profiles_offered)?;
     let now = st.clock.now();
     st.store.names().create_name(&new, &who.name, now).await?;
     if let Some(wake) = &st.wake_worker {

@@ -6,7 +6,10 @@
 //! writes the result, so the rules are tested here without a server.
 //!
 //! The checks run in a fixed order and the first failure is the answer:
-//! name, domains, challenge, DNS provider, key type, CA list, CA pair.
+//! name, domains, challenge, DNS provider, key type, CA list, profile
+//! names, CA pair, profile overrides against the pair ([`check_profiles`]).
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -35,6 +38,8 @@ pub(super) struct CreateName {
     cas: Option<Vec<String>>,
     #[serde(default)]
     dns_provider: Option<String>,
+    #[serde(default)]
+    acme_profiles: Option<BTreeMap<String, String>>,
 }
 
 /// What this server offers a new name.
@@ -58,6 +63,7 @@ pub(super) struct NameRequest {
     /// `[primary, backup]` when the client chose them.
     cas: Option<(String, String)>,
     dns_provider: Option<String>,
+    acme_profiles: BTreeMap<String, String>,
 }
 
 /// Checks every field of `req`; see the module doc for the order.
@@ -133,6 +139,11 @@ pub(super) fn check(req: CreateName, offer: &Offer<'_>) -> Result<NameRequest, P
             }
         },
     };
+    let acme_profiles = req.acme_profiles.unwrap_or_default();
+    for (ca, p) in &acme_profiles {
+        crate::domain::check_acme_profile_name(p)
+            .map_err(|why| Problem::bad_field(format!("acme_profiles.{ca}"), why))?;
+    }
     Ok(NameRequest {
         id,
         domains,
@@ -140,6 +151,7 @@ pub(super) fn check(req: CreateName, offer: &Offer<'_>) -> Result<NameRequest, P
         key_type,
         cas,
         dns_provider: req.dns_provider,
+        acme_profiles,
     })
 }
 
@@ -192,8 +204,37 @@ impl NameRequest {
             primary_ca: CaId(primary_ca),
             backup_ca: CaId(backup_ca),
             dns_provider: self.dns_provider,
+            acme_profiles: self.acme_profiles,
         })
     }
+}
+
+/// Checks a new name's ACME profile overrides (`acme_profiles`, CA id →
+/// profile) once its CA pair is chosen: each must be for one of its two
+/// CAs and, where the CA's offer is known (`offered`: CA id → the
+/// profiles its directory listed at start), one it offers. 422 naming
+/// the field, the CA and what it offers.
+pub(super) fn check_profiles(
+    new: &NewName,
+    offered: &BTreeMap<String, Vec<String>>,
+) -> Result<(), Problem> {
+    for (ca, profile) in &new.acme_profiles {
+        let field = format!("acme_profiles.{ca}");
+        if ca != new.primary_ca.as_str() && ca != new.backup_ca.as_str() {
+            return Err(Problem::bad_ca_choice(format!(
+                "{field}: CA '{ca}' is not one of this name's CAs ({}, {}); \
+                 a profile override is per CA of the name",
+                new.primary_ca, new.backup_ca
+            ))
+            .at_field(field));
+        }
+        policy::profiles::check_offered(profile, offered.get(ca).map(Vec::as_slice)).map_err(
+            |why| {
+                Problem::bad_ca_choice(format!("{field}: CA '{ca}': {why}")).at_field(field.clone())
+            },
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -439,5 +480,68 @@ mod tests {
             chosen(json!({ "name": "x.example.test" }), &[]).expect("a pair"),
             ("p".to_string(), "a".to_string())
         );
+    }
+
+    #[test]
+    fn profile_overrides_are_for_the_names_cas_and_offered_by_them() {
+        let cas = [ca("a", "g1", false), ca("b", "g2", false)];
+        let offered: BTreeMap<String, Vec<String>> = [
+            ("a".to_string(), vec!["classic".into(), "shortlived".into()]),
+            ("b".to_string(), vec![]),
+        ]
+        .into();
+        let judged = |profiles: Value| {
+            let new = check(
+                request(json!({ "name": "x.example.test", "cas": ["a", "b"], "acme_profiles": profiles })),
+                &offer(),
+            )?
+            .choose_cas(&cas, &[])?;
+            check_profiles(&new, &offered).map(|()| new.acme_profiles)
+        };
+        // (overrides, Ok or (problem kind, field, detail)).
+        type Want = Result<(), (&'static str, &'static str, &'static str)>;
+        let cases: &[(Value, Want)] = &[
+            (json!({}), Ok(())),
+            (json!({ "a": "shortlived" }), Ok(())),
+            (
+                json!({ "a": "tlsserver" }),
+                Err((
+                    "bad-ca-choice",
+                    "acme_profiles.a",
+                    "acme_profiles.a: CA 'a': profile 'tlsserver' is not offered by the CA; it offers: classic, shortlived",
+                )),
+            ),
+            (
+                json!({ "b": "classic" }),
+                Err(("bad-ca-choice", "acme_profiles.b", "offers no profiles")),
+            ),
+            (
+                json!({ "c": "classic" }),
+                Err((
+                    "bad-ca-choice",
+                    "acme_profiles.c",
+                    "CA 'c' is not one of this name's CAs (a, b)",
+                )),
+            ),
+            (
+                json!({ "a": "" }),
+                Err(("invalid-request", "acme_profiles.a", "must not be empty")),
+            ),
+        ];
+        for (profiles, want) in cases {
+            match (judged(profiles.clone()), want) {
+                (Ok(got), Ok(())) => {
+                    let given: BTreeMap<String, String> =
+                        serde_json::from_value(profiles.clone()).expect("map");
+                    assert_eq!(got, given, "{profiles}");
+                }
+                (Err(p), Err((kind, field, detail))) => {
+                    assert_eq!(p.kind(), *kind, "{profiles}: {}", p.detail());
+                    assert_eq!(p.field(), Some(*field), "{profiles}");
+                    assert!(p.detail().contains(detail), "{profiles}: {}", p.detail());
+                }
+                (got, want) => panic!("{profiles}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

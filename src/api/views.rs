@@ -42,6 +42,13 @@ pub struct SlotView {
     /// (a swap away from its CA, a distrust, a compromise): the slot is no
     /// real standby until the new certificate is in.
     pub reprovision: Option<ReprovisionView>,
+    /// The ACME profile the current certificate was ordered with (none:
+    /// the CA's default).
+    pub acme_profile: Option<String>,
+    /// Whether the CA's order object named that profile; `false`: the CA
+    /// did not echo it (acme2certifier never does), so the certificate's
+    /// lifetime is the only evidence. Absent when no profile was asked for.
+    pub acme_profile_confirmed: Option<bool>,
 }
 
 /// How far an operation's replacement of a slot's certificate has got.
@@ -177,6 +184,10 @@ pub struct NameView {
     /// only; null until the first check, run within seconds of creation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preflight: Option<crate::domain::PreflightReport>,
+    /// ACME profile overrides given at creation: CA id → profile (absent:
+    /// none; each CA's `acme_profile` applies).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub acme_profiles: std::collections::BTreeMap<String, String>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -288,6 +299,8 @@ fn slot_view(s: Option<&SlotRecord>, ca: &str, now: i64) -> SlotView {
             revocation: None,
             ari: None,
             reprovision: None,
+            acme_profile: None,
+            acme_profile_confirmed: None,
         };
     };
     let facts = SlotFacts {
@@ -318,6 +331,8 @@ fn slot_view(s: Option<&SlotRecord>, ca: &str, now: i64) -> SlotView {
             })
         }),
         reprovision: reprovision_view(s, now),
+        acme_profile: c.and(s.acme_profile.clone()),
+        acme_profile_confirmed: c.and(s.acme_profile_confirmed),
     }
 }
 
@@ -407,6 +422,7 @@ pub fn name_view(n: &NameRecord, now: i64, dns: &DelegationPolicy) -> NameView {
         dns01_manual_records: Vec::new(),
         dns_persist_records: Vec::new(),
         preflight: None,
+        acme_profiles: n.acme_profiles.clone(),
         created_at: rfc3339(n.created_at),
         updated_at: rfc3339(n.updated_at),
     }

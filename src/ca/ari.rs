@@ -43,6 +43,15 @@ struct RawRenewalInfo {
 #[serde(rename_all = "camelCase")]
 struct RawDirectory {
     renewal_info: Option<String>,
+    #[serde(default)]
+    meta: Option<RawMeta>,
+}
+
+#[derive(Deserialize)]
+struct RawMeta {
+    /// draft-ietf-acme-profiles: name → description (a URL or text).
+    #[serde(default)]
+    profiles: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 /// The ARI side of one CA.
@@ -98,6 +107,33 @@ impl Ari {
             .map_err(|e| format!("directory {}: {e}", self.directory_url))?;
         *cached = Some((dir.renewal_info.clone(), Instant::now()));
         Ok(dir.renewal_info)
+    }
+
+    /// The profiles the CA's directory lists in `meta.profiles`, sorted
+    /// (empty when it lists none). Always a fresh read.
+    pub(super) async fn profiles(&self) -> Result<Vec<String>, String> {
+        let rsp = self
+            .http()?
+            .get(&self.directory_url)
+            .send()
+            .await
+            .map_err(|e| format!("directory {}: {e}", self.directory_url))?;
+        if !rsp.status().is_success() {
+            return Err(format!(
+                "directory {}: HTTP {}",
+                self.directory_url,
+                rsp.status()
+            ));
+        }
+        let dir: RawDirectory = rsp
+            .json()
+            .await
+            .map_err(|e| format!("directory {}: {e}", self.directory_url))?;
+        Ok(dir
+            .meta
+            .and_then(|m| m.profiles)
+            .map(|p| p.into_keys().collect())
+            .unwrap_or_default())
     }
 
     /// Asks for the renewal window of certificate `cert_id`.

@@ -438,17 +438,35 @@ impl CaClient {
         self.ari.window(base, cert_id).await
     }
 
+    /// The ACME profile configured for this CA (`[[cas]] acme_profile`).
+    pub fn acme_profile(&self) -> Option<&str> {
+        self.config.acme_profile.as_deref()
+    }
+
+    /// The profiles the CA's directory offers (`meta.profiles`, sorted;
+    /// empty: none). A fresh read of the directory.
+    pub async fn offered_profiles(&self) -> Result<Vec<String>, String> {
+        self.ari.profiles().await
+    }
+
     /// Opens a new ACME order for `domains` (RFC 8555 §7.4); `replaces` is
     /// the RFC 9773 id of the certificate it renews (same CA and account
-    /// only — the caller checks; only sent to CAs that offer ARI).
+    /// only — the caller checks; only sent to CAs that offer ARI);
+    /// `profile` the ACME profile to ask for (draft-ietf-acme-profiles).
+    /// The order's own `profile` field, as the CA answered, is
+    /// [`AcmeOrder::profile`]; instant-acme does not compare them.
     pub async fn new_order(
         &self,
         domains: &[String],
         replaces: Option<&str>,
+        profile: Option<&str>,
     ) -> Result<AcmeOrder, AcmeError> {
         let ids: Vec<Identifier> = domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
         let account = self.account()?;
         let mut new_order = NewOrder::new(&ids);
+        if let Some(p) = profile {
+            new_order = new_order.profile(p);
+        }
         if let Some((aki, serial)) = replaces.and_then(|r| r.split_once('.')) {
             new_order = new_order.replaces(CertificateIdentifier {
                 authority_key_identifier: aki.into(),
@@ -511,6 +529,12 @@ impl AcmeOrder {
     /// The order URL, to be stored before polling.
     pub fn url(&self) -> String {
         self.order.url().to_string()
+    }
+
+    /// The `profile` the order object carries, as the CA sent it (`None`:
+    /// the field is absent).
+    pub fn profile(&mut self) -> Option<String> {
+        self.order.state().profile.clone()
     }
 
     /// The last known status.

@@ -31,6 +31,7 @@ pub(super) struct RawCa {
     caa_identities: Option<Vec<String>>,
     dns_persist_01: Option<bool>,
     dns_persist_until: Option<i64>,
+    acme_profile: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -78,6 +79,10 @@ pub struct CaConfig {
     /// `persistUntil` (Unix seconds) written into this CA's dns-persist-01
     /// records; none: the records do not expire.
     pub dns_persist_until: Option<i64>,
+    /// The ACME profile (draft-ietf-acme-profiles) to ask this CA for in
+    /// every new order, unless a name overrides it; `None`: the CA's
+    /// default. Checked against the directory's `meta.profiles` at start.
+    pub acme_profile: Option<String>,
 }
 
 impl std::fmt::Debug for CaConfig {
@@ -282,9 +287,18 @@ pub(super) fn validate_cas(
                 ));
             }
         }
+        let acme_profile = match &ca.acme_profile {
+            None => None,
+            Some(p) => Some(
+                crate::domain::check_acme_profile_name(p)
+                    .map_err(|why| invalid(&key("acme_profile"), p, why))?
+                    .to_string(),
+            ),
+        };
         cas.insert(
             ca_id.clone(),
             CaConfig {
+                acme_profile,
                 dns_persist_01,
                 dns_persist_until: ca.dns_persist_until,
                 caa_identities,

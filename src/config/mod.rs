@@ -764,5 +764,37 @@ root_group = \"corp\"
         assert_eq!(ca.directory_url, "https://acme.corp.example/dir");
         assert_eq!(ca.root_group, "corp");
         assert_eq!((ca.orders_per_hour, ca.concurrency), (300, 10));
+        assert_eq!(ca.acme_profile, None);
+    }
+
+    #[test]
+    fn acme_profile_is_taken_as_given_and_its_form_checked() {
+        let entry = |p: &str| {
+            format!(
+                "{BASE}
+[[cas]]
+id = \"internal\"
+profile = \"generic\"
+directory_url = \"https://acme.corp.example/dir\"
+root_group = \"corp\"
+acme_profile = \"{p}\"
+"
+            )
+        };
+        let c = load(&entry("shortlived"), &[]).expect("profile");
+        assert_eq!(
+            c.cas["internal"].acme_profile.as_deref(),
+            Some("shortlived")
+        );
+        let c = load(
+            &entry("shortlived"),
+            &[("TWINCERT_CA_INTERNAL_ACME_PROFILE", "tlsserver")],
+        )
+        .expect("profile from the environment");
+        assert_eq!(c.cas["internal"].acme_profile.as_deref(), Some("tlsserver"));
+        for bad in ["", "short lived"] {
+            let e = load(&entry(bad), &[]).expect_err(bad).to_string();
+            assert!(e.contains("acme_profile"), "{e}");
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! This module does no I/O, knows nothing about SQL or HTTP, and imports no
 //! other module of the crate: everything else may use it.
 
+mod acme_profile;
 mod acme_requests;
 mod drill;
 mod mail;
@@ -18,6 +19,7 @@ mod new_name;
 mod preflight;
 mod readiness;
 
+pub use acme_profile::{MAX_PROFILE_LEN, check_acme_profile_name};
 pub use acme_requests::{ACME_LATENCY_BUCKETS, AcmeRequestStats};
 pub use drill::{DrillFailure, DrillMode, DrillReport, DrillRequest, DrillSample, DrillStage};
 pub use mail::{MailAddressError, check_mail_address};

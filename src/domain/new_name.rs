@@ -25,4 +25,7 @@ pub struct NewName {
     /// The DNS provider DNS-01 records must go through (else: by zone); a
     /// configured provider id.
     pub dns_provider: Option<String>,
+    /// ACME profile overrides for this name: CA id → profile (one of its
+    /// two CAs; checked against what the CA offers).
+    pub acme_profiles: std::collections::BTreeMap<String, String>,
 }

@@ -10,6 +10,7 @@ pub mod caa;
 pub mod dns_persist;
 pub mod drill;
 pub mod lifetime;
+pub mod profiles;
 pub mod reaction;
 pub mod readiness;
 pub mod swap;

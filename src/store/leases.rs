@@ -66,7 +66,8 @@ impl Leases {
         let holes: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT o.id, o.name_id, o.slot, o.ca_id, o.attempts, o.acme_order_url, \
-             o.private_key_id, n.domains, n.key_type, n.challenge, n.dns_provider FROM orders o \
+             o.private_key_id, n.domains, n.key_type, n.challenge, n.dns_provider, n.acme_profiles \
+             FROM orders o \
              JOIN names n ON n.id = o.name_id WHERE o.id IN ({}) ORDER BY o.priority, o.next_attempt_at",
             holes.join(", ")
         );

@@ -149,6 +149,8 @@ async fn swap_facts<C: ConnectionTrait>(
 }
 
 pub(super) const NAME_SELECT: &str = "SELECT n.id, n.domains, n.challenge, n.key_type, n.dns_provider, n.primary_ca, \
+     n.acme_profiles, co.acme_profile AS cert_acme_profile, \
+     co.acme_profile_confirmed AS cert_acme_profile_confirmed, \
      n.backup_ca, n.active_slot, n.diversity_error, n.created_at, n.updated_at, \
      s.slot, s.ca_id AS slot_ca, s.last_error AS slot_error, \
      c.id AS cert_id, c.ca_id AS cert_ca, c.serial, c.issuer, c.root_id, c.not_before, \
@@ -165,6 +167,7 @@ pub(super) const NAME_SELECT: &str = "SELECT n.id, n.domains, n.challenge, n.key
        AS reprovision_op \
      FROM names n JOIN slots s ON s.name_id = n.id \
      LEFT JOIN certificates c ON c.id = s.current_cert_id \
+     LEFT JOIN orders co ON co.id = c.order_id \
      LEFT JOIN orders o ON o.name_id = s.name_id AND o.slot = s.slot \
        AND o.state IN ('pending', 'processing')";
 
@@ -177,11 +180,19 @@ impl Names {
         with_tx(&self.db, async |tx| {
             let domains =
                 serde_json::to_string(&n.domains).map_err(|e| StoreError::Db(e.to_string()))?;
+            let acme_profiles: Option<String> = if n.acme_profiles.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::to_string(&n.acme_profiles)
+                        .map_err(|e| StoreError::Db(e.to_string()))?,
+                )
+            };
             let inserted = exec(
                 tx,
                 "INSERT INTO names (id, domains, challenge, key_type, primary_ca, backup_ca, \
-             active_slot, created_at, updated_at, dns_provider) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'primary', $7, $7, $8) ON CONFLICT DO NOTHING",
+             active_slot, created_at, updated_at, dns_provider, acme_profiles) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'primary', $7, $7, $8, $9) ON CONFLICT DO NOTHING",
                 vec![
                     n.id.as_str().into(),
                     domains.into(),
@@ -191,6 +202,7 @@ impl Names {
                     n.backup_ca.as_str().into(),
                     now.into(),
                     n.dns_provider.clone().into(),
+                    acme_profiles.into(),
                 ],
             )
             .await?;

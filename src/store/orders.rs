@@ -293,6 +293,25 @@ impl Orders {
         .await
     }
 
+    /// Records the ACME profile a leased order asked the CA for and whether
+    /// the CA's order object confirmed it (`None`, `None`: none asked for).
+    pub async fn set_acme_profile(
+        &self,
+        order_id: &str,
+        owner: &str,
+        profile: Option<&str>,
+        confirmed: Option<bool>,
+    ) -> Result<(), StoreError> {
+        update_leased(
+            &self.db,
+            order_id,
+            owner,
+            "acme_profile = $3, acme_profile_confirmed = $4",
+            vec![profile.map(str::to_string).into(), confirmed.into()],
+        )
+        .await
+    }
+
     /// Puts a leased order back, untried, until `until` (pacing): no
     /// attempt is counted and the slot's error is left alone; the order's
     /// note says why it waits.

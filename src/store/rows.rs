@@ -1,6 +1,8 @@
 //! Records the store hands out, and their explicit conversion from rows.
 //! Callers never see a sea-orm type.
 
+use std::collections::BTreeMap;
+
 use sea_orm::QueryResult;
 
 use super::StoreError;
@@ -110,6 +112,11 @@ pub struct SlotRecord {
     pub superseded_by: Option<String>,
     /// The operation whose re-provisioning of this slot has not started.
     pub reprovision_op: Option<String>,
+    /// The ACME profile the current certificate's order asked for.
+    pub acme_profile: Option<String>,
+    /// Whether the CA's order object named that profile (`false`: it
+    /// named none; `None`: no profile asked for).
+    pub acme_profile_confirmed: Option<bool>,
 }
 
 /// A managed name with both slots.
@@ -137,6 +144,8 @@ pub struct NameRecord {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// ACME profile overrides: CA id → profile.
+    pub acme_profiles: BTreeMap<String, String>,
     /// Primary then backup.
     pub slots: Vec<SlotRecord>,
 }
@@ -229,6 +238,8 @@ pub struct OrderJob {
     pub challenge: ChallengeKind,
     /// The pinned DNS provider, if any.
     pub dns_provider: Option<String>,
+    /// The name's ACME profile overrides: CA id → profile.
+    pub acme_profiles: BTreeMap<String, String>,
 }
 
 fn parse<T: std::str::FromStr<Err = String>>(
@@ -312,6 +323,8 @@ pub(super) fn names_from_rows(rows: &[QueryResult]) -> Result<Vec<NameRecord>, S
             order: order_summary(row)?,
             superseded_by: get(row, "superseded_by")?,
             reprovision_op: get(row, "reprovision_op")?,
+            acme_profile: get(row, "cert_acme_profile")?,
+            acme_profile_confirmed: get(row, "cert_acme_profile_confirmed")?,
         };
         match out.last_mut() {
             Some(last) if last.id == id => last.slots.push(slot),
@@ -327,6 +340,7 @@ pub(super) fn names_from_rows(rows: &[QueryResult]) -> Result<Vec<NameRecord>, S
                 diversity_error: get(row, "diversity_error")?,
                 created_at: get(row, "created_at")?,
                 updated_at: get(row, "updated_at")?,
+                acme_profiles: acme_profiles(row)?,
                 slots: vec![slot],
             }),
         }
@@ -352,5 +366,15 @@ pub(super) fn order_job(row: &QueryResult) -> Result<OrderJob, StoreError> {
         key_type: parse(row, "key_type")?,
         challenge: parse(row, "challenge")?,
         dns_provider: get(row, "dns_provider")?,
+        acme_profiles: acme_profiles(row)?,
     })
+}
+
+/// The name's `acme_profiles` column (JSON object; NULL: none).
+fn acme_profiles(row: &QueryResult) -> Result<BTreeMap<String, String>, StoreError> {
+    match get::<Option<String>>(row, "acme_profiles")? {
+        None => Ok(BTreeMap::new()),
+        Some(j) => serde_json::from_str(&j)
+            .map_err(|e| StoreError::Db(format!("stored acme_profiles are unreadable: {e}"))),
+    }
 }

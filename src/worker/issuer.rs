@@ -758,13 +758,18 @@ impl Issuer {
         job: &OrderJob,
     ) -> Result<crate::ca::AcmeOrder, AttemptError> {
         let replaces = self.replaces(ca, job).await;
-        let order = match ca.new_order(&job.domains, replaces.as_deref()).await {
+        let profile =
+            policy::profiles::profile_for(&job.acme_profiles, &job.ca_id, ca.acme_profile());
+        let mut order = match ca
+            .new_order(&job.domains, replaces.as_deref(), profile)
+            .await
+        {
             // A CA may refuse `replaces` (alreadyReplaced: an earlier
             // order of ours replaced it already); the renewal goes on
             // without it.
             Err(e) if replaces.is_some() && e.kind == AcmeErrorKind::Final => {
                 warn!(error = %e.message, "order with ARI replaces refused; ordering without");
-                ca.new_order(&job.domains, None).await?
+                ca.new_order(&job.domains, None, profile).await?
             }
             other => {
                 let order = other?;
@@ -774,6 +779,26 @@ impl Issuer {
                 order
             }
         };
+        // instant-acme does not compare the order's profile with the
+        // request: a CA that applied another one is refused here, before
+        // the order URL is kept (the next attempt opens a new order).
+        let answer = policy::profiles::judge_answer(profile, order.profile().as_deref());
+        if let policy::profiles::ProfileAnswer::Different(got) = &answer {
+            return Err(final_error(format!(
+                "the CA created the order with profile '{got}', not the requested '{}'",
+                profile.unwrap_or_default()
+            )));
+        }
+        if profile.is_some() {
+            self.orders
+                .set_acme_profile(
+                    &job.id,
+                    &self.owner,
+                    profile,
+                    Some(answer == policy::profiles::ProfileAnswer::Confirmed),
+                )
+                .await?;
+        }
         // Written down before anything polls it: a restart resumes it.
         self.orders
             .set_acme_order_url(&job.id, &self.owner, &order.url(), self.clock.now())

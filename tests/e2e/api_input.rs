@@ -86,6 +86,7 @@ impl Api {
             acme_requests: Arc::new(Vec::new),
             allow_drill_simulation: false,
             preflight: None,
+            acme_profiles_offered: Arc::new(Default::default()),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -206,7 +206,7 @@ async fn pebble_26_windows_are_polled_and_a_revoked_certificate_is_renewed_at_on
         (old_id.as_str(), "already has a replacement order"),
         ("AAAA.AQ", "Authority Key Identifier"),
     ] {
-        let err = match ca.new_order(&domains, Some(replaces)).await {
+        let err = match ca.new_order(&domains, Some(replaces), None).await {
             Ok(_) => panic!("Pebble 2.6 accepted replaces = {replaces}"),
             Err(e) => e,
         };

@@ -66,13 +66,14 @@ async fn start(
         directory_url: caddy.directory_url(),
         trust_roots_file: caddy.root_pem_path(),
         root_group: "caddy-local".into(),
+        extra: String::new(),
     });
     (cas, caddy, opts)
 }
 
 /// Waits until `name` is ready and returns it with the seconds from
 /// `since` at which each slot first showed a valid certificate.
-async fn ready_with_times(
+pub(crate) async fn ready_with_times(
     server: &Server,
     name: &str,
     since: Instant,
@@ -149,18 +150,18 @@ async fn all_ready_with_times(
     }
 }
 
-fn tail(log: &str, n: usize) -> String {
+pub(crate) fn tail(log: &str, n: usize) -> String {
     let mut lines: Vec<&str> = log.lines().rev().take(n).collect();
     lines.reverse();
     lines.join("\n")
 }
 
-fn str_of<'a>(v: &'a Value, slot: &str, field: &str) -> &'a str {
+pub(crate) fn str_of<'a>(v: &'a Value, slot: &str, field: &str) -> &'a str {
     v[slot][field].as_str().unwrap_or_default()
 }
 
 /// Seconds between the slot's `not_before` and `not_after`.
-fn lifetime(v: &Value, slot: &str) -> i64 {
+pub(crate) fn lifetime(v: &Value, slot: &str) -> i64 {
     let t = |f: &str| {
         time::OffsetDateTime::parse(
             str_of(v, slot, f),
@@ -173,7 +174,7 @@ fn lifetime(v: &Value, slot: &str) -> i64 {
 }
 
 /// Whether the chain verifies for `dns` up to the PEM root.
-fn verifies(chain_pem: &str, root_pem: &str, dns: &str) -> Result<(), String> {
+pub(crate) fn verifies(chain_pem: &str, root_pem: &str, dns: &str) -> Result<(), String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, UnixTime};
     let ders = |pem: &str| {

@@ -1,6 +1,7 @@
 //! The single integration-test binary: end-to-end tests against real local
-//! CAs (Pebble; Caddy's `acme_server` for interop), DNS (BIND9) and PostgreSQL, started by [`harness`].
+//! CAs (Pebble; Caddy's `acme_server` and acme2certifier for interop), DNS (BIND9) and PostgreSQL, started by [`harness`].
 
+mod a2c_ca;
 mod api_input;
 mod ari_pebble26;
 mod backup;
@@ -13,6 +14,7 @@ mod drills;
 mod emergency;
 mod harness;
 mod harness_check;
+mod interop_a2c;
 mod interop_caddy;
 mod issuance;
 mod layers;

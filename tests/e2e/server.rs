@@ -91,6 +91,8 @@ pub struct CaEntry {
     /// The PEM roots its HTTPS chains to.
     pub trust_roots_file: PathBuf,
     pub root_group: String,
+    /// More TOML lines of the `[[cas]]` entry (e.g. `contact = [...]`).
+    pub extra: String,
 }
 
 /// A running `twincert serve`.
@@ -113,6 +115,7 @@ fn write_config(dir: &Path, cas: &TwoCas, opts: &ServerOptions, api_port: u16) -
             .unwrap_or_else(|| cas.b.directory_url()),
         trust_roots_file: cas.tls.ca_pem_path.clone(),
         root_group: "pebble-b".into(),
+        extra: String::new(),
     });
     let text = format!(
         r#"
@@ -159,6 +162,7 @@ directory_url = "{b_url}"
 trust_roots_file = "{b_roots}"
 root_group = "{b_group}"
 {b_caa}
+{b_extra}
 {c_block}
 {extra}"#,
         extra = opts.extra_config,
@@ -203,6 +207,7 @@ root_group = "{b_group}"
         b_url = b.directory_url,
         b_roots = b.trust_roots_file.display(),
         b_group = b.root_group,
+        b_extra = b.extra,
         // The test Pebbles' CAA identities (preflight); another CA b has none.
         b_caa = if opts.b_ca.is_none() {
             "caa_identities = [\"pebble-b.test\"]"
@@ -254,6 +259,40 @@ impl Server {
         };
         s.spawn().await;
         s
+    }
+
+    /// Runs `twincert serve` with the config for `cas` and `opts`,
+    /// expecting it to refuse to start: returns its exit status and log
+    /// (panics if it is still running after 20 s).
+    pub async fn start_refused(
+        cas: &TwoCas,
+        opts: ServerOptions,
+    ) -> (std::process::ExitStatus, String) {
+        let api_port = free_port();
+        let config = write_config(cas.dir(), cas, &opts, api_port);
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+                .arg("serve")
+                .arg("--config")
+                .arg(&config)
+                .env("TWINCERT_MASTER_KEY", MASTER_KEY)
+                .env("TWINCERT_ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("TWINCERT_LOG", "info")
+                .env_remove("TWINCERT_FAILPOINT")
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("twincert still running after 20 s: it did not refuse to start")
+        .expect("run twincert");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, text)
     }
 
     async fn spawn(&mut self) {

@@ -25,6 +25,7 @@ fn name(id: &str, primary: &str, backup: &str) -> NewName {
         primary_ca: CaId(primary.into()),
         backup_ca: CaId(backup.into()),
         dns_provider: None,
+        acme_profiles: Default::default(),
     }
 }
 
@@ -91,6 +92,8 @@ async fn contract(store: Store) {
         rec.slots.iter().all(|s| s.order.is_some()),
         "both slots get an order"
     );
+    assert!(rec.acme_profiles.is_empty(), "no profile overrides given");
+    assert!(rec.slots.iter().all(|s| s.acme_profile.is_none()));
 
     // Leasing: two workers never get the same order.
     let w1 = store
@@ -394,6 +397,23 @@ async fn contract(store: Store) {
     assert!(!hold("r2#x").await.expect("held by r1"));
     leases.release_all_leases(t0).await.expect("release all");
     assert!(hold("r2#x").await.expect("free after release_all_leases"));
+    // ACME profile overrides (M0022) come back as given.
+    let mut with_profiles = name("p1.example.test", "a", "b");
+    with_profiles
+        .acme_profiles
+        .insert("b".into(), "shortlived".into());
+    store
+        .names()
+        .create_name(&with_profiles, "t", t0)
+        .await
+        .expect("create with profiles");
+    let p1 = store
+        .names()
+        .name("p1.example.test")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(p1.acme_profiles, with_profiles.acme_profiles);
 }
 
 #[tokio::test(flavor = "multi_thread")]
