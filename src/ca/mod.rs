@@ -269,6 +269,11 @@ impl CaClient {
         &self.config.directory_url
     }
 
+    /// Whether the CA offers dns-persist-01 (its configuration says so).
+    pub fn offers_dns_persist(&self) -> bool {
+        self.config.dns_persist_01
+    }
+
     /// The CA's configured CAA issuer domain names.
     pub fn caa_identities(&self) -> &[String] {
         &self.config.caa_identities
@@ -473,7 +478,22 @@ impl CaClient {
                 serial: serial.into(),
             });
         }
-        let order = nonce_retry!(account.new_order(&new_order)).map_err(classify)?;
+        let order = match nonce_retry!(account.new_order(&new_order)) {
+            Ok(o) => o,
+            // RFC 9773 §5: a CA that accepts `replaces` must echo it in the
+            // order; instant-acme refuses an order that does not. A CA that
+            // serves renewalInfo but ignores `replaces` (acme2certifier
+            // 0.46.3) then never gives a usable order with it: final for
+            // this request, so the issuer orders again without it.
+            Err(instant_acme::Error::Other(e))
+                if replaces.is_some() && e.to_string().starts_with("replaces field mismatch") =>
+            {
+                return Err(AcmeError::final_(format!(
+                    "the CA ignored the ARI 'replaces' field of the new order ({e})"
+                )));
+            }
+            Err(e) => return Err(classify(e)),
+        };
         Ok(AcmeOrder {
             order,
             poll: self.poll,

@@ -9,6 +9,7 @@ mod caddy_ca;
 mod deploy;
 mod dns01;
 mod dns_api_providers;
+mod dns_persist;
 mod dns_providers;
 mod drills;
 mod emergency;
