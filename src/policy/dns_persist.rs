@@ -205,7 +205,9 @@ mod tests {
 
     #[test]
     fn one_record_per_base_domain_with_wildcard_policy_when_covered() {
-        let table: [(&[&str], &[(&str, bool)]); 4] = [
+        // (domains, [(record's domain, wildcard policy)])
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, bool)]);
+        let table: [Case; 4] = [
             (&["a.test"], &[("a.test", false)]),
             (&["a.test", "*.a.test"], &[("a.test", true)]),
             (&["*.a.test"], &[("a.test", true)]),

@@ -54,7 +54,11 @@ impl PersistExpiry {
         for (ca, until) in &self.untils {
             let severity = match persist_alert(now, Some(*until)) {
                 PersistAlert::None => {
-                    if let Err(e) = self.alerts.resolve_alerts(ALERT, &[ca.clone()], now).await {
+                    if let Err(e) = self
+                        .alerts
+                        .resolve_alerts(ALERT, std::slice::from_ref(ca), now)
+                        .await
+                    {
                         warn!(error = %e, "could not resolve the dns_persist_expiring alert");
                     }
                     continue;
