@@ -231,6 +231,27 @@ mod tests {
         let g = &all["generic"];
         assert!(g.directory_url.is_none() && g.root_group.is_none());
         assert_eq!(g.key_types, KeyType::ALL);
+        // It lists every field with its default: an empty profile agrees.
+        let empty = parse("generic.toml", "generic", "").expect("empty profile");
+        assert_eq!(
+            (g.staging, g.eab_required, g.ari, g.default_validity_days),
+            (
+                empty.staging,
+                empty.eab_required,
+                empty.ari,
+                empty.default_validity_days
+            )
+        );
+        assert_eq!(g.key_types, empty.key_types);
+        assert_eq!(g.caa_identities, empty.caa_identities);
+        assert_eq!(
+            (g.rate_limits.orders_per_hour, g.rate_limits.concurrency),
+            (
+                empty.rate_limits.orders_per_hour,
+                empty.rate_limits.concurrency
+            )
+        );
+        assert_eq!(g.rate_limits.published, empty.rate_limits.published);
     }
 
     #[test]

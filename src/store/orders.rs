@@ -293,21 +293,31 @@ impl Orders {
         .await
     }
 
-    /// Records the ACME profile a leased order asked the CA for and whether
-    /// the CA's order object confirmed it (`None`, `None`: none asked for).
-    pub async fn set_acme_profile(
+    /// Records the ACME order a leased order opened (as
+    /// [`Orders::set_acme_order_url`]) together with the ACME profile it
+    /// asked for and whether the CA's order object confirmed it (`None`,
+    /// `None`: none asked for), in one statement.
+    pub async fn set_acme_order(
         &self,
         order_id: &str,
         owner: &str,
+        url: &str,
         profile: Option<&str>,
         confirmed: Option<bool>,
+        now: i64,
     ) -> Result<(), StoreError> {
         update_leased(
             &self.db,
             order_id,
             owner,
-            "acme_profile = $3, acme_profile_confirmed = $4",
-            vec![profile.map(str::to_string).into(), confirmed.into()],
+            "acme_order_url = $3, acme_orders = acme_orders + 1, acme_ordered_at = $4, \
+             updated_at = $4, acme_profile = $5, acme_profile_confirmed = $6",
+            vec![
+                url.into(),
+                now.into(),
+                profile.map(str::to_string).into(),
+                confirmed.into(),
+            ],
         )
         .await
     }

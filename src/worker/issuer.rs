@@ -789,19 +789,18 @@ impl Issuer {
                 profile.unwrap_or_default()
             )));
         }
-        if profile.is_some() {
-            self.orders
-                .set_acme_profile(
-                    &job.id,
-                    &self.owner,
-                    profile,
-                    Some(answer == policy::profiles::ProfileAnswer::Confirmed),
-                )
-                .await?;
-        }
         // Written down before anything polls it: a restart resumes it.
+        // The profile always (an earlier ACME order of this row may have
+        // asked for another).
         self.orders
-            .set_acme_order_url(&job.id, &self.owner, &order.url(), self.clock.now())
+            .set_acme_order(
+                &job.id,
+                &self.owner,
+                &order.url(),
+                profile,
+                profile.map(|_| answer == policy::profiles::ProfileAnswer::Confirmed),
+                self.clock.now(),
+            )
             .await?;
         Ok(order)
     }
