@@ -55,6 +55,10 @@ pub struct CaProfile {
     /// CAA issuer domain names (RFC 8659).
     #[serde(default)]
     pub caa_identities: Vec<String>,
+    /// Whether the CA offers dns-persist-01 (draft-ietf-acme-dns-persist);
+    /// a `[[cas]]` entry's `dns_persist_01` overrides it.
+    #[serde(default)]
+    pub dns_persist_01: bool,
     /// Pacing derived from the CA's published limits.
     #[serde(default)]
     pub rate_limits: RateLimits,

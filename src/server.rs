@@ -475,6 +475,9 @@ pub async fn serve(cfg: Config, role: Role) -> anyhow::Result<()> {
                     slots: 0,
                     orders_per_hour: c.orders_per_hour,
                     concurrency: c.concurrency,
+                    dns_persist_01: c.dns_persist_01,
+                    dns_persist_until: c.dns_persist_until,
+                    caa_identities: c.caa_identities.clone(),
                 })
                 .collect(),
         ),

@@ -42,6 +42,7 @@ pub const TABLES: &[&str] = &[
     "acme_dns_registrations",
     "console_sessions",
     "console_logins",
+    "dns_persist_issuers",
 ];
 
 /// Columns whose values come from a sequence on PostgreSQL (`{serial}`):
@@ -82,6 +83,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0016AcmeDnsRegistrations),
             Box::new(M0017PreflightProvider),
             Box::new(M0022AcmeProfiles),
+            Box::new(M0023DnsPersist),
             Box::new(M0024ConsoleSessions),
             Box::new(M0026NamesByCreation),
         ]
@@ -1080,5 +1082,33 @@ impl MigrationTrait for M0024ConsoleSessions {
             "DROP TABLE console_logins; DROP TABLE console_sessions",
         )
         .await
+    }
+}
+
+/// dns-persist-01 (issue 17): per CA, the issuer domain name twincert
+/// writes into its `_validation-persist` records — chosen from the CA's
+/// challenge `issuer-domain-names` the first time one is seen, so the API
+/// shows the record the CA will look for.
+pub struct M0023DnsPersist;
+
+impl MigrationName for M0023DnsPersist {
+    fn name(&self) -> &str {
+        "m0023_dns_persist"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0023DnsPersist {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "CREATE TABLE dns_persist_issuers (ca_id TEXT PRIMARY KEY, \
+             issuer_domain_name TEXT NOT NULL, seen_at BIGINT NOT NULL)",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP TABLE dns_persist_issuers").await
     }
 }

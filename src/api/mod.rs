@@ -228,7 +228,13 @@ async fn create_name(
     // Distrust is an operator decision stored in the store: apply it now.
     let distrusted = st.store.cas().distrusted_cas().await?;
     let cas = crate::policy::with_distrusted(&st.cas, &distrusted);
-    let new = request.choose_cas(&cas)?;
+    let persist_cas: Vec<String> = st
+        .ca_views
+        .iter()
+        .filter(|v| v.dns_persist_01)
+        .map(|v| v.id.clone())
+        .collect();
+    let new = request.choose_cas(&cas, &persist_cas)?;
     new_name::check_profiles(&new, &st.acme_profiles_offered)?;
     let now = st.clock.now();
     st.store.names().create_name(&new, &who.name, now).await?;
@@ -371,7 +377,76 @@ async fn show_name(
             }
         }
     }
+    if rec.challenge == ChallengeKind::DnsPersist01 {
+        view.dns_persist_records = persist_records(&st, &rec).await?;
+    }
     Ok(Json(view).into_response())
+}
+
+/// The dns-persist-01 records of a name, per CA of its slots: the issuer
+/// domain name the CA's challenge named (stored by the issuer), else the
+/// CA's configured CAA identity; the account URL of twincert's account
+/// there; `policy=wildcard` where a wildcard is covered; the CA's
+/// `persistUntil` (`policy::dns_persist`).
+async fn persist_records(
+    st: &ApiState,
+    rec: &crate::store::NameRecord,
+) -> Result<Vec<views::PersistRecordView>, Problem> {
+    let issuers = st.store.cas().persist_issuers().await?;
+    let accounts = st.store.cas().account_urls().await?;
+    let domains: Vec<&str> = rec.domains.iter().map(String::as_str).collect();
+    let mut cas: Vec<&str> = Vec::new();
+    for slot in &rec.slots {
+        if !cas.contains(&slot.ca_id.as_str()) {
+            cas.push(slot.ca_id.as_str());
+        }
+    }
+    let mut out = Vec::new();
+    for ca in cas {
+        let view = st.ca_views.iter().find(|v| v.id == ca);
+        let configured = view.map(|v| v.caa_identities.clone()).unwrap_or_default();
+        let offered: Vec<String> = issuers.get(ca).cloned().into_iter().collect();
+        let issuer = crate::policy::dns_persist::choose_issuer(&offered, &configured);
+        let until = view.and_then(|v| v.dns_persist_until);
+        let (issuer, account) = match (issuer, accounts.get(ca)) {
+            (Some(i), Some(a)) => (i, a.clone()),
+            (issuer, account) => {
+                let why = if account.is_none() {
+                    "twincert has no ACME account at this CA yet (it is made with the first order)"
+                } else {
+                    let _ = issuer;
+                    "the CA's issuer domain name is not known yet: set caa_identities in its [[cas]] entry"
+                };
+                for d in &domains {
+                    let owner = crate::policy::dns_persist::owner(d);
+                    if out
+                        .iter()
+                        .any(|r: &views::PersistRecordView| r.ca == ca && r.name == owner)
+                    {
+                        continue;
+                    }
+                    out.push(views::PersistRecordView {
+                        ca: ca.to_string(),
+                        name: owner,
+                        r#type: "TXT",
+                        value: None,
+                        pending: Some(why.to_string()),
+                    });
+                }
+                continue;
+            }
+        };
+        for r in crate::policy::dns_persist::records(&domains, &issuer, &account, until) {
+            out.push(views::PersistRecordView {
+                ca: ca.to_string(),
+                name: r.owner,
+                r#type: "TXT",
+                value: Some(r.value),
+                pending: None,
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

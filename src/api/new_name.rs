@@ -101,18 +101,19 @@ pub(super) fn check(req: CreateName, offer: &Offer<'_>) -> Result<NameRequest, P
         ));
     }
     if !challenge.is_dns()
+        && challenge != ChallengeKind::DnsPersist01
         && let Some(w) = domains.iter().find(|d| d.is_wildcard())
     {
         return Err(Problem::invalid_name(format!(
-            "wildcard '{}' can only be validated with dns-01, not {}",
+            "wildcard '{}' can only be validated with dns-01 or dns-persist-01, not {}",
             w.as_str(),
             challenge.as_str()
         )));
     }
     if let Some(p) = &req.dns_provider {
-        if challenge != ChallengeKind::Dns01 {
+        if challenge != ChallengeKind::Dns01 && challenge != ChallengeKind::DnsPersist01 {
             return Err(Problem::bad_request(format!(
-                "'dns_provider' only applies to challenge 'dns-01', not '{}'",
+                "'dns_provider' only applies to challenges 'dns-01' and 'dns-persist-01', not '{}'",
                 challenge.as_str()
             )));
         }
@@ -158,13 +159,43 @@ impl NameRequest {
     /// Lets policy choose the pair among `cas` (in preference order, with
     /// the stored distrust applied): the client's pair if it named one,
     /// else the preferred diverse pair. The result is the name to create.
-    pub(super) fn choose_cas(self, cas: &[CaChoice]) -> Result<NewName, Problem> {
+    /// A dns-persist-01 name needs two CAs that offer it (`persist_cas`):
+    /// a client's pair with another is refused naming the CA; the
+    /// automatic choice looks only among them.
+    pub(super) fn choose_cas(
+        self,
+        cas: &[CaChoice],
+        persist_cas: &[String],
+    ) -> Result<NewName, Problem> {
         let explicit = self
             .cas
             .as_ref()
             .map(|(primary, backup)| (primary.as_str(), backup.as_str()));
-        let (primary_ca, backup_ca) = policy::choose_pair(cas, explicit, self.key_type)
-            .map_err(|e| Problem::bad_ca_choice(e.to_string()))?;
+        let offers = |ca: &str| persist_cas.iter().any(|p| p == ca);
+        if let Some((primary, backup)) = explicit {
+            policy::dns_persist::check_pair(self.challenge, [primary, backup], offers)
+                .map_err(Problem::bad_ca_choice)?;
+        }
+        let among: Vec<CaChoice> = if self.challenge == ChallengeKind::DnsPersist01 {
+            cas.iter().filter(|c| offers(&c.id)).cloned().collect()
+        } else {
+            cas.to_vec()
+        };
+        let (primary_ca, backup_ca) = policy::choose_pair(&among, explicit, self.key_type)
+            .map_err(|e| {
+                if self.challenge == ChallengeKind::DnsPersist01 && explicit.is_none() {
+                    Problem::bad_ca_choice(format!(
+                        "{e} among the CAs that offer dns-persist-01 ({})",
+                        if persist_cas.is_empty() {
+                            "none configured".to_string()
+                        } else {
+                            persist_cas.join(", ")
+                        }
+                    ))
+                } else {
+                    Problem::bad_ca_choice(e.to_string())
+                }
+            })?;
         Ok(NewName {
             id: self.id,
             domains: self.domains,
@@ -336,14 +367,14 @@ mod tests {
                 json!({ "name": "w", "domains": ["*.example.test"] }),
                 offer(),
                 "invalid-name",
-                "wildcard '*.example.test' can only be validated with dns-01, not http-01",
+                "wildcard '*.example.test' can only be validated with dns-01 or dns-persist-01, not http-01",
             ),
             (
                 "a DNS provider for http-01",
                 json!({ "name": "p.example.test", "dns_provider": "bind" }),
                 offer(),
                 "invalid-request",
-                "'dns_provider' only applies to challenge 'dns-01', not 'http-01'",
+                "'dns_provider' only applies to challenges 'dns-01' and 'dns-persist-01', not 'http-01'",
             ),
             (
                 "an unknown DNS provider",
@@ -385,7 +416,7 @@ mod tests {
         let chosen = |body: Value| {
             check(request(body), &offer())
                 .expect("valid")
-                .choose_cas(&cas)
+                .choose_cas(&cas, &[])
                 .map(|n| (n.primary_ca.0, n.backup_ca.0))
         };
         assert_eq!(
@@ -402,6 +433,55 @@ mod tests {
         assert_eq!(refusal(&err).0, "bad-ca-choice");
     }
 
+    /// A dns-persist-01 name gets only CAs that offer it: a client's pair
+    /// with another is refused naming that CA (422); the automatic choice
+    /// skips the others, and says which CAs offer it when no pair is left.
+    #[test]
+    fn a_dns_persist_name_gets_only_cas_that_offer_it() {
+        let cas = [
+            ca("p", "g1", false),
+            ca("a", "g2", false),
+            ca("b", "g3", false),
+        ];
+        let persist = ["a".to_string(), "b".to_string()];
+        let chosen = |body: Value, persist: &[String]| {
+            check(request(body), &offer())
+                .expect("valid")
+                .choose_cas(&cas, persist)
+                .map(|n| (n.primary_ca.0, n.backup_ca.0))
+        };
+        let name = |cas: Option<[&str; 2]>| {
+            let mut v = json!({ "name": "x.example.test", "domains": ["x.example.test", "*.x.example.test"], "challenge": "dns-persist-01" });
+            if let Some(c) = cas {
+                v["cas"] = json!(c);
+            }
+            v
+        };
+        assert_eq!(
+            chosen(name(None), &persist).expect("a pair"),
+            ("a".to_string(), "b".to_string()),
+            "the preferred 'p' does not offer dns-persist-01"
+        );
+        let err = chosen(name(Some(["a", "p"])), &persist).expect_err("p refused");
+        let (kind, detail) = refusal(&err);
+        assert_eq!(kind, "bad-ca-choice");
+        assert!(
+            detail.contains("CA 'p' does not offer dns-persist-01"),
+            "{detail}"
+        );
+        let err = chosen(name(None), &persist[..1]).expect_err("one CA only");
+        assert!(
+            refusal(&err)
+                .1
+                .contains("among the CAs that offer dns-persist-01 (a)")
+        );
+        // Other challenges are not affected.
+        assert_eq!(
+            chosen(json!({ "name": "x.example.test" }), &[]).expect("a pair"),
+            ("p".to_string(), "a".to_string())
+        );
+    }
+
     #[test]
     fn profile_overrides_are_for_the_names_cas_and_offered_by_them() {
         let cas = [ca("a", "g1", false), ca("b", "g2", false)];
@@ -415,7 +495,7 @@ mod tests {
                 request(json!({ "name": "x.example.test", "cas": ["a", "b"], "acme_profiles": profiles })),
                 &offer(),
             )?
-            .choose_cas(&cas)?;
+            .choose_cas(&cas, &[])?;
             check_profiles(&new, &offered).map(|()| new.acme_profiles)
         };
         // (overrides, Ok or (problem kind, field, detail)).

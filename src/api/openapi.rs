@@ -11,7 +11,8 @@ use utoipa::{Modify, OpenApi};
 use super::emergency::{CompromiseResult, TrustResult};
 use super::problem::ProblemDoc;
 use super::views::{
-    AriView, CaView, Delegation, ManualRecord, NameView, OrderView, RevocationView, SlotView,
+    AriView, CaView, Delegation, ManualRecord, NameView, OrderView, PersistRecordView,
+    RevocationView, SlotView,
 };
 use super::{CaList, CreatedToken, EventPage, NamePage, SwapResult, TokenList};
 use crate::store::{AuditEvent, TokenRecord};
@@ -76,7 +77,7 @@ impl Modify for BearerAuth {
         crate::store::EndpointSpec, super::install::PackagePassword,
         super::install::PackageArchive,
         ProblemDoc, NamePage, EventPage, TokenList, CreatedToken, SwapResult, NameView, SlotView,
-        OrderView, RevocationView, AriView, Delegation, ManualRecord, AuditEvent, TokenRecord, CaView, CaList, TrustResult,
+        OrderView, RevocationView, AriView, Delegation, ManualRecord, PersistRecordView, AuditEvent, TokenRecord, CaView, CaList, TrustResult,
         crate::store::SwapReport, CompromiseResult, super::emergency::SwapOutcome,
         super::emergency::ReprovisionEstimate, super::emergency::SameCaReissue,
         super::emergency::RekeyOutcome,

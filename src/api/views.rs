@@ -174,6 +174,12 @@ pub struct NameView {
     /// now, per slot with an open order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dns01_manual_records: Vec<ManualRecord>,
+    /// `dns-persist-01` names only (`GET /v1/names/{name}`): per CA of the
+    /// name, the persistent `_validation-persist` TXT records that must
+    /// stand — published by twincert through the zone's DNS provider when
+    /// one controls it, else by the operator, once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_persist_records: Vec<PersistRecordView>,
     /// The latest CAA, delegation and provider preflight (`GET /v1/names/{name}`
     /// only; null until the first check, run within seconds of creation).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,6 +203,24 @@ pub struct Delegation {
     /// Its CNAME target, in a zone twincert controls (`null` when no
     /// `dns.delegation_zone` is configured: then any name in such a zone).
     pub cname_to: Option<String>,
+}
+
+/// A dns-persist-01 record (draft-ietf-acme-dns-persist-02) of one CA.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PersistRecordView {
+    /// The CA whose record it is.
+    pub ca: String,
+    /// Owner name: `_validation-persist.<domain>`.
+    pub name: String,
+    /// Always `TXT`.
+    pub r#type: &'static str,
+    /// The value; `null` until twincert has an ACME account at the CA
+    /// (the account URL is part of it) or knows the CA's issuer domain
+    /// name.
+    pub value: Option<String>,
+    /// Why `value` is null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
 }
 
 /// A TXT record to publish by hand.
@@ -396,6 +420,7 @@ pub fn name_view(n: &NameRecord, now: i64, dns: &DelegationPolicy) -> NameView {
             Vec::new()
         },
         dns01_manual_records: Vec::new(),
+        dns_persist_records: Vec::new(),
         preflight: None,
         acme_profiles: n.acme_profiles.clone(),
         created_at: rfc3339(n.created_at),
@@ -428,4 +453,15 @@ pub struct CaView {
     pub orders_per_hour: u32,
     /// Configured pacing: orders in flight at once at most.
     pub concurrency: u32,
+    /// Whether the CA offers dns-persist-01 (its `[[cas]]` entry's or
+    /// profile's `dns_persist_01`); names using that challenge need it.
+    pub dns_persist_01: bool,
+    /// `persistUntil` (Unix seconds) written into this CA's dns-persist-01
+    /// records; absent: they do not expire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_persist_until: Option<i64>,
+    /// The CA's configured CAA issuer domain names (the dns-persist-01
+    /// record's issuer until the CA's own challenge names one).
+    #[serde(skip)]
+    pub caa_identities: Vec<String>,
 }

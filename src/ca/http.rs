@@ -5,11 +5,16 @@
 //! ACK: 27 ms against 330+ ms per certificate when measured), and it
 //! records a CA's `Retry-After` on 429/503 answers for the task that sent
 //! the request, so `rateLimited` can be honoured (instant-acme keeps the
-//! problem document but not the header).
+//! problem document but not the header). It also keeps what instant-acme
+//! 0.8.5 drops from dns-persist-01 challenges (draft-ietf-acme-dns-persist
+//! §4): their `issuer-domain-names` and `accounturi`, read from the JSON of
+//! every authorization or challenge the CA sends ([`PersistSeen`]).
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -73,6 +78,7 @@ pub fn client(
     ca_id: &str,
     trust_roots_pem: Option<&str>,
     request_timeout: Duration,
+    persist_seen: Arc<PersistSeen>,
 ) -> Result<Box<dyn HttpClient>, String> {
     let builder = rustls::ClientConfig::builder();
     let tls = match trust_roots_pem {
@@ -107,7 +113,82 @@ pub fn client(
         inner,
         request_timeout,
         ca_id: ca_id.to_string(),
+        persist_seen,
     }))
+}
+
+/// The fields of a dns-persist-01 challenge object that instant-acme does
+/// not carry (draft-ietf-acme-dns-persist-02 §4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PersistChallenge {
+    /// The issuer domain names the CA accepts in the record.
+    pub issuer_domain_names: Vec<String>,
+    /// The account URI the CA expects in the record (acme2certifier sends
+    /// it; the draft lets the client use its own account URL).
+    pub accounturi: Option<String>,
+}
+
+/// dns-persist-01 challenges seen in the CA's answers, by challenge URL.
+/// Bounded: past [`PERSIST_SEEN_MAX`] entries it starts over (a challenge
+/// is read again when its authorization is fetched again).
+#[derive(Debug, Default)]
+pub struct PersistSeen(std::sync::Mutex<HashMap<String, PersistChallenge>>);
+
+const PERSIST_SEEN_MAX: usize = 10_000;
+
+impl PersistSeen {
+    /// What was seen of the challenge at `url`.
+    pub fn get(&self, url: &str) -> Option<PersistChallenge> {
+        self.0.lock().ok()?.get(url).cloned()
+    }
+
+    /// Records the dns-persist-01 challenges in one JSON body (an
+    /// authorization with its `challenges`, or one challenge object).
+    fn observe(&self, body: &[u8]) {
+        const NEEDLE: &[u8] = b"dns-persist-01";
+        if !body.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return;
+        };
+        let challenges: Vec<&serde_json::Value> = match v.get("challenges") {
+            Some(serde_json::Value::Array(a)) => a.iter().collect(),
+            _ => vec![&v],
+        };
+        let Ok(mut seen) = self.0.lock() else { return };
+        for c in challenges {
+            if c.get("type").and_then(|t| t.as_str()) != Some("dns-persist-01") {
+                continue;
+            }
+            let Some(url) = c.get("url").and_then(|u| u.as_str()) else {
+                continue;
+            };
+            let issuer_domain_names = c
+                .get("issuer-domain-names")
+                .and_then(|n| n.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let accounturi = c
+                .get("accounturi")
+                .and_then(|a| a.as_str())
+                .map(str::to_string);
+            if seen.len() >= PERSIST_SEEN_MAX {
+                seen.clear();
+            }
+            seen.insert(
+                url.to_string(),
+                PersistChallenge {
+                    issuer_domain_names,
+                    accounturi,
+                },
+            );
+        }
+    }
 }
 
 type StatsMap = std::collections::BTreeMap<(String, String), AcmeRequestStats>;
@@ -136,6 +217,7 @@ struct AcmeHttp {
     inner: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
     request_timeout: Duration,
     ca_id: String,
+    persist_seen: Arc<PersistSeen>,
 }
 
 impl HttpClient for AcmeHttp {
@@ -146,6 +228,7 @@ impl HttpClient for AcmeHttp {
         let fut = HttpClient::request(&self.inner, req);
         let limit = self.request_timeout;
         let ca = self.ca_id.clone();
+        let persist_seen = self.persist_seen.clone();
         Box::pin(async move {
             let started = std::time::Instant::now();
             let rsp = match tokio::time::timeout(limit, fut).await {
@@ -174,6 +257,27 @@ impl HttpClient for AcmeHttp {
                     let _ = CA_RETRY_AFTER.try_with(|c| c.set(after));
                 }
             }
+            let json = rsp
+                .parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("json"));
+            if status == 200 && json {
+                // Read whole (instant-acme reads it whole too), looked at,
+                // and handed on unchanged.
+                let mut rsp = rsp;
+                let body = rsp
+                    .body
+                    .into_bytes()
+                    .await
+                    .map_err(instant_acme::Error::Other)?;
+                persist_seen.observe(&body);
+                return Ok(BytesResponse {
+                    parts: rsp.parts,
+                    body: Box::new(body),
+                });
+            }
             Ok(rsp)
         })
     }
@@ -182,6 +286,39 @@ impl HttpClient for AcmeHttp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The authorization acme2certifier 0.46.3 sends for a dns-persist-01
+    /// capable identifier (its `ChallengeService` output, shortened).
+    #[test]
+    fn dns_persist_fields_are_kept_from_authorizations_and_challenges() {
+        let seen = PersistSeen::default();
+        seen.observe(
+            br#"{"identifier":{"type":"dns","value":"a.example.test"},"status":"pending",
+            "challenges":[{"type":"http-01","url":"https://ca/chall/h","token":"t","status":"pending"},
+            {"type":"dns-persist-01","url":"https://ca/chall/p","status":"pending",
+             "accounturi":"https://ca/acme/acct/x","issuer-domain-names":["ca.example.test","alt.test"]}]}"#,
+        );
+        assert_eq!(
+            seen.get("https://ca/chall/p"),
+            Some(PersistChallenge {
+                issuer_domain_names: vec!["ca.example.test".into(), "alt.test".into()],
+                accounturi: Some("https://ca/acme/acct/x".into()),
+            })
+        );
+        assert_eq!(seen.get("https://ca/chall/h"), None);
+        seen.observe(
+            br#"{"type":"dns-persist-01","url":"https://ca/chall/q","status":"valid","issuer-domain-names":["q.test"]}"#,
+        );
+        assert_eq!(
+            seen.get("https://ca/chall/q")
+                .map(|c| c.issuer_domain_names),
+            Some(vec!["q.test".to_string()])
+        );
+        // Bodies without the method, or not JSON, change nothing.
+        seen.observe(b"not json dns-persist-01");
+        seen.observe(br#"{"status":"valid"}"#);
+        assert_eq!(seen.0.lock().map(|m| m.len()).unwrap_or(0), 2);
+    }
 
     #[test]
     fn retry_after_forms() {

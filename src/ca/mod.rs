@@ -13,6 +13,7 @@ mod ari;
 mod http;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{
@@ -25,7 +26,7 @@ pub use ari::AriWindow;
 
 use crate::config::CaConfig;
 
-pub use http::{acme_request_metrics, with_retry_after};
+pub use http::{PersistChallenge, acme_request_metrics, with_retry_after};
 
 /// How the worker should treat a failed ACME step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +151,9 @@ macro_rules! nonce_retry {
 
 const BAD_NONCE_RETRIES: u32 = 12;
 
+/// The challenge type of draft-ietf-acme-dns-persist.
+const DNS_PERSIST_01: &str = "dns-persist-01";
+
 /// Repeats a walk over an order's authorizations when a request in it hit
 /// badNonce (the walk is idempotent: what it already did is remembered by
 /// the caller or by the cached authorization state).
@@ -201,6 +205,8 @@ pub struct CaClient {
     account: std::sync::RwLock<Option<Account>>,
     poll: RetryPolicy,
     request_timeout: Duration,
+    /// dns-persist-01 challenge fields seen by this CA's HTTP client.
+    persist_seen: Arc<http::PersistSeen>,
 }
 
 impl std::fmt::Debug for CaClient {
@@ -232,6 +238,7 @@ impl CaClient {
             ),
             config,
             account: std::sync::RwLock::new(None),
+            persist_seen: Arc::default(),
             request_timeout: timeout.min(Duration::from_secs(30)),
             // Local CAs answer in milliseconds; public ones send Retry-After,
             // which instant-acme honours over this schedule.
@@ -262,11 +269,27 @@ impl CaClient {
         &self.config.directory_url
     }
 
+    /// Whether the CA offers dns-persist-01 (its configuration says so).
+    pub fn offers_dns_persist(&self) -> bool {
+        self.config.dns_persist_01
+    }
+
+    /// The CA's configured CAA issuer domain names.
+    pub fn caa_identities(&self) -> &[String] {
+        &self.config.caa_identities
+    }
+
+    /// `persistUntil` for this CA's dns-persist-01 records, if configured.
+    pub fn dns_persist_until(&self) -> Option<i64> {
+        self.config.dns_persist_until
+    }
+
     fn builder(&self) -> Result<instant_acme::AccountBuilder, AcmeError> {
         let http = http::client(
             &self.config.id,
             self.config.trust_roots_pem.as_deref(),
             self.request_timeout,
+            self.persist_seen.clone(),
         )
         .map_err(|e| AcmeError::final_(format!("CA {}: {e}", self.config.id)))?;
         Ok(Account::builder_with_http(http))
@@ -455,10 +478,26 @@ impl CaClient {
                 serial: serial.into(),
             });
         }
-        let order = nonce_retry!(account.new_order(&new_order)).map_err(classify)?;
+        let order = match nonce_retry!(account.new_order(&new_order)) {
+            Ok(o) => o,
+            // RFC 9773 §5: a CA that accepts `replaces` must echo it in the
+            // order; instant-acme refuses an order that does not. A CA that
+            // serves renewalInfo but ignores `replaces` (acme2certifier
+            // 0.46.3) then never gives a usable order with it: final for
+            // this request, so the issuer orders again without it.
+            Err(instant_acme::Error::Other(e))
+                if replaces.is_some() && e.to_string().starts_with("replaces field mismatch") =>
+            {
+                return Err(AcmeError::final_(format!(
+                    "the CA ignored the ARI 'replaces' field of the new order ({e})"
+                )));
+            }
+            Err(e) => return Err(classify(e)),
+        };
         Ok(AcmeOrder {
             order,
             poll: self.poll,
+            persist_seen: self.persist_seen.clone(),
         })
     }
 
@@ -469,6 +508,7 @@ impl CaClient {
         Ok(AcmeOrder {
             order,
             poll: self.poll,
+            persist_seen: self.persist_seen.clone(),
         })
     }
 }
@@ -484,10 +524,25 @@ pub struct Dns01Task {
     pub url: String,
 }
 
+/// One dns-persist-01 challenge to answer (draft-ietf-acme-dns-persist-02
+/// §4): the record must stand before the CA is told.
+#[derive(Debug, Clone)]
+pub struct DnsPersistTask {
+    /// The identifier as ordered (`*.` kept: a wildcard needs
+    /// `policy=wildcard`).
+    pub identifier: String,
+    /// The challenge URL.
+    pub url: String,
+    /// The challenge object's `issuer-domain-names` and `accounturi`
+    /// (instant-acme does not carry them; read from the CA's JSON).
+    pub seen: PersistChallenge,
+}
+
 /// One ACME order in flight.
 pub struct AcmeOrder {
     order: Order,
     poll: RetryPolicy,
+    persist_seen: Arc<http::PersistSeen>,
 }
 
 impl AcmeOrder {
@@ -614,6 +669,44 @@ impl AcmeOrder {
                 domain: identifier.trim_start_matches("*.").to_string(),
                 value: challenge.key_authorization().dns_value(),
                 url: challenge.url.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The dns-persist-01 challenges of the pending authorizations.
+    pub async fn dns_persist_tasks(&mut self) -> Result<Vec<DnsPersistTask>, AcmeError> {
+        walk_retry!(self.dns_persist_tasks_once())
+    }
+
+    async fn dns_persist_tasks_once(&mut self) -> Result<Vec<DnsPersistTask>, Retry> {
+        let kind = ChallengeType::Unknown(DNS_PERSIST_01.into());
+        let mut out = Vec::new();
+        let mut authzs = self.order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let authz = authz.map_err(Retry::from)?;
+            let identifier = authz.identifier().to_string();
+            match authz.status {
+                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Pending => {}
+                other => {
+                    return Err(Retry::Other(AcmeError::final_(format!(
+                        "authorization for {identifier} is {other:?}"
+                    ))));
+                }
+            }
+            let Some(challenge) = authz.challenges.iter().find(|c| c.r#type == kind) else {
+                return Err(Retry::Other(AcmeError::final_(format!(
+                    "the CA offers no dns-persist-01 challenge for {identifier}"
+                ))));
+            };
+            if challenge.status != ChallengeStatus::Pending {
+                continue;
+            }
+            out.push(DnsPersistTask {
+                identifier,
+                url: challenge.url.clone(),
+                seen: self.persist_seen.get(&challenge.url).unwrap_or_default(),
             });
         }
         Ok(out)

@@ -29,6 +29,8 @@ pub(super) struct RawCa {
     concurrency: Option<u32>,
     crl_urls: Option<Vec<String>>,
     caa_identities: Option<Vec<String>>,
+    dns_persist_01: Option<bool>,
+    dns_persist_until: Option<i64>,
     acme_profile: Option<String>,
 }
 
@@ -70,6 +72,13 @@ pub struct CaConfig {
     /// entry's `caa_identities`, else its profile's. Empty: unknown, and
     /// preflight reports that wherever a CAA record set applies.
     pub caa_identities: Vec<String>,
+    /// Whether the CA offers dns-persist-01 (draft-ietf-acme-dns-persist):
+    /// the entry's `dns_persist_01`, else its profile's. Names using that
+    /// challenge are refused a CA without it.
+    pub dns_persist_01: bool,
+    /// `persistUntil` (Unix seconds) written into this CA's dns-persist-01
+    /// records; none: the records do not expire.
+    pub dns_persist_until: Option<i64>,
     /// The ACME profile (draft-ietf-acme-profiles) to ask this CA for in
     /// every new order, unless a name overrides it; `None`: the CA's
     /// default. Checked against the directory's `meta.profiles` at start.
@@ -261,6 +270,23 @@ pub(super) fn validate_cas(
                 ));
             }
         }
+        let dns_persist_01 = ca.dns_persist_01.unwrap_or(profile.dns_persist_01);
+        if let Some(t) = ca.dns_persist_until {
+            if !dns_persist_01 {
+                return Err(invalid(
+                    &key("dns_persist_until"),
+                    t,
+                    "only applies to a CA that offers dns-persist-01: set dns_persist_01 = true",
+                ));
+            }
+            if t <= 0 {
+                return Err(invalid(
+                    &key("dns_persist_until"),
+                    t,
+                    "must be a Unix time in seconds, such as 1830297600 (2028-01-01)",
+                ));
+            }
+        }
         let acme_profile = match &ca.acme_profile {
             None => None,
             Some(p) => Some(
@@ -273,6 +299,8 @@ pub(super) fn validate_cas(
             ca_id.clone(),
             CaConfig {
                 acme_profile,
+                dns_persist_01,
+                dns_persist_until: ca.dns_persist_until,
                 caa_identities,
                 crl_urls,
                 id: ca_id,

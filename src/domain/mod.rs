@@ -169,6 +169,11 @@ pub enum ChallengeKind {
     /// twincert polls the authoritative servers until they appear.
     #[serde(rename = "dns-01-manual")]
     Dns01Manual,
+    /// draft-ietf-acme-dns-persist: a persistent TXT record at
+    /// `_validation-persist.<domain>` binding the domain to one CA and one
+    /// ACME account; published once per CA, never removed by twincert.
+    #[serde(rename = "dns-persist-01")]
+    DnsPersist01,
 }
 
 impl ChallengeKind {
@@ -178,6 +183,7 @@ impl ChallengeKind {
             ChallengeKind::Http01 => "http-01",
             ChallengeKind::Dns01 => "dns-01",
             ChallengeKind::Dns01Manual => "dns-01-manual",
+            ChallengeKind::DnsPersist01 => "dns-persist-01",
         }
     }
 
@@ -194,8 +200,10 @@ impl FromStr for ChallengeKind {
             "http-01" => Ok(ChallengeKind::Http01),
             "dns-01" => Ok(ChallengeKind::Dns01),
             "dns-01-manual" => Ok(ChallengeKind::Dns01Manual),
+            "dns-persist-01" => Ok(ChallengeKind::DnsPersist01),
             other => Err(format!(
-                "unknown challenge '{other}': expected 'http-01', 'dns-01' or 'dns-01-manual'"
+                "unknown challenge '{other}': expected 'http-01', 'dns-01', 'dns-01-manual' or \
+                 'dns-persist-01'"
             )),
         }
     }

@@ -125,6 +125,7 @@ pub fn method_label(challenge: ChallengeKind) -> &'static str {
     match challenge {
         ChallengeKind::Http01 => "http-01",
         ChallengeKind::Dns01 | ChallengeKind::Dns01Manual => "dns-01",
+        ChallengeKind::DnsPersist01 => "dns-persist-01",
     }
 }
 

@@ -7,6 +7,7 @@
 use crate::domain::{KeyType, NameState, SlotState};
 
 pub mod caa;
+pub mod dns_persist;
 pub mod drill;
 pub mod lifetime;
 pub mod profiles;

@@ -35,6 +35,57 @@ pub(super) async fn set_ca_status<C: ConnectionTrait>(
 }
 
 impl Cas {
+    /// Records the issuer domain name used in `ca_id`'s dns-persist-01
+    /// records (a later choice replaces it).
+    pub async fn set_persist_issuer(
+        &self,
+        ca_id: &str,
+        issuer_domain_name: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        exec(
+            &self.db,
+            "INSERT INTO dns_persist_issuers (ca_id, issuer_domain_name, seen_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (ca_id) DO UPDATE SET \
+             issuer_domain_name = excluded.issuer_domain_name, seen_at = excluded.seen_at",
+            vec![ca_id.into(), issuer_domain_name.into(), now.into()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Per CA, the issuer domain name of its dns-persist-01 records, where
+    /// one was chosen from a challenge.
+    pub async fn persist_issuers(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT ca_id, issuer_domain_name FROM dns_persist_issuers",
+            vec![],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| Ok((get(r, "ca_id")?, get(r, "issuer_domain_name")?)))
+            .collect()
+    }
+
+    /// Per CA, the URL of twincert's ACME account there (public: it is the
+    /// `accounturi` of dns-persist-01 records).
+    pub async fn account_urls(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT ca_id, account_url FROM acme_accounts",
+            vec![],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| Ok((get(r, "ca_id")?, get(r, "account_url")?)))
+            .collect()
+    }
+
     /// The ids of distrusted CAs.
     pub async fn distrusted_cas(&self) -> Result<Vec<String>, StoreError> {
         let rows = all(

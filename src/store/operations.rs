@@ -118,6 +118,9 @@ pub struct ReprovisionJob {
     pub other_ca: String,
     /// When the operation ran, unix seconds.
     pub operation_at: i64,
+    /// The name's challenge (`dns-persist-01` names may only move to CAs
+    /// that offer it).
+    pub challenge: String,
 }
 
 pub(super) async fn insert_operation<C: ConnectionTrait>(
@@ -422,7 +425,7 @@ impl Operations {
     ) -> Result<Vec<ReprovisionJob>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT n.id, s.slot AS reprovision_slot, n.active_slot, n.key_type, \
+            "SELECT n.id, s.slot AS reprovision_slot, n.active_slot, n.key_type, n.challenge, \
              CASE s.slot WHEN 'primary' THEN n.primary_reprovision_op \
              ELSE n.backup_reprovision_op END AS reprovision_op, \
              o.avoid_ca, COALESCE(o.created_at, 0) AS operation_at, \
@@ -452,6 +455,7 @@ impl Operations {
                     slot_ca: get(r, "slot_ca")?,
                     other_ca: get(r, "other_ca")?,
                     operation_at: get(r, "operation_at")?,
+                    challenge: get(r, "challenge")?,
                 })
             })
             .collect()

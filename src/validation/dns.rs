@@ -206,7 +206,12 @@ impl DnsLookup {
         for server in self.authoritative_servers(zone).await? {
             let msg = self.query(server, name, RecordType::TXT).await?;
             let seen = msg.answers.iter().any(|r| match &r.data {
-                RData::TXT(txt) => txt.txt_data.iter().any(|d| d.as_ref() == value.as_bytes()),
+                // One string, or (a value over 255 bytes, RFC 1035
+                // §3.3.14) the strings of one record joined.
+                RData::TXT(txt) => {
+                    txt.txt_data.iter().any(|d| d.as_ref() == value.as_bytes())
+                        || txt.txt_data.concat() == value.as_bytes()
+                }
                 _ => false,
             });
             if !seen {
@@ -334,7 +339,18 @@ impl Dns01Solver {
     /// or, if that is a CNAME (chain), its target; and which provider
     /// controls that name (the longest configured zone wins).
     pub async fn place(&self, domain: &str, pinned: Option<&str>) -> Result<Placement, String> {
-        let owner = format!("_acme-challenge.{}", normal(domain));
+        self.place_owner(&format!("_acme-challenge.{}", normal(domain)), pinned)
+            .await
+    }
+
+    /// Where a TXT record at `owner` goes: [`Self::place`] for any owner
+    /// name (dns-persist-01's `_validation-persist.<domain>`).
+    pub async fn place_owner(
+        &self,
+        owner: &str,
+        pinned: Option<&str>,
+    ) -> Result<Placement, String> {
+        let owner = normal(owner);
         let fqdn = follow_cname(&self.lookup, &owner).await?;
         let best = self
             .providers

@@ -213,6 +213,80 @@ impl Dns01Challenges {
         ))
     }
 
+    /// dns-persist-01 (draft-ietf-acme-dns-persist-02): makes sure every
+    /// record stands on every authoritative server of its zone, looking
+    /// first and writing only what is missing. A record already visible is
+    /// left alone — so once the records are published, renewals and
+    /// re-provisioning write nothing to DNS. A missing record is presented
+    /// through the DNS provider that controls its owner name (through
+    /// `pinned` when the name names one) and awaited; it is not recorded
+    /// for clean-up: a persistent record stays. Without such a provider it
+    /// is the operator's to publish, and the order waits
+    /// `dns.manual_poll_seconds` with an error naming each missing record.
+    /// Returns how many records were written.
+    pub async fn ensure_persist(
+        &self,
+        records: &[crate::policy::dns_persist::PersistRecord],
+        pinned: Option<&str>,
+    ) -> Result<usize, Dns01Error> {
+        let solver = self.solver("dns-persist-01 needs the [dns] lookups")?;
+        let poll = solver.lookup().config().manual_poll_seconds;
+        let mut written = 0;
+        let mut missing = Vec::new();
+        for r in records {
+            let fqdn = super::dns::follow_cname(solver.lookup(), &r.owner)
+                .await
+                .map_err(|e| Dns01Error::Waiting(e, poll))?;
+            let zone = find_zone(solver.lookup(), &fqdn)
+                .await
+                .map_err(|e| Dns01Error::Waiting(e, poll))?;
+            if solver
+                .lookup()
+                .txt_visible(&zone, &fqdn, &r.value)
+                .await
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            let placement = if solver.has_providers() {
+                solver.place_owner(&r.owner, pinned).await.ok()
+            } else {
+                None
+            };
+            let Some(p) = placement else {
+                missing.push(format!("{} TXT \"{}\"", r.owner, r.value));
+                continue;
+            };
+            p.provider.present(&p.fqdn, &r.value).await.map_err(|e| {
+                Dns01Error::Transient(format!(
+                    "cannot publish the dns-persist-01 record {} TXT \"{}\" through DNS \
+                     provider '{}': {}",
+                    r.owner,
+                    r.value,
+                    p.provider.id(),
+                    e.0
+                ))
+            })?;
+            solver
+                .wait_visible(&p.zone, &p.fqdn, &r.value)
+                .await
+                .map_err(Dns01Error::Transient)?;
+            info!(owner = %r.owner, provider = p.provider.id(), "dns-persist-01 record published");
+            written += 1;
+        }
+        if missing.is_empty() {
+            return Ok(written);
+        }
+        Err(Dns01Error::Waiting(
+            format!(
+                "waiting for the dns-persist-01 record(s) to be published (no DNS provider \
+                 controls them): {}",
+                missing.join(", ")
+            ),
+            poll,
+        ))
+    }
+
     /// Removes the TXT records an order published; a record whose removal
     /// fails stays recorded for the sweep.
     pub async fn cleanup(&self, order_id: &str) {

@@ -46,6 +46,8 @@ pub struct Issuer {
     keys: Keys,
     pacing: Pacing,
     names: Names,
+    /// The issuer domain names chosen for dns-persist-01 records.
+    ca_facts: crate::store::Cas,
     cas: BTreeMap<String, Arc<CaClient>>,
     sealer: Arc<Sealer>,
     clock: Arc<dyn Clock>,
@@ -215,6 +217,7 @@ impl Issuer {
             keys: b.store.keys().clone(),
             pacing: b.store.pacing().clone(),
             names: b.store.names().clone(),
+            ca_facts: b.store.cas().clone(),
             cas: b.cas.clone(),
             sealer: b.sealer.clone(),
             clock: b.clock.clone(),
@@ -535,6 +538,9 @@ impl Issuer {
                 ChallengeKind::Http01 => order.answer_http01(&publisher).await?,
                 ChallengeKind::Dns01 => self.answer_dns01(job, &mut order).await?,
                 ChallengeKind::Dns01Manual => self.answer_dns01_manual(job, &mut order).await?,
+                ChallengeKind::DnsPersist01 => {
+                    self.answer_dns_persist(&ca, job, &mut order).await?
+                }
             }
             order.wait_ready().await?;
         }
@@ -619,6 +625,78 @@ impl Issuer {
         let tasks = order.dns01_tasks().await?;
         let answers = answers_of(&tasks);
         self.dns01.check_manual(&job.id, &answers).await?;
+        let urls: Vec<String> = tasks.into_iter().map(|t| t.url).collect();
+        order.set_ready(&urls).await?;
+        Ok(())
+    }
+
+    /// dns-persist-01 (draft-ietf-acme-dns-persist-02): computes this CA's
+    /// records for the pending authorizations, makes sure they stand
+    /// (`validation::dns01`: written only where missing, through the DNS
+    /// provider if one controls them, else waited for), then tells the CA.
+    async fn answer_dns_persist(
+        &self,
+        ca: &CaClient,
+        job: &OrderJob,
+        order: &mut crate::ca::AcmeOrder,
+    ) -> Result<(), AttemptError> {
+        let tasks = order.dns_persist_tasks().await?;
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let ours = ca.account_url();
+        // The CA checks the record against the account it names; ours
+        // unless it names another (it should not).
+        let account_uri = match (tasks.iter().find_map(|t| t.seen.accounturi.clone()), ours) {
+            (Some(theirs), Some(ours)) if theirs != ours => {
+                warn!(ca_account = %theirs, ours = %ours, "the CA names another account URI in dns-persist-01; using the CA's");
+                theirs
+            }
+            (_, Some(ours)) => ours,
+            (Some(theirs), None) => theirs,
+            (None, None) => return Err(transient("account not loaded")),
+        };
+        let mut offered: Vec<String> = Vec::new();
+        for t in &tasks {
+            for n in &t.seen.issuer_domain_names {
+                if !offered.contains(n) {
+                    offered.push(n.clone());
+                }
+            }
+        }
+        let issuer =
+            policy::dns_persist::choose_issuer(&offered, ca.caa_identities()).ok_or_else(|| {
+                final_error(format!(
+                    "CA {} sent no issuer-domain-names with its dns-persist-01 challenge and \
+                     has no caa_identities configured: set caa_identities in its [[cas]] entry",
+                    ca.id()
+                ))
+            })?;
+        if !offered.is_empty()
+            && let Err(e) = self
+                .ca_facts
+                .set_persist_issuer(ca.id(), &issuer, self.clock.now())
+                .await
+        {
+            warn!(error = %e, "could not store the dns-persist-01 issuer domain name");
+        }
+        let domains: Vec<&str> = job.domains.iter().map(String::as_str).collect();
+        let wanted: Vec<String> = tasks
+            .iter()
+            .map(|t| t.identifier.trim_start_matches("*.").to_ascii_lowercase())
+            .collect();
+        let records: Vec<_> =
+            policy::dns_persist::records(&domains, &issuer, &account_uri, ca.dns_persist_until())
+                .into_iter()
+                .filter(|r| wanted.contains(&r.domain))
+                .collect();
+        let written = self
+            .dns01
+            .ensure_persist(&records, job.dns_provider.as_deref())
+            .await?;
+        if written > 0 {
+            info!(records = written, "dns-persist-01 records published");
+        }
         let urls: Vec<String> = tasks.into_iter().map(|t| t.url).collect();
         order.set_ready(&urls).await?;
         Ok(())

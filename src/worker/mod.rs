@@ -24,6 +24,7 @@ mod drill;
 mod install;
 pub mod issuer;
 pub mod notifier;
+pub mod persist_expiry;
 mod planner;
 mod preflight;
 mod readiness;
@@ -162,7 +163,16 @@ impl SupervisorBuilder {
         ));
         let planner = planner::Planner::new(
             s.orders().clone(),
-            reprovisioner::Reprovisioner::new(s, self.policy_cas.clone(), self.same_ca_hold_off),
+            reprovisioner::Reprovisioner::new(
+                s,
+                self.policy_cas.clone(),
+                self.same_ca_hold_off,
+                self.cas
+                    .values()
+                    .filter(|c| c.offers_dns_persist())
+                    .map(|c| c.id().to_string())
+                    .collect(),
+            ),
             revoker::Revoker::new(
                 s,
                 self.cas.clone(),
@@ -171,6 +181,13 @@ impl SupervisorBuilder {
                 self.clock.clone(),
             ),
             dns01.clone(),
+            persist_expiry::PersistExpiry::new(
+                s.alerts().clone(),
+                self.cas
+                    .values()
+                    .filter_map(|c| c.dns_persist_until().map(|t| (c.id().to_string(), t)))
+                    .collect(),
+            ),
         );
         let poll = Duration::from_millis(self.cfg.poll_interval_ms);
         let issuer = Arc::new(Issuer::new(

@@ -2,8 +2,8 @@
 //! the time, see `issuer`): in this order, the re-provisioner moves marked
 //! slots (so that no order is opened for them at the CA they are leaving),
 //! due renewals and missing certificates get their orders, leftover DNS-01
-//! records of ended orders are swept, and queued revocations are sent to
-//! the CAs.
+//! records of ended orders are swept, queued revocations are sent to
+//! the CAs, and the dns-persist-01 `persistUntil` alert is checked.
 //!
 //! *Observes*: slots without a current or with a due certificate
 //! (`store::Orders`). *Writes*: their orders; the rest through the
@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use tracing::warn;
 
+use super::persist_expiry::PersistExpiry;
 use super::reprovisioner::Reprovisioner;
 use super::revoker::Revoker;
 use crate::store::Orders;
@@ -27,6 +28,7 @@ pub(super) struct Planner {
     reprovisioner: Reprovisioner,
     revoker: Revoker,
     dns01: Arc<Dns01Challenges>,
+    persist_expiry: PersistExpiry,
 }
 
 impl Planner {
@@ -35,12 +37,14 @@ impl Planner {
         reprovisioner: Reprovisioner,
         revoker: Revoker,
         dns01: Arc<Dns01Challenges>,
+        persist_expiry: PersistExpiry,
     ) -> Planner {
         Planner {
             orders,
             reprovisioner,
             revoker,
             dns01,
+            persist_expiry,
         }
     }
 
@@ -52,5 +56,6 @@ impl Planner {
         }
         self.dns01.sweep().await;
         self.revoker.pass().await;
+        self.persist_expiry.pass(now).await;
     }
 }

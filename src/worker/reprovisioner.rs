@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use tracing::{info, warn};
 
-use crate::domain::KeyType;
+use crate::domain::{ChallengeKind, KeyType};
 use crate::policy::{self, CaChoice};
 use crate::store::{Cas, Operations};
 
@@ -24,6 +24,8 @@ pub(super) struct Reprovisioner {
     /// How long after a CA-wide operation the CA it moved away from may
     /// re-issue the slots no other CA can take.
     same_ca_hold_off: i64,
+    /// The CAs that offer dns-persist-01.
+    persist_cas: Vec<String>,
     /// Where the walk over names marked for re-provisioning goes on.
     reprovision_cursor: Mutex<String>,
     /// Whether blocked slots were marked again since the worker started.
@@ -35,8 +37,10 @@ impl Reprovisioner {
         store: &crate::store::Store,
         policy_cas: Vec<CaChoice>,
         same_ca_hold_off: i64,
+        persist_cas: Vec<String>,
     ) -> Reprovisioner {
         Reprovisioner {
+            persist_cas,
             operations: store.operations().clone(),
             cas: store.cas().clone(),
             policy_cas,
@@ -112,9 +116,22 @@ impl Reprovisioner {
                     ca,
                     usable_from: job.operation_at + self.same_ca_hold_off,
                 });
+                // A dns-persist-01 name moves only among the CAs that
+                // offer it (its records name the CA).
+                let persist_only: Vec<CaChoice>;
+                let among = if job.challenge == ChallengeKind::DnsPersist01.as_str() {
+                    persist_only = cas
+                        .iter()
+                        .filter(|c| self.persist_cas.contains(&c.id))
+                        .cloned()
+                        .collect();
+                    &persist_only
+                } else {
+                    &cas
+                };
                 let choice = match job.key_type.parse::<KeyType>() {
                     Ok(kt) => policy::choose_reprovision_ca(
-                        &cas,
+                        among,
                         kt,
                         &job.slot_ca,
                         &job.other_ca,

@@ -637,7 +637,7 @@ async fn invalid_names_and_domains_are_400() {
         .expect(
             400,
             "invalid-name",
-            "wildcard '*.example.test' can only be validated with dns-01, not http-01",
+            "wildcard '*.example.test' can only be validated with dns-01 or dns-persist-01, not http-01",
         ),
         Case::create(
             "wildcard with explicit http-01",

@@ -11,6 +11,7 @@ mod console_http;
 mod deploy;
 mod dns01;
 mod dns_api_providers;
+mod dns_persist;
 mod dns_providers;
 mod drills;
 mod emergency;
