@@ -9,6 +9,7 @@ mod bench_deploy;
 mod bench_idle;
 mod bench_readiness;
 mod bench_revocation;
+mod bench_scale;
 mod emergency;
 
 use std::path::PathBuf;
@@ -315,6 +316,10 @@ enum BenchWhat {
     Deploy(bench_deploy::DeployBench),
     /// One emergency readiness computation over N synthetic names.
     Readiness(bench_readiness::ReadinessBench),
+    /// Issue 21's table at one size on one store: idle footprint, scrape,
+    /// list page, GET one name, CA-wide swap, a deployment wave and the
+    /// revocation passes.
+    Scale(bench_scale::ScaleBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -616,6 +621,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             BenchWhat::Idle(opts) => bench_idle::idle(opts, output).await,
             BenchWhat::Deploy(opts) => bench_deploy::deploy(opts, output).await,
             BenchWhat::Readiness(opts) => bench_readiness::readiness(opts, output).await,
+            BenchWhat::Scale(opts) => bench_scale::scale(opts, output).await,
         },
         Command::Events { api, limit } => {
             call(
