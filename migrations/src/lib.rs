@@ -82,6 +82,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0015ManualDestination),
             Box::new(M0016AcmeDnsRegistrations),
             Box::new(M0017PreflightProvider),
+            Box::new(M0020SwapHot),
             Box::new(M0022AcmeProfiles),
             Box::new(M0023DnsPersist),
             Box::new(M0024ConsoleSessions),
@@ -1110,5 +1111,46 @@ impl MigrationTrait for M0023DnsPersist {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         run_script(manager, "DROP TABLE dns_persist_issuers").await
+    }
+}
+
+
+/// A mass swap's UPDATE is HOT again on PostgreSQL (issue 21): the two
+/// partial indexes on `names.{primary,backup}_superseded_by` (from
+/// [`M0011Redundancy`]) made every flipped row a non-HOT update — a new
+/// heap tuple plus an entry in *every* index of `names` (its primary key
+/// included) and a WAL record for each — because the swap sets those
+/// columns. Nothing reads them through the index in a way that needs it
+/// (an operation's progress already counts its unindexed re-provisioning
+/// markers with one scan), so they go, as the re-provisioning markers
+/// were never indexed for the same reason. On SQLite they cost two index
+/// entries per flipped row as well.
+pub struct M0020SwapHot;
+
+impl MigrationName for M0020SwapHot {
+    fn name(&self) -> &str {
+        "m0020_swap_hot"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0020SwapHot {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "DROP INDEX names_primary_superseded; DROP INDEX names_backup_superseded",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "CREATE INDEX names_primary_superseded ON names (primary_superseded_by) \
+             WHERE primary_superseded_by IS NOT NULL; \
+             CREATE INDEX names_backup_superseded ON names (backup_superseded_by) \
+             WHERE backup_superseded_by IS NOT NULL",
+        )
+        .await
     }
 }

@@ -38,15 +38,32 @@ pub(super) struct SwapBench {
 
 /// Runs the benchmark and prints its figures.
 pub(super) async fn swap(opts: SwapBench, output: Output) -> anyhow::Result<()> {
+    print(&swap_figures(&opts).await?, output)
+}
+
+impl SwapBench {
+    /// The benchmark at `names` on `store_url` (for `bench scale`).
+    pub(super) fn sized(names: u64, store_url: Option<String>) -> SwapBench {
+        SwapBench {
+            names,
+            store_url,
+            reissue_ms_per_cert: None,
+            keep: false,
+        }
+    }
+}
+
+/// Runs the benchmark and returns its figures.
+pub(super) async fn swap_figures(opts: &SwapBench) -> anyhow::Result<serde_json::Value> {
     if opts.names == 0 {
         bail!("--names must be at least 1");
     }
     let (url, file) = temp_store_url("swap", opts.store_url.as_deref());
-    let result = run(&opts, &url).await;
+    let result = run(opts, &url).await;
     if let Some(path) = file {
         remove_sqlite(&path);
     }
-    print(&result?, output)
+    result
 }
 
 /// The store URL a benchmark uses: `given`, or a new SQLite file in the
@@ -81,6 +98,19 @@ where
     F: FnOnce(String, std::path::PathBuf) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<serde_json::Value>>,
 {
+    print(&scratch(kind, given, run).await?, output)
+}
+
+/// [`with_scratch`] returning the figures instead of printing them.
+pub(super) async fn scratch<F, Fut>(
+    kind: &str,
+    given: Option<&str>,
+    run: F,
+) -> anyhow::Result<serde_json::Value>
+where
+    F: FnOnce(String, std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<serde_json::Value>>,
+{
     let (url, file) = temp_store_url(kind, given);
     let dir = std::env::temp_dir().join(format!(
         "twincert-bench-{kind}-{}-{}",
@@ -93,7 +123,7 @@ where
     if let Some(path) = file {
         remove_sqlite(&path);
     }
-    print(&result?, output)
+    result
 }
 
 /// Removes a SQLite database file and its WAL files.

@@ -28,7 +28,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 
 use super::Output;
-use super::bench::{round, with_scratch};
+use super::bench::{round, scratch};
 use crate::ca::CaClient;
 use crate::clock::SystemClock;
 use crate::config::Config;
@@ -54,12 +54,28 @@ pub(super) struct DeployBench {
 
 /// Runs the benchmark and prints its figures.
 pub(super) async fn deploy(opts: DeployBench, output: Output) -> anyhow::Result<()> {
+    super::bench::print(&deploy_figures(&opts).await?, output)
+}
+
+impl DeployBench {
+    /// The benchmark at `names` on `store_url` (for `bench scale`).
+    pub(super) fn sized(names: u64, store_url: Option<String>) -> DeployBench {
+        DeployBench {
+            names,
+            concurrency: 64,
+            store_url,
+        }
+    }
+}
+
+/// Runs the benchmark and returns its figures.
+pub(super) async fn deploy_figures(opts: &DeployBench) -> anyhow::Result<serde_json::Value> {
     if opts.names == 0 {
         bail!("--names must be at least 1");
     }
     let given = opts.store_url.clone();
-    with_scratch("deploy", given.as_deref(), output, |url, dir| async move {
-        run(&opts, &url, &dir).await
+    scratch("deploy", given.as_deref(), |url, dir| async move {
+        run(opts, &url, &dir).await
     })
     .await
 }

@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::Output;
-use super::bench::{round, with_scratch};
+use super::bench::{round, scratch};
 use crate::store::Store;
 
 /// The CA ids the synthetic names use; the child's config names them.
@@ -40,12 +40,28 @@ pub(super) struct IdleBench {
 
 /// Runs the benchmark and prints its figures.
 pub(super) async fn idle(opts: IdleBench, output: Output) -> anyhow::Result<()> {
+    super::bench::print(&idle_figures(&opts).await?, output)
+}
+
+impl IdleBench {
+    /// The benchmark at `names` on `store_url` (for `bench scale`).
+    pub(super) fn sized(names: u64, store_url: Option<String>, settle_seconds: u64) -> IdleBench {
+        IdleBench {
+            names,
+            store_url,
+            settle_seconds,
+        }
+    }
+}
+
+/// Runs the benchmark and returns its figures.
+pub(super) async fn idle_figures(opts: &IdleBench) -> anyhow::Result<serde_json::Value> {
     if opts.names == 0 {
         bail!("--names must be at least 1");
     }
     let given = opts.store_url.clone();
-    with_scratch("idle", given.as_deref(), output, |url, dir| async move {
-        run(&opts, &url, &dir).await
+    scratch("idle", given.as_deref(), |url, dir| async move {
+        run(opts, &url, &dir).await
     })
     .await
 }
@@ -74,7 +90,7 @@ async fn run(opts: &IdleBench, url: &str, dir: &Path) -> anyhow::Result<serde_js
     if url.starts_with("sqlite:") {
         store.emergency().checkpoint().await.context("checkpoint")?;
     }
-    let measured = measure(opts, url, dir).await;
+    let measured = measure(opts, url, dir, &prefix).await;
     let purge = if url.starts_with("sqlite:") {
         Ok(())
     } else {
@@ -88,7 +104,16 @@ async fn run(opts: &IdleBench, url: &str, dir: &Path) -> anyhow::Result<serde_js
     Ok(out)
 }
 
-async fn measure(opts: &IdleBench, url: &str, dir: &Path) -> anyhow::Result<serde_json::Value> {
+/// Requests timed for the API figures: one name each (spread over the
+/// names), the p99 of which is reported.
+const GETS: u64 = 200;
+
+async fn measure(
+    opts: &IdleBench,
+    url: &str,
+    dir: &Path,
+    prefix: &str,
+) -> anyhow::Result<serde_json::Value> {
     let api_port = free_port()?;
     let config = write_config(dir, url, api_port, free_port()?)?;
     let token = format!("bench-{}", crate::store::new_id());
@@ -148,12 +173,39 @@ async fn measure(opts: &IdleBench, url: &str, dir: &Path) -> anyhow::Result<serd
         .await
         .context("reading /metrics")?;
     let scrape_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
     http.get(format!("{base}/v1/names?limit=100"))
         .bearer_auth(&token)
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .context("listing names")?;
+        .context("listing names")?
+        .bytes()
+        .await
+        .context("reading the list")?;
+    let list_s = t.elapsed().as_secs_f64();
+    // GET one name, spread over the key range (a cold row each time).
+    let mut gets = Vec::with_capacity(GETS as usize);
+    let step = (opts.names / GETS).max(1);
+    for k in 0..GETS.min(opts.names) {
+        let name = format!("{prefix}{}.synthetic.test", k * step);
+        let t = Instant::now();
+        http.get(format!("{base}/v1/names/{name}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .with_context(|| format!("GET /v1/names/{name}"))?
+            .bytes()
+            .await
+            .context("reading the name")?;
+        gets.push(t.elapsed().as_secs_f64());
+    }
+    gets.sort_by(f64::total_cmp);
+    let p99 = gets
+        .get((gets.len() * 99 / 100).min(gets.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default();
     let after_rss = status_kib(pid, "VmRSS")?;
     let peak = status_kib(pid, "VmHWM")?;
     if let Ok(Some(status)) = child.0.try_wait() {
@@ -168,6 +220,8 @@ async fn measure(opts: &IdleBench, url: &str, dir: &Path) -> anyhow::Result<serd
         "idle_cpu_percent": round(100.0 * idle_cpu / opts.settle_seconds.max(1) as f64),
         "metrics_scrape_seconds": round(scrape_s),
         "metrics_bytes": metrics.len(),
+        "list_page_seconds": round(list_s),
+        "get_name_p99_ms": round(p99 * 1000.0),
         "rss_after_scrape_mib": mib(after_rss),
         "peak_rss_mib": mib(peak),
     }))

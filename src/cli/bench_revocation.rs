@@ -3,8 +3,11 @@
 //! listing a share of them to the CA-wide swap. It makes a local CA
 //! (rcgen), signs 2N leaves, seeds synthetic names carrying them, serves
 //! a CRL signed by that CA on loopback, and runs the worker's check pass —
-//! the same code a server runs — three times: *first* (every certificate
-//! read once for its CRL/OCSP/ARI sources; the CRL is still empty), then,
+//! the same code a server runs — three times: *first* (a fresh process:
+//! the CRL fetched and verified, the issuer read once; the certificates'
+//! CRL/OCSP/ARI sources were stored at seeding as issuance stores them,
+//! or with `--sources-unread` are read from every certificate now, as
+//! for rows written before issue 21; the CRL is still empty), then,
 //! once the CA publishes a CRL revoking `--revoked-percent` of the active
 //! certificates, *detect and swap* (the CRL fetched and verified, the
 //! revocations recorded with their evidence, the CA incident opened and
@@ -46,15 +49,41 @@ pub(super) struct RevocationBench {
     /// every certificate in the store).
     #[arg(long)]
     store_url: Option<String>,
+    /// Leave the certificates' status sources unread, as in a store
+    /// written before they were read at issuance (issue 21): the first
+    /// pass then parses every certificate and stores its sources.
+    #[arg(long)]
+    sources_unread: bool,
 }
 
 struct Leaves {
     chains: Vec<(String, String, String, String)>,
+    /// What issuance stores for each (id, CRL URLs, OCSP URL, ARI id).
+    sources: Vec<(String, String, String, String)>,
     revoked: Vec<Vec<u8>>,
 }
 
 /// Runs the benchmark and prints its figures.
 pub(super) async fn revocation(opts: RevocationBench, output: Output) -> anyhow::Result<()> {
+    super::bench::print(&revocation_figures(&opts).await?, output)
+}
+
+impl RevocationBench {
+    /// The benchmark at `names` on `store_url` (for `bench scale`).
+    pub(super) fn sized(names: u64, store_url: Option<String>) -> RevocationBench {
+        RevocationBench {
+            names,
+            revoked_percent: 1.0,
+            store_url,
+            sources_unread: false,
+        }
+    }
+}
+
+/// Runs the benchmark and returns its figures.
+pub(super) async fn revocation_figures(
+    opts: &RevocationBench,
+) -> anyhow::Result<serde_json::Value> {
     if opts.names == 0 {
         bail!("--names must be at least 1");
     }
@@ -62,11 +91,11 @@ pub(super) async fn revocation(opts: RevocationBench, output: Output) -> anyhow:
         bail!("--revoked-percent must be between 0 and 100");
     }
     let (url, file) = temp_store_url("revocation", opts.store_url.as_deref());
-    let result = run(&opts, &url).await;
+    let result = run(opts, &url).await;
     if let Some(path) = file {
         remove_sqlite(&path);
     }
-    super::bench::print(&result?, output)
+    result
 }
 
 /// Signs 2N leaves with `issuer` (on all cores); the first `revoke` active
@@ -93,6 +122,7 @@ fn sign_leaves(
         handles.push(std::thread::spawn(move || -> anyhow::Result<Leaves> {
             let mut out = Leaves {
                 chains: Vec::new(),
+                sources: Vec::new(),
                 revoked: Vec::new(),
             };
             for i in t * per..((t + 1) * per).min(names) {
@@ -111,8 +141,16 @@ fn sign_leaves(
                     if slot == "primary" && i < revoke {
                         out.revoked.push(serial.to_vec());
                     }
+                    let id = Store::synthetic_cert_id(&prefix, i, slot);
+                    let found = crate::certs::status_sources(cert.der()).context("sources")?;
+                    out.sources.push((
+                        id.clone(),
+                        found.crl_urls.join(" "),
+                        found.ocsp_url.unwrap_or_default(),
+                        found.ari_cert_id.unwrap_or_default(),
+                    ));
                     out.chains.push((
-                        Store::synthetic_cert_id(&prefix, i, slot),
+                        id,
                         hex(&serial),
                         issuer_dn.clone(),
                         format!("{}{ca_pem}", cert.pem()),
@@ -124,6 +162,7 @@ fn sign_leaves(
     }
     let mut all = Leaves {
         chains: Vec::new(),
+        sources: Vec::new(),
         revoked: Vec::new(),
     };
     for h in handles {
@@ -131,6 +170,7 @@ fn sign_leaves(
             .join()
             .map_err(|_| anyhow::anyhow!("a signing thread panicked"))??;
         all.chains.extend(part.chains);
+        all.sources.extend(part.sources);
         all.revoked.extend(part.revoked);
     }
     Ok(all)
@@ -235,6 +275,14 @@ async fn run(opts: &RevocationBench, url: &str) -> anyhow::Result<serde_json::Va
         .attach_synthetic_chains(&leaves.chains)
         .await
         .context("storing the chains")?;
+    if !opts.sources_unread {
+        // As the issuer stores them with each new certificate.
+        store
+            .status()
+            .set_status_sources(&leaves.sources)
+            .await
+            .context("storing the status sources")?;
+    }
     let seed_s = t.elapsed().as_secs_f64();
 
     // Whatever happens from here, the synthetic names are removed.
@@ -325,6 +373,7 @@ async fn run(opts: &RevocationBench, url: &str) -> anyhow::Result<serde_json::Va
             "revoked_in_crl": leaves.revoked.len(),
             "sign_seconds": round(sign_s),
             "seed_seconds": round(seed_s),
+            "sources_read_at_issuance": !opts.sources_unread,
             "first_pass_seconds": round(first_s),
             "detect_and_swap_pass_seconds": round(detect_s),
             "steady_pass_seconds": round(steady_s),

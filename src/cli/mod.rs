@@ -10,6 +10,7 @@ mod bench_deploy;
 mod bench_idle;
 mod bench_readiness;
 mod bench_revocation;
+mod bench_scale;
 mod emergency;
 
 use std::path::PathBuf;
@@ -319,6 +320,10 @@ enum BenchWhat {
     /// Server render time of the console's overview and names pages over
     /// N synthetic names.
     Console(bench_console::ConsoleBench),
+    /// Issue 21's table at one size on one store: idle footprint, scrape,
+    /// list page, GET one name, CA-wide swap, a deployment wave and the
+    /// revocation passes.
+    Scale(bench_scale::ScaleBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -621,6 +626,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             BenchWhat::Deploy(opts) => bench_deploy::deploy(opts, output).await,
             BenchWhat::Readiness(opts) => bench_readiness::readiness(opts, output).await,
             BenchWhat::Console(opts) => bench_console::console(opts, output).await,
+            BenchWhat::Scale(opts) => bench_scale::scale(opts, output).await,
         },
         Command::Events { api, limit } => {
             call(

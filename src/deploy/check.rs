@@ -325,12 +325,22 @@ fn capture_config() -> Result<Arc<ClientConfig>, String> {
             let verifier = CaptureAnyChain {
                 algorithms: provider.signature_verification_algorithms,
             };
-            let config = ClientConfig::builder_with_provider(provider)
+            let mut config = ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| format!("TLS configuration: {e}"))?
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
                 .with_no_client_auth();
+            // No session resumption, deliberately: a resumed handshake
+            // carries no certificate, and rustls then reports the chain
+            // remembered from the session's first handshake — a check
+            // after a swap would see the *old* certificate of a server
+            // that kept its ticket keys across the reload (nginx with
+            // `ssl_session_ticket_key`, a fleet sharing them). A check
+            // exists to see what is served now, so every handshake is a
+            // full one; checks are made cheaper by running them
+            // concurrently, not by skipping the certificate.
+            config.resumption = rustls::client::Resumption::disabled();
             Ok(Arc::new(config))
         })
         .clone()

@@ -79,7 +79,7 @@ pub(crate) use metrics::label;
 pub use metrics::{Metrics, Series};
 pub use names::{NameFilter, Names, NewName};
 pub use operations::{CaOrders, Operation, OperationProgress, Operations, ReprovisionJob};
-pub use orders::{Completed, FailingOrder, NewCertificate, Orders, OtherCert};
+pub use orders::{Completed, FailingOrder, NewCertificate, Orders, OtherCert, StoredSources};
 pub use pacing::Pacing;
 pub use packages::{DueReminder, NewPackage, PackageRecord, Packages};
 pub use preflight::Preflights;

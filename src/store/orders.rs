@@ -55,6 +55,25 @@ pub struct NewCertificate {
     pub spki_sha256: String,
     /// The PEM chain as the CA returned it, leaf first.
     pub chain_pem: String,
+    /// Where its standing is published, read from the leaf once at
+    /// issuance (`certs::status_sources`), so no revocation pass — after a
+    /// restart neither — parses the certificate again: CRL URLs
+    /// space-separated, the OCSP URL and the ARI id, each empty when the
+    /// certificate has none. `None` when they could not be read; the
+    /// status checker then reads them on its first pass.
+    pub status_sources: Option<StoredSources>,
+}
+
+/// A certificate's status sources as stored (see
+/// [`NewCertificate::status_sources`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredSources {
+    /// CRL distribution point URLs, space-separated.
+    pub crl_urls: String,
+    /// The OCSP responder, empty when none.
+    pub ocsp_url: String,
+    /// The RFC 9773 certificate id, empty when it cannot have one.
+    pub ari_cert_id: String,
 }
 
 /// The other slot's current certificate, for the diversity check.
@@ -443,11 +462,13 @@ impl Orders {
             let key_id = key_id
                 .ok_or_else(|| StoreError::Conflict(format!("order {order_id} has no key")))?;
             let cert_id = new_id();
+            let src = cert.status_sources.as_ref();
             exec(
             tx,
             "INSERT INTO certificates (id, name_id, slot, ca_id, private_key_id, order_id, serial, \
              issuer, root_id, not_before, not_after, renew_after, spki_sha256, chain_pem, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             created_at, crl_urls, ocsp_url, ari_cert_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
             vec![
                 cert_id.clone().into(),
                 name_id.clone().into(),
@@ -464,6 +485,9 @@ impl Orders {
                 cert.spki_sha256.clone().into(),
                 cert.chain_pem.clone().into(),
                 now.into(),
+                src.map(|s| s.crl_urls.clone()).into(),
+                src.map(|s| s.ocsp_url.clone()).into(),
+                src.map(|s| s.ari_cert_id.clone()).into(),
             ],
         )
         .await?;

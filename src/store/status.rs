@@ -65,6 +65,27 @@ pub struct StatusTarget {
     pub ari_next_poll: Option<i64>,
     /// The last ARI window's start.
     pub ari_window_start: Option<i64>,
+    /// The last recorded check: when, through which source, with which
+    /// error (see [`Status::record_checks`]), so a pass writes only what
+    /// changed instead of asking the store about every certificate.
+    pub checked: Option<(i64, String, Option<String>)>,
+}
+
+impl StatusTarget {
+    /// Whether a check outcome (`source`, `error`) must be written for this
+    /// certificate: its recorded outcome differs, or it was last written
+    /// before `fresh_after`. The same test as [`Status::record_checks`]'s,
+    /// made on the row already read.
+    pub fn needs_record(&self, source: &str, error: Option<&str>, fresh_after: i64) -> bool {
+        match &self.checked {
+            Some((at, s, e)) => {
+                *at < fresh_after
+                    || s != source
+                    || e.as_deref().unwrap_or_default() != error.unwrap_or_default()
+            }
+            None => true,
+        }
+    }
 }
 
 /// A certificate a CRL or OCSP response says is revoked.
@@ -120,7 +141,8 @@ impl Status {
             "SELECT s.name_id, s.slot, c.id, c.ca_id, c.serial, c.issuer, c.not_before, \
              c.not_after, c.renew_after, c.revoked_at, \
              CASE WHEN s.slot = n.active_slot THEN 1 ELSE 0 END AS active, \
-             c.crl_urls, c.ocsp_url, c.ari_cert_id, c.ari_next_poll, c.ari_window_start \
+             c.crl_urls, c.ocsp_url, c.ari_cert_id, c.ari_next_poll, c.ari_window_start, \
+             c.status_checked_at, c.status_source, c.status_error \
              FROM (SELECT name_id, slot, current_cert_id FROM slots \
                    WHERE (name_id, slot) > ($1, $2) ORDER BY name_id, slot LIMIT $3) s \
              JOIN names n ON n.id = s.name_id \
@@ -159,6 +181,13 @@ impl Status {
                 ari_cert_id: get(r, "ari_cert_id")?,
                 ari_next_poll: get(r, "ari_next_poll")?,
                 ari_window_start: get(r, "ari_window_start")?,
+                checked: match (
+                    get::<Option<i64>>(r, "status_checked_at")?,
+                    get::<Option<String>>(r, "status_source")?,
+                ) {
+                    (Some(at), Some(source)) => Some((at, source, get(r, "status_error")?)),
+                    _ => None,
+                },
             });
         }
         let next = if rows.len() as u64 == limit {
@@ -171,7 +200,9 @@ impl Status {
 
     /// Records where certificates' status comes from, read once from each
     /// certificate: (id, CRL URLs space-separated, OCSP URL, ARI id) — one
-    /// statement per 500.
+    /// statement per 500, joined by id (not a lookup per column and row).
+    /// Certificates stored since issue 21 carry them from issuance
+    /// ([`super::NewCertificate::status_sources`]); this fills older rows.
     pub async fn set_status_sources(
         &self,
         sources: &[(String, String, String, String)],
@@ -193,11 +224,8 @@ impl Status {
                 &self.db,
                 &format!(
                     "WITH v(id, crl, ocsp, ari) AS (VALUES {}) \
-                     UPDATE certificates SET \
-                     crl_urls = (SELECT crl FROM v WHERE v.id = certificates.id), \
-                     ocsp_url = (SELECT ocsp FROM v WHERE v.id = certificates.id), \
-                     ari_cert_id = (SELECT ari FROM v WHERE v.id = certificates.id) \
-                     WHERE id IN (SELECT id FROM v)",
+                     UPDATE certificates SET crl_urls = v.crl, ocsp_url = v.ocsp, \
+                     ari_cert_id = v.ari FROM v WHERE certificates.id = v.id",
                     rows.join(", ")
                 ),
                 values,

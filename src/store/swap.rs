@@ -448,18 +448,25 @@ impl Emergency {
             report.counts.insert("swap".into(), swapped);
             let room = 10 - report.sample.len().min(10);
             if room > 0 {
+                // Any `room` of the flipped names, not the first by id: the
+                // markers are not indexed (see M0020), and `ORDER BY id`
+                // made this a third full scan of the table (a sort of every
+                // marked row) where stopping at the first matches costs
+                // next to nothing when the swap flipped many.
                 let rows = all(
                     &tx,
-                    &format!(
-                        "SELECT id FROM names WHERE {} ORDER BY id LIMIT $2",
-                        marked_by(1)
-                    ),
+                    &format!("SELECT id FROM names WHERE {} LIMIT $2", marked_by(1)),
                     vec![op.clone().into(), (room as i64).into()],
                 )
                 .await?;
-                for r in &rows {
-                    report.sample.push((get(r, "id")?, "swap".into()));
-                }
+                let mut flipped = rows
+                    .iter()
+                    .map(|r| get::<String>(r, "id"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                flipped.sort();
+                report
+                    .sample
+                    .extend(flipped.into_iter().map(|id| (id, "swap".to_string())));
             }
         }
         report.reprovision = match distrust {

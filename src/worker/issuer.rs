@@ -35,6 +35,7 @@ use crate::keys::seal::Sealer;
 use crate::policy::{self, IssuedFacts};
 use crate::store::{
     Completed, Keys, Leases, Names, NewCertificate, OrderJob, Orders, Pacing, StoreError,
+    StoredSources,
 };
 use crate::validation::Http01Answers;
 use crate::validation::dns01::{Answer, Dns01Challenges, Dns01Error};
@@ -576,6 +577,7 @@ impl Issuer {
             not_after: facts.not_after,
             renew_after: policy::renew_at(facts.not_before, facts.not_after, self.renew_fraction),
             spki_sha256: facts.spki_sha256.0.clone(),
+            status_sources: status_sources(&chain),
             chain_pem: chain,
         };
         let done = self
@@ -892,6 +894,19 @@ impl Issuer {
             warn!(error = %e, "could not record the diversity check");
         }
     }
+}
+
+/// A new certificate's status sources, read once here so that no
+/// revocation pass parses it again; `None` when the leaf cannot be read
+/// (the status checker reads it then, and reports why).
+fn status_sources(chain_pem: &str) -> Option<StoredSources> {
+    let ders = certs::chain_ders(chain_pem).ok()?;
+    let found = certs::status_sources(ders.first()?).ok()?;
+    Some(StoredSources {
+        crl_urls: found.crl_urls.join(" "),
+        ocsp_url: found.ocsp_url.unwrap_or_default(),
+        ari_cert_id: found.ari_cert_id.unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

@@ -165,6 +165,24 @@ struct Pass {
     /// CAs under a simulated event, with the drill simulating it: every
     /// certificate of theirs is taken as revoked, the CA is not asked.
     simulated: HashMap<String, String>,
+    /// Check outcomes recorded at or after this time and unchanged are not
+    /// written again (now minus the heartbeat).
+    fresh_after: i64,
+}
+
+impl Pass {
+    /// Notes a check outcome for writing, unless the row read for this
+    /// pass already records it recently enough: a steady pass over a
+    /// million unchanged certificates sends no write for them at all.
+    fn note(&mut self, t: &StatusTarget, source: &'static str, error: Option<String>) {
+        if !t.needs_record(source, error.as_deref(), self.fresh_after) {
+            return;
+        }
+        match error {
+            None => self.good.entry(source).or_default().push(t.cert_id.clone()),
+            Some(e) => self.undecided.push((t.cert_id.clone(), source.into(), e)),
+        }
+    }
 }
 
 /// Certificates of one issuer share its certificate and CRLs: the CA and
@@ -275,6 +293,7 @@ impl StatusChecker {
         }
         let mut pass = Pass {
             simulated: self.drills.simulated_cas().await?.into_iter().collect(),
+            fresh_after: now - self.check_heartbeat(),
             ..Pass::default()
         };
         let mut cursor: Option<(String, Slot)> = None;
@@ -453,15 +472,15 @@ impl StatusChecker {
             let issuer = match issuer {
                 Ok(Some(i)) => i,
                 Ok(None) => {
-                    pass.undecided.push((
-                        t.cert_id.clone(),
-                        "none".into(),
-                        "the stored chain has no issuer certificate".into(),
-                    ));
+                    pass.note(
+                        &t,
+                        "none",
+                        Some("the stored chain has no issuer certificate".into()),
+                    );
                     continue;
                 }
                 Err(e) => {
-                    pass.undecided.push((t.cert_id.clone(), "none".into(), e));
+                    pass.note(&t, "none", Some(e));
                     continue;
                 }
             };
@@ -536,7 +555,7 @@ impl StatusChecker {
                 }
             } else if covered && !own_failed {
                 pass.decided.push(subject);
-                pass.good.entry("crl").or_default().push(t.cert_id.clone());
+                pass.note(&t, "crl", None);
             } else if has_ocsp {
                 let due = self
                     .checker
@@ -550,12 +569,11 @@ impl StatusChecker {
             } else if !errors.is_empty() {
                 // Its own CRL failed: a configured CRL of another shard
                 // does not speak for it.
-                pass.undecided
-                    .push((t.cert_id.clone(), "crl".into(), errors.join("; ")));
+                pass.note(&t, "crl", Some(errors.join("; ")));
             } else {
                 // Nothing to ask: shown as `no_source`, never as good.
                 pass.decided.push(subject);
-                pass.good.entry("none").or_default().push(t.cert_id.clone());
+                pass.note(&t, "none", None);
             }
         }
         self.ask_ocsp(&fetcher, ocsp_wanted, now, pass).await?;
@@ -727,7 +745,7 @@ impl StatusChecker {
         }
         match result {
             Ok(a) => match a.status {
-                CertStatus::Good => pass.good.entry("ocsp").or_default().push(t.cert_id),
+                CertStatus::Good => pass.note(&t, "ocsp", None),
                 CertStatus::Revoked { at, reason } => pass.findings.push(RevocationFinding {
                     cert_id: t.cert_id,
                     revoked_at: at,
@@ -745,16 +763,18 @@ impl StatusChecker {
                 }),
                 CertStatus::Unknown => {
                     pass.ocsp_unknown.push(subject);
-                    pass.undecided.push((
-                        t.cert_id,
-                        "ocsp".into(),
-                        format!("OCSP {url}: the responder does not know this certificate"),
-                    ));
+                    pass.note(
+                        &t,
+                        "ocsp",
+                        Some(format!(
+                            "OCSP {url}: the responder does not know this certificate"
+                        )),
+                    );
                 }
             },
             Err(e) => {
                 pass.ocsp_failures.insert(url, e.clone());
-                pass.undecided.push((t.cert_id, "ocsp".into(), e));
+                pass.note(&t, "ocsp", Some(e));
             }
         }
     }

@@ -618,3 +618,60 @@ async fn a_replica_with_a_stable_name_resumes_its_orders_at_once_after_a_restart
     );
     assert!(server.log().contains("previous run resume now"));
 }
+
+/// Issue 21: `twincert bench scale` runs every part (idle process, API,
+/// CA-wide swap, deployment wave, revocation passes) on one PostgreSQL
+/// store at a small size and prints a figure for each row of its table.
+/// A smoke test of the benchmark, not a timing: no figure is compared
+/// with its target here.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scale_benchmark_runs_every_part_on_postgres() {
+    let Some(base) = pg_url_or_skip("the_scale_benchmark_runs_every_part_on_postgres") else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
+            .args([
+                "bench",
+                "scale",
+                "--names",
+                "300",
+                "--wave",
+                "40",
+                "--revocation-names",
+                "200",
+                "--settle-seconds",
+                "1",
+                "--store-url",
+                &url,
+                "-o",
+                "json",
+            ])
+            .output()
+            .expect("run the benchmark")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON figures");
+    assert_eq!(v["backend"], "postgres", "{v:#}");
+    assert_eq!(v["swap"]["swapped"], 300, "{v:#}");
+    assert_eq!(v["deploy"]["swapped"], 40, "{v:#}");
+    assert_eq!(v["deploy"]["confirmed_after_swap"], 40, "{v:#}");
+    assert_eq!(v["revocation"]["certificates"], 400, "{v:#}");
+    assert!(v["idle"]["get_name_p99_ms"].as_f64().is_some(), "{v:#}");
+    assert!(v["idle"]["list_page_seconds"].as_f64().is_some(), "{v:#}");
+    let table = v["table"].as_array().expect("table");
+    assert_eq!(table.len(), 11, "{v:#}");
+    for row in table {
+        assert!(
+            row["figure"].as_str().is_some_and(|f| f != "-"),
+            "every row has a figure: {row}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use twincert::policy::swap::{Standby, SwapOutcome, swap_outcome};
 use twincert::policy::{self, SlotFacts};
 use twincert::store::{
     AuditEvent, NameFilter, NameRecord, NewCertificate, NewName, NewPackage, OrderJob,
-    RevocationFinding, SecretKind, Store, StoreError, SwapScope,
+    RevocationFinding, SecretKind, Store, StoreError, StoredSources, SwapScope,
 };
 
 use crate::harness::{fresh_pg_database, pg_url_or_skip};
@@ -47,6 +47,7 @@ fn cert(serial: &str, not_before: i64, not_after: i64, renew_after: i64) -> NewC
         renew_after,
         spki_sha256: format!("{serial:0>64}"),
         chain_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into(),
+        status_sources: None,
     }
 }
 
@@ -252,9 +253,63 @@ async fn contract(store: Store) {
         .expect("token");
     store
         .orders()
-        .complete_order(&job.id, "w4", &cert("01", t0, t0 + 300, t0 + 200), t0 + 101)
+        .complete_order(
+            &job.id,
+            "w4",
+            &NewCertificate {
+                status_sources: Some(StoredSources {
+                    crl_urls: "http://crl.test/1.crl http://crl.test/2.crl".into(),
+                    ocsp_url: String::new(),
+                    ari_cert_id: "aki.01".into(),
+                }),
+                ..cert("01", t0, t0 + 300, t0 + 200)
+            },
+            t0 + 101,
+        )
         .await
         .expect("complete");
+    // The status sources read at issuance come back to the checker with
+    // the certificate (no pass parses it again); a recorded check comes
+    // back too, so an unchanged outcome is not written again.
+    let targets = |now: i64| {
+        let store = store.clone();
+        async move {
+            let (page, _) = store
+                .status()
+                .status_targets(None, 100, now)
+                .await
+                .expect("targets");
+            page.into_iter()
+                .find(|t| t.name_id == "n1.example.test" && t.slot == Slot::Primary)
+                .expect("the new certificate is a target")
+        }
+    };
+    let t = targets(t0 + 101).await;
+    assert_eq!(
+        t.crl_urls.as_deref(),
+        Some("http://crl.test/1.crl http://crl.test/2.crl")
+    );
+    assert_eq!(t.ocsp_url.as_deref(), Some(""));
+    assert_eq!(t.ari_cert_id.as_deref(), Some("aki.01"));
+    assert!(t.checked.is_none());
+    assert!(t.needs_record("crl", None, t0));
+    store
+        .status()
+        .record_checks(std::slice::from_ref(&t.cert_id), "crl", None, t0 + 101, 60)
+        .await
+        .expect("record");
+    let t = targets(t0 + 102).await;
+    assert_eq!(t.checked, Some((t0 + 101, "crl".to_string(), None)));
+    assert!(
+        !t.needs_record("crl", None, t0 + 102 - 60),
+        "fresh and unchanged"
+    );
+    assert!(t.needs_record("crl", None, t0 + 102), "past the heartbeat");
+    assert!(t.needs_record("ocsp", None, t0), "another source");
+    assert!(
+        t.needs_record("crl", Some("CRL down"), t0),
+        "another outcome"
+    );
     assert!(
         store
             .challenges()
