@@ -76,6 +76,9 @@ fn state(store: Store) -> ApiState {
         slots: 0,
         orders_per_hour: 0,
         concurrency: 1,
+        dns_persist_01: false,
+        dns_persist_until: None,
+        caa_identities: Vec::new(),
     };
     ApiState {
         store,
