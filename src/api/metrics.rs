@@ -13,9 +13,6 @@ use super::problem::ProblemDoc;
 use super::{ApiState, Problem};
 use crate::domain::{ACME_LATENCY_BUCKETS, AcmeRequestStats};
 
-/// Per-slot expiry series in one scrape: the soonest-expiring ones.
-const EXPIRY_SERIES: u64 = 10_000;
-
 /// The ACME request latency histogram.
 const ACME_DURATION: &str = "twincert_acme_request_duration_seconds";
 
@@ -39,17 +36,25 @@ struct Scrape {
 #[utoipa::path(get, path = "/metrics", tag = "super", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
     let now = st.clock.now();
-    let totals = st.store.metrics().basic(now).await?;
-    let usage = st.store.cas().ca_usage().await?;
+    // The aggregates as the `counts` controller last stored them; counted
+    // here only while no pass has stored a set (a new store, or no replica
+    // runs the worker).
+    let counts = match st.store.metrics().load_counts().await? {
+        Some(c) => c,
+        None => st.store.recount(now, crate::store::EXPIRY_SERIES).await?,
+    };
     let distrusted_ids = st.store.cas().distrusted_cas().await?;
     let distrusted = st
         .cas
         .iter()
         .map(|c| (c.id.clone(), distrusted_ids.contains(&c.id)))
         .collect();
-    let mut series = st.store.metrics().revocation_metrics(now).await?;
-    series.extend(st.store.metrics().scale_metrics(now).await?);
-    series.extend(st.store.metrics().expiry_series(EXPIRY_SERIES).await?);
+    let mut series = counts.series;
+    series.extend(freshness_series(
+        counts.computed_at,
+        counts.pass_seconds,
+        now,
+    ));
     if let Some(r) = st.store.readiness().latest().await? {
         series.extend(super::readiness::series(&r));
     }
@@ -61,10 +66,9 @@ pub(super) async fn metrics(State(st): State<ApiState>) -> Result<Response, Prob
             n as f64,
         ));
     }
-    series.extend(sealed_series(
-        &st.store.keys().sealed_by_key_id().await?,
-        st.sealer.as_deref(),
-    ));
+    series.extend(sealed_series(&counts.sealed, st.sealer.as_deref()));
+    let totals = counts.totals;
+    let usage = counts.usage;
     let scrape = Scrape {
         totals,
         usage,
@@ -77,6 +81,24 @@ pub(super) async fn metrics(State(st): State<ApiState>) -> Result<Response, Prob
         render(scrape),
     )
         .into_response())
+}
+
+/// How old the counts are: when their pass began
+/// (`twincert_counts_computed_at_seconds`), its age at this scrape and how
+/// long the pass took — an alert on the age catches a `counts` controller
+/// that stopped.
+fn freshness_series(computed_at: i64, pass_seconds: f64, now: i64) -> Vec<(String, f64)> {
+    vec![
+        (
+            "twincert_counts_computed_at_seconds".into(),
+            computed_at as f64,
+        ),
+        (
+            "twincert_counts_age_seconds".into(),
+            (now - computed_at).max(0) as f64,
+        ),
+        ("twincert_counts_pass_seconds".into(), pass_seconds),
+    ]
 }
 
 /// `twincert_sealed_secrets{key_id}`: how many stored secrets each master
