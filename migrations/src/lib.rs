@@ -989,8 +989,9 @@ impl MigrationTrait for M0017PreflightProvider {
 /// `counts` singleton lease and stored here, so a scrape reads these rows
 /// instead of joining millions. `part` says which family a row belongs to
 /// (`meta`, `total`, `usage_active`, `usage_slots`, `sealed`, `series`);
-/// `series` is the series text (or CA / key id); the whole set is replaced
-/// in one transaction by each pass.
+/// `series` is the series text (or CA / key id), `value` the number as
+/// text (exact for f64 both ways, and a type backups carry as it is); the
+/// whole set is replaced in one transaction by each pass.
 pub struct M0018MetricCounts;
 
 impl MigrationName for M0018MetricCounts {
@@ -1005,7 +1006,7 @@ impl MigrationTrait for M0018MetricCounts {
         run_script(
             manager,
             "CREATE TABLE metric_counts (part TEXT NOT NULL, series TEXT NOT NULL, \
-             value DOUBLE PRECISION NOT NULL, PRIMARY KEY (part, series))",
+             value TEXT NOT NULL, PRIMARY KEY (part, series))",
         )
         .await
     }

@@ -153,8 +153,9 @@ impl Metrics {
                 vec![],
             )
             .await?
-            .map(|r| get::<f64>(&r, "value"))
+            .map(|r| get::<String>(&r, "value"))
             .transpose()?
+            .and_then(|v| v.parse::<f64>().ok())
             .is_some_and(|stored| stored > counts.computed_at as f64);
             if newer {
                 return Ok(false);
@@ -167,7 +168,7 @@ impl Metrics {
                     .join(", ");
                 let params = chunk
                     .iter()
-                    .flat_map(|(p, k, v)| [(*p).into(), k.clone().into(), (*v).into()])
+                    .flat_map(|(p, k, v)| [(*p).into(), k.clone().into(), v.to_string().into()])
                     .collect();
                 exec(
                     tx,
@@ -195,7 +196,10 @@ impl Metrics {
         for r in &rows {
             let part: String = get(r, "part")?;
             let key: String = get(r, "series")?;
-            let value: f64 = get(r, "value")?;
+            let text: String = get(r, "value")?;
+            let value: f64 = text
+                .parse()
+                .map_err(|_| StoreError::Db(format!("metric_counts value {text:?}")))?;
             // Counts are integers well inside f64's exact range (2^53).
             let int = value as i64;
             match (part.as_str(), key.as_str()) {
