@@ -508,7 +508,10 @@ impl Deployments {
     /// the name's active certificate. A swap or renewal of a name twincert
     /// does not deploy itself makes its endpoints due at once through
     /// [`mark_name_due`] or [`Deployments::mark_stale`]; with
-    /// destinations, the write schedules the check.
+    /// destinations, the write schedules the check, and an endpoint whose
+    /// name has a write pending (a deployment marked due whose time came)
+    /// waits for it: checked now, it would only see the old certificate
+    /// (the deployer checks while it writes).
     pub async fn due_endpoints(
         &self,
         now: i64,
@@ -525,7 +528,9 @@ impl Deployments {
              JOIN names n ON n.id = e.name_id \
              JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot \
              LEFT JOIN certificates c ON c.id = s.current_cert_id \
-             WHERE e.next_check_at <= $1 ORDER BY e.next_check_at LIMIT $2",
+             WHERE e.next_check_at <= $1 AND NOT EXISTS (SELECT 1 FROM deployments d \
+               WHERE d.name_id = e.name_id AND d.due_at <= $1) \
+             ORDER BY e.next_check_at LIMIT $2",
             vec![now.into(), (limit as i64).into()],
         )
         .await?;

@@ -2244,6 +2244,25 @@ async fn counts_and_due_contract(store: Store) {
             .collect::<Vec<_>>(),
         ["d3.example.test"]
     );
+    // An endpoint whose name waits for its write is not checked yet, even
+    // when asked to be: it would see the old certificate.
+    store
+        .deployments()
+        .request_checks("d1.example.test", quiet)
+        .await
+        .expect("request checks");
+    let endpoints = store
+        .deployments()
+        .due_endpoints(quiet, 100)
+        .await
+        .expect("due endpoints");
+    assert_eq!(
+        endpoints
+            .iter()
+            .map(|e| e.name_id.as_str())
+            .collect::<Vec<_>>(),
+        ["d3.example.test"]
+    );
     for d in &due {
         store
             .deployments()
