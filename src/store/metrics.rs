@@ -8,7 +8,7 @@
 //! `counts` controller under its singleton lease) and stores the result
 //! in `metric_counts` ([`Metrics::save_counts`]); a scrape reads those
 //! rows ([`Metrics::load_counts`]). Until the first pass has stored a
-//! set, the scrape counts live, as before.
+//! set, the scrape leaves these series out.
 
 use sea_orm::DatabaseConnection;
 
@@ -89,8 +89,7 @@ const COUNT_ROWS_PER_INSERT: usize = 500;
 impl Store {
     /// Counts every aggregate a scrape shows, at `now`, with the `expiry`
     /// soonest-expiring slots: the slow part of a scrape (seconds at a
-    /// million names), run by the `counts` controller or, while no set is
-    /// stored, by the scrape itself.
+    /// million names), run by the `counts` controller.
     pub async fn recount(&self, now: i64, expiry: u64) -> Result<Counts, StoreError> {
         let started = std::time::Instant::now();
         let m = self.metrics();

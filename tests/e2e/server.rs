@@ -360,8 +360,7 @@ impl Server {
     pub async fn metrics_text(&self) -> String {
         // The aggregates are the `counts` controller's (every second
         // here): wait for a set counted after this call began, so what the
-        // test did before is in it. Without the line (no set stored yet),
-        // the scrape counted live.
+        // test did before is in it (before the first set, they are absent).
         let asked = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
@@ -382,12 +381,10 @@ impl Server {
                 .lines()
                 .find_map(|l| l.strip_prefix("twincert_counts_computed_at_seconds "))
                 .and_then(|v| v.trim().parse::<f64>().ok());
-            match computed_at {
-                Some(t) if t <= asked && std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-                _ => return text,
+            if computed_at.is_some_and(|t| t > asked) || std::time::Instant::now() >= deadline {
+                return text;
             }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
 
