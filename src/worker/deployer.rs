@@ -5,8 +5,7 @@
 //!    the name's active certificate — after an issuance, a renewal or a
 //!    swap alike — is written (files, webhook, Kubernetes Secret), several
 //!    at once; a failure is retried with backoff and alerted;
-//! 2. **check** (alongside the writes, a pipeline): every endpoint due
-//!    (just deployed, or its interval passed)
+//! 2. **check**: every endpoint due (just deployed, or its interval passed)
 //!    is checked step by step against the active certificate; the name's
 //!    deployments become `confirmed` when all its endpoints serve it, or
 //!    `failed`, and an alert says so (the notifier tells people).
@@ -51,9 +50,6 @@ pub(super) const LEASE: &str = "deploy";
 /// page, so a second replica never runs the same rows.
 pub(super) const LEASE_TTL: i64 = 300;
 const PAGE: u64 = 500;
-/// How often the check stage looks for due endpoints while the write
-/// stage of the same pass still runs.
-const CHECK_POLL: Duration = Duration::from_millis(200);
 /// How often the deployer looks over every deployment for one that does
 /// not hold its active certificate and was not marked (a path that
 /// changed it without marking: a bug, or a change made outside twincert).
@@ -150,43 +146,12 @@ impl Deployer {
 
     /// One deployment pass and one check pass (the lease is the caller's:
     /// the supervisor's loop, or a benchmark driving the deployer alone).
-    ///
-    /// Writes and checks are a pipeline: while pages of deployments are
-    /// written, the endpoints of those already written are checked as
-    /// they come due, so a wave takes about as long as its slower stage,
-    /// not the sum of both. Each stage has `concurrency` at once.
     pub async fn pass(self: Arc<Self>) -> Result<(), StoreError> {
         self.mark_stale_pass().await?;
-        let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (deployed, checked) = tokio::join!(
-            {
-                let (me, writing) = (self.clone(), writing.clone());
-                async move {
-                    let r = me.deploy_pass().await;
-                    writing.store(false, std::sync::atomic::Ordering::Release);
-                    r
-                }
-            },
-            self.clone().check_while_writing(writing),
-        );
+        let deployed = self.clone().deploy_pass().await;
+        let checked = self.clone().check_pass_endpoints().await;
         let reminded = self.remind_pass().await;
         deployed.and(checked).and(reminded)
-    }
-
-    /// Check passes while the write stage runs (every [`CHECK_POLL`]),
-    /// then one more for what the last writes made due.
-    async fn check_while_writing(
-        self: Arc<Self>,
-        writing: Arc<std::sync::atomic::AtomicBool>,
-    ) -> Result<(), StoreError> {
-        loop {
-            let last = !writing.load(std::sync::atomic::Ordering::Acquire);
-            self.clone().check_pass_endpoints().await?;
-            if last {
-                return Ok(());
-            }
-            tokio::time::sleep(CHECK_POLL).await;
-        }
     }
 
     /// Keeps the `deploy` lease; false once another replica has it.
