@@ -43,6 +43,7 @@ pub const TABLES: &[&str] = &[
     "console_sessions",
     "console_logins",
     "dns_persist_issuers",
+    "metric_counts",
 ];
 
 /// Columns whose values come from a sequence on PostgreSQL (`{serial}`):
@@ -82,6 +83,8 @@ impl MigratorTrait for Migrator {
             Box::new(M0015ManualDestination),
             Box::new(M0016AcmeDnsRegistrations),
             Box::new(M0017PreflightProvider),
+            Box::new(M0018MetricCounts),
+            Box::new(M0019DeploymentsDue),
             Box::new(M0020SwapHot),
             Box::new(M0022AcmeProfiles),
             Box::new(M0023DnsPersist),
@@ -1150,6 +1153,76 @@ impl MigrationTrait for M0020SwapHot {
              WHERE primary_superseded_by IS NOT NULL; \
              CREATE INDEX names_backup_superseded ON names (backup_superseded_by) \
              WHERE backup_superseded_by IS NOT NULL",
+        )
+        .await
+    }
+}
+
+
+/// Maintained counts for `/metrics` (issue 21): the aggregates over all
+/// names, slots and certificates, recounted by one replica under the
+/// `counts` singleton lease and stored here, so a scrape reads these rows
+/// instead of joining millions. `part` says which family a row belongs to
+/// (`meta`, `total`, `usage_active`, `usage_slots`, `sealed`, `series`);
+/// `series` is the series text (or CA / key id), `value` the number as
+/// text (exact for f64 both ways, and a type backups carry as it is); the
+/// whole set is replaced in one transaction by each pass.
+pub struct M0018MetricCounts;
+
+impl MigrationName for M0018MetricCounts {
+    fn name(&self) -> &str {
+        "m0018_metric_counts"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0018MetricCounts {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "CREATE TABLE metric_counts (part TEXT NOT NULL, series TEXT NOT NULL, \
+             value TEXT NOT NULL, PRIMARY KEY (part, series))",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, "DROP TABLE metric_counts").await
+    }
+}
+
+/// The deployer's queue (issue 21): `deployments.due_at` is set when a
+/// deployment must be written (by the transaction that changed the name's
+/// active certificate, or by the deployer after a swap) and cleared when
+/// it was; the partial index holds only the marked rows, so a poll reads
+/// those and not every deployment. At upgrade, every deployment that does
+/// not hold its name's active certificate is marked, at its backoff.
+pub struct M0019DeploymentsDue;
+
+impl MigrationName for M0019DeploymentsDue {
+    fn name(&self) -> &str {
+        "m0019_deployments_due"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0019DeploymentsDue {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "ALTER TABLE deployments ADD COLUMN due_at BIGINT; \
+             UPDATE deployments SET due_at = next_attempt_at WHERE cert_id IS NULL \
+             OR cert_id <> (SELECT s.current_cert_id FROM names n JOIN slots s \
+             ON s.name_id = n.id AND s.slot = n.active_slot WHERE n.id = deployments.name_id); \
+             CREATE INDEX deployments_due_at ON deployments (due_at) WHERE due_at IS NOT NULL",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "DROP INDEX deployments_due_at; ALTER TABLE deployments DROP COLUMN due_at",
         )
         .await
     }

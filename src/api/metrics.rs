@@ -13,9 +13,6 @@ use super::problem::ProblemDoc;
 use super::{ApiState, Problem};
 use crate::domain::{ACME_LATENCY_BUCKETS, AcmeRequestStats};
 
-/// Per-slot expiry series in one scrape: the soonest-expiring ones.
-const EXPIRY_SERIES: u64 = 10_000;
-
 /// The ACME request latency histogram.
 const ACME_DURATION: &str = "twincert_acme_request_duration_seconds";
 
@@ -39,17 +36,26 @@ struct Scrape {
 #[utoipa::path(get, path = "/metrics", tag = "super", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"), (status = 401, description = "no or bad token", body = ProblemDoc, content_type = "application/problem+json"), (status = 403, description = "role too low", body = ProblemDoc, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn metrics(State(st): State<ApiState>) -> Result<Response, Problem> {
     let now = st.clock.now();
-    let totals = st.store.metrics().basic(now).await?;
-    let usage = st.store.cas().ca_usage().await?;
+    // The aggregates as the `counts` controller last stored them. Before
+    // its first pass has stored a set they are left out (a gap in the
+    // graphs, not a guess): counting them here would take seconds per
+    // scrape at a million names, past Prometheus' scrape timeout.
+    let counts = st.store.metrics().load_counts().await?;
     let distrusted_ids = st.store.cas().distrusted_cas().await?;
     let distrusted = st
         .cas
         .iter()
         .map(|c| (c.id.clone(), distrusted_ids.contains(&c.id)))
         .collect();
-    let mut series = st.store.metrics().revocation_metrics(now).await?;
-    series.extend(st.store.metrics().scale_metrics(now).await?);
-    series.extend(st.store.metrics().expiry_series(EXPIRY_SERIES).await?);
+    let (totals, usage, mut series) = match &counts {
+        Some(c) => {
+            let mut series = c.series.clone();
+            series.extend(freshness_series(c.computed_at, c.pass_seconds, now));
+            series.extend(sealed_series(&c.sealed, st.sealer.as_deref()));
+            (c.totals.clone(), c.usage.clone(), series)
+        }
+        None => Default::default(),
+    };
     if let Some(r) = st.store.readiness().latest().await? {
         series.extend(super::readiness::series(&r));
     }
@@ -61,10 +67,6 @@ pub(super) async fn metrics(State(st): State<ApiState>) -> Result<Response, Prob
             n as f64,
         ));
     }
-    series.extend(sealed_series(
-        &st.store.keys().sealed_by_key_id().await?,
-        st.sealer.as_deref(),
-    ));
     let scrape = Scrape {
         totals,
         usage,
@@ -77,6 +79,24 @@ pub(super) async fn metrics(State(st): State<ApiState>) -> Result<Response, Prob
         render(scrape),
     )
         .into_response())
+}
+
+/// How old the counts are: when their pass began
+/// (`twincert_counts_computed_at_seconds`), its age at this scrape and how
+/// long the pass took — an alert on the age catches a `counts` controller
+/// that stopped.
+fn freshness_series(computed_at: i64, pass_seconds: f64, now: i64) -> Vec<(String, f64)> {
+    vec![
+        (
+            "twincert_counts_computed_at_seconds".into(),
+            computed_at as f64,
+        ),
+        (
+            "twincert_counts_age_seconds".into(),
+            (now - computed_at).max(0) as f64,
+        ),
+        ("twincert_counts_pass_seconds".into(), pass_seconds),
+    ]
 }
 
 /// `twincert_sealed_secrets{key_id}`: how many stored secrets each master

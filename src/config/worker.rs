@@ -16,6 +16,7 @@ pub(super) struct RawWorker {
     max_backoff_seconds: Option<u64>,
     acme_timeout_seconds: Option<u64>,
     replica_id: Option<String>,
+    counts_interval_seconds: Option<u64>,
 }
 
 /// Worker tuning.
@@ -39,6 +40,9 @@ pub struct WorkerConfig {
     /// at start it takes back at once the leases its previous incarnation
     /// held, instead of waiting them out. Unique among live replicas.
     pub replica_id: Option<String>,
+    /// How often one replica recounts the aggregates `/metrics` shows
+    /// (at most every ten times a recount's own duration).
+    pub counts_interval_seconds: u64,
 }
 
 /// `[worker]` with its defaults, refusing values that cannot work.
@@ -52,6 +56,7 @@ pub(super) fn validate_worker(w: RawWorker) -> Result<WorkerConfig, ConfigError>
         max_backoff_seconds: w.max_backoff_seconds.unwrap_or(3600),
         acme_timeout_seconds: w.acme_timeout_seconds.unwrap_or(90),
         replica_id: w.replica_id.filter(|s| !s.is_empty()),
+        counts_interval_seconds: w.counts_interval_seconds.unwrap_or(30),
     };
     if let Some(id) = &worker.replica_id
         && (id.len() > 253
@@ -77,6 +82,13 @@ pub(super) fn validate_worker(w: RawWorker) -> Result<WorkerConfig, ConfigError>
             "worker.poll_interval_ms",
             worker.poll_interval_ms,
             "must be between 10 and 60000",
+        ));
+    }
+    if !(1..=3600).contains(&worker.counts_interval_seconds) {
+        return Err(invalid(
+            "worker.counts_interval_seconds",
+            worker.counts_interval_seconds,
+            "must be between 1 and 3600",
         ));
     }
     if worker.lease_seconds < 2 {

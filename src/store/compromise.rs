@@ -325,6 +325,7 @@ impl Emergency {
                         vec![name_id.into(), slot.other().as_str().into(), now.into()],
                     )
                     .await?;
+                    super::deploy::mark_name_due(tx, name_id, now).await?;
                     swapped = true;
                 }
             }

@@ -3,8 +3,27 @@
 //! should serve it and what their last check saw (`endpoints`).
 //!
 //! A deployment is due when the certificate it last wrote is not the
-//! name's active one (issuance, renewal, swap all show up this way, with no
-//! hook in each of those paths) and its backoff has passed.
+//! name's active one and its backoff has passed. The deployer does not
+//! look for such rows on every poll (a join over every deployment): they
+//! are *marked* due (`deployments.due_at`, a partial index holds only the
+//! marked rows) and the deployer reads the marked ones by index:
+//!
+//! - an issuance or renewal marks the name's deployments in its own
+//!   transaction ([`mark_name_due`], `orders.rs`), as does a key-compromise
+//!   swap of one name;
+//! - a swap (any operation: swap, incident, drill) writes its `operations`
+//!   row in its transaction; the deployer, seeing a new operation, marks
+//!   every deployment that does not hold its name's active certificate in
+//!   one statement ([`Deployments::mark_stale`]) — one pass over the rows
+//!   per operation, not per poll; it does so at its start and every few
+//!   minutes too, so a path that changes an active certificate without
+//!   marking is caught within minutes;
+//! - a successful write unmarks; a failed one marks again at its backoff.
+//!
+//! Endpoint checks are due by `endpoints.next_check_at` (indexed); the
+//! same two markings make the endpoints of names twincert does not deploy
+//! itself due at once after their active certificate changed (with
+//! deployments, the write schedules the check).
 
 use sea_orm::DatabaseConnection;
 use serde::Serialize;
@@ -136,6 +155,41 @@ pub(super) const ACTIVE_JOIN: &str = "JOIN names n ON n.id = d.name_id \
      JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot \
      JOIN certificates c ON c.id = s.current_cert_id";
 
+/// The name's active certificate, as a scalar subquery over `{t}.name_id`.
+fn active_cert_of(t: &str) -> String {
+    format!(
+        "(SELECT s.current_cert_id FROM names n JOIN slots s ON s.name_id = n.id \
+         AND s.slot = n.active_slot WHERE n.id = {t}.name_id)"
+    )
+}
+
+/// The name's active certificate may have changed (an issuance, a
+/// renewal, a one-name swap): its deployments are due (a deployment in
+/// backoff keeps its time) and, when twincert deploys nothing for it, its
+/// endpoints are checked at once. Called in the transaction that made the
+/// change; marking a deployment that already holds the active certificate
+/// costs the deployer one indexed read, which unmarks it.
+pub(crate) async fn mark_name_due<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "UPDATE deployments SET due_at = $2 WHERE name_id = $1 AND due_at IS NULL",
+        vec![name_id.into(), now.into()],
+    )
+    .await?;
+    exec(
+        c,
+        "UPDATE endpoints SET next_check_at = $2 WHERE name_id = $1 AND next_check_at > $2 \
+         AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.name_id = endpoints.name_id)",
+        vec![name_id.into(), now.into()],
+    )
+    .await?;
+    Ok(())
+}
+
 /// One deployment row, due now (nothing written yet).
 pub(super) async fn insert_deployment<C: sea_orm::ConnectionTrait>(
     c: &C,
@@ -146,7 +200,7 @@ pub(super) async fn insert_deployment<C: sea_orm::ConnectionTrait>(
     exec(
         c,
         "INSERT INTO deployments (name_id, destination, state, requested_at, \
-         next_attempt_at, updated_at) VALUES ($1, $2, 'requested', $3, $3, $3) \
+         next_attempt_at, due_at, updated_at) VALUES ($1, $2, 'requested', $3, $3, $3, $3) \
          ON CONFLICT (name_id, destination) DO NOTHING",
         vec![name_id.into(), destination.into(), now.into()],
     )
@@ -300,20 +354,74 @@ impl Deployments {
         Ok((deployments, endpoints))
     }
 
-    /// Deployments whose destination does not hold the name's active
-    /// certificate and whose backoff has passed, oldest first.
+    /// Marks due every deployment that does not hold its name's active
+    /// certificate and is not marked yet, and checks now the endpoints of
+    /// names without deployments whose last check saw another certificate
+    /// than the active one: one pass over every row, after a swap
+    /// (a bulk change of active certificates) and as a periodic safety
+    /// net. Returns (deployments, endpoints) marked.
+    pub async fn mark_stale(&self, now: i64) -> Result<(u64, u64), StoreError> {
+        let deployments = exec(
+            &self.db,
+            &format!(
+                "UPDATE deployments SET due_at = $1 WHERE due_at IS NULL \
+                 AND (cert_id IS NULL OR cert_id <> {})",
+                active_cert_of("deployments")
+            ),
+            vec![now.into()],
+        )
+        .await?;
+        let endpoints = exec(
+            &self.db,
+            &format!(
+                "UPDATE endpoints SET next_check_at = $1 WHERE next_check_at > $1 \
+                 AND cert_id <> {} \
+                 AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.name_id = endpoints.name_id)",
+                active_cert_of("endpoints")
+            ),
+            vec![now.into()],
+        )
+        .await?;
+        Ok((deployments, endpoints))
+    }
+
+    /// The newest emergency operation (swap, incident, drill), as a
+    /// number that grows with each: when it moved, active certificates
+    /// changed in bulk and [`Deployments::mark_stale`] is due.
+    pub async fn last_operation(&self) -> Result<Option<i64>, StoreError> {
+        match one(&self.db, "SELECT MAX(seq) AS seq FROM operations", vec![]).await? {
+            Some(r) => get(&r, "seq"),
+            None => Ok(None),
+        }
+    }
+
+    /// Deployments marked due whose time came and whose destination does
+    /// not hold the name's active certificate, oldest first; read through
+    /// the partial index of marked rows. Marked rows that hold it already
+    /// (a swap there and back, a renewal of the standby slot) are unmarked
+    /// first.
     pub async fn due_deployments(
         &self,
         now: i64,
         limit: u64,
     ) -> Result<Vec<DueDeployment>, StoreError> {
+        exec(
+            &self.db,
+            &format!(
+                "UPDATE deployments SET due_at = NULL WHERE due_at <= $1 \
+                 AND cert_id = {}",
+                active_cert_of("deployments")
+            ),
+            vec![now.into()],
+        )
+        .await?;
         let rows = all(
             &self.db,
             &format!(
                 "SELECT d.name_id, d.destination, d.attempts, c.id AS cert_id, c.slot, c.ca_id, \
                  c.serial, c.chain_pem, c.private_key_id FROM deployments d {ACTIVE_JOIN} \
-                 WHERE (d.cert_id IS NULL OR d.cert_id <> c.id) AND d.next_attempt_at <= $1 \
-                 ORDER BY d.next_attempt_at LIMIT $2"
+                 WHERE d.due_at <= $1 AND (d.cert_id IS NULL OR d.cert_id <> c.id) \
+                 ORDER BY d.due_at LIMIT $2"
             ),
             vec![now.into(), (limit as i64).into()],
         )
@@ -351,7 +459,8 @@ impl Deployments {
                 tx,
                 "UPDATE deployments SET state = 'requested', cert_id = $3, requested_at = $4, \
              deployed_at = $4, confirmed_at = NULL, attempts = 0, last_error = NULL, \
-             detail = $5, updated_at = $4 WHERE name_id = $1 AND destination = $2",
+             detail = $5, updated_at = $4, due_at = NULL \
+             WHERE name_id = $1 AND destination = $2",
                 vec![
                     name_id.into(),
                     destination.into(),
@@ -380,7 +489,7 @@ impl Deployments {
         exec(
             &self.db,
             "UPDATE deployments SET state = 'failed', attempts = attempts + 1, last_error = $3, \
-             detail = $4, next_attempt_at = $5, updated_at = $6 \
+             detail = $4, next_attempt_at = $5, due_at = $5, updated_at = $6 \
              WHERE name_id = $1 AND destination = $2",
             vec![
                 name_id.into(),
@@ -395,11 +504,14 @@ impl Deployments {
         Ok(())
     }
 
-    /// Endpoints due for a check, with the name's active certificate: those
-    /// whose time came, and — for names twincert does not deploy itself —
-    /// those last checked against a certificate that is no longer active
-    /// (a swap or renewal is checked at once; with destinations, the write
-    /// schedules the check).
+    /// Endpoints due for a check (their time came: an index range), with
+    /// the name's active certificate. A swap or renewal of a name twincert
+    /// does not deploy itself makes its endpoints due at once through
+    /// [`mark_name_due`] or [`Deployments::mark_stale`]; with
+    /// destinations, the write schedules the check, and an endpoint whose
+    /// name has a write pending (a deployment marked due whose time came)
+    /// waits for it: checked now, it would only see the old certificate
+    /// (the deployer checks while it writes).
     pub async fn due_endpoints(
         &self,
         now: i64,
@@ -416,9 +528,8 @@ impl Deployments {
              JOIN names n ON n.id = e.name_id \
              JOIN slots s ON s.name_id = n.id AND s.slot = n.active_slot \
              LEFT JOIN certificates c ON c.id = s.current_cert_id \
-             WHERE e.next_check_at <= $1 \
-             OR (e.cert_id <> c.id AND NOT EXISTS \
-               (SELECT 1 FROM deployments d WHERE d.name_id = e.name_id)) \
+             WHERE e.next_check_at <= $1 AND NOT EXISTS (SELECT 1 FROM deployments d \
+               WHERE d.name_id = e.name_id AND d.due_at <= $1) \
              ORDER BY e.next_check_at LIMIT $2",
             vec![now.into(), (limit as i64).into()],
         )
@@ -452,7 +563,7 @@ impl Deployments {
             let n = exec(
                 tx,
                 "UPDATE deployments SET cert_id = NULL, attempts = 0, next_attempt_at = $3, \
-                 updated_at = $3 WHERE name_id = $1 AND destination = $2",
+                 due_at = $3, updated_at = $3 WHERE name_id = $1 AND destination = $2",
                 vec![name_id.into(), destination.into(), audit.at.into()],
             )
             .await?;

@@ -2,12 +2,19 @@
 //! `state`), orders by state and CA, the work queue, swaps, DNS
 //! propagation, revocation and alert series, and the expiry time of the
 //! soonest slots' certificates. Each is one aggregate query.
+//!
+//! At millions of names those queries take seconds, so a scrape does not
+//! run them: one replica recounts them all ([`Store::recount`], the
+//! `counts` controller under its singleton lease) and stores the result
+//! in `metric_counts` ([`Metrics::save_counts`]); a scrape reads those
+//! rows ([`Metrics::load_counts`]). Until the first pass has stored a
+//! set, the scrape leaves these series out.
 
 use sea_orm::DatabaseConnection;
 
-use super::StoreError;
 use super::names::{NAME_STATE_JOINS, name_state_case};
-use super::sql::{all, get, one};
+use super::sql::{all, exec, get, holes, one, with_tx};
+use super::{Store, StoreError};
 
 /// Aggregate figures for `/metrics`.
 #[derive(Clone)]
@@ -25,37 +32,207 @@ pub(crate) fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Everything a scrape shows from the store's aggregates, as counted at
+/// `computed_at` (one pass; its queries are separate statements, so two
+/// figures may be a few milliseconds apart).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    /// Unix seconds when the pass began.
+    pub computed_at: i64,
+    /// How long the pass took.
+    pub pass_seconds: f64,
+    /// Unlabelled gauges (`twincert_names`, …), see [`Metrics::basic`].
+    pub totals: Vec<(String, i64)>,
+    /// Per CA: (CA, active names, slots), see `Cas::ca_usage`.
+    pub usage: Vec<(String, i64, i64)>,
+    /// Sealed secrets per master key id, see `Keys::sealed_by_key_id`.
+    pub sealed: Vec<(String, i64)>,
+    /// Labelled series: revocation, scale, and the soonest expiries.
+    pub series: Vec<Series>,
+}
+
+/// The unlabelled gauges and the query that counts each.
+const BASIC: [(&str, &str); 6] = [
+    ("twincert_names", "SELECT COUNT(*) AS n FROM names"),
+    (
+        "twincert_slots_with_certificate",
+        "SELECT COUNT(*) AS n FROM slots WHERE current_cert_id IS NOT NULL",
+    ),
+    (
+        "twincert_orders_open",
+        "SELECT COUNT(*) AS n FROM orders WHERE state IN ('pending', 'processing')",
+    ),
+    (
+        "twincert_orders_failing",
+        "SELECT COUNT(*) AS n FROM orders WHERE state IN ('pending', 'processing') \
+         AND last_error IS NOT NULL",
+    ),
+    (
+        "twincert_names_diversity_violations",
+        "SELECT COUNT(*) AS n FROM names WHERE diversity_error IS NOT NULL",
+    ),
+    (
+        "twincert_certificates_expiring_7d",
+        "SELECT COUNT(*) AS n FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+         WHERE c.not_after < $1",
+    ),
+];
+
+/// Per-slot expiry series a scrape shows: the soonest-expiring ones (the
+/// ones an alert is about), not a million series.
+pub const EXPIRY_SERIES: u64 = 10_000;
+
+/// Rows written per INSERT when a set of counts is stored (three values
+/// each: well under SQLite's 32,766 parameters).
+const COUNT_ROWS_PER_INSERT: usize = 500;
+
+impl Store {
+    /// Counts every aggregate a scrape shows, at `now`, with the `expiry`
+    /// soonest-expiring slots: the slow part of a scrape (seconds at a
+    /// million names), run by the `counts` controller.
+    pub async fn recount(&self, now: i64, expiry: u64) -> Result<Counts, StoreError> {
+        let started = std::time::Instant::now();
+        let m = self.metrics();
+        let totals = m.basic(now).await?;
+        let usage = self.cas().ca_usage().await?;
+        let sealed = self.keys().sealed_by_key_id().await?;
+        let mut series = m.revocation_metrics(now).await?;
+        series.extend(m.scale_metrics(now).await?);
+        series.extend(m.expiry_series(expiry).await?);
+        Ok(Counts {
+            computed_at: now,
+            pass_seconds: started.elapsed().as_secs_f64(),
+            totals,
+            usage,
+            sealed,
+            series,
+        })
+    }
+}
+
 impl Metrics {
+    // ----- maintained counts -------------------------------------------------
+
+    /// Replaces the stored set of counts with `counts`, in one transaction
+    /// (a scrape sees the old set or the new one, never a mix). A set older
+    /// than the stored one is dropped: two replicas that both ran a pass
+    /// (one lost its lease mid-pass) leave the newer.
+    pub async fn save_counts(&self, counts: &Counts) -> Result<bool, StoreError> {
+        let mut rows: Vec<(&str, String, f64)> = vec![
+            ("meta", "computed_at".into(), counts.computed_at as f64),
+            ("meta", "pass_seconds".into(), counts.pass_seconds),
+        ];
+        rows.extend(
+            counts
+                .totals
+                .iter()
+                .map(|(k, v)| ("total", k.clone(), *v as f64)),
+        );
+        for (ca, active, slots) in &counts.usage {
+            rows.push(("usage_active", ca.clone(), *active as f64));
+            rows.push(("usage_slots", ca.clone(), *slots as f64));
+        }
+        rows.extend(
+            counts
+                .sealed
+                .iter()
+                .map(|(k, v)| ("sealed", k.clone(), *v as f64)),
+        );
+        // The same series twice (it cannot happen today) would break the
+        // primary key: the last one wins, as it would in the exposition.
+        let mut series: Vec<&Series> = counts.series.iter().collect();
+        series.reverse();
+        let mut seen = std::collections::HashSet::new();
+        series.retain(|(k, _)| seen.insert(k.as_str()));
+        rows.extend(series.into_iter().map(|(k, v)| ("series", k.clone(), *v)));
+        with_tx(&self.db, async |tx| {
+            let newer = one(
+                tx,
+                "SELECT value FROM metric_counts WHERE part = 'meta' AND series = 'computed_at'",
+                vec![],
+            )
+            .await?
+            .map(|r| get::<String>(&r, "value"))
+            .transpose()?
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|stored| stored > counts.computed_at as f64);
+            if newer {
+                return Ok(false);
+            }
+            exec(tx, "DELETE FROM metric_counts", vec![]).await?;
+            for chunk in rows.chunks(COUNT_ROWS_PER_INSERT) {
+                let values = (0..chunk.len())
+                    .map(|i| format!("({})", holes(3 * i + 1, 3)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let params = chunk
+                    .iter()
+                    .flat_map(|(p, k, v)| [(*p).into(), k.clone().into(), v.to_string().into()])
+                    .collect();
+                exec(
+                    tx,
+                    &format!("INSERT INTO metric_counts (part, series, value) VALUES {values}"),
+                    params,
+                )
+                .await?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// The stored set of counts; `None` before the first pass stored one.
+    pub async fn load_counts(&self) -> Result<Option<Counts>, StoreError> {
+        let rows = all(
+            &self.db,
+            "SELECT part, series, value FROM metric_counts",
+            vec![],
+        )
+        .await?;
+        let mut counts = Counts::default();
+        let mut stored = false;
+        let mut usage: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+        for r in &rows {
+            let part: String = get(r, "part")?;
+            let key: String = get(r, "series")?;
+            let text: String = get(r, "value")?;
+            let value: f64 = text
+                .parse()
+                .map_err(|_| StoreError::Db(format!("metric_counts value {text:?}")))?;
+            // Counts are integers well inside f64's exact range (2^53).
+            let int = value as i64;
+            match (part.as_str(), key.as_str()) {
+                ("meta", "computed_at") => {
+                    counts.computed_at = int;
+                    stored = true;
+                }
+                ("meta", "pass_seconds") => counts.pass_seconds = value,
+                ("total", _) => counts.totals.push((key, int)),
+                ("usage_active", _) => usage.entry(key).or_default().0 = int,
+                ("usage_slots", _) => usage.entry(key).or_default().1 = int,
+                ("sealed", _) => counts.sealed.push((key, int)),
+                ("series", _) => counts.series.push((key, value)),
+                _ => {}
+            }
+        }
+        if !stored {
+            return Ok(None);
+        }
+        // The order the live queries give: totals as `basic` lists them,
+        // CAs and key ids sorted.
+        let order = |k: &str| BASIC.iter().position(|(m, _)| *m == k);
+        counts.totals.sort_by_key(|(k, _)| order(k));
+        counts.sealed.sort();
+        counts.usage = usage.into_iter().map(|(ca, (a, s))| (ca, a, s)).collect();
+        Ok(Some(counts))
+    }
+
     // ----- metrics -----------------------------------------------------------
 
     /// Counts for `/metrics`: each a small aggregate query, so scraping a
     /// store of millions of names stays cheap.
     pub async fn basic(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        let queries: [(&str, &str); 6] = [
-            ("twincert_names", "SELECT COUNT(*) AS n FROM names"),
-            (
-                "twincert_slots_with_certificate",
-                "SELECT COUNT(*) AS n FROM slots WHERE current_cert_id IS NOT NULL",
-            ),
-            (
-                "twincert_orders_open",
-                "SELECT COUNT(*) AS n FROM orders WHERE state IN ('pending', 'processing')",
-            ),
-            (
-                "twincert_orders_failing",
-                "SELECT COUNT(*) AS n FROM orders WHERE state IN ('pending', 'processing') \
-                 AND last_error IS NOT NULL",
-            ),
-            (
-                "twincert_names_diversity_violations",
-                "SELECT COUNT(*) AS n FROM names WHERE diversity_error IS NOT NULL",
-            ),
-            (
-                "twincert_certificates_expiring_7d",
-                "SELECT COUNT(*) AS n FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
-                 WHERE c.not_after < $1",
-            ),
-        ];
+        let queries = BASIC;
         let mut out = Vec::with_capacity(queries.len());
         for (metric, sql) in queries {
             let values = if sql.contains("$1") {

@@ -76,7 +76,7 @@ pub use incidents::{Incident, Incidents};
 pub use keys::{Keys, SealedSecret, SecretKind};
 pub use leases::Leases;
 pub(crate) use metrics::label;
-pub use metrics::{Metrics, Series};
+pub use metrics::{Counts, EXPIRY_SERIES, Metrics, Series};
 pub use names::{NameFilter, Names, NewName};
 pub use operations::{CaOrders, Operation, OperationProgress, Operations, ReprovisionJob};
 pub use orders::{Completed, FailingOrder, NewCertificate, Orders, OtherCert, StoredSources};

@@ -516,6 +516,9 @@ impl Orders {
                 vec![name_id.clone().into(), slot.clone().into(), now.into()],
             )
             .await?;
+            // Renewed or rescued: the name's destinations are written at
+            // the deployer's next poll.
+            super::deploy::mark_name_due(tx, &name_id, now).await?;
             if rescued == 1 {
                 insert_audit(
                     tx,

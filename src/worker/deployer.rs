@@ -11,12 +11,20 @@
 //!    `failed`, and an alert says so (the notifier tells people).
 //!
 //! *Observes*: due deployments and due endpoint checks
-//! (`store::Deployments`), the active certificates and their sealed keys.
+//! (`store::Deployments`, read through indexes of the marked rows), the
+//! newest emergency operation, the active certificates and their sealed
+//! keys.
+//!
+//! Before writing, it marks due the deployments a swap made stale
+//! (`Deployments::mark_stale`, one statement over every row) — when a new
+//! emergency operation appeared, at its first pass and every
+//! [`MARK_STALE_EVERY`] as a safety net; issuances and renewals mark
+//! their own in their transaction.
 //! *Writes*: destinations (outside), deployment and check results, and
 //! deployment alerts (`store::Alerts`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -42,6 +50,10 @@ pub(super) const LEASE: &str = "deploy";
 /// page, so a second replica never runs the same rows.
 pub(super) const LEASE_TTL: i64 = 300;
 const PAGE: u64 = 500;
+/// How often the deployer looks over every deployment for one that does
+/// not hold its active certificate and was not marked (a path that
+/// changed it without marking: a bug, or a change made outside twincert).
+pub(super) const MARK_STALE_EVERY: Duration = Duration::from_secs(300);
 
 /// The deployer controller and what it needs.
 pub struct Deployer {
@@ -53,6 +65,21 @@ pub struct Deployer {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) sealer: Arc<Sealer>,
     pub(super) delivery: Arc<Delivery>,
+    /// When `mark_stale` last ran and the newest operation then.
+    marked: tokio::sync::Mutex<Option<(Instant, Option<i64>)>>,
+}
+
+/// Whether the deployer should look over every deployment now: never did,
+/// an operation appeared since, or the safety-net interval passed.
+pub(super) fn mark_stale_due(
+    last: Option<(Duration, Option<i64>)>,
+    operation: Option<i64>,
+    every: Duration,
+) -> bool {
+    match last {
+        None => true,
+        Some((since, seen)) => seen != operation || since >= every,
+    }
 }
 
 /// Splits a PEM chain (leaf first) into the leaf and the rest.
@@ -91,12 +118,36 @@ impl Deployer {
             clock,
             sealer,
             delivery,
+            marked: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Marks due what a swap made stale, when [`mark_stale_due`] says so.
+    async fn mark_stale_pass(&self) -> Result<(), StoreError> {
+        let operation = self.deployments.last_operation().await?;
+        let mut marked = self.marked.lock().await;
+        let last = marked.map(|(at, seen)| (at.elapsed(), seen));
+        if !mark_stale_due(last, operation, MARK_STALE_EVERY) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let (d, e) = self.deployments.mark_stale(self.clock.now()).await?;
+        if d + e > 0 {
+            info!(
+                deployments = d,
+                endpoints = e,
+                ms = started.elapsed().as_millis(),
+                "marked due after an active certificate changed"
+            );
+        }
+        *marked = Some((started, operation));
+        Ok(())
     }
 
     /// One deployment pass and one check pass (the lease is the caller's:
     /// the supervisor's loop, or a benchmark driving the deployer alone).
     pub async fn pass(self: Arc<Self>) -> Result<(), StoreError> {
+        self.mark_stale_pass().await?;
         let deployed = self.clone().deploy_pass().await;
         let checked = self.clone().check_pass_endpoints().await;
         let reminded = self.remind_pass().await;
@@ -541,6 +592,23 @@ fn endpoint_subject(name: &str, spec: &crate::store::EndpointSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_deployment_is_looked_over_at_start_after_an_operation_and_now_and_then() {
+        let s = Duration::from_secs;
+        let every = s(300);
+        // (case, last look: since and operation seen, newest operation, due)
+        let cases = [
+            ("first pass", None, None, true),
+            ("nothing new", Some((s(5), Some(3))), Some(3), false),
+            ("a swap since", Some((s(5), Some(3))), Some(4), true),
+            ("the first swap ever", Some((s(5), None)), Some(1), true),
+            ("safety net", Some((s(300), Some(3))), Some(3), true),
+        ];
+        for (case, last, operation, want) in cases {
+            assert_eq!(mark_stale_due(last, operation, every), want, "{case}");
+        }
+    }
 
     #[test]
     fn chains_split_into_leaf_and_intermediates() {

@@ -18,6 +18,7 @@
 //! [`singleton`] is the one loop that runs a pass on exactly one replica.
 
 mod accounts;
+mod counts;
 mod delivery;
 pub mod deployer;
 mod drill;
@@ -251,6 +252,12 @@ impl SupervisorBuilder {
                 .map(|c| (c.id().to_string(), c.crl_urls().to_vec()))
                 .collect(),
         ));
+        let counter = Arc::new(counts::Counter::new(
+            s,
+            self.owner.clone(),
+            self.clock.clone(),
+            Duration::from_secs(self.cfg.counts_interval_seconds),
+        ));
         let revocation_enabled = self.revocation.enabled;
         let status = Arc::new(StatusChecker::new(
             s,
@@ -282,6 +289,7 @@ impl SupervisorBuilder {
             .map(|d| Arc::new(Notifier::new(s, self.clock.clone(), d.clone())));
         Supervisor {
             issuer,
+            counter,
             drills,
             readiness,
             readiness_dirty,
@@ -337,6 +345,7 @@ pub async fn readiness_once(
 /// Starts the controllers and stops them on shutdown.
 pub struct Supervisor {
     issuer: Arc<Issuer>,
+    counter: Arc<counts::Counter>,
     drills: Arc<drill::DrillRunner>,
     readiness: Option<Arc<readiness::ReadinessChecker>>,
     readiness_dirty: Arc<std::sync::atomic::AtomicBool>,
@@ -441,6 +450,7 @@ impl Supervisor {
             tokio::spawn(p.run(shutdown.clone()));
         }
         tokio::spawn(self.drills.clone().run(shutdown.clone()));
+        tokio::spawn(self.counter.clone().run(shutdown.clone()));
         if let (Some(deployer), Some(notifier)) = (self.deployer.clone(), self.notifier.clone()) {
             let lease = self.deploy_lease.clone();
             let every = self.poll.max(Duration::from_millis(200));

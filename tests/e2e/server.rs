@@ -133,6 +133,7 @@ min_backoff_seconds = {bmin}
 max_backoff_seconds = {bmax}
 poll_interval_ms = 100
 acme_timeout_seconds = 20
+counts_interval_seconds = 1
 
 [policy]
 ca_preference = ["pebble-a", "{b_id}"{c_pref}]
@@ -396,15 +397,34 @@ impl Server {
 
     /// `GET /metrics` as text (admin token).
     pub async fn metrics_text(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.base()))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("text")
+        // The aggregates are the `counts` controller's (every second
+        // here): wait for a set counted after this call began, so what the
+        // test did before is in it (before the first set, they are absent).
+        let asked = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as f64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let text = self
+                .http
+                .get(format!("{}/metrics", self.base()))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .expect("GET /metrics")
+                .text()
+                .await
+                .expect("text");
+            let computed_at = text
+                .lines()
+                .find_map(|l| l.strip_prefix("twincert_counts_computed_at_seconds "))
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            if computed_at.is_some_and(|t| t > asked) || std::time::Instant::now() >= deadline {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 
     /// The client the fixture uses (trusts the harness CA under TLS).

@@ -2099,3 +2099,329 @@ async fn accounts_on_postgres() {
     let url = fresh_pg_database(&base).await;
     account_contract(Store::connect(&url).await.expect("connect")).await;
 }
+
+/// The stored `/metrics` counts and the deployer's due queue (issue 21):
+/// a stored set reads back as counted and equals a full recount after
+/// issuance, a swap and a deletion; an issuance or renewal marks its
+/// name's deployments due in its own transaction; after a swap the
+/// deployer's `mark_stale` marks exactly the deployments (and the
+/// undeployed names' endpoint checks) the swap made stale; a write
+/// unmarks.
+async fn counts_and_due_contract(store: Store) {
+    use twincert::store::{CheckRecord, EXPIRY_SERIES, EndpointSpec};
+    store.migrate().await.expect("migrate");
+    let now = 7_000;
+    let sorted = |mut c: twincert::store::Counts| {
+        c.totals.sort();
+        c.usage.sort();
+        c.sealed.sort();
+        c.series.sort_by(|a, b| a.0.cmp(&b.0));
+        c.pass_seconds = 0.0;
+        c
+    };
+    // Stores a recount and checks that it reads back equal to a new one.
+    let stored_equals_recount = async |at: i64| {
+        let counted = store.recount(at, EXPIRY_SERIES).await.expect("recount");
+        assert!(
+            store
+                .metrics()
+                .save_counts(&counted)
+                .await
+                .expect("save counts")
+        );
+        let loaded = store
+            .metrics()
+            .load_counts()
+            .await
+            .expect("load")
+            .expect("a stored set");
+        let fresh = store.recount(at, EXPIRY_SERIES).await.expect("recount");
+        assert_eq!(sorted(loaded), sorted(fresh.clone()));
+        fresh
+    };
+    let total = |c: &twincert::store::Counts, metric: &str| {
+        c.totals
+            .iter()
+            .find(|(k, _)| k == metric)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("{metric} in {:?}", c.totals))
+    };
+    let series = |c: &twincert::store::Counts, s: &str| {
+        c.series
+            .iter()
+            .find(|(k, _)| k == s)
+            .map(|(_, v)| *v)
+            .unwrap_or(0.0)
+    };
+    assert!(
+        store.metrics().load_counts().await.expect("load").is_none(),
+        "nothing stored before the first pass"
+    );
+
+    let names = [
+        ("d1.example.test", "a", "b", true),
+        ("d2.example.test", "a", "b", true),
+        ("d3.example.test", "a", "b", false),
+        ("d4.example.test", "b", "c", true),
+    ];
+    for (n, p, b, _) in names {
+        store
+            .names()
+            .create_name(&name(n, p, b), "t", now)
+            .await
+            .expect("create");
+    }
+    let audit = |n: &str| AuditEvent::ok(now, "t", "deploy.set", n, None, None);
+    for (n, _, _, deployed) in names {
+        let destinations = if deployed {
+            vec!["files-1".to_string()]
+        } else {
+            vec![]
+        };
+        let endpoint = EndpointSpec {
+            host: n.into(),
+            port: 443,
+            sni: None,
+            ip: None,
+            admin_contact: None,
+        };
+        store
+            .deployments()
+            .set_deploy_targets(n, &destinations, &[endpoint], &audit(n))
+            .await
+            .expect("targets");
+    }
+    let c = stored_equals_recount(now).await;
+    assert_eq!(total(&c, "twincert_names"), 4);
+    assert_eq!(
+        series(&c, "twincert_names_by_state{state=\"provisioning\"}"),
+        4.0
+    );
+
+    issue_all(&store, now, &[]).await;
+    let c = stored_equals_recount(now).await;
+    assert_eq!(total(&c, "twincert_slots_with_certificate"), 8);
+    assert_eq!(series(&c, "twincert_names_by_state{state=\"ready\"}"), 4.0);
+    let active_on = |c: &twincert::store::Counts, ca: &str| {
+        c.usage
+            .iter()
+            .find(|(id, _, _)| id == ca)
+            .map(|(_, a, _)| *a)
+            .unwrap_or(0)
+    };
+    assert_eq!(active_on(&c, "a"), 3);
+    let expiry = c
+        .series
+        .iter()
+        .filter(|(k, _)| k.starts_with("twincert_certificate_expiration_timestamp_seconds"))
+        .count();
+    assert_eq!(expiry, 8, "one expiry series per slot with a certificate");
+
+    // Issuance marked the deployments due (they also were at creation).
+    let due_names = |due: &[twincert::store::DueDeployment]| {
+        let mut v: Vec<String> = due.iter().map(|d| d.name_id.clone()).collect();
+        v.sort();
+        v
+    };
+    let due = store
+        .deployments()
+        .due_deployments(now, 100)
+        .await
+        .expect("due");
+    assert_eq!(
+        due_names(&due),
+        ["d1.example.test", "d2.example.test", "d4.example.test"]
+    );
+    for d in &due {
+        store
+            .deployments()
+            .record_deployed(
+                &d.name_id,
+                &d.destination,
+                &d.cert_id,
+                &serde_json::json!({}),
+                now + 1,
+                now,
+            )
+            .await
+            .expect("deployed");
+    }
+    // Every endpoint checked: it saw the active certificate, next check
+    // in a day.
+    let check = CheckRecord {
+        outcome: "matched".into(),
+        summary: "ok".into(),
+        steps: serde_json::json!([]),
+        served_serial: None,
+    };
+    for e in store
+        .deployments()
+        .due_endpoints(now + 1, 100)
+        .await
+        .expect("due endpoints")
+    {
+        store
+            .deployments()
+            .record_check(&e.id, e.cert_id.as_deref(), &check, now + 86_400, now + 1)
+            .await
+            .expect("check");
+    }
+    let quiet = now + 2;
+    assert!(
+        store
+            .deployments()
+            .due_deployments(quiet, 100)
+            .await
+            .expect("due")
+            .is_empty(),
+        "written deployments are not due"
+    );
+    assert_eq!(
+        store.deployments().mark_stale(quiet).await.expect("mark"),
+        (0, 0),
+        "nothing is stale before a swap"
+    );
+    assert!(
+        store
+            .deployments()
+            .due_endpoints(quiet, 100)
+            .await
+            .expect("due endpoints")
+            .is_empty()
+    );
+
+    // A CA-wide swap of `a`: d1, d2 (deployed) and d3 (endpoint only).
+    let swap = store
+        .emergency()
+        .mass_swap(&SwapScope::Ca("a".into()), "incident", "op", false, quiet)
+        .await
+        .expect("swap");
+    assert_eq!(swap.swapped, 3);
+    let c = stored_equals_recount(quiet).await;
+    assert_eq!(active_on(&c, "a"), 0);
+    assert_eq!(active_on(&c, "b"), 4);
+    assert_eq!(
+        store.deployments().mark_stale(quiet).await.expect("mark"),
+        (2, 1),
+        "d1's and d2's deployments, d3's endpoint"
+    );
+    let due = store
+        .deployments()
+        .due_deployments(quiet, 100)
+        .await
+        .expect("due");
+    assert_eq!(due_names(&due), ["d1.example.test", "d2.example.test"]);
+    for d in &due {
+        let rec = store
+            .names()
+            .name(&d.name_id)
+            .await
+            .expect("read")
+            .expect("exists");
+        let active = rec
+            .slot(Slot::Backup)
+            .and_then(|s| s.cert.as_ref())
+            .map(|c| c.id.clone());
+        assert_eq!(Some(d.cert_id.clone()), active, "the backup is written");
+    }
+    let endpoints = store
+        .deployments()
+        .due_endpoints(quiet, 100)
+        .await
+        .expect("due endpoints");
+    assert_eq!(
+        endpoints
+            .iter()
+            .map(|e| e.name_id.as_str())
+            .collect::<Vec<_>>(),
+        ["d3.example.test"]
+    );
+    // An endpoint whose name waits for its write is not checked yet, even
+    // when asked to be: it would see the old certificate.
+    store
+        .deployments()
+        .request_checks("d1.example.test", quiet)
+        .await
+        .expect("request checks");
+    let endpoints = store
+        .deployments()
+        .due_endpoints(quiet, 100)
+        .await
+        .expect("due endpoints");
+    assert_eq!(
+        endpoints
+            .iter()
+            .map(|e| e.name_id.as_str())
+            .collect::<Vec<_>>(),
+        ["d3.example.test"]
+    );
+    for d in &due {
+        store
+            .deployments()
+            .record_deployed(
+                &d.name_id,
+                &d.destination,
+                &d.cert_id,
+                &serde_json::json!({}),
+                quiet + 1,
+                quiet,
+            )
+            .await
+            .expect("deployed");
+    }
+    assert!(
+        store
+            .deployments()
+            .due_deployments(quiet, 100)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+
+    // Deletion.
+    store
+        .names()
+        .delete_name("d2.example.test", false, "t", quiet)
+        .await
+        .expect("delete");
+    let c = stored_equals_recount(quiet).await;
+    assert_eq!(total(&c, "twincert_names"), 3);
+    assert_eq!(series(&c, "twincert_deployments{state=\"requested\"}"), 2.0);
+
+    // Renewal of every slot: each issuance marks its name's deployments
+    // in its own transaction, no `mark_stale` needed.
+    let later = now + 600;
+    store
+        .orders()
+        .plan_due_orders(later, 100)
+        .await
+        .expect("plan renewals");
+    issue_all(&store, later, &[]).await;
+    let due = store
+        .deployments()
+        .due_deployments(later, 100)
+        .await
+        .expect("due");
+    assert_eq!(due_names(&due), ["d1.example.test", "d4.example.test"]);
+    stored_equals_recount(later).await;
+
+    // An older set does not replace a newer one (two replicas' passes).
+    let old = store.recount(quiet, EXPIRY_SERIES).await.expect("recount");
+    assert!(!store.metrics().save_counts(&old).await.expect("save"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn counts_and_due_queue_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    counts_and_due_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn counts_and_due_queue_on_postgres() {
+    let Some(base) = pg_url_or_skip("counts_and_due_queue_on_postgres") else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    counts_and_due_contract(Store::connect(&url).await.expect("connect")).await;
+}

@@ -1,0 +1,168 @@
+//! The counts controller: on one replica (the `counts` singleton lease),
+//! recounts the aggregates `/metrics` shows — names by state, slots and
+//! certificates by CA and status, orders, deployments, endpoint checks,
+//! sealed secrets, the soonest expiries — and stores them, so a scrape
+//! reads a few rows instead of joining every name (seconds at a million).
+//!
+//! *Observes*: every table the aggregates read (`Store::recount`), the
+//! emergency-operation fingerprint (`store::Readiness::fingerprint`).
+//! *Writes*: the stored counts (`store::Metrics::save_counts`), nothing
+//! else.
+//!
+//! Pace: a pass every `worker.counts_interval_seconds`, but never more
+//! often than ten times its own duration (a pass of 10 s at a million
+//! names runs at most every 100 s: the recount costs at most a tenth of
+//! one core of the database); after a swap or a trust change (the
+//! fingerprint moved) as soon as twice its duration allows, so the
+//! dashboards of an emergency follow it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::singleton::Singleton;
+use crate::clock::Clock;
+use crate::store::{EXPIRY_SERIES, Store, StoreError};
+
+/// The singleton lease the counts pass runs under.
+pub(super) const LEASE: &str = "counts";
+
+/// The lease outlives a pass at ten million names (~2 minutes).
+pub(super) const LEASE_TTL: i64 = 600;
+
+/// Whether a pass is due, `since` the last one that took `took`:
+/// `interval` has passed and so has ten times the last pass (so the
+/// recount never takes more than a tenth of the time), or an emergency
+/// operation ran and twice the last pass has passed.
+pub(super) fn pass_due(
+    since: Option<Duration>,
+    took: Duration,
+    interval: Duration,
+    fingerprint_moved: bool,
+) -> bool {
+    let Some(since) = since else {
+        return true;
+    };
+    since >= interval.max(took * 10) || (fingerprint_moved && since >= took * 2)
+}
+
+/// The counts controller.
+pub(super) struct Counter {
+    store: Store,
+    lease: Singleton,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+}
+
+impl Counter {
+    pub(super) fn new(
+        store: &Store,
+        owner: String,
+        clock: Arc<dyn Clock>,
+        interval: Duration,
+    ) -> Counter {
+        Counter {
+            store: store.clone(),
+            lease: Singleton::new(
+                store.leases().clone(),
+                LEASE,
+                owner,
+                LEASE_TTL,
+                clock.clone(),
+            ),
+            clock,
+            interval,
+        }
+    }
+
+    /// Looks every second (or every interval, when shorter) whether a pass
+    /// is due, on the ticks this replica holds the lease.
+    pub(super) async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let tick = self.interval.min(Duration::from_secs(1));
+        // (when the last pass ended, how long it took, the fingerprint then)
+        let state = Arc::new(tokio::sync::Mutex::new((
+            None::<Instant>,
+            Duration::ZERO,
+            String::new(),
+        )));
+        self.lease
+            .run(tick, shutdown, || {
+                let (me, state) = (self.clone(), state.clone());
+                async move {
+                    let mut st = state.lock().await;
+                    let fingerprint = me.store.readiness().fingerprint().await.unwrap_or_default();
+                    let since = st.0.map(|t| t.elapsed());
+                    if !pass_due(since, st.1, me.interval, fingerprint != st.2) {
+                        return;
+                    }
+                    let started = Instant::now();
+                    match me.pass().await {
+                        Ok(n) => debug!(series = n, ms = started.elapsed().as_millis(), "counted"),
+                        Err(e) => warn!(error = %e, "counts pass failed"),
+                    }
+                    *st = (Some(Instant::now()), started.elapsed(), fingerprint);
+                }
+            })
+            .await;
+    }
+
+    /// One recount, stored; how many series it stored.
+    pub(super) async fn pass(&self) -> Result<usize, StoreError> {
+        let counts = self.store.recount(self.clock.now(), EXPIRY_SERIES).await?;
+        self.store.metrics().save_counts(&counts).await?;
+        Ok(counts.series.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_is_due_by_interval_by_its_own_cost_and_after_an_emergency() {
+        let s = Duration::from_secs;
+        // (since last, last took, interval, fingerprint moved, due)
+        let cases = [
+            ("never ran", None, s(0), s(30), false, true),
+            ("interval not over", Some(s(10)), s(1), s(30), false, false),
+            ("interval over", Some(s(30)), s(1), s(30), false, true),
+            (
+                "slow pass stretches the interval",
+                Some(s(60)),
+                s(10),
+                s(30),
+                false,
+                false,
+            ),
+            (
+                "ten times the pass",
+                Some(s(100)),
+                s(10),
+                s(30),
+                false,
+                true,
+            ),
+            (
+                "emergency waits twice the pass",
+                Some(s(15)),
+                s(10),
+                s(30),
+                true,
+                false,
+            ),
+            (
+                "emergency after twice the pass",
+                Some(s(20)),
+                s(10),
+                s(30),
+                true,
+                true,
+            ),
+        ];
+        for (case, since, took, interval, moved, want) in cases {
+            assert_eq!(pass_due(since, took, interval, moved), want, "{case}");
+        }
+    }
+}
