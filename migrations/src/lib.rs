@@ -992,7 +992,6 @@ impl MigrationTrait for M0017PreflightProvider {
     }
 }
 
-
 /// Names by creation time (issue 21): the preflight controller looks for
 /// never-checked names among those created since its last look, not in an
 /// anti-join over every name every half minute.
@@ -1014,7 +1013,6 @@ impl MigrationTrait for M0026NamesByCreation {
         run_script(manager, "DROP INDEX names_created").await
     }
 }
-
 
 /// ACME profiles (issue 17, item 1): a name's per-CA profile overrides
 /// (JSON object CA id → profile; NULL: none), and per order the profile it
@@ -1050,7 +1048,6 @@ impl MigrationTrait for M0022AcmeProfiles {
         .await
     }
 }
-
 
 /// The operator console (issue 18): server-side sessions, found by the
 /// SHA-256 of the cookie's secret (the secret itself is never stored), and
@@ -1117,7 +1114,6 @@ impl MigrationTrait for M0023DnsPersist {
     }
 }
 
-
 /// A mass swap's UPDATE is HOT again on PostgreSQL (issue 21): the two
 /// partial indexes on `names.{primary,backup}_superseded_by` (from
 /// [`M0011Redundancy`]) made every flipped row a non-HOT update — a new
@@ -1157,7 +1153,6 @@ impl MigrationTrait for M0020SwapHot {
         .await
     }
 }
-
 
 /// Maintained counts for `/metrics` (issue 21): the aggregates over all
 /// names, slots and certificates, recounted by one replica under the
