@@ -156,6 +156,38 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ready_s = started.elapsed().as_secs_f64();
+    // A scrape shows the store's aggregates once the counts controller has
+    // stored its first set (`twincert_counts_computed_at_seconds`); until
+    // then those series are absent and a scrape would time nothing. The
+    // idle figures are taken after it, over the steady state (which
+    // includes the periodic recounts).
+    let counted = Instant::now();
+    loop {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .context("scraping /metrics")?
+            .text()
+            .await
+            .context("reading /metrics")?;
+        if text
+            .lines()
+            .any(|l| l.starts_with("twincert_counts_computed_at_seconds "))
+        {
+            break;
+        }
+        if let Ok(Some(status)) = child.0.try_wait() {
+            bail!("twincert serve exited with {status} before its first count");
+        }
+        if counted.elapsed() > Duration::from_secs(3600) {
+            bail!("no stored counts after an hour");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let first_count_s = counted.elapsed().as_secs_f64();
     let cpu_at_ready = cpu_seconds(pid)?;
     tokio::time::sleep(Duration::from_secs(opts.settle_seconds)).await;
     let idle_rss = status_kib(pid, "VmRSS")?;
@@ -216,6 +248,7 @@ async fn measure(
     Ok(json!({
         "ready_seconds": round(ready_s),
         "settle_seconds": opts.settle_seconds,
+        "first_count_seconds": round(first_count_s),
         "idle_rss_mib": mib(idle_rss),
         "idle_cpu_percent": round(100.0 * idle_cpu / opts.settle_seconds.max(1) as f64),
         "metrics_scrape_seconds": round(scrape_s),
