@@ -88,6 +88,13 @@ impl Ari {
         {
             return Ok(url.clone());
         }
+        let dir = self.directory().await?;
+        *cached = Some((dir.renewal_info.clone(), Instant::now()));
+        Ok(dir.renewal_info)
+    }
+
+    /// The CA's directory, read now.
+    async fn directory(&self) -> Result<RawDirectory, String> {
         let rsp = self
             .http()?
             .get(&self.directory_url)
@@ -105,30 +112,13 @@ impl Ari {
             .json()
             .await
             .map_err(|e| format!("directory {}: {e}", self.directory_url))?;
-        *cached = Some((dir.renewal_info.clone(), Instant::now()));
-        Ok(dir.renewal_info)
+        Ok(dir)
     }
 
     /// The profiles the CA's directory lists in `meta.profiles`, sorted
     /// (empty when it lists none). Always a fresh read.
     pub(super) async fn profiles(&self) -> Result<Vec<String>, String> {
-        let rsp = self
-            .http()?
-            .get(&self.directory_url)
-            .send()
-            .await
-            .map_err(|e| format!("directory {}: {e}", self.directory_url))?;
-        if !rsp.status().is_success() {
-            return Err(format!(
-                "directory {}: HTTP {}",
-                self.directory_url,
-                rsp.status()
-            ));
-        }
-        let dir: RawDirectory = rsp
-            .json()
-            .await
-            .map_err(|e| format!("directory {}: {e}", self.directory_url))?;
+        let dir = self.directory().await?;
         Ok(dir
             .meta
             .and_then(|m| m.profiles)

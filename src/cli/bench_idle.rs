@@ -163,16 +163,7 @@ async fn measure(
     // includes the periodic recounts).
     let counted = Instant::now();
     loop {
-        let text = http
-            .get(format!("{base}/metrics"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .context("scraping /metrics")?
-            .text()
-            .await
-            .context("reading /metrics")?;
+        let text = scrape(&http, &base, &token).await?;
         if text
             .lines()
             .any(|l| l.starts_with("twincert_counts_computed_at_seconds "))
@@ -194,16 +185,7 @@ async fn measure(
     let idle_cpu = cpu_seconds(pid)? - cpu_at_ready;
 
     let t = Instant::now();
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .context("scraping /metrics")?
-        .text()
-        .await
-        .context("reading /metrics")?;
+    let metrics = scrape(&http, &base, &token).await?;
     let scrape_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     http.get(format!("{base}/v1/names?limit=100"))
@@ -330,4 +312,17 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     };
     // After ')': state is field 3, so utime (14) and stime (15) are 11, 12.
     Ok((tick(11)? + tick(12)?) / 100.0)
+}
+
+/// One `/metrics` scrape's text.
+async fn scrape(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<String> {
+    http.get(format!("{base}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .context("scraping /metrics")?
+        .text()
+        .await
+        .context("reading /metrics")
 }

@@ -258,21 +258,29 @@ impl Audit {
             vec![(limit as i64).into(), before.unwrap_or(i64::MAX).into()],
         )
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    get(r, "id")?,
-                    AuditEvent {
-                        at: get(r, "at")?,
-                        actor: get(r, "actor")?,
-                        action: get(r, "action")?,
-                        target: get(r, "target")?,
-                        reason: get(r, "reason")?,
-                        result: get(r, "result")?,
-                        details: get(r, "details")?,
-                    },
-                ))
-            })
-            .collect()
+        events_from_rows(&rows)
     }
+}
+
+/// Audit events with their ids, from rows of
+/// `id, at, actor, action, target, reason, result, details`.
+pub(super) fn events_from_rows(
+    rows: &[sea_orm::QueryResult],
+) -> Result<Vec<(i64, AuditEvent)>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            Ok((
+                get(r, "id")?,
+                AuditEvent {
+                    at: get(r, "at")?,
+                    actor: get(r, "actor")?,
+                    action: get(r, "action")?,
+                    target: get(r, "target")?,
+                    reason: get(r, "reason")?,
+                    result: get(r, "result")?,
+                    details: get(r, "details")?,
+                },
+            ))
+        })
+        .collect()
 }

@@ -307,27 +307,11 @@ impl Console {
     /// posture and CA mix from the names' swap facts (one pass, no join),
     /// and the expiry timeline of the coming `days` per CA.
     pub async fn overview_counts(&self, now: i64, days: i64) -> Result<OverviewCounts, StoreError> {
-        let state = name_state_case("$1");
-        let mut states: Vec<(String, i64)> = ["ready", "degraded", "provisioning", "waiting"]
-            .iter()
-            .map(|s| (s.to_string(), 0))
-            .collect();
-        for r in &all(
-            &self.db,
-            &format!(
-                "SELECT {state} AS name_state, COUNT(*) AS n FROM names n \
-                 {NAME_STATE_JOINS} GROUP BY name_state"
-            ),
-            vec![now.into()],
-        )
-        .await?
-        {
-            let s: String = get(r, "name_state")?;
-            let n: i64 = get(r, "n")?;
-            if let Some(e) = states.iter_mut().find(|(k, _)| *k == s) {
-                e.1 = n;
-            }
+        let states = super::Metrics {
+            db: self.db.clone(),
         }
+        .names_by_state(now)
+        .await?;
         let standby = |col: &str| {
             format!("CASE WHEN active_slot = 'primary' THEN backup_{col} ELSE primary_{col} END")
         };
@@ -416,21 +400,6 @@ impl Console {
             ],
         )
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    get(r, "id")?,
-                    AuditEvent {
-                        at: get(r, "at")?,
-                        actor: get(r, "actor")?,
-                        action: get(r, "action")?,
-                        target: get(r, "target")?,
-                        reason: get(r, "reason")?,
-                        result: get(r, "result")?,
-                        details: get(r, "details")?,
-                    },
-                ))
-            })
-            .collect()
+        super::audit::events_from_rows(&rows)
     }
 }
