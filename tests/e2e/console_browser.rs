@@ -47,10 +47,6 @@ const SCENARIOS: &[&str] = &[
     "sign_out",
     "no_server_errors",
 ];
-/// Scenarios that fail against the console as it is, for a reason found
-/// by this test and reported (name, the console's fault). Each must still
-/// fail: once the console is fixed this test says so, and the entry goes.
-const KNOWN_CONSOLE_GAPS: &[(&str, &str)] = &[];
 /// Screenshots taken at 1280×800 (the `-phone` ones at 390×844).
 const SCREENSHOTS: &[&str] = &[
     "login.png",
@@ -346,10 +342,9 @@ ca_file = "{ca}"
         .unwrap_or_else(|e| panic!("run.mjs printed no JSON ({e}): {stdout}\n{}", context()));
     eprintln!("run.mjs: {} in {:?}", verdict["ok"], started.elapsed());
     let results = verdict["scenarios"].as_array().cloned().unwrap_or_default();
-    let known = |name: &Value| KNOWN_CONSOLE_GAPS.iter().any(|(k, _)| name == *k);
     let unexpected: Vec<String> = results
         .iter()
-        .filter(|r| r["ok"] != true && !known(&r["name"]))
+        .filter(|r| r["ok"] != true)
         .map(|r| format!("{}: {}", r["name"], r["detail"]))
         .collect();
     assert!(
@@ -364,21 +359,10 @@ ca_file = "{ca}"
             "scenario {s} not reported as passed: {verdict:#}"
         );
     }
-    for (gap, why) in KNOWN_CONSOLE_GAPS {
-        let r = results
-            .iter()
-            .find(|r| r["name"] == *gap)
-            .unwrap_or_else(|| panic!("scenario {gap} not reported: {verdict:#}"));
-        assert!(
-            r["ok"] != true,
-            "known console gap {gap} is fixed ({why}): move it from KNOWN_CONSOLE_GAPS to SCENARIOS"
-        );
-        eprintln!("known console gap {gap}: {}", r["detail"]);
-    }
     // run.mjs exits 0 only when every scenario passed.
     assert_eq!(
         out.status.code(),
-        Some(if KNOWN_CONSOLE_GAPS.is_empty() { 0 } else { 1 }),
+        Some(0),
         "run.mjs exit {}\n{}",
         out.status,
         context()
