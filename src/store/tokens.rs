@@ -120,7 +120,8 @@ impl Tokens {
         rows.iter().map(super::rows::token).collect()
     }
 
-    /// Deletes a token by name and audits it, in one transaction.
+    /// Deletes a token by name, ends the console sessions signed in with
+    /// it, and audits it, in one transaction.
     pub async fn delete_token(&self, name: &str, actor: &str, now: i64) -> Result<(), StoreError> {
         with_tx(&self.db, async |tx| {
             let n = exec(
@@ -132,6 +133,16 @@ impl Tokens {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("token '{name}'")));
             }
+            // The console sessions signed in with it end with it (a
+            // session's actor is the token's name; a person signed in
+            // through OpenID Connect is an email or `sub:…`, never a
+            // token name).
+            exec(
+                tx,
+                "DELETE FROM console_sessions WHERE actor = $1",
+                vec![name.into()],
+            )
+            .await?;
             insert_audit(
                 tx,
                 &AuditEvent::ok(now, actor, "token.delete", name, None, None),

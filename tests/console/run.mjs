@@ -682,6 +682,130 @@ scenario('emergency_swap', async () => {
   }
 });
 
+scenario('emergency_distrust', async () => {
+  // After emergency_swap: distrust the CA swapped away from. Names still
+  // active on it flip; every slot it holds is re-provisioned elsewhere.
+  const ca = cfg.swap_ca;
+  const before = await Promise.all(cfg.names.map(nameView));
+  const onCa = before.filter((v) => activeCa(v) === ca);
+  const holding = before.filter((v) => v.primary.ca === ca || v.backup.ca === ca);
+  const cas0 = await api('GET', '/v1/cas', cfg.tokens.admin);
+  check(!cas0.body.items.find((c) => c.id === ca).distrusted, `${ca} is distrusted before the scenario`);
+
+  // An operator sees no distrust form; a forged one is refused by the
+  // API's rule (admin), and changes nothing.
+  const opCtx = await newContext();
+  try {
+    const op = await tokenSignIn(opCtx, cfg.tokens.operator);
+    await op.goto(`${cfg.base}/ui/emergency`);
+    check(await op.locator(tid('rekey-form')).count(), 'an operator sees no re-key form');
+    check((await op.locator(tid('distrust-form')).count()) === 0, 'an operator sees the distrust form');
+    const out = await postForm(op, '/ui/emergency/distrust', { csrf: await csrfOf(op), ca, reason: 'forged', confirm: ca });
+    check(out.status === 403, `an operator's forged distrust answered ${out.status}, want 403`);
+    check(/admin/.test(out.text), `the refusal does not name the role needed: ${out.text.slice(0, 300)}`);
+  } finally {
+    await opCtx.close();
+  }
+
+  const ctx = await newContext();
+  try {
+    const page = await tokenSignIn(ctx, cfg.tokens.admin);
+    const dryRun = async () => {
+      await page.goto(`${cfg.base}/ui/emergency`);
+      await page.selectOption(tid('distrust-ca'), ca);
+      await page.fill(tid('distrust-reason'), 'browser test: CA distrust');
+      await Promise.all([page.waitForLoadState(), page.click(tid('distrust-dry-run-submit'))]);
+      await page.locator(tid('distrust-flip-count')).waitFor();
+      return {
+        flips: Number((await page.locator(tid('distrust-flip-count')).innerText()).trim()),
+        reprovision: Number((await page.locator(tid('distrust-reprovision')).innerText()).trim()),
+      };
+    };
+    const dry = await dryRun();
+    check(dry.flips === onCa.length, `distrust dry run says ${dry.flips} flip, want ${onCa.length}`);
+    check(dry.reprovision === holding.length, `distrust dry run re-provisions ${dry.reprovision}, want ${holding.length}`);
+    await shot(page, 'distrust-dry-run.png');
+
+    // A wrong confirmation: refused, nothing changed.
+    await page.fill(tid('distrust-confirm-input'), `${ca}-not`);
+    const wrongResp = page.waitForResponse((r) => r.request().method() === 'POST');
+    await page.click(tid('distrust-confirm-submit'));
+    const wr = await wrongResp;
+    await page.waitForLoadState();
+    check(is4xx(wr.status()), `a wrong confirmation answered ${wr.status()}, want 4xx`);
+    check(/confirm/.test((await errorText(page)) ?? ''), `a wrong confirmation shows no error naming it: ${await errorText(page)}`);
+    const cas1 = await api('GET', '/v1/cas', cfg.tokens.admin);
+    check(!cas1.body.items.find((c) => c.id === ca).distrusted, `${ca} distrusted on a wrong confirmation`);
+
+    // Typed CA id: the operation page follows the re-provisioning to done.
+    await dryRun();
+    await page.fill(tid('distrust-confirm-input'), ca);
+    await Promise.all([page.waitForURL(/\/ui\/operations\//, { timeout: 30000 }), page.click(tid('distrust-confirm-submit'))]);
+    const progress = page.locator(tid('operation-progress'));
+    const deadline = Date.now() + 240000;
+    let state = null;
+    for (;;) {
+      state = await progress.getAttribute('data-state', { timeout: 5000 }).catch(() => null);
+      if (state === 'done') break;
+      check(state === null || state === 'running', `operation state ${state}`);
+      check(Date.now() < deadline, `distrust operation still ${state} after 240 s`);
+      await page.waitForTimeout(300);
+    }
+
+    // The API agrees: distrusted, and no slot is on it any more.
+    const cas2 = await api('GET', '/v1/cas', cfg.tokens.admin);
+    check(cas2.body.items.find((c) => c.id === ca).distrusted === true, `${ca} is not distrusted: ${JSON.stringify(cas2.body)}`);
+    for (const v of holding) {
+      const now = await nameView(v.name);
+      check(now.primary.ca !== ca && now.backup.ca !== ca, `${v.name} still holds a slot on ${ca}: ${now.primary.ca}/${now.backup.ca}`);
+    }
+    return `dry run: ${dry.flips} flip, ${dry.reprovision} re-provisioned; operation done; ${ca} distrusted`;
+  } finally {
+    await ctx.close();
+  }
+});
+
+scenario('tokens', async () => {
+  const name = 'browser-made';
+  const ctx = await newContext();
+  try {
+    const page = await tokenSignIn(ctx, cfg.tokens.admin);
+    await page.goto(`${cfg.base}/ui/tokens`);
+    await page.fill(tid('token-name'), name);
+    await page.selectOption(tid('token-role'), 'viewer');
+    await page.selectOption(tid('token-expiry'), '86400');
+    await Promise.all([page.waitForLoadState(), page.click(tid('token-create-submit'))]);
+    const secret = (await page.locator(tid('token-secret')).innerText()).trim();
+    check(/^tc_/.test(secret), `no token secret shown: "${secret}"`);
+    const works = await api('GET', '/v1/names', secret);
+    check(works.status === 200, `the new token: GET /v1/names answered ${works.status}`);
+
+    // Never shown again.
+    await page.goto(`${cfg.base}/ui/tokens`);
+    check(!(await page.content()).includes(secret), 'the secret is on the tokens page again');
+    const row = page.locator(`${tid('token-row')}[data-name="${name}"]`);
+    check(await row.count(), `no row for ${name}`);
+
+    // Delete: a wrong confirmation deletes nothing; the name does.
+    await row.locator(tid('token-delete-confirm')).fill('not-it');
+    const wrongResp = page.waitForResponse((r) => r.request().method() === 'POST');
+    await row.locator(tid('token-delete-submit')).click();
+    check(is4xx((await wrongResp).status()), 'a wrong delete confirmation was not refused');
+    await page.waitForLoadState();
+    check((await api('GET', '/v1/names', secret)).status === 200, 'the token stopped working on a wrong confirmation');
+    const row2 = page.locator(`${tid('token-row')}[data-name="${name}"]`);
+    await row2.locator(tid('token-delete-confirm')).fill(name);
+    await Promise.all([page.waitForLoadState(), row2.locator(tid('token-delete-submit')).click()]);
+    await page.locator(tid('token-deleted')).waitFor();
+    const gone = await api('GET', '/v1/names', secret);
+    check(gone.status === 401, `the deleted token: GET /v1/names answered ${gone.status}, want 401`);
+    check((await page.locator(`${tid('token-row')}[data-name="${name}"]`).count()) === 0, 'the deleted token is still listed');
+    return 'created (secret shown once, works on /v1), deleted (401 on /v1)';
+  } finally {
+    await ctx.close();
+  }
+});
+
 scenario('sign_out', async () => {
   const ctx = await newContext();
   try {

@@ -6,9 +6,10 @@
 //! oidc-provider on loopback HTTPS, PKCE required, accounts with a `groups`
 //! claim) and headless Chromium (Debian's, driven by playwright-core from
 //! `tests/console/run.mjs`). The scenarios (sign-in by token and by OIDC,
-//! viewer refused, CSRF refused, bad input, the CA-wide emergency swap, sign-
+//! viewer refused, CSRF refused, bad input, the CA-wide emergency swap, then
+//! the distrust of the CA swapped away from, token create and delete, sign-
 //! out) run in the browser; this test checks their JSON verdict, then checks
-//! the swap through the API itself, and the screenshots.
+//! the swap and the distrust through the API itself, and the screenshots.
 //!
 //! Needs `node` (>= 20), `/usr/bin/chromium` and the npm packages that
 //! `scripts/console-node.sh` installs (its directory in
@@ -44,6 +45,8 @@ const SCENARIOS: &[&str] = &[
     "csrf_refused",
     "bad_input",
     "emergency_swap",
+    "emergency_distrust",
+    "tokens",
     "sign_out",
     "no_server_errors",
 ];
@@ -66,6 +69,7 @@ const SCREENSHOTS: &[&str] = &[
     "error-missing-reason.png",
     "emergency-dry-run.png",
     "operation-done.png",
+    "distrust-dry-run.png",
 ];
 
 /// The screenshots committed under `docs/console/` (refreshed by
@@ -79,6 +83,7 @@ const DOCS_SCREENSHOTS: &[&str] = &[
     "emergency.png",
     "emergency-dry-run.png",
     "operation-done.png",
+    "distrust-dry-run.png",
     "cas.png",
     "alerts.png",
     "incidents.png",
@@ -369,7 +374,29 @@ ca_file = "{ca}"
     );
 
     // The API agrees with what the browser did: the three names active on
-    // pebble-a are active on pebble-b now; the fourth did not move.
+    // pebble-a are active on pebble-b now; the fourth did not move; pebble-a
+    // is distrusted and holds no slot (the fourth name's backup was
+    // re-issued by the third CA).
+    let cas_now = server
+        .client()
+        .get(format!("{}/v1/cas", server.base()))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET /v1/cas")
+        .json::<Value>()
+        .await
+        .expect("CA list");
+    let a = cas_now["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["id"] == "pebble-a")
+        .cloned()
+        .expect("pebble-a listed");
+    assert_eq!(a["distrusted"], true, "{a}");
+    let d = server.name("d.example.test").await;
+    assert_eq!(d["backup"]["ca"], "pebble-c", "{d:#}");
     for old in &before {
         let now = server.name(old["name"].as_str().expect("name")).await;
         assert_eq!(active_ca(&now), "pebble-b", "{now:#}");

@@ -501,3 +501,496 @@ async fn the_console_obeys_the_client_allowlist() {
         Some(CSP)
     );
 }
+
+async fn distrusted(server: &Server, ca: &str) -> bool {
+    let (status, v) = api(server, "GET", "/v1/cas", ADMIN_TOKEN, None).await;
+    assert_eq!(status, 200, "{v}");
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["id"] == ca)
+        .map(|c| c["distrusted"] == true)
+        .expect("the CA is listed")
+}
+
+async fn operation_count(server: &Server) -> usize {
+    let (_, v) = api(server, "GET", "/v1/operations", ADMIN_TOKEN, None).await;
+    v["items"].as_array().map(Vec::len).unwrap_or(0)
+}
+
+/// The confirmation form of a re-key of a.example.test.
+fn rekey_one<'a>(csrf: &'a str, confirm: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("csrf", csrf),
+        ("scope", "names"),
+        ("names", "a.example.test"),
+        ("reason", "one key leaked"),
+        ("expected", "1"),
+        ("confirm", confirm),
+    ]
+}
+
+fn testid_text(p: &Page, id: &str) -> String {
+    between(&p.body, &format!("data-testid=\"{id}\">"), "<")
+        .unwrap_or_else(|| panic!("no {id} on the page: {}", p.body))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_distrusts_a_ca_rekeys_and_manages_tokens_as_the_api_allows() {
+    let cas = TwoCas::start(0).await;
+    let url = format!("sqlite://{}", cas.dir().join("twincert.db").display());
+    let server = Server::start(&cas, ServerOptions::new(url)).await;
+    let names = ["a.example.test", "b.example.test"];
+    for name in names {
+        let (status, body) = server.create(json!({ "name": name })).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    for name in names {
+        server.wait_ready(name, 60).await;
+    }
+    let mut on_a = Vec::new();
+    for name in names {
+        let v = server.name(name).await;
+        if v[v["active"].as_str().unwrap_or_default()]["ca"] == "pebble-a" {
+            on_a.push((name, v["active"].as_str().unwrap_or_default().to_string()));
+        }
+    }
+    let operator = token(&server, "t-operator", "operator").await;
+    let viewer = token(&server, "t-viewer", "viewer").await;
+
+    let mut admin = Browser::new(&server);
+    admin.sign_in(ADMIN_TOKEN).await;
+    let e = admin.get("/ui/emergency").await;
+    assert_eq!(e.status, StatusCode::OK);
+    for id in [
+        "scope-ca",
+        "rekey-form",
+        "rekey-scope",
+        "rekey-dry-run-submit",
+        "distrust-form",
+        "distrust-ca",
+        "distrust-dry-run-submit",
+    ] {
+        assert!(e.has(id), "the admin's emergency page lacks {id}");
+    }
+    let csrf = e.csrf();
+
+    // An operator may re-key but not distrust: no distrust form, and a
+    // forged one is refused by the API's rule, naming the role.
+    let mut op = Browser::new(&server);
+    op.sign_in(&operator).await;
+    let e = op.get("/ui/emergency").await;
+    assert!(e.has("rekey-form") && !e.has("distrust-form"));
+    let op_csrf = e.csrf();
+    for path in ["/ui/emergency/distrust/dry-run", "/ui/emergency/distrust"] {
+        let p = op
+            .post(
+                path,
+                &[
+                    ("csrf", &op_csrf),
+                    ("ca", "pebble-a"),
+                    ("reason", "forged"),
+                    ("confirm", "pebble-a"),
+                ],
+            )
+            .await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{path}: {}", p.body);
+        let err = p.error().unwrap_or_default();
+        assert!(
+            err.contains("t-operator") && err.contains("needs admin"),
+            "{err}"
+        );
+    }
+    assert!(!distrusted(&server, "pebble-a").await);
+
+    // A viewer sees no emergency page, and a forged re-key is refused.
+    let mut v = Browser::new(&server);
+    v.sign_in(&viewer).await;
+    assert_eq!(v.get("/ui/emergency").await.status, StatusCode::FORBIDDEN);
+    let v_csrf = v.get("/ui/").await.csrf();
+    let ops_before = operation_count(&server).await;
+    let p = v
+        .post(
+            "/ui/emergency/rekey",
+            &[
+                ("csrf", &v_csrf),
+                ("scope", "all"),
+                ("reason", "forged"),
+                ("expected", "2"),
+                ("confirm", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    assert!(
+        p.error().unwrap_or_default().contains("needs operator"),
+        "{}",
+        p.body
+    );
+
+    // Without the session's CSRF value nothing is done.
+    for (path, form) in [
+        (
+            "/ui/emergency/distrust",
+            vec![("ca", "pebble-a"), ("reason", "x"), ("confirm", "pebble-a")],
+        ),
+        (
+            "/ui/emergency/rekey",
+            vec![("scope", "all"), ("reason", "x"), ("confirm", "2")],
+        ),
+        ("/ui/tokens", vec![("name", "t-nocsrf"), ("role", "admin")]),
+    ] {
+        let p = admin.post(path, &form).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(p.error().unwrap_or_default().contains("CSRF"), "{path}");
+    }
+    assert!(!distrusted(&server, "pebble-a").await);
+    assert_eq!(operation_count(&server).await, ops_before);
+    let (_, list) = api(&server, "GET", "/v1/tokens", ADMIN_TOKEN, None).await;
+    assert!(!list.to_string().contains("t-nocsrf"), "{list}");
+
+    // Re-key: bad input gets the API's words; the dry run counts; a wrong
+    // confirmation changes nothing; the right one starts the operation.
+    let p = admin
+        .post(
+            "/ui/emergency/rekey/dry-run",
+            &[
+                ("csrf", &csrf),
+                ("scope", "spki"),
+                ("spki_sha256", "abc"),
+                ("reason", "r"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        p.error().as_deref(),
+        Some("'spki_sha256' must be 64 hex digits; got 'abc'")
+    );
+    assert!(p.has("rekey-form"), "the form is shown again");
+    let p = admin
+        .post(
+            "/ui/emergency/rekey/dry-run",
+            &[("csrf", &csrf), ("scope", "all"), ("reason", "")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        p.error().as_deref(),
+        Some("'reason' must not be empty: say why, for the audit log")
+    );
+    let dry = admin
+        .post(
+            "/ui/emergency/rekey/dry-run",
+            &[("csrf", &csrf), ("scope", "all"), ("reason", "heartbleed")],
+        )
+        .await;
+    assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
+    assert_eq!(testid_text(&dry, "rekey-name-count"), "2");
+    assert!(dry.has("rekey-confirm-input") && dry.has("rekey-confirm-submit"));
+    let dry = admin
+        .post(
+            "/ui/emergency/rekey/dry-run",
+            &[
+                ("csrf", &csrf),
+                ("scope", "names"),
+                ("names", "a.example.test\r\n"),
+                ("reason", "one key leaked"),
+            ],
+        )
+        .await;
+    assert_eq!(testid_text(&dry, "rekey-name-count"), "1");
+    assert_eq!(operation_count(&server).await, ops_before, "dry runs only");
+    let p = admin
+        .post("/ui/emergency/rekey", &rekey_one(&csrf, "2"))
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST, "{}", p.body);
+    assert!(
+        p.error()
+            .unwrap_or_default()
+            .contains("'confirm' must be the number of names to re-key (1)"),
+        "{}",
+        p.body
+    );
+    assert_eq!(
+        testid_text(&p, "rekey-name-count"),
+        "1",
+        "the dry run again"
+    );
+    assert_eq!(operation_count(&server).await, ops_before);
+    let p = admin
+        .post("/ui/emergency/rekey", &rekey_one(&csrf, "1"))
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert!(
+        p.location().starts_with("/ui/operations/"),
+        "{}",
+        p.location()
+    );
+    let page = admin.get(p.location()).await;
+    assert!(page.has("operation-progress") && page.has("rekey-progress"));
+    assert!(page.body.contains("of 1"), "{}", page.body);
+    let (_, ops) = api(&server, "GET", "/v1/operations", ADMIN_TOKEN, None).await;
+    assert_eq!(ops["items"][0]["kind"], "rekey", "{ops}");
+    assert_eq!(ops["items"][0]["actor"], "bootstrap-admin", "{ops}");
+
+    // Distrust: unknown CA and missing reason get the API's words; the dry
+    // run shows what flips and what is re-provisioned and changes nothing;
+    // only the typed CA id runs it.
+    let p = admin
+        .post(
+            "/ui/emergency/distrust/dry-run",
+            &[("csrf", &csrf), ("ca", "nope"), ("reason", "r")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::NOT_FOUND);
+    assert_eq!(p.error().as_deref(), Some("CA 'nope' is not configured"));
+    let p = admin
+        .post(
+            "/ui/emergency/distrust/dry-run",
+            &[("csrf", &csrf), ("ca", "pebble-a"), ("reason", " ")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        p.error().as_deref(),
+        Some("'reason' must not be empty: say why, for the audit log")
+    );
+    let dry = admin
+        .post(
+            "/ui/emergency/distrust/dry-run",
+            &[("csrf", &csrf), ("ca", "pebble-a"), ("reason", "CA breach")],
+        )
+        .await;
+    assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
+    assert_eq!(
+        testid_text(&dry, "distrust-flip-count"),
+        on_a.len().to_string()
+    );
+    // Every name holds one slot on pebble-a (its pair is pebble-a + b).
+    assert_eq!(testid_text(&dry, "distrust-reprovision"), "2");
+    assert!(dry.has("distrust-confirm-input") && dry.has("distrust-confirm-submit"));
+    assert!(!distrusted(&server, "pebble-a").await, "a dry run");
+    for confirm in ["", "pebble-b", "2"] {
+        let p = admin
+            .post(
+                "/ui/emergency/distrust",
+                &[
+                    ("csrf", &csrf),
+                    ("ca", "pebble-a"),
+                    ("reason", "CA breach"),
+                    ("confirm", confirm),
+                ],
+            )
+            .await;
+        assert_eq!(p.status, StatusCode::BAD_REQUEST, "{confirm}: {}", p.body);
+        assert!(
+            p.error()
+                .unwrap_or_default()
+                .contains("'confirm' must be the CA id 'pebble-a'"),
+            "{}",
+            p.body
+        );
+        assert!(p.has("distrust-flip-count"), "the dry run again");
+    }
+    assert!(!distrusted(&server, "pebble-a").await);
+    for (name, slot) in &on_a {
+        assert_eq!(&active_slot(&server, name).await, slot);
+    }
+    let p = admin
+        .post(
+            "/ui/emergency/distrust",
+            &[
+                ("csrf", &csrf),
+                ("ca", "pebble-a"),
+                ("reason", "CA breach"),
+                ("confirm", " pebble-a "),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert!(
+        p.location().starts_with("/ui/operations/"),
+        "{}",
+        p.location()
+    );
+    let page = admin.get(p.location()).await;
+    assert!(page.has("operation-progress"), "{}", page.body);
+    assert!(page.body.contains("distrust"), "{}", page.body);
+    assert!(distrusted(&server, "pebble-a").await);
+    for (name, slot) in &on_a {
+        assert_ne!(&active_slot(&server, name).await, slot, "{name} flipped");
+    }
+    let (_, events) = api(&server, "GET", "/v1/events?limit=50", ADMIN_TOKEN, None).await;
+    assert!(
+        events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["action"] == "ca.distrust" && e["actor"] == "bootstrap-admin"),
+        "{events}"
+    );
+
+    // Tokens: the page is the admin's; others are refused by the API.
+    assert_eq!(op.get("/ui/tokens").await.status, StatusCode::FORBIDDEN);
+    for (path, form) in [
+        (
+            "/ui/tokens",
+            vec![
+                ("csrf", op_csrf.as_str()),
+                ("name", "t-forged"),
+                ("role", "admin"),
+            ],
+        ),
+        (
+            "/ui/tokens/t-viewer/delete",
+            vec![("csrf", op_csrf.as_str()), ("confirm", "t-viewer")],
+        ),
+    ] {
+        let p = op.post(path, &form).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN, "{path}: {}", p.body);
+        assert!(
+            p.error().unwrap_or_default().contains("needs admin"),
+            "{path}: {}",
+            p.body
+        );
+    }
+    let (status, _) = api(&server, "GET", "/v1/names", &viewer, None).await;
+    assert_eq!(
+        status, 200,
+        "the operator could not delete the viewer's token"
+    );
+    let t = admin.get("/ui/tokens").await;
+    assert_eq!(t.status, StatusCode::OK);
+    assert!(t.has("token-create-form") && t.has("token-delete-submit"));
+    assert!(t.body.contains("data-name=\"t-viewer\""), "{}", t.body);
+
+    // Bad input: the API's words (and status); a forged expiry the
+    // console's own.
+    for (form, status) in [
+        (vec![("name", "Bad Name!"), ("role", "viewer")], 400),
+        (vec![("name", "t-x"), ("role", "root")], 400),
+        (vec![("name", "t-viewer"), ("role", "viewer")], 409),
+    ] {
+        let body = json!({"name": form[0].1, "role": form[1].1});
+        let (api_status, doc) = api(&server, "POST", "/v1/tokens", ADMIN_TOKEN, Some(body)).await;
+        assert_eq!(api_status, status, "{doc}");
+        let mut form = form.clone();
+        form.push(("csrf", &csrf));
+        let p = admin.post("/ui/tokens", &form).await;
+        assert_eq!(p.status.as_u16(), status, "{}", p.body);
+        assert_eq!(p.error().as_deref(), doc["detail"].as_str());
+        assert!(!p.has("token-secret"));
+    }
+    let p = admin
+        .post(
+            "/ui/tokens",
+            &[
+                ("csrf", &csrf),
+                ("name", "t-y"),
+                ("role", "viewer"),
+                ("expires_in_seconds", "soon"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(
+        p.error()
+            .unwrap_or_default()
+            .contains("'expires_in_seconds' must be a whole number"),
+        "{}",
+        p.body
+    );
+
+    // Create: the secret is shown once, works against /v1, and is on no
+    // later page and in no log.
+    let p = admin
+        .post(
+            "/ui/tokens",
+            &[
+                ("csrf", &csrf),
+                ("name", "t-new"),
+                ("role", "viewer"),
+                ("expires_in_seconds", "86400"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.has("token-created"));
+    let secret = testid_text(&p, "token-secret");
+    assert!(secret.starts_with("tc_") && secret.len() > 40, "{secret}");
+    assert_eq!(
+        p.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    let (status, _) = api(&server, "GET", "/v1/names", &secret, None).await;
+    assert_eq!(status, 200, "the new token works");
+    let (status, _) = api(
+        &server,
+        "POST",
+        "/v1/names/a.example.test/swap",
+        &secret,
+        Some(json!({"reason": "x"})),
+    )
+    .await;
+    assert_eq!(status, 403, "with the role it was given");
+    let t = admin.get("/ui/tokens").await;
+    assert!(t.body.contains("data-name=\"t-new\""), "{}", t.body);
+    assert!(!t.body.contains(&secret) && !t.has("token-secret"));
+    let (_, list) = api(&server, "GET", "/v1/tokens", ADMIN_TOKEN, None).await;
+    let new = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["name"] == "t-new")
+        .cloned()
+        .expect("listed");
+    assert!(new["expires_at"].as_i64().is_some(), "{new}");
+    assert!(!server.log().contains(&secret), "the secret is in the log");
+
+    // A console session signed in with it, then delete: a wrong
+    // confirmation deletes nothing; the right one ends the token and the
+    // session.
+    let mut n = Browser::new(&server);
+    n.sign_in(&secret).await;
+    assert_eq!(n.get("/ui/").await.status, StatusCode::OK);
+    let p = admin
+        .post(
+            "/ui/tokens/t-new/delete",
+            &[("csrf", &csrf), ("confirm", "t-viewer")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(
+        p.error()
+            .unwrap_or_default()
+            .contains("'confirm' must be the token name 't-new'"),
+        "{}",
+        p.body
+    );
+    let (status, _) = api(&server, "GET", "/v1/names", &secret, None).await;
+    assert_eq!(status, 200);
+    let p = admin
+        .post(
+            "/ui/tokens/t-new/delete",
+            &[("csrf", &csrf), ("confirm", "t-new")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.has("token-deleted"));
+    assert!(!p.body.contains("data-name=\"t-new\""));
+    let (status, _) = api(&server, "GET", "/v1/names", &secret, None).await;
+    assert_eq!(status, 401, "a deleted token stops working");
+    let p = n.get("/ui/").await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "its console session ended");
+    assert_eq!(p.location(), "/ui/login");
+    let p = admin
+        .post(
+            "/ui/tokens/t-new/delete",
+            &[("csrf", &csrf), ("confirm", "t-new")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::NOT_FOUND);
+    assert_eq!(p.error().as_deref(), Some("token 't-new' not found"));
+}

@@ -487,6 +487,83 @@ async fn store_contract_on_postgres() {
     contract(Store::connect(&url).await.expect("connect")).await;
 }
 
+/// Deleting a token ends the console sessions signed in with it, and only
+/// those.
+async fn token_delete_contract(store: Store) {
+    use twincert::domain::Role;
+    use twincert::store::{NewToken, SessionRecord};
+    store.migrate().await.expect("migrate");
+    for name in ["t-gone", "t-kept"] {
+        store
+            .tokens()
+            .create_token(
+                &NewToken {
+                    name: name.into(),
+                    role: Role::Viewer,
+                    secret_sha256: format!("{name}-sha"),
+                    expires_at: None,
+                },
+                "admin",
+                100,
+            )
+            .await
+            .expect("create token");
+    }
+    let console = store.console();
+    for (id, actor) in [
+        ("s1", "t-gone"),
+        ("s2", "t-gone"),
+        ("s3", "t-kept"),
+        ("s4", "alice@example.test"),
+    ] {
+        let rec = SessionRecord {
+            actor: actor.into(),
+            role: Role::Viewer,
+            csrf: "c".into(),
+            created_at: 100,
+            last_seen_at: 100,
+        };
+        console
+            .create_session(id, &rec, 0, 0)
+            .await
+            .expect("session");
+    }
+    store
+        .tokens()
+        .delete_token("t-gone", "admin", 101)
+        .await
+        .expect("delete");
+    for (id, alive) in [("s1", false), ("s2", false), ("s3", true), ("s4", true)] {
+        assert_eq!(
+            console.session(id).await.expect("read").is_some(),
+            alive,
+            "session {id}"
+        );
+    }
+    assert!(matches!(
+        store.tokens().delete_token("t-gone", "admin", 102).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(console.session("s3").await.expect("read").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_token_ends_its_console_sessions_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    token_delete_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_token_ends_its_console_sessions_on_postgres() {
+    let Some(base) = pg_url_or_skip("deleting_a_token_ends_its_console_sessions_on_postgres")
+    else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    token_delete_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
 /// Preflight reports: stored per name, replaced by the next, due when
 /// never checked / stale / made for another CA pair, counted per check
 /// kind for `/metrics`, gone with the name.

@@ -23,6 +23,7 @@
 //! `Referrer-Policy: no-referrer` and `nosniff`. No JavaScript is needed;
 //! the operation page refreshes itself with `<meta http-equiv=refresh>`.
 
+mod actions;
 mod html;
 pub mod oidc;
 mod pages;
@@ -82,6 +83,20 @@ pub const CONSOLE_ROUTES: &[(&str, &str, &str, &str)] = &[
     ("GET", "/ui/emergency", "POST", "/v1/swaps"),
     ("POST", "/ui/emergency/dry-run", "POST", "/v1/swaps"),
     ("POST", "/ui/emergency/swap", "POST", "/v1/swaps"),
+    (
+        "POST",
+        "/ui/emergency/distrust/dry-run",
+        "POST",
+        "/v1/cas/{id}/distrust",
+    ),
+    (
+        "POST",
+        "/ui/emergency/distrust",
+        "POST",
+        "/v1/cas/{id}/distrust",
+    ),
+    ("POST", "/ui/emergency/rekey/dry-run", "POST", "/v1/rekeys"),
+    ("POST", "/ui/emergency/rekey", "POST", "/v1/rekeys"),
     ("GET", "/ui/operations", "GET", "/v1/operations"),
     ("GET", "/ui/operations/{id}", "GET", "/v1/operations/{id}"),
     ("GET", "/ui/cas", "GET", "/v1/cas"),
@@ -95,6 +110,13 @@ pub const CONSOLE_ROUTES: &[(&str, &str, &str, &str)] = &[
     ),
     ("GET", "/ui/audit", "GET", "/v1/events"),
     ("GET", "/ui/tokens", "GET", "/v1/tokens"),
+    ("POST", "/ui/tokens", "POST", "/v1/tokens"),
+    (
+        "POST",
+        "/ui/tokens/{name}/delete",
+        "DELETE",
+        "/v1/tokens/{token}",
+    ),
 ];
 
 /// What the console needs beyond the API's state.
@@ -166,6 +188,13 @@ pub fn router(api: ApiState, settings: ConsoleSettings, v1: Router) -> Router {
         .route("/ui/emergency", get(pages::emergency))
         .route("/ui/emergency/dry-run", post(pages::emergency_dry_run))
         .route("/ui/emergency/swap", post(pages::emergency_swap))
+        .route(
+            "/ui/emergency/distrust/dry-run",
+            post(actions::distrust_dry_run),
+        )
+        .route("/ui/emergency/distrust", post(actions::distrust))
+        .route("/ui/emergency/rekey/dry-run", post(actions::rekey_dry_run))
+        .route("/ui/emergency/rekey", post(actions::rekey))
         .route("/ui/operations", get(pages::operations))
         .route("/ui/operations/{id}", get(pages::operation))
         .route("/ui/cas", get(pages::cas))
@@ -173,7 +202,8 @@ pub fn router(api: ApiState, settings: ConsoleSettings, v1: Router) -> Router {
         .route("/ui/incidents", get(pages::incidents))
         .route("/ui/incidents/{id}/close", post(pages::close_incident))
         .route("/ui/audit", get(pages::audit))
-        .route("/ui/tokens", get(pages::tokens))
+        .route("/ui/tokens", get(pages::tokens).post(actions::create_token))
+        .route("/ui/tokens/{name}/delete", post(actions::delete_token))
         .route("/ui/{*rest}", get(not_found).post(not_found))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(console.clone(), transport))

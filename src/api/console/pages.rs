@@ -42,7 +42,11 @@ async fn signed_in(c: &Console, headers: &HeaderMap) -> Result<Session, Response
 }
 
 /// The session of a form post whose CSRF field is right, or the answer.
-async fn posted(c: &Console, headers: &HeaderMap, f: &Fields) -> Result<Session, Response> {
+pub(super) async fn posted(
+    c: &Console,
+    headers: &HeaderMap,
+    f: &Fields,
+) -> Result<Session, Response> {
     let s = signed_in(c, headers).await?;
     if !csrf_ok(&s.csrf, f.get("csrf")) {
         return Err(html::error_page(
@@ -1128,7 +1132,7 @@ async fn after_action(
 
 // ----- emergency --------------------------------------------------------
 
-fn scope_form(c: &Console, s: &Session, ca: &str, reason: &str) -> Markup {
+pub(super) fn scope_form(c: &Console, s: &Session, ca: &str, reason: &str) -> Markup {
     html! {
         form.action method="post" action="/ui/emergency/dry-run" {
             (csrf_field(s))
@@ -1156,7 +1160,7 @@ pub async fn emergency(State(c): State<Console>, headers: HeaderMap) -> Response
     if let Some(r) = refusal(&s, "POST", "/v1/swaps") {
         return r;
     }
-    let body = scope_form(&c, &s, "", "");
+    let body = super::actions::emergency_forms(&c, &s);
     respond(StatusCode::OK, page(Some(&s), "Emergency", None, body))
 }
 
@@ -1215,15 +1219,7 @@ fn dry_run_result(s: &Session, ca: &str, reason: &str, v: &Value, error: Option<
                     @if k != "swap" { tr { td { "  skipped: " (k) } td { (text(n)) } } }
                 }
                 tr { th { "slots to re-provision" } td { (text(&v["report"]["reprovision"])) } }
-                tr { th { "re-provisioning estimate" } td {
-                    @match est["seconds"].as_i64() {
-                        Some(sec) => { "about " (human_seconds(sec)) " at " (text(&est["orders_per_hour"])) " orders/hour via " (est["eligible_cas"].as_array().map(|a| a.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default()) },
-                        None => { "no CA can take them now" },
-                    }
-                    @if !est["same_ca"].is_null() {
-                        br; span.muted { "re-issued from " (text(&est["same_ca"]["ca"])) " after its hold-off of " (human_seconds(est["same_ca"]["hold_off_seconds"].as_i64().unwrap_or(0))) }
-                    }
-                } }
+                tr { th { "re-provisioning estimate" } td { (estimate_cell(est)) } }
             }
         }
         form.action method="post" action="/ui/emergency/swap" {
@@ -1235,6 +1231,19 @@ fn dry_run_result(s: &Session, ca: &str, reason: &str, v: &Value, error: Option<
             input #confirm type="text" name="confirm" autocomplete="off" data-testid="confirm-input";
             " "
             button.danger type="submit" data-testid="confirm-submit" { "Swap now" }
+        }
+    }
+}
+
+/// A re-provisioning estimate of the API (`ReprovisionEstimate`), in words.
+pub(super) fn estimate_cell(est: &Value) -> Markup {
+    html! {
+        @match est["seconds"].as_i64() {
+            Some(sec) => { "about " (human_seconds(sec)) " at " (text(&est["orders_per_hour"])) " orders/hour via " (est["eligible_cas"].as_array().map(|a| a.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default()) },
+            None => { "no CA can take them now" },
+        }
+        @if !est["same_ca"].is_null() {
+            br; span.muted { "re-issued from " (text(&est["same_ca"]["ca"])) " after its hold-off of " (human_seconds(est["same_ca"]["hold_off_seconds"].as_i64().unwrap_or(0))) }
         }
     }
 }
@@ -1365,6 +1374,9 @@ pub async fn operation(
         section data-testid="operation-progress" data-state=(if done { "done" } else { "running" }) {
             h2 { @if done { "Done" } @else { "Re-provisioning…" } }
             p { "Slots with a new certificate: " (valid) " of " (total) }
+            @if n("rekey_total") > 0 {
+                p data-testid="rekey-progress" { "Names with both keys new: " (n("rekey_done")) " of " (n("rekey_total")) " " (bar(n("rekey_done"), n("rekey_total"))) }
+            }
             progress max=(total) value=(valid) { (valid) " of " (total) }
             table {
                 tbody {
@@ -1506,24 +1518,14 @@ pub async fn close_incident(
     incidents_page(&c, &headers, peer, Some(got)).await
 }
 
-/// `GET /ui/tokens` (admin).
+/// `GET /ui/tokens` (admin): the list, and create and delete forms
+/// (`actions::tokens_page`).
 pub async fn tokens(State(c): State<Console>, headers: HeaderMap, peer: Peer) -> Response {
-    list_page(&c, &headers, peer, "Tokens", "/v1/tokens", |_, items| {
-        html! {
-            p.muted { "Secrets are never shown again after creation (POST /v1/tokens)." }
-            table { thead { tr { th { "name" } th { "role" } th { "created" } th { "last used" } th { "expires" } } }
-            tbody { @for t in items { tr {
-                td { (text(&t["name"])) } td { (text(&t["role"])) } td { (when(t["created_at"].as_i64().unwrap_or(0))) }
-                td { @if let Some(u) = t["last_used_at"].as_i64() { (when(u)) } @else { "never" } }
-                td { @if let Some(u) = t["expires_at"].as_i64() { (when(u)) } @else { "never" } }
-            } } } }
-        }
-    })
-    .await
+    super::actions::tokens_page(&c, &headers, peer, None).await
 }
 
 /// A page showing the `items` of one `/v1` list.
-async fn list_page(
+pub(super) async fn list_page(
     c: &Console,
     headers: &HeaderMap,
     peer: Peer,
