@@ -53,16 +53,35 @@ pub struct SwapReport {
 /// One marker per slot, so a later operation never erases an earlier
 /// one's work on the other slot.
 pub(super) fn mark_active_slot(op_hole: usize) -> String {
-    format!(
-        "primary_reprovision_op = CASE WHEN active_slot = 'primary' THEN ${op_hole} \
-         ELSE primary_reprovision_op END, \
-         backup_reprovision_op = CASE WHEN active_slot = 'backup' THEN ${op_hole} \
-         ELSE backup_reprovision_op END, \
-         primary_superseded_by = CASE WHEN active_slot = 'primary' THEN ${op_hole} \
-         ELSE primary_superseded_by END, \
-         backup_superseded_by = CASE WHEN active_slot = 'backup' THEN ${op_hole} \
-         ELSE backup_superseded_by END"
-    )
+    slot_markers(op_hole, true, None)
+}
+
+/// SET clauses for the markers of operation `$op` on each slot: on the
+/// (pre-update) active slot if `active`, and on every slot the CA in hole
+/// `$ca` holds (a distrust: re-provision a slot whose CA or whose current
+/// certificate is that CA's, and mark the certificate superseded). A slot
+/// neither applies to keeps its marker.
+fn slot_markers(op_hole: usize, active: bool, distrusted_ca_hole: Option<usize>) -> String {
+    let mut sets = Vec::new();
+    for (column, ca_columns) in [
+        ("reprovision_op", &["ca", "cert_ca"][..]),
+        ("superseded_by", &["cert_ca"][..]),
+    ] {
+        for s in ["primary", "backup"] {
+            let mut when = Vec::new();
+            if active {
+                when.push(format!("active_slot = '{s}'"));
+            }
+            if let Some(ca) = distrusted_ca_hole {
+                when.extend(ca_columns.iter().map(|c| format!("{s}_{c} = ${ca}")));
+            }
+            sets.push(format!(
+                "{s}_{column} = CASE WHEN {} THEN ${op_hole} ELSE {s}_{column} END",
+                when.join(" OR ")
+            ));
+        }
+    }
+    sets.join(", ")
 }
 
 /// Turns SQLite's WAL auto-checkpointing back on and checkpoints, in the
@@ -433,15 +452,25 @@ impl Emergency {
             set_ca_status(&tx, ca, true, reason, now).await?;
         }
         // The flip: one statement over every swappable name, which also
-        // marks the abandoned slot for re-provisioning.
+        // marks the abandoned slot for re-provisioning — and, for a
+        // distrust, every other slot the CA holds, so that a flipped name
+        // gets one new row version, not a second one from the distrust's
+        // marker statement below (on a CA-wide swap every page of `names`
+        // is rewritten and, on PostgreSQL, written whole to the WAL: a
+        // second statement over the same rows doubled both).
+        let mut flip_values = op_values.clone();
+        let distrusted_ca_hole = distrust.map(|ca| {
+            flip_values.push(ca.into());
+            flip_values.len()
+        });
         let swapped = exec(
             &tx,
             &format!(
                 "UPDATE names AS n SET {}, active_slot = {FLIP}, updated_at = $1 \
                  WHERE {filter} AND {swappable}",
-                mark_active_slot(op_hole)
+                slot_markers(op_hole, true, distrusted_ca_hole)
             ),
-            op_values.clone(),
+            flip_values,
         )
         .await? as i64;
         if swapped > 0 {
@@ -470,24 +499,24 @@ impl Emergency {
             }
         }
         report.reprovision = match distrust {
-            // Every slot the CA holds, whichever name and slot it is.
+            // Every slot the CA holds, whichever name and slot it is; the
+            // names the flip marked already (it marks with the same rule)
+            // are not written again.
             Some(ca) => {
-                exec(
-                    &tx,
-                    "UPDATE names SET \
-                 primary_reprovision_op = CASE WHEN primary_ca = $1 OR primary_cert_ca = $1 \
-                 THEN $2 ELSE primary_reprovision_op END, \
-                 backup_reprovision_op = CASE WHEN backup_ca = $1 OR backup_cert_ca = $1 \
-                 THEN $2 ELSE backup_reprovision_op END, \
-                 primary_superseded_by = CASE WHEN primary_cert_ca = $1 THEN $2 \
-                 ELSE primary_superseded_by END, \
-                 backup_superseded_by = CASE WHEN backup_cert_ca = $1 THEN $2 \
-                 ELSE backup_superseded_by END, updated_at = $3 \
-                 WHERE primary_ca = $1 OR backup_ca = $1 \
-                 OR primary_cert_ca = $1 OR backup_cert_ca = $1",
-                    vec![ca.into(), op.clone().into(), now.into()],
-                )
-                .await? as i64
+                swapped
+                    + exec(
+                        &tx,
+                        &format!(
+                            "UPDATE names SET {}, updated_at = $3 \
+                             WHERE (primary_ca = $1 OR backup_ca = $1 \
+                             OR primary_cert_ca = $1 OR backup_cert_ca = $1) \
+                             AND COALESCE(primary_reprovision_op, '') <> $2 \
+                             AND COALESCE(backup_reprovision_op, '') <> $2",
+                            slot_markers(2, false, Some(1))
+                        ),
+                        vec![ca.into(), op.clone().into(), now.into()],
+                    )
+                    .await? as i64
             }
             // Skipped names keep running on the doomed certificate: their
             // active slot is replaced in place. After the flip the names

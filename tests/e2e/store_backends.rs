@@ -1073,6 +1073,79 @@ async fn mass_swap_on_postgres() {
     mass_swap_contract(Store::connect(&url).await.expect("connect")).await;
 }
 
+/// A distrust marks every slot the CA holds, and the flip marks the slot
+/// it abandons, in one row version per flipped name (the flip carries the
+/// distrust's markers; the marker statement skips the names it flipped):
+/// flipped, not in scope and skipped names all end up marked as the rule
+/// says, and the report counts each marked name once.
+async fn distrust_marks_contract(store: Store) {
+    store.migrate().await.expect("migrate");
+    let now = 5_000;
+    let id = |short: &str| format!("{short}.distrust.test");
+    for (short, primary, backup) in [
+        ("flipped", "a", "b"),
+        ("standby-on-a", "b", "a"),
+        ("skipped", "a", "c"),
+        ("untouched", "b", "c"),
+    ] {
+        store
+            .names()
+            .create_name(&name(&id(short), primary, backup), "t", now)
+            .await
+            .expect("create");
+    }
+    issue_all(&store, now, &[id("skipped").as_str()]).await;
+
+    let report = store
+        .emergency()
+        .distrust_ca("a", "a distrusted", "admin", false, now)
+        .await
+        .expect("distrust");
+    let op = report.operation_id.clone().expect("operation");
+    assert_eq!(report.swapped, 1, "{report:?}");
+    assert_eq!(report.counts.get("swap"), Some(&1), "{report:?}");
+    assert_eq!(report.counts.get("standby_expired"), Some(&1), "{report:?}");
+    assert_eq!(report.reprovision, 3, "one per marked name: {report:?}");
+
+    // (name, active slot after, slot expected marked by the distrust)
+    for (short, active, marked) in [
+        ("flipped", Slot::Backup, Some(Slot::Primary)),
+        ("standby-on-a", Slot::Primary, Some(Slot::Backup)),
+        ("skipped", Slot::Primary, Some(Slot::Primary)),
+        ("untouched", Slot::Primary, None),
+    ] {
+        let rec = store
+            .names()
+            .name(&id(short))
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(rec.active, active, "{short}");
+        for slot in [Slot::Primary, Slot::Backup] {
+            let s = rec.slot(slot).expect("slot");
+            let want = (Some(slot) == marked).then(|| op.clone());
+            assert_eq!(s.reprovision_op, want, "{short} {slot} re-provisioning");
+            assert_eq!(s.superseded_by, want, "{short} {slot} superseded");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn distrust_marks_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    distrust_marks_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn distrust_marks_on_postgres() {
+    let Some(base) = pg_url_or_skip("distrust_marks_on_postgres") else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    distrust_marks_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
 /// Issues a certificate for a leased order: a fresh key (`n` makes its
 /// SPKI and serial unique), then the certificate.
 async fn issue(store: &Store, job: &OrderJob, owner: &str, n: usize, validity: (i64, i64, i64)) {
