@@ -1272,7 +1272,6 @@ impl MigrationTrait for M0028CountBuckets {
                  CREATE INDEX certificates_checked ON certificates (ca_id, status_checked_at); \
                  CREATE INDEX certificates_ari_checked ON certificates (ca_id, ari_checked_at); \
                  CREATE TABLE count_dirty (bucket BIGINT PRIMARY KEY, taken INTEGER NOT NULL); \
-                 INSERT INTO count_dirty (bucket, taken) VALUES (-1, 0); \
                  CREATE TABLE count_partials (bucket BIGINT NOT NULL, part TEXT NOT NULL, \
                  series TEXT NOT NULL, value BIGINT NOT NULL, PRIMARY KEY (bucket, part, series)); \
                  CREATE TABLE count_buckets (bucket BIGINT PRIMARY KEY, valid_until BIGINT)"

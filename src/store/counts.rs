@@ -23,7 +23,8 @@
 //! **A pass** ([`Store::count_maintained`], the `counts` controller under
 //! its singleton lease) takes the marks (`taken = 1`), recounts the marked
 //! buckets and those whose `valid_until` came — everything when [`ALL`] is
-//! marked — and stores their partials, `valid_until` and the removal of
+//! marked or no partial is stored yet (a new or just migrated store) —
+//! and stores their partials, `valid_until` and the removal of
 //! exactly the marks it took in one transaction; a mark set again while
 //! the pass ran (`taken` back to 0) survives for the next pass. A pass that
 //! fails leaves its marks, so the next takes them again. It then adds up
@@ -39,7 +40,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, Value};
 
 use super::metrics::{BASIC, Counts, Series, label};
 use super::names::{NAME_STATE_JOINS, name_state_case};
-use super::sql::{all, exec, get, holes, with_tx};
+use super::sql::{all, exec, get, holes, one, with_tx};
 use super::{Store, StoreError};
 
 /// How many buckets names are spread over. Fixed: a name's bucket is
@@ -234,7 +235,11 @@ impl Store {
         for r in &all(db, "SELECT bucket FROM count_dirty WHERE taken = 1", vec![]).await? {
             marked.push(get(r, "bucket")?);
         }
-        let full = marked.contains(&ALL);
+        // Nothing stored yet (a new or just migrated store): count it all.
+        let never = one(db, "SELECT bucket FROM count_partials LIMIT 1", vec![])
+            .await?
+            .is_none();
+        let full = never || marked.contains(&ALL);
         let mut buckets = marked.clone();
         if !full {
             for r in &all(
