@@ -407,9 +407,12 @@ impl Metrics {
     pub async fn expiry_series(&self, limit: u64) -> Result<Vec<Series>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT s.name_id, s.slot, c.ca_id, c.not_after FROM slots s \
-             JOIN certificates c ON c.id = s.current_cert_id \
-             ORDER BY c.not_after, s.name_id, s.slot LIMIT $1",
+            // Walks `certificates_expiry` in order and stops at `limit`
+            // current ones (a certificate's name and slot are its slot's),
+            // instead of sorting every slot.
+            "SELECT c.name_id, c.slot, c.ca_id, c.not_after FROM certificates c \
+             WHERE EXISTS (SELECT 1 FROM slots s WHERE s.current_cert_id = c.id) \
+             ORDER BY c.not_after, c.name_id, c.slot LIMIT $1",
             vec![(limit as i64).into()],
         )
         .await?;
