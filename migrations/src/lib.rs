@@ -44,6 +44,9 @@ pub const TABLES: &[&str] = &[
     "console_logins",
     "dns_persist_issuers",
     "metric_counts",
+    "count_dirty",
+    "count_partials",
+    "count_buckets",
 ];
 
 /// Columns whose values come from a sequence on PostgreSQL (`{serial}`):
@@ -90,6 +93,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0023DnsPersist),
             Box::new(M0024ConsoleSessions),
             Box::new(M0026NamesByCreation),
+            Box::new(M0028CountBuckets),
         ]
     }
 }
@@ -1218,6 +1222,72 @@ impl MigrationTrait for M0019DeploymentsDue {
         run_script(
             manager,
             "DROP INDEX deployments_due_at; ALTER TABLE deployments DROP COLUMN due_at",
+        )
+        .await
+    }
+}
+
+/// Counts maintained by bucket (issue 21): every name belongs to one of
+/// 4,096 fixed buckets (`names.count_bucket`, its keys'
+/// `private_keys.count_bucket` the same); a transaction that changes what
+/// a name counts as marks its bucket in `count_dirty` (a CA-wide change
+/// marks bucket -1, "all"); the `counts` pass recounts only marked buckets
+/// and those whose `count_buckets.valid_until` came (the next moment one
+/// of their time-dependent figures changes), stores each bucket's partial
+/// sums in `count_partials`, and adds them up. Existing rows get a bucket
+/// from what each backend has at hand (SQLite's rowid, PostgreSQL's
+/// `hashtext`): any spread is correct, an even one is cheaper. The extra
+/// certificate indexes let a pass read the soonest expiries and each CA's
+/// newest check without a scan.
+pub struct M0028CountBuckets;
+
+impl MigrationName for M0028CountBuckets {
+    fn name(&self) -> &str {
+        "m0028_count_buckets"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0028CountBuckets {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let spread = match db.get_database_backend() {
+            DbBackend::Postgres => "(hashtext(id) & 4095)",
+            _ => "(rowid & 4095)",
+        };
+        run_script(
+            manager,
+            &format!(
+                "ALTER TABLE names ADD COLUMN count_bucket BIGINT NOT NULL DEFAULT 0; \
+                 UPDATE names SET count_bucket = {spread}; \
+                 CREATE INDEX names_count_bucket ON names (count_bucket); \
+                 ALTER TABLE private_keys ADD COLUMN count_bucket BIGINT NOT NULL DEFAULT 0; \
+                 UPDATE private_keys SET count_bucket = COALESCE(\
+                   (SELECT n.count_bucket FROM certificates c JOIN names n ON n.id = c.name_id \
+                    WHERE c.private_key_id = private_keys.id), \
+                   (SELECT MAX(n.count_bucket) FROM orders o JOIN names n ON n.id = o.name_id \
+                    WHERE o.private_key_id = private_keys.id), 0); \
+                 CREATE INDEX private_keys_count_bucket ON private_keys (count_bucket); \
+                 CREATE INDEX certificates_expiry ON certificates (not_after, name_id, slot); \
+                 CREATE INDEX certificates_checked ON certificates (ca_id, status_checked_at); \
+                 CREATE INDEX certificates_ari_checked ON certificates (ca_id, ari_checked_at); \
+                 CREATE TABLE count_dirty (bucket BIGINT PRIMARY KEY, taken INTEGER NOT NULL); \
+                 CREATE TABLE count_partials (bucket BIGINT NOT NULL, part TEXT NOT NULL, \
+                 series TEXT NOT NULL, value BIGINT NOT NULL, PRIMARY KEY (bucket, part, series)); \
+                 CREATE TABLE count_buckets (bucket BIGINT PRIMARY KEY, valid_until BIGINT)"
+            ),
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "DROP TABLE count_buckets; DROP TABLE count_partials; DROP TABLE count_dirty; \
+             DROP INDEX certificates_ari_checked; DROP INDEX certificates_checked; \
+             DROP INDEX certificates_expiry; DROP INDEX private_keys_count_bucket; \
+             ALTER TABLE private_keys DROP COLUMN count_bucket; DROP INDEX names_count_bucket; \
+             ALTER TABLE names DROP COLUMN count_bucket",
         )
         .await
     }

@@ -10,6 +10,7 @@ use crate::domain::Slot;
 
 use super::StoreError;
 use super::audit::{AuditDetails, AuditEvent, insert_audit};
+use super::counts::{mark_certificates, mark_names};
 use super::names::refresh_swap_facts;
 use super::operations::{Operation, insert_operation};
 use super::orders::insert_order_for;
@@ -413,6 +414,10 @@ impl Emergency {
                 .await? as i64;
             }
             report.not_swapped = r.swap_names.len() as i64 - report.swapped;
+            let swap_names: Vec<&str> = r.swap_names.iter().map(String::as_str).collect();
+            mark_names(tx, &swap_names).await?;
+            let certs: Vec<&str> = r.reprovision.iter().map(|(_, _, c)| c.as_str()).collect();
+            mark_certificates(tx, &certs).await?;
             for slot in [Slot::Primary, Slot::Backup] {
                 let certs: Vec<&String> = r
                     .reprovision

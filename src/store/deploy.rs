@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use super::StoreError;
 use super::audit::{AuditEvent, insert_audit};
+use super::counts::{buckets_where, mark_buckets, mark_names};
 use super::sql::{all, exec, get, int, json_col, new_id, one, with_tx};
 
 /// Deployments and endpoint checks.
@@ -301,7 +302,7 @@ impl Deployments {
                 insert_endpoint(tx, name_id, e, now).await?;
             }
             insert_audit(tx, audit).await?;
-            Ok(())
+            mark_names(tx, &[name_id]).await
         })
         .await
     }
@@ -471,7 +472,7 @@ impl Deployments {
             )
             .await?;
             schedule_checks(tx, name_id, check_at).await?;
-            Ok(())
+            mark_names(tx, &[name_id]).await
         })
         .await
     }
@@ -486,22 +487,25 @@ impl Deployments {
         next_attempt_at: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        exec(
-            &self.db,
-            "UPDATE deployments SET state = 'failed', attempts = attempts + 1, last_error = $3, \
-             detail = $4, next_attempt_at = $5, due_at = $5, updated_at = $6 \
-             WHERE name_id = $1 AND destination = $2",
-            vec![
-                name_id.into(),
-                destination.into(),
-                error.into(),
-                detail.map(|d| d.to_string()).into(),
-                next_attempt_at.into(),
-                now.into(),
-            ],
-        )
-        .await?;
-        Ok(())
+        with_tx(&self.db, async |tx| {
+            exec(
+                tx,
+                "UPDATE deployments SET state = 'failed', attempts = attempts + 1, \
+                 last_error = $3, detail = $4, next_attempt_at = $5, due_at = $5, updated_at = $6 \
+                 WHERE name_id = $1 AND destination = $2",
+                vec![
+                    name_id.into(),
+                    destination.into(),
+                    error.into(),
+                    detail.map(|d| d.to_string()).into(),
+                    next_attempt_at.into(),
+                    now.into(),
+                ],
+            )
+            .await?;
+            mark_names(tx, &[name_id]).await
+        })
+        .await
     }
 
     /// Endpoints due for a check (their time came: an index range), with
@@ -589,23 +593,34 @@ impl Deployments {
         next_check_at: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        exec(
-            &self.db,
-            "UPDATE endpoints SET outcome = $2, summary = $3, steps = $4, served_serial = $5, \
-             cert_id = $6, checked_at = $7, next_check_at = $8 WHERE id = $1",
-            vec![
-                endpoint_id.into(),
-                rec.outcome.clone().into(),
-                rec.summary.clone().into(),
-                rec.steps.to_string().into(),
-                rec.served_serial.clone().into(),
-                cert_id.map(str::to_string).into(),
-                now.into(),
-                next_check_at.into(),
-            ],
-        )
-        .await?;
-        Ok(())
+        with_tx(&self.db, async |tx| {
+            // The counts see an endpoint's outcome, not when it was checked.
+            let changed = buckets_where(
+                tx,
+                "n.id IN (SELECT e.name_id FROM endpoints e WHERE e.id = $1 \
+                 AND COALESCE(e.outcome, '') <> $2)",
+                vec![endpoint_id.into(), rec.outcome.clone().into()],
+            )
+            .await?;
+            exec(
+                tx,
+                "UPDATE endpoints SET outcome = $2, summary = $3, steps = $4, served_serial = $5, \
+                 cert_id = $6, checked_at = $7, next_check_at = $8 WHERE id = $1",
+                vec![
+                    endpoint_id.into(),
+                    rec.outcome.clone().into(),
+                    rec.summary.clone().into(),
+                    rec.steps.to_string().into(),
+                    rec.served_serial.clone().into(),
+                    cert_id.map(str::to_string).into(),
+                    now.into(),
+                    next_check_at.into(),
+                ],
+            )
+            .await?;
+            mark_buckets(tx, &changed).await
+        })
+        .await
     }
 
     /// Sets the state of a name's deployments from its endpoints' last
@@ -647,8 +662,9 @@ impl Deployments {
         } else {
             return Ok(Vec::new());
         };
-        let rows = all(
-            &self.db,
+        let rows = with_tx(&self.db, async |tx| {
+            let rows = all(
+            tx,
             "UPDATE deployments SET state = $3, \
              confirmed_at = CASE WHEN $3 = 'confirmed' THEN CAST($4 AS BIGINT) ELSE confirmed_at END, \
              last_error = CASE WHEN $3 = 'failed' THEN 'an endpoint check does not see this certificate' ELSE last_error END, \
@@ -664,6 +680,12 @@ impl Deployments {
                 now.into(),
             ],
         )
+        .await?;
+            if !rows.is_empty() {
+                mark_names(tx, &[name_id]).await?;
+            }
+            Ok(rows)
+        })
         .await?;
         rows.iter()
             .map(|r| Ok((get::<String>(r, "destination")?, target.to_string())))

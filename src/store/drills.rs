@@ -16,6 +16,7 @@ use crate::domain::{DrillMode, DrillReport, DrillRequest};
 
 use super::StoreError;
 use super::audit::{AuditDetails, AuditEvent, insert_audit};
+use super::counts::mark_names;
 use super::deploy::{EndpointSpec, endpoint_spec};
 use super::operations::{Operation, insert_operation};
 use super::sql::{all, exec, get, holes, new_id, one, with_tx};
@@ -466,6 +467,8 @@ impl Drills {
                 upd,
             )
             .await?;
+            let flipped: Vec<&str> = flippable.iter().map(String::as_str).collect();
+            mark_names(tx, &flipped).await?;
             let kind = match way {
                 DrillFlip::Away => "away",
                 DrillFlip::Back => "back",

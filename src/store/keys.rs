@@ -341,6 +341,11 @@ impl Keys {
             if keys + accounts + packages > 0 {
                 insert_audit(tx, &audit(keys, accounts, packages)).await?;
             }
+            if keys > 0 {
+                // Sealed keys are counted by bucket; a re-seal walks them
+                // all, so its batches mark everything (one row).
+                super::counts::mark_all(tx).await?;
+            }
             Ok((keys, accounts, packages))
         })
         .await

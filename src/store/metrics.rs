@@ -52,7 +52,7 @@ pub struct Counts {
 }
 
 /// The unlabelled gauges and the query that counts each.
-const BASIC: [(&str, &str); 6] = [
+pub(super) const BASIC: [(&str, &str); 6] = [
     ("twincert_names", "SELECT COUNT(*) AS n FROM names"),
     (
         "twincert_slots_with_certificate",
@@ -305,10 +305,56 @@ impl Metrics {
                 n as f64,
             ));
         }
-        // The job queue in one pass over `orders`: due orders, leases that
-        // ran out, how long the oldest live lease has been held (a worker
-        // stuck on one order while its heartbeat keeps the lease) and how
-        // long the oldest due order has waited for a worker.
+        out.extend(self.order_queue(now).await?);
+        // Deployments by state and endpoint checks by last outcome.
+        for (sql, metric, label_name) in [
+            (
+                "SELECT state AS k, COUNT(*) AS n FROM deployments GROUP BY state",
+                "twincert_deployments",
+                "state",
+            ),
+            (
+                "SELECT COALESCE(outcome, 'unchecked') AS k, COUNT(*) AS n FROM endpoints \
+                 GROUP BY COALESCE(outcome, 'unchecked')",
+                "twincert_endpoint_checks",
+                "outcome",
+            ),
+        ] {
+            for r in &all(&self.db, sql, vec![]).await? {
+                let k: String = get(r, "k")?;
+                let n: i64 = get(r, "n")?;
+                out.push((
+                    format!("{metric}{{{label_name}=\"{}\"}}", label(&k)),
+                    n as f64,
+                ));
+            }
+        }
+        out.push(("twincert_names_swapped_total".into(), self.swapped().await?));
+        if let Some(r) = one(
+            &self.db,
+            "SELECT COUNT(*) AS n, CAST(SUM(propagation_ms) AS BIGINT) AS ms FROM orders \
+             WHERE propagation_ms IS NOT NULL",
+            vec![],
+        )
+        .await?
+        {
+            let n: i64 = get(&r, "n")?;
+            let ms = get::<Option<i64>>(&r, "ms")?.unwrap_or(0);
+            out.push(("twincert_dns_propagation_seconds_count".into(), n as f64));
+            out.push((
+                "twincert_dns_propagation_seconds_sum".into(),
+                ms as f64 / 1000.0,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The job queue in one pass over the open orders (index): due
+    /// orders, leases that ran out, how long the oldest live lease has been
+    /// held (a worker stuck on one order while its heartbeat keeps the
+    /// lease) and how long the oldest due order has waited for a worker.
+    pub(super) async fn order_queue(&self, now: i64) -> Result<Vec<Series>, StoreError> {
+        let mut out = Vec::new();
         let q = one(
             &self.db,
             "SELECT \
@@ -337,29 +383,11 @@ impl Metrics {
             "twincert_order_queue_oldest_due_seconds".into(),
             n("waited")?,
         ));
-        // Deployments by state and endpoint checks by last outcome.
-        for (sql, metric, label_name) in [
-            (
-                "SELECT state AS k, COUNT(*) AS n FROM deployments GROUP BY state",
-                "twincert_deployments",
-                "state",
-            ),
-            (
-                "SELECT COALESCE(outcome, 'unchecked') AS k, COUNT(*) AS n FROM endpoints \
-                 GROUP BY COALESCE(outcome, 'unchecked')",
-                "twincert_endpoint_checks",
-                "outcome",
-            ),
-        ] {
-            for r in &all(&self.db, sql, vec![]).await? {
-                let k: String = get(r, "k")?;
-                let n: i64 = get(r, "n")?;
-                out.push((
-                    format!("{metric}{{{label_name}=\"{}\"}}", label(&k)),
-                    n as f64,
-                ));
-            }
-        }
+        Ok(out)
+    }
+
+    /// Names moved by operations so far.
+    pub(super) async fn swapped(&self) -> Result<f64, StoreError> {
         // SUM of a BIGINT is NUMERIC on PostgreSQL: cast back.
         let swapped = one(
             &self.db,
@@ -369,27 +397,7 @@ impl Metrics {
         )
         .await?
         .ok_or_else(|| StoreError::Db("aggregate returned no row".into()))?;
-        out.push((
-            "twincert_names_swapped_total".into(),
-            get::<Option<i64>>(&swapped, "n")?.unwrap_or(0) as f64,
-        ));
-        if let Some(r) = one(
-            &self.db,
-            "SELECT COUNT(*) AS n, CAST(SUM(propagation_ms) AS BIGINT) AS ms FROM orders \
-             WHERE propagation_ms IS NOT NULL",
-            vec![],
-        )
-        .await?
-        {
-            let n: i64 = get(&r, "n")?;
-            let ms = get::<Option<i64>>(&r, "ms")?.unwrap_or(0);
-            out.push(("twincert_dns_propagation_seconds_count".into(), n as f64));
-            out.push((
-                "twincert_dns_propagation_seconds_sum".into(),
-                ms as f64 / 1000.0,
-            ));
-        }
-        Ok(out)
+        Ok(get::<Option<i64>>(&swapped, "n")?.unwrap_or(0) as f64)
     }
 
     /// `twincert_certificate_expiration_timestamp_seconds{name,slot,ca}`
@@ -399,9 +407,12 @@ impl Metrics {
     pub async fn expiry_series(&self, limit: u64) -> Result<Vec<Series>, StoreError> {
         let rows = all(
             &self.db,
-            "SELECT s.name_id, s.slot, c.ca_id, c.not_after FROM slots s \
-             JOIN certificates c ON c.id = s.current_cert_id \
-             ORDER BY c.not_after, s.name_id, s.slot LIMIT $1",
+            // Walks `certificates_expiry` in order and stops at `limit`
+            // current ones (a certificate's name and slot are its slot's),
+            // instead of sorting every slot.
+            "SELECT c.name_id, c.slot, c.ca_id, c.not_after FROM certificates c \
+             WHERE EXISTS (SELECT 1 FROM slots s WHERE s.current_cert_id = c.id) \
+             ORDER BY c.not_after, c.name_id, c.slot LIMIT $1",
             vec![(limit as i64).into()],
         )
         .await?;
@@ -426,27 +437,26 @@ impl Metrics {
 
     // ----- metrics -----------------------------------------------------------
 
-    /// Revocation/ARI/incident/alert figures for `/metrics`.
+    /// Revocation/ARI/incident/alert figures for `/metrics`: current
+    /// certificates by CA and status and with their ARI window open; per
+    /// such CA the newest revocation check and ARI poll of any of its
+    /// certificates (an index read per CA; only current certificates are
+    /// checked, so this is the newest check of a current one but for one
+    /// replaced since); open incidents and alerts; names without a usable
+    /// standby.
     pub async fn revocation_metrics(
         &self,
         now: i64,
     ) -> Result<Vec<super::metrics::Series>, StoreError> {
-        let mut out = Vec::new();
+        let mut out: Vec<Series> = Vec::new();
+        let status = super::counts::STATUS_CASE;
         let rows = all(
             &self.db,
-            "SELECT c.ca_id, \
-             CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked' \
-                  WHEN c.status_checked_at IS NULL THEN 'unchecked' \
-                  WHEN c.status_error IS NOT NULL THEN 'undetermined' \
-                  WHEN c.status_source = 'none' THEN 'no_source' \
-                  ELSE 'good' END AS state, COUNT(*) AS n \
-             FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
-             GROUP BY c.ca_id, \
-             CASE WHEN c.revoked_at IS NOT NULL THEN 'revoked' \
-                  WHEN c.status_checked_at IS NULL THEN 'unchecked' \
-                  WHEN c.status_error IS NOT NULL THEN 'undetermined' \
-                  WHEN c.status_source = 'none' THEN 'no_source' \
-                  ELSE 'good' END",
+            &format!(
+                "SELECT c.ca_id, {status} AS state, COUNT(*) AS n \
+                 FROM slots s JOIN certificates c ON c.id = s.current_cert_id \
+                 GROUP BY c.ca_id, {status}"
+            ),
             vec![],
         )
         .await?;
@@ -455,12 +465,12 @@ impl Metrics {
             let state: String = get(r, "state")?;
             out.push((
                 format!("twincert_certificates_by_status{{ca=\"{ca}\",state=\"{state}\"}}"),
-                get(r, "n")?,
+                get::<i64>(r, "n")? as f64,
             ));
         }
         let rows = all(
             &self.db,
-            "SELECT c.ca_id, MAX(c.status_checked_at) AS checked, MAX(c.ari_checked_at) AS ari, \
+            "SELECT c.ca_id, \
              SUM(CASE WHEN c.ari_window_start <= $1 AND c.revoked_at IS NULL THEN 1 ELSE 0 END) \
              AS ari_due \
              FROM slots s JOIN certificates c ON c.id = s.current_cert_id GROUP BY c.ca_id",
@@ -469,23 +479,58 @@ impl Metrics {
         .await?;
         for r in &rows {
             let ca: String = get(r, "ca_id")?;
-            if let Some(t) = get::<Option<i64>>(r, "checked")? {
-                out.push((
-                    format!("twincert_revocation_last_check_timestamp_seconds{{ca=\"{ca}\"}}"),
-                    t,
-                ));
-            }
-            if let Some(t) = get::<Option<i64>>(r, "ari")? {
-                out.push((
-                    format!("twincert_ari_last_poll_timestamp_seconds{{ca=\"{ca}\"}}"),
-                    t,
-                ));
-            }
+            out.extend(self.last_checks(&ca).await?);
             out.push((
                 format!("twincert_ari_window_open{{ca=\"{ca}\"}}"),
-                get::<Option<i64>>(r, "ari_due")?.unwrap_or(0),
+                get::<Option<i64>>(r, "ari_due")?.unwrap_or(0) as f64,
             ));
         }
+        out.extend(self.incidents_and_alerts().await?);
+        let row = one(
+            &self.db,
+            "SELECT COUNT(*) AS n FROM names WHERE standby_missing_since IS NOT NULL",
+            vec![],
+        )
+        .await?;
+        if let Some(r) = row {
+            out.push((
+                "twincert_names_without_usable_standby".into(),
+                get::<i64>(&r, "n")? as f64,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// A CA's newest revocation check and ARI poll (of any of its
+    /// certificates; index `certificates_checked`, `certificates_ari_checked`).
+    pub(super) async fn last_checks(&self, ca: &str) -> Result<Vec<Series>, StoreError> {
+        let mut out = Vec::new();
+        for (col, metric) in [
+            (
+                "status_checked_at",
+                "twincert_revocation_last_check_timestamp_seconds",
+            ),
+            ("ari_checked_at", "twincert_ari_last_poll_timestamp_seconds"),
+        ] {
+            let t = one(
+                &self.db,
+                &format!("SELECT MAX({col}) AS t FROM certificates WHERE ca_id = $1"),
+                vec![ca.into()],
+            )
+            .await?
+            .map(|r| get::<Option<i64>>(&r, "t"))
+            .transpose()?
+            .flatten();
+            if let Some(t) = t {
+                out.push((format!("{metric}{{ca=\"{ca}\"}}"), t as f64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Open CA incidents and open alerts (small tables, partial indexes).
+    pub(super) async fn incidents_and_alerts(&self) -> Result<Vec<Series>, StoreError> {
+        let mut out = Vec::new();
         for r in &all(
             &self.db,
             "SELECT ca_id, COUNT(*) AS n FROM ca_incidents WHERE state = 'open' GROUP BY ca_id",
@@ -496,7 +541,7 @@ impl Metrics {
             let ca: String = get(r, "ca_id")?;
             out.push((
                 format!("twincert_ca_incidents_open{{ca=\"{ca}\"}}"),
-                get(r, "n")?,
+                get::<i64>(r, "n")? as f64,
             ));
         }
         for r in &all(
@@ -509,24 +554,9 @@ impl Metrics {
             let kind: String = get(r, "kind")?;
             out.push((
                 format!("twincert_alerts_open{{kind=\"{kind}\"}}"),
-                get(r, "n")?,
+                get::<i64>(r, "n")? as f64,
             ));
         }
-        let row = one(
-            &self.db,
-            "SELECT COUNT(*) AS n FROM names WHERE standby_missing_since IS NOT NULL",
-            vec![],
-        )
-        .await?;
-        if let Some(r) = row {
-            out.push((
-                "twincert_names_without_usable_standby".into(),
-                get(&r, "n")?,
-            ));
-        }
-        Ok(out
-            .into_iter()
-            .map(|(k, v): (String, i64)| (k, v as f64))
-            .collect())
+        Ok(out)
     }
 }

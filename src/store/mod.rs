@@ -30,6 +30,7 @@ mod cas;
 mod challenges;
 mod compromise;
 mod console;
+mod counts;
 mod deploy;
 mod drills;
 mod incidents;
@@ -67,6 +68,7 @@ pub use cas::Cas;
 pub use challenges::Challenges;
 pub use compromise::{CompromiseReport, Reaction, ReactionReport};
 pub use console::{Console, NamePageFilter, OverviewCounts, PendingLogin, SessionRecord};
+pub use counts::CountPass;
 pub use deploy::{
     CheckRecord, DeploymentView, Deployments, DueDeployment, DueEndpoint, EndpointSpec,
     EndpointView,

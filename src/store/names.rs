@@ -9,6 +9,7 @@ use crate::domain::{NameState, Slot};
 
 use super::StoreError;
 use super::audit::{AuditDetails, AuditEvent, insert_audit};
+use super::counts::{bucket_of, mark_names};
 use super::orders::insert_order;
 use super::rows::NameRecord;
 use super::sql::{all, exec, get, holes, one, with_tx};
@@ -145,7 +146,9 @@ async fn swap_facts<C: ConnectionTrait>(
         vec![name_id.into(), s.into()],
     )
     .await?;
-    Ok(())
+    // Every change to a slot's certificate, its revocation or its key
+    // passes here: what the name counts as may have changed.
+    mark_names(c, &[name_id]).await
 }
 
 pub(super) const NAME_SELECT: &str = "SELECT n.id, n.domains, n.challenge, n.key_type, n.dns_provider, n.primary_ca, \
@@ -191,8 +194,8 @@ impl Names {
             let inserted = exec(
                 tx,
                 "INSERT INTO names (id, domains, challenge, key_type, primary_ca, backup_ca, \
-             active_slot, created_at, updated_at, dns_provider, acme_profiles) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'primary', $7, $7, $8, $9) ON CONFLICT DO NOTHING",
+             active_slot, created_at, updated_at, dns_provider, acme_profiles, count_bucket) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'primary', $7, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
                 vec![
                     n.id.as_str().into(),
                     domains.into(),
@@ -203,6 +206,7 @@ impl Names {
                     now.into(),
                     n.dns_provider.clone().into(),
                     acme_profiles.into(),
+                    bucket_of(n.id.as_str()).into(),
                 ],
             )
             .await?;
@@ -223,6 +227,7 @@ impl Names {
                 .await?;
                 insert_order(tx, n.id.as_str(), slot, ca.as_str(), now).await?;
             }
+            mark_names(tx, &[n.id.as_str()]).await?;
             insert_audit(
                 tx,
                 &AuditEvent {
@@ -304,6 +309,7 @@ impl Names {
         if exists.is_none() {
             return Err(StoreError::NotFound(format!("name '{id}'")));
         }
+        mark_names(tx, &[id]).await?;
         if revoke {
             // cessationOfOperation (RFC 5280 reason 5) for each current
             // certificate; the worker carries it out after the name is gone.
@@ -372,13 +378,16 @@ impl Names {
         error: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        exec(
-            &self.db,
-            "UPDATE names SET diversity_error = $2, updated_at = $3 WHERE id = $1",
-            vec![id.into(), error.map(str::to_string).into(), now.into()],
-        )
-        .await?;
-        Ok(())
+        with_tx(&self.db, async |tx| {
+            exec(
+                tx,
+                "UPDATE names SET diversity_error = $2, updated_at = $3 WHERE id = $1",
+                vec![id.into(), error.map(str::to_string).into(), now.into()],
+            )
+            .await?;
+            mark_names(tx, &[id]).await
+        })
+        .await
     }
 
     /// The PEM chain of a certificate.

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use crate::domain::Slot;
 
 use super::StoreError;
+use super::counts::mark_names;
 use super::orders::insert_order_for;
 use super::sql::{all, exec, get, one, with_tx};
 use super::swap_scope::{marked_by, rekeyed};
@@ -561,6 +562,7 @@ impl Operations {
                 )
                 .await?;
             }
+            mark_names(tx, &[job.name_id.as_str()]).await?;
             Ok(true)
         })
         .await
@@ -608,6 +610,7 @@ impl Operations {
                 vec![job.operation_id.clone().into()],
             )
             .await?;
+            mark_names(tx, &[job.name_id.as_str()]).await?;
         }
         Ok(())
         })

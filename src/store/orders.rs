@@ -10,6 +10,7 @@ use crate::keys::seal::Sealed;
 
 use super::StoreError;
 use super::audit::{AuditDetails, AuditEvent, insert_audit};
+use super::counts::mark_orders;
 use super::names::install_swap_facts;
 use super::rows::OrderSummary;
 use super::sql::{all, exec, get, is_unique_violation, new_id, one, with_tx};
@@ -186,7 +187,9 @@ async fn set_slot_error<C: ConnectionTrait>(
         ],
     )
     .await?;
-    Ok(())
+    // A slot's error (and an order's hold, written with it) decides its
+    // name's state.
+    mark_orders(c, &[order_id]).await
 }
 
 /// Converts an order state text for records.
@@ -257,7 +260,9 @@ impl Orders {
         let r = exec(
             tx,
             "INSERT INTO private_keys (id, spki_sha256, key_type, master_key_id, nonce, \
-             ciphertext, compromised, created_at) VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7)",
+             ciphertext, compromised, created_at, count_bucket) VALUES ($1, $2, $3, $4, $5, $6, \
+             FALSE, $7, COALESCE((SELECT n.count_bucket FROM orders o JOIN names n \
+             ON n.id = o.name_id WHERE o.id = $8), 0))",
             vec![
                 key_id.clone().into(),
                 spki_sha256.into(),
@@ -266,6 +271,7 @@ impl Orders {
                 sealed.nonce.clone().into(),
                 sealed.ciphertext.clone().into(),
                 now.into(),
+                order_id.into(),
             ],
         )
         .await;
@@ -287,6 +293,7 @@ impl Orders {
             vec![key_id.clone().into(), now.into()],
         )
         .await?;
+        mark_orders(tx, &[order_id]).await?;
         Ok(key_id)
         })
         .await
@@ -608,13 +615,17 @@ impl Orders {
 
     /// Records how long the propagation check of an order took.
     pub async fn set_propagation_ms(&self, order_id: &str, ms: i64) -> Result<(), StoreError> {
-        exec(
-            &self.db,
-            "UPDATE orders SET propagation_ms = $2 WHERE id = $1",
-            vec![order_id.into(), ms.into()],
-        )
-        .await?;
-        Ok(())
+        with_tx(&self.db, async |tx| {
+            exec(
+                tx,
+                "UPDATE orders SET propagation_ms = $2 WHERE id = $1",
+                vec![order_id.into(), ms.into()],
+            )
+            .await?;
+            // Open orders' figures are read live; a closed one's are not.
+            mark_orders(tx, &[order_id]).await
+        })
+        .await
     }
 
     /// Orders failing for longer than `older_than` seconds since their

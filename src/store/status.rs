@@ -9,6 +9,7 @@ use crate::domain::Slot;
 
 use super::StoreError;
 use super::audit::{AuditEvent, insert_audit};
+use super::counts::{buckets_where, mark_buckets};
 use super::names::refresh_swap_facts;
 use super::sql::{all, exec, get, holes, int, json_col, with_tx};
 use super::swap_scope::STANDBY_UNTIL;
@@ -257,17 +258,37 @@ impl Status {
                 (now - heartbeat).into(),
             ];
             values.extend(chunk.iter().map(|i| Value::from(i.clone())));
-            exec(
-                &self.db,
-                &format!(
-                    "UPDATE certificates SET status_checked_at = $1, status_source = $2, \
-                     status_error = $3 WHERE id IN ({}) AND (status_checked_at IS NULL \
-                     OR status_checked_at < $4 OR COALESCE(status_source, '') <> $2 \
-                     OR COALESCE(status_error, '') <> COALESCE($3, ''))",
-                    holes(5, chunk.len())
-                ),
-                values,
-            )
+            with_tx(&self.db, async |tx| {
+                // The counts change only when a certificate's status class
+                // does (first check, an error or no source appearing or
+                // going), not at a heartbeat.
+                let changed = buckets_where(
+                    tx,
+                    &format!(
+                        "n.id IN (SELECT c.name_id FROM certificates c WHERE c.id IN ({}) \
+                         AND CAST($1 AS BIGINT) IS NOT NULL AND CAST($4 AS BIGINT) IS NOT NULL \
+                         AND (c.status_checked_at IS NULL \
+                         OR (c.status_error IS NULL) <> (CAST($3 AS TEXT) IS NULL) \
+                         OR (COALESCE(c.status_source, '') = 'none') <> (CAST($2 AS TEXT) = 'none')))",
+                        holes(5, chunk.len())
+                    ),
+                    values.clone(),
+                )
+                .await?;
+                exec(
+                    tx,
+                    &format!(
+                        "UPDATE certificates SET status_checked_at = $1, status_source = $2, \
+                         status_error = $3 WHERE id IN ({}) AND (status_checked_at IS NULL \
+                         OR status_checked_at < $4 OR COALESCE(status_source, '') <> $2 \
+                         OR COALESCE(status_error, '') <> COALESCE($3, ''))",
+                        holes(5, chunk.len())
+                    ),
+                    values,
+                )
+                .await?;
+                mark_buckets(tx, &changed).await
+            })
             .await?;
         }
         Ok(())
@@ -408,26 +429,38 @@ impl Status {
         moved_past: bool,
         now: i64,
     ) -> Result<(), StoreError> {
-        exec(
-            &self.db,
-            "UPDATE certificates SET ari_window_start = $2, ari_window_end = $3, \
+        with_tx(&self.db, async |tx| {
+            // An ARI window that opens (or moves) changes the counts; a poll
+            // that finds the same window does not.
+            let changed = buckets_where(
+                tx,
+                "n.id IN (SELECT c.name_id FROM certificates c WHERE c.id = $1 \
+             AND (c.ari_window_start IS NULL OR c.ari_window_start <> $2))",
+                vec![cert_id.into(), window.0.into()],
+            )
+            .await?;
+            exec(
+                tx,
+                "UPDATE certificates SET ari_window_start = $2, ari_window_end = $3, \
              ari_explanation_url = $4, ari_next_poll = $5, renew_after = $6, \
              ari_checked_at = $7, \
              ari_past_at = CASE WHEN $8 AND ari_past_at IS NULL THEN $7 ELSE ari_past_at END \
              WHERE id = $1",
-            vec![
-                cert_id.into(),
-                window.0.into(),
-                window.1.into(),
-                explanation_url.map(str::to_string).into(),
-                next_poll.into(),
-                renew_after.into(),
-                now.into(),
-                moved_past.into(),
-            ],
-        )
-        .await?;
-        Ok(())
+                vec![
+                    cert_id.into(),
+                    window.0.into(),
+                    window.1.into(),
+                    explanation_url.map(str::to_string).into(),
+                    next_poll.into(),
+                    renew_after.into(),
+                    now.into(),
+                    moved_past.into(),
+                ],
+            )
+            .await?;
+            mark_buckets(tx, &changed).await
+        })
+        .await
     }
 
     /// Records a failed ARI poll: ask again at `next_poll`.
@@ -498,25 +531,27 @@ impl Status {
         divisor: i64,
         limit: u64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        exec(
-            &self.db,
-            &format!(
-                "UPDATE names AS n SET standby_missing_since = $1 \
-                 WHERE n.standby_missing_since IS NULL \
-                 AND (NOT ({STANDBY_UNTIL} > $1) OR {STANDBY_SUPERSEDED})"
-            ),
-            vec![now.into()],
-        )
-        .await?;
-        exec(
-            &self.db,
-            &format!(
-                "UPDATE names AS n SET standby_missing_since = NULL \
-                 WHERE n.standby_missing_since IS NOT NULL AND {STANDBY_UNTIL} > $1 \
-                 AND NOT {STANDBY_SUPERSEDED}"
-            ),
-            vec![now.into()],
-        )
+        with_tx(&self.db, async |tx| {
+            let mut changed: Vec<i64> = Vec::new();
+            for sql in [
+                format!(
+                    "UPDATE names AS n SET standby_missing_since = $1 \
+                     WHERE n.standby_missing_since IS NULL \
+                     AND (NOT ({STANDBY_UNTIL} > $1) OR {STANDBY_SUPERSEDED}) \
+                     RETURNING count_bucket"
+                ),
+                format!(
+                    "UPDATE names AS n SET standby_missing_since = NULL \
+                     WHERE n.standby_missing_since IS NOT NULL AND {STANDBY_UNTIL} > $1 \
+                     AND NOT {STANDBY_SUPERSEDED} RETURNING count_bucket"
+                ),
+            ] {
+                for r in &all(tx, &sql, vec![now.into()]).await? {
+                    changed.push(get(r, "count_bucket")?);
+                }
+            }
+            mark_buckets(tx, &changed).await
+        })
         .await?;
         let rows = all(
             &self.db,

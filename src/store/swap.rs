@@ -13,6 +13,7 @@ use crate::domain::Slot;
 use super::StoreError;
 use super::audit::{AuditDetails, AuditEvent, insert_audit};
 use super::cas::set_ca_status;
+use super::counts::{mark_all, mark_names};
 use super::operations::{Operation, insert_operation};
 use super::sql::{all, exec, get, new_id, one, with_tx};
 use super::swap_scope::{
@@ -161,6 +162,7 @@ impl Emergency {
                     "'{id}' was swapped concurrently; look at it again before swapping"
                 )));
             }
+            mark_names(tx, &[id]).await?;
             insert_operation(
                 tx,
                 &Operation {
@@ -538,6 +540,9 @@ impl Emergency {
             }
             None => swapped,
         };
+        // One row marks every bucket for the counts: a scoped swap is a
+        // rare event, and its next count is a full one.
+        mark_all(&tx).await?;
         report.swapped = swapped;
         report.operation_id = Some(op.clone());
         report.duration_ms = started.elapsed().as_millis() as i64;

@@ -8,6 +8,7 @@
 
 use sea_orm::Value;
 
+use super::counts::{BUCKETS, mark_all};
 use super::deploy::{ACTIVE_JOIN, EndpointSpec, insert_deployment, insert_endpoint};
 use super::sql::{exec, get, one, with_tx};
 use super::{Store, StoreError};
@@ -35,6 +36,7 @@ impl Store {
         let seq = "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq \
                    WHERE i + 1 < $1)";
         let id = "($2 || CAST(i AS TEXT) || '.synthetic.test')";
+        let bucket = format!("(i % {BUCKETS})");
         let values = || -> Vec<Value> {
             vec![
                 (n as i64).into(),
@@ -51,10 +53,11 @@ impl Store {
             &format!(
                 "{seq} INSERT INTO names (id, domains, challenge, key_type, primary_ca, backup_ca, \
                  active_slot, created_at, updated_at, primary_cert_ca, backup_cert_ca, \
-                 primary_spki, backup_spki, primary_usable_until, backup_usable_until) \
+                 primary_spki, backup_spki, primary_usable_until, backup_usable_until, \
+                 count_bucket) \
                  SELECT {id}, '[\"' || {id} || '\"]', 'http-01', 'ecdsa-p256', $3, $4, 'primary', \
                  $5, $5, $3, $4, {id} || '/primary', {id} || '/backup', $5 + {VALIDITY}, \
-                 $5 + {VALIDITY} FROM seq WHERE $6 IS NOT NULL"
+                 $5 + {VALIDITY}, {bucket} FROM seq WHERE $6 IS NOT NULL"
             ),
             values(),
         )
@@ -65,8 +68,8 @@ impl Store {
                     tx,
                     &format!(
                         "{seq} INSERT INTO private_keys (id, spki_sha256, key_type, master_key_id, \
-                     nonce, ciphertext, compromised, created_at) SELECT {key}, {key}, \
-                     'ecdsa-p256', 'synthetic', $6, $6, FALSE, $5 FROM seq \
+                     nonce, ciphertext, compromised, created_at, count_bucket) SELECT {key}, {key}, \
+                     'ecdsa-p256', 'synthetic', $6, $6, FALSE, $5, {bucket} FROM seq \
                      WHERE {ca} IS NOT NULL AND $3 IS NOT NULL AND $4 IS NOT NULL"
                     ),
                     values(),
@@ -96,7 +99,7 @@ impl Store {
             )
             .await?;
             }
-            Ok(())
+            mark_all(tx).await
         })
         .await
     }
@@ -150,7 +153,7 @@ impl Store {
                 )
                 .await?;
             }
-            Ok(())
+            mark_all(tx).await
         })
         .await
     }
@@ -167,7 +170,7 @@ impl Store {
                 insert_deployment(tx, name, destination, now).await?;
                 insert_endpoint(tx, name, e, now).await?;
             }
-            Ok(())
+            mark_all(tx).await
         })
         .await
     }
@@ -219,7 +222,7 @@ impl Store {
             ] {
                 exec(tx, sql, vec![like.clone().into()]).await?;
             }
-            Ok(())
+            mark_all(tx).await
         })
         .await
     }

@@ -1,17 +1,25 @@
 //! The counts controller: on one replica (the `counts` singleton lease),
-//! recounts the aggregates `/metrics` shows — names by state, slots and
+//! keeps the aggregates `/metrics` shows — names by state, slots and
 //! certificates by CA and status, orders, deployments, endpoint checks,
-//! sealed secrets, the soonest expiries — and stores them, so a scrape
+//! sealed secrets, the soonest expiries — current and stored, so a scrape
 //! reads a few rows instead of joining every name (seconds at a million).
 //!
-//! *Observes*: every table the aggregates read (`Store::recount`), the
-//! emergency-operation fingerprint (`store::Readiness::fingerprint`).
-//! *Writes*: the stored counts (`store::Metrics::save_counts`), nothing
-//! else.
+//! Each pass recounts only the buckets of names that changed since the
+//! last (the transactions that change them mark their bucket, see
+//! `store::counts`) or whose time-dependent figures moved (a certificate
+//! expired, entered its last week, its ARI window opened), adds up the
+//! stored per-bucket partials and reads the rest live from indexes. An
+//! idle store of ten million names recounts nothing; a CA-wide swap marks
+//! everything and the next pass is a full recount.
+//!
+//! *Observes*: the marked buckets and their rows (`Store::count_maintained`),
+//! the emergency-operation fingerprint (`store::Readiness::fingerprint`).
+//! *Writes*: the per-bucket partials (in `count_maintained`) and the
+//! stored counts (`store::Metrics::save_counts`), nothing else.
 //!
 //! Pace: a pass every `worker.counts_interval_seconds`, but never more
-//! often than ten times its own duration (a pass of 10 s at a million
-//! names runs at most every 100 s: the recount costs at most a tenth of
+//! often than ten times its own duration (a full recount of 10 s at a
+//! million names runs at most every 100 s: it costs at most a tenth of
 //! one core of the database); after a swap or a trust change (the
 //! fingerprint moved) as soon as twice its duration allows, so the
 //! dashboards of an emergency follow it.
@@ -24,7 +32,7 @@ use tracing::{debug, warn};
 
 use super::singleton::Singleton;
 use crate::clock::Clock;
-use crate::store::{EXPIRY_SERIES, Store, StoreError};
+use crate::store::{CountPass, EXPIRY_SERIES, Store, StoreError};
 
 /// The singleton lease the counts pass runs under.
 pub(super) const LEASE: &str = "counts";
@@ -99,7 +107,13 @@ impl Counter {
                     }
                     let started = Instant::now();
                     match me.pass().await {
-                        Ok(n) => debug!(series = n, ms = started.elapsed().as_millis(), "counted"),
+                        Ok((series, pass)) => debug!(
+                            series,
+                            buckets = pass.buckets,
+                            full = pass.full,
+                            ms = started.elapsed().as_millis(),
+                            "counted"
+                        ),
                         Err(e) => warn!(error = %e, "counts pass failed"),
                     }
                     *st = (Some(Instant::now()), started.elapsed(), fingerprint);
@@ -108,11 +122,14 @@ impl Counter {
             .await;
     }
 
-    /// One recount, stored; how many series it stored.
-    pub(super) async fn pass(&self) -> Result<usize, StoreError> {
-        let counts = self.store.recount(self.clock.now(), EXPIRY_SERIES).await?;
+    /// One pass, stored: how many series, and what it recounted.
+    pub(super) async fn pass(&self) -> Result<(usize, CountPass), StoreError> {
+        let (counts, pass) = self
+            .store
+            .count_maintained(self.clock.now(), EXPIRY_SERIES)
+            .await?;
         self.store.metrics().save_counts(&counts).await?;
-        Ok(counts.series.len())
+        Ok((counts.series.len(), pass))
     }
 }
 

@@ -2287,6 +2287,16 @@ async fn counts_and_due_contract(store: Store) {
             .expect("a stored set");
         let fresh = store.recount(at, EXPIRY_SERIES).await.expect("recount");
         assert_eq!(sorted(loaded), sorted(fresh.clone()));
+        // The counts maintained by bucket agree with the full recount.
+        let (maintained, _) = store
+            .count_maintained(at, EXPIRY_SERIES)
+            .await
+            .expect("maintained counts");
+        assert_eq!(
+            sorted(maintained),
+            sorted(fresh.clone()),
+            "maintained at {at}"
+        );
         fresh
     };
     let total = |c: &twincert::store::Counts, metric: &str| {
@@ -2574,4 +2584,251 @@ async fn counts_and_due_queue_on_postgres() {
     };
     let url = fresh_pg_database(&base).await;
     counts_and_due_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+/// Counts maintained by bucket (issue 21) equal a full recount after every
+/// kind of change — new names, issuance, a failed attempt, a one-name
+/// swap, a CA-wide swap, revocation checks, endpoint outcomes, a deletion
+/// — and after time alone moved figures (a certificate entering its last
+/// week, expiring); a pass with nothing changed recounts no bucket.
+async fn maintained_counts_contract(store: Store) {
+    use twincert::store::{CheckRecord, Counts, EXPIRY_SERIES, EndpointSpec};
+    store.migrate().await.expect("migrate");
+    let sorted = |mut c: Counts| {
+        c.totals.sort();
+        c.usage.sort();
+        c.sealed.sort();
+        c.series.sort_by(|a, b| a.0.cmp(&b.0));
+        c.pass_seconds = 0.0;
+        c
+    };
+    // One pass of maintained counts at `at`, compared with a full
+    // recount; how many buckets it recounted.
+    let agree = async |at: i64, what: &str| -> usize {
+        let (maintained, pass) = store
+            .count_maintained(at, EXPIRY_SERIES)
+            .await
+            .expect("maintained counts");
+        let full = store.recount(at, EXPIRY_SERIES).await.expect("recount");
+        assert_eq!(sorted(maintained), sorted(full), "after {what}");
+        pass.buckets
+    };
+    let now = 100_000;
+    // Until a partial is stored, a pass counts everything.
+    assert_eq!(agree(now, "an empty store").await, 4096);
+
+    let names = [
+        ("c1.example.test", "a", "b"),
+        ("c2.example.test", "a", "b"),
+        ("c3.example.test", "a", "b"),
+        ("c4.example.test", "b", "c"),
+    ];
+    for (n, p, b) in names {
+        store
+            .names()
+            .create_name(&name(n, p, b), "t", now)
+            .await
+            .expect("create");
+    }
+    assert!(agree(now, "new names").await > 0);
+    issue_all(&store, now, &["c3.example.test"]).await;
+    assert!(agree(now, "issuance").await > 0);
+    let audit = |n: &str| AuditEvent::ok(now, "t", "deploy.set", n, None, None);
+    for (n, _, _) in names {
+        let endpoint = EndpointSpec {
+            host: n.into(),
+            port: 443,
+            sni: None,
+            ip: None,
+            admin_contact: None,
+        };
+        store
+            .deployments()
+            .set_deploy_targets(n, &["files-1".to_string()], &[endpoint], &audit(n))
+            .await
+            .expect("targets");
+    }
+    agree(now, "deployment targets").await;
+    assert_eq!(
+        agree(now, "nothing").await,
+        0,
+        "an idle pass recounts nothing"
+    );
+
+    // A new name whose first attempt fails: degraded, a failing order.
+    store
+        .names()
+        .create_name(&name("c5.example.test", "a", "c"), "t", now)
+        .await
+        .expect("create");
+    let jobs = store
+        .leases()
+        .lease_orders("w", now, 60, 10)
+        .await
+        .expect("lease");
+    assert_eq!(jobs.len(), 2, "c5's two orders");
+    store
+        .orders()
+        .fail_attempt(&jobs[0].id, "w", "CA refused", now + 100, false, now)
+        .await
+        .expect("fail");
+    agree(now, "a failed attempt").await;
+    store
+        .orders()
+        .set_propagation_ms(&jobs[1].id, 1500)
+        .await
+        .expect("propagation");
+    agree(now, "a propagation time").await;
+
+    // One name swapped, then every name active on CA `a`.
+    store
+        .emergency()
+        .swap("c1.example.test", "t", "drill", now + 1)
+        .await
+        .expect("swap one");
+    assert_eq!(agree(now + 1, "a one-name swap").await, 1);
+    store
+        .emergency()
+        .mass_swap(&SwapScope::Ca("b".into()), "incident", "op", false, now + 2)
+        .await
+        .expect("swap CA b");
+    assert_eq!(agree(now + 2, "a CA-wide swap").await, 4096);
+
+    // Revocation checks: the first check of a certificate changes its
+    // status; the same outcome again later (a heartbeat) does not.
+    let certs: Vec<String> = {
+        let mut ids = Vec::new();
+        for (n, _, _) in names {
+            let rec = store.names().name(n).await.expect("read").expect("exists");
+            for slot in [Slot::Primary, Slot::Backup] {
+                if let Some(c) = rec.slot(slot).and_then(|s| s.cert.as_ref()) {
+                    ids.push(c.id.clone());
+                }
+            }
+        }
+        ids
+    };
+    store
+        .status()
+        .record_checks(&certs[..3], "crl", None, now + 3, 60)
+        .await
+        .expect("checks");
+    store
+        .status()
+        .record_checks(&certs[3..5], "ocsp", Some("responder down"), now + 3, 60)
+        .await
+        .expect("checks");
+    assert!(agree(now + 3, "first revocation checks").await > 0);
+    store
+        .status()
+        .record_checks(&certs[..3], "crl", None, now + 100, 60)
+        .await
+        .expect("heartbeat");
+    assert_eq!(
+        agree(now + 100, "a heartbeat").await,
+        0,
+        "a heartbeat changes no count (each CA's newest check is read live)"
+    );
+    store
+        .status()
+        .track_standby(now + 100, 3600, 3, 100)
+        .await
+        .expect("track standby");
+    agree(now + 100, "standby tracking").await;
+
+    // Endpoint checks: a new outcome changes the counts, the same one
+    // again does not.
+    let check = |outcome: &str| CheckRecord {
+        outcome: outcome.into(),
+        summary: "s".into(),
+        steps: serde_json::json!([]),
+        served_serial: None,
+    };
+    for d in store
+        .deployments()
+        .due_deployments(now + 200, 100)
+        .await
+        .expect("due deployments")
+    {
+        store
+            .deployments()
+            .record_deployed(
+                &d.name_id,
+                &d.destination,
+                &d.cert_id,
+                &serde_json::json!({}),
+                now + 200,
+                now + 200,
+            )
+            .await
+            .expect("deployed");
+    }
+    agree(now + 200, "deployments written").await;
+    let due = store
+        .deployments()
+        .due_endpoints(now + 200, 100)
+        .await
+        .expect("due endpoints");
+    assert!(due.len() >= 2, "{} endpoints due", due.len());
+    for (i, e) in due.iter().enumerate() {
+        let outcome = if i == 0 { "mismatch" } else { "matched" };
+        store
+            .deployments()
+            .record_check(
+                &e.id,
+                e.cert_id.as_deref(),
+                &check(outcome),
+                now + 300,
+                now + 200,
+            )
+            .await
+            .expect("check");
+    }
+    assert!(agree(now + 200, "endpoint outcomes").await > 0);
+    if let Some(e) = due.get(1) {
+        store
+            .deployments()
+            .record_check(
+                &e.id,
+                e.cert_id.as_deref(),
+                &check("matched"),
+                now + 400,
+                now + 300,
+            )
+            .await
+            .expect("check again");
+    }
+    assert_eq!(agree(now + 300, "the same outcome").await, 0);
+
+    // Time alone: the certificates (not_after now + 1000) enter their
+    // last week at once, then expire; c3's backup expired already.
+    agree(now + 999, "just before expiry").await;
+    assert!(
+        agree(now + 1000, "expiry").await > 0,
+        "the expired certificates' buckets are recounted by time"
+    );
+    assert_eq!(agree(now + 1001, "nothing").await, 0);
+
+    store
+        .names()
+        .delete_name("c2.example.test", false, "t", now + 1001)
+        .await
+        .expect("delete");
+    assert_eq!(agree(now + 1001, "a deletion").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintained_counts_equal_a_full_recount_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    maintained_counts_contract(Store::connect(&url).await.expect("connect")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintained_counts_equal_a_full_recount_on_postgres() {
+    let Some(base) = pg_url_or_skip("maintained_counts_equal_a_full_recount_on_postgres") else {
+        return;
+    };
+    let url = fresh_pg_database(&base).await;
+    maintained_counts_contract(Store::connect(&url).await.expect("connect")).await;
 }
