@@ -172,7 +172,8 @@ const DRIVEN_ROUNDS: usize = 4;
 const FINDINGS: &str = "caa_findings > 0 OR delegation_findings > 0 OR provider_findings > 0";
 
 /// One index range of candidate name ids: `SELECT {key} FROM {from} WHERE
-/// {cond}` (placeholders `$1…` bound to `values`), read in `key` order.
+/// {cond}` (placeholders `$1…` bound to `values`), read in `key` order
+/// (the name id, or an expression of it equal to it).
 struct Branch {
     from: &'static str,
     key: &'static str,
@@ -534,7 +535,15 @@ impl Console {
                 NameState::Degraded => {
                     b.push(names("diversity_error IS NOT NULL", vec![]));
                     for s in ["primary", "backup"] {
-                        b.push(names(&format!("{s}_usable_until <= $1"), vec![now.into()]));
+                        // A range on another column than the key: SQLite
+                        // (without statistics) would walk the primary key
+                        // for its order; through an expression it reads
+                        // the range's index and sorts what it found (few:
+                        // an expired or revoked certificate in a slot).
+                        b.push(Branch {
+                            key: "CAST(id AS TEXT)",
+                            ..names(&format!("{s}_usable_until <= $1"), vec![now.into()])
+                        });
                     }
                     b.push(Branch {
                         from: "slots",
