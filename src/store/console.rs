@@ -371,9 +371,8 @@ impl Console {
     /// count, no offset: a page costs the same at any position in a
     /// million names.
     ///
-    /// Without a selective filter (none, a prefix, `state=ready`) the page
-    /// walks the primary key and checks each name. A selective filter
-    /// (another state, preflight findings, a challenge, a CA) *drives* the
+    /// Without a filter but a prefix, the page walks the primary key. A
+    /// filter (a state, preflight findings, a challenge, a CA) *drives* the
     /// page instead: each of its index ranges in key order
     /// ([`driver_branches`], migration m0025) yields the next candidate
     /// ids after the cursor, and the exact filter (every condition, the
@@ -519,7 +518,8 @@ impl Console {
     /// operation still re-provisioning, or the last counts saw such a name
     /// or have not been taken), the superseded names, by a walk of the
     /// primary key (those columns stay unindexed so a mass swap stays HOT,
-    /// see m0020). A superset is enough: the exact rule is checked after.
+    /// see m0020). `ready` alone: every name, in batches. A superset is
+    /// enough: the exact rule is checked after.
     async fn driver_branches(&self, f: &NamePageFilter) -> Result<Vec<Branch>, StoreError> {
         let names = |cond: &str, values: Vec<Value>| Branch {
             from: "names",
@@ -587,6 +587,15 @@ impl Console {
                 .iter()
                 .map(|s| names(&format!("{} = $1", slot_ca(s)), vec![ca.clone().into()]))
                 .collect());
+        }
+        if f.state.is_some() {
+            // `ready`: every name is a candidate, taken in key order a
+            // batch at a time, so the state's joins run on a batch of ids
+            // (PostgreSQL would otherwise join all slots and certificates
+            // to find the first page), and a page of a state few names are
+            // in ends after the last round with its cursor instead of
+            // walking a million names.
+            return Ok(vec![names("1 = 1", vec![])]);
         }
         Ok(Vec::new())
     }
