@@ -1230,7 +1230,10 @@ impl MigrationTrait for M0019DeploymentsDue {
 /// rows, however rare the value. The name-state filter finds the names a
 /// non-ready state can hold through the partial indexes of its causes
 /// (diversity error, a slot without or past its certificate, a failing
-/// slot, an order held for a person). None of these columns is written by
+/// slot, an order held for a person); the `*_usable_until` range indexes
+/// leave NULL out, so `IS NULL` (no certificate yet) reads the partial
+/// index in key order instead of sorting every uncertified name (SQLite
+/// has no statistics to tell). None of these columns is written by
 /// a swap (`active_slot`, `*_superseded_by`, `*_reprovision_op`), so a
 /// mass swap's UPDATE stays HOT ([`M0020SwapHot`]).
 pub struct M0025ConsoleFilters;
@@ -1270,8 +1273,10 @@ impl MigrationTrait for M0025ConsoleFilters {
              CREATE INDEX names_diversity_error ON names (id) WHERE diversity_error IS NOT NULL; \
              CREATE INDEX names_primary_uncertified ON names (id) WHERE primary_usable_until IS NULL; \
              CREATE INDEX names_backup_uncertified ON names (id) WHERE backup_usable_until IS NULL; \
-             CREATE INDEX names_primary_usable_until ON names (primary_usable_until); \
-             CREATE INDEX names_backup_usable_until ON names (backup_usable_until); \
+             CREATE INDEX names_primary_usable_until ON names (primary_usable_until) \
+               WHERE primary_usable_until IS NOT NULL; \
+             CREATE INDEX names_backup_usable_until ON names (backup_usable_until) \
+               WHERE backup_usable_until IS NOT NULL; \
              CREATE INDEX slots_failing ON slots (name_id) \
                WHERE last_error IS NOT NULL AND current_cert_id IS NULL; \
              CREATE INDEX orders_held ON orders (name_id) \
