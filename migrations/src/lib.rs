@@ -92,6 +92,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0022AcmeProfiles),
             Box::new(M0023DnsPersist),
             Box::new(M0024ConsoleSessions),
+            Box::new(M0025ConsoleFilters),
             Box::new(M0026NamesByCreation),
             Box::new(M0028CountBuckets),
         ]
@@ -1290,5 +1291,80 @@ impl MigrationTrait for M0028CountBuckets {
              ALTER TABLE names DROP COLUMN count_bucket",
         )
         .await
+    }
+}
+
+/// The console's filters at a million names (issue 18): each filter of
+/// the names page and of the audit page has an index in key order
+/// (`… , id`), so a page seeks to the filter's value and reads a page of
+/// rows, however rare the value. The name-state filter finds the names a
+/// non-ready state can hold through the partial indexes of its causes
+/// (diversity error, a slot without or past its certificate, a failing
+/// slot, an order held for a person); the `*_usable_until` range indexes
+/// leave NULL out, so `IS NULL` (no certificate yet) reads the partial
+/// index in key order instead of sorting every uncertified name (SQLite
+/// has no statistics to tell). None of these columns is written by
+/// a swap (`active_slot`, `*_superseded_by`, `*_reprovision_op`), so a
+/// mass swap's UPDATE stays HOT ([`M0020SwapHot`]).
+pub struct M0025ConsoleFilters;
+
+impl MigrationName for M0025ConsoleFilters {
+    fn name(&self) -> &str {
+        "m0025_console_filters"
+    }
+}
+
+/// The index names of [`M0025ConsoleFilters`], for `down`.
+const CONSOLE_FILTER_INDEXES: [&str; 14] = [
+    "names_primary_ca_id",
+    "names_backup_ca_id",
+    "names_challenge_id",
+    "names_diversity_error",
+    "names_primary_uncertified",
+    "names_backup_uncertified",
+    "names_primary_usable_until",
+    "names_backup_usable_until",
+    "slots_failing",
+    "orders_held",
+    "preflight_with_findings",
+    "audit_events_by_actor",
+    "audit_events_by_target",
+    "audit_events_by_action",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0025ConsoleFilters {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(
+            manager,
+            "CREATE INDEX names_primary_ca_id ON names ((COALESCE(primary_cert_ca, primary_ca)), id); \
+             CREATE INDEX names_backup_ca_id ON names ((COALESCE(backup_cert_ca, backup_ca)), id); \
+             CREATE INDEX names_challenge_id ON names (challenge, id); \
+             CREATE INDEX names_diversity_error ON names (id) WHERE diversity_error IS NOT NULL; \
+             CREATE INDEX names_primary_uncertified ON names (id) WHERE primary_usable_until IS NULL; \
+             CREATE INDEX names_backup_uncertified ON names (id) WHERE backup_usable_until IS NULL; \
+             CREATE INDEX names_primary_usable_until ON names (primary_usable_until) \
+               WHERE primary_usable_until IS NOT NULL; \
+             CREATE INDEX names_backup_usable_until ON names (backup_usable_until) \
+               WHERE backup_usable_until IS NOT NULL; \
+             CREATE INDEX slots_failing ON slots (name_id) \
+               WHERE last_error IS NOT NULL AND current_cert_id IS NULL; \
+             CREATE INDEX orders_held ON orders (name_id) \
+               WHERE held_reason IS NOT NULL AND state IN ('pending', 'processing'); \
+             CREATE INDEX preflight_with_findings ON preflight (name_id) \
+               WHERE caa_findings > 0 OR delegation_findings > 0 OR provider_findings > 0; \
+             CREATE INDEX audit_events_by_actor ON audit_events (actor, id); \
+             CREATE INDEX audit_events_by_target ON audit_events (target, id); \
+             CREATE INDEX audit_events_by_action ON audit_events (action, id)",
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let drop: Vec<String> = CONSOLE_FILTER_INDEXES
+            .iter()
+            .map(|i| format!("DROP INDEX {i}"))
+            .collect();
+        run_script(manager, &drop.join("; ")).await
     }
 }

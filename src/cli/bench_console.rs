@@ -3,12 +3,16 @@
 //! (a fresh SQLite file by default), serves the API with the console on a
 //! loopback port in this process, signs a session in through the store,
 //! and times each page over HTTP (server render time plus a loopback
-//! round trip): the overview (its first render, which waits for the count
-//! pass the console starts with the server, and later renders, which use
-//! the counts kept for 30 s), the names list
-//! (first page, a page from the middle by keyset, filtered by state and by
-//! prefix) and one name's page. The overview's count pass is timed on its
-//! own too: it runs in the background once its counts are 30 s old.
+//! round trip): the overview (before any counts are stored, and from the
+//! stored counts), the names list (first page, the next page, a page from
+//! the middle by keyset, each filter — a common state, rare states, a
+//! rare CA, a rare challenge, preflight findings, a prefix), one name's
+//! page and the audit log filtered by actor and by name. A few names of
+//! each rare kind are seeded spread over the key space
+//! (`Store::seed_console_rarities`), so a filter that walked the names
+//! in key order would have to walk them all. The `counts` controller's
+//! pass (`Store::recount` + `save_counts`, which the overview reads) is
+//! timed on its own: it runs in the worker, never in a request.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,11 +25,15 @@ use super::bench::{round, with_scratch};
 use crate::api::{self, ApiState};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{KeyType, Role};
-use crate::store::{SessionRecord, Store};
+use crate::store::{EXPIRY_SERIES, NamePageFilter, SessionRecord, Store};
 
 /// The CA ids the synthetic names use.
 const CA_A: &str = "bench-a";
 const CA_B: &str = "bench-b";
+/// The CA a few names have their standby on (the rare-CA filter).
+const CA_RARE: &str = "bench-c";
+/// Names of each rare kind.
+const RARE: u64 = 10;
 
 /// Options of `bench console`.
 #[derive(Debug, clap::Args)]
@@ -83,8 +91,8 @@ fn state(store: Store) -> ApiState {
     ApiState {
         store,
         clock: Arc::new(SystemClock),
-        cas: Arc::new(vec![ca(CA_A), ca(CA_B)]),
-        ca_views: Arc::new(vec![view(CA_A), view(CA_B)]),
+        cas: Arc::new(vec![ca(CA_A), ca(CA_B), ca(CA_RARE)]),
+        ca_views: Arc::new(vec![view(CA_A), view(CA_B), view(CA_RARE)]),
         same_ca_hold_off: 3600,
         admin_token_sha256: api::token_digest(&crate::store::new_id()),
         default_key_type: KeyType::EcdsaP256,
@@ -113,6 +121,10 @@ async fn run(opts: &ConsoleBench, url: &str) -> anyhow::Result<serde_json::Value
         .seed_synthetic(&prefix, opts.names, CA_A, CA_B, now)
         .await
         .context("seeding synthetic names")?;
+    store
+        .seed_console_rarities(&prefix, opts.names, RARE, CA_RARE, now)
+        .await
+        .context("seeding the rare names")?;
     let seed_s = t.elapsed().as_secs_f64();
     if url.starts_with("sqlite:") {
         store.emergency().checkpoint().await.context("checkpoint")?;
@@ -154,12 +166,6 @@ async fn measure(
             now - 3600,
         )
         .await?;
-    // The overview's count pass on its own, then the router, which starts
-    // one at once (the first overview waits for it).
-    let t = Instant::now();
-    store.console().overview_counts(now, 90).await?;
-    let counts_s = t.elapsed().as_secs_f64();
-    let started = Instant::now();
     let router = api::app_with_console(
         state(store.clone()),
         api::console::ConsoleSettings {
@@ -214,21 +220,61 @@ async fn measure(
             "max_ms": (ms[ms.len() - 1] * 10.0).round() / 10.0,
         }))
     };
-    let (overview_first_ms, _) = get("/ui/").await?;
-    let first_after_start_s = started.elapsed().as_secs_f64();
+    // Before the counts controller stored a set, the overview says so.
+    let overview_uncounted = times("/ui/").await?;
+    // The counts controller's pass, as the worker runs it.
+    let t = Instant::now();
+    let counts = store.recount(now, EXPIRY_SERIES).await?;
+    store.metrics().save_counts(&counts).await?;
+    let counts_s = t.elapsed().as_secs_f64();
     // Names are `<prefix><i>.synthetic.test`.
     let stem = format!("{prefix}{}", opts.names / 2);
     let middle = format!("{stem}.synthetic.test");
-    let out = json!({
-        "overview_count_pass_seconds": round(counts_s),
-        "overview_first_render_ms": (overview_first_ms * 10.0).round() / 10.0,
-        "overview_first_shown_after_start_seconds": round(first_after_start_s),
+    // The first page's last name: where "next page" starts.
+    let first = store
+        .console()
+        .names_page(&NamePageFilter::default(), None, 50)
+        .await?;
+    let after_first = first.names.last().map(|r| r.id.clone()).unwrap_or_default();
+    let mut out = json!({
+        "counts_pass_seconds": round(counts_s),
+        "overview_before_counts": overview_uncounted,
         "overview": times("/ui/").await?,
         "names_first_page": times("/ui/names").await?,
+        "names_next_page": times(&format!("/ui/names?after={after_first}")).await?,
         "names_page_from_the_middle": times(&format!("/ui/names?after={middle}")).await?,
         "names_state_ready": times("/ui/names?state=ready").await?,
+        "names_state_degraded_rare": times("/ui/names?state=degraded").await?,
+        "names_state_waiting_none": times("/ui/names?state=waiting").await?,
+        "names_state_provisioning_none": times("/ui/names?state=provisioning").await?,
+        "names_ca_common": times(&format!("/ui/names?ca={CA_A}")).await?,
+        "names_ca_rare": times(&format!("/ui/names?ca={CA_RARE}")).await?,
+        "names_challenge_dns01_rare": times("/ui/names?challenge=dns-01").await?,
+        "names_with_findings_rare": times("/ui/names?findings=yes").await?,
+        "names_ca_rare_and_state_ready": times(&format!("/ui/names?ca={CA_RARE}&state=ready")).await?,
         "names_prefix_search": times(&format!("/ui/names?q={stem}")).await?,
         "name_detail": times(&format!("/ui/names/{middle}")).await?,
+        "audit_first_page": times("/ui/audit").await?,
+        "audit_by_actor_rare": times("/ui/audit?actor=bench-rare").await?,
+        "audit_by_name": times(&format!("/ui/audit?name={middle}")).await?,
+    });
+    // How many rows each rare filter found (all of them, on one page).
+    let found = async |path: &str| -> anyhow::Result<usize> {
+        let rsp = http
+            .get(format!("http://{addr}{path}"))
+            .header("Cookie", &cookie)
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(rsp.matches("data-testid=\"name-row\"").count())
+    };
+    out["rare_rows_found"] = json!({
+        "state_degraded": found("/ui/names?state=degraded").await?,
+        "ca_rare": found(&format!("/ui/names?ca={CA_RARE}")).await?,
+        "challenge_dns01": found("/ui/names?challenge=dns-01").await?,
+        "findings": found("/ui/names?findings=yes").await?,
+        "seeded_each": RARE,
     });
     server.abort();
     Ok(out)

@@ -75,10 +75,18 @@ pub struct NamePageFilter {
     pub with_findings: bool,
 }
 
-/// The overview's counts, from one pass over the names.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Days the overview's expiry timeline covers.
+pub const OVERVIEW_DAYS: i64 = 90;
+
+/// The overview's counts, taken by the `counts` controller's pass
+/// (`Store::recount`) and stored with the `/metrics` counts in
+/// `metric_counts`, so a page reads a few hundred rows instead of
+/// classifying a million names.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct OverviewCounts {
-    /// Names by state (`ready`, `degraded`, `provisioning`, `waiting`).
+    /// Names by state (`ready`, `degraded`, `provisioning`, `waiting`):
+    /// the `twincert_names_by_state` series (empty inside `Counts`, which
+    /// holds them as series).
     pub states: Vec<(String, i64)>,
     /// Names by standby posture: `usable`, or why not (`no_standby`,
     /// `standby_expired`, `standby_revoked_or_compromised`,
@@ -86,9 +94,145 @@ pub struct OverviewCounts {
     pub posture: BTreeMap<String, i64>,
     /// (active CA, standby CA) → names.
     pub mix: BTreeMap<(String, String), i64>,
-    /// (CA, days from now) → current certificates whose usable time ends
-    /// that day, for the coming `days`.
+    /// (CA, days after the count) → current certificates whose usable time
+    /// ends that day, for the coming [`OVERVIEW_DAYS`].
     pub expiry: BTreeMap<(String, i64), i64>,
+    /// Names with a slot superseded by an operation (being replaced): the
+    /// names page's state filter looks for them only when this is not 0
+    /// or an operation is open.
+    pub superseded: i64,
+    /// When these counts were taken (unix seconds; 0 before the first) and
+    /// how long that took: the `counts` controller takes them at its own
+    /// slower pace (`worker::counts::overview_due`), so they carry their
+    /// own age.
+    pub computed_at: i64,
+    pub seconds: f64,
+}
+
+/// `metric_counts.part` of each overview family. A key holding two values
+/// joins them with a space: CA ids (`[a-z0-9-]`) and states have none.
+const PART_POSTURE: &str = "overview_posture";
+const PART_MIX: &str = "overview_mix";
+const PART_EXPIRY: &str = "overview_expiry";
+const PART_META: &str = "overview_meta";
+/// `overview_meta` key: names with a slot superseded by an operation.
+const SUPERSEDED: &str = "superseded";
+/// `overview_meta` keys: when the overview was counted, and in how long.
+const COMPUTED_AT: &str = "computed_at";
+const SECONDS: &str = "seconds";
+
+impl OverviewCounts {
+    /// The rows of `metric_counts` that hold these counts (`states` aside).
+    pub(super) fn stored_rows(&self) -> Vec<(&'static str, String, f64)> {
+        let mut rows = Vec::new();
+        for (p, n) in &self.posture {
+            rows.push((PART_POSTURE, p.clone(), *n as f64));
+        }
+        for ((a, b), n) in &self.mix {
+            rows.push((PART_MIX, format!("{a} {b}"), *n as f64));
+        }
+        for ((ca, day), n) in &self.expiry {
+            rows.push((PART_EXPIRY, format!("{day} {ca}"), *n as f64));
+        }
+        rows.push((PART_META, SUPERSEDED.into(), self.superseded as f64));
+        if self.computed_at > 0 {
+            rows.push((PART_META, COMPUTED_AT.into(), self.computed_at as f64));
+            rows.push((PART_META, SECONDS.into(), self.seconds));
+        }
+        rows
+    }
+
+    /// Takes one stored row back; rows of other parts are ignored.
+    pub(super) fn read_row(&mut self, part: &str, key: String, value: f64) {
+        // Counts are integers well inside f64's exact range (2^53).
+        let n = value as i64;
+        match part {
+            PART_POSTURE => {
+                self.posture.insert(key, n);
+            }
+            PART_META if key == SUPERSEDED => self.superseded = n,
+            PART_META if key == COMPUTED_AT => self.computed_at = n,
+            PART_META if key == SECONDS => self.seconds = value,
+            PART_MIX => {
+                if let Some((a, b)) = key.split_once(' ') {
+                    self.mix.insert((a.to_string(), b.to_string()), n);
+                }
+            }
+            PART_EXPIRY => {
+                if let Some((day, ca)) = key.split_once(' ')
+                    && let Ok(day) = day.parse::<i64>()
+                {
+                    self.expiry.insert((ca.to_string(), day), n);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A page of the names list.
+#[derive(Debug, Clone, Default)]
+pub struct NamesPage {
+    /// The names, in key order.
+    pub names: Vec<NameRecord>,
+    /// The cursor (`after`) of the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// Rounds of candidates a driven names page reads at most (each reads up
+/// to four times more than the one before, from 100 up to 20,000 per
+/// branch).
+const DRIVEN_ROUNDS: usize = 4;
+
+/// Preflight found something (the partial index `preflight_with_findings`
+/// has this predicate, word for word).
+const FINDINGS: &str = "caa_findings > 0 OR delegation_findings > 0 OR provider_findings > 0";
+
+/// One index range of candidate name ids: `SELECT {key} FROM {from} WHERE
+/// {cond}` (placeholders `$1…` bound to `values`), read in `key` order
+/// (the name id, or an expression of it equal to it).
+struct Branch {
+    from: &'static str,
+    key: &'static str,
+    cond: String,
+    values: Vec<Value>,
+}
+
+/// Every condition of `f` but the key range, over `names n`, with the
+/// joins the state needs; placeholders continue after `values`.
+fn exact_conditions(f: &NamePageFilter, values: &mut Vec<Value>) -> (Vec<String>, &'static str) {
+    let mut cond = Vec::new();
+    let mut joins = "";
+    if let Some(ca) = &f.ca {
+        values.push(ca.clone().into());
+        let h = values.len();
+        cond.push(format!(
+            "({} = ${h} OR {} = ${h})",
+            slot_ca("n.primary"),
+            slot_ca("n.backup")
+        ));
+    }
+    if let Some(c) = f.challenge {
+        values.push(c.as_str().into());
+        cond.push(format!("n.challenge = ${}", values.len()));
+    }
+    if f.with_findings {
+        cond.push(format!(
+            "EXISTS (SELECT 1 FROM preflight p WHERE p.name_id = n.id AND ({FINDINGS}))"
+        ));
+    }
+    if let Some((state, now)) = f.state {
+        values.push(now.into());
+        let t = values.len();
+        values.push(state.as_str().into());
+        let s = values.len();
+        joins = NAME_STATE_JOINS;
+        cond.push(format!("{} = ${s}", name_state_case(&format!("${t}"))));
+    }
+    if cond.is_empty() {
+        cond.push("1 = 1".into());
+    }
+    (cond, joins)
 }
 
 /// The CA a slot's certificate is from (before its first: its order's).
@@ -240,15 +384,27 @@ impl Console {
     // ----- pages ---------------------------------------------------------
 
     /// Up to `limit` names after `after` (by id) that `f` admits, with
-    /// their slots. Every filter is in the query and the order is the
-    /// primary key's, so a page costs the same at any position in a
-    /// million names (no count, no offset).
+    /// their slots, in key order, and where the next page starts. No
+    /// count, no offset: a page costs the same at any position in a
+    /// million names.
+    ///
+    /// Without a filter but a prefix, the page walks the primary key. A
+    /// filter (a state, preflight findings, a challenge, a CA) *drives* the
+    /// page instead: each of its index ranges in key order
+    /// ([`driver_branches`], migration m0025) yields the next candidate
+    /// ids after the cursor, and the exact filter (every condition, the
+    /// state by the API's rule) is checked on those candidates only — so
+    /// ten failed names among a million cost a few index seeks, not a
+    /// walk. Candidates are taken up to the lowest id where a branch was
+    /// cut off, so none is skipped; at most [`DRIVEN_ROUNDS`] rounds run
+    /// per page, then the page ends early with its cursor (a combination
+    /// of a common driver and a rare other condition).
     pub async fn names_page(
         &self,
         f: &NamePageFilter,
         after: Option<&str>,
         limit: u64,
-    ) -> Result<Vec<NameRecord>, StoreError> {
+    ) -> Result<NamesPage, StoreError> {
         let after = after.unwrap_or("");
         let prefix = f.prefix.as_deref().filter(|p| !p.is_empty());
         // One range on the primary key: from the cursor or the prefix,
@@ -259,59 +415,244 @@ impl Console {
             Some(p) if p > after => (p, ">="),
             _ => (after, ">"),
         };
-        let mut values: Vec<Value> = vec![start.into(), (limit as i64).into()];
-        let mut cond = vec![format!("n.id {op} $1")];
-        let mut joins = "";
-        if let Some(p) = prefix {
-            values.push(format!("{p}\u{ffff}").into());
-            cond.push(format!("n.id < ${}", values.len()));
-        }
-        if let Some(ca) = &f.ca {
-            values.push(ca.clone().into());
-            let h = values.len();
-            cond.push(format!(
-                "({} = ${h} OR {} = ${h})",
-                slot_ca("n.primary"),
-                slot_ca("n.backup")
-            ));
-        }
-        if let Some(c) = f.challenge {
-            values.push(c.as_str().into());
-            cond.push(format!("n.challenge = ${}", values.len()));
-        }
-        if f.with_findings {
-            cond.push(
-                "EXISTS (SELECT 1 FROM preflight p WHERE p.name_id = n.id AND \
-                 (p.caa_findings > 0 OR p.delegation_findings > 0 OR p.provider_findings > 0))"
-                    .into(),
+        let end = prefix.map(|p| format!("{p}\u{ffff}"));
+        let branches = self.driver_branches(f).await?;
+        if branches.is_empty() {
+            let mut values: Vec<Value> = vec![start.into()];
+            let mut cond = vec![format!("n.id {op} $1")];
+            if let Some(e) = &end {
+                values.push(e.clone().into());
+                cond.push(format!("n.id < ${}", values.len()));
+            }
+            let (exact, joins) = exact_conditions(f, &mut values);
+            cond.extend(exact);
+            values.push((limit as i64 + 1).into());
+            let page = format!(
+                "SELECT n.id FROM names n {joins} WHERE {} ORDER BY n.id LIMIT ${}",
+                cond.join(" AND "),
+                values.len()
             );
+            let mut names = self.names_by_page_query(&page, values).await?;
+            let more = names.len() as u64 > limit;
+            names.truncate(limit as usize);
+            let next = more.then(|| names.last().map(|r| r.id.clone())).flatten();
+            return Ok(NamesPage { names, next });
         }
-        if let Some((state, now)) = f.state {
-            values.push(now.into());
-            let t = values.len();
-            values.push(state.as_str().into());
-            let s = values.len();
-            joins = NAME_STATE_JOINS;
-            cond.push(format!("{} = ${s}", name_state_case(&format!("${t}"))));
+        let mut names: Vec<NameRecord> = Vec::new();
+        let mut cursor = (start.to_string(), op);
+        let mut take = (limit * 2).clamp(50, 500);
+        for _ in 0..DRIVEN_ROUNDS {
+            // The next candidates of every branch, up to the lowest id at
+            // which a branch was cut off (`None`: every branch reached its
+            // end).
+            let mut candidates = std::collections::BTreeSet::new();
+            let mut cut: Option<String> = None;
+            for b in &branches {
+                let mut values = b.values.clone();
+                values.push(cursor.0.clone().into());
+                let mut cond = vec![format!("{} {} ${}", b.key, cursor.1, values.len())];
+                if let Some(e) = &end {
+                    values.push(e.clone().into());
+                    cond.push(format!("{} < ${}", b.key, values.len()));
+                }
+                values.push((take as i64).into());
+                let sql = format!(
+                    "SELECT {key} AS id FROM {from} WHERE ({w}) AND {c} ORDER BY {key} LIMIT ${n}",
+                    key = b.key,
+                    from = b.from,
+                    w = b.cond,
+                    c = cond.join(" AND "),
+                    n = values.len()
+                );
+                let rows = all(&self.db, &sql, values).await?;
+                let ids: Vec<String> = rows
+                    .iter()
+                    .map(|r| get::<String>(r, "id"))
+                    .collect::<Result<_, _>>()?;
+                if ids.len() as u64 == take
+                    && let Some(last) = ids.last()
+                    && cut.as_ref().is_none_or(|c| last < c)
+                {
+                    cut = Some(last.clone());
+                }
+                candidates.extend(ids);
+            }
+            if let Some(c) = &cut {
+                candidates.retain(|id| id <= c);
+            }
+            if !candidates.is_empty() {
+                let mut values: Vec<Value> = Vec::new();
+                let (mut cond, joins) = exact_conditions(f, &mut values);
+                let first = values.len() + 1;
+                let n = candidates.len();
+                values.extend(candidates.into_iter().map(Value::from));
+                cond.push(format!("n.id IN ({})", super::sql::holes(first, n)));
+                values.push((limit as i64 + 1 - names.len() as i64).into());
+                let page = format!(
+                    "SELECT n.id FROM names n {joins} WHERE {} ORDER BY n.id LIMIT ${}",
+                    cond.join(" AND "),
+                    values.len()
+                );
+                names.extend(self.names_by_page_query(&page, values).await?);
+            }
+            if names.len() as u64 > limit {
+                names.truncate(limit as usize);
+                let next = names.last().map(|r| r.id.clone());
+                return Ok(NamesPage { names, next });
+            }
+            match cut {
+                None => return Ok(NamesPage { names, next: None }),
+                Some(c) => cursor = (c, ">"),
+            }
+            take = (take * 4).min(20_000);
         }
-        let page = format!(
-            "SELECT n.id FROM names n {joins} WHERE {} ORDER BY n.id LIMIT $2",
-            cond.join(" AND ")
-        );
+        // Out of rounds: the page ends here; the next one starts where the
+        // candidates did.
+        Ok(NamesPage {
+            names,
+            next: Some(cursor.0),
+        })
+    }
+
+    /// The names of a page query (`SELECT n.id … ORDER BY n.id LIMIT …`)
+    /// with their slots.
+    async fn names_by_page_query(
+        &self,
+        page: &str,
+        values: Vec<Value>,
+    ) -> Result<Vec<NameRecord>, StoreError> {
         let sql = format!("{NAME_SELECT} WHERE n.id IN ({page}) ORDER BY n.id, s.slot DESC");
         let rows = all(&self.db, &sql, values).await?;
         super::rows::names_from_rows(&rows)
     }
 
-    /// The overview's counts at `now`: states by the API's rule, standby
-    /// posture and CA mix from the names' swap facts (one pass, no join),
-    /// and the expiry timeline of the coming `days` per CA.
-    pub async fn overview_counts(&self, now: i64, days: i64) -> Result<OverviewCounts, StoreError> {
-        let states = super::Metrics {
-            db: self.db.clone(),
+    /// The index ranges that yield the candidates of `f`'s most selective
+    /// filter, in key order (empty: walk the primary key). A state other
+    /// than `ready` is one of its causes, each indexed (m0025): a
+    /// diversity error, a slot without a certificate or past it (0: revoked
+    /// or compromised), a failing slot without a certificate, an order held
+    /// for a person; and, only while any name can be superseded (an
+    /// operation still re-provisioning, or the last counts saw such a name
+    /// or have not been taken), the superseded names, by a walk of the
+    /// primary key (those columns stay unindexed so a mass swap stays HOT,
+    /// see m0020). `ready` alone: every name, in batches. A superset is
+    /// enough: the exact rule is checked after.
+    async fn driver_branches(&self, f: &NamePageFilter) -> Result<Vec<Branch>, StoreError> {
+        let names = |cond: &str, values: Vec<Value>| Branch {
+            from: "names",
+            key: "id",
+            cond: cond.to_string(),
+            values,
+        };
+        if let Some((state, now)) = f.state
+            && state != NameState::Ready
+        {
+            let mut b = Vec::new();
+            match state {
+                NameState::Degraded => {
+                    b.push(names("diversity_error IS NOT NULL", vec![]));
+                    for s in ["primary", "backup"] {
+                        // A range on another column than the key: SQLite
+                        // (without statistics) would walk the primary key
+                        // for its order; through an expression it reads
+                        // the range's index and sorts what it found (few:
+                        // an expired or revoked certificate in a slot).
+                        b.push(Branch {
+                            key: "CAST(id AS TEXT)",
+                            ..names(&format!("{s}_usable_until <= $1"), vec![now.into()])
+                        });
+                    }
+                    b.push(Branch {
+                        from: "slots",
+                        key: "name_id",
+                        cond: "last_error IS NOT NULL AND current_cert_id IS NULL".into(),
+                        values: vec![],
+                    });
+                    if self.may_be_superseded().await? {
+                        for s in ["primary", "backup"] {
+                            b.push(names(&format!("{s}_superseded_by IS NOT NULL"), vec![]));
+                        }
+                    }
+                }
+                NameState::Waiting => b.push(Branch {
+                    from: "orders",
+                    key: "name_id",
+                    cond: "held_reason IS NOT NULL AND state IN ('pending', 'processing')".into(),
+                    values: vec![],
+                }),
+                NameState::Provisioning | NameState::Ready => {
+                    for s in ["primary", "backup"] {
+                        b.push(names(&format!("{s}_usable_until IS NULL"), vec![]));
+                    }
+                }
+            }
+            return Ok(b);
         }
-        .names_by_state(now)
+        if f.with_findings {
+            return Ok(vec![Branch {
+                from: "preflight",
+                key: "name_id",
+                cond: FINDINGS.into(),
+                values: vec![],
+            }]);
+        }
+        if let Some(c) = f.challenge {
+            return Ok(vec![names("challenge = $1", vec![c.as_str().into()])]);
+        }
+        if let Some(ca) = &f.ca {
+            return Ok(["primary", "backup"]
+                .iter()
+                .map(|s| names(&format!("{} = $1", slot_ca(s)), vec![ca.clone().into()]))
+                .collect());
+        }
+        if f.state.is_some() {
+            // `ready`: every name is a candidate, taken in key order a
+            // batch at a time, so the state's joins run on a batch of ids
+            // (PostgreSQL would otherwise join all slots and certificates
+            // to find the first page), and a page of a state few names are
+            // in ends after the last round with its cursor instead of
+            // walking a million names.
+            return Ok(vec![names("1 = 1", vec![])]);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Whether a name's slot can be superseded now: an operation still
+    /// re-provisions, or the last stored counts saw a superseded name (or
+    /// none are stored). A name is superseded only by an operation, which
+    /// is open from that moment until every marked slot has its order, and
+    /// the `counts` controller recounts soon after every operation.
+    async fn may_be_superseded(&self) -> Result<bool, StoreError> {
+        if one(
+            &self.db,
+            "SELECT id FROM operations WHERE reprovision_open = TRUE LIMIT 1",
+            vec![],
+        )
+        .await?
+        .is_some()
+        {
+            return Ok(true);
+        }
+        let stored = one(
+            &self.db,
+            "SELECT value FROM metric_counts WHERE part = $1 AND series = $2",
+            vec![PART_META.into(), SUPERSEDED.into()],
+        )
         .await?;
+        Ok(match stored {
+            None => true,
+            Some(r) => get::<String>(&r, "value")?.parse::<f64>().unwrap_or(1.0) > 0.0,
+        })
+    }
+
+    /// The overview's counts at `now` (part of the `counts` controller's
+    /// pass, seconds at a million names; pages read the stored set,
+    /// [`Console::stored_overview`]): standby posture and CA mix from the
+    /// names' swap facts (one pass, no join), and the expiry timeline of
+    /// the coming `days` per CA. `states` stays empty: the pass counts
+    /// them as the `twincert_names_by_state` series.
+    pub async fn overview_counts(&self, now: i64, days: i64) -> Result<OverviewCounts, StoreError> {
+        let started = std::time::Instant::now();
         let standby = |col: &str| {
             format!("CASE WHEN active_slot = 'primary' THEN backup_{col} ELSE primary_{col} END")
         };
@@ -333,15 +674,14 @@ impl Console {
              WHEN {until} = 0 THEN 'standby_revoked_or_compromised' \
              WHEN {until} <= $1 THEN 'standby_expired' ELSE 'usable' END"
         );
-        let mut out = OverviewCounts {
-            states,
-            ..OverviewCounts::default()
-        };
+        let mut out = OverviewCounts::default();
         for r in &all(
             &self.db,
             &format!(
                 "SELECT {active_ca} AS active_ca, {standby_ca} AS standby_ca, {posture} AS posture, \
-                 COUNT(*) AS n FROM names GROUP BY 1, 2, 3"
+                 COUNT(*) AS n, SUM(CASE WHEN primary_superseded_by IS NOT NULL \
+                 OR backup_superseded_by IS NOT NULL THEN 1 ELSE 0 END) AS superseded \
+                 FROM names GROUP BY 1, 2, 3"
             ),
             vec![now.into()],
         )
@@ -353,6 +693,7 @@ impl Console {
             let p: String = get(r, "posture")?;
             *out.mix.entry((a, b)).or_default() += n;
             *out.posture.entry(p).or_default() += n;
+            out.superseded += get::<Option<i64>>(r, "superseded")?.unwrap_or(0);
         }
         let end = now + days * 86400;
         for s in ["primary", "backup"] {
@@ -373,7 +714,75 @@ impl Console {
                 *out.expiry.entry((ca.unwrap_or_default(), day)).or_default() += n;
             }
         }
+        out.computed_at = now;
+        out.seconds = started.elapsed().as_secs_f64();
         Ok(out)
+    }
+
+    /// The overview's counts as the last `counts` pass stored them, with
+    /// the time it began; `None` before a pass stored a set. Reads only
+    /// the overview's rows and the names-by-state series of
+    /// `metric_counts` (a few hundred rows, by its primary key).
+    pub async fn stored_overview(&self) -> Result<Option<(i64, OverviewCounts)>, StoreError> {
+        const STATE_SERIES: &str = "twincert_names_by_state{state=\"";
+        let rows = all(
+            &self.db,
+            "SELECT part, series, value FROM metric_counts \
+             WHERE (part = 'meta' AND series = 'computed_at') OR part IN ($1, $2, $3, $6) \
+             OR (part = 'series' AND series >= $4 AND series < $5)",
+            vec![
+                PART_POSTURE.into(),
+                PART_MIX.into(),
+                PART_EXPIRY.into(),
+                STATE_SERIES.into(),
+                format!("{STATE_SERIES}\u{ffff}").into(),
+                PART_META.into(),
+            ],
+        )
+        .await?;
+        let mut at = None;
+        let mut out = OverviewCounts::default();
+        let mut states: BTreeMap<String, i64> = ["ready", "degraded", "provisioning", "waiting"]
+            .iter()
+            .map(|s| (s.to_string(), 0))
+            .collect();
+        for r in &rows {
+            let part: String = get(r, "part")?;
+            let key: String = get(r, "series")?;
+            let text: String = get(r, "value")?;
+            let value: f64 = text
+                .parse()
+                .map_err(|_| StoreError::Db(format!("metric_counts value {text:?}")))?;
+            let n = value as i64;
+            match part.as_str() {
+                "meta" => at = Some(n),
+                "series" => {
+                    if let Some(state) = key
+                        .strip_prefix(STATE_SERIES)
+                        .and_then(|k| k.strip_suffix("\"}"))
+                    {
+                        states.insert(state.to_string(), n);
+                    }
+                }
+                _ => out.read_row(&part, key, value),
+            }
+        }
+        let Some(at) = at else {
+            return Ok(None);
+        };
+        // The overview's own age when it carries one (it is counted at a
+        // slower pace than the rest).
+        let at = if out.computed_at > 0 {
+            out.computed_at
+        } else {
+            at
+        };
+        // The order the API lists states in.
+        let order = ["ready", "degraded", "provisioning", "waiting"];
+        let mut states: Vec<(String, i64)> = states.into_iter().collect();
+        states.sort_by_key(|(s, _)| order.iter().position(|o| o == s).unwrap_or(order.len()));
+        out.states = states;
+        Ok(Some((at, out)))
     }
 
     /// Up to `limit` audit events before id `before` (newest first) whose
@@ -386,18 +795,25 @@ impl Console {
         before: Option<i64>,
         limit: u64,
     ) -> Result<Vec<(i64, AuditEvent)>, StoreError> {
+        // Only the given filters are in the query, so each can use its
+        // index (`audit_events_by_{actor,action,target}`: value, then id)
+        // and a page is one seek however rare the value.
+        let mut values: Vec<Value> = vec![(limit as i64).into(), before.unwrap_or(i64::MAX).into()];
+        let mut cond = vec!["id < $2".to_string()];
+        for (col, v) in [("actor", actor), ("action", action), ("target", target)] {
+            if let Some(v) = v.filter(|v| !v.is_empty()) {
+                values.push(v.into());
+                cond.push(format!("{col} = ${}", values.len()));
+            }
+        }
         let rows = all(
             &self.db,
-            "SELECT id, at, actor, action, target, reason, result, details FROM audit_events \
-             WHERE id < $2 AND ($3 = '' OR actor = $3) AND ($4 = '' OR action = $4) \
-             AND ($5 = '' OR target = $5) ORDER BY id DESC LIMIT $1",
-            vec![
-                (limit as i64).into(),
-                before.unwrap_or(i64::MAX).into(),
-                actor.unwrap_or("").into(),
-                action.unwrap_or("").into(),
-                target.unwrap_or("").into(),
-            ],
+            &format!(
+                "SELECT id, at, actor, action, target, reason, result, details FROM audit_events \
+                 WHERE {} ORDER BY id DESC LIMIT $1",
+                cond.join(" AND ")
+            ),
+            values,
         )
         .await?;
         super::audit::events_from_rows(&rows)

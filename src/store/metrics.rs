@@ -12,6 +12,7 @@
 
 use sea_orm::DatabaseConnection;
 
+use super::console::{OVERVIEW_DAYS, OverviewCounts};
 use super::names::{NAME_STATE_JOINS, name_state_case};
 use super::sql::{all, exec, get, holes, one, with_tx};
 use super::{Store, StoreError};
@@ -49,6 +50,11 @@ pub struct Counts {
     pub sealed: Vec<(String, i64)>,
     /// Labelled series: revocation, scale, and the soonest expiries.
     pub series: Vec<Series>,
+    /// What the console's overview shows beyond the series (standby
+    /// posture, CA mix, expiry timeline; its `states` stay empty — they
+    /// are the `twincert_names_by_state` series), see
+    /// `Console::overview_counts`. Not part of `/metrics`.
+    pub overview: OverviewCounts,
 }
 
 /// The unlabelled gauges and the query that counts each.
@@ -99,6 +105,7 @@ impl Store {
         let mut series = m.revocation_metrics(now).await?;
         series.extend(m.scale_metrics(now).await?);
         series.extend(m.expiry_series(expiry).await?);
+        let overview = self.console().overview_counts(now, OVERVIEW_DAYS).await?;
         Ok(Counts {
             computed_at: now,
             pass_seconds: started.elapsed().as_secs_f64(),
@@ -106,6 +113,7 @@ impl Store {
             usage,
             sealed,
             series,
+            overview,
         })
     }
 }
@@ -145,6 +153,7 @@ impl Metrics {
         let mut seen = std::collections::HashSet::new();
         series.retain(|(k, _)| seen.insert(k.as_str()));
         rows.extend(series.into_iter().map(|(k, v)| ("series", k.clone(), *v)));
+        rows.extend(counts.overview.stored_rows());
         with_tx(&self.db, async |tx| {
             let newer = one(
                 tx,
@@ -212,7 +221,7 @@ impl Metrics {
                 ("usage_slots", _) => usage.entry(key).or_default().1 = int,
                 ("sealed", _) => counts.sealed.push((key, int)),
                 ("series", _) => counts.series.push((key, value)),
-                _ => {}
+                (p, _) => counts.overview.read_row(p, key, value),
             }
         }
         if !stored {

@@ -67,7 +67,9 @@ pub use ca_revocations::{CaRevocations, PendingRevocation};
 pub use cas::Cas;
 pub use challenges::Challenges;
 pub use compromise::{CompromiseReport, Reaction, ReactionReport};
-pub use console::{Console, NamePageFilter, OverviewCounts, PendingLogin, SessionRecord};
+pub use console::{
+    Console, NamePageFilter, NamesPage, OVERVIEW_DAYS, OverviewCounts, PendingLogin, SessionRecord,
+};
 pub use counts::CountPass;
 pub use deploy::{
     CheckRecord, DeploymentView, Deployments, DueDeployment, DueEndpoint, EndpointSpec,

@@ -214,6 +214,8 @@ impl Store {
         let like = format!("{prefix}%.synthetic.test");
         with_tx(&self.db, async |tx| {
             for sql in [
+                "DELETE FROM preflight WHERE name_id LIKE $1",
+                "DELETE FROM audit_events WHERE target LIKE $1",
                 "DELETE FROM slots WHERE name_id LIKE $1",
                 "DELETE FROM orders WHERE name_id LIKE $1",
                 "DELETE FROM certificates WHERE name_id LIKE $1",
@@ -223,6 +225,88 @@ impl Store {
                 exec(tx, sql, vec![like.clone().into()]).await?;
             }
             mark_all(tx).await
+        })
+        .await
+    }
+
+    /// What the console's filters look for, among `n` synthetic names
+    /// (`seed_synthetic`'s): a `name.create` audit event (actor
+    /// `bench-seed`) for every name, and `rare` names each, spread over the
+    /// key space, that are degraded (a diversity error), validated by
+    /// DNS-01, on `rare_ca` as their standby, with preflight findings (a
+    /// placeholder report), and audited by actor `bench-rare`.
+    pub async fn seed_console_rarities(
+        &self,
+        prefix: &str,
+        n: u64,
+        rare: u64,
+        rare_ca: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let seq = "WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq \
+                   WHERE i + 1 < $1)";
+        let id = "($2 || CAST(i AS TEXT) || '.synthetic.test')";
+        let rare = rare.clamp(1, n.max(1));
+        let step = (n / rare).max(1) as i64;
+        // The k-th rare name of each kind: i = k·step + offset.
+        let pick = |offset: i64| -> Vec<Value> {
+            (0..rare as i64)
+                .map(|k| format!("{prefix}{}.synthetic.test", k * step + offset % step).into())
+                .collect()
+        };
+        let in_list = |values: &[Value], first: usize| super::sql::holes(first, values.len());
+        with_tx(&self.db, async |tx| {
+            exec(
+                tx,
+                &format!(
+                    "{seq} INSERT INTO audit_events (at, actor, action, target, result) \
+                     SELECT $3, 'bench-seed', 'name.create', {id}, 'ok' FROM seq"
+                ),
+                vec![(n as i64).into(), prefix.into(), now.into()],
+            )
+            .await?;
+            for (offset, sql) in [
+                (
+                    1,
+                    "UPDATE names SET diversity_error = 'synthetic' WHERE id IN",
+                ),
+                (2, "UPDATE names SET challenge = 'dns-01' WHERE id IN"),
+                (
+                    3,
+                    "INSERT INTO preflight (name_id, checked_at, primary_ca, backup_ca, report, \
+                     caa_findings) SELECT id, created_at, primary_ca, backup_ca, '{}', 1 \
+                     FROM names WHERE id IN",
+                ),
+            ] {
+                let ids = pick(offset);
+                exec(tx, &format!("{sql} ({})", in_list(&ids, 1)), ids).await?;
+            }
+            let mut values = vec![rare_ca.into()];
+            values.extend(pick(4));
+            exec(
+                tx,
+                &format!(
+                    "UPDATE names SET backup_ca = $1, backup_cert_ca = $1 WHERE id IN ({})",
+                    in_list(&values[1..], 2)
+                ),
+                values,
+            )
+            .await?;
+            let mut values = vec![now.into()];
+            values.extend(pick(5));
+            let rows = (0..values.len() - 1)
+                .map(|i| format!("($1, 'bench-rare', 'name.swap', ${}, 'ok')", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            exec(
+                tx,
+                &format!(
+                    "INSERT INTO audit_events (at, actor, action, target, result) VALUES {rows}"
+                ),
+                values,
+            )
+            .await?;
+            Ok(())
         })
         .await
     }

@@ -139,7 +139,6 @@ pub(crate) struct Console {
     settings: Arc<ConsoleSettings>,
     /// The API router, which every page read and action goes through.
     v1: Router,
-    overview: Arc<pages::OverviewCache>,
 }
 
 /// A signed-in person.
@@ -163,14 +162,10 @@ impl Session {
 pub fn router(api: ApiState, settings: ConsoleSettings, v1: Router) -> Router {
     let limit = api.max_body_bytes;
     let console = Console {
-        overview: Arc::new(pages::OverviewCache::default()),
         api: api.clone(),
         settings: Arc::new(settings),
         v1,
     };
-    // The overview's counts take seconds at a million names: start the
-    // first pass now rather than at the first visit.
-    console.overview.refresh(&console);
     Router::new()
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(pages::overview))

@@ -4,9 +4,6 @@
 //! the `/v1` request it performs, after the CSRF check. A refusal is shown
 //! in the page's `error` box with the API's status and detail text.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -23,10 +20,8 @@ use crate::store::{AuditEvent, NamePageFilter, OverviewCounts, PendingLogin};
 
 /// Names per page of the names list.
 const PAGE: u64 = 50;
-/// How old the overview's counts may be before a refresh starts.
-const OVERVIEW_MAX_AGE: i64 = 30;
-/// Days the expiry timeline covers.
-const TIMELINE_DAYS: i64 = 90;
+/// Days the expiry timeline covers (counted by the `counts` controller).
+const TIMELINE_DAYS: i64 = crate::store::OVERVIEW_DAYS;
 
 fn refused(s: Option<&Session>, r: Refused) -> Response {
     html::error_page(s, r.status, &r.detail)
@@ -329,81 +324,6 @@ pub async fn logout(
 
 // ----- overview ---------------------------------------------------------
 
-/// The overview's counts, kept for [`OVERVIEW_MAX_AGE`] seconds: at a
-/// million names one pass over them takes seconds, so a page shows the
-/// last counts (with their time) and a refresh runs in the background.
-#[derive(Default)]
-pub struct OverviewCache {
-    snapshot: Mutex<Option<(i64, OverviewCounts)>>,
-    refreshing: AtomicBool,
-}
-
-impl OverviewCache {
-    /// Takes the counts now (in the background from the caller's view)
-    /// unless a pass is already running.
-    pub fn refresh(&self, c: &Console) {
-        if self.refreshing.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            self.refreshing.store(false, Ordering::SeqCst);
-            return;
-        };
-        let c2 = c.clone();
-        rt.spawn(async move {
-            let now = c2.api.clock.now();
-            let got = c2
-                .api
-                .store
-                .console()
-                .overview_counts(now, TIMELINE_DAYS)
-                .await;
-            match got {
-                Ok(n) => {
-                    if let Ok(mut g) = c2.overview.snapshot.lock() {
-                        *g = Some((now, n));
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "console overview counts failed"),
-            }
-            c2.overview.refreshing.store(false, Ordering::SeqCst);
-        });
-    }
-
-    /// The counts and when they were taken. Old counts are shown while a
-    /// pass takes new ones; with none yet (the first page after start,
-    /// when the pass started at start-up has not ended) it waits for them.
-    pub async fn get(&self, c: &Console) -> Result<(i64, OverviewCounts), Refused> {
-        loop {
-            let now = c.api.clock.now();
-            let current = self.snapshot.lock().ok().and_then(|g| g.clone());
-            match current {
-                Some((at, counts)) => {
-                    if now - at >= OVERVIEW_MAX_AGE {
-                        self.refresh(c);
-                    }
-                    return Ok((at, counts));
-                }
-                None if self.refreshing.load(Ordering::SeqCst) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-                None => {
-                    let n = c
-                        .api
-                        .store
-                        .console()
-                        .overview_counts(now, TIMELINE_DAYS)
-                        .await?;
-                    if let Ok(mut g) = self.snapshot.lock() {
-                        *g = Some((now, n.clone()));
-                    }
-                    return Ok((now, n));
-                }
-            }
-        }
-    }
-}
-
 /// `GET /ui/`.
 pub async fn overview(State(c): State<Console>, headers: HeaderMap, peer: Peer) -> Response {
     let s = match signed_in(&c, &headers).await {
@@ -413,10 +333,13 @@ pub async fn overview(State(c): State<Console>, headers: HeaderMap, peer: Peer) 
     if let Some(r) = refusal(&s, "GET", "/v1/names") {
         return r;
     }
-    let (at, counts) = match c.overview.get(&c).await {
+    // The counts the `counts` controller stored (at a million names its
+    // pass takes seconds; a page never counts).
+    let stored = match c.api.store.console().stored_overview().await {
         Ok(x) => x,
-        Err(r) => return refused(Some(&s), r),
+        Err(e) => return refused(Some(&s), e.into()),
     };
+    let now = c.api.clock.now();
     let alerts = c
         .perform(&s, peer, Method::GET, "/v1/alerts?open=true&limit=20", None)
         .await;
@@ -437,6 +360,7 @@ pub async fn overview(State(c): State<Console>, headers: HeaderMap, peer: Peer) 
         .ok()
         .and_then(|v| v["items"].as_array().cloned())
         .unwrap_or_default();
+    let (at, counts) = stored.clone().unwrap_or_default();
     let total: i64 = counts.states.iter().map(|(_, n)| n).sum();
     let body = html! {
         section data-testid="overview-alerts" {
@@ -465,7 +389,17 @@ pub async fn overview(State(c): State<Console>, headers: HeaderMap, peer: Peer) 
             }
             @if let Err(r) = &alerts { (error_box(&r.detail)) }
         }
-        p.muted { "Counts as of " (when(at)) " (refreshed every " (OVERVIEW_MAX_AGE) " s)." }
+        @if stored.is_some() {
+            p.muted data-testid="overview-counted" {
+                "Counted " (human_seconds((now - at).max(0))) " ago (" (when(at)) ") by the worker's counts controller."
+            }
+        } @else {
+            p.notice data-testid="overview-not-counted" {
+                "Not counted yet: the worker's counts controller stores the first counts of names, \
+                 standby posture, CA mix and expiries shortly after a worker starts. \
+                 Until then these tables are empty; the names list below works meanwhile."
+            }
+        }
         div.grid {
             section.card data-testid="overview-states" {
                 h2 { "Names by state" }
@@ -639,38 +573,33 @@ pub async fn names(
             return respond(StatusCode::BAD_REQUEST, page(Some(&s), "Names", None, body));
         }
     };
-    let mut recs = match c
+    let listed = match c
         .api
         .store
         .console()
-        .names_page(&filter, get("after"), PAGE + 1)
+        .names_page(&filter, get("after"), PAGE)
         .await
     {
         Ok(r) => r,
         Err(e) => return refused(Some(&s), e.into()),
     };
-    let more = recs.len() as u64 > PAGE;
-    recs.truncate(PAGE as usize);
-    let views: Vec<_> = recs
+    let views: Vec<_> = listed
+        .names
         .iter()
         .map(|r| super::super::name_view(r, now, &c.api.dns))
         .collect();
-    let next = if more {
-        recs.last().map(|r| {
-            let mut params: Vec<(String, String)> = q
-                .iter()
-                .filter(|(k, v)| *k != "after" && !v.is_empty())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            params.push(("after".into(), r.id.clone()));
-            let qs = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(params)
-                .finish();
-            format!("/ui/names?{qs}")
-        })
-    } else {
-        None
-    };
+    let next = listed.next.map(|after| {
+        let mut params: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, v)| *k != "after" && !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        params.push(("after".into(), after));
+        let qs = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        format!("/ui/names?{qs}")
+    });
     let body = html! {
         (names_form(&c, &q))
         div.table-wrap {
