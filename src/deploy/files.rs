@@ -246,17 +246,42 @@ pub async fn write_batch(
     target: &FilesTarget,
     materials: &[Material],
 ) -> Vec<Result<FilesOutcome, FilesError>> {
+    write_batch_timed(target, materials).await.0
+}
+
+/// Where a batch's time went: writing the version directories, the one
+/// durability barrier, switching the links (with `live` synced), and
+/// the post-deploy commands. For the deployer's stage figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchTimings {
+    /// Every version directory written (not synced).
+    pub write: std::time::Duration,
+    /// The one `syncfs` barrier.
+    pub sync: std::time::Duration,
+    /// The link switches, `live` synced once, old versions collected.
+    pub switch: std::time::Duration,
+    /// The post-deploy commands, one after another.
+    pub commands: std::time::Duration,
+}
+
+/// [`write_batch`], also saying where the time went.
+pub async fn write_batch_timed(
+    target: &FilesTarget,
+    materials: &[Material],
+) -> (Vec<Result<FilesOutcome, FilesError>>, BatchTimings) {
     let (target_copy, batch) = (target.clone(), materials.to_vec());
-    let switched =
+    let (switched, mut timings) =
         match tokio::task::spawn_blocking(move || deploy_batch(&target_copy, &batch)).await {
             Ok(r) => r,
             Err(e) => {
-                return materials
+                let failed = materials
                     .iter()
                     .map(|_| Err(FilesError::Task(e.to_string())))
                     .collect();
+                return (failed, BatchTimings::default());
             }
         };
+    let commands = std::time::Instant::now();
     let mut out = Vec::with_capacity(materials.len());
     for (m, r) in materials.iter().zip(switched) {
         out.push(match r {
@@ -284,14 +309,17 @@ pub async fn write_batch(
             Err(e) => Err(e),
         });
     }
-    out
+    timings.commands = commands.elapsed();
+    (out, timings)
 }
 
 /// The blocking part of [`write_batch`].
 fn deploy_batch(
     target: &FilesTarget,
     materials: &[Material],
-) -> Vec<Result<(PathBuf, PathBuf), FilesError>> {
+) -> (Vec<Result<(PathBuf, PathBuf), FilesError>>, BatchTimings) {
+    let mut timings = BatchTimings::default();
+    let started = std::time::Instant::now();
     // 1. Every version directory, written but not synced.
     let mut written: Vec<Result<Written, FilesError>> = materials
         .iter()
@@ -300,12 +328,18 @@ fn deploy_batch(
             write_version(target, m, &name_dir, Durability::Deferred)
         })
         .collect();
+    timings.write = started.elapsed();
     // 2. One barrier for all of them (files, directories, entries).
-    if written.iter().any(Result::is_ok)
-        && let Err(e) = sync_filesystem(&target.dir)
-    {
+    let started = std::time::Instant::now();
+    let barrier = if written.iter().any(Result::is_ok) {
+        sync_filesystem(&target.dir)
+    } else {
+        Ok(())
+    };
+    timings.sync = started.elapsed();
+    if let Err(e) = barrier {
         let msg = e.to_string();
-        return written
+        let failed = written
             .into_iter()
             .map(|w| {
                 w.and_then(|_| {
@@ -317,8 +351,10 @@ fn deploy_batch(
                 })
             })
             .collect();
+        return (failed, timings);
     }
     // 3. The switches, then `live` synced once.
+    let started = std::time::Instant::now();
     let live = target.dir.join("live");
     let mut any_switched = false;
     for w in written.iter_mut() {
@@ -335,7 +371,7 @@ fn deploy_batch(
         tracing::warn!(error = %e, "syncing live/ after a batch of switches");
     }
     // 4. Old versions.
-    written
+    let done = written
         .into_iter()
         .map(|w| {
             let v = w?;
@@ -347,7 +383,9 @@ fn deploy_batch(
             );
             Ok((v.link, v.version_dir))
         })
-        .collect()
+        .collect();
+    timings.switch = started.elapsed();
+    (done, timings)
 }
 
 /// One name's new version directory, complete, not yet linked.

@@ -68,8 +68,8 @@ pub use challenges::Challenges;
 pub use compromise::{CompromiseReport, Reaction, ReactionReport};
 pub use console::{Console, NamePageFilter, OverviewCounts, PendingLogin, SessionRecord};
 pub use deploy::{
-    CheckRecord, DeploymentView, Deployments, DueDeployment, DueEndpoint, EndpointSpec,
-    EndpointView,
+    CheckRecord, Checked, Deployed, DeploymentView, Deployments, DueDeployment, DueEndpoint,
+    EndpointSpec, EndpointView,
 };
 pub use drills::{Drill, DrillFlip, DrillStandby, Drills};
 pub use incidents::{Incident, Incidents};
