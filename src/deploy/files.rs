@@ -313,11 +313,12 @@ pub async fn write_batch_timed(
     (out, timings)
 }
 
+/// One name of a batch: `live/NAME` and the version directory it now
+/// names, or why not.
+type Switched = Result<(PathBuf, PathBuf), FilesError>;
+
 /// The blocking part of [`write_batch`].
-fn deploy_batch(
-    target: &FilesTarget,
-    materials: &[Material],
-) -> (Vec<Result<(PathBuf, PathBuf), FilesError>>, BatchTimings) {
+fn deploy_batch(target: &FilesTarget, materials: &[Material]) -> (Vec<Switched>, BatchTimings) {
     let mut timings = BatchTimings::default();
     let started = std::time::Instant::now();
     // 1. Every version directory, written but not synced.
