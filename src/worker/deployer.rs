@@ -67,6 +67,9 @@ const PAGE: u64 = 500;
 /// A page of due rows is at most one batch per destination: the checks
 /// of a batch run while the next page is read and written.
 const WRITE_BATCH: usize = PAGE as usize;
+/// Most threads writing one batch's files at once (at most the
+/// configured concurrency): enough to hide filesystem waits.
+const FILE_WRITERS: usize = 16;
 /// How long the check loop waits for the next recorded batch before it
 /// reads again anyway (a check delay running out).
 const CHECK_WAIT: Duration = Duration::from_millis(200);
@@ -471,7 +474,8 @@ impl Deployer {
             }
         }
         self.stages.since(Stage::Keys, started);
-        let (results, t) = files::write_batch_timed(target, &materials).await;
+        let writers = self.delivery.cfg.concurrency.min(FILE_WRITERS);
+        let (results, t) = files::write_batch_timed(target, &materials, writers).await;
         drop(materials);
         self.stages.add(Stage::FileWrites, t.write);
         self.stages.add(Stage::FileSyncs, t.sync);
