@@ -12,7 +12,11 @@
 //!   backups written to the files destination, and every endpoint verified
 //!   over TLS to serve its backup — all deployments `confirmed` again.
 //!
-//! The deployment and check passes are the worker's own code.
+//! The deployment and check passes are the worker's own code. The
+//! figures end with where the time to safety went, stage by stage
+//! (`wave_*`: due-queue reads, keys, file writes, syncs, switches,
+//! bookkeeping, endpoint reads, TLS checks, and the wall time of the
+//! write and check loops, which run side by side).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -233,6 +237,15 @@ root_group = "bench-b"
     Config::from_toml(&toml, &[], None).context("benchmark config")
 }
 
+/// The machine's 1, 5 and 15 minute load averages (Linux), as printed
+/// beside the figures: the benchmark shares the cores with whatever else
+/// runs.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 /// Runs the worker's deployment and check passes until every deployment
 /// is confirmed with the name's active certificate.
 async fn until_confirmed(worker: &Arc<Supervisor>, store: &Store, n: i64) -> anyhow::Result<()> {
@@ -341,6 +354,7 @@ async fn run(opts: &DeployBench, url: &str, dir: &Path) -> anyhow::Result<serde_
         let t = Instant::now();
         until_confirmed(&worker, &store, n as i64).await?;
         let initial_s = t.elapsed().as_secs_f64();
+        let _ = worker.deploy_stages();
 
         // Every endpoint once more: the check rate alone.
         store
@@ -351,6 +365,7 @@ async fn run(opts: &DeployBench, url: &str, dir: &Path) -> anyhow::Result<serde_
         let checks_s = t.elapsed().as_secs_f64();
 
         // The emergency: swap away from bench-a, write, verify.
+        let _ = worker.deploy_stages();
         let t = Instant::now();
         let swap = store
             .emergency()
@@ -365,12 +380,13 @@ async fn run(opts: &DeployBench, url: &str, dir: &Path) -> anyhow::Result<serde_
         let swap_s = t.elapsed().as_secs_f64();
         until_confirmed(&worker, &store, n as i64).await?;
         let safety_s = t.elapsed().as_secs_f64();
+        let stages = worker.deploy_stages().unwrap_or_default();
         let (_, confirmed) = store.deployments_settled().await?;
         tls.abort();
         if swap.swapped != n as i64 {
             bail!("the swap flipped {} names, expected {n}", swap.swapped);
         }
-        Ok(json!({
+        let mut figures = json!({
             "backend": store.backend_name(),
             "names": n,
             "concurrency": opts.concurrency,
@@ -384,7 +400,14 @@ async fn run(opts: &DeployBench, url: &str, dir: &Path) -> anyhow::Result<serde_
             "confirmed_after_swap": confirmed,
             "time_to_safety_seconds": round(safety_s),
             "time_to_safety_target_seconds": 30,
-        }))
+            "load_average": load_average(),
+        });
+        // Where the time to safety went, stage by stage (the write and
+        // check loops run side by side, so stages overlap).
+        for (k, v) in stages.as_object().into_iter().flatten() {
+            figures[format!("wave_{k}")] = v.clone();
+        }
+        Ok(figures)
     }
     .await;
     if !url.starts_with("sqlite:") {

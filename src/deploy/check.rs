@@ -321,7 +321,16 @@ fn capture_config() -> Result<Arc<ClientConfig>, String> {
         std::sync::OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+            // Plain X25519 first (the others still offered): a check sends
+            // nothing secret, so the post-quantum hybrid's extra key
+            // generation and encapsulation — on both ends, per check —
+            // buys it nothing. Every check is still a full handshake that
+            // shows the served chain.
+            provider
+                .kx_groups
+                .sort_by_key(|g| g.name() != rustls::NamedGroup::X25519);
+            let provider = Arc::new(provider);
             let verifier = CaptureAnyChain {
                 algorithms: provider.signature_verification_algorithms,
             };
@@ -904,5 +913,33 @@ mod tests {
             "Resolved OK 127.0.0.1:8443 / Connected OK / TLS OK / Certificate matched NG \
              (serial 0a1b served, 0c2d expected)"
         );
+    }
+
+    #[test]
+    fn every_check_is_a_full_handshake_offering_plain_x25519_first() {
+        let config = capture_config().expect("config");
+        // No session is ever resumed: a resumed handshake shows no chain.
+        let resumption = format!("{:?}", config.resumption);
+        assert!(
+            resumption.contains("NoClientSessionStorage") && resumption.contains("Disabled"),
+            "{resumption}"
+        );
+        let groups: Vec<rustls::NamedGroup> = config
+            .crypto_provider()
+            .kx_groups
+            .iter()
+            .map(|g| g.name())
+            .collect();
+        assert_eq!(
+            groups.first(),
+            Some(&rustls::NamedGroup::X25519),
+            "{groups:?}"
+        );
+        // The others are still offered, for servers that insist.
+        assert!(
+            groups.contains(&rustls::NamedGroup::secp256r1),
+            "{groups:?}"
+        );
+        assert!(groups.len() >= 3, "{groups:?}");
     }
 }

@@ -246,17 +246,48 @@ pub async fn write_batch(
     target: &FilesTarget,
     materials: &[Material],
 ) -> Vec<Result<FilesOutcome, FilesError>> {
+    write_batch_timed(target, materials, 1).await.0
+}
+
+/// Where a batch's time went: writing the version directories, the one
+/// durability barrier, switching the links (with `live` synced), and
+/// the post-deploy commands. For the deployer's stage figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchTimings {
+    /// Every version directory written (not synced).
+    pub write: std::time::Duration,
+    /// The one `syncfs` barrier.
+    pub sync: std::time::Duration,
+    /// The link switches, `live` synced once, old versions collected.
+    pub switch: std::time::Duration,
+    /// The post-deploy commands, one after another.
+    pub commands: std::time::Duration,
+}
+
+/// [`write_batch`] with `writers` names written (and switched) at once
+/// on threads of their own, also saying where the time went. The
+/// barrier is still one, after every version directory is complete.
+pub async fn write_batch_timed(
+    target: &FilesTarget,
+    materials: &[Material],
+    writers: usize,
+) -> (Vec<Result<FilesOutcome, FilesError>>, BatchTimings) {
     let (target_copy, batch) = (target.clone(), materials.to_vec());
-    let switched =
-        match tokio::task::spawn_blocking(move || deploy_batch(&target_copy, &batch)).await {
-            Ok(r) => r,
-            Err(e) => {
-                return materials
-                    .iter()
-                    .map(|_| Err(FilesError::Task(e.to_string())))
-                    .collect();
-            }
-        };
+    let (switched, mut timings) = match tokio::task::spawn_blocking(move || {
+        deploy_batch(&target_copy, &batch, writers)
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let failed = materials
+                .iter()
+                .map(|_| Err(FilesError::Task(e.to_string())))
+                .collect();
+            return (failed, BatchTimings::default());
+        }
+    };
+    let commands = std::time::Instant::now();
     let mut out = Vec::with_capacity(materials.len());
     for (m, r) in materials.iter().zip(switched) {
         out.push(match r {
@@ -284,28 +315,70 @@ pub async fn write_batch(
             Err(e) => Err(e),
         });
     }
-    out
+    timings.commands = commands.elapsed();
+    (out, timings)
+}
+
+/// One name of a batch: `live/NAME` and the version directory it now
+/// names, or why not.
+type Switched = Result<(PathBuf, PathBuf), FilesError>;
+
+/// `f` over `items` on up to `threads` threads (contiguous shares), the
+/// results in the order of `items`. Filesystem calls on a busy machine
+/// wait more than they compute: several at once hide the waits.
+fn par_map<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let (mut shares, mut rest) = (Vec::with_capacity(threads), items);
+    while rest.len() > per {
+        let tail = rest.split_off(per);
+        shares.push(rest);
+        rest = tail;
+    }
+    shares.push(rest);
+    let f = &f;
+    std::thread::scope(|s| {
+        let running: Vec<_> = shares
+            .into_iter()
+            .map(|share| s.spawn(move || share.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// The blocking part of [`write_batch`].
 fn deploy_batch(
     target: &FilesTarget,
     materials: &[Material],
-) -> Vec<Result<(PathBuf, PathBuf), FilesError>> {
-    // 1. Every version directory, written but not synced.
-    let mut written: Vec<Result<Written, FilesError>> = materials
-        .iter()
-        .map(|m| {
+    writers: usize,
+) -> (Vec<Switched>, BatchTimings) {
+    let mut timings = BatchTimings::default();
+    let started = std::time::Instant::now();
+    // 1. Every version directory, written but not synced; `writers`
+    // names at once (each its own directory: no two touch one path).
+    let written: Vec<Result<Written, FilesError>> =
+        par_map(materials.iter().collect(), writers, |m| {
             let name_dir = dir_name(&m.name)?;
             write_version(target, m, &name_dir, Durability::Deferred)
-        })
-        .collect();
+        });
+    timings.write = started.elapsed();
     // 2. One barrier for all of them (files, directories, entries).
-    if written.iter().any(Result::is_ok)
-        && let Err(e) = sync_filesystem(&target.dir)
-    {
+    let started = std::time::Instant::now();
+    let barrier = if written.iter().any(Result::is_ok) {
+        sync_filesystem(&target.dir)
+    } else {
+        Ok(())
+    };
+    timings.sync = started.elapsed();
+    if let Err(e) = barrier {
         let msg = e.to_string();
-        return written
+        let failed = written
             .into_iter()
             .map(|w| {
                 w.and_then(|_| {
@@ -317,37 +390,34 @@ fn deploy_batch(
                 })
             })
             .collect();
+        return (failed, timings);
     }
     // 3. The switches, then `live` synced once.
+    let started = std::time::Instant::now();
     let live = target.dir.join("live");
-    let mut any_switched = false;
-    for w in written.iter_mut() {
-        let Ok(v) = w else { continue };
-        match link_version(&live, v, false) {
-            Ok(replaced) => {
-                any_switched = true;
-                v.replaced = replaced;
-            }
-            Err(e) => *w = Err(e),
-        }
-    }
-    if any_switched && let Err(e) = sync_dir(&live) {
+    let switched: Vec<Result<Written, FilesError>> = par_map(written, writers, |w| {
+        let mut v = w?;
+        v.replaced = link_version(&live, &v, false)?;
+        Ok(v)
+    });
+    if switched.iter().any(Result::is_ok)
+        && let Err(e) = sync_dir(&live)
+    {
         tracing::warn!(error = %e, "syncing live/ after a batch of switches");
     }
     // 4. Old versions.
-    written
-        .into_iter()
-        .map(|w| {
-            let v = w?;
-            collect_garbage(
-                &v.name_archive,
-                target.keep_versions,
-                &v.dir,
-                v.replaced.as_deref(),
-            );
-            Ok((v.link, v.version_dir))
-        })
-        .collect()
+    let done = par_map(switched, writers, |w| {
+        let v = w?;
+        collect_garbage(
+            &v.name_archive,
+            target.keep_versions,
+            &v.dir,
+            v.replaced.as_deref(),
+        );
+        Ok((v.link, v.version_dir))
+    });
+    timings.switch = started.elapsed();
+    (done, timings)
 }
 
 /// One name's new version directory, complete, not yet linked.
@@ -665,6 +735,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_links_every_name_to_its_complete_version_and_skips_bad_names() {
+        // One writer, and several at once (shares of the batch on threads).
+        for writers in [1, 3, 16] {
+            a_batch_with(writers).await;
+        }
+    }
+
+    async fn a_batch_with(writers: usize) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut target = FilesTarget::new(tmp.path().join("certs"));
         target.keep_versions = 2;
@@ -674,7 +751,7 @@ mod tests {
             .collect();
         let mut batch = first.clone();
         batch.insert(1, material("../evil", "primary-01"));
-        let out = write_batch(&target, &batch).await;
+        let out = write_batch_timed(&target, &batch, writers).await.0;
         assert_eq!(out.len(), 4);
         assert!(
             matches!(out[1], Err(FilesError::InvalidName { .. })),
@@ -704,7 +781,8 @@ mod tests {
         // collected as by `write`.
         for round in ["backup-02", "primary-03"] {
             let next: Vec<Material> = first.iter().map(|m| material(&m.name, round)).collect();
-            for (m, r) in next.iter().zip(write_batch(&target, &next).await) {
+            let out = write_batch_timed(&target, &next, writers).await.0;
+            for (m, r) in next.iter().zip(out) {
                 let o = r.expect("deployed");
                 assert_eq!(read(&o.live_path.join("cert.pem")), m.leaf_pem);
                 assert_eq!(read(&o.live_path.join("privkey.pem")), m.key_pem);

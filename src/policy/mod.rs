@@ -14,6 +14,7 @@ pub mod profiles;
 pub mod reaction;
 pub mod readiness;
 pub mod swap;
+pub mod wave;
 
 /// What policy needs to know about one configured CA.
 #[derive(Debug, Clone, PartialEq, Eq)]

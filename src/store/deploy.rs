@@ -456,23 +456,37 @@ impl Deployments {
         now: i64,
     ) -> Result<(), StoreError> {
         with_tx(&self.db, async |tx| {
-            exec(
-                tx,
-                "UPDATE deployments SET state = 'requested', cert_id = $3, requested_at = $4, \
-             deployed_at = $4, confirmed_at = NULL, attempts = 0, last_error = NULL, \
-             detail = $5, updated_at = $4, due_at = NULL \
-             WHERE name_id = $1 AND destination = $2",
-                vec![
-                    name_id.into(),
-                    destination.into(),
-                    cert_id.into(),
-                    now.into(),
-                    detail.to_string().into(),
-                ],
-            )
-            .await?;
-            schedule_checks(tx, name_id, check_at).await?;
-            mark_names(tx, &[name_id]).await
+            deployed(tx, name_id, destination, cert_id, detail, check_at, now).await
+        })
+        .await
+    }
+
+    /// [`Deployments::record_deployed`] for a batch of writes, in one
+    /// transaction (a wave records thousands: one commit per batch, not
+    /// per name).
+    pub async fn record_deployed_many(
+        &self,
+        writes: &[Deployed],
+        check_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        with_tx(&self.db, async |tx| {
+            for w in writes {
+                deployed(
+                    tx,
+                    &w.name_id,
+                    &w.destination,
+                    &w.cert_id,
+                    &w.detail,
+                    check_at,
+                    now,
+                )
+                .await?;
+            }
+            Ok(())
         })
         .await
     }
@@ -594,31 +608,51 @@ impl Deployments {
         now: i64,
     ) -> Result<(), StoreError> {
         with_tx(&self.db, async |tx| {
-            // The counts see an endpoint's outcome, not when it was checked.
-            let changed = buckets_where(
-                tx,
-                "n.id IN (SELECT e.name_id FROM endpoints e WHERE e.id = $1 \
-                 AND COALESCE(e.outcome, '') <> $2)",
-                vec![endpoint_id.into(), rec.outcome.clone().into()],
-            )
-            .await?;
-            exec(
-                tx,
-                "UPDATE endpoints SET outcome = $2, summary = $3, steps = $4, served_serial = $5, \
-                 cert_id = $6, checked_at = $7, next_check_at = $8 WHERE id = $1",
-                vec![
-                    endpoint_id.into(),
-                    rec.outcome.clone().into(),
-                    rec.summary.clone().into(),
-                    rec.steps.to_string().into(),
-                    rec.served_serial.clone().into(),
-                    cert_id.map(str::to_string).into(),
-                    now.into(),
-                    next_check_at.into(),
-                ],
-            )
-            .await?;
-            mark_buckets(tx, &changed).await
+            checked(tx, endpoint_id, cert_id, rec, next_check_at, now).await
+        })
+        .await
+    }
+
+    /// [`Deployments::record_check`] for many checks, in one transaction.
+    pub async fn record_checks(&self, checks: &[Checked], now: i64) -> Result<(), StoreError> {
+        if checks.is_empty() {
+            return Ok(());
+        }
+        with_tx(&self.db, async |tx| {
+            for c in checks {
+                checked(
+                    tx,
+                    &c.endpoint_id,
+                    c.cert_id.as_deref(),
+                    &c.record,
+                    c.next_check_at,
+                    now,
+                )
+                .await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// [`Deployments::settle_deployments`] for many names, in one
+    /// transaction: (name, destination, new state) of those that changed.
+    pub async fn settle_many(
+        &self,
+        names: &[String],
+        now: i64,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        with_tx(&self.db, async |tx| {
+            let mut changed = Vec::new();
+            for name in names {
+                for (dest, state) in settle(tx, name, now).await? {
+                    changed.push((name.clone(), dest, state));
+                }
+            }
+            Ok(changed)
         })
         .await
     }
@@ -635,8 +669,18 @@ impl Deployments {
         name_id: &str,
         now: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let Some(r) = one(
-            &self.db,
+        with_tx(&self.db, async |tx| settle(tx, name_id, now).await).await
+    }
+}
+
+/// The statements of [`Deployments::settle_deployments`], on `c`.
+async fn settle<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    now: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let Some(r) = one(
+            c,
             "SELECT COUNT(*) AS total, \
              SUM(CASE WHEN e.outcome = 'matched' AND e.cert_id = s.current_cert_id THEN 1 ELSE 0 END) AS ok, \
              SUM(CASE WHEN e.outcome IS NOT NULL AND e.outcome <> 'matched' \
@@ -649,22 +693,21 @@ impl Deployments {
         else {
             return Ok(Vec::new());
         };
-        let total: i64 = get(&r, "total")?;
-        let ok = get::<Option<i64>>(&r, "ok")?.unwrap_or(0);
-        let bad = get::<Option<i64>>(&r, "bad")?.unwrap_or(0);
-        let Some(active): Option<String> = get(&r, "active")? else {
-            return Ok(Vec::new());
-        };
-        let target = if total > 0 && ok == total {
-            "confirmed"
-        } else if bad > 0 {
-            "failed"
-        } else {
-            return Ok(Vec::new());
-        };
-        let rows = with_tx(&self.db, async |tx| {
-            let rows = all(
-            tx,
+    let total: i64 = get(&r, "total")?;
+    let ok = get::<Option<i64>>(&r, "ok")?.unwrap_or(0);
+    let bad = get::<Option<i64>>(&r, "bad")?.unwrap_or(0);
+    let Some(active): Option<String> = get(&r, "active")? else {
+        return Ok(Vec::new());
+    };
+    let target = if total > 0 && ok == total {
+        "confirmed"
+    } else if bad > 0 {
+        "failed"
+    } else {
+        return Ok(Vec::new());
+    };
+    let rows = all(
+            c,
             "UPDATE deployments SET state = $3, \
              confirmed_at = CASE WHEN $3 = 'confirmed' THEN CAST($4 AS BIGINT) ELSE confirmed_at END, \
              last_error = CASE WHEN $3 = 'failed' THEN 'an endpoint check does not see this certificate' ELSE last_error END, \
@@ -681,14 +724,95 @@ impl Deployments {
             ],
         )
         .await?;
-            if !rows.is_empty() {
-                mark_names(tx, &[name_id]).await?;
-            }
-            Ok(rows)
-        })
-        .await?;
-        rows.iter()
-            .map(|r| Ok((get::<String>(r, "destination")?, target.to_string())))
-            .collect()
+    if !rows.is_empty() {
+        mark_names(c, &[name_id]).await?;
     }
+    rows.iter()
+        .map(|r| Ok((get::<String>(r, "destination")?, target.to_string())))
+        .collect()
+}
+
+/// One successful write, for [`Deployments::record_deployed_many`].
+#[derive(Debug, Clone)]
+pub struct Deployed {
+    pub name_id: String,
+    pub destination: String,
+    pub cert_id: String,
+    /// The write's outcome (paths, command status).
+    pub detail: serde_json::Value,
+}
+
+/// One check's result, for [`Deployments::record_checks`].
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub endpoint_id: String,
+    /// The active certificate compared against; `None` while none.
+    pub cert_id: Option<String>,
+    pub record: CheckRecord,
+    pub next_check_at: i64,
+}
+
+/// The statements of [`Deployments::record_deployed`], on `c`.
+async fn deployed<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    name_id: &str,
+    destination: &str,
+    cert_id: &str,
+    detail: &serde_json::Value,
+    check_at: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "UPDATE deployments SET state = 'requested', cert_id = $3, requested_at = $4, \
+         deployed_at = $4, confirmed_at = NULL, attempts = 0, last_error = NULL, \
+         detail = $5, updated_at = $4, due_at = NULL \
+         WHERE name_id = $1 AND destination = $2",
+        vec![
+            name_id.into(),
+            destination.into(),
+            cert_id.into(),
+            now.into(),
+            detail.to_string().into(),
+        ],
+    )
+    .await?;
+    schedule_checks(c, name_id, check_at).await?;
+    mark_names(c, &[name_id]).await
+}
+
+/// The statement of [`Deployments::record_check`], on `c`.
+async fn checked<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    endpoint_id: &str,
+    cert_id: Option<&str>,
+    rec: &CheckRecord,
+    next_check_at: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    // The counts see an endpoint's outcome, not when it was checked.
+    let changed = buckets_where(
+        c,
+        "n.id IN (SELECT e.name_id FROM endpoints e WHERE e.id = $1 \
+         AND COALESCE(e.outcome, '') <> $2)",
+        vec![endpoint_id.into(), rec.outcome.clone().into()],
+    )
+    .await?;
+    exec(
+        c,
+        "UPDATE endpoints SET outcome = $2, summary = $3, steps = $4, served_serial = $5, \
+         cert_id = $6, checked_at = $7, next_check_at = $8 WHERE id = $1",
+        vec![
+            endpoint_id.into(),
+            rec.outcome.clone().into(),
+            rec.summary.clone().into(),
+            rec.steps.to_string().into(),
+            rec.served_serial.clone().into(),
+            cert_id.map(str::to_string).into(),
+            now.into(),
+            next_check_at.into(),
+        ],
+    )
+    .await?;
+    mark_buckets(c, &changed).await
 }

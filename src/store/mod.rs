@@ -72,8 +72,8 @@ pub use console::{
 };
 pub use counts::CountPass;
 pub use deploy::{
-    CheckRecord, DeploymentView, Deployments, DueDeployment, DueEndpoint, EndpointSpec,
-    EndpointView,
+    CheckRecord, Checked, Deployed, DeploymentView, Deployments, DueDeployment, DueEndpoint,
+    EndpointSpec, EndpointView,
 };
 pub use drills::{Drill, DrillFlip, DrillStandby, Drills};
 pub use incidents::{Incident, Incidents};

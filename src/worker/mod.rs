@@ -436,6 +436,12 @@ impl Supervisor {
         }
     }
 
+    /// Seconds per stage of the deployment passes since the last call
+    /// (`bench deploy`'s breakdown); `None` without a deployer.
+    pub fn deploy_stages(&self) -> Option<serde_json::Value> {
+        self.deployer.as_ref().map(|d| d.take_stages())
+    }
+
     /// Runs every controller until `shutdown` turns true; returns when the
     /// issuer has handed back its leases.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {

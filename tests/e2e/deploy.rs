@@ -738,7 +738,8 @@ async fn kubernetes_secret_is_applied_server_side() {
 
 /// `twincert bench deploy` as a test: a CA-wide swap of 200 names written
 /// to a files destination and verified over TLS on loopback — every
-/// deployment confirmed with the backup.
+/// deployment confirmed with the backup, written in batches and checked
+/// once each.
 #[test]
 fn the_deploy_benchmark_swaps_writes_and_verifies() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_twincert"))
@@ -756,6 +757,24 @@ fn the_deploy_benchmark_swaps_writes_and_verifies() {
     assert_eq!(v["confirmed_after_swap"], 200, "{v:#}");
     assert!(v["time_to_safety_seconds"].as_f64().is_some(), "{v:#}");
     assert!(v["checks_per_second"].as_f64().is_some(), "{v:#}");
+    // The wave after the swap: every name written through the files
+    // destination in batches (one barrier each, not one per name), every
+    // endpoint verified over TLS once, each serving its new certificate.
+    assert_eq!(v["wave_written"], 200, "{v:#}");
+    assert_eq!(v["wave_write_failed"], 0, "{v:#}");
+    let batches = v["wave_file_batches"].as_u64().expect("batches");
+    assert!((1..=10).contains(&batches), "{batches} batches: {v:#}");
+    assert_eq!(v["wave_checked"], 200, "{v:#}");
+    assert_eq!(v["wave_matched"], 200, "{v:#}");
+    for stage in [
+        "file_syncs",
+        "tls_checks",
+        "write_loop_wall",
+        "check_loop_wall",
+    ] {
+        let s = v[format!("wave_{stage}_seconds")].as_f64();
+        assert!(s.is_some_and(|s| s > 0.0), "{stage}: {v:#}");
+    }
 }
 
 /// A name twincert does not deploy itself (endpoints, no destinations):

@@ -2489,40 +2489,49 @@ async fn counts_and_due_contract(store: Store) {
         due_names(&due),
         ["d1.example.test", "d2.example.test", "d4.example.test"]
     );
-    for d in &due {
-        store
-            .deployments()
-            .record_deployed(
-                &d.name_id,
-                &d.destination,
-                &d.cert_id,
-                &serde_json::json!({}),
-                now + 1,
-                now,
-            )
-            .await
-            .expect("deployed");
-    }
+    // Written as a batch, recorded in one transaction (the deployer's
+    // files batches).
+    let written: Vec<twincert::store::Deployed> = due
+        .iter()
+        .map(|d| twincert::store::Deployed {
+            name_id: d.name_id.clone(),
+            destination: d.destination.clone(),
+            cert_id: d.cert_id.clone(),
+            detail: serde_json::json!({}),
+        })
+        .collect();
+    store
+        .deployments()
+        .record_deployed_many(&written, now + 1, now)
+        .await
+        .expect("deployed");
     // Every endpoint checked: it saw the active certificate, next check
-    // in a day.
+    // in a day; a page of checks recorded in one transaction.
     let check = CheckRecord {
         outcome: "matched".into(),
         summary: "ok".into(),
         steps: serde_json::json!([]),
         served_serial: None,
     };
-    for e in store
+    let endpoints = store
         .deployments()
         .due_endpoints(now + 1, 100)
         .await
-        .expect("due endpoints")
-    {
-        store
-            .deployments()
-            .record_check(&e.id, e.cert_id.as_deref(), &check, now + 86_400, now + 1)
-            .await
-            .expect("check");
-    }
+        .expect("due endpoints");
+    let checks: Vec<twincert::store::Checked> = endpoints
+        .iter()
+        .map(|e| twincert::store::Checked {
+            endpoint_id: e.id.clone(),
+            cert_id: e.cert_id.clone(),
+            record: check.clone(),
+            next_check_at: now + 86_400,
+        })
+        .collect();
+    store
+        .deployments()
+        .record_checks(&checks, now + 1)
+        .await
+        .expect("checks");
     let quiet = now + 2;
     assert!(
         store
