@@ -91,6 +91,14 @@ async fn run(opts: &IdleBench, url: &str, dir: &Path) -> anyhow::Result<serde_js
         store.emergency().checkpoint().await.context("checkpoint")?;
     }
     let measured = measure(opts, url, dir, &prefix).await;
+    if std::env::var_os("TWINCERT_BENCH_LOG").is_some() {
+        // The scratch directory goes away: keep the serving process's log.
+        let kept = Path::new("bench-idle-serve.log");
+        match std::fs::copy(dir.join("serve.log"), kept) {
+            Ok(_) => eprintln!("the serving process's log: {}", kept.display()),
+            Err(e) => eprintln!("could not keep the serving process's log: {e}"),
+        }
+    }
     let purge = if url.starts_with("sqlite:") {
         Ok(())
     } else {
@@ -127,7 +135,12 @@ async fn measure(
         .arg(&config)
         .env("TWINCERT_MASTER_KEY", &master)
         .env("TWINCERT_ADMIN_TOKEN", &token)
-        .env("TWINCERT_LOG", "warn")
+        // `TWINCERT_BENCH_LOG=debug` shows what the idle process does
+        // (each controller's pass and its time) in the kept `serve.log`.
+        .env(
+            "TWINCERT_LOG",
+            std::env::var("TWINCERT_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("log")?)
         .stderr(log)

@@ -205,6 +205,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A statement slower than this is logged as a warning (target
+/// `sqlx::query`; `TWINCERT_LOG=sqlx=off` silences it).
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
+
 impl Store {
     /// Opens (and for SQLite creates) the database at `url`.
     ///
@@ -214,7 +218,13 @@ impl Store {
     /// timeout.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let mut opts = ConnectOptions::new(url.to_string());
-        opts.sqlx_logging(false)
+        // Statements are not logged (their text is the store's business),
+        // except one that takes longer than `SLOW_STATEMENT`: a warning
+        // with its text (parameters are never logged) names what holds
+        // the database at scale.
+        opts.sqlx_logging(true)
+            .sqlx_logging_level(log::LevelFilter::Trace)
+            .sqlx_slow_statements_logging_settings(log::LevelFilter::Warn, SLOW_STATEMENT)
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(30));
         if url.starts_with("sqlite:") {
