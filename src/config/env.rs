@@ -15,6 +15,8 @@ const RESERVED_ENV: &[&str] = &[
     "TWINCERT_TOKEN",
     "TWINCERT_LOG",
     "TWINCERT_ROLE",
+    // `bench idle`'s serving process's log level (it inherits it).
+    "TWINCERT_BENCH_LOG",
 ];
 
 /// Test hooks, known only to builds with the `failpoints` feature; the
