@@ -209,20 +209,35 @@ impl Orders {
     /// always has one. Slots marked for re-provisioning are left to
     /// [`Store::start_reprovision`], which moves them first.
     pub async fn plan_due_orders(&self, now: i64, limit: u64) -> Result<u64, StoreError> {
-        let sql = format!(
-            "SELECT s.name_id, s.slot, s.ca_id, \
-             CASE WHEN c.id IS NULL OR c.renew_after <= $1 THEN NULL ELSE n.rekey_op END AS op \
-             FROM slots s JOIN names n ON n.id = s.name_id \
-             LEFT JOIN certificates c ON c.id = s.current_cert_id \
-             WHERE (c.id IS NULL OR c.renew_after <= $1 OR (n.rekey_since IS NOT NULL \
-               AND NOT {fresh_c} AND (s.slot <> n.active_slot OR EXISTS \
-               (SELECT 1 FROM slots so JOIN certificates co ON co.id = so.current_cert_id \
-                WHERE so.name_id = n.id AND so.slot <> s.slot AND {fresh_co} \
-                AND co.not_after > $1 AND co.revoked_at IS NULL)))) \
-             AND NOT ((s.slot = 'primary' AND n.primary_reprovision_op IS NOT NULL) \
+        // Three index ranges, not one join over every slot: slots without
+        // a certificate (`slots_by_cert`), certificates past `renew_after`
+        // (`certificates_renew_after`), names with a re-key (`names_rekey_since`,
+        // M0029). A slot in more than one gives the same row (`op` is NULL
+        // unless only the re-key makes it due), which UNION keeps once.
+        let free = "NOT ((s.slot = 'primary' AND n.primary_reprovision_op IS NOT NULL) \
                OR (s.slot = 'backup' AND n.backup_reprovision_op IS NOT NULL)) \
              AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.name_id = s.name_id \
-              AND o.slot = s.slot AND o.state IN ('pending', 'processing')) LIMIT $2",
+              AND o.slot = s.slot AND o.state IN ('pending', 'processing'))";
+        let sql = format!(
+            "SELECT name_id, slot, ca_id, op FROM (\
+             SELECT s.name_id, s.slot, s.ca_id, CAST(NULL AS TEXT) AS op \
+             FROM slots s JOIN names n ON n.id = s.name_id \
+             WHERE s.current_cert_id IS NULL AND {free} \
+             UNION \
+             SELECT s.name_id, s.slot, s.ca_id, CAST(NULL AS TEXT) AS op \
+             FROM certificates c JOIN slots s ON s.current_cert_id = c.id \
+             JOIN names n ON n.id = s.name_id \
+             WHERE c.renew_after <= $1 AND {free} \
+             UNION \
+             SELECT s.name_id, s.slot, s.ca_id, \
+             CASE WHEN c.id IS NULL OR c.renew_after <= $1 THEN NULL ELSE n.rekey_op END AS op \
+             FROM names n JOIN slots s ON s.name_id = n.id \
+             LEFT JOIN certificates c ON c.id = s.current_cert_id \
+             WHERE n.rekey_since IS NOT NULL AND NOT {fresh_c} AND (s.slot <> n.active_slot OR EXISTS \
+               (SELECT 1 FROM slots so JOIN certificates co ON co.id = so.current_cert_id \
+                WHERE so.name_id = n.id AND so.slot <> s.slot AND {fresh_co} \
+                AND co.not_after > $1 AND co.revoked_at IS NULL)) AND {free}\
+             ) due LIMIT $2",
             fresh_c = rekeyed("c"),
             fresh_co = rekeyed("co"),
         );
