@@ -211,9 +211,11 @@ impl Orders {
     pub async fn plan_due_orders(&self, now: i64, limit: u64) -> Result<u64, StoreError> {
         // Three index ranges, not one join over every slot: slots without
         // a certificate (`slots_by_cert`), certificates past `renew_after`
-        // (`certificates_renew_after`), names with a re-key (`names_rekey_since`,
-        // M0029). A slot in more than one gives the same row (`op` is NULL
-        // unless only the re-key makes it due), which UNION keeps once.
+        // (`certificates_renew_after`), names with a re-key
+        // (`names_rekey_since`, M0029), each written as an `IN` list so
+        // that SQLite, which keeps no statistics, starts from the index.
+        // A slot in more than one gives the same row (`op` is NULL unless
+        // only the re-key makes it due), which UNION keeps once.
         let free = "NOT ((s.slot = 'primary' AND n.primary_reprovision_op IS NOT NULL) \
                OR (s.slot = 'backup' AND n.backup_reprovision_op IS NOT NULL)) \
              AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.name_id = s.name_id \
@@ -225,15 +227,16 @@ impl Orders {
              WHERE s.current_cert_id IS NULL AND {free} \
              UNION \
              SELECT s.name_id, s.slot, s.ca_id, CAST(NULL AS TEXT) AS op \
-             FROM certificates c JOIN slots s ON s.current_cert_id = c.id \
-             JOIN names n ON n.id = s.name_id \
-             WHERE c.renew_after <= $1 AND {free} \
+             FROM slots s JOIN names n ON n.id = s.name_id \
+             WHERE s.current_cert_id IN (SELECT cd.id FROM certificates cd \
+               WHERE cd.renew_after <= $1) AND {free} \
              UNION \
              SELECT s.name_id, s.slot, s.ca_id, \
              CASE WHEN c.id IS NULL OR c.renew_after <= $1 THEN NULL ELSE n.rekey_op END AS op \
-             FROM names n JOIN slots s ON s.name_id = n.id \
+             FROM slots s JOIN names n ON n.id = s.name_id \
              LEFT JOIN certificates c ON c.id = s.current_cert_id \
-             WHERE n.rekey_since IS NOT NULL AND NOT {fresh_c} AND (s.slot <> n.active_slot OR EXISTS \
+             WHERE s.name_id IN (SELECT r.id FROM names r WHERE r.rekey_since IS NOT NULL) \
+             AND NOT {fresh_c} AND (s.slot <> n.active_slot OR EXISTS \
                (SELECT 1 FROM slots so JOIN certificates co ON co.id = so.current_cert_id \
                 WHERE so.name_id = n.id AND so.slot <> s.slot AND {fresh_co} \
                 AND co.not_after > $1 AND co.revoked_at IS NULL)) AND {free}\
