@@ -747,12 +747,7 @@ impl Console {
             .map(|s| (s.to_string(), 0))
             .collect();
         for r in &rows {
-            let part: String = get(r, "part")?;
-            let key: String = get(r, "series")?;
-            let text: String = get(r, "value")?;
-            let value: f64 = text
-                .parse()
-                .map_err(|_| StoreError::Db(format!("metric_counts value {text:?}")))?;
+            let (part, key, value) = super::metrics::count_row(r)?;
             let n = value as i64;
             match part.as_str() {
                 "meta" => at = Some(n),

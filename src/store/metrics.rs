@@ -202,12 +202,7 @@ impl Metrics {
         let mut stored = false;
         let mut usage: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
         for r in &rows {
-            let part: String = get(r, "part")?;
-            let key: String = get(r, "series")?;
-            let text: String = get(r, "value")?;
-            let value: f64 = text
-                .parse()
-                .map_err(|_| StoreError::Db(format!("metric_counts value {text:?}")))?;
+            let (part, key, value) = count_row(r)?;
             // Counts are integers well inside f64's exact range (2^53).
             let int = value as i64;
             match (part.as_str(), key.as_str()) {
@@ -568,4 +563,15 @@ impl Metrics {
         }
         Ok(out)
     }
+}
+
+/// One `metric_counts` row: its part, series and value (stored as text).
+pub(super) fn count_row(r: &sea_orm::QueryResult) -> Result<(String, String, f64), StoreError> {
+    let part: String = get(r, "part")?;
+    let key: String = get(r, "series")?;
+    let text: String = get(r, "value")?;
+    let value = text
+        .parse()
+        .map_err(|_| StoreError::Db(format!("metric_counts value {text:?}")))?;
+    Ok((part, key, value))
 }

@@ -21,7 +21,7 @@
 //!
 //! *Observes*: the marked buckets and their rows (`Store::count_maintained`),
 //! the emergency-operation fingerprint (`store::Readiness::fingerprint`),
-//! the stored overview's age (`store::Metrics::load_counts`).
+//! the stored overview and its age (`store::Console::stored_overview`).
 //! *Writes*: the per-bucket partials (in `count_maintained`) and the
 //! stored counts (`store::Metrics::save_counts`), nothing else.
 //!
@@ -164,12 +164,13 @@ impl Counter {
     pub(super) async fn pass(&self) -> Result<(usize, CountPass, Duration), StoreError> {
         let now = self.clock.now();
         let (mut counts, pass) = self.store.count_maintained(now, EXPIRY_SERIES).await?;
+        // The overview's rows only, not the thousands of series.
         let previous = self
             .store
-            .metrics()
-            .load_counts()
+            .console()
+            .stored_overview()
             .await?
-            .map(|c| c.overview)
+            .map(|(_, o)| o)
             .filter(|o| o.computed_at > 0);
         let since = previous
             .as_ref()
